@@ -1,0 +1,43 @@
+# Two entry points: `make demo` and `make test`. Both set everything up first and are
+# idempotent: a second run reuses .venv and reinstalls nothing.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+DEMO    := demo
+
+.PHONY: setup demo test bench lint clean golden
+
+setup: $(STAMP) graphviz
+
+# Debian's graphviz provides the real `dot` that `archc graph` renders with.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  echo "installing graphviz (dot)"; \
+	  (apt-get install -y graphviz >/dev/null 2>&1 || \
+	   (apt-get update >/dev/null 2>&1 && apt-get install -y graphviz >/dev/null 2>&1)) || \
+	  (sudo apt-get update >/dev/null 2>&1 && sudo apt-get install -y graphviz >/dev/null 2>&1); \
+	  command -v dot >/dev/null || { echo "could not install graphviz; install it with apt-get install graphviz"; exit 1; }; }
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m runtime.demo --out $(DEMO)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(PY) -m ruff check archc runtime tests bench
+
+# Regenerate the golden files (generated Python, DOT, diagnostics) after a deliberate change.
+golden: setup
+	ARCHC_REGEN=1 $(PY) -m pytest -q -p no:cacheprovider tests -k golden
+
+clean:
+	rm -rf .venv $(DEMO) runs .pytest_cache

@@ -1,0 +1,4 @@
+"""`python -m archc ...` (also what `torchrun -m archc train ...` runs)."""
+from .cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""The Python API: a spec's path (or text) in, a checked network or a torch module out.
+
+    net = archc.load("specs/resnet34.arch", num_classes=2)    # shape-checked, no torch
+    model = archc.build("specs/resnet34.arch", num_classes=2)  # torch.nn.Module
+
+The pipeline reads as a sentence of stages: sources → parse → IR → resolve (blocks,
+variants, parameters, imports, shapes) → backends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .diagnostics import Diagnostic, Diagnostics, SpecError
+from .graph import Network
+from .layers import Shape
+from .resolve import Resolver
+from .sources import Program, load_program
+
+
+@dataclass
+class CheckResult:
+    """Everything `archc check` learns: the network (None when it has errors) and diagnostics."""
+
+    network: Network | None
+    diagnostics: list[Diagnostic]
+    program: Program
+
+    @property
+    def ok(self) -> bool:
+        """True when there are no errors (warnings are fine)."""
+        return self.network is not None and not any(d.is_error for d in self.diagnostics)
+
+
+def check(spec: str | Path, params: dict[str, Any] | None = None, *, network: str | None = None,
+          variant: str | None = None, input_shape: Shape | None = None,
+          text: str | None = None) -> CheckResult:
+    """Parse, resolve and shape-check a spec; never raises for problems in the spec."""
+    diags = Diagnostics()
+    program = load_program(str(spec), diags, text=text)
+    overrides = dict(params or {})
+    if variant is not None:
+        overrides["variant"] = variant
+    net = None
+    if program.root_file is not None:
+        net = Resolver(program, diags).network(network, overrides, input_shape)
+    return CheckResult(net, diags.sorted(), program)
+
+
+def load(spec: str | Path, *, network: str | None = None, variant: str | None = None,
+         input_shape: Shape | None = None, **params: Any) -> Network:
+    """The checked network of a spec; raises `SpecError` (rendered diagnostics) on errors."""
+    result = check(spec, params, network=network, variant=variant, input_shape=input_shape)
+    if not result.ok:
+        raise SpecError([d for d in result.diagnostics if d.is_error], result.program.sources)
+    return result.network
+
+
+def build(spec: str | Path | Network, *, network: str | None = None, variant: str | None = None,
+          input_shape: Shape | None = None, **params: Any):
+    """A `torch.nn.Module` for the spec; keyword arguments override the spec's parameters."""
+    from .backends.module import to_module
+
+    net = spec if isinstance(spec, Network) else load(
+        spec, network=network, variant=variant, input_shape=input_shape, **params)
+    return to_module(net)

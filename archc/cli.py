@@ -1,0 +1,216 @@
+"""The `archc` command line.
+
+The compiler verbs (check, convert, compile, graph, summary) live here and keep torch out
+of `check`. The runtime verbs (train, data, eval, predict, submit, export) come from the
+`runtime` package through the `archc.commands` entry point, so `archc` never imports
+`runtime` by name.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .diagnostics import Diagnostic
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
+                  help="archc: compile CNN architecture specs (.arch or YAML) into checked, "
+                       "drawn and trainable PyTorch networks.")
+
+SetOption = typer.Option(None, "--set", "-s", help="Override a spec parameter: --set num_classes=2")
+VariantOption = typer.Option(None, "--variant", "-V", help="Configuration of a table, e.g. D")
+NetworkOption = typer.Option(None, "--network", "-n", help="Network to use when the file has several")
+InputOption = typer.Option(None, "--input", help="Override the input shape, e.g. 3x64x64")
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def parse_sets(values: list[str] | None) -> dict[str, Any]:
+    """`--set k=v` options as a dict of typed values."""
+    from .expressions import parse_value
+
+    out: dict[str, Any] = {}
+    for item in values or []:
+        if "=" not in item:
+            fail(f"--set expects NAME=VALUE, got `{item}`")
+        key, _, value = item.partition("=")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """`3x64x64` as (3, 64, 64)."""
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        fail(f"--input expects C×H×W such as 3x224x224, got `{text}`")
+    return dims
+
+
+def fail(message: str, hint: str | None = None, code: int = 2) -> None:
+    """Print an error in the diagnostics style and exit."""
+    typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"  = hint: {hint}", err=True)
+    raise typer.Exit(code)
+
+
+def print_diagnostics(diags: list[Diagnostic], sources: dict[str, str]) -> None:
+    """Rendered diagnostics on stderr, coloured when it is a terminal."""
+    from .render import render_all
+
+    if diags:
+        typer.echo(render_all(diags, sources, color=sys.stderr.isatty()), err=True)
+
+
+def checked(spec: Path, sets: list[str] | None, variant: str | None, network: str | None,
+            input_shape: str | None, show_warnings: bool = True):
+    """Check a spec for a verb that needs a valid network; exits 1 with diagnostics if not."""
+    from .api import check
+
+    if not spec.exists():
+        fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
+    result = check(spec, parse_sets(sets), network=network, variant=variant,
+                   input_shape=parse_shape(input_shape))
+    shown = result.diagnostics if show_warnings else [d for d in result.diagnostics if d.is_error]
+    print_diagnostics(shown, result.program.sources)
+    if not result.ok:
+        raise typer.Exit(1)
+    return result.network
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _macs(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}MACs"
+    return f"{n} MACs"
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+@app.command()
+def check(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+          sets: Optional[list[str]] = SetOption, variant: Optional[str] = VariantOption,
+          network: Optional[str] = NetworkOption, input: Optional[str] = InputOption,
+          explain: bool = typer.Option(False, "--explain", help="Say what was inferred"),
+          as_json: bool = typer.Option(False, "--json", help="Machine-readable result")) -> None:
+    """Parse and shape-check a spec; print OK with shapes, or located errors (exit 1)."""
+    from .api import check as run_check
+    from .layers import fmt
+    from .shapes import input_sizes
+
+    if not spec.exists():
+        fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
+    result = run_check(spec, parse_sets(sets), network=network, variant=variant,
+                       input_shape=parse_shape(input))
+    if as_json:
+        typer.echo(json.dumps(_check_json(result), indent=2))
+        raise typer.Exit(0 if result.ok else 1)
+    print_diagnostics(result.diagnostics, result.program.sources)
+    if not result.ok:
+        raise typer.Exit(1)
+    net = result.network
+    sizes = input_sizes(net)
+    aux = f" (+{len(net.aux_outputs)} auxiliary outputs in training)" if net.aux_outputs else ""
+    typer.echo(f"OK {net.name}: {fmt(net.input_shape)} → {fmt(net.output_shape)}{aux}")
+    typer.echo(f"   parameters: {_count(net.n_params)}   compute: {_macs(net.macs)}")
+    typer.echo(f"   valid input sizes: {sizes.describe()}")
+    if explain:
+        typer.echo("   inferred:")
+        for span, text in net.explain:
+            typer.echo(f"     {span.file}:{span.line}:{span.column}: {text}")
+
+
+def _check_json(result) -> dict:
+    from .shapes import input_sizes
+
+    data: dict[str, Any] = {"ok": result.ok, "diagnostics": [
+        {"code": d.code, "severity": d.severity, "message": d.message, "hint": d.hint,
+         "notes": list(d.notes), "file": d.span.file, "line": d.span.line,
+         "column": d.span.column} for d in result.diagnostics]}
+    if result.ok:
+        net = result.network
+        sizes = input_sizes(net)
+        data.update(network=net.name, input=list(net.input_shape), output=list(net.output_shape),
+                    parameters=net.n_params, macs=net.macs,
+                    input_sizes={"smallest": sizes.smallest, "step": sizes.step,
+                                 "largest": sizes.largest})
+    return data
+
+
+@app.command()
+def convert(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+            to: str = typer.Option(..., "--to", help="yaml or arch"),
+            output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here")) -> None:
+    """Translate a spec between the .arch language and YAML (same IR both ways)."""
+    from .diagnostics import Diagnostics
+    from .sources import parse_source
+
+    if to not in ("yaml", "arch"):
+        fail(f"--to must be yaml or arch, got `{to}`")
+    if not spec.exists():
+        fail(f"spec file `{spec}` not found")
+    diags = Diagnostics()
+    text = spec.read_text(encoding="utf-8")
+    tree = parse_source(text, str(spec), diags)
+    print_diagnostics(diags.sorted(), {str(spec): text})
+    if tree is None or diags.has_errors:
+        raise typer.Exit(1)
+    if to == "yaml":
+        from .yamlspec import dump_yaml
+
+        out = dump_yaml(tree)
+    else:
+        from .unparse import unparse
+
+        out = unparse(tree)
+    if output:
+        output.write_text(out, encoding="utf-8")
+    else:
+        typer.echo(out, nl=False)
+
+
+# --------------------------------------------------------------------------- entry point
+
+_BUILTIN = {"check", "convert", "compile", "graph", "summary"}
+
+
+def _load_plugins(argv: list[str]) -> None:
+    """Add the runtime's verbs (train, data, ...) unless the verb is a compiler one."""
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    if verb in _BUILTIN:
+        return
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="archc.commands"):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # e.g. torch missing: the compiler verbs still work
+            typer.echo(f"warning: archc plugin {ep.name} unavailable: {exc}", err=True)
+            continue
+        register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    _load_plugins(args)
+    app(args=args, prog_name="archc")
+
+
+if __name__ == "__main__":
+    main()

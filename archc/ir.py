@@ -1,0 +1,296 @@
+"""The IR: what a spec says, as pydantic nodes, before anything is resolved.
+
+Both front ends (the .arch parser and the YAML loader) produce these nodes, so every
+later stage (resolve, shapes, backends) sees one language. Every node carries the
+`Span` of the source it came from, which is what diagnostics point at.
+
+Paper sugar is already gone here: `conv3-64` arrives as
+`Layer(callee="conv", args=[kernel=3, out=64])`.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Node(BaseModel):
+    """Base of every IR node: immutable, no extra fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Span(Node):
+    """A region of a source file; lines and columns count from 1, end is exclusive."""
+
+    file: str = "<spec>"
+    line: int = 1
+    column: int = 1
+    end_line: int = 1
+    end_column: int = 2
+
+    def to(self, other: "Span") -> "Span":
+        """The span from the start of this one to the end of `other`."""
+        return self.model_copy(update={"end_line": other.end_line, "end_column": other.end_column})
+
+
+NOWHERE = Span(file="<builtin>")
+
+# --------------------------------------------------------------------------- expressions
+
+
+class Num(Node):
+    """An int or float literal."""
+
+    type: Literal["num"] = "num"
+    value: int | float
+    span: Span = NOWHERE
+
+
+class Str(Node):
+    """A string literal (variant names, modes)."""
+
+    type: Literal["str"] = "str"
+    value: str
+    span: Span = NOWHERE
+
+
+class Name(Node):
+    """A reference to a parameter, or `true` / `false` / `same` / `valid`."""
+
+    type: Literal["name"] = "name"
+    id: str
+    span: Span = NOWHERE
+
+
+class BinOp(Node):
+    """`left op right` with op in + - * / // % **."""
+
+    type: Literal["binop"] = "binop"
+    op: Literal["+", "-", "*", "/", "//", "%", "**"]
+    left: "Expr"
+    right: "Expr"
+    span: Span = NOWHERE
+
+
+class Neg(Node):
+    """Unary minus."""
+
+    type: Literal["neg"] = "neg"
+    operand: "Expr"
+    span: Span = NOWHERE
+
+
+Expr = Annotated[Union[Num, Str, Name, BinOp, Neg], Field(discriminator="type")]
+
+# --------------------------------------------------------------------------- items
+
+
+class Arg(Node):
+    """One call argument; `name` is None for a positional one."""
+
+    name: str | None = None
+    value: Expr
+    span: Span = NOWHERE
+
+
+class Layer(Node):
+    """A call of a layer kind or of a block: `conv3-64(stride=2)`, `basic(64)`, `relu`."""
+
+    node: Literal["layer"] = "layer"
+    callee: str
+    args: list[Arg] = []
+    label: str | None = None
+    repeat: Expr | None = None
+    span: Span = NOWHERE
+
+
+class Group(Node):
+    """A bracketed or indented sequence; a label makes it a named submodule."""
+
+    node: Literal["group"] = "group"
+    items: list["Item"] = []
+    label: str | None = None
+    repeat: Expr | None = None
+    span: Span = NOWHERE
+
+
+class Merge(Node):
+    """Parallel branches on the same input, merged by channel concat or by add."""
+
+    node: Literal["merge"] = "merge"
+    mode: Literal["concat", "add"]
+    branches: list["Item"] = []
+    label: str | None = None
+    repeat: Expr | None = None
+    span: Span = NOWHERE
+
+
+class Tap(Node):
+    """A side head (e.g. an auxiliary classifier) that branches off the main path.
+
+    Its output is an extra network output in training mode; the main path is untouched.
+    """
+
+    node: Literal["tap"] = "tap"
+    head: "Item"
+    label: str | None = None
+    repeat: Expr | None = None
+    span: Span = NOWHERE
+
+
+class TableRef(Node):
+    """One column of a configuration table: `vgg[variant]` or `vgg[D]`."""
+
+    node: Literal["tableref"] = "tableref"
+    table: str
+    variant: str
+    label: str | None = None
+    repeat: Expr | None = None
+    span: Span = NOWHERE
+
+
+Item = Annotated[Union[Layer, Group, Merge, Tap, TableRef], Field(discriminator="node")]
+
+# --------------------------------------------------------------------------- definitions
+
+
+class Param(Node):
+    """A block or network parameter with an optional default."""
+
+    name: str
+    default: Expr | None = None
+    span: Span = NOWHERE
+
+
+class After(Node):
+    """`after conv: relu`: append these items after every layer of `kind` in this body."""
+
+    kind: str
+    items: list[Item]
+    span: Span = NOWHERE
+
+
+class InputDecl(Node):
+    """`input 3x224x224`: the network's declared input (C, H, W)."""
+
+    dims: list[Expr]
+    span: Span = NOWHERE
+
+
+class BlockDef(Node):
+    """`block name(params): body`: a parametric, reusable submodule."""
+
+    stmt: Literal["block"] = "block"
+    name: str
+    params: list[Param] = []
+    after: list[After] = []
+    body: list[Item] = []
+    span: Span = NOWHERE
+    name_span: Span = NOWHERE
+
+
+class NetworkDef(Node):
+    """`network name(params): body`: a whole network with its input declaration."""
+
+    stmt: Literal["network"] = "network"
+    name: str
+    params: list[Param] = []
+    input: InputDecl | None = None
+    after: list[After] = []
+    body: list[Item] = []
+    span: Span = NOWHERE
+    name_span: Span = NOWHERE
+
+
+class NetworkAlias(Node):
+    """`network vgg_d = vgg(variant="D")`: another network with its defaults rebound."""
+
+    stmt: Literal["alias"] = "alias"
+    name: str
+    target: str
+    args: list[Arg] = []
+    span: Span = NOWHERE
+    name_span: Span = NOWHERE
+
+
+class TableRow(Node):
+    """One configuration (column of the paper's table), e.g. `D: conv3-64 x2 maxpool ...`."""
+
+    variant: str
+    items: list[Item]
+    span: Span = NOWHERE
+
+
+class TableDef(Node):
+    """`table vgg:` followed by one row per configuration."""
+
+    stmt: Literal["table"] = "table"
+    name: str
+    rows: list[TableRow]
+    span: Span = NOWHERE
+    name_span: Span = NOWHERE
+
+
+class Import(Node):
+    """`import "blocks.arch"`, resolved relative to the importing file."""
+
+    stmt: Literal["import"] = "import"
+    path: str
+    span: Span = NOWHERE
+
+
+class Setting(Node):
+    """`epochs = 30` inside a `train:` section."""
+
+    name: str
+    value: Expr
+    span: Span = NOWHERE
+
+
+class TrainDef(Node):
+    """`train:` section: training hyper-parameters that the CLI may override."""
+
+    stmt: Literal["train"] = "train"
+    settings: list[Setting]
+    span: Span = NOWHERE
+
+
+Statement = Annotated[
+    Union[Import, BlockDef, NetworkDef, NetworkAlias, TableDef, TrainDef],
+    Field(discriminator="stmt"),
+]
+
+
+class SpecFile(Node):
+    """One parsed source file: its statements in source order."""
+
+    path: str
+    statements: list[Statement] = []
+
+    def of(self, cls: type) -> list:
+        """The statements of one class, in order."""
+        return [s for s in self.statements if isinstance(s, cls)]
+
+
+for _model in (BinOp, Neg, Arg, Layer, Group, Merge, Tap, TableRef, After, TableRow, SpecFile):
+    _model.model_rebuild()
+
+
+def structure(node: Any) -> Any:
+    """The node as plain data with every span removed: what 'the same IR' means.
+
+    Two specs that differ only in layout, comments or front end have equal structures.
+    """
+    data = node.model_dump() if isinstance(node, BaseModel) else node
+    if isinstance(node, SpecFile):
+        data.pop("path")  # the same spec may live in a .arch or a .yaml file
+    return _drop_spans(data)
+
+
+def _drop_spans(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_spans(v) for k, v in data.items() if not k.endswith("span")}
+    if isinstance(data, list):
+        return [_drop_spans(v) for v in data]
+    return data

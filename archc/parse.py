@@ -1,0 +1,477 @@
+"""The .arch front end: source text → `ir.SpecFile`.
+
+Lark does the tokenising and parsing (grammar.lark, LALR with an indentation
+post-lexer); this module turns lark's tree into IR nodes with spans, and expands the
+papers' notation (`conv3-64`, `FC-{n}`, `soft-max`) with the layer registry.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.indenter import Indenter
+
+from . import ir
+from .diagnostics import Diagnostics
+from .layers import lookup
+
+GRAMMAR = Path(__file__).with_name("grammar.lark")
+
+
+class _ArchIndenter(Indenter):
+    NL_type = "_NL"
+    OPEN_PAREN_types = ["LPAR", "LSQB"]
+    CLOSE_PAREN_types = ["RPAR", "RSQB"]
+    INDENT_type = "_INDENT"
+    DEDENT_type = "_DEDENT"
+    tab_len = 4
+
+
+@lru_cache(maxsize=None)
+def _parser(start: str = "start") -> Lark:
+    return Lark(GRAMMAR.read_text(), parser="lalr", postlex=_ArchIndenter(), start=start,
+                propagate_positions=True, maybe_placeholders=False, cache=_cache_path(start))
+
+
+def _cache_path(start: str) -> str | bool:
+    """Where lark keeps the compiled grammar: parsing stays fast from the second run on."""
+    import hashlib
+    import os
+    import tempfile
+
+    digest = hashlib.sha256(GRAMMAR.read_bytes()).hexdigest()[:16]
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(tempfile.gettempdir(), "archc-cache")
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError:
+        return False
+    return os.path.join(root, f"grammar-{start}-{digest}.lark")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
+    """Parse .arch source; syntax errors go to `diags` and give None."""
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as exc:
+        diags.add(_syntax_diagnostic(exc, text, path))
+        return None
+    builder = _Builder(path, diags)
+    return builder.spec_file(tree)
+
+
+def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
+    """Parse one `{expression}` found inside a word; its span is `span`'s position."""
+    try:
+        tree = _expr_parser().parse(text)
+    except UnexpectedInput:
+        diags.error("E109", span, f"invalid expression `{text}`",
+                    "expressions use numbers, names, + - * / // % ** and parentheses")
+        return None
+    return _Builder(span.file, diags, origin=span).expr(tree)
+
+
+@lru_cache(maxsize=None)
+def _expr_parser() -> Lark:
+    return Lark(GRAMMAR.read_text(), parser="lalr", start="expr", propagate_positions=True,
+                maybe_placeholders=False)
+
+
+# --------------------------------------------------------------------------- syntax errors
+
+_TOKEN_NAMES = {
+    "_NL": "a new line", "_INDENT": "an indented block", "_DEDENT": "the end of the block",
+    "LABEL": "a `name:` label", "WORD": "a layer or block", "NAME": "a name", "INT": "a number",
+    "FLOAT": "a number", "STRING": "a string", "REPEAT": "a repeat like `x3`",
+    "TABLE_REF": "a table column like `vgg[D]`", "SHAPE": "a shape like `3x224x224`",
+    "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "COLON": "`:`", "COMMA": "`,`",
+    "EQUAL": "`=`", "$END": "the end of the file",
+}
+
+
+def _describe(names: set[str]) -> str:
+    words = sorted({_TOKEN_NAMES.get(n, f"`{n.strip(chr(34)).lower()}`") for n in names})
+    if len(words) > 6:
+        words = words[:6] + ["..."]
+    return ", ".join(words)
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
+    from .diagnostics import Diagnostic
+
+    line, col = max(getattr(exc, "line", 1) or 1, 1), max(getattr(exc, "column", 1) or 1, 1)
+    width = 1
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        found = "the end of the block" if tok.type == "_DEDENT" else (
+            "an indented block" if tok.type == "_INDENT" else (
+                "the end of the line" if tok.type == "_NL" else f"`{tok.value}`"))
+        if tok.type in ("_NL", "_DEDENT", "_INDENT", "$END"):
+            line, col = _end_of_previous_line(text, tok)
+        else:
+            width = max(len(str(tok.value)), 1)
+        message = f"unexpected {found}"
+        hint = f"expected {_describe(set(exc.expected))}"
+    elif isinstance(exc, UnexpectedCharacters):
+        message = f"unexpected character `{text[exc.pos_in_stream]}`"
+        hint = f"expected {_describe(set(exc.allowed or ()))}" if exc.allowed else None
+    elif isinstance(exc, UnexpectedEOF):
+        message = "unexpected end of file"
+        hint = f"expected {_describe(set(exc.expected))}"
+        line, col = _last_position(text)
+    else:  # pragma: no cover - lark has no other kinds today
+        message, hint = str(exc).splitlines()[0], None
+    if "indent" in str(exc).lower() and "Unexpected" not in message:
+        hint = "indent the block with the same number of spaces on every line"
+    span = ir.Span(file=path, line=line, column=col, end_line=line, end_column=col + width)
+    return Diagnostic("E001", "error", span, f"syntax error: {message}", hint)
+
+
+def _end_of_previous_line(text: str, tok: Token) -> tuple[int, int]:
+    pos = tok.start_pos if tok.start_pos is not None else len(text)
+    before = text[:pos].rstrip("\n \t")
+    line = before.count("\n") + 1
+    col = len(before) - (before.rfind("\n") + 1) + 1
+    return line, col
+
+
+def _last_position(text: str) -> tuple[int, int]:
+    stripped = text.rstrip()
+    line = stripped.count("\n") + 1
+    return line, len(stripped) - (stripped.rfind("\n") + 1) + 1
+
+
+# --------------------------------------------------------------------------- tree → IR
+
+_BINOPS = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "truediv": "/", "mod": "%",
+           "pow": "**"}
+_PART = re.compile(r"\{[^{}\n]*\}|[^-{]+")
+
+
+class _Builder:
+    """Turns lark's tree into IR nodes; `origin` offsets spans of a re-parsed fragment."""
+
+    def __init__(self, path: str, diags: Diagnostics, origin: ir.Span | None = None):
+        self.path, self.diags, self.origin = path, diags, origin
+
+    # spans ------------------------------------------------------------------
+
+    def span(self, node: Tree | Token) -> ir.Span:
+        if isinstance(node, Token):
+            line, col, eline, ecol = node.line, node.column, node.end_line, node.end_column
+        else:
+            m = node.meta
+            if m.empty:
+                return self.origin or ir.Span(file=self.path)
+            line, col, eline, ecol = m.line, m.column, m.end_line, m.end_column
+        if self.origin is not None:  # a fragment inside a word: shift onto the word's line
+            base = self.origin
+            return ir.Span(file=self.path, line=base.line, column=base.column + col - 1,
+                           end_line=base.line, end_column=base.column + ecol - 1)
+        return ir.Span(file=self.path, line=line, column=col, end_line=eline, end_column=ecol)
+
+    @staticmethod
+    def sub(span: ir.Span, start: int, end: int) -> ir.Span:
+        """The span of characters [start, end) of a one-line token."""
+        return span.model_copy(update={"column": span.column + start,
+                                       "end_column": span.column + end, "end_line": span.line})
+
+    # statements -----------------------------------------------------------------
+
+    def spec_file(self, tree: Tree) -> ir.SpecFile:
+        stmts = []
+        for child in tree.children:
+            if isinstance(child, Tree):
+                stmt = getattr(self, child.data)(child)
+                if stmt is not None:
+                    stmts.append(stmt)
+        return ir.SpecFile(path=self.path, statements=stmts)
+
+    def import_stmt(self, t: Tree) -> ir.Import:
+        return ir.Import(path=t.children[0][1:-1], span=self.span(t))
+
+    def _definition(self, t: Tree) -> tuple[Token, list[ir.Param], Tree]:
+        name, *rest = t.children
+        params = self.signature(rest[0]) if len(rest) == 2 else []
+        return name, params, rest[-1]
+
+    def block_def(self, t: Tree) -> ir.BlockDef:
+        name, params, body = self._definition(t)
+        items, after, inputs = self.body(body)
+        for decl in inputs:
+            self.diags.error("E001", decl.span, "a block cannot declare an input",
+                             "declare `input` in the network that uses the block")
+        return ir.BlockDef(name=str(name), params=params, after=after, body=items,
+                           span=self.span(t), name_span=self.span(name))
+
+    def network_def(self, t: Tree) -> ir.NetworkDef:
+        name, params, body = self._definition(t)
+        items, after, inputs = self.body(body)
+        for extra in inputs[1:]:
+            self.diags.error("E106", extra.span, "the network declares its input twice")
+        return ir.NetworkDef(name=str(name), params=params, input=inputs[0] if inputs else None,
+                             after=after, body=items, span=self.span(t), name_span=self.span(name))
+
+    def network_alias(self, t: Tree) -> ir.NetworkAlias:
+        name, target, *rest = t.children
+        args = self.arguments(rest[0]) if rest else []
+        return ir.NetworkAlias(name=str(name), target=str(target), args=args, span=self.span(t),
+                               name_span=self.span(name))
+
+    def table_def(self, t: Tree) -> ir.TableDef:
+        name, *rows = t.children
+        return ir.TableDef(name=str(name), rows=[self.table_row(r) for r in rows],
+                           span=self.span(t), name_span=self.span(name))
+
+    def table_row(self, t: Tree) -> ir.TableRow:
+        label, items = t.children
+        return ir.TableRow(variant=str(label)[:-1], items=self.items(items), span=self.span(t))
+
+    def train_def(self, t: Tree) -> ir.TrainDef | None:
+        label, *assignments = t.children
+        if str(label) != "train:":
+            self.diags.error("E001", self.span(label), f"unexpected section `{label}`",
+                             "top-level sections are `block`, `network`, `table`, `import` "
+                             "and `train:`")
+            return None
+        settings = [ir.Setting(name=str(a.children[0]), value=self.expr(a.children[1]),
+                               span=self.span(a)) for a in assignments]
+        return ir.TrainDef(settings=settings, span=self.span(t))
+
+    def signature(self, t: Tree) -> list[ir.Param]:
+        params = []
+        for p in t.children:
+            name, *default = p.children
+            params.append(ir.Param(name=str(name), default=self.expr(default[0]) if default else None,
+                                   span=self.span(p)))
+        return params
+
+    # bodies -----------------------------------------------------------------------
+
+    def body(self, t: Tree) -> tuple[list, list[ir.After], list[ir.InputDecl]]:
+        items, after, inputs = [], [], []
+        for line in t.children:
+            kind = line.data
+            if kind == "input_stmt":
+                inputs.append(self.input_stmt(line))
+            elif kind == "after_stmt":
+                label, its = line.children
+                after.append(ir.After(kind=str(label)[:-1], items=self.items(its),
+                                      span=self.span(line)))
+            elif kind == "item_line":
+                items.extend(self.items(line.children[0]))
+            else:
+                item = self.block_line(line)
+                if item is not None:
+                    items.append(item)
+        return items, after, inputs
+
+    def input_stmt(self, t: Tree) -> ir.InputDecl:
+        tok = t.children[0]
+        span = self.span(tok)
+        dims = []
+        for m in re.finditer(r"\d+|\{[^{}\n]*\}", str(tok)):
+            dims.append(self.atom_value(m.group(), self.sub(span, m.start(), m.end())))
+        return ir.InputDecl(dims=[d for d in dims if d is not None], span=span)
+
+    def block_line(self, t: Tree):
+        """`name:` or `concat:` / `add:` or `name: concat:` followed by an indented body."""
+        labels = [c for c in t.children if isinstance(c, Token)]
+        body = t.children[-1]
+        words = [str(lab)[:-1] for lab in labels]
+        mode = words[-1] if words[-1] in ("concat", "add") else None
+        name = words[0] if (mode is None or len(words) == 2) else None
+        if len(words) == 2 and mode is None:
+            self.diags.error("E001", self.span(labels[1]), f"`{words[1]}:` is not a merge",
+                             "a second label on a block line must be `concat:` or `add:`")
+            return None
+        items, after, inputs = self.body(body)
+        for bad in [*after, *inputs]:
+            self.diags.error("E001", bad.span, "`after` and `input` belong at the top of a "
+                             "network or block body")
+        span = self.span(t)
+        if mode is None:
+            return ir.Group(items=items, label=name, span=span)
+        return ir.Merge(mode=mode, branches=self.branch_lines(body), label=name, span=span)
+
+    def branch_lines(self, body: Tree) -> list:
+        """Each line of a merge body is one branch; several items on a line form a sequence."""
+        branches = []
+        for line in body.children:
+            if line.data == "item_line":
+                items = self.items(line.children[0])
+                if len(items) == 1:
+                    branches.append(items[0])
+                else:
+                    branches.append(ir.Group(items=items, span=self.span(line)))
+            elif line.data == "block_line":
+                item = self.block_line(line)
+                if item is not None:
+                    branches.append(item)
+        return branches
+
+    # items -----------------------------------------------------------------------
+
+    def items(self, t: Tree) -> list:
+        return [it for it in (self.item(c) for c in t.children) if it is not None]
+
+    def item(self, t: Tree):
+        label, repeat = None, None
+        children = list(t.children)
+        if isinstance(children[0], Token) and children[0].type == "LABEL":
+            label = str(children.pop(0))[:-1]
+        if isinstance(children[-1], Token) and children[-1].type == "REPEAT":
+            repeat = self.repeat(children.pop())
+        node = self.atom(children[0])
+        if node is None:
+            return None
+        updates = {"span": self.span(t)}
+        if label is not None:
+            updates["label"] = label
+        if repeat is not None:
+            updates["repeat"] = repeat
+        return node.model_copy(update=updates)
+
+    def repeat(self, tok: Token) -> ir.Expr | None:
+        text = str(tok)[1:]
+        return self.atom_value(text, self.sub(self.span(tok), 1, len(str(tok))))
+
+    def atom(self, t: Tree | Token):
+        if isinstance(t, Token):  # a TABLE_REF
+            table, variant = str(t)[:-1].split("[", 1)
+            return ir.TableRef(table=table, variant=variant.strip(), span=self.span(t))
+        if t.data == "layer":
+            return self.layer(t)
+        if t.data == "group":
+            return ir.Group(items=self.items(t.children[0]) if t.children else [], span=self.span(t))
+        if t.data == "tap":
+            head = self.atom(t.children[0])
+            return None if head is None else ir.Tap(head=head, span=self.span(t))
+        if t.data == "table_ref":
+            return self.atom(t.children[0])
+        raise AssertionError(t.data)  # pragma: no cover - the grammar has no other atoms
+
+    def layer(self, t: Tree) -> ir.Layer | None:
+        word = t.children[0]
+        explicit = self.arguments(t.children[1].children[0]) if (
+            len(t.children) > 1 and t.children[1].children) else []
+        callee, sugar = self.word(word)
+        if callee is None:
+            return None
+        return ir.Layer(callee=callee, args=[*sugar, *explicit], span=self.span(t))
+
+    def word(self, tok: Token) -> tuple[str | None, list[ir.Arg]]:
+        """Split paper notation: `conv3-64` → ("conv", [kernel=3, out=64])."""
+        text, span = str(tok), self.span(tok)
+        parts, offsets = [], []
+        for m in _split_dashes(text):
+            parts.append(m[0])
+            offsets.append(m[1])
+        for cut in range(len(parts), 0, -1):
+            head = "-".join(parts[:cut])
+            rest = list(zip(parts[cut:], offsets[cut:]))
+            kind = lookup(head) if "{" not in head else None
+            head_arg = None
+            if kind is None:
+                m = re.fullmatch(r"([A-Za-z_][A-Za-z_-]*?)(\d+|\{[^{}\n]*\})", head)
+                if not m:
+                    continue
+                kind = lookup(m.group(1))
+                if kind is None or kind.sugar[0] is None:
+                    continue
+                start = m.start(2)
+                value = self.atom_value(m.group(2), self.sub(span, start, len(head)))
+                head_arg = ir.Arg(name=kind.sugar[0], value=value, span=self.sub(span, start, len(head))) \
+                    if value is not None else None
+            if len(rest) > len(kind.sugar[1]):
+                if cut == 1:
+                    extra_at = rest[len(kind.sugar[1])][1]
+                    self.diags.error("E103", self.sub(span, extra_at - 1, len(text)),
+                                     f"`{text}` has more parts than `{kind.name}` takes",
+                                     _sugar_hint(kind))
+                    return None, []
+                continue
+            args = [head_arg] if head_arg else []
+            for (piece, at), pname in zip(rest, kind.sugar[1]):
+                value = self.atom_value(piece, self.sub(span, at, at + len(piece)))
+                if value is not None:
+                    args.append(ir.Arg(name=pname, value=value, span=self.sub(span, at, at + len(piece))))
+            return kind.name, args
+        if "-" in text or "{" in text:
+            return text, []  # not notation we know: resolve reports the unknown name
+        return text, []
+
+    def atom_value(self, piece: str, span: ir.Span) -> ir.Expr | None:
+        """A number, `{expression}` or bare name inside a word, shape or repeat."""
+        if piece.startswith("{"):
+            return parse_expr(piece[1:-1], span.model_copy(update={"column": span.column + 1}),
+                              self.diags)
+        if re.fullmatch(r"\d+", piece):
+            return ir.Num(value=int(piece), span=span)
+        if re.fullmatch(r"\d*\.\d+|\d+\.\d*", piece):
+            return ir.Num(value=float(piece), span=span)
+        if re.fullmatch(r"[A-Za-z_]\w*", piece):
+            return ir.Name(id=piece, span=span)
+        self.diags.error("E109", span, f"`{piece}` is not a number or `{{expression}}`",
+                         "write numbers, or expressions in braces such as {width*2}")
+        return None
+
+    # arguments and expressions -----------------------------------------------------
+
+    def arguments(self, t: Tree) -> list[ir.Arg]:
+        args = []
+        for a in t.children:
+            if len(a.children) == 2:
+                args.append(ir.Arg(name=str(a.children[0]), value=self.expr(a.children[1]),
+                                   span=self.span(a)))
+            else:
+                args.append(ir.Arg(value=self.expr(a.children[0]), span=self.span(a)))
+        return args
+
+    def expr(self, t: Tree | Token) -> ir.Expr:
+        if isinstance(t, Token):  # only reachable for bare tokens
+            return ir.Name(id=str(t), span=self.span(t))
+        span = self.span(t)
+        kind = t.data
+        if kind == "int":
+            return ir.Num(value=int(t.children[0]), span=span)
+        if kind == "float":
+            return ir.Num(value=float(t.children[0]), span=span)
+        if kind == "string":
+            return ir.Str(value=str(t.children[0])[1:-1], span=span)
+        if kind == "name":
+            return ir.Name(id=str(t.children[0]), span=span)
+        if kind == "neg":
+            return ir.Neg(operand=self.expr(t.children[0]), span=span)
+        if kind == "pos":
+            return self.expr(t.children[0])
+        return ir.BinOp(op=_BINOPS[kind], left=self.expr(t.children[0]),
+                        right=self.expr(t.children[1]), span=span)
+
+
+def _split_dashes(text: str) -> list[tuple[str, int]]:
+    """Split a word at dashes that are not inside braces, keeping each part's offset."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "-" and depth == 0:
+            parts.append((text[start:i], start))
+            start = i + 1
+    parts.append((text[start:], start))
+    return parts
+
+
+def _sugar_hint(kind) -> str:
+    head, dashes = kind.sugar
+    form = kind.name + ("K" if head else "") + "".join(f"-{d.upper()}" for d in dashes)
+    return f"the short form is `{form}`; give other parameters in parentheses"

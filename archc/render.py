@@ -1,0 +1,63 @@
+"""Rendering diagnostics as text, rustc/Elm style: location, source line, caret, hint."""
+from __future__ import annotations
+
+from .diagnostics import Diagnostic
+
+_COLORS = {"error": "\033[1;31m", "warning": "\033[1;33m", "note": "\033[1;36m"}
+_BOLD, _BLUE, _RESET = "\033[1m", "\033[1;34m", "\033[0m"
+
+
+def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
+    """One diagnostic: header, `--> file:line:col`, the source line with carets, hint, notes."""
+    paint = (lambda code, text: f"{code}{text}{_RESET}") if color else (lambda code, text: text)
+    span = diag.span
+    head = paint(_COLORS[diag.severity], f"{diag.severity}[{diag.code}]")
+    out = [f"{head}{paint(_BOLD, ': ' + diag.message)}"]
+    gutter = " " * len(str(span.line))
+    out.append(f"{gutter}{paint(_BLUE, '-->')} {span.file}:{span.line}:{span.column}")
+    line = _source_line(sources.get(span.file), span.line)
+    if line is not None:
+        start = max(span.column - 1, 0)
+        end = span.end_column - 1 if span.end_line == span.line else len(line)
+        width = max(1, min(end, len(line) + 1) - start)
+        caret = " " * _display_width(line[:start]) + "^" * width
+        out.append(f"{gutter} {paint(_BLUE, '|')}")
+        out.append(f"{paint(_BLUE, str(span.line))} {paint(_BLUE, '|')} {line}")
+        out.append(f"{gutter} {paint(_BLUE, '|')} {paint(_COLORS[diag.severity], caret)}")
+    if diag.hint:
+        out.append(f"{gutter} {paint(_BLUE, '=')} hint: {diag.hint}")
+    for note in diag.notes:
+        out.append(f"{gutter} {paint(_BLUE, '=')} note: {note}")
+    return "\n".join(out)
+
+
+def render_all(diags: list[Diagnostic], sources: dict[str, str], color: bool = False) -> str:
+    """Every diagnostic, separated by blank lines, followed by a count line."""
+    blocks = [render(d, sources, color) for d in diags]
+    errors = sum(d.is_error for d in diags)
+    warnings = sum(d.severity == "warning" for d in diags)
+    if errors or warnings:
+        blocks.append(_summary(errors, warnings))
+    return "\n\n".join(blocks)
+
+
+def _summary(errors: int, warnings: int) -> str:
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    return ", ".join(parts)
+
+
+def _source_line(text: str | None, line: int) -> str | None:
+    if text is None:
+        return None
+    lines = text.splitlines()
+    if 1 <= line <= len(lines):
+        return lines[line - 1].expandtabs(4)
+    return None
+
+
+def _display_width(prefix: str) -> int:
+    return len(prefix.expandtabs(4))

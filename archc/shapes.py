@@ -1,0 +1,115 @@
+"""Shape analyses over a resolved network, beyond the per-layer rules in the registry.
+
+- `input_sizes`: which input heights/widths the built network accepts (the smallest,
+  and the step between valid sizes where a layer needs one);
+- `receptive_fields`: each layer's receptive field and effective stride.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+
+from .graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
+from .layers import REGISTRY, window_out
+
+_INVALID = -1
+
+
+@dataclass(frozen=True)
+class InputSizes:
+    """The input sizes (one spatial axis) a network accepts."""
+
+    smallest: int | None  # None: no size up to the scanned limit works
+    step: int  # valid sizes are smallest + k*step (1 when every size works)
+    largest: int | None  # None: unbounded (as far as scanned)
+
+    def describe(self) -> str:
+        """`any H×W ≥ 32×32`, `H = W = 32 + 32k`, or `from 193 to 224`."""
+        if self.smallest is None:
+            return "none found"
+        s = self.smallest
+        if self.largest is not None:
+            if self.largest == s:
+                return f"exactly {s}×{s}"
+            step = f" in steps of {self.step}" if self.step > 1 else ""
+            return f"from {s}×{s} to {self.largest}×{self.largest}{step}"
+        if self.step == 1:
+            return f"any H×W ≥ {s}×{s}"
+        return f"H, W ≥ {s} and a multiple of {self.step} apart: {s}, {s + self.step}, " \
+               f"{s + 2 * self.step}, ..."
+
+
+class _Spatial:
+    """Propagates one spatial size through the plan, memoising repeated blocks."""
+
+    def __init__(self, net: Network):
+        self.memo: dict[tuple, int] = {}
+        self.flat_sizes = {m.path: m.in_shape for m in _layers(net.root) if m.kind == "flatten"}
+
+    def scope(self, scope: Scope, h: int) -> int:
+        key = (scope.title, tuple(sorted((k, repr(v)) for k, v in scope.args.items())), h) \
+            if scope.kind == "block" else None
+        if key is not None and key in self.memo:
+            return self.memo[key]
+        out = self.op(scope, scope.plan, h)
+        if key is not None:
+            self.memo[key] = out
+        return out
+
+    def op(self, scope: Scope, op: Op, h: int) -> int:
+        if h == _INVALID:
+            return h
+        if isinstance(op, Call):
+            child = scope.child(op.child)
+            return self.scope(child, h) if isinstance(child, Scope) else self.layer(child, h)
+        if isinstance(op, Seq):
+            for sub in op.ops:
+                h = self.op(scope, sub, h)
+            return h
+        if isinstance(op, Parallel):
+            outs = {self.op(scope, b, h) for b in op.branches}
+            return outs.pop() if len(outs) == 1 else _INVALID
+        if isinstance(op, TapOut):
+            return h if self.op(scope, op.op, h) != _INVALID else _INVALID
+        assert isinstance(op, Identity)
+        return h
+
+    def layer(self, layer: LayerNode, h: int) -> int:
+        if layer.in_shape is None or len(layer.in_shape) != 3:
+            return h
+        if layer.kind == "flatten":  # the fc after it was sized for the declared input
+            return h if h == layer.in_shape[1] else _INVALID
+        if layer.kind in ("adaptiveavgpool", "adaptivemaxpool", "globalavgpool"):
+            return layer.params.get("size", 1)
+        window = REGISTRY[layer.kind].spatial(layer.params)
+        if window is None:
+            return h
+        k, s, pad, d, ceil = window
+        out = window_out(h, k, s, pad, d, ceil)
+        return out if out >= 1 else _INVALID
+
+
+def _layers(scope: Scope):
+    for c in scope.children:
+        if isinstance(c, Scope):
+            yield from _layers(c)
+        else:
+            yield c
+
+
+def input_sizes(net: Network, scan: int = 96) -> InputSizes:
+    """Which square inputs the network accepts, from a scan of sizes around the declared one.
+
+    The scan runs the spatial rules only, so it stays cheap even for ResNet-152.
+    """
+    spatial = _Spatial(net)
+    declared = net.input_shape[1]
+    limit = max(declared, scan) + scan
+    valid = [h for h in range(1, limit + 1) if spatial.scope(net.root, h) != _INVALID]
+    if not valid:
+        return InputSizes(None, 1, None)
+    step = 0
+    for a, b in zip(valid, valid[1:]):
+        step = gcd(step, b - a)
+    largest = valid[-1] if valid[-1] < limit - step else None
+    return InputSizes(valid[0], max(step, 1), largest)

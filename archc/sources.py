@@ -1,0 +1,118 @@
+"""Reading spec files: .arch or YAML, following imports relative to each file.
+
+The result is a `Program`: every definition visible from the root file, and the text
+of every file read (diagnostics quote it).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ir
+from .diagnostics import Diagnostics
+
+
+@dataclass
+class Program:
+    """All files reachable from a root spec, and their definitions by name."""
+
+    root: str
+    files: dict[str, ir.SpecFile] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    blocks: dict[str, ir.BlockDef] = field(default_factory=dict)
+    tables: dict[str, ir.TableDef] = field(default_factory=dict)
+    networks: dict[str, ir.NetworkDef | ir.NetworkAlias] = field(default_factory=dict)
+    train: dict[str, ir.Setting] = field(default_factory=dict)
+
+    @property
+    def root_file(self) -> ir.SpecFile | None:
+        """The parsed root file, if it parsed."""
+        return self.files.get(self.root)
+
+    def digest(self) -> str:
+        """sha256 over every source file read, in a stable order: the spec hash."""
+        h = hashlib.sha256()
+        for name in sorted(self.sources):
+            h.update(Path(name).name.encode() + b"\0" + self.sources[name].encode() + b"\0")
+        return h.hexdigest()
+
+
+def is_yaml(path: str) -> bool:
+    """True for .yaml and .yml files."""
+    return path.endswith((".yaml", ".yml"))
+
+
+def parse_source(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
+    """Parse one file's text with the front end its extension names."""
+    if is_yaml(path):
+        from .yamlspec import load_yaml
+
+        return load_yaml(text, path, diags)
+    from .parse import parse_text
+
+    return parse_text(text, path, diags)
+
+
+def load_program(path: str | Path, diags: Diagnostics, text: str | None = None) -> Program:
+    """Read the root spec and everything it imports; problems go to `diags`."""
+    root = str(path)
+    program = Program(root=root)
+    _load(program, root, diags, stack=[], via=None, text=text)
+    return program
+
+
+def _load(program: Program, path: str, diags: Diagnostics, stack: list[str],
+          via: ir.Import | None, text: str | None = None) -> None:
+    key = str(Path(path).resolve()) if text is None else path
+    if key in stack:
+        cycle = [Path(p).name for p in stack[stack.index(key):]] + [Path(path).name]
+        diags.error("E003", via.span, "import cycle: " + " → ".join(cycle),
+                    "move the shared blocks into a file that both can import")
+        return
+    if path in program.files or key in (str(Path(p).resolve()) for p in program.files):
+        return
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            span = via.span if via else ir.Span(file=path)
+            reason = "not found" if isinstance(exc, FileNotFoundError) else "unreadable"
+            diags.error("E002", span, f"spec file `{path}` {reason}",
+                        "imports are resolved relative to the importing file" if via else None)
+            return
+    program.sources[path] = text
+    spec = parse_source(text, path, diags)
+    if spec is None:
+        return
+    program.files[path] = spec
+    for stmt in spec.statements:
+        if isinstance(stmt, ir.Import):
+            target = str(Path(path).parent / stmt.path)
+            _load(program, target, diags, stack + [key], stmt)
+    for stmt in spec.statements:
+        _define(program, stmt, diags)
+
+
+def _define(program: Program, stmt, diags: Diagnostics) -> None:
+    if isinstance(stmt, ir.TrainDef):
+        for s in stmt.settings:
+            program.train[s.name] = s
+        return
+    table = {ir.BlockDef: program.blocks, ir.TableDef: program.tables,
+             ir.NetworkDef: program.networks, ir.NetworkAlias: program.networks}.get(type(stmt))
+    if table is None:
+        return
+    # Tables live in their own namespace (`table vgg` beside `network vgg` reads well);
+    # blocks and networks share one.
+    names = [table] if table is program.tables else [program.blocks, program.networks]
+    other = next((t[stmt.name] for t in names if stmt.name in t), None)
+    if other is not None:
+        diags.error("E106", stmt.name_span, f"`{stmt.name}` is defined twice",
+                    "rename one of them", notes=(f"first defined at {_where(other.name_span)}",))
+        return
+    table[stmt.name] = stmt
+
+
+def _where(span: ir.Span) -> str:
+    return f"{span.file}:{span.line}:{span.column}"
