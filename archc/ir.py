@@ -15,9 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Node(BaseModel):
-    """Base of every IR node: immutable, no extra fields."""
+    """Base of every IR node: immutable, no extra fields.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The .arch parser builds nodes with `model_construct` (its tree is already well formed)
+    and schemas are built on first validation (`defer_build`), so `archc check` does not
+    pay for pydantic's schema generation; the YAML front end validates in full.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Span(Node):
@@ -34,7 +39,7 @@ class Span(Node):
         return self.model_copy(update={"end_line": other.end_line, "end_column": other.end_column})
 
 
-NOWHERE = Span(file="<builtin>")
+NOWHERE = Span.model_construct(file="<builtin>")
 
 # --------------------------------------------------------------------------- expressions
 
@@ -273,8 +278,6 @@ class SpecFile(Node):
         return [s for s in self.statements if isinstance(s, cls)]
 
 
-for _model in (BinOp, Neg, Arg, Layer, Group, Merge, Tap, TableRef, After, TableRow, SpecFile):
-    _model.model_rebuild()
 
 
 def structure(node: Any) -> Any:

@@ -81,7 +81,7 @@ def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
 @lru_cache(maxsize=None)
 def _expr_parser() -> Lark:
     return Lark(GRAMMAR.read_text(), parser="lalr", start="expr", propagate_positions=True,
-                maybe_placeholders=False)
+                maybe_placeholders=False, cache=_cache_path("expr"))
 
 
 # --------------------------------------------------------------------------- syntax errors
@@ -130,7 +130,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
         message, hint = str(exc).splitlines()[0], None
     if "indent" in str(exc).lower() and "Unexpected" not in message:
         hint = "indent the block with the same number of spaces on every line"
-    span = ir.Span(file=path, line=line, column=col, end_line=line, end_column=col + width)
+    span = ir.Span.model_construct(file=path, line=line, column=col, end_line=line, end_column=col + width)
     return Diagnostic("E001", "error", span, f"syntax error: {message}", hint)
 
 
@@ -169,13 +169,13 @@ class _Builder:
         else:
             m = node.meta
             if m.empty:
-                return self.origin or ir.Span(file=self.path)
+                return self.origin or ir.Span.model_construct(file=self.path)
             line, col, eline, ecol = m.line, m.column, m.end_line, m.end_column
         if self.origin is not None:  # a fragment inside a word: shift onto the word's line
             base = self.origin
-            return ir.Span(file=self.path, line=base.line, column=base.column + col - 1,
+            return ir.Span.model_construct(file=self.path, line=base.line, column=base.column + col - 1,
                            end_line=base.line, end_column=base.column + ecol - 1)
-        return ir.Span(file=self.path, line=line, column=col, end_line=eline, end_column=ecol)
+        return ir.Span.model_construct(file=self.path, line=line, column=col, end_line=eline, end_column=ecol)
 
     @staticmethod
     def sub(span: ir.Span, start: int, end: int) -> ir.Span:
@@ -192,10 +192,10 @@ class _Builder:
                 stmt = getattr(self, child.data)(child)
                 if stmt is not None:
                     stmts.append(stmt)
-        return ir.SpecFile(path=self.path, statements=stmts)
+        return ir.SpecFile.model_construct(path=self.path, statements=stmts)
 
     def import_stmt(self, t: Tree) -> ir.Import:
-        return ir.Import(path=t.children[0][1:-1], span=self.span(t))
+        return ir.Import.model_construct(path=t.children[0][1:-1], span=self.span(t))
 
     def _definition(self, t: Tree) -> tuple[Token, list[ir.Param], Tree]:
         name, *rest = t.children
@@ -208,7 +208,7 @@ class _Builder:
         for decl in inputs:
             self.diags.error("E001", decl.span, "a block cannot declare an input",
                              "declare `input` in the network that uses the block")
-        return ir.BlockDef(name=str(name), params=params, after=after, body=items,
+        return ir.BlockDef.model_construct(name=str(name), params=params, after=after, body=items,
                            span=self.span(t), name_span=self.span(name))
 
     def network_def(self, t: Tree) -> ir.NetworkDef:
@@ -216,23 +216,23 @@ class _Builder:
         items, after, inputs = self.body(body)
         for extra in inputs[1:]:
             self.diags.error("E106", extra.span, "the network declares its input twice")
-        return ir.NetworkDef(name=str(name), params=params, input=inputs[0] if inputs else None,
+        return ir.NetworkDef.model_construct(name=str(name), params=params, input=inputs[0] if inputs else None,
                              after=after, body=items, span=self.span(t), name_span=self.span(name))
 
     def network_alias(self, t: Tree) -> ir.NetworkAlias:
         name, target, *rest = t.children
         args = self.arguments(rest[0]) if rest else []
-        return ir.NetworkAlias(name=str(name), target=str(target), args=args, span=self.span(t),
+        return ir.NetworkAlias.model_construct(name=str(name), target=str(target), args=args, span=self.span(t),
                                name_span=self.span(name))
 
     def table_def(self, t: Tree) -> ir.TableDef:
         name, *rows = t.children
-        return ir.TableDef(name=str(name), rows=[self.table_row(r) for r in rows],
+        return ir.TableDef.model_construct(name=str(name), rows=[self.table_row(r) for r in rows],
                            span=self.span(t), name_span=self.span(name))
 
     def table_row(self, t: Tree) -> ir.TableRow:
         label, items = t.children
-        return ir.TableRow(variant=str(label)[:-1], items=self.items(items), span=self.span(t))
+        return ir.TableRow.model_construct(variant=str(label)[:-1], items=self.items(items), span=self.span(t))
 
     def train_def(self, t: Tree) -> ir.TrainDef | None:
         label, *assignments = t.children
@@ -241,15 +241,15 @@ class _Builder:
                              "top-level sections are `block`, `network`, `table`, `import` "
                              "and `train:`")
             return None
-        settings = [ir.Setting(name=str(a.children[0]), value=self.expr(a.children[1]),
+        settings = [ir.Setting.model_construct(name=str(a.children[0]), value=self.expr(a.children[1]),
                                span=self.span(a)) for a in assignments]
-        return ir.TrainDef(settings=settings, span=self.span(t))
+        return ir.TrainDef.model_construct(settings=settings, span=self.span(t))
 
     def signature(self, t: Tree) -> list[ir.Param]:
         params = []
         for p in t.children:
             name, *default = p.children
-            params.append(ir.Param(name=str(name), default=self.expr(default[0]) if default else None,
+            params.append(ir.Param.model_construct(name=str(name), default=self.expr(default[0]) if default else None,
                                    span=self.span(p)))
         return params
 
@@ -263,7 +263,7 @@ class _Builder:
                 inputs.append(self.input_stmt(line))
             elif kind == "after_stmt":
                 label, its = line.children
-                after.append(ir.After(kind=str(label)[:-1], items=self.items(its),
+                after.append(ir.After.model_construct(kind=str(label)[:-1], items=self.items(its),
                                       span=self.span(line)))
             elif kind == "item_line":
                 items.extend(self.items(line.children[0]))
@@ -279,7 +279,7 @@ class _Builder:
         dims = []
         for m in re.finditer(r"\d+|\{[^{}\n]*\}", str(tok)):
             dims.append(self.atom_value(m.group(), self.sub(span, m.start(), m.end())))
-        return ir.InputDecl(dims=[d for d in dims if d is not None], span=span)
+        return ir.InputDecl.model_construct(dims=[d for d in dims if d is not None], span=span)
 
     def block_line(self, t: Tree):
         """`name:` or `concat:` / `add:` or `name: concat:` followed by an indented body."""
@@ -298,8 +298,8 @@ class _Builder:
                              "network or block body")
         span = self.span(t)
         if mode is None:
-            return ir.Group(items=items, label=name, span=span)
-        return ir.Merge(mode=mode, branches=self.branch_lines(body), label=name, span=span)
+            return ir.Group.model_construct(items=items, label=name, span=span)
+        return ir.Merge.model_construct(mode=mode, branches=self.branch_lines(body), label=name, span=span)
 
     def branch_lines(self, body: Tree) -> list:
         """Each line of a merge body is one branch; several items on a line form a sequence."""
@@ -310,7 +310,7 @@ class _Builder:
                 if len(items) == 1:
                     branches.append(items[0])
                 else:
-                    branches.append(ir.Group(items=items, span=self.span(line)))
+                    branches.append(ir.Group.model_construct(items=items, span=self.span(line)))
             elif line.data == "block_line":
                 item = self.block_line(line)
                 if item is not None:
@@ -346,14 +346,14 @@ class _Builder:
     def atom(self, t: Tree | Token):
         if isinstance(t, Token):  # a TABLE_REF
             table, variant = str(t)[:-1].split("[", 1)
-            return ir.TableRef(table=table, variant=variant.strip(), span=self.span(t))
+            return ir.TableRef.model_construct(table=table, variant=variant.strip(), span=self.span(t))
         if t.data == "layer":
             return self.layer(t)
         if t.data == "group":
-            return ir.Group(items=self.items(t.children[0]) if t.children else [], span=self.span(t))
+            return ir.Group.model_construct(items=self.items(t.children[0]) if t.children else [], span=self.span(t))
         if t.data == "tap":
             head = self.atom(t.children[0])
-            return None if head is None else ir.Tap(head=head, span=self.span(t))
+            return None if head is None else ir.Tap.model_construct(head=head, span=self.span(t))
         if t.data == "table_ref":
             return self.atom(t.children[0])
         raise AssertionError(t.data)  # pragma: no cover - the grammar has no other atoms
@@ -365,7 +365,7 @@ class _Builder:
         callee, sugar = self.word(word)
         if callee is None:
             return None
-        return ir.Layer(callee=callee, args=[*sugar, *explicit], span=self.span(t))
+        return ir.Layer.model_construct(callee=callee, args=[*sugar, *explicit], span=self.span(t))
 
     def word(self, tok: Token) -> tuple[str | None, list[ir.Arg]]:
         """Split paper notation: `conv3-64` → ("conv", [kernel=3, out=64])."""
@@ -388,7 +388,7 @@ class _Builder:
                     continue
                 start = m.start(2)
                 value = self.atom_value(m.group(2), self.sub(span, start, len(head)))
-                head_arg = ir.Arg(name=kind.sugar[0], value=value, span=self.sub(span, start, len(head))) \
+                head_arg = ir.Arg.model_construct(name=kind.sugar[0], value=value, span=self.sub(span, start, len(head))) \
                     if value is not None else None
             if len(rest) > len(kind.sugar[1]):
                 if cut == 1:
@@ -402,7 +402,7 @@ class _Builder:
             for (piece, at), pname in zip(rest, kind.sugar[1]):
                 value = self.atom_value(piece, self.sub(span, at, at + len(piece)))
                 if value is not None:
-                    args.append(ir.Arg(name=pname, value=value, span=self.sub(span, at, at + len(piece))))
+                    args.append(ir.Arg.model_construct(name=pname, value=value, span=self.sub(span, at, at + len(piece))))
             return kind.name, args
         if "-" in text or "{" in text:
             return text, []  # not notation we know: resolve reports the unknown name
@@ -414,11 +414,11 @@ class _Builder:
             return parse_expr(piece[1:-1], span.model_copy(update={"column": span.column + 1}),
                               self.diags)
         if re.fullmatch(r"\d+", piece):
-            return ir.Num(value=int(piece), span=span)
+            return ir.Num.model_construct(value=int(piece), span=span)
         if re.fullmatch(r"\d*\.\d+|\d+\.\d*", piece):
-            return ir.Num(value=float(piece), span=span)
+            return ir.Num.model_construct(value=float(piece), span=span)
         if re.fullmatch(r"[A-Za-z_]\w*", piece):
-            return ir.Name(id=piece, span=span)
+            return ir.Name.model_construct(id=piece, span=span)
         self.diags.error("E109", span, f"`{piece}` is not a number or `{{expression}}`",
                          "write numbers, or expressions in braces such as {width*2}")
         return None
@@ -429,30 +429,30 @@ class _Builder:
         args = []
         for a in t.children:
             if len(a.children) == 2:
-                args.append(ir.Arg(name=str(a.children[0]), value=self.expr(a.children[1]),
+                args.append(ir.Arg.model_construct(name=str(a.children[0]), value=self.expr(a.children[1]),
                                    span=self.span(a)))
             else:
-                args.append(ir.Arg(value=self.expr(a.children[0]), span=self.span(a)))
+                args.append(ir.Arg.model_construct(value=self.expr(a.children[0]), span=self.span(a)))
         return args
 
     def expr(self, t: Tree | Token) -> ir.Expr:
         if isinstance(t, Token):  # only reachable for bare tokens
-            return ir.Name(id=str(t), span=self.span(t))
+            return ir.Name.model_construct(id=str(t), span=self.span(t))
         span = self.span(t)
         kind = t.data
         if kind == "int":
-            return ir.Num(value=int(t.children[0]), span=span)
+            return ir.Num.model_construct(value=int(t.children[0]), span=span)
         if kind == "float":
-            return ir.Num(value=float(t.children[0]), span=span)
+            return ir.Num.model_construct(value=float(t.children[0]), span=span)
         if kind == "string":
-            return ir.Str(value=str(t.children[0])[1:-1], span=span)
+            return ir.Str.model_construct(value=str(t.children[0])[1:-1], span=span)
         if kind == "name":
-            return ir.Name(id=str(t.children[0]), span=span)
+            return ir.Name.model_construct(id=str(t.children[0]), span=span)
         if kind == "neg":
-            return ir.Neg(operand=self.expr(t.children[0]), span=span)
+            return ir.Neg.model_construct(operand=self.expr(t.children[0]), span=span)
         if kind == "pos":
             return self.expr(t.children[0])
-        return ir.BinOp(op=_BINOPS[kind], left=self.expr(t.children[0]),
+        return ir.BinOp.model_construct(op=_BINOPS[kind], left=self.expr(t.children[0]),
                         right=self.expr(t.children[1]), span=span)
 
 

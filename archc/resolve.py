@@ -73,7 +73,7 @@ class Resolver:
                     if isinstance(s, ir.NetworkDef | ir.NetworkAlias)]
             if not mine:
                 if root is not None:
-                    self.diags.error("E108", ir.Span(file=self.program.root),
+                    self.diags.error("E108", ir.Span.model_construct(file=self.program.root),
                                      "this spec defines no network",
                                      "add `network NAME:` with an `input` line and layers, "
                                      "or check a spec that imports this one")
@@ -85,7 +85,7 @@ class Resolver:
             net = networks.get(name)
             if net is None:
                 hint = did_you_mean(name, list(networks)) or "networks here: " + ", ".join(networks)
-                self.diags.error("E101", ir.Span(file=self.program.root),
+                self.diags.error("E101", ir.Span.model_construct(file=self.program.root),
                                  f"no network called `{name}`", hint)
                 return None, {}
             if isinstance(net, ir.NetworkDef):
@@ -487,12 +487,12 @@ class Resolver:
         stride = self.projection_stride(branch, shape, target)
         if stride is None or len(shape) != 3:
             return Identity(), None
-        conv = ir.Layer(callee="conv", span=branch.span, args=[
-            ir.Arg(name="out", value=ir.Num(value=target[0])),
-            ir.Arg(name="kernel", value=ir.Num(value=1)),
-            ir.Arg(name="stride", value=ir.Num(value=stride)),
-            ir.Arg(name="bias", value=ir.Name(id="true" if opts["bias"] else "false"))])
-        parts = [conv, ir.Layer(callee="bn", span=branch.span)] if opts["bn"] else [conv]
+        conv = ir.Layer.model_construct(callee="conv", span=branch.span, args=[
+            ir.Arg.model_construct(name="out", value=ir.Num.model_construct(value=target[0])),
+            ir.Arg.model_construct(name="kernel", value=ir.Num.model_construct(value=1)),
+            ir.Arg.model_construct(name="stride", value=ir.Num.model_construct(value=stride)),
+            ir.Arg.model_construct(name="bias", value=ir.Name.model_construct(id="true" if opts["bias"] else "false"))])
+        parts = [conv, ir.Layer.model_construct(callee="bn", span=branch.span)] if opts["bn"] else [conv]
         self.explain.append((branch.span, f"{_join(scope.path, branch.label or 'shortcut')}: "
                              f"projection conv1×1/{stride} {shape[0]}→{target[0]}"
                              + (" + bn" if opts["bn"] else "") + f" ({fmt(shape)} → {fmt(target)})"))
@@ -539,7 +539,7 @@ class Resolver:
             return [], shape
         head = item.head.model_copy(update={"label": item.label})
         if isinstance(head, ir.Layer) and head.callee not in self.program.blocks:
-            head = ir.Group(items=[item.head], label=item.label, span=item.span)
+            head = ir.Group.model_construct(items=[item.head], label=item.label, span=item.span)
         ops, out = self.items([head], body, scope, shape)
         name = scope.children[-1].name if scope.children else "aux"
         self.aux[name] = out

@@ -2,7 +2,7 @@
 
 - `input_sizes`: which input heights/widths the built network accepts (the smallest,
   and the step between valid sizes where a layer needs one);
-- `receptive_fields`: each layer's receptive field and effective stride.
+- receptive fields live with the summary (backends/summary.py).
 """
 from __future__ import annotations
 
@@ -44,23 +44,33 @@ class _Spatial:
 
     def __init__(self, net: Network):
         self.memo: dict[tuple, int] = {}
-        self.flat_sizes = {m.path: m.in_shape for m in _layers(net.root) if m.kind == "flatten"}
+        self.keys: dict[int, tuple | None] = {}
+        self.children: dict[int, dict[str, object]] = {}
+
+    def key(self, scope: Scope) -> tuple | None:
+        """Calls of one block with the same arguments behave alike: one memo entry."""
+        if id(scope) not in self.keys:
+            self.keys[id(scope)] = (scope.title, repr(sorted(scope.args.items()))) \
+                if scope.kind == "block" else None
+        return self.keys[id(scope)]
 
     def scope(self, scope: Scope, h: int) -> int:
-        key = (scope.title, tuple(sorted((k, repr(v)) for k, v in scope.args.items())), h) \
-            if scope.kind == "block" else None
-        if key is not None and key in self.memo:
-            return self.memo[key]
+        key = self.key(scope)
+        if key is not None and (key, h) in self.memo:
+            return self.memo[key, h]
         out = self.op(scope, scope.plan, h)
         if key is not None:
-            self.memo[key] = out
+            self.memo[key, h] = out
         return out
 
     def op(self, scope: Scope, op: Op, h: int) -> int:
         if h == _INVALID:
             return h
         if isinstance(op, Call):
-            child = scope.child(op.child)
+            named = self.children.get(id(scope))
+            if named is None:
+                named = self.children[id(scope)] = {c.name: c for c in scope.children}
+            child = named[op.child]
             return self.scope(child, h) if isinstance(child, Scope) else self.layer(child, h)
         if isinstance(op, Seq):
             for sub in op.ops:
