@@ -184,6 +184,86 @@ def convert(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
         typer.echo(out, nl=False)
 
 
+@app.command(name="compile")
+def compile_(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+             sets: Optional[list[str]] = SetOption, variant: Optional[str] = VariantOption,
+             network: Optional[str] = NetworkOption, input: Optional[str] = InputOption,
+             output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                   help="Write the standalone module here"),
+             emit: str = typer.Option("python", "--emit", help="python or onnx (with -o)"),
+             init: Optional[str] = typer.Option(None, "--init",
+                                                help="torchvision, or a .safetensors/.pt file")
+             ) -> None:
+    """Print the layer table; with -o also write standalone PyTorch source (or ONNX)."""
+    from .backends.summary import format_table, summarize
+
+    net = checked(spec, sets, variant, network, input)
+    typer.echo(format_table(summarize(net), net))
+    if output is None:
+        if init:
+            fail("--init needs -o: it initialises the exported weights")
+        return
+    if emit == "python":
+        from .backends.pysource import write_python
+
+        written = write_python(net, output, init=init)
+    elif emit == "onnx":
+        from .backends.onnx import export_onnx
+
+        written = export_onnx(net, output, init=init)
+    else:
+        fail(f"--emit must be python or onnx, got `{emit}`")
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def summary(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+            sets: Optional[list[str]] = SetOption, variant: Optional[str] = VariantOption,
+            network: Optional[str] = NetworkOption, input: Optional[str] = InputOption,
+            as_json: bool = typer.Option(False, "--json", help="The same data as JSON")) -> None:
+    """Per layer: output shape, parameters, MACs, activation memory, receptive field, stride."""
+    from .backends.summary import format_table, summarize, to_json
+
+    net = checked(spec, sets, variant, network, input, show_warnings=not as_json)
+    rows = summarize(net)
+    if as_json:
+        typer.echo(json.dumps(to_json(rows, net), indent=2))
+    else:
+        typer.echo(format_table(rows, net))
+
+
+@app.command()
+def graph(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+          output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                help="out.svg, .png, .pdf or .dot"),
+          depth: int = typer.Option(2, "--depth", help="Expand blocks down to this depth"),
+          table: bool = typer.Option(False, "--table",
+                                     help="Draw a multi-variant spec's configuration table"),
+          sets: Optional[list[str]] = SetOption, variant: Optional[str] = VariantOption,
+          network: Optional[str] = NetworkOption, input: Optional[str] = InputOption) -> None:
+    """Draw the network with graphviz: shapes on edges, blocks as clusters, a legend."""
+    from .backends.dot import DotNotFound, render, table_dot, to_dot
+
+    if table:
+        from .api import check as run_check
+
+        result = run_check(spec, parse_sets(sets), network=network)
+        if result.program.root_file is None:
+            print_diagnostics(result.diagnostics, result.program.sources)
+            raise typer.Exit(1)
+        source = table_dot(result.program)
+    else:
+        net = checked(spec, sets, variant, network, input)
+        source = to_dot(net, depth=depth)
+    output = output or Path(spec.stem + ("_table" if table else "") + ".svg")
+    try:
+        render(source, output)
+    except DotNotFound as exc:
+        fail(str(exc), "install graphviz (apt-get install graphviz), or write -o NAME.dot")
+    typer.echo(f"wrote {output}")
+
+
 # --------------------------------------------------------------------------- entry point
 
 _BUILTIN = {"check", "convert", "compile", "graph", "summary"}
