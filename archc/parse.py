@@ -369,7 +369,10 @@ class _Builder:
 
     def word(self, tok: Token) -> tuple[str | None, list[ir.Arg]]:
         """Split paper notation: `conv3-64` → ("conv", [kernel=3, out=64])."""
-        text, span = str(tok), self.span(tok)
+        return self.word_text(str(tok), self.span(tok))
+
+    def word_text(self, text: str, span: ir.Span) -> tuple[str | None, list[ir.Arg]]:
+        """`word` for text found elsewhere (YAML keys), located at `span`."""
         parts, offsets = [], []
         for m in _split_dashes(text):
             parts.append(m[0])
@@ -404,9 +407,7 @@ class _Builder:
                 if value is not None:
                     args.append(ir.Arg.model_construct(name=pname, value=value, span=self.sub(span, at, at + len(piece))))
             return kind.name, args
-        if "-" in text or "{" in text:
-            return text, []  # not notation we know: resolve reports the unknown name
-        return text, []
+        return text, []  # not notation we know: resolve reports the unknown name
 
     def atom_value(self, piece: str, span: ir.Span) -> ir.Expr | None:
         """A number, `{expression}` or bare name inside a word, shape or repeat."""

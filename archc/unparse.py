@@ -1,0 +1,181 @@
+"""IR → .arch text: the inverse of parse.py, used by `archc convert --to arch`.
+
+The output re-parses to the same IR (`ir.structure` equal). It uses the papers'
+notation where the arguments allow it (`conv3-64(stride=2)`), as a person would.
+"""
+from __future__ import annotations
+
+from . import ir
+from .layers import REGISTRY
+
+INDENT = "    "
+
+
+class UnparseError(ValueError):
+    """The IR holds something the .arch syntax cannot express (possible from YAML)."""
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2, "**": 4}
+
+
+def unparse(spec: ir.SpecFile) -> str:
+    """The whole file as .arch source."""
+    chunks = [_statement(s) for s in spec.statements]
+    return "\n\n".join(chunks) + "\n"
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+def expr(e: ir.Expr, parent: int = 0, right: bool = False) -> str:
+    """An expression in arch syntax, with only the parentheses it needs."""
+    if isinstance(e, ir.Num):
+        return repr(e.value)
+    if isinstance(e, ir.Str):
+        return f"'{e.value}'" if '"' in e.value else f'"{e.value}"'
+    if isinstance(e, ir.Name):
+        return e.id
+    if isinstance(e, ir.Neg):
+        text = "-" + expr(e.operand, 3)
+        return f"({text})" if parent > 3 else text
+    prec = _PRECEDENCE[e.op]
+    # `**` binds to the right; the others to the left.
+    left_tight, right_tight = (prec + 1, prec) if e.op == "**" else (prec, prec + 1)
+    text = f"{expr(e.left, left_tight)} {e.op} {expr(e.right, right_tight, True)}"
+    return f"({text})" if prec < parent else text
+
+
+def word_part(e: ir.Expr) -> str:
+    """An argument as it appears inside paper notation: `64` or `{c*4}`."""
+    if isinstance(e, ir.Num) and isinstance(e.value, int) and e.value >= 0:
+        return str(e.value)
+    return "{" + expr(e) + "}"
+
+
+def args_text(args: list[ir.Arg]) -> str:
+    """`64, stride=2`: arguments as written between parentheses."""
+    return ", ".join((f"{a.name}=" if a.name else "") + expr(a.value) for a in args)
+
+
+def sugar(layer: ir.Layer) -> tuple[str, list[ir.Arg]]:
+    """Split a layer into its paper-notation word and the arguments left over.
+
+    `conv(kernel=3, out=64, stride=2)` → ("conv3-64", [stride=2]). The sugar is used only
+    when its arguments come first and in the notation's order, so re-parsing gives back
+    exactly these arguments in this order.
+    """
+    kind = REGISTRY.get(layer.callee)
+    if kind is None:
+        return layer.callee, list(layer.args)
+    head, dashes = kind.sugar
+    order = ([head] if head else []) + list(dashes)
+    taken = 0
+    for name, arg in zip(order, layer.args):
+        if arg.name != name:
+            break
+        taken += 1
+    if head and taken == 0:  # the dash parts follow the head's digits, never stand alone
+        return layer.callee, list(layer.args)
+    parts = [word_part(a.value) for a in layer.args[:taken]]
+    word = layer.callee + (parts.pop(0) if head else "")
+    word += "".join("-" + p for p in parts)
+    return word, list(layer.args[taken:])
+
+
+def layer_text(layer: ir.Layer) -> str:
+    """One layer call: sugar word plus any remaining arguments."""
+    word, rest = sugar(layer)
+    return word + (f"({args_text(rest)})" if rest else "")
+
+
+# --------------------------------------------------------------------------- items
+
+
+def item_text(item) -> str:
+    """An item on one line (no merges inside): label, atom, repeat."""
+    label = f"{item.label}: " if item.label else ""
+    repeat = f" x{word_part(item.repeat)}" if item.repeat is not None else ""
+    return label + _atom(item) + repeat
+
+
+def _atom(item) -> str:
+    if isinstance(item, ir.Layer):
+        return layer_text(item)
+    if isinstance(item, ir.Group):
+        return "[" + " ".join(item_text(i) for i in item.items) + "]"
+    if isinstance(item, ir.TableRef):
+        return f"{item.table}[{item.variant}]"
+    if isinstance(item, ir.Tap):
+        return "tap " + item_text(item.head)
+    raise UnparseError("a merge nested inside a one-line group has no .arch form")
+
+
+def _has_merge(item) -> bool:
+    if isinstance(item, ir.Merge):
+        return True
+    if isinstance(item, ir.Group):
+        return any(_has_merge(i) for i in item.items)
+    return isinstance(item, ir.Tap) and _has_merge(item.head)
+
+
+def body_lines(items: list, depth: int) -> list[str]:
+    """Items of a body, one per line; merges and labelled multi-line groups as blocks."""
+    pad = INDENT * depth
+    lines: list[str] = []
+    for item in items:
+        if isinstance(item, ir.Merge):
+            head = (f"{item.label}: " if item.label else "") + f"{item.mode}:"
+            lines.append(pad + head)
+            for branch in item.branches:
+                lines.extend(_branch_lines(branch, depth + 1))
+        elif isinstance(item, ir.Group) and item.label and item.repeat is None and (
+                _has_merge(item) or not item.items):
+            lines.append(f"{pad}{item.label}:")
+            lines.extend(body_lines(item.items, depth + 1))
+        else:
+            lines.append(pad + item_text(item))
+    return lines
+
+
+def _branch_lines(branch, depth: int) -> list[str]:
+    """One branch of a merge: a line of items (an unlabelled group) or a nested block."""
+    pad = INDENT * depth
+    if isinstance(branch, ir.Group) and branch.label is None and branch.repeat is None \
+            and len(branch.items) > 1 and not any(_has_merge(i) for i in branch.items):
+        return [pad + "  ".join(item_text(i) for i in branch.items)]
+    if isinstance(branch, ir.Merge) or (isinstance(branch, ir.Group) and _has_merge(branch)):
+        return body_lines([branch], depth)
+    return [pad + item_text(branch)]
+
+
+# --------------------------------------------------------------------------- statements
+
+
+def _params(params: list[ir.Param]) -> str:
+    if not params:
+        return ""
+    return "(" + ", ".join(p.name + (f"={expr(p.default)}" if p.default is not None else "")
+                           for p in params) + ")"
+
+
+def _after(rules: list[ir.After]) -> list[str]:
+    return [f"{INDENT}after {r.kind}: " + "  ".join(item_text(i) for i in r.items) for r in rules]
+
+
+def _statement(stmt) -> str:
+    if isinstance(stmt, ir.Import):
+        return f'import "{stmt.path}"'
+    if isinstance(stmt, ir.NetworkAlias):
+        return f"network {stmt.name} = {stmt.target}({args_text(stmt.args)})"
+    if isinstance(stmt, ir.TableDef):
+        width = max(len(r.variant) for r in stmt.rows) + 1
+        rows = [f"{INDENT}{(r.variant + ':').ljust(width)} " + " ".join(item_text(i) for i in r.items)
+                for r in stmt.rows]
+        return "\n".join([f"table {stmt.name}:", *rows])
+    if isinstance(stmt, ir.TrainDef):
+        return "\n".join(["train:", *(f"{INDENT}{s.name} = {expr(s.value)}" for s in stmt.settings)])
+    keyword = "block" if isinstance(stmt, ir.BlockDef) else "network"
+    lines = [f"{keyword} {stmt.name}{_params(stmt.params)}:"]
+    if isinstance(stmt, ir.NetworkDef) and stmt.input is not None:
+        lines.append(f"{INDENT}input " + "x".join(word_part(d) for d in stmt.input.dims))
+    lines += _after(stmt.after)
+    lines += body_lines(stmt.body, 1)
+    return "\n".join(lines)
