@@ -179,3 +179,15 @@ def _statement(stmt) -> str:
     lines += _after(stmt.after)
     lines += body_lines(stmt.body, 1)
     return "\n".join(lines)
+
+
+def bundle_program(program) -> str:
+    """One self-contained .arch text for a spec and everything it imports.
+
+    The root file's statements come first (so its first network stays the default), then
+    each imported file's, with the imports themselves dropped. A run folder keeps this
+    text, so the network can be rebuilt from the folder alone.
+    """
+    statements = [s for spec in program.files.values() for s in spec.statements
+                  if not isinstance(s, ir.Import)]
+    return unparse(ir.SpecFile.model_construct(path=program.root, statements=statements))

@@ -1,0 +1,148 @@
+"""The runtime's verbs for the `archc` command: train and data (synth, cache), plus those of
+runtime/after.py (eval, predict, submit, export). `archc` finds `register` through the
+`archc.commands` entry point.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+data_app = typer.Typer(no_args_is_help=True, help="Make or prepare image datasets.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the runtime verbs to the `archc` app."""
+    app.command(name="train")(train_command)
+    app.add_typer(data_app, name="data")
+    try:
+        from . import after
+    except ImportError:  # pragma: no cover - only while the module is being written
+        return
+    after.register(app)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def train_command(
+    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    data: Optional[Path] = typer.Option(None, "--data", "-d",
+                                        help="Image folder, Kaggle train/ or train.zip"),
+    epochs: Optional[int] = typer.Option(None, help="Epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Global batch size"),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate"),
+    optimizer: Optional[str] = typer.Option(None, help="sgd (Nesterov) or adamw"),
+    schedule: Optional[str] = typer.Option(None, help="cosine, onecycle or constant"),
+    warmup: Optional[float] = typer.Option(None, "--warmup", help="Warm-up epochs"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm"),
+    accumulate: Optional[int] = typer.Option(None, help="Gradient accumulation steps"),
+    image_size: Optional[int] = typer.Option(None, "--image-size",
+                                             help="Training resolution (default: the spec's input)"),
+    workers: Optional[int] = typer.Option(None, help="Decoding processes"),
+    seed: Optional[int] = typer.Option(None, help="Random seed"),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic",
+                                                 help="Bit-identical runs on the CPU"),
+    compile: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model"),
+    device: Optional[str] = typer.Option(None, help="auto, cuda, mps or cpu"),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Spec parameter k=v"),
+    variant: Optional[str] = typer.Option(None, "--variant", "-V"),
+    network: Optional[str] = typer.Option(None, "--network", "-n"),
+    run: Optional[Path] = typer.Option(None, "--run", help="Run folder (default runs/NAME-TIME)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder"),
+    init: Optional[str] = typer.Option(None, "--init", help="torchvision, or a weights file"),
+    nproc: Optional[int] = typer.Option(None, "--nproc",
+                                        help="Processes per node: launches torchrun"),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm under DDP"),
+) -> None:
+    """Train a spec on an image folder; checkpoints, metrics and plots go to a run folder."""
+    if nproc and nproc > 1:
+        from .distributed import launch
+
+        args = _without_nproc(sys.argv[1:])
+        raise typer.Exit(launch(nproc, args))
+    from archc.cli import parse_sets
+
+    from .train import TrainError, TrainRequest
+    from .train import train as run_train
+
+    settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                    schedule=schedule, warmup_epochs=warmup, weight_decay=weight_decay,
+                    label_smoothing=label_smoothing, grad_clip=grad_clip, accumulate=accumulate,
+                    image_size=image_size, workers=workers, seed=seed,
+                    deterministic=deterministic, compile=compile, device=device,
+                    val_fraction=val_fraction)
+    if not spec.exists():
+        _fail(f"spec file `{spec}` not found")
+    req = TrainRequest(spec=spec, data=data, params=parse_sets(sets), variant=variant,
+                       network=network, settings={k: v for k, v in settings.items() if v is not None},
+                       run=run, resume=resume, init=init, sync_bn=sync_bn)
+    try:
+        result = run_train(req)
+    except TrainError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # data and checkpoint errors carry their own clear messages
+        from .checkpoint import CheckpointError
+        from .data import DataError
+
+        if isinstance(exc, (DataError, CheckpointError, FileNotFoundError)):
+            _fail(str(exc))
+        raise
+    codes = {"done": 0, "paused": 0, "interrupted": 130, "nan": 1}
+    raise typer.Exit(codes.get(result.stopped_reason, 0))
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if arg.startswith("--nproc="):
+            continue
+        out.append(arg)
+    return out
+
+
+@data_app.command("synth")
+def synth_command(out: Path = typer.Argument(..., help="Folder to write"),
+                  n: int = typer.Option(400, "--n", help="Labelled images (half cats, half dogs)"),
+                  test: int = typer.Option(0, "--test", help="Unlabelled images in test1/"),
+                  seed: int = typer.Option(0, "--seed")) -> None:
+    """Write a deterministic synthetic Dogs-vs-Cats dataset in Kaggle's layout."""
+    from .synth import write_synthetic
+
+    if n < 2:
+        _fail("--n must be at least 2 (one image per class)")
+    write_synthetic(out, n=n, seed=seed, test_n=test)
+    typer.echo(f"wrote {n} images to {out / 'train'}" + (f" and {test} to {out / 'test1'}"
+                                                           if test else ""))
+
+
+@data_app.command("cache")
+def cache_command(path: Path = typer.Argument(..., help="Image folder, train/ or train.zip"),
+                  size: int = typer.Option(256, "--size", help="Short side of the cached images"),
+                  workers: int = typer.Option(2, "--workers")) -> None:
+    """Decode a dataset once into the memory-mapped uint8 cache that `train` reads."""
+    from .data import DataError, load_images
+    from .train import cache_dir
+
+    try:
+        images = load_images(path, size=size, cache_dir=cache_dir(), workers=workers,
+                             progress=True)
+    except DataError as exc:
+        _fail(str(exc))
+    typer.echo(f"cached {len(images)} images of {size}×{size} in {cache_dir()} "
+               f"({len(images.classes)} classes; skipped {len(images.skipped)})")
+    for p, why in images.skipped:
+        typer.echo(f"  skipped {p}: {why}")

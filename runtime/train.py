@@ -1,0 +1,194 @@
+"""`archc train`: spec + image folder → a run folder with a trained model.
+
+The steps read as a sentence: check the spec, load the images, split them, write the
+run folder, fit, report. Everything a run needs to be rebuilt is in its folder.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import archc
+from archc.graph import Network
+from archc.unparse import bundle_program
+
+from .config import TrainConfig, merge_config
+from .data import ImageSet, load_images, stratified_split
+from .distributed import World, barrier, broadcast_text, ddp_wrapper, from_env, init, shutdown
+from .loader import BatchLoader
+from .loop import FitResult, fit, select_device
+from .run import check_resume, create_run, load_hparams, load_split
+
+
+class TrainError(Exception):
+    """A problem the user can fix (bad spec, data, run folder); the message says how."""
+
+
+@dataclass
+class TrainRequest:
+    """What the user asked for on the command line (or from Python)."""
+
+    spec: Path
+    data: Path | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    variant: str | None = None
+    network: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # train-section overrides
+    run: Path | None = None
+    resume: Path | None = None
+    init: str | None = None
+    sync_bn: bool = False
+    console: Any = None
+
+
+def cache_dir() -> Path:
+    """Where decoded image caches live: $ARCHC_CACHE, else ~/.cache/archc/images."""
+    root = os.environ.get("ARCHC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "archc")
+    return Path(root) / "images"
+
+
+def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None):
+    """The check result of a valid spec, or TrainError carrying the rendered diagnostics."""
+    shape = (3, image_size, image_size) if image_size else None
+    result = archc.check(req.spec, params, network=req.network, variant=req.variant,
+                         input_shape=shape)
+    if not result.ok:
+        from archc.render import render_all
+
+        errors = [d for d in result.diagnostics if d.is_error]
+        raise TrainError(render_all(errors, result.program.sources))
+    return result
+
+
+def spec_params(req: TrainRequest, classes: list[str], saved: dict[str, Any] | None) -> dict:
+    """Spec parameters: saved ones on resume, else --set, with num_classes from the data."""
+    if saved is not None:
+        return dict(saved)
+    probe = check_spec(req, req.params, None).network
+    params = dict(req.params)
+    if "num_classes" in probe.params and "num_classes" not in params:
+        params["num_classes"] = len(classes)
+    return params
+
+
+def train(req: TrainRequest) -> FitResult:
+    """Run (or resume) one training job; see the module docstring."""
+    world = from_env()
+    resume_dir = Path(req.resume) if req.resume else None
+    saved_config, saved_params = (load_hparams(resume_dir) if resume_dir else (None, None))
+    record = _read_record(resume_dir) if resume_dir else {}
+    data_path = Path(req.data or record.get("data_path") or "")
+    if not str(data_path) or not data_path.exists():
+        raise TrainError(f"dataset `{data_path}` not found" if str(data_path) else
+                         "give the images with --data PATH")
+    base = dict(saved_config.model_dump()) if saved_config else _spec_train(req)
+    config = _config(base, req.settings)
+    device = select_device(config.device)
+    init(world, device)
+    try:
+        images = _load(data_path, config, world)
+        params = spec_params(req, images.classes, saved_params)
+        checked = check_spec(req, params, config.image_size)
+        net, spec_text = checked.network, bundle_program(checked.program)
+        size = config.image_size or net.input_shape[1]
+        split = load_split(resume_dir) if resume_dir else stratified_split(
+            images.labels, config.val_fraction, config.seed)
+        run_dir = _run_dir(req, net, world, resume_dir, spec_text, params, config, split,
+                           data_path, images)
+        train_loader, val_loader = _loaders(images, split, config, size, device, world)
+        factory = _factory(net, req.init, req.console)
+        return fit(factory, train_loader, val_loader, config, run_dir, resume=resume_dir is not None,
+                   console=req.console, wrap=ddp_wrapper(world, device, req.sync_bn))
+    finally:
+        shutdown()
+
+
+def _spec_train(req: TrainRequest) -> dict[str, Any]:
+    result = archc.check(req.spec, req.params, network=req.network, variant=req.variant)
+    return dict(result.network.train) if result.network else {}
+
+
+def _config(base: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
+    from .config import ConfigError
+
+    try:
+        return merge_config(base, settings)
+    except ConfigError as exc:
+        raise TrainError(str(exc)) from exc
+
+
+def _load(data_path: Path, config: TrainConfig, world: World) -> ImageSet:
+    """Decode once into the cache (rank 0 first, so the others only read it)."""
+    size = max(config.cache_size, config.image_size or 0)
+    if not world.is_main:
+        barrier()
+    images = load_images(data_path, size=size, cache_dir=cache_dir(), workers=config.workers,
+                         progress=world.is_main)
+    if world.is_main:
+        barrier()
+        if images.skipped:
+            print(f"skipped {len(images.skipped)} unreadable file(s): "
+                  + ", ".join(f"{Path(p).name} ({why})" for p, why in images.skipped[:5])
+                  + (" ..." if len(images.skipped) > 5 else "") + " (full list in skipped.txt)")
+    return images
+
+
+def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data_path, images):
+    if resume_dir is not None:
+        from .run import ResumeError
+
+        try:
+            check_resume(resume_dir, spec_text, params)
+        except ResumeError as exc:
+            raise TrainError(str(exc)) from exc
+        return resume_dir
+    name = None
+    if world.is_main:
+        run_dir = Path(req.run or Path("runs") / f"{net.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            create_run(run_dir, spec_text, str(req.spec), params, config, split, data_path,
+                       images.classes, images.skipped)
+        except FileExistsError as exc:
+            raise TrainError(f"{exc}; pass --resume {run_dir} to continue it") from exc
+        name = str(run_dir)
+    return Path(broadcast_text(name, world))
+
+
+def _loaders(images: ImageSet, split, config: TrainConfig, size: int, device, world: World):
+    if config.batch_size % world.size:
+        raise TrainError(f"batch size {config.batch_size} must divide by the {world.size} "
+                         "processes (it is the global batch)")
+    per_rank = config.batch_size // world.size
+    aug = config.augment()
+    train_idx, val_idx = split
+    common = dict(out_size=size, device=device, aug=aug, seed=config.seed, rank=world.rank,
+                  world_size=world.size)
+    train_loader = BatchLoader(images, train_idx, per_rank, train=True, drop_last=True, **common)
+    val_loader = BatchLoader(images, val_idx, per_rank, train=False, **common)
+    return train_loader, val_loader
+
+
+def _factory(net: Network, init_from: str | None, console):
+    def make():
+        model = archc.build(net)
+        if init_from:
+            from archc.backends.weights import init_model
+
+            for message in init_model(model, net, init_from):
+                print(message)
+        return model
+
+    return make
+
+
+def _read_record(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    path = run_dir / "record.json"
+    if not path.exists():
+        raise TrainError(f"`{run_dir}` is not a run folder (no record.json)")
+    return json.loads(path.read_text())
