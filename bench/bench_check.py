@@ -1,0 +1,77 @@
+"""Benchmarks of the checker: (a) cold `archc check` against `import torch`, and (e) check
+time against spec size, which should grow linearly.
+"""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cold(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def cold_check(repeats: int = 5) -> dict:
+    """(a) Median wall time of a cold `archc check specs/resnet152.arch` / `import torch`.
+
+    The two commands alternate so that machine load affects both alike.
+    """
+    check = [sys.executable, "-m", "archc", "check", "specs/resnet152.arch"]
+    torch = [sys.executable, "-c", "import torch"]
+    _cold(check), _cold(torch)  # warm the OS file cache and lark's grammar cache
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(_cold(check))
+        b.append(_cold(torch))
+    ratio = statistics.median(a) / statistics.median(b)
+    return {"check_s": statistics.median(a), "import_torch_s": statistics.median(b),
+            "ratio": ratio, "target": 0.15, "ok": ratio <= 0.15}
+
+
+def _spec(blocks: int) -> str:
+    """A network of `blocks` distinct lines, each calling a small residual block."""
+    lines = ["block unit(c):", "    add:", "        conv3-{c} bn relu conv3-{c} bn", "        shortcut",
+             "    relu", "", "network big(num_classes=10):", "    input 3x32x32", "    stem: conv3-16"]
+    lines += [f"    b{i}: unit(16)" for i in range(blocks)]
+    lines += ["    global-avgpool flatten", "    fc: FC-{num_classes}", ""]
+    return "\n".join(lines)
+
+
+def scaling(sizes=(10, 50, 100, 250, 500, 1000, 2000), repeats: int = 3) -> dict:
+    """(e) In-process check time per spec size; linear growth keeps time/block flat."""
+    import archc
+
+    archc.check("warm.arch", text=_spec(10))
+    rows = []
+    for n in sizes:
+        text = _spec(n)
+        best = min(_timed(lambda: archc.check("big.arch", text=text)) for _ in range(repeats))
+        rows.append({"blocks": n, "seconds": best, "ms_per_block": 1000 * best / n})
+    per_block = [r["ms_per_block"] for r in rows if r["blocks"] >= 100]
+    spread = max(per_block) / min(per_block)
+    return {"rows": rows, "per_block_spread": spread, "ok": spread < 1.5}
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def run(quick: bool = False) -> dict:
+    """Both checker benchmarks."""
+    return {"a_cold_check": cold_check(3 if quick else 7),
+            "e_scaling": scaling((10, 100, 500) if quick else (10, 50, 100, 250, 500, 1000, 2000))}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
