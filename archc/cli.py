@@ -252,7 +252,10 @@ def graph(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
         if result.program.root_file is None:
             print_diagnostics(result.diagnostics, result.program.sources)
             raise typer.Exit(1)
-        source = table_dot(result.program)
+        try:
+            source = table_dot(result.program)
+        except ValueError as exc:
+            fail(str(exc), "the --table view needs a spec with a `table` definition")
     else:
         net = checked(spec, sets, variant, network, input)
         source = to_dot(net, depth=depth)
@@ -261,6 +264,8 @@ def graph(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
         render(source, output)
     except DotNotFound as exc:
         fail(str(exc), "install graphviz (apt-get install graphviz), or write -o NAME.dot")
+    except ValueError as exc:  # an output suffix graphviz cannot write
+        fail(str(exc), "use -o NAME.svg, .png, .pdf or .dot")
     typer.echo(f"wrote {output}")
 
 
