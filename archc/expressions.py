@@ -63,6 +63,9 @@ def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
                 + (", ".join(f"`{n}`" for n in env.values) or "none"))
             diags.error("E101", expr.span, f"undefined name `{expr.id}`", hint)
             return ERROR
+    if isinstance(expr, ir.Tuple):
+        items = tuple(evaluate(item, env, diags) for item in expr.items)
+        return ERROR if ERROR in items else items
     if isinstance(expr, ir.Neg):
         value = evaluate(expr.operand, env, diags)
         if value is ERROR:

@@ -86,7 +86,15 @@ class Neg(Node):
     span: Span = NOWHERE
 
 
-Expr = Annotated[Union[Num, Str, Name, BinOp, Neg], Field(discriminator="type")]
+class Tuple(Node):
+    """`(0.35, 1.0)`: a fixed-size tuple, e.g. a `scale` range in a train section."""
+
+    type: Literal["tuple"] = "tuple"
+    items: list["Expr"]
+    span: Span = NOWHERE
+
+
+Expr = Annotated[Union[Num, Str, Name, BinOp, Neg, Tuple], Field(discriminator="type")]
 
 # --------------------------------------------------------------------------- items
 

@@ -453,6 +453,8 @@ class _Builder:
             return ir.Neg.model_construct(operand=self.expr(t.children[0]), span=span)
         if kind == "pos":
             return self.expr(t.children[0])
+        if kind == "tuple":
+            return ir.Tuple.model_construct(items=[self.expr(c) for c in t.children], span=span)
         return ir.BinOp.model_construct(op=_BINOPS[kind], left=self.expr(t.children[0]),
                         right=self.expr(t.children[1]), span=span)
 

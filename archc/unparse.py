@@ -33,6 +33,8 @@ def expr(e: ir.Expr, parent: int = 0, right: bool = False) -> str:
         return f"'{e.value}'" if '"' in e.value else f'"{e.value}"'
     if isinstance(e, ir.Name):
         return e.id
+    if isinstance(e, ir.Tuple):
+        return "(" + ", ".join(expr(i) for i in e.items) + ("," if len(e.items) == 1 else "") + ")"
     if isinstance(e, ir.Neg):
         text = "-" + expr(e.operand, 3)
         return f"({text})" if parent > 3 else text

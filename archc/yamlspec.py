@@ -263,6 +263,9 @@ class _Reader:
 
     def value(self, node: yaml.Node) -> ir.Expr:
         """A YAML scalar as an expression: numbers, booleans, null, strings, `{expr}`."""
+        if isinstance(node, yaml.SequenceNode):
+            return ir.Tuple.model_construct(items=[self.value(n) for n in node.value],
+                                            span=self.span(node))
         text = self.scalar(node, "a value")
         span = self.span(node)
         tag = node.tag.rsplit(":", 1)[-1]
@@ -301,6 +304,8 @@ def dump_yaml(spec: ir.SpecFile) -> str:
 
 
 def _value(e: ir.Expr) -> Any:
+    if isinstance(e, ir.Tuple):
+        return [_value(i) for i in e.items]
     if isinstance(e, ir.Num):
         return e.value
     if isinstance(e, ir.Name) and e.id in ("true", "false"):

@@ -1,0 +1,685 @@
+"""The Python-source backend: a checked `Network` → one standalone, readable PyTorch file.
+
+The file imports only torch (and OrderedDict when a sequence has named children) and reads
+like torchvision's model files: one class per distinct block structure with a straight-line
+`forward`, `nn.Sequential` for plain sequences, and a network class whose `__init__` builds the
+whole tree with explicit constructor calls. Its state_dict keys, shapes and outputs are those of
+`archc.build`, so weights move between the two unchanged.
+
+Block classes take their stateful children (convs, norms, nested blocks) as constructor
+arguments and build their stateless ones (activations, pools) themselves: that gives one class
+per block *structure* rather than one per channel configuration. Stateless children without a
+Python name (an unlabelled `relu` is child "2") get one, and identical ones share a module, as
+torchvision's `self.relu` does; they hold no state, so the state_dict is unaffected.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import keyword
+import re
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Union
+
+import torch
+from torch import nn
+
+from ..graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
+from ..layers import fmt
+from .module import class_name, layer_module
+from .weights import Heads, class_heads
+
+WIDTH = 100  # the line length the generated file keeps to (ruff's E501 at 100)
+INDENT = "    "
+_RESERVED_CLASSES = {"OrderedDict", "Tensor"}
+# The attribute an unnamed stateless layer gets, where its kind's name reads badly.
+_ATTRIBUTE_NAMES = {"adaptiveavgpool": "avgpool", "globalavgpool": "avgpool",
+                    "adaptivemaxpool": "maxpool", "leakyrelu": "leaky_relu"}
+
+# --------------------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A bracketed expression `head(arg, ..., key=value)`, kept as a tree so it can wrap."""
+
+    head: str
+    args: tuple["Code", ...] = ()
+    kwargs: tuple[tuple[str, "Code"], ...] = ()
+    brackets: str = "()"
+
+
+@dataclass(frozen=True)
+class Sum:
+    """`a + b + ...`: the add merge."""
+
+    terms: tuple["Code", ...]
+
+
+Code = Union[str, Expr, Sum]
+
+
+def _items(expr: Expr) -> list[tuple[str, Code]]:
+    return [("", a) for a in expr.args] + [(f"{k}=", v) for k, v in expr.kwargs]
+
+
+def flat(code: Code) -> str:
+    """`code` on one line."""
+    if isinstance(code, str):
+        return code
+    if isinstance(code, Sum):
+        return " + ".join(flat(t) for t in code.terms)
+    inner = ", ".join(p + flat(v) for p, v in _items(code))
+    return f"{code.head}{code.brackets[0]}{inner}{code.brackets[1]}"
+
+
+def render(code: Code, indent: str, prefix: str = "", suffix: str = "") -> list[str]:
+    """`code` as lines at `indent`, wrapped the way ruff format wraps what is too long:
+    first the arguments on one indented line, else one argument a line."""
+    line = f"{indent}{prefix}{flat(code)}{suffix}"
+    if len(line) <= WIDTH or isinstance(code, str):
+        return [line]
+    inner = indent + INDENT
+    if isinstance(code, Sum):
+        lines = [f"{indent}{prefix}("]
+        for i, term in enumerate(code.terms):
+            lines += render(term, inner, "+ " if i else "")
+        return lines + [f"{indent}){suffix}"]
+    items = _items(code)
+    opening = f"{indent}{prefix}{code.head}{code.brackets[0]}"
+    closing = f"{indent}{code.brackets[1]}{suffix}"
+    joined = inner + ", ".join(p + flat(v) for p, v in items)
+    if len(joined) <= WIDTH:
+        return [opening, joined, closing]
+    lines = [opening]
+    for p, v in items:
+        lines += render(v, inner, p, ",")
+    return lines + [closing]
+
+
+def literal(value: object) -> str:
+    """A Python literal for a constructor argument (double-quoted strings, as ruff writes)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(literal, value)) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)
+
+
+def is_identifier(name: str) -> bool:
+    """True when `name` can be written as a Python name."""
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def is_attribute(name: str) -> bool:
+    """True when a child called `name` can be a plain `self.name` attribute of a module."""
+    return (is_identifier(name) and not name.startswith("_") and name != "self"
+            and not hasattr(nn.Module, name))
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _read(module: nn.Module, name: str) -> object:
+    """A constructor argument read back from the module it built."""
+    value = getattr(module, name)
+    if name == "bias":
+        return value is not None
+    if isinstance(value, tuple) and value and all(v == value[0] for v in value):
+        return value[0]  # Conv2d keeps kernel_size=3 as (3, 3)
+    return value
+
+
+def _is_default(module: nn.Module, name: str, value: object, default: object) -> bool:
+    if default is None and name == "stride":  # pools: no stride means stride = kernel
+        return value == _read(module, "kernel_size")
+    return type(value) is type(default) and value == default
+
+
+def settings(module: nn.Module) -> list[tuple[str, object, bool]]:
+    """(name, value, required) of each constructor argument a human would write for `module`:
+    the required ones and those that differ from their defaults."""
+    out = []
+    params = list(inspect.signature(type(module).__init__).parameters.values())[1:]
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in ("device", "dtype"):
+            continue
+        value = _read(module, p.name)
+        required = p.default is p.empty
+        if required or not _is_default(module, p.name, value, p.default):
+            out.append((p.name, value, required))
+    return out
+
+
+def constructor(module: nn.Module, symbols: dict[str, str] | None = None) -> Expr:
+    """`nn.Conv2d(64, 128, kernel_size=3, stride=2, padding=1, bias=False)` for a module.
+
+    Required arguments go positionally, except kernel_size (torchvision spells it out);
+    `symbols` replaces some values by names (out_features → num_classes).
+    """
+    cls = type(module)
+    head = f"nn.{cls.__name__}" if getattr(nn, cls.__name__, None) is cls else cls.__name__
+    args: list[Code] = []
+    kwargs: list[tuple[str, Code]] = []
+    for name, value, required in settings(module):
+        text = (symbols or {}).get(name) or literal(value)
+        if required and name != "kernel_size" and not kwargs:
+            args.append(text)
+        else:
+            kwargs.append((name, text))
+    return Expr(head, tuple(args), tuple(kwargs))
+
+
+def meta_module(layer: LayerNode) -> nn.Module:
+    """The layer's torch module, on the meta device: no memory, no initialisation cost."""
+    with torch.device("meta"):
+        return layer_module(layer)
+
+
+class NotParameterizable(Exception):
+    """The class count enters a layer in a way a `num_classes` argument cannot express."""
+
+
+def class_symbols(heads: Heads) -> dict[str, dict[str, str]]:
+    """Per head layer path, the constructor arguments that are `num_classes`."""
+    out: dict[str, dict[str, str]] = {}
+    for path, (layer, probe) in heads.layers.items():
+        mine, theirs = settings(meta_module(layer)), settings(meta_module(probe))
+        if [s[0] for s in mine] != [s[0] for s in theirs]:
+            raise NotParameterizable(path)
+        symbols = {}
+        for (name, a, _), (_, b, _) in zip(mine, theirs):
+            if a == b:
+                continue
+            if (a, b) != (heads.num_classes, heads.probe):
+                raise NotParameterizable(path)
+            symbols[name] = "num_classes"
+        out[path] = symbols
+    return out
+
+
+# --------------------------------------------------------------------------- spec comments
+
+
+def _definition(net: Network, word: str, name: str) -> tuple[list[str], str, str] | None:
+    """The comment above `block NAME` (or `network NAME`), its header line, and its file."""
+    pattern = re.compile(rf"^{word}\s+{re.escape(name)}\b[^#\n]*", re.M)
+    for path, text in net.sources.items():
+        found = pattern.search(text)
+        if found is None:
+            continue
+        comment: list[str] = []
+        for line in reversed(text[:found.start()].splitlines()):
+            if not line.lstrip().startswith("#"):
+                break
+            comment.insert(0, line.strip().lstrip("#").strip())
+        return comment, found.group(0).strip().rstrip(":").strip(), Path(path).name
+    return None
+
+
+def _header_comment(net: Network) -> list[str]:
+    """The comment block that opens the spec file."""
+    lines = []
+    for line in net.sources.get(net.spec_path, "").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return lines
+
+
+def docstring(lines: list[str], indent: str) -> list[str]:
+    """A docstring of `lines`, each wrapped to the line length."""
+    text: list[str] = []
+    for line in lines:
+        line = line.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+        text += textwrap.wrap(line, WIDTH - len(indent) - 3, break_on_hyphens=False) or [""]
+    while text and not text[-1]:
+        text.pop()
+    if len(text) == 1 and len(indent) + len(text[0]) + 6 <= WIDTH:
+        return [f'{indent}"""{text[0]}"""']
+    return ([f'{indent}"""{text[0]}'] + [f"{indent}{t}" if t else "" for t in text[1:]]
+            + [f'{indent}"""'])
+
+
+# --------------------------------------------------------------------------- forward code
+
+
+def _has_parallel(op: Op) -> bool:
+    if isinstance(op, Parallel):
+        return True
+    if isinstance(op, Seq):
+        return any(_has_parallel(o) for o in op.ops)
+    return isinstance(op, TapOut) and _has_parallel(op.op)
+
+
+def _has_taps(op: Op) -> bool:
+    if isinstance(op, Seq):
+        return any(_has_taps(o) for o in op.ops)
+    return isinstance(op, TapOut)
+
+
+class Forward:
+    """Straight-line `forward` code from a plan: one statement per module call."""
+
+    def __init__(self, access: Callable[[str], str], depth: int = 2):
+        self.access = access  # child name → `self.conv1`
+        self.lines: list[str] = []
+        self.depth = depth
+        self.used = {"x", "self", "torch", "nn"}
+        self.taps: list[str] = []
+
+    def fresh(self, base: str) -> str:
+        """An unused local name like `base`."""
+        name, n = base, 2
+        while name in self.used:
+            name, n = f"{base}_{n}", n + 1
+        self.used.add(name)
+        return name
+
+    def assign(self, var: str, code: Code) -> None:
+        """Emit `var = code`."""
+        self.lines += render(code, INDENT * self.depth, f"{var} = ")
+
+    def value(self, op: Op, src: str, dst: str) -> Code:
+        """Emit the statements of `op` on `src`; return the expression of its result.
+
+        Statements assign `dst` or fresh names, never `src`, so parallel branches all see
+        the same input.
+        """
+        if isinstance(op, Call):
+            return Expr(self.access(op.child), (src,))
+        if isinstance(op, Identity):
+            return src
+        if isinstance(op, Seq):
+            cur = src
+            for o in op.ops:
+                code = self.value(o, cur, dst)
+                if code != cur:
+                    self.assign(dst, code)
+                    cur = dst
+            return cur
+        if isinstance(op, Parallel):
+            return self.parallel(op, src, dst)
+        if isinstance(op, TapOut):
+            self.tap(op, src)
+            return src
+        raise TypeError(f"unknown plan op {op!r}")  # pragma: no cover
+
+    def parallel(self, op: Parallel, src: str, dst: str) -> Code:
+        """Branches with several steps become statements; a single call stays inline.
+
+        A call before a multi-step branch is hoisted too, so branches run in plan order
+        (it matters for dropout's random numbers).
+        """
+        last = max((i for i, b in enumerate(op.branches)
+                    if not isinstance(b, Call | Identity)), default=-1)
+        stated = [i for i, b in enumerate(op.branches) if i <= last and not isinstance(b, Identity)]
+        terms: list[Code] = []
+        for i, branch in enumerate(op.branches):
+            if i not in stated:
+                terms.append(self.value(branch, src, dst))
+                continue
+            var = dst if dst != src and len(stated) == 1 else self.fresh(f"branch{i + 1}")
+            code = self.value(branch, src, var)
+            if code != var:
+                self.assign(var, code)
+            terms.append(var)
+        if op.mode == "concat":
+            return Expr("torch.cat", (Expr("", tuple(terms), brackets="[]"), "1"))
+        return Sum(tuple(terms))
+
+    def tap(self, op: TapOut, src: str) -> None:
+        """An auxiliary head: computed in training only, returned after the logits."""
+        var = self.fresh(op.name if is_identifier(op.name) else "aux")
+        self.lines.append(f"{INDENT * self.depth}if self.training:")
+        self.depth += 1
+        code = self.value(op.op, src, var)
+        if code != var:
+            self.assign(var, code)
+        self.depth -= 1
+        self.taps.append(var)
+
+    def body(self, plan: Op) -> list[str]:
+        """The whole forward body: statements, then the return."""
+        dst = "out" if _has_parallel(plan) else "x"
+        self.used.add(dst)
+        ops = plan.ops if isinstance(plan, Seq) else (plan,)
+        # A final merge is returned as it is made (`return torch.cat([...], 1)`).
+        direct = bool(ops) and isinstance(ops[-1], Parallel) and not _has_taps(plan)
+        result = self.value(Seq(ops[:-1]) if direct else plan, "x", dst)
+        if direct:
+            result = self.value(ops[-1], result, dst)
+        pad = INDENT * self.depth
+        if self.taps:
+            outputs = ", ".join([flat(result), *self.taps])
+            self.lines += [f"{pad}if self.training:", f"{pad}{INDENT}return {outputs}"]
+        return self.lines + render(result, pad, "return ")
+
+
+# --------------------------------------------------------------------------- classes
+
+
+@dataclass
+class Slot:
+    """A child module of a generated class.
+
+    `name` is its registered name: the spec's for stateful children (the state_dict needs it),
+    a chosen one for unnamed stateless children. `built` is the layer the class builds itself;
+    None means the class takes the child as a constructor argument.
+    """
+
+    name: str
+    built: Expr | None = None
+
+    @property
+    def access(self) -> str:
+        """How code in the class reaches it."""
+        if is_attribute(self.name):
+            return f"self.{self.name}"
+        return f"getattr(self, {literal(self.name)})"
+
+    @property
+    def param(self) -> str:
+        """The constructor argument that carries it."""
+        return self.name if is_attribute(self.name) else "m_" + re.sub(r"\W", "_", self.name)
+
+
+@dataclass
+class BlockClass:
+    """One generated class: a block structure shared by one or more scopes."""
+
+    base: str  # the name it wants; variants of a block get suffixes
+    first: Scope  # its first instance: docstring and plan
+    slots: list[Slot]  # registration order
+    plan: Op | None  # the plan over slot names; None for an nn.Sequential subclass
+    order: int
+    name: str = ""
+    instances: int = 0
+
+    @property
+    def sequential(self) -> bool:
+        """True for an nn.Sequential subclass (children passed positionally)."""
+        return self.plan is None
+
+
+def _rename(op: Op, names: dict[str, str]) -> Op:
+    """The plan with children called by their slot names."""
+    if isinstance(op, Call):
+        return Call(names[op.child])
+    if isinstance(op, Seq):
+        return Seq(tuple(_rename(o, names) for o in op.ops))
+    if isinstance(op, Parallel):
+        return Parallel(op.mode, tuple(_rename(b, names) for b in op.branches))
+    if isinstance(op, TapOut):
+        return TapOut(_rename(op.op, names), op.name)
+    return op
+
+
+def _fresh_name(base: str, taken: set[str]) -> str:
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}{n}", n + 1
+    taken.add(name)
+    return name
+
+
+@dataclass
+class Source:
+    """Collects the classes of a network, then writes the file."""
+
+    net: Network
+    classes: dict[tuple, BlockClass] = field(default_factory=dict)
+    by_scope: dict[int, BlockClass] = field(default_factory=dict)
+    custom: dict[str, type] = field(default_factory=dict)  # Maxout: copied into the file
+    ordered_dict: bool = False
+    symbols: dict[str, dict[str, str]] = field(default_factory=dict)
+    heads: set[str] = field(default_factory=set)
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        heads = class_heads(self.net)
+        if heads is not None:
+            self.heads = set(heads.layers)
+            try:
+                self.symbols = class_symbols(heads)
+                self.num_classes = heads.num_classes
+            except NotParameterizable:
+                self.symbols = {}  # the file keeps the class count as a fixed number
+
+    # ---------------------------------------------------------------- analysis
+
+    def layer(self, layer: LayerNode, symbolic: bool = True) -> Expr:
+        """The constructor call of a layer (`num_classes` where it is the class count)."""
+        module = meta_module(layer)
+        cls = type(module)
+        if getattr(nn, cls.__name__, None) is not cls:
+            self.custom[cls.__name__] = cls
+        return constructor(module, self.symbols.get(layer.path) if symbolic else None)
+
+    def stateless(self, child: LayerNode | Scope) -> bool:
+        """True for a layer with no parameters or buffers that is not a classifier head."""
+        return (isinstance(child, LayerNode) and child.path not in self.heads
+                and not meta_module(child).state_dict())
+
+    def slots(self, scope: Scope) -> tuple[list[Slot], dict[str, str]]:
+        """The slots of a class scope, and each child's slot name."""
+        taken = {c.name for c in scope.children if is_attribute(c.name)}
+        slots: list[Slot] = []
+        names: dict[str, str] = {}
+        shared: dict[str, Slot] = {}  # an unnamed stateless child reuses an identical one
+        for child in scope.children:
+            if not self.stateless(child):
+                slot = Slot(child.name)
+            else:
+                built = self.layer(child, symbolic=False)
+                if not is_attribute(child.name) and flat(built) in shared:
+                    names[child.name] = shared[flat(built)].name
+                    continue
+                name = (child.name if is_attribute(child.name) else
+                        _fresh_name(_ATTRIBUTE_NAMES.get(child.kind, child.kind), taken))
+                slot = Slot(name, built)
+                shared.setdefault(flat(built), slot)
+            slots.append(slot)
+            names[child.name] = slot.name
+        return slots, names
+
+    def needs_class(self, scope: Scope) -> bool:
+        """Blocks get a class, and so do groups with branches; plain groups are nn.Sequential."""
+        return scope.kind == "block" or not scope.is_sequential
+
+    def as_sequential(self, scope: Scope) -> bool:
+        """A plain sequence with stateful children that have no Python name (`0`, `1`, ...):
+        an nn.Sequential subclass keeps their names without getattr calls."""
+        return scope.is_sequential and any(
+            not is_attribute(c.name) and not self.stateless(c) for c in scope.children)
+
+    def collect(self, scope: Scope) -> None:
+        """Register the classes of everything below `scope`, inner blocks first."""
+        for child in scope.children:
+            if isinstance(child, Scope):
+                self.collect(child)
+        if scope is self.net.root or not self.needs_class(scope):
+            return
+        base = class_name(scope.title or (scope.name if is_identifier(scope.name) else "group"))
+        if self.as_sequential(scope):
+            key: tuple = (base, "sequential", tuple(c.name for c in scope.children))
+            slots, plan = [], None
+        else:
+            slots, names = self.slots(scope)
+            plan = _rename(scope.plan, names)
+            key = (base, plan, tuple((s.name, flat(s.built) if s.built else None) for s in slots))
+        if key not in self.classes:
+            self.classes[key] = BlockClass(base, scope, slots, plan, len(self.classes))
+        self.classes[key].instances += 1
+        self.by_scope[id(scope)] = self.classes[key]
+
+    def name_classes(self, taken: set[str]) -> None:
+        """Final class names: a block's simplest structure gets the block's name, others a
+        suffix from the children they add (`BasicDownsample`) or a number."""
+        groups: dict[str, list[BlockClass]] = {}
+        for cls in self.classes.values():
+            groups.setdefault(cls.base, []).append(cls)
+        primaries = {base: min(group, key=lambda c: (len(c.slots), c.order))
+                     for base, group in groups.items()}
+        for base, primary in primaries.items():
+            primary.name = _fresh_name(base, taken)
+        for base, group in groups.items():
+            known = {s.name for s in primaries[base].slots}
+            for cls in group:
+                if cls is not primaries[base]:
+                    extra = "".join(class_name(s.name) for s in cls.slots
+                                    if s.name not in known and is_identifier(s.name))
+                    cls.name = _fresh_name(primaries[base].name + extra, taken)
+
+    # ---------------------------------------------------------------- call sites
+
+    def instance(self, node: LayerNode | Scope) -> Code:
+        """The expression that builds `node` in the network's `__init__`."""
+        if isinstance(node, LayerNode):
+            return self.layer(node)
+        cls = self.by_scope.get(id(node))
+        if cls is None:
+            return Expr("nn.Sequential", self.sequence(node))
+        if cls.sequential:
+            return Expr(cls.name, self.sequence(node))
+        return Expr(cls.name, kwargs=tuple(
+            (s.param, self.instance(node.child(s.name))) for s in cls.slots if s.built is None))
+
+    def sequence(self, scope: Scope) -> tuple[Code, ...]:
+        """nn.Sequential's arguments: the children, or an OrderedDict when they have names."""
+        names = [c.name for c in scope.children]
+        values = [self.instance(c) for c in scope.children]
+        if names == [str(i) for i in range(len(names))]:
+            return tuple(values)
+        self.ordered_dict = True
+        if all(is_identifier(n) for n in names):
+            return (Expr("OrderedDict", kwargs=tuple(zip(names, values))),)
+        pairs = tuple(Expr("", (literal(n), v)) for n, v in zip(names, values))
+        return (Expr("OrderedDict", (Expr("", pairs, brackets="[]"),)),)
+
+    # ---------------------------------------------------------------- writing
+
+    def block_class(self, cls: BlockClass) -> list[str]:
+        """The source of a block class."""
+        base = "nn.Sequential" if cls.sequential else "nn.Module"
+        lines = [f"class {cls.name}({base}):", *docstring(self.block_doc(cls), INDENT)]
+        if cls.sequential:
+            return lines
+        params = tuple(f"{s.param}: nn.Module" for s in cls.slots if s.built is None)
+        lines += ["", *render(Expr("def __init__", ("self", *params)), INDENT, suffix=" -> None:"),
+                  f"{INDENT * 2}super().__init__()"]
+        for slot in cls.slots:
+            lines += self.register(slot, slot.built or slot.param)
+        return lines + ["", *self.forward(cls.slots, cls.plan)]
+
+    def block_doc(self, cls: BlockClass) -> list[str]:
+        scope = cls.first
+        if not scope.title:
+            return [f"The `{scope.name}` group: its branches, merged."]
+        found = _definition(self.net, "block", scope.title)
+        if found is None:
+            return [f"The `{scope.title}` block."]
+        comment, header, file = found
+        return [*(comment or [f"The `{scope.title}` block."]), "", f"From `{header}` in {file}."]
+
+    def register(self, slot: Slot, code: Code) -> list[str]:
+        """`self.name = code` (or add_module for a name Python cannot spell)."""
+        pad = INDENT * 2
+        if is_attribute(slot.name):
+            return render(code, pad, f"self.{slot.name} = ")
+        return render(Expr("self.add_module", (literal(slot.name), code)), pad)
+
+    def forward(self, slots: list[Slot], plan: Op, root: bool = False) -> list[str]:
+        access = {s.name: s.access for s in slots}
+        gen = Forward(access.__getitem__)
+        body = gen.body(plan)
+        returns = "" if gen.taps else " -> torch.Tensor"
+        head = [f"{INDENT}def forward(self, x: torch.Tensor){returns}:"]
+        if root and gen.taps:
+            head += docstring([f"The logits; in training mode (logits, {', '.join(gen.taps)})."],
+                              INDENT * 2)
+        return head + body
+
+    def network_class(self) -> list[str]:
+        """The source of the network class, which builds the whole tree."""
+        root, net = self.net.root, self.net
+        sequential = self.as_sequential(root)
+        lines = [f"class {class_name(net.name)}({'nn.Sequential' if sequential else 'nn.Module'}):",
+                 *docstring(self.network_doc(), INDENT), ""]
+        params = ("self", f"num_classes: int = {self.num_classes}") if self.symbols else ("self",)
+        lines += render(Expr("def __init__", params), INDENT, suffix=" -> None:")
+        if sequential:
+            return lines + render(Expr("super().__init__", self.sequence(root)), INDENT * 2)
+        lines.append(f"{INDENT * 2}super().__init__()")
+        slots, names = self.slots(root)
+        for slot in slots:
+            lines += self.register(slot, slot.built or self.instance(root.child(slot.name)))
+        return lines + ["", *self.forward(slots, _rename(root.plan, names), root=True)]
+
+    def network_doc(self) -> list[str]:
+        net = self.net
+        found = _definition(net, "network", net.name)
+        comment = found[0] if found and found[0] else [f"The `{net.name}` network."]
+        if net.aux_outputs:
+            comment += ["", "In training mode `forward` also returns the auxiliary heads' logits."]
+        return comment
+
+    def module_doc(self) -> list[str]:
+        net = self.net
+        params = ", ".join(f"{k}={literal(v)}" for k, v in net.params.items())
+        return [*(_header_comment(net) or [f"The `{net.name}` network."]), "",
+                f"Generated by archc from {Path(net.spec_path).name}: network `{net.name}`"
+                + (f" ({params})" if params else "") + f", input {fmt(net.input_shape)}.",
+                # one line each, so no `code span` breaks across lines
+                "Standalone: it needs only PyTorch. Its state_dict keys are those of",
+                "`archc.build`, so the weights `archc compile --init` writes next to it load with",
+                "`model.load_state_dict(safetensors.torch.load_file(path))`."]
+
+    def text(self) -> str:
+        """The whole file."""
+        net = self.net
+        self.collect(net.root)
+        self.name_classes({class_name(net.name), *_RESERVED_CLASSES})
+        network = self.network_class()  # first: it finds the custom classes and OrderedDict
+        blocks = [self.block_class(c) for c in self.classes.values()]
+        for cls in self.classes.values():
+            if cls.name in self.custom:  # pragma: no cover - a block named like Maxout
+                raise ValueError(f"block class {cls.name} clashes with a layer class")
+        imports = ["from collections import OrderedDict", ""] if self.ordered_dict else []
+        imports += ["import torch", "from torch import nn"]
+        copied = [inspect.getsource(c).rstrip("\n").splitlines() for c in self.custom.values()]
+        sections = [imports, *copied, *blocks, network]
+        return "\n".join(docstring(self.module_doc(), "")) + "\n\n" + "\n\n\n".join(
+            "\n".join(lines) for lines in sections) + "\n"
+
+
+def python_source(net: Network) -> str:
+    """Standalone PyTorch source for `net`: same state_dict and outputs as `archc.build(net)`."""
+    return Source(net).text()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def write_python(net: Network, path: Path, init: str | None = None,
+                 note: Callable[[str], None] = _stderr) -> list[Path]:
+    """Write the source to `path`; with `init` also its weights as `<stem>.safetensors`.
+
+    Returns the paths written. `note` receives the initialiser's messages (re-initialised heads).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(python_source(net), encoding="utf-8")
+    if init is None:
+        return [path]
+    from .module import to_module
+    from .weights import init_model, save_weights
+
+    model = to_module(net)
+    for message in init_model(model, net, init):
+        note(message)
+    return [path, save_weights(model, path.with_suffix(".safetensors"), net)]

@@ -1,0 +1,276 @@
+"""Pretrained initialisation (`archc compile --init`): torchvision weights or a weights file.
+
+The torch backend names every submodule after the spec, and the reference specs follow
+torchvision's names, so a torchvision state_dict loads into `archc.build(spec)` key for key.
+Loading is strict: a missing key, an unexpected key or a shape conflict is an `InitError`
+that names them. The one exception is the classifier head when only `num_classes` differs
+(1000 ImageNet classes into a 2-class build): everything else loads and the head keeps its
+fresh initialisation, which is what fine-tuning wants.
+
+Files are read without unpickling arbitrary objects: `.safetensors` holds tensors only, and
+`.pt`/`.pth`/`.bin` go through `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..graph import LayerNode, Network, layers
+
+# Spec network name → torchvision builder name; a dict picks by the spec's `variant`.
+TORCHVISION_NAMES: dict[str, str | dict[str, str]] = {
+    "alexnet": "alexnet",
+    "googlenet": "googlenet",
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "resnet152": "resnet152",
+    "vgg": {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"},
+    "vgg_bn": {"A": "vgg11_bn", "B": "vgg13_bn", "D": "vgg16_bn", "E": "vgg19_bn"},
+    "vgg_d": "vgg16",
+}
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+_SHOWN = 5  # how many keys of each kind an error message lists
+
+
+class InitError(Exception):
+    """Weights that cannot initialise the network; the message says which keys and why."""
+
+
+# --------------------------------------------------------------------------- classifier heads
+
+
+@dataclass(frozen=True)
+class Heads:
+    """The layers whose configuration follows `num_classes`: the classifier heads.
+
+    `layers` maps a layer's path to the layer and the same layer resolved at `probe`
+    classes, so a caller can tell which of its settings carry the class count.
+    """
+
+    num_classes: int
+    probe: int
+    layers: dict[str, tuple[LayerNode, LayerNode]]
+
+
+def class_heads(net: Network) -> Heads | None:
+    """The num_classes-dependent layers of `net`, found by resolving it again at another count.
+
+    None when the network has no integer `num_classes` parameter, when its spec cannot be
+    resolved again (e.g. it was given as text), or when the class count changes its structure.
+    """
+    n = net.params.get("num_classes")
+    if not isinstance(n, int) or isinstance(n, bool):
+        return None
+    probe = n + 1
+    other = _resolve_again(net, probe)
+    if other is None:
+        return None
+    mine, theirs = list(layers(net.root)), list(layers(other.root))
+    if [m.path for m in mine] != [t.path for t in theirs]:
+        return None
+    changed = {m.path: (m, t) for m, t in zip(mine, theirs)
+               if m.params != t.params or m.in_shape != t.in_shape}
+    return Heads(n, probe, changed)
+
+
+def _resolve_again(net: Network, num_classes: int) -> Network | None:
+    from ..api import load
+
+    params = {**net.params, "num_classes": num_classes}
+    for name in (net.name, None):  # an alias network (vgg_d = vgg(...)) resolves under either
+        try:
+            return load(net.spec_path, network=name, input_shape=net.input_shape, **params)
+        except Exception:  # noqa: BLE001 - a best-effort probe: any failure means "unknown"
+            continue
+    return None
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def torchvision_name(net: Network) -> str:
+    """The torchvision builder whose weights fit `net` (e.g. vgg with variant D → vgg16)."""
+    entry = TORCHVISION_NAMES.get(net.name)
+    if isinstance(entry, dict):
+        variant = net.params.get("variant")
+        entry = entry.get(variant) if isinstance(variant, str) else None
+    if entry is None:
+        known = ", ".join(sorted(TORCHVISION_NAMES))
+        raise InitError(f"torchvision has no pretrained weights for network `{net.name}` "
+                        f"{_describe_params(net)}; --init torchvision knows {known} (vgg and "
+                        "vgg_bn in variants A, B, D, E); give a weights file instead")
+    return entry
+
+
+def _describe_params(net: Network) -> str:
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in net.params.items()) + ")"
+
+
+def torchvision_state_dict(net: Network) -> dict[str, torch.Tensor]:
+    """The DEFAULT torchvision weights of `net`'s architecture (downloaded and cached by torch)."""
+    import torchvision
+
+    name = torchvision_name(net)
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        return weights.get_state_dict(progress=True)
+    except OSError as exc:  # URLError and friends: offline, proxy, disk full
+        raise InitError(f"could not fetch torchvision's {weights} ({name}): {exc}") from exc
+
+
+def load_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: .safetensors, or a .pt/.pth/.bin state_dict.
+
+    A checkpoint dict that nests the weights under "state_dict" or "model" is unwrapped.
+    Pickled files load with `weights_only=True`: anything but tensors and plain containers
+    is refused, and nothing in the file runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InitError(f"--init: no such file {path}; give `torchvision` or a "
+                        f"{'/'.join(WEIGHT_SUFFIXES)} file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file as load_safetensors
+
+        try:
+            return load_safetensors(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - the library raises several kinds
+            raise InitError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if suffix not in WEIGHT_SUFFIXES:
+        raise InitError(f"--init: {path} has an unknown suffix; use one of "
+                        f"{', '.join(WEIGHT_SUFFIXES)}")
+    return _state_from_pickle(path)
+
+
+def _state_from_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InitError(f"{path} holds pickled Python objects, not just tensors; archc loads "
+                        ".pt files with weights_only=True and will not run the code a pickle "
+                        "can carry. Save `model.state_dict()` (or use .safetensors). "
+                        f"torch said: {str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise InitError(f"{path} is not a readable torch file: {exc}") from exc
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict inside a loaded object: itself, or a checkpoint's "state_dict"/"model"."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise InitError(f"{path} holds no state_dict (a dict of tensors); found "
+                        f"{type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise InitError(f"{path}: {len(bad)} entries are not tensors, e.g. {bad[0]!r}; "
+                        "expected a state_dict")
+    return dict(obj)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "×".join(str(d) for d in t.shape) or "scalar"
+
+
+def _listing(label: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN]) + (f", … ({len(items) - _SHOWN} more)"
+                                          if len(items) > _SHOWN else "")
+    return f"  {label} ({len(items)}): {shown}"
+
+
+def _owner(key: str) -> str:
+    """The module path of a state_dict key: `layer1.0.conv1.weight` → `layer1.0.conv1`."""
+    return key.rpartition(".")[0]
+
+
+def _head_reinit(net: Network, conflicts: list[str], model_state: dict,
+                 state: dict) -> dict[str, int] | None:
+    """Heads to re-initialise (path → the file's class count), or None when a conflict is
+    anything but a head whose first dimension is the class count."""
+    heads = class_heads(net)
+    if heads is None or not conflicts:
+        return None
+    found: dict[str, int] = {}
+    for key in conflicts:
+        path, mine, theirs = _owner(key), model_state[key], state[key]
+        if (path not in heads.layers or mine.dim() != theirs.dim() or mine.dim() == 0
+                or mine.shape[1:] != theirs.shape[1:] or mine.shape[0] != heads.num_classes):
+            return None
+        found.setdefault(path, theirs.shape[0])
+    return found
+
+
+def apply_init(model: nn.Module, state: dict[str, torch.Tensor], net: Network, *,
+               source: str = "the weights") -> list[str]:
+    """Load `state` into `model` strictly; returns notes on heads it re-initialised.
+
+    Raises `InitError` naming missing keys, unexpected keys and shape conflicts. When the
+    only conflicts are classifier heads sized for another `num_classes`, the rest loads and
+    those heads keep the model's own initialisation.
+    """
+    model_state = model.state_dict()
+    # Old files lack BN's step counter; torch itself fills it in, so it is not "missing".
+    missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in model_state]
+    conflicts = [k for k in model_state if k in state and state[k].shape != model_state[k].shape]
+    heads = None if missing or unexpected else _head_reinit(net, conflicts, model_state, state)
+    if missing or unexpected or (conflicts and heads is None):
+        raise InitError(_mismatch_message(net, source, missing, unexpected, conflicts,
+                                          model_state, state))
+    heads = heads or {}
+    keep = {k: v for k, v in state.items() if _owner(k) not in heads}
+    model.load_state_dict(keep, strict=False)
+    n = net.params.get("num_classes")
+    return [f"re-initialised {path} (num_classes {old} → {n})" for path, old in heads.items()]
+
+
+def _mismatch_message(net: Network, source: str, missing: list[str], unexpected: list[str],
+                      conflicts: list[str], model_state: dict, state: dict) -> str:
+    counts = [f"{len(xs)} {label}" for xs, label in ((missing, "missing"),
+                                                     (unexpected, "unexpected"),
+                                                     (conflicts, "with the wrong shape")) if xs]
+    lines = [f"cannot initialise network `{net.name}` from {source}: keys " + ", ".join(counts)]
+    if missing:
+        lines.append(_listing("missing", missing))
+    if unexpected:
+        lines.append(_listing("unexpected", unexpected))
+    if conflicts:
+        lines.append(_listing("shape conflicts", [
+            f"{k} (file {_shape(state[k])}, model {_shape(model_state[k])})" for k in conflicts]))
+    lines.append("  hint: the weights must come from the same architecture; check the spec's "
+                 "parameters (variant, num_classes) and its layer names")
+    return "\n".join(lines)
+
+
+def init_model(model: nn.Module, net: Network, init: str) -> list[str]:
+    """Initialise `model` from `init` ("torchvision" or a weights file); returns the notes."""
+    if init == "torchvision":
+        return apply_init(model, torchvision_state_dict(net), net,
+                          source=f"torchvision's {torchvision_name(net)} weights")
+    return apply_init(model, load_file(init), net, source=str(init))
+
+
+def save_weights(model: nn.Module, path: str | Path, net: Network | None = None) -> Path:
+    """Write `model`'s state_dict as safetensors (what the generated source loads)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt"} | ({"archc_network": net.name} if net is not None else {})
+    save_file(state, str(path), metadata=metadata)
+    return Path(path)
