@@ -8,6 +8,7 @@ of `check`. The runtime verbs (train, data, eval, predict, submit, export) come 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -292,6 +293,9 @@ def _load_plugins(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    # Must precede torch's import: OpenMP's default busy-waiting threads starve each other
+    # on small or shared CPUs (a training step measured 20-40x slower on 2 loaded cores).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = sys.argv[1:] if argv is None else argv
     _load_plugins(args)
     app(args=args, prog_name="archc")
