@@ -204,16 +204,22 @@ def compile_(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
         if init:
             fail("--init needs -o: it initialises the exported weights")
         return
-    if emit == "python":
-        from .backends.pysource import write_python
-
-        written = write_python(net, output, init=init)
-    elif emit == "onnx":
-        from .backends.onnx import export_onnx
-
-        written = export_onnx(net, output, init=init)
-    else:
+    if emit not in ("python", "onnx"):
         fail(f"--emit must be python or onnx, got `{emit}`")
+    from .backends.onnx import OnnxExportError
+    from .backends.weights import InitError
+
+    try:
+        if emit == "python":
+            from .backends.pysource import write_python
+
+            written = write_python(net, output, init=init)
+        else:
+            from .backends.onnx import export_onnx
+
+            written = export_onnx(net, output, init=init)
+    except (InitError, OnnxExportError, OSError) as exc:
+        fail(str(exc))
     for path in written:
         typer.echo(f"wrote {path}")
 

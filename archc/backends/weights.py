@@ -82,15 +82,21 @@ def class_heads(net: Network) -> Heads | None:
 
 
 def _resolve_again(net: Network, num_classes: int) -> Network | None:
+    # An alias network (vgg_d = vgg(...)) resolves under either name.
+    for name in (net.name, None):
+        other = _try_load(net, name, {**net.params, "num_classes": num_classes})
+        if other is not None:
+            return other
+    return None
+
+
+def _try_load(net: Network, name: str | None, params: dict[str, Any]) -> Network | None:
     from ..api import load
 
-    params = {**net.params, "num_classes": num_classes}
-    for name in (net.name, None):  # an alias network (vgg_d = vgg(...)) resolves under either
-        try:
-            return load(net.spec_path, network=name, input_shape=net.input_shape, **params)
-        except Exception:  # noqa: BLE001 - a best-effort probe: any failure means "unknown"
-            continue
-    return None
+    try:
+        return load(net.spec_path, network=name, input_shape=net.input_shape, **params)
+    except Exception:  # noqa: BLE001 - a probe: any failure (a spec given as text, a class
+        return None  # count the spec rejects) only means "unknown"
 
 
 # --------------------------------------------------------------------------- sources
@@ -143,7 +149,7 @@ def load_file(path: str | Path) -> dict[str, torch.Tensor]:
 
         try:
             return load_safetensors(str(path), device="cpu")
-        except Exception as exc:  # noqa: BLE001 - the library raises several kinds
+        except Exception as exc:  # the library raises several kinds
             raise InitError(f"{path} is not a readable safetensors file: {exc}") from exc
     if suffix not in WEIGHT_SUFFIXES:
         raise InitError(f"--init: {path} has an unknown suffix; use one of "
