@@ -1,7 +1,9 @@
 """torchrun / DistributedDataParallel plumbing: the PyTorch way, no home-made launcher.
 
-`torchrun --nproc_per_node N -m archc train ...` sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*;
-`archc train --nproc N` only builds that torchrun command line.
+`torchrun --nproc_per_node N -m -- archc train ...` sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*;
+`archc train --nproc N` only builds that torchrun command line. The `--` matters: torchrun's
+argparse classifies every argument up front, so without it archc's `--run` is rejected as an
+ambiguous abbreviation of torchrun's `--run-path`.
 """
 from __future__ import annotations
 
@@ -72,7 +74,9 @@ def broadcast_text(text: str | None, world: World) -> str:
 
 
 def ddp_wrapper(world: World, device: torch.device, sync_bn: bool):
-    """The `wrap` hook for `fit`: SyncBatchNorm (optional), then DDP."""
+    """The `wrap` hook for `fit`: SyncBatchNorm (optional, CUDA only), then DDP."""
+    sync_bn = sync_bn and _sync_bn_supported(world, device)
+
     def wrap(model: nn.Module) -> nn.Module:
         if sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -82,8 +86,19 @@ def ddp_wrapper(world: World, device: torch.device, sync_bn: bool):
     return wrap if world.distributed else None
 
 
+def _sync_bn_supported(world: World, device: torch.device) -> bool:
+    """SyncBatchNorm runs on CUDA only (DDP rejects it on the CPU); elsewhere warn and go on
+    with per-process batch statistics rather than fail a run that is otherwise fine."""
+    if device.type == "cuda":
+        return True
+    if world.is_main and world.distributed:
+        print(f"warning: --sync-bn needs CUDA GPUs; on {device.type} each process keeps its "
+              "own batch-norm statistics", file=sys.stderr)
+    return False
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Re-run this command under torchrun with `nproc` processes; returns its exit code."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "archc", *argv]
+           f"--nproc_per_node={nproc}", "-m", "--", "archc", *argv]
     return subprocess.call(cmd)

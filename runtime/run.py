@@ -59,14 +59,14 @@ def _normalise_params(params: dict[str, Any]) -> Any:
 
 def _versions() -> dict[str, str]:
     """Versions of python and the numerical libraries that decide the results."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
 
     out = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
-    try:
-        import torchvision
-
-        out["torchvision"] = torchvision.__version__
-    except ImportError:
+    try:  # metadata, not an import: importing torchvision costs seconds at every start
+        out["torchvision"] = version("torchvision")
+    except PackageNotFoundError:
         out["torchvision"] = "not installed"
     try:
         import archc
@@ -100,6 +100,7 @@ def create_run(
     classes: Sequence[str],
     skipped: Sequence[tuple[str, str]] = (),
     overwrite: bool = False,
+    network: str | None = None,
 ) -> Path:
     """Create the run folder and write spec, hyper-parameters, split, provenance and skip list.
 
@@ -124,6 +125,7 @@ def create_run(
     atomic_write(run_dir / SKIPPED, "".join(f"{path}\t{reason}\n" for path, reason in skipped))
     atomic_write(run_dir / RECORD, _json({
         "spec_path": str(spec_path),
+        "network": network,  # spec.arch may hold several networks: this is the one trained
         "spec_sha256": hashlib.sha256(spec_text.encode("utf-8")).hexdigest(),
         "split_hash": digest,
         "seeds": {"seed": config.seed},

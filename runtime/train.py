@@ -70,6 +70,8 @@ def spec_params(req: TrainRequest, classes: list[str], saved: dict[str, Any] | N
         return dict(saved)
     probe = check_spec(req, req.params, None).network
     params = dict(req.params)
+    if req.variant is not None:  # check() treats --variant as this parameter; record it
+        params["variant"] = req.variant
     if "num_classes" in probe.params and "num_classes" not in params:
         params["num_classes"] = len(classes)
     return params
@@ -151,7 +153,7 @@ def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data
         run_dir = Path(req.run or Path("runs") / f"{net.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
             create_run(run_dir, spec_text, str(req.spec), params, config, split, data_path,
-                       images.classes, images.skipped)
+                       images.classes, images.skipped, network=net.name)
         except FileExistsError as exc:
             raise TrainError(f"{exc}; pass --resume {run_dir} to continue it") from exc
         name = str(run_dir)
