@@ -1,0 +1,96 @@
+"""archc's static analysis of every spec agrees with a real forward pass of the built module.
+
+For every spec under specs/ and examples/lecture/ (default parameters): the static parameter
+total is the module's, the static MACs are half the FLOPs torch's FlopCounterMode counts in
+one forward pass at the declared input (batch 1), and every layer's static input and output
+shapes are the shapes its module sees: forward hooks on every leaf module, found by the path
+that `archc.graph.layers` gives each layer. The totals are checked layer by layer, so a
+mismatch names its layer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import archc
+from archc.graph import layers
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted([*ROOT.glob("specs/*.arch"), *ROOT.glob("examples/lecture/*.arch")])
+
+
+def leaves(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Modules without children, by their dotted path."""
+    return {name: m for name, m in model.named_modules() if not any(m.children())}
+
+
+def trace(model: torch.nn.Module, x: torch.Tensor):
+    """One forward pass: per leaf, the (input, output) shapes of each call; per module, FLOPs."""
+    seen: dict[str, list[tuple[tuple, tuple]]] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            seen.setdefault(name, []).append((tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in leaves(model).items()]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    prefix = type(model).__name__  # FlopCounterMode names modules `RootClass.path`
+    flops = {name[len(prefix) + 1:]: sum(ops.values())
+             for name, ops in counter.get_flop_counts().items() if name.startswith(prefix + ".")}
+    return seen, flops, counter.get_total_flops()
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=lambda p: str(p.relative_to(ROOT)))
+def traced(request):
+    """A spec's checked network, its module, and one forward pass's trace."""
+    net = archc.load(request.param)
+    torch.manual_seed(0)
+    model = archc.build(net)
+    # Auxiliary heads (taps) run in training mode only; run them so every layer is seen.
+    model.train(bool(net.aux_outputs))
+    x = torch.randn(1, *net.input_shape)
+    return net, model, *trace(model, x)
+
+
+def test_every_layer_is_a_leaf_module_named_by_its_path(traced):
+    net, model, seen, _, _ = traced
+    paths = [layer.path for layer in layers(net.root)]
+    assert len(paths) == len(set(paths))
+    assert set(paths) == set(leaves(model))
+    assert set(seen) == set(paths), "every layer runs in the forward pass"
+    assert all(len(calls) == 1 for calls in seen.values()), "and runs once"
+
+
+def test_static_shapes_are_the_forward_shapes(traced):
+    net, _, seen, _, _ = traced
+    static = {layer.path: (layer.in_shape, layer.out_shape) for layer in layers(net.root)}
+    wrong = {path: (shapes, seen[path][0]) for path, shapes in static.items()
+             if seen[path][0] != shapes}
+    assert not wrong, f"static vs real (in, out) shapes differ: {wrong}"
+
+
+def test_static_parameter_count_is_the_modules(traced):
+    net, model, _, _, _ = traced
+    modules = leaves(model)
+    real = {path: sum(p.numel() for p in m.parameters()) for path, m in modules.items()}
+    wrong = {layer.path: (layer.n_params, real[layer.path])
+             for layer in layers(net.root) if layer.n_params != real[layer.path]}
+    assert not wrong, f"static vs real parameters differ: {wrong}"
+    assert net.n_params == sum(p.numel() for p in model.parameters())
+
+
+def test_static_macs_are_half_the_counted_flops(traced):
+    net, _, _, flops, total = traced
+    wrong = {layer.path: (2 * layer.macs, flops.get(layer.path, 0))
+             for layer in layers(net.root) if 2 * layer.macs != flops.get(layer.path, 0)}
+    assert not wrong, f"static 2*MACs vs counted FLOPs differ: {wrong}"
+    assert 2 * net.macs == total
