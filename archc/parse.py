@@ -78,6 +78,14 @@ def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
     return _Builder(span.file, diags, origin=span).expr(tree)
 
 
+def notation_kind(word: str) -> str | None:
+    """The layer kind a word reads as in paper notation (`conv_1` → conv), or None."""
+    callee, _ = _Builder("<name>", Diagnostics()).word_text(word, ir.Span.model_construct())
+    from .layers import REGISTRY
+
+    return callee if callee in REGISTRY else None
+
+
 @lru_cache(maxsize=None)
 def _expr_parser() -> Lark:
     return Lark(GRAMMAR.read_text(), parser="lalr", start="expr", propagate_positions=True,

@@ -107,6 +107,8 @@ def _define(program: Program, stmt, diags: Diagnostics) -> None:
     # blocks and networks share one.
     names = [table] if table is program.tables else [program.blocks, program.networks]
     other = next((t[stmt.name] for t in names if stmt.name in t), None)
+    if isinstance(stmt, ir.BlockDef):
+        _check_block_name(stmt, diags)
     if other is not None:
         diags.error("E106", stmt.name_span, f"`{stmt.name}` is defined twice",
                     "rename one of them", notes=(f"first defined at {_where(other.name_span)}",))
@@ -116,3 +118,14 @@ def _define(program: Program, stmt, diags: Diagnostics) -> None:
 
 def _where(span: ir.Span) -> str:
     return f"{span.file}:{span.line}:{span.column}"
+
+
+def _check_block_name(block: ir.BlockDef, diags: Diagnostics) -> None:
+    """A block called like a layer (`relu`, `conv_1`) could never be called: say so."""
+    from .parse import notation_kind
+
+    kind = notation_kind(block.name)
+    if kind is not None:
+        diags.error("E106", block.name_span, f"block name `{block.name}` reads as the layer "
+                    f"`{kind}`, so calls to it would build a `{kind}`",
+                    f"rename the block, e.g. `{block.name}_block`")
