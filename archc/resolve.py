@@ -236,12 +236,22 @@ class Resolver:
             return [], shape
         kind = REGISTRY.get(item.callee) or lookup(item.callee)
         if kind is None:
-            candidates = [*self.program.blocks, *_kind_words()]
-            hint = did_you_mean(item.callee, candidates) or (
+            hint = self.suggest(item.callee) or (
                 "known layers: conv, maxpool, avgpool, fc, bn, lrn, relu, ... (see docs/language.md)")
             self.diags.error("E101", item.span, f"unknown layer or block `{item.callee}`", hint)
             return [], None
         return self.layer(kind, item, body, scope, shape)
+
+    def suggest(self, word: str) -> str | None:
+        """'did you mean' over blocks and kinds; an alias is offered as its kind's name."""
+        import difflib
+
+        names = {b: b for b in self.program.blocks}
+        for alias in _kind_words():
+            names.setdefault(alias, lookup(alias).name)
+        close = difflib.get_close_matches(word, list(names), n=6, cutoff=0.6)
+        picks = list(dict.fromkeys(names[c] for c in close))[:3]
+        return ("did you mean " + " or ".join(f"`{p}`" for p in picks) + "?") if picks else None
 
     def layer(self, kind: LayerKind, item: ir.Layer, body: _Body, scope: Scope,
               shape: Shape | None):
