@@ -27,7 +27,7 @@ demo: setup
 	$(PY) -m runtime.demo --out $(DEMO)
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider
 
 bench: setup
 	$(PY) -m bench

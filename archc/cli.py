@@ -176,9 +176,13 @@ def convert(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
 
         out = dump_yaml(tree)
     else:
-        from .unparse import unparse
+        from .unparse import UnparseError, unparse
 
-        out = unparse(tree)
+        try:
+            out = unparse(tree)
+        except UnparseError as exc:
+            fail(f"this spec has no .arch form: {exc}", "keep it in YAML, or name the group "
+                 "that holds the merge so it can be written as an indented block", code=1)
     if output:
         output.write_text(out, encoding="utf-8")
     else:

@@ -36,6 +36,7 @@ CODES: dict[str, str] = {
     "W301": "rows or columns dropped",
     "W302": "unused block",
     "W303": "unused parameter",
+    "W304": "no input declared",
 }
 
 

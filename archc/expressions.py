@@ -111,6 +111,8 @@ def _type_name(value: Any) -> str:
         return "a string"
     if value is None:
         return "none"
+    if isinstance(value, tuple):
+        return "a tuple"
     return "a number"
 
 

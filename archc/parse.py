@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.indenter import Indenter
+from lark.indenter import DedentError, Indenter
 
 from . import ir
 from .diagnostics import Diagnostics
@@ -62,6 +62,9 @@ def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
         diags.add(_syntax_diagnostic(exc, text, path))
+        return None
+    except DedentError:
+        diags.add(_dedent_diagnostic(text, path))
         return None
     builder = _Builder(path, diags)
     return builder.spec_file(tree)
@@ -118,9 +121,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
     width = 1
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
-        found = "the end of the block" if tok.type == "_DEDENT" else (
-            "an indented block" if tok.type == "_INDENT" else (
-                "the end of the line" if tok.type == "_NL" else f"`{tok.value}`"))
+        found = "end of block" if tok.type == "_DEDENT" else (
+            "indentation" if tok.type == "_INDENT" else (
+                "end of line" if tok.type == "_NL" else f"`{tok.value}`"))
         if tok.type in ("_NL", "_DEDENT", "_INDENT", "$END"):
             line, col = _end_of_previous_line(text, tok)
         else:
@@ -140,6 +143,34 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
         hint = "indent the block with the same number of spaces on every line"
     span = ir.Span.model_construct(file=path, line=line, column=col, end_line=line, end_column=col + width)
     return Diagnostic("E001", "error", span, f"syntax error: {message}", hint)
+
+
+def _dedent_diagnostic(text: str, path: str):
+    """The first line that unindents to a column no enclosing block starts at."""
+    from .diagnostics import Diagnostic
+
+    stack, depth = [0], 0
+    line_no, column, width = 1, 1, 1
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.lstrip(" \t")
+        if depth == 0 and stripped and not stripped.startswith("#"):
+            indent = len(line.expandtabs(_ArchIndenter.tab_len)) - len(stripped)
+            if indent > stack[-1]:
+                stack.append(indent)
+            else:
+                while indent < stack[-1]:
+                    stack.pop()
+                if indent != stack[-1]:
+                    line_no, column = number, indent + 1
+                    width = len(stripped.split()[0])
+                    break
+        depth = max(0, depth + sum(stripped.count(c) for c in "([") -
+                    sum(stripped.count(c) for c in ")]"))
+    span = ir.Span.model_construct(file=path, line=line_no, column=column, end_line=line_no,
+                                   end_column=column + width)
+    return Diagnostic("E001", "error", span, "syntax error: unindent does not match any outer "
+                      "indentation level",
+                      "indent the block with the same number of spaces on every line")
 
 
 def _end_of_previous_line(text: str, tok: Token) -> tuple[int, int]:

@@ -14,7 +14,10 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> st
     head = paint(_COLORS[diag.severity], f"{diag.severity}[{diag.code}]")
     out = [f"{head}{paint(_BOLD, ': ' + diag.message)}"]
     gutter = " " * len(str(span.line))
-    out.append(f"{gutter}{paint(_BLUE, '-->')} {span.file}:{span.line}:{span.column}")
+    if span.line < 1:  # a problem with the file as a whole: no line to quote
+        out.append(f"{gutter}{paint(_BLUE, '-->')} {span.file}")
+    else:
+        out.append(f"{gutter}{paint(_BLUE, '-->')} {span.file}:{span.line}:{span.column}")
     line = _source_line(sources.get(span.file), span.line)
     if line is not None:
         start = max(span.column - 1, 0)

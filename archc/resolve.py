@@ -46,7 +46,7 @@ class Resolver:
     def network(self, name: str | None, overrides: dict[str, Any],
                 input_shape: Shape | None) -> Network | None:
         """Expand the named network (or the first one the root file defines)."""
-        net, bound = self.select(name)
+        net, bound, chosen = self.select(name)
         if net is None:
             return None
         env = self.bind_network(net, bound, overrides)
@@ -59,13 +59,13 @@ class Resolver:
         self.warn_unused_params(net.params, env)
         self.warn_unused_definitions()
         train = self.train_settings()
-        return Network(name=net.name, root=root, input_shape=shape, output_shape=out,
+        return Network(name=chosen, root=root, input_shape=shape, output_shape=out,
                        aux_outputs=self.aux, params=dict(env.values), train=train,
                        explain=self.explain, spec_path=self.program.root,
                        sources=self.program.sources)
 
-    def select(self, name: str | None) -> tuple[ir.NetworkDef | None, dict[str, ir.Expr]]:
-        """The network to build and the defaults that aliases rebind."""
+    def select(self, name: str | None) -> tuple[ir.NetworkDef | None, dict[str, ir.Expr], str]:
+        """The network to build, the defaults that aliases rebind, and the name asked for."""
         networks = self.program.networks
         if name is None:
             root = self.program.root_file
@@ -73,26 +73,27 @@ class Resolver:
                     if isinstance(s, ir.NetworkDef | ir.NetworkAlias)]
             if not mine:
                 if root is not None:
-                    self.diags.error("E108", ir.Span.model_construct(file=self.program.root),
+                    self.diags.error("E108", _file_span(self.program.root),
                                      "this spec defines no network",
                                      "add `network NAME:` with an `input` line and layers, "
                                      "or check a spec that imports this one")
-                return None, {}
+                return None, {}, ""
             name = mine[0].name
+        chosen = name
         seen: list[str] = []
         bound: dict[str, ir.Expr] = {}
         while True:
             net = networks.get(name)
             if net is None:
                 hint = did_you_mean(name, list(networks)) or "networks here: " + ", ".join(networks)
-                self.diags.error("E101", ir.Span.model_construct(file=self.program.root),
+                self.diags.error("E101", _file_span(self.program.root),
                                  f"no network called `{name}`", hint)
-                return None, {}
+                return None, {}, ""
             if isinstance(net, ir.NetworkDef):
-                return net, bound
+                return net, bound, chosen
             if name in seen:
                 self.diags.error("E107", net.span, f"network alias `{name}` refers to itself")
-                return None, {}
+                return None, {}, ""
             seen.append(name)
             target = networks.get(net.target)
             params = target.params if isinstance(target, ir.NetworkDef) else []
@@ -134,7 +135,7 @@ class Resolver:
         if override is not None:
             return tuple(override)
         if net.input is None:
-            self.diags.warning("W303", net.name_span, f"network `{net.name}` declares no input; "
+            self.diags.warning("W304", net.name_span, f"network `{net.name}` declares no input; "
                                f"assuming {fmt(DEFAULT_INPUT)}", "add a line such as `input 3x224x224`")
             return DEFAULT_INPUT
         dims = [evaluate(d, env, self.diags) for d in net.input.dims]
@@ -192,7 +193,7 @@ class Resolver:
             count = 1
         elif not isinstance(count, int) or isinstance(count, bool) or count < 1:
             self.diags.error("E204", item.repeat.span, f"repeat count must be a positive integer, "
-                             f"got {count!r}")
+                             f"got {spelled(count)}")
             count = 1
         single = item.model_copy(update={"repeat": None, "label": None})
         return self.sequence([single] * count, item.label, item.span, body, scope, shape)
@@ -323,7 +324,7 @@ class Resolver:
             checked = _check_type(param.type, value)
             if checked is ERROR:
                 self.diags.error("E104", arg.value.span, f"`{param.name}` of `{kind.name}` must be "
-                                 f"{_TYPE_WORDS[param.type]}, got {value!r}",
+                                 f"{_TYPE_WORDS[param.type]}, got {spelled(value)}",
                                  f"{param.name}: {param.doc}" if param.doc else None)
                 ok = False
                 continue
@@ -414,6 +415,10 @@ class Resolver:
                              did_you_mean(item.table, list(self.program.tables)))
             return [], None
         self.used.add(table.name)
+        if f"table {table.name}" in self.stack:
+            self.diags.error("E107", item.span, f"table `{table.name}` refers to itself",
+                             "a table row cannot use its own table")
+            return [], None
         variants = [r.variant for r in table.rows]
         variant = item.variant
         if variant in body.env.values:
@@ -426,7 +431,11 @@ class Resolver:
                              f"`{variant}`", did_you_mean(str(variant), variants) or
                              f"its configurations are: {', '.join(variants)}")
             return [], None
-        return self.sequence(row.items, item.label, item.span, body, scope, shape)
+        self.stack.append(f"table {table.name}")
+        try:
+            return self.sequence(row.items, item.label, item.span, body, scope, shape)
+        finally:
+            self.stack.pop()
 
     # ------------------------------------------------------------------ merges
 
@@ -518,6 +527,11 @@ class Resolver:
     def shortcut_options(self, branch: ir.Layer, env: Env) -> dict[str, Any] | None:
         opts = dict(_SHORTCUT_PARAMS)
         for arg in branch.args:
+            if arg.name is None:
+                self.diags.error("E103", arg.span, "`shortcut` takes only named options",
+                                 "write shortcut(bn=false), shortcut(bias=true) or "
+                                 "shortcut(always=true)")
+                return None
             if arg.name not in opts:
                 self.diags.error("E102", arg.span, f"`shortcut` has no parameter `{arg.name}`",
                                  "shortcut takes bn=, bias= and always= (all true/false)")
@@ -607,16 +621,33 @@ def _signature_hint(kind: LayerKind) -> str:
     return f"usage: {kind.name}({', '.join(parts)})"
 
 
-def _show(value: Any) -> str:
+def spelled(value: Any) -> str:
+    """A value as a spec writes it: true, none, "D", (1, 2)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "none" if value is None else str(value)
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "(" + ", ".join(spelled(v) for v in value) + ")"
+    return str(value)
+
+
+def _show(value: Any) -> str:
+    """A default in a usage hint: symbolic strings such as same stay bare."""
+    return value if isinstance(value, str) else spelled(value)
 
 
 def _kind_words() -> list[str]:
     from .layers import kind_names
 
     return kind_names()
+
+
+def _file_span(path: str) -> ir.Span:
+    """A span for a problem with the whole file (line 0: no source line is quoted)."""
+    return ir.Span.model_construct(file=path, line=0, column=0, end_line=0, end_column=0)
 
 
 def _join(path: str, name: str) -> str:

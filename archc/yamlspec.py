@@ -8,7 +8,7 @@ in a .arch file:
       params: [c, {stride: 1}]
       body:
         - add:
-            - [{conv3-{c}: {stride: "{stride}", bias: false}, name: conv1}, {bn: null, name: bn1}, relu]
+            - [{"conv3-{c}": {stride: "{stride}", bias: false}, name: conv1}, {bn: null, name: bn1}, relu]
             - {shortcut: null, name: downsample}
         - relu
     - network: resnet34

@@ -1,0 +1,278 @@
+"""Property tests: no input makes archc raise instead of reporting a diagnostic.
+
+Every test feeds text to `archc.check(name, text=...)` (the name's suffix picks the .arch
+or YAML front end; imports resolve relative to it, so mutated real specs still find
+specs/lib/) and requires a `CheckResult` back. A Python exception anywhere in parsing,
+resolving, shape checking, the input-size scan that `archc check` prints, or converting
+the parsed file back to YAML or .arch (`archc convert`) is a bug.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, example, given, reject, settings
+from hypothesis import strategies as st
+from lark.indenter import DedentError
+
+import archc
+from archc.api import CheckResult
+from archc.diagnostics import Diagnostics
+from archc.parse import parse_text
+from archc.shapes import input_sizes
+from archc.unparse import unparse
+from archc.yamlspec import dump_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+ARCH = {p.relative_to(SPECS).as_posix(): p.read_text() for p in sorted(SPECS.rglob("*.arch"))}
+
+
+def _yaml_of(name: str, text: str) -> str:
+    diags = Diagnostics()
+    spec = parse_text(text, name, diags)
+    assert spec is not None and not diags.has_errors, name
+    return dump_yaml(spec)
+
+
+# The YAML conversions live beside the .arch files (same directory), so imports resolve.
+YAML = {name[:-len(".arch")] + ".yaml": _yaml_of(name, text) for name, text in ARCH.items()}
+ALL = {**ARCH, **YAML}
+NAMES = sorted(ALL)
+
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# Crashes already reported, each pinned by a strict xfail below; the property tests skip
+# inputs that hit them so that they keep looking for new ones. Empty it once fixed.
+KNOWN_CRASHES: tuple[type[BaseException], ...] = ()
+
+
+def check_text(name: str, text: str, *, allow_known: bool = True) -> CheckResult:
+    """What `archc check` does with `text`; any exception fails the calling test."""
+    try:
+        result = archc.check(SPECS / name, text=text)
+    except KNOWN_CRASHES:
+        if not allow_known:
+            raise
+        reject()
+    assert isinstance(result, CheckResult)
+    assert all(d.code and d.message for d in result.diagnostics)
+    if result.ok:  # `archc check` also prints the valid input sizes
+        input_sizes(result.network)
+    parsed = result.program.root_file
+    if parsed is not None:  # and whatever parses can be converted (`archc convert`)
+        dump_yaml(parsed)
+        if name.endswith(".arch"):  # YAML-only shapes have no .arch form (test_convert)
+            unparse(parsed)
+    return result
+
+
+# ----------------------------------------------------------------------------- (a) random text
+
+
+ARCH_ALPHABET = st.sampled_from(list("abcxyz_019 -:.,()[]{}=+*/%\"'#\n\t") +
+                                ["    ", "\n    ", "network n:\n    input 3x8x8\n", "conv3-",
+                                 "block b(c):\n", "add:\n", "concat:\n", "shortcut", "tap ",
+                                 "x{", "import \"", "table t:\n", "after conv: ", "train:\n",
+                                 "(1, 2)", "= (0.5, 1.0)\n"])
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_random_text_arch(text):
+    check_text("fuzz.arch", text)
+
+
+@FUZZ
+@given(st.lists(ARCH_ALPHABET, max_size=60).map("".join))
+def test_random_arch_tokens(text):
+    check_text("fuzz.arch", text)
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_random_text_yaml(text):
+    check_text("fuzz.yaml", text)
+
+
+YAML_ALPHABET = st.sampled_from(list("abcxyz_019 -:.,[]{}\"'#\n&*!|>?") +
+                                ["  ", "\n  ", "- network: n\n", "  input: [3, 8, 8]\n",
+                                 "  body:\n", "    - ", "conv3-16", "{c*2}", "add:", "name: ",
+                                 "repeat: ", "null", "true", "- block: b\n", "params: [c]"])
+
+
+@FUZZ
+@given(st.lists(YAML_ALPHABET, max_size=60).map("".join))
+def test_random_yaml_tokens(text):
+    check_text("fuzz.yaml", text)
+
+
+# ----------------------------------------------------------------------------- (b) truncations
+
+
+@FUZZ
+@given(st.sampled_from(NAMES), st.data())
+def test_truncated_specs(name, data):
+    text = ALL[name]
+    cut = data.draw(st.integers(0, len(text)), label="cut")
+    check_text(name, text[:cut])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_line_prefixes(name):
+    """Deterministic companion: each spec cut after its lines (at most 25 cuts per file)."""
+    lines = ALL[name].splitlines(keepends=True)
+    step = max(1, len(lines) // 25)
+    for i in range(0, len(lines) + 1, step):
+        check_text(name, "".join(lines[:i]))
+
+
+# ----------------------------------------------------------------------------- (c) mutations
+
+TOKEN = re.compile(r"\{[^{}\n]*\}|[A-Za-z_][\w-]*|\d+(\.\d+)?|\s+|.", re.S)
+NUMBER = re.compile(r"\d+")
+
+
+def _tokens(text: str) -> list[str]:
+    return [m.group() for m in TOKEN.finditer(text)]
+
+
+@st.composite
+def mutated(draw):
+    name = draw(st.sampled_from(NAMES), label="spec")
+    text = ALL[name]
+    for _ in range(draw(st.integers(1, 4), label="mutations")):
+        text = draw(_mutation(text), label="mutated")
+    return name, text
+
+
+def _mutation(text: str):
+    n = max(len(text), 1)
+    tokens = _tokens(text)
+    t = max(len(tokens), 1)
+    numbers = [m.span() for m in NUMBER.finditer(text)]
+    lines = text.split("\n")
+
+    def at(i: int, j: int) -> tuple[int, int]:
+        return min(i, j), max(i, j)
+
+    def delete_chars(ij):
+        i, j = at(*ij)
+        return text[:i] + text[j:]
+
+    def duplicate_chars(ij):
+        i, j = at(*ij)
+        return text[:j] + text[i:j] + text[j:]
+
+    def swap_chars(ij):
+        i, j = at(*ij)
+        if j >= len(text):
+            return text
+        return text[:i] + text[j] + text[i + 1:j] + text[i] + text[j + 1:]
+
+    def insert_char(args):
+        i, ch = args
+        return text[:i] + ch + text[i:]
+
+    def token_edit(args):
+        kind, i, j = args
+        toks = list(tokens)
+        if not toks:
+            return text
+        i, j = i % len(toks), j % len(toks)
+        if kind == "delete":
+            del toks[i]
+        elif kind == "duplicate":
+            toks.insert(i, toks[i])
+        elif kind == "swap":
+            toks[i], toks[j] = toks[j], toks[i]
+        else:  # copy a token from elsewhere over this one
+            toks[i] = toks[j]
+        return "".join(toks)
+
+    def number(args):
+        k, value = args
+        if not numbers:
+            return text
+        i, j = numbers[k % len(numbers)]
+        return text[:i] + value + text[j:]
+
+    code_lines = [i for i, line in enumerate(lines)
+                  if line.strip() and not line.lstrip().startswith("#")]
+
+    def indentation(args):
+        k, delta = args
+        if not code_lines:
+            return text
+        k = code_lines[k % len(code_lines)]
+        line = lines[k]
+        stripped = line.lstrip(" ")
+        width = max(len(line) - len(stripped) + delta, 0)
+        return "\n".join(lines[:k] + [" " * width + stripped] + lines[k + 1:])
+
+    idx = st.integers(0, n)
+    return st.one_of(
+        st.tuples(idx, idx).map(delete_chars),
+        st.tuples(idx, idx).map(duplicate_chars),
+        st.tuples(idx, idx).map(swap_chars),
+        st.tuples(idx, st.sampled_from(list(":[](){}-x=,\"\n\t#") + ["    "])).map(insert_char),
+        st.tuples(st.sampled_from(["delete", "duplicate", "swap", "copy"]),
+                  st.integers(0, t), st.integers(0, t)).map(token_edit),
+        st.tuples(st.integers(0, 10_000),
+                  st.sampled_from(["0", "-1", "1", "2", "3", "999999999999", "10" * 20,
+                                   "1.5", "0.0"])).map(number),
+        st.tuples(st.integers(0, 10_000),
+                  st.sampled_from([-8, -4, -2, -1, 1, 2, 4])).map(indentation),
+        st.tuples(st.integers(0, 10_000), st.sampled_from([-2, -1, 1, 2])).map(indentation),
+    )
+
+
+@FUZZ
+@given(mutated())
+@example(("vgg.arch", ARCH["vgg.arch"].replace("x2", "x0")))
+@example(("resnet18.arch", ARCH["resnet18.arch"].replace("3x224x224", "3x1x1")))
+@example(("alexnet.arch", ARCH["alexnet.arch"].replace("stride=4", "stride=0")))
+def test_mutated_specs(case):
+    name, text = case
+    check_text(name, text)
+
+
+@FUZZ
+@given(mutated())
+def test_mutated_specs_as_other_front_end(case):
+    """A mutated .arch read as YAML and the other way round: garbage for the other parser."""
+    name, text = case
+    other = name[:-5] + ".arch" if name.endswith(".yaml") else name[:-5] + ".yaml"
+    assume(other != name)
+    check_text(other, text)
+
+
+BAD_INPUTS = {
+    "zero-input.arch": "network n:\n    input 0x0x0\n    conv3-8\n",
+    "huge-repeat.arch": "network n:\n    input 3x8x8\n    conv3-8 x{10**100}\n",
+    "huge-power.arch": "network n:\n    input 3x8x8\n    conv3-{2**2**2**2**2}\n",
+    "div-zero.arch": "network n:\n    input 3x8x8\n    conv3-{1/0}\n",
+    "empty-merge.arch": "network n:\n    input 3x8x8\n    add:\n    relu\n",
+    "tap-in-block.arch": "block b:\n    tap relu\nnetwork n:\n    input 3x8x8\n    b\n",
+    "self-alias.arch": "network a = b()\nnetwork b = a()\n",
+    "nan.yaml": "- network: n\n  input: [3, 8, 8]\n  body: [{conv3-8: .nan}]\n",
+    "empty-add.yaml": "- network: n\n  input: [3, 8, 8]\n  body: [{add: []}]\n",
+    "bad-key.yaml": "- network: n\n  input: [3, 8, 8]\n  body: [{[a]: 1}]\n",
+    "anchor.yaml": "- &a network: n\n  body: [*a]\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_inputs_give_diagnostics(name):
+    """Inputs that are easy to get wrong: each gives an error diagnostic, not an exception."""
+    result = check_text(name, BAD_INPUTS[name], allow_known=False)
+    assert any(d.is_error for d in result.diagnostics), name
+
+
+def test_dedent_to_unknown_level():
+    text = "network n:\n    input 3x8x8\n    conv3-8\n  relu\n"
+    result = check_text("dedent.arch", text, allow_known=False)
+    assert [d.code for d in result.diagnostics] == ["E001"]
