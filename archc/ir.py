@@ -116,6 +116,7 @@ class Layer(Node):
     label: str | None = None
     repeat: Expr | None = None
     span: Span = NOWHERE
+    callee_span: Span = NOWHERE  # just the word: where "unknown layer" points
 
 
 class Group(Node):

@@ -371,12 +371,12 @@ class _Builder:
         node = self.atom(children[0])
         if node is None:
             return None
-        updates = {"span": self.span(t)}
+        updates = {}
         if label is not None:
             updates["label"] = label
         if repeat is not None:
             updates["repeat"] = repeat
-        return node.model_copy(update=updates)
+        return node.model_copy(update=updates) if updates else node
 
     def repeat(self, tok: Token) -> ir.Expr | None:
         text = str(tok)[1:]
@@ -404,7 +404,8 @@ class _Builder:
         callee, sugar = self.word(word)
         if callee is None:
             return None
-        return ir.Layer.model_construct(callee=callee, args=[*sugar, *explicit], span=self.span(t))
+        return ir.Layer.model_construct(callee=callee, args=[*sugar, *explicit], span=self.span(t),
+                                        callee_span=self.span(word))
 
     def word(self, tok: Token) -> tuple[str | None, list[ir.Arg]]:
         """Split paper notation: `conv3-64` → ("conv", [kernel=3, out=64])."""

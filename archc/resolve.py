@@ -239,7 +239,8 @@ class Resolver:
         if kind is None:
             hint = self.suggest(item.callee) or (
                 "known layers: conv, maxpool, avgpool, fc, bn, lrn, relu, ... (see docs/language.md)")
-            self.diags.error("E101", item.span, f"unknown layer or block `{item.callee}`", hint)
+            where = item.span if item.callee_span.file == "<builtin>" else item.callee_span
+            self.diags.error("E101", where, f"unknown layer or block `{item.callee}`", hint)
             return [], None
         return self.layer(kind, item, body, scope, shape)
 

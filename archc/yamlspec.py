@@ -243,7 +243,7 @@ class _Reader:
         builder = _Builder(self.path, self.diags, origin=span)
         callee, sugar_args = builder.word_text(text, span)
         return ir.Layer.model_construct(callee=callee or text, args=[*sugar_args, *(args or [])],
-                                        span=span)
+                                        span=span, callee_span=span)
 
     def args(self, node: yaml.Node) -> list[ir.Arg]:
         if isinstance(node, yaml.MappingNode):

@@ -43,9 +43,6 @@ XFAIL = {
     "duplicate_labels.arch":
         "bug: E111 underlines the whole `label: item` instead of the repeated label, and "
         "does not say where the label was first used",
-    "spans_too_wide.arch":
-        "bug: E101/E110 underline the item's label and arguments too; expected the caret "
-        "under the unknown word or table reference only",
     "block_argument_type.arch":
         "bug: a wrongly typed block argument is reported inside the block body with no "
         "mention of the call that passed it",
