@@ -128,11 +128,11 @@ def test_explain_lists_what_was_inferred():
     assert proc.returncode == 0
     out = proc.stdout
     assert "   inferred:\n" in out
-    assert "specs/resnet18.arch:6:5: conv1: in_channels = 3" in out
+    assert "specs/resnet18.arch:6:12: conv1: in_channels = 3" in out
     assert "layer1.0.downsample: identity (64×56×56)" in out
     assert ("layer2.0.downsample: projection conv1×1/2 64→128 + bn (64×56×56 → 128×28×28)"
             in out)
-    assert "specs/resnet18.arch:12:5: fc: in_features = 512" in out
+    assert "specs/resnet18.arch:12:9: fc: in_features = 512" in out
     assert "inferred" not in archc("check", "specs/resnet18.arch").stdout
 
 
