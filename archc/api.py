@@ -6,6 +6,7 @@
 The pipeline reads as a sentence of stages: sources → parse → IR → resolve (blocks,
 variants, parameters, imports, shapes) → backends.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,9 +34,15 @@ class CheckResult:
         return self.network is not None and not any(d.is_error for d in self.diagnostics)
 
 
-def check(spec: str | Path, params: dict[str, Any] | None = None, *, network: str | None = None,
-          variant: str | None = None, input_shape: Shape | None = None,
-          text: str | None = None) -> CheckResult:
+def check(
+    spec: str | Path,
+    params: dict[str, Any] | None = None,
+    *,
+    network: str | None = None,
+    variant: str | None = None,
+    input_shape: Shape | None = None,
+    text: str | None = None,
+) -> CheckResult:
     """Parse, resolve and shape-check a spec; never raises for problems in the spec."""
     diags = Diagnostics()
     program = load_program(str(spec), diags, text=text)
@@ -48,8 +55,14 @@ def check(spec: str | Path, params: dict[str, Any] | None = None, *, network: st
     return CheckResult(net, diags.sorted(), program)
 
 
-def load(spec: str | Path, *, network: str | None = None, variant: str | None = None,
-         input_shape: Shape | None = None, **params: Any) -> Network:
+def load(
+    spec: str | Path,
+    *,
+    network: str | None = None,
+    variant: str | None = None,
+    input_shape: Shape | None = None,
+    **params: Any,
+) -> Network:
     """The checked network of a spec; raises `SpecError` (rendered diagnostics) on errors."""
     result = check(spec, params, network=network, variant=variant, input_shape=input_shape)
     if not result.ok:
@@ -57,11 +70,20 @@ def load(spec: str | Path, *, network: str | None = None, variant: str | None = 
     return result.network
 
 
-def build(spec: str | Path | Network, *, network: str | None = None, variant: str | None = None,
-          input_shape: Shape | None = None, **params: Any):
+def build(
+    spec: str | Path | Network,
+    *,
+    network: str | None = None,
+    variant: str | None = None,
+    input_shape: Shape | None = None,
+    **params: Any,
+):
     """A `torch.nn.Module` for the spec; keyword arguments override the spec's parameters."""
     from .backends.module import to_module
 
-    net = spec if isinstance(spec, Network) else load(
-        spec, network=network, variant=variant, input_shape=input_shape, **params)
+    net = (
+        spec
+        if isinstance(spec, Network)
+        else load(spec, network=network, variant=variant, input_shape=input_shape, **params)
+    )
     return to_module(net)

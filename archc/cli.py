@@ -5,6 +5,7 @@ of `check`. The runtime verbs (train, data, eval, predict, submit, export) come 
 `runtime` package through the `archc.commands` entry point, so `archc` never imports
 `runtime` by name.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,20 @@ import typer
 
 from .diagnostics import Diagnostic
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  pretty_exceptions_enable=False,
-                  help="archc: compile CNN architecture specs (.arch or YAML) into checked, "
-                       "drawn and trainable PyTorch networks.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="archc: compile CNN architecture specs (.arch or YAML) into checked, "
+    "drawn and trainable PyTorch networks.",
+)
 
 SetOption = typer.Option(None, "--set", "-s", help="Override a spec parameter: --set num_classes=2")
 VariantOption = typer.Option(None, "--variant", "-V", help="Configuration of a table, e.g. D")
-NetworkOption = typer.Option(None, "--network", "-n", help="Network to use when the file has several")
+NetworkOption = typer.Option(
+    None, "--network", "-n", help="Network to use when the file has several"
+)
 InputOption = typer.Option(None, "--input", help="Override the input shape, e.g. 3x64x64")
 
 
@@ -73,15 +80,26 @@ def print_diagnostics(diags: list[Diagnostic], sources: dict[str, str]) -> None:
         typer.echo(render_all(diags, sources, color=sys.stderr.isatty()), err=True)
 
 
-def checked(spec: Path, sets: list[str] | None, variant: str | None, network: str | None,
-            input_shape: str | None, show_warnings: bool = True):
+def checked(
+    spec: Path,
+    sets: list[str] | None,
+    variant: str | None,
+    network: str | None,
+    input_shape: str | None,
+    show_warnings: bool = True,
+):
     """Check a spec for a verb that needs a valid network; exits 1 with diagnostics if not."""
     from .api import check
 
     if not spec.exists():
         fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
-    result = check(spec, parse_sets(sets), network=network, variant=variant,
-                   input_shape=parse_shape(input_shape))
+    result = check(
+        spec,
+        parse_sets(sets),
+        network=network,
+        variant=variant,
+        input_shape=parse_shape(input_shape),
+    )
     shown = result.diagnostics if show_warnings else [d for d in result.diagnostics if d.is_error]
     print_diagnostics(shown, result.program.sources)
     if not result.ok:
@@ -104,11 +122,15 @@ def _macs(n: int) -> str:
 
 
 @app.command()
-def check(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
-          sets: Optional[list[str]] = SetOption, variant: Optional[str] = VariantOption,
-          network: Optional[str] = NetworkOption, input: Optional[str] = InputOption,
-          explain: bool = typer.Option(False, "--explain", help="Say what was inferred"),
-          as_json: bool = typer.Option(False, "--json", help="Machine-readable result")) -> None:
+def check(
+    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    sets: Optional[list[str]] = SetOption,
+    variant: Optional[str] = VariantOption,
+    network: Optional[str] = NetworkOption,
+    input: Optional[str] = InputOption,
+    explain: bool = typer.Option(False, "--explain", help="Say what was inferred"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result"),
+) -> None:
     """Parse and shape-check a spec; print OK with shapes, or located errors (exit 1)."""
     from .api import check as run_check
     from .layers import fmt
@@ -116,8 +138,9 @@ def check(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
 
     if not spec.exists():
         fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
-    result = run_check(spec, parse_sets(sets), network=network, variant=variant,
-                       input_shape=parse_shape(input))
+    result = run_check(
+        spec, parse_sets(sets), network=network, variant=variant, input_shape=parse_shape(input)
+    )
     if as_json:
         typer.echo(json.dumps(_check_json(result), indent=2))
         raise typer.Exit(0 if result.ok else 1)
@@ -139,24 +162,42 @@ def check(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
 def _check_json(result) -> dict:
     from .shapes import input_sizes
 
-    data: dict[str, Any] = {"ok": result.ok, "diagnostics": [
-        {"code": d.code, "severity": d.severity, "message": d.message, "hint": d.hint,
-         "notes": list(d.notes), "file": d.span.file, "line": d.span.line,
-         "column": d.span.column} for d in result.diagnostics]}
+    data: dict[str, Any] = {
+        "ok": result.ok,
+        "diagnostics": [
+            {
+                "code": d.code,
+                "severity": d.severity,
+                "message": d.message,
+                "hint": d.hint,
+                "notes": list(d.notes),
+                "file": d.span.file,
+                "line": d.span.line,
+                "column": d.span.column,
+            }
+            for d in result.diagnostics
+        ],
+    }
     if result.ok:
         net = result.network
         sizes = input_sizes(net)
-        data.update(network=net.name, input=list(net.input_shape), output=list(net.output_shape),
-                    parameters=net.n_params, macs=net.macs,
-                    input_sizes={"smallest": sizes.smallest, "step": sizes.step,
-                                 "largest": sizes.largest})
+        data.update(
+            network=net.name,
+            input=list(net.input_shape),
+            output=list(net.output_shape),
+            parameters=net.n_params,
+            macs=net.macs,
+            input_sizes={"smallest": sizes.smallest, "step": sizes.step, "largest": sizes.largest},
+        )
     return data
 
 
 @app.command()
-def convert(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
-            to: str = typer.Option(..., "--to", help="yaml or arch"),
-            output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here")) -> None:
+def convert(
+    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    to: str = typer.Option(..., "--to", help="yaml or arch"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here"),
+) -> None:
     """Translate a spec between the .arch language and YAML (same IR both ways)."""
     from .diagnostics import Diagnostics
     from .sources import parse_source
@@ -181,8 +222,12 @@ def convert(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
         try:
             out = unparse(tree)
         except UnparseError as exc:
-            fail(f"this spec has no .arch form: {exc}", "keep it in YAML, or name the group "
-                 "that holds the merge so it can be written as an indented block", code=1)
+            fail(
+                f"this spec has no .arch form: {exc}",
+                "keep it in YAML, or name the group "
+                "that holds the merge so it can be written as an indented block",
+                code=1,
+            )
     if output:
         output.write_text(out, encoding="utf-8")
     else:
@@ -190,15 +235,20 @@ def convert(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
 
 
 @app.command(name="compile")
-def compile_(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
-             sets: Optional[list[str]] = SetOption, variant: Optional[str] = VariantOption,
-             network: Optional[str] = NetworkOption, input: Optional[str] = InputOption,
-             output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                                   help="Write the standalone module here"),
-             emit: str = typer.Option("python", "--emit", help="python or onnx (with -o)"),
-             init: Optional[str] = typer.Option(None, "--init",
-                                                help="torchvision, or a .safetensors/.pt file")
-             ) -> None:
+def compile_(
+    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    sets: Optional[list[str]] = SetOption,
+    variant: Optional[str] = VariantOption,
+    network: Optional[str] = NetworkOption,
+    input: Optional[str] = InputOption,
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Write the standalone module here"
+    ),
+    emit: str = typer.Option("python", "--emit", help="python or onnx (with -o)"),
+    init: Optional[str] = typer.Option(
+        None, "--init", help="torchvision, or a .safetensors/.pt file"
+    ),
+) -> None:
     """Print the layer table; with -o also write standalone PyTorch source (or ONNX)."""
     from .backends.summary import format_table, summarize
 
@@ -229,10 +279,14 @@ def compile_(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
 
 
 @app.command()
-def summary(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
-            sets: Optional[list[str]] = SetOption, variant: Optional[str] = VariantOption,
-            network: Optional[str] = NetworkOption, input: Optional[str] = InputOption,
-            as_json: bool = typer.Option(False, "--json", help="The same data as JSON")) -> None:
+def summary(
+    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    sets: Optional[list[str]] = SetOption,
+    variant: Optional[str] = VariantOption,
+    network: Optional[str] = NetworkOption,
+    input: Optional[str] = InputOption,
+    as_json: bool = typer.Option(False, "--json", help="The same data as JSON"),
+) -> None:
     """Per layer: output shape, parameters, MACs, activation memory, receptive field, stride."""
     from .backends.summary import format_table, summarize, to_json
 
@@ -245,14 +299,20 @@ def summary(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
 
 
 @app.command()
-def graph(spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
-          output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                                help="out.svg, .png, .pdf or .dot"),
-          depth: int = typer.Option(2, "--depth", help="Expand blocks down to this depth"),
-          table: bool = typer.Option(False, "--table",
-                                     help="Draw a multi-variant spec's configuration table"),
-          sets: Optional[list[str]] = SetOption, variant: Optional[str] = VariantOption,
-          network: Optional[str] = NetworkOption, input: Optional[str] = InputOption) -> None:
+def graph(
+    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="out.svg, .png, .pdf or .dot"
+    ),
+    depth: int = typer.Option(2, "--depth", help="Expand blocks down to this depth"),
+    table: bool = typer.Option(
+        False, "--table", help="Draw a multi-variant spec's configuration table"
+    ),
+    sets: Optional[list[str]] = SetOption,
+    variant: Optional[str] = VariantOption,
+    network: Optional[str] = NetworkOption,
+    input: Optional[str] = InputOption,
+) -> None:
     """Draw the network with graphviz: shapes on edges, blocks as clusters, a legend."""
     from .backends.dot import DotNotFound, render, table_dot, to_dot
 

@@ -3,6 +3,7 @@
 The checker collects them all rather than stopping at the first (mypy/rustc style);
 `render.py` turns them into text with the source line and a caret.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,13 +64,25 @@ class Diagnostics:
 
     items: list[Diagnostic] = field(default_factory=list)
 
-    def error(self, code: str, span: Span, message: str, hint: str | None = None,
-              notes: tuple[str, ...] = ()) -> None:
+    def error(
+        self,
+        code: str,
+        span: Span,
+        message: str,
+        hint: str | None = None,
+        notes: tuple[str, ...] = (),
+    ) -> None:
         """Record an error."""
         self.add(Diagnostic(code, "error", span, message, hint, tuple(notes)))
 
-    def warning(self, code: str, span: Span, message: str, hint: str | None = None,
-                notes: tuple[str, ...] = ()) -> None:
+    def warning(
+        self,
+        code: str,
+        span: Span,
+        message: str,
+        hint: str | None = None,
+        notes: tuple[str, ...] = (),
+    ) -> None:
         """Record a warning."""
         self.add(Diagnostic(code, "warning", span, message, hint, tuple(notes)))
 
@@ -77,9 +90,12 @@ class Diagnostics:
         """Record a diagnostic unless the same one is already there."""
         # A block used many times reports each problem at its definition once; warnings
         # about the same spot differ only in sizes, so one of them is enough.
-        if not any(d.code == diag.code and d.span == diag.span
-                   and (d.message == diag.message or diag.severity == "warning")
-                   for d in self.items):
+        if not any(
+            d.code == diag.code
+            and d.span == diag.span
+            and (d.message == diag.message or diag.severity == "warning")
+            for d in self.items
+        ):
             self.items.append(diag)
 
     @property
@@ -94,8 +110,10 @@ class Diagnostics:
 
     def sorted(self) -> list[Diagnostic]:
         """Diagnostics ordered by file and position, errors before warnings at a tie."""
-        return sorted(self.items, key=lambda d: (d.span.file, d.span.line, d.span.column,
-                                                 d.severity != "error"))
+        return sorted(
+            self.items,
+            key=lambda d: (d.span.file, d.span.line, d.span.column, d.severity != "error"),
+        )
 
 
 class SpecError(Exception):

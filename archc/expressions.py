@@ -1,4 +1,5 @@
 """archc's own evaluator for the integer and float arithmetic in specs (no eval, no exec)."""
+
 from __future__ import annotations
 
 import operator
@@ -8,8 +9,13 @@ from typing import Any
 from . import ir
 from .diagnostics import Diagnostics, did_you_mean
 
-BUILTINS: dict[str, Any] = {"true": True, "false": False, "none": None, "same": "same",
-                            "valid": "valid"}
+BUILTINS: dict[str, Any] = {
+    "true": True,
+    "false": False,
+    "none": None,
+    "same": "same",
+    "valid": "valid",
+}
 _LIMIT = 2**62  # keeps `2 ** 10 ** 10` from hanging the checker
 
 
@@ -46,8 +52,15 @@ class Env:
         return [*self.values, *BUILTINS]
 
 
-_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-        "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
+_OPS = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
+}
 
 
 def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
@@ -60,7 +73,8 @@ def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
         except KeyError:
             hint = did_you_mean(expr.id, env.visible()) or (
                 "parameters of the enclosing block or network are visible here: "
-                + (", ".join(f"`{n}`" for n in env.values) or "none"))
+                + (", ".join(f"`{n}`" for n in env.values) or "none")
+            )
             diags.error("E101", expr.span, f"undefined name `{expr.id}`", hint)
             return ERROR
     if isinstance(expr, ir.Tuple):
@@ -84,8 +98,11 @@ def _binop(expr: ir.BinOp, env: Env, diags: Diagnostics) -> Any:
     if expr.op == "+" and isinstance(left, str) and isinstance(right, str):
         return left + right
     if not (_is_number(left) and _is_number(right)):
-        diags.error("E109", expr.span, f"`{expr.op}` needs numbers, got {_type_name(left)} and "
-                    f"{_type_name(right)}")
+        diags.error(
+            "E109",
+            expr.span,
+            f"`{expr.op}` needs numbers, got {_type_name(left)} and {_type_name(right)}",
+        )
         return ERROR
     if expr.op in ("/", "//", "%") and right == 0:
         diags.error("E109", expr.right.span, "division by zero")

@@ -4,6 +4,7 @@ This is what the backends (torch module, Python source, graphviz, summary, ONNX)
 A `Scope` is a module boundary (the network, a block call, a labelled group); its
 `plan` says how data flows through its children. Nothing here imports torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -95,9 +96,11 @@ class Scope:
     @property
     def is_sequential(self) -> bool:
         """True when the plan runs every child once, in order, and nothing else."""
-        return (isinstance(self.plan, Seq)
-                and all(isinstance(op, Call) for op in self.plan.ops)
-                and [op.child for op in self.plan.ops] == [c.name for c in self.children])
+        return (
+            isinstance(self.plan, Seq)
+            and all(isinstance(op, Call) for op in self.plan.ops)
+            and [op.child for op in self.plan.ops] == [c.name for c in self.children]
+        )
 
 
 Module = Union[LayerNode, Scope]

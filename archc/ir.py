@@ -7,6 +7,7 @@ later stage (resolve, shapes, backends) sees one language. Every node carries th
 Paper sugar is already gone here: `conv3-64` arrives as
 `Layer(callee="conv", args=[kernel=3, out=64])`.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
@@ -285,8 +286,6 @@ class SpecFile(Node):
     def of(self, cls: type) -> list:
         """The statements of one class, in order."""
         return [s for s in self.statements if isinstance(s, cls)]
-
-
 
 
 def structure(node: Any) -> Any:

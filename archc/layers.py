@@ -7,6 +7,7 @@ torch constructor and its diagram style. Adding a layer touches this file only.
 This module must not import torch at import time: `archc check` stays instant. The
 torch constructors import it when they are called.
 """
+
 from __future__ import annotations
 
 import math
@@ -97,8 +98,11 @@ def normalize(word: str) -> str:
 
 def _image(kind: str, inp: Shape) -> tuple[int, int, int]:
     if len(inp) != 3:
-        raise ShapeProblem("E203", f"{kind} expects an image tensor C×H×W, got {fmt(inp)}",
-                           "it comes after a flatten or fc; move it before them")
+        raise ShapeProblem(
+            "E203",
+            f"{kind} expects an image tensor C×H×W, got {fmt(inp)}",
+            "it comes after a flatten or fc; move it before them",
+        )
     return inp  # type: ignore[return-value]
 
 
@@ -115,8 +119,11 @@ def resolve_padding(p: dict) -> int:
     if pad == "same":
         k, d = p["kernel"], p.get("dilation", 1)
         if k % 2 == 0:
-            raise ShapeProblem("E204", f"padding=same needs an odd kernel, got kernel={k}",
-                               "give the padding as a number, e.g. padding=1")
+            raise ShapeProblem(
+                "E204",
+                f"padding=same needs an odd kernel, got kernel={k}",
+                "give the padding as a number, e.g. padding=1",
+            )
         return d * (k - 1) // 2
     return pad
 
@@ -132,17 +139,29 @@ def window_out(size: int, k: int, s: int, pad: int, d: int = 1, ceil: bool = Fal
     return span // s + 1
 
 
-def _window(kind: str, inp: Shape, p: dict, ctx: ShapeContext, k: int, s: int, pad: int,
-            d: int = 1, ceil: bool = False) -> tuple[int, int]:
+def _window(
+    kind: str,
+    inp: Shape,
+    p: dict,
+    ctx: ShapeContext,
+    k: int,
+    s: int,
+    pad: int,
+    d: int = 1,
+    ceil: bool = False,
+) -> tuple[int, int]:
     c, h, w = _image(kind, inp)
     out, lost = [], []
     for axis, size in (("height", h), ("width", w)):
         n = window_out(size, k, s, pad, d, ceil)
         if n < 1:
             need = d * (k - 1) + 1 - 2 * pad
-            raise ShapeProblem("E202", f"{kind} makes the {axis} {n} (input {fmt(inp)})",
-                               f"this layer needs an input {axis} of at least {max(need, 1)}; "
-                               "use a larger input, or less striding or pooling before it")
+            raise ShapeProblem(
+                "E202",
+                f"{kind} makes the {axis} {n} (input {fmt(inp)})",
+                f"this layer needs an input {axis} of at least {max(need, 1)}; "
+                "use a larger input, or less striding or pooling before it",
+            )
         last = (n - 1) * s - pad + d * (k - 1)  # the last input row a window reaches
         # A kernel smaller than its stride skips rows by design; only an edge lost to
         # flooring is silent.
@@ -150,8 +169,11 @@ def _window(kind: str, inp: Shape, p: dict, ctx: ShapeContext, k: int, s: int, p
             lost.append(f"{size - 1 - last} of {size} {'rows' if axis == 'height' else 'columns'}")
         out.append(n)
     if lost:
-        ctx.warn("W301", f"{kind} drops the last {' and '.join(lost)} of {fmt(inp)}",
-                 "pad the input, use ceil=true, or pick an input size that fits the stride")
+        ctx.warn(
+            "W301",
+            f"{kind} drops the last {' and '.join(lost)} of {fmt(inp)}",
+            "pad the input, use ceil=true, or pick an input size that fits the stride",
+        )
     return out[0], out[1]
 
 
@@ -169,8 +191,11 @@ def _conv_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     c, _, _ = _image("conv", inp)
     _check_positive("conv", p, "out", "kernel", "stride", "dilation", "groups")
     if c % p["groups"] or p["out"] % p["groups"]:
-        raise ShapeProblem("E201", f"conv groups={p['groups']} must divide both the input "
-                           f"channels ({c}) and out ({p['out']})")
+        raise ShapeProblem(
+            "E201",
+            f"conv groups={p['groups']} must divide both the input "
+            f"channels ({c}) and out ({p['out']})",
+        )
     pad = resolve_padding(p)
     h, w = _window("conv", inp, p, ctx, p["kernel"], p["stride"], pad, p["dilation"])
     return (p["out"], h, w)
@@ -188,8 +213,16 @@ def _conv_macs(inp: Shape, out: Shape, p: dict) -> int:
 def _conv_torch(inp: Shape, p: dict):
     import torch.nn as nn
 
-    return nn.Conv2d(inp[0], p["out"], p["kernel"], stride=p["stride"], padding=resolve_padding(p),
-                     dilation=p["dilation"], groups=p["groups"], bias=p["bias"])
+    return nn.Conv2d(
+        inp[0],
+        p["out"],
+        p["kernel"],
+        stride=p["stride"],
+        padding=resolve_padding(p),
+        dilation=p["dilation"],
+        groups=p["groups"],
+        bias=p["bias"],
+    )
 
 
 # --------------------------------------------------------------------------- pooling
@@ -203,10 +236,13 @@ def _pool_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
     def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
         _check_positive(kind, p, "kernel", "stride")
         if p["padding"] * 2 > p["kernel"]:
-            raise ShapeProblem("E204", f"{kind} padding ({p['padding']}) must be at most half "
-                               f"the kernel ({p['kernel']})")
-        h, w = _window(kind, inp, p, ctx, p["kernel"], _pool_stride(p), p["padding"],
-                       ceil=p["ceil"])
+            raise ShapeProblem(
+                "E204",
+                f"{kind} padding ({p['padding']}) must be at most half the kernel ({p['kernel']})",
+            )
+        h, w = _window(
+            kind, inp, p, ctx, p["kernel"], _pool_stride(p), p["padding"], ceil=p["ceil"]
+        )
         return (inp[0], h, w)
 
     return rule
@@ -260,8 +296,11 @@ def _flatten_torch(inp: Shape, p: dict):
 
 def _fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     if len(inp) != 1:
-        raise ShapeProblem("E203", f"fc expects flat features, got {fmt(inp)}",
-                           "add `flatten` before it (or `global-avgpool flatten`)")
+        raise ShapeProblem(
+            "E203",
+            f"fc expects flat features, got {fmt(inp)}",
+            "add `flatten` before it (or `global-avgpool flatten`)",
+        )
     _check_positive("fc", p, "out")
     return (p["out"],)
 
@@ -361,8 +400,11 @@ def _softmax_torch(inp: Shape, p: dict):
 def _maxout_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     _check_positive("maxout", p, "k")
     if inp[0] % p["k"]:
-        raise ShapeProblem("E201", f"maxout with k={p['k']} needs channels divisible by {p['k']}, "
-                           f"got {inp[0]}", f"give the layer before it a multiple of {p['k']} channels")
+        raise ShapeProblem(
+            "E201",
+            f"maxout with k={p['k']} needs channels divisible by {p['k']}, got {inp[0]}",
+            f"give the layer before it a multiple of {p['k']} channels",
+        )
     return (inp[0] // p["k"],) + tuple(inp[1:])
 
 
@@ -396,87 +438,206 @@ def _pool_spatial(p: dict) -> tuple[int, int, int, int, bool]:
 
 KINDS: tuple[LayerKind, ...] = (
     LayerKind(
-        "conv", "2-D convolution; `convK-C` is a K×K conv with C filters and same padding.",
-        (Param("out", "int", doc="output channels", aliases=("channels", "filters")),
-         Param("kernel", "int", 3, "kernel size", ("k", "kernel_size")),
-         Param("stride", "int", 1, "step"),
-         Param("padding", "padding", "same", "a number, `same` (half the kernel) or `valid` (0)",
-               ("pad",)),
-         Param("dilation", "int", 1, "spacing of the kernel taps"),
-         Param("groups", "int", 1, "grouped convolution"),
-         Param("bias", "bool", True, "learn a bias")),
-        _conv_shape, _conv_torch, _CONV, ("convolution", "conv2d"), ("kernel", ("out",)),
-        _conv_params, _conv_macs,
+        "conv",
+        "2-D convolution; `convK-C` is a K×K conv with C filters and same padding.",
+        (
+            Param("out", "int", doc="output channels", aliases=("channels", "filters")),
+            Param("kernel", "int", 3, "kernel size", ("k", "kernel_size")),
+            Param("stride", "int", 1, "step"),
+            Param(
+                "padding",
+                "padding",
+                "same",
+                "a number, `same` (half the kernel) or `valid` (0)",
+                ("pad",),
+            ),
+            Param("dilation", "int", 1, "spacing of the kernel taps"),
+            Param("groups", "int", 1, "grouped convolution"),
+            Param("bias", "bool", True, "learn a bias"),
+        ),
+        _conv_shape,
+        _conv_torch,
+        _CONV,
+        ("convolution", "conv2d"),
+        ("kernel", ("out",)),
+        _conv_params,
+        _conv_macs,
         spatial=lambda p: (p["kernel"], p["stride"], resolve_padding(p), p["dilation"], False),
-        summary=lambda p: f"{p['kernel']}×{p['kernel']}, {p['out']}"
-        + (f", /{p['stride']}" if p["stride"] != 1 else ""),
+        summary=lambda p: (
+            f"{p['kernel']}×{p['kernel']}, {p['out']}"
+            + (f", /{p['stride']}" if p["stride"] != 1 else "")
+        ),
     ),
-    LayerKind("maxpool", "Max pooling; `maxpool` alone is VGG's 2×2 window with stride 2.",
-              _POOL_PARAMS, _pool_shape("maxpool"), _maxpool_torch, _POOL,
-              ("max-pool", "maxpool2d", "pool"), ("kernel", ("stride",)),
-              spatial=_pool_spatial,
-              summary=lambda p: f"{p['kernel']}×{p['kernel']}, /{_pool_stride(p)}"),
-    LayerKind("avgpool", "Average pooling.", _POOL_PARAMS, _pool_shape("avgpool"), _avgpool_torch,
-              _POOL, ("avg-pool", "avgpool2d", "averagepool"), ("kernel", ("stride",)),
-              spatial=_pool_spatial,
-              summary=lambda p: f"{p['kernel']}×{p['kernel']}, /{_pool_stride(p)}"),
-    LayerKind("adaptiveavgpool", "Adaptive average pooling to size×size.",
-              (Param("size", "int", 1, "output height and width"),),
-              _adaptive_shape("adaptive-avgpool"), _adaptive_avg_torch, _POOL,
-              ("adaptive-avgpool",), (None, ("size",)),
-              spatial=lambda p: None, summary=lambda p: f"→{p['size']}×{p['size']}"),
-    LayerKind("adaptivemaxpool", "Adaptive max pooling to size×size.",
-              (Param("size", "int", 1, "output height and width"),),
-              _adaptive_shape("adaptive-maxpool"), _adaptive_max_torch, _POOL,
-              ("adaptive-maxpool",), (None, ("size",)), summary=lambda p: f"→{p['size']}×{p['size']}"),
-    LayerKind("globalavgpool", "Global average pooling: C×H×W → C×1×1.", (),
-              _adaptive_shape("global-avgpool"), _adaptive_avg_torch, _POOL,
-              ("global-avgpool", "gap", "globalavgpooling")),
-    LayerKind("flatten", "Flatten C×H×W to C·H·W features.", (), _flatten_shape, _flatten_torch,
-              _SHAPE),
-    LayerKind("fc", "Fully connected layer; `FC-4096` has 4096 outputs, inputs are inferred.",
-              (Param("out", "int", doc="output features", aliases=("features",)),
-               Param("bias", "bool", True, "learn a bias")),
-              _fc_shape, _fc_torch, _FC, ("linear", "dense", "fullyconnected"), (None, ("out",)),
-              _fc_params, lambda inp, out, p: inp[0] * p["out"], summary=lambda p: f"{p['out']}"),
-    LayerKind("dropout", "Dropout of single activations.",
-              (Param("p", "float", 0.5, "drop probability"),),
-              _dropout_check("dropout", False), _dropout_torch, _REG, (), (None, ("p",)),
-              summary=lambda p: f"p={p['p']}"),
-    LayerKind("dropout2d", "Dropout of whole channels.",
-              (Param("p", "float", 0.5, "drop probability"),),
-              _dropout_check("dropout2d", True), _dropout2d_torch, _REG, (), (None, ("p",)),
-              summary=lambda p: f"p={p['p']}"),
-    LayerKind("bn", "Batch normalisation (2-D for images, 1-D for features).",
-              (Param("eps", "float", 1e-5, "added to the variance"),
-               Param("momentum", "float", 0.1, "running-average momentum"),
-               Param("affine", "bool", True, "learn scale and shift")),
-              _same_shape, _bn_torch, _NORM, ("batchnorm", "batchnorm2d", "bnorm"), (None, ()),
-              _bn_params),
-    LayerKind("lrn", "Local response normalisation across channels (AlexNet). PyTorch's formula: "
-              "alpha is divided by size.",
-              (Param("size", "int", 5, "channels in the window", ("n",)),
-               Param("alpha", "float", 1e-4, "scale"),
-               Param("beta", "float", 0.75, "exponent"),
-               Param("k", "float", 1.0, "additive constant")),
-              _image_same_shape("lrn"), _lrn_torch, _NORM, ("localresponsenorm",), (None, ("size",)),
-              summary=lambda p: f"n={p['size']}"),
+    LayerKind(
+        "maxpool",
+        "Max pooling; `maxpool` alone is VGG's 2×2 window with stride 2.",
+        _POOL_PARAMS,
+        _pool_shape("maxpool"),
+        _maxpool_torch,
+        _POOL,
+        ("max-pool", "maxpool2d", "pool"),
+        ("kernel", ("stride",)),
+        spatial=_pool_spatial,
+        summary=lambda p: f"{p['kernel']}×{p['kernel']}, /{_pool_stride(p)}",
+    ),
+    LayerKind(
+        "avgpool",
+        "Average pooling.",
+        _POOL_PARAMS,
+        _pool_shape("avgpool"),
+        _avgpool_torch,
+        _POOL,
+        ("avg-pool", "avgpool2d", "averagepool"),
+        ("kernel", ("stride",)),
+        spatial=_pool_spatial,
+        summary=lambda p: f"{p['kernel']}×{p['kernel']}, /{_pool_stride(p)}",
+    ),
+    LayerKind(
+        "adaptiveavgpool",
+        "Adaptive average pooling to size×size.",
+        (Param("size", "int", 1, "output height and width"),),
+        _adaptive_shape("adaptive-avgpool"),
+        _adaptive_avg_torch,
+        _POOL,
+        ("adaptive-avgpool",),
+        (None, ("size",)),
+        spatial=lambda p: None,
+        summary=lambda p: f"→{p['size']}×{p['size']}",
+    ),
+    LayerKind(
+        "adaptivemaxpool",
+        "Adaptive max pooling to size×size.",
+        (Param("size", "int", 1, "output height and width"),),
+        _adaptive_shape("adaptive-maxpool"),
+        _adaptive_max_torch,
+        _POOL,
+        ("adaptive-maxpool",),
+        (None, ("size",)),
+        summary=lambda p: f"→{p['size']}×{p['size']}",
+    ),
+    LayerKind(
+        "globalavgpool",
+        "Global average pooling: C×H×W → C×1×1.",
+        (),
+        _adaptive_shape("global-avgpool"),
+        _adaptive_avg_torch,
+        _POOL,
+        ("global-avgpool", "gap", "globalavgpooling"),
+    ),
+    LayerKind(
+        "flatten", "Flatten C×H×W to C·H·W features.", (), _flatten_shape, _flatten_torch, _SHAPE
+    ),
+    LayerKind(
+        "fc",
+        "Fully connected layer; `FC-4096` has 4096 outputs, inputs are inferred.",
+        (
+            Param("out", "int", doc="output features", aliases=("features",)),
+            Param("bias", "bool", True, "learn a bias"),
+        ),
+        _fc_shape,
+        _fc_torch,
+        _FC,
+        ("linear", "dense", "fullyconnected"),
+        (None, ("out",)),
+        _fc_params,
+        lambda inp, out, p: inp[0] * p["out"],
+        summary=lambda p: f"{p['out']}",
+    ),
+    LayerKind(
+        "dropout",
+        "Dropout of single activations.",
+        (Param("p", "float", 0.5, "drop probability"),),
+        _dropout_check("dropout", False),
+        _dropout_torch,
+        _REG,
+        (),
+        (None, ("p",)),
+        summary=lambda p: f"p={p['p']}",
+    ),
+    LayerKind(
+        "dropout2d",
+        "Dropout of whole channels.",
+        (Param("p", "float", 0.5, "drop probability"),),
+        _dropout_check("dropout2d", True),
+        _dropout2d_torch,
+        _REG,
+        (),
+        (None, ("p",)),
+        summary=lambda p: f"p={p['p']}",
+    ),
+    LayerKind(
+        "bn",
+        "Batch normalisation (2-D for images, 1-D for features).",
+        (
+            Param("eps", "float", 1e-5, "added to the variance"),
+            Param("momentum", "float", 0.1, "running-average momentum"),
+            Param("affine", "bool", True, "learn scale and shift"),
+        ),
+        _same_shape,
+        _bn_torch,
+        _NORM,
+        ("batchnorm", "batchnorm2d", "bnorm"),
+        (None, ()),
+        _bn_params,
+    ),
+    LayerKind(
+        "lrn",
+        "Local response normalisation across channels (AlexNet). PyTorch's formula: "
+        "alpha is divided by size.",
+        (
+            Param("size", "int", 5, "channels in the window", ("n",)),
+            Param("alpha", "float", 1e-4, "scale"),
+            Param("beta", "float", 0.75, "exponent"),
+            Param("k", "float", 1.0, "additive constant"),
+        ),
+        _image_same_shape("lrn"),
+        _lrn_torch,
+        _NORM,
+        ("localresponsenorm",),
+        (None, ("size",)),
+        summary=lambda p: f"n={p['size']}",
+    ),
     LayerKind("softmax", "Softmax over channels/classes.", (), _same_shape, _softmax_torch, _ACT),
-    LayerKind("relu", "Rectified linear unit: max(0, x).", (), _same_shape, _simple_torch("ReLU"),
-              _ACT),
+    LayerKind(
+        "relu", "Rectified linear unit: max(0, x).", (), _same_shape, _simple_torch("ReLU"), _ACT
+    ),
     LayerKind("sigmoid", "Logistic sigmoid.", (), _same_shape, _simple_torch("Sigmoid"), _ACT),
     LayerKind("tanh", "Hyperbolic tangent.", (), _same_shape, _simple_torch("Tanh"), _ACT),
-    LayerKind("leakyrelu", "Leaky ReLU: max(slope·x, x); the lecture uses slope 0.1.",
-              (Param("slope", "float", 0.01, "negative slope", ("negative_slope",)),),
-              _same_shape, _leaky_torch, _ACT, ("leaky-relu", "lrelu"), (None, ("slope",)),
-              summary=lambda p: f"{p['slope']}"),
-    LayerKind("elu", "Exponential linear unit.", (Param("alpha", "float", 1.0, "saturation"),),
-              _same_shape, _elu_torch, _ACT, (), (None, ("alpha",))),
-    LayerKind("maxout", "Maxout: the maximum over groups of k consecutive channels.",
-              (Param("k", "int", 2, "pieces per output channel", ("pieces",)),),
-              _maxout_shape, _maxout_torch, _ACT, (), ("k", ()), summary=lambda p: f"k={p['k']}"),
-    LayerKind("identity", "Passes its input through.", (), _same_shape,
-              _simple_torch("Identity"), _SHAPE),
+    LayerKind(
+        "leakyrelu",
+        "Leaky ReLU: max(slope·x, x); the lecture uses slope 0.1.",
+        (Param("slope", "float", 0.01, "negative slope", ("negative_slope",)),),
+        _same_shape,
+        _leaky_torch,
+        _ACT,
+        ("leaky-relu", "lrelu"),
+        (None, ("slope",)),
+        summary=lambda p: f"{p['slope']}",
+    ),
+    LayerKind(
+        "elu",
+        "Exponential linear unit.",
+        (Param("alpha", "float", 1.0, "saturation"),),
+        _same_shape,
+        _elu_torch,
+        _ACT,
+        (),
+        (None, ("alpha",)),
+    ),
+    LayerKind(
+        "maxout",
+        "Maxout: the maximum over groups of k consecutive channels.",
+        (Param("k", "int", 2, "pieces per output channel", ("pieces",)),),
+        _maxout_shape,
+        _maxout_torch,
+        _ACT,
+        (),
+        ("k", ()),
+        summary=lambda p: f"k={p['k']}",
+    ),
+    LayerKind(
+        "identity", "Passes its input through.", (), _same_shape, _simple_torch("Identity"), _SHAPE
+    ),
 )
 
 REGISTRY: dict[str, LayerKind] = {k.name: k for k in KINDS}

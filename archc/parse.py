@@ -4,6 +4,7 @@ Lark does the tokenising and parsing (grammar.lark, LALR with an indentation
 post-lexer); this module turns lark's tree into IR nodes with spans, and expands the
 papers' notation (`conv3-64`, `FC-{n}`, `soft-max`) with the layer registry.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,15 @@ class _ArchIndenter(Indenter):
 
 @lru_cache(maxsize=None)
 def _parser(start: str = "start") -> Lark:
-    return Lark(GRAMMAR.read_text(), parser="lalr", postlex=_ArchIndenter(), start=start,
-                propagate_positions=True, maybe_placeholders=False, cache=_cache_path(start))
+    return Lark(
+        GRAMMAR.read_text(),
+        parser="lalr",
+        postlex=_ArchIndenter(),
+        start=start,
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=_cache_path(start),
+    )
 
 
 def _cache_path(start: str) -> str | bool:
@@ -75,8 +83,12 @@ def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
     try:
         tree = _expr_parser().parse(text)
     except UnexpectedInput:
-        diags.error("E109", span, f"invalid expression `{text}`",
-                    "expressions use numbers, names, + - * / // % ** and parentheses")
+        diags.error(
+            "E109",
+            span,
+            f"invalid expression `{text}`",
+            "expressions use numbers, names, + - * / // % ** and parentheses",
+        )
         return None
     return _Builder(span.file, diags, origin=span).expr(tree)
 
@@ -91,19 +103,39 @@ def notation_kind(word: str) -> str | None:
 
 @lru_cache(maxsize=None)
 def _expr_parser() -> Lark:
-    return Lark(GRAMMAR.read_text(), parser="lalr", start="expr", propagate_positions=True,
-                maybe_placeholders=False, cache=_cache_path("expr"))
+    return Lark(
+        GRAMMAR.read_text(),
+        parser="lalr",
+        start="expr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=_cache_path("expr"),
+    )
 
 
 # --------------------------------------------------------------------------- syntax errors
 
 _TOKEN_NAMES = {
-    "_NL": "a new line", "_INDENT": "an indented block", "_DEDENT": "the end of the block",
-    "LABEL": "a `name:` label", "WORD": "a layer or block", "NAME": "a name", "INT": "a number",
-    "FLOAT": "a number", "STRING": "a string", "REPEAT": "a repeat like `x3`",
-    "TABLE_REF": "a table column like `vgg[D]`", "SHAPE": "a shape like `3x224x224`",
-    "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "COLON": "`:`", "COMMA": "`,`",
-    "EQUAL": "`=`", "$END": "the end of the file",
+    "_NL": "a new line",
+    "_INDENT": "an indented block",
+    "_DEDENT": "the end of the block",
+    "LABEL": "a `name:` label",
+    "WORD": "a layer or block",
+    "NAME": "a name",
+    "INT": "a number",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "REPEAT": "a repeat like `x3`",
+    "TABLE_REF": "a table column like `vgg[D]`",
+    "SHAPE": "a shape like `3x224x224`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+    "COLON": "`:`",
+    "COMMA": "`,`",
+    "EQUAL": "`=`",
+    "$END": "the end of the file",
 }
 
 
@@ -121,9 +153,15 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
     width = 1
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
-        found = "end of block" if tok.type == "_DEDENT" else (
-            "indentation" if tok.type == "_INDENT" else (
-                "end of line" if tok.type == "_NL" else f"`{tok.value}`"))
+        found = (
+            "end of block"
+            if tok.type == "_DEDENT"
+            else (
+                "indentation"
+                if tok.type == "_INDENT"
+                else ("end of line" if tok.type == "_NL" else f"`{tok.value}`")
+            )
+        )
         if tok.type in ("_NL", "_DEDENT", "_INDENT", "$END"):
             line, col = _end_of_previous_line(text, tok)
         else:
@@ -141,7 +179,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
         message, hint = str(exc).splitlines()[0], None
     if "indent" in str(exc).lower() and "Unexpected" not in message:
         hint = "indent the block with the same number of spaces on every line"
-    span = ir.Span.model_construct(file=path, line=line, column=col, end_line=line, end_column=col + width)
+    span = ir.Span.model_construct(
+        file=path, line=line, column=col, end_line=line, end_column=col + width
+    )
     return Diagnostic("E001", "error", span, f"syntax error: {message}", hint)
 
 
@@ -164,13 +204,19 @@ def _dedent_diagnostic(text: str, path: str):
                     line_no, column = number, indent + 1
                     width = len(stripped.split()[0])
                     break
-        depth = max(0, depth + sum(stripped.count(c) for c in "([") -
-                    sum(stripped.count(c) for c in ")]"))
-    span = ir.Span.model_construct(file=path, line=line_no, column=column, end_line=line_no,
-                                   end_column=column + width)
-    return Diagnostic("E001", "error", span, "syntax error: unindent does not match any outer "
-                      "indentation level",
-                      "indent the block with the same number of spaces on every line")
+        depth = max(
+            0, depth + sum(stripped.count(c) for c in "([") - sum(stripped.count(c) for c in ")]")
+        )
+    span = ir.Span.model_construct(
+        file=path, line=line_no, column=column, end_line=line_no, end_column=column + width
+    )
+    return Diagnostic(
+        "E001",
+        "error",
+        span,
+        "syntax error: unindent does not match any outer indentation level",
+        "indent the block with the same number of spaces on every line",
+    )
 
 
 def _end_of_previous_line(text: str, tok: Token) -> tuple[int, int]:
@@ -189,8 +235,15 @@ def _last_position(text: str) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- tree → IR
 
-_BINOPS = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "truediv": "/", "mod": "%",
-           "pow": "**"}
+_BINOPS = {
+    "add": "+",
+    "sub": "-",
+    "mul": "*",
+    "floordiv": "//",
+    "truediv": "/",
+    "mod": "%",
+    "pow": "**",
+}
 _PART = re.compile(r"\{[^{}\n]*\}|[^-{]+")
 
 
@@ -212,15 +265,27 @@ class _Builder:
             line, col, eline, ecol = m.line, m.column, m.end_line, m.end_column
         if self.origin is not None:  # a fragment inside a word: shift onto the word's line
             base = self.origin
-            return ir.Span.model_construct(file=self.path, line=base.line, column=base.column + col - 1,
-                           end_line=base.line, end_column=base.column + ecol - 1)
-        return ir.Span.model_construct(file=self.path, line=line, column=col, end_line=eline, end_column=ecol)
+            return ir.Span.model_construct(
+                file=self.path,
+                line=base.line,
+                column=base.column + col - 1,
+                end_line=base.line,
+                end_column=base.column + ecol - 1,
+            )
+        return ir.Span.model_construct(
+            file=self.path, line=line, column=col, end_line=eline, end_column=ecol
+        )
 
     @staticmethod
     def sub(span: ir.Span, start: int, end: int) -> ir.Span:
         """The span of characters [start, end) of a one-line token."""
-        return span.model_copy(update={"column": span.column + start,
-                                       "end_column": span.column + end, "end_line": span.line})
+        return span.model_copy(
+            update={
+                "column": span.column + start,
+                "end_column": span.column + end,
+                "end_line": span.line,
+            }
+        )
 
     # statements -----------------------------------------------------------------
 
@@ -245,51 +310,91 @@ class _Builder:
         name, params, body = self._definition(t)
         items, after, inputs = self.body(body)
         for decl in inputs:
-            self.diags.error("E001", decl.span, "a block cannot declare an input",
-                             "declare `input` in the network that uses the block")
-        return ir.BlockDef.model_construct(name=str(name), params=params, after=after, body=items,
-                           span=self.span(t), name_span=self.span(name))
+            self.diags.error(
+                "E001",
+                decl.span,
+                "a block cannot declare an input",
+                "declare `input` in the network that uses the block",
+            )
+        return ir.BlockDef.model_construct(
+            name=str(name),
+            params=params,
+            after=after,
+            body=items,
+            span=self.span(t),
+            name_span=self.span(name),
+        )
 
     def network_def(self, t: Tree) -> ir.NetworkDef:
         name, params, body = self._definition(t)
         items, after, inputs = self.body(body)
         for extra in inputs[1:]:
             self.diags.error("E106", extra.span, "the network declares its input twice")
-        return ir.NetworkDef.model_construct(name=str(name), params=params, input=inputs[0] if inputs else None,
-                             after=after, body=items, span=self.span(t), name_span=self.span(name))
+        return ir.NetworkDef.model_construct(
+            name=str(name),
+            params=params,
+            input=inputs[0] if inputs else None,
+            after=after,
+            body=items,
+            span=self.span(t),
+            name_span=self.span(name),
+        )
 
     def network_alias(self, t: Tree) -> ir.NetworkAlias:
         name, target, *rest = t.children
         args = self.arguments(rest[0]) if rest else []
-        return ir.NetworkAlias.model_construct(name=str(name), target=str(target), args=args, span=self.span(t),
-                               name_span=self.span(name))
+        return ir.NetworkAlias.model_construct(
+            name=str(name),
+            target=str(target),
+            args=args,
+            span=self.span(t),
+            name_span=self.span(name),
+        )
 
     def table_def(self, t: Tree) -> ir.TableDef:
         name, *rows = t.children
-        return ir.TableDef.model_construct(name=str(name), rows=[self.table_row(r) for r in rows],
-                           span=self.span(t), name_span=self.span(name))
+        return ir.TableDef.model_construct(
+            name=str(name),
+            rows=[self.table_row(r) for r in rows],
+            span=self.span(t),
+            name_span=self.span(name),
+        )
 
     def table_row(self, t: Tree) -> ir.TableRow:
         label, items = t.children
-        return ir.TableRow.model_construct(variant=str(label)[:-1], items=self.items(items), span=self.span(t))
+        return ir.TableRow.model_construct(
+            variant=str(label)[:-1], items=self.items(items), span=self.span(t)
+        )
 
     def train_def(self, t: Tree) -> ir.TrainDef | None:
         label, *assignments = t.children
         if str(label) != "train:":
-            self.diags.error("E001", self.span(label), f"unexpected section `{label}`",
-                             "top-level sections are `block`, `network`, `table`, `import` "
-                             "and `train:`")
+            self.diags.error(
+                "E001",
+                self.span(label),
+                f"unexpected section `{label}`",
+                "top-level sections are `block`, `network`, `table`, `import` and `train:`",
+            )
             return None
-        settings = [ir.Setting.model_construct(name=str(a.children[0]), value=self.expr(a.children[1]),
-                               span=self.span(a)) for a in assignments]
+        settings = [
+            ir.Setting.model_construct(
+                name=str(a.children[0]), value=self.expr(a.children[1]), span=self.span(a)
+            )
+            for a in assignments
+        ]
         return ir.TrainDef.model_construct(settings=settings, span=self.span(t))
 
     def signature(self, t: Tree) -> list[ir.Param]:
         params = []
         for p in t.children:
             name, *default = p.children
-            params.append(ir.Param.model_construct(name=str(name), default=self.expr(default[0]) if default else None,
-                                   span=self.span(p)))
+            params.append(
+                ir.Param.model_construct(
+                    name=str(name),
+                    default=self.expr(default[0]) if default else None,
+                    span=self.span(p),
+                )
+            )
         return params
 
     # bodies -----------------------------------------------------------------------
@@ -302,8 +407,11 @@ class _Builder:
                 inputs.append(self.input_stmt(line))
             elif kind == "after_stmt":
                 label, its = line.children
-                after.append(ir.After.model_construct(kind=str(label)[:-1], items=self.items(its),
-                                      span=self.span(line)))
+                after.append(
+                    ir.After.model_construct(
+                        kind=str(label)[:-1], items=self.items(its), span=self.span(line)
+                    )
+                )
             elif kind == "item_line":
                 items.extend(self.items(line.children[0]))
             else:
@@ -328,17 +436,24 @@ class _Builder:
         mode = words[-1] if words[-1] in ("concat", "add") else None
         name = words[0] if (mode is None or len(words) == 2) else None
         if len(words) == 2 and mode is None:
-            self.diags.error("E001", self.span(labels[1]), f"`{words[1]}:` is not a merge",
-                             "a second label on a block line must be `concat:` or `add:`")
+            self.diags.error(
+                "E001",
+                self.span(labels[1]),
+                f"`{words[1]}:` is not a merge",
+                "a second label on a block line must be `concat:` or `add:`",
+            )
             return None
         items, after, inputs = self.body(body)
         for bad in [*after, *inputs]:
-            self.diags.error("E001", bad.span, "`after` and `input` belong at the top of a "
-                             "network or block body")
+            self.diags.error(
+                "E001", bad.span, "`after` and `input` belong at the top of a network or block body"
+            )
         span = self.span(t)
         if mode is None:
             return ir.Group.model_construct(items=items, label=name, span=span)
-        return ir.Merge.model_construct(mode=mode, branches=self.branch_lines(body), label=name, span=span)
+        return ir.Merge.model_construct(
+            mode=mode, branches=self.branch_lines(body), label=name, span=span
+        )
 
     def branch_lines(self, body: Tree) -> list:
         """Each line of a merge body is one branch; several items on a line form a sequence."""
@@ -385,11 +500,15 @@ class _Builder:
     def atom(self, t: Tree | Token):
         if isinstance(t, Token):  # a TABLE_REF
             table, variant = str(t)[:-1].split("[", 1)
-            return ir.TableRef.model_construct(table=table, variant=variant.strip(), span=self.span(t))
+            return ir.TableRef.model_construct(
+                table=table, variant=variant.strip(), span=self.span(t)
+            )
         if t.data == "layer":
             return self.layer(t)
         if t.data == "group":
-            return ir.Group.model_construct(items=self.items(t.children[0]) if t.children else [], span=self.span(t))
+            return ir.Group.model_construct(
+                items=self.items(t.children[0]) if t.children else [], span=self.span(t)
+            )
         if t.data == "tap":
             head = self.atom(t.children[0])
             return None if head is None else ir.Tap.model_construct(head=head, span=self.span(t))
@@ -399,13 +518,17 @@ class _Builder:
 
     def layer(self, t: Tree) -> ir.Layer | None:
         word = t.children[0]
-        explicit = self.arguments(t.children[1].children[0]) if (
-            len(t.children) > 1 and t.children[1].children) else []
+        explicit = (
+            self.arguments(t.children[1].children[0])
+            if (len(t.children) > 1 and t.children[1].children)
+            else []
+        )
         callee, sugar = self.word(word)
         if callee is None:
             return None
-        return ir.Layer.model_construct(callee=callee, args=[*sugar, *explicit], span=self.span(t),
-                                        callee_span=self.span(word))
+        return ir.Layer.model_construct(
+            callee=callee, args=[*sugar, *explicit], span=self.span(t), callee_span=self.span(word)
+        )
 
     def word(self, tok: Token) -> tuple[str | None, list[ir.Arg]]:
         """Split paper notation: `conv3-64` → ("conv", [kernel=3, out=64])."""
@@ -431,37 +554,54 @@ class _Builder:
                     continue
                 start = m.start(2)
                 value = self.atom_value(m.group(2), self.sub(span, start, len(head)))
-                head_arg = ir.Arg.model_construct(name=kind.sugar[0], value=value, span=self.sub(span, start, len(head))) \
-                    if value is not None else None
+                head_arg = (
+                    ir.Arg.model_construct(
+                        name=kind.sugar[0], value=value, span=self.sub(span, start, len(head))
+                    )
+                    if value is not None
+                    else None
+                )
             if len(rest) > len(kind.sugar[1]):
                 if cut == 1:
                     extra_at = rest[len(kind.sugar[1])][1]
-                    self.diags.error("E103", self.sub(span, extra_at - 1, len(text)),
-                                     f"`{text}` has more parts than `{kind.name}` takes",
-                                     _sugar_hint(kind))
+                    self.diags.error(
+                        "E103",
+                        self.sub(span, extra_at - 1, len(text)),
+                        f"`{text}` has more parts than `{kind.name}` takes",
+                        _sugar_hint(kind),
+                    )
                     return None, []
                 continue
             args = [head_arg] if head_arg else []
             for (piece, at), pname in zip(rest, kind.sugar[1]):
                 value = self.atom_value(piece, self.sub(span, at, at + len(piece)))
                 if value is not None:
-                    args.append(ir.Arg.model_construct(name=pname, value=value, span=self.sub(span, at, at + len(piece))))
+                    args.append(
+                        ir.Arg.model_construct(
+                            name=pname, value=value, span=self.sub(span, at, at + len(piece))
+                        )
+                    )
             return kind.name, args
         return text, []  # not notation we know: resolve reports the unknown name
 
     def atom_value(self, piece: str, span: ir.Span) -> ir.Expr | None:
         """A number, `{expression}` or bare name inside a word, shape or repeat."""
         if piece.startswith("{"):
-            return parse_expr(piece[1:-1], span.model_copy(update={"column": span.column + 1}),
-                              self.diags)
+            return parse_expr(
+                piece[1:-1], span.model_copy(update={"column": span.column + 1}), self.diags
+            )
         if re.fullmatch(r"\d+", piece):
             return ir.Num.model_construct(value=int(piece), span=span)
         if re.fullmatch(r"\d*\.\d+|\d+\.\d*", piece):
             return ir.Num.model_construct(value=float(piece), span=span)
         if re.fullmatch(r"[A-Za-z_]\w*", piece):
             return ir.Name.model_construct(id=piece, span=span)
-        self.diags.error("E109", span, f"`{piece}` is not a number or `{{expression}}`",
-                         "write numbers, or expressions in braces such as {width*2}")
+        self.diags.error(
+            "E109",
+            span,
+            f"`{piece}` is not a number or `{{expression}}`",
+            "write numbers, or expressions in braces such as {width*2}",
+        )
         return None
 
     # arguments and expressions -----------------------------------------------------
@@ -470,10 +610,15 @@ class _Builder:
         args = []
         for a in t.children:
             if len(a.children) == 2:
-                args.append(ir.Arg.model_construct(name=str(a.children[0]), value=self.expr(a.children[1]),
-                                   span=self.span(a)))
+                args.append(
+                    ir.Arg.model_construct(
+                        name=str(a.children[0]), value=self.expr(a.children[1]), span=self.span(a)
+                    )
+                )
             else:
-                args.append(ir.Arg.model_construct(value=self.expr(a.children[0]), span=self.span(a)))
+                args.append(
+                    ir.Arg.model_construct(value=self.expr(a.children[0]), span=self.span(a))
+                )
         return args
 
     def expr(self, t: Tree | Token) -> ir.Expr:
@@ -495,8 +640,12 @@ class _Builder:
             return self.expr(t.children[0])
         if kind == "tuple":
             return ir.Tuple.model_construct(items=[self.expr(c) for c in t.children], span=span)
-        return ir.BinOp.model_construct(op=_BINOPS[kind], left=self.expr(t.children[0]),
-                        right=self.expr(t.children[1]), span=span)
+        return ir.BinOp.model_construct(
+            op=_BINOPS[kind],
+            left=self.expr(t.children[0]),
+            right=self.expr(t.children[1]),
+            span=span,
+        )
 
 
 def _split_dashes(text: str) -> list[tuple[str, int]]:

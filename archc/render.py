@@ -1,4 +1,5 @@
 """Rendering diagnostics as text, rustc/Elm style: location, source line, caret, hint."""
+
 from __future__ import annotations
 
 from .diagnostics import Diagnostic

@@ -5,6 +5,7 @@ evaluates every argument, names every submodule (labels, or numbers as nn.Sequen
 numbers them), and infers every tensor shape with the registry's rules. Every problem
 becomes a diagnostic and the walk goes on, so one run reports them all.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,40 +44,62 @@ class Resolver:
 
     # ------------------------------------------------------------------ network
 
-    def network(self, name: str | None, overrides: dict[str, Any],
-                input_shape: Shape | None) -> Network | None:
+    def network(
+        self, name: str | None, overrides: dict[str, Any], input_shape: Shape | None
+    ) -> Network | None:
         """Expand the named network (or the first one the root file defines)."""
         net, bound, chosen = self.select(name)
         if net is None:
             return None
         env = self.bind_network(net, bound, overrides)
         shape = self.input_shape(net, env, input_shape)
-        root = Scope(name="", path="", kind="network", title=net.name, span=net.name_span,
-                     args=dict(env.values), in_shape=shape)
+        root = Scope(
+            name="",
+            path="",
+            kind="network",
+            title=net.name,
+            span=net.name_span,
+            args=dict(env.values),
+            in_shape=shape,
+        )
         body = _Body(env, self.after_rules(net.after))
         ops, out = self.items(net.body, body, root, shape)
         root.plan, root.out_shape = Seq(tuple(ops)), out
         self.warn_unused_params(net.params, env)
         self.warn_unused_definitions()
         train = self.train_settings()
-        return Network(name=chosen, root=root, input_shape=shape, output_shape=out,
-                       aux_outputs=self.aux, params=dict(env.values), train=train,
-                       explain=self.explain, spec_path=self.program.root,
-                       sources=self.program.sources)
+        return Network(
+            name=chosen,
+            root=root,
+            input_shape=shape,
+            output_shape=out,
+            aux_outputs=self.aux,
+            params=dict(env.values),
+            train=train,
+            explain=self.explain,
+            spec_path=self.program.root,
+            sources=self.program.sources,
+        )
 
     def select(self, name: str | None) -> tuple[ir.NetworkDef | None, dict[str, ir.Expr], str]:
         """The network to build, the defaults that aliases rebind, and the name asked for."""
         networks = self.program.networks
         if name is None:
             root = self.program.root_file
-            mine = [s for s in (root.statements if root else [])
-                    if isinstance(s, ir.NetworkDef | ir.NetworkAlias)]
+            mine = [
+                s
+                for s in (root.statements if root else [])
+                if isinstance(s, ir.NetworkDef | ir.NetworkAlias)
+            ]
             if not mine:
                 if root is not None:
-                    self.diags.error("E108", _file_span(self.program.root),
-                                     "this spec defines no network",
-                                     "add `network NAME:` with an `input` line and layers, "
-                                     "or check a spec that imports this one")
+                    self.diags.error(
+                        "E108",
+                        _file_span(self.program.root),
+                        "this spec defines no network",
+                        "add `network NAME:` with an `input` line and layers, "
+                        "or check a spec that imports this one",
+                    )
                 return None, {}, ""
             name = mine[0].name
         chosen = name
@@ -86,8 +109,9 @@ class Resolver:
             net = networks.get(name)
             if net is None:
                 hint = did_you_mean(name, list(networks)) or "networks here: " + ", ".join(networks)
-                self.diags.error("E101", _file_span(self.program.root),
-                                 f"no network called `{name}`", hint)
+                self.diags.error(
+                    "E101", _file_span(self.program.root), f"no network called `{name}`", hint
+                )
                 return None, {}, ""
             if isinstance(net, ir.NetworkDef):
                 return net, bound, chosen
@@ -105,17 +129,21 @@ class Resolver:
                 bound.setdefault(key, arg.value)
             name = net.target
 
-    def bind_network(self, net: ir.NetworkDef, bound: dict[str, ir.Expr],
-                     overrides: dict[str, Any]) -> Env:
+    def bind_network(
+        self, net: ir.NetworkDef, bound: dict[str, ir.Expr], overrides: dict[str, Any]
+    ) -> Env:
         """The network's parameters: defaults, then alias bindings, then --set overrides."""
         env = Env({}, {p.name: p.span for p in net.params})
         names = [p.name for p in net.params]
         for key in list(bound) + list(overrides):
             if key not in names:
                 span = bound[key].span if key in bound else net.name_span
-                self.diags.error("E102", span, f"network `{net.name}` has no parameter `{key}`",
-                                 did_you_mean(key, names) or
-                                 f"its parameters are: {', '.join(names) or 'none'}")
+                self.diags.error(
+                    "E102",
+                    span,
+                    f"network `{net.name}` has no parameter `{key}`",
+                    did_you_mean(key, names) or f"its parameters are: {', '.join(names) or 'none'}",
+                )
         for p in net.params:
             if p.name in overrides:
                 env.values[p.name] = overrides[p.name]
@@ -124,8 +152,12 @@ class Resolver:
             elif p.default is not None:
                 env.values[p.name] = evaluate(p.default, env, self.diags)
             else:
-                self.diags.error("E105", p.span, f"network parameter `{p.name}` has no value",
-                                 f"give it a default, or pass --set {p.name}=VALUE")
+                self.diags.error(
+                    "E105",
+                    p.span,
+                    f"network parameter `{p.name}` has no value",
+                    f"give it a default, or pass --set {p.name}=VALUE",
+                )
                 env.values[p.name] = ERROR
         env.used.clear()
         return env
@@ -135,14 +167,23 @@ class Resolver:
         if override is not None:
             return tuple(override)
         if net.input is None:
-            self.diags.warning("W304", net.name_span, f"network `{net.name}` declares no input; "
-                               f"assuming {fmt(DEFAULT_INPUT)}", "add a line such as `input 3x224x224`")
+            self.diags.warning(
+                "W304",
+                net.name_span,
+                f"network `{net.name}` declares no input; assuming {fmt(DEFAULT_INPUT)}",
+                "add a line such as `input 3x224x224`",
+            )
             return DEFAULT_INPUT
         dims = [evaluate(d, env, self.diags) for d in net.input.dims]
-        if len(dims) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
-                                     for d in dims):
-            self.diags.error("E204", net.input.span, "input must be three positive integers C×H×W",
-                             "for example `input 3x224x224`")
+        if len(dims) != 3 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims
+        ):
+            self.diags.error(
+                "E204",
+                net.input.span,
+                "input must be three positive integers C×H×W",
+                "for example `input 3x224x224`",
+            )
             return DEFAULT_INPUT
         return tuple(dims)
 
@@ -152,16 +193,21 @@ class Resolver:
         for rule in rules:
             kind = lookup(rule.kind)
             if kind is None:
-                self.diags.error("E101", rule.span, f"`after {rule.kind}:` names no layer kind",
-                                 did_you_mean(rule.kind, list(REGISTRY)))
+                self.diags.error(
+                    "E101",
+                    rule.span,
+                    f"`after {rule.kind}:` names no layer kind",
+                    did_you_mean(rule.kind, list(REGISTRY)),
+                )
                 continue
             table.setdefault(kind.name, []).extend(rule.items)
         return table
 
     # ------------------------------------------------------------------ items
 
-    def items(self, items: list, body: _Body, scope: Scope, shape: Shape | None
-              ) -> tuple[list[Op], Shape | None]:
+    def items(
+        self, items: list, body: _Body, scope: Scope, shape: Shape | None
+    ) -> tuple[list[Op], Shape | None]:
         """Expand items in sequence; returns their ops and the final shape."""
         ops: list[Op] = []
         for item in items:
@@ -169,8 +215,9 @@ class Resolver:
             ops.extend(more)
         return ops, shape
 
-    def item(self, item, body: _Body, scope: Scope, shape: Shape | None
-             ) -> tuple[list[Op], Shape | None]:
+    def item(
+        self, item, body: _Body, scope: Scope, shape: Shape | None
+    ) -> tuple[list[Op], Shape | None]:
         """Expand one item (with its repeat and label) into `scope`."""
         if item.repeat is not None:
             return self.repeated(item, body, scope, shape)
@@ -182,8 +229,13 @@ class Resolver:
             return self.table(item, body, scope, shape)
         if isinstance(item, ir.Merge):
             if item.label:
-                return self.nested(item.label, item.span, scope, shape,
-                                   lambda sub: self.merge(item, body, sub, shape))
+                return self.nested(
+                    item.label,
+                    item.span,
+                    scope,
+                    shape,
+                    lambda sub: self.merge(item, body, sub, shape),
+                )
             return self.merge(item, body, scope, shape)
         return self.tap(item, body, scope, shape)
 
@@ -192,25 +244,53 @@ class Resolver:
         if count is ERROR:
             count = 1
         elif not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            self.diags.error("E204", item.repeat.span, f"repeat count must be a positive integer, "
-                             f"got {spelled(count)}")
+            self.diags.error(
+                "E204",
+                item.repeat.span,
+                f"repeat count must be a positive integer, got {spelled(count)}",
+            )
             count = 1
         single = item.model_copy(update={"repeat": None, "label": None})
         return self.sequence([single] * count, item.label, item.span, body, scope, shape)
 
-    def sequence(self, items: list, label: str | None, span: ir.Span, body: _Body, scope: Scope,
-                 shape: Shape | None):
+    def sequence(
+        self,
+        items: list,
+        label: str | None,
+        span: ir.Span,
+        body: _Body,
+        scope: Scope,
+        shape: Shape | None,
+    ):
         """Items as a labelled submodule, or spliced into `scope` when unlabelled."""
         if label is None:
             return self.items(items, body, scope, shape)
-        return self.nested(label, span, scope, shape, lambda sub: self.items(items, body, sub, shape))
+        return self.nested(
+            label, span, scope, shape, lambda sub: self.items(items, body, sub, shape)
+        )
 
-    def nested(self, label: str | None, span: ir.Span, scope: Scope, shape: Shape | None,
-               fill, kind: str = "group", title: str = "", args: dict | None = None):
+    def nested(
+        self,
+        label: str | None,
+        span: ir.Span,
+        scope: Scope,
+        shape: Shape | None,
+        fill,
+        kind: str = "group",
+        title: str = "",
+        args: dict | None = None,
+    ):
         """Make a child scope, let `fill` expand into it, and register it."""
         name = self.name_for(label, span, scope)
-        sub = Scope(name=name, path=_join(scope.path, name), kind=kind, title=title, span=span,
-                    args=args or {}, in_shape=shape)
+        sub = Scope(
+            name=name,
+            path=_join(scope.path, name),
+            kind=kind,
+            title=title,
+            span=span,
+            args=args or {},
+            in_shape=shape,
+        )
         ops, out = fill(sub)
         sub.plan, sub.out_shape = Seq(tuple(ops)), out
         scope.children.append(sub)
@@ -221,8 +301,12 @@ class Resolver:
         if label is None:
             return str(len(scope.children))
         if any(c.name == label for c in scope.children):
-            self.diags.error("E111", span, f"`{label}` names two submodules of "
-                             f"`{scope.path or scope.title}`", "labels in one block must differ")
+            self.diags.error(
+                "E111",
+                span,
+                f"`{label}` names two submodules of `{scope.path or scope.title}`",
+                "labels in one block must differ",
+            )
             return f"{label}_{len(scope.children)}"
         return label
 
@@ -232,13 +316,19 @@ class Resolver:
         if item.callee in self.program.blocks:
             return self.block(item, body, scope, shape)
         if item.callee == "shortcut":
-            self.diags.error("E204", item.span, "`shortcut` is only meaningful as a branch of "
-                             "`add:` or `concat:`", "put it on its own line under `add:`")
+            self.diags.error(
+                "E204",
+                item.span,
+                "`shortcut` is only meaningful as a branch of `add:` or `concat:`",
+                "put it on its own line under `add:`",
+            )
             return [], shape
         kind = REGISTRY.get(item.callee) or lookup(item.callee)
         if kind is None:
             hint = self.suggest(item.callee) or (
-                "known layers: conv, maxpool, avgpool, fc, bn, lrn, relu, ... (see docs/language.md)")
+                "known layers: conv, maxpool, avgpool, fc, bn, lrn, relu, ... "
+                "(see docs/language.md)"
+            )
             where = item.span if item.callee_span.file == "<builtin>" else item.callee_span
             self.diags.error("E101", where, f"unknown layer or block `{item.callee}`", hint)
             return [], None
@@ -255,8 +345,9 @@ class Resolver:
         picks = list(dict.fromkeys(names[c] for c in close))[:3]
         return ("did you mean " + " or ".join(f"`{p}`" for p in picks) + "?") if picks else None
 
-    def layer(self, kind: LayerKind, item: ir.Layer, body: _Body, scope: Scope,
-              shape: Shape | None):
+    def layer(
+        self, kind: LayerKind, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None
+    ):
         params = self.bind_layer(kind, item, body.env)
         name = self.name_for(item.label, item.span, scope)
         out = None
@@ -268,8 +359,15 @@ class Resolver:
                 self.diags.error(problem.code, item.span, problem.message, problem.hint)
             for code, message, hint in ctx.warnings:
                 self.diags.warning(code, item.span, message, hint)
-        node = LayerNode(name=name, path=_join(scope.path, name), kind=kind.name,
-                         params=params or {}, in_shape=shape, out_shape=out, span=item.span)
+        node = LayerNode(
+            name=name,
+            path=_join(scope.path, name),
+            kind=kind.name,
+            params=params or {},
+            in_shape=shape,
+            out_shape=out,
+            span=item.span,
+        )
         if out is not None:
             node.n_params = kind.count_params(shape, params)
             node.macs = kind.count_macs(shape, out, params)
@@ -297,25 +395,38 @@ class Resolver:
             if arg.name is None:
                 index += 1
                 if index >= len(kind.params):
-                    self.diags.error("E103", arg.span, f"`{kind.name}` takes at most "
-                                     f"{len(kind.params)} positional argument"
-                                     f"{'s' if len(kind.params) != 1 else ''}",
-                                     _signature_hint(kind))
+                    self.diags.error(
+                        "E103",
+                        arg.span,
+                        f"`{kind.name}` takes at most "
+                        f"{len(kind.params)} positional argument"
+                        f"{'s' if len(kind.params) != 1 else ''}",
+                        _signature_hint(kind),
+                    )
                     ok = False
                     continue
                 param = kind.params[index]
             else:
                 param = kind.param(arg.name)
                 if param is None:
-                    self.diags.error("E102", arg.span, f"`{kind.name}` has no parameter "
-                                     f"`{arg.name}`", did_you_mean(
-                                         arg.name, [n for p in kind.params for n in (p.name, *p.aliases)])
-                                     or _signature_hint(kind))
+                    self.diags.error(
+                        "E102",
+                        arg.span,
+                        f"`{kind.name}` has no parameter `{arg.name}`",
+                        did_you_mean(
+                            arg.name, [n for p in kind.params for n in (p.name, *p.aliases)]
+                        )
+                        or _signature_hint(kind),
+                    )
                     ok = False
                     continue
             if param.name in values:
-                self.diags.error("E103", arg.span, f"`{param.name}` of `{kind.name}` is given twice",
-                                 "the short form (e.g. conv3-64) already sets kernel and out")
+                self.diags.error(
+                    "E103",
+                    arg.span,
+                    f"`{param.name}` of `{kind.name}` is given twice",
+                    "the short form (e.g. conv3-64) already sets kernel and out",
+                )
                 ok = False
                 continue
             value = evaluate(arg.value, env, self.diags)
@@ -324,9 +435,13 @@ class Resolver:
                 continue
             checked = _check_type(param.type, value)
             if checked is ERROR:
-                self.diags.error("E104", arg.value.span, f"`{param.name}` of `{kind.name}` must be "
-                                 f"{_TYPE_WORDS[param.type]}, got {spelled(value)}",
-                                 f"{param.name}: {param.doc}" if param.doc else None)
+                self.diags.error(
+                    "E104",
+                    arg.value.span,
+                    f"`{param.name}` of `{kind.name}` must be "
+                    f"{_TYPE_WORDS[param.type]}, got {spelled(value)}",
+                    f"{param.name}: {param.doc}" if param.doc else None,
+                )
                 ok = False
                 continue
             values[param.name] = checked
@@ -334,8 +449,12 @@ class Resolver:
             if param.name not in values:
                 if param.required:
                     if ok:
-                        self.diags.error("E105", item.span, f"`{kind.name}` needs `{param.name}`",
-                                         _signature_hint(kind))
+                        self.diags.error(
+                            "E105",
+                            item.span,
+                            f"`{kind.name}` needs `{param.name}`",
+                            _signature_hint(kind),
+                        )
                     ok = False
                 else:
                     values[param.name] = param.default
@@ -345,9 +464,13 @@ class Resolver:
         block = self.program.blocks[item.callee]
         self.used.add(block.name)
         if block.name in self.stack:
-            chain = " → ".join(self.stack[self.stack.index(block.name):] + [block.name])
-            self.diags.error("E107", item.span, f"block `{block.name}` calls itself: {chain}",
-                             "a block cannot contain itself; repeat it with `x N` instead")
+            chain = " → ".join(self.stack[self.stack.index(block.name) :] + [block.name])
+            self.diags.error(
+                "E107",
+                item.span,
+                f"block `{block.name}` calls itself: {chain}",
+                "a block cannot contain itself; repeat it with `x N` instead",
+            )
             return [], None
         env = self.bind_block(block, item, body.env)
         if env is None:
@@ -355,9 +478,16 @@ class Resolver:
         inner = _Body(env, self.after_rules(block.after))
         self.stack.append(block.name)
         try:
-            result = self.nested(item.label, item.span, scope, shape,
-                                 lambda sub: self.items(block.body, inner, sub, shape),
-                                 kind="block", title=block.name, args=dict(env.values))
+            result = self.nested(
+                item.label,
+                item.span,
+                scope,
+                shape,
+                lambda sub: self.items(block.body, inner, sub, shape),
+                kind="block",
+                title=block.name,
+                args=dict(env.values),
+            )
         finally:
             self.stack.pop()
         self.warn_unused_params(block.params, env)
@@ -372,17 +502,25 @@ class Resolver:
         for arg in item.args:
             if arg.name is None:
                 if positional >= len(names):
-                    self.diags.error("E103", arg.span, f"`{block.name}` takes {len(names)} argument"
-                                     f"{'s' if len(names) != 1 else ''}, got more",
-                                     f"its signature is {block.name}({', '.join(names)})")
+                    self.diags.error(
+                        "E103",
+                        arg.span,
+                        f"`{block.name}` takes {len(names)} argument"
+                        f"{'s' if len(names) != 1 else ''}, got more",
+                        f"its signature is {block.name}({', '.join(names)})",
+                    )
                     ok = False
                     continue
                 key = names[positional]
                 positional += 1
             elif arg.name not in names:
-                self.diags.error("E102", arg.span, f"block `{block.name}` has no parameter "
-                                 f"`{arg.name}`", did_you_mean(arg.name, names) or
-                                 f"its signature is {block.name}({', '.join(names)})")
+                self.diags.error(
+                    "E102",
+                    arg.span,
+                    f"block `{block.name}` has no parameter `{arg.name}`",
+                    did_you_mean(arg.name, names)
+                    or f"its signature is {block.name}({', '.join(names)})",
+                )
                 ok = False
                 continue
             else:
@@ -399,8 +537,12 @@ class Resolver:
             elif p.default is not None:
                 env.values[p.name] = evaluate(p.default, env, self.diags)
             else:
-                self.diags.error("E105", item.span, f"`{block.name}` needs argument `{p.name}`",
-                                 f"its signature is {block.name}({', '.join(names)})")
+                self.diags.error(
+                    "E105",
+                    item.span,
+                    f"`{block.name}` needs argument `{p.name}`",
+                    f"its signature is {block.name}({', '.join(names)})",
+                )
                 ok = False
         if not ok or any(v is ERROR for v in env.values.values()):
             return None
@@ -412,25 +554,37 @@ class Resolver:
     def table(self, item: ir.TableRef, body: _Body, scope: Scope, shape: Shape | None):
         table = self.program.tables.get(item.table)
         if table is None:
-            self.diags.error("E101", item.span, f"unknown table `{item.table}`",
-                             did_you_mean(item.table, list(self.program.tables)))
+            self.diags.error(
+                "E101",
+                item.span,
+                f"unknown table `{item.table}`",
+                did_you_mean(item.table, list(self.program.tables)),
+            )
             return [], None
         self.used.add(table.name)
         if f"table {table.name}" in self.stack:
-            self.diags.error("E107", item.span, f"table `{table.name}` refers to itself",
-                             "a table row cannot use its own table")
+            self.diags.error(
+                "E107",
+                item.span,
+                f"table `{table.name}` refers to itself",
+                "a table row cannot use its own table",
+            )
             return [], None
         variants = [r.variant for r in table.rows]
         variant = item.variant
         if variant in body.env.values:
             variant = body.env.lookup(variant)
-        elif variant.startswith(("\"", "'")):
+        elif variant.startswith(('"', "'")):
             variant = variant[1:-1]
         row = next((r for r in table.rows if r.variant == variant), None)
         if row is None:
-            self.diags.error("E110", item.span, f"table `{table.name}` has no configuration "
-                             f"`{variant}`", did_you_mean(str(variant), variants) or
-                             f"its configurations are: {', '.join(variants)}")
+            self.diags.error(
+                "E110",
+                item.span,
+                f"table `{table.name}` has no configuration `{variant}`",
+                did_you_mean(str(variant), variants)
+                or f"its configurations are: {', '.join(variants)}",
+            )
             return [], None
         self.stack.append(f"table {table.name}")
         try:
@@ -446,7 +600,11 @@ class Resolver:
         shapes: list[Shape | None] = []
         shortcuts = []
         for i, branch in enumerate(item.branches):
-            if isinstance(branch, ir.Layer) and branch.callee == "shortcut" and branch.repeat is None:
+            if (
+                isinstance(branch, ir.Layer)
+                and branch.callee == "shortcut"
+                and branch.repeat is None
+            ):
                 branches.append(None)
                 shapes.append(None)
                 shortcuts.append((i, branch))
@@ -463,79 +621,135 @@ class Resolver:
             self.diags.error("E204", item.span, f"`{item.mode}:` needs at least one branch")
             return [], shape
         out = self.merged_shape(item, shapes)
-        return [Parallel(item.mode, tuple(b if b is not None else Identity() for b in branches))], out
+        return [
+            Parallel(item.mode, tuple(b if b is not None else Identity() for b in branches))
+        ], out
 
     def merged_shape(self, item: ir.Merge, shapes: list[Shape | None]) -> Shape | None:
         if any(s is None for s in shapes):
             return None
-        notes = tuple(f"branch {i + 1} ({_first_line(b.span)}) gives {fmt(s)}"
-                      for i, (b, s) in enumerate(zip(item.branches, shapes)))
+        notes = tuple(
+            f"branch {i + 1} ({_first_line(b.span)}) gives {fmt(s)}"
+            for i, (b, s) in enumerate(zip(item.branches, shapes))
+        )
         if item.mode == "add":
             first = shapes[0]
             if any(s[0] != first[0] for s in shapes):
-                self.diags.error("E201", item.span, "channel mismatch at add: "
-                                 + " vs ".join(str(s[0]) for s in shapes),
-                                 "make every branch end with the same channels, or add a "
-                                 "`shortcut` branch, which projects when shapes differ", notes)
+                self.diags.error(
+                    "E201",
+                    item.span,
+                    "channel mismatch at add: " + " vs ".join(str(s[0]) for s in shapes),
+                    "make every branch end with the same channels, or add a "
+                    "`shortcut` branch, which projects when shapes differ",
+                    notes,
+                )
                 return None
             if any(s != first for s in shapes):
-                self.diags.error("E203", item.span, "shape mismatch at add: "
-                                 + " vs ".join(fmt(s) for s in shapes),
-                                 "every branch must keep the same height and width", notes)
+                self.diags.error(
+                    "E203",
+                    item.span,
+                    "shape mismatch at add: " + " vs ".join(fmt(s) for s in shapes),
+                    "every branch must keep the same height and width",
+                    notes,
+                )
                 return None
             return first
         if any(len(s) != 3 for s in shapes):
-            self.diags.error("E203", item.span, "concat joins image tensors C×H×W only", None, notes)
+            self.diags.error(
+                "E203", item.span, "concat joins image tensors C×H×W only", None, notes
+            )
             return None
         if any(s[1:] != shapes[0][1:] for s in shapes):
-            self.diags.error("E203", item.span, "concat needs equal heights and widths: "
-                             + " vs ".join(fmt(s) for s in shapes),
-                             "give every branch the same stride and padding", notes)
+            self.diags.error(
+                "E203",
+                item.span,
+                "concat needs equal heights and widths: " + " vs ".join(fmt(s) for s in shapes),
+                "give every branch the same stride and padding",
+                notes,
+            )
             return None
         return (sum(s[0] for s in shapes), *shapes[0][1:])
 
-    def shortcut(self, branch: ir.Layer, mode: str, body: _Body, scope: Scope,
-                 shape: Shape | None, target: Shape | None):
+    def shortcut(
+        self,
+        branch: ir.Layer,
+        mode: str,
+        body: _Body,
+        scope: Scope,
+        shape: Shape | None,
+        target: Shape | None,
+    ):
         """Identity when shapes agree, else a 1×1 projection (conv, then bn) that fits."""
         opts = self.shortcut_options(branch, body.env)
         if shape is None or target is None or opts is None:
             return Identity(), target
         if mode == "concat" or (shape == target and not opts["always"]):
-            self.explain.append((branch.span, f"{_join(scope.path, branch.label or 'shortcut')}: "
-                                 f"identity ({fmt(shape)})"))
+            self.explain.append(
+                (
+                    branch.span,
+                    f"{_join(scope.path, branch.label or 'shortcut')}: identity ({fmt(shape)})",
+                )
+            )
             return Identity(), shape
         stride = self.projection_stride(branch, shape, target)
         if stride is None or len(shape) != 3:
             return Identity(), None
-        conv = ir.Layer.model_construct(callee="conv", span=branch.span, args=[
-            ir.Arg.model_construct(name="out", value=ir.Num.model_construct(value=target[0])),
-            ir.Arg.model_construct(name="kernel", value=ir.Num.model_construct(value=1)),
-            ir.Arg.model_construct(name="stride", value=ir.Num.model_construct(value=stride)),
-            ir.Arg.model_construct(name="bias", value=ir.Name.model_construct(id="true" if opts["bias"] else "false"))])
-        parts = [conv, ir.Layer.model_construct(callee="bn", span=branch.span)] if opts["bn"] else [conv]
-        self.explain.append((branch.span, f"{_join(scope.path, branch.label or 'shortcut')}: "
-                             f"projection conv1×1/{stride} {shape[0]}→{target[0]}"
-                             + (" + bn" if opts["bn"] else "") + f" ({fmt(shape)} → {fmt(target)})"))
+        conv = ir.Layer.model_construct(
+            callee="conv",
+            span=branch.span,
+            args=[
+                ir.Arg.model_construct(name="out", value=ir.Num.model_construct(value=target[0])),
+                ir.Arg.model_construct(name="kernel", value=ir.Num.model_construct(value=1)),
+                ir.Arg.model_construct(name="stride", value=ir.Num.model_construct(value=stride)),
+                ir.Arg.model_construct(
+                    name="bias",
+                    value=ir.Name.model_construct(id="true" if opts["bias"] else "false"),
+                ),
+            ],
+        )
+        parts = (
+            [conv, ir.Layer.model_construct(callee="bn", span=branch.span)]
+            if opts["bn"]
+            else [conv]
+        )
+        self.explain.append(
+            (
+                branch.span,
+                f"{_join(scope.path, branch.label or 'shortcut')}: "
+                f"projection conv1×1/{stride} {shape[0]}→{target[0]}"
+                + (" + bn" if opts["bn"] else "")
+                + f" ({fmt(shape)} → {fmt(target)})",
+            )
+        )
         plain = _Body(body.env, {}, in_after=True)
         if len(parts) == 1:
-            ops, out = self.items([conv.model_copy(update={"label": branch.label})], plain, scope,
-                                  shape)
+            ops, out = self.items(
+                [conv.model_copy(update={"label": branch.label})], plain, scope, shape
+            )
         else:
-            ops, out = self.sequence(parts, branch.label or str(len(scope.children)), branch.span,
-                                     plain, scope, shape)
+            ops, out = self.sequence(
+                parts, branch.label or str(len(scope.children)), branch.span, plain, scope, shape
+            )
         return _seq(ops), out
 
     def shortcut_options(self, branch: ir.Layer, env: Env) -> dict[str, Any] | None:
         opts = dict(_SHORTCUT_PARAMS)
         for arg in branch.args:
             if arg.name is None:
-                self.diags.error("E103", arg.span, "`shortcut` takes only named options",
-                                 "write shortcut(bn=false), shortcut(bias=true) or "
-                                 "shortcut(always=true)")
+                self.diags.error(
+                    "E103",
+                    arg.span,
+                    "`shortcut` takes only named options",
+                    "write shortcut(bn=false), shortcut(bias=true) or shortcut(always=true)",
+                )
                 return None
             if arg.name not in opts:
-                self.diags.error("E102", arg.span, f"`shortcut` has no parameter `{arg.name}`",
-                                 "shortcut takes bn=, bias= and always= (all true/false)")
+                self.diags.error(
+                    "E102",
+                    arg.span,
+                    f"`shortcut` has no parameter `{arg.name}`",
+                    "shortcut takes bn=, bias= and always= (all true/false)",
+                )
                 return None
             value = evaluate(arg.value, env, self.diags)
             if not isinstance(value, bool):
@@ -547,20 +761,29 @@ class Resolver:
     def projection_stride(self, branch: ir.Layer, shape: Shape, target: Shape) -> int | None:
         if len(shape) == 3 and len(target) == 3:
             for stride in range(1, shape[1] + 1):
-                if (window_out(shape[1], 1, stride, 0) == target[1]
-                        and window_out(shape[2], 1, stride, 0) == target[2]):
+                if (
+                    window_out(shape[1], 1, stride, 0) == target[1]
+                    and window_out(shape[2], 1, stride, 0) == target[2]
+                ):
                     return stride
-        self.diags.error("E203", branch.span, f"no 1×1 projection maps {fmt(shape)} to "
-                         f"{fmt(target)}", "the other branches must shrink height and width by "
-                         "the same whole factor")
+        self.diags.error(
+            "E203",
+            branch.span,
+            f"no 1×1 projection maps {fmt(shape)} to {fmt(target)}",
+            "the other branches must shrink height and width by the same whole factor",
+        )
         return None
 
     # ------------------------------------------------------------------ taps
 
     def tap(self, item: ir.Tap, body: _Body, scope: Scope, shape: Shape | None):
         if scope.kind != "network":
-            self.diags.error("E204", item.span, "a `tap` must sit in the network body",
-                             "auxiliary heads branch off the main path of the network")
+            self.diags.error(
+                "E204",
+                item.span,
+                "a `tap` must sit in the network body",
+                "auxiliary heads branch off the main path of the network",
+            )
             return [], shape
         head = item.head.model_copy(update={"label": item.label})
         if isinstance(head, ir.Layer) and head.callee not in self.program.blocks:
@@ -575,16 +798,24 @@ class Resolver:
     def warn_unused_params(self, params: list[ir.Param], env: Env) -> None:
         for p in params:
             if p.name not in env.used:
-                self.diags.warning("W303", p.span, f"parameter `{p.name}` is never used",
-                                   "remove it, or use it in the body")
+                self.diags.warning(
+                    "W303",
+                    p.span,
+                    f"parameter `{p.name}` is never used",
+                    "remove it, or use it in the body",
+                )
 
     def warn_unused_definitions(self) -> None:
         root = self.program.root
         for kind, table in (("block", self.program.blocks), ("table", self.program.tables)):
             for name, definition in table.items():
                 if name not in self.used and definition.span.file == root:
-                    self.diags.warning("W302", definition.name_span,
-                                       f"{kind} `{name}` is never used", "remove it, or call it")
+                    self.diags.warning(
+                        "W302",
+                        definition.name_span,
+                        f"{kind} `{name}` is never used",
+                        "remove it, or call it",
+                    )
 
     def train_settings(self) -> dict[str, Any]:
         env = Env({})
@@ -598,8 +829,13 @@ class Resolver:
 
 # --------------------------------------------------------------------------- helpers
 
-_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false",
-               "padding": "an integer, `same` or `valid`", "int?": "an integer or none"}
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "padding": "an integer, `same` or `valid`",
+    "int?": "an integer or none",
+}
 
 
 def _check_type(kind: str, value: Any) -> Any:

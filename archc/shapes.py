@@ -4,6 +4,7 @@
   and the step between valid sizes where a layer needs one);
 - receptive fields live with the summary (backends/summary.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,10 @@ class InputSizes:
             return f"from {s}×{s} to {self.largest}×{self.largest}{step}"
         if self.step == 1:
             return f"any H×W ≥ {s}×{s}"
-        return f"H, W ≥ {s} and a multiple of {self.step} apart: {s}, {s + self.step}, " \
-               f"{s + 2 * self.step}, ..."
+        return (
+            f"H, W ≥ {s} and a multiple of {self.step} apart: {s}, {s + self.step}, "
+            f"{s + 2 * self.step}, ..."
+        )
 
 
 class _Spatial:
@@ -50,8 +53,9 @@ class _Spatial:
     def key(self, scope: Scope) -> tuple | None:
         """Calls of one block with the same arguments behave alike: one memo entry."""
         if id(scope) not in self.keys:
-            self.keys[id(scope)] = (scope.title, repr(sorted(scope.args.items()))) \
-                if scope.kind == "block" else None
+            self.keys[id(scope)] = (
+                (scope.title, repr(sorted(scope.args.items()))) if scope.kind == "block" else None
+            )
         return self.keys[id(scope)]
 
     def scope(self, scope: Scope, h: int) -> int:

@@ -3,6 +3,7 @@
 The result is a `Program`: every definition visible from the root file, and the text
 of every file read (diagnostics quote it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,13 +63,23 @@ def load_program(path: str | Path, diags: Diagnostics, text: str | None = None) 
     return program
 
 
-def _load(program: Program, path: str, diags: Diagnostics, stack: list[str],
-          via: ir.Import | None, text: str | None = None) -> None:
+def _load(
+    program: Program,
+    path: str,
+    diags: Diagnostics,
+    stack: list[str],
+    via: ir.Import | None,
+    text: str | None = None,
+) -> None:
     key = str(Path(path).resolve()) if text is None else path
     if key in stack:
-        cycle = [Path(p).name for p in stack[stack.index(key):]] + [Path(path).name]
-        diags.error("E003", via.span, "import cycle: " + " → ".join(cycle),
-                    "move the shared blocks into a file that both can import")
+        cycle = [Path(p).name for p in stack[stack.index(key) :]] + [Path(path).name]
+        diags.error(
+            "E003",
+            via.span,
+            "import cycle: " + " → ".join(cycle),
+            "move the shared blocks into a file that both can import",
+        )
         return
     if path in program.files or key in (str(Path(p).resolve()) for p in program.files):
         return
@@ -78,8 +89,12 @@ def _load(program: Program, path: str, diags: Diagnostics, stack: list[str],
         except (OSError, UnicodeDecodeError) as exc:
             span = via.span if via else ir.Span(file=path)
             reason = "not found" if isinstance(exc, FileNotFoundError) else "unreadable"
-            diags.error("E002", span, f"spec file `{path}` {reason}",
-                        "imports are resolved relative to the importing file" if via else None)
+            diags.error(
+                "E002",
+                span,
+                f"spec file `{path}` {reason}",
+                "imports are resolved relative to the importing file" if via else None,
+            )
             return
     program.sources[path] = text
     spec = parse_source(text, path, diags)
@@ -99,8 +114,12 @@ def _define(program: Program, stmt, diags: Diagnostics) -> None:
         for s in stmt.settings:
             program.train[s.name] = s
         return
-    table = {ir.BlockDef: program.blocks, ir.TableDef: program.tables,
-             ir.NetworkDef: program.networks, ir.NetworkAlias: program.networks}.get(type(stmt))
+    table = {
+        ir.BlockDef: program.blocks,
+        ir.TableDef: program.tables,
+        ir.NetworkDef: program.networks,
+        ir.NetworkAlias: program.networks,
+    }.get(type(stmt))
     if table is None:
         return
     # Tables live in their own namespace (`table vgg` beside `network vgg` reads well);
@@ -110,8 +129,13 @@ def _define(program: Program, stmt, diags: Diagnostics) -> None:
     if isinstance(stmt, ir.BlockDef):
         _check_block_name(stmt, diags)
     if other is not None:
-        diags.error("E106", stmt.name_span, f"`{stmt.name}` is defined twice",
-                    "rename one of them", notes=(f"first defined at {_where(other.name_span)}",))
+        diags.error(
+            "E106",
+            stmt.name_span,
+            f"`{stmt.name}` is defined twice",
+            "rename one of them",
+            notes=(f"first defined at {_where(other.name_span)}",),
+        )
         return
     table[stmt.name] = stmt
 
@@ -126,6 +150,10 @@ def _check_block_name(block: ir.BlockDef, diags: Diagnostics) -> None:
 
     kind = notation_kind(block.name)
     if kind is not None:
-        diags.error("E106", block.name_span, f"block name `{block.name}` reads as the layer "
-                    f"`{kind}`, so calls to it would build a `{kind}`",
-                    f"rename the block, e.g. `{block.name}_block`")
+        diags.error(
+            "E106",
+            block.name_span,
+            f"block name `{block.name}` reads as the layer "
+            f"`{kind}`, so calls to it would build a `{kind}`",
+            f"rename the block, e.g. `{block.name}_block`",
+        )

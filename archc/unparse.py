@@ -3,6 +3,7 @@
 The output re-parses to the same IR (`ir.structure` equal). It uses the papers'
 notation where the arguments allow it (`conv3-64(stride=2)`), as a person would.
 """
+
 from __future__ import annotations
 
 from . import ir
@@ -13,6 +14,8 @@ INDENT = "    "
 
 class UnparseError(ValueError):
     """The IR holds something the .arch syntax cannot express (possible from YAML)."""
+
+
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2, "**": 4}
 
 
@@ -128,8 +131,12 @@ def body_lines(items: list, depth: int) -> list[str]:
             lines.append(pad + head)
             for branch in item.branches:
                 lines.extend(_branch_lines(branch, depth + 1))
-        elif isinstance(item, ir.Group) and item.label and item.repeat is None and (
-                _has_merge(item) or not item.items):
+        elif (
+            isinstance(item, ir.Group)
+            and item.label
+            and item.repeat is None
+            and (_has_merge(item) or not item.items)
+        ):
             lines.append(f"{pad}{item.label}:")
             lines.extend(body_lines(item.items, depth + 1))
         else:
@@ -140,8 +147,13 @@ def body_lines(items: list, depth: int) -> list[str]:
 def _branch_lines(branch, depth: int) -> list[str]:
     """One branch of a merge: a line of items (an unlabelled group) or a nested block."""
     pad = INDENT * depth
-    if isinstance(branch, ir.Group) and branch.label is None and branch.repeat is None \
-            and len(branch.items) > 1 and not any(_has_merge(i) for i in branch.items):
+    if (
+        isinstance(branch, ir.Group)
+        and branch.label is None
+        and branch.repeat is None
+        and len(branch.items) > 1
+        and not any(_has_merge(i) for i in branch.items)
+    ):
         return [pad + "  ".join(item_text(i) for i in branch.items)]
     if isinstance(branch, ir.Merge) or (isinstance(branch, ir.Group) and _has_merge(branch)):
         return body_lines([branch], depth)
@@ -154,8 +166,13 @@ def _branch_lines(branch, depth: int) -> list[str]:
 def _params(params: list[ir.Param]) -> str:
     if not params:
         return ""
-    return "(" + ", ".join(p.name + (f"={expr(p.default)}" if p.default is not None else "")
-                           for p in params) + ")"
+    return (
+        "("
+        + ", ".join(
+            p.name + (f"={expr(p.default)}" if p.default is not None else "") for p in params
+        )
+        + ")"
+    )
 
 
 def _after(rules: list[ir.After]) -> list[str]:
@@ -169,11 +186,15 @@ def _statement(stmt) -> str:
         return f"network {stmt.name} = {stmt.target}({args_text(stmt.args)})"
     if isinstance(stmt, ir.TableDef):
         width = max(len(r.variant) for r in stmt.rows) + 1
-        rows = [f"{INDENT}{(r.variant + ':').ljust(width)} " + " ".join(item_text(i) for i in r.items)
-                for r in stmt.rows]
+        rows = [
+            f"{INDENT}{(r.variant + ':').ljust(width)} " + " ".join(item_text(i) for i in r.items)
+            for r in stmt.rows
+        ]
         return "\n".join([f"table {stmt.name}:", *rows])
     if isinstance(stmt, ir.TrainDef):
-        return "\n".join(["train:", *(f"{INDENT}{s.name} = {expr(s.value)}" for s in stmt.settings)])
+        return "\n".join(
+            ["train:", *(f"{INDENT}{s.name} = {expr(s.value)}" for s in stmt.settings)]
+        )
     keyword = "block" if isinstance(stmt, ir.BlockDef) else "network"
     lines = [f"{keyword} {stmt.name}{_params(stmt.params)}:"]
     if isinstance(stmt, ir.NetworkDef) and stmt.input is not None:
@@ -190,6 +211,10 @@ def bundle_program(program) -> str:
     each imported file's, with the imports themselves dropped. A run folder keeps this
     text, so the network can be rebuilt from the folder alone.
     """
-    statements = [s for spec in program.files.values() for s in spec.statements
-                  if not isinstance(s, ir.Import)]
+    statements = [
+        s
+        for spec in program.files.values()
+        for s in spec.statements
+        if not isinstance(s, ir.Import)
+    ]
     return unparse(ir.SpecFile.model_construct(path=program.root, statements=statements))

@@ -8,7 +8,8 @@ in a .arch file:
       params: [c, {stride: 1}]
       body:
         - add:
-            - [{"conv3-{c}": {stride: "{stride}", bias: false}, name: conv1}, {bn: null, name: bn1}, relu]
+            - [{"conv3-{c}": {stride: "{stride}", bias: false}, name: conv1},
+               {bn: null, name: bn1}, relu]
             - {shortcut: null, name: downsample}
         - relu
     - network: resnet34
@@ -23,6 +24,7 @@ keyword) or a mapping (keyword). Values: numbers, true/false, null, plain string
 `"{expression}"` for arithmetic or parameter names. A YAML list inside a body or a merge
 is an unnamed sequence. Diagnostics point at YAML lines and columns.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,9 +57,14 @@ def load_yaml(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        diags.error("E004", ir.Span.model_construct(file=path, line=line, column=col,
-                                                    end_line=line, end_column=col + 1),
-                    f"invalid YAML: {problem}", "check the indentation and the quoting")
+        diags.error(
+            "E004",
+            ir.Span.model_construct(
+                file=path, line=line, column=col, end_line=line, end_column=col + 1
+            ),
+            f"invalid YAML: {problem}",
+            "check the indentation and the quoting",
+        )
         return None
     reader = _Reader(path, diags)
     try:
@@ -78,8 +85,13 @@ class _Reader:
 
     def span(self, node: yaml.Node) -> ir.Span:
         s, e = node.start_mark, node.end_mark
-        return ir.Span.model_construct(file=self.path, line=s.line + 1, column=s.column + 1,
-                                       end_line=e.line + 1, end_column=e.column + 1)
+        return ir.Span.model_construct(
+            file=self.path,
+            line=s.line + 1,
+            column=s.column + 1,
+            end_line=e.line + 1,
+            end_column=e.column + 1,
+        )
 
     # shapes of nodes ---------------------------------------------------------------
 
@@ -111,14 +123,20 @@ class _Reader:
         for kind in ("import", "block", "network", "table", "train"):
             if kind in fields:
                 return getattr(self, f"st_{kind}")(fields, span)
-        raise _Invalid(node, "unknown statement", "a statement starts with import:, block:, "
-                       "network:, table: or train:")
+        raise _Invalid(
+            node,
+            "unknown statement",
+            "a statement starts with import:, block:, network:, table: or train:",
+        )
 
     def _check_fields(self, fields: dict, allowed: set[str]) -> None:
         for key, (knode, _) in fields.items():
             if key not in allowed:
-                raise _Invalid(knode, f"unexpected field `{key}`",
-                               f"allowed here: {', '.join(sorted(allowed))}")
+                raise _Invalid(
+                    knode,
+                    f"unexpected field `{key}`",
+                    f"allowed here: {', '.join(sorted(allowed))}",
+                )
 
     def st_import(self, fields: dict, span: ir.Span) -> ir.Import:
         self._check_fields(fields, {"import"})
@@ -128,9 +146,13 @@ class _Reader:
         self._check_fields(fields, {"block", "params", "after", "body"})
         name_node = fields["block"][1]
         return ir.BlockDef.model_construct(
-            name=self.scalar(name_node, "a block name"), params=self.params(fields),
-            after=self.after(fields), body=self.body(fields), span=span,
-            name_span=self.span(name_node))
+            name=self.scalar(name_node, "a block name"),
+            params=self.params(fields),
+            after=self.after(fields),
+            body=self.body(fields),
+            span=span,
+            name_span=self.span(name_node),
+        )
 
     def st_network(self, fields: dict, span: ir.Span):
         name_node = fields["network"][1]
@@ -139,33 +161,51 @@ class _Reader:
             self._check_fields(fields, {"network", "alias", "args"})
             args = self.args(fields["args"][1]) if "args" in fields else []
             return ir.NetworkAlias.model_construct(
-                name=name, target=self.scalar(fields["alias"][1], "alias"), args=args, span=span,
-                name_span=self.span(name_node))
+                name=name,
+                target=self.scalar(fields["alias"][1], "alias"),
+                args=args,
+                span=span,
+                name_span=self.span(name_node),
+            )
         self._check_fields(fields, {"network", "params", "input", "after", "body"})
         decl = None
         if "input" in fields:
             node = fields["input"][1]
             decl = ir.InputDecl.model_construct(
-                dims=[self.value(d) for d in self.seq(node, "input")], span=self.span(node))
+                dims=[self.value(d) for d in self.seq(node, "input")], span=self.span(node)
+            )
         return ir.NetworkDef.model_construct(
-            name=name, params=self.params(fields), input=decl, after=self.after(fields),
-            body=self.body(fields), span=span, name_span=self.span(name_node))
+            name=name,
+            params=self.params(fields),
+            input=decl,
+            after=self.after(fields),
+            body=self.body(fields),
+            span=span,
+            name_span=self.span(name_node),
+        )
 
     def st_table(self, fields: dict, span: ir.Span) -> ir.TableDef:
         self._check_fields(fields, {"table", "rows"})
         name_node = fields["table"][1]
         if "rows" not in fields:
             raise _Invalid(name_node, "a table needs `rows:` with one list per configuration")
-        rows = [ir.TableRow.model_construct(variant=key, items=self.items(value),
-                                            span=self.span(knode))
-                for key, knode, value in self.mapping(fields["rows"][1], "rows")]
-        return ir.TableDef.model_construct(name=self.scalar(name_node, "a table name"), rows=rows,
-                                           span=span, name_span=self.span(name_node))
+        rows = [
+            ir.TableRow.model_construct(variant=key, items=self.items(value), span=self.span(knode))
+            for key, knode, value in self.mapping(fields["rows"][1], "rows")
+        ]
+        return ir.TableDef.model_construct(
+            name=self.scalar(name_node, "a table name"),
+            rows=rows,
+            span=span,
+            name_span=self.span(name_node),
+        )
 
     def st_train(self, fields: dict, span: ir.Span) -> ir.TrainDef:
         self._check_fields(fields, {"train"})
-        settings = [ir.Setting.model_construct(name=k, value=self.value(v), span=self.span(knode))
-                    for k, knode, v in self.mapping(fields["train"][1], "train")]
+        settings = [
+            ir.Setting.model_construct(name=k, value=self.value(v), span=self.span(knode))
+            for k, knode, v in self.mapping(fields["train"][1], "train")
+        ]
         return ir.TrainDef.model_construct(settings=settings, span=span)
 
     def params(self, fields: dict) -> list[ir.Param]:
@@ -174,19 +214,25 @@ class _Reader:
         out = []
         for node in self.seq(fields["params"][1], "params"):
             if isinstance(node, yaml.ScalarNode):
-                out.append(ir.Param.model_construct(name=node.value, default=None,
-                                                    span=self.span(node)))
+                out.append(
+                    ir.Param.model_construct(name=node.value, default=None, span=self.span(node))
+                )
                 continue
             for key, knode, value in self.mapping(node, "a parameter"):
-                out.append(ir.Param.model_construct(name=key, default=self.value(value),
-                                                    span=self.span(knode)))
+                out.append(
+                    ir.Param.model_construct(
+                        name=key, default=self.value(value), span=self.span(knode)
+                    )
+                )
         return out
 
     def after(self, fields: dict) -> list[ir.After]:
         if "after" not in fields:
             return []
-        return [ir.After.model_construct(kind=k, items=self.items(v), span=self.span(knode))
-                for k, knode, v in self.mapping(fields["after"][1], "after")]
+        return [
+            ir.After.model_construct(kind=k, items=self.items(v), span=self.span(knode))
+            for k, knode, v in self.mapping(fields["after"][1], "after")
+        ]
 
     def body(self, fields: dict) -> list:
         return self.items(fields["body"][1]) if "body" in fields else []
@@ -207,8 +253,12 @@ class _Reader:
         extras = {k: v for k, _, v in fields if k in _ITEM_KEYS}
         ops = [(k, knode, v) for k, knode, v in fields if k not in _ITEM_KEYS and k != "variant"]
         if len(ops) != 1:
-            raise _Invalid(node, "an item has exactly one operation (a layer, block, group, "
-                           "concat, add, tap or table)", "besides it, only `name` and `repeat`")
+            raise _Invalid(
+                node,
+                "an item has exactly one operation (a layer, block, group, "
+                "concat, add, tap or table)",
+                "besides it, only `name` and `repeat`",
+            )
         key, knode, value = ops[0]
         item = self.operation(key, knode, value, node, span)
         updates: dict[str, Any] = {}
@@ -218,8 +268,9 @@ class _Reader:
             updates["repeat"] = self.value(extras["repeat"])
         return item.model_copy(update=updates) if updates else item
 
-    def operation(self, key: str, knode: yaml.Node, value: yaml.Node, node: yaml.Node,
-                  span: ir.Span):
+    def operation(
+        self, key: str, knode: yaml.Node, value: yaml.Node, node: yaml.Node, span: ir.Span
+    ):
         if key == "group":
             return ir.Group.model_construct(items=self.items(value), span=span)
         if key in ("concat", "add"):
@@ -231,8 +282,11 @@ class _Reader:
             variant = dict((k, v) for k, _, v in self.mapping(node, "a table item")).get("variant")
             if variant is None:
                 raise _Invalid(node, "a table item needs `variant:`")
-            return ir.TableRef.model_construct(table=self.scalar(value, "table"),
-                                               variant=self.scalar(variant, "variant"), span=span)
+            return ir.TableRef.model_construct(
+                table=self.scalar(value, "table"),
+                variant=self.scalar(variant, "variant"),
+                span=span,
+            )
         args = [] if _is_null(value) else self.args(value)
         return self.word(key, args, span)
 
@@ -242,30 +296,36 @@ class _Reader:
 
         builder = _Builder(self.path, self.diags, origin=span)
         callee, sugar_args = builder.word_text(text, span)
-        return ir.Layer.model_construct(callee=callee or text, args=[*sugar_args, *(args or [])],
-                                        span=span, callee_span=span)
+        return ir.Layer.model_construct(
+            callee=callee or text, args=[*sugar_args, *(args or [])], span=span, callee_span=span
+        )
 
     def args(self, node: yaml.Node) -> list[ir.Arg]:
         if isinstance(node, yaml.MappingNode):
-            return [ir.Arg.model_construct(name=k, value=self.value(v), span=self.span(knode))
-                    for k, knode, v in self.mapping(node, "arguments")]
+            return [
+                ir.Arg.model_construct(name=k, value=self.value(v), span=self.span(knode))
+                for k, knode, v in self.mapping(node, "arguments")
+            ]
         if isinstance(node, yaml.ScalarNode):
-            return [ir.Arg.model_construct(name=None, value=self.value(node),
-                                           span=self.span(node))]
+            return [ir.Arg.model_construct(name=None, value=self.value(node), span=self.span(node))]
         out = []
         for entry in self.seq(node, "arguments"):
             if isinstance(entry, yaml.MappingNode):
                 out.extend(self.args(entry))
             else:
-                out.append(ir.Arg.model_construct(name=None, value=self.value(entry),
-                                                  span=self.span(entry)))
+                out.append(
+                    ir.Arg.model_construct(
+                        name=None, value=self.value(entry), span=self.span(entry)
+                    )
+                )
         return out
 
     def value(self, node: yaml.Node) -> ir.Expr:
         """A YAML scalar as an expression: numbers, booleans, null, strings, `{expr}`."""
         if isinstance(node, yaml.SequenceNode):
-            return ir.Tuple.model_construct(items=[self.value(n) for n in node.value],
-                                            span=self.span(node))
+            return ir.Tuple.model_construct(
+                items=[self.value(n) for n in node.value], span=self.span(node)
+            )
         text = self.scalar(node, "a value")
         span = self.span(node)
         tag = node.tag.rsplit(":", 1)[-1]
@@ -277,7 +337,9 @@ class _Reader:
                 raise _Invalid(node, "numbers must be finite")
             return ir.Num.model_construct(value=float(number), span=span)
         if tag == "bool":
-            return ir.Name.model_construct(id="true" if yaml.safe_load(text) else "false", span=span)
+            return ir.Name.model_construct(
+                id="true" if yaml.safe_load(text) else "false", span=span
+            )
         if tag == "null":
             return ir.Name.model_construct(id="none", span=span)
         if text.startswith("{") and text.endswith("}"):
@@ -358,8 +420,10 @@ def _statement(stmt) -> dict:
     if isinstance(stmt, ir.NetworkAlias):
         return {"network": stmt.name, "alias": stmt.target, "args": _args(stmt.args)}
     if isinstance(stmt, ir.TableDef):
-        return {"table": stmt.name, "rows": {r.variant: [_item(i) for i in r.items]
-                                             for r in stmt.rows}}
+        return {
+            "table": stmt.name,
+            "rows": {r.variant: [_item(i) for i in r.items] for r in stmt.rows},
+        }
     if isinstance(stmt, ir.TrainDef):
         return {"train": {s.name: _value(s.value) for s in stmt.settings}}
     key = "block" if isinstance(stmt, ir.BlockDef) else "network"

@@ -1,6 +1,7 @@
 """`make bench` / `python -m bench [--quick]`: every benchmark, as ratios against baselines
 measured in the same run. Writes bench/results/results.json and bench/results/results.md.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -11,10 +12,10 @@ import time
 from pathlib import Path
 
 SUITES = {
-    "check": "bench.bench_check",   # (a) cold check vs import torch, (e) check-time scaling
-    "model": "bench.bench_model",   # (b) build vs torchvision, (c) train step vs torchvision
-    "data": "bench.bench_data",     # (d) data pipeline vs ImageFolder + PIL + transforms
-    "gpu": "bench.bench_gpu",       # ResNet-34 images/s with bf16/channels_last/compile on/off
+    "check": "bench.bench_check",  # (a) cold check vs import torch, (e) check-time scaling
+    "model": "bench.bench_model",  # (b) build vs torchvision, (c) train step vs torchvision
+    "data": "bench.bench_data",  # (d) data pipeline vs ImageFolder + PIL + transforms
+    "gpu": "bench.bench_gpu",  # ResNet-34 images/s with bf16/channels_last/compile on/off
 }
 
 
@@ -22,8 +23,12 @@ def machine() -> dict:
     """What the numbers were measured on."""
     import os
 
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     try:
         import torch
 

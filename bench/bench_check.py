@@ -1,6 +1,7 @@
 """Benchmarks of the checker: (a) cold `archc check` against `import torch`, and (e) check
 time against spec size, which should grow linearly.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -31,14 +32,28 @@ def cold_check(repeats: int = 5) -> dict:
         a.append(_cold(check))
         b.append(_cold(torch))
     ratio = statistics.median(a) / statistics.median(b)
-    return {"check_s": statistics.median(a), "import_torch_s": statistics.median(b),
-            "ratio": ratio, "target": 0.15, "ok": ratio <= 0.15}
+    return {
+        "check_s": statistics.median(a),
+        "import_torch_s": statistics.median(b),
+        "ratio": ratio,
+        "target": 0.15,
+        "ok": ratio <= 0.15,
+    }
 
 
 def _spec(blocks: int) -> str:
     """A network of `blocks` distinct lines, each calling a small residual block."""
-    lines = ["block unit(c):", "    add:", "        conv3-{c} bn relu conv3-{c} bn", "        shortcut",
-             "    relu", "", "network big(num_classes=10):", "    input 3x32x32", "    stem: conv3-16"]
+    lines = [
+        "block unit(c):",
+        "    add:",
+        "        conv3-{c} bn relu conv3-{c} bn",
+        "        shortcut",
+        "    relu",
+        "",
+        "network big(num_classes=10):",
+        "    input 3x32x32",
+        "    stem: conv3-16",
+    ]
     lines += [f"    b{i}: unit(16)" for i in range(blocks)]
     lines += ["    global-avgpool flatten", "    fc: FC-{num_classes}", ""]
     return "\n".join(lines)
@@ -67,8 +82,10 @@ def _timed(fn) -> float:
 
 def run(quick: bool = False) -> dict:
     """Both checker benchmarks."""
-    return {"a_cold_check": cold_check(3 if quick else 7),
-            "e_scaling": scaling((10, 100, 500) if quick else (10, 50, 100, 250, 500, 1000, 2000))}
+    return {
+        "a_cold_check": cold_check(3 if quick else 7),
+        "e_scaling": scaling((10, 100, 500) if quick else (10, 50, 100, 250, 500, 1000, 2000)),
+    }
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 and torch.compile switched on and off, and the fraction of step time spent waiting for
 data. Without CUDA every figure is reported as not measured.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,11 @@ def _synthetic_images(n: int, size: int = 256):
     from runtime.data import ImageSet
 
     rng = np.random.default_rng(0)
-    return ImageSet(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-                    rng.integers(0, 2, n).astype(np.int64), ["cat", "dog"])
+    return ImageSet(
+        rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        rng.integers(0, 2, n).astype(np.int64),
+        ["cat", "dog"],
+    )
 
 
 def _throughput(bf16: bool, channels_last: bool, compiled: bool, steps: int, batch: int) -> dict:
@@ -30,8 +34,15 @@ def _throughput(bf16: bool, channels_last: bool, compiled: bool, steps: int, bat
     step_model = torch.compile(model) if compiled else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     images = _synthetic_images(batch * 8)
-    loader = BatchLoader(images, np.arange(len(images)), batch, train=True, out_size=224,
-                         device=device, drop_last=True)
+    loader = BatchLoader(
+        images,
+        np.arange(len(images)),
+        batch,
+        train=True,
+        out_size=224,
+        device=device,
+        drop_last=True,
+    )
     wait = busy = 0.0
     done = 0
     for epoch in range(10_000):
@@ -60,7 +71,10 @@ def _throughput(bf16: bool, channels_last: bool, compiled: bool, steps: int, bat
             done += 1
         if done >= steps + 5:
             break
-    return {"images_per_s": steps * batch / (wait + busy), "data_wait_fraction": wait / (wait + busy)}
+    return {
+        "images_per_s": steps * batch / (wait + busy),
+        "data_wait_fraction": wait / (wait + busy),
+    }
 
 
 def run(quick: bool = False) -> dict:
@@ -72,9 +86,12 @@ def run(quick: bool = False) -> dict:
     if not torch.cuda.is_available():
         return {"measured": False, "reason": "no CUDA device on this machine: not measured"}
     steps, batch = (10, 64) if quick else (40, 128)
-    configs = {"baseline fp32": (False, False, False), "bf16": (True, False, False),
-               "bf16+channels_last": (True, True, False),
-               "bf16+channels_last+compile": (True, True, True)}
+    configs = {
+        "baseline fp32": (False, False, False),
+        "bf16": (True, False, False),
+        "bf16+channels_last": (True, True, False),
+        "bf16+channels_last+compile": (True, True, True),
+    }
     out = {name: _throughput(*flags, steps=steps, batch=batch) for name, flags in configs.items()}
     base = out["baseline fp32"]["images_per_s"]
     for row in out.values():

@@ -2,6 +2,7 @@
 runtime/after.py (eval, predict, submit, export). `archc` finds `register` through the
 `archc.commands` entry point.
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,8 +32,9 @@ def _fail(message: str, code: int = 1) -> None:
 
 def train_command(
     spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
-    data: Optional[Path] = typer.Option(None, "--data", "-d",
-                                        help="Image folder, Kaggle train/ or train.zip"),
+    data: Optional[Path] = typer.Option(
+        None, "--data", "-d", help="Image folder, Kaggle train/ or train.zip"
+    ),
     epochs: Optional[int] = typer.Option(None, help="Epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Global batch size"),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate"),
@@ -43,12 +45,14 @@ def train_command(
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm"),
     accumulate: Optional[int] = typer.Option(None, help="Gradient accumulation steps"),
-    image_size: Optional[int] = typer.Option(None, "--image-size",
-                                             help="Training resolution (default: the spec's input)"),
+    image_size: Optional[int] = typer.Option(
+        None, "--image-size", help="Training resolution (default: the spec's input)"
+    ),
     workers: Optional[int] = typer.Option(None, help="Decoding processes"),
     seed: Optional[int] = typer.Option(None, help="Random seed"),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic",
-                                                 help="Bit-identical runs on the CPU"),
+    deterministic: Optional[bool] = typer.Option(
+        None, "--deterministic", help="Bit-identical runs on the CPU"
+    ),
     compile: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model"),
     device: Optional[str] = typer.Option(None, help="auto, cuda, mps or cpu"),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction"),
@@ -58,8 +62,9 @@ def train_command(
     run: Optional[Path] = typer.Option(None, "--run", help="Run folder (default runs/NAME-TIME)"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder"),
     init: Optional[str] = typer.Option(None, "--init", help="torchvision, or a weights file"),
-    nproc: Optional[int] = typer.Option(None, "--nproc",
-                                        help="Processes per node: launches torchrun"),
+    nproc: Optional[int] = typer.Option(
+        None, "--nproc", help="Processes per node: launches torchrun"
+    ),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm under DDP"),
 ) -> None:
     """Train a spec on an image folder; checkpoints, metrics and plots go to a run folder."""
@@ -73,17 +78,39 @@ def train_command(
     from .train import TrainError, TrainRequest
     from .train import train as run_train
 
-    settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                    schedule=schedule, warmup_epochs=warmup, weight_decay=weight_decay,
-                    label_smoothing=label_smoothing, grad_clip=grad_clip, accumulate=accumulate,
-                    image_size=image_size, workers=workers, seed=seed,
-                    deterministic=deterministic, compile=compile, device=device,
-                    val_fraction=val_fraction)
+    settings = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        schedule=schedule,
+        warmup_epochs=warmup,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        grad_clip=grad_clip,
+        accumulate=accumulate,
+        image_size=image_size,
+        workers=workers,
+        seed=seed,
+        deterministic=deterministic,
+        compile=compile,
+        device=device,
+        val_fraction=val_fraction,
+    )
     if not spec.exists():
         _fail(f"spec file `{spec}` not found")
-    req = TrainRequest(spec=spec, data=data, params=parse_sets(sets), variant=variant,
-                       network=network, settings={k: v for k, v in settings.items() if v is not None},
-                       run=run, resume=resume, init=init, sync_bn=sync_bn)
+    req = TrainRequest(
+        spec=spec,
+        data=data,
+        params=parse_sets(sets),
+        variant=variant,
+        network=network,
+        settings={k: v for k, v in settings.items() if v is not None},
+        run=run,
+        resume=resume,
+        init=init,
+        sync_bn=sync_bn,
+    )
     try:
         result = run_train(req)
     except TrainError as exc:
@@ -115,34 +142,40 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 @data_app.command("synth")
-def synth_command(out: Path = typer.Argument(..., help="Folder to write"),
-                  n: int = typer.Option(400, "--n", help="Labelled images (half cats, half dogs)"),
-                  test: int = typer.Option(0, "--test", help="Unlabelled images in test1/"),
-                  seed: int = typer.Option(0, "--seed")) -> None:
+def synth_command(
+    out: Path = typer.Argument(..., help="Folder to write"),
+    n: int = typer.Option(400, "--n", help="Labelled images (half cats, half dogs)"),
+    test: int = typer.Option(0, "--test", help="Unlabelled images in test1/"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
     """Write a deterministic synthetic Dogs-vs-Cats dataset in Kaggle's layout."""
     from .synth import write_synthetic
 
     if n < 2:
         _fail("--n must be at least 2 (one image per class)")
     write_synthetic(out, n=n, seed=seed, test_n=test)
-    typer.echo(f"wrote {n} images to {out / 'train'}" + (f" and {test} to {out / 'test1'}"
-                                                           if test else ""))
+    typer.echo(
+        f"wrote {n} images to {out / 'train'}" + (f" and {test} to {out / 'test1'}" if test else "")
+    )
 
 
 @data_app.command("cache")
-def cache_command(path: Path = typer.Argument(..., help="Image folder, train/ or train.zip"),
-                  size: int = typer.Option(256, "--size", help="Short side of the cached images"),
-                  workers: int = typer.Option(2, "--workers")) -> None:
+def cache_command(
+    path: Path = typer.Argument(..., help="Image folder, train/ or train.zip"),
+    size: int = typer.Option(256, "--size", help="Short side of the cached images"),
+    workers: int = typer.Option(2, "--workers"),
+) -> None:
     """Decode a dataset once into the memory-mapped uint8 cache that `train` reads."""
     from .data import DataError, load_images
     from .train import cache_dir
 
     try:
-        images = load_images(path, size=size, cache_dir=cache_dir(), workers=workers,
-                             progress=True)
+        images = load_images(path, size=size, cache_dir=cache_dir(), workers=workers, progress=True)
     except DataError as exc:
         _fail(str(exc))
-    typer.echo(f"cached {len(images)} images of {size}×{size} in {cache_dir()} "
-               f"({len(images.classes)} classes; skipped {len(images.skipped)})")
+    typer.echo(
+        f"cached {len(images)} images of {size}×{size} in {cache_dir()} "
+        f"({len(images.classes)} classes; skipped {len(images.skipped)})"
+    )
     for p, why in images.skipped:
         typer.echo(f"  skipped {p}: {why}")

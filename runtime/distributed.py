@@ -5,6 +5,7 @@
 argparse classifies every argument up front, so without it archc's `--run` is rejected as an
 ambiguous abbreviation of torchrun's `--run-path`.
 """
+
 from __future__ import annotations
 
 import os
@@ -92,13 +93,25 @@ def _sync_bn_supported(world: World, device: torch.device) -> bool:
     if device.type == "cuda":
         return True
     if world.is_main and world.distributed:
-        print(f"warning: --sync-bn needs CUDA GPUs; on {device.type} each process keeps its "
-              "own batch-norm statistics", file=sys.stderr)
+        print(
+            f"warning: --sync-bn needs CUDA GPUs; on {device.type} each process keeps its "
+            "own batch-norm statistics",
+            file=sys.stderr,
+        )
     return False
 
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Re-run this command under torchrun with `nproc` processes; returns its exit code."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "--", "archc", *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "--",
+        "archc",
+        *argv,
+    ]
     return subprocess.call(cmd)

@@ -13,6 +13,7 @@ learns it at 32-64 px from a few hundred images; a colour histogram does not.
 Determinism: every image has its own generator seeded by ``(seed, split, index)``, so the same
 seed gives byte-identical files (same Pillow/libjpeg build), independent of ``n``.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,7 +66,10 @@ def _shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, kind: str, w: in
         t = np.linspace(0, 2 * math.pi, 32, endpoint=False)
         pts = np.stack([r * np.cos(t), r * float(rng.uniform(0.7, 1.0)) * np.sin(t)], axis=1)
     else:  # a stripe: a long thin bar at any angle, so rotation keeps the class
-        half, thick = float(rng.uniform(0.14, 0.24)) * short, float(rng.uniform(0.025, 0.045)) * short
+        half, thick = (
+            float(rng.uniform(0.14, 0.24)) * short,
+            float(rng.uniform(0.025, 0.045)) * short,
+        )
         cx = rng.uniform(x0 + half, x0 + short - half)
         cy = rng.uniform(y0 + half, y0 + short - half)
         pts = np.array([[-half, -thick], [half, -thick], [half, thick], [-half, thick]])

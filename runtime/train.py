@@ -3,6 +3,7 @@
 The steps read as a sentence: check the spec, load the images, split them, write the
 run folder, fit, report. Everything a run needs to be rebuilt is in its folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,15 +48,17 @@ class TrainRequest:
 def cache_dir() -> Path:
     """Where decoded image caches live: $ARCHC_CACHE, else ~/.cache/archc/images."""
     root = os.environ.get("ARCHC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "archc")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "archc"
+    )
     return Path(root) / "images"
 
 
 def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None):
     """The check result of a valid spec, or TrainError carrying the rendered diagnostics."""
     shape = (3, image_size, image_size) if image_size else None
-    result = archc.check(req.spec, params, network=req.network, variant=req.variant,
-                         input_shape=shape)
+    result = archc.check(
+        req.spec, params, network=req.network, variant=req.variant, input_shape=shape
+    )
     if not result.ok:
         from archc.render import render_all
 
@@ -81,12 +84,15 @@ def train(req: TrainRequest) -> FitResult:
     """Run (or resume) one training job; see the module docstring."""
     world = from_env()
     resume_dir = Path(req.resume) if req.resume else None
-    saved_config, saved_params = (load_hparams(resume_dir) if resume_dir else (None, None))
+    saved_config, saved_params = load_hparams(resume_dir) if resume_dir else (None, None)
     record = _read_record(resume_dir) if resume_dir else {}
     data_path = Path(req.data or record.get("data_path") or "")
     if not str(data_path) or not data_path.exists():
-        raise TrainError(f"dataset `{data_path}` not found" if str(data_path) else
-                         "give the images with --data PATH")
+        raise TrainError(
+            f"dataset `{data_path}` not found"
+            if str(data_path)
+            else "give the images with --data PATH"
+        )
     base = dict(saved_config.model_dump()) if saved_config else _spec_train(req)
     config = _config(base, req.settings)
     device = select_device(config.device)
@@ -97,14 +103,26 @@ def train(req: TrainRequest) -> FitResult:
         checked = check_spec(req, params, config.image_size)
         net, spec_text = checked.network, bundle_program(checked.program)
         size = config.image_size or net.input_shape[1]
-        split = load_split(resume_dir) if resume_dir else stratified_split(
-            images.labels, config.val_fraction, config.seed)
-        run_dir = _run_dir(req, net, world, resume_dir, spec_text, params, config, split,
-                           data_path, images)
+        split = (
+            load_split(resume_dir)
+            if resume_dir
+            else stratified_split(images.labels, config.val_fraction, config.seed)
+        )
+        run_dir = _run_dir(
+            req, net, world, resume_dir, spec_text, params, config, split, data_path, images
+        )
         train_loader, val_loader = _loaders(images, split, config, size, device, world)
         factory = _factory(net, req.init, req.console)
-        return fit(factory, train_loader, val_loader, config, run_dir, resume=resume_dir is not None,
-                   console=req.console, wrap=ddp_wrapper(world, device, req.sync_bn))
+        return fit(
+            factory,
+            train_loader,
+            val_loader,
+            config,
+            run_dir,
+            resume=resume_dir is not None,
+            console=req.console,
+            wrap=ddp_wrapper(world, device, req.sync_bn),
+        )
     finally:
         shutdown()
 
@@ -128,14 +146,18 @@ def _load(data_path: Path, config: TrainConfig, world: World) -> ImageSet:
     size = max(config.cache_size, config.image_size or 0)
     if not world.is_main:
         barrier()
-    images = load_images(data_path, size=size, cache_dir=cache_dir(), workers=config.workers,
-                         progress=world.is_main)
+    images = load_images(
+        data_path, size=size, cache_dir=cache_dir(), workers=config.workers, progress=world.is_main
+    )
     if world.is_main:
         barrier()
         if images.skipped:
-            print(f"skipped {len(images.skipped)} unreadable file(s): "
-                  + ", ".join(f"{Path(p).name} ({why})" for p, why in images.skipped[:5])
-                  + (" ..." if len(images.skipped) > 5 else "") + " (full list in skipped.txt)")
+            print(
+                f"skipped {len(images.skipped)} unreadable file(s): "
+                + ", ".join(f"{Path(p).name} ({why})" for p, why in images.skipped[:5])
+                + (" ..." if len(images.skipped) > 5 else "")
+                + " (full list in skipped.txt)"
+            )
     return images
 
 
@@ -152,8 +174,18 @@ def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data
     if world.is_main:
         run_dir = Path(req.run or Path("runs") / f"{net.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
-            create_run(run_dir, spec_text, str(req.spec), params, config, split, data_path,
-                       images.classes, images.skipped, network=net.name)
+            create_run(
+                run_dir,
+                spec_text,
+                str(req.spec),
+                params,
+                config,
+                split,
+                data_path,
+                images.classes,
+                images.skipped,
+                network=net.name,
+            )
         except FileExistsError as exc:
             raise TrainError(f"{exc}; pass --resume {run_dir} to continue it") from exc
         name = str(run_dir)
@@ -162,13 +194,21 @@ def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data
 
 def _loaders(images: ImageSet, split, config: TrainConfig, size: int, device, world: World):
     if config.batch_size % world.size:
-        raise TrainError(f"batch size {config.batch_size} must divide by the {world.size} "
-                         "processes (it is the global batch)")
+        raise TrainError(
+            f"batch size {config.batch_size} must divide by the {world.size} "
+            "processes (it is the global batch)"
+        )
     per_rank = config.batch_size // world.size
     aug = config.augment()
     train_idx, val_idx = split
-    common = dict(out_size=size, device=device, aug=aug, seed=config.seed, rank=world.rank,
-                  world_size=world.size)
+    common = dict(
+        out_size=size,
+        device=device,
+        aug=aug,
+        seed=config.seed,
+        rank=world.rank,
+        world_size=world.size,
+    )
     train_loader = BatchLoader(images, train_idx, per_rank, train=True, drop_last=True, **common)
     val_loader = BatchLoader(images, val_idx, per_rank, train=False, **common)
     return train_loader, val_loader

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, example, given, reject, settings
 from hypothesis import strategies as st
-from lark.indenter import DedentError
 
 import archc
 from archc.api import CheckResult

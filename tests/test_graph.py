@@ -24,7 +24,8 @@ except ImportError:  # pragma: no cover - tests/ became a package
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "specs"
 SVG = "{http://www.w3.org/2000/svg}"
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is not installed")
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
+                               reason="graphviz's dot is not installed")
 
 
 @functools.cache

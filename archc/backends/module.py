@@ -6,6 +6,7 @@ spec (and line up with torchvision's keys). Purely sequential scopes become
 plan compiled once, at construction, into plain Python closures: per call there is no
 IR to interpret, only module calls, `torch.cat` and `+`.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -119,7 +120,8 @@ def scope_module(scope: Scope) -> nn.Module:
     """The torch module of a scope: nn.Sequential when it is a plain sequence."""
     children = OrderedDict(
         (c.name, scope_module(c) if isinstance(c, Scope) else layer_module(c))
-        for c in scope.children)
+        for c in scope.children
+    )
     if scope.is_sequential:
         cls = _named(scope.title, nn.Sequential) if scope.title else nn.Sequential
         return cls(children)
@@ -132,7 +134,8 @@ def to_module(net: Network, init: str = "kaiming") -> nn.Module:
     root = net.root
     children = OrderedDict(
         (c.name, scope_module(c) if isinstance(c, Scope) else layer_module(c))
-        for c in root.children)
+        for c in root.children
+    )
     model = _named(net.name, Net)(children, root.plan, tuple(net.aux_outputs))
     if init == "kaiming":
         initialize(model)

@@ -241,7 +241,8 @@ def test_predict_skips_unreadable_files_and_exits_1(cli, run, data, tmp_path):
     report = json.loads(result.stdout)
     assert [Path(p["file"]).name for p in report["predictions"]] == ["good.jpg"]
     reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
-    assert set(reasons) == {"broken.jpg", "missing.jpg"} and reasons["missing.jpg"] == "no such file"
+    assert set(reasons) == {"broken.jpg", "missing.jpg"}
+    assert reasons["missing.jpg"] == "no such file"
     assert "skipped" in result.stderr and "broken.jpg" in result.stderr
 
 
@@ -305,7 +306,8 @@ def test_submit_refuses_bad_test_folders(cli, run, data, tmp_path):
 
 
 def _probe(trained, batch=4):
-    return torch.randn((batch, *trained.network.input_shape), generator=torch.Generator().manual_seed(7))
+    seeded = torch.Generator().manual_seed(7)
+    return torch.randn((batch, *trained.network.input_shape), generator=seeded)
 
 
 def test_export_onnx_matches_torch(cli, run, trained, tmp_path):

@@ -110,7 +110,7 @@ def test_discover_three_class_tree(kaggle, tmp_path):
     files, labels, classes = discover(root)
     assert classes == ["Apple", "mango", "zebra"]  # sorted folder names, like ImageFolder
     assert labels == [0, 0, 0, 1, 2, 2]
-    assert all(Path(f).relative_to(root).parts[0] == classes[l] for f, l in zip(files, labels))
+    assert all(Path(f).relative_to(root).parts[0] == classes[k] for f, k in zip(files, labels))
     ims = load_images(root, size=SIZE, workers=1)
     assert ims.images.shape == (6, SIZE, SIZE, 3) and ims.classes == classes
 
