@@ -112,7 +112,7 @@ def _count(n: int) -> str:
 
 
 def _macs(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
             return f"{n / size:.2f} {unit}MACs"
     return f"{n} MACs"

@@ -64,6 +64,7 @@ def _cache_path(start: str) -> str | bool:
 
 def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     """Parse .arch source; syntax errors go to `diags` and give None."""
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the spec
     if not text.endswith("\n"):
         text += "\n"
     try:
@@ -135,15 +136,30 @@ _TOKEN_NAMES = {
     "COLON": "`:`",
     "COMMA": "`,`",
     "EQUAL": "`=`",
+    "PLUS": "`+`",
+    "MINUS": "`-`",
+    "STAR": "`*`",
+    "SLASH": "`/`",
+    "PERCENT": "`%`",
+    "DOUBLESLASH": "`//`",
+    "DOUBLESTAR": "`**`",
     "$END": "the end of the file",
 }
 
 
 def _describe(names: set[str]) -> str:
-    words = sorted({_TOKEN_NAMES.get(n, f"`{n.strip(chr(34)).lower()}`") for n in names})
+    words = sorted({_TOKEN_NAMES.get(n) or _literal(n) for n in names})
     if len(words) > 6:
         words = words[:6] + ["..."]
     return ", ".join(words)
+
+
+def _literal(name: str) -> str:
+    """How to show a terminal the table does not name: its literal text (`//`, `block`)."""
+    for term in _parser().terminals:
+        if term.name == name and term.pattern.type == "str":
+            return f"`{term.pattern.value}`"
+    return f"`{name.lower()}`"
 
 
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
@@ -544,7 +560,7 @@ class _Builder:
             head = "-".join(parts[:cut])
             rest = list(zip(parts[cut:], offsets[cut:]))
             kind = lookup(head) if "{" not in head else None
-            head_arg = None
+            head_arg, head_failed = None, False
             if kind is None:
                 m = re.fullmatch(r"([A-Za-z_][A-Za-z_-]*?)(\d+|\{[^{}\n]*\})", head)
                 if not m:
@@ -554,6 +570,7 @@ class _Builder:
                     continue
                 start = m.start(2)
                 value = self.atom_value(m.group(2), self.sub(span, start, len(head)))
+                head_failed = value is None
                 head_arg = (
                     ir.Arg.model_construct(
                         name=kind.sugar[0], value=value, span=self.sub(span, start, len(head))
@@ -581,6 +598,9 @@ class _Builder:
                             name=pname, value=value, span=self.sub(span, at, at + len(piece))
                         )
                     )
+            wanted = len(rest) + (1 if head_arg is not None or head_failed else 0)
+            if head_failed or len(args) < wanted:
+                return None, []  # a part was reported as invalid; a half layer would mislead
             return kind.name, args
         return text, []  # not notation we know: resolve reports the unknown name
 

@@ -507,7 +507,7 @@ class Resolver:
                         arg.span,
                         f"`{block.name}` takes {len(names)} argument"
                         f"{'s' if len(names) != 1 else ''}, got more",
-                        f"its signature is {block.name}({', '.join(names)})",
+                        f"its signature is {_signature(block)}",
                     )
                     ok = False
                     continue
@@ -518,8 +518,7 @@ class Resolver:
                     "E102",
                     arg.span,
                     f"block `{block.name}` has no parameter `{arg.name}`",
-                    did_you_mean(arg.name, names)
-                    or f"its signature is {block.name}({', '.join(names)})",
+                    did_you_mean(arg.name, names) or f"its signature is {_signature(block)}",
                 )
                 ok = False
                 continue
@@ -541,7 +540,7 @@ class Resolver:
                     "E105",
                     item.span,
                     f"`{block.name}` needs argument `{p.name}`",
-                    f"its signature is {block.name}({', '.join(names)})",
+                    f"its signature is {_signature(block)}",
                 )
                 ok = False
         if not ok or any(v is ERROR for v in env.values.values()):
@@ -851,6 +850,16 @@ def _check_type(kind: str, value: Any) -> Any:
     if kind == "padding":
         return value if (is_int or value in ("same", "valid")) else ERROR
     return value
+
+
+def _signature(block: ir.BlockDef) -> str:
+    """`unit(c, stride=1)`: a block's signature with its defaults, as written."""
+    from .unparse import expr
+
+    parts = [
+        p.name + (f"={expr(p.default)}" if p.default is not None else "") for p in block.params
+    ]
+    return f"{block.name}({', '.join(parts)})"
 
 
 def _signature_hint(kind: LayerKind) -> str:
