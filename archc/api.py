@@ -52,7 +52,33 @@ def check(
     net = None
     if program.root_file is not None:
         net = Resolver(program, diags).network(network, overrides, input_shape)
-    return CheckResult(net, diags.sorted(), program)
+    found = diags.sorted()
+    if net is not None and any(d.code == "E202" for d in found):
+        found = _note_smallest_input(found, program, network, overrides, net.input_shape)
+    return CheckResult(net, found, program)
+
+
+def _note_smallest_input(found: list[Diagnostic], program: Program, network: str | None,
+                         overrides: dict[str, Any], shape: Shape) -> list[Diagnostic]:
+    """Add to each 'spatial size below 1' error the smallest network input that passes."""
+    from dataclasses import replace
+
+    from .shapes import input_sizes
+
+    channels, height, width = shape
+    size = max(height, width)
+    while size <= 8192:
+        size *= 2
+        trial = Diagnostics()
+        net = Resolver(program, trial).network(network, overrides, (channels, size, size))
+        if net is not None and not any(d.code == "E202" for d in trial.items):
+            smallest = input_sizes(net).smallest
+            if smallest is None:
+                break
+            note = (f"the network needs an input of at least {smallest}×{smallest} "
+                    f"(it is {height}×{width})")
+            return [replace(d, notes=(*d.notes, note)) if d.code == "E202" else d for d in found]
+    return found
 
 
 def load(
