@@ -178,12 +178,19 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
                 else ("end of line" if tok.type == "_NL" else f"`{tok.value}`")
             )
         )
-        if tok.type in ("_NL", "_DEDENT", "_INDENT", "$END"):
+        message = f"unexpected {found}"
+        hint = f"expected {_describe(set(exc.expected))}"
+        opener = _unclosed(text) if tok.type in ("_DEDENT", "$END") else None
+        if opener is not None:
+            line, col, char = opener
+            message, hint = f"`{char}` is never closed", _CLOSE_HINTS[char]
+        elif tok.type == "_INDENT":  # point at the over-indented line, not the one before
+            line, col, width = _indented_line(text, tok)
+            hint = "indent the block with the same number of spaces on every line"
+        elif tok.type in ("_NL", "_DEDENT", "$END"):
             line, col = _end_of_previous_line(text, tok)
         else:
             width = max(len(str(tok.value)), 1)
-        message = f"unexpected {found}"
-        hint = f"expected {_describe(set(exc.expected))}"
     elif isinstance(exc, UnexpectedCharacters):
         message = f"unexpected character `{text[exc.pos_in_stream]}`"
         hint = f"expected {_describe(set(exc.allowed or ()))}" if exc.allowed else None
@@ -191,6 +198,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
         message = "unexpected end of file"
         hint = f"expected {_describe(set(exc.expected))}"
         line, col = _last_position(text)
+        opener = _unclosed(text)
+        if opener is not None:
+            line, col, char = opener
+            message, hint = f"`{char}` is never closed", _CLOSE_HINTS[char]
     else:  # pragma: no cover - lark has no other kinds today
         message, hint = str(exc).splitlines()[0], None
     if "indent" in str(exc).lower() and "Unexpected" not in message:
@@ -199,6 +210,45 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
         file=path, line=line, column=col, end_line=line, end_column=col + width
     )
     return Diagnostic("E001", "error", span, f"syntax error: {message}", hint)
+
+
+_CLOSE_HINTS = {
+    "[": "close the group with `]`",
+    "(": "close the parentheses with `)`",
+    "{": "close the expression with `}`",
+}
+
+
+def _unclosed(text: str) -> tuple[int, int, str] | None:
+    """The first bracket still open at the end of the text (comments and strings skipped)."""
+    stack: list[tuple[int, int, str]] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for number, line in enumerate(text.splitlines(), 1):
+        quote = None
+        for col, ch in enumerate(line, 1):
+            if quote:
+                quote = None if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "([{":
+                stack.append((number, col, ch))
+            elif ch in pairs and stack and stack[-1][2] == pairs[ch]:
+                stack.pop()
+    return stack[0] if stack else None
+
+
+def _indented_line(text: str, tok: Token) -> tuple[int, int, int]:
+    """Line, column and word width of the first non-blank character after `tok`'s newline."""
+    pos = tok.start_pos if tok.start_pos is not None else 0
+    rest = text[pos:]
+    skipped = len(rest) - len(rest.lstrip())
+    start = pos + skipped
+    line = text.count("\n", 0, start) + 1
+    col = start - (text.rfind("\n", 0, start) + 1) + 1
+    word = text[start:].split(None, 1)[0] if text[start:].strip() else " "
+    return line, col, len(word)
 
 
 def _dedent_diagnostic(text: str, path: str):

@@ -34,12 +34,6 @@ except ImportError:  # pragma: no cover - depends on pytest's import mode
         _shared_assert_golden = None
 
 XFAIL = {
-    "syntax_bad_indent.arch":
-        "bug: an over-indented line is reported at the end of the line before it (4:18) as "
-        "'unexpected an indented block'; expected the indented line itself (5:7)",
-    "syntax_unclosed_bracket.arch":
-        "bug: an unclosed `[` is reported at the end of the file as 'unexpected the end of "
-        "the block'; expected the `[` itself (4:15), saying it is never closed",
     "duplicate_labels.arch":
         "bug: E111 underlines the whole `label: item` instead of the repeated label, and "
         "does not say where the label was first used",
