@@ -9,6 +9,8 @@ variants, parameters, imports, shapes) → backends.
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,25 @@ def check(
     text: str | None = None,
 ) -> CheckResult:
     """Parse, resolve and shape-check a spec; never raises for problems in the spec."""
+    with _collector_paused():
+        return _check(spec, params, network, variant, input_shape, text)
+
+
+@contextmanager
+def _collector_paused():
+    """Pause Python's cycle collector while checking: the IR and module tree are built in one
+    burst of small objects with no garbage cycles, and the collector's full passes made check
+    time grow faster than the spec (0.19 → 0.29 ms per block from 250 to 2,000 blocks)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _check(spec, params, network, variant, input_shape, text) -> CheckResult:
     diags = Diagnostics()
     program = load_program(str(spec), diags, text=text)
     overrides = dict(params or {})
