@@ -9,14 +9,15 @@ of `check`. The runtime verbs (train, data, eval, predict, submit, export) come 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-from .diagnostics import Diagnostic
+from .console import check_report, fail, parse_sets, parse_shape, print_diagnostics
+
+__all__ = ["app", "fail", "main", "parse_sets", "parse_shape", "print_diagnostics"]
 
 app = typer.Typer(
     add_completion=False,
@@ -36,48 +37,6 @@ InputOption = typer.Option(None, "--input", help="Override the input shape, e.g.
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def parse_sets(values: list[str] | None) -> dict[str, Any]:
-    """`--set k=v` options as a dict of typed values."""
-    from .expressions import parse_value
-
-    out: dict[str, Any] = {}
-    for item in values or []:
-        if "=" not in item:
-            fail(f"--set expects NAME=VALUE, got `{item}`")
-        key, _, value = item.partition("=")
-        out[key.strip()] = parse_value(value)
-    return out
-
-
-def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    """`3x64x64` as (3, 64, 64)."""
-    if text is None:
-        return None
-    try:
-        dims = tuple(int(d) for d in text.lower().replace("×", "x").split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        fail(f"--input expects C×H×W such as 3x224x224, got `{text}`")
-    return dims
-
-
-def fail(message: str, hint: str | None = None, code: int = 2) -> None:
-    """Print an error in the diagnostics style and exit."""
-    typer.echo(f"error: {message}", err=True)
-    if hint:
-        typer.echo(f"  = hint: {hint}", err=True)
-    raise typer.Exit(code)
-
-
-def print_diagnostics(diags: list[Diagnostic], sources: dict[str, str]) -> None:
-    """Rendered diagnostics on stderr, coloured when it is a terminal."""
-    from .render import render_all
-
-    if diags:
-        typer.echo(render_all(diags, sources, color=sys.stderr.isatty()), err=True)
 
 
 def checked(
@@ -107,17 +66,6 @@ def checked(
     return result.network
 
 
-def _count(n: int) -> str:
-    return f"{n:,}"
-
-
-def _macs(n: int) -> str:
-    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}MACs"
-    return f"{n} MACs"
-
-
 # --------------------------------------------------------------------------- verbs
 
 
@@ -132,64 +80,7 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result"),
 ) -> None:
     """Parse and shape-check a spec; print OK with shapes, or located errors (exit 1)."""
-    from .api import check as run_check
-    from .layers import fmt
-    from .shapes import input_sizes
-
-    if not spec.exists():
-        fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
-    result = run_check(
-        spec, parse_sets(sets), network=network, variant=variant, input_shape=parse_shape(input)
-    )
-    if as_json:
-        typer.echo(json.dumps(_check_json(result), indent=2))
-        raise typer.Exit(0 if result.ok else 1)
-    print_diagnostics(result.diagnostics, result.program.sources)
-    if not result.ok:
-        raise typer.Exit(1)
-    net = result.network
-    sizes = input_sizes(net)
-    aux = f" (+{len(net.aux_outputs)} auxiliary outputs in training)" if net.aux_outputs else ""
-    typer.echo(f"OK {net.name}: {fmt(net.input_shape)} → {fmt(net.output_shape)}{aux}")
-    typer.echo(f"   parameters: {_count(net.n_params)}   compute: {_macs(net.macs)}")
-    typer.echo(f"   valid input sizes: {sizes.describe()}")
-    if explain:
-        typer.echo("   inferred:")
-        for span, text in net.explain:
-            typer.echo(f"     {span.file}:{span.line}:{span.column}: {text}")
-
-
-def _check_json(result) -> dict:
-    from .shapes import input_sizes
-
-    data: dict[str, Any] = {
-        "ok": result.ok,
-        "diagnostics": [
-            {
-                "code": d.code,
-                "severity": d.severity,
-                "message": d.message,
-                "hint": d.hint,
-                "notes": list(d.notes),
-                "file": d.span.file,
-                "line": d.span.line,
-                "column": d.span.column,
-            }
-            for d in result.diagnostics
-        ],
-    }
-    if result.ok:
-        net = result.network
-        sizes = input_sizes(net)
-        data.update(
-            network=net.name,
-            input=list(net.input_shape),
-            output=list(net.output_shape),
-            parameters=net.n_params,
-            macs=net.macs,
-            input_sizes={"smallest": sizes.smallest, "step": sizes.step, "largest": sizes.largest},
-        )
-    return data
+    raise typer.Exit(check_report(spec, sets, variant, network, input, explain, as_json))
 
 
 @app.command()
@@ -362,10 +253,7 @@ def _load_plugins(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    # Must precede torch's import: OpenMP's default busy-waiting threads starve each other
-    # on small or shared CPUs (a training step measured 20-40x slower on 2 loaded cores).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """The full command line (archc.console.main sends everything but a plain check here)."""
     args = sys.argv[1:] if argv is None else argv
     _load_plugins(args)
     app(args=args, prog_name="archc")
