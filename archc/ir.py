@@ -117,6 +117,7 @@ class Layer(Node):
     label: str | None = None
     repeat: Expr | None = None
     span: Span = NOWHERE
+    label_span: Span = NOWHERE  # where the label is written
     callee_span: Span = NOWHERE  # just the word: where "unknown layer" points
 
 
@@ -128,6 +129,7 @@ class Group(Node):
     label: str | None = None
     repeat: Expr | None = None
     span: Span = NOWHERE
+    label_span: Span = NOWHERE  # where the label is written
 
 
 class Merge(Node):
@@ -139,6 +141,7 @@ class Merge(Node):
     label: str | None = None
     repeat: Expr | None = None
     span: Span = NOWHERE
+    label_span: Span = NOWHERE  # where the label is written
 
 
 class Tap(Node):
@@ -152,6 +155,7 @@ class Tap(Node):
     label: str | None = None
     repeat: Expr | None = None
     span: Span = NOWHERE
+    label_span: Span = NOWHERE  # where the label is written
 
 
 class TableRef(Node):
@@ -163,6 +167,7 @@ class TableRef(Node):
     label: str | None = None
     repeat: Expr | None = None
     span: Span = NOWHERE
+    label_span: Span = NOWHERE  # where the label is written
 
 
 Item = Annotated[Union[Layer, Group, Merge, Tap, TableRef], Field(discriminator="node")]

@@ -545,8 +545,13 @@ class _Builder:
     def item(self, t: Tree):
         label, repeat = None, None
         children = list(t.children)
+        label_span = None
         if isinstance(children[0], Token) and children[0].type == "LABEL":
-            label = str(children.pop(0))[:-1]
+            tok = children.pop(0)
+            label = str(tok)[:-1]
+            label_span = self.span(tok).model_copy(
+                update={"end_column": self.span(tok).end_column - 1}
+            )
         if isinstance(children[-1], Token) and children[-1].type == "REPEAT":
             repeat = self.repeat(children.pop())
         node = self.atom(children[0])
@@ -555,6 +560,7 @@ class _Builder:
         updates = {}
         if label is not None:
             updates["label"] = label
+            updates["label_span"] = label_span
         if repeat is not None:
             updates["repeat"] = repeat
         return node.model_copy(update=updates) if updates else node

@@ -8,7 +8,7 @@ becomes a diagnostic and the walk goes on, so one run reports them all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import ir
@@ -41,6 +41,8 @@ class Resolver:
     used: set[str] = field(default_factory=set)
     explain: list[tuple[ir.Span, str]] = field(default_factory=list)
     aux: dict[str, Shape | None] = field(default_factory=dict)
+    label_span: ir.Span = ir.NOWHERE  # where the label being named is written
+    label_uses: dict[tuple[int, str], ir.Span] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ network
 
@@ -219,6 +221,8 @@ class Resolver:
         self, item, body: _Body, scope: Scope, shape: Shape | None
     ) -> tuple[list[Op], Shape | None]:
         """Expand one item (with its repeat and label) into `scope`."""
+        if item.label is not None:  # read by name_for, which runs before any nested item
+            self.label_span = item.label_span
         if item.repeat is not None:
             return self.repeated(item, body, scope, shape)
         if isinstance(item, ir.Layer):
@@ -300,12 +304,15 @@ class Resolver:
         """The submodule name: the label, or the position as nn.Sequential numbers it."""
         if label is None:
             return str(len(scope.children))
+        where = span if self.label_span.file == "<builtin>" else self.label_span
+        first = self.label_uses.setdefault((id(scope), label), where)
         if any(c.name == label for c in scope.children):
             self.diags.error(
                 "E111",
-                span,
+                where,
                 f"`{label}` names two submodules of `{scope.path or scope.title}`",
                 "labels in one block must differ",
+                notes=(f"first used at {first.file}:{first.line}:{first.column}",),
             )
             return f"{label}_{len(scope.children)}"
         return label
@@ -477,6 +484,7 @@ class Resolver:
             return [], None
         inner = _Body(env, self.after_rules(block.after))
         self.stack.append(block.name)
+        mark = len(self.diags.items)
         try:
             result = self.nested(
                 item.label,
@@ -490,6 +498,7 @@ class Resolver:
             )
         finally:
             self.stack.pop()
+        self.note_call_site(mark, block, item)
         self.warn_unused_params(block.params, env)
         return result
 
@@ -547,6 +556,17 @@ class Resolver:
             return None
         env.used.clear()
         return env
+
+    def note_call_site(self, mark: int, block: ir.BlockDef, call: ir.Layer) -> None:
+        """Tell errors found inside a block's body which call of the block they came from."""
+        where = block.span
+        text = _source_text(self.program.sources.get(call.span.file), call.span)
+        note = f"in the call `{text}` at {call.span.file}:{call.span.line}:{call.span.column}"
+        for i in range(mark, len(self.diags.items)):
+            d = self.diags.items[i]
+            inside = d.span.file == where.file and where.line <= d.span.line <= where.end_line
+            if d.is_error and inside and not any(n.startswith("in the call") for n in d.notes):
+                self.diags.items[i] = replace(d, notes=(*d.notes, note))
 
     # ------------------------------------------------------------------ tables
 
@@ -784,7 +804,7 @@ class Resolver:
                 "auxiliary heads branch off the main path of the network",
             )
             return [], shape
-        head = item.head.model_copy(update={"label": item.label})
+        head = item.head.model_copy(update={"label": item.label, "label_span": item.label_span})
         if isinstance(head, ir.Layer) and head.callee not in self.program.blocks:
             head = ir.Group.model_construct(items=[item.head], label=item.label, span=item.span)
         ops, out = self.items([head], body, scope, shape)
@@ -889,6 +909,16 @@ def _kind_words() -> list[str]:
     from .layers import kind_names
 
     return kind_names()
+
+
+def _source_text(text: str | None, span: ir.Span) -> str:
+    """The source a one-line span covers (or its first line)."""
+    lines = (text or "").splitlines()
+    if not 1 <= span.line <= len(lines):
+        return "?"
+    line = lines[span.line - 1]
+    end = span.end_column - 1 if span.end_line == span.line else len(line)
+    return line[span.column - 1 : end].strip()
 
 
 def _file_span(path: str) -> ir.Span:

@@ -34,12 +34,6 @@ except ImportError:  # pragma: no cover - depends on pytest's import mode
         _shared_assert_golden = None
 
 XFAIL = {
-    "duplicate_labels.arch":
-        "bug: E111 underlines the whole `label: item` instead of the repeated label, and "
-        "does not say where the label was first used",
-    "block_argument_type.arch":
-        "bug: a wrongly typed block argument is reported inside the block body with no "
-        "mention of the call that passed it",
     "yaml_extra_key.yaml":
         "bug: a stray key beside a layer is reported at the item (6:7), not at the key "
         "itself (8:7), and the message does not name the key",
