@@ -40,6 +40,10 @@ _ITEM_KEYS = {"name", "repeat"}
 _OPS = {"group", "concat", "add", "tap", "table"}
 
 
+class _Reported(Exception):
+    """A problem already recorded as a diagnostic: stop without adding another."""
+
+
 class _Invalid(Exception):
     def __init__(self, node: yaml.Node, message: str, hint: str | None = None):
         super().__init__(message)
@@ -73,6 +77,8 @@ def load_yaml(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
         statements = [reader.statement(n) for n in reader.seq(root, "the top level")]
     except _Invalid as bad:
         diags.error("E004", reader.span(bad.node), bad.message, bad.hint)
+        return None
+    except _Reported:
         return None
     return ir.SpecFile.model_construct(path=path, statements=[s for s in statements if s])
 
@@ -252,6 +258,14 @@ class _Reader:
         fields = self.mapping(node, "an item")
         extras = {k: v for k, _, v in fields if k in _ITEM_KEYS}
         ops = [(k, knode, v) for k, knode, v in fields if k not in _ITEM_KEYS and k != "variant"]
+        if len(ops) > 1 and _is_layer_word(ops[0][0]):
+            key, knode, _ = ops[1]
+            raise _Invalid(
+                knode,
+                f"unexpected key `{key}` beside `{ops[0][0]}`",
+                "an item has one operation (a layer, block, group, concat, add, tap or table) "
+                "and only `name` and `repeat` beside it; indent arguments under the layer",
+            )
         if len(ops) != 1:
             raise _Invalid(
                 node,
@@ -346,10 +360,15 @@ class _Reader:
             from .parse import parse_expr
 
             parsed = parse_expr(text[1:-1], span, self.diags)
-            if parsed is None:
-                raise _Invalid(node, f"invalid expression `{text}`")
+            if parsed is None:  # parse_expr has reported it; stop reading this file
+                raise _Reported()
             return parsed
         return ir.Str.model_construct(value=text, span=span)
+
+
+def _is_layer_word(key: str) -> bool:
+    """True for a key that names a layer or block rather than a structure keyword."""
+    return key not in _OPS
 
 
 def _is_null(node: yaml.Node) -> bool:

@@ -34,11 +34,6 @@ except ImportError:  # pragma: no cover - depends on pytest's import mode
         _shared_assert_golden = None
 
 XFAIL = {
-    "yaml_extra_key.yaml":
-        "bug: a stray key beside a layer is reported at the item (6:7), not at the key "
-        "itself (8:7), and the message does not name the key",
-    "yaml_bad_expression.yaml":
-        "bug: an invalid \"{expression}\" in YAML is reported twice (E109 and E004)",
 }
 
 
