@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import zipfile
 from pathlib import Path
 
@@ -325,10 +324,8 @@ def test_cache_is_reused_without_decoding(messy, tmp_path):
     assert np.load(npys[0], mmap_mode="r").shape == (13, SIZE, SIZE, 3)
 
     mid = D.STATS["decoded"]
-    t0 = time.perf_counter()
     second = load_images(root, size=SIZE, cache_dir=cache, workers=1)
-    assert D.STATS["decoded"] == mid  # nothing decoded
-    assert time.perf_counter() - t0 < 2.0
+    assert D.STATS["decoded"] == mid  # nothing decoded: speed is bench/'s business, not a test's
     assert isinstance(second.images, np.memmap) and not second.images.flags.writeable
     np.testing.assert_array_equal(second.images, load_images(root, size=SIZE, workers=1).images)
     np.testing.assert_array_equal(second.labels, first.labels)
