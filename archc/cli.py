@@ -195,7 +195,12 @@ def graph(
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="out.svg, .png, .pdf or .dot"
     ),
-    depth: int = typer.Option(2, "--depth", help="Expand blocks down to this depth"),
+    depth: Optional[int] = typer.Option(
+        None,
+        "--depth",
+        help="Expand blocks down to this depth (default: 2, or 1 if that is "
+        "too many boxes to read)",
+    ),
     table: bool = typer.Option(
         False, "--table", help="Draw a multi-variant spec's configuration table"
     ),

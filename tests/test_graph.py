@@ -207,3 +207,15 @@ def test_cli_graph_without_dot_says_how_to_install_it(tmp_path):
     written = _archc_without_dot(tmp_path, "graph", spec, "-o", "net.dot")
     assert written.returncode == 0, written.stderr
     assert (tmp_path / "net.dot").read_text(encoding="utf-8") == to_dot(load("resnet18"))
+
+
+def test_default_depth_keeps_resnet152_readable():
+    """Without --depth, ResNet-152 falls back to stage boxes; ResNet-34 keeps its blocks."""
+    from archc.backends.dot import READABLE_NODES, _node_count
+
+    deep = archc.load(SPECS / "resnet152.arch")
+    auto, two = to_dot(deep, depth=None), to_dot(deep, depth=2)
+    assert _node_count(two) > READABLE_NODES >= _node_count(auto)
+    assert "×35" in auto  # layer3: the first bottleneck, then [bottleneck] ×35
+    shallow = archc.load(SPECS / "resnet34.arch")
+    assert to_dot(shallow, depth=None) == to_dot(shallow, depth=2)

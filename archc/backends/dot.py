@@ -17,6 +17,7 @@ Node ids are module paths, so the source is stable and golden files can pin it.
 `render` writes the source (.dot) or runs the real `dot` (.svg, .png, .pdf);
 `table_dot` draws a spec's configuration table (VGG's Table 1).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -59,9 +60,26 @@ class _Port:
     attrs: tuple[tuple[str, str], ...] = ()
 
 
-def to_dot(net: Network, depth: int = 2) -> str:
-    """DOT source for `net`; scopes nested `depth` levels deep are drawn as one node."""
-    return _Drawing(net, depth).source()
+def to_dot(net: Network, depth: int | None = 2) -> str:
+    """DOT source for `net`; scopes nested `depth` levels deep are drawn as one node.
+
+    `depth=None` picks the deepest view (2, else 1) that stays readable: at most
+    `READABLE_NODES` boxes, so ResNet-152 shows its stages as "[bottleneck] ×36" boxes.
+    """
+    if depth is not None:
+        return _Drawing(net, depth).source()
+    source = _Drawing(net, 2).source()
+    if _node_count(source) <= READABLE_NODES:
+        return source
+    return _Drawing(net, 1).source()
+
+
+READABLE_NODES = 90
+
+
+def _node_count(source: str) -> int:
+    """Node statements in DOT source (edges and attribute lines excluded)."""
+    return sum(1 for line in source.splitlines() if "[label=" in line and "->" not in line)
 
 
 class _Drawing:
@@ -71,13 +89,32 @@ class _Drawing:
         self.net, self.depth = net, depth
         self.graph = graphviz.Digraph(
             _dot_id(net.name),
-            graph_attr={"rankdir": "TB", "newrank": "true", "nodesep": "0.25", "ranksep": "0.3",
-                        "fontname": FONT, "fontsize": "11", "labelloc": "t",
-                        "label": f"{net.name}: {fmt(net.input_shape)} → {fmt(net.output_shape)}"},
-            node_attr={"fontname": FONT, "fontsize": "10", "style": "filled",
-                       "margin": "0.08,0.03", "height": "0.3", "penwidth": "0.8"},
-            edge_attr={"fontname": FONT, "fontsize": "8", "arrowsize": "0.6",
-                       "color": "#333333", "fontcolor": "#555555"})
+            graph_attr={
+                "rankdir": "TB",
+                "newrank": "true",
+                "nodesep": "0.25",
+                "ranksep": "0.3",
+                "fontname": FONT,
+                "fontsize": "11",
+                "labelloc": "t",
+                "label": f"{net.name}: {fmt(net.input_shape)} → {fmt(net.output_shape)}",
+            },
+            node_attr={
+                "fontname": FONT,
+                "fontsize": "10",
+                "style": "filled",
+                "margin": "0.08,0.03",
+                "height": "0.3",
+                "penwidth": "0.8",
+            },
+            edge_attr={
+                "fontname": FONT,
+                "fontsize": "8",
+                "arrowsize": "0.6",
+                "color": "#333333",
+                "fontcolor": "#555555",
+            },
+        )
         self.edges: list[tuple[str, str, dict[str, str]]] = []
         self.legend: dict[str, Style] = {}
         self.merges: dict[str, int] = {}
@@ -85,11 +122,21 @@ class _Drawing:
     def source(self) -> str:
         """Draw input, plan, outputs and legend; the edges go last, at the top level."""
         g = self.graph
-        g.node("input", f"input\\n{fmt(self.net.input_shape)}", shape="box",
-               style="rounded,filled", fillcolor="#ffffff")
+        g.node(
+            "input",
+            f"input\\n{fmt(self.net.input_shape)}",
+            shape="box",
+            style="rounded,filled",
+            fillcolor="#ffffff",
+        )
         tail = self.op(g, self.net.root, self.net.root.plan, _Port("input", self.net.input_shape))
-        g.node("output", f"output\\n{fmt(self.net.output_shape)}", shape="box",
-               style="rounded,filled", fillcolor="#ffffff")
+        g.node(
+            "output",
+            f"output\\n{fmt(self.net.output_shape)}",
+            shape="box",
+            style="rounded,filled",
+            fillcolor="#ffffff",
+        )
         self.edge(tail, "output")
         self.add_legend()
         labelled: set[tuple[str, str]] = set()
@@ -138,9 +185,16 @@ class _Drawing:
         level = depth_of(scope.path)
         fill = _CLUSTER_FILLS[min(level, len(_CLUSTER_FILLS)) - 1]
         with g.subgraph(name=f"cluster_{scope.path}") as sub:
-            sub.attr(label=scope_heading(scope), labeljust="l", style="rounded,filled",
-                     fillcolor=fill, color="#8899aa" if scope.kind == "block" else "#aab4c0",
-                     fontname=FONT, fontsize="10", margin="8")
+            sub.attr(
+                label=scope_heading(scope),
+                labeljust="l",
+                style="rounded,filled",
+                fillcolor=fill,
+                color="#8899aa" if scope.kind == "block" else "#aab4c0",
+                fontname=FONT,
+                fontsize="10",
+                margin="8",
+            )
             if scope.path in self.net.aux_outputs:
                 sub.attr(labelloc="b")  # the dotted edge comes in at the top
             return self.op(sub, scope, scope.plan, tail)
@@ -149,29 +203,38 @@ class _Drawing:
         """A deep scope as one node; a residual block keeps its shortcut and `+` visible."""
         parts = _residual(scope)
         body = parts[0] if parts else scope.plan
-        self.node(g, scope.path, _collapsed_label(scope, _layers(scope, body)), _COLLAPSED,
-                  margin=_COLLAPSED_MARGIN)
+        self.node(
+            g,
+            scope.path,
+            _collapsed_label(scope, _layers(scope, body)),
+            _COLLAPSED,
+            margin=_COLLAPSED_MARGIN,
+        )
         self.edge(tail, scope.path)
         port = _Port(scope.path, scope.out_shape)
         if parts is None:
             return port
         _, shortcuts, after = parts
-        ports = [port] + [self.shortcut(g, scope, branch, tail, i if len(shortcuts) > 1 else 0)
-                          for i, branch in enumerate(shortcuts, 1)]
+        ports = [port] + [
+            self.shortcut(g, scope, branch, tail, i if len(shortcuts) > 1 else 0)
+            for i, branch in enumerate(shortcuts, 1)
+        ]
         merge = f"{scope.path}/add"
         self.merge_node(g, merge, "add", tuple(layer.kind for layer in after))
         for port in ports:
             self.edge(port, merge)
         return _Port(merge, scope.out_shape)
 
-    def shortcut(self, g: graphviz.Digraph, scope: Scope, branch: Op, tail: _Port,
-                 number: int) -> _Port:
+    def shortcut(
+        self, g: graphviz.Digraph, scope: Scope, branch: Op, tail: _Port, number: int
+    ) -> _Port:
         """A collapsed block's shortcut: a bypass edge, or its projection on the side."""
         if isinstance(branch, Identity):
             return replace(tail, attrs=_SHORTCUT)
         node = f"{scope.path}/shortcut{number or ''}"
-        self.node(g, node, _projection_label(_layers(scope, branch)), _COLLAPSED,
-                  margin=_COLLAPSED_MARGIN)
+        self.node(
+            g, node, _projection_label(_layers(scope, branch)), _COLLAPSED, margin=_COLLAPSED_MARGIN
+        )
         self.edge(replace(tail, attrs=_SHORTCUT), node)
         return _Port(node, scope.out_shape, _SHORTCUT)
 
@@ -185,28 +248,50 @@ class _Drawing:
             self.edge(port, node)
         return _Port(node, _merged_shape(mode, [p.shape for p in ports]))
 
-    def merge_node(self, g: graphviz.Digraph, node: str, mode: str,
-                   after: tuple[str, ...] = ()) -> None:
+    def merge_node(
+        self, g: graphviz.Digraph, node: str, mode: str, after: tuple[str, ...] = ()
+    ) -> None:
         """A `+` circle or a small `concat` box; `after` names layers folded into it (relu)."""
         if mode == "add":
             label = "\\n".join(["+", *after])
             self.node(g, node, label, _MERGE, legend=False, width="0.3", margin="0.02")
         else:
-            self.node(g, node, "concat", _MERGE, legend=False, shape="box",
-                      style="rounded,filled", height="0.22", fontsize="9")
+            self.node(
+                g,
+                node,
+                "concat",
+                _MERGE,
+                legend=False,
+                shape="box",
+                style="rounded,filled",
+                height="0.22",
+                fontsize="9",
+            )
 
     def tap(self, g: graphviz.Digraph, scope: Scope, op: TapOut, tail: _Port) -> None:
         """A side head: a dotted edge into it and its own output node."""
         port = self.op(g, scope, op.op, replace(tail, attrs=_TAP))
         node = f"{op.name}/output"
-        g.node(node, f"{op.name} (training only)\\n{fmt(port.shape)}", shape="box",
-               style="rounded,dashed,filled", fillcolor="#ffffff")
+        g.node(
+            node,
+            f"{op.name} (training only)\\n{fmt(port.shape)}",
+            shape="box",
+            style="rounded,dashed,filled",
+            fillcolor="#ffffff",
+        )
         self.edge(port, node)
 
     # ------------------------------------------------------------------ nodes and edges
 
-    def node(self, g: graphviz.Digraph, node: str, label: str, look: Style,
-             legend: bool = True, **attrs: str) -> None:
+    def node(
+        self,
+        g: graphviz.Digraph,
+        node: str,
+        label: str,
+        look: Style,
+        legend: bool = True,
+        **attrs: str,
+    ) -> None:
         """A node filled with its kind's colour; the kind's group joins the legend."""
         if legend:
             self.legend.setdefault(look.group, look)
@@ -218,17 +303,22 @@ class _Drawing:
 
     def add_legend(self) -> None:
         """A cluster with one swatch per legend group drawn, and the edge styles."""
-        rows = [f'<TR><TD BGCOLOR="{s.fill}" WIDTH="18"> </TD><TD ALIGN="LEFT">'
-                f"{html.escape(group)}</TD></TR>" for group, s in self.legend.items()]
+        rows = [
+            f'<TR><TD BGCOLOR="{s.fill}" WIDTH="18"> </TD><TD ALIGN="LEFT">'
+            f"{html.escape(group)}</TD></TR>"
+            for group, s in self.legend.items()
+        ]
         if any(attrs.get("style") == "dashed" for _, _, attrs in self.edges):
             rows.append('<TR><TD>- -</TD><TD ALIGN="LEFT">shortcut</TD></TR>')
         if self.net.aux_outputs:
             rows.append('<TR><TD>···</TD><TD ALIGN="LEFT">auxiliary head</TD></TR>')
-        table = ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2">'
-                 + "".join(rows) + "</TABLE>>")
+        table = (
+            '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2">'
+            + "".join(rows)
+            + "</TABLE>>"
+        )
         with self.graph.subgraph(name="cluster_legend") as sub:
-            sub.attr(label="legend", style="rounded", color="#bbbbbb", fontname=FONT,
-                     fontsize="10")
+            sub.attr(label="legend", style="rounded", color="#bbbbbb", fontname=FONT, fontsize="10")
             sub.node("legend", table, shape="plain", style="")
         # Below the output: at the top the tall legend would push the input node down.
         self.graph.edge("output", "legend", style="invis")
@@ -279,8 +369,11 @@ def _projection_label(layers: list[LayerNode]) -> str:
 def _notable(layer: LayerNode) -> bool:
     """Layers that shape the computation: conv, fc and pooling (not bn, relu, dropout)."""
     inp, out = layer.in_shape or (), layer.out_shape or ()
-    return bool(layer.macs or REGISTRY[layer.kind].spatial(layer.params) is not None
-                or (len(inp) == len(out) == 3 and inp[1:] != out[1:]))
+    return bool(
+        layer.macs
+        or REGISTRY[layer.kind].spatial(layer.params) is not None
+        or (len(inp) == len(out) == 3 and inp[1:] != out[1:])
+    )
 
 
 def _runs(items: list[str]) -> list[str]:
@@ -299,12 +392,16 @@ def _recipe(scope: Scope, layers: list[LayerNode]) -> list[str]:
     steps = _runs([layer_text(layer) for layer in layers if _notable(layer)])
     if len(steps) <= _RECIPE_ITEMS:
         # Two steps a line keeps the node narrow; a continued line starts with its arrow.
-        return [("→ " if i else "") + " → ".join(steps[i:i + 2]) for i in range(0, len(steps), 2)]
+        return [("→ " if i else "") + " → ".join(steps[i : i + 2]) for i in range(0, len(steps), 2)]
     # Too many layers to list: describe the children instead (a stage of blocks).
-    children = _runs([layer_text(c) if isinstance(c, LayerNode) else scope_title(c) or c.name
-                      for c in scope.children])
+    children = _runs(
+        [
+            layer_text(c) if isinstance(c, LayerNode) else scope_title(c) or c.name
+            for c in scope.children
+        ]
+    )
     if len(children) > _RECIPE_ITEMS:
-        children = children[:_RECIPE_ITEMS - 1] + [f"… {len(children) - _RECIPE_ITEMS + 1} more"]
+        children = children[: _RECIPE_ITEMS - 1] + [f"… {len(children) - _RECIPE_ITEMS + 1} more"]
     return children
 
 
@@ -371,8 +468,9 @@ def render(source: str, out: Path) -> Path:
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in _RENDERED and suffix not in (".dot", ".gv"):
-        raise ValueError(f"cannot write `{out.name}`: the output must end in .svg, .png, .pdf "
-                         "or .dot")
+        raise ValueError(
+            f"cannot write `{out.name}`: the output must end in .svg, .png, .pdf or .dot"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".dot", ".gv"):
         out.write_text(source, encoding="utf-8")
@@ -402,40 +500,56 @@ def table_dot(program) -> str:
     resolver = _resolver(program)
     columns = [_notation(row.items, resolver, _empty_env()) for row in table.rows]
     user = _table_user(program, table.name)
-    counts = [_weight_layers(program, table.name, user, row.variant, cells)
-              for row, cells in zip(table.rows, columns)]
+    counts = [
+        _weight_layers(program, table.name, user, row.variant, cells)
+        for row, cells in zip(table.rows, columns)
+    ]
     width = len(table.rows)
     rows = _header_rows(table, counts)
     if user is not None:
         rows.append(_span_row(_input_text(user, resolver), width))
     rows.extend(_body_rows(columns, width))
     if user is not None:
-        tail = _notation(_items_after(user.body, table.name), resolver,
-                         resolver.bind_network(user, {}, {}))
+        tail = _notation(
+            _items_after(user.body, table.name), resolver, resolver.bind_network(user, {}, {})
+        )
         rows.extend(_span_row(cell, width) for cell in tail)
-    label = ('<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="5">'
-             + "".join(rows) + "</TABLE>>")
-    g = graphviz.Digraph(_dot_id(table.name), graph_attr={
-        "label": f"Table `{table.name}` of {Path(program.root).name}", "labelloc": "t",
-        "fontname": FONT, "fontsize": "12"})
+    label = (
+        '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="5">'
+        + "".join(rows)
+        + "</TABLE>>"
+    )
+    g = graphviz.Digraph(
+        _dot_id(table.name),
+        graph_attr={
+            "label": f"Table `{table.name}` of {Path(program.root).name}",
+            "labelloc": "t",
+            "fontname": FONT,
+            "fontsize": "12",
+        },
+    )
     g.node("table", label, shape="plain", fontname=FONT, fontsize="10")
     return g.source
 
 
 def _header_rows(table: ir.TableDef, counts: list[str]) -> list[str]:
     """The title, the configuration names and their weight-layer counts."""
-    return [_span_row(f"{table.name}: configurations", len(table.rows), bold=True,
-                      fill="#e8edf3"),
-            "<TR>" + "".join(f'<TD BGCOLOR="#f3f6fa"><B>{_html(r.variant)}</B></TD>'
-                             for r in table.rows) + "</TR>",
-            "<TR>" + "".join(f"<TD>{_html(c)}</TD>" for c in counts) + "</TR>"]
+    return [
+        _span_row(f"{table.name}: configurations", len(table.rows), bold=True, fill="#e8edf3"),
+        "<TR>"
+        + "".join(f'<TD BGCOLOR="#f3f6fa"><B>{_html(r.variant)}</B></TD>' for r in table.rows)
+        + "</TR>",
+        "<TR>" + "".join(f"<TD>{_html(c)}</TD>" for c in counts) + "</TR>",
+    ]
 
 
 def _pick_table(program) -> ir.TableDef:
     """The first table of the root file (else of an import); ValueError when none."""
     if not program.tables:
-        raise ValueError(f"{program.root} defines no `table`: --table draws a configuration "
-                         "table such as VGG's (see specs/vgg.arch)")
+        raise ValueError(
+            f"{program.root} defines no `table`: --table draws a configuration "
+            "table such as VGG's (see specs/vgg.arch)"
+        )
     root = program.root_file
     mine = [s.name for s in (root.statements if root else []) if isinstance(s, ir.TableDef)]
     return program.tables[mine[0] if mine else next(iter(program.tables))]
@@ -510,8 +624,9 @@ def _body_rows(columns: list[list[str]], width: int) -> list[str]:
         cells = []
         for j, stage in enumerate(stages):
             new = _added(stages[j - 1][i], stage[i]) if j else set()
-            text = "<BR/>".join(f"<B>{_html(c)}</B>" if k in new else _html(c)
-                                for k, c in enumerate(stage[i]))
+            text = "<BR/>".join(
+                f"<B>{_html(c)}</B>" if k in new else _html(c) for k, c in enumerate(stage[i])
+            )
             cells.append(f'<TD VALIGN="TOP">{text}</TD>')
         rows.append("<TR>" + "".join(cells) + "</TR>")
     return rows
@@ -520,8 +635,9 @@ def _body_rows(columns: list[list[str]], width: int) -> list[str]:
 def _added(before: list[str], after: list[str]) -> set[int]:
     """Indices of `after` that are new compared with `before` (bold in the paper)."""
     matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
-    return {k for tag, _, _, j1, j2 in matcher.get_opcodes() if tag != "equal"
-            for k in range(j1, j2)}
+    return {
+        k for tag, _, _, j1, j2 in matcher.get_opcodes() if tag != "equal" for k in range(j1, j2)
+    }
 
 
 def _span_row(text: str, width: int, bold: bool = False, fill: str | None = None) -> str:
@@ -544,20 +660,27 @@ def _find_ref(items: list, name: str) -> ir.TableRef | None:
 
 def _table_user(program, name: str) -> ir.NetworkDef | None:
     """The first network whose body uses the table."""
-    return next((n for n in program.networks.values()
-                 if isinstance(n, ir.NetworkDef) and _find_ref(n.body, name)), None)
+    return next(
+        (
+            n
+            for n in program.networks.values()
+            if isinstance(n, ir.NetworkDef) and _find_ref(n.body, name)
+        ),
+        None,
+    )
 
 
 def _items_after(items: list, name: str) -> list:
     """The network's items after its (top-level) use of the table: the classifier."""
     for i, item in enumerate(items):
         if isinstance(item, ir.TableRef) and item.table == name:
-            return items[i + 1:]
+            return items[i + 1 :]
     return []
 
 
-def _weight_layers(program, table: str, user: ir.NetworkDef | None, variant: str,
-                   cells: list[str]) -> str:
+def _weight_layers(
+    program, table: str, user: ir.NetworkDef | None, variant: str, cells: list[str]
+) -> str:
     """`16 weight layers`: conv and fc of the network built with this configuration."""
     ref = _find_ref(user.body, table) if user is not None else None
     if ref is not None and ref.variant in {p.name for p in user.params}:
