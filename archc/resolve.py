@@ -244,6 +244,14 @@ class Resolver:
         return self.tap(item, body, scope, shape)
 
     def repeated(self, item, body: _Body, scope: Scope, shape: Shape | None):
+        if isinstance(item, ir.Tap):
+            self.diags.error(
+                "E204",
+                item.repeat.span,
+                "a `tap` cannot be repeated",
+                "one tap is one auxiliary output; repeat the layers of its head instead",
+            )
+            return [], shape
         count = evaluate(item.repeat, body.env, self.diags)
         if count is ERROR:
             count = 1

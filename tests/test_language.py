@@ -734,3 +734,14 @@ def test_arithmetic_on_a_tuple_names_the_tuple(tmp_path):
     """)
     assert errors(result) == ["E109"]
     assert "tuple" in result.diagnostics[0].message
+
+
+def test_a_tap_cannot_be_repeated(tmp_path):
+    result = check(tmp_path, """
+        network n:
+            input 3x8x8
+            conv3-8
+            t: tap relu x3
+    """)
+    assert errors(result) == ["E204"]
+    assert "cannot be repeated" in result.diagnostics[0].message
