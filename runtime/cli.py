@@ -56,6 +56,10 @@ def train_command(
     compile: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model"),
     device: Optional[str] = typer.Option(None, help="auto, cuda, mps or cpu"),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction"),
+    scale: Optional[str] = typer.Option(None, help="Random-resized-crop area range MIN,MAX"),
+    ratio: Optional[str] = typer.Option(None, help="Random-resized-crop aspect range MIN,MAX"),
+    rotation: Optional[float] = typer.Option(None, help="Random rotation, ± degrees"),
+    hflip: Optional[float] = typer.Option(None, help="Horizontal flip probability"),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Spec parameter k=v"),
     variant: Optional[str] = typer.Option(None, "--variant", "-V"),
     network: Optional[str] = typer.Option(None, "--network", "-n"),
@@ -96,6 +100,10 @@ def train_command(
         compile=compile,
         device=device,
         val_fraction=val_fraction,
+        scale=_pair("--scale", scale),
+        ratio=_pair("--ratio", ratio),
+        rotation=rotation,
+        hflip=hflip,
     )
     if not spec.exists():
         _fail(f"spec file `{spec}` not found")
@@ -124,6 +132,17 @@ def train_command(
         raise
     codes = {"done": 0, "paused": 0, "interrupted": 130, "nan": 1}
     raise typer.Exit(codes.get(result.stopped_reason, 0))
+
+
+def _pair(option: str, text: str | None) -> tuple[float, float] | None:
+    """`0.35,1` as (0.35, 1.0) for the augmentation ranges."""
+    if text is None:
+        return None
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        _fail(f"{option} expects MIN,MAX such as 0.35,1 (got `{text}`)")
+    return low, high
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

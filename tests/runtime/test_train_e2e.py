@@ -85,3 +85,19 @@ def test_resume_refuses_a_changed_spec_and_shows_the_change(tmp_path):
     assert again.returncode == 1
     assert "conv3-32" in again.stderr and "conv3-16" in again.stderr  # the diff is shown
     assert "Traceback" not in again.stderr
+
+
+def test_augmentation_is_overridable_on_the_command_line(tmp_path):
+    """The spec's train section sets the augmentation; the CLI overrides each knob."""
+    data = write_synthetic(tmp_path / "data", n=16, seed=4)
+    run = tmp_path / "run"
+    done = archc("train", "tests/fixtures/tiny.arch", "--data", str(data / "train"), "--run",
+                 str(run), "--epochs", "1", "--scale", "0.5,1", "--ratio", "0.9,1.1",
+                 "--rotation", "10", "--hflip", "0", cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((run / "hparams.json").read_text())["train"]
+    assert saved["scale"] == [0.5, 1.0] and saved["ratio"] == [0.9, 1.1]
+    assert saved["rotation"] == 10.0 and saved["hflip"] == 0.0
+    bad = archc("train", "tests/fixtures/tiny.arch", "--data", str(data / "train"),
+                "--scale", "0.5", cache=tmp_path / "cache")
+    assert bad.returncode == 1 and "--scale expects MIN,MAX" in bad.stderr
