@@ -198,6 +198,11 @@ def _loaders(images: ImageSet, split, config: TrainConfig, size: int, device, wo
             f"batch size {config.batch_size} must divide by the {world.size} "
             "processes (it is the global batch)"
         )
+    if len(split[0]) < config.batch_size:
+        raise TrainError(
+            f"{len(split[0])} training images make no full batch of {config.batch_size}; "
+            "lower --batch-size or add images"
+        )
     per_rank = config.batch_size // world.size
     aug = config.augment()
     train_idx, val_idx = split

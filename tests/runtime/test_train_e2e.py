@@ -89,7 +89,7 @@ def test_resume_refuses_a_changed_spec_and_shows_the_change(tmp_path):
 
 def test_augmentation_is_overridable_on_the_command_line(tmp_path):
     """The spec's train section sets the augmentation; the CLI overrides each knob."""
-    data = write_synthetic(tmp_path / "data", n=16, seed=4)
+    data = write_synthetic(tmp_path / "data", n=30, seed=4)
     run = tmp_path / "run"
     done = archc("train", "tests/fixtures/tiny.arch", "--data", str(data / "train"), "--run",
                  str(run), "--epochs", "1", "--scale", "0.5,1", "--ratio", "0.9,1.1",
@@ -101,3 +101,7 @@ def test_augmentation_is_overridable_on_the_command_line(tmp_path):
     bad = archc("train", "tests/fixtures/tiny.arch", "--data", str(data / "train"),
                 "--scale", "0.5", cache=tmp_path / "cache")
     assert bad.returncode == 1 and "--scale expects MIN,MAX" in bad.stderr
+    tiny = archc("train", "tests/fixtures/tiny.arch", "--data", str(data / "train"),
+                 "--batch-size", "64", "--run", str(tmp_path / "r2"), cache=tmp_path / "cache")
+    assert tiny.returncode == 1 and "make no full batch of 64" in tiny.stderr
+    assert "Traceback" not in tiny.stderr
