@@ -84,7 +84,7 @@ def train(req: TrainRequest) -> FitResult:
     """Run (or resume) one training job; see the module docstring."""
     world = from_env()
     resume_dir = Path(req.resume) if req.resume else None
-    saved_config, saved_params = load_hparams(resume_dir) if resume_dir else (None, None)
+    saved_config, saved_params = _saved(resume_dir)
     record = _read_record(resume_dir) if resume_dir else {}
     data_path = Path(req.data or record.get("data_path") or "")
     if not str(data_path) or not data_path.exists():
@@ -95,7 +95,10 @@ def train(req: TrainRequest) -> FitResult:
         )
     base = dict(saved_config.model_dump()) if saved_config else _spec_train(req)
     config = _config(base, req.settings)
-    device = select_device(config.device)
+    try:
+        device = select_device(config.device)
+    except RuntimeError as exc:  # e.g. --device cuda on a machine without one
+        raise TrainError(str(exc)) from exc
     init(world, device)
     try:
         images = _load(data_path, config, world)
@@ -125,6 +128,18 @@ def train(req: TrainRequest) -> FitResult:
         )
     finally:
         shutdown()
+
+
+def _saved(resume_dir: Path | None):
+    """The run's hyper-parameters and spec parameters when resuming, else (None, None)."""
+    if resume_dir is None:
+        return None, None
+    from .run import ResumeError
+
+    try:
+        return load_hparams(resume_dir)
+    except ResumeError as exc:
+        raise TrainError(str(exc)) from exc
 
 
 def _spec_train(req: TrainRequest) -> dict[str, Any]:

@@ -105,3 +105,17 @@ def test_augmentation_is_overridable_on_the_command_line(tmp_path):
                  "--batch-size", "64", "--run", str(tmp_path / "r2"), cache=tmp_path / "cache")
     assert tiny.returncode == 1 and "make no full batch of 64" in tiny.stderr
     assert "Traceback" not in tiny.stderr
+
+
+def test_user_errors_are_messages_not_tracebacks(tmp_path):
+    data = write_synthetic(tmp_path / "data", n=20, seed=5)
+    cases = {
+        ("--data", str(data / "train"), "--optimizer", "foo"): "train.optimizer",
+        ("--data", str(tmp_path / "nowhere")): "not found",
+        ("--resume", str(tmp_path / "no-run")): "is not a run folder",
+    }
+    for args, expected in cases.items():
+        done = archc("train", "tests/fixtures/tiny.arch", *args, "--run", str(tmp_path / "r"),
+                     cache=tmp_path / "cache")
+        assert done.returncode == 1, args
+        assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr
