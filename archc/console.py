@@ -24,13 +24,17 @@ def main(argv: list[str] | None = None) -> None:
     # on small or shared CPUs (a training step measured 20-40x slower on 2 loaded cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = sys.argv[1:] if argv is None else list(argv)
-    if args[:1] == ["check"]:
-        options = _plain_check(args[1:])
-        if options is not None:
-            raise SystemExit(check_report(**options))
-    from .cli import main as full_cli
+    try:
+        if args[:1] == ["check"]:
+            options = _plain_check(args[1:])
+            if options is not None:
+                raise SystemExit(check_report(**options))
+        from .cli import main as full_cli
 
-    full_cli(args)
+        full_cli(args)
+    except BrokenPipeError:  # `archc ... | head` closed the pipe: stop quietly, like cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
 
 
 def _plain_check(args: list[str]) -> dict[str, Any] | None:
