@@ -196,3 +196,22 @@ def test_check_never_imports_torch_or_the_runtime():
     assert not [line for line in lines if "torch" in line]
     modules = [line.rsplit("|", 1)[-1].strip() for line in lines]
     assert not [m for m in modules if m == "runtime" or m.startswith("runtime.")]
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """`archc check ... | head -1`: when the reader has gone, archc stops without a traceback.
+
+    The reader end of a real pipe is closed first, so every write fails with EPIPE.
+    """
+    import io
+
+    from archc.console import main
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    closed = io.TextIOWrapper(os.fdopen(write_end, "wb"), write_through=True)
+    monkeypatch.setattr(sys, "stdout", closed)
+    with pytest.raises(SystemExit) as stop:
+        main(["check", str(ROOT / "specs/resnet18.arch")])
+    assert stop.value.code == 141
+    assert "Traceback" not in capsys.readouterr().err
