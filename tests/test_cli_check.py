@@ -209,7 +209,7 @@ def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
 
     read_end, write_end = os.pipe()
     os.close(read_end)
-    closed = io.TextIOWrapper(os.fdopen(write_end, "wb"), write_through=True)
+    closed = io.TextIOWrapper(os.fdopen(write_end, "wb", buffering=0), write_through=True)
     monkeypatch.setattr(sys, "stdout", closed)
     with pytest.raises(SystemExit) as stop:
         main(["check", str(ROOT / "specs/resnet18.arch")])
