@@ -21,7 +21,9 @@ def _synthetic_images(n: int, size: int = 256):
     )
 
 
-def _throughput(bf16: bool, channels_last: bool, compiled: bool, steps: int, batch: int) -> dict:
+def _throughput(
+    bf16: bool, channels_last: bool, compiled: str | None, steps: int, batch: int
+) -> dict:
     import torch
 
     import archc
@@ -31,7 +33,7 @@ def _throughput(bf16: bool, channels_last: bool, compiled: bool, steps: int, bat
     model = archc.build("specs/resnet34.arch", num_classes=2).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if compiled else model
+    step_model = torch.compile(model, mode=compiled) if compiled else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     images = _synthetic_images(batch * 8)
     loader = BatchLoader(
@@ -87,10 +89,11 @@ def run(quick: bool = False) -> dict:
         return {"measured": False, "reason": "no CUDA device on this machine: not measured"}
     steps, batch = (10, 64) if quick else (40, 128)
     configs = {
-        "baseline fp32": (False, False, False),
-        "bf16": (True, False, False),
-        "bf16+channels_last": (True, True, False),
-        "bf16+channels_last+compile": (True, True, True),
+        "baseline fp32": (False, False, None),
+        "bf16": (True, False, None),
+        "bf16+channels_last": (True, True, None),
+        "bf16+channels_last+compile": (True, True, "default"),
+        "bf16+channels_last+compile+CUDA graphs": (True, True, "reduce-overhead"),
     }
     out = {name: _throughput(*flags, steps=steps, batch=batch) for name, flags in configs.items()}
     base = out["baseline fp32"]["images_per_s"]

@@ -54,6 +54,9 @@ def train_command(
         None, "--deterministic", help="Bit-identical runs on the CPU"
     ),
     compile: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model"),
+    compile_mode: Optional[str] = typer.Option(
+        None, "--compile-mode", help="default, reduce-overhead (CUDA graphs) or max-autotune"
+    ),
     device: Optional[str] = typer.Option(None, help="auto, cuda, mps or cpu"),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction"),
     scale: Optional[str] = typer.Option(None, help="Random-resized-crop area range MIN,MAX"),
@@ -98,6 +101,7 @@ def train_command(
         seed=seed,
         deterministic=deterministic,
         compile=compile,
+        compile_mode=compile_mode,
         device=device,
         val_fraction=val_fraction,
         scale=_pair("--scale", scale),

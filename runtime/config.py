@@ -52,6 +52,9 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     deterministic: bool = False
     compile: bool = False
+    # torch.compile's mode; "reduce-overhead" replays the step as CUDA graphs, which helps
+    # when small batches leave the GPU waiting on kernel launches.
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     channels_last: bool | None = None
     amp: Literal["auto", "bf16", "off"] = "auto"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

@@ -45,7 +45,7 @@ from runtime.config import TrainConfig
 from runtime.metrics import MetricsLogger, log_loss_sum, plot
 
 # Config fields that may differ on resume without breaking exact continuation.
-_RESUME_FREE_FIELDS = {"workers", "compile", "device", "cache_size", "epochs"}
+_RESUME_FREE_FIELDS = {"workers", "compile", "compile_mode", "device", "cache_size", "epochs"}
 
 
 @dataclass
@@ -305,7 +305,7 @@ class Trainer:
         # Checkpoints and the optimizer use the unwrapped module (wrap may swap submodules,
         # e.g. SyncBatchNorm conversion, so take it from the wrapped model).
         self.raw = unwrap(model)
-        self.model = torch.compile(model) if cfg.compile else model
+        self.model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
         self.optimizer = make_optimizer(self.raw, cfg)
         n_batches = len(self.train_loader)
         if n_batches == 0:
