@@ -68,7 +68,8 @@ class Resolver:
         ops, out = self.items(net.body, body, root, shape)
         root.plan, root.out_shape = Seq(tuple(ops)), out
         self.warn_unused_params(net.params, env)
-        self.warn_unused_definitions()
+        if not self.diags.has_errors:  # a misspelt call would also make its block "unused"
+            self.warn_unused_definitions()
         train = self.train_settings()
         return Network(
             name=chosen,
@@ -123,7 +124,7 @@ class Resolver:
             seen.append(name)
             target = networks.get(net.target)
             params = target.params if isinstance(target, ir.NetworkDef) else []
-            for i, arg in enumerate(net.args):
+            for i, arg in enumerate(net.args if target is not None else []):
                 key = arg.name or (params[i].name if i < len(params) else None)
                 if key is None:
                     self.diags.error("E103", arg.span, f"too many arguments for `{net.target}`")
