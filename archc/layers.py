@@ -248,16 +248,15 @@ def _pool_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
     return rule
 
 
-def _maxpool_torch(inp: Shape, p: dict):
-    import torch.nn as nn
+def _pool_torch(cls: str) -> Callable[[Shape, dict], Any]:
+    """The constructor of nn.MaxPool2d or nn.AvgPool2d from a pool's parameters."""
 
-    return nn.MaxPool2d(p["kernel"], _pool_stride(p), p["padding"], ceil_mode=p["ceil"])
+    def make(inp: Shape, p: dict):
+        import torch.nn as nn
 
+        return getattr(nn, cls)(p["kernel"], _pool_stride(p), p["padding"], ceil_mode=p["ceil"])
 
-def _avgpool_torch(inp: Shape, p: dict):
-    import torch.nn as nn
-
-    return nn.AvgPool2d(p["kernel"], _pool_stride(p), p["padding"], ceil_mode=p["ceil"])
+    return make
 
 
 def _adaptive_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
@@ -269,16 +268,15 @@ def _adaptive_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
     return rule
 
 
-def _adaptive_avg_torch(inp: Shape, p: dict):
-    import torch.nn as nn
+def _adaptive_torch(cls: str) -> Callable[[Shape, dict], Any]:
+    """The constructor of nn.AdaptiveAvgPool2d or nn.AdaptiveMaxPool2d (size 1: global)."""
 
-    return nn.AdaptiveAvgPool2d(p.get("size", 1))
+    def make(inp: Shape, p: dict):
+        import torch.nn as nn
 
+        return getattr(nn, cls)(p.get("size", 1))
 
-def _adaptive_max_torch(inp: Shape, p: dict):
-    import torch.nn as nn
-
-    return nn.AdaptiveMaxPool2d(p.get("size", 1))
+    return make
 
 
 # --------------------------------------------------------------------------- fc, flatten
@@ -355,16 +353,15 @@ def _dropout_check(kind: str, image: bool) -> Callable[[Shape, dict, ShapeContex
     return rule
 
 
-def _dropout_torch(inp: Shape, p: dict):
-    import torch.nn as nn
+def _dropout_torch(cls: str) -> Callable[[Shape, dict], Any]:
+    """The constructor of nn.Dropout or nn.Dropout2d."""
 
-    return nn.Dropout(p["p"])
+    def make(inp: Shape, p: dict):
+        import torch.nn as nn
 
+        return getattr(nn, cls)(p["p"])
 
-def _dropout2d_torch(inp: Shape, p: dict):
-    import torch.nn as nn
-
-    return nn.Dropout2d(p["p"])
+    return make
 
 
 # --------------------------------------------------------------------------- activations
@@ -473,7 +470,7 @@ KINDS: tuple[LayerKind, ...] = (
         "Max pooling; `maxpool` alone is VGG's 2×2 window with stride 2.",
         _POOL_PARAMS,
         _pool_shape("maxpool"),
-        _maxpool_torch,
+        _pool_torch("MaxPool2d"),
         _POOL,
         ("max-pool", "maxpool2d", "pool"),
         ("kernel", ("stride",)),
@@ -485,7 +482,7 @@ KINDS: tuple[LayerKind, ...] = (
         "Average pooling.",
         _POOL_PARAMS,
         _pool_shape("avgpool"),
-        _avgpool_torch,
+        _pool_torch("AvgPool2d"),
         _POOL,
         ("avg-pool", "avgpool2d", "averagepool"),
         ("kernel", ("stride",)),
@@ -497,7 +494,7 @@ KINDS: tuple[LayerKind, ...] = (
         "Adaptive average pooling to size×size.",
         (Param("size", "int", 1, "output height and width"),),
         _adaptive_shape("adaptive-avgpool"),
-        _adaptive_avg_torch,
+        _adaptive_torch("AdaptiveAvgPool2d"),
         _POOL,
         ("adaptive-avgpool",),
         (None, ("size",)),
@@ -509,7 +506,7 @@ KINDS: tuple[LayerKind, ...] = (
         "Adaptive max pooling to size×size.",
         (Param("size", "int", 1, "output height and width"),),
         _adaptive_shape("adaptive-maxpool"),
-        _adaptive_max_torch,
+        _adaptive_torch("AdaptiveMaxPool2d"),
         _POOL,
         ("adaptive-maxpool",),
         (None, ("size",)),
@@ -520,7 +517,7 @@ KINDS: tuple[LayerKind, ...] = (
         "Global average pooling: C×H×W → C×1×1.",
         (),
         _adaptive_shape("global-avgpool"),
-        _adaptive_avg_torch,
+        _adaptive_torch("AdaptiveAvgPool2d"),
         _POOL,
         ("global-avgpool", "gap", "globalavgpooling"),
     ),
@@ -548,7 +545,7 @@ KINDS: tuple[LayerKind, ...] = (
         "Dropout of single activations.",
         (Param("p", "float", 0.5, "drop probability"),),
         _dropout_check("dropout", False),
-        _dropout_torch,
+        _dropout_torch("Dropout"),
         _REG,
         (),
         (None, ("p",)),
@@ -559,7 +556,7 @@ KINDS: tuple[LayerKind, ...] = (
         "Dropout of whole channels.",
         (Param("p", "float", 0.5, "drop probability"),),
         _dropout_check("dropout2d", True),
-        _dropout2d_torch,
+        _dropout_torch("Dropout2d"),
         _REG,
         (),
         (None, ("p",)),

@@ -45,7 +45,7 @@ class InputSizes:
 class _Spatial:
     """Propagates one spatial size through the plan, memoising repeated blocks."""
 
-    def __init__(self, net: Network):
+    def __init__(self) -> None:
         self.memo: dict[tuple, int] = {}
         self.keys: dict[int, tuple | None] = {}
         self.children: dict[int, dict[str, object]] = {}
@@ -103,20 +103,12 @@ class _Spatial:
         return out if out >= 1 else _INVALID
 
 
-def _layers(scope: Scope):
-    for c in scope.children:
-        if isinstance(c, Scope):
-            yield from _layers(c)
-        else:
-            yield c
-
-
 def input_sizes(net: Network, scan: int = 96) -> InputSizes:
     """Which square inputs the network accepts, from a scan of sizes around the declared one.
 
     The scan runs the spatial rules only, so it stays cheap even for ResNet-152.
     """
-    spatial = _Spatial(net)
+    spatial = _Spatial()
     declared = net.input_shape[1]
     limit = max(declared, scan) + scan
     valid = [h for h in range(1, limit + 1) if spatial.scope(net.root, h) != _INVALID]

@@ -115,7 +115,7 @@ def train(req: TrainRequest) -> FitResult:
             req, net, world, resume_dir, spec_text, params, config, split, data_path, images
         )
         train_loader, val_loader = _loaders(images, split, config, size, device, world)
-        factory = _factory(net, req.init, req.console)
+        factory = _factory(net, req.init)
         return fit(
             factory,
             train_loader,
@@ -234,7 +234,7 @@ def _loaders(images: ImageSet, split, config: TrainConfig, size: int, device, wo
     return train_loader, val_loader
 
 
-def _factory(net: Network, init_from: str | None, console):
+def _factory(net: Network, init_from: str | None):
     def make():
         model = archc.build(net)
         if init_from:
