@@ -2,7 +2,7 @@
 
 `BatchLoader` replaces torch's Dataset/DataLoader for the cached uint8 images: it gathers a batch
 of uint8 rows (on the GPU when the whole array fits there, otherwise on the CPU with pinned
-memory), then augments the whole batch at once with `runtime.augment`.
+memory), then augments the whole batch at once with `runtime.augment`, on the batch's device.
 
 Determinism: the epoch's permutation comes from (seed, epoch) and the augmentation of global batch
 k from (seed, epoch, k), never from wall-clock, threads or the device. `set_epoch(e)` therefore
@@ -26,7 +26,7 @@ from runtime.data import ImageSet
 GPU_RESIDENT_FRACTION = 0.4
 
 _SHUFFLE, _AUGMENT = 0x5F, 0xA6
-_GPU_COPIES: dict[tuple[int, str], tuple[weakref.ref, torch.Tensor]] = {}
+_RESIDENT: dict[tuple[int, str], tuple[weakref.ref, torch.Tensor]] = {}
 
 
 def _seed(*parts: int) -> int:
@@ -35,25 +35,35 @@ def _seed(*parts: int) -> int:
     return int(ss.generate_state(1, np.uint64)[0] & np.uint64(0x7FFFFFFFFFFFFFFF))
 
 
-def _gpu_copy(images: np.ndarray, device: torch.device) -> torch.Tensor | None:
-    """The whole uint8 array on `device` (shared by loaders over the same array), or None if it
-    would take more than GPU_RESIDENT_FRACTION of the free memory."""
+def _resident_copy(images: np.ndarray, device: torch.device, force: bool) -> torch.Tensor | None:
+    """The whole uint8 array as one tensor on `device`, shared by loaders over the same array.
+
+    On CUDA the copy is made only when `force` or when it takes less than
+    GPU_RESIDENT_FRACTION of the free memory (None otherwise). On the CPU the array is read
+    into memory once (a memmap cache becomes plain RAM).
+    """
     key = (id(images), str(device))
-    hit = _GPU_COPIES.get(key)
+    hit = _RESIDENT.get(key)
     if hit is not None and hit[0]() is images:
         return hit[1]
-    free, _ = torch.cuda.mem_get_info(device)
-    if images.nbytes >= GPU_RESIDENT_FRACTION * free:
-        return None
-    out = torch.empty(images.shape, dtype=torch.uint8, device=device)
-    step = max(1, (64 << 20) // max(1, int(np.prod(images.shape[1:]))))  # ~64 MiB chunks
-    for i in range(0, len(images), step):
-        chunk = np.ascontiguousarray(images[i: i + step])  # also makes memmap slices writable
-        out[i: i + step].copy_(torch.from_numpy(chunk).pin_memory(), non_blocking=True)
-    torch.cuda.synchronize(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if not force and images.nbytes >= GPU_RESIDENT_FRACTION * free:
+            return None
+    if device.type == "cpu":
+        out = torch.from_numpy(np.array(images))  # one copy: RAM, writable, even of a memmap
+    else:
+        out = torch.empty(images.shape, dtype=torch.uint8, device=device)
+        step = max(1, (64 << 20) // max(1, int(np.prod(images.shape[1:]))))  # ~64 MiB chunks
+        for i in range(0, len(images), step):
+            chunk = torch.from_numpy(np.array(images[i: i + step]))  # a writable copy
+            cuda = device.type == "cuda"  # pinned memory lets the copy overlap the next read
+            out[i: i + step].copy_(chunk.pin_memory() if cuda else chunk, non_blocking=cuda)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     try:
-        _GPU_COPIES[key] = (weakref.ref(images), out)
-        weakref.finalize(images, _GPU_COPIES.pop, key, None)  # free it with the array
+        _RESIDENT[key] = (weakref.ref(images), out)
+        weakref.finalize(images, _RESIDENT.pop, key, None)  # free it with the array
     except TypeError:
         pass
     return out
@@ -83,10 +93,14 @@ class BatchLoader:
     positions are duplicates and are the last rows of the last global batch.
     ``drop_last`` drops a short last global batch instead.
 
-    Memory: on CUDA, when the whole uint8 array takes < 40% of the free GPU memory it is copied
-    there once (shared by loaders over the same array) and batches are gathered and augmented on
-    the GPU; otherwise rows are gathered on the CPU (a background thread prepares the next batch
-    when ``prefetch``), pinned and copied with ``non_blocking=True``.
+    Memory (``resident``): a resident loader holds the whole uint8 array as one tensor on
+    ``device`` (copied once, shared by loaders over the same array) and gathers and augments each
+    batch there, so on a GPU the host does no per-batch work. ``None`` (the default) means
+    resident on CUDA when the array takes < 40% of the free GPU memory, streamed otherwise;
+    ``True`` forces it (also on the CPU, where it reads a memmap cache into RAM). A streaming
+    loader gathers rows on the CPU (a background thread prepares the next batch when
+    ``prefetch``), pins them and copies them with ``non_blocking=True``. Both give the same
+    batches.
     """
 
     def __init__(
@@ -103,6 +117,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         prefetch: bool = True,
+        resident: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -124,10 +139,17 @@ class BatchLoader:
         self.prefetch = bool(prefetch)
         self.epoch = 0
         self._labels = np.asarray(images.labels, dtype=np.int64)
-        self._gpu_images: torch.Tensor | None = None
-        self._gpu_labels: torch.Tensor | None = None
-        if self.device.type == "cuda":
-            self._gpu_images = _gpu_copy(images.images, self.device)
+        self._resident_images: torch.Tensor | None = None
+        self._resident_labels: torch.Tensor | None = None
+        if resident or (resident is None and self.device.type == "cuda"):
+            self._resident_images = _resident_copy(images.images, self.device, bool(resident))
+            if self._resident_images is not None:
+                self._resident_labels = torch.from_numpy(self._labels).to(self.device)
+
+    @property
+    def resident(self) -> bool:
+        """Whether the whole image array lives on the loader's device."""
+        return self._resident_images is not None
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -236,13 +258,11 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self.plan()
-        if self._gpu_images is not None:
-            if self._gpu_labels is None:
-                self._gpu_labels = torch.from_numpy(self._labels).to(self.device)
-            labels = self._gpu_labels
+        if self._resident_images is not None:
             for idx, k, _ in plan:
                 i = torch.from_numpy(idx).to(self.device, non_blocking=True)
-                yield self._transform(self._gpu_images.index_select(0, i), k), labels[i]
+                x_u8 = self._resident_images.index_select(0, i)  # (B, S, S, 3) uint8
+                yield self._transform(x_u8, k), self._resident_labels[i]
             return
         for (x_u8, y), (_, k, _) in zip(self._cpu_batches(plan), plan):
             if self.device.type != "cpu":

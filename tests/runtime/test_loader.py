@@ -112,6 +112,36 @@ def test_prefetch_does_not_change_results(images):
     assert len(list(loader)) == len(loader)
 
 
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("rank,world", [(0, 1), (1, 2)])
+def test_a_resident_loader_gives_the_streaming_loaders_batches(images, train, rank, world):
+    """The resident branch (the GPU's, here on the CPU) gathers by index_select on one tensor;
+    the streaming branch gathers numpy rows in a thread. Same indices, same pixels."""
+    kw = {"batch_size": 7, "train": train, "out_size": OUT, "seed": 3, "rank": rank,
+          "world_size": world}
+    streamed = BatchLoader(images, np.arange(N), resident=False, **kw)
+    resident = BatchLoader(images, np.arange(N), resident=True, **kw)
+    assert resident.resident and not streamed.resident
+    assert not BatchLoader(images, np.arange(N), **kw).resident  # the CPU default streams
+    a, b = _epoch(streamed, 2), _epoch(resident, 2)
+    assert len(a[0]) == len(b[0]) == len(streamed)
+    for (xa, ya), (xb, yb) in zip(zip(*a), zip(*b)):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    # loaders over the same array share one resident copy
+    again = BatchLoader(images, np.arange(N), resident=True, **kw)
+    assert again._resident_images is resident._resident_images
+
+
+def test_a_resident_loader_reads_a_memmap_cache_into_memory(tmp_path):
+    root = write_synthetic(tmp_path / "d", n=12, seed=1, size=((50, 90), (40, 80)))
+    ims = load_images(root, size=24, cache_dir=tmp_path / "cache", workers=1)
+    assert isinstance(ims.images, np.memmap) and not ims.images.flags.writeable
+    loader = BatchLoader(ims, np.arange(len(ims)), 4, train=True, out_size=16, resident=True)
+    assert torch.equal(loader._resident_images, torch.from_numpy(np.array(ims.images)))
+    xs, ys = _epoch(loader, 0)
+    assert torch.cat(ys).sort().values.tolist() == sorted(ims.labels.tolist())
+
+
 @pytest.mark.parametrize("n,world", [(48, 2), (47, 2), (50, 3), (7, 4)])
 def test_ranks_concatenate_to_the_single_process_batch(images, n, world):
     """Concatenating the ranks' batch k (rank 0 first) == single-process batch k with
@@ -185,7 +215,7 @@ def test_cuda_loader_matches_cpu(images):  # pragma: no cover - runs where a GPU
     kw = {"batch_size": 8, "train": True, "out_size": OUT, "seed": 2}
     cpu = _epoch(BatchLoader(images, np.arange(N), device="cpu", **kw), 1)
     gpu_loader = BatchLoader(images, np.arange(N), device="cuda", **kw)
-    assert gpu_loader._gpu_images is not None  # small: resident on the GPU
+    assert gpu_loader.resident  # small: resident on the GPU by default
     gpu = _epoch(gpu_loader, 1)
     for (xc, yc), (xg, yg) in zip(zip(*cpu), zip(*gpu)):
         assert xg.device.type == "cuda" and yg.device.type == "cuda"
