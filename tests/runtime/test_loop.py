@@ -322,3 +322,46 @@ def test_console_output_with_and_without_a_terminal(tmp_path, tiny, terminal):
     _run(tiny, tmp_path, None, console=console, epochs=2)
     text = out.getvalue()
     assert "epoch 2/2" in text and "best val accuracy" in text
+
+
+def test_the_gpu_settings_run_on_the_cpu_bf16_and_channels_last(tmp_path, tiny, quiet):
+    """amp=bf16 and channels_last are the CUDA defaults; forced on the CPU they must take effect
+    (the conv computes in bf16 on a channels_last input), learn, and save float32 weights."""
+    seen = []
+
+    def factory():
+        net = tiny.TinyNet()
+        net.body[0].register_forward_hook(lambda m, args, out: seen.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last), out.dtype)))
+        return net
+
+    result = _run(tiny, tmp_path, quiet, factory=factory, epochs=4, amp="bf16",
+                  channels_last=True)
+    assert seen and set(seen) == {(True, torch.bfloat16)}
+    assert result.stopped_reason == "done" and result.best_val_acc >= 0.9
+    weights = _weights(tmp_path)
+    assert set(weights) == set(tiny.TinyNet().state_dict())
+    assert {w.dtype for w in weights.values()} <= {torch.float32, torch.int64}
+    tiny.TinyNet().load_state_dict(weights)
+
+
+def test_the_gpu_settings_run_on_the_cpu_torch_compile(tmp_path, tiny, quiet):
+    """--compile (with bf16 and channels_last) through inductor on the CPU: the compiled model
+    learns, checkpoints hold the plain module's weights, and a resumed run compiles again."""
+    compiling = []
+
+    def factory():
+        net = tiny.TinyNet()
+        net.fc.register_forward_hook(lambda *_: compiling.append(torch.compiler.is_compiling()))
+        return net
+
+    cfg = {"amp": "bf16", "channels_last": True, "compile": True, "deterministic": False}
+    first = _run(tiny, tmp_path, quiet, factory=factory, epochs=4, stop_after=2, **cfg)
+    assert first.stopped_reason == "paused"
+    assert compiling and all(compiling)  # every forward ran through the compiled graph
+    result = _run(tiny, tmp_path, quiet, factory=factory, epochs=4, resume=True, **cfg)
+    assert result.stopped_reason == "done" and result.last_epoch == 4
+    assert result.best_val_acc >= 0.9
+    weights = _weights(tmp_path)
+    assert set(weights) == set(tiny.TinyNet().state_dict())  # no `_orig_mod.` prefix
+    tiny.TinyNet().load_state_dict(weights)
