@@ -4,9 +4,15 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 DEMO    := demo
 
-.PHONY: setup demo test bench lint clean golden
+.PHONY: setup demo test bench lint clean golden bytecode
 
-setup: $(STAMP) graphviz
+setup: $(STAMP) graphviz bytecode
+
+# pip compiles installed packages to bytecode, but not an editable checkout; with
+# PYTHONDONTWRITEBYTECODE set, every `archc` run would compile archc from source again.
+# compileall only rewrites what changed, so this is cheap to repeat.
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q archc runtime bench
 
 # Debian's graphviz provides the real `dot` that `archc graph` renders with.
 graphviz:

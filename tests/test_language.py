@@ -673,6 +673,51 @@ def test_vgg_smallest_input_is_32():
     assert sizes.describe() == "any H×W ≥ 32×32"
 
 
+EVEN_ONLY = """
+    network even_only:
+        input 3x32x32
+        add:
+            conv(kernel=2, stride=2, out=4, pad=valid)
+            conv(kernel=1, stride=2, out=4, pad=valid)
+        global-avgpool flatten FC-2
+"""
+
+
+@pytest.mark.parametrize("spec", ["googlenet.arch", "resnet18.arch", "alexnet2012.arch",
+                                  "vgg.arch", "even_only"])
+def test_the_input_size_scan_agrees_with_torch(spec, tmp_path):
+    """The scan runs only the spatial rules, all sizes at once; the oracle is torch's forward
+    of the built network (on the meta device: shapes only) at each size. `even_only` adds
+    branches that agree on even sizes only."""
+    import torch
+
+    if spec == "even_only":
+        (tmp_path / "even.arch").write_text(textwrap.dedent(EVEN_ONLY))
+        net = archc.load(tmp_path / "even.arch")
+        assert input_sizes(net).step == 2
+    else:
+        net = archc.load(SPECS / spec)
+    sizes = input_sizes(net)
+    with torch.device("meta"):
+        model = archc.build(net).eval()
+
+    def torch_accepts(h: int) -> bool:
+        try:
+            with torch.no_grad():
+                model(torch.empty(1, 3, h, h, device="meta"))
+        except RuntimeError:
+            return False
+        return True
+
+    def scan_accepts(h: int) -> bool:
+        return (sizes.smallest is not None and h >= sizes.smallest
+                and (h - sizes.smallest) % sizes.step == 0
+                and (sizes.largest is None or h <= sizes.largest))
+
+    for h in [*range(1, 300, 23), 15, 16, 31, 32, 33, 223, 224, 227, 228, 258, 259]:
+        assert scan_accepts(h) == torch_accepts(h), (spec, h, sizes)
+
+
 def test_flatten_fc_without_adaptive_pool_accepts_a_band(tmp_path):
     net = load(tmp_path, """
         network n:
