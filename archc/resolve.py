@@ -43,6 +43,9 @@ class Resolver:
     aux: dict[str, Shape | None] = field(default_factory=dict)
     label_span: ir.Span = ir.NOWHERE  # where the label being named is written
     label_uses: dict[tuple[int, str], ir.Span] = field(default_factory=dict)
+    # id(scope) -> (scope, its children's names, how many children they cover); holding the
+    # scope keeps its id from being reused by another
+    child_names: dict[int, tuple[Scope, set[str], int]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ network
 
@@ -315,7 +318,7 @@ class Resolver:
             return str(len(scope.children))
         where = span if self.label_span.file == "<builtin>" else self.label_span
         first = self.label_uses.setdefault((id(scope), label), where)
-        if any(c.name == label for c in scope.children):
+        if label in self.names_in(scope):
             self.diags.error(
                 "E111",
                 where,
@@ -325,6 +328,14 @@ class Resolver:
             )
             return f"{label}_{len(scope.children)}"
         return label
+
+    def names_in(self, scope: Scope) -> set[str]:
+        """The names of `scope`'s children so far, kept up to date incrementally (a scan per
+        label would make a network of n labelled blocks cost n²)."""
+        _, names, seen = self.child_names.get(id(scope), (scope, set(), 0))
+        names.update(c.name for c in scope.children[seen:])
+        self.child_names[id(scope)] = (scope, names, len(scope.children))
+        return names
 
     # ------------------------------------------------------------------ layers and blocks
 
@@ -568,6 +579,8 @@ class Resolver:
 
     def note_call_site(self, mark: int, block: ir.BlockDef, call: ir.Layer) -> None:
         """Tell errors found inside a block's body which call of the block they came from."""
+        if mark == len(self.diags.items):
+            return  # nothing to annotate: most calls (and quoting the call would cost a scan)
         where = block.span
         text = _source_text(self.program.sources.get(call.span.file), call.span)
         note = f"in the call `{text}` at {call.span.file}:{call.span.line}:{call.span.column}"
