@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.report import Row
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,7 +90,16 @@ def run(quick: bool = False) -> dict:
     }
 
 
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+def rows(result: dict) -> list[Row]:
+    """(a) and (e) as table rows."""
+    a, e = result["a_cold_check"], result["e_scaling"]
+    per_block = [r["ms_per_block"] for r in e["rows"] if r["blocks"] >= 100]
+    largest = e["rows"][-1]["blocks"]
+    return [
+        Row("a", "cold `archc check specs/resnet152.arch` vs `python -c \"import torch\"`",
+            f"{a['check_s']:.3f} s", f"{a['import_torch_s']:.3f} s", a["ratio"], "≤ 0.15",
+            a["ok"], "medians of interleaved runs, each a new process"),
+        Row("e", f"check time per block, 100 to {largest:,} blocks (spread = max/min)",
+            f"{min(per_block):.2f}–{max(per_block):.2f} ms/block", "", e["per_block_spread"],
+            "< 1.5 (linear)", e["ok"], "in process, fastest of 3 per size"),
+    ]
