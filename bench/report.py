@@ -35,7 +35,7 @@ def markdown(rows: list[Row], machine: dict, command: str) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Machine: {machine}",
+        f"Machine: {describe(machine)}",
         f"Command: `{command}`",
         "",
         "| " + " | ".join(HEADER) + " |",
@@ -43,6 +43,13 @@ def markdown(rows: list[Row], machine: dict, command: str) -> str:
     ]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row.cells()) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def describe(machine: dict) -> str:
+    """`bench.__main__.machine()` as one line: what the numbers were measured on."""
+    gpu = machine.get("gpu") or "no GPU"
+    return (f"{machine.get('cpus')} CPUs, {gpu}; Python {machine.get('python')}, torch "
+            f"{machine.get('torch')}; {machine.get('platform')}; {machine.get('date')}")
 
 
 def text(rows: list[Row]) -> str:

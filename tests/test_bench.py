@@ -50,7 +50,9 @@ def test_tables_render_every_row_and_escape_pipes():
     rows = [Row("a", "x | y", "1 s", "2 s", 0.5, "≤ 1", True),
             Row("b", "z", "3 s", "1 s", 3.0, "≤ 1", False, "slow"),
             Row("gpu", "w", "not measured", "", None, "", None, "no CUDA")]
-    md = markdown(rows, {"cpus": 2}, "python -m bench")
+    md = markdown(rows, {"cpus": 2, "gpu": None, "python": "3.11.7", "torch": "2.14.1"},
+                  "python -m bench")
+    assert "Machine: 2 CPUs, no GPU; Python 3.11.7, torch 2.14.1" in md
     lines = [line for line in md.splitlines() if line.startswith("|")]
     assert len(lines) == 2 + len(rows)
     assert "| a | x \\| y | 1 s | 2 s | 0.5 | ≤ 1 | yes |  |" in lines
