@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from .console import check_report, fail, parse_sets, parse_shape, print_diagnostics
+from .console import check_report, fail, parse_sets, parse_shape, print_diagnostics, version
 
 __all__ = ["app", "fail", "main", "parse_sets", "parse_shape", "print_diagnostics"]
 
@@ -34,6 +34,23 @@ NetworkOption = typer.Option(
     None, "--network", "-n", help="Network to use when the file has several"
 )
 InputOption = typer.Option(None, "--input", help="Override the input shape, e.g. 3x64x64")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(version())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", help="Print archc's version and exit", is_eager=True,
+        callback=_print_version,
+    ),
+) -> None:
+    """archc: compile CNN architecture specs (.arch or YAML) into checked, drawn and trainable
+    PyTorch networks."""
 
 
 # --------------------------------------------------------------------------- shared helpers

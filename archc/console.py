@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = sys.argv[1:] if argv is None else list(argv)
     try:
+        if args == ["--version"]:
+            print(version())
+            return
         if args[:1] == ["check"]:
             options = _plain_check(args[1:])
             if options is not None:
@@ -35,6 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `archc ... | head` closed the pipe: stop quietly, like cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(141) from None
+
+
+def version() -> str:
+    """`archc 0.1.0 (Python 3.11.7)`: what `archc --version` prints."""
+    from . import __version__
+
+    return f"archc {__version__} (Python {sys.version.split()[0]})"
 
 
 def _plain_check(args: list[str]) -> dict[str, Any] | None:

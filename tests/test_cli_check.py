@@ -215,3 +215,20 @@ def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
         main(["check", str(ROOT / "specs/resnet18.arch")])
     assert stop.value.code == 141
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_version_is_the_installed_distributions():
+    """`archc --version` (the fast path) and the typer app's option print the same line, and
+    it names the version pip installed."""
+    from importlib.metadata import version
+
+    from typer.testing import CliRunner
+
+    from archc.cli import app
+
+    proc = archc("--version")
+    expected = f"archc {version('archc')} (Python {sys.version.split()[0]})"
+    assert proc.returncode == 0 and proc.stdout.strip() == expected
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == expected
+    assert "--version" in CliRunner().invoke(app, ["--help"]).output
