@@ -364,7 +364,10 @@ def _decode_many(
     n = len(sources)
     jobs = [(i, str(s), size) for i, s in enumerate(sources)]
     t0 = time.perf_counter()
-    step = max(1, n // 20)
+    # On a terminal the line is redrawn 20 times; in a log file only the last count is
+    # written, as one line, instead of 20 joined by carriage returns.
+    live = progress and sys.stderr.isatty()
+    step = max(1, n // 20) if live else n
 
     def report(k: int) -> None:
         if progress and (k % step == 0 or k == n):

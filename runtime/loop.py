@@ -16,6 +16,7 @@ checkpoint is left untouched.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import random
@@ -305,6 +306,10 @@ class Trainer:
         # Checkpoints and the optimizer use the unwrapped module (wrap may swap submodules,
         # e.g. SyncBatchNorm conversion, so take it from the wrapped model).
         self.raw = unwrap(model)
+        if cfg.compile and not cuda:
+            # inductor's C++ toolchain probe warns that no CUDA runtime exists: true, and
+            # beside the point for a CPU run
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self.model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
         self.optimizer = make_optimizer(self.raw, cfg)
         n_batches = len(self.train_loader)

@@ -255,6 +255,18 @@ def test_parallel_decoding_matches_serial(messy):
     assert a.skipped == b.skipped
 
 
+def test_decoding_progress_in_a_log_is_one_line(tmp_path, capsys):
+    """Not on a terminal (a log, CI): one final count, not 20 counts joined by carriage
+    returns."""
+    root = write_synthetic(tmp_path / "d", n=40, seed=0, size=((40, 60), (30, 50)))
+    sources = sorted((root / "train").glob("*.jpg"))
+    assert len(sources) == 40
+    assert len(list(D._decode_many(sources, 16, workers=1, progress=True))) == len(sources)
+    err = capsys.readouterr().err
+    assert err.strip("\r\n").count("decoding") == 1
+    assert err.strip().startswith(f"decoding {len(sources)}/{len(sources)} images")
+
+
 def test_decode_resizes_short_side_and_centre_crops(tmp_path):
     # left third red, middle third green, right third blue: a centre crop keeps only green
     arr = np.zeros((100, 300, 3), np.uint8)
