@@ -88,7 +88,7 @@ def checked(
 
 @app.command()
 def check(
-    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    specs: list[Path] = typer.Argument(..., help="One or more .arch or .yaml specs"),
     sets: Optional[list[str]] = SetOption,
     variant: Optional[str] = VariantOption,
     network: Optional[str] = NetworkOption,
@@ -96,8 +96,8 @@ def check(
     explain: bool = typer.Option(False, "--explain", help="Say what was inferred"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result"),
 ) -> None:
-    """Parse and shape-check a spec; print OK with shapes, or located errors (exit 1)."""
-    raise typer.Exit(check_report(spec, sets, variant, network, input, explain, as_json))
+    """Parse and shape-check specs; print OK with shapes, or located errors (exit 1)."""
+    raise typer.Exit(check_report(specs, sets, variant, network, input, explain, as_json))
 
 
 @app.command()

@@ -52,7 +52,7 @@ def _plain_check(args: list[str]) -> dict[str, Any] | None:
     if any(a in ("-h", "--help") for a in args):
         return None
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    parser.add_argument("spec", type=Path)
+    parser.add_argument("specs", type=Path, nargs="+")
     parser.add_argument("--set", "-s", dest="sets", action="append")
     parser.add_argument("--variant", "-V")
     parser.add_argument("--network", "-n")
@@ -120,7 +120,7 @@ def _macs(n: int) -> str:
 
 
 def check_report(
-    spec: Path,
+    specs: list[Path],
     sets: list[str] | None,
     variant: str | None,
     network: str | None,
@@ -128,22 +128,36 @@ def check_report(
     explain: bool,
     as_json: bool,
 ) -> int:
-    """Run `archc check` and print its report; returns the exit status."""
+    """Run `archc check` on each spec and print the reports; returns the exit status (1 if
+    any spec has errors). The options apply to every spec; with --json, several specs give a
+    list of the objects one spec gives."""
     from .api import check as run_check
+
+    for spec in specs:
+        if not spec.exists():
+            fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
+    params, shape = parse_sets(sets), parse_shape(input)
+    results = [
+        (spec, run_check(spec, params, network=network, variant=variant, input_shape=shape))
+        for spec in specs
+    ]
+    if as_json:
+        data = [_check_json(spec, result) for spec, result in results]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        for _, result in results:
+            _print_report(result, explain)
+    return 0 if all(result.ok for _, result in results) else 1
+
+
+def _print_report(result, explain: bool) -> None:
+    """One spec's report: its diagnostics, then OK with shapes, counts and input sizes."""
     from .layers import fmt
     from .shapes import input_sizes
 
-    if not spec.exists():
-        fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
-    result = run_check(
-        spec, parse_sets(sets), network=network, variant=variant, input_shape=parse_shape(input)
-    )
-    if as_json:
-        print(json.dumps(_check_json(result), indent=2))
-        return 0 if result.ok else 1
     print_diagnostics(result.diagnostics, result.program.sources)
     if not result.ok:
-        return 1
+        return
     net = result.network
     sizes = input_sizes(net)
     aux = f" (+{len(net.aux_outputs)} auxiliary outputs in training)" if net.aux_outputs else ""
@@ -154,13 +168,13 @@ def check_report(
         print("   inferred:")
         for span, text in net.explain:
             print(f"     {span.file}:{span.line}:{span.column}: {text}")
-    return 0
 
 
-def _check_json(result) -> dict:
+def _check_json(spec: Path, result) -> dict:
     from .shapes import input_sizes
 
     data: dict[str, Any] = {
+        "spec": str(spec),
         "ok": result.ok,
         "diagnostics": [
             {

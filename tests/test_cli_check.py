@@ -110,6 +110,26 @@ def test_json_output_ok():
     assert data["input_sizes"] == {"smallest": 1, "step": 1, "largest": None}
 
 
+def test_several_specs_in_one_run_like_a_linter(tmp_path):
+    """A pre-commit hook passes every changed file: each is reported, the status is 1 if any
+    has errors, and --json gives one object per spec, in order."""
+    broken = write(tmp_path, BROKEN)
+    good = write(tmp_path, "network n:\n    input 3x8x8\n    conv3-8\n", "good.arch")
+    proc = archc("check", good.name, broken.name, good.name, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stdout.count("OK n: 3×8×8 → 8×8×8") == 2
+    assert proc.stderr.count("error[E102]") == 1 and "spec.arch:3:14" in proc.stderr
+    both = archc("check", good.name, broken.name, "--json", cwd=tmp_path)
+    assert both.returncode == 1
+    data = json.loads(both.stdout)
+    assert [(d["spec"], d["ok"]) for d in data] == [("good.arch", True), ("spec.arch", False)]
+    ok = archc("check", "specs/resnet18.arch", "specs/vgg_d.arch")
+    assert ok.returncode == 0 and ok.stdout.count("OK ") == 2
+    missing = archc("check", "specs/resnet18.arch", "specs/nothere.arch")
+    assert missing.returncode == 2 and "`specs/nothere.arch` not found" in missing.stderr
+    assert missing.stdout == ""  # nothing is checked until every path exists
+
+
 def test_json_output_with_errors(tmp_path):
     spec = write(tmp_path, BROKEN)
     proc = archc("check", spec.name, "--json", cwd=tmp_path)
