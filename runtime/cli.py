@@ -58,6 +58,12 @@ def train_command(
         None, "--compile-mode", help="default, reduce-overhead (CUDA graphs) or max-autotune"
     ),
     device: Optional[str] = typer.Option(None, help="auto, cuda, mps or cpu"),
+    amp: Optional[str] = typer.Option(
+        None, "--amp", help="bf16 autocast: auto (on CUDA), bf16 or off"
+    ),
+    channels_last: Optional[bool] = typer.Option(
+        None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on CUDA)"
+    ),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction"),
     scale: Optional[str] = typer.Option(None, help="Random-resized-crop area range MIN,MAX"),
     ratio: Optional[str] = typer.Option(None, help="Random-resized-crop aspect range MIN,MAX"),
@@ -103,6 +109,8 @@ def train_command(
         compile=compile,
         compile_mode=compile_mode,
         device=device,
+        amp=amp,
+        channels_last=channels_last,
         val_fraction=val_fraction,
         scale=_pair("--scale", scale),
         ratio=_pair("--ratio", ratio),

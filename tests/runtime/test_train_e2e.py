@@ -93,9 +93,11 @@ def test_augmentation_is_overridable_on_the_command_line(tmp_path):
     run = tmp_path / "run"
     done = archc("train", "tests/fixtures/tiny.arch", "--data", str(data / "train"), "--run",
                  str(run), "--epochs", "1", "--scale", "0.5,1", "--ratio", "0.9,1.1",
-                 "--rotation", "10", "--hflip", "0", cache=tmp_path / "cache")
+                 "--rotation", "10", "--hflip", "0", "--amp", "bf16", "--channels-last",
+                 cache=tmp_path / "cache")
     assert done.returncode == 0, done.stderr
     saved = json.loads((run / "hparams.json").read_text())["train"]
+    assert saved["amp"] == "bf16" and saved["channels_last"] is True
     assert saved["scale"] == [0.5, 1.0] and saved["ratio"] == [0.9, 1.1]
     assert saved["rotation"] == 10.0 and saved["hflip"] == 0.0
     bad = archc("train", "tests/fixtures/tiny.arch", "--data", str(data / "train"),
