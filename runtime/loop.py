@@ -45,11 +45,8 @@ from runtime import checkpoint as ckpt
 from runtime.config import TrainConfig
 from runtime.metrics import MetricsLogger, log_loss_sum, plot
 
-# Config fields that may differ on resume: how a run is executed, not what it computes.
-# (amp and channels_last change rounding, as the device does; turning bf16 off to chase a
-# NaN is a good reason to resume with another setting.)
-_RESUME_FREE_FIELDS = {"workers", "compile", "compile_mode", "device", "cache_size", "epochs",
-                       "amp", "channels_last"}
+# Config fields that may differ on resume without breaking exact continuation.
+_RESUME_FREE_FIELDS = {"workers", "compile", "compile_mode", "device", "cache_size", "epochs"}
 
 
 @dataclass
