@@ -1,0 +1,71 @@
+"""Importers: front ends that turn existing networks into archc's IR.
+
+Each importer reads one foreign format (a Caffe prototxt, a Darknet cfg, a PyTorch
+module) and produces the same `ir.SpecFile` that `archc/parse.py` produces for a .arch
+file. None of them writes text: `archc/unparse.py` turns the IR into the spec a person
+would have written. Problems in the imported file are `Diagnostic`s located in it.
+
+The Caffe and Darknet importers never import torch; only the PyTorch importer does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import ir
+from ..diagnostics import Diagnostics
+
+CAFFE_SUFFIXES = (".prototxt", ".pt-txt", ".pbtxt")
+DARKNET_SUFFIXES = (".cfg",)
+
+
+def import_source(
+    source: str,
+    diags: Diagnostics,
+    *,
+    args: dict | None = None,
+    weights: bool = False,
+) -> ir.SpecFile | None:
+    """The IR of `source`, chosen by its form; None (with diagnostics) when it cannot be read.
+
+    `source` is a file (`.prototxt` → Caffe, `.cfg` → Darknet) or a Python callable
+    (`torchvision:resnet50`, `pkg.module:factory`) that returns an `nn.Module`; `args`
+    are that callable's keyword arguments. `weights` asks the file importers to keep
+    what the weights conversion needs (see `archc.importers.weights`).
+    """
+    suffix = Path(source).suffix.lower()
+    if suffix in CAFFE_SUFFIXES:
+        from . import caffe
+
+        return caffe.load(source, diags)
+    if suffix in DARKNET_SUFFIXES:
+        from . import darknet
+
+        return darknet.load(source, diags)
+    if ":" in source and not Path(source).exists():
+        return _torch_module(source, diags, args)
+    diags.error(
+        "E001",
+        ir.Span(file=source),
+        f"cannot tell what kind of network `{source}` is",
+        "give a Caffe `.prototxt`, a Darknet `.cfg`, or a Python callable as "
+        "`module:callable` (e.g. `torchvision:resnet50`)",
+    )
+    return None
+
+
+def _torch_module(source: str, diags: Diagnostics, args: dict | None) -> ir.SpecFile | None:
+    """Import a PyTorch module through `archc.importers.torch_module` (it imports torch)."""
+    try:
+        from .torch_module import load
+    except ImportError as error:
+        if error.name != f"{__name__}.torch_module":
+            raise  # a bug or a missing dependency inside the importer: keep its traceback
+        diags.error(
+            "E204",
+            ir.Span(file=source),
+            "importing PyTorch modules is not available in this build of archc",
+            "import a Caffe `.prototxt` or a Darknet `.cfg` instead",
+        )
+        return None
+    return load(source, diags, args=args)
