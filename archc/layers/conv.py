@@ -1,0 +1,81 @@
+"""Convolution."""
+
+from __future__ import annotations
+
+import math
+
+from .core import CONV, LayerKind, Param, Shape, ShapeContext, ShapeProblem, check_positive, image
+from .window import resolve_padding, window
+
+
+def _conv_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    c, _, _ = image("conv", inp)
+    check_positive("conv", p, "out", "kernel", "stride", "dilation", "groups")
+    if c % p["groups"] or p["out"] % p["groups"]:
+        raise ShapeProblem(
+            "E201",
+            f"conv groups={p['groups']} must divide both the input "
+            f"channels ({c}) and out ({p['out']})",
+        )
+    pad = resolve_padding(p)
+    h, w = window("conv", inp, p, ctx, p["kernel"], p["stride"], pad, p["dilation"])
+    return (p["out"], h, w)
+
+
+def _conv_params(inp: Shape, p: dict) -> int:
+    per_filter = inp[0] // p["groups"] * p["kernel"] ** 2
+    return p["out"] * per_filter + (p["out"] if p["bias"] else 0)
+
+
+def _conv_macs(inp: Shape, out: Shape, p: dict) -> int:
+    return math.prod(out) * (inp[0] // p["groups"]) * p["kernel"] ** 2
+
+
+def _conv_torch(inp: Shape, p: dict):
+    import torch.nn as nn
+
+    return nn.Conv2d(
+        inp[0],
+        p["out"],
+        p["kernel"],
+        stride=p["stride"],
+        padding=resolve_padding(p),
+        dilation=p["dilation"],
+        groups=p["groups"],
+        bias=p["bias"],
+    )
+
+
+KINDS: tuple[LayerKind, ...] = (
+    LayerKind(
+        "conv",
+        "2-D convolution; `convK-C` is a K×K conv with C filters and same padding.",
+        (
+            Param("out", "int", doc="output channels", aliases=("channels", "filters")),
+            Param("kernel", "int", 3, "kernel size", ("k", "kernel_size")),
+            Param("stride", "int", 1, "step"),
+            Param(
+                "padding",
+                "padding",
+                "same",
+                "a number, `same` (half the kernel) or `valid` (0)",
+                ("pad",),
+            ),
+            Param("dilation", "int", 1, "spacing of the kernel taps"),
+            Param("groups", "int", 1, "grouped convolution"),
+            Param("bias", "bool", True, "learn a bias"),
+        ),
+        _conv_shape,
+        _conv_torch,
+        CONV,
+        ("convolution", "conv2d"),
+        ("kernel", ("out",)),
+        _conv_params,
+        _conv_macs,
+        spatial=lambda p: (p["kernel"], p["stride"], resolve_padding(p), p["dilation"], False),
+        summary=lambda p: (
+            f"{p['kernel']}×{p['kernel']}, {p['out']}"
+            + (f", /{p['stride']}" if p["stride"] != 1 else "")
+        ),
+    ),
+)

@@ -1,0 +1,168 @@
+"""The parts every layer family shares: the kind record, shapes, and the shape helpers.
+
+Nothing here imports torch: `archc check` stays instant. Torch constructors import it
+when they are called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for flat features
+
+REQUIRED = object()  # default of a parameter that must be given
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a layer kind: its name, type and default."""
+
+    name: str
+    type: str  # "int", "float", "bool", "padding", "int?" (int or none)
+    default: Any = REQUIRED
+    doc: str = ""
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        """True when the parameter has no default."""
+        return self.default is REQUIRED
+
+
+class ShapeProblem(Exception):
+    """Raised by a shape rule; the checker turns it into a located diagnostic."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.hint = code, message, hint
+
+
+@dataclass
+class ShapeContext:
+    """What a shape rule may report besides its result: warnings."""
+
+    warnings: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def warn(self, code: str, message: str, hint: str | None = None) -> None:
+        """Record a warning for the layer being checked."""
+        self.warnings.append((code, message, hint))
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a kind is drawn: fill colour, node shape, and its legend group."""
+
+    group: str
+    fill: str
+    shape: str = "box"
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """A registry entry: one kind of layer."""
+
+    name: str
+    doc: str
+    params: tuple[Param, ...]
+    shape: Callable[[Shape, dict, ShapeContext], Shape]
+    torch: Callable[[Shape, dict], Any]
+    style: Style
+    aliases: tuple[str, ...] = ()
+    sugar: tuple[str | None, tuple[str, ...]] = (None, ())  # (head digits -> param, dash parts)
+    count_params: Callable[[Shape, dict], int] = lambda shape, p: 0
+    count_macs: Callable[[Shape, Shape, dict], int] = lambda inp, out, p: 0
+    spatial: Callable[[dict], tuple[int, int, int, int, bool] | None] = lambda p: None
+    summary: Callable[[dict], str] = lambda p: ""
+
+    def param(self, name: str) -> Param | None:
+        """The parameter called `name` (or one of its aliases), if any."""
+        for p in self.params:
+            if name == p.name or name in p.aliases:
+                return p
+        return None
+
+
+# The diagram styles of the families (their legend groups).
+CONV = Style("conv", "#9ecae1")
+POOL = Style("pool", "#fdd0a2", "box")
+NORM = Style("norm", "#c7e9c0")
+ACT = Style("activation", "#fcbba1", "box")
+FC = Style("fc", "#bcbddc")
+REG = Style("regularization", "#e0e0e0")
+RESHAPE = Style("reshape", "#f0f0f0")
+
+
+def normalize(word: str) -> str:
+    """The lookup key of a kind name: case-, dash- and underscore-insensitive."""
+    return word.lower().replace("-", "").replace("_", "")
+
+
+def fmt(shape: Shape | None) -> str:
+    """A shape as the paper writes it: 64×56×56."""
+    return "?" if shape is None else "×".join(str(d) for d in shape)
+
+
+# --------------------------------------------------------------------------- shape helpers
+
+
+def image(kind: str, inp: Shape) -> tuple[int, int, int]:
+    """`inp` as C×H×W, or a ShapeProblem saying the kind needs an image."""
+    if len(inp) != 3:
+        raise ShapeProblem(
+            "E203",
+            f"{kind} expects an image tensor C×H×W, got {fmt(inp)}",
+            "it comes after a flatten or fc; move it before them",
+        )
+    return inp  # type: ignore[return-value]
+
+
+def check_positive(kind: str, p: dict, *names: str) -> None:
+    """A ShapeProblem when one of the named parameters is below 1."""
+    for name in names:
+        value = p.get(name)
+        if value is not None and value < 1:
+            raise ShapeProblem("E204", f"{kind}: {name} must be at least 1, got {value}")
+
+
+def check_probability(kind: str, p: dict, name: str = "p") -> None:
+    """A ShapeProblem when the probability `p[name]` is outside [0, 1]."""
+    if not 0 <= p[name] <= 1:
+        raise ShapeProblem("E204", f"{kind} probability {name} must be in [0, 1], got {p[name]}")
+
+
+def same_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    """The shape rule of a layer that keeps its input's shape (any rank)."""
+    return inp
+
+
+def image_same_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
+    """The shape rule of a layer that keeps its input's shape and needs an image."""
+
+    def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+        return image(kind, inp)
+
+    return rule
+
+
+def nn_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict], Any]:
+    """The constructor of `torch.nn.<cls>(p[name], ..., **fixed)`: a layer whose torch
+    arguments are its parameters, in order."""
+
+    def make(inp: Shape, p: dict):
+        import torch.nn as nn
+
+        return getattr(nn, cls)(*(p[n] for n in names), **fixed)
+
+    return make
+
+
+def archc_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict], Any]:
+    """Like `nn_module`, for a module of archc.backends.modules (what PyTorch lacks)."""
+
+    def make(inp: Shape, p: dict):
+        from ..backends import modules
+
+        return getattr(modules, cls)(*(p[n] for n in names), **fixed)
+
+    return make
