@@ -156,6 +156,10 @@ def compile_(
     init: Optional[str] = typer.Option(
         None, "--init", help="torchvision, or a .safetensors/.pt file"
     ),
+    purpose: str = typer.Option(
+        "training", "--for",
+        help="training, or inference: batch norms folded, dropout and aux heads dropped",
+    ),
 ) -> None:
     """Print the layer table; with -o also write standalone PyTorch source (or ONNX)."""
     from .backends.summary import format_table, summarize
@@ -168,6 +172,8 @@ def compile_(
         return
     if emit not in ("python", "onnx"):
         fail(f"--emit must be python or onnx, got `{emit}`")
+    if purpose not in ("training", "inference"):
+        fail(f"--for must be training or inference, got `{purpose}`")
     from .backends.onnx import OnnxExportError
     from .backends.weights import InitError
 
@@ -175,7 +181,11 @@ def compile_(
         if emit == "python":
             from .backends.pysource import write_python
 
-            written = write_python(net, output, init=init)
+            written = write_python(net, output, init=init, inference=purpose == "inference")
+        elif purpose == "inference":
+            from .passes.export import export_inference_onnx
+
+            written = export_inference_onnx(net, output, init=init)
         else:
             from .backends.onnx import export_onnx
 
@@ -253,9 +263,22 @@ def graph(
     typer.echo(f"wrote {output}")
 
 
+@app.command(name="fmt")
+def fmt_(
+    specs: list[Path] = typer.Argument(..., help="The .arch files to format (- for stdin)"),
+    check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if any file "
+                               "would change, and list them"),
+    diff: bool = typer.Option(False, "--diff", help="Print the changes as a diff instead"),
+) -> None:
+    """Rewrite .arch files in the one canonical layout (comments and the network kept)."""
+    from .fmt import main as fmt_main
+
+    raise typer.Exit(fmt_main(specs, check=check, show_diff=diff))
+
+
 # --------------------------------------------------------------------------- entry point
 
-_BUILTIN = {"check", "convert", "compile", "graph", "summary"}
+_BUILTIN = {"check", "convert", "compile", "graph", "summary", "fmt"}
 
 
 def _load_plugins(argv: list[str]) -> None:

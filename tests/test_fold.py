@@ -1,0 +1,170 @@
+"""The inference pass (archc/passes): folded networks compute what the eval-mode module does.
+
+Every network of every spec in specs/ and examples/ is built at a small input, its batch norms
+randomised (weight, bias, running mean and variance: folding a fresh, identity BN proves
+nothing), and compared with its folded module and with the folded standalone Python source.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import archc
+from archc.backends.module import class_name, to_module
+from archc.backends.pysource import python_source
+from archc.graph import layers
+from archc.passes import fold_for_inference, fold_state_dict, inference_module
+from archc.shapes import input_sizes
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = sorted([*REPO.glob("specs/*.arch"), *REPO.glob("examples/**/*.arch")])
+TOLERANCE = 1e-5  # relative to the largest logit
+SMALL = 32  # the input side to try first; a network that needs more gets its smallest
+
+
+def _networks() -> list[tuple[Path, str]]:
+    """(spec, network name) for every network every spec file defines."""
+    found = []
+    for spec in SPECS:
+        for name in re.findall(r"^network\s+(\w+)", spec.read_text(), re.MULTILINE):
+            found.append((spec, name))
+    return found
+
+
+def _small(spec: Path, name: str):
+    """The network at a small input (the smallest it accepts, at least SMALL)."""
+    net = archc.load(spec, network=name)
+    smallest = input_sizes(net).smallest or net.input_shape[1]
+    side = max(SMALL, smallest)
+    return archc.load(spec, network=name, input_shape=(net.input_shape[0], side, side))
+
+
+def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN statistics and affine parameters, and random biases: no identity anywhere."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.25)
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=g) * 1.5 + 0.25)
+                    m.bias.copy_(torch.randn(n, generator=g) * 0.5)
+            elif isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
+def _count(model: nn.Module, cls) -> int:
+    return sum(isinstance(m, cls) for m in model.modules())
+
+
+@pytest.mark.parametrize("spec,name", _networks(), ids=lambda v: getattr(v, "stem", v))
+def test_folded_module_and_source_equal_the_eval_module(spec, name):
+    torch.manual_seed(0)
+    net = _small(spec, name)
+    model = randomise(to_module(net))
+    x = torch.randn(2, *net.input_shape)
+    with torch.no_grad():
+        want = model(x)
+        folded = inference_module(net, model)
+        got = folded(x)
+    assert _relative(got, want) <= TOLERANCE
+    plan = fold_for_inference(net)
+    # in these specs every bn follows a conv or an fc (or sits in an aux head, which goes)
+    assert not any(layer.kind == "bn" for layer in layers(plan.network.root))
+    assert bool(plan.folds) == any(layer.kind == "bn" for layer in layers(net.root))
+    assert _count(folded, nn.modules.batchnorm._BatchNorm) == 0
+    assert _count(folded, nn.Dropout | nn.Dropout2d | nn.Identity) == 0
+    assert not any(k.split(".")[0] in net.aux_outputs for k in folded.state_dict())
+    # the standalone source of the folded network loads the folded weights and agrees
+    scope: dict = {}
+    exec(compile(python_source(net, inference=True), f"<{name}>", "exec"), scope)  # noqa: S102
+    emitted = scope[class_name(net.name)]().eval()
+    emitted.load_state_dict(folded.state_dict())
+    with torch.no_grad():
+        assert _relative(emitted(x), want) <= TOLERANCE
+
+
+FLAT = """
+network flat(num_classes=3):
+    input 3x8x8
+    conv3-4 relu bn
+    flatten
+    hidden: FC-16(bias=false) norm: bn relu dropout(0.3) identity
+    fc: FC-{num_classes}
+"""
+
+
+def test_fc_then_bn1d_folds_and_a_norm_after_relu_stays():
+    net = archc.check("<flat>", text=FLAT).network
+    model = randomise(to_module(net), seed=1)
+    plan = fold_for_inference(net)
+    assert [(f.layer, f.norm) for f in plan.folds] == [("hidden", "norm")]
+    assert len(plan.dropped) == 2  # dropout and identity
+    folded = inference_module(net, model)
+    assert folded.hidden.bias is not None  # the bias the fold adds
+    assert _count(folded, nn.BatchNorm1d) == 0 and _count(folded, nn.BatchNorm2d) == 1
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        assert _relative(folded(x), model(x)) <= TOLERANCE
+
+
+def test_fold_arithmetic_uses_the_running_statistics():
+    """One conv, one bn with known numbers: the folded weight and bias by hand."""
+    net = archc.check("<one>", text="network one:\n    input 1x3x3\n    c: conv1-1(bias=false)"
+                                    "  n: bn(eps=0.0)\n").network
+    state = {"c.weight": torch.full((1, 1, 1, 1), 2.0), "n.weight": torch.tensor([3.0]),
+             "n.bias": torch.tensor([0.5]), "n.running_mean": torch.tensor([1.0]),
+             "n.running_var": torch.tensor([4.0]), "n.num_batches_tracked": torch.tensor(7)}
+    out = fold_state_dict(fold_for_inference(net), state)
+    assert sorted(out) == ["c.bias", "c.weight"]
+    assert float(out["c.weight"]) == pytest.approx(2.0 * 3.0 / 2.0)
+    assert float(out["c.bias"]) == pytest.approx((0 - 1.0) * 3.0 / 2.0 + 0.5)
+
+
+def test_the_pass_does_not_import_torch():
+    code = ("import sys, archc, archc.passes; net = archc.load('specs/googlenet.arch'); "
+            "archc.passes.fold_for_inference(net); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_compile_for_inference_writes_folded_source_and_weights(tmp_path):
+    from archc.cli import app
+
+    spec = REPO / "examples" / "mini_resnet.arch"
+    weights = tmp_path / "w.safetensors"
+    net = archc.load(spec)
+    model = randomise(to_module(net), seed=2)
+    from archc.backends.weights import save_weights
+
+    save_weights(model, weights, net)
+    out = tmp_path / "mini.py"
+    result = CliRunner().invoke(app, ["compile", str(spec), "--for", "inference", "-o", str(out),
+                                      "--init", str(weights)])
+    assert result.exit_code == 0, result.output
+    source = out.read_text()
+    assert "BatchNorm" not in source and "bias=False" not in source
+    from safetensors.torch import load_file
+
+    scope: dict = {}
+    exec(compile(source, str(out), "exec"), scope)  # noqa: S102
+    emitted = scope["MiniResnet"]().eval()
+    emitted.load_state_dict(load_file(str(out.with_suffix(".safetensors"))))
+    x = torch.randn(2, *net.input_shape)
+    with torch.no_grad():
+        assert _relative(emitted(x), model(x)) <= TOLERANCE
+    bad = CliRunner().invoke(app, ["compile", str(spec), "--for", "serving", "-o", str(out)])
+    assert bad.exit_code != 0 and "--for must be training or inference" in bad.output
