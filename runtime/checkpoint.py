@@ -65,6 +65,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path | str, data: bytes | str) -> None:
     """Replace `path` with `data` so that readers see either the old or the new file, never a mix.
 
@@ -76,6 +83,8 @@ def atomic_write(path: Path | str, data: bytes | str) -> None:
         data = data.encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; the finished file gets the mode open() would have given it
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             _write_chunks(fh, data)
             fh.flush()

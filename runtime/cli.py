@@ -88,7 +88,7 @@ def train_command(
         raise typer.Exit(launch(nproc, args))
     from archc.cli import parse_sets
 
-    from .train import TrainError, TrainRequest
+    from .train import SpecCheckError, TrainError, TrainRequest
     from .train import train as run_train
 
     settings = dict(
@@ -133,6 +133,9 @@ def train_command(
     )
     try:
         result = run_train(req)
+    except SpecCheckError as exc:  # rendered diagnostics carry their own `error[E...]` heads
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
     except TrainError as exc:
         _fail(str(exc))
     except Exception as exc:  # data and checkpoint errors carry their own clear messages

@@ -219,6 +219,7 @@ def _weights(run_dir: Path, name: str) -> tuple[dict[str, torch.Tensor], int | N
         except CheckpointError as exc:
             raise InferenceError(f"checkpoint `{name}` in {run_dir} is unusable: {exc}"
                                  + _intact_others(run_dir, name)) from exc
+        _require_finite(weights, run_dir, name)
         return weights, extra.get("epoch")
     file = run_dir / f"{name}.safetensors"
     if not file.exists():
@@ -226,9 +227,20 @@ def _weights(run_dir: Path, name: str) -> tuple[dict[str, torch.Tensor], int | N
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(file)), None
+        weights = load_file(str(file))
     except Exception as exc:  # safetensors raises several kinds for a damaged file
         raise InferenceError(f"{file} is not a readable safetensors file: {exc}") from exc
+    _require_finite(weights, run_dir, name)
+    return weights, None
+
+
+def _require_finite(weights: dict[str, torch.Tensor], run_dir: Path, name: str) -> None:
+    """InferenceError when a checkpoint holds NaN/inf weights: its every answer would be NaN."""
+    bad = [k for k, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise InferenceError(f"checkpoint `{name}` in {run_dir} holds non-finite weights "
+                             f"({bad[0]}{' and more' if len(bad) > 1 else ''}): the run diverged; "
+                             "retrain with a lower lr" + _intact_others(run_dir, name))
 
 
 def _intact_others(run_dir: Path, broken: str) -> str:
@@ -290,6 +302,9 @@ def _probabilities(trained: Trained, x_u8: torch.Tensor) -> torch.Tensor:
     x = eval_batch(x_u8.to(trained.device), trained.image_size, trained.aug)
     out = trained.model(x)
     logits = out[0] if isinstance(out, (tuple, list)) else out
+    if not bool(torch.isfinite(logits).all()):  # never report NaN as a probability
+        raise InferenceError("the model's output is not finite (NaN or inf) for these images: "
+                             f"the weights of {trained.run_dir} overflow on them")
     return torch.softmax(logits.double(), dim=1)
 
 

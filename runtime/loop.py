@@ -21,6 +21,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -567,6 +568,36 @@ class Trainer:
             f"acc {r['train_acc']:.2%}{val}  lr {r['lr']:.3g}  "
             f"{r['images_per_s']:,.0f} img/s  {r['epoch_time']:.1f}s",
             highlight=False,
+            soft_wrap=True,  # one line per epoch, also in an 80-column log
+        )
+
+    def _non_finite(self, record: dict[str, Any]) -> str:
+        """What went non-finite this epoch (a metric or the weights), or "" when all is well.
+
+        The loss is checked before every step, but the last step of an epoch can still turn
+        the weights into NaN/inf; validation and the weights themselves catch that.
+        """
+        for key in ("train_loss", "val_loss", "val_logloss"):
+            value = record.get(key)
+            if value is not None and not math.isfinite(value):
+                return f"{key.replace('_', ' ')} became {value}"
+        state = [(k, t) for k, t in self.raw.state_dict().items() if t.is_floating_point()]
+        if not state:
+            return ""
+        finite = torch.stack([torch.isfinite(t).all() for _, t in state]).cpu()  # one sync
+        bad = [k for (k, _), ok in zip(state, finite.tolist()) if not ok]
+        return f"the weights became non-finite ({bad[0]})" if bad else ""
+
+    def _print_stop(self, what: str) -> None:
+        """The one line that says training diverged and which checkpoint is still good."""
+        # An error goes to stderr like every other `error:` line; a quiet console stays quiet
+        # and one writing to its own file (a test, a log) keeps the line.
+        to_stdout = self.console.file is sys.stdout and not self.console.quiet
+        console = Console(stderr=True, highlight=False) if to_stdout else self.console
+        console.print(
+            f"[red]error: training diverged: {what}.[/] The last good checkpoint (after epoch "
+            f"{self.epoch}) was kept. Try a lower lr, grad_clip or warmup.",
+            soft_wrap=True,
         )
 
     def _result(self, reason: str) -> FitResult:
@@ -626,10 +657,7 @@ class Trainer:
                 try:
                     train = self._train_epoch(epoch, progress, stop)
                 except _NonFinite as exc:
-                    self.console.print(
-                        f"[red]stopping: {exc}.[/] The last good checkpoint (after epoch "
-                        f"{self.epoch}) was kept. Try a lower lr, grad_clip or warmup."
-                    )
+                    self._print_stop(str(exc))
                     return "nan"
                 val = self._validate(stop) if train is not None else None
                 if train is None or val is None:
@@ -641,6 +669,10 @@ class Trainer:
                     return "interrupted"
                 record = {"epoch": epoch + 1, **train, **val,
                           "epoch_time": time.perf_counter() - started}
+                problem = self._non_finite(record)
+                if problem:  # never log, plot or checkpoint a diverged epoch
+                    self._print_stop(f"{problem} in epoch {epoch + 1}")
+                    return "nan"
                 self._finish_epoch(record, logger)
                 if self._stop_now(stop):
                     self.console.print(

@@ -147,13 +147,31 @@ def plot(run_dir: Path | str) -> Path | None:
     Uses the Agg canvas directly (no pyplot), so it works headless and touches no global
     matplotlib state. Written atomically. Returns the path, or None when there is nothing to plot.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     run_dir = Path(run_dir)
     records = read_records(run_dir)
     if not records:
         return None
+    fig = figure(records)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    path = run_dir / PNG
+    atomic_write(path, buffer.getvalue())
+    return path
+
+
+#: a loss panel whose values span more than this ratio is drawn on a log scale
+LOG_SCALE_RATIO = 10.0
+
+
+def figure(records: list[dict[str, Any]]):
+    """The curves figure (loss, accuracy, learning rate) of some epoch records.
+
+    A loss that starts far above where it settles (a first val loss of 19, later 0.3) would
+    flatten every later epoch against the axis, so such a panel gets a log scale.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(13, 3.8))
     FigureCanvasAgg(fig)
     # Fixed margins: constrained layout costs ~0.3 s a redraw, and this runs every epoch.
@@ -171,10 +189,16 @@ def plot(run_dir: Path | str) -> Path | None:
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if title == "loss" and _wide_range([_series(records, key)[1] for key, _ in lines]):
+            ax.set_yscale("log")
+            ax.set_title("loss (log scale)")
         if len(lines) > 1:
             ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    path = run_dir / PNG
-    atomic_write(path, buffer.getvalue())
-    return path
+    return fig
+
+
+def _wide_range(series: list[list[float]]) -> bool:
+    """Whether positive values span more than LOG_SCALE_RATIO (a log axis then reads better)."""
+    values = [v for ys in series for v in ys]
+    positive = [v for v in values if v > 0]
+    return len(positive) == len(values) > 1 and max(positive) > LOG_SCALE_RATIO * min(positive)

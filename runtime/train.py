@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import archc
-from archc.graph import Network
+from archc.graph import Network, layers
 from archc.unparse import bundle_program
 
 from .config import TrainConfig, merge_config
@@ -26,6 +26,10 @@ from .run import check_resume, create_run, load_hparams, load_split
 
 class TrainError(Exception):
     """A problem the user can fix (bad spec, data, run folder); the message says how."""
+
+
+class SpecCheckError(TrainError):
+    """Spec diagnostics, already rendered (`error[E203]: ...` with location and caret)."""
 
 
 @dataclass
@@ -63,8 +67,33 @@ def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None
         from archc.render import render_all
 
         errors = [d for d in result.diagnostics if d.is_error]
-        raise TrainError(render_all(errors, result.program.sources))
+        raise SpecCheckError(render_all(errors, result.program.sources))
     return result
+
+
+def check_outputs(net: Network, classes: list[str], sources: dict[str, str]) -> None:
+    """SpecCheckError, located at the network's last layer, unless it ends in one score per
+    class: checked before the first step, so a mismatch never trains to 0% or crashes mid-run."""
+    out = tuple(net.output_shape) if net.output_shape is not None else None
+    if out is None or out == (len(classes),):
+        return
+    from archc.diagnostics import Diagnostic
+    from archc.render import render_all
+
+    k = len(classes)
+    names = ", ".join(classes[:5]) + (", ..." if k > 5 else "")
+    if len(out) == 1:
+        scores = f"{out[0]} score" + ("s" if out[0] != 1 else "")
+        message = f"the network outputs {scores}, but the data has {k} classes ({names})"
+        hint = f"end the network with FC-{k}, or FC-{{num_classes}} with a num_classes parameter"
+    else:
+        shape = "x".join(map(str, out))
+        message = (f"the network ends in a {shape} tensor, not one score per class "
+                   f"(the data has {k} classes: {names})")
+        hint = f"end it with a classifier, such as `global-avgpool flatten FC-{k}`"
+    last = [layer for layer in layers(net.root) if layer.out_shape == net.output_shape]
+    span = last[-1].span if last else net.root.span
+    raise SpecCheckError(render_all([Diagnostic("E203", "error", span, message, hint)], sources))
 
 
 def spec_params(req: TrainRequest, classes: list[str], saved: dict[str, Any] | None) -> dict:
@@ -105,6 +134,7 @@ def train(req: TrainRequest) -> FitResult:
         params = spec_params(req, images.classes, saved_params)
         checked = check_spec(req, params, config.image_size)
         net, spec_text = checked.network, bundle_program(checked.program)
+        check_outputs(net, images.classes, checked.program.sources)
         size = config.image_size or net.input_shape[1]
         split = (
             load_split(resume_dir)
