@@ -69,3 +69,19 @@ def _torch_module(source: str, diags: Diagnostics, args: dict | None) -> ir.Spec
         )
         return None
     return load(source, diags, args=args)
+
+
+def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostics):
+    """Resolve and shape-check imported IR; its diagnostics point into the imported file.
+
+    The network (None on errors) is what the weights conversion walks: every layer keeps
+    the span of the foreign layer it came from.
+    """
+    from ..resolve import Resolver
+    from ..sources import Program, _define
+
+    program = Program(root=spec.path, files={spec.path: spec}, sources=dict(sources))
+    for stmt in spec.statements:
+        _define(program, stmt, diags)
+    network = Resolver(program, diags).network(None, {}, None)
+    return None if diags.has_errors else network

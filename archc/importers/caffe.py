@@ -1,12 +1,448 @@
-"""Caffe front end (being written)."""
+"""Caffe front end: a `deploy.prototxt` (new `layer {}` or V1 `layers {}` syntax) → IR.
+
+Blobs are wired by name; an in-place layer (`top` equal to `bottom`) rebinds its blob,
+`Split` only aliases it. Shapes are followed with Caffe's own rules as the layers are
+read, so that pools get `ceil=true` exactly where Caffe's rounding up changes the size
+and InnerProduct gets the `flatten` that Caffe leaves implicit.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from .. import ir
-from ..diagnostics import Diagnostics
+from ..diagnostics import Diagnostics, did_you_mean
+from . import common, prototxt
+from .graph import Graph, Node, nest
+from .prototxt import Field, Ident, Message
+
+# The V1 `layers {}` syntax names types by enum constant.
+V1_TYPES = {
+    "CONVOLUTION": "Convolution", "POOLING": "Pooling", "LRN": "LRN", "RELU": "ReLU",
+    "SIGMOID": "Sigmoid", "TANH": "TanH", "INNER_PRODUCT": "InnerProduct",
+    "DROPOUT": "Dropout", "SOFTMAX": "Softmax", "CONCAT": "Concat", "ELTWISE": "Eltwise",
+    "SPLIT": "Split",
+}
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class Layer:
+    """One `layer {}` (or V1 `layers {}`) entry."""
+
+    name: str
+    type: str
+    bottoms: list[Field]
+    tops: list[str]
+    message: Message
+    span: ir.Span
+    type_span: ir.Span
+
+    def param(self, name: str) -> Message:
+        """The layer's `NAME_param { ... }` message (empty when absent)."""
+        return self.message.get(name, Message())
 
 
 def load(path: str, diags: Diagnostics) -> ir.SpecFile | None:
-    """The IR of a Caffe prototxt (placeholder until the importer lands)."""
-    diags.error("E204", ir.Span(file=path), "the Caffe importer is not finished yet")
-    return None
+    """The IR of a Caffe prototxt; problems go to `diags` (located in the file)."""
+    text = common.read_text(path, diags)
+    if text is None:
+        return None
+    root = prototxt.parse(text, path, diags)
+    if root is None:
+        return None
+    return _Importer(path, diags).spec(root)
+
+
+def layers_of(root: Message) -> list[Layer]:
+    """The layers of a NetParameter, in file order, V1 types translated."""
+    out = []
+    for f in root.fields:
+        if f.name not in ("layer", "layers") or not isinstance(f.value, Message):
+            continue
+        m = f.value
+        type_field = m.first("type")
+        kind = str(m.get("type", ""))
+        if f.name == "layers":
+            kind = V1_TYPES.get(kind, kind)
+        out.append(
+            Layer(
+                name=str(m.get("name", f"layer{len(out)}")),
+                type=kind,
+                bottoms=m.all("bottom"),
+                tops=[str(t) for t in m.values("top")],
+                message=m,
+                span=f.name_span.to(f.name_span),
+                type_span=type_field.value_span if type_field else f.name_span,
+            )
+        )
+    return out
+
+
+class _Importer:
+    """Reads the layers in order, building the graph and following Caffe's shapes."""
+
+    def __init__(self, path: str, diags: Diagnostics):
+        self.path, self.diags = path, diags
+        self.graph = Graph()
+        self.blobs: dict[str, int] = {}  # blob name → node producing its current value
+        self.shapes: dict[int, Shape] = {}  # node id → Caffe's output shape (C, H, W) or (F,)
+        self.labels: set[str] = set()
+        self.failed = False
+
+    # ------------------------------------------------------------------ driver
+
+    def spec(self, root: Message) -> ir.SpecFile | None:
+        layers = layers_of(root)
+        dims = self._input(root, layers)
+        if dims is None:
+            return None
+        for layer in layers:
+            if layer.type != "Input":
+                self._layer(layer)
+        if self.failed:
+            return None
+        body = nest(self.graph, self.diags)
+        if body is None:
+            return None
+        name = common.network_name(root.get("name"), self.path)
+        return common.spec_file(self.path, name, dims, body, self.graph.nodes[0].span)
+
+    def error(self, span: ir.Span, message: str, hint: str | None = None,
+              code: str = "E204") -> None:
+        """Record an error located in the prototxt."""
+        self.failed = True
+        self.diags.error(code, span, message, hint)
+
+    # ------------------------------------------------------------------ input
+
+    def _input(self, root: Message, layers: list[Layer]) -> tuple[int, int, int] | None:
+        """The input blob and its C×H×W: `input` + `input_shape`/`input_dim`, or an Input layer."""
+        found = [(lay.tops[0] if lay.tops else "data", self._input_layer_dims(lay), lay.span)
+                 for lay in layers if lay.type == "Input"]
+        if root.first("input") is not None:
+            field = root.first("input")
+            shape = root.first("input_shape")
+            dims = [int(d) for d in (shape.value.values("dim") if shape else [])]
+            dims = dims or [int(d) for d in root.values("input_dim")]
+            found.insert(0, (str(field.value), dims, field.span))
+        if not found:
+            self.error(ir.Span(file=self.path), "the prototxt declares no input",
+                       "add `input: \"data\"` and `input_shape { dim: 1 dim: 3 dim: 224 "
+                       "dim: 224 }`, or a layer of type \"Input\"")
+            return None
+        blob, dims, span = found[0]
+        if len(found) > 1:
+            self.error(found[1][2], "archc networks have one input; this is a second one")
+        if len(dims) != 4:
+            self.error(span, f"the input needs 4 dims (N, C, H, W), got {len(dims)}",
+                       "give `input_shape { dim: 1 dim: 3 dim: 224 dim: 224 }`")
+            return None
+        node = self.graph.add(blob, [], span)
+        self.blobs[blob] = node.id
+        self.shapes[node.id] = tuple(dims[1:])
+        return tuple(dims[1:])
+
+    def _input_layer_dims(self, layer: Layer) -> list[int]:
+        shape = layer.param("input_param").get("shape", Message())
+        return [int(d) for d in shape.values("dim")]
+
+    # ------------------------------------------------------------------ layers
+
+    def _layer(self, layer: Layer) -> None:
+        handler = getattr(self, "_" + layer.type.lower(), None)
+        if handler is None:
+            self.error(
+                layer.type_span,
+                f"unknown Caffe layer type `{layer.type}`",
+                did_you_mean(layer.type, list(HANDLED))
+                or "archc imports: " + ", ".join(sorted(HANDLED)),
+                code="E101",
+            )
+            return
+        inputs = [self._bottom(b) for b in layer.bottoms]
+        if any(i is None for i in inputs):
+            return
+        handler(layer, inputs)
+
+    def _bottom(self, field: Field) -> int | None:
+        name = str(field.value)
+        if name in self.blobs:
+            return self.blobs[name]
+        self.error(
+            field.value_span,
+            f"bottom `{name}` is not the top of any earlier layer",
+            did_you_mean(name, list(self.blobs))
+            or "a bottom names the top of a layer above it (or the input)",
+            code="E101",
+        )
+        return None
+
+    def _one(self, layer: Layer, inputs: list[int]) -> int | None:
+        if len(inputs) != 1:
+            self.error(layer.span, f"{layer.type} `{layer.name}` takes one bottom, got "
+                       f"{len(inputs)}")
+            return None
+        return inputs[0]
+
+    def _emit(self, layer: Layer, inputs: list[int], items: list[ir.Item], shape: Shape,
+              merge: str | None = None) -> Node:
+        node = self.graph.add(layer.name, inputs, layer.span, items=items, merge=merge)
+        self.shapes[node.id] = shape
+        for top in layer.tops:
+            self.blobs[top] = node.id
+        return node
+
+    def _label(self, layer: Layer) -> str:
+        return common.identifier(layer.name, self.labels)
+
+    def _image(self, layer: Layer, source: int) -> Shape | None:
+        shape = self.shapes[source]
+        if len(shape) != 3:
+            self.error(layer.span, f"{layer.type} `{layer.name}` needs an image (C×H×W), its "
+                       f"bottom is {shape[0]} flat features")
+            return None
+        return shape
+
+    # ------------------------------------------------------------------ the layer types
+
+    def _convolution(self, layer: Layer, inputs: list[int]) -> None:
+        source = self._one(layer, inputs)
+        shape = None if source is None else self._image(layer, source)
+        if shape is None:
+            return
+        p = layer.param("convolution_param")
+        kernel, stride, pad = _window(p, "kernel", None), _window(p, "stride", 1), _window(p, "pad", 0)
+        dilation = (p.values("dilation") or [1])[0]
+        if kernel is None:
+            self.error(layer.span, f"Convolution `{layer.name}` has no kernel_size")
+            return
+        out = int(p.get("num_output", 0))
+        group = int(p.get("group", 1))
+        same = all(k % 2 and q == dilation * (k - 1) // 2 for k, q in zip(kernel, pad))
+        conv = common.layer(
+            "conv", layer.span, self._label(layer),
+            kernel=_pair_arg(kernel), out=out, stride=_pair_arg(stride, 1),
+            padding=None if same else _pair_arg(pad),
+            dilation=dilation if dilation != 1 else None,
+            groups=group if group != 1 else None,
+            bias=None if _flag(p.get("bias_term", True)) else False,
+        )
+        size = [
+            (n + 2 * q - dilation * (k - 1) - 1) // s + 1
+            for n, k, s, q in zip(shape[1:], kernel, stride, pad)
+        ]
+        self._emit(layer, inputs, [conv], (out, *size))
+
+    def _pooling(self, layer: Layer, inputs: list[int]) -> None:
+        source = self._one(layer, inputs)
+        shape = None if source is None else self._image(layer, source)
+        if shape is None:
+            return
+        p = layer.param("pooling_param")
+        method = str(p.get("pool", "MAX"))
+        if method not in ("MAX", "AVE"):
+            self.error(p.first("pool").value_span, f"Caffe's {method} pooling has no archc form",
+                       "archc pools are MAX or AVE")
+            return
+        if _flag(p.get("global_pooling", False)):
+            kind = "global-avgpool" if method == "AVE" else "adaptive-maxpool"
+            item = common.layer(kind, layer.span, size=None)
+            self._emit(layer, inputs, [item], (shape[0], 1, 1))
+            return
+        kernel, stride, pad = _window(p, "kernel", None), _window(p, "stride", 1), _window(p, "pad", 0)
+        if kernel is None:
+            self.error(layer.span, f"Pooling `{layer.name}` has no kernel_size",
+                       "give `kernel_size`, or `global_pooling: true`")
+            return
+        size, ceil = [], False
+        for n, k, s, q in zip(shape[1:], kernel, stride, pad):
+            rounded = caffe_pool_out(n, k, s, q)
+            if rounded != (n + 2 * q - k) // s + 1:
+                ceil = True
+            if q == 0 and (rounded - 1) * s >= n:
+                self.error(layer.span, f"Pooling `{layer.name}`: Caffe keeps a last window "
+                           "that starts past the input here, PyTorch and archc do not",
+                           "pad the pool or change the input size")
+                return
+            size.append(rounded)
+        kind = "maxpool" if method == "MAX" else "avgpool"
+        pool = common.layer(kind, layer.span, kernel=_pair_arg(kernel),
+                            stride=None if stride == kernel else _pair_arg(stride, -1),
+                            padding=_pair_arg(pad, 0), ceil=True if ceil else None)
+        self._emit(layer, inputs, [pool], (shape[0], *size))
+
+    def _lrn(self, layer: Layer, inputs: list[int]) -> None:
+        source = self._one(layer, inputs)
+        shape = None if source is None else self._image(layer, source)
+        if shape is None:
+            return
+        p = layer.param("lrn_param")
+        if str(p.get("norm_region", "ACROSS_CHANNELS")) != "ACROSS_CHANNELS":
+            self.error(p.first("norm_region").value_span,
+                       "LRN within channels has no archc form", "archc's LRN runs across channels")
+            return
+        size = int(p.get("local_size", 5))
+        if size % 2 == 0:
+            self.error(layer.span, f"LRN `{layer.name}`: an even local_size centres the window "
+                       "differently in Caffe and PyTorch", "use an odd local_size")
+            return
+        # Caffe and PyTorch both scale by alpha / local_size: alpha carries over unchanged.
+        lrn = common.layer("lrn", layer.span, size=size, alpha=float(p.get("alpha", 1.0)),
+                           beta=float(p.get("beta", 0.75)), k=float(p.get("k", 1.0)))
+        self._emit(layer, inputs, [lrn], shape)
+
+    def _relu(self, layer: Layer, inputs: list[int]) -> None:
+        slope = float(layer.param("relu_param").get("negative_slope", 0.0))
+        item = (common.layer("leakyrelu", layer.span, slope=slope) if slope
+                else common.layer("relu", layer.span))
+        self._same(layer, inputs, item)
+
+    def _sigmoid(self, layer: Layer, inputs: list[int]) -> None:
+        self._same(layer, inputs, common.layer("sigmoid", layer.span))
+
+    def _tanh(self, layer: Layer, inputs: list[int]) -> None:
+        self._same(layer, inputs, common.layer("tanh", layer.span))
+
+    def _dropout(self, layer: Layer, inputs: list[int]) -> None:
+        ratio = float(layer.param("dropout_param").get("dropout_ratio", 0.5))
+        self._same(layer, inputs, common.layer("dropout", layer.span, p=ratio))
+
+    def _softmax(self, layer: Layer, inputs: list[int]) -> None:
+        axis = int(layer.param("softmax_param").get("axis", 1))
+        if axis != 1:
+            self.error(layer.span, f"Softmax over axis {axis} has no archc form",
+                       "archc's softmax runs over the channels (axis 1)")
+            return
+        self._same(layer, inputs, common.layer("softmax", layer.span))
+
+    def _same(self, layer: Layer, inputs: list[int], item: ir.Item) -> None:
+        source = self._one(layer, inputs)
+        if source is not None:
+            self._emit(layer, inputs, [item], self.shapes[source])
+
+    def _innerproduct(self, layer: Layer, inputs: list[int]) -> None:
+        source = self._one(layer, inputs)
+        if source is None:
+            return
+        p = layer.param("inner_product_param")
+        out = int(p.get("num_output", 0))
+        items: list[ir.Item] = []
+        if len(self.shapes[source]) == 3:  # Caffe flattens C×H×W implicitly (axis 1)
+            items.append(common.layer("flatten", layer.span))
+        items.append(common.layer("fc", layer.span, self._label(layer), out=out,
+                                  bias=None if _flag(p.get("bias_term", True)) else False))
+        self._emit(layer, inputs, items, (out,))
+
+    def _batchnorm(self, layer: Layer, inputs: list[int]) -> None:
+        source = self._one(layer, inputs)
+        if source is None:
+            return
+        eps = float(layer.param("batch_norm_param").get("eps", 1e-5))
+        bn = common.layer("bn", layer.span, self._label(layer),
+                          eps=eps if eps != 1e-5 else None, affine=False)
+        self._emit(layer, inputs, [bn], self.shapes[source])
+
+    def _scale(self, layer: Layer, inputs: list[int]) -> None:
+        """Caffe's BatchNorm has no scale and shift; the Scale after it supplies them."""
+        source = self._one(layer, inputs)
+        if source is None:
+            return
+        node = self.graph.nodes[source]
+        bn = node.items[-1] if node.items else None
+        p = layer.param("scale_param")
+        if not (isinstance(bn, ir.Layer) and bn.callee == "bn") or not _flag(
+            p.get("bias_term", False)
+        ):
+            self.error(layer.span, f"Scale `{layer.name}` must follow a BatchNorm and have "
+                       "`bias_term: true`", "archc folds BatchNorm + Scale into one `bn`")
+            return
+        args = [a for a in bn.args if a.name != "affine"]
+        node.items[-1] = bn.model_copy(update={"args": args})
+        for top in layer.tops:
+            self.blobs[top] = node.id
+
+    def _concat(self, layer: Layer, inputs: list[int]) -> None:
+        axis = int(layer.param("concat_param").get("axis", 1))
+        if axis != 1:
+            self.error(layer.span, f"Concat along axis {axis} has no archc form",
+                       "archc concatenates channels (axis 1)")
+            return
+        shapes = [self.shapes[i] for i in inputs]
+        channels = sum(s[0] for s in shapes)
+        self._merge(layer, inputs, "concat", (channels, *shapes[0][1:]))
+
+    def _eltwise(self, layer: Layer, inputs: list[int]) -> None:
+        p = layer.param("eltwise_param")
+        operation = str(p.get("operation", "SUM"))
+        coeffs = [float(c) for c in p.values("coeff")]
+        if any(c != 1 for c in coeffs):
+            self.error(p.first("coeff").value_span, "Eltwise coefficients other than 1 have "
+                       "no archc form", "archc's `add` sums its branches unweighted")
+            return
+        mode = {"SUM": "add", "PROD": "mul"}.get(operation)
+        if mode is None or mode not in _merge_modes():
+            self.error(p.first("operation").value_span if p.first("operation") else layer.span,
+                       f"Eltwise {operation} has no archc merge yet",
+                       "archc merges branches by " + " or ".join(sorted(_merge_modes())))
+            return
+        self._merge(layer, inputs, mode, self.shapes[inputs[0]])
+
+    def _merge(self, layer: Layer, inputs: list[int], mode: str, shape: Shape) -> None:
+        if len(inputs) == 1:  # a one-bottom merge passes its input through
+            self._emit(layer, inputs, [], shape)
+        else:
+            self._emit(layer, inputs, [], shape, merge=mode)
+
+    def _split(self, layer: Layer, inputs: list[int]) -> None:
+        source = self._one(layer, inputs)
+        if source is not None:
+            for top in layer.tops:
+                self.blobs[top] = source
+
+
+HANDLED = {"Input", "Convolution", "Pooling", "LRN", "ReLU", "Sigmoid", "TanH", "Dropout",
+           "Softmax", "InnerProduct", "BatchNorm", "Scale", "Concat", "Eltwise", "Split"}
+
+
+def _merge_modes() -> set[str]:
+    """The merge modes the IR accepts (`mul` arrives with the zoo's squeeze-excitation)."""
+    return set(ir.Merge.model_fields["mode"].annotation.__args__)
+
+
+def caffe_pool_out(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Caffe's pooled size: rounded up, then the last window must start inside the padding.
+
+    pooled = ceil((size + 2·pad − kernel) / stride) + 1, minus one when pad > 0 and the
+    last window would start at or past size + pad (pooling_layer.cpp, Reshape).
+    """
+    pooled = math.ceil((size + 2 * pad - kernel) / stride) + 1
+    if pad and (pooled - 1) * stride >= size + pad:
+        pooled -= 1
+    return pooled
+
+
+def _window(p: Message, name: str, default: int | None) -> tuple[int, int] | None:
+    """`kernel_size` / `stride` / `pad` as (h, w): one value, two values, or `_h` and `_w`."""
+    h, w = p.get(f"{name}_h"), p.get(f"{name}_w")
+    if h is not None or w is not None:
+        return int(h if h is not None else w), int(w if w is not None else h)
+    values = p.values("kernel_size" if name == "kernel" else name)
+    if not values:
+        return None if default is None else (default, default)
+    return int(values[0]), int(values[-1])
+
+
+def _pair_arg(pair: tuple[int, int], default: int | None = None):
+    """One number when height and width agree (None when it is the default), else (h, w)."""
+    if pair[0] == pair[1]:
+        return None if pair[0] == default else pair[0]
+    return pair
+
+
+def _flag(value) -> bool:
+    if isinstance(value, Ident):
+        return value.lower() == "true"
+    return bool(value)

@@ -1,0 +1,105 @@
+"""What the Caffe and Darknet importers share: IR constructors, labels, the spec file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import ir
+from ..diagnostics import Diagnostics
+
+# Words of the .arch language that cannot be labels or network names.
+RESERVED = {
+    "input", "block", "network", "table", "import", "train", "after", "tap", "for", "in",
+    "concat", "add", "mul", "max", "if", "else", "and", "or", "not", "true", "false",
+    "same", "valid",
+}
+
+
+def num(value: int | float) -> ir.Num:
+    """A number literal."""
+    return ir.Num(value=value)
+
+
+def layer(kind: str, span: ir.Span, label: str | None = None, **args) -> ir.Layer:
+    """A layer call with keyword arguments in the given order (None values left out).
+
+    The order matters for paper notation: `conv(kernel=3, out=64)` prints as `conv3-64`.
+    Arguments equal to the kind's default are left out, except the notation's own.
+    """
+    return ir.Layer(
+        callee=kind,
+        args=[
+            ir.Arg(name=k, value=_value(v), span=span)
+            for k, v in args.items()
+            if v is not None and not _is_default(kind, k, v)
+        ],
+        label=label,
+        span=span,
+        callee_span=span,
+    )
+
+
+def _is_default(kind: str, name: str, value) -> bool:
+    from ..layers import REGISTRY
+
+    entry = REGISTRY.get(kind)
+    if entry is None or name in (entry.sugar[0], *entry.sugar[1]):
+        return False
+    param = entry.param(name)
+    return param is not None and not param.required and param.default == value
+
+
+def _value(v) -> ir.Expr:
+    if isinstance(v, bool):
+        return ir.Name(id="true" if v else "false")
+    if isinstance(v, tuple):
+        return ir.Tuple(items=[num(x) for x in v])
+    if isinstance(v, str):
+        return ir.Name(id=v)
+    return num(v)
+
+
+def identifier(name: str, taken: set[str] | None = None) -> str:
+    """`inception_3a/1x1` → `inception_3a_1x1`: a valid, unused .arch name for a label."""
+    text = "".join(c if c.isalnum() or c == "_" else "_" for c in name.strip()) or "layer"
+    if text[0].isdigit():
+        text = "l" + text
+    if text.lower() in RESERVED:
+        text += "_"
+    if taken is not None:
+        base, n = text, 2
+        while text in taken:
+            text, n = f"{base}_{n}", n + 1
+        taken.add(text)
+    return text
+
+
+def network_name(name: str | None, path: str) -> str:
+    """The network's name: the file's own `name`, else the file name, as an identifier."""
+    from ..parse import notation_kind
+
+    text = identifier(name or Path(path).stem)
+    return text + "_net" if notation_kind(text) else text
+
+
+def read_text(path: str, diags: Diagnostics) -> str | None:
+    """The file's text, or None with an E002 diagnostic when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "not found" if isinstance(exc, FileNotFoundError) else f"unreadable ({exc})"
+        diags.error("E002", ir.Span(file=path), f"file `{path}` {reason}", None)
+        return None
+
+
+def spec_file(path: str, name: str, dims: tuple[int, int, int], body: list[ir.Item],
+              span: ir.Span) -> ir.SpecFile:
+    """A one-network spec file with the given input and body."""
+    network = ir.NetworkDef(
+        name=name,
+        input=ir.InputDecl(dims=[num(d) for d in dims], span=span),
+        body=body,
+        span=span,
+        name_span=span,
+    )
+    return ir.SpecFile(path=path, statements=[network])

@@ -1,0 +1,76 @@
+"""The imported spec's text: the unparser's output, with units joined on one line.
+
+The unparser writes one item per line. A person writes a unit per line:
+`conv1: conv11-96(stride=4, padding=0)  relu  LRN  maxpool3-2`, a labelled layer followed
+by the unlabelled layers that go with it. Joining lines only changes layout; the result
+is parsed again and must give the same IR, or the unjoined text is used.
+"""
+
+from __future__ import annotations
+
+from .. import ir
+from ..unparse import unparse
+
+MAX_LINE = 100
+MERGE_HEADS = ("concat:", "add:", "mul:", "max:")
+
+
+def spec_text(spec: ir.SpecFile) -> str:
+    """The spec as .arch text, one unit per line where that keeps the same IR."""
+    text = unparse(spec)
+    joined = join_units(text)
+    return joined if _same_ir(joined, text) else text
+
+
+def join_units(text: str) -> str:
+    """Join each unlabelled one-item line to the line before it, inside sequence bodies.
+
+    Lines that are branches of a merge (the body of `concat:` / `add:`) stay apart: there
+    each line is a branch.
+    """
+    out: list[str] = []
+    branch_indents: list[int] = []  # indents whose lines are merge branches
+    for line in text.splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        branch_indents = [i for i in branch_indents if i <= indent]
+        if (
+            out
+            and _joinable(stripped)
+            and indent not in branch_indents
+            and _joinable_target(out[-1], indent)
+            and len(out[-1]) + 2 + len(stripped) <= MAX_LINE
+        ):
+            out[-1] += "  " + stripped
+            continue
+        if stripped.endswith(MERGE_HEADS):
+            branch_indents.append(indent + 4)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _joinable(stripped: str) -> bool:
+    """An unlabelled single layer without a body: `relu`, `maxpool3-2`, `LRN(...)`."""
+    if not stripped or stripped.endswith(":") or stripped.startswith(("input ", "#")):
+        return False
+    first = stripped.split("(")[0].split()[0]
+    return not first.endswith(":") and " " not in stripped.split("(")[0].strip()
+
+
+def _joinable_target(previous: str, indent: int) -> bool:
+    """The previous line is an item line of the same body."""
+    prev_indent = len(previous) - len(previous.lstrip())
+    stripped = previous.strip()
+    return (
+        prev_indent == indent
+        and not stripped.endswith(":")
+        and not stripped.startswith(("input ", "network ", "block ", "#"))
+    )
+
+
+def _same_ir(new: str, old: str) -> bool:
+    from ..diagnostics import Diagnostics
+    from ..parse import parse_text
+
+    a, b = parse_text(new, "<a>", Diagnostics()), parse_text(old, "<b>", Diagnostics())
+    return a is not None and b is not None and ir.structure(a) == ir.structure(b)

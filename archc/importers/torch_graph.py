@@ -1,0 +1,301 @@
+"""A module's forward → a draft body: chains, `add:` and `concat:` merges, and taps.
+
+The forward is traced with torch.fx, every child module a leaf. The traced graph is cut
+into a series-parallel structure: walking back from the output, a unary op extends the
+chain, and a merge (add, cat) splits into branches that start at the merge's immediate
+dominator, the fork. An identity branch becomes `shortcut`; so does a 1×1 projection
+(conv, then bn) that archc's `shortcut` would build itself. Extra outputs (GoogLeNet's
+auxiliary logits in training mode) become taps where they leave the main path.
+
+Anything else (a multiply, a Python op with no archc form, a value used in two places
+that are not a fork) raises `Unsupported` naming the op and where the forward has it.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import fx, nn
+
+from .torch_draft import Arg, DCall, DGroup, DItem, DLayer, DMerge, DShortcut, DTap
+from .torch_layers import (
+    ADDS,
+    FUNCTIONS,
+    METHODS,
+    MULTIPLIES,
+    PASS_THROUGH,
+    Unsupported,
+)
+
+
+@dataclass
+class Located(Unsupported):
+    """An unsupported op with where the forward has it (file, line) and its code line."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    code: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in \w+\n(.*)')
+
+
+def locate(node: fx.Node, message: str) -> Located:
+    """An `Unsupported` at the innermost frame of the node's recorded stack trace."""
+    frames = _FRAME.findall(node.stack_trace or "")
+    if not frames:
+        return Located(message)
+    file, line, code = frames[-1]
+    return Located(message, file, int(line), code.strip())
+
+
+class _ChildrenAsLeaves(fx.Tracer):
+    """Traces one module's own forward: every submodule call is one graph node."""
+
+    def __init__(self, root: nn.Module):
+        super().__init__()
+        self.record_stack_traces = True
+        self.root_module = root
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return m is not self.root_module
+
+
+def trace(module: nn.Module) -> fx.Graph:
+    """The fx graph of `module.forward`; raises `Unsupported` when it cannot be traced."""
+    try:
+        return _ChildrenAsLeaves(module).trace(module)
+    except Exception as error:  # fx reports untraceable Python as any exception type
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise Unsupported(f"its forward cannot be traced by torch.fx: {first}") from None
+
+
+@dataclass
+class _Op:
+    """What one graph node does: extend a chain (`item`, maybe None) or merge `inputs`."""
+
+    inputs: list[fx.Node]
+    item: DItem | None = None
+    merge: str | None = None
+
+
+ChildItem = Callable[[nn.Module, str, "str | None"], DItem]
+
+
+class GraphBody:
+    """The draft body of one traced module.
+
+    `child_item(module, target, label)` drafts a call of a child module (a layer, a block
+    call or a group); `projection(module)` says whether a child is a 1×1 projection that
+    `shortcut` reproduces, and with which options.
+    """
+
+    def __init__(self, module: nn.Module, graph: fx.Graph, child_item: ChildItem,
+                 projection: Callable[[nn.Module], list[Arg] | None]):
+        self.module, self.graph = module, graph
+        self.child_item, self.projection = child_item, projection
+        self.ops: dict[fx.Node, _Op] = {}
+        self.used: dict[fx.Node, int] = {}
+        self.calls: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ entry
+
+    def body(self) -> list[DItem]:
+        """The draft items of the forward, in order."""
+        nodes = list(self.graph.nodes)
+        inputs = [n for n in nodes if n.op == "placeholder"]
+        if not inputs:
+            raise Unsupported("its forward takes no input")
+        for extra in inputs[1:]:
+            if extra.users:
+                raise Unsupported(f"its forward uses a second input `{extra.name}`")
+        self.start = inputs[0]
+        for n in nodes:
+            if n.op == "call_module":
+                self.calls[n.target] = self.calls.get(n.target, 0) + 1
+        shape_nodes = self.shape_nodes(nodes)
+        for n in nodes:
+            if n.op in ("call_module", "call_function", "call_method") and n not in shape_nodes:
+                self.ops[n] = self.op(n)
+        outputs = self.outputs(next(n for n in nodes if n.op == "output"))
+        self.idom = self.dominators(nodes)
+        chain = self.chain(outputs[0], self.start)
+        for aux in outputs[1:]:
+            chain = self.insert_tap(chain, aux)
+        for node in self.ops:
+            if self.used.get(node, 0) > 1:
+                raise locate(node, f"`{node.name}` is used in two places that are not one fork "
+                                   "(archc has adds and concats of branches, not arbitrary graphs)")
+        return [item for _, item in chain if item is not None]
+
+    def outputs(self, output: fx.Node) -> list[fx.Node]:
+        value = output.args[0]
+        values = list(value) if isinstance(value, (tuple, list)) else [value]
+        if not all(isinstance(v, fx.Node) for v in values):
+            raise Unsupported("its forward returns something other than tensors")
+        return values
+
+    @staticmethod
+    def shape_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
+        """`x.size(0)`, `x.shape[0]` and what is computed from them: shape arithmetic."""
+        found: set[fx.Node] = set()
+        for n in nodes:
+            sizes = n.op == "call_method" and n.target in ("size", "dim")
+            shape = n.op == "call_function" and n.target is getattr and n.args[1] == "shape"
+            derived = n.op == "call_function" and n.target is operator.getitem and n.args[0] in found
+            if sizes or shape or derived:
+                found.add(n)
+        return found
+
+    # ------------------------------------------------------------------ one node
+
+    def op(self, n: fx.Node) -> _Op:
+        if n.op == "call_module":
+            return self.module_op(n)
+        if n.target in ADDS or (n.op == "call_method" and n.target in ("add", "add_")):
+            return self.add_op(n)
+        if n.target is torch.cat:
+            return self.cat_op(n)
+        if n.target in MULTIPLIES or (n.op == "call_method" and n.target in ("mul", "mul_")):
+            raise locate(n, "multiplies two tensors; archc has `add:` and `concat:` merges only")
+        if n.op == "call_method" and n.target in ("view", "reshape"):
+            return self.view_op(n)
+        if n.op == "call_method" and n.target in PASS_THROUGH:
+            return _Op([n.args[0]])
+        convert = METHODS.get(n.target) if n.op == "call_method" else FUNCTIONS.get(n.target)
+        name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", n.target)
+        if convert is None or not isinstance(n.args[0], fx.Node):
+            raise locate(n, f"calls `{name}`, which has no archc layer")
+        if any(isinstance(a, fx.Node) for a in (*n.args[1:], *n.kwargs.values())):
+            raise locate(n, f"calls `{name}` with tensor arguments computed in the forward")
+        try:
+            made = convert(n.args, n.kwargs)
+        except Unsupported as problem:
+            raise locate(n, f"calls `{name}`: {problem}") from None
+        items = made if isinstance(made, list) else [made]
+        return _Op([n.args[0]], items[0] if len(items) == 1 else DGroup(items))
+
+    def module_op(self, n: fx.Node) -> _Op:
+        target = str(n.target)
+        if len(n.args) != 1 or n.kwargs or not isinstance(n.args[0], fx.Node):
+            raise locate(n, f"calls `{target}` with other than one tensor")
+        child = self.module.get_submodule(target)
+        has_state = any(True for _ in child.parameters()) or any(True for _ in child.buffers())
+        if self.calls[target] > 1 and has_state:
+            raise locate(n, f"calls `{target}` twice, sharing its weights (archc has no sharing)")
+        single = self.calls[target] == 1 and not target.split(".")[-1].isdigit()
+        label = target if single or has_state else None
+        return _Op([n.args[0]], self.child_item(child, target, label))
+
+    def add_op(self, n: fx.Node) -> _Op:
+        tensors = [a for a in n.args if isinstance(a, fx.Node)]
+        if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
+            raise locate(n, "adds a constant or a scaled tensor; archc adds whole branches only")
+        return _Op(tensors, merge="add")
+
+    def cat_op(self, n: fx.Node) -> _Op:
+        parts = n.args[0]
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        if dim != 1 or not isinstance(parts, (list, tuple)):
+            raise locate(n, f"concatenates along dim {dim}; archc's `concat:` joins channels (dim 1)")
+        if not all(isinstance(p, fx.Node) for p in parts):
+            raise locate(n, "concatenates something other than tensors")
+        return _Op(list(parts), merge="concat")
+
+    def view_op(self, n: fx.Node) -> _Op:
+        """`x.view(x.size(0), -1)` and `x.reshape(b, -1)`: a flatten; other views are not."""
+        x, dims = n.args[0], n.args[1:]
+        batch = dims and (dims[0] == -1 or isinstance(dims[0], fx.Node))
+        if len(dims) == 2 and batch and (dims[1] == -1 or isinstance(dims[1], int)):
+            return _Op([x], DLayer("flatten"))
+        raise locate(n, f"reshapes with `{n.target}`{tuple(dims)}; archc only flattens (B, -1)")
+
+    # ------------------------------------------------------------------ structure
+
+    def dominators(self, nodes: list[fx.Node]) -> dict[fx.Node, fx.Node]:
+        """Immediate dominators from the input: where the branches of each merge fork."""
+        order = {n: i for i, n in enumerate(nodes)}
+        doms: dict[fx.Node, set[fx.Node]] = {self.start: {self.start}}
+        for n in nodes:
+            if n in self.ops:
+                sets = [doms[i] for i in self.ops[n].inputs if i in doms]
+                if len(sets) != len(self.ops[n].inputs):
+                    continue  # fed by something not computed from the input
+                doms[n] = set.intersection(*sets) | {n}
+        return {n: max(d - {n}, key=order.__getitem__) for n, d in doms.items() if n is not self.start}
+
+    def chain(self, end: fx.Node, start: fx.Node) -> list[tuple[fx.Node, DItem | None]]:
+        """The items from `start` (excluded) to `end`, each with the node it computes."""
+        items: list[tuple[fx.Node, DItem | None]] = []
+        node = end
+        while node is not start:
+            op = self.ops.get(node)
+            if op is None:
+                raise locate(node, f"`{node.name}` is not computed from the forward's input")
+            self.used[node] = self.used.get(node, 0) + 1
+            if op.merge is None:
+                items.append((node, op.item))
+                node = op.inputs[0]
+                continue
+            fork = self.idom.get(node)
+            if fork is None:
+                raise locate(node, f"`{node.name}` merges values not computed from the input")
+            branches = [self.branch(fork, i) for i in op.inputs]
+            items.append((node, DMerge(op.merge, branches)))
+            node = fork
+        items.reverse()
+        return items
+
+    def branch(self, fork: fx.Node, end: fx.Node) -> DItem:
+        """One merge branch: the identity, a projection shortcut, or a sequence."""
+        if end is fork:
+            return DShortcut()
+        items = [item for _, item in self.chain(end, fork) if item is not None]
+        if len(items) == 1:
+            only = items[0]
+            node_op = self.ops[end]
+            if node_op.inputs == [fork] and self.ops[end].item is only:
+                shortcut = self.shortcut_of(end)
+                if shortcut is not None:
+                    return shortcut
+            return only
+        return DGroup(items)
+
+    def shortcut_of(self, end: fx.Node) -> DShortcut | None:
+        if end.op != "call_module":
+            return None
+        args = self.projection(self.module.get_submodule(str(end.target)))
+        return None if args is None else DShortcut(args, str(end.target))
+
+    def insert_tap(self, chain: list, aux: fx.Node) -> list:
+        """Put an extra output's head right after the main-path node it branches from."""
+        on_main = {node: i for i, (node, _) in enumerate(chain)}
+        on_main[self.start] = -1
+        node, head = aux, []
+        while node not in on_main:
+            op = self.ops.get(node)
+            if op is None or op.merge is not None:
+                raise locate(aux, "an extra output that is not one chain off the main path")
+            self.used[node] = self.used.get(node, 0) + 1
+            head.append(op.item)
+            node = op.inputs[0]
+        head = [i for i in reversed(head) if i is not None]
+        label = getattr(head[0], "label", None) if len(head) == 1 else None
+        if len(head) == 1:
+            head[0].label = None
+        tap = DTap(head[0] if len(head) == 1 else DGroup(head), label)
+        at = on_main[node] + 1
+        return [*chain[:at], (None, tap), *chain[at:]]
+
+
+def is_call(item: DItem) -> bool:
+    """True for a call of a user module instance."""
+    return isinstance(item, DCall)

@@ -1,0 +1,245 @@
+"""torch.nn layers (and the functional calls of a forward) → draft layers of registry kinds.
+
+Each converter returns a `DLayer`, or raises `Unsupported` with what stands in the way;
+the caller turns that into a diagnostic naming the module path. Arguments equal to the
+kind's default are marked so that they are left out, as a person would write them.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import lookup
+from .torch_draft import REQUIRED, Arg, DLayer
+
+
+class Unsupported(Exception):
+    """A module or op that has no archc form; the message says what it is and why."""
+
+
+def _pair(value: Any, what: str) -> Any:
+    """A square size: `3` or `(3, 3)` → 3; a rectangle has no archc form."""
+    if isinstance(value, (tuple, list)):
+        if len(set(value)) != 1:
+            raise Unsupported(f"a non-square {what} {tuple(value)} (archc layers are square)")
+        return value[0]
+    return value
+
+
+def kind_layer(kind: str, args: list[Arg] | None = None, what: str = "") -> DLayer:
+    """A draft layer of `kind`, which must be in archc's registry."""
+    if lookup(kind) is None:
+        raise Unsupported(f"{what or kind} needs the layer kind `{kind}`, which archc lacks")
+    return DLayer(lookup(kind).name, args or [])
+
+
+# --------------------------------------------------------------------------- modules
+
+
+def _conv(m: nn.Conv2d) -> DLayer:
+    if m.padding_mode != "zeros":
+        raise Unsupported(f"padding_mode={m.padding_mode!r} (archc pads with zeros)")
+    k, d = _pair(m.kernel_size, "kernel"), _pair(m.dilation, "dilation")
+    pad = m.padding if isinstance(m.padding, str) else _pair(m.padding, "padding")
+    if pad == "same" or (isinstance(pad, int) and k % 2 == 1 and pad == d * (k - 1) // 2):
+        pad = "same"  # archc's default: left out
+    return DLayer("conv", [
+        Arg("kernel", k, key="k"),
+        Arg("out", m.out_channels, key="c"),
+        Arg("stride", _pair(m.stride, "stride"), 1, "stride"),
+        Arg("padding", pad, "same", "pad"),
+        Arg("dilation", d, 1, "dilation"),
+        Arg("groups", m.groups, 1, "groups"),
+        Arg("bias", m.bias is not None, True, "bias"),
+    ])
+
+
+def _linear(m: nn.Linear) -> DLayer:
+    return DLayer("fc", [Arg("out", m.out_features, key="c"),
+                         Arg("bias", m.bias is not None, True, "bias")])
+
+
+def _bn(m: nn.modules.batchnorm._BatchNorm) -> DLayer:
+    if not m.track_running_stats or m.momentum is None:
+        raise Unsupported("batch norm without running statistics or with momentum=None")
+    return DLayer("bn", [Arg("eps", m.eps, 1e-5, "eps"), Arg("momentum", m.momentum, 0.1, "momentum"),
+                         Arg("affine", m.affine, True, "affine")])
+
+
+def pool(kind: str, kernel: Any, stride: Any, padding: Any, ceil: bool) -> DLayer:
+    """A max or average pool: `maxpool(3, stride=2, pad=1)` as the hand-written specs say."""
+    k = _pair(kernel, "kernel")
+    s = k if stride is None or stride == [] else _pair(stride, "stride")
+    return kind_layer(kind, [
+        Arg("kernel", k, 2, "k", positional=True),
+        Arg("stride", s, k, "stride"),
+        Arg("pad", _pair(padding, "padding"), 0, "pad"),
+        Arg("ceil", bool(ceil), False, "ceil"),
+    ])
+
+
+def _maxpool(m: nn.MaxPool2d) -> DLayer:
+    if _pair(m.dilation, "dilation") != 1 or m.return_indices:
+        raise Unsupported("max pooling with dilation or return_indices")
+    return pool("maxpool", m.kernel_size, m.stride, m.padding, m.ceil_mode)
+
+
+def _avgpool(m: nn.AvgPool2d) -> DLayer:
+    if not m.count_include_pad or m.divisor_override is not None:
+        raise Unsupported("average pooling with count_include_pad=False or a divisor_override")
+    return pool("avgpool", m.kernel_size, m.stride, m.padding, m.ceil_mode)
+
+
+def adaptive(kind: str, size: Any) -> DLayer:
+    """`global-avgpool` for a 1×1 output, else `adaptive-avgpool(size)`."""
+    size = _pair(size, "output size")
+    if size is None:
+        raise Unsupported("adaptive pooling that keeps one side (output size None)")
+    if size == 1 and kind == "adaptiveavgpool":
+        return kind_layer("globalavgpool")
+    return kind_layer(kind, [Arg("size", size, REQUIRED, "size", positional=True)])
+
+
+def _dropout(kind: str) -> Callable[[Any], DLayer]:
+    return lambda m: kind_layer(kind, [Arg("p", m.p, 0.5, "p", positional=True)])
+
+
+def _flatten(m: nn.Flatten) -> DLayer:
+    if (m.start_dim, m.end_dim) != (1, -1):
+        raise Unsupported(f"Flatten({m.start_dim}, {m.end_dim}) (archc flattens from dim 1)")
+    return kind_layer("flatten")
+
+
+def _lrn(m: nn.LocalResponseNorm) -> DLayer:
+    return kind_layer("lrn", [Arg("size", m.size, 5, "size", positional=True),
+                              Arg("alpha", m.alpha, 1e-4, "alpha"), Arg("beta", m.beta, 0.75, "beta"),
+                              Arg("k", m.k, 1.0, "k")])
+
+
+def _softmax(m: nn.Softmax) -> DLayer:
+    if m.dim not in (1, -1, None):
+        raise Unsupported(f"Softmax(dim={m.dim}) (archc's softmax is over channels)")
+    return kind_layer("softmax")
+
+
+def _plain(kind: str) -> Callable[[Any], DLayer]:
+    return lambda m: kind_layer(kind, what=type(m).__name__)
+
+
+MODULES: dict[type, Callable[[Any], DLayer]] = {
+    nn.Conv2d: _conv,
+    nn.Linear: _linear,
+    nn.BatchNorm2d: _bn,
+    nn.BatchNorm1d: _bn,
+    nn.MaxPool2d: _maxpool,
+    nn.AvgPool2d: _avgpool,
+    nn.AdaptiveAvgPool2d: lambda m: adaptive("adaptiveavgpool", m.output_size),
+    nn.AdaptiveMaxPool2d: lambda m: adaptive("adaptivemaxpool", m.output_size),
+    nn.Dropout: _dropout("dropout"),
+    nn.Dropout2d: _dropout("dropout2d"),
+    nn.Flatten: _flatten,
+    nn.LocalResponseNorm: _lrn,
+    nn.Softmax: _softmax,
+    nn.LeakyReLU: lambda m: kind_layer("leakyrelu", [Arg("slope", m.negative_slope, 0.01, "slope",
+                                                         positional=True)]),
+    nn.ELU: lambda m: kind_layer("elu", [Arg("alpha", m.alpha, 1.0, "alpha", positional=True)]),
+    nn.ReLU: _plain("relu"),
+    nn.Sigmoid: _plain("sigmoid"),
+    nn.Tanh: _plain("tanh"),
+    nn.Identity: _plain("identity"),
+    nn.ReLU6: _plain("relu6"),
+    nn.SiLU: _plain("silu"),
+    nn.Hardswish: _plain("hardswish"),
+    nn.Hardsigmoid: _plain("hardsigmoid"),
+    nn.Mish: _plain("mish"),
+}
+
+
+def is_layer(module: nn.Module) -> bool:
+    """True for a torch.nn module archc knows as a layer kind (or reports as a missing one)."""
+    return type(module) in MODULES
+
+
+def module_layer(module: nn.Module) -> DLayer:
+    """The draft layer of a torch.nn layer module; raises `Unsupported`."""
+    return MODULES[type(module)](module)
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def _const(value: Any) -> bool:
+    return not isinstance(value, torch.fx.Node)
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
+    """Argument `name` of a call, given by position or keyword."""
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+def _flatten_fn(args: tuple, kwargs: dict) -> DLayer:
+    start, end = _arg(args, kwargs, 1, "start_dim", 0), _arg(args, kwargs, 2, "end_dim", -1)
+    if (start, end) != (1, -1):
+        raise Unsupported(f"flatten({start}, {end}) (archc flattens from dim 1)")
+    return kind_layer("flatten")
+
+
+def _mean(args: tuple, kwargs: dict) -> list[DLayer]:
+    dims = _arg(args, kwargs, 1, "dim")
+    if sorted(dims or []) not in ([2, 3], [-2, -1]):
+        raise Unsupported(f"mean over dims {dims} (archc averages over height and width only)")
+    if _arg(args, kwargs, 2, "keepdim", False):
+        return [kind_layer("globalavgpool")]
+    return [kind_layer("globalavgpool"), kind_layer("flatten")]
+
+
+def _fn_pool(kind: str) -> Callable[[tuple, dict], DLayer]:
+    def make(args: tuple, kwargs: dict) -> DLayer:
+        return pool(kind, _arg(args, kwargs, 1, "kernel_size"), _arg(args, kwargs, 2, "stride"),
+                    _arg(args, kwargs, 3, "padding", 0), _arg(args, kwargs, 5 if kind == "maxpool"
+                                                              else 4, "ceil_mode", False))
+    return make
+
+
+def _fn_dropout(args: tuple, kwargs: dict) -> DLayer:
+    return kind_layer("dropout", [Arg("p", _arg(args, kwargs, 1, "p", 0.5), 0.5, "p",
+                                      positional=True)])
+
+
+def _fn_softmax(args: tuple, kwargs: dict) -> DLayer:
+    if _arg(args, kwargs, 1, "dim") not in (1, -1):
+        raise Unsupported("softmax over a dim other than channels")
+    return kind_layer("softmax")
+
+
+def _simple(kind: str) -> Callable[[tuple, dict], DLayer]:
+    return lambda args, kwargs: kind_layer(kind)
+
+
+# Unary functions and tensor methods of a forward, by target (functions) or name (methods).
+FUNCTIONS: dict[Any, Callable[[tuple, dict], Any]] = {
+    torch.relu: _simple("relu"), F.relu: _simple("relu"), torch.relu_: _simple("relu"),
+    torch.sigmoid: _simple("sigmoid"), torch.tanh: _simple("tanh"),
+    F.relu6: _simple("relu6"), F.silu: _simple("silu"), F.hardswish: _simple("hardswish"),
+    F.mish: _simple("mish"), F.hardsigmoid: _simple("hardsigmoid"),
+    torch.flatten: _flatten_fn, torch.mean: _mean,
+    F.adaptive_avg_pool2d: lambda a, k: adaptive("adaptiveavgpool", _arg(a, k, 1, "output_size")),
+    F.adaptive_max_pool2d: lambda a, k: adaptive("adaptivemaxpool", _arg(a, k, 1, "output_size")),
+    F.max_pool2d: _fn_pool("maxpool"), F.avg_pool2d: _fn_pool("avgpool"),
+    F.dropout: _fn_dropout, F.softmax: _fn_softmax,
+}
+METHODS: dict[str, Callable[[tuple, dict], Any]] = {
+    "relu": _simple("relu"), "relu_": _simple("relu"), "sigmoid": _simple("sigmoid"),
+    "tanh": _simple("tanh"), "flatten": _flatten_fn, "mean": _mean, "softmax": _fn_softmax,
+}
+# Ops that merge two or more tensors.
+ADDS = {operator.add, operator.iadd, torch.add}
+MULTIPLIES = {operator.mul, operator.imul, torch.mul}
+PASS_THROUGH = {"contiguous", "clone"}
