@@ -276,9 +276,13 @@ def fmt_(
     raise typer.Exit(fmt_main(specs, check=check, show_diff=diff))
 
 
+from .cli_import import import_  # noqa: E402  (`archc import`: Caffe, Darknet, PyTorch)
+
+app.command(name="import")(import_)
+
 # --------------------------------------------------------------------------- entry point
 
-_BUILTIN = {"check", "convert", "compile", "graph", "summary", "fmt"}
+_BUILTIN = {"check", "convert", "compile", "graph", "summary", "fmt", "import"}
 
 
 def _load_plugins(argv: list[str]) -> None:
