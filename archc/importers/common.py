@@ -26,12 +26,13 @@ def layer(kind: str, span: ir.Span, label: str | None = None, **args) -> ir.Laye
     The order matters for paper notation: `conv(kernel=3, out=64)` prints as `conv3-64`.
     Arguments equal to the kind's default are left out, except the notation's own.
     """
+    kept = [(k, v) for k, v in args.items() if v is not None and not _is_default(kind, k, v)]
     return ir.Layer(
         callee=kind,
         args=[
-            ir.Arg(name=k, value=_value(v), span=span)
-            for k, v in args.items()
-            if v is not None and not _is_default(kind, k, v)
+            ir.Arg(name=None if i == 0 and _positional(kind, k, v) else k, value=_value(v),
+                   span=span)
+            for i, (k, v) in enumerate(kept)
         ],
         label=label,
         span=span,
@@ -39,11 +40,20 @@ def layer(kind: str, span: ir.Span, label: str | None = None, **args) -> ir.Laye
     )
 
 
+def _positional(kind: str, name: str, value) -> bool:
+    """A float the notation would write as `{0.1}`: give it positionally, `leakyrelu(0.1)`."""
+    from ..layers import REGISTRY
+
+    entry = REGISTRY.get(kind)
+    return (isinstance(value, float) and entry is not None and bool(entry.params)
+            and entry.params[0].name == name)
+
+
 def _is_default(kind: str, name: str, value) -> bool:
     from ..layers import REGISTRY
 
     entry = REGISTRY.get(kind)
-    if entry is None or name in (entry.sugar[0], *entry.sugar[1]):
+    if entry is None or name == entry.sugar[0]:
         return False
     param = entry.param(name)
     return param is not None and not param.required and param.default == value

@@ -1,12 +1,356 @@
-"""Darknet front end (being written)."""
+"""Darknet front end: a `.cfg` file (`[net]`, then one `[section]` per layer) → IR.
+
+Layers are numbered from 0 after `[net]`; `[route]` and `[shortcut]` refer to them by
+index, negative indices counting back from the layer itself. Shapes follow darknet's
+rules (parser.c, the make_*_layer functions) as the sections are read.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from .. import ir
-from ..diagnostics import Diagnostics
+from ..diagnostics import Diagnostics, did_you_mean
+from . import common
+from .graph import Graph, nest
+
+Shape = tuple[int, ...]
+
+ACTIVATIONS = {"leaky": ("leakyrelu", {"slope": 0.1}), "relu": ("relu", {}),
+               "logistic": ("sigmoid", {}), "mish": ("mish", {}), "tanh": ("tanh", {}),
+               "linear": None}
+
+
+@dataclass
+class Option:
+    """One `key=value` line of a section."""
+
+    key: str
+    value: str
+    span: ir.Span  # the whole line
+    value_span: ir.Span
+
+
+@dataclass
+class Section:
+    """One `[type]` and its options; `index` is the layer number (-1 for [net])."""
+
+    type: str
+    span: ir.Span
+    options: dict[str, Option] = field(default_factory=dict)
+    index: int = -1
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        """The raw value of `key`, or `default`."""
+        option = self.options.get(key)
+        return default if option is None else option.value
+
+    def span_of(self, key: str) -> ir.Span:
+        """Where `key`'s value is written (the section header when it is absent)."""
+        option = self.options.get(key)
+        return self.span if option is None else option.value_span
+
+
+class CfgError(Exception):
+    """A value that does not read as the number its key needs; a located diagnostic."""
+
+    def __init__(self, span: ir.Span, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.span, self.message, self.hint = span, message, hint
+
+
+def parse_cfg(text: str, path: str, diags: Diagnostics) -> list[Section] | None:
+    """The sections of a cfg file, in order; a malformed line is a located E001."""
+    sections: list[Section] = []
+    ok = True
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#")[0].split(";")[0].rstrip()
+        stripped = line.strip()
+        if not stripped:
+            continue
+        col = len(line) - len(line.lstrip()) + 1
+        span = _span(path, number, col, col + len(stripped))
+        if stripped.startswith("["):
+            if not stripped.endswith("]") or len(stripped) < 3:
+                diags.error("E001", span, f"syntax error: malformed section header `{stripped}`",
+                            "a section header is a name in brackets, e.g. `[convolutional]`")
+                ok = False
+                continue
+            sections.append(Section(stripped[1:-1].strip().lower(), span))
+        elif "=" in stripped and sections:
+            key, _, value = stripped.partition("=")
+            value_col = col + stripped.index("=") + 1 + (len(value) - len(value.lstrip()))
+            sections[-1].options[key.strip()] = Option(
+                key.strip(), value.strip(), span,
+                _span(path, number, value_col, value_col + max(len(value.strip()), 1)),
+            )
+        else:
+            hint = ("a cfg line is `key=value` inside a `[section]`" if sections
+                    else "a cfg file starts with a `[net]` section")
+            diags.error("E001", span, f"syntax error: unexpected `{stripped}`", hint)
+            ok = False
+    return sections if ok else None
+
+
+def _span(path: str, line: int, col: int, end: int) -> ir.Span:
+    return ir.Span.model_construct(file=path, line=line, column=col, end_line=line,
+                                   end_column=end)
 
 
 def load(path: str, diags: Diagnostics) -> ir.SpecFile | None:
-    """The IR of a Darknet cfg (placeholder until the importer lands)."""
-    diags.error("E204", ir.Span(file=path), "the Darknet importer is not finished yet")
-    return None
+    """The IR of a Darknet cfg; problems go to `diags` (located in the file)."""
+    text = common.read_text(path, diags)
+    if text is None:
+        return None
+    sections = parse_cfg(text, path, diags)
+    if sections is None:
+        return None
+    return _Importer(path, diags).spec(sections)
+
+
+def layer_sections(sections: list[Section]) -> list[Section]:
+    """The layer sections (everything but `[net]`), numbered as darknet numbers them."""
+    layers = [s for s in sections if s.type not in ("net", "network")]
+    for i, s in enumerate(layers):
+        s.index = i
+    return layers
+
+
+class _Importer:
+    """Reads the sections in order, building the graph and following darknet's shapes."""
+
+    def __init__(self, path: str, diags: Diagnostics):
+        self.path, self.diags = path, diags
+        self.graph = Graph()
+        self.outputs: list[int] = []  # layer index → node id of its output
+        self.shapes: dict[int, Shape] = {}
+        self.labels: set[str] = set()
+        self.failed = False
+
+    def spec(self, sections: list[Section]) -> ir.SpecFile | None:
+        if not sections or sections[0].type not in ("net", "network"):
+            span = sections[0].span if sections else ir.Span(file=self.path)
+            self.diags.error("E001", span, "a Darknet cfg starts with a `[net]` section",
+                             "add `[net]` with width=, height= and channels=")
+            return None
+        net = sections[0]
+        try:
+            dims = (self.int(net, "channels", 3), self.int(net, "height", 416),
+                    self.int(net, "width", 416))
+            node = self.graph.add("input", [], net.span)
+            self.shapes[node.id] = dims
+            for section in layer_sections(sections):
+                self.section(section)
+        except CfgError as exc:
+            self.diags.error("E204", exc.span, exc.message, exc.hint)
+            return None
+        if self.failed:
+            return None
+        body = nest(self.graph, self.diags)
+        if body is None:
+            return None
+        return common.spec_file(self.path, common.network_name(None, self.path), dims, body,
+                                net.span)
+
+    # ------------------------------------------------------------------ values
+
+    def int(self, s: Section, key: str, default: int) -> int:
+        text = s.text(key)
+        if text is None:
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise CfgError(s.span_of(key), f"`{key}` must be a whole number, got `{text}`")
+
+    def float(self, s: Section, key: str, default: float) -> float:
+        text = s.text(key)
+        if text is None:
+            return default
+        try:
+            return float(text)
+        except ValueError:
+            raise CfgError(s.span_of(key), f"`{key}` must be a number, got `{text}`")
+
+    def error(self, span: ir.Span, message: str, hint: str | None = None,
+              code: str = "E204") -> None:
+        self.failed = True
+        self.diags.error(code, span, message, hint)
+
+    # ------------------------------------------------------------------ sections
+
+    def section(self, s: Section) -> None:
+        handler = getattr(self, "_" + s.type, None)
+        if handler is None or s.type not in HANDLED:
+            self.error(s.span, f"unknown Darknet layer type `[{s.type}]`",
+                       did_you_mean(s.type, list(HANDLED))
+                       or "archc imports: " + ", ".join(f"[{t}]" for t in sorted(HANDLED)),
+                       code="E101")
+        else:
+            handler(s)
+        while len(self.outputs) <= s.index:  # a layer that failed still takes its number
+            self.outputs.append(self.previous(s))
+
+    def previous(self, s: Section) -> int:
+        """The node that feeds layer `s` when it names no input: the layer before it."""
+        return self.outputs[-1] if self.outputs else 0
+
+    def emit(self, s: Section, items: list[ir.Item], shape: Shape,
+             inputs: list[int] | None = None, merge: str | None = None) -> None:
+        node = self.graph.add(f"{s.type} {s.index}", inputs or [self.previous(s)], s.span,
+                              items=items, merge=merge)
+        self.shapes[node.id] = shape
+        self.outputs.append(node.id)
+
+    def activation(self, s: Section, default: str = "linear") -> list[ir.Item]:
+        name = s.text("activation", default)
+        if name not in ACTIVATIONS:
+            self.error(s.span_of("activation"), f"activation `{name}` has no archc form",
+                       "archc imports: " + ", ".join(sorted(ACTIVATIONS)))
+            return []
+        found = ACTIVATIONS[name]
+        return [] if found is None else [common.layer(found[0], s.span, **found[1])]
+
+    def shape_in(self, s: Section) -> Shape:
+        return self.shapes[self.previous(s)]
+
+    def image_in(self, s: Section) -> Shape:
+        shape = self.shape_in(s)
+        if len(shape) != 3:
+            raise CfgError(s.span, f"[{s.type}] needs an image (C×H×W), its input is "
+                           f"{shape[0]} flat features")
+        return shape
+
+    def reference(self, s: Section, key: str, text: str) -> int:
+        """The node of layer `text` (absolute, or negative: relative to `s`)."""
+        try:
+            index = int(text)
+        except ValueError:
+            raise CfgError(s.span_of(key), f"`{key}` must list layer numbers, got `{text}`")
+        target = s.index + index if index < 0 else index
+        if not 0 <= target < s.index:
+            raise CfgError(
+                s.span_of(key),
+                f"[{s.type}] {key}={text} names layer {target}, which does not come before "
+                f"this layer ({s.index})",
+                f"layers are numbered from 0 after [net]; this is layer {s.index}, so use a "
+                f"number from -{s.index} to -1 or from 0 to {s.index - 1}",
+            )
+        return self.outputs[target]
+
+    # ------------------------------------------------------------------ the layer types
+
+    def _convolutional(self, s: Section) -> None:
+        c, h, w = self.image_in(s)
+        filters, size = self.int(s, "filters", 1), self.int(s, "size", 1)
+        stride, groups = self.int(s, "stride", 1), self.int(s, "groups", 1)
+        pad = self.int(s, "padding", size // 2 if self.int(s, "pad", 0) else 0)
+        bn = bool(self.int(s, "batch_normalize", 0))
+        same = size % 2 == 1 and pad == size // 2
+        items: list[ir.Item] = [common.layer(
+            "conv", s.span, kernel=size, out=filters, stride=stride,
+            padding=None if same else pad, groups=groups, bias=not bn)]
+        if bn:
+            items.append(common.layer("bn", s.span))
+        items += self.activation(s, "logistic")
+        out = [(n + 2 * pad - size) // stride + 1 for n in (h, w)]
+        self.emit(s, items, (filters, *out))
+
+    def _maxpool(self, s: Section) -> None:
+        c, h, w = self.image_in(s)
+        size = self.int(s, "size", 1)
+        stride = self.int(s, "stride", 1)
+        padding = self.int(s, "padding", size - 1)  # darknet's total padding, left = padding/2
+        out = [(n + padding - size) // stride + 1 for n in (h, w)]
+        left = padding // 2
+        torch_out = [_ceil_pool(n, size, stride, left) for n in (h, w)]
+        if padding % 2 and torch_out != out:
+            self.error(s.span, f"[maxpool] size={size} stride={stride} pads {padding - left} "
+                       f"on the right and {left} on the left; archc pools pad both sides alike",
+                       "this pool needs asymmetric padding, which archc has no form for yet")
+            return
+        floor_out = [(n + 2 * left - size) // stride + 1 for n in (h, w)]
+        pool = common.layer("maxpool", s.span, kernel=size,
+                            stride=None if stride == size else stride, padding=left,
+                            ceil=True if floor_out != out else None)
+        self.emit(s, [pool], (c, *out))
+
+    def _avgpool(self, s: Section) -> None:
+        c, _, _ = self.image_in(s)
+        self.emit(s, [common.layer("globalavgpool", s.span)], (c, 1, 1))
+
+    def _connected(self, s: Section) -> None:
+        shape = self.shape_in(s)
+        out = self.int(s, "output", 1)
+        items: list[ir.Item] = [common.layer("flatten", s.span)] if len(shape) == 3 else []
+        items.append(common.layer("fc", s.span, out=out))
+        if self.int(s, "batch_normalize", 0):
+            self.error(s.span_of("batch_normalize"),
+                       "[connected] with batch_normalize is not imported yet")
+        items += self.activation(s, "logistic")
+        self.emit(s, items, (out,))
+
+    def _dropout(self, s: Section) -> None:
+        p = self.float(s, "probability", 0.5)
+        self.emit(s, [common.layer("dropout", s.span, p=p)], self.shape_in(s))
+
+    def _softmax(self, s: Section) -> None:
+        if self.int(s, "groups", 1) != 1:
+            self.error(s.span_of("groups"), "[softmax] over groups has no archc form")
+        self.emit(s, [common.layer("softmax", s.span)], self.shape_in(s))
+
+    def _cost(self, s: Section) -> None:
+        """The training loss: nothing at inference; its output is its input."""
+        self.outputs.append(self.previous(s))
+
+    def _shortcut(self, s: Section) -> None:
+        source = self.reference(s, "from", s.text("from", "") or "")
+        a, b = self.shape_in(s), self.shapes[source]
+        if a != b:
+            self.error(s.span_of("from"), f"[shortcut] adds {_fmt(b)} to {_fmt(a)}",
+                       "archc adds tensors of one shape; darknet's strided shortcut is not "
+                       "imported")
+            return
+        self.emit(s, self.activation(s), a, inputs=[self.previous(s), source], merge="add")
+
+    def _route(self, s: Section) -> None:
+        if s.text("groups") not in (None, "1"):
+            self.error(s.span_of("groups"), "[route] with groups (a channel slice) is not "
+                       "imported yet")
+            return
+        texts = [t.strip() for t in (s.text("layers", "") or "").split(",") if t.strip()]
+        if not texts:
+            raise CfgError(s.span, "[route] needs `layers=`", "e.g. `layers=-1, 8`")
+        sources = [self.reference(s, "layers", t) for t in texts]
+        shapes = [self.shapes[i] for i in sources]
+        if len(sources) == 1:  # a route to one layer only rewires
+            self.outputs.append(sources[0])
+            return
+        if any(sh[1:] != shapes[0][1:] for sh in shapes):
+            self.error(s.span_of("layers"), "[route] concatenates "
+                       + ", ".join(_fmt(sh) for sh in shapes)
+                       + ": the heights and widths differ")
+            return
+        node = self.graph.add(f"route {s.index}", sources, s.span, merge="concat")
+        self.shapes[node.id] = (sum(sh[0] for sh in shapes), *shapes[0][1:])
+        self.outputs.append(node.id)
+
+    def _upsample(self, s: Section) -> None:
+        self.error(s.span, "[upsample] has no archc layer kind yet",
+                   "archc's registry has no nearest-neighbour upsampling layer")
+
+
+HANDLED = {"convolutional", "maxpool", "avgpool", "connected", "dropout", "softmax", "cost",
+           "shortcut", "route", "upsample"}
+
+
+def _ceil_pool(size: int, kernel: int, stride: int, pad: int) -> int:
+    """PyTorch's pooled size with ceil_mode (the last window starts inside input + pad)."""
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _fmt(shape: Shape) -> str:
+    return "×".join(map(str, shape))

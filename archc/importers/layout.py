@@ -13,6 +13,7 @@ from ..unparse import unparse
 
 MAX_LINE = 100
 MERGE_HEADS = ("concat:", "add:", "mul:", "max:")
+UNIT_HEADS = {"conv", "fc"}  # a layer with weights starts a new line
 
 
 def spec_text(spec: ir.SpecFile) -> str:
@@ -54,7 +55,17 @@ def _joinable(stripped: str) -> bool:
     if not stripped or stripped.endswith(":") or stripped.startswith(("input ", "#")):
         return False
     first = stripped.split("(")[0].split()[0]
-    return not first.endswith(":") and " " not in stripped.split("(")[0].strip()
+    return (
+        not first.endswith(":")
+        and " " not in stripped.split("(")[0].strip()
+        and _kind(first) not in UNIT_HEADS
+    )
+
+
+def _kind(word: str) -> str | None:
+    from ..parse import notation_kind
+
+    return notation_kind(word)
 
 
 def _joinable_target(previous: str, indent: int) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import fx, nn
 
-from .torch_draft import Arg, DCall, DGroup, DItem, DLayer, DMerge, DShortcut, DTap
+from .torch_draft import Arg, DGroup, DItem, DLayer, DMerge, DShortcut, DTap, shortcut_args
 from .torch_layers import (
     ADDS,
     FUNCTIONS,
@@ -134,7 +134,7 @@ class GraphBody:
             if self.used.get(node, 0) > 1:
                 raise locate(node, f"`{node.name}` is used in two places that are not one fork "
                                    "(archc has adds and concats of branches, not arbitrary graphs)")
-        return [item for _, item in chain if item is not None]
+        return group_containers([item for _, item in chain if item is not None])
 
     def outputs(self, output: fx.Node) -> list[fx.Node]:
         value = output.args[0]
@@ -257,7 +257,7 @@ class GraphBody:
     def branch(self, fork: fx.Node, end: fx.Node) -> DItem:
         """One merge branch: the identity, a projection shortcut, or a sequence."""
         if end is fork:
-            return DShortcut()
+            return DShortcut(shortcut_args())
         items = [item for _, item in self.chain(end, fork) if item is not None]
         if len(items) == 1:
             only = items[0]
@@ -296,6 +296,24 @@ class GraphBody:
         return [*chain[:at], (None, tap), *chain[at:]]
 
 
-def is_call(item: DItem) -> bool:
-    """True for a call of a user module instance."""
-    return isinstance(item, DCall)
+def group_containers(items: list[DItem]) -> list[DItem]:
+    """Calls of `blocks.0`, `blocks.1`, ... in order (a ModuleList or a Sequential called
+    item by item) → one `blocks: [...]` group, so the keys stay `blocks.0...`."""
+    out: list[DItem] = []
+    for item in items:
+        label = getattr(item, "label", None) or ""
+        prefix, _, index = label.rpartition(".")
+        if not prefix:
+            out.append(item)
+            continue
+        last = out[-1] if out else None
+        if index == "0":
+            item.label = None
+            out.append(DGroup([item], prefix))
+        elif isinstance(last, DGroup) and last.label == prefix and index == str(len(last.items)):
+            item.label = None
+            last.items.append(item)
+        else:
+            raise Unsupported(f"calls `{label}` out of order (archc numbers a group's items "
+                              "in the order they run)")
+    return out

@@ -1,0 +1,290 @@
+"""Drafts of many instances → blocks with parameters, and drafts → IR.
+
+The instances of one module class whose drafts have the same skeleton become one block.
+Every argument slot that is the same in all of them is written as its value (or left out
+when that is the default); a slot that differs becomes a block parameter, or an
+expression of one found earlier (`c*4` for a bottleneck's expansion). Consecutive equal
+items become `xN`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from .. import ir
+from .torch_draft import (
+    REQUIRED,
+    Arg,
+    DCall,
+    DGroup,
+    DItem,
+    DLayer,
+    DMerge,
+    DShortcut,
+    DTap,
+    skeleton,
+    slots,
+)
+
+CHANNELS = "c"  # the key of channel counts; only these are related by factors
+
+
+@dataclass
+class _Param:
+    """A block parameter being found: the key it came from and its value per instance."""
+
+    key: str
+    values: tuple
+    default: Any = REQUIRED
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """An expression of a parameter: `param`, `param * factor` or `param // factor`."""
+
+    param: _Param
+    op: str = ""
+    factor: int = 1
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values of the same type (1, 1.0 and True are three different arguments)."""
+    return type(a) is type(b) and a == b
+
+
+def literal(value: Any) -> ir.Expr:
+    """A Python value as an IR expression."""
+    if isinstance(value, bool):
+        return ir.Name(id="true" if value else "false")
+    if isinstance(value, (int, float)):
+        return ir.Num(value=value)
+    if value in ("same", "valid"):
+        return ir.Name(id=value)
+    return ir.Str(value=str(value))
+
+
+# --------------------------------------------------------------------------- unification
+
+
+class Unified:
+    """The parameters of a group of instance drafts, and each slot's expression."""
+
+    def __init__(self, bodies: list[list[DItem]]):
+        self.params: list[_Param] = []
+        columns = list(zip(*(slots(b) for b in bodies)))
+        self.exprs: list[Any] = [self.slot(col) for col in columns]
+        self.name_params()
+
+    def slot(self, column: tuple[Arg, ...]) -> Any:
+        """None (leave the argument out), a literal value, or a `_Ref` to a parameter."""
+        values = tuple(a.value for a in column)
+        first = column[0]
+        if all(same(v, values[0]) for v in values):
+            if first.default is not REQUIRED and same(values[0], first.default):
+                return None
+            return ("value", values[0])
+        return self.relate(values, first.key)
+
+    def relate(self, values: tuple, key: str) -> _Ref:
+        kind = CHANNELS if key == CHANNELS else key
+        for p in self.params:
+            if (CHANNELS if p.key == CHANNELS else p.key) != kind:
+                continue
+            if all(same(v, u) for v, u in zip(values, p.values)):
+                return _Ref(p)
+            if kind == CHANNELS and all(isinstance(v, int) for v in values):
+                ratio = _factor(values, p.values)
+                if ratio:
+                    return _Ref(p, "*", ratio)
+                ratio = _factor(p.values, values)
+                if ratio:
+                    return _Ref(p, "//", ratio)
+        param = _Param(key, values)
+        if key != CHANNELS:  # a stride or a kernel size: its most common value is the default
+            param.default = Counter(values).most_common(1)[0][0]
+        self.params.append(param)
+        return _Ref(param)
+
+    def name_params(self) -> None:
+        """`c` when one channel parameter, else `c1`, `c2`, ...; likewise for every key."""
+        counts = Counter(p.key for p in self.params)
+        seen: Counter = Counter()
+        for p in self.params:
+            seen[p.key] += 1
+            p.name = p.key if counts[p.key] == 1 else f"{p.key}{seen[p.key]}"
+
+    @property
+    def ordered(self) -> list[_Param]:
+        """Required parameters first, then those with a default, each in order found."""
+        return [p for p in self.params if p.default is REQUIRED] + [
+            p for p in self.params if p.default is not REQUIRED
+        ]
+
+    def signature(self) -> list[ir.Param]:
+        """The block's parameters as IR."""
+        return [
+            ir.Param(name=p.name, default=None if p.default is REQUIRED else literal(p.default))
+            for p in self.ordered
+        ]
+
+    def call_args(self, instance: int) -> list[Arg]:
+        """The arguments of one instance's call: required ones by position."""
+        return [
+            Arg(p.name, p.values[instance], p.default,
+                key=CHANNELS if p.key == CHANNELS else p.name,
+                positional=p.default is REQUIRED)
+            for p in self.ordered
+        ]
+
+    def expr(self, made: Any) -> ir.Expr:
+        """A slot's IR expression."""
+        if isinstance(made, tuple):
+            return literal(made[1])
+        name = ir.Name(id=made.param.name)
+        if not made.op:
+            return name
+        return ir.BinOp(op=made.op, left=name, right=ir.Num(value=made.factor))
+
+
+def _factor(values: tuple, base: tuple) -> int | None:
+    """k when values == base * k for one whole k ≥ 2, else None."""
+    if not all(isinstance(b, int) and b > 0 for b in base) or values[0] % base[0]:
+        return None
+    k = values[0] // base[0]
+    ok = k >= 2 and all(v == b * k for v, b in zip(values, base))
+    return k if ok else None
+
+
+# --------------------------------------------------------------------------- drafts → IR
+
+
+class Emitter:
+    """Writes one draft body as IR, taking each argument's expression in slot order."""
+
+    def __init__(self, unified: Unified):
+        self.unified = unified
+        self.exprs = iter(unified.exprs)
+
+    def items(self, items: list[DItem]) -> list:
+        return compress([self.item(i) for i in items])
+
+    def item(self, item: DItem):
+        if isinstance(item, (DLayer, DShortcut)):
+            callee = item.callee if isinstance(item, DLayer) else "shortcut"
+            return ir.Layer(callee=callee, args=self.args(item.args), label=item.label)
+        if isinstance(item, DGroup):
+            return ir.Group(items=self.items(item.items), label=item.label)
+        if isinstance(item, DMerge):
+            return ir.Merge(mode=item.mode, branches=[self.item(b) for b in item.branches],
+                            label=item.label)
+        if isinstance(item, DTap):
+            return ir.Tap(head=self.item(item.head), label=item.label)
+        raise TypeError(f"unresolved draft item {item!r}")  # pragma: no cover
+
+    def args(self, args: list[Arg]) -> list[ir.Arg]:
+        out: list[ir.Arg] = []
+        by_position = True  # once an argument is left out or named, the rest are named
+        for arg in args:
+            made = next(self.exprs)
+            if made is None:
+                by_position = False
+                continue
+            by_position = by_position and arg.positional
+            out.append(ir.Arg(name=None if by_position else arg.name, value=self.unified.expr(made)))
+        return out
+
+
+def compress(items: list) -> list:
+    """Runs of equal unlabelled items (or sequences of up to four) → `item xN`."""
+    out: list = []
+    i = 0
+    while i < len(items):
+        best_len, best_count = 1, 1
+        for length in range(1, 5):
+            chunk = items[i : i + length]
+            if len(chunk) < length or any(getattr(c, "label", None) for c in chunk):
+                break
+            count = 1
+            while items[i + count * length : i + (count + 1) * length] == chunk:
+                count += 1
+            if count > 1 and length * (count - 1) > best_len * (best_count - 1):
+                best_len, best_count = length, count
+        if best_count == 1:
+            out.append(items[i])
+            i += 1
+            continue
+        chunk = items[i : i + best_len]
+        unit = chunk[0] if best_len == 1 else ir.Group(items=chunk)
+        if unit.repeat is not None:
+            out.extend(chunk)
+            i += best_len
+            continue
+        out.append(unit.model_copy(update={"repeat": ir.Num(value=best_count)}))
+        i += best_len * best_count
+    return out
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+class Blocks:
+    """Block definitions for the module classes of a model, made on first use.
+
+    `bodies` maps id(instance) to its draft; `instances` maps a class key to its instances
+    in model order; `names` to the block name its class gets.
+    """
+
+    def __init__(self, bodies: dict[int, list[DItem]], instances: dict[Any, list],
+                 names: dict[Any, str], class_of):
+        self.bodies, self.instances, self.names, self.class_of = bodies, instances, names, class_of
+        self.definitions: list[ir.BlockDef] = []
+        self.calls: dict[int, DLayer] = {}
+
+    def resolve(self, items: list[DItem]) -> list[DItem]:
+        """A copy of `items` with every module call replaced by its block call."""
+        return [self.resolved(i) for i in items]
+
+    def resolved(self, item: DItem) -> DItem:
+        if isinstance(item, DCall):
+            if id(item.module) not in self.calls:
+                self.define(self.class_of(item.module))
+            call = self.calls[id(item.module)]
+            return DLayer(call.callee, call.args, item.label)
+        if isinstance(item, DGroup):
+            return DGroup(self.resolve(item.items), item.label)
+        if isinstance(item, DMerge):
+            return DMerge(item.mode, self.resolve(item.branches), item.label)
+        if isinstance(item, DTap):
+            return DTap(self.resolved(item.head), item.label)
+        return item
+
+    def define(self, key: Any) -> None:
+        """Unify the instances of one class into one block per skeleton."""
+        modules = self.instances[key]
+        bodies = [self.resolve(self.bodies[id(m)]) for m in modules]
+        variants: dict[tuple, list[int]] = {}
+        for i, body in enumerate(bodies):
+            variants.setdefault(skeleton(body), []).append(i)
+        for n, members in enumerate(variants.values()):
+            name = self.names[key] + (f"_{n + 1}" if n else "")
+            group = [bodies[i] for i in members]
+            _fill_shortcut_labels(group)
+            unified = Unified(group)
+            body = Emitter(unified).items(group[0])
+            self.definitions.append(ir.BlockDef(name=name, params=unified.signature(), body=body))
+            for j, i in enumerate(members):
+                self.calls[id(modules[i])] = DLayer(name, unified.call_args(j))
+
+
+def _fill_shortcut_labels(bodies: list[list[DItem]]) -> None:
+    """An identity shortcut has no module; it takes the label its projecting twins have."""
+    from .torch_draft import walk
+
+    columns = zip(*([i for i in walk(b) if isinstance(i, DShortcut)] for b in bodies))
+    for column in columns:
+        label = next((s.label for s in column if s.label), None)
+        for s in column:
+            s.label = label
