@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .. import ir
 from ..diagnostics import Diagnostics, did_you_mean
 from . import common, prototxt
+from .compact import compact as compact_spec
 from .graph import Graph, Node, nest
 from .prototxt import Field, Ident, Message
 
@@ -45,7 +46,7 @@ class Layer:
         return self.message.get(name, Message())
 
 
-def load(path: str, diags: Diagnostics) -> ir.SpecFile | None:
+def load(path: str, diags: Diagnostics, *, compact: bool = True) -> ir.SpecFile | None:
     """The IR of a Caffe prototxt; problems go to `diags` (located in the file)."""
     text = common.read_text(path, diags)
     if text is None:
@@ -53,7 +54,8 @@ def load(path: str, diags: Diagnostics) -> ir.SpecFile | None:
     root = prototxt.parse(text, path, diags)
     if root is None:
         return None
-    return _Importer(path, diags).spec(root)
+    spec = _Importer(path, diags).spec(root)
+    return compact_spec(spec) if spec is not None and compact else spec
 
 
 def layers_of(root: Message) -> list[Layer]:

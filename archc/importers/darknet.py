@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from .. import ir
 from ..diagnostics import Diagnostics, did_you_mean
 from . import common
+from .compact import compact as compact_spec
 from .graph import Graph, nest
 
 Shape = tuple[int, ...]
@@ -97,7 +98,7 @@ def _span(path: str, line: int, col: int, end: int) -> ir.Span:
                                    end_column=end)
 
 
-def load(path: str, diags: Diagnostics) -> ir.SpecFile | None:
+def load(path: str, diags: Diagnostics, *, compact: bool = True) -> ir.SpecFile | None:
     """The IR of a Darknet cfg; problems go to `diags` (located in the file)."""
     text = common.read_text(path, diags)
     if text is None:
@@ -105,7 +106,8 @@ def load(path: str, diags: Diagnostics) -> ir.SpecFile | None:
     sections = parse_cfg(text, path, diags)
     if sections is None:
         return None
-    return _Importer(path, diags).spec(sections)
+    spec = _Importer(path, diags).spec(sections)
+    return compact_spec(spec) if spec is not None and compact else spec
 
 
 def layer_sections(sections: list[Section]) -> list[Section]:
