@@ -1,0 +1,83 @@
+"""Highlighting: the Pygments lexer on every shipped spec, its entry point, and the
+TextMate grammar generated from the same rules (editors/arch.tmLanguage.json)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
+from pygments.token import Error, Keyword, Name, Number, Operator
+
+from archc.highlight import ArchLexer, textmate_json
+from tests.goldens import assert_golden
+from tests.test_docs import ARCH as DOC_BLOCKS
+
+ROOT = Path(__file__).resolve().parent.parent
+TMLANGUAGE = ROOT / "editors" / "arch.tmLanguage.json"
+SHIPPED = sorted(p for folder in ("specs", "examples", "tests/fixtures")
+                 for p in (ROOT / folder).rglob("*.arch"))
+
+
+def _tokens(text: str) -> list[tuple[object, str]]:
+    return [(t, v) for t, v in ArchLexer().get_tokens(text) if v.strip()]
+
+
+def _errors(text: str) -> list[str]:
+    return [v for t, v in _tokens(text) if t in Error]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_no_error_tokens_in_shipped_specs(path):
+    assert _errors(path.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("line, code, expect", DOC_BLOCKS,
+                         ids=[f"language.md:{b[0]}" for b in DOC_BLOCKS])
+def test_no_error_tokens_in_the_docs_examples(line, code, expect):
+    assert _errors(code) == []
+
+
+def test_a_stray_character_is_an_error_token():
+    text = (ROOT / "tests/diagnostics/syntax_stray_character.arch").read_text()
+    assert _errors(text) == ["$"]
+
+
+def test_tokens_say_what_the_words_are():
+    text = ("block basic(c, stride=1):\n"
+            "    conv1: conv3-{c}(stride=stride)  Max-Pool  basic(c) x2\n"
+            "network n:\n    input 3x32x32\n    soft-max  features: vgg[A]\n")
+    tokens = dict((v, t) for t, v in reversed(_tokens(text)))  # the first of each word
+    assert tokens["block"] in Keyword and tokens["basic"] in Name.Function
+    assert tokens["conv1:"] in Name.Label and tokens["conv3-{c}"] in Name.Builtin
+    assert tokens["Max-Pool"] in Name.Builtin and tokens["soft-max"] in Name.Builtin
+    assert tokens["x2"] in Operator and tokens["3x32x32"] in Number
+    assert tokens["stride"] in Name.Attribute and tokens["vgg[A]"] in Name.Variable
+    call = [t for t, v in _tokens("network n:\n    basic(64)\n") if v == "basic"]
+    assert call == [Name]  # a block call is not a layer kind
+
+
+def test_pygments_finds_the_lexer_through_its_entry_point():
+    assert isinstance(get_lexer_by_name("arch"), ArchLexer)
+    assert isinstance(get_lexer_for_filename("resnet.arch"), ArchLexer)
+    proc = subprocess.run([str(ROOT / ".venv/bin/pygmentize"), "-l", "arch", "-f", "html",
+                           str(ROOT / "specs/resnet18.arch")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert '<span class="nb">conv7-64</span>' in proc.stdout
+
+
+def test_the_textmate_grammar_is_generated():
+    """The committed file equals the generator's output (ARCHC_REGEN=1 rewrites it)."""
+    assert_golden(TMLANGUAGE, textmate_json())
+
+
+def test_the_textmate_patterns_find_the_same_kinds():
+    grammar = json.loads(TMLANGUAGE.read_text())
+    layer = next(p["match"] for p in grammar["patterns"]
+                 if p.get("name") == "support.function.layer.arch")
+    assert re.fullmatch(layer, "conv3-64") and re.fullmatch(layer, "Global-AvgPool")
+    assert re.fullmatch(layer, "FC-{num_classes}") and not re.fullmatch(layer, "basic")
+    assert grammar["scopeName"] == "source.arch"
