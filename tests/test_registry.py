@@ -44,6 +44,21 @@ EXAMPLES: dict[str, list[dict]] = {
     "elu": [{"alpha": 0.5}],
     "maxout": [{"k": 2}],
     "identity": [{}],
+    "relu6": [{}],
+    "silu": [{}],
+    "hardswish": [{}],
+    "hardsigmoid": [{}],
+    "gelu": [{}, {"approximate": "tanh"}],
+    "mish": [{}],
+    "prelu": [{}, {"per_channel": True, "init": 0.1}],
+    "layernorm": [{}, {"eps": 1e-6, "affine": False}],
+    "layernorm2d": [{"eps": 1e-6}, {"affine": False}],
+    "groupnorm": [{"groups": 2}, {"groups": 1, "eps": 1e-3, "affine": False}],
+    "channel-shuffle": [{"groups": 2}],
+    "scale": [{"init": 0.5}],
+    "channel-fc": [{"out": 5}, {"out": 4, "bias": False, "last": True}],
+    "stochastic-depth": [{"p": 0.2}, {"p": 0.5, "mode": "batch"}],
+    "permute": [{"dims": (0, 2, 3, 1)}, {"dims": (0, 1)}],
 }
 
 # Inputs: images with an odd and an even channel count (groups=2 and maxout k=2 refuse 3),
@@ -55,6 +70,8 @@ STRICTER = {
     ("dropout2d", "flat"): "channel dropout of flat features is element dropout: use dropout",
     ("globalavgpool", "flat"): "torch's 1×1 adaptive pool would average an N×F batch as one "
                                "image, mixing the samples",
+    ("scale", "flat"): "a (C, 1, 1) scale would broadcast a batch of features into a cube",
+    ("channel-fc", "flat"): "a Linear over flat features is `fc`",
 }
 BATCH = 2
 

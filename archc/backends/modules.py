@@ -1,4 +1,4 @@
-"""Torch modules that PyTorch lacks and specs need (Maxout). Generated Python copies them."""
+"""Torch modules that PyTorch lacks and specs need. Generated Python copies them."""
 from __future__ import annotations
 
 import torch
@@ -18,3 +18,118 @@ class Maxout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"k={self.k}"
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a C×H×W image, at every pixel (ConvNeXt's; torchvision's
+    LayerNorm2d). The weights are nn.LayerNorm's: `weight` and `bias` of shape (C,)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C): normalise the last axis
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+class ChannelLinear(nn.Linear):
+    """nn.Linear over the channel axis of a C×H×W image, at every pixel. The weight is
+    torchvision's (out, in) Linear weight, not a 1×1 conv's (out, in, 1, 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, C, H, W) -> (B, H, W, C) -> Linear -> (B, H, W, out) -> (B, out, H, W)
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class ChannelShuffle(nn.Module):
+    """Channel shuffle (ShuffleNet): C channels in `groups` groups, transposed to C/groups
+    groups, so the next grouped conv sees channels of every group."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, C, ...) -> (B, groups, C/groups, ...) -> (B, C/groups, groups, ...) -> (B, C, ...)
+        return x.unflatten(1, (self.groups, -1)).transpose(1, 2).flatten(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class LayerScale(nn.Module):
+    """A learnable scale per channel, (C, 1, 1), initialised to `init` (ConvNeXt).
+
+    torchvision keeps this tensor directly on the block (`features.1.0.layer_scale`), so the
+    module that holds a LayerScale stores it under the LayerScale's own name, without
+    `.weight`, and loads it from there: a hook renames the key both ways. The hook is put
+    on the holder when the LayerScale is registered in it (torch's module-registration hook,
+    installed once, acts on LayerScale children only).
+    """
+
+    _installed = False
+
+    def __init__(self, channels: int, init: float = 1.0):
+        super().__init__()
+        self.channels, self.init = channels, init
+        self.weight = nn.Parameter(torch.full((channels, 1, 1), float(init)))
+        if not LayerScale._installed:
+            nn.modules.module.register_module_module_registration_hook(LayerScale._registered)
+            LayerScale._installed = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x  # (C, 1, 1) * (B, C, H, W)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, init={self.init}"
+
+    @staticmethod
+    def _registered(holder: nn.Module, name: str, child: nn.Module) -> None:
+        if not isinstance(child, LayerScale):
+            return
+
+        def save(module, state_dict, prefix, local_metadata):  # `name.weight` → `name`
+            if prefix + name + ".weight" in state_dict:
+                state_dict[prefix + name] = state_dict.pop(prefix + name + ".weight")
+
+        def load(state_dict, prefix, *args):  # `name` → `name.weight`, before the children load
+            if prefix + name in state_dict:
+                state_dict[prefix + name + ".weight"] = state_dict.pop(prefix + name)
+
+        holder._register_state_dict_hook(save)
+        holder._register_load_state_dict_pre_hook(load)
+
+
+class StochasticDepth(nn.Module):
+    """Stochastic depth (torchvision.ops.StochasticDepth): in training, zero the whole input
+    of a sample ("row") or of the batch ("batch") with probability p, and scale the rest by
+    1/(1-p); the identity in eval mode."""
+
+    def __init__(self, p: float, mode: str):
+        super().__init__()
+        self.p, self.mode = p, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        size = [x.shape[0]] + [1] * (x.ndim - 1) if self.mode == "row" else [1] * x.ndim
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+        if survival > 0.0:
+            noise.div_(survival)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"
+
+
+class Permute(nn.Module):
+    """Reorders the axes of a tensor, batch axis included (torchvision's Permute)."""
+
+    def __init__(self, dims: tuple[int, ...]):
+        super().__init__()
+        self.dims = tuple(dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.dims)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"

@@ -3,7 +3,8 @@
 Each `LayerKind` holds everything archc knows about a kind of layer: its parameter
 schema, its paper-notation sugar, its shape rule, its parameter and MAC counts, its
 torch constructor and its diagram style. The kinds live in one module per family
-(conv, pool, dense, norm, regularization, activation, reshape); shared helpers live in
+(conv, pool, dense, norm, regularization, activation, channel,
+reshape); shared helpers live in
 `core` and `window`. Adding a layer touches its family's module only.
 
 This package must not import torch at import time: `archc check` stays instant. The
@@ -12,8 +13,9 @@ torch constructors import it when they are called.
 
 from __future__ import annotations
 
-from . import activation, conv, dense, norm, pool, regularization, reshape
+from . import activation, channel, conv, dense, norm, pool, regularization, reshape
 from .core import (
+    INVALID,
     REQUIRED,
     LayerKind,
     Param,
@@ -27,6 +29,7 @@ from .core import (
 from .window import resolve_padding, window_out
 
 __all__ = [
+    "INVALID",
     "KINDS",
     "REGISTRY",
     "REQUIRED",
@@ -51,6 +54,7 @@ KINDS: tuple[LayerKind, ...] = (
     *regularization.KINDS,
     *norm.KINDS,
     *activation.KINDS,
+    *channel.KINDS,
     *reshape.KINDS,
 )
 

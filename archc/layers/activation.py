@@ -27,6 +27,12 @@ def _maxout_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (inp[0] // p["k"],) + tuple(inp[1:])
 
 
+def _prelu_torch(inp: Shape, p: dict):
+    import torch.nn as nn
+
+    return nn.PReLU(inp[0] if p["per_channel"] else 1, init=p["init"])
+
+
 KINDS: tuple[LayerKind, ...] = (
     LayerKind(
         "softmax",
@@ -38,6 +44,71 @@ KINDS: tuple[LayerKind, ...] = (
     ),
     LayerKind("relu", "Rectified linear unit: max(0, x).", (), same_shape, nn_module("ReLU"), ACT),
     LayerKind("sigmoid", "Logistic sigmoid.", (), same_shape, nn_module("Sigmoid"), ACT),
+    LayerKind(
+        "relu6",
+        "ReLU capped at 6: min(max(0, x), 6) (MobileNet).",
+        (),
+        same_shape,
+        nn_module("ReLU6"),
+        ACT,
+    ),
+    LayerKind(
+        "silu",
+        "SiLU (swish): x·sigmoid(x) (EfficientNet).",
+        (),
+        same_shape,
+        nn_module("SiLU"),
+        ACT,
+        ("swish",),
+    ),
+    LayerKind(
+        "hardswish",
+        "Hard swish: x·relu6(x + 3)/6 (MobileNetV3).",
+        (),
+        same_shape,
+        nn_module("Hardswish"),
+        ACT,
+        ("hswish", "hard-swish"),
+    ),
+    LayerKind(
+        "hardsigmoid",
+        "Hard sigmoid: relu6(x + 3)/6 (MobileNetV3's SE gate).",
+        (),
+        same_shape,
+        nn_module("Hardsigmoid"),
+        ACT,
+        ("hsigmoid", "hard-sigmoid"),
+    ),
+    LayerKind(
+        "gelu",
+        "Gaussian error linear unit: x·Φ(x), exact or with the tanh approximation (ConvNeXt).",
+        (
+            Param(
+                "approximate",
+                "choice",
+                "none",
+                "`none` (exact erf) or `tanh`",
+                choices=("none", "tanh"),
+            ),
+        ),
+        same_shape,
+        nn_module("GELU", "approximate"),
+        ACT,
+        summary=lambda p: "tanh" if p["approximate"] == "tanh" else "",
+    ),
+    LayerKind("mish", "Mish: x·tanh(softplus(x)).", (), same_shape, nn_module("Mish"), ACT),
+    LayerKind(
+        "prelu",
+        "Parametric ReLU: max(0, x) + a·min(0, x) with a learnt slope a.",
+        (
+            Param("per_channel", "bool", False, "one slope per channel instead of one in all"),
+            Param("init", "float", 0.25, "the slope's initial value"),
+        ),
+        same_shape,
+        _prelu_torch,
+        ACT,
+        count_params=lambda inp, p: inp[0] if p["per_channel"] else 1,
+    ),
     LayerKind("tanh", "Hyperbolic tangent.", (), same_shape, nn_module("Tanh"), ACT),
     LayerKind(
         "leakyrelu",

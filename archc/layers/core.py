@@ -19,15 +19,53 @@ class Param:
     """One parameter of a layer kind: its name, type and default."""
 
     name: str
-    type: str  # "int", "float", "bool", "padding", "int?" (int or none)
+    type: str  # a key of TYPE_WORDS
     default: Any = REQUIRED
     doc: str = ""
     aliases: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # the words a "choice" parameter accepts
 
     @property
     def required(self) -> bool:
         """True when the parameter has no default."""
         return self.default is REQUIRED
+
+    @property
+    def expects(self) -> str:
+        """What a value must be, in words: `an integer`, `one of "none", "tanh"`."""
+        if self.type == "choice":
+            return "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        return TYPE_WORDS[self.type]
+
+    def check(self, value: Any) -> Any:
+        """`value` as the parameter holds it (an int given for a float becomes a float),
+        or INVALID when it has the wrong type."""
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        ok = {
+            "int": is_int,
+            "int?": is_int or value is None,
+            "float": is_int or isinstance(value, float),
+            "bool": isinstance(value, bool),
+            "padding": is_int or value in ("same", "valid"),
+            "choice": value in self.choices,
+            "ints": isinstance(value, tuple)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+        }.get(self.type, True)
+        if not ok:
+            return INVALID
+        return float(value) if self.type == "float" else value
+
+
+INVALID = object()  # what Param.check returns for a value of the wrong type
+
+TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "padding": "an integer, `same` or `valid`",
+    "int?": "an integer or none",
+    "ints": "a tuple of integers",
+}
 
 
 class ShapeProblem(Exception):

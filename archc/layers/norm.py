@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from .core import NORM, LayerKind, Param, Shape, image_same_shape, same_shape
+from typing import Any, Callable
+
+from .core import (
+    NORM,
+    LayerKind,
+    Param,
+    Shape,
+    ShapeContext,
+    ShapeProblem,
+    check_positive,
+    image_same_shape,
+    same_shape,
+)
 
 
 def _bn_params(inp: Shape, p: dict) -> int:
@@ -20,6 +32,46 @@ def _lrn_torch(inp: Shape, p: dict):
     import torch.nn as nn
 
     return nn.LocalResponseNorm(p["size"], alpha=p["alpha"], beta=p["beta"], k=p["k"])
+
+
+def _affine_params(axis: int) -> Callable[[Shape, dict], int]:
+    """A norm's parameter count: a scale and a shift per element of `axis`, when affine."""
+    return lambda inp, p: 2 * inp[axis] if p["affine"] else 0
+
+
+def _layernorm_torch(axis: int) -> Callable[[Shape, dict], Any]:
+    """nn.LayerNorm over the last axis (axis -1), or LayerNorm2d over the channels (axis 0)."""
+
+    def make(inp: Shape, p: dict):
+        if axis == 0:
+            from ..backends.modules import LayerNorm2d as cls
+        else:
+            from torch.nn import LayerNorm as cls
+
+        return cls(inp[axis], eps=p["eps"], elementwise_affine=p["affine"], bias=p["affine"])
+
+    return make
+
+
+def _groupnorm_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    check_positive("groupnorm", p, "groups")
+    if inp[0] % p["groups"]:
+        raise ShapeProblem(
+            "E201",
+            f"groupnorm groups={p['groups']} must divide the channels ({inp[0]})",
+            "pick a number of groups that divides the channels",
+        )
+    return inp
+
+
+def _groupnorm_torch(inp: Shape, p: dict):
+    import torch.nn as nn
+
+    return nn.GroupNorm(p["groups"], inp[0], eps=p["eps"], affine=p["affine"])
+
+
+_EPS = Param("eps", "float", 1e-5, "added to the variance")
+_AFFINE = Param("affine", "bool", True, "learn scale and shift")
 
 
 KINDS: tuple[LayerKind, ...] = (
@@ -54,5 +106,40 @@ KINDS: tuple[LayerKind, ...] = (
         ("localresponsenorm",),
         (None, ("size",)),
         summary=lambda p: f"n={p['size']}",
+    ),
+    LayerKind(
+        "layernorm",
+        "Layer normalisation over the last axis: flat features F, or a channel-last image "
+        "H×W×C after `permute((0, 2, 3, 1))`. Weights `weight`, `bias` of shape (F,).",
+        (_EPS, _AFFINE),
+        same_shape,
+        _layernorm_torch(-1),
+        NORM,
+        ("layer-norm", "ln"),
+        count_params=_affine_params(-1),
+    ),
+    LayerKind(
+        "layernorm2d",
+        "Layer normalisation over the channels of a C×H×W image, at every pixel (ConvNeXt's "
+        "LayerNorm2d). Weights `weight`, `bias` of shape (C,).",
+        (_EPS, _AFFINE),
+        image_same_shape("layernorm2d"),
+        _layernorm_torch(0),
+        NORM,
+        ("channel-layernorm",),
+        count_params=_affine_params(0),
+    ),
+    LayerKind(
+        "groupnorm",
+        "Group normalisation: channels in `groups` groups, each normalised over its channels "
+        "and pixels.",
+        (Param("groups", "int", doc="number of groups; must divide the channels"), _EPS, _AFFINE),
+        _groupnorm_shape,
+        _groupnorm_torch,
+        NORM,
+        ("group-norm", "gn"),
+        (None, ("groups",)),
+        _affine_params(0),
+        summary=lambda p: f"groups={p['groups']}",
     ),
 )

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .core import REG, LayerKind, Param, Shape, ShapeContext, check_probability, image, nn_module
+from .core import (
+    REG,
+    LayerKind,
+    Param,
+    Shape,
+    ShapeContext,
+    archc_module,
+    check_probability,
+    image,
+    nn_module,
+)
 
 
 def _dropout_check(kind: str, image_only: bool) -> Callable[[Shape, dict, ShapeContext], Shape]:
@@ -37,5 +47,23 @@ KINDS: tuple[LayerKind, ...] = (
         (),
         (None, ("p",)),
         summary=lambda p: f"p={p['p']}",
+    ),
+    LayerKind(
+        "stochastic-depth",
+        "Stochastic depth (torchvision.ops.StochasticDepth): in training, drops a sample's whole "
+        "input (`row`) or the batch's (`batch`) with probability p and scales the rest by "
+        "1/(1-p); the identity in eval mode.",
+        (
+            Param("p", "float", doc="drop probability"),
+            Param(
+                "mode", "choice", "row", "`row` (per sample) or `batch`", choices=("row", "batch")
+            ),
+        ),
+        _dropout_check("stochastic-depth", False),
+        archc_module("StochasticDepth", "p", "mode"),
+        REG,
+        ("drop-path", "droppath"),
+        (None, ("p",)),
+        summary=lambda p: f"p={p['p']}, {p['mode']}",
     ),
 )

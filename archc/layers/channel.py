@@ -1,0 +1,120 @@
+"""Channel operations: shuffle, a learnable scale per channel, and Linear over channels."""
+
+from __future__ import annotations
+
+import math
+
+from .core import (
+    CONV,
+    FC,
+    LayerKind,
+    Param,
+    Shape,
+    ShapeContext,
+    ShapeProblem,
+    check_positive,
+    fmt,
+    image,
+)
+
+
+def _shuffle_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    check_positive("channel-shuffle", p, "groups")
+    c = inp[0]
+    if c % p["groups"]:
+        raise ShapeProblem(
+            "E201",
+            f"channel-shuffle groups={p['groups']} must divide the channels ({c})",
+            "shuffle in a number of groups that divides the channels",
+        )
+    return inp
+
+
+def _shuffle_torch(inp: Shape, p: dict):
+    from ..backends.modules import ChannelShuffle
+
+    return ChannelShuffle(p["groups"])
+
+
+def _scale_torch(inp: Shape, p: dict):
+    from ..backends.modules import LayerScale
+
+    return LayerScale(inp[0], p["init"])
+
+
+def _channel_axis(p: dict) -> int:
+    """Where the channels of a channel-fc's input are: first (C×H×W) or last (H×W×C)."""
+    return -1 if p["last"] else 0
+
+
+def _channel_fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    if len(inp) != 3:
+        raise ShapeProblem(
+            "E203",
+            f"channel-fc expects an image tensor, got {fmt(inp)}",
+            "on flat features use `fc`",
+        )
+    check_positive("channel-fc", p, "out")
+    out = list(inp)
+    out[_channel_axis(p)] = p["out"]
+    return tuple(out)
+
+
+def _channel_fc_params(inp: Shape, p: dict) -> int:
+    return inp[_channel_axis(p)] * p["out"] + (p["out"] if p["bias"] else 0)
+
+
+def _channel_fc_torch(inp: Shape, p: dict):
+    from torch import nn
+
+    from ..backends.modules import ChannelLinear
+
+    cls = nn.Linear if p["last"] else ChannelLinear  # nn.Linear works on the last axis
+    return cls(inp[_channel_axis(p)], p["out"], bias=p["bias"])
+
+
+KINDS: tuple[LayerKind, ...] = (
+    LayerKind(
+        "channel-shuffle",
+        "Channel shuffle (ShuffleNet): the channels of `groups` groups interleaved.",
+        (Param("groups", "int", doc="number of groups; must divide the channels"),),
+        _shuffle_shape,
+        _shuffle_torch,
+        CONV,
+        ("shuffle", "channelshuffle"),
+        (None, ("groups",)),
+        summary=lambda p: f"groups={p['groups']}",
+    ),
+    LayerKind(
+        "scale",
+        "A learnable scale per channel, x·γ with γ of shape (C, 1, 1) (ConvNeXt's layer "
+        "scale). Its state_dict key is the layer's own name, without `.weight`: label it "
+        "`layer_scale:` for torchvision's key.",
+        (Param("init", "float", 1.0, "the initial value of every γ"),),
+        lambda inp, p, ctx: image("scale", inp),
+        _scale_torch,
+        CONV,
+        ("layer-scale", "layerscale"),
+        count_params=lambda inp, p: inp[0],
+        summary=lambda p: f"γ={p['init']}",
+    ),
+    LayerKind(
+        "channel-fc",
+        "Linear over the channel axis of an image, at every pixel: C×H×W → out×H×W, with "
+        "torchvision's (out, in) Linear weights (not a 1×1 conv's). `last=true` takes a "
+        "channel-last H×W×C image (after `permute((0, 2, 3, 1))`), as ConvNeXt's block does.",
+        (
+            Param("out", "int", doc="output channels", aliases=("features",)),
+            Param("bias", "bool", True, "learn a bias"),
+            Param("last", "bool", False, "the channels are the last axis (H×W×C)"),
+        ),
+        _channel_fc_shape,
+        _channel_fc_torch,
+        FC,
+        ("channel-linear", "pointwise-linear"),
+        (None, ("out",)),
+        _channel_fc_params,
+        lambda inp, out, p: math.prod(out) * inp[_channel_axis(p)],
+        summary=lambda p: f"{p['out']}",
+    ),
+)
