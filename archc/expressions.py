@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import ir
 from .diagnostics import Diagnostics, did_you_mean
@@ -39,17 +40,28 @@ class Env:
     values: dict[str, Any]
     spans: dict[str, ir.Span] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
+    # names the checker binds, not the spec: a block's `in_channels`, `in_height`, `in_width`
+    implicit: dict[str, Any] = field(default_factory=dict)
+    loop: dict[str, Any] = field(default_factory=dict)  # a `for` loop's names shadow the rest
 
     def lookup(self, name: str) -> Any:
         """The value bound to `name`, or KeyError."""
+        if name in self.loop:
+            return self.loop[name]
         if name in self.values:
             self.used.add(name)
             return self.values[name]
+        if name in self.implicit:
+            return self.implicit[name]
         return BUILTINS[name]
 
     def visible(self) -> list[str]:
         """Every name an expression here could use."""
-        return [*self.values, *BUILTINS]
+        return [*self.loop, *self.values, *self.implicit, *BUILTINS]
+
+    def with_loop(self, names: dict[str, Any]) -> "Env":
+        """This scope plus a loop's variables; reads of parameters are still recorded here."""
+        return Env(self.values, self.spans, self.used, self.implicit, {**self.loop, **names})
 
 
 _OPS = {
@@ -61,6 +73,15 @@ _OPS = {
     "%": operator.mod,
     "**": operator.pow,
 }
+_COMPARISONS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_RANGE_LIMIT = 100_000  # `range(10**9)` would hang the checker
 
 
 def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
@@ -80,6 +101,16 @@ def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
     if isinstance(expr, ir.Tuple):
         items = tuple(evaluate(item, env, diags) for item in expr.items)
         return ERROR if ERROR in items else items
+    if isinstance(expr, ir.Not):
+        value = evaluate(expr.operand, env, diags)
+        return ERROR if value is ERROR else not value
+    if isinstance(expr, ir.Cond):
+        test = evaluate(expr.test, env, diags)
+        if test is ERROR:
+            return ERROR
+        return evaluate(expr.then if test else expr.other, env, diags)
+    if isinstance(expr, ir.Call):
+        return _call(expr, env, diags)
     if isinstance(expr, ir.Neg):
         value = evaluate(expr.operand, env, diags)
         if value is ERROR:
@@ -92,9 +123,29 @@ def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
 
 
 def _binop(expr: ir.BinOp, env: Env, diags: Diagnostics) -> Any:
+    if expr.op in ("and", "or"):  # short-circuit, as Python: `a and b` may skip b
+        left = evaluate(expr.left, env, diags)
+        if left is ERROR or (not left if expr.op == "and" else left):
+            return left
+        return evaluate(expr.right, env, diags)
     left, right = evaluate(expr.left, env, diags), evaluate(expr.right, env, diags)
     if left is ERROR or right is ERROR:
         return ERROR
+    if expr.op in ("==", "!="):
+        return _COMPARISONS[expr.op](left, right)
+    if expr.op in _COMPARISONS:
+        if not (_is_number(left) and _is_number(right)) and not (
+            isinstance(left, str) and isinstance(right, str)
+        ):
+            diags.error(
+                "E109",
+                expr.span,
+                f"`{expr.op}` compares two numbers, got {_type_name(left)} and "
+                f"{_type_name(right)}",
+                "`==` and `!=` compare any two values; `<`, `<=`, `>`, `>=` order numbers",
+            )
+            return ERROR
+        return _COMPARISONS[expr.op](left, right)
     if expr.op == "+" and isinstance(left, str) and isinstance(right, str):
         return left + right
     if not (_is_number(left) and _is_number(right)):
@@ -112,6 +163,116 @@ def _binop(expr: ir.BinOp, env: Env, diags: Diagnostics) -> Any:
         return ERROR
     result = _OPS[expr.op](left, right)
     if isinstance(result, complex) or (_is_number(result) and abs(result) > _LIMIT):
+        diags.error("E109", expr.span, "value out of range")
+        return ERROR
+    return result
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
+    """torchvision's `_make_divisible`: the multiple of `divisor` nearest `v` (at least
+    `min_value`), rounded up once more when rounding down lost over 10%."""
+    if min_value is None:
+        min_value = divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def _range(*args: int) -> tuple:
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+        raise _Refused("`range` takes integers")
+    values = range(*args)
+    if len(values) > _RANGE_LIMIT:
+        raise _Refused(f"`range` of {len(values)} values is too long (at most {_RANGE_LIMIT})")
+    return tuple(values)
+
+
+def _log(x: float, base: float = math.e) -> float:
+    if x <= 0 or base <= 0 or base == 1:
+        raise _Refused("`log` needs a positive number (and a positive base other than 1)")
+    return math.log(x, base)
+
+
+def _extreme(pick: Callable) -> Callable:
+    def apply(*args):
+        values = args[0] if len(args) == 1 and isinstance(args[0], tuple) else args
+        if not values:
+            raise _Refused(f"`{pick.__name__}` of nothing")
+        return pick(values)
+
+    return apply
+
+
+# name -> (function, fewest arguments, most arguments, the usage shown in hints)
+FUNCTIONS: dict[str, tuple[Callable, int, int, str]] = {
+    "min": (_extreme(min), 1, 64, "min(a, b, ...)"),
+    "max": (_extreme(max), 1, 64, "max(a, b, ...)"),
+    "round": (round, 1, 2, "round(x) or round(x, digits)"),
+    "floor": (math.floor, 1, 1, "floor(x)"),
+    "ceil": (math.ceil, 1, 1, "ceil(x)"),
+    "int": (int, 1, 1, "int(x): towards zero"),
+    "abs": (abs, 1, 1, "abs(x)"),
+    "log": (_log, 1, 2, "log(x) or log(x, base)"),
+    "make_divisible": (make_divisible, 2, 3, "make_divisible(v, divisor, min_value=divisor)"),
+    "range": (_range, 1, 3, "range(stop) or range(start, stop, step)"),
+    "len": (len, 1, 1, "len(tuple)"),
+}
+_TUPLE_ARGS = {"min", "max", "len"}
+
+
+class _Refused(ValueError):
+    """A built-in function refused its arguments; the message says why."""
+
+
+def _call(expr: ir.Call, env: Env, diags: Diagnostics) -> Any:
+    entry = FUNCTIONS.get(expr.func)
+    where = expr.span if expr.func_span.file == "<builtin>" else expr.func_span
+    if entry is None:
+        diags.error(
+            "E101",
+            where,
+            f"unknown function `{expr.func}`",
+            did_you_mean(expr.func, list(FUNCTIONS))
+            or "functions: " + ", ".join(f"`{f}`" for f in FUNCTIONS),
+        )
+        return ERROR
+    function, fewest, most, usage = entry
+    args = [evaluate(a, env, diags) for a in expr.args]
+    if ERROR in args:
+        return ERROR
+    if not fewest <= len(args) <= most:
+        diags.error(
+            "E109",
+            expr.span,
+            f"`{expr.func}` takes {fewest}" + (f" to {most}" if most > fewest else "")
+            + f" argument{'s' if most > 1 else ''}, got {len(args)}",
+            f"usage: {usage}",
+        )
+        return ERROR
+    tuples = expr.func in _TUPLE_ARGS and len(args) == 1
+    truth = expr.func == "int" and isinstance(args[0], bool)  # int(t != 1) counts 0 or 1
+    if not truth and not all(_is_number(a) or (tuples and isinstance(a, tuple)) for a in args):
+        diags.error(
+            "E109",
+            expr.span,
+            f"`{expr.func}` needs numbers, got "
+            + " and ".join(_type_name(a) for a in args if not _is_number(a)),
+            f"usage: {usage}",
+        )
+        return ERROR
+    try:
+        result = function(*args)
+    except _Refused as refused:
+        diags.error("E109", expr.span, str(refused), f"usage: {usage}")
+        return ERROR
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError):
+        diags.error("E109", expr.span, f"`{expr.func}` cannot take these values", f"usage: {usage}")
+        return ERROR
+    if _is_number(result) and abs(result) > _LIMIT:
         diags.error("E109", expr.span, "value out of range")
         return ERROR
     return result

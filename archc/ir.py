@@ -70,10 +70,12 @@ class Name(Node):
 
 
 class BinOp(Node):
-    """`left op right` with op in + - * / // % **."""
+    """`left op right`: arithmetic, a comparison, or `and` / `or` (which short-circuit)."""
 
     type: Literal["binop"] = "binop"
-    op: Literal["+", "-", "*", "/", "//", "%", "**"]
+    op: Literal[
+        "+", "-", "*", "/", "//", "%", "**", "==", "!=", "<", "<=", ">", ">=", "and", "or"
+    ]
     left: "Expr"
     right: "Expr"
     span: Span = NOWHERE
@@ -87,6 +89,34 @@ class Neg(Node):
     span: Span = NOWHERE
 
 
+class Not(Node):
+    """`not operand`."""
+
+    type: Literal["not"] = "not"
+    operand: "Expr"
+    span: Span = NOWHERE
+
+
+class Cond(Node):
+    """`then if test else other`: only the chosen side is evaluated."""
+
+    type: Literal["cond"] = "cond"
+    test: "Expr"
+    then: "Expr"
+    other: "Expr"
+    span: Span = NOWHERE
+
+
+class Call(Node):
+    """`min(a, b)`, `make_divisible(c * 0.75, 8)`: a built-in function of expressions."""
+
+    type: Literal["call"] = "call"
+    func: str
+    args: list["Expr"] = []
+    span: Span = NOWHERE
+    func_span: Span = NOWHERE  # just the name: where "unknown function" points
+
+
 class Tuple(Node):
     """`(0.35, 1.0)`: a fixed-size tuple, e.g. a `scale` range in a train section."""
 
@@ -95,7 +125,9 @@ class Tuple(Node):
     span: Span = NOWHERE
 
 
-Expr = Annotated[Union[Num, Str, Name, BinOp, Neg, Tuple], Field(discriminator="type")]
+Expr = Annotated[
+    Union[Num, Str, Name, BinOp, Neg, Not, Cond, Call, Tuple], Field(discriminator="type")
+]
 
 # --------------------------------------------------------------------------- items
 
@@ -158,6 +190,24 @@ class Tap(Node):
     label_span: Span = NOWHERE  # where the label is written
 
 
+class For(Node):
+    """`for t, c, n, s in setting:` + items: the items once per value of the iterable.
+
+    The iterable is a tuple (a stage table's rows, `range(1, 7)`); each value is bound to
+    `names` (a row is unpacked into several) and the copies are spliced in order. Labels
+    inside may use the names, `denselayer{i}:`, to number modules as torchvision does.
+    """
+
+    node: Literal["for"] = "for"
+    names: list[str]
+    iterable: Expr
+    items: list["Item"] = []
+    label: str | None = None
+    repeat: Expr | None = None
+    span: Span = NOWHERE
+    label_span: Span = NOWHERE  # where the label is written
+
+
 class TableRef(Node):
     """One column of a configuration table: `vgg[variant]` or `vgg[D]`."""
 
@@ -170,7 +220,7 @@ class TableRef(Node):
     label_span: Span = NOWHERE  # where the label is written
 
 
-Item = Annotated[Union[Layer, Group, Merge, Tap, TableRef], Field(discriminator="node")]
+Item = Annotated[Union[Layer, Group, Merge, Tap, TableRef, For], Field(discriminator="node")]
 
 # --------------------------------------------------------------------------- definitions
 

@@ -121,6 +121,8 @@ _TOKEN_NAMES = {
     "_INDENT": "an indented block",
     "_DEDENT": "the end of the block",
     "LABEL": "a `name:` label",
+    "LABEL_END": "a `name:` label",
+    "COMPARE": "a comparison",
     "WORD": "a layer or block",
     "NAME": "a name",
     "INT": "a number",
@@ -310,6 +312,8 @@ _BINOPS = {
     "mod": "%",
     "pow": "**",
 }
+MERGE_MODES = ("concat", "add")
+_COMPARE_OPS = {"and_": "and", "or_": "or"}
 _PART = re.compile(r"\{[^{}\n]*\}|[^-{]+")
 
 
@@ -480,6 +484,8 @@ class _Builder:
                 )
             elif kind == "item_line":
                 items.extend(self.items(line.children[0]))
+            elif kind == "for_line":
+                items.append(self.for_line(line))
             else:
                 item = self.block_line(line)
                 if item is not None:
@@ -495,11 +501,16 @@ class _Builder:
         return ir.InputDecl.model_construct(dims=[d for d in dims if d is not None], span=span)
 
     def block_line(self, t: Tree):
-        """`name:` or `concat:` / `add:` or `name: concat:` followed by an indented body."""
+        """`name:` or `concat:` / `add:` or `name: concat:` followed by an indented body.
+
+        `conv3-64 relu concat:` (items, then a merge ending the line) is a sequence that ends
+        in the merge, with no naming level of its own: one branch of an enclosing merge.
+        """
+        lead = t.children[0] if isinstance(t.children[0], Tree) and t.children[0].data == "items" else None
         labels = [c for c in t.children if isinstance(c, Token)]
         body = t.children[-1]
         words = [str(lab)[:-1] for lab in labels]
-        mode = words[-1] if words[-1] in ("concat", "add") else None
+        mode = words[-1] if words[-1] in MERGE_MODES else None
         name = words[0] if (mode is None or len(words) == 2) else None
         if len(words) == 2 and mode is None:
             self.diags.error(
@@ -507,6 +518,15 @@ class _Builder:
                 self.span(labels[1]),
                 f"`{words[1]}:` is not a merge",
                 "a second label on a block line must be `concat:` or `add:`",
+            )
+            return None
+        if lead is not None and mode is None:
+            self.diags.error(
+                "E001",
+                self.span(labels[-1]),
+                f"`{words[-1]}` after items must be a merge such as `concat:` or `add:`",
+                "a line may end in a merge whose branches are indented below it; "
+                "put a labelled group on a line of its own",
             )
             return None
         items, after, inputs = self.body(body)
@@ -517,8 +537,27 @@ class _Builder:
         span = self.span(t)
         if mode is None:
             return ir.Group.model_construct(items=items, label=name, span=span)
-        return ir.Merge.model_construct(
-            mode=mode, branches=self.branch_lines(body), label=name, span=span
+        merge = ir.Merge.model_construct(
+            mode=mode, branches=self.branch_lines(body), label=name, span=self.span(labels[-1]).to(span)
+        )
+        if lead is None:
+            return merge.model_copy(update={"span": span})
+        return ir.Group.model_construct(items=[*self.items(lead), merge], span=span)
+
+    def for_line(self, t: Tree) -> ir.For:
+        """`for NAMES in ITERABLE:` with its items on the line or in an indented body."""
+        names = [str(c) for c in t.children if isinstance(c, Token) and c.type == "NAME"]
+        iterable, body = t.children[len(names)], t.children[-1]
+        if body.data == "items":
+            items = self.items(body)
+        else:
+            items, after, inputs = self.body(body)
+            for bad in [*after, *inputs]:
+                self.diags.error(
+                    "E001", bad.span, "`after` and `input` belong at the top of a network or block body"
+                )
+        return ir.For.model_construct(
+            names=names, iterable=self.expr(iterable), items=items, span=self.span(t)
         )
 
     def branch_lines(self, body: Tree) -> list:
@@ -535,6 +574,8 @@ class _Builder:
                 item = self.block_line(line)
                 if item is not None:
                     branches.append(item)
+            elif line.data == "for_line":
+                branches.append(self.for_line(line))
         return branches
 
     # items -----------------------------------------------------------------------
@@ -716,6 +757,33 @@ class _Builder:
             return self.expr(t.children[0])
         if kind == "tuple":
             return ir.Tuple.model_construct(items=[self.expr(c) for c in t.children], span=span)
+        if kind == "not_":
+            return ir.Not.model_construct(operand=self.expr(t.children[0]), span=span)
+        if kind == "ifelse":
+            then, test, other = t.children
+            return ir.Cond.model_construct(
+                test=self.expr(test), then=self.expr(then), other=self.expr(other), span=span
+            )
+        if kind == "func":
+            name, *args = t.children
+            return ir.Call.model_construct(
+                func=str(name),
+                args=[self.expr(a) for a in args if a is not None],
+                span=span,
+                func_span=self.span(name),
+            )
+        if kind == "compare":
+            left, op, right = t.children
+            return ir.BinOp.model_construct(
+                op=str(op), left=self.expr(left), right=self.expr(right), span=span
+            )
+        if kind in _COMPARE_OPS:
+            return ir.BinOp.model_construct(
+                op=_COMPARE_OPS[kind],
+                left=self.expr(t.children[0]),
+                right=self.expr(t.children[1]),
+                span=span,
+            )
         return ir.BinOp.model_construct(
             op=_BINOPS[kind],
             left=self.expr(t.children[0]),

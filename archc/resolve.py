@@ -15,21 +15,11 @@ from . import ir
 from .diagnostics import Diagnostics, did_you_mean
 from .expressions import ERROR, Env, evaluate
 from .graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
-from .layers import (
-    INVALID,
-    REGISTRY,
-    LayerKind,
-    Shape,
-    ShapeContext,
-    ShapeProblem,
-    fmt,
-    lookup,
-    window_out,
-)
+from .layers import REGISTRY, LayerKind, Shape, ShapeContext, ShapeProblem, fmt, lookup, window_out
 from .sources import Program
 
 DEFAULT_INPUT = (3, 224, 224)
-_SHORTCUT_PARAMS = {"bn": True, "bias": False, "always": False}
+_SHORTCUT_PARAMS = {"bn": True, "bias": False, "always": False, "optional": False}
 
 
 @dataclass
@@ -237,6 +227,8 @@ class Resolver:
         """Expand one item (with its repeat and label) into `scope`."""
         if item.label is not None:  # read by name_for, which runs before any nested item
             self.label_span = item.label_span
+            if "{" in item.label:
+                item = item.model_copy(update={"label": self.expand_label(item, body.env)})
         if item.repeat is not None:
             return self.repeated(item, body, scope, shape)
         if isinstance(item, ir.Layer):
@@ -245,6 +237,8 @@ class Resolver:
             return self.sequence(item.items, item.label, item.span, body, scope, shape)
         if isinstance(item, ir.TableRef):
             return self.table(item, body, scope, shape)
+        if isinstance(item, ir.For):
+            return self.sequence([item], item.label, item.span, body, scope, shape, self.loop)
         if isinstance(item, ir.Merge):
             if item.label:
                 return self.nested(
@@ -269,11 +263,12 @@ class Resolver:
         count = evaluate(item.repeat, body.env, self.diags)
         if count is ERROR:
             count = 1
-        elif not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        elif not isinstance(count, int) or isinstance(count, bool) or count < 0:
             self.diags.error(
                 "E204",
                 item.repeat.span,
-                f"repeat count must be a positive integer, got {spelled(count)}",
+                f"repeat count must be a whole number ≥ 0, got {spelled(count)}",
+                "`x0` leaves the item out, as a stage of `n - 1` more blocks does when n is 1",
             )
             count = 1
         single = item.model_copy(update={"repeat": None, "label": None})
@@ -287,13 +282,84 @@ class Resolver:
         body: _Body,
         scope: Scope,
         shape: Shape | None,
+        expand=None,
     ):
         """Items as a labelled submodule, or spliced into `scope` when unlabelled."""
+        expand = expand or self.items
         if label is None:
-            return self.items(items, body, scope, shape)
-        return self.nested(
-            label, span, scope, shape, lambda sub: self.items(items, body, sub, shape)
+            return expand(items, body, scope, shape)
+        return self.nested(label, span, scope, shape, lambda sub: expand(items, body, sub, shape))
+
+    def loop(self, items: list, body: _Body, scope: Scope, shape: Shape | None):
+        """`for NAMES in ITERABLE:` (the one item of `items`): its body once per value."""
+        (item,) = items
+        values = evaluate(item.iterable, body.env, self.diags)
+        if values is ERROR:
+            return [], None
+        if not isinstance(values, tuple):
+            self.diags.error(
+                "E104",
+                item.iterable.span,
+                f"`for` needs a tuple or a range to go through, got {spelled(values)}",
+                "for example `for i in range(1, 7):` or `for t, c, n, s in setting:`",
+            )
+            return [], None
+        ops: list[Op] = []
+        for value in values:
+            names = self.loop_names(item, value)
+            if names is None:
+                return ops, None
+            inner = _Body(body.env.with_loop(names), body.after, body.in_after)
+            more, shape = self.items(item.items, inner, scope, shape)
+            ops.extend(more)
+        return ops, shape
+
+    def loop_names(self, item: ir.For, value: Any) -> dict[str, Any] | None:
+        """One value of a `for` bound to its names: a row is unpacked into several."""
+        if len(item.names) == 1:
+            return {item.names[0]: value}
+        if isinstance(value, tuple) and len(value) == len(item.names):
+            return dict(zip(item.names, value))
+        self.diags.error(
+            "E104",
+            item.iterable.span,
+            f"`for {', '.join(item.names)}` unpacks {len(item.names)} values, "
+            f"but a row is {spelled(value)}",
+            "give every row of the table one value per name",
         )
+        return None
+
+    def expand_label(self, item, env: Env) -> str | None:
+        """`denselayer{i}` → `denselayer3`: a label's `{expression}` parts, evaluated (None,
+        so the item is numbered, when a part has no value)."""
+        from .parse import parse_expr
+
+        parts, at = [], 0
+        label, where = item.label, item.label_span
+        for start in range(len(label)):
+            if label[start] != "{" or start < at:
+                continue
+            end = label.index("}", start)
+            parts.append(label[at:start])
+            span = where.model_copy(
+                update={"column": where.column + start + 1, "end_column": where.column + end}
+            )
+            expr = parse_expr(label[start + 1 : end], span, self.diags)
+            value = ERROR if expr is None else evaluate(expr, env, self.diags)
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                if value is not ERROR:
+                    self.diags.error(
+                        "E104",
+                        span,
+                        f"a label's `{{...}}` must give a whole number or a name, "
+                        f"got {spelled(value)}",
+                    )
+                return None
+            parts.append(str(value))
+            at = end + 1
+        parts.append(label[at:])
+        return "".join(parts)
+
 
     def nested(
         self,
@@ -470,13 +536,13 @@ class Resolver:
             if value is ERROR:
                 ok = False
                 continue
-            checked = param.check(value)
-            if checked is INVALID:
+            checked = _check_type(param.type, value)
+            if checked is ERROR:
                 self.diags.error(
                     "E104",
                     arg.value.span,
                     f"`{param.name}` of `{kind.name}` must be "
-                    f"{param.expects}, got {spelled(value)}",
+                    f"{_TYPE_WORDS[param.type]}, got {spelled(value)}",
                     f"{param.name}: {param.doc}" if param.doc else None,
                 )
                 ok = False
@@ -509,7 +575,7 @@ class Resolver:
                 "a block cannot contain itself; repeat it with `x N` instead",
             )
             return [], None
-        env = self.bind_block(block, item, body.env)
+        env = self.bind_block(block, item, body.env, shape)
         if env is None:
             return [], None
         inner = _Body(env, self.after_rules(block.after))
@@ -532,8 +598,13 @@ class Resolver:
         self.warn_unused_params(block.params, env)
         return result
 
-    def bind_block(self, block: ir.BlockDef, item: ir.Layer, caller: Env) -> Env | None:
-        """Evaluate a block call's arguments in the caller's scope and bind its parameters."""
+    def bind_block(
+        self, block: ir.BlockDef, item: ir.Layer, caller: Env, shape: Shape | None = None
+    ) -> Env | None:
+        """Evaluate a block call's arguments in the caller's scope and bind its parameters.
+
+        The body (and the defaults) may also read the shape that reaches the call:
+        `in_channels`, and `in_height` and `in_width` for an image."""
         names = [p.name for p in block.params]
         given: dict[str, Any] = {}
         ok = True
@@ -568,7 +639,7 @@ class Resolver:
                 ok = False
                 continue
             given[key] = evaluate(arg.value, caller, self.diags)
-        env = Env({}, {p.name: p.span for p in block.params})
+        env = Env({}, {p.name: p.span for p in block.params}, implicit=input_names(shape))
         for p in block.params:
             if p.name in given:
                 env.values[p.name] = given[p.name]
@@ -665,13 +736,22 @@ class Resolver:
             shapes.append(out)
         known = [s for s in shapes if s is not None]
         target = known[0] if known else shape
+        absent = set()
         for i, branch in shortcuts:
             op, out = self.shortcut(branch, item.mode, body, scope, shape, target)
+            if op is None:  # an optional shortcut where shapes differ: no residual at all
+                absent.add(i)
             branches[i], shapes[i] = op, out
         if not item.branches:
             self.diags.error("E204", item.span, f"`{item.mode}:` needs at least one branch")
             return [], shape
+        if absent:
+            keep = [i for i in range(len(branches)) if i not in absent]
+            item = item.model_copy(update={"branches": [item.branches[i] for i in keep]})
+            branches, shapes = [branches[i] for i in keep], [shapes[i] for i in keep]
         out = self.merged_shape(item, shapes)
+        if len(branches) == 1:
+            return [branches[0] if branches[0] is not None else Identity()], out
         return [
             Parallel(item.mode, tuple(b if b is not None else Identity() for b in branches))
         ], out
@@ -734,6 +814,12 @@ class Resolver:
         opts = self.shortcut_options(branch, body.env)
         if shape is None or target is None or opts is None:
             return Identity(), target
+        if opts["optional"] and mode == "add" and shape != target:
+            where = _join(scope.path, branch.label or "shortcut")
+            self.explain.append(
+                (branch.span, f"{where}: absent ({fmt(shape)} vs {fmt(target)}): no residual")
+            )
+            return None, None
         if mode == "concat" or (shape == target and not opts["always"]):
             self.explain.append(
                 (
@@ -799,7 +885,7 @@ class Resolver:
                     "E102",
                     arg.span,
                     f"`shortcut` has no parameter `{arg.name}`",
-                    "shortcut takes bn=, bias= and always= (all true/false)",
+                    "shortcut takes bn=, bias=, always= and optional= (all true/false)",
                 )
                 return None
             value = evaluate(arg.value, env, self.diags)
@@ -880,6 +966,41 @@ class Resolver:
 
 # --------------------------------------------------------------------------- helpers
 
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "padding": "an integer, `same` or `valid`",
+    "int?": "an integer or none",
+}
+
+
+def _check_type(kind: str, value: Any) -> Any:
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int":
+        return value if is_int else ERROR
+    if kind == "int?":
+        return value if (is_int or value is None) else ERROR
+    if kind == "float":
+        return float(value) if (is_int or isinstance(value, float)) else ERROR
+    if kind == "bool":
+        return value if isinstance(value, bool) else ERROR
+    if kind == "padding":
+        return value if (is_int or value in ("same", "valid")) else ERROR
+    return value
+
+
+def input_names(shape: Shape | None) -> dict[str, Any]:
+    """What a block body knows of its input: `in_channels` (features of a flat tensor),
+    `in_height`, `in_width`. Unknown after an upstream error, and then quietly so."""
+    if shape is None:
+        return dict.fromkeys(INPUT_NAMES, ERROR)
+    return dict(zip(INPUT_NAMES, shape))
+
+
+INPUT_NAMES = ("in_channels", "in_height", "in_width")
+
+
 def _signature(block: ir.BlockDef) -> str:
     """`unit(c, stride=1)`: a block's signature with its defaults, as written."""
     from .unparse import expr
@@ -904,7 +1025,7 @@ def spelled(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, tuple):
-        return "(" + ", ".join(spelled(v) for v in value) + ")"
+        return "(" + ", ".join(spelled(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     return str(value)
 
 

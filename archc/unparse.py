@@ -16,7 +16,19 @@ class UnparseError(ValueError):
     """The IR holds something the .arch syntax cannot express (possible from YAML)."""
 
 
-_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2, "**": 4}
+# Binding strength of each operator, loosest first, as grammar.lark nests them.
+_PRECEDENCE = {
+    "if": 1,
+    "or": 2,
+    "and": 3,
+    "not": 4,
+    **dict.fromkeys(("==", "!=", "<", "<=", ">", ">="), 5),
+    "+": 6,
+    "-": 6,
+    **dict.fromkeys(("*", "/", "//", "%"), 7),
+    "neg": 8,
+    "**": 9,
+}
 
 
 def unparse(spec: ir.SpecFile) -> str:
@@ -38,12 +50,24 @@ def expr(e: ir.Expr, parent: int = 0, right: bool = False) -> str:
         return e.id
     if isinstance(e, ir.Tuple):
         return "(" + ", ".join(expr(i) for i in e.items) + ("," if len(e.items) == 1 else "") + ")"
-    if isinstance(e, ir.Neg):
-        text = "-" + expr(e.operand, 3)
-        return f"({text})" if parent > 3 else text
+    if isinstance(e, ir.Call):
+        return f"{e.func}(" + ", ".join(expr(a) for a in e.args) + ")"
+    if isinstance(e, ir.Neg | ir.Not):
+        prec = _PRECEDENCE["neg" if isinstance(e, ir.Neg) else "not"]
+        text = ("-" if isinstance(e, ir.Neg) else "not ") + expr(e.operand, prec)
+        return f"({text})" if parent > prec else text
+    if isinstance(e, ir.Cond):
+        prec = _PRECEDENCE["if"]
+        text = f"{expr(e.then, prec + 1)} if {expr(e.test, prec + 1)} else {expr(e.other, prec)}"
+        return f"({text})" if parent > prec else text
     prec = _PRECEDENCE[e.op]
-    # `**` binds to the right; the others to the left.
-    left_tight, right_tight = (prec + 1, prec) if e.op == "**" else (prec, prec + 1)
+    # `**` binds to the right; comparisons do not chain; the others bind to the left.
+    if e.op == "**":
+        left_tight, right_tight = prec + 1, prec
+    elif prec == _PRECEDENCE["=="]:
+        left_tight = right_tight = prec + 1
+    else:
+        left_tight, right_tight = prec, prec + 1
     text = f"{expr(e.left, left_tight)} {e.op} {expr(e.right, right_tight, True)}"
     return f"({text})" if prec < parent else text
 
@@ -110,15 +134,50 @@ def _atom(item) -> str:
         return f"{item.table}[{item.variant}]"
     if isinstance(item, ir.Tap):
         return "tap " + item_text(item.head)
+    if isinstance(item, ir.For):
+        raise UnparseError("a `for` inside a one-line group has no .arch form")
     raise UnparseError("a merge nested inside a one-line group has no .arch form")
 
 
 def _has_merge(item) -> bool:
-    if isinstance(item, ir.Merge):
+    """True when the item needs lines of its own: it holds a merge or a `for`."""
+    if isinstance(item, ir.Merge | ir.For):
         return True
     if isinstance(item, ir.Group):
         return any(_has_merge(i) for i in item.items)
     return isinstance(item, ir.Tap) and _has_merge(item.head)
+
+
+def _ends_in_merge(item) -> bool:
+    """An unlabelled sequence whose last item (only) is an unlabelled merge: one line
+    `conv3-64 relu concat:` with the branches below."""
+    return (
+        isinstance(item, ir.Group)
+        and item.label is None
+        and item.repeat is None
+        and len(item.items) > 1
+        and isinstance(item.items[-1], ir.Merge)
+        and item.items[-1].label is None
+        and item.items[-1].repeat is None
+        and not any(_has_merge(i) for i in item.items[:-1])
+    )
+
+
+def _merge_lines(merge: ir.Merge, head: str, depth: int) -> list[str]:
+    lines = [INDENT * depth + head]
+    for branch in merge.branches:
+        lines.extend(_branch_lines(branch, depth + 1))
+    return lines
+
+
+def _for_lines(item: ir.For, depth: int) -> list[str]:
+    """`for t, c in setting:` with its items on the line, or in an indented body."""
+    if item.label is not None or item.repeat is not None:
+        raise UnparseError("a labelled or repeated `for` has no .arch form; put it in a group")
+    head = f"{INDENT * depth}for {', '.join(item.names)} in {expr(item.iterable)}:"
+    if item.items and not any(_has_merge(i) for i in item.items):
+        return [head + " " + "  ".join(item_text(i) for i in item.items)]
+    return [head, *body_lines(item.items, depth + 1)]
 
 
 def body_lines(items: list, depth: int) -> list[str]:
@@ -127,10 +186,15 @@ def body_lines(items: list, depth: int) -> list[str]:
     lines: list[str] = []
     for item in items:
         if isinstance(item, ir.Merge):
+            if item.repeat is not None:
+                raise UnparseError("a repeated merge has no .arch form; repeat a block instead")
             head = (f"{item.label}: " if item.label else "") + f"{item.mode}:"
-            lines.append(pad + head)
-            for branch in item.branches:
-                lines.extend(_branch_lines(branch, depth + 1))
+            lines.extend(_merge_lines(item, head, depth))
+        elif isinstance(item, ir.For):
+            lines.extend(_for_lines(item, depth))
+        elif _ends_in_merge(item):
+            head = "  ".join(item_text(i) for i in item.items[:-1]) + f"  {item.items[-1].mode}:"
+            lines.extend(_merge_lines(item.items[-1], head, depth))
         elif (
             isinstance(item, ir.Group)
             and item.label
@@ -155,7 +219,11 @@ def _branch_lines(branch, depth: int) -> list[str]:
         and not any(_has_merge(i) for i in branch.items)
     ):
         return [pad + "  ".join(item_text(i) for i in branch.items)]
-    if isinstance(branch, ir.Merge) or (isinstance(branch, ir.Group) and _has_merge(branch)):
+    if (
+        isinstance(branch, ir.Merge | ir.For)
+        or _ends_in_merge(branch)
+        or (isinstance(branch, ir.Group) and _has_merge(branch))
+    ):
         return body_lines([branch], depth)
     return [pad + item_text(branch)]
 

@@ -37,7 +37,8 @@ from .unparse import expr as expr_text
 from .unparse import sugar
 
 _ITEM_KEYS = {"name", "repeat"}
-_OPS = {"group", "concat", "add", "tap", "table"}
+_OPS = {"group", "concat", "add", "tap", "table", "for"}
+_BESIDE_OP = {"variant", "in", "body"}  # a table's variant; a `for`'s iterable and body
 
 
 class _Reported(Exception):
@@ -257,7 +258,7 @@ class _Reader:
             return ir.Group.model_construct(items=self.items(node), span=span)
         fields = self.mapping(node, "an item")
         extras = {k: v for k, _, v in fields if k in _ITEM_KEYS}
-        ops = [(k, knode, v) for k, knode, v in fields if k not in _ITEM_KEYS and k != "variant"]
+        ops = [(k, knode, v) for k, knode, v in fields if k not in _ITEM_KEYS | _BESIDE_OP]
         if len(ops) > 1 and _is_layer_word(ops[0][0]):
             key, knode, _ = ops[1]
             raise _Invalid(
@@ -292,6 +293,8 @@ class _Reader:
             return ir.Merge.model_construct(mode=key, branches=branches, span=span)
         if key == "tap":
             return ir.Tap.model_construct(head=self.item(value), span=span)
+        if key == "for":
+            return self.for_item(value, node, span)
         if key == "table":
             variant = dict((k, v) for k, _, v in self.mapping(node, "a table item")).get("variant")
             if variant is None:
@@ -303,6 +306,20 @@ class _Reader:
             )
         args = [] if _is_null(value) else self.args(value)
         return self.word(key, args, span)
+
+    def for_item(self, names: yaml.Node, node: yaml.Node, span: ir.Span) -> ir.For:
+        """`{for: [t, c], in: "{setting}", body: [...]}`: the .arch `for t, c in setting:`."""
+        fields = {k: v for k, _, v in self.mapping(node, "a for item")}
+        if "in" not in fields:
+            raise _Invalid(node, "a `for` item needs `in:` with what to go through",
+                           'for example `in: "{range(1, 7)}"`')
+        words = self.seq(names, "`for` names") if isinstance(names, yaml.SequenceNode) else [names]
+        return ir.For.model_construct(
+            names=[self.scalar(n, "a `for` name") for n in words],
+            iterable=self.value(fields["in"]),
+            items=self.items(fields["body"]) if "body" in fields else [],
+            span=span,
+        )
 
     def word(self, text: str, args: list[ir.Arg] | None, span: ir.Span) -> ir.Layer:
         """A layer word, with paper notation expanded exactly as the .arch parser does."""
@@ -416,6 +433,9 @@ def _item(item) -> Any:
         data = {item.mode: [_item(b) for b in item.branches]}
     elif isinstance(item, ir.Tap):
         data = {"tap": _item(item.head)}
+    elif isinstance(item, ir.For):
+        names: Any = item.names[0] if len(item.names) == 1 else list(item.names)
+        data = {"for": names, "in": _value(item.iterable), "body": [_item(i) for i in item.items]}
     else:
         data = {"table": item.table, "variant": item.variant}
     if item.label is None and item.repeat is None:

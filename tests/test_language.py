@@ -790,3 +790,164 @@ def test_a_tap_cannot_be_repeated(tmp_path):
     """)
     assert errors(result) == ["E204"]
     assert "cannot be repeated" in result.diagnostics[0].message
+
+
+# ----------------------------------------------------------------------------- zoo constructs
+# Functions, comparisons, `for` loops over ranges and stage tables, generated labels, the
+# input shape inside a block, the optional residual and a branch that ends in a merge.
+
+
+@pytest.mark.parametrize("expr, value", [
+    ("min(3, 5, 4)", 3), ("max((2, 9, 4))", 9), ("round(2.5)", 2), ("round(3.5)", 4),
+    ("floor(2.7)", 2), ("ceil(2.1)", 3), ("int(-2.7)", -2), ("int(3 != 1)", 1),
+    ("make_divisible(32 * 0.75, 8)", 24), ("make_divisible(10, 8)", 16),
+    ("make_divisible(3, 8, 1)", 9), ("len(range(2, 9, 3))", 3),
+    ("3 if 2 > 1 and not 0 else 4", 3), ("5 if 1 == 2 or 2 < 1 else 6", 6),
+    ("round(log(8, 2))", 3), ("abs(-4)", 4),
+])
+def test_functions_and_conditions(tmp_path, expr, value):
+    net = load(tmp_path, f"""
+        network n(v={expr}):
+            input 3x8x8
+            conv1-{{max(v, 1)}}
+    """)
+    assert net.params["v"] == value and type(net.params["v"]) is type(value)
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("mix(1, 2)", "unknown function `mix`"),
+    ("round(1, 2, 3)", "`round` takes 1 to 2 arguments, got 3"),
+    ("floor(\"a\")", "`floor` needs numbers, got a string"),
+    ("range(10 ** 9)", "too long"),
+    ("log(0)", "`log` needs a positive number"),
+    ("1 < \"a\"", "`<` compares two numbers"),
+    ("make_divisible(8, 0)", "`make_divisible` cannot take these values"),
+])
+def test_function_errors_are_located(tmp_path, expr, message):
+    result = check(tmp_path, f"""
+        network n(v={expr}):
+            input 3x8x8
+            conv1-8
+    """)
+    (diag,) = [d for d in result.diagnostics if d.is_error]
+    assert message in diag.message and diag.span.line == 1 and diag.hint
+
+
+def test_make_divisible_is_torchvisions():
+    from archc.expressions import make_divisible
+
+    torchvision_utils = pytest.importorskip("torchvision.models._utils")
+    for v in [3.2, 8, 11.9, 16 * 0.35, 24 * 1.4, 96 * 0.5, 1280 * 1.3, 57.6, 0.5]:
+        for divisor in (1, 8, 16):
+            assert make_divisible(v, divisor) == torchvision_utils._make_divisible(v, divisor)
+
+
+def test_block_reads_its_input_shape(tmp_path):
+    net = load(tmp_path, """
+        block widen(t=4, hidden=in_channels * t):
+            conv1-{hidden}  conv3-{in_channels}(stride=in_height // 4)
+        network n:
+            input 3x32x16
+            conv1-8
+            a: widen
+            b: widen(2)
+    """)
+    assert layer(net, "a.0").out_shape == (32, 32, 16)
+    assert layer(net, "a.1").out_shape == (8, 4, 2)
+    assert layer(net, "b.0").out_shape == (16, 4, 2)
+
+
+def test_x0_leaves_the_item_out(tmp_path):
+    net = load(tmp_path, """
+        network n(n=1):
+            input 3x8x8
+            conv1-8 x{n - 1}
+            stage: [conv1-4 x0]
+            conv1-16
+    """)
+    assert tree(net) == [("stage", "group"), ("1", "conv")]
+    assert errors(check(tmp_path, "network n:\n    input 3x8x8\n    conv1-8 x{-1}\n")) == ["E204"]
+
+
+def test_for_over_a_stage_table_with_generated_labels(tmp_path):
+    net = load(tmp_path, """
+        block unit(c, stride=1):
+            conv3-{c}(stride=stride)
+        network n(setting=((16, 1, 1), (24, 2, 2), (32, 3, 2))):
+            input 3x32x32
+            features:
+                for c, n, s in setting:
+                    unit(c, s)  unit(c) x{n - 1}
+            for i in range(1, 3):
+                block{i}: [conv1-8  layer{i}-{i * 2}: conv1-4]
+    """)
+    assert [p for p, k in tree(net) if k == "block"] == [f"features.{i}" for i in range(6)]
+    assert layer(net, "features.1.0").params["stride"] == 2
+    assert layer(net, "features.2.0").params["stride"] == 1
+    assert layer(net, "features.5.0").out_shape == (32, 8, 8)
+    assert paths(net)[-4:] == ["block1.0", "block1.layer1-2", "block2.0", "block2.layer2-4"]
+
+
+def test_for_loop_errors(tmp_path):
+    result = check(tmp_path, """
+        network n(setting=((1, 2), (3,))):
+            input 3x8x8
+            for a, b in setting: conv1-{a}
+            for x in 3: conv1-8
+            for i in range(2): name{i / 2}: conv1-8
+    """)
+    messages = [d.message for d in result.diagnostics if d.is_error]
+    assert any("unpacks 2 values, but a row is (3,)" in m for m in messages)
+    assert any("`for` needs a tuple or a range" in m for m in messages)
+    assert any("a label's `{...}` must give a whole number" in m for m in messages)
+
+
+def test_optional_shortcut_is_a_residual_only_when_shapes_agree(tmp_path):
+    net = load(tmp_path, """
+        block inverted(out, stride=1):
+            add:
+                conv: [conv1-{in_channels * 6}  conv3-{in_channels * 6}(stride=stride)  conv1-{out}]
+                shortcut(optional=true)
+        network n:
+            input 3x16x16
+            conv1-8
+            same: inverted(8)
+            wider: inverted(16)
+            strided: inverted(16, 2)
+    """)
+    from archc.graph import Parallel
+
+    assert isinstance(layer(net, "same").plan.ops[0], Parallel)
+    assert not isinstance(layer(net, "wider").plan.ops[0], Parallel)
+    assert layer(net, "wider").is_sequential and layer(net, "strided").is_sequential
+    assert [p for p in paths(net) if p.startswith("strided")] == [
+        "strided.conv.0", "strided.conv.1", "strided.conv.2"]
+
+
+def test_branch_ending_in_a_merge_adds_no_naming_level(tmp_path):
+    net = load(tmp_path, """
+        network n:
+            input 3x8x8
+            mixed: concat:
+                branch1x1: conv1-8
+                branch3x3_1: conv1-4  concat:
+                    branch3x3_2a: conv3-4
+                    branch3x3_2b: conv3-6
+            relu concat:
+                shortcut
+                conv1-2
+    """)
+    assert paths(net) == ["mixed.branch1x1", "mixed.branch3x3_1", "mixed.branch3x3_2a",
+                          "mixed.branch3x3_2b", "1", "2"]
+    assert net.output_shape == (20, 8, 8)
+
+
+def test_items_before_a_label_that_is_no_merge(tmp_path):
+    result = check(tmp_path, """
+        network n:
+            input 3x8x8
+            conv1-8 relu tail:
+                conv1-8
+    """)
+    (diag,) = [d for d in result.diagnostics if d.is_error]
+    assert diag.code == "E001" and "must be a merge" in diag.message
