@@ -15,7 +15,17 @@ from . import ir
 from .diagnostics import Diagnostics, did_you_mean
 from .expressions import ERROR, Env, evaluate
 from .graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
-from .layers import REGISTRY, LayerKind, Shape, ShapeContext, ShapeProblem, fmt, lookup, window_out
+from .layers import (
+    INVALID,
+    REGISTRY,
+    LayerKind,
+    Shape,
+    ShapeContext,
+    ShapeProblem,
+    fmt,
+    lookup,
+    window_out,
+)
 from .sources import Program
 
 DEFAULT_INPUT = (3, 224, 224)
@@ -536,13 +546,13 @@ class Resolver:
             if value is ERROR:
                 ok = False
                 continue
-            checked = _check_type(param.type, value)
-            if checked is ERROR:
+            checked = param.check(value)
+            if checked is INVALID:
                 self.diags.error(
                     "E104",
                     arg.value.span,
                     f"`{param.name}` of `{kind.name}` must be "
-                    f"{_TYPE_WORDS[param.type]}, got {spelled(value)}",
+                    f"{param.expects}, got {spelled(value)}",
                     f"{param.name}: {param.doc}" if param.doc else None,
                 )
                 ok = False
@@ -965,30 +975,6 @@ class Resolver:
 
 
 # --------------------------------------------------------------------------- helpers
-
-_TYPE_WORDS = {
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "padding": "an integer, `same` or `valid`",
-    "int?": "an integer or none",
-}
-
-
-def _check_type(kind: str, value: Any) -> Any:
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if kind == "int":
-        return value if is_int else ERROR
-    if kind == "int?":
-        return value if (is_int or value is None) else ERROR
-    if kind == "float":
-        return float(value) if (is_int or isinstance(value, float)) else ERROR
-    if kind == "bool":
-        return value if isinstance(value, bool) else ERROR
-    if kind == "padding":
-        return value if (is_int or value in ("same", "valid")) else ERROR
-    return value
-
 
 def input_names(shape: Shape | None) -> dict[str, Any]:
     """What a block body knows of its input: `in_channels` (features of a flat tensor),
