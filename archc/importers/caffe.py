@@ -216,7 +216,8 @@ class _Importer:
         if shape is None:
             return
         p = layer.param("convolution_param")
-        kernel, stride, pad = _window(p, "kernel", None), _window(p, "stride", 1), _window(p, "pad", 0)
+        kernel, stride = _window(p, "kernel", None), _window(p, "stride", 1)
+        pad = _window(p, "pad", 0)
         dilation = (p.values("dilation") or [1])[0]
         if kernel is None:
             self.error(layer.span, f"Convolution `{layer.name}` has no kernel_size")
@@ -254,7 +255,8 @@ class _Importer:
             item = common.layer(kind, layer.span, size=None)
             self._emit(layer, inputs, [item], (shape[0], 1, 1))
             return
-        kernel, stride, pad = _window(p, "kernel", None), _window(p, "stride", 1), _window(p, "pad", 0)
+        kernel, stride = _window(p, "kernel", None), _window(p, "stride", 1)
+        pad = _window(p, "pad", 0)
         if kernel is None:
             self.error(layer.span, f"Pooling `{layer.name}` has no kernel_size",
                        "give `kernel_size`, or `global_pooling: true`")

@@ -231,7 +231,8 @@ def _inside(item: Any) -> Any:
 def _unlabelled(item: Any) -> Any:
     """A copy without labels: the copies of a repeat are numbered, not named."""
     if isinstance(item, ir.Group):
-        return item.model_copy(update={"label": None, "items": [_unlabelled(i) for i in item.items]})
+        items = [_unlabelled(i) for i in item.items]
+        return item.model_copy(update={"label": None, "items": items})
     if isinstance(item, ir.Merge):
         return item.model_copy(update={"label": None,
                                        "branches": [_unlabelled(b) for b in item.branches]})

@@ -1,0 +1,319 @@
+"""`archc import --weights`: a `.caffemodel` or darknet `.weights` file → safetensors.
+
+The tensors get archc's state_dict names. Every layer with weights in the imported spec
+came from one layer of the foreign file; the importers keep the foreign layer's span on
+the IR layer, and compacting (blocks, repeats) keeps the order of layers, so walking the
+uncompacted IR beside the checked network pairs each module with its foreign layer.
+
+numpy, protobuf and safetensors only: no torch. The caffemodel messages are the few
+fields of caffe.proto that hold weights, declared here and compiled at run time; the
+writers (`write_caffemodel`, `write_darknet_weights`) are what the tests use.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .. import ir
+from ..diagnostics import Diagnostics
+from ..graph import LayerNode, Network, layers
+
+WEIGHTED = ("conv", "fc", "bn")
+
+
+class WeightsError(Exception):
+    """An expected failure of the conversion: one line and a hint."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+def convert(source: str, network: Network, target: Path) -> tuple[Path, int]:
+    """Convert the weights file beside `source` for `network`; (file read, tensors written)."""
+    from safetensors.numpy import save_file
+
+    path = Path(source)
+    if path.suffix.lower() == ".cfg":
+        found = path.with_suffix(".weights")
+        tensors = darknet_tensors(source, found, network)
+    else:
+        found = path.with_suffix(".caffemodel")
+        tensors = caffe_tensors(source, found, network)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(target))
+    return found, len(tensors)
+
+
+def _pairs(flat: ir.SpecFile, network: Network) -> list[tuple[ir.Span, LayerNode]]:
+    """(span of the foreign layer, module) for every weighted layer, in module order."""
+    spans = [lay.span for lay in _ir_layers(flat.statements[0].body) if lay.callee in WEIGHTED]
+    nodes = [n for n in layers(network.root) if n.kind in WEIGHTED]
+    if len(spans) != len(nodes):  # pragma: no cover - compacting must keep every layer
+        raise AssertionError(f"bug: {len(spans)} imported weighted layers, {len(nodes)} modules")
+    return list(zip(spans, nodes))
+
+
+def _ir_layers(items: list):
+    for item in items:
+        if isinstance(item, ir.Layer):
+            yield item
+        elif isinstance(item, ir.Group):
+            yield from _ir_layers(item.items)
+        elif isinstance(item, ir.Merge):
+            yield from _ir_layers(item.branches)
+        elif isinstance(item, ir.Tap):
+            yield from _ir_layers([item.head])
+
+
+def _flat_ir(load, source: str) -> ir.SpecFile:
+    diags = Diagnostics()
+    flat = load(source, diags, compact=False)
+    if flat is None:  # pragma: no cover - the same file imported a moment ago
+        raise AssertionError("bug: the file no longer imports")
+    return flat
+
+
+def _missing(found: Path, kind: str) -> WeightsError:
+    return WeightsError(f"no weights file `{found}`",
+                        f"--weights reads the {kind} file with the same name beside the network")
+
+
+# --------------------------------------------------------------------------- Caffe
+
+# The weight-carrying part of caffe.proto (field numbers as Caffe defines them).
+_CAFFE_MESSAGES = {
+    "BlobShape": [("dim", 1, "int64", "repeated")],
+    "BlobProto": [("num", 1, "int32", "optional"), ("channels", 2, "int32", "optional"),
+                  ("height", 3, "int32", "optional"), ("width", 4, "int32", "optional"),
+                  ("data", 5, "float", "repeated"), ("shape", 7, ".caffe.BlobShape", "optional"),
+                  ("double_data", 8, "double", "repeated")],
+    "LayerParameter": [("name", 1, "string", "optional"), ("type", 2, "string", "optional"),
+                       ("blobs", 7, ".caffe.BlobProto", "repeated")],
+    "V1LayerParameter": [("name", 4, "string", "optional"),
+                         ("blobs", 6, ".caffe.BlobProto", "repeated")],
+    "NetParameter": [("name", 1, "string", "optional"),
+                     ("layers", 2, ".caffe.V1LayerParameter", "repeated"),
+                     ("layer", 100, ".caffe.LayerParameter", "repeated")],
+}
+
+
+@lru_cache(maxsize=None)
+def caffe_net_class():
+    """The `caffe.NetParameter` message class, built from the fields above."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fdp = descriptor_pb2.FileDescriptorProto(name="archc_caffe.proto", package="caffe",
+                                             syntax="proto2")
+    F = descriptor_pb2.FieldDescriptorProto
+    scalar = {"int32": F.TYPE_INT32, "int64": F.TYPE_INT64, "float": F.TYPE_FLOAT,
+              "double": F.TYPE_DOUBLE, "string": F.TYPE_STRING}
+    for name, fields in _CAFFE_MESSAGES.items():
+        message = fdp.message_type.add(name=name)
+        for fname, number, ftype, label in fields:
+            repeated = label == "repeated"
+            f = message.field.add(name=fname, number=number,
+                                  label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
+            if ftype in scalar:
+                f.type = scalar[ftype]
+                if label == "repeated" and ftype != "string":
+                    f.options.packed = True
+            else:
+                f.type, f.type_name = F.TYPE_MESSAGE, ftype
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
+
+
+def read_caffemodel(path: Path) -> dict[str, list[np.ndarray]]:
+    """Layer name → its blobs (float32 arrays in their Caffe shapes)."""
+    from google.protobuf.message import DecodeError
+
+    net = caffe_net_class()()
+    try:
+        net.ParseFromString(path.read_bytes())
+    except FileNotFoundError:
+        raise _missing(path, ".caffemodel") from None
+    except (OSError, DecodeError) as exc:
+        raise WeightsError(f"`{path}` is not a readable caffemodel ({exc})") from None
+    return {layer.name: [_blob(b) for b in layer.blobs] for layer in [*net.layers, *net.layer]}
+
+
+def _blob(blob) -> np.ndarray:
+    data = np.asarray(blob.data or blob.double_data, dtype=np.float32)
+    dims = list(blob.shape.dim) or [d for d in (blob.num, blob.channels, blob.height, blob.width)]
+    return data.reshape(dims) if int(np.prod(dims)) == data.size else data
+
+
+def write_caffemodel(path: Path, blobs: dict[str, list[np.ndarray]], name: str = "net") -> None:
+    """Write a caffemodel holding `blobs` (layer name → arrays), as Caffe serialises one."""
+    net = caffe_net_class()(name=name)
+    for layer_name, arrays in blobs.items():
+        layer = net.layer.add(name=layer_name)
+        for array in arrays:
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(array.shape)
+            blob.data.extend(np.asarray(array, dtype=np.float32).ravel().tolist())
+    path.write_bytes(net.SerializeToString())
+
+
+def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.ndarray]:
+    """archc's state_dict from a caffemodel, for the network imported from `source`."""
+    from . import caffe, prototxt
+
+    blobs = read_caffemodel(found)
+    flat = _flat_ir(caffe.load, source)
+    root = prototxt.parse(Path(source).read_text(encoding="utf-8"), source, Diagnostics())
+    by_span = {(lay.span.line, lay.span.column): lay for lay in caffe.layers_of(root)}
+    scale_of = _scales(caffe.layers_of(root))
+    out: dict[str, np.ndarray] = {}
+    for span, node in _pairs(flat, network):
+        layer = by_span[(span.line, span.column)]
+        arrays = _layer_blobs(blobs, layer.name)
+        if node.kind == "bn":
+            out.update(_caffe_bn(node, arrays, blobs, scale_of.get(layer.name)))
+        else:
+            out.update(_weight_bias(node, arrays, layer.name))
+    return out
+
+
+def _layer_blobs(blobs: dict[str, list[np.ndarray]], name: str) -> list[np.ndarray]:
+    if name not in blobs:
+        raise WeightsError(f"the caffemodel has no blobs for layer `{name}`",
+                           "the caffemodel must come from the same network as the prototxt")
+    return blobs[name]
+
+
+def _scales(caffe_layers) -> dict[str, str]:
+    """BatchNorm layer name → the name of the Scale layer that follows it."""
+    top_of = {top: lay.name for lay in caffe_layers if lay.type == "BatchNorm" for top in lay.tops}
+    return {top_of[str(lay.bottoms[0].value)]: lay.name for lay in caffe_layers
+            if lay.type == "Scale" and lay.bottoms and str(lay.bottoms[0].value) in top_of}
+
+
+def _weight_bias(node: LayerNode, arrays: list[np.ndarray], name: str) -> dict[str, np.ndarray]:
+    """conv or fc: blob 0 is the weight (Caffe's layout is PyTorch's), blob 1 the bias."""
+    out = {f"{node.path}.weight": _shaped(arrays[0], _weight_shape(node), name)}
+    if node.params.get("bias", True):
+        out[f"{node.path}.bias"] = _shaped(arrays[1], (node.out_shape[0],), name)
+    return out
+
+
+def _weight_shape(node: LayerNode) -> tuple[int, ...]:
+    if node.kind == "fc":
+        return (node.params["out"], node.in_shape[0])
+    kh, kw = _pair(node.params["kernel"])
+    return (node.params["out"], node.in_shape[0] // node.params["groups"], kh, kw)
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _shaped(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if array.size != int(np.prod(shape)):
+        raise WeightsError(f"layer `{name}`: the weights file holds {array.size} values where "
+                           f"the network needs {int(np.prod(shape))} ({'×'.join(map(str, shape))})",
+                           "the weights must come from the same network as the description")
+    return np.asarray(array, dtype=np.float32).reshape(shape)
+
+
+def _caffe_bn(node: LayerNode, arrays, blobs, scale: str | None) -> dict[str, np.ndarray]:
+    """Caffe keeps mean and variance times a scale factor (blob 2); Scale holds γ and β."""
+    channels = (node.in_shape[0],)
+    factor = float(arrays[2].ravel()[0]) if len(arrays) > 2 else 1.0
+    factor = 0.0 if factor == 0 else 1.0 / factor
+    out = {
+        f"{node.path}.running_mean": _shaped(arrays[0], channels, node.path) * factor,
+        f"{node.path}.running_var": _shaped(arrays[1], channels, node.path) * factor,
+        f"{node.path}.num_batches_tracked": np.zeros((), dtype=np.int64),
+    }
+    if node.params.get("affine", True) and scale is not None:
+        gamma_beta = _layer_blobs(blobs, scale)
+        out[f"{node.path}.weight"] = _shaped(gamma_beta[0], channels, scale)
+        out[f"{node.path}.bias"] = _shaped(gamma_beta[1], channels, scale)
+    return out
+
+
+# --------------------------------------------------------------------------- Darknet
+
+
+def write_darknet_weights(path: Path, arrays: list[np.ndarray], seen: int = 0) -> None:
+    """A darknet weights file: header (major 0, minor 2, revision 0, seen as int64), floats."""
+    with open(path, "wb") as f:
+        np.array([0, 2, 0], dtype=np.int32).tofile(f)
+        np.array([seen], dtype=np.int64).tofile(f)
+        for array in arrays:
+            np.asarray(array, dtype=np.float32).ravel().tofile(f)
+
+
+def darknet_tensors(source: str, found: Path, network: Network) -> dict[str, np.ndarray]:
+    """archc's state_dict from a darknet .weights file, read in the cfg's layer order.
+
+    Per [convolutional]: biases, or with batch_normalize β, γ, running mean, running
+    variance; then the weights. Per [connected]: biases, then the weights.
+    """
+    from . import darknet
+
+    try:
+        data = found.read_bytes()
+    except FileNotFoundError:
+        raise _missing(found, ".weights") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read `{found}`: {exc.strerror}") from None
+    reader = _Reader(data, found)
+    major, minor, _ = reader.ints(3)
+    reader.skip(8 if major * 10 + minor >= 2 else 4)  # `seen` grew to 64 bits in 0.2
+    modules: dict[tuple[int, int], dict[str, LayerNode]] = {}
+    for span, node in _pairs(_flat_ir(darknet.load, source), network):
+        modules.setdefault((span.line, span.column), {})[node.kind] = node
+    out: dict[str, np.ndarray] = {}
+    for key in sorted(modules):  # section headers in file order
+        found_nodes = modules[key]
+        main = found_nodes.get("conv") or found_nodes["fc"]
+        bn = found_nodes.get("bn")
+        channels = (main.out_shape[0],)
+        first = reader.floats(channels)
+        if bn is not None:
+            out[f"{bn.path}.bias"] = first
+            out[f"{bn.path}.weight"] = reader.floats(channels)
+            out[f"{bn.path}.running_mean"] = reader.floats(channels)
+            out[f"{bn.path}.running_var"] = reader.floats(channels)
+            out[f"{bn.path}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
+        else:
+            out[f"{main.path}.bias"] = first
+        out[f"{main.path}.weight"] = reader.floats(_weight_shape(main))
+    if reader.left():
+        raise WeightsError(f"`{found}` holds {reader.left()} bytes more than the cfg's layers use",
+                           "the weights must come from the same cfg")
+    return out
+
+
+class _Reader:
+    """Sequential reads from a darknet weights file, with one clear error when it ends early."""
+
+    def __init__(self, data: bytes, path: Path):
+        self.data, self.pos, self.path = data, 0, path
+
+    def _take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise WeightsError(f"`{self.path}` ends early ({len(self.data)} bytes)",
+                               "the weights must come from the same cfg")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def ints(self, n: int) -> list[int]:
+        return np.frombuffer(self._take(4 * n), dtype=np.int32).tolist()
+
+    def skip(self, n: int) -> None:
+        self._take(n)
+
+    def floats(self, shape: tuple[int, ...]) -> np.ndarray:
+        count = int(np.prod(shape))
+        return np.frombuffer(self._take(4 * count), dtype=np.float32).reshape(shape).copy()
+
+    def left(self) -> int:
+        return len(self.data) - self.pos

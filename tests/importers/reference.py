@@ -1,0 +1,215 @@
+"""Reference forwards written from the formats' own rules, independent of archc's import.
+
+`caffe_forward` runs a prototxt layer by layer on named blobs, with Caffe's pooling
+(pooling_layer.cpp: rounded-up size, clipped windows, AVE divided by the padded window),
+Caffe's LRN (lrn_layer.cpp) and BatchNorm's scale factor. `darknet_forward` runs a cfg with
+darknet's rules (maxpool's total padding `size-1` put left/top as padding/2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from archc.diagnostics import Diagnostics
+from archc.importers import caffe, darknet, prototxt
+
+
+def caffe_pooled(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Caffe's rule: ceil((size + 2·pad − kernel) / stride) + 1, less one if the last
+    window would start at or past size + pad (applied only when pad > 0)."""
+    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def caffe_pool(x: torch.Tensor, k: int, s: int, p: int, method: str) -> torch.Tensor:
+    """Caffe's pooling loop, one output cell at a time."""
+    _, _, h, w = x.shape
+    ph, pw = caffe_pooled(h, k, s, p), caffe_pooled(w, k, s, p)
+    out = torch.empty(x.shape[0], x.shape[1], ph, pw, dtype=x.dtype)
+    for i in range(ph):
+        for j in range(pw):
+            h0, w0 = i * s - p, j * s - p
+            h1, w1 = min(h0 + k, h + p), min(w0 + k, w + p)
+            area = (h1 - h0) * (w1 - w0)
+            window = x[:, :, max(h0, 0):min(h1, h), max(w0, 0):min(w1, w)]
+            if method == "MAX":
+                out[:, :, i, j] = window.amax(dim=(2, 3))
+            else:
+                out[:, :, i, j] = window.sum(dim=(2, 3)) / area
+    return out
+
+
+def caffe_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """scale_c = k + alpha / size · Σ x² over channels c − (size−1)/2 … c + (size−1)/2."""
+    half = (size - 1) // 2
+    squares = F.pad(x * x, (0, 0, 0, 0, half, half))
+    window = sum(squares[:, i:i + x.shape[1]] for i in range(size))
+    return x * (k + alpha / size * window) ** -beta
+
+
+def caffe_blobs(layer, x: torch.Tensor, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random blobs in the shapes Caffe gives a layer with input `x` (BN factor ≠ 1)."""
+    c = x.shape[1]
+
+    def rand(*shape):
+        return rng.standard_normal(shape).astype(np.float32) * 0.3
+
+    if layer.type == "Convolution":
+        q = layer.message.get("convolution_param")
+        n, k, g = int(q.get("num_output")), int(q.get("kernel_size")), int(q.get("group", 1))
+        bias = str(q.get("bias_term", "true")) == "true"
+        return [rand(n, c // g, k, k)] + ([rand(n)] if bias else [])
+    if layer.type == "InnerProduct":
+        n = int(layer.message.get("inner_product_param").get("num_output"))
+        return [rand(n, int(np.prod(x.shape[1:]))), rand(n)]
+    if layer.type == "BatchNorm":
+        factor = np.array([2.5], dtype=np.float32)
+        return [rand(c) * factor, (rng.uniform(0.5, 2, c) * factor).astype(np.float32), factor]
+    if layer.type == "Scale":
+        return [rand(c) + 1, rand(c)]
+    return []
+
+
+def caffe_forward(path: str, x: torch.Tensor, rng: np.random.Generator):
+    """The output of the last layer of a prototxt run on `x`, and the random blobs it used."""
+    blobs: dict[str, list[np.ndarray]] = {}
+    root = prototxt.parse(open(path).read(), path, Diagnostics())
+    values: dict[str, torch.Tensor] = {}
+    layers = caffe.layers_of(root)
+    first_input = str(root.get("input")) if root.get("input") else layers[0].tops[0]
+    values[first_input] = x
+    last = None
+    for layer in layers:
+        if layer.type == "Input":
+            continue
+        ins = [values[str(b.value)] for b in layer.bottoms]
+        made = caffe_blobs(layer, ins[0], rng)
+        if made:
+            blobs[layer.name] = made
+        params = [torch.from_numpy(np.asarray(b)) for b in blobs.get(layer.name, [])]
+        outs = _caffe_layer(layer, ins, params)
+        outs = outs if isinstance(outs, list) else [outs] * len(layer.tops)
+        for top, value in zip(layer.tops, outs):
+            values[top] = value
+        last = layer.tops[0]
+    return values[last], blobs
+
+
+def _caffe_layer(layer, ins, params):
+    p = layer.message
+    t = layer.type
+    x = ins[0]
+    if t == "Convolution":
+        q = p.get("convolution_param")
+        dil = (q.values("dilation") or [1])[0]
+        bias = params[1] if len(params) > 1 else None
+        return F.conv2d(x, params[0], bias, int((q.values("stride") or [1])[0]),
+                        int((q.values("pad") or [0])[0]), dil, int(q.get("group", 1)))
+    if t == "Pooling":
+        q = p.get("pooling_param")
+        method = str(q.get("pool", "MAX"))
+        if str(q.get("global_pooling", "false")) == "true":
+            return x.amax(dim=(2, 3), keepdim=True) if method == "MAX" else x.mean(
+                dim=(2, 3), keepdim=True)
+        return caffe_pool(x, int(q.get("kernel_size")), int(q.get("stride", 1)),
+                          int(q.get("pad", 0)), method)
+    if t == "LRN":
+        q = p.get("lrn_param")
+        return caffe_lrn(x, int(q.get("local_size", 5)), float(q.get("alpha", 1)),
+                         float(q.get("beta", 0.75)), float(q.get("k", 1)))
+    if t == "ReLU":
+        slope = float(p.get("relu_param", prototxt.Message()).get("negative_slope", 0))
+        return torch.where(x > 0, x, x * slope)
+    if t == "Sigmoid":
+        return torch.sigmoid(x)
+    if t == "TanH":
+        return torch.tanh(x)
+    if t in ("Dropout", "Split"):
+        return [x] * len(layer.tops) if t == "Split" else x
+    if t == "Softmax":
+        return torch.softmax(x, dim=1)
+    if t == "InnerProduct":
+        return F.linear(x.flatten(1), params[0], params[1] if len(params) > 1 else None)
+    if t == "Concat":
+        return torch.cat(ins, dim=1)
+    if t == "Eltwise":
+        op = str(p.get("eltwise_param", prototxt.Message()).get("operation", "SUM"))
+        out = ins[0]
+        for other in ins[1:]:
+            out = out * other if op == "PROD" else (torch.maximum(out, other) if op == "MAX"
+                                                   else out + other)
+        return out
+    if t == "BatchNorm":
+        factor = 0.0 if float(params[2]) == 0 else 1.0 / float(params[2])
+        mean, var = params[0] * factor, params[1] * factor
+        return (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + 1e-5)
+    if t == "Scale":
+        return x * params[0][None, :, None, None] + params[1][None, :, None, None]
+    raise NotImplementedError(t)
+
+
+def darknet_forward(path: str, weights: list[np.ndarray], x: torch.Tensor) -> torch.Tensor:
+    """A cfg's output on `x`, reading `weights` (the arrays in file order) as darknet does."""
+    sections = darknet.parse_cfg(open(path).read(), path, Diagnostics())
+    stream = iter(weights)
+    outputs: list[torch.Tensor] = []
+    current = x
+    for s in darknet.layer_sections(sections):
+        opt = {k: o.value for k, o in s.options.items()}
+        if s.type == "convolutional":
+            size, stride = int(opt.get("size", 1)), int(opt.get("stride", 1))
+            pad = size // 2 if int(opt.get("pad", 0)) else 0
+            n = int(opt["filters"])
+            first = torch.from_numpy(next(stream))
+            if int(opt.get("batch_normalize", 0)):
+                gamma, mean, var = (torch.from_numpy(next(stream)) for _ in range(3))
+                w = torch.from_numpy(next(stream))
+                y = F.conv2d(current, w, None, stride, pad, 1, int(opt.get("groups", 1)))
+                y = (y - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + 1e-5)
+                y = y * gamma[None, :, None, None] + first[None, :, None, None]
+            else:
+                w = torch.from_numpy(next(stream))
+                y = F.conv2d(current, w, first, stride, pad, 1, int(opt.get("groups", 1)))
+            current = _darknet_act(y, opt.get("activation", "logistic"))
+            assert current.shape[1] == n
+        elif s.type == "maxpool":
+            size, stride = int(opt.get("size", 1)), int(opt.get("stride", 1))
+            padding = int(opt.get("padding", size - 1))
+            left = padding // 2
+            h = (current.shape[2] + padding - size) // stride + 1
+            w = (current.shape[3] + padding - size) // stride + 1
+            padded = F.pad(current, (left, padding - left + size, left, padding - left + size),
+                           value=-math.inf)
+            current = torch.stack([torch.stack([
+                padded[:, :, i * stride:i * stride + size,
+                       j * stride:j * stride + size].amax((2, 3))
+                for j in range(w)], -1) for i in range(h)], -2)
+        elif s.type == "avgpool":
+            current = current.mean(dim=(2, 3), keepdim=True)
+        elif s.type == "connected":
+            b = torch.from_numpy(next(stream))
+            w = torch.from_numpy(next(stream))
+            current = _darknet_act(F.linear(current.flatten(1), w, b),
+                                   opt.get("activation", "logistic"))
+        elif s.type == "softmax":
+            current = torch.softmax(current, dim=1)
+        elif s.type == "shortcut":
+            frm = int(opt["from"])
+            current = _darknet_act(current + outputs[s.index + frm if frm < 0 else frm],
+                                   opt.get("activation", "linear"))
+        elif s.type == "route":
+            picks = [int(v) for v in opt["layers"].split(",")]
+            current = torch.cat([outputs[s.index + i if i < 0 else i] for i in picks], dim=1)
+        outputs.append(current)
+    return current
+
+
+def _darknet_act(x: torch.Tensor, name: str) -> torch.Tensor:
+    return {"leaky": lambda t: F.leaky_relu(t, 0.1), "linear": lambda t: t,
+            "relu": F.relu, "logistic": torch.sigmoid, "mish": F.mish}[name](x)

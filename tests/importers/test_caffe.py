@@ -1,0 +1,185 @@
+"""`archc import` of Caffe prototxts: coverage, Caffe's rounding rule, parameter counts,
+and the round trip (import → compile → the emitted Python with the converted weights
+gives the outputs of a reference forward written from Caffe's own rules)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from archc.backends.module import class_name
+from archc.backends.pysource import write_python
+from archc.diagnostics import Diagnostics
+from archc.graph import layers
+from archc.importers import check_imported, import_source
+from archc.importers.layout import spec_text
+from archc.importers.weights import convert, read_caffemodel, write_caffemodel
+
+try:
+    from reference import caffe_forward, caffe_pooled
+except ImportError:  # pragma: no cover - run from the repository root
+    from tests.importers.reference import caffe_forward, caffe_pooled
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ARCHC = [sys.executable, "-m", "archc"]
+
+
+def imported(path: Path):
+    """(spec, network, diagnostics) of an imported file."""
+    diags = Diagnostics()
+    spec = import_source(str(path), diags)
+    assert spec is not None, diags.items
+    network = check_imported(spec, {}, diags)
+    assert network is not None, diags.items
+    return spec, network, diags
+
+
+def run_generated(py: Path, name: str, weights: Path, x: torch.Tensor) -> torch.Tensor:
+    """Import the emitted source, load the converted weights strictly, run it in eval mode."""
+    spec = importlib.util.spec_from_file_location(py.stem, py)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = getattr(module, class_name(name))()
+    model.load_state_dict(load_file(str(weights)), strict=True)
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+# --------------------------------------------------------------------------- the rounding rule
+
+
+@pytest.mark.parametrize("size, kernel, stride, pad", [
+    (112, 3, 2, 0),   # GoogLeNet's pool1: 55.5 rounds up to 56
+    (13, 3, 2, 0),    # exact: ceil and floor agree
+    (8, 3, 2, 1),     # padded, rounds up: 5 (PyTorch's floor gives 4)
+    (4, 2, 3, 1),     # the last window would start in the padding: clipped to 2
+    (7, 2, 2, 1),     # padded, clip applies: 4
+    (14, 14, 1, 0),   # a global-size window
+])
+def test_pooled_size_follows_caffe_rounding(tmp_path, size, kernel, stride, pad):
+    """pooled = ceil((H + 2p − k)/s) + 1, less one when p > 0 and (pooled−1)·s ≥ H + p."""
+    proto = tmp_path / "pool.prototxt"
+    proto.write_text(
+        f'input: "data"\ninput_shape {{ dim: 1 dim: 2 dim: {size} dim: {size} }}\n'
+        f'layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool"\n'
+        f'  pooling_param {{ pool: MAX kernel_size: {kernel} stride: {stride} pad: {pad} }} }}\n')
+    _, network, _ = imported(proto)
+    expected = caffe_pooled(size, kernel, stride, pad)
+    assert network.output_shape == (2, expected, expected)
+    x = torch.randn(1, 2, size, size)
+    with torch.no_grad():
+        from archc.backends.module import to_module
+
+        assert to_module(network)(x).shape[-1] == expected
+
+
+def test_caffe_rounding_differs_from_floor_where_it_should():
+    assert caffe_pooled(112, 3, 2, 0) == 56 and (112 - 3) // 2 + 1 == 55
+    assert caffe_pooled(4, 2, 3, 1) == 2  # not ceil(4/3) + 1 = 3: the clip
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_googlenet_excerpt_becomes_blocks():
+    spec, network, diags = imported(FIXTURES / "googlenet_excerpt.prototxt")
+    text = spec_text(spec)
+    assert "block inception(c_1x1, c_3x3_reduce, c_3x3, c_5x5_reduce, c_5x5, c_pool_proj):" in text
+    assert "inception_3a: inception(64, 96, 128, 16, 32, 32)" in text
+    assert "maxpool3-2(ceil=true)" in text  # 112 → 56 needs Caffe's rounding up
+    assert network.output_shape == (1000,)
+    assert not diags.has_errors
+
+
+def test_v1_syntax_and_input_dim():
+    spec, network, _ = imported(FIXTURES / "alexnet_v1.prototxt")
+    text = spec_text(spec)
+    assert "conv2: conv5-32(groups=2)" in text and "lrn" in text
+    assert network.input_shape == (3, 67, 67) and network.output_shape == (10,)
+
+
+def test_bn_scale_split_inplace_and_eltwise():
+    spec, network, _ = imported(FIXTURES / "resnet_like.prototxt")
+    text = spec_text(spec)
+    assert "bn1: bn" in text and "affine" not in text  # BatchNorm + Scale → one affine bn
+    assert "add:" in text and "identity" in text  # Split + Eltwise SUM
+    assert "leakyrelu(0.2)" in text and "tanh" in text and "sigmoid" in text
+    assert "avgpool3-2(padding=1, ceil=true)" in text and "global-avgpool" in text
+
+
+def test_emitted_text_reparses_to_the_same_network(tmp_path):
+    """The text archc writes checks by itself and gives the network the import checked."""
+    import archc
+
+    for name in ("googlenet_excerpt", "alexnet_v1", "resnet_like"):
+        spec, network, _ = imported(FIXTURES / f"{name}.prototxt")
+        path = tmp_path / f"{name}.arch"
+        path.write_text(spec_text(spec))
+        again = archc.load(path)
+        assert [(n.path, n.kind, n.out_shape) for n in layers(again.root)] == \
+               [(n.path, n.kind, n.out_shape) for n in layers(network.root)]
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@pytest.mark.parametrize("name", ["alexnet_v1", "resnet_like", "googlenet_excerpt"])
+def test_parameter_count_is_caffes(tmp_path, name):
+    """Learnable parameters: the sizes of every conv, InnerProduct and Scale blob."""
+    proto = FIXTURES / f"{name}.prototxt"
+    _, network, _ = imported(proto)
+    x = torch.randn(1, *network.input_shape)
+    _, blobs = caffe_forward(str(proto), x, np.random.default_rng(0))
+    learnable = sum(a.size for layer, arrays in blobs.items() for a in arrays
+                    if not layer.startswith("bn"))
+    assert network.n_params == learnable
+
+
+def test_caffemodel_writer_and_reader_agree(tmp_path):
+    blobs = {"conv1": [np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2),
+                       np.ones(2, np.float32)]}
+    write_caffemodel(tmp_path / "m.caffemodel", blobs)
+    read = read_caffemodel(tmp_path / "m.caffemodel")
+    assert list(read) == ["conv1"]
+    np.testing.assert_array_equal(read["conv1"][0], blobs["conv1"][0])
+
+
+@pytest.mark.parametrize("name", ["alexnet_v1", "resnet_like"])
+def test_round_trip_with_converted_weights(tmp_path, name):
+    proto = tmp_path / f"{name}.prototxt"
+    shutil.copy(FIXTURES / f"{name}.prototxt", proto)
+    spec, network, _ = imported(proto)
+    x = torch.randn(2, *network.input_shape)
+    expected, blobs = caffe_forward(str(proto), x, np.random.default_rng(1))
+    write_caffemodel(proto.with_suffix(".caffemodel"), blobs)
+    convert(str(proto), network, tmp_path / "net.safetensors")
+    write_python(network, tmp_path / "net.py")
+    got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_round_trip_googlenet(tmp_path):
+    """The real commands: archc import --weights, archc compile -o, then the emitted module."""
+    proto = tmp_path / "deploy.prototxt"
+    shutil.copy(FIXTURES / "googlenet_excerpt.prototxt", proto)
+    x = torch.randn(1, 3, 224, 224)
+    expected, blobs = caffe_forward(str(proto), x, np.random.default_rng(2))
+    write_caffemodel(proto.with_suffix(".caffemodel"), blobs)
+    arch = tmp_path / "googlenet.arch"
+    done = subprocess.run([*ARCHC, "import", str(proto), "-o", str(arch), "--weights"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and "googlenet.safetensors" in done.stdout
+    done = subprocess.run([*ARCHC, "compile", str(arch), "-o", str(tmp_path / "net.py")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    got = run_generated(tmp_path / "net.py", "GoogleNet", tmp_path / "googlenet.safetensors", x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
