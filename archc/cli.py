@@ -280,9 +280,20 @@ from .cli_import import import_  # noqa: E402  (`archc import`: Caffe, Darknet, 
 
 app.command(name="import")(import_)
 
+@app.command(name="schema")
+def schema_(
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Write here, e.g. archc.schema.json"),
+) -> None:
+    """The JSON Schema of YAML specs, generated from the IR and the layer registry."""
+    from .schema import main as schema_main
+
+    raise typer.Exit(schema_main(output))
+
+
 # --------------------------------------------------------------------------- entry point
 
-_BUILTIN = {"check", "convert", "compile", "graph", "summary", "fmt", "import"}
+_BUILTIN = {"check", "convert", "compile", "graph", "summary", "fmt", "import", "schema"}
 
 
 def _load_plugins(argv: list[str]) -> None:
