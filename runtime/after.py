@@ -30,6 +30,14 @@ WorkersOption = typer.Option(None, "--workers",
                              help="Decoding processes (default: the run's setting)")
 TtaOption = typer.Option(False, "--tta", help="Average with the horizontally flipped image")
 JsonOption = typer.Option(False, "--json", help="Print the same data as JSON")
+EngineOption = typer.Option(
+    "auto", "--engine", help="auto (the fastest exact engine, measured once per run), eager "
+    "(the module as trained), compiled or onnxruntime (both run it with batch norms folded)")
+QuantizeOption = typer.Option(
+    "none", "--quantize", help="int8: ONNX Runtime static quantization, calibrated on the run's "
+    "training split; not exact, so its accuracy and log-loss change are printed")
+CalibrationOption = typer.Option(None, "--calibration-images", min=1,
+                                 help="Training images that calibrate int8 (default 128)")
 _SHOWN = 5  # unreadable files listed by name in an error
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -54,12 +62,14 @@ def _user_errors() -> Iterator[None]:
     """Turn the errors that describe bad input into `error: ...` and exit code 1."""
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .engines import EngineError
     from .inference import InferenceError
     from .run import ResumeError
 
     try:
         yield
-    except (AfterError, InferenceError, CheckpointError, DataError, ResumeError, OSError) as exc:
+    except (AfterError, InferenceError, CheckpointError, DataError, ResumeError, EngineError,
+            OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 
@@ -76,6 +86,14 @@ def _load(run: Path, checkpoint: str | None, device: str = "cpu"):
     except RuntimeError as exc:  # asked for a device this machine does not have
         raise InferenceError(str(exc)) from exc
     return load_trained(run, checkpoint, chosen)
+
+
+def _use_engine(trained, engine: str, quantize: str, calibration: int | None, n_images: int,
+                batch_size: int) -> None:
+    """Set what computes the logits for a job of `n_images` (runtime/engines.py)."""
+    from .engines import attach
+
+    attach(trained, engine, quantize, n_images, batch_size, calibration, note=_note)
 
 
 def _workers(trained, workers: int | None) -> int:
@@ -131,6 +149,9 @@ def eval_command(
     device: str = DeviceOption,
     batch_size: int = BatchOption,
     workers: int | None = WorkersOption,
+    engine: str = EngineOption,
+    quantize: str = QuantizeOption,
+    calibration: int | None = CalibrationOption,
 ) -> None:
     """Accuracy, log loss, per-class precision/recall and the confusion matrix on labelled data."""
     from .inference import predict_images, score
@@ -138,6 +159,7 @@ def eval_command(
     with _user_errors():
         trained = _load(run, checkpoint, device)
         images, rows, labels, path, split = _eval_set(trained, data, _workers(trained, workers))
+        _use_engine(trained, engine, quantize, calibration, len(rows) * (1 + tta), batch_size)
         where = f"{path} ({split})"
         with _progress(len(rows), "evaluating") as advance:
             probs = predict_images(trained, images, tta=tta, batch_size=batch_size, rows=rows,
@@ -250,6 +272,9 @@ def predict_command(
     device: str = DeviceOption,
     batch_size: int = BatchOption,
     workers: int | None = WorkersOption,
+    engine: str = EngineOption,
+    quantize: str = QuantizeOption,
+    calibration: int | None = CalibrationOption,
 ) -> None:
     """Class probabilities per image. Unreadable files are reported and skipped (exit code 1)."""
     from .inference import predict_files
@@ -257,6 +282,7 @@ def predict_command(
     with _user_errors():
         trained = _load(run, checkpoint, device)
         paths, skipped = _expand(images)
+        _use_engine(trained, engine, quantize, calibration, len(paths) * (1 + tta), batch_size)
         with _progress(len(paths), "predicting") as advance:
             result = predict_files(trained, paths, tta=tta, batch_size=batch_size,
                                    workers=_workers(trained, workers), progress=advance)
@@ -335,6 +361,9 @@ def submit_command(
     device: str = DeviceOption,
     batch_size: int = BatchOption,
     workers: int | None = WorkersOption,
+    engine: str = EngineOption,
+    quantize: str = QuantizeOption,
+    calibration: int | None = CalibrationOption,
 ) -> None:
     """Write a Kaggle Dogs-vs-Cats submission: `id,label` with label = p(dog), sorted by id."""
     from .inference import predict_files
@@ -344,6 +373,7 @@ def submit_command(
         ids = _test_ids(test)
         trained = _load(run, checkpoint, device)
         column = _positive_index(trained, positive)
+        _use_engine(trained, engine, quantize, calibration, len(ids) * (1 + tta), batch_size)
         with _progress(len(ids), "predicting") as advance:
             result = predict_files(trained, list(ids.values()), tta=tta, batch_size=batch_size,
                                    workers=_workers(trained, workers), progress=advance)
@@ -478,11 +508,11 @@ def _backend(what: str) -> Iterator[None]:
 
 
 def _export_onnx(trained, output: Path) -> list[Path]:
+    """The folded graph (no batch norm, dropout or aux head), checked against the model."""
     with _backend("ONNX export"):
-        from archc.backends.onnx import export_onnx
+        from archc.passes.export import export_folded_onnx
 
-        with _weights_file(trained) as weights:
-            return list(export_onnx(trained.network, output, init=weights, note=_note))
+        return export_folded_onnx(trained.network, trained.model, output)
 
 
 def _export_python(trained, output: Path) -> list[Path]:

@@ -55,6 +55,8 @@ class Trained:
     epoch: int | None  # completed epochs when the checkpoint was written
     config: TrainConfig
     record: dict[str, Any]  # the run's record.json (classes, data_path, provenance)
+    #: what computes the logits (runtime.engines.Engine); None: the eval-mode module itself
+    engine: Callable[[torch.Tensor], Any] | None = None
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -300,7 +302,7 @@ def _tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _probabilities(trained: Trained, x_u8: torch.Tensor) -> torch.Tensor:
     """Softmax (float64) of the model on one uint8 batch."""
     x = eval_batch(x_u8.to(trained.device), trained.image_size, trained.aug)
-    out = trained.model(x)
+    out = (trained.engine or trained.model)(x)
     logits = out[0] if isinstance(out, (tuple, list)) else out
     if not bool(torch.isfinite(logits).all()):  # never report NaN as a probability
         raise InferenceError("the model's output is not finite (NaN or inf) for these images: "
