@@ -37,6 +37,10 @@ def import_(
     is_file = Path(source).suffix.lower() in (".prototxt", ".pt-txt", ".pbtxt", ".cfg")
     if is_file and not Path(source).is_file():
         fail(f"`{source}` not found", "give the path of a .prototxt or .cfg file")
+    if not is_file and ":" not in source:
+        fail(f"cannot tell what kind of network `{source}` is",
+             "give a Caffe .prototxt, a Darknet .cfg, or a Python callable as module:callable "
+             "(e.g. torchvision:resnet50)")
     diags = Diagnostics()
     spec = import_source(source, diags, args=parse_sets(args), weights=weights)
     sources = {source: Path(source).read_text(encoding="utf-8")} if is_file else {}

@@ -155,7 +155,7 @@ class _Importer:
 
     def _layer(self, layer: Layer) -> None:
         handler = getattr(self, "_" + layer.type.lower(), None)
-        if handler is None:
+        if layer.type not in HANDLED or handler is None:  # Caffe's type names are exact
             self.error(
                 layer.type_span,
                 f"unknown Caffe layer type `{layer.type}`",
@@ -163,11 +163,13 @@ class _Importer:
                 or "archc imports: " + ", ".join(sorted(HANDLED)),
                 code="E101",
             )
-            return
-        inputs = [self._bottom(b) for b in layer.bottoms]
-        if any(i is None for i in inputs):
-            return
-        handler(layer, inputs)
+        else:
+            inputs = [self._bottom(b) for b in layer.bottoms]
+            if all(i is not None for i in inputs):
+                handler(layer, inputs)
+        source = self.blobs.get(str(layer.bottoms[0].value)) if layer.bottoms else None
+        for top in layer.tops if source is not None else ():
+            self.blobs.setdefault(top, source)  # a failed layer passes through: no cascade
 
     def _bottom(self, field: Field) -> int | None:
         name = str(field.value)

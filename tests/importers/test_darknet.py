@@ -14,8 +14,8 @@ from archc.importers.layout import spec_text
 from archc.importers.weights import convert, write_darknet_weights
 
 try:
-    from test_caffe import FIXTURES, imported, run_generated
     from reference import darknet_forward
+    from test_caffe import FIXTURES, imported, run_generated
 except ImportError:  # pragma: no cover - run from the repository root
     from tests.importers.reference import darknet_forward
     from tests.importers.test_caffe import FIXTURES, imported, run_generated

@@ -1,0 +1,91 @@
+"""Bad input to `archc import`: each problem one located diagnostic (file:line:col, the
+source line, a caret, a hint), rendered like a spec error; never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from archc.diagnostics import Diagnostics
+from archc.importers import import_source
+from archc.render import render_all
+
+CAFFE_HEAD = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 32 dim: 32 }\n'
+NET_HEAD = "[net]\nchannels=3\nheight=32\nwidth=32\n\n"
+CONV = "[convolutional]\nfilters=8\nsize=3\npad=1\nactivation=leaky\n\n"
+
+CASES = {
+    "malformed prototxt": (
+        "net.prototxt", CAFFE_HEAD + 'layer {\n  name: "a"\n  type: "ReLU"\n  bottom "data"\n}\n',
+        "E001", 6, 10, "`name: value`"),
+    "unclosed message": (
+        "net.prototxt", CAFFE_HEAD + 'layer {\n  name: "a"\n  type: "ReLU"\n',
+        "E001", 3, 7, "close the message"),
+    "unknown Caffe type": (
+        "net.prototxt", CAFFE_HEAD + 'layer { name: "r" type: "ReLu" bottom: "data" top: "r" }\n',
+        "E101", 3, 25, "did you mean `ReLU`?"),
+    "bottom naming no top": (
+        "net.prototxt", CAFFE_HEAD + 'layer { name: "r" type: "ReLU" bottom: "dat" top: "r" }\n',
+        "E101", 3, 40, "did you mean `data`?"),
+    "malformed cfg": (
+        "net.cfg", NET_HEAD + "[convolutional\nfilters=8\n", "E001", 6, 1, "in brackets"),
+    "unknown Darknet type": (
+        "net.cfg", NET_HEAD + "[convolutinal]\nfilters=8\n", "E101", 6, 1,
+        "did you mean `convolutional`?"),
+    "route to a missing layer": (
+        "net.cfg", NET_HEAD + CONV + "[route]\nlayers=-1, 7\n", "E204", 13, 8,
+        "layers are numbered from 0"),
+    "shortcut to a missing layer": (
+        "net.cfg", NET_HEAD + CONV + "[shortcut]\nfrom=-4\n", "E204", 13, 6,
+        "layers are numbered from 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_located_error_with_hint(tmp_path, case):
+    name, text, code, line, column, hint = CASES[case]
+    path = tmp_path / name
+    path.write_text(text)
+    diags = Diagnostics()
+    assert import_source(str(path), diags) is None
+    (error,) = diags.errors
+    assert (error.code, error.span.line, error.span.column) == (code, line, column)
+    assert hint in error.hint
+    rendered = render_all(diags.sorted(), {str(path): text}, color=False)
+    source_line = text.splitlines()[line - 1]
+    assert f"{path}:{line}:{column}" in rendered and source_line in rendered and "^" in rendered
+
+
+def test_cli_reports_without_traceback(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(CASES["bottom naming no top"][1])
+    done = subprocess.run([sys.executable, "-m", "archc", "import", str(path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    expected = "error[E101]: bottom `dat` is not the top of any earlier layer"
+    assert expected in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unreadable_file_is_one_error(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    diags = Diagnostics()
+    assert import_source(str(path), diags) is None
+    assert [d.code for d in diags.errors] == ["E002"]
+
+
+def test_unsupported_options_are_located(tmp_path):
+    """Eltwise MAX and LRN within channels: no archc form, said where they are written."""
+    path = tmp_path / "net.prototxt"
+    path.write_text(CAFFE_HEAD + (
+        'layer { name: "a" type: "ReLU" bottom: "data" top: "a" }\n'
+        'layer { name: "m" type: "Eltwise" bottom: "a" bottom: "data" top: "m"\n'
+        '  eltwise_param { operation: MAX } }\n'
+        'layer { name: "n" type: "LRN" bottom: "m" top: "n"\n'
+        '  lrn_param { norm_region: WITHIN_CHANNEL } }\n'))
+    diags = Diagnostics()
+    assert import_source(str(path), diags) is None
+    assert [(d.code, d.span.line) for d in diags.errors] == [("E204", 5), ("E204", 7)]
