@@ -16,6 +16,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Make or prepare image dataset
 
 def register(app: typer.Typer) -> None:
     """Add the runtime verbs to the `archc` app."""
+    _show_data_warnings_as_lines()
     app.command(name="train")(train_command)
     app.add_typer(data_app, name="data")
     try:
@@ -23,6 +24,24 @@ def register(app: typer.Typer) -> None:
     except ImportError:  # pragma: no cover - only while the module is being written
         return
     after.register(app)
+
+
+def _show_data_warnings_as_lines() -> None:
+    """Print a dataset's DataWarning as one `warning: ...` line, not Python's two-line form
+    naming runtime/data.py; other warnings keep the default display."""
+    import warnings
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        from .data import DataWarning
+
+        if issubclass(category, DataWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -181,13 +200,23 @@ def synth_command(
     n: int = typer.Option(400, "--n", help="Labelled images (half cats, half dogs)"),
     test: int = typer.Option(0, "--test", help="Unlabelled images in test1/"),
     seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Overwrite images already there"),
 ) -> None:
     """Write a deterministic synthetic Dogs-vs-Cats dataset in Kaggle's layout."""
     from .synth import write_synthetic
 
     if n < 2:
-        _fail("--n must be at least 2 (one image per class)")
-    write_synthetic(out, n=n, seed=seed, test_n=test)
+        _fail("--n must be at least 2 (one image per class)", 2)
+    if test < 0:
+        _fail(f"--test must be 0 or more, got {test}", 2)
+    try:
+        write_synthetic(out, n=n, seed=seed, test_n=test, overwrite=force)
+    except FileExistsError as exc:
+        _fail(f"{exc}: {out} holds a dataset; pass --force to overwrite its images, "
+              "or choose another folder")
+    except OSError as exc:
+        where = exc.filename or out
+        _fail(f"cannot write the dataset to {where}: {exc.strerror or exc}")
     typer.echo(
         f"wrote {n} images to {out / 'train'}" + (f" and {test} to {out / 'test1'}" if test else "")
     )
@@ -200,9 +229,13 @@ def cache_command(
     workers: int = typer.Option(2, "--workers"),
 ) -> None:
     """Decode a dataset once into the memory-mapped uint8 cache that `train` reads."""
-    from .data import DataError, load_images
-    from .train import cache_dir
+    from .data import DataError, check_size, load_images
 
+    try:
+        check_size(size)
+    except DataError as exc:
+        _fail(f"--size: {exc}", 2)
+    from .train import cache_dir  # imports torch: after the options are known to be good
     try:
         images = load_images(path, size=size, cache_dir=cache_dir(), workers=workers, progress=True)
     except DataError as exc:

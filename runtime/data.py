@@ -44,6 +44,11 @@ class DataError(Exception):
     """A dataset path that cannot be used (missing, empty, unlabelled, a single class ...)."""
 
 
+class DataWarning(UserWarning):
+    """Something in a dataset was left out (an empty class folder, a looping link); the CLI
+    prints it as one `warning: ...` line."""
+
+
 @dataclass
 class ImageSet:
     """Decoded images ready for batching.
@@ -147,12 +152,57 @@ def _discover_zip(path: Path) -> tuple[list[Path | str], list[int], list[str]]:
     return [f"{path}{ZIP_SEP}{m}" for _, m in items], [c for c, _ in items], classes
 
 
+def _identity(path: Path | str) -> tuple[int, int]:
+    """(device, inode) of what `path` points to: equal for every name of one real file."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def _images_under(folder: Path) -> list[Path]:
+    """Image files below a class folder, each real file once, links followed.
+
+    A link to a folder already walked or to one above the class folder (`self -> .`,
+    `up -> ..`) would loop or read the same images again (and leak them across the
+    train/val split), so it is skipped with a warning; so is a second name of a file.
+    """
+    seen_dirs = {_identity(p) for p in (folder.resolve(), *folder.resolve().parents)}
+    seen_files: set[tuple[int, int]] = set()
     out = []
     for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out.extend(Path(root) / f for f in sorted(files) if _is_image_name(f))
+        dirs[:] = [d for d in sorted(dirs) if not d.startswith(".")
+                   and _new_folder(Path(root) / d, seen_dirs)]
+        for name in sorted(files):
+            path = Path(root) / name
+            if _is_image_name(name) and _new_file(path, seen_files):
+                out.append(path)
     return sorted(out)
+
+
+def _new_folder(path: Path, seen: set[tuple[int, int]]) -> bool:
+    """Whether os.walk should enter `path`: False (with a warning) for a folder seen before."""
+    try:
+        key = _identity(path)
+    except OSError:  # a dangling link or a loop the kernel already refuses
+        return False
+    if key in seen:
+        warnings.warn(f"ignoring {path}: it leads back to {os.path.realpath(path)}, which "
+                      "holds this class folder or was read already", DataWarning, stacklevel=3)
+        return False
+    seen.add(key)
+    return True
+
+
+def _new_file(path: Path, seen: set[tuple[int, int]]) -> bool:
+    """Whether `path` is a real file not listed under another name yet (broken links are kept,
+    so `load_images` reports them as unreadable)."""
+    try:
+        key = _identity(path)
+    except OSError:
+        return True
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -230,7 +280,9 @@ def discover(path: Path) -> tuple[list[Path | str], list[int], list[str]]:
         raise _one_class_error(str(path), per_class[0][0])
     empty = [d.name for d in subs if d.name not in {n for n, _ in per_class}]
     if empty:
-        warnings.warn(f"{path}: ignoring sub-folder(s) without images: {empty}", stacklevel=2)
+        warnings.warn(f"{path}: ignoring sub-folder(s) without images: {empty}", DataWarning,
+                      stacklevel=2)
+    _one_label_each(path, per_class)
     classes = _class_names([n for n, _ in per_class])
     files: list[Path | str] = []
     labels: list[int] = []
@@ -238,6 +290,24 @@ def discover(path: Path) -> tuple[list[Path | str], list[int], list[str]]:
         files.extend(fs)
         labels.extend([label] * len(fs))
     return files, labels, classes
+
+
+def _one_label_each(path: Path, per_class: list[tuple[str, list[Path]]]) -> None:
+    """DataError when one real file is listed under two classes (through a link)."""
+    owner: dict[tuple[int, int], tuple[str, Path]] = {}
+    for name, files in per_class:
+        for file in files:
+            try:
+                key = _identity(file)
+            except OSError:
+                continue
+            if key in owner and owner[key][0] != name:
+                first_class, first = owner[key]
+                raise DataError(
+                    f"{path}: {file} and {first} are the same file, in classes {first_class!r} "
+                    f"and {name!r}; an image can have one label (remove the link)"
+                )
+            owner[key] = (name, file)
 
 
 # ------------------------------------------------------------------------------------- split
@@ -472,6 +542,41 @@ def _write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+#: the largest short side `load_images` decodes to: far above any training resolution, and a
+#: 4096 px cache already costs 48 MiB per image
+MAX_SIZE = 4096
+
+
+def check_size(size: int) -> None:
+    """DataError unless 1 <= size <= MAX_SIZE (checked before anything is allocated)."""
+    if not 1 <= size <= MAX_SIZE:
+        raise DataError(f"the image size must be between 1 and {MAX_SIZE} pixels, got {size}")
+
+
+def _cache_error(cache_dir: Path, exc: OSError) -> DataError:
+    reason = exc.strerror or str(exc)
+    return DataError(f"cannot write the image cache in {cache_dir}: {reason}; "
+                     "set ARCHC_CACHE to a writable folder")
+
+
+def _make_cache_dir(cache_dir: Path) -> None:
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cache_error(cache_dir, exc) from None
+
+
+def _check_room(cache_dir: Path, needed: int) -> None:
+    """DataError before a cache is allocated that the disk cannot hold."""
+    import shutil
+
+    free = shutil.disk_usage(cache_dir).free
+    if needed > free:
+        raise DataError(f"the image cache needs {needed / 2**30:.1f} GiB but {cache_dir} has "
+                        f"{free / 2**30:.1f} GiB free; lower the size, or set ARCHC_CACHE to a "
+                        "larger disk")
+
+
 def load_images(
     path: Path,
     size: int = 256,
@@ -495,15 +600,14 @@ def load_images(
     nothing.
     """
     path = Path(path)
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
+    check_size(size)
     files, labels, classes = discover(path)
     npy = idx = None
     key = ""
     fp: list[list] = []
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        _make_cache_dir(cache_dir)
         fp = _fingerprint(files)
         blob = json.dumps({"v": CACHE_VERSION, "root": str(path.resolve()), "size": size,
                            "files": fp, "labels": labels, "classes": classes})
@@ -517,8 +621,13 @@ def load_images(
     shape = (size, size, 3)
     tmp_npy = None
     if npy is not None:
+        _check_room(cache_dir, n * size * size * 3)
         tmp_npy = npy.with_name(f".{npy.name}.tmp-{os.getpid()}")
-        out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(n, *shape))
+        try:
+            out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8,
+                                            shape=(n, *shape))
+        except OSError as exc:
+            raise _cache_error(cache_dir, exc) from None
     else:
         out = np.empty((n, *shape), dtype=np.uint8)
     kept: list[int] = []

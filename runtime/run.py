@@ -13,12 +13,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import platform
 import shlex
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,46 @@ SPEC, HPARAMS, SPLIT, RECORD, SKIPPED = (
 )
 
 
+LOCK = ".lock"
+
+
 class ResumeError(Exception):
     """The run folder cannot be resumed as asked (missing, or the spec/params changed)."""
+
+
+class RunBusyError(Exception):
+    """Another process is training in this run folder."""
+
+
+def lock_run(run_dir: Path | str) -> Callable[[], None]:
+    """Take an exclusive lock on an existing run folder; returns the function that releases it.
+
+    Two trainers in one folder would both append epochs to metrics.csv and overwrite each
+    other's checkpoints, so the second is refused with RunBusyError naming the first's pid.
+    The lock is an flock on RUN/.lock: the kernel drops it when the holder dies, even by
+    kill -9, so a crashed run never stays locked.
+    """
+    import fcntl
+
+    path = Path(run_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunBusyError(
+            f"{run_dir} is in use by another `archc train` (pid {holder}); wait for it to "
+            "finish, or train into another --run folder"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+
+    def release() -> None:
+        os.ftruncate(fd, 0)  # a folder nobody trains in names no pid
+        os.close(fd)  # closing the descriptor releases the lock
+
+    return release
 
 
 def _json(value: Any) -> str:
@@ -101,6 +140,7 @@ def create_run(
     skipped: Sequence[tuple[str, str]] = (),
     overwrite: bool = False,
     network: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Path:
     """Create the run folder and write spec, hyper-parameters, split, provenance and skip list.
 
@@ -135,6 +175,7 @@ def create_run(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": shlex.join(sys.argv),
         "data_path": str(data_path),
+        "data": {"resolved_path": str(Path(data_path).resolve()), **(data or {})},
         "classes": list(classes),
         "counts": {"train": len(train_idx), "val": len(val_idx), "skipped": len(skipped)},
     }))

@@ -89,6 +89,21 @@ def _image(rng: np.random.Generator, label: int, size) -> Image.Image:
     return img
 
 
+def synthetic_names(out: Path, n: int, test_n: int) -> list[Path]:
+    """Every file `write_synthetic(out, n, test_n=test_n)` writes, in order."""
+    n_cat = n // 2
+    names = [out / "train" / f"{CLASSES[label]}.{i}.jpg"
+             for label, count in ((0, n_cat), (1, n - n_cat)) for i in range(count)]
+    return names + [out / "test1" / f"{i}.jpg" for i in range(1, test_n + 1)]
+
+
+def _refuse_existing(paths: list[Path]) -> None:
+    existing = [p for p in paths if p.exists() or p.is_symlink()]
+    if existing:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]}{more} already exist")
+
+
 def write_synthetic(
     out: Path,
     n: int = 400,
@@ -97,13 +112,15 @@ def write_synthetic(
     *,
     size: tuple[tuple[int, int], tuple[int, int]] = DEFAULT_SIZE,
     quality: int = 90,
+    overwrite: bool = True,
 ) -> Path:
     """Write ``n`` labelled images (half cats, half dogs) to ``out/train`` and ``test_n``
     unlabelled ones to ``out/test1``. Returns ``out``.
 
     ``size=((w_min, w_max), (h_min, h_max))`` sets the (uniform, inclusive) size distribution;
     use `KAGGLE_LIKE_SIZE` for images averaging about 500x375. Same arguments => identical bytes.
-    Existing files with the same names are overwritten; other files are left alone.
+    Existing files with the same names are overwritten; other files are left alone. With
+    ``overwrite=False`` nothing is written when any of them exists (FileExistsError naming it).
     """
     out = Path(out)
     (w_lo, w_hi), (h_lo, h_hi) = size
@@ -112,8 +129,10 @@ def write_synthetic(
     if n < 0 or test_n < 0:
         raise ValueError("n and test_n must be >= 0")
     train = out / "train"
-    train.mkdir(parents=True, exist_ok=True)
     n_cat = n // 2
+    if not overwrite:
+        _refuse_existing(synthetic_names(out, n, test_n))
+    train.mkdir(parents=True, exist_ok=True)
     for label, count in ((0, n_cat), (1, n - n_cat)):
         for i in range(count):
             rng = np.random.default_rng([seed, _TRAIN, label, i])

@@ -6,6 +6,7 @@ run folder, fit, report. Everything a run needs to be rebuilt is in its folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -122,6 +123,8 @@ def train(req: TrainRequest) -> FitResult:
             if str(data_path)
             else "give the images with --data PATH"
         )
+    if resume_dir is not None:
+        _same_data_path(resume_dir, record, data_path)
     base = dict(saved_config.model_dump()) if saved_config else _spec_train(req)
     config = _config(base, req.settings)
     try:
@@ -130,34 +133,86 @@ def train(req: TrainRequest) -> FitResult:
         raise TrainError(str(exc)) from exc
     init(world, device)
     try:
-        images = _load(data_path, config, world)
-        params = spec_params(req, images.classes, saved_params)
-        checked = check_spec(req, params, config.image_size)
-        net, spec_text = checked.network, bundle_program(checked.program)
-        check_outputs(net, images.classes, checked.program.sources)
-        size = config.image_size or net.input_shape[1]
-        split = (
-            load_split(resume_dir)
-            if resume_dir
-            else stratified_split(images.labels, config.val_fraction, config.seed)
-        )
-        run_dir = _run_dir(
-            req, net, world, resume_dir, spec_text, params, config, split, data_path, images
-        )
-        train_loader, val_loader = _loaders(images, split, config, size, device, world)
-        factory = _factory(net, req.init)
-        return fit(
-            factory,
-            train_loader,
-            val_loader,
-            config,
-            run_dir,
-            resume=resume_dir is not None,
-            console=req.console,
-            wrap=ddp_wrapper(world, device, req.sync_bn),
-        )
+        with contextlib.ExitStack() as held:  # the run folder's lock, however train ends
+            if resume_dir is not None:
+                _lock(resume_dir, world, held)
+            return _train_locked(req, world, resume_dir, record, saved_params, data_path, config,
+                                 device, held)
     finally:
         shutdown()
+
+
+def _train_locked(req, world, resume_dir, record, saved_params, data_path, config, device,
+                  held: contextlib.ExitStack) -> FitResult:
+    """The steps of `train` that run while the run folder is locked."""
+    images = _load(data_path, config, world)
+    params = spec_params(req, images.classes, saved_params)
+    checked = check_spec(req, params, config.image_size)
+    net, spec_text = checked.network, bundle_program(checked.program)
+    check_outputs(net, images.classes, checked.program.sources)
+    size = config.image_size or net.input_shape[1]
+    if resume_dir is not None:
+        _same_images(resume_dir, record, data_path, images)
+    split = (
+        load_split(resume_dir)
+        if resume_dir
+        else stratified_split(images.labels, config.val_fraction, config.seed)
+    )
+    run_dir = _run_dir(
+        req, net, world, resume_dir, spec_text, params, config, split, data_path, images, held
+    )
+    train_loader, val_loader = _loaders(images, split, config, size, device, world)
+    factory = _factory(net, req.init)
+    return fit(
+        factory,
+        train_loader,
+        val_loader,
+        config,
+        run_dir,
+        resume=resume_dir is not None,
+        console=req.console,
+        wrap=ddp_wrapper(world, device, req.sync_bn),
+    )
+
+
+def data_identity(images: ImageSet) -> dict[str, Any]:
+    """What a run records about its images, so a resume can tell they are still the same."""
+    import hashlib
+
+    import numpy as np
+
+    labels = np.ascontiguousarray(np.asarray(images.labels, dtype="<i8"))
+    return {"images": len(images), "classes": list(images.classes),
+            "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest()}
+
+
+def _same_data_path(run_dir: Path, record: dict[str, Any], data_path: Path) -> None:
+    """TrainError when --data names another dataset than the one the run trained on: its
+    split indices would pick other images, or run past the end of a smaller set."""
+    trained_on = record.get("data_path")
+    if trained_on and Path(trained_on).resolve() != data_path.resolve():
+        raise TrainError(
+            f"cannot resume {run_dir}: it trained on `{trained_on}`, not `{data_path}` "
+            "(the run's split indices only fit its own images); leave out --data, "
+            "or start a new run on the new data"
+        )
+
+
+def _same_images(run_dir: Path, record: dict[str, Any], data_path: Path,
+                 images: ImageSet) -> None:
+    """TrainError when the dataset at the run's path changed (images added, removed, relabelled)."""
+    recorded = record.get("data") or {}
+    counts = record.get("counts") or {}
+    expected = recorded.get("images", counts.get("train", 0) + counts.get("val", 0))
+    now = data_identity(images)
+    changed = now["images"] != expected or (
+        "labels_sha256" in recorded and recorded["labels_sha256"] != now["labels_sha256"]
+    )
+    if changed:
+        raise TrainError(
+            f"cannot resume {run_dir}: the images at `{data_path}` changed since the run began "
+            f"({expected} then, {now['images']} now); restore them, or start a new run"
+        )
 
 
 def _saved(resume_dir: Path | None):
@@ -206,7 +261,46 @@ def _load(data_path: Path, config: TrainConfig, world: World) -> ImageSet:
     return images
 
 
-def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data_path, images):
+def _lock(run_dir: Path, world: World, held: contextlib.ExitStack) -> None:
+    """Lock the run folder until `held` closes (rank 0 holds it for all ranks); a TrainError
+    when another process trains in it."""
+    if not world.is_main:
+        return
+    from .run import RunBusyError, lock_run
+
+    try:
+        release = lock_run(run_dir)
+    except RunBusyError as exc:
+        raise TrainError(str(exc)) from None
+    except OSError as exc:
+        raise TrainError(f"cannot lock the run folder {run_dir}: "
+                         f"{_reason(exc, run_dir / '.lock')}") from None
+    held.callback(release)
+
+
+def _reason(exc: OSError, about: Path) -> str:
+    """An OSError's reason without the `[Errno 13]` prefix, naming the path when it is not
+    `about` itself (say, the missing parent of a run folder)."""
+    where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != about else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def _new_run_folder(run_dir: Path, held: contextlib.ExitStack) -> None:
+    """Create the run folder (TrainError when it cannot be) and lock it before anything is
+    written, so two runs started into one folder cannot interleave."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise TrainError(f"cannot create the run folder {run_dir}: a file of that name "
+                         "exists") from None
+    except OSError as exc:
+        raise TrainError(f"cannot create the run folder {run_dir}: "
+                         f"{_reason(exc, run_dir)}") from None
+    _lock(run_dir, World(), held)
+
+
+def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data_path, images,
+             held):
     if resume_dir is not None:
         from .run import ResumeError
 
@@ -218,6 +312,7 @@ def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data
     name = None
     if world.is_main:
         run_dir = Path(req.run or Path("runs") / f"{net.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        _new_run_folder(run_dir, held)
         try:
             create_run(
                 run_dir,
@@ -230,9 +325,13 @@ def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data
                 images.classes,
                 images.skipped,
                 network=net.name,
+                data=data_identity(images),
             )
         except FileExistsError as exc:
             raise TrainError(f"{exc}; pass --resume {run_dir} to continue it") from exc
+        except OSError as exc:
+            raise TrainError(f"cannot write the run folder {run_dir}: "
+                             f"{_reason(exc, run_dir)}") from None
         name = str(run_dir)
     return Path(broadcast_text(name, world))
 

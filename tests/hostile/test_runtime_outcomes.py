@@ -16,7 +16,7 @@ import torch
 from runtime.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import assert_one_line_error, run_archc, tree_state
-from .runtime_support import TINY, archc_env, dataset, output, records, train
+from .runtime_support import TINY, TRAIN_MEM_MB, archc_env, dataset, output, records, train
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +74,13 @@ def test_predict_and_submit_refuse_nan_weights(tmp_path, data):
     before = tree_state(tmp_path / "run")
 
     predicted = run_archc("predict", run, data / "dog.0.jpg", env=archc_env(tmp_path),
-                          mem_mb=4000)
+                          mem_mb=TRAIN_MEM_MB)
     line = assert_one_line_error(predicted, code=1)
     assert "non-finite weights" in line and "nan" not in predicted.stdout.lower()
 
     csv = tmp_path / "submission.csv"
     submitted = run_archc("submit", run, "--test", test1, "-o", csv, env=archc_env(tmp_path),
-                          mem_mb=4000)
+                          mem_mb=TRAIN_MEM_MB)
     line = assert_one_line_error(submitted, code=1)
     assert "non-finite weights" in line and not csv.exists()
     assert tree_state(tmp_path / "run") == before
@@ -142,7 +142,7 @@ def test_epoch_lines_do_not_wrap_in_an_80_column_log_and_files_follow_the_umask(
     old = os.umask(0o022)
     try:
         submitted = run_archc("submit", run, "--test", test1, "-o", csv,
-                              env=archc_env(tmp_path), mem_mb=4000)
+                              env=archc_env(tmp_path), mem_mb=TRAIN_MEM_MB)
     finally:
         os.umask(old)
     assert submitted.returncode == 0, output(submitted)
