@@ -280,6 +280,10 @@ from .cli_import import import_  # noqa: E402  (`archc import`: Caffe, Darknet, 
 
 app.command(name="import")(import_)
 
+from .verify import verify_command  # noqa: E402  (`archc verify`: a spec against torchvision)
+
+app.command(name="verify")(verify_command)
+
 @app.command(name="schema")
 def schema_(
     output: Optional[Path] = typer.Option(None, "-o", "--output",
@@ -293,7 +297,9 @@ def schema_(
 
 # --------------------------------------------------------------------------- entry point
 
-_BUILTIN = {"check", "convert", "compile", "graph", "summary", "fmt", "import", "schema"}
+_BUILTIN = {
+    "check", "convert", "compile", "graph", "summary", "fmt", "import", "schema", "verify"
+}
 
 
 def _load_plugins(argv: list[str]) -> None:

@@ -220,8 +220,10 @@ FUNCTIONS: dict[str, tuple[Callable, int, int, str]] = {
     "make_divisible": (make_divisible, 2, 3, "make_divisible(v, divisor, min_value=divisor)"),
     "range": (_range, 1, 3, "range(stop) or range(start, stop, step)"),
     "len": (len, 1, 1, "len(tuple)"),
+    "enumerate": (lambda t, start=0: tuple(enumerate(t, start)), 1, 2, "enumerate(t, start=0)"),
+    "zip": (lambda *ts: tuple(zip(*ts)), 1, 8, "zip(a, b, ...)"),
 }
-_TUPLE_ARGS = {"min", "max", "len"}
+_TUPLE_ARGS = {"min", "max", "len", "enumerate", "zip"}  # functions that take tuples
 
 
 class _Refused(ValueError):
@@ -253,7 +255,7 @@ def _call(expr: ir.Call, env: Env, diags: Diagnostics) -> Any:
             f"usage: {usage}",
         )
         return ERROR
-    tuples = expr.func in _TUPLE_ARGS and len(args) == 1
+    tuples = expr.func in _TUPLE_ARGS
     truth = expr.func == "int" and isinstance(args[0], bool)  # int(t != 1) counts 0 or 1
     if not truth and not all(_is_number(a) or (tuples and isinstance(a, tuple)) for a in args):
         diags.error(

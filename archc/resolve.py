@@ -281,6 +281,8 @@ class Resolver:
                 "`x0` leaves the item out, as a stage of `n - 1` more blocks does when n is 1",
             )
             count = 1
+        if count == 0:  # `x0`: the blocks it would call are not unused definitions
+            self.used.update(_callees(item))
         single = item.model_copy(update={"repeat": None, "label": None})
         return self.sequence([single] * count, item.label, item.span, body, scope, shape)
 
@@ -665,8 +667,7 @@ class Resolver:
                 ok = False
         if not ok or any(v is ERROR for v in env.values.values()):
             return None
-        env.used.clear()
-        return env
+        return env  # a parameter read by a later default counts as used
 
     def note_call_site(self, mark: int, block: ir.BlockDef, call: ir.Layer) -> None:
         """Tell errors found inside a block's body which call of the block they came from."""
@@ -975,6 +976,16 @@ class Resolver:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def _callees(item) -> set[str]:
+    """Every block or layer name an item calls, however deeply nested."""
+    if isinstance(item, ir.Layer):
+        return {item.callee}
+    if isinstance(item, ir.Tap):
+        return _callees(item.head)
+    nested = getattr(item, "items", None) or getattr(item, "branches", None) or []
+    return set().union(*(_callees(i) for i in nested))
+
 
 def input_names(shape: Shape | None) -> dict[str, Any]:
     """What a block body knows of its input: `in_channels` (features of a flat tensor),
