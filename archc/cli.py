@@ -295,10 +295,28 @@ def schema_(
     raise typer.Exit(schema_main(output))
 
 
+@app.command(name="diff")
+def diff_(
+    a: str = typer.Argument(..., help="A spec, PATH:VARIANT (specs/vgg.arch:A) or a zoo name"),
+    b: str = typer.Argument(..., help="The network to compare it with, written the same way"),
+    sets: Optional[list[str]] = SetOption,
+    input: Optional[str] = InputOption,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable rows and totals"),
+    graph: Optional[Path] = typer.Option(
+        None, "--graph", help="Draw both networks, differences coloured, to out.svg"
+    ),
+) -> None:
+    """Structural diff of two networks: added, removed and changed layers with their shape,
+    parameter and MAC deltas."""
+    from .diff import main as diff_main
+
+    raise typer.Exit(diff_main(a, b, sets, input, as_json, graph))
+
+
 # --------------------------------------------------------------------------- entry point
 
 _BUILTIN = {
-    "check", "convert", "compile", "graph", "summary", "fmt", "import", "schema", "verify"
+    "check", "convert", "compile", "graph", "summary", "fmt", "import", "schema", "verify", "diff"
 }
 
 
