@@ -1,7 +1,8 @@
 """`archc diff A B`: what one network adds, removes or changes with respect to another.
 
 Each side is a spec (`specs/resnet18.arch`), one variant of a table or one network of a
-file (`specs/vgg.arch:A`, `specs/vgg.arch:vgg_bn`), or a zoo member by name (`resnet34`).
+file (`specs/vgg.arch:A`, `specs/vgg.arch:vgg_bn`), or a zoo member by its torchvision
+name (`resnet34`, `vgg16_bn`: specs/zoo.yaml).
 Both are checked, then aligned module by module: the children of two matching scopes are
 aligned as sequences (difflib over keys that leave out the numbering, so an inserted layer
 does not make every later one look renamed), and matching scopes are compared inside. A
@@ -92,10 +93,21 @@ def load_side(text: str, params: dict[str, Any] | None = None,
     """
     from .api import check
 
+    entry = None if Path(text).is_file() else _zoo().get(text)
+    if entry is not None:  # a torchvision builder's name, as specs/zoo.yaml writes it
+        result = check(entry.spec, {**entry.sets, **(params or {})}, network=entry.network,
+                       variant=entry.variant, input_shape=input_shape)
+        return result, text
     path, _, choice = _split(text)
     network, variant = _choice(path, choice) if choice else (None, None)
     result = check(path, params, network=network, variant=variant, input_shape=input_shape)
     return result, text
+
+
+def _zoo() -> dict:
+    from .verify import ZOO, load_zoo
+
+    return load_zoo() if ZOO.is_file() else {}
 
 
 def _split(text: str) -> tuple[Path, str, str]:
@@ -326,8 +338,8 @@ def format_text(d: Diff) -> str:
             shape_text = f"{_fmt(row.shape_a)} → {_fmt(row.shape_b)}"
         else:
             shape_text = _fmt(shape)
-        what = row.what + (f"  ({'; '.join(row.notes)})" if row.notes and "→" not in row.what
-                           else "")
+        notes = [n for n in row.notes if not n.startswith("output ")]  # the column shows it
+        what = row.what + (f"  ({'; '.join(notes)})" if notes else "")
         table.append((SIGNS[row.change], row.path, what, shape_text,
                       _signed(row.params_delta, lambda n: f"{n:,}"), _signed(row.macs_delta)))
     if d.rows:
