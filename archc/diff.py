@@ -261,7 +261,9 @@ def _run(change: str, modules: list[Module]) -> list[Row]:
 def _comparable(x: Module, y: Module) -> bool:
     if isinstance(x, LayerNode) and isinstance(y, LayerNode):
         return x.kind == y.kind
-    return isinstance(x, Scope) and isinstance(y, Scope) and x.title == y.title
+    # scopes: the same block, or the same label (a stage written another way)
+    return (isinstance(x, Scope) and isinstance(y, Scope)
+            and (x.title == y.title or x.name == y.name and not x.name.isdigit()))
 
 
 def _pair(x: Module, y: Module, rows: list[Row]) -> None:
