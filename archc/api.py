@@ -73,15 +73,39 @@ def _check(spec, params, network, variant, input_shape, text) -> CheckResult:
     net = None
     if program.root_file is not None:
         net = Resolver(program, diags).network(network, overrides, input_shape)
+    if net is not None:
+        net = _within_param_limit(net, diags)
     found = diags.sorted()
     if net is not None and any(d.code == "E202" for d in found):
         found = _note_smallest_input(found, program, network, overrides, net.input_shape)
     return CheckResult(net, found, program)
 
 
+def _within_param_limit(net: Network, diags: Diagnostics) -> Network | None:
+    """`net`, or None with an E205 at its largest layer when its parameters are over the
+    `params` limit: refused at check, before a backend tries to allocate them."""
+    from . import limits
+    from .graph import layers
+
+    most, total = limits.get("params"), net.n_params
+    if total <= most:
+        return net
+    biggest = max(layers(net.root), key=lambda layer: layer.n_params)
+    diags.error(
+        "E205",
+        biggest.span,
+        f"the network has {total:,} parameters ({total * 4 / 1e9:,.1f} GB as float32), "
+        f"over the limit of {most:,}",
+        limits.hint("params"),
+        notes=(f"the largest layer, `{biggest.path}`, has {biggest.n_params:,}",),
+    )
+    return None
+
+
 def _note_smallest_input(found: list[Diagnostic], program: Program, network: str | None,
                          overrides: dict[str, Any], shape: Shape) -> list[Diagnostic]:
-    """Add to each 'spatial size below 1' error the smallest network input that passes."""
+    """Add to each 'spatial size below 1' error the smallest network input that passes, found
+    by the spatial rules with the fc layers re-inferred, and confirmed by checking again."""
     from dataclasses import replace
 
     from .shapes import input_sizes
@@ -90,16 +114,26 @@ def _note_smallest_input(found: list[Diagnostic], program: Program, network: str
     size = max(height, width)
     while size <= 8192:
         size *= 2
-        trial = Diagnostics()
-        net = Resolver(program, trial).network(network, overrides, (channels, size, size))
-        if net is not None and not any(d.code == "E202" for d in trial.items):
-            smallest = input_sizes(net).smallest
-            if smallest is None:
-                break
-            note = (f"the network needs an input of at least {smallest}×{smallest} "
-                    f"(it is {height}×{width})")
-            return [replace(d, notes=(*d.notes, note)) if d.code == "E202" else d for d in found]
+        net = _resolves_without_e202(program, network, overrides, (channels, size, size))
+        if net is None:
+            continue
+        smallest = input_sizes(net, refit=True).smallest
+        if smallest is None or _resolves_without_e202(
+            program, network, overrides, (channels, smallest, smallest)
+        ) is None:
+            break
+        note = (f"the network needs an input of at least {smallest}×{smallest} "
+                f"(it is {height}×{width})")
+        return [replace(d, notes=(*d.notes, note)) if d.code == "E202" else d for d in found]
     return found
+
+
+def _resolves_without_e202(program: Program, network: str | None, overrides: dict[str, Any],
+                           shape: Shape) -> Network | None:
+    """The network resolved at input `shape`, or None if a spatial size falls below 1."""
+    trial = Diagnostics()
+    net = Resolver(program, trial).network(network, overrides, shape)
+    return None if net is None or any(d.code == "E202" for d in trial.items) else net
 
 
 def load(

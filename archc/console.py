@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = sys.argv[1:] if argv is None else list(argv)
     try:
+        args = apply_limit_options(args)
         if args == ["--version"]:
             print(version())
             return
@@ -38,6 +39,64 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `archc ... | head` closed the pipe: stop quietly, like cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(141) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception:  # anything else is a bug in archc: keep its traceback, say so
+        report_internal_error(args)
+        raise SystemExit(INTERNAL_ERROR) from None
+
+
+# The exit status of an internal error, as rustc's for an ICE: distinct from 1 (the input
+# has errors) and 2 (bad usage), so scripts and the fuzz tests can tell a bug apart.
+INTERNAL_ERROR = 101
+
+
+def report_internal_error(args: list[str]) -> None:
+    """Print the exception being handled as a bug in archc: one line that says so and how to
+    report it, then the full traceback (like rustc's 'internal compiler error')."""
+    import traceback
+
+    print(
+        "error: internal error: archc crashed; this is a bug in archc, not in your input",
+        file=sys.stderr,
+    )
+    print(
+        "  = note: please report it to the archc maintainers with the command, the spec "
+        "files and the traceback below",
+        file=sys.stderr,
+    )
+    print(f"  = note: {version()}; command: archc {' '.join(args)}", file=sys.stderr)
+    traceback.print_exc(file=sys.stderr)
+
+
+def apply_limit_options(args: list[str]) -> list[str]:
+    """Take every `--limit NAME=VALUE` (or `--limit=NAME=VALUE`) out of `args`, anywhere on
+    the line, and export them in ARCHC_LIMITS, where every stage (and any worker process)
+    reads them. A malformed one is a usage error."""
+    from . import limits
+
+    rest: list[str] = []
+    given: list[str] = []
+    items = iter(args)
+    for arg in items:
+        if arg == "--limit":
+            value = next(items, None)
+            if value is None:
+                fail("--limit expects NAME=VALUE, e.g. --limit layers=1000000")
+            given.append(value)
+        elif arg.startswith("--limit="):
+            given.append(arg.removeprefix("--limit="))
+        else:
+            rest.append(arg)
+    settings = ",".join(filter(None, [os.environ.get(limits.ENV, ""), *given]))
+    try:
+        limits.parse(settings)
+    except limits.LimitSettingError as exc:
+        fail(str(exc), "see the Limits section of docs/language.md")
+    if given:
+        os.environ[limits.ENV] = settings
+    return rest
 
 
 def version() -> str:
@@ -89,6 +148,11 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
         dims = ()
     if len(dims) != 3 or min(dims) < 1:
         fail(f"--input expects C×H×W such as 3x224x224, got `{text}`")
+    from . import limits
+
+    if max(dims) > limits.get("input_size"):
+        fail(f"--input {text} has a side over the limit of {limits.get('input_size'):,}",
+             limits.hint("input_size"))
     return dims
 
 
@@ -137,16 +201,23 @@ def check_report(
         if not spec.exists():
             fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
     params, shape = parse_sets(sets), parse_shape(input)
-    results = [
-        (spec, run_check(spec, params, network=network, variant=variant, input_shape=shape))
-        for spec in specs
-    ]
+    results = []
+    for spec in specs:
+        try:
+            result = run_check(spec, params, network=network, variant=variant, input_shape=shape)
+        except Exception as exc:  # a bug: report it, and still report the other specs
+            report_internal_error(["check", str(spec)])
+            result = exc
+        results.append((spec, result))
     if as_json:
         data = [_check_json(spec, result) for spec, result in results]
         print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
     else:
         for _, result in results:
-            _print_report(result, explain)
+            if not isinstance(result, Exception):
+                _print_report(result, explain)
+    if any(isinstance(result, Exception) for _, result in results):
+        return INTERNAL_ERROR
     return 0 if all(result.ok for _, result in results) else 1
 
 
@@ -173,6 +244,8 @@ def _print_report(result, explain: bool) -> None:
 def _check_json(spec: Path, result) -> dict:
     from .shapes import input_sizes
 
+    if isinstance(result, Exception):
+        return {"spec": str(spec), "ok": False, "internal_error": repr(result)}
     data: dict[str, Any] = {
         "spec": str(spec),
         "ok": result.ok,

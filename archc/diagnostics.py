@@ -16,7 +16,7 @@ Severity = Literal["error", "warning", "note"]
 # One code per kind of problem, so tests and users can refer to them.
 CODES: dict[str, str] = {
     "E001": "syntax error",
-    "E002": "file not found",
+    "E002": "file not readable",
     "E003": "import cycle",
     "E004": "invalid YAML spec",
     "E101": "unknown name",
@@ -34,6 +34,7 @@ CODES: dict[str, str] = {
     "E202": "spatial size below 1",
     "E203": "shape mismatch",
     "E204": "invalid layer arguments",
+    "E205": "over a limit",
     "W301": "rows or columns dropped",
     "W302": "unused block",
     "W303": "unused parameter",

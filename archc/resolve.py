@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import ir
+from . import ir, limits
 from .diagnostics import Diagnostics, did_you_mean
 from .expressions import ERROR, Env, evaluate
 from .graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
@@ -26,6 +26,7 @@ from .layers import (
     lookup,
     window_out,
 )
+from .limits import LimitExceeded
 from .sources import Program
 
 DEFAULT_INPUT = (3, 224, 224)
@@ -56,6 +57,8 @@ class Resolver:
     # id(scope) -> (scope, its children's names, how many children they cover); holding the
     # scope keeps its id from being reused by another
     child_names: dict[int, tuple[Scope, set[str], int]] = field(default_factory=dict)
+    expanded: int = 0  # items expanded so far, against the `layers` limit
+    most_items: int = field(default_factory=lambda: limits.get("layers"))
 
     # ------------------------------------------------------------------ network
 
@@ -78,7 +81,11 @@ class Resolver:
             in_shape=shape,
         )
         body = _Body(env, self.after_rules(net.after))
-        ops, out = self.items(net.body, body, root, shape)
+        try:
+            ops, out = self.items(net.body, body, root, shape)
+        except LimitExceeded as over:  # stop the walk: going on would allocate without bound
+            self.diags.error("E205", over.span, over.message, limits.hint(over.name))
+            return None
         root.plan, root.out_shape = Seq(tuple(ops)), out
         self.warn_unused_params(net.params, env)
         if not self.diags.has_errors:  # a misspelt call would also make its block "unused"
@@ -181,7 +188,7 @@ class Resolver:
     def input_shape(self, net: ir.NetworkDef, env: Env, override: Shape | None) -> Shape:
         """The declared (or overridden) input C×H×W."""
         if override is not None:
-            return tuple(override)
+            return self.within_input_limit(tuple(override), net.name_span)
         if net.input is None:
             self.diags.warning(
                 "W304",
@@ -201,7 +208,19 @@ class Resolver:
                 "for example `input 3x224x224`",
             )
             return DEFAULT_INPUT
-        return tuple(dims)
+        return self.within_input_limit(tuple(dims), net.input.span)
+
+    def within_input_limit(self, shape: Shape, span: ir.Span) -> Shape:
+        """`shape`, or the default input with an E205 when a dimension is over the limit (a
+        100,000,000-pixel side would make every later count and scan enormous)."""
+        most = limits.get("input_size")
+        if max(shape) > most:
+            self.diags.error(
+                "E205", span, f"input {fmt(shape)} has a side over the limit of {most:,}",
+                limits.hint("input_size"),
+            )
+            return DEFAULT_INPUT
+        return shape
 
     def after_rules(self, rules: list[ir.After]) -> dict[str, list[ir.Item]]:
         """`after conv: relu` statements by the canonical kind they follow."""
@@ -235,6 +254,12 @@ class Resolver:
         self, item, body: _Body, scope: Scope, shape: Shape | None
     ) -> tuple[list[Op], Shape | None]:
         """Expand one item (with its repeat and label) into `scope`."""
+        self.expanded += 1
+        if self.expanded > self.most_items:
+            raise LimitExceeded(
+                "layers", f"the network expands to more than {self.most_items:,} layers",
+                item.span,
+            )
         if item.label is not None:  # read by name_for, which runs before any nested item
             self.label_span = item.label_span
             if "{" in item.label:
@@ -281,6 +306,13 @@ class Resolver:
                 "`x0` leaves the item out, as a stage of `n - 1` more blocks does when n is 1",
             )
             count = 1
+        if count > self.most_items:  # refused before `[single] * count` allocates it
+            self.diags.error(
+                "E205", item.repeat.span,
+                f"repeat count {count:,} is over the limit of {self.most_items:,} layers",
+                limits.hint("layers"),
+            )
+            return [], None
         if count == 0:  # `x0`: the blocks it would call are not unused definitions
             self.used.update(_callees(item))
         single = item.model_copy(update={"repeat": None, "label": None})
@@ -587,6 +619,10 @@ class Resolver:
                 "a block cannot contain itself; repeat it with `x N` instead",
             )
             return [], None
+        if len(self.stack) >= limits.get("depth"):
+            raise LimitExceeded(
+                "depth", f"blocks call blocks more than {len(self.stack)} levels deep", item.span
+            )
         env = self.bind_block(block, item, body.env, shape)
         if env is None:
             return [], None

@@ -50,7 +50,8 @@ class _Spatial:
     blocks. Walking the plan once for the whole tuple, rather than once per size, keeps the
     scan of ResNet-152's 320 sizes to a few milliseconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, refit: bool = False) -> None:
+        self.refit = refit
         self.memo: dict[tuple, Sizes] = {}
         self.keys: dict[int, tuple | None] = {}
         self.children: dict[int, dict[str, object]] = {}
@@ -95,7 +96,8 @@ class _Spatial:
     def layer(self, layer: LayerNode, hs: Sizes) -> Sizes:
         if layer.in_shape is None or len(layer.in_shape) != 3:
             return hs
-        if layer.kind == "flatten":  # the fc after it was sized for the declared input
+        if layer.kind == "flatten" and not self.refit:  # the fc after it is sized for the
+            # declared input
             return tuple(h if h == layer.in_shape[1] else _INVALID for h in hs)
         if layer.kind in ("adaptiveavgpool", "adaptivemaxpool", "globalavgpool"):
             size = layer.params.get("size", 1)
@@ -108,20 +110,51 @@ class _Spatial:
         return tuple(o if o >= 1 else _INVALID for o in outs)
 
 
-def input_sizes(net: Network, scan: int = 96) -> InputSizes:
+def input_sizes(net: Network, scan: int = 96, refit: bool = False) -> InputSizes:
     """Which square inputs the network accepts, from a scan of sizes around the declared one.
 
-    The scan runs the spatial rules only, so it stays cheap even for ResNet-152.
+    The scan runs the spatial rules only, so it stays cheap even for ResNet-152. Its cost does
+    not grow with the input: below `_FULL_SCAN` every size from 1 is tried; above it, a window
+    around the declared size and a low window, and the smallest valid size in between is
+    found by bisection along the progression of valid sizes.
+
+    With `refit`, a `flatten` accepts any size: the question is then which inputs work once
+    the spec is checked again at that input (the fc after it re-inferred), as the note on a
+    'spatial size below 1' error asks.
     """
+    spatial = _Spatial(refit)
     declared = net.input_shape[1]
-    limit = max(declared, scan) + scan
-    candidates = tuple(range(1, limit + 1))
-    outs = _Spatial().scope(net.root, candidates)
+    low = range(1, min(declared, _FULL_SCAN) + scan + 1)
+    high = range(max(low.stop, declared - scan), declared + scan + 1)
+    candidates = (*low, *high)
+    limit = candidates[-1]
+    outs = spatial.scope(net.root, candidates)
     valid = [h for h, out in zip(candidates, outs) if out != _INVALID]
     if not valid:
         return InputSizes(None, 1, None)
     step = 0
     for a, b in zip(valid, valid[1:]):
         step = gcd(step, b - a)
+    step = max(step, 1)
+    smallest = valid[0]
+    if smallest >= low.stop:  # nothing in the low window: the boundary lies between the two
+        smallest = _bisect_smallest(lambda h: spatial.scope(net.root, (h,))[0] != _INVALID,
+                                    smallest, step, low.stop)
     largest = valid[-1] if valid[-1] < limit - step else None
-    return InputSizes(valid[0], max(step, 1), largest)
+    return InputSizes(smallest, step, largest)
+
+
+_FULL_SCAN = 2048  # below this declared size every candidate from 1 up is tried
+
+
+def _bisect_smallest(valid, known: int, step: int, floor: int) -> int:
+    """The smallest size of the progression `known - k*step` (k ≥ 0, size ≥ floor) that is
+    valid, assuming validity holds from some k down to 0: O(log(known/step)) checks."""
+    good, k_bad = 0, (known - floor) // step + 1  # k = good works; k_bad may be out of range
+    while k_bad - good > 1:
+        mid = (good + k_bad) // 2
+        if valid(known - mid * step):
+            good = mid
+        else:
+            k_bad = mid
+    return known - good * step

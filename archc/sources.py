@@ -7,6 +7,8 @@ of every file read (diagnostics quote it).
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,69 @@ def is_yaml(path: str) -> bool:
     return path.endswith((".yaml", ".yml"))
 
 
+class SpecReadError(Exception):
+    """A spec file that cannot be read as text; `str()` says why in one line."""
+
+    def __init__(self, message: str, hint: str | None = None, code: str = "E002"):
+        super().__init__(message)
+        self.hint, self.code = hint, code
+
+
+def read_spec(path: str | Path) -> str:
+    """The text of a spec file, or `SpecReadError` saying exactly why not: not found, a
+    directory, not permitted, not UTF-8 (with the line and column of the first bad byte), a
+    NUL byte in the path, or over the `file_bytes` limit (checked before reading)."""
+    from . import limits
+
+    shown = str(path).replace("\0", "\\0")
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero or a pipe would never end
+            raise SpecReadError(
+                f"spec path `{shown}` is not a regular file", "give a .arch or .yaml file"
+            )
+        most = limits.get("file_bytes")
+        with open(path, "rb") as handle:
+            data = handle.read(most + 1)  # bounded even if the file grows meanwhile
+        if len(data) > most:
+            raise SpecReadError(
+                f"spec file `{shown}` is {max(info.st_size, len(data)):,} bytes, over the "
+                "limit for one spec file",
+                limits.hint("file_bytes"),
+                code="E205",
+            )
+    except ValueError:  # os.stat's "embedded null byte"
+        raise SpecReadError(
+            f"spec path `{shown}` contains a NUL byte", "give a plain file name"
+        ) from None
+    except FileNotFoundError:
+        raise SpecReadError(f"spec file `{shown}` not found") from None
+    except IsADirectoryError:
+        raise SpecReadError(
+            f"spec path `{shown}` is a directory, not a file", "give the path of a .arch or "
+            ".yaml file inside it"
+        ) from None
+    except PermissionError:
+        raise SpecReadError(
+            f"spec file `{shown}` cannot be read: permission denied",
+            "check the file's permissions",
+        ) from None
+    except OSError as exc:
+        raise SpecReadError(f"spec file `{shown}` cannot be read: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecReadError(
+            f"spec file `{shown}` is not UTF-8 text: byte 0x{data[exc.start]:02x} at line "
+            f"{line}, column {column}",
+            "specs are UTF-8 text files; is this the right file?",
+        ) from None
+
+
 def parse_source(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     """Parse one file's text with the front end its extension names."""
     if is_yaml(path):
@@ -71,7 +136,17 @@ def _load(
     via: ir.Import | None,
     text: str | None = None,
 ) -> None:
-    key = str(Path(path).resolve()) if text is None else path
+    if text is None:
+        try:
+            text = read_spec(path)
+        except SpecReadError as exc:
+            span = via.span if via else ir.Span(file=path)
+            hint = "imports are resolved relative to the importing file" if via else exc.hint
+            diags.error(exc.code, span, str(exc), hint)
+            return
+        key = str(Path(path).resolve())
+    else:
+        key = path
     if key in stack:
         cycle = [Path(p).name for p in stack[stack.index(key) :]] + [Path(path).name]
         diags.error(
@@ -83,19 +158,6 @@ def _load(
         return
     if path in program.files or key in (str(Path(p).resolve()) for p in program.files):
         return
-    if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            span = via.span if via else ir.Span(file=path)
-            reason = "not found" if isinstance(exc, FileNotFoundError) else "unreadable"
-            diags.error(
-                "E002",
-                span,
-                f"spec file `{path}` {reason}",
-                "imports are resolved relative to the importing file" if via else None,
-            )
-            return
     program.sources[path] = text
     spec = parse_source(text, path, diags)
     if spec is None:

@@ -31,8 +31,9 @@ from typing import Any
 
 import yaml
 
-from . import ir
+from . import ir, limits
 from .diagnostics import Diagnostics
+from .limits import LimitExceeded
 from .unparse import expr as expr_text
 from .unparse import sugar
 
@@ -57,7 +58,10 @@ class _Invalid(Exception):
 def load_yaml(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     """Parse a YAML spec into IR; problems become located E004 diagnostics."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_DepthLimitedLoader)
+    except LimitExceeded as over:
+        diags.error("E205", _mark_span(path, over.span), over.message, limits.hint(over.name))
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -79,16 +83,55 @@ def load_yaml(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     except _Invalid as bad:
         diags.error("E004", reader.span(bad.node), bad.message, bad.hint)
         return None
+    except LimitExceeded as over:
+        diags.error("E205", reader.span(over.span), over.message, limits.hint(over.name))
+        return None
     except _Reported:
         return None
     return ir.SpecFile.model_construct(path=path, statements=[s for s in statements if s])
 
 
+def _mark_span(path: str, mark) -> ir.Span:
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return ir.Span.model_construct(
+        file=path, line=line, column=col, end_line=line, end_column=col + 1
+    )
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML's composer recurses once per nesting level: stop at the `depth` limit, before
+    Python's recursion limit turns deep `[[[...]]]` into a RecursionError."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.nesting, self.most = 0, limits.get("depth")
+
+    def compose_node(self, parent, index):
+        """Compose one node, counting how deeply it is nested."""
+        self.nesting += 1
+        try:
+            if self.nesting > self.most:
+                mark = self.peek_event().start_mark
+                raise LimitExceeded(
+                    "depth", f"the YAML nests more than {self.most} levels deep", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.nesting -= 1
+
+
 class _Reader:
-    """Walks PyYAML's composed node graph, which keeps line/column marks."""
+    """Walks PyYAML's composed node graph, which keeps line/column marks.
+
+    Aliases make the graph a DAG (or, with an alias inside its own anchor, a cycle), so the
+    walk counts the items it has expanded against the `yaml_nodes` limit ("billion laughs")
+    and refuses to enter a node it is already inside."""
 
     def __init__(self, path: str, diags: Diagnostics):
         self.path, self.diags = path, diags
+        self.expanded, self.most = 0, limits.get("yaml_nodes")
+        self.inside: set[int] = set()  # ids of the container items being read
+
 
     def span(self, node: yaml.Node) -> ir.Span:
         s, e = node.start_mark, node.end_mark
@@ -251,9 +294,35 @@ class _Reader:
         return [self.item(n) for n in nodes]
 
     def item(self, node: yaml.Node):
-        span = self.span(node)
+        self.expanded += 1
+        if self.expanded > self.most:
+            raise LimitExceeded(
+                "yaml_nodes",
+                f"the YAML expands to more than {self.most:,} items (aliases repeat their "
+                "anchor's items)",
+                node,
+            )
         if isinstance(node, yaml.ScalarNode):
-            return self.word(node.value, None, span)
+            return self.word(node.value, None, self.span(node))
+        if id(node) in self.inside:
+            raise _Invalid(
+                node,
+                "an alias refers to the anchored item that contains it: the network would "
+                "never end",
+                "repeat layers with `repeat: N` instead",
+            )
+        if len(self.inside) >= limits.get("depth"):
+            raise LimitExceeded("depth", f"items nest more than {len(self.inside)} levels deep",
+                                node)
+        self.inside.add(id(node))
+        try:
+            return self.container_item(node)
+        finally:
+            self.inside.discard(id(node))
+
+    def container_item(self, node: yaml.Node):
+        """A list (an unnamed sequence) or a mapping (one operation with name and repeat)."""
+        span = self.span(node)
         if isinstance(node, yaml.SequenceNode):
             return ir.Group.model_construct(items=self.items(node), span=span)
         fields = self.mapping(node, "an item")
