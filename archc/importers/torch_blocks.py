@@ -28,7 +28,31 @@ from .torch_draft import (
     slots,
 )
 
-CHANNELS = "c"  # the key of channel counts; only these are related by factors
+CHANNELS = "c"  # the key of channel counts
+RELATED = {CHANNELS, "groups"}  # keys related to each other by equality or whole factors
+# Kinds without weights that end a unit (`conv3-64 relu`) rather than start one.
+FOLLOWERS = {
+    "relu",
+    "relu6",
+    "sigmoid",
+    "tanh",
+    "leakyrelu",
+    "elu",
+    "silu",
+    "hardswish",
+    "gelu",
+    "mish",
+    "hardsigmoid",
+    "bn",
+    "flatten",
+}
+# How the hand-written specs spell kinds that have no paper notation to show.
+SPELLING = {
+    "globalavgpool": "global-avgpool",
+    "adaptiveavgpool": "adaptive-avgpool",
+    "adaptivemaxpool": "adaptive-maxpool",
+    "leakyrelu": "leaky-relu",
+}
 
 
 @dataclass
@@ -89,9 +113,9 @@ class Unified:
         return self.relate(values, first.key)
 
     def relate(self, values: tuple, key: str) -> _Ref:
-        kind = CHANNELS if key == CHANNELS else key
+        kind = CHANNELS if key in RELATED else key
         for p in self.params:
-            if (CHANNELS if p.key == CHANNELS else p.key) != kind:
+            if (CHANNELS if p.key in RELATED else p.key) != kind:
                 continue
             if all(same(v, u) for v, u in zip(values, p.values)):
                 return _Ref(p)
@@ -133,9 +157,13 @@ class Unified:
     def call_args(self, instance: int) -> list[Arg]:
         """The arguments of one instance's call: required ones by position."""
         return [
-            Arg(p.name, p.values[instance], p.default,
-                key=CHANNELS if p.key == CHANNELS else p.name,
-                positional=p.default is REQUIRED)
+            Arg(
+                p.name,
+                p.values[instance],
+                p.default,
+                key=p.key if p.key in RELATED else p.name,
+                positional=p.default is REQUIRED,
+            )
             for p in self.ordered
         ]
 
@@ -174,12 +202,14 @@ class Emitter:
     def item(self, item: DItem):
         if isinstance(item, (DLayer, DShortcut)):
             callee = item.callee if isinstance(item, DLayer) else "shortcut"
+            callee = SPELLING.get(callee, callee)
             return ir.Layer(callee=callee, args=self.args(item.args), label=item.label)
         if isinstance(item, DGroup):
             return ir.Group(items=self.items(item.items), label=item.label)
         if isinstance(item, DMerge):
-            return ir.Merge(mode=item.mode, branches=[self.item(b) for b in item.branches],
-                            label=item.label)
+            return ir.Merge(
+                mode=item.mode, branches=[self.item(b) for b in item.branches], label=item.label
+            )
         if isinstance(item, DTap):
             return ir.Tap(head=self.item(item.head), label=item.label)
         raise TypeError(f"unresolved draft item {item!r}")  # pragma: no cover
@@ -193,8 +223,15 @@ class Emitter:
                 by_position = False
                 continue
             by_position = by_position and arg.positional
-            out.append(ir.Arg(name=None if by_position else arg.name, value=self.unified.expr(made)))
+            out.append(
+                ir.Arg(name=None if by_position else arg.name, value=self.unified.expr(made))
+            )
         return out
+
+
+def _follower(item) -> bool:
+    """An activation (a kind without weights) that reads as the end of a unit, not its start."""
+    return isinstance(item, ir.Layer) and item.callee in FOLLOWERS
 
 
 def compress(items: list) -> list:
@@ -207,6 +244,8 @@ def compress(items: list) -> list:
             chunk = items[i : i + length]
             if len(chunk) < length or any(getattr(c, "label", None) for c in chunk):
                 break
+            if length > 1 and _follower(chunk[0]):
+                continue  # `[relu conv3-256] x2` reads worse than `conv3-256 relu` twice
             count = 1
             while items[i + count * length : i + (count + 1) * length] == chunk:
                 count += 1
@@ -237,8 +276,13 @@ class Blocks:
     in model order; `names` to the block name its class gets.
     """
 
-    def __init__(self, bodies: dict[int, list[DItem]], instances: dict[Any, list],
-                 names: dict[Any, str], class_of):
+    def __init__(
+        self,
+        bodies: dict[int, list[DItem]],
+        instances: dict[Any, list],
+        names: dict[Any, str],
+        class_of,
+    ):
         self.bodies, self.instances, self.names, self.class_of = bodies, instances, names, class_of
         self.definitions: list[ir.BlockDef] = []
         self.calls: dict[int, DLayer] = {}

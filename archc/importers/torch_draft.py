@@ -75,8 +75,11 @@ class DShortcut:
 def shortcut_args(bn: bool = True, bias: bool = False, always: bool = False) -> list[Arg]:
     """The options of `shortcut`: the identity unless shapes differ (or `always`), then a
     1×1 conv (with a bias if `bias`) followed by a bn (if `bn`)."""
-    return [Arg("bn", bn, True, "bn"), Arg("bias", bias, False, "bias"),
-            Arg("always", always, False, "always")]
+    return [
+        Arg("bn", bn, True, "bn"),
+        Arg("bias", bias, False, "bias"),
+        Arg("always", always, False, "always"),
+    ]
 
 
 @dataclass

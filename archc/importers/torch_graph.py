@@ -13,10 +13,11 @@ that are not a fork) raises `Unsupported` naming the op and where the forward ha
 
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import fx, nn
@@ -49,11 +50,14 @@ _FRAME = re.compile(r'File "([^"]+)", line (\d+), in \w+\n(.*)')
 
 
 def locate(node: fx.Node, message: str) -> Located:
-    """An `Unsupported` at the innermost frame of the node's recorded stack trace."""
+    """An `Unsupported` at the node's line in the forward: the innermost recorded frame
+    in the file that defines the traced module (not inside a library it calls)."""
     frames = _FRAME.findall(node.stack_trace or "")
     if not frames:
         return Located(message)
-    file, line, code = frames[-1]
+    home = node.graph.owning_module_file if hasattr(node.graph, "owning_module_file") else None
+    mine = [f for f in frames if f[0] == home] or frames
+    file, line, code = mine[-1]
     return Located(message, file, int(line), code.strip())
 
 
@@ -72,10 +76,15 @@ class _ChildrenAsLeaves(fx.Tracer):
 def trace(module: nn.Module) -> fx.Graph:
     """The fx graph of `module.forward`; raises `Unsupported` when it cannot be traced."""
     try:
-        return _ChildrenAsLeaves(module).trace(module)
+        graph = _ChildrenAsLeaves(module).trace(module)
     except Exception as error:  # fx reports untraceable Python as any exception type
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise Unsupported(f"its forward cannot be traced by torch.fx: {first}") from None
+    try:
+        graph.owning_module_file = inspect.getsourcefile(type(module))
+    except (TypeError, OSError):
+        graph.owning_module_file = None
+    return graph
 
 
 @dataclass
@@ -98,8 +107,13 @@ class GraphBody:
     `shortcut` reproduces, and with which options.
     """
 
-    def __init__(self, module: nn.Module, graph: fx.Graph, child_item: ChildItem,
-                 projection: Callable[[nn.Module], list[Arg] | None]):
+    def __init__(
+        self,
+        module: nn.Module,
+        graph: fx.Graph,
+        child_item: ChildItem,
+        projection: Callable[[nn.Module], list[Arg] | None],
+    ):
         self.module, self.graph = module, graph
         self.child_item, self.projection = child_item, projection
         self.ops: dict[fx.Node, _Op] = {}
@@ -121,27 +135,35 @@ class GraphBody:
         for n in nodes:
             if n.op == "call_module":
                 self.calls[n.target] = self.calls.get(n.target, 0) + 1
-        shape_nodes = self.shape_nodes(nodes)
+        outputs, packing = self.outputs(next(n for n in nodes if n.op == "output"))
+        skip = self.shape_nodes(nodes) | packing
         for n in nodes:
-            if n.op in ("call_module", "call_function", "call_method") and n not in shape_nodes:
+            if n.op in ("call_module", "call_function", "call_method") and n not in skip:
                 self.ops[n] = self.op(n)
-        outputs = self.outputs(next(n for n in nodes if n.op == "output"))
         self.idom = self.dominators(nodes)
         chain = self.chain(outputs[0], self.start)
         for aux in outputs[1:]:
             chain = self.insert_tap(chain, aux)
         for node in self.ops:
             if self.used.get(node, 0) > 1:
-                raise locate(node, f"`{node.name}` is used in two places that are not one fork "
-                                   "(archc has adds and concats of branches, not arbitrary graphs)")
+                raise locate(
+                    node,
+                    f"`{node.name}` is used in two places that are not one fork "
+                    "(archc has adds and concats of branches, not arbitrary graphs)",
+                )
         return group_containers([item for _, item in chain if item is not None])
 
-    def outputs(self, output: fx.Node) -> list[fx.Node]:
-        value = output.args[0]
+    def outputs(self, output: fx.Node) -> tuple[list[fx.Node], set[fx.Node]]:
+        """The output values, main first, and the node that packs them (a named tuple)."""
+        value, packing = output.args[0], set()
+        target = getattr(value, "target", None)
+        if isinstance(target, type) and issubclass(target, tuple) and value.op == "call_function":
+            packing.add(value)  # GoogLeNetOutputs(logits, aux2, aux1)
+            value = (*value.args, *value.kwargs.values())
         values = list(value) if isinstance(value, (tuple, list)) else [value]
         if not all(isinstance(v, fx.Node) for v in values):
             raise Unsupported("its forward returns something other than tensors")
-        return values
+        return values, packing
 
     @staticmethod
     def shape_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
@@ -150,7 +172,9 @@ class GraphBody:
         for n in nodes:
             sizes = n.op == "call_method" and n.target in ("size", "dim")
             shape = n.op == "call_function" and n.target is getattr and n.args[1] == "shape"
-            derived = n.op == "call_function" and n.target is operator.getitem and n.args[0] in found
+            derived = (
+                n.op == "call_function" and n.target is operator.getitem and n.args[0] in found
+            )
             if sizes or shape or derived:
                 found.add(n)
         return found
@@ -205,7 +229,9 @@ class GraphBody:
         parts = n.args[0]
         dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
         if dim != 1 or not isinstance(parts, (list, tuple)):
-            raise locate(n, f"concatenates along dim {dim}; archc's `concat:` joins channels (dim 1)")
+            raise locate(
+                n, f"concatenates along dim {dim}; archc's `concat:` joins channels (dim 1)"
+            )
         if not all(isinstance(p, fx.Node) for p in parts):
             raise locate(n, "concatenates something other than tensors")
         return _Op(list(parts), merge="concat")
@@ -230,7 +256,9 @@ class GraphBody:
                 if len(sets) != len(self.ops[n].inputs):
                     continue  # fed by something not computed from the input
                 doms[n] = set.intersection(*sets) | {n}
-        return {n: max(d - {n}, key=order.__getitem__) for n, d in doms.items() if n is not self.start}
+        return {
+            n: max(d - {n}, key=order.__getitem__) for n, d in doms.items() if n is not self.start
+        }
 
     def chain(self, end: fx.Node, start: fx.Node) -> list[tuple[fx.Node, DItem | None]]:
         """The items from `start` (excluded) to `end`, each with the node it computes."""
@@ -314,6 +342,8 @@ def group_containers(items: list[DItem]) -> list[DItem]:
             item.label = None
             last.items.append(item)
         else:
-            raise Unsupported(f"calls `{label}` out of order (archc numbers a group's items "
-                              "in the order they run)")
+            raise Unsupported(
+                f"calls `{label}` out of order (archc numbers a group's items "
+                "in the order they run)"
+            )
     return out

@@ -48,39 +48,52 @@ def _conv(m: nn.Conv2d) -> DLayer:
     pad = m.padding if isinstance(m.padding, str) else _pair(m.padding, "padding")
     if pad == "same" or (isinstance(pad, int) and k % 2 == 1 and pad == d * (k - 1) // 2):
         pad = "same"  # archc's default: left out
-    return DLayer("conv", [
-        Arg("kernel", k, key="k"),
-        Arg("out", m.out_channels, key="c"),
-        Arg("stride", _pair(m.stride, "stride"), 1, "stride"),
-        Arg("padding", pad, "same", "pad"),
-        Arg("dilation", d, 1, "dilation"),
-        Arg("groups", m.groups, 1, "groups"),
-        Arg("bias", m.bias is not None, True, "bias"),
-    ])
+    return DLayer(
+        "conv",
+        [
+            Arg("kernel", k, key="k"),
+            Arg("out", m.out_channels, key="c"),
+            Arg("stride", _pair(m.stride, "stride"), 1, "stride"),
+            Arg("pad", pad, "same", "pad"),
+            Arg("dilation", d, 1, "dilation"),
+            Arg("groups", m.groups, 1, "groups"),
+            Arg("bias", m.bias is not None, True, "bias"),
+        ],
+    )
 
 
 def _linear(m: nn.Linear) -> DLayer:
-    return DLayer("fc", [Arg("out", m.out_features, key="c"),
-                         Arg("bias", m.bias is not None, True, "bias")])
+    return DLayer(
+        "fc", [Arg("out", m.out_features, key="c"), Arg("bias", m.bias is not None, True, "bias")]
+    )
 
 
 def _bn(m: nn.modules.batchnorm._BatchNorm) -> DLayer:
     if not m.track_running_stats or m.momentum is None:
         raise Unsupported("batch norm without running statistics or with momentum=None")
-    return DLayer("bn", [Arg("eps", m.eps, 1e-5, "eps"), Arg("momentum", m.momentum, 0.1, "momentum"),
-                         Arg("affine", m.affine, True, "affine")])
+    return DLayer(
+        "bn",
+        [
+            Arg("eps", m.eps, 1e-5, "eps"),
+            Arg("momentum", m.momentum, 0.1, "momentum"),
+            Arg("affine", m.affine, True, "affine"),
+        ],
+    )
 
 
 def pool(kind: str, kernel: Any, stride: Any, padding: Any, ceil: bool) -> DLayer:
     """A max or average pool: `maxpool(3, stride=2, pad=1)` as the hand-written specs say."""
     k = _pair(kernel, "kernel")
     s = k if stride is None or stride == [] else _pair(stride, "stride")
-    return kind_layer(kind, [
-        Arg("kernel", k, 2, "k", positional=True),
-        Arg("stride", s, k, "stride"),
-        Arg("pad", _pair(padding, "padding"), 0, "pad"),
-        Arg("ceil", bool(ceil), False, "ceil"),
-    ])
+    return kind_layer(
+        kind,
+        [
+            Arg("kernel", k, 2, "k", positional=True),
+            Arg("stride", s, k, "stride"),
+            Arg("pad", _pair(padding, "padding"), 0, "pad"),
+            Arg("ceil", bool(ceil), False, "ceil"),
+        ],
+    )
 
 
 def _maxpool(m: nn.MaxPool2d) -> DLayer:
@@ -116,9 +129,15 @@ def _flatten(m: nn.Flatten) -> DLayer:
 
 
 def _lrn(m: nn.LocalResponseNorm) -> DLayer:
-    return kind_layer("lrn", [Arg("size", m.size, 5, "size", positional=True),
-                              Arg("alpha", m.alpha, 1e-4, "alpha"), Arg("beta", m.beta, 0.75, "beta"),
-                              Arg("k", m.k, 1.0, "k")])
+    return kind_layer(
+        "lrn",
+        [
+            Arg("size", m.size, 5, "size", positional=True),
+            Arg("alpha", m.alpha, 1e-4, "alpha"),
+            Arg("beta", m.beta, 0.75, "beta"),
+            Arg("k", m.k, 1.0, "k"),
+        ],
+    )
 
 
 def _softmax(m: nn.Softmax) -> DLayer:
@@ -145,8 +164,9 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
     nn.Flatten: _flatten,
     nn.LocalResponseNorm: _lrn,
     nn.Softmax: _softmax,
-    nn.LeakyReLU: lambda m: kind_layer("leakyrelu", [Arg("slope", m.negative_slope, 0.01, "slope",
-                                                         positional=True)]),
+    nn.LeakyReLU: lambda m: kind_layer(
+        "leakyrelu", [Arg("slope", m.negative_slope, 0.01, "slope", positional=True)]
+    ),
     nn.ELU: lambda m: kind_layer("elu", [Arg("alpha", m.alpha, 1.0, "alpha", positional=True)]),
     nn.ReLU: _plain("relu"),
     nn.Sigmoid: _plain("sigmoid"),
@@ -202,15 +222,21 @@ def _mean(args: tuple, kwargs: dict) -> list[DLayer]:
 
 def _fn_pool(kind: str) -> Callable[[tuple, dict], DLayer]:
     def make(args: tuple, kwargs: dict) -> DLayer:
-        return pool(kind, _arg(args, kwargs, 1, "kernel_size"), _arg(args, kwargs, 2, "stride"),
-                    _arg(args, kwargs, 3, "padding", 0), _arg(args, kwargs, 5 if kind == "maxpool"
-                                                              else 4, "ceil_mode", False))
+        return pool(
+            kind,
+            _arg(args, kwargs, 1, "kernel_size"),
+            _arg(args, kwargs, 2, "stride"),
+            _arg(args, kwargs, 3, "padding", 0),
+            _arg(args, kwargs, 5 if kind == "maxpool" else 4, "ceil_mode", False),
+        )
+
     return make
 
 
 def _fn_dropout(args: tuple, kwargs: dict) -> DLayer:
-    return kind_layer("dropout", [Arg("p", _arg(args, kwargs, 1, "p", 0.5), 0.5, "p",
-                                      positional=True)])
+    return kind_layer(
+        "dropout", [Arg("p", _arg(args, kwargs, 1, "p", 0.5), 0.5, "p", positional=True)]
+    )
 
 
 def _fn_softmax(args: tuple, kwargs: dict) -> DLayer:
@@ -225,19 +251,33 @@ def _simple(kind: str) -> Callable[[tuple, dict], DLayer]:
 
 # Unary functions and tensor methods of a forward, by target (functions) or name (methods).
 FUNCTIONS: dict[Any, Callable[[tuple, dict], Any]] = {
-    torch.relu: _simple("relu"), F.relu: _simple("relu"), torch.relu_: _simple("relu"),
-    torch.sigmoid: _simple("sigmoid"), torch.tanh: _simple("tanh"),
-    F.relu6: _simple("relu6"), F.silu: _simple("silu"), F.hardswish: _simple("hardswish"),
-    F.mish: _simple("mish"), F.hardsigmoid: _simple("hardsigmoid"),
-    torch.flatten: _flatten_fn, torch.mean: _mean,
+    torch.relu: _simple("relu"),
+    F.relu: _simple("relu"),
+    torch.relu_: _simple("relu"),
+    torch.sigmoid: _simple("sigmoid"),
+    torch.tanh: _simple("tanh"),
+    F.relu6: _simple("relu6"),
+    F.silu: _simple("silu"),
+    F.hardswish: _simple("hardswish"),
+    F.mish: _simple("mish"),
+    F.hardsigmoid: _simple("hardsigmoid"),
+    torch.flatten: _flatten_fn,
+    torch.mean: _mean,
     F.adaptive_avg_pool2d: lambda a, k: adaptive("adaptiveavgpool", _arg(a, k, 1, "output_size")),
     F.adaptive_max_pool2d: lambda a, k: adaptive("adaptivemaxpool", _arg(a, k, 1, "output_size")),
-    F.max_pool2d: _fn_pool("maxpool"), F.avg_pool2d: _fn_pool("avgpool"),
-    F.dropout: _fn_dropout, F.softmax: _fn_softmax,
+    F.max_pool2d: _fn_pool("maxpool"),
+    F.avg_pool2d: _fn_pool("avgpool"),
+    F.dropout: _fn_dropout,
+    F.softmax: _fn_softmax,
 }
 METHODS: dict[str, Callable[[tuple, dict], Any]] = {
-    "relu": _simple("relu"), "relu_": _simple("relu"), "sigmoid": _simple("sigmoid"),
-    "tanh": _simple("tanh"), "flatten": _flatten_fn, "mean": _mean, "softmax": _fn_softmax,
+    "relu": _simple("relu"),
+    "relu_": _simple("relu"),
+    "sigmoid": _simple("sigmoid"),
+    "tanh": _simple("tanh"),
+    "flatten": _flatten_fn,
+    "mean": _mean,
+    "softmax": _fn_softmax,
 }
 # Ops that merge two or more tensors.
 ADDS = {operator.add, operator.iadd, torch.add}

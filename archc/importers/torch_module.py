@@ -1,0 +1,430 @@
+"""`archc import torchvision:resnet50` / `pkg.module:factory`: a PyTorch module → archc IR.
+
+The pipeline: build the module from its source → run it once to learn every module's
+input and output shapes → draft each module (torch_layers for torch.nn layers,
+nn.Sequential in order, torch.fx for any other forward) → unify the instances of each
+module class into a block with parameters (torch_blocks) → the network → check the spec
+right away against the source module (torch_verify).
+
+Labels keep the module names, so the spec's state_dict keys are the source's and a
+strict `load_state_dict` of the source's weights works. What has no archc form is a
+diagnostic naming the module path and the op, never dropped.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import os
+import re
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import ir
+from ..diagnostics import Diagnostics, did_you_mean
+from ..layers import lookup
+from .torch_blocks import Blocks, Emitter, Unified
+from .torch_draft import DCall, DGroup, DItem, DLayer, shortcut_args
+from .torch_graph import GraphBody, Located, trace
+from .torch_layers import Unsupported, is_layer, module_layer
+
+# Diagnostic codes: the import itself failed / something has no archc form / the written
+# spec does not reproduce its source.
+E_IMPORT, E_NO_FORM, E_MISMATCH = "E002", "E101", "E203"
+
+# Input sizes tried, in order, when the source does not say what its input is.
+PROBE_SHAPES = ((3, 224, 224), (3, 32, 32), (1, 28, 28), (3, 299, 299), (3, 64, 64))
+
+
+class SourceProblem(Exception):
+    """The source cannot be imported or built; the message is the one line shown."""
+
+
+def load(
+    source: str,
+    diags: Diagnostics,
+    *,
+    args: dict | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    check_shape: tuple[int, int, int] | None = None,
+    verify: bool = True,
+) -> ir.SpecFile | None:
+    """The IR of the module that `source` builds, checked against it; None on errors.
+
+    `args` are the factory's keyword arguments (strings are read as Python literals
+    where they are ones). `input_shape` (C, H, W) is the spec's input; without it the
+    first of `PROBE_SHAPES` the module accepts. `check_shape` is the input the check
+    runs at (default: `input_shape`).
+    """
+    where = ir.Span(file=source)
+    try:
+        model, name = build_source(source, args or {})
+        shapes, input_shape = probe(model, input_shape)
+    except SourceProblem as problem:
+        diags.error(E_IMPORT, where, str(problem))
+        return None
+    spec = to_spec(model, name, input_shape, shapes, diags, source)
+    if spec is None or not verify:
+        return spec
+    from .torch_verify import verify_spec
+
+    if not verify_spec(spec, model, check_shape or input_shape, diags, where):
+        return None
+    return spec
+
+
+# --------------------------------------------------------------------------- the source
+
+
+def literal_args(args: dict) -> dict:
+    """`--arg k=v` values as Python values where they read as literals (`10`, `True`)."""
+    out = {}
+    for key, value in args.items():
+        if isinstance(value, str):
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                pass  # a plain string argument
+        out[key] = value
+    return out
+
+
+def build_source(source: str, args: dict) -> tuple[nn.Module, str]:
+    """The module `source` names, built with `args`, and the network name it suggests."""
+    module_name, _, attr = source.partition(":")
+    if not module_name or not attr:
+        raise SourceProblem(f"`{source}` is not `module:callable` (e.g. torchvision:resnet50)")
+    args = literal_args(args)
+    if module_name == "torchvision":
+        factory = _torchvision_builder(attr)
+        args.setdefault("weights", None)  # never download
+    else:
+        factory = _attribute(_import(module_name), module_name, attr)
+    if isinstance(factory, nn.Module):
+        if args:
+            raise SourceProblem(f"`{source}` is a module instance; it takes no --arg")
+        model = factory
+    elif callable(factory):
+        try:
+            model = factory(**args)
+        except Exception as error:  # the user's factory failed: say how, in one line
+            raise SourceProblem(f"`{source}` failed: {_one_line(error)}") from None
+    else:
+        raise SourceProblem(f"`{source}` is a {type(factory).__name__}, not a callable")
+    if not isinstance(model, nn.Module):
+        raise SourceProblem(f"`{source}` returned a {type(model).__name__}, not an nn.Module")
+    return model.eval(), snake(attr.split(".")[-1])
+
+
+def _torchvision_builder(name: str):
+    import torchvision.models as models
+
+    names = models.list_models()
+    if name not in names:
+        hint = did_you_mean(name, names)
+        raise SourceProblem(f"torchvision has no model `{name}`" + (f"; {hint}" if hint else ""))
+    return models.get_model_builder(name)
+
+
+def _import(module_name: str):
+    """Import the user's module; the working directory is importable, as with `python -m`."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            raise SourceProblem(
+                f"cannot import `{module_name}`: no module named `{error.name}`"
+            ) from None
+        raise SourceProblem(f"importing `{module_name}` failed: {_one_line(error)}") from None
+    except Exception as error:
+        raise SourceProblem(f"importing `{module_name}` failed: {_one_line(error)}") from None
+
+
+def _attribute(module, module_name: str, attr: str):
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = [n for n in dir(obj) if not n.startswith("_")]
+            hint = did_you_mean(part, public)
+            raise SourceProblem(f"`{module_name}` has no `{attr}`" + (f"; {hint}" if hint else ""))
+        obj = getattr(obj, part)
+    return obj
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def snake(name: str) -> str:
+    """`BasicConv2d` → `basic_conv2d`, `resnet50` stays."""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return re.sub(r"\W+", "_", name).strip("_").lower() or "net"
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def probe(model: nn.Module, shape: tuple | None) -> tuple[dict[int, tuple], tuple]:
+    """Run the model once; every module's (input shape, output shape) by id, and the input."""
+    tried = [shape] if shape else PROBE_SHAPES
+    last = None
+    for candidate in tried:
+        seen: dict[int, tuple] = {}
+
+        def record(module, inputs, output, seen=seen):
+            if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+                seen.setdefault(id(module), (tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
+
+        hooks = [m.register_forward_hook(record) for m in model.modules()]
+        try:
+            _shapes_only(model, candidate)
+            return seen, tuple(candidate)
+        except Exception as error:  # a size the model does not take: try the next
+            last = error
+        finally:
+            for h in hooks:
+                h.remove()
+    sizes = " or ".join("x".join(map(str, s)) for s in tried)
+    raise SourceProblem(f"the module does not run on an input of {sizes}: {_one_line(last)}")
+
+
+def _shapes_only(model: nn.Module, shape: tuple) -> None:
+    """Run the model for its shapes: on the meta device (no arithmetic, so a ResNet-50 at
+    224×224 takes milliseconds), or for real where an op has no meta kernel."""
+    from torch.func import functional_call
+
+    with torch.no_grad():
+        try:
+            meta = {
+                k: torch.empty_like(v, device="meta")
+                for k, v in [*model.named_parameters(), *model.named_buffers()]
+            }
+            functional_call(model, meta, (torch.zeros(1, *shape, device="meta"),))
+        except NotImplementedError:
+            model(torch.zeros(1, *shape))
+
+
+# --------------------------------------------------------------------------- drafting
+
+
+def class_key(module: nn.Module) -> Any:
+    """What makes instances one block: their class (every plain nn.Sequential is one)."""
+    return type(module)
+
+
+class Drafter:
+    """Drafts every module of a model once; collects what has no archc form."""
+
+    def __init__(self, shapes: dict[int, tuple], diags: Diagnostics, source: str):
+        self.shapes, self.diags, self.source = shapes, diags, source
+        self.bodies: dict[int, list[DItem]] = {}
+        self.instances: dict[Any, list[nn.Module]] = {}
+        self.reached: set[str] = set()
+        self.ok = True
+
+    def problem(
+        self, path: str, message: str, owner: Any = None, located: Located | None = None
+    ) -> None:
+        """Record what has no archc form, at the forward line when known."""
+        self.ok = False
+        span, notes = _where(owner, self.source), ()
+        if located is not None and located.file:
+            span = ir.Span(
+                file=located.file, line=located.line, column=1, end_line=located.line, end_column=2
+            )
+            notes = (f"in the forward: {located.code}",) if located.code else ()
+        self.diags.error(
+            E_NO_FORM,
+            span,
+            f"`{path or '<root>'}`: {message}",
+            "rewrite that part with archc layers, or leave it out of the import",
+            notes,
+        )
+
+    def body(self, module: nn.Module, path: str) -> list[DItem]:
+        """The draft body of a module instance (cached by instance)."""
+        if id(module) in self.bodies:
+            return self.bodies[id(module)]
+        if _runs_in_order(module):
+            items = [
+                self.child(c, _join(path, n), None if n.isdigit() else n)
+                for n, c in module.named_children()
+            ]
+        else:
+            items = self.traced(module, path)
+        self.bodies[id(module)] = items
+        return items
+
+    def traced(self, module: nn.Module, path: str) -> list[DItem]:
+        was_training = module.training
+        module.train()  # what runs in training only (auxiliary heads) is traced too
+        try:
+            graph = trace(module)
+            return GraphBody(
+                module,
+                graph,
+                lambda c, t, label: self.child(c, _join(path, t), label),
+                self.projection,
+            ).body()
+        except Located as problem:
+            self.problem(path, f"{type(module).__name__}.forward {problem}", type(module), problem)
+        except Unsupported as problem:
+            self.problem(path, f"{type(module).__name__}: {problem}", type(module))
+        finally:
+            module.train(was_training)
+        return []
+
+    def check_all_called(self, model: nn.Module) -> None:
+        """A module with weights that the forward never calls would be lost: report it."""
+        for path, module in model.named_modules():
+            own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+            if own and path not in self.reached:
+                self.problem(
+                    path,
+                    f"this {type(module).__name__} has weights but the forward never calls it",
+                    type(model),
+                )
+
+    def child(self, module: nn.Module, path: str, label: str | None) -> DItem:
+        """The draft item of a call of `module` (a layer, a group, or a block call)."""
+        self.reached.add(path)
+        if is_layer(module):
+            try:
+                layer = module_layer(module)
+                layer.label = label
+                return layer
+            except Unsupported as problem:
+                self.problem(path, f"nn.{type(module).__name__}: {problem}", type(module))
+                return DLayer("identity", label=label)
+        if type(module) is nn.Sequential and label is not None:
+            return DGroup(self.body(module, path), label)
+        if type(module).__module__.startswith("torch.nn") and type(module) is not nn.Sequential:
+            self.problem(path, f"nn.{type(module).__name__} has no archc layer kind", type(module))
+            return DLayer("identity", label=label)
+        if id(module) not in self.bodies:
+            self.instances.setdefault(class_key(module), []).append(module)
+        self.body(module, path)
+        return DCall(module, path, label)
+
+    def projection(self, module: nn.Module) -> list | None:
+        """`shortcut`'s options when `module` is the 1×1 projection it would build, else None."""
+        parts = list(module.children()) if type(module) is nn.Sequential else [module]
+        names = [n for n, _ in module.named_children()]
+        if type(module) is nn.Sequential and names != [str(i) for i in range(len(parts))]:
+            return None
+        if not parts or len(parts) > 2 or not isinstance(parts[0], nn.Conv2d):
+            return None
+        conv = parts[0]
+        plain = (conv.kernel_size, conv.padding, conv.dilation, conv.groups) == (
+            (1, 1),
+            (0, 0),
+            (1, 1),
+            1,
+        )
+        square = len(set(conv.stride)) == 1
+        bn = parts[1] if len(parts) == 2 else None
+        default_bn = bn is None or (
+            type(bn) is nn.BatchNorm2d
+            and bn.eps == 1e-5
+            and bn.momentum == 0.1
+            and bn.affine
+            and bn.track_running_stats
+        )
+        if not (plain and square and default_bn and id(module) in self.shapes):
+            return None
+        inp, out = self.shapes[id(module)]
+        return shortcut_args(bn is not None, conv.bias is not None, inp == out)
+
+
+def _runs_in_order(module: nn.Module) -> bool:
+    """An nn.Sequential (or subclass) whose forward is Sequential's own."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _where(owner: Any, source: str) -> ir.Span:
+    """The span of a class's definition (where its forward is), else the source itself."""
+    try:
+        file = inspect.getsourcefile(owner)
+        _, line = inspect.getsourcelines(owner)
+        return ir.Span(file=file, line=line, column=1, end_line=line, end_column=2)
+    except (TypeError, OSError):
+        return ir.Span(file=source)
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def block_names(instances: dict[Any, list]) -> dict[Any, str]:
+    """A block name per class: its snake-case name, never a layer kind's or another's."""
+    taken: set[str] = {"shortcut"}
+    names = {}
+    for key in instances:
+        base = "seq" if key is nn.Sequential else snake(key.__name__)
+        if lookup(base) is not None:
+            base += "_block"
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}{n}", n + 1
+        taken.add(name)
+        names[key] = name
+    return names
+
+
+def to_spec(
+    model: nn.Module,
+    name: str,
+    input_shape: tuple,
+    shapes: dict[int, tuple],
+    diags: Diagnostics,
+    source: str,
+) -> ir.SpecFile | None:
+    """The IR of `model`: one block per module class, then the network; None on problems."""
+    drafter = Drafter(shapes, diags, source)
+    root = drafter.body(model, "")
+    if drafter.ok:  # after another problem, the modules it hides would all be reported
+        drafter.check_all_called(model)
+    if not drafter.ok:
+        return None
+    instances = drafter.instances
+    blocks = Blocks(drafter.bodies, instances, block_names(instances), class_key)
+    body = blocks.resolve(root)
+    unified = Unified([body])
+    network = ir.NetworkDef(
+        name=name,
+        input=ir.InputDecl(dims=[ir.Num(value=d) for d in input_shape]),
+        body=Emitter(unified).items(body),
+    )
+    bad = _bad_labels(network.body) + [
+        label for b in blocks.definitions for label in _bad_labels(b.body)
+    ]
+    for label in bad:
+        drafter.problem(label, "this module path is not a valid archc label", type(model))
+    if bad:
+        return None
+    return ir.SpecFile(path=f"{name}.arch", statements=[*blocks.definitions, network])
+
+
+_LABEL = re.compile(r"[A-Za-z_][\w-]*\Z")
+
+
+def _bad_labels(items: list) -> list[str]:
+    bad = []
+    for item in items:
+        if item.label is not None and not _LABEL.match(item.label):
+            bad.append(item.label)
+        inner = getattr(item, "items", None) or getattr(item, "branches", None) or []
+        if isinstance(item, ir.Tap):
+            inner = [item.head]
+        bad += _bad_labels(inner)
+    return bad
