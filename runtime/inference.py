@@ -26,13 +26,11 @@ from torch import nn
 from runtime.augment import AugmentConfig, eval_batch
 from runtime.checkpoint import CheckpointError, latest, load_checkpoint
 from runtime.config import TrainConfig
-from runtime.data import _is_image_name, _natural_key, load_unlabelled
+from runtime.data import _is_image_name, _natural_key
 
 #: checkpoint file suffixes a path may name (`best.safetensors`, `best.json`, `best.state.pt`).
 _CHECKPOINT_SUFFIXES = (".safetensors", ".state.pt", ".json")
 _SHOWN = 5  # keys of each kind that a weights-mismatch message lists
-#: decode this many files at a time, so a 12,500-image test set never sits in memory at once.
-DECODE_CHUNK = 256
 
 
 class InferenceError(Exception):
@@ -355,26 +353,29 @@ class FilePredictions:
 def predict_files(trained: Trained, paths: Sequence[Path], tta: bool = False,
                   batch_size: int = 64, workers: int = 1,
                   progress: Callable[[int], None] | None = None) -> FilePredictions:
-    """Decode and predict image files in chunks; unreadable files are skipped and listed.
+    """Decode and predict image files batch by batch; unreadable files are skipped and listed.
 
-    `progress(n)` is called after each chunk with the number of files it handled.
+    Decoding (training's uint8 pipeline, in `workers` processes) runs ahead of the model in a
+    background thread (runtime/streaming.py), so the next batch decodes while this one is
+    computed. `progress(n)` is called after each batch with the number of files it handled.
     """
-    probs, loaded, skipped = [], [], []
+    from runtime.streaming import decoded_batches
+
+    probs, loaded = [], []
     paths = [Path(p) for p in paths]
-    for start in range(0, len(paths), DECODE_CHUNK):
-        chunk = paths[start: start + DECODE_CHUNK]
-        present = [p for p in chunk if p.is_file()]
-        skipped += [(str(p), "no such file") for p in chunk if not p.is_file()]
-        if present:
-            u8, ok, bad = load_unlabelled(present, trained.decode_size, workers=workers)
-            skipped += bad
+    present = [p for p in paths if p.is_file()]
+    skipped = [(str(p), "no such file") for p in paths if not p.is_file()]
+    if skipped and progress is not None:
+        progress(len(skipped))
+    for ok, u8, bad in decoded_batches(present, trained.decode_size, batch_size, workers):
+        skipped += bad
+        if ok:
+            probs.append(predict_images(trained, u8, tta=tta, batch_size=batch_size))
             loaded += ok
-            if ok:
-                probs.append(predict_images(trained, u8, tta=tta, batch_size=batch_size))
         if progress is not None:
-            progress(len(chunk))
+            progress(len(ok) + len(bad))
     table = np.concatenate(probs) if probs else np.zeros((0, len(trained.classes)))
-    return FilePredictions(table, [Path(p) for p in loaded], skipped)
+    return FilePredictions(table, loaded, skipped)
 
 
 # --------------------------------------------------------------------------- scoring
