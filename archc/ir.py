@@ -165,10 +165,10 @@ class Group(Node):
 
 
 class Merge(Node):
-    """Parallel branches on the same input, merged by channel concat or by add."""
+    """Parallel branches, merged as the merge table says (archc.layers.merges)."""
 
     node: Literal["merge"] = "merge"
-    mode: Literal["concat", "add"]
+    mode: Literal["concat", "add", "mul", "split"]
     branches: list["Item"] = []
     label: str | None = None
     repeat: Expr | None = None

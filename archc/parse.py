@@ -17,7 +17,7 @@ from lark.indenter import DedentError, Indenter
 
 from . import ir, limits
 from .diagnostics import Diagnostics
-from .layers import lookup
+from .layers import MERGES, lookup, merge_kind
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -346,7 +346,7 @@ _BINOPS = {
     "mod": "%",
     "pow": "**",
 }
-MERGE_MODES = ("concat", "add")
+MERGE_MODES = tuple(MERGES)  # the merge keywords, from the merge table
 _COMPARE_OPS = {"and_": "and", "or_": "or"}
 _PART = re.compile(r"\{[^{}\n]*\}|[^-{]+")
 
@@ -544,7 +544,8 @@ class _Builder:
         labels = [c for c in t.children if isinstance(c, Token)]
         body = t.children[-1]
         words = [str(lab)[:-1] for lab in labels]
-        mode = words[-1] if words[-1] in MERGE_MODES else None
+        keyword = merge_kind(words[-1])  # `Concat:` is `concat:`
+        mode = keyword.name if keyword else None
         name = words[0] if (mode is None or len(words) == 2) else None
         if len(words) == 2 and mode is None:
             self.diags.error(

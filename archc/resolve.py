@@ -17,6 +17,7 @@ from .expressions import ERROR, Env, evaluate
 from .graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
 from .layers import (
     INVALID,
+    MERGES,
     REGISTRY,
     LayerKind,
     Shape,
@@ -768,6 +769,7 @@ class Resolver:
         branches: list[Op | None] = []
         shapes: list[Shape | None] = []
         shortcuts = []
+        inputs = self.branch_inputs(item, shape)
         for i, branch in enumerate(item.branches):
             if (
                 isinstance(branch, ir.Layer)
@@ -778,14 +780,14 @@ class Resolver:
                 shapes.append(None)
                 shortcuts.append((i, branch))
                 continue
-            ops, out = self.items([branch], body, scope, shape)
+            ops, out = self.items([branch], body, scope, inputs[i])
             branches.append(_seq(ops))
             shapes.append(out)
         known = [s for s in shapes if s is not None]
         target = known[0] if known else shape
         absent = set()
         for i, branch in shortcuts:
-            op, out = self.shortcut(branch, item.mode, body, scope, shape, target)
+            op, out = self.shortcut(branch, item.mode, body, scope, inputs[i], target)
             if op is None:  # an optional shortcut where shapes differ: no residual at all
                 absent.add(i)
             branches[i], shapes[i] = op, out
@@ -803,50 +805,30 @@ class Resolver:
             Parallel(item.mode, tuple(b if b is not None else Identity() for b in branches))
         ], out
 
+    def branch_inputs(self, item: ir.Merge, shape: Shape | None) -> list[Shape | None]:
+        """Each branch's input: the merge's input, or for `split` a slice of its channels."""
+        n = len(item.branches)
+        if shape is None:
+            return [None] * n
+        try:
+            return MERGES[item.mode].branch_inputs(shape, n)
+        except ShapeProblem as problem:
+            self.diags.error(problem.code, item.span, problem.message, problem.hint)
+            return [None] * n
+
     def merged_shape(self, item: ir.Merge, shapes: list[Shape | None]) -> Shape | None:
+        """The merge's output shape by its rule in the merge table; None after an error."""
         if any(s is None for s in shapes):
             return None
-        notes = tuple(
-            f"branch {i + 1} ({_first_line(b.span)}) gives {fmt(s)}"
-            for i, (b, s) in enumerate(zip(item.branches, shapes))
-        )
-        if item.mode == "add":
-            first = shapes[0]
-            if any(s[0] != first[0] for s in shapes):
-                self.diags.error(
-                    "E201",
-                    item.span,
-                    "channel mismatch at add: " + " vs ".join(str(s[0]) for s in shapes),
-                    "make every branch end with the same channels, or add a "
-                    "`shortcut` branch, which projects when shapes differ",
-                    notes,
-                )
-                return None
-            if any(s != first for s in shapes):
-                self.diags.error(
-                    "E203",
-                    item.span,
-                    "shape mismatch at add: " + " vs ".join(fmt(s) for s in shapes),
-                    "every branch must keep the same height and width",
-                    notes,
-                )
-                return None
-            return first
-        if any(len(s) != 3 for s in shapes):
-            self.diags.error(
-                "E203", item.span, "concat joins image tensors C×H×W only", None, notes
+        try:
+            return MERGES[item.mode].shape(shapes)
+        except ShapeProblem as problem:
+            notes = tuple(
+                f"branch {i + 1} ({_first_line(b.span)}) gives {fmt(s)}"
+                for i, (b, s) in enumerate(zip(item.branches, shapes))
             )
+            self.diags.error(problem.code, item.span, problem.message, problem.hint, notes)
             return None
-        if any(s[1:] != shapes[0][1:] for s in shapes):
-            self.diags.error(
-                "E203",
-                item.span,
-                "concat needs equal heights and widths: " + " vs ".join(fmt(s) for s in shapes),
-                "give every branch the same stride and padding",
-                notes,
-            )
-            return None
-        return (sum(s[0] for s in shapes), *shapes[0][1:])
 
     def shortcut(
         self,
@@ -867,7 +849,7 @@ class Resolver:
                 (branch.span, f"{where}: absent ({fmt(shape)} vs {fmt(target)}): no residual")
             )
             return None, None
-        if mode == "concat" or (shape == target and not opts["always"]):
+        if mode != "add" or (shape == target and not opts["always"]):
             self.explain.append(
                 (
                     branch.span,

@@ -86,7 +86,7 @@ class _Spatial:
             return hs
         if isinstance(op, Parallel):  # the branches must agree on the size they produce
             outs = [self.op(scope, b, hs) for b in op.branches]
-            return tuple(o[0] if o.count(o[0]) == len(o) else _INVALID for o in zip(*outs))
+            return tuple(_agreed(op.mode, list(o)) for o in zip(*outs))
         if isinstance(op, TapOut):  # the tap must work, the main path goes on unchanged
             tapped = self.op(scope, op.op, hs)
             return tuple(_INVALID if t == _INVALID else h for h, t in zip(hs, tapped))
@@ -108,6 +108,16 @@ class _Spatial:
         k, s, pad, d, ceil = window
         outs = (window_out(h, k, s, pad, d, ceil) if h != _INVALID else _INVALID for h in hs)
         return tuple(o if o >= 1 else _INVALID for o in outs)
+
+
+def _agreed(mode: str, sizes: list) -> int:
+    """The size merged branches produce, or _INVALID when they disagree; in `mul` a size of 1
+    broadcasts (an SE gate's 1×1)."""
+    if _INVALID in sizes:
+        return _INVALID
+    if mode == "mul":
+        sizes = [s for s in sizes if s != 1] or [1]
+    return sizes[0] if sizes.count(sizes[0]) == len(sizes) else _INVALID
 
 
 def input_sizes(net: Network, scan: int = 96, refit: bool = False) -> InputSizes:

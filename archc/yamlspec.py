@@ -33,12 +33,13 @@ import yaml
 
 from . import ir, limits
 from .diagnostics import Diagnostics
+from .layers import MERGES
 from .limits import LimitExceeded
 from .unparse import expr as expr_text
 from .unparse import sugar
 
 _ITEM_KEYS = {"name", "repeat"}
-_OPS = {"group", "concat", "add", "tap", "table", "for"}
+_OPS = {"group", *MERGES, "tap", "table", "for"}
 _BESIDE_OP = {"variant", "in", "body"}  # a table's variant; a `for`'s iterable and body
 
 
@@ -357,7 +358,7 @@ class _Reader:
     ):
         if key == "group":
             return ir.Group.model_construct(items=self.items(value), span=span)
-        if key in ("concat", "add"):
+        if key in MERGES:
             branches = [self.item(b) for b in self.seq(value, f"`{key}` branches")]
             return ir.Merge.model_construct(mode=key, branches=branches, span=span)
         if key == "tap":

@@ -30,7 +30,7 @@ import graphviz
 
 from .. import ir
 from ..graph import Call, Identity, LayerNode, Module, Network, Op, Parallel, Scope, Seq, TapOut
-from ..layers import REGISTRY, Shape, Style, fmt, lookup
+from ..layers import MERGES, REGISTRY, Shape, ShapeProblem, Style, fmt, lookup
 from .summary import compact, depth_of, layer_text, scope_heading, scope_title
 
 FONT = "Helvetica"
@@ -40,6 +40,7 @@ _COLLAPSED_MARGIN = "0.12,0.07"  # box3d draws its depth inside the box: leave r
 _MERGE = Style("merge", "#ffffff", "circle")
 _SHORTCUT = (("style", "dashed"), ("color", "#666666"), ("weight", "0"))
 _TAP = (("style", "dotted"), ("penwidth", "1.6"), ("weight", "0"))
+_GATE = (("color", "#b03a2e"), ("penwidth", "1.6"), ("arrowhead", "odot"))  # scales a mul
 _CLUSTER_FILLS = ("#f3f6fa", "#e8edf3", "#dde4ec")  # one shade deeper per nesting level
 _RECIPE_ITEMS = 4  # a collapsed node lists at most this many layers or blocks
 
@@ -161,7 +162,8 @@ class _Drawing:
                 tail = self.op(g, scope, inner, tail)
             return tail
         if isinstance(op, Parallel):
-            ports = [self.op(g, scope, branch, tail) for branch in op.branches]
+            inputs = self.split(g, scope, op, tail)
+            ports = [self.op(g, scope, branch, port) for branch, port in zip(op.branches, inputs)]
             return self.merge(g, scope, op.mode, ports)
         if isinstance(op, TapOut):
             self.tap(g, scope, op, tail)
@@ -238,28 +240,56 @@ class _Drawing:
         self.edge(replace(tail, attrs=_SHORTCUT), node)
         return _Port(node, scope.out_shape, _SHORTCUT)
 
-    def merge(self, g: graphviz.Digraph, scope: Scope, mode: str, ports: list[_Port]) -> _Port:
-        """The explicit node where parallel branches meet."""
+    def split(self, g: graphviz.Digraph, scope: Scope, op: Parallel, tail: _Port) -> list[_Port]:
+        """The branches' inputs: `tail` each, or after a `split` node, a slice each."""
+        n = len(op.branches)
+        if not MERGES[op.mode].splits:
+            return [tail] * n
+        node = self.merge_name(scope, "split")
+        self.merge_node(g, node, "split", label=f"split ÷{n}")
+        self.edge(tail, node)
+        try:
+            shapes = MERGES[op.mode].branch_inputs(tail.shape, n) if tail.shape else [None] * n
+        except ShapeProblem:
+            shapes = [None] * n
+        return [_Port(node, shape) for shape in shapes]
+
+    def merge_name(self, scope: Scope, mode: str) -> str:
+        """A fresh node name for a merge (or split) in `scope`."""
         key = scope.path or "net"
         self.merges[key] = self.merges.get(key, 0) + 1
-        node = f"{key}/{mode}" + (str(self.merges[key]) if self.merges[key] > 1 else "")
+        return f"{key}/{mode}" + (str(self.merges[key]) if self.merges[key] > 1 else "")
+
+    def merge(self, g: graphviz.Digraph, scope: Scope, mode: str, ports: list[_Port]) -> _Port:
+        """The explicit node where parallel branches meet. In a `mul`, a branch smaller than
+        the result (an SE gate's C×1×1) is drawn as a gate."""
+        node = self.merge_name(scope, mode)
         self.merge_node(g, node, mode)
+        out = _merged_shape(mode, [p.shape for p in ports])
         for port in ports:
-            self.edge(port, node)
-        return _Port(node, _merged_shape(mode, [p.shape for p in ports]))
+            gate = mode == "mul" and port.shape != out
+            self.edge(replace(port, attrs=_GATE) if gate else port, node)
+        return _Port(node, out)
 
     def merge_node(
-        self, g: graphviz.Digraph, node: str, mode: str, after: tuple[str, ...] = ()
+        self,
+        g: graphviz.Digraph,
+        node: str,
+        mode: str,
+        after: tuple[str, ...] = (),
+        label: str | None = None,
     ) -> None:
-        """A `+` circle or a small `concat` box; `after` names layers folded into it (relu)."""
-        if mode == "add":
-            label = "\\n".join(["+", *after])
+        """A `+` or `×` circle, or a small `concat` (`split`) box; `after` names layers folded
+        into it (relu)."""
+        symbol = label or MERGES[mode].symbol
+        if mode in ("add", "mul"):
+            label = "\\n".join([symbol, *after])
             self.node(g, node, label, _MERGE, legend=False, width="0.3", margin="0.02")
         else:
             self.node(
                 g,
                 node,
-                "concat",
+                symbol,
                 _MERGE,
                 legend=False,
                 shape="box",
@@ -310,6 +340,9 @@ class _Drawing:
         ]
         if any(attrs.get("style") == "dashed" for _, _, attrs in self.edges):
             rows.append('<TR><TD>- -</TD><TD ALIGN="LEFT">shortcut</TD></TR>')
+        if any(attrs.get("arrowhead") == "odot" for _, _, attrs in self.edges):
+            rows.append('<TR><TD><FONT COLOR="#b03a2e">—o</FONT></TD>'
+                        '<TD ALIGN="LEFT">gate (scales the other input)</TD></TR>')
         if self.net.aux_outputs:
             rows.append('<TR><TD>···</TD><TD ALIGN="LEFT">auxiliary head</TD></TR>')
         table = (
@@ -406,12 +439,13 @@ def _recipe(scope: Scope, layers: list[LayerNode]) -> list[str]:
 
 
 def _merged_shape(mode: str, shapes: list[Shape | None]) -> Shape | None:
-    """The shape after concat (channels add up) or add (all the same)."""
+    """The shape after the merge, by the merge table's rule (None when unknown)."""
     if not shapes or any(s is None for s in shapes):
         return None
-    if mode == "add":
-        return shapes[0]
-    return (sum(s[0] for s in shapes), *shapes[0][1:])
+    try:
+        return MERGES[mode].shape(shapes)
+    except ShapeProblem:
+        return None
 
 
 # --------------------------------------------------------------------------- plan queries

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
-from ..layers import REGISTRY
+from ..layers import MERGES, REGISTRY
 
 # A compiled step takes the owner's `_modules`, the tensor and the aux-output list (None
 # in eval mode). It never captures a module, so deepcopy, DDP and state_dict stay sound.
@@ -43,16 +43,15 @@ def compile_plan(op: Op) -> Step:
         return run_seq
     if isinstance(op, Parallel):
         steps = tuple(compile_plan(b) for b in op.branches)
-        if op.mode == "concat":
-            return lambda mods, x, aux: torch.cat([s(mods, x, aux) for s in steps], 1)
+        merge = MERGES[op.mode]
+        combine, n = merge.combine, len(steps)
+        if not merge.splits:
+            return lambda mods, x, aux: combine([s(mods, x, aux) for s in steps])
 
-        def run_add(mods, x, aux):
-            out = steps[0](mods, x, aux)
-            for step in steps[1:]:
-                out = out + step(mods, x, aux)
-            return out
+        def run_split(mods, x, aux):  # each branch gets its slice of the channels
+            return combine([s(mods, part, aux) for s, part in zip(steps, merge.inputs(x, n))])
 
-        return run_add
+        return run_split
     if isinstance(op, TapOut):
         head = compile_plan(op.op)
 

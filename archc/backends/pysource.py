@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut, layers
-from ..layers import fmt
+from ..layers import MERGES, fmt
 from .module import class_name, layer_module
 from .weights import Heads, class_heads
 
@@ -38,6 +38,11 @@ _RESERVED_CLASSES = {"OrderedDict", "Tensor"}
 # The attribute an unnamed stateless layer gets, where its kind's name reads badly.
 _ATTRIBUTE_NAMES = {"adaptiveavgpool": "avgpool", "globalavgpool": "avgpool",
                     "adaptivemaxpool": "maxpool", "leakyrelu": "leaky_relu"}
+
+def _attribute_name(kind: str) -> str:
+    """The attribute an unnamed stateless layer of `kind` gets (`channel_shuffle`)."""
+    return _ATTRIBUTE_NAMES.get(kind, kind.replace("-", "_"))
+
 
 # --------------------------------------------------------------------------- expressions
 
@@ -54,9 +59,10 @@ class Expr:
 
 @dataclass(frozen=True)
 class Sum:
-    """`a + b + ...`: the add merge."""
+    """`a + b + ...` (the add merge), or `a * b * ...` (mul) with `op` "*"."""
 
     terms: tuple[Code, ...]
+    op: str = "+"
 
 
 Code = str | Expr | Sum
@@ -71,7 +77,7 @@ def flat(code: Code) -> str:
     if isinstance(code, str):
         return code
     if isinstance(code, Sum):
-        return " + ".join(flat(t) for t in code.terms)
+        return f" {code.op} ".join(flat(t) for t in code.terms)
     inner = ", ".join(p + flat(v) for p, v in _items(code))
     return f"{code.head}{code.brackets[0]}{inner}{code.brackets[1]}"
 
@@ -86,7 +92,7 @@ def render(code: Code, indent: str, prefix: str = "", suffix: str = "") -> list[
     if isinstance(code, Sum):
         lines = [f"{indent}{prefix}("]
         for i, term in enumerate(code.terms):
-            lines += render(term, inner, "+ " if i else "")
+            lines += render(term, inner, f"{code.op} " if i else "")
         return lines + [f"{indent}){suffix}"]
     items = _items(code)
     opening = f"{indent}{prefix}{code.head}{code.brackets[0]}"
@@ -317,19 +323,24 @@ class Forward:
         last = max((i for i, b in enumerate(op.branches)
                     if not isinstance(b, Call | Identity)), default=-1)
         stated = [i for i, b in enumerate(op.branches) if i <= last and not isinstance(b, Identity)]
+        merge = MERGES[op.mode]
+        inputs = [src] * len(op.branches)
+        if merge.splits:  # `x1, x2 = x.chunk(2, 1)`: each branch gets its slice
+            inputs = [self.fresh(f"x{i + 1}") for i in range(len(op.branches))]
+            self.assign(", ".join(inputs), f"{src}.chunk({len(inputs)}, 1)")
         terms: list[Code] = []
         for i, branch in enumerate(op.branches):
             if i not in stated:
-                terms.append(self.value(branch, src, dst))
+                terms.append(self.value(branch, inputs[i], dst))
                 continue
             var = dst if dst != src and len(stated) == 1 else self.fresh(f"branch{i + 1}")
-            code = self.value(branch, src, var)
+            code = self.value(branch, inputs[i], var)
             if code != var:
                 self.assign(var, code)
             terms.append(var)
-        if op.mode == "concat":
+        if merge.operator is None:
             return Expr("torch.cat", (Expr("", tuple(terms), brackets="[]"), "1"))
-        return Sum(tuple(terms))
+        return Sum(tuple(terms), merge.operator)
 
     def tap(self, op: TapOut, src: str) -> None:
         """An auxiliary head: computed in training only, returned after the logits."""
@@ -478,7 +489,7 @@ class Source:
                     names[child.name] = shared[flat(built)].name
                     continue
                 name = (child.name if is_attribute(child.name) else
-                        _fresh_name(_ATTRIBUTE_NAMES.get(child.kind, child.kind), taken))
+                        _fresh_name(_attribute_name(child.kind), taken))
                 slot = Slot(name, built)
                 shared.setdefault(flat(built), slot)
             slots.append(slot)

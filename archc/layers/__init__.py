@@ -26,6 +26,7 @@ from .core import (
     fmt,
     normalize,
 )
+from .merges import MERGES, MergeKind, merge_kind
 from .window import resolve_padding, window_out
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "REGISTRY",
     "REQUIRED",
     "LayerKind",
+    "MERGES",
+    "MergeKind",
+    "merge_kind",
     "Param",
     "Shape",
     "ShapeContext",

@@ -1,0 +1,150 @@
+"""The merges: how parallel branches meet. One table, beside the layer registry.
+
+Each `MergeKind` holds what archc knows about one merge: the inputs its branches get (the
+whole input, or for `split` a slice of its channels), its shape rule, how torch combines the
+branch outputs, how generated Python writes it, and how the diagram draws it. Like the layer
+registry, nothing here imports torch at import time.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, Callable
+
+from .core import Shape, ShapeProblem, fmt
+
+
+@dataclass(frozen=True)
+class MergeKind:
+    """A merge: `add:`, `concat:`, `mul:` or `split:`."""
+
+    name: str
+    doc: str
+    shape: Callable[[list[Shape]], Shape]  # branch outputs → merged output; ShapeProblem
+    combine: Callable[[list[Any]], Any]  # branch output tensors → the merged tensor
+    operator: str | None  # `+`/`*` between the terms in generated Python; None: torch.cat
+    symbol: str  # the label of the diagram's merge node
+    splits: bool = False  # each branch gets one slice of the input's channels
+
+    def branch_inputs(self, inp: Shape, n: int) -> list[Shape]:
+        """The input shape of each of `n` branches, for an input `inp`."""
+        if not self.splits:
+            return [inp] * n
+        if len(inp) != 3:
+            raise ShapeProblem(
+                "E203", f"split divides the channels of an image C×H×W, got {fmt(inp)}"
+            )
+        if inp[0] % n:
+            raise ShapeProblem(
+                "E201",
+                f"split into {n} branches needs channels divisible by {n}, got {inp[0]}",
+                "give the layer before it a multiple of the branch count",
+            )
+        return [(inp[0] // n, *inp[1:])] * n
+
+    def inputs(self, x: Any, n: int) -> tuple:
+        """The tensors the branches get: `x` each, or its channel slices (`x.chunk(n, 1)`)."""
+        return x.chunk(n, 1) if self.splits else (x,) * n
+
+
+def _same_shapes(name: str) -> Callable[[list[Shape]], Shape]:
+    def rule(shapes: list[Shape]) -> Shape:
+        first = shapes[0]
+        if any(s[0] != first[0] for s in shapes):
+            raise ShapeProblem(
+                "E201",
+                f"channel mismatch at {name}: " + " vs ".join(str(s[0]) for s in shapes),
+                "make every branch end with the same channels, or add a "
+                "`shortcut` branch, which projects when shapes differ",
+            )
+        if any(s != first for s in shapes):
+            raise ShapeProblem(
+                "E203",
+                f"shape mismatch at {name}: " + " vs ".join(fmt(s) for s in shapes),
+                "every branch must keep the same height and width",
+            )
+        return first
+
+    return rule
+
+
+def _broadcast(shapes: list[Shape]) -> Shape:
+    """torch's broadcasting of same-rank shapes: each axis equal, or 1 in some branches."""
+    if len({len(s) for s in shapes}) == 1:
+        out = tuple(max(axis) for axis in zip(*shapes))
+        if all(d in (1, o) for s in shapes for d, o in zip(s, out)):
+            return out
+    raise ShapeProblem(
+        "E203",
+        "shape mismatch at mul: " + " vs ".join(fmt(s) for s in shapes),
+        "each axis must be equal in every branch, or 1 (a gate of C×1×1 scales C×H×W)",
+    )
+
+
+def _channels(name: str) -> Callable[[list[Shape]], Shape]:
+    def rule(shapes: list[Shape]) -> Shape:
+        if any(len(s) != 3 for s in shapes):
+            raise ShapeProblem("E203", f"{name} joins image tensors C×H×W only")
+        if any(s[1:] != shapes[0][1:] for s in shapes):
+            raise ShapeProblem(
+                "E203",
+                f"{name} needs equal heights and widths: " + " vs ".join(fmt(s) for s in shapes),
+                "give every branch the same stride and padding",
+            )
+        return (sum(s[0] for s in shapes), *shapes[0][1:])
+
+    return rule
+
+
+def _cat(outputs: list[Any]) -> Any:
+    import torch
+
+    return torch.cat(outputs, 1)
+
+
+MERGE_KINDS: tuple[MergeKind, ...] = (
+    MergeKind(
+        "concat",
+        "Stacks the branches' channels; every branch keeps the same height and width.",
+        _channels("concat"),
+        _cat,
+        None,
+        "concat",
+    ),
+    MergeKind(
+        "add",
+        "Sums the branches element-wise; every branch gives the same shape.",
+        _same_shapes("add"),
+        lambda outputs: reduce(operator.add, outputs),
+        "+",
+        "+",
+    ),
+    MergeKind(
+        "mul",
+        "Multiplies the branches element-wise, with broadcasting: a C×1×1 gate scales a "
+        "C×H×W branch (squeeze-and-excitation).",
+        _broadcast,
+        lambda outputs: reduce(operator.mul, outputs),
+        "*",
+        "×",
+    ),
+    MergeKind(
+        "split",
+        "Splits the input's channels into equal slices, one per branch (`x.chunk(n, 1)`), and "
+        "stacks the branches' outputs (ShuffleNetV2).",
+        _channels("split"),
+        _cat,
+        None,
+        "concat",
+        splits=True,
+    ),
+)
+
+MERGES: dict[str, MergeKind] = {m.name: m for m in MERGE_KINDS}
+
+
+def merge_kind(word: str) -> MergeKind | None:
+    """The merge a keyword names, case-insensitively (`Concat:` is `concat:`)."""
+    return MERGES.get(word.lower())
