@@ -253,7 +253,7 @@ class _Importer:
                        "archc pools are MAX or AVE")
             return
         if _flag(p.get("global_pooling", False)):
-            kind = "global-avgpool" if method == "AVE" else "adaptive-maxpool"
+            kind = "globalavgpool" if method == "AVE" else "adaptivemaxpool"
             item = common.layer(kind, layer.span, size=None)
             self._emit(layer, inputs, [item], (shape[0], 1, 1))
             return

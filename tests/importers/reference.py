@@ -76,8 +76,12 @@ def caffe_blobs(layer, x: torch.Tensor, rng: np.random.Generator) -> list[np.nda
     return []
 
 
-def caffe_forward(path: str, x: torch.Tensor, rng: np.random.Generator):
-    """The output of the last layer of a prototxt run on `x`, and the random blobs it used."""
+def caffe_forward(path: str, x: torch.Tensor, rng: np.random.Generator,
+                  shapes: dict[str, tuple[int, ...]] | None = None):
+    """The output of the last layer of a prototxt run on `x`, and the random blobs it used.
+
+    `shapes`, when given, receives each layer's output shape (without the batch dim).
+    """
     blobs: dict[str, list[np.ndarray]] = {}
     root = prototxt.parse(open(path).read(), path, Diagnostics())
     values: dict[str, torch.Tensor] = {}
@@ -97,6 +101,8 @@ def caffe_forward(path: str, x: torch.Tensor, rng: np.random.Generator):
         outs = outs if isinstance(outs, list) else [outs] * len(layer.tops)
         for top, value in zip(layer.tops, outs):
             values[top] = value
+        if shapes is not None:
+            shapes[layer.name] = tuple(outs[0].shape[1:])
         last = layer.tops[0]
     return values[last], blobs
 

@@ -112,7 +112,7 @@ def test_bn_scale_split_inplace_and_eltwise():
     assert "bn1: bn" in text and "affine" not in text  # BatchNorm + Scale → one affine bn
     assert "add:" in text and "identity" in text  # Split + Eltwise SUM
     assert "leakyrelu(0.2)" in text and "tanh" in text and "sigmoid" in text
-    assert "avgpool3-2(padding=1, ceil=true)" in text and "global-avgpool" in text
+    assert "avgpool3-2(padding=1, ceil=true)" in text and "globalavgpool" in text
 
 
 def test_emitted_text_reparses_to_the_same_network(tmp_path):
@@ -183,3 +183,36 @@ def test_cli_round_trip_googlenet(tmp_path):
     assert done.returncode == 0, done.stderr
     got = run_generated(tmp_path / "net.py", "GoogleNet", tmp_path / "googlenet.safetensors", x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["alexnet_v1", "resnet_like", "googlenet_excerpt"])
+def test_every_shape_is_caffes(name):
+    """Each Caffe layer's output shape (Caffe's rules, run by the reference) equals the shape
+    archc's checker infers for the layer it became."""
+    from archc.importers import caffe
+    from archc.importers.weights import _ir_layers
+
+    proto = FIXTURES / f"{name}.prototxt"
+    _, network, _ = imported(proto)
+    flat = caffe.load(str(proto), Diagnostics(), compact=False)
+    items = list(_ir_layers(flat.statements[0].body))
+    nodes = list(layers(network.root))
+    assert [i.callee for i in items] == [n.kind for n in nodes]
+    archc_shapes = {(i.span.line, i.span.column): n.out_shape for i, n in zip(items, nodes)}
+    caffe_shapes: dict[str, tuple[int, ...]] = {}
+    caffe_forward(str(proto), torch.randn(1, *network.input_shape), np.random.default_rng(0),
+                  caffe_shapes)
+    checked = 0
+    for layer in caffe.layers_of(_root(proto)):
+        if layer.type in ("Input", "Split", "Scale", "Concat", "Eltwise"):
+            continue  # wiring, or folded into the layer before
+        assert archc_shapes[(layer.span.line, layer.span.column)] == caffe_shapes[layer.name], \
+            layer.name
+        checked += 1
+    assert checked >= 10
+
+
+def _root(proto: Path):
+    from archc.importers import prototxt
+
+    return prototxt.parse(proto.read_text(), str(proto), Diagnostics())
