@@ -27,6 +27,8 @@ def layer(kind: str, span: ir.Span, label: str | None = None, **args) -> ir.Laye
     Arguments equal to the kind's default are left out, except the notation's own.
     """
     kept = [(k, v) for k, v in args.items() if v is not None and not _is_default(kind, k, v)]
+    if len(kept) == 1 and _is_default(kind, *kept[0], head=True):
+        kept = []  # `maxpool`, not `maxpool2`: a lone default needs no notation
     return ir.Layer(
         callee=kind,
         args=[
@@ -49,11 +51,11 @@ def _positional(kind: str, name: str, value) -> bool:
             and entry.params[0].name == name)
 
 
-def _is_default(kind: str, name: str, value) -> bool:
+def _is_default(kind: str, name: str, value, head: bool = False) -> bool:
     from ..layers import REGISTRY
 
     entry = REGISTRY.get(kind)
-    if entry is None or name == entry.sugar[0]:
+    if entry is None or (name == entry.sugar[0] and not head):
         return False
     param = entry.param(name)
     return param is not None and not param.required and param.default == value

@@ -115,11 +115,44 @@ def test_bn_scale_split_inplace_and_eltwise():
     assert "avgpool3-2(padding=1, ceil=true)" in text and "globalavgpool" in text
 
 
+def test_repeated_layers_become_repeats():
+    """VGG's stages: the conv-relu pairs of a stage are one `[...] xN`, as VGG's paper
+    table writes them; the two fc-relu-dropout units likewise."""
+    spec, network, _ = imported(FIXTURES / "vgg_narrow.prototxt")
+    assert spec_text(spec).splitlines()[2:] == [
+        "    [conv3-8 relu] x2  maxpool",
+        "    [conv3-16 relu] x2  maxpool",
+        "    [conv3-32 relu] x3  maxpool  flatten",
+        "    [fc-32 relu dropout] x2",
+        "    fc8: fc-10  softmax",
+    ]
+
+
+def test_side_outputs_become_taps(tmp_path):
+    """A head whose output no later layer reads (GoogLeNet's auxiliary classifiers in a
+    train_val.prototxt) becomes a tap; the last layer is the network's output."""
+    proto = tmp_path / "aux.prototxt"
+    proto.write_text(
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 16 dim: 16 }\n'
+        'layer { name: "c1" type: "Convolution" bottom: "data" top: "c1"\n'
+        '  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }\n'
+        'layer { name: "aux_fc" type: "InnerProduct" bottom: "c1" top: "aux_fc"\n'
+        '  inner_product_param { num_output: 3 } }\n'
+        'layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2"\n'
+        '  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "c2" top: "fc"\n'
+        '  inner_product_param { num_output: 5 } }\n')
+    spec, network, _ = imported(proto)
+    text = spec_text(spec)
+    assert "tap [flatten  aux_fc: fc-3]" in text or "tap [flatten aux_fc: fc-3]" in text
+    assert network.output_shape == (5,) and list(network.aux_outputs.values()) == [(3,)]
+
+
 def test_emitted_text_reparses_to_the_same_network(tmp_path):
     """The text archc writes checks by itself and gives the network the import checked."""
     import archc
 
-    for name in ("googlenet_excerpt", "alexnet_v1", "resnet_like"):
+    for name in ("googlenet_excerpt", "alexnet_v1", "resnet_like", "vgg_narrow"):
         spec, network, _ = imported(FIXTURES / f"{name}.prototxt")
         path = tmp_path / f"{name}.arch"
         path.write_text(spec_text(spec))
@@ -131,7 +164,7 @@ def test_emitted_text_reparses_to_the_same_network(tmp_path):
 # --------------------------------------------------------------------------- weights
 
 
-@pytest.mark.parametrize("name", ["alexnet_v1", "resnet_like", "googlenet_excerpt"])
+@pytest.mark.parametrize("name", ["alexnet_v1", "resnet_like", "googlenet_excerpt", "vgg_narrow"])
 def test_parameter_count_is_caffes(tmp_path, name):
     """Learnable parameters: the sizes of every conv, InnerProduct and Scale blob."""
     proto = FIXTURES / f"{name}.prototxt"
@@ -152,7 +185,7 @@ def test_caffemodel_writer_and_reader_agree(tmp_path):
     np.testing.assert_array_equal(read["conv1"][0], blobs["conv1"][0])
 
 
-@pytest.mark.parametrize("name", ["alexnet_v1", "resnet_like"])
+@pytest.mark.parametrize("name", ["alexnet_v1", "resnet_like", "vgg_narrow"])
 def test_round_trip_with_converted_weights(tmp_path, name):
     proto = tmp_path / f"{name}.prototxt"
     shutil.copy(FIXTURES / f"{name}.prototxt", proto)
@@ -185,7 +218,7 @@ def test_cli_round_trip_googlenet(tmp_path):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["alexnet_v1", "resnet_like", "googlenet_excerpt"])
+@pytest.mark.parametrize("name", ["alexnet_v1", "resnet_like", "googlenet_excerpt", "vgg_narrow"])
 def test_every_shape_is_caffes(name):
     """Each Caffe layer's output shape (Caffe's rules, run by the reference) equals the shape
     archc's checker infers for the layer it became."""
