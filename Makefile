@@ -39,6 +39,12 @@ test: setup
 bench: setup
 	$(PY) -m bench
 
+# The mutation check: named one-line mutants (tests/mutation/mutants_*.py), each run against
+# its tests in a copy of the tree; prints caught/survived and the score.
+.PHONY: mutants
+mutants: setup
+	nice -n 10 $(PY) -m tests.mutation.run
+
 lint: setup
 	$(PY) -m ruff check archc runtime tests bench
 

@@ -174,10 +174,23 @@ def test_stratified_split_properties():
         stratified_split(labels, 1.0)
 
 
+def test_validation_count_rounds_to_nearest():
+    """8 images at 0.2 is 1.6 validation images: round gives 2 (int() would give 1); 7 at 0.2
+    is 1.4: 1 (ceil would give 2)."""
+    for per_class, want in ((8, 2), (7, 1), (12, 2), (13, 3)):
+        labels = [0] * per_class + [1] * per_class
+        _, val = stratified_split(labels, 0.2, seed=0)
+        counts = np.bincount(np.asarray(labels)[val], minlength=2)
+        assert counts.tolist() == [want, want], (per_class, counts)
+
+
 def test_split_hash():
+    # Pinned: a run folder's split.json is checked against this digest on resume, so a
+    # change of the hashing would make every existing run refuse to resume.
+    assert split_hash([0, 2, 3], [1]) == (
+        "df5828c62dcf9ef094de403b5028fed4af380399deaaecb1edeecbc2e6a3ec1c")
     tr, va = stratified_split([0, 1] * 20, 0.25, seed=0)
     h = split_hash(tr, va)
-    assert len(h) == 64 and int(h, 16) >= 0
     assert split_hash(list(tr), list(va)) == h
     assert split_hash(va, tr) != h
     assert split_hash(*stratified_split([0, 1] * 20, 0.25, seed=1)) != h
