@@ -276,21 +276,20 @@ class GraphBody:
             fork = self.idom.get(node)
             if fork is None:
                 raise locate(node, f"`{node.name}` merges values not computed from the input")
-            branches = [self.branch(fork, i) for i in op.inputs]
+            branches = [self.branch(fork, i, op.merge) for i in op.inputs]
             items.append((node, DMerge(op.merge, branches)))
             node = fork
         items.reverse()
         return items
 
-    def branch(self, fork: fx.Node, end: fx.Node) -> DItem:
-        """One merge branch: the identity, a projection shortcut, or a sequence."""
+    def branch(self, fork: fx.Node, end: fx.Node, mode: str) -> DItem:
+        """One merge branch: the identity, a projection shortcut (of an add), or a sequence."""
         if end is fork:
             return DShortcut(shortcut_args())
         items = [item for _, item in self.chain(end, fork) if item is not None]
         if len(items) == 1:
             only = items[0]
-            node_op = self.ops[end]
-            if node_op.inputs == [fork] and self.ops[end].item is only:
+            if mode == "add" and self.ops[end].inputs == [fork] and self.ops[end].item is only:
                 shortcut = self.shortcut_of(end)
                 if shortcut is not None:
                     return shortcut

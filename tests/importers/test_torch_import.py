@@ -1,0 +1,296 @@
+"""`archc import` of PyTorch modules: torchvision's networks and modules written here.
+
+Every import is checked by the importer itself (rebuild, strict load, outputs with random
+BN statistics). The tests check that independently where it is cheap (their own
+torchvision module, their own randomisation, their own comparison), check the spec's
+text (blocks, parameters, repeats, labels) and its compactness against the hand-written
+specs, and that what has no archc form is reported where the forward has it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import archc
+from archc import ir
+from archc.diagnostics import Diagnostics
+from archc.importers.layout import spec_text
+from archc.importers.torch_module import load
+from archc.importers.torch_verify import randomize_norms, verify_spec
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+SMALL = (3, 64, 64)  # checks run at this size: every network here takes it
+
+
+def imported(source: str, **kwargs) -> tuple[ir.SpecFile | None, Diagnostics]:
+    """The importer's IR of `source` (checked at SMALL) and its diagnostics."""
+    diags = Diagnostics()
+    return load(source, diags, check_shape=SMALL, **kwargs), diags
+
+
+def rebuilt(spec: ir.SpecFile) -> nn.Module:
+    """archc's module of the spec's text, as a user would build it from the written file."""
+    result = archc.api.check(spec.path, input_shape=SMALL, text=spec_text(spec))
+    assert result.ok, [d.message for d in result.diagnostics]
+    return archc.build(result.network)
+
+
+def assert_same_outputs(spec: ir.SpecFile, source: nn.Module) -> None:
+    """The test's own oracle: strict load of the source's weights, equal eval outputs."""
+    with torch.no_grad():  # random BN statistics, or many nets look alike
+        for m in source.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.3)
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+    model = rebuilt(spec)
+    model.load_state_dict(source.state_dict(), strict=True)
+    x = torch.randn(2, *SMALL, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        got, expected = model.eval()(x), source.eval()(x)
+    torch.testing.assert_close(got, expected, atol=1e-5 * expected.abs().max().item(), rtol=0)
+
+
+def spec_lines(path: Path) -> int:
+    """Lines of a hand-written spec and what it imports, less blank and comment lines."""
+    text = path.read_text()
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    imports = [ln.split('"')[1] for ln in lines if ln.startswith("import ")]
+    return len(lines) - len(imports) + sum(spec_lines(path.parent / i) for i in imports)
+
+
+def text_lines(spec: ir.SpecFile) -> int:
+    """Lines of the spec `archc import` writes."""
+    return sum(1 for ln in spec_text(spec).splitlines() if ln.strip())
+
+
+# --------------------------------------------------------------------------- torchvision
+
+# network: (hand-written spec, what the written spec must say)
+TORCHVISION = {
+    "alexnet": ("alexnet.arch", ["conv11-64(stride=4, pad=2)", "adaptive-avgpool(6)"]),
+    "vgg16": ("vgg.arch", ["[conv3-512 relu] x3", "adaptive-avgpool(7)"]),
+    "googlenet": ("googlenet.arch", ["block inception(c1, c2, c3, c4, c5, c6):",
+                                     "aux1: tap inception_aux", "aux2: tap inception_aux",
+                                     "inception4a: inception(192, 96, 208, 16, 48, 64)"]),
+    "resnet18": ("resnet18.arch", ["block basic_block(c, stride=1):", "downsample: shortcut",
+                                   "layer2: [basic_block(128, stride=2) basic_block(128)]"]),
+    "resnet50": ("resnet50.arch", ["block bottleneck(c, stride=1):", "conv1-{c * 4}",
+                                   "layer3: [bottleneck(256, stride=2) bottleneck(256) x5]"]),
+}
+
+
+@pytest.fixture(scope="module", params=list(TORCHVISION))
+def torchvision_import(request):
+    """(name, IR) of one torchvision network, imported once for all its tests."""
+    spec, diags = imported(f"torchvision:{request.param}")
+    assert spec is not None and not diags.items, [d.message for d in diags.items]
+    return request.param, spec
+
+
+def test_torchvision_spec_reads_as_written_by_hand(torchvision_import):
+    name, spec = torchvision_import
+    text = spec_text(spec)
+    for expected in TORCHVISION[name][1]:
+        assert expected in text, f"{expected!r} not in\n{text}"
+
+
+def test_torchvision_spec_is_compact(torchvision_import):
+    """At most 1.5× the lines of the hand-written spec in specs/ (README's table)."""
+    name, spec = torchvision_import
+    hand = spec_lines(SPECS / TORCHVISION[name][0])
+    assert text_lines(spec) <= 1.5 * hand, (text_lines(spec), hand)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet"])
+def test_torchvision_import_is_exact(name):
+    """Independent of the importer's own check: a fresh torchvision module, strict keys."""
+    spec, _ = imported(f"torchvision:{name}")
+    torch.manual_seed(0)
+    kwargs = {"init_weights": False} if name == "googlenet" else {}
+    assert_same_outputs(spec, getattr(torchvision.models, name)(weights=None, **kwargs))
+
+
+def test_factory_arguments_are_read_as_literals():
+    spec, diags = imported("torchvision:resnet18", args={"num_classes": "10"})
+    assert spec is not None, diags.items
+    assert "fc: fc-10" in spec_text(spec)
+
+
+# --------------------------------------------------------------------------- a user's module
+
+
+class Unit(nn.Module):
+    """A residual unit with a projection only where the shapes change."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout * 2, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout * 2)
+        self.conv3 = nn.Conv2d(cout * 2, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.proj = None
+        if stride != 1 or cin != cout:
+            self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.proj is None else self.proj(x)))
+
+
+class Mix(nn.Module):
+    """Two paths, concatenated on channels."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.left = nn.Conv2d(c, c, 1)
+        self.right = nn.Sequential(nn.Conv2d(c, c // 2, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        return torch.cat([self.left(x), self.right(x)], 1)
+
+
+class Net(nn.Module):
+    """A stem, four units (two stages), a mix, and a head that flattens with view."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.stages = nn.Sequential(Unit(width, width), Unit(width, width),
+                                    Unit(width, 2 * width, 2), Unit(2 * width, 2 * width))
+        self.mix = Mix(2 * width)
+        self.fc = nn.Linear(3 * width, num_classes)
+
+    def forward(self, x):
+        x = self.mix(self.stages(torch.relu(self.stem(x))))
+        x = F.adaptive_avg_pool2d(x, 1)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def make_net(num_classes: int = 10, width: int = 16) -> Net:
+    """The factory `archc import tests.importers.test_torch_import:make_net` calls."""
+    torch.manual_seed(0)
+    return Net(num_classes, width)
+
+
+HERE = "tests.importers.test_torch_import"
+
+
+def test_user_module_becomes_blocks_with_parameters():
+    spec, diags = imported(f"{HERE}:make_net", args={"width": 8})
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    assert "block unit(c, stride=1):" in text
+    assert "conv2: conv3-{c * 2}(bias=false)" in text
+    assert "proj: shortcut" in text
+    assert "stages: [unit(8) x2 unit(16, stride=2) unit(16)]" in text
+    assert "block mix:\n    concat:\n        left: conv1-16\n        right: [conv3-8 relu]" in text
+    assert "stem: conv3-8  relu" in text  # torch.relu in the forward: an unlabelled relu
+    assert_same_outputs(spec, make_net(width=8))
+
+
+def test_the_check_fails_on_a_spec_that_computes_something_else():
+    """The importer's own oracle can fail: a relu turned into a sigmoid is caught."""
+    spec, _ = imported(f"{HERE}:make_net")
+    network = spec.statements[-1]
+    wrong = network.model_copy(update={"body": [
+        i.model_copy(update={"callee": "sigmoid"}) if getattr(i, "callee", "") == "relu" else i
+        for i in network.body
+    ]})
+    assert wrong != network
+    broken = spec.model_copy(update={"statements": [*spec.statements[:-1], wrong]})
+    diags = Diagnostics()
+    assert not verify_spec(broken, make_net(), SMALL, diags, ir.Span(file="x"))
+    assert [d.code for d in diags.items] == ["E203"]
+    assert "computes something else" in diags.items[0].message
+
+
+def test_randomize_norms_changes_every_statistic():
+    bn = nn.BatchNorm2d(4)
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    randomize_norms(bn)
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        assert not torch.equal(before[key], bn.state_dict()[key]), key
+
+
+# --------------------------------------------------------------------------- what has no form
+
+
+class Clamp(nn.Module):
+    """A forward with a Python op archc has no layer for."""
+
+    def forward(self, x):
+        return x.clamp(min=0.5)  # the unsupported op
+
+
+class WithClamp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), Clamp())
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class WithUpsample(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.up = nn.Upsample(scale_factor=2)
+
+    def forward(self, x):
+        return self.up(self.conv(x))
+
+
+def test_unsupported_op_is_reported_at_its_line_with_the_module_path():
+    spec, diags = imported(f"{HERE}:WithClamp")
+    assert spec is None
+    [diag] = diags.items
+    lines, first = inspect.getsourcelines(Clamp.forward)
+    line = first + next(i for i, t in enumerate(lines) if "clamp(" in t)
+    assert diag.code == "E101"
+    assert "`body.1`" in diag.message and "`clamp`" in diag.message
+    assert (Path(diag.span.file), diag.span.line) == (Path(__file__), line)
+    assert "x.clamp(min=0.5)" in diag.notes[0]
+
+
+def test_unknown_module_type_is_reported_with_its_path():
+    spec, diags = imported(f"{HERE}:WithUpsample")
+    assert spec is None
+    [diag] = diags.items
+    assert "`up`" in diag.message and "nn.Upsample" in diag.message
+
+
+@pytest.mark.parametrize("source, message", [
+    ("no_such_package.models:net", "cannot import `no_such_package.models`: no module named "
+                                   "`no_such_package`"),
+    (f"{HERE}:make_nett", f"`{HERE}` has no `make_nett`; did you mean `make_net`?"),
+    ("torchvision:resnet5", "torchvision has no model `resnet5`; did you mean"),
+    (f"{HERE}:SMALL", f"`{HERE}:SMALL` is a tuple, not a callable"),
+])
+def test_a_failed_import_is_one_line(source, message):
+    spec, diags = imported(source)
+    assert spec is None
+    [diag] = diags.items
+    assert diag.code == "E002" and diag.message.startswith(message), diag.message
+    assert "\n" not in diag.message
+
+
+def test_a_failing_factory_is_one_line():
+    spec, diags = imported(f"{HERE}:make_net", args={"widht": 3})
+    assert spec is None
+    [diag] = diags.items
+    assert diag.message.startswith(f"`{HERE}:make_net` failed: TypeError:")
