@@ -210,6 +210,18 @@ class _Importer:
             return None
         return shape
 
+    def _square_or_supported(self, layer: Layer, kind: str, *pairs) -> bool:
+        """False (with an error) for an h×w window the registry cannot take yet."""
+        from ..layers import REGISTRY
+
+        square = all(a == b for a, b in pairs)
+        if square or REGISTRY[kind].param("kernel").type != "int":
+            return True
+        self.error(layer.span, f"{layer.type} `{layer.name}` has a non-square window "
+                   f"({'×'.join(map(str, pairs[0]))}), which archc's `{kind}` cannot take yet",
+                   "archc's windows are square in this version")
+        return False
+
     # ------------------------------------------------------------------ the layer types
 
     def _convolution(self, layer: Layer, inputs: list[int]) -> None:
@@ -223,6 +235,8 @@ class _Importer:
         dilation = (p.values("dilation") or [1])[0]
         if kernel is None:
             self.error(layer.span, f"Convolution `{layer.name}` has no kernel_size")
+            return
+        if not self._square_or_supported(layer, "conv", kernel, stride, pad):
             return
         out = int(p.get("num_output", 0))
         group = int(p.get("group", 1))
@@ -262,6 +276,8 @@ class _Importer:
         if kernel is None:
             self.error(layer.span, f"Pooling `{layer.name}` has no kernel_size",
                        "give `kernel_size`, or `global_pooling: true`")
+            return
+        if not self._square_or_supported(layer, "maxpool", kernel, stride, pad):
             return
         size, ceil = [], False
         for n, k, s, q in zip(shape[1:], kernel, stride, pad):

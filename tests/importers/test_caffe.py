@@ -111,6 +111,7 @@ def test_bn_scale_split_inplace_and_eltwise():
     text = spec_text(spec)
     assert "bn1: bn" in text and "affine" not in text  # BatchNorm + Scale → one affine bn
     assert "add:" in text and "identity" in text  # Split + Eltwise SUM
+    assert "mul:\n        identity\n        gate: conv1-8  sigmoid" in text  # Eltwise PROD
     assert "leakyrelu(0.2)" in text and "tanh" in text and "sigmoid" in text
     assert "avgpool3-2(padding=1, ceil=true)" in text and "globalavgpool" in text
 
@@ -249,3 +250,22 @@ def _root(proto: Path):
     from archc.importers import prototxt
 
     return prototxt.parse(proto.read_text(), str(proto), Diagnostics())
+
+
+def test_non_square_windows(tmp_path):
+    """kernel_h/kernel_w: an (h, w) window where the registry takes one, else a located error."""
+    from archc.layers import REGISTRY
+
+    proto = tmp_path / "ns.prototxt"
+    proto.write_text(
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 12 dim: 12 }\n'
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+        '  convolution_param { num_output: 4 kernel_h: 1 kernel_w: 3 pad_h: 0 pad_w: 1 } }\n')
+    diags = Diagnostics()
+    spec = import_source(str(proto), diags)
+    if REGISTRY["conv"].param("kernel").type == "int":
+        assert spec is None and diags.errors[0].span.line == 3
+        assert "non-square" in diags.errors[0].message
+    else:  # pragma: no cover - once the zoo's (h, w) windows land
+        network = check_imported(spec, {}, diags)
+        assert network is not None and network.output_shape == (4, 12, 12)
