@@ -284,7 +284,8 @@ class Trainer:
         self.train_loader, self.val_loader = train_loader, val_loader
         self.config, self.run_dir = config, Path(run_dir)
         self.is_main = _is_main_process()
-        console = console if console is not None else Console()
+        # soft wrap: a log line stays one line in a file or a pipe, however narrow
+        console = console if console is not None else Console(soft_wrap=True)
         self.console = console if self.is_main else Console(quiet=True)
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
