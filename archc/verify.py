@@ -26,6 +26,7 @@ import typer
 
 ZOO = Path(__file__).resolve().parent.parent / "specs" / "zoo.yaml"
 TOLERANCE = 1e-5  # of the largest logit
+INPUT_SCALE = 8.0
 DEFAULT_SIZE = 64  # verify at 64×64 where the network accepts it: exactness does not need 224
 # Builder options that only change initialisation time (scipy's truncated normal) or the
 # outputs' form, never the weights' shapes.
@@ -136,8 +137,10 @@ def randomize_statistics(model, seed: int = 0) -> None:
                 torch.nn.modules.batchnorm._BatchNorm | torch.nn.LayerNorm | torch.nn.GroupNorm,
             )
             if is_norm and getattr(module, "weight", None) is not None:
-                module.weight.copy_(torch.rand(module.weight.shape, generator=gen) + 0.5)
-                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.2)
+                # scales of either sign and sizeable shifts: no unit stays on one side of 0 or 6
+                sign = torch.randint(0, 2, module.weight.shape, generator=gen) * 2 - 1
+                module.weight.copy_(sign * (torch.rand(module.weight.shape, generator=gen) + 0.5))
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen))
         for name, param in model.named_parameters():
             if name.rsplit(".", 1)[-1] == "layer_scale":
                 param.copy_(torch.rand(param.shape, generator=gen) + 0.5)
@@ -210,7 +213,9 @@ def verify(entry: Entry, seed: int = 0) -> Report:
         report.load_error = _first_lines(str(exc), 6)
         report.seconds = time.perf_counter() - start
         return report
-    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed + 1))
+    # Inputs of scale INPUT_SCALE: activations well above 6 from the first layer on, so a
+    # relu6 that should be a relu (or the reverse) changes the outputs.
+    x = INPUT_SCALE * torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         got, want = model.eval()(x), tv.eval()(x)
     got, want = (o[0] if isinstance(o, tuple) else o for o in (got, want))

@@ -1,0 +1,100 @@
+"""The zoo: specs/zoo.yaml names torchvision's 68 convolutional builders, and one cheap
+member of every family verifies exactly against torchvision (parameters at 1000 and 2
+classes, strict state_dict loading, outputs after randomising every norm's statistics).
+
+AlexNet, VGG, GoogLeNet and the single-file ResNets are verified in tests/test_torchvision.py;
+`archc verify --zoo` runs all 68 (docs/zoo.md holds its table).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archc.verify import TOLERANCE, Entry, describe, load_zoo, torchvision_names, verify
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO = load_zoo()
+
+# One cheap member per family (the smallest, at 64×64 unless the entry says otherwise).
+CHEAP = [
+    "resnet18",
+    "resnext50_32x4d",
+    "squeezenet1_1",
+    "densenet121",
+    "mnasnet0_5",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+]
+
+
+def test_zoo_names_exactly_torchvisions_convolutional_builders():
+    assert sorted(ZOO) == sorted(torchvision_names())
+    assert len(ZOO) == 68
+
+
+def test_every_zoo_entry_points_at_a_spec_file():
+    missing = sorted({e.spec.name for e in ZOO.values() if not e.spec.exists()})
+    written = sorted({e.spec.name for e in ZOO.values() if e.spec.exists()})
+    assert written, "no family spec exists"
+    assert not missing, f"specs not written: {missing}"
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_cheap_member_of_each_family_is_exact(name):
+    report = verify(ZOO[name])
+    assert report.exact, describe(report)
+    assert report.relative <= TOLERANCE
+    counts = report.params[1000]
+    assert counts[0] == counts[1] == counts[2] and report.params[2][0] < counts[0]
+
+
+def test_the_oracle_tells_a_swapped_branch_order_apart(tmp_path):
+    """Same parameters, same keys, strict loading succeeds: only the outputs can tell that
+    the fire module concatenates its expand branches in the wrong order."""
+    text = (ROOT / "specs" / "squeezenet.arch").read_text(encoding="utf-8")
+    one = "        expand1x1: conv1-{e1}  expand1x1_activation: relu\n"
+    three = "        expand3x3: conv3-{e3}  expand3x3_activation: relu\n"
+    assert one + three in text
+    spec = tmp_path / "swapped.arch"
+    spec.write_text(text.replace(one + three, three + one), encoding="utf-8")
+    report = verify(Entry("squeezenet1_1", spec, sets={"version": "v1_1"}))
+    assert report.params_ok and report.load_error is None
+    assert report.relative > 1e-3 and not report.exact
+    assert "MISMATCH" in describe(report)
+
+
+def test_the_oracle_tells_relu_from_relu6(tmp_path):
+    """With BN statistics randomised, activations exceed 6: relu6 and relu differ."""
+    text = (ROOT / "specs" / "mobilenet.arch").read_text(encoding="utf-8")
+    spec = tmp_path / "relu.arch"
+    spec.write_text(text.replace("relu6", "relu"), encoding="utf-8")
+    report = verify(Entry("mobilenet_v2", spec, network="mobilenet_v2"))
+    assert report.params_ok and report.load_error is None and not report.exact
+
+
+def run_verify(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run([sys.executable, "-m", "archc", "verify", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_verify_exact_and_mismatch():
+    ok = run_verify("specs/squeezenet.arch", "--against", "torchvision:squeezenet1_1",
+                    "--set", "version=v1_1")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "load_state_dict(strict=True): ok" in ok.stdout and "exact" in ok.stdout
+    wrong = run_verify("specs/squeezenet.arch", "--against", "torchvision:squeezenet1_0",
+                       "--set", "version=v1_1")
+    assert wrong.returncode == 1 and "MISMATCH" in wrong.stdout
+
+
+def test_cli_verify_usage_errors_are_one_line():
+    missing = run_verify("specs/nope.arch", "--against", "torchvision:resnet18")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bare = run_verify("specs/resnet.arch")
+    assert bare.returncode == 2 and "--against torchvision:NAME" in bare.stderr
