@@ -108,14 +108,15 @@ def convert(
 ) -> None:
     """Translate a spec between the .arch language and YAML (same IR both ways)."""
     from .diagnostics import Diagnostics
-    from .sources import parse_source
+    from .sources import SpecReadError, parse_source, read_spec
 
     if to not in ("yaml", "arch"):
         fail(f"--to must be yaml or arch, got `{to}`")
-    if not spec.exists():
-        fail(f"spec file `{spec}` not found")
+    try:
+        text = read_spec(spec)
+    except SpecReadError as exc:
+        fail(str(exc), exc.hint)
     diags = Diagnostics()
-    text = spec.read_text(encoding="utf-8")
     tree = parse_source(text, str(spec), diags)
     print_diagnostics(diags.sorted(), {str(spec): text})
     if tree is None or diags.has_errors:
@@ -239,6 +240,8 @@ def graph(
     """Draw the network with graphviz: shapes on edges, blocks as clusters, a legend."""
     from .backends.dot import DotNotFound, render, table_dot, to_dot
 
+    if depth is not None and depth < 0:
+        fail(f"--depth must be 0 or more, got {depth}", "0 draws each top-level block as one box")
     if table:
         from .api import check as run_check
 
@@ -327,13 +330,29 @@ def _load_plugins(argv: list[str]) -> None:
         return
     from importlib.metadata import entry_points
 
+    unavailable: list[tuple[str, ImportError]] = []
     for ep in entry_points(group="archc.commands"):
         try:
             register = ep.load()
         except ImportError as exc:  # e.g. torch missing: the compiler verbs still work
-            typer.echo(f"warning: archc plugin {ep.name} unavailable: {exc}", err=True)
+            unavailable.append((ep.name, exc))
             continue
         register(app)
+    if unavailable and verb is not None and verb not in _command_names():
+        plugin, exc = unavailable[0]
+        fail(
+            f"`archc {verb}` is not available: the {plugin} plugin that provides the training "
+            f"verbs needs the `torch` extra (module `{exc.name or exc}` is missing)",
+            "install it with: pip install 'archc[torch]'  (or: make setup)",
+        )
+    for plugin, exc in unavailable:
+        typer.echo(f"warning: archc plugin {plugin} unavailable: {exc}", err=True)
+
+
+def _command_names() -> set[str]:
+    """The verbs registered on the app so far (commands and command groups)."""
+    names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    return names | {g.name for g in app.registered_groups if g.name}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,9 +42,33 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in TORCH_EXTRA.values():
+            report_internal_error(args)
+            raise SystemExit(INTERNAL_ERROR) from None
+        verb = next((a for a in args if not a.startswith("-")), "")
+        fail(
+            f"`archc {verb}` needs the `torch` extra: module `{exc.name}` is not installed",
+            "install it with: pip install 'archc[torch]'  (or: make setup)",
+        )
     except Exception:  # anything else is a bug in archc: keep its traceback, say so
         report_internal_error(args)
         raise SystemExit(INTERNAL_ERROR) from None
+
+
+# The `torch` extra of pyproject.toml: distribution name → the module it installs. A verb
+# that needs one of these on an install without the extra says which extra to install.
+TORCH_EXTRA = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "safetensors": "safetensors",
+    "numpy": "numpy",
+    "pillow": "PIL",
+    "matplotlib": "matplotlib",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "onnxscript": "onnxscript",
+}
 
 
 # The exit status of an internal error, as rustc's for an ICE: distinct from 1 (the input

@@ -141,7 +141,8 @@ def _load(
             text = read_spec(path)
         except SpecReadError as exc:
             span = via.span if via else ir.Span(file=path)
-            hint = "imports are resolved relative to the importing file" if via else exc.hint
+            hint = exc.hint or ("imports are resolved relative to the importing file" if via
+                                else None)
             diags.error(exc.code, span, str(exc), hint)
             return
         key = str(Path(path).resolve())

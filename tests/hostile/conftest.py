@@ -96,3 +96,20 @@ def tree_state(root: str | os.PathLike) -> dict[str, str]:
         elif path.is_dir():
             state[str(path)] = "dir"
     return state
+
+
+def location(stderr: str) -> str | None:
+    """The `file:line:col` of the first ` --> ` line of a rendered diagnostic, if any."""
+    for line in stderr.splitlines():
+        if line.lstrip().startswith("--> "):
+            return line.lstrip()[4:].strip()
+    return None
+
+
+def assert_spec_error(proc: subprocess.CompletedProcess, code: str, where: str) -> str:
+    """Assert that `proc` reported exactly one error, diagnostic `code`, located at `where`
+    (a `file:line` or `file:line:col` prefix), exit 1, no traceback. Returns the headline."""
+    headline = assert_one_line_error(proc, 1)
+    assert headline.startswith(f"error[{code}]"), proc.stderr
+    assert (location(proc.stderr) or "").startswith(where), proc.stderr
+    return headline
