@@ -210,7 +210,13 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _direct_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and _is_image_name(p.name))
+    """The image files directly in `folder`, each real file once (a link to another is left out)."""
+    seen: set[tuple[int, int]] = set()
+    candidates = sorted(p for p in folder.iterdir() if p.is_file() and _is_image_name(p.name))
+    # plain files claim their identity first, so the link is what is left out, not the image
+    firsts = sorted(candidates, key=lambda p: p.is_symlink())
+    kept = {p for p in firsts if _new_file(p, seen)}
+    return [p for p in candidates if p in kept]
 
 
 def discover(path: Path) -> tuple[list[Path | str], list[int], list[str]]:

@@ -53,6 +53,17 @@ def test_discover_kaggle_train_folder(kaggle):
     assert discover(kaggle / "train") == (files, labels, classes)  # deterministic
 
 
+def test_discover_lists_each_real_file_once(kaggle, tmp_path):
+    """A link to an image (a second name) would put one image in train and val both."""
+    train = _copy_tree(kaggle / "train", tmp_path / "train")
+    (train / "cat.100.jpg").symlink_to("cat.3.jpg")
+    (train / "dog.0.jpg").rename(train / "dog.0.real.jpg.bak")
+    (train / "dog.0.jpg").symlink_to(train / "dog.1.jpg")
+    files, _, _ = discover(train)
+    names = [Path(f).name for f in files]
+    assert len(files) == 23 and "cat.100.jpg" not in names and "dog.0.jpg" not in names
+
+
 def test_discover_kaggle_root_uses_train_and_ignores_test1(kaggle):
     assert discover(kaggle) == discover(kaggle / "train")
 
