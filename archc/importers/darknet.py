@@ -270,6 +270,7 @@ class _Importer:
             self.error(s.span, f"[maxpool] size={size} stride={stride} pads {padding - left} "
                        f"on the right and {left} on the left; archc pools pad both sides alike",
                        "this pool needs asymmetric padding, which archc has no form for yet")
+            self.emit(s, [], (c, *out))  # darknet's shape, so later layers check on
             return
         floor_out = [(n + 2 * left - size) // stride + 1 for n in (h, w)]
         pool = common.layer("maxpool", s.span, kernel=size,
@@ -338,12 +339,27 @@ class _Importer:
         self.outputs.append(node.id)
 
     def _upsample(self, s: Section) -> None:
+        c, h, w = self.image_in(s)
+        stride = self.int(s, "stride", 2)
         self.error(s.span, "[upsample] has no archc layer kind yet",
                    "archc's registry has no nearest-neighbour upsampling layer")
+        self.emit(s, [], (c, h * stride, w * stride))  # darknet's shape, so later layers check on
+
+    def _yolo(self, s: Section) -> None:
+        """Detection decoding and loss: not part of the network; its input is an output."""
+        self.diags.warning(
+            "W401", s.span, f"[{s.type}] (detection decoding and loss) is left out; the layer "
+            "before it is a network output",
+            "archc writes the network up to the detection heads; decode the outputs yourself"
+            + ("; all but the last head become taps, outputs in training mode only"
+               if s.type == "yolo" else ""))
+        self.outputs.append(self.previous(s))
+
+    _region = _detection = _yolo
 
 
 HANDLED = {"convolutional", "maxpool", "avgpool", "connected", "dropout", "softmax", "cost",
-           "shortcut", "route", "upsample"}
+           "shortcut", "route", "upsample", "yolo", "region", "detection"}
 
 
 def _ceil_pool(size: int, kernel: int, stride: int, pad: int) -> int:

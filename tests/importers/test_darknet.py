@@ -139,3 +139,52 @@ def test_weights_file_of_the_wrong_size_is_one_error(tmp_path):
     write_darknet_weights(path.with_suffix(".weights"), arrays[:-1])
     with pytest.raises(WeightsError, match="ends early"):
         convert(str(path), network, tmp_path / "net.safetensors")
+
+
+def test_yolov3_tiny_like_reports_what_archc_cannot_write_yet():
+    """yolov3-tiny's layout: every layer imports but its 2×2 stride-1 pool (padded on the
+    right only) and [upsample], each one located error; the [yolo] heads are left out with
+    a warning. Shapes carry on past the failures, so nothing else is reported."""
+    from archc.diagnostics import Diagnostics
+    from archc.importers import import_source
+
+    diags = Diagnostics()
+    assert import_source(str(FIXTURES / "yolov3_tiny_like.cfg"), diags) is None
+    found = [(d.severity, d.code, d.span.line) for d in diags.sorted()]
+    assert found == [("error", "E204", 77), ("warning", "W401", 112), ("error", "E204", 129),
+                     ("warning", "W401", 150)]
+
+
+def test_yolo_heads_become_outputs_and_taps(tmp_path):
+    """Two detection heads: the last is the output, the first a tap, each warned about."""
+    head = ("[convolutional]\nfilters=6\nsize=1\nstride=1\npad=1\nactivation=linear\n\n"
+            "[yolo]\nclasses=1\n\n")
+    body = ("[convolutional]\nfilters=8\nsize=3\nstride=2\npad=1\nactivation=leaky\n\n" + head
+            + "[route]\nlayers=-3\n\n[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\n"
+            "activation=leaky\n\n" + head)
+    spec, network, diags = imported(cfg(tmp_path, body))
+    assert [d.code for d in diags.items] == ["W401", "W401"]
+    assert network.output_shape == (6, 7, 7) and list(network.aux_outputs.values()) == [(6, 7, 7)]
+    assert "tap conv1-6" in spec_text(spec)
+
+
+def test_cli_weights_round_trip(tmp_path):
+    """archc import NET.cfg -o net.arch --weights, then archc compile -o and the module."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "tiny.cfg"
+    shutil.copy(FIXTURES / "darknet_tiny.cfg", path)
+    _, network, _ = imported(path)
+    arrays = weights_for(path, network, np.random.default_rng(4))
+    write_darknet_weights(path.with_suffix(".weights"), arrays)
+    archc = [sys.executable, "-m", "archc"]
+    done = subprocess.run([*archc, "import", str(path), "-o", str(tmp_path / "net.arch"),
+                           "--weights"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([*archc, "compile", str(tmp_path / "net.arch"), "-o",
+                           str(tmp_path / "net.py")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    x = torch.randn(1, 3, 64, 64)
+    got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
+    torch.testing.assert_close(got, darknet_forward(str(path), arrays, x), rtol=1e-4, atol=1e-5)
