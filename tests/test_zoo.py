@@ -28,6 +28,7 @@ CHEAP = [
     "mnasnet0_5",
     "mobilenet_v2",
     "mobilenet_v3_small",
+    "efficientnet_b0",
 ]
 
 
