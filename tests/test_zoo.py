@@ -29,6 +29,8 @@ CHEAP = [
     "mobilenet_v2",
     "mobilenet_v3_small",
     "efficientnet_b0",
+    "convnext_tiny",
+    "shufflenet_v2_x0_5",
 ]
 
 
