@@ -3,8 +3,10 @@
     spec.arch      the resolved spec text the model was built from
     hparams.json   {"train": TrainConfig, "params": spec parameters}
     split.json     train/val indices and their hash
-    record.json    provenance: hashes, seeds, library versions, device, host, time, command
+    record.json    provenance: hashes, seeds, library versions, device, host, time, command,
+                   and the data (path, resolved path, image count, classes, labels' sha256)
     skipped.txt    images that could not be used, one "path<TAB>reason" per line
+    .lock          flock'ed by the one `archc train` working in the folder (holds its pid)
 
 The training loop adds checkpoints, metrics.jsonl/csv and curves.png next to these.
 """

@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", dest="pattern", default="", help="only names containing this")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant")
+    parser.add_argument("--baseline", action="store_true",
+                        help="first run each mutant's tests unmutated: they must pass, or a "
+                             "'caught' would mean nothing")
     args = parser.parse_args(argv)
     mutants = [m for m in load_mutants() if args.pattern in m.name]
     if args.list:
@@ -128,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="archc-mutants-") as tmp:
         root = copy_tree(Path(tmp) / "tree")
         for mutant in mutants:
+            if args.baseline:
+                outcome, _ = run_tests(root, mutant.tests, args.timeout)
+                if outcome != "passed":
+                    results.append("unsound")
+                    print(f"{'unsound':9} {mutant.name:40} its tests {outcome} unmutated")
+                    continue
             verdict, seconds = check(mutant, root, args.timeout)
             results.append(verdict)
             print(f"{verdict:9} {mutant.name:40} {mutant.file} ({seconds:.0f} s)", flush=True)
