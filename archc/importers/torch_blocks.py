@@ -9,8 +9,9 @@ items become `xN`.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ir
@@ -18,6 +19,7 @@ from .torch_draft import (
     REQUIRED,
     Arg,
     DCall,
+    DFor,
     DGroup,
     DItem,
     DLayer,
@@ -26,6 +28,7 @@ from .torch_draft import (
     DTap,
     skeleton,
     slots,
+    walk,
 )
 
 CHANNELS = "c"  # the key of channel counts
@@ -127,7 +130,8 @@ class Unified:
                 if ratio:
                     return _Ref(p, "//", ratio)
         param = _Param(key, values)
-        if key != CHANNELS:  # a stride or a kernel size: its most common value is the default
+        if key not in (CHANNELS, "n"):  # a stride, a kernel size: the most common value is
+            # the default; channels and loop counts are what tells the instances apart
             param.default = Counter(values).most_common(1)[0][0]
         self.params.append(param)
         return _Ref(param)
@@ -186,6 +190,79 @@ def _factor(values: tuple, base: tuple) -> int | None:
     return k if ok else None
 
 
+# --------------------------------------------------------------------------- loops
+
+_NUMBERED = re.compile(r"([A-Za-z_][\w-]*?)(\d+)\Z")
+LOOP_AT_LEAST = 3  # shorter runs read better written out
+
+
+def fold_loops(items: list[DItem]) -> list[DItem]:
+    """Runs of items equal but for a number in their labels (`denselayer1`, `denselayer2`,
+    ...) → one `for i in range(...)` whose item has the label `denselayer{i}`."""
+    items = [_fold_inside(i) for i in items]
+    out: list[DItem] = []
+    i = 0
+    while i < len(items):
+        first = _numbered(items[i])
+        run = 1
+        while first and i + run < len(items):
+            nxt = _numbered(items[i + run])
+            if not nxt or nxt[1] != first[1] or nxt[0] != first[0] + run:
+                break
+            run += 1
+        if run >= LOOP_AT_LEAST:
+            body = _template(items[i], first[0])
+            out.append(DFor(body, first[0], Arg("count", run, key="n")))
+            i += run
+        else:
+            out.append(items[i])
+            i += 1
+    return out
+
+
+def _fold_inside(item: DItem) -> DItem:
+    if isinstance(item, DGroup):
+        return DGroup(fold_loops(item.items), item.label)
+    return item
+
+
+def _labels(item: DItem) -> list[str]:
+    return [i.label for i in walk([item]) if i.label]
+
+
+def _numbered(item: DItem) -> tuple[int, tuple] | None:
+    """(n, what the item is with n taken out of its labels) when its labels share one n."""
+    numbers = {m.group(2) for m in map(_NUMBERED.match, _labels(item)) if m}
+    if len(numbers) != 1 or isinstance(item, DFor):
+        return None
+    n = int(numbers.pop())
+    templated = _template(item, n)
+    values = tuple((type(a.value), a.value) for a in slots([templated]))
+    return n, (skeleton([templated]), values)
+
+
+def _template(item: DItem, n: int) -> DItem:
+    """A copy of `item` with the number n in its labels written as `{i}`."""
+    copy = _copy(item)
+    for inner in walk([copy]):
+        match = _NUMBERED.match(inner.label or "")
+        if match and int(match.group(2)) == n:
+            inner.label = match.group(1) + "{i}"
+    return copy
+
+
+def _copy(item: DItem) -> DItem:
+    if isinstance(item, DGroup):
+        return DGroup([_copy(i) for i in item.items], item.label)
+    if isinstance(item, DMerge):
+        return DMerge(item.mode, [_copy(i) for i in item.branches], item.label)
+    if isinstance(item, DTap):
+        return DTap(_copy(item.head), item.label)
+    if isinstance(item, DFor):
+        return DFor(_copy(item.body), item.start, item.count, item.label)
+    return replace(item)
+
+
 # --------------------------------------------------------------------------- drafts → IR
 
 
@@ -212,6 +289,13 @@ class Emitter:
             )
         if isinstance(item, DTap):
             return ir.Tap(head=self.item(item.head), label=item.label)
+        if isinstance(item, DFor):
+            count = self.unified.expr(next(self.exprs))
+            stop = ir.BinOp(op="+", left=count, right=ir.Num(value=item.start))
+            if isinstance(count, ir.Num):
+                stop = ir.Num(value=count.value + item.start)
+            iterable = ir.Call(func="range", args=[ir.Num(value=item.start), stop])
+            return ir.For(names=["i"], iterable=iterable, items=[self.item(item.body)])
         raise TypeError(f"unresolved draft item {item!r}")  # pragma: no cover
 
     def args(self, args: list[Arg]) -> list[ir.Arg]:
@@ -244,6 +328,8 @@ def compress(items: list) -> list:
             chunk = items[i : i + length]
             if len(chunk) < length or any(getattr(c, "label", None) for c in chunk):
                 break
+            if any(isinstance(c, (ir.Merge, ir.For)) for c in chunk):
+                break  # `.arch` repeats neither: a repeated merge is a block's job
             if length > 1 and _follower(chunk[0]):
                 continue  # `[relu conv3-256] x2` reads worse than `conv3-256 relu` twice
             count = 1
@@ -308,7 +394,7 @@ class Blocks:
     def define(self, key: Any) -> None:
         """Unify the instances of one class into one block per skeleton."""
         modules = self.instances[key]
-        bodies = [self.resolve(self.bodies[id(m)]) for m in modules]
+        bodies = [fold_loops(self.resolve(self.bodies[id(m)])) for m in modules]
         variants: dict[tuple, list[int]] = {}
         for i, body in enumerate(bodies):
             variants.setdefault(skeleton(body), []).append(i)
@@ -325,8 +411,6 @@ class Blocks:
 
 def _fill_shortcut_labels(bodies: list[list[DItem]]) -> None:
     """An identity shortcut has no module; it takes the label its projecting twins have."""
-    from .torch_draft import walk
-
     columns = zip(*([i for i in walk(b) if isinstance(i, DShortcut)] for b in bodies))
     for column in columns:
         label = next((s.label for s in column if s.label), None)

@@ -90,7 +90,23 @@ class DTap:
     label: str | None = None
 
 
-DItem = Union[DLayer, DCall, DGroup, DMerge, DShortcut, DTap]
+@dataclass
+class DFor:
+    """`for i in range(start, start + count):` one item whose labels carry `{i}` (DenseNet's
+    `denselayer{i}`); `count` is an argument slot, so blocks of different lengths unify."""
+
+    body: "DItem"
+    start: int
+    count: Arg
+    label: str | None = None
+
+    @property
+    def args(self) -> list[Arg]:
+        """The loop's one argument slot: how many times it runs."""
+        return [self.count]
+
+
+DItem = Union[DLayer, DCall, DGroup, DMerge, DShortcut, DTap, DFor]
 
 
 def children(item: DItem) -> list[DItem]:
@@ -99,8 +115,8 @@ def children(item: DItem) -> list[DItem]:
         return item.items
     if isinstance(item, DMerge):
         return item.branches
-    if isinstance(item, DTap):
-        return [item.head]
+    if isinstance(item, (DTap, DFor)):
+        return [item.head] if isinstance(item, DTap) else [item.body]
     return []
 
 
@@ -113,7 +129,9 @@ def walk(items: list[DItem]) -> Iterator[DItem]:
 
 def slots(items: list[DItem]) -> list[Arg]:
     """Every argument slot, in a fixed traversal order (aligned across unifiable bodies)."""
-    return [a for item in walk(items) if isinstance(item, (DLayer, DShortcut)) for a in item.args]
+    return [
+        a for item in walk(items) if isinstance(item, (DLayer, DShortcut, DFor)) for a in item.args
+    ]
 
 
 def skeleton(items: list[DItem]) -> tuple:
@@ -131,4 +149,5 @@ def _skeleton(item: DItem) -> tuple:
         raise TypeError("unresolved module call in a skeleton")  # pragma: no cover
     inner = tuple(_skeleton(i) for i in children(item))
     extra = item.mode if isinstance(item, DMerge) else ""
+    extra = item.start if isinstance(item, DFor) else extra
     return (type(item).__name__, item.label, extra, inner)

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
+from .. import ir
 from .torch_draft import Arg, DGroup, DItem, DLayer, DMerge, DShortcut, DTap, shortcut_args
 from .torch_layers import (
     ADDS,
@@ -132,6 +133,7 @@ class GraphBody:
             if extra.users:
                 raise Unsupported(f"its forward uses a second input `{extra.name}`")
         self.start = inputs[0]
+        nodes = self.running_concats(nodes)
         for n in nodes:
             if n.op == "call_module":
                 self.calls[n.target] = self.calls.get(n.target, 0) + 1
@@ -165,6 +167,33 @@ class GraphBody:
             raise Unsupported("its forward returns something other than tensors")
         return values, packing
 
+    def running_concats(self, nodes: list[fx.Node]) -> list[fx.Node]:
+        """DenseNet's forward keeps a list of features and passes it whole: module calls on
+        `[x, n1, ..., nk]` and a `torch.cat` of it. Rewrite each list as the running concat
+        `cat(cat(x, n1), ...)`, built once per prefix, so the graph is adds and concats of
+        branches again; the callee's own `torch.cat(input, 1)` is then a no-op."""
+        made: dict[tuple, fx.Node] = {}
+
+        def concat(parts: list, before: fx.Node) -> fx.Node:
+            if len(parts) == 1:
+                return parts[0]
+            key = tuple(parts)
+            if key not in made:
+                first = concat(parts[:-1], before)
+                with self.graph.inserting_before(before):
+                    made[key] = self.graph.call_function(torch.cat, ([first, parts[-1]], 1))
+            return made[key]
+
+        for n in nodes:
+            listed = n.args and isinstance(n.args[0], (list, tuple)) and n.args[0]
+            if not listed or not all(isinstance(p, fx.Node) for p in listed):
+                continue
+            if n.op == "call_module":
+                n.args = (concat(list(listed), n), *n.args[1:])
+            elif n.target is torch.cat and len(listed) > 2 and n.args[1:] == (1,):
+                n.args = ([concat(list(listed[:-1]), n), listed[-1]], 1)
+        return list(self.graph.nodes)
+
     @staticmethod
     def shape_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
         """`x.size(0)`, `x.shape[0]` and what is computed from them: shape arithmetic."""
@@ -189,7 +218,7 @@ class GraphBody:
         if n.target is torch.cat:
             return self.cat_op(n)
         if n.target in MULTIPLIES or (n.op == "call_method" and n.target in ("mul", "mul_")):
-            raise locate(n, "multiplies two tensors; archc has `add:` and `concat:` merges only")
+            return self.mul_op(n)
         if n.op == "call_method" and n.target in ("view", "reshape"):
             return self.view_op(n)
         if n.op == "call_method" and n.target in PASS_THROUGH:
@@ -225,9 +254,20 @@ class GraphBody:
             raise locate(n, "adds a constant or a scaled tensor; archc adds whole branches only")
         return _Op(tensors, merge="add")
 
+    def mul_op(self, n: fx.Node) -> _Op:
+        """`x * gate` (squeeze-and-excitation): a `mul:` merge, where archc has one."""
+        tensors = [a for a in n.args if isinstance(a, fx.Node)]
+        if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
+            raise locate(n, "multiplies by a constant; archc multiplies whole branches only")
+        if not _has_merge("mul"):
+            raise locate(n, "multiplies two tensors; this archc has no `mul:` merge")
+        return _Op(tensors, merge="mul")
+
     def cat_op(self, n: fx.Node) -> _Op:
         parts = n.args[0]
         dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        if parts is self.start and dim == 1:
+            return _Op([parts])  # the module was called with a list: its caller concatenated it
         if dim != 1 or not isinstance(parts, (list, tuple)):
             raise locate(
                 n, f"concatenates along dim {dim}; archc's `concat:` joins channels (dim 1)"
@@ -346,3 +386,8 @@ def group_containers(items: list[DItem]) -> list[DItem]:
                 "in the order they run)"
             )
     return out
+
+
+def _has_merge(mode: str) -> bool:
+    """True when this archc's IR has the merge `mode` (`mul:` came with the CNN zoo)."""
+    return mode in ir.Merge.model_fields["mode"].annotation.__args__

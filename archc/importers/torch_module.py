@@ -27,7 +27,7 @@ from torch import nn
 from .. import ir
 from ..diagnostics import Diagnostics, did_you_mean
 from ..layers import lookup
-from .torch_blocks import Blocks, Emitter, Unified
+from .torch_blocks import Blocks, Emitter, Unified, fold_loops
 from .torch_draft import DCall, DGroup, DItem, DLayer, shortcut_args
 from .torch_graph import GraphBody, Located, trace
 from .torch_layers import Unsupported, is_layer, module_layer
@@ -398,7 +398,7 @@ def to_spec(
         return None
     instances = drafter.instances
     blocks = Blocks(drafter.bodies, instances, block_names(instances), class_key)
-    body = blocks.resolve(root)
+    body = fold_loops(blocks.resolve(root))
     unified = Unified([body])
     network = ir.NetworkDef(
         name=name,
@@ -415,7 +415,7 @@ def to_spec(
     return ir.SpecFile(path=f"{name}.arch", statements=[*blocks.definitions, network])
 
 
-_LABEL = re.compile(r"[A-Za-z_][\w-]*\Z")
+_LABEL = re.compile(r"[A-Za-z_]([\w-]|\{i\})*\Z")  # `denselayer{i}` inside a loop
 
 
 def _bad_labels(items: list) -> list[str]:
