@@ -694,7 +694,7 @@ class _Builder:
             kind = lookup(head) if "{" not in head else None
             head_arg, head_failed = None, False
             if kind is None:
-                m = re.fullmatch(r"([A-Za-z_][A-Za-z_-]*?)(\d+|\{[^{}\n]*\})", head)
+                m = re.fullmatch(r"([A-Za-z_][A-Za-z_-]*?)(\d+x\d+|\d+|\{[^{}\n]*\})", head)
                 if not m:
                     continue
                 kind = lookup(m.group(1))
@@ -744,6 +744,9 @@ class _Builder:
             )
         if re.fullmatch(r"\d+", piece):
             return ir.Num.model_construct(value=int(piece), span=span)
+        if re.fullmatch(r"\d+x\d+", piece):  # `conv1x7-192`: a (height, width) pair
+            sides = [ir.Num.model_construct(value=int(n), span=span) for n in piece.split("x")]
+            return ir.Tuple.model_construct(items=sides, span=span)
         if re.fullmatch(r"\d*\.\d+|\d+\.\d*", piece):
             return ir.Num.model_construct(value=float(piece), span=span)
         if re.fullmatch(r"[A-Za-z_]\w*", piece):

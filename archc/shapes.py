@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import gcd
 
-from .graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
+from .graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut, layers
 from .layers import REGISTRY, window_out
+from .layers.window import pair
 
 _INVALID = -1
 
@@ -50,8 +51,9 @@ class _Spatial:
     blocks. Walking the plan once for the whole tuple, rather than once per size, keeps the
     scan of ResNet-152's 320 sizes to a few milliseconds."""
 
-    def __init__(self, refit: bool = False) -> None:
+    def __init__(self, refit: bool = False, axis: int = 0) -> None:
         self.refit = refit
+        self.axis = axis  # 0: heights, 1: widths (they differ after a non-square window)
         self.memo: dict[tuple, Sizes] = {}
         self.keys: dict[int, tuple | None] = {}
         self.children: dict[int, dict[str, object]] = {}
@@ -98,14 +100,15 @@ class _Spatial:
             return hs
         if layer.kind == "flatten" and not self.refit:  # the fc after it is sized for the
             # declared input
-            return tuple(h if h == layer.in_shape[1] else _INVALID for h in hs)
+            return tuple(h if h == layer.in_shape[1 + self.axis] else _INVALID for h in hs)
         if layer.kind in ("adaptiveavgpool", "adaptivemaxpool", "globalavgpool"):
             size = layer.params.get("size", 1)
             return tuple(_INVALID if h == _INVALID else size for h in hs)
         window = REGISTRY[layer.kind].spatial(layer.params)
         if window is None:
             return hs
-        k, s, pad, d, ceil = window
+        k, s, pad, d = (pair(v)[self.axis] for v in window[:4])  # this axis of (h, w)
+        ceil = window[4]
         outs = (window_out(h, k, s, pad, d, ceil) if h != _INVALID else _INVALID for h in hs)
         return tuple(o if o >= 1 else _INVALID for o in outs)
 
@@ -132,13 +135,19 @@ def input_sizes(net: Network, scan: int = 96, refit: bool = False) -> InputSizes
     the spec is checked again at that input (the fc after it re-inferred), as the note on a
     'spatial size below 1' error asks.
     """
-    spatial = _Spatial(refit)
+    # Square inputs; a network with a non-square window is scanned on both axes.
+    axes = [_Spatial(refit, 0)] + ([_Spatial(refit, 1)] if _non_square(net) else [])
+
+    def outputs(sizes: Sizes) -> Sizes:
+        outs = [axis.scope(net.root, sizes) for axis in axes]
+        return tuple(_INVALID if _INVALID in o else o[0] for o in zip(*outs))
+
     declared = net.input_shape[1]
     low = range(1, min(declared, _FULL_SCAN) + scan + 1)
     high = range(max(low.stop, declared - scan), declared + scan + 1)
     candidates = (*low, *high)
     limit = candidates[-1]
-    outs = spatial.scope(net.root, candidates)
+    outs = outputs(candidates)
     valid = [h for h, out in zip(candidates, outs) if out != _INVALID]
     if not valid:
         return InputSizes(None, 1, None)
@@ -148,10 +157,19 @@ def input_sizes(net: Network, scan: int = 96, refit: bool = False) -> InputSizes
     step = max(step, 1)
     smallest = valid[0]
     if smallest >= low.stop:  # nothing in the low window: the boundary lies between the two
-        smallest = _bisect_smallest(lambda h: spatial.scope(net.root, (h,))[0] != _INVALID,
+        smallest = _bisect_smallest(lambda h: outputs((h,))[0] != _INVALID,
                                     smallest, step, low.stop)
     largest = valid[-1] if valid[-1] < limit - step else None
     return InputSizes(smallest, step, largest)
+
+
+def _non_square(net: Network) -> bool:
+    """True when some window has a different kernel, stride, padding or dilation per axis."""
+    return any(
+        isinstance(v, tuple) and v[0] != v[1]
+        for layer in layers(net.root)
+        for v in (REGISTRY[layer.kind].spatial(layer.params) or ())[:4]
+    )
 
 
 _FULL_SCAN = 2048  # below this declared size every candidate from 1 up is tried

@@ -24,9 +24,12 @@ from archc.layers import KINDS, REGISTRY, REQUIRED, LayerKind, ShapeContext, Sha
 EXAMPLES: dict[str, list[dict]] = {
     "conv": [{"out": 6, "kernel": 3, "stride": 2, "padding": 1},
              {"out": 4, "kernel": 3, "padding": "same", "dilation": 2, "groups": 2, "bias": False},
-             {"out": 5, "kernel": 2, "padding": "valid"}],
-    "maxpool": [{"kernel": 3, "stride": 2, "ceil": True}, {}],
-    "avgpool": [{"kernel": 3, "stride": 2, "padding": 1}, {"kernel": 2, "ceil": True}],
+             {"out": 5, "kernel": 2, "padding": "valid"},
+             {"out": 4, "kernel": (1, 3), "stride": (2, 1), "padding": (0, 1), "dilation": (1, 2)},
+             {"out": 2, "kernel": (3, 5), "padding": "same", "dilation": (2, 1)}],
+    "maxpool": [{"kernel": 3, "stride": 2, "ceil": True}, {}, {"kernel": (3, 1), "stride": (2, 1)}],
+    "avgpool": [{"kernel": 3, "stride": 2, "padding": 1}, {"kernel": 2, "ceil": True},
+                {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1), "ceil": True}],
     "adaptiveavgpool": [{"size": 3}],
     "adaptivemaxpool": [{"size": 2}],
     "globalavgpool": [{}],
@@ -183,7 +186,35 @@ def test_conv_shape_rule_matches_torch(kernel, stride, dilation, padding, h, w):
         assert expected == torch_shape(nn.Conv2d(CHANNELS, 3, kernel, 1, "same", dilation), h, w)
 
 
-@pytest.mark.parametrize("kernel", [2, 4])
+pairs = st.tuples(st.integers(1, 5), st.integers(1, 5))
+
+
+@settings(max_examples=200, deadline=None)
+@given(kernel=pairs, stride=pairs, dilation=pairs, padding=st.tuples(st.integers(0, 3),
+       st.integers(0, 3)), h=sizes, w=sizes)
+@example(kernel=(1, 7), stride=(1, 1), dilation=(1, 1), padding=(0, 3), h=17, w=17)
+def test_non_square_conv_matches_torch(kernel, stride, dilation, padding, h, w):
+    """kernel, stride, padding and dilation as (h, w) pairs: the rule works per axis."""
+    given_ = {"out": 3, "kernel": kernel, "stride": stride, "dilation": dilation,
+              "padding": padding}
+    expected = torch_shape(nn.Conv2d(CHANNELS, 3, kernel, stride, padding, dilation), h, w)
+    assert archc_shape("conv", given_, h, w) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(kernel=pairs, stride=pairs, pad=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+       ceil=st.booleans(), h=sizes, w=sizes)
+def test_non_square_pool_matches_torch(kernel, stride, pad, ceil, h, w):
+    given_ = {"kernel": kernel, "stride": stride, "padding": pad, "ceil": ceil}
+    try:
+        module = nn.MaxPool2d(kernel, stride, pad, ceil_mode=ceil)
+    except (RuntimeError, ValueError):
+        module = None
+    expected = torch_shape(module, h, w) if module is not None else None
+    assert archc_shape("maxpool", given_, h, w) == expected
+
+
+@pytest.mark.parametrize("kernel", [2, 4, (3, 2)])
 def test_same_padding_needs_an_odd_kernel(kernel):
     conv = REGISTRY["conv"]
     params = full_params(conv, {"out": 3, "kernel": kernel, "padding": "same"})

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 from ..graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut, walk
 from ..layers import REGISTRY, Shape, fmt
+from ..layers.window import pair
 
 FLOAT32 = 4  # bytes per activation and per parameter
 
@@ -104,6 +105,9 @@ def _window(f: _Field, kernel: tuple[int, int], stride: tuple[int, int]) -> tupl
     return rf, jump
 
 
+_ADAPTIVE = ("adaptiveavgpool", "adaptivemaxpool", "globalavgpool")  # no fixed window
+
+
 def _adaptive_kernel(size: int, out: int) -> int:
     """The widest window adaptive pooling uses from `size` to `out` (PyTorch's split)."""
     return max(-(-(i + 1) * size // out) - (i * size // out) for i in range(out))
@@ -116,9 +120,9 @@ def _through(node: LayerNode, f: _Field) -> _Field:
         return f
     window = REGISTRY[node.kind].spatial(node.params) if len(inp) == 3 else None
     if window is not None:
-        k, s, _pad, d, _ceil = window
-        rf, jump = _window(f, (d * (k - 1) + 1,) * 2, (s, s))
-    elif len(inp) == 3 and len(out) == 3 and inp[1:] != out[1:]:
+        kernel, stride, dilation = pair(window[0]), pair(window[1]), pair(window[3])
+        rf, jump = _window(f, tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation)), stride)
+    elif node.kind in _ADAPTIVE and inp[1:] != out[1:]:
         # Adaptive pooling has no fixed window; the widest one bounds what it sees, and
         # the stride is rounded down when the sizes do not divide.
         kernel = tuple(_adaptive_kernel(i, o) for i, o in zip(inp[1:], out[1:]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .core import CONV, LayerKind, Param, Shape, ShapeContext, ShapeProblem, check_positive, image
-from .window import resolve_padding, window
+from .window import by_axis, pair, resolve_padding, window
 
 
 def _conv_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
@@ -23,12 +23,19 @@ def _conv_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
 
 
 def _conv_params(inp: Shape, p: dict) -> int:
-    per_filter = inp[0] // p["groups"] * p["kernel"] ** 2
+    per_filter = inp[0] // p["groups"] * math.prod(pair(p["kernel"]))
     return p["out"] * per_filter + (p["out"] if p["bias"] else 0)
 
 
 def _conv_macs(inp: Shape, out: Shape, p: dict) -> int:
-    return math.prod(out) * (inp[0] // p["groups"]) * p["kernel"] ** 2
+    return math.prod(out) * (inp[0] // p["groups"]) * math.prod(pair(p["kernel"]))
+
+
+def _conv_summary(p: dict) -> str:
+    """`3×3, 64, /2`; a non-square kernel reads `1×7, 192`."""
+    kh, kw = pair(p["kernel"])
+    stride = by_axis(p["stride"])
+    return f"{kh}×{kw}, {p['out']}" + (f", /{stride}" if stride != "1" else "")
 
 
 def _conv_torch(inp: Shape, p: dict):
@@ -52,8 +59,8 @@ KINDS: tuple[LayerKind, ...] = (
         "2-D convolution; `convK-C` is a K×K conv with C filters and same padding.",
         (
             Param("out", "int", doc="output channels", aliases=("channels", "filters")),
-            Param("kernel", "int", 3, "kernel size", ("k", "kernel_size")),
-            Param("stride", "int", 1, "step"),
+            Param("kernel", "int2", 3, "kernel size, or (h, w)", ("k", "kernel_size")),
+            Param("stride", "int2", 1, "step, or (h, w)"),
             Param(
                 "padding",
                 "padding",
@@ -61,7 +68,7 @@ KINDS: tuple[LayerKind, ...] = (
                 "a number, `same` (half the kernel) or `valid` (0)",
                 ("pad",),
             ),
-            Param("dilation", "int", 1, "spacing of the kernel taps"),
+            Param("dilation", "int2", 1, "spacing of the kernel taps, or (h, w)"),
             Param("groups", "int", 1, "grouped convolution"),
             Param("bias", "bool", True, "learn a bias"),
         ),
@@ -73,9 +80,6 @@ KINDS: tuple[LayerKind, ...] = (
         _conv_params,
         _conv_macs,
         spatial=lambda p: (p["kernel"], p["stride"], resolve_padding(p), p["dilation"], False),
-        summary=lambda p: (
-            f"{p['kernel']}×{p['kernel']}, {p['out']}"
-            + (f", /{p['stride']}" if p["stride"] != 1 else "")
-        ),
+        summary=_conv_summary,
     ),
 )

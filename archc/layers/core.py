@@ -46,7 +46,9 @@ class Param:
             "int?": is_int or value is None,
             "float": is_int or isinstance(value, float),
             "bool": isinstance(value, bool),
-            "padding": is_int or value in ("same", "valid"),
+            "padding": is_int or value in ("same", "valid") or _is_pair(value),
+            "int2": is_int or _is_pair(value),
+            "int2?": is_int or value is None or _is_pair(value),
             "choice": value in self.choices,
             "ints": isinstance(value, tuple)
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
@@ -56,14 +58,25 @@ class Param:
         return float(value) if self.type == "float" else value
 
 
+def _is_pair(value: Any) -> bool:
+    """True for (h, w): a tuple of two integers."""
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
+
+
 INVALID = object()  # what Param.check returns for a value of the wrong type
 
 TYPE_WORDS = {
     "int": "an integer",
     "float": "a number",
     "bool": "true or false",
-    "padding": "an integer, `same` or `valid`",
+    "padding": "an integer, a pair (h, w), `same` or `valid`",
     "int?": "an integer or none",
+    "int2": "an integer or a pair (h, w) of integers",
+    "int2?": "an integer, a pair (h, w) of integers or none",
     "ints": "a tuple of integers",
 }
 
@@ -159,7 +172,8 @@ def check_positive(kind: str, p: dict, *names: str) -> None:
     """A ShapeProblem when one of the named parameters is below 1."""
     for name in names:
         value = p.get(name)
-        if value is not None and value < 1:
+        values = value if isinstance(value, tuple) else (value,)  # (h, w) pairs: each side
+        if any(v is not None and v < 1 for v in values):
             raise ShapeProblem("E204", f"{kind}: {name} must be at least 1, got {value}")
 
 

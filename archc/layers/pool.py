@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .core import POOL, LayerKind, Param, Shape, ShapeContext, ShapeProblem, check_positive, image
-from .window import window
+from .window import AXES, by_axis, pair, window
 
 
 def _pool_stride(p: dict) -> int:
@@ -15,11 +15,14 @@ def _pool_stride(p: dict) -> int:
 def _pool_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
     def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
         check_positive(kind, p, "kernel", "stride")
-        if p["padding"] * 2 > p["kernel"]:
-            raise ShapeProblem(
-                "E204",
-                f"{kind} padding ({p['padding']}) must be at most half the kernel ({p['kernel']})",
-            )
+        per_axis = isinstance(p["padding"], tuple) or isinstance(p["kernel"], tuple)
+        for axis, pad, k in zip(AXES, pair(p["padding"]), pair(p["kernel"])):
+            if pad * 2 > k:
+                raise ShapeProblem(
+                    "E204",
+                    f"{kind} padding ({pad}) must be at most half the kernel ({k})"
+                    + (f" in {axis}" if per_axis else ""),
+                )
         h, w = window(kind, inp, p, ctx, p["kernel"], _pool_stride(p), p["padding"], ceil=p["ceil"])
         return (inp[0], h, w)
 
@@ -58,9 +61,9 @@ def _adaptive_torch(cls: str) -> Callable[[Shape, dict], Any]:
 
 
 _POOL_PARAMS = (
-    Param("kernel", "int", 2, "window size"),
-    Param("stride", "int?", None, "step; defaults to the kernel"),
-    Param("padding", "int", 0, "zero padding", ("pad",)),
+    Param("kernel", "int2", 2, "window size, or (h, w)"),
+    Param("stride", "int2?", None, "step, or (h, w); defaults to the kernel"),
+    Param("padding", "int2", 0, "zero padding, or (h, w)", ("pad",)),
     Param("ceil", "bool", False, "ceil mode: keep a partial last window", ("ceil_mode",)),
 )
 
@@ -70,7 +73,8 @@ def _pool_spatial(p: dict) -> tuple[int, int, int, int, bool]:
 
 
 def _pool_summary(p: dict) -> str:
-    return f"{p['kernel']}×{p['kernel']}, /{_pool_stride(p)}"
+    kh, kw = pair(p["kernel"])
+    return f"{kh}×{kw}, /{by_axis(_pool_stride(p))}"
 
 
 KINDS: tuple[LayerKind, ...] = (

@@ -1,29 +1,54 @@
-"""Sliding windows (conv and pools): output sizes, padding, and lost edges."""
+"""Sliding windows (conv and pools): output sizes, padding, and lost edges.
+
+Kernel, stride, padding and dilation are each an int (square) or a pair (height, width),
+as in `conv(192, kernel=(1, 7))`; the rules work per axis.
+"""
 
 from __future__ import annotations
 
 from .core import Shape, ShapeContext, ShapeProblem, fmt, image
 
+Pair = tuple[int, int]
+AXES = ("height", "width")
 
-def resolve_padding(p: dict) -> int:
-    """The integer padding of a conv or pool: `same` is half the (dilated) kernel."""
+
+def pair(value: int | Pair) -> Pair:
+    """`value` per axis (height, width): an int is the same on both."""
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def square(value: int | Pair) -> int | Pair:
+    """A pair with equal sides as one int (how torch and the summary print it)."""
+    h, w = pair(value)
+    return h if h == w else (h, w)
+
+
+def by_axis(value: int | Pair, sep: str = "×") -> str:
+    """`3` for 3 or (3, 3), `1×7` for (1, 7)."""
+    h, w = pair(value)
+    return str(h) if h == w else f"{h}{sep}{w}"
+
+
+def resolve_padding(p: dict) -> int | Pair:
+    """The padding of a conv or pool as numbers: `same` is half the (dilated) kernel on each
+    axis, `valid` is 0. An int stays an int, so square layers read as before."""
     pad = p.get("padding", 0)
     if pad == "valid":
         return 0
-    if pad == "same":
-        k, d = p["kernel"], p.get("dilation", 1)
-        if k % 2 == 0:
-            raise ShapeProblem(
-                "E204",
-                f"padding=same needs an odd kernel, got kernel={k}",
-                "give the padding as a number, e.g. padding=1",
-            )
-        return d * (k - 1) // 2
-    return pad
+    if pad != "same":
+        return pad
+    kernel, dilation = pair(p["kernel"]), pair(p.get("dilation", 1))
+    if any(k % 2 == 0 for k in kernel):
+        raise ShapeProblem(
+            "E204",
+            f"padding=same needs an odd kernel, got kernel={square(p['kernel'])}",
+            "give the padding as a number, e.g. padding=1",
+        )
+    return square(tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation)))
 
 
 def window_out(size: int, k: int, s: int, pad: int, d: int = 1, ceil: bool = False) -> int:
-    """Output length of a sliding window (conv or pool), with PyTorch's rules."""
+    """Output length of a sliding window (conv or pool) on one axis, with PyTorch's rules."""
     span = size + 2 * pad - d * (k - 1) - 1
     if ceil:
         out = -(-span // s) + 1
@@ -38,30 +63,30 @@ def window(
     inp: Shape,
     p: dict,
     ctx: ShapeContext,
-    k: int,
-    s: int,
-    pad: int,
-    d: int = 1,
+    k: int | Pair,
+    s: int | Pair,
+    pad: int | Pair,
+    d: int | Pair = 1,
     ceil: bool = False,
 ) -> tuple[int, int]:
     """The output height and width of a window over the image `inp`; warns (W301) when
     flooring loses an edge, refuses (E202) an output below 1."""
     c, h, w = image(kind, inp)
     out, lost = [], []
-    for axis, size in (("height", h), ("width", w)):
-        n = window_out(size, k, s, pad, d, ceil)
+    for axis, size, k_, s_, pad_, d_ in zip(AXES, (h, w), pair(k), pair(s), pair(pad), pair(d)):
+        n = window_out(size, k_, s_, pad_, d_, ceil)
         if n < 1:
-            need = d * (k - 1) + 1 - 2 * pad
+            need = d_ * (k_ - 1) + 1 - 2 * pad_
             raise ShapeProblem(
                 "E202",
                 f"{kind} makes the {axis} {n} (input {fmt(inp)})",
                 f"this layer needs an input {axis} of at least {max(need, 1)}; "
                 "use a larger input, or less striding or pooling before it",
             )
-        last = (n - 1) * s - pad + d * (k - 1)  # the last input row a window reaches
+        last = (n - 1) * s_ - pad_ + d_ * (k_ - 1)  # the last input row a window reaches
         # A kernel smaller than its stride skips rows by design; only an edge lost to
         # flooring is silent.
-        if last < size - 1 and d * (k - 1) + 1 >= s:
+        if last < size - 1 and d_ * (k_ - 1) + 1 >= s_:
             lost.append(f"{size - 1 - last} of {size} {'rows' if axis == 'height' else 'columns'}")
         out.append(n)
     if lost:
