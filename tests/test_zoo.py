@@ -31,6 +31,7 @@ CHEAP = [
     "efficientnet_b0",
     "convnext_tiny",
     "shufflenet_v2_x0_5",
+    "regnet_y_400mf",
 ]
 
 
