@@ -116,7 +116,7 @@ def train(req: TrainRequest) -> FitResult:
     resume_dir = Path(req.resume) if req.resume else None
     saved_config, saved_params = _saved(resume_dir)
     record = _read_record(resume_dir) if resume_dir else {}
-    data_path = Path(req.data or record.get("data_path") or "")
+    data_path = Path(req.data or _recorded_data(record) or "")
     if not str(data_path) or not data_path.exists():
         raise TrainError(
             f"dataset `{data_path}` not found"
@@ -186,11 +186,21 @@ def data_identity(images: ImageSet) -> dict[str, Any]:
             "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest()}
 
 
+def _recorded_data(record: dict[str, Any]) -> str | None:
+    """The data a run trained on: its path as given, or resolved when that was relative to
+    another working folder."""
+    given = record.get("data_path")
+    resolved = (record.get("data") or {}).get("resolved_path")
+    return given if given and Path(given).exists() else resolved or given
+
+
 def _same_data_path(run_dir: Path, record: dict[str, Any], data_path: Path) -> None:
     """TrainError when --data names another dataset than the one the run trained on: its
     split indices would pick other images, or run past the end of a smaller set."""
     trained_on = record.get("data_path")
-    if trained_on and Path(trained_on).resolve() != data_path.resolve():
+    # the resolved path, when recorded, still holds when resuming from another folder
+    resolved = (record.get("data") or {}).get("resolved_path") or trained_on
+    if trained_on and Path(resolved).resolve() != data_path.resolve():
         raise TrainError(
             f"cannot resume {run_dir}: it trained on `{trained_on}`, not `{data_path}` "
             "(the run's split indices only fit its own images); leave out --data, "
