@@ -24,8 +24,10 @@ from archc.importers.layout import spec_text
 from archc.importers.weights import convert, read_caffemodel, write_caffemodel
 
 try:
+    import caffe_zoo
     from reference import caffe_forward, caffe_pooled
 except ImportError:  # pragma: no cover - run from the repository root
+    from tests.importers import caffe_zoo
     from tests.importers.reference import caffe_forward, caffe_pooled
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -269,3 +271,38 @@ def test_non_square_windows(tmp_path):
     else:  # pragma: no cover - once the zoo's (h, w) windows land
         network = check_imported(spec, {}, diags)
         assert network is not None and network.output_shape == (4, 12, 12)
+
+
+# --------------------------------------------------------------------------- the model zoo
+
+
+@pytest.mark.parametrize("name, params, lines", [
+    ("googlenet", 6_998_552, 22),    # BVLC GoogLeNet: 957 prototxt lines
+    ("vgg16", 138_357_544, 8),       # VGG_ILSVRC_16_layers: 260 lines
+    ("resnet50", 25_557_096, 21),    # ResNet-50 (torchvision's 25,557,032 + conv1's bias)
+])
+def test_zoo_deploy_files_import_compactly(tmp_path, name, params, lines):
+    proto = tmp_path / f"{name}.prototxt"
+    proto.write_text(getattr(caffe_zoo, name)())
+    spec, network, _ = imported(proto)
+    assert network.n_params == params and network.output_shape == (1000,)
+    assert len(spec_text(spec).splitlines()) == lines
+
+
+def test_resnet50_layout_with_weights_round_trip(tmp_path):
+    """Blocks with parameters and multiples (c, c * 4), repeats and the relu folded in; the
+    converted weights follow the layers through all of it."""
+    proto = tmp_path / "resnet.prototxt"
+    proto.write_text(caffe_zoo.resnet50(base=4, size=64))
+    spec, network, _ = imported(proto)
+    text = spec_text(spec)
+    assert "block residual(c):" in text and "block residual_proj(c, stride):" in text
+    assert "branch2c: conv1-{c * 4}(bias=false)" in text
+    assert "res4a: residual_proj(16, 2)  residual(16) x5" in text
+    x = torch.randn(1, 3, 64, 64)
+    expected, blobs = caffe_forward(str(proto), x, np.random.default_rng(5))
+    write_caffemodel(proto.with_suffix(".caffemodel"), blobs)
+    convert(str(proto), network, tmp_path / "net.safetensors")
+    write_python(network, tmp_path / "net.py")
+    got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
