@@ -324,8 +324,8 @@ class GraphBody:
 
     def branch(self, fork: fx.Node, end: fx.Node, mode: str) -> DItem:
         """One merge branch: the identity, a projection shortcut (of an add), or a sequence."""
-        if end is fork:
-            return DShortcut(shortcut_args())
+        if end is fork:  # a gate multiplies the input itself: archc's `identity` layer
+            return DShortcut(shortcut_args()) if mode != "mul" else DLayer("identity")
         items = [item for _, item in self.chain(end, fork) if item is not None]
         if len(items) == 1:
             only = items[0]
