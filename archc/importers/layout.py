@@ -19,7 +19,7 @@ UNIT_HEADS = {"conv", "fc"}  # a layer with weights starts a new line
 def spec_text(spec: ir.SpecFile) -> str:
     """The spec as .arch text, one unit per line where that keeps the same IR."""
     text = unparse(spec)
-    joined = join_units(text)
+    joined = wrap_long_lines(join_units(text))
     return joined if _same_ir(joined, text) else text
 
 
@@ -48,6 +48,40 @@ def join_units(text: str) -> str:
             branch_indents.append(indent + 4)
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def wrap_long_lines(text: str) -> str:
+    """Break lines longer than MAX_LINE between units (a weighted or labelled layer and
+    what follows it), continuing them with `\\`."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if len(line) <= MAX_LINE:
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        current = ""
+        for unit in _units(line.strip().split("  ")):
+            if current and len(current) + 2 + len(unit) + 2 > MAX_LINE:
+                out.append(current + " \\")
+                current = indent + "    " + unit
+            else:
+                current = current + "  " + unit if current else indent + unit
+        out.append(current)
+    return "\n".join(out) + "\n"
+
+
+def _units(pieces: list[str]) -> list[str]:
+    """Items joined into units: each starts at a label or a layer with weights."""
+    units: list[str] = []
+    for piece in pieces:
+        words = piece.split("(")[0].split() or [piece]
+        word = words[1] if words[0].endswith(":") and len(words) > 1 else words[0]
+        starts = _kind(word) in UNIT_HEADS or _kind(word) is None  # weights, or a block call
+        if units and not starts:
+            units[-1] += "  " + piece
+        else:
+            units.append(piece)
+    return units
 
 
 def _joinable(stripped: str) -> bool:
