@@ -149,6 +149,19 @@ def test_bad_image_arrays_are_inference_errors(trained):
         predict_images(trained, np.zeros((2, 32, 32), dtype=np.uint8))
 
 
+def test_outputs_that_overflow_are_refused_not_reported_as_nan(run):
+    """Finite weights can still overflow on some input (issue 11, item 8): the verbs must not
+    print or submit NaN probabilities."""
+    import torch
+
+    overflowing = load_trained(run)
+    fc = [m for m in overflowing.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        fc.weight.fill_(3e38)  # finite, but the logits overflow to inf (softmax: NaN)
+    with pytest.raises(InferenceError, match="not finite"):
+        predict_images(overflowing, np.full((2, 32, 32, 3), 255, dtype=np.uint8))
+
+
 # --------------------------------------------------------------------------- eval
 
 
