@@ -55,6 +55,7 @@ class Resolver:
     aux: dict[str, Shape | None] = field(default_factory=dict)
     label_span: ir.Span = ir.NOWHERE  # where the label being named is written
     label_uses: dict[tuple[int, str], ir.Span] = field(default_factory=dict)
+    bad_labels: set[tuple[int, int]] = field(default_factory=set)  # generated labels reported
     # id(scope) -> (scope, its children's names, how many children they cover); holding the
     # scope keeps its id from being reused by another
     child_names: dict[int, tuple[Scope, set[str], int]] = field(default_factory=dict)
@@ -392,12 +393,14 @@ class Resolver:
             expr = parse_expr(label[start + 1 : end], span, self.diags)
             value = ERROR if expr is None else evaluate(expr, env, self.diags)
             if isinstance(value, bool) or not isinstance(value, int | str):
-                if value is not ERROR:
+                if value is not ERROR and (span.line, span.column) not in self.bad_labels:
+                    self.bad_labels.add((span.line, span.column))  # once, not once a copy
                     self.diags.error(
                         "E104",
                         span,
                         f"a label's `{{...}}` must give a whole number or a name, "
                         f"got {spelled(value)}",
+                        "labels are names: use `//` for whole numbers, `denselayer{i + 1}`",
                     )
                 return None
             parts.append(str(value))
