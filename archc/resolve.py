@@ -408,7 +408,6 @@ class Resolver:
         parts.append(label[at:])
         return "".join(parts)
 
-
     def nested(
         self,
         label: str | None,
