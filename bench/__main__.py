@@ -1,5 +1,5 @@
-"""`make bench` / `python -m bench [check|model|data|gpu] [--quick]`: every benchmark, as ratios
-against baselines measured in the same run. Writes the raw figures to
+"""`make bench` / `python -m bench [check|model|data|gpu|infer] [--quick]`: every benchmark, as
+ratios against baselines measured in the same run. Writes the raw figures to
 bench/results/results.json and the table to bench/results/results.md, and prints the table.
 """
 
@@ -17,6 +17,7 @@ SUITES = {
     "model": "bench.bench_model",  # (b) build vs torchvision, (c) train step vs torchvision
     "data": "bench.bench_data",  # (d) data pipeline vs ImageFolder + PIL + transforms
     "gpu": "bench.bench_gpu",  # ResNet-34 images/s with bf16/channels_last/compile on/off
+    "infer": "bench.bench_infer",  # (i) engines and int8 vs torchvision eager, (s) submit
 }
 
 

@@ -100,11 +100,17 @@ def _no_grad(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _compiled(trained, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """torch.compile with frozen weights, compiled here (not at the first real batch)."""
+    return compiled_runner(folded_module(trained), trained.network.input_shape, batch_size,
+                           trained.device)
+
+
+def compiled_runner(module: nn.Module, input_shape: tuple[int, ...], batch_size: int,
+                    device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """torch.compile of `module` with frozen weights, compiled here for `batch_size` images of
+    `input_shape` (not at the first real batch); other batch sizes are split or padded."""
     import torch._inductor.config as inductor
 
-    compiled = torch.compile(folded_module(trained), dynamic=False)
-    shape = (batch_size, *trained.network.input_shape)
+    compiled = torch.compile(module, dynamic=False)
 
     def run_fixed(x: torch.Tensor) -> torch.Tensor:
         # freezing folds the weights into the graph as constants; it applies without grad only
@@ -112,7 +118,7 @@ def _compiled(trained, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor
             return compiled(x)
 
     try:
-        run_fixed(torch.zeros(shape, device=trained.device))
+        run_fixed(torch.zeros((batch_size, *input_shape), device=device))
     except Exception as exc:  # no C++ compiler, an unsupported op: say so, keep the reason
         raise EngineError(f"torch.compile failed: {type(exc).__name__}: {exc}") from exc
     return _in_fixed_batches(run_fixed, batch_size)
@@ -145,6 +151,9 @@ def onnx_runner(path: Path, threads: int | None = None) -> Callable[[torch.Tenso
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle threads sleep instead of spinning: between batches the CPU decodes and preprocesses
+    # images (and a spinning pool slows every other computation in the process)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
@@ -247,6 +256,8 @@ def measure(trained, names: tuple[str, ...] = ENGINES, batch: int = PROBE_BATCH)
     figures: dict[str, dict[str, Any]] = {}
     for name in names:
         try:
+            if name == "onnxruntime" and trained.device.type == "cpu":
+                onnx_file(trained)  # exported once per checkpoint: not a per-call setup cost
             engine = build_engine(trained, name, batch_size=batch)
             error = max_error(engine(x), want)
             figures[name] = {"setup_s": engine.setup_s, "error": error,
