@@ -32,7 +32,7 @@ from pygls.uris import from_fs_path, to_fs_path
 from . import ir
 from .api import CheckResult, check
 from .diagnostics import Diagnostic
-from .graph import LayerNode, Module, Scope, layers, walk
+from .graph import LayerNode, Module, layers, walk
 
 DEBOUNCE_S = 0.15  # seconds of quiet typing before a spec is checked again
 WORD = re.compile(r'"[^"\n]*"|[A-Za-z_](?:[\w-]|\{[^{}\n]*\})*(?:\[[^\[\]\n]*\])?:?')
