@@ -316,10 +316,20 @@ def diff_(
     raise typer.Exit(diff_main(a, b, sets, input, as_json, graph))
 
 
+@app.command(name="lsp")
+def lsp_() -> None:
+    """The language server, over stdin/stdout: point your editor's LSP client at `archc lsp`
+    (docs/editors.md)."""
+    from .lsp import main as lsp_main
+
+    raise typer.Exit(lsp_main())
+
+
 # --------------------------------------------------------------------------- entry point
 
 _BUILTIN = {
-    "check", "convert", "compile", "graph", "summary", "fmt", "import", "schema", "verify", "diff"
+    "check", "convert", "compile", "graph", "summary", "fmt", "import", "schema", "verify", "diff",
+    "lsp",
 }
 
 
