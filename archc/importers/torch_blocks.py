@@ -88,6 +88,8 @@ def literal(value: Any) -> ir.Expr:
         return ir.Name(id="true" if value else "false")
     if isinstance(value, (int, float)):
         return ir.Num(value=value)
+    if isinstance(value, tuple):
+        return ir.Tuple(items=[literal(v) for v in value])
     if value in ("same", "valid"):
         return ir.Name(id=value)
     return ir.Str(value=str(value))

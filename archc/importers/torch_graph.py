@@ -211,6 +211,9 @@ class GraphBody:
     # ------------------------------------------------------------------ one node
 
     def op(self, n: fx.Node) -> _Op:
+        held = [a.target for a in n.all_input_nodes if a.op == "get_attr"]
+        if held:  # ConvNeXt's `self.layer_scale * x`: a weight outside any layer module
+            raise locate(n, f"uses the tensor `{held[0]}` of the module itself, not a layer's")
         if n.op == "call_module":
             return self.module_op(n)
         if n.target in ADDS or (n.op == "call_method" and n.target in ("add", "add_")):

@@ -177,17 +177,56 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
     nn.Hardswish: _plain("hardswish"),
     nn.Hardsigmoid: _plain("hardsigmoid"),
     nn.Mish: _plain("mish"),
+    nn.GELU: lambda m: kind_layer("gelu", [Arg("approximate", m.approximate, "none", "approx")]),
+    nn.LayerNorm: lambda m: _layernorm("layernorm", m),
+    nn.GroupNorm: lambda m: kind_layer(
+        "groupnorm",
+        [
+            Arg("groups", m.num_groups, REQUIRED, "groups", positional=True),
+            Arg("eps", m.eps, 1e-5, "eps"),
+            Arg("affine", m.affine, True, "affine"),
+        ],
+    ),
+    nn.PReLU: lambda m: kind_layer(
+        "prelu", [Arg("per_channel", m.num_parameters > 1, False, "per_channel")]
+    ),
 }
 
 
+def _layernorm(kind: str, m: nn.LayerNorm) -> DLayer:
+    if len(m.normalized_shape) != 1 or (m.bias is None) != (m.weight is None):
+        raise Unsupported(f"LayerNorm over {tuple(m.normalized_shape)} (archc normalises one axis)")
+    return kind_layer(
+        kind, [Arg("eps", m.eps, 1e-5, "eps"), Arg("affine", m.elementwise_affine, True, "affine")]
+    )
+
+
+# torchvision's own layer modules, by where they are defined (torchvision stays optional).
+LIBRARY: dict[tuple[str, str], Callable[[Any], DLayer]] = {
+    ("torchvision.ops.stochastic_depth", "StochasticDepth"): lambda m: kind_layer(
+        "stochastic-depth",
+        [Arg("p", m.p, REQUIRED, "p", positional=True), Arg("mode", m.mode, "row", "mode")],
+    ),
+    ("torchvision.models.convnext", "LayerNorm2d"): lambda m: _layernorm("layernorm2d", m),
+    ("torchvision.ops.misc", "Permute"): lambda m: kind_layer(
+        "permute", [Arg("dims", tuple(m.dims), REQUIRED, "dims", positional=True)]
+    ),
+}
+
+
+def _converter(module: nn.Module) -> Callable[[Any], DLayer] | None:
+    cls = type(module)
+    return MODULES.get(cls) or LIBRARY.get((cls.__module__, cls.__qualname__))
+
+
 def is_layer(module: nn.Module) -> bool:
-    """True for a torch.nn module archc knows as a layer kind (or reports as a missing one)."""
-    return type(module) in MODULES
+    """True for a module archc knows as a layer kind (or reports as a missing one)."""
+    return _converter(module) is not None
 
 
 def module_layer(module: nn.Module) -> DLayer:
-    """The draft layer of a torch.nn layer module; raises `Unsupported`."""
-    return MODULES[type(module)](module)
+    """The draft layer of a layer module; raises `Unsupported`."""
+    return _converter(module)(module)
 
 
 # --------------------------------------------------------------------------- functions

@@ -19,6 +19,7 @@ import inspect
 import os
 import re
 import sys
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -227,12 +228,14 @@ class Drafter:
         self.bodies: dict[int, list[DItem]] = {}
         self.instances: dict[Any, list[nn.Module]] = {}
         self.reached: set[str] = set()
+        self.repeats: dict[tuple, int] = {}  # a problem → how many more instances have it
         self.ok = True
 
     def problem(
         self, path: str, message: str, owner: Any = None, located: Located | None = None
     ) -> None:
-        """Record what has no archc form, at the forward line when known."""
+        """Record what has no archc form, at the forward line when known; the other
+        instances of one class with the same problem are counted in the first's notes."""
         self.ok = False
         span, notes = _where(owner, self.source), ()
         if located is not None and located.file:
@@ -240,6 +243,11 @@ class Drafter:
                 file=located.file, line=located.line, column=1, end_line=located.line, end_column=2
             )
             notes = (f"in the forward: {located.code}",) if located.code else ()
+        key = (owner, span, message)
+        if key in self.repeats:
+            self.repeats[key] += 1
+            return
+        self.repeats[key] = 0
         self.diags.error(
             E_NO_FORM,
             span,
@@ -248,13 +256,22 @@ class Drafter:
             notes,
         )
 
+    def note_repeats(self) -> None:
+        """Say on each reported problem how many more instances of its class have it."""
+        for (_, span, message), more in self.repeats.items():
+            if more:
+                for i, d in enumerate(self.diags.items):
+                    if d.span == span and d.message.endswith(message):
+                        note = f"and {more} more instance{'s' if more > 1 else ''} of the class"
+                        self.diags.items[i] = replace(d, notes=(*d.notes, note))
+
     def body(self, module: nn.Module, path: str) -> list[DItem]:
         """The draft body of a module instance (cached by instance)."""
         if id(module) in self.bodies:
             return self.bodies[id(module)]
         if _runs_in_order(module):
             items = [
-                self.child(c, _join(path, n), None if n.isdigit() else n)
+                self.child(c, _join(path, n), None if n.isdigit() else n, module)
                 for n, c in module.named_children()
             ]
         else:
@@ -270,7 +287,7 @@ class Drafter:
             return GraphBody(
                 module,
                 graph,
-                lambda c, t, label: self.child(c, _join(path, t), label),
+                lambda c, t, label: self.child(c, _join(path, t), label, module),
                 self.projection,
             ).body()
         except Located as problem:
@@ -292,7 +309,7 @@ class Drafter:
                     type(model),
                 )
 
-    def child(self, module: nn.Module, path: str, label: str | None) -> DItem:
+    def child(self, module: nn.Module, path: str, label: str | None, parent: nn.Module) -> DItem:
         """The draft item of a call of `module` (a layer, a group, or a block call)."""
         self.reached.add(path)
         if is_layer(module):
@@ -301,12 +318,12 @@ class Drafter:
                 layer.label = label
                 return layer
             except Unsupported as problem:
-                self.problem(path, f"nn.{type(module).__name__}: {problem}", type(module))
+                self.problem(path, f"{type(module).__name__}: {problem}", type(parent))
                 return DLayer("identity", label=label)
         if type(module) is nn.Sequential and label is not None:
             return DGroup(self.body(module, path), label)
         if type(module).__module__.startswith("torch.nn") and type(module) is not nn.Sequential:
-            self.problem(path, f"nn.{type(module).__name__} has no archc layer kind", type(module))
+            self.problem(path, f"nn.{type(module).__name__} has no archc layer kind", type(parent))
             return DLayer("identity", label=label)
         if id(module) not in self.bodies:
             self.instances.setdefault(class_key(module), []).append(module)
@@ -394,6 +411,7 @@ def to_spec(
     root = drafter.body(model, "")
     if drafter.ok:  # after another problem, the modules it hides would all be reported
         drafter.check_all_called(model)
+    drafter.note_repeats()
     if not drafter.ok:
         return None
     instances = drafter.instances
