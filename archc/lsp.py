@@ -53,7 +53,7 @@ class Analysis:
     result: CheckResult
     spec: ir.SpecFile | None  # the last version that parsed
     modules: list[tuple[ir.Span, Module]] = field(default_factory=list)
-    rows: dict = field(default_factory=dict)  # layer path → summary row
+    rows: dict | None = None  # layer path → summary row, computed after the diagnostics
 
     @property
     def program(self):
@@ -64,8 +64,6 @@ class Analysis:
 def analyse(uri: str, text: str, version: int | None,
             previous: Analysis | None = None) -> Analysis:
     """Check a document's text and index the modules its lines produce."""
-    from .backends.summary import summarize
-
     path = to_fs_path(uri) or uri
     result = check(path, text=text)
     spec = result.program.root_file or (previous.spec if previous else None)
@@ -75,8 +73,15 @@ def analyse(uri: str, text: str, version: int | None,
         here = {path, str(Path(path))}
         analysis.modules = [(m.span, m) for m in walk(net.root)
                             if m.path and m.span.file in here]
-        analysis.rows = {row.path: row for row in summarize(net)}
     return analysis
+
+
+def summary_rows(analysis: Analysis) -> dict:
+    """The summary's row of every layer (receptive fields need the whole network traced)."""
+    from .backends.summary import summarize
+
+    net = analysis.result.network
+    return {row.path: row for row in summarize(net)} if analysis.modules else {}
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -159,7 +164,7 @@ def hover_text(analysis: Analysis, modules: list[Module]) -> str:
              f"{fmt(first.in_shape)} → {fmt(first.out_shape)}", "",
              f"parameters {params:,} · {compact(macs)} MACs" if macs else
              f"parameters {params:,} · no MACs"]
-    row = analysis.rows.get(inner[-1].path) if inner else None
+    row = (analysis.rows or {}).get(inner[-1].path) if inner else None
     if row is not None:
         field_text = "the whole input" if row.rf_global else _pair(row.rf)
         lines[-1] += f" · receptive field {field_text}, stride {_pair(row.jump)}"
@@ -365,10 +370,16 @@ class ArchServer(LanguageServer):
         self.analyses[uri] = analysis
         self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(
             uri=uri, version=version, diagnostics=lsp_diagnostics(analysis)))
+        # the diagnostics are out; the hover's figures follow
+        analysis.rows = await asyncio.get_running_loop().run_in_executor(
+            self.worker, summary_rows, analysis)
 
-    async def analysis(self, uri: str) -> Analysis | None:
-        """The latest analysis; the first one is waited for."""
-        if uri not in self.analyses and uri in self.pending:
+    async def analysis(self, uri: str, rows: bool = False) -> Analysis | None:
+        """The latest analysis; the first one is waited for (and its summary rows, when
+        `rows`, as a hover needs them)."""
+        current = self.analyses.get(uri)
+        waiting = current is None or (rows and current.rows is None)
+        if waiting and uri in self.pending:
             try:
                 await asyncio.shield(self.pending[uri])
             except asyncio.CancelledError:
@@ -406,7 +417,7 @@ def _did_close(ls: ArchServer, params: lsp.DidCloseTextDocumentParams) -> None:
 
 @server.feature(lsp.TEXT_DOCUMENT_HOVER)
 async def _hover(ls: ArchServer, params: lsp.HoverParams) -> lsp.Hover | None:
-    analysis = await ls.analysis(params.text_document.uri)
+    analysis = await ls.analysis(params.text_document.uri, rows=True)
     modules = modules_at(analysis, params.position) if analysis else []
     if not modules:
         return None

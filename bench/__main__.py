@@ -17,6 +17,7 @@ SUITES = {
     "model": "bench.bench_model",  # (b) build vs torchvision, (c) train step vs torchvision
     "data": "bench.bench_data",  # (d) data pipeline vs ImageFolder + PIL + transforms
     "gpu": "bench.bench_gpu",  # ResNet-34 images/s with bf16/channels_last/compile on/off
+    "lsp": "bench.bench_lsp",  # language-server answers on a 2,000-block spec (≤ 100 ms)
     "infer": "bench.bench_infer",  # (i) engines and int8 vs torchvision eager, (s) submit
 }
 

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(
+# one server for the module, as an editor keeps one: each test opens its own documents
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(
     server_command=[sys.executable, "-m", "archc", "lsp"]))
 async def client(lsp_client: LanguageClient):
     await lsp_client.initialize_session(lsp.InitializeParams(
@@ -43,7 +44,7 @@ def _position(text: str, needle: str, offset: int = 0) -> lsp.Position:
     return lsp.Position(line, index - (text.rfind("\n", 0, index) + 1))
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_hover_shows_shapes_parameters_macs_and_receptive_field(client):
     path = SPECS / "resnet18.arch"
     text = path.read_text()
@@ -62,7 +63,7 @@ async def test_hover_shows_shapes_parameters_macs_and_receptive_field(client):
     assert "parameters 230,144" in block.contents.value
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_definition_of_a_block_in_an_imported_file_and_of_the_import(client):
     path = SPECS / "resnet18.arch"
     text = path.read_text()
@@ -77,7 +78,7 @@ async def test_definition_of_a_block_in_an_imported_file_and_of_the_import(clien
     assert imported.uri == lib.resolve().as_uri()
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_definition_of_a_table_reference_and_symbols(client):
     path = SPECS / "vgg.arch"
     text = path.read_text()
@@ -94,7 +95,7 @@ async def test_definition_of_a_table_reference_and_symbols(client):
     assert [c.name for c in symbols[0].children] == ["A", "A-LRN", "B", "C", "D", "E"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_completion_of_kinds_blocks_parameters_and_variants(client, tmp_path):
     spec = tmp_path / "t.arch"
     text = ('import "' + (SPECS / "lib" / "resnet.arch").as_posix() + '"\n'
@@ -117,7 +118,7 @@ async def test_completion_of_kinds_blocks_parameters_and_variants(client, tmp_pa
     assert {"c=", "stride="} <= await labels(_position(text, "basic(8)", 6))
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_diagnostics_follow_changes_with_codes_hints_and_severities(client, tmp_path):
     spec = tmp_path / "e.arch"
     good = "network n:\n    input 3x32x32\n    conv3-8 relu\n"
@@ -146,7 +147,7 @@ async def test_diagnostics_follow_changes_with_codes_hints_and_severities(client
     assert [s.name for s in symbols] == ["n"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_warnings_are_warnings(client):
     path = ROOT / "tests" / "diagnostics" / "warnings.arch"
     uri = await _open(client, path)
@@ -156,7 +157,7 @@ async def test_warnings_are_warnings(client):
     assert all(f"warning[{d.code}]" in expected for d in client.diagnostics[uri])
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_formatting_is_archc_fmt(client, tmp_path):
     spec = tmp_path / "f.arch"
     messy = "network n:\n  input 3x8x8\n  conv( 8 )   relu\n"
@@ -172,7 +173,8 @@ def test_the_server_does_not_import_torch():
     code = ("import sys; from archc.lsp import analyse; "
             f"a = analyse({(SPECS / 'googlenet.arch').as_uri()!r}, "
             f"open({str(SPECS / 'googlenet.arch')!r}).read(), 1); "
-            "assert a.modules and a.rows; print('torch' in sys.modules)")
+            "from archc.lsp import summary_rows; assert a.modules and summary_rows(a); "
+            "print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
