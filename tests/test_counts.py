@@ -1,6 +1,7 @@
 """archc's static analysis of every spec agrees with a real forward pass of the built module.
 
-For every spec under specs/ and examples/lecture/ (default parameters): the static parameter
+For every spec under specs/ and examples/lecture/, and the fixture with every layer kind
+(default parameters): the static parameter
 total is the module's, the static MACs are half the FLOPs torch's FlopCounterMode counts in
 one forward pass at the declared input (batch 1), and every layer's static input and output
 shapes are the shapes its module sees: forward hooks on every leaf module, found by the path
@@ -19,7 +20,9 @@ import archc
 from archc.graph import layers
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = sorted([*ROOT.glob("specs/*.arch"), *ROOT.glob("examples/lecture/*.arch")])
+# tests/fixtures/every_kind.arch holds every layer kind and merge of the registry.
+SPECS = sorted([*ROOT.glob("specs/*.arch"), *ROOT.glob("examples/lecture/*.arch"),
+                ROOT / "tests" / "fixtures" / "every_kind.arch"])
 
 
 def leaves(model: torch.nn.Module) -> dict[str, torch.nn.Module]:

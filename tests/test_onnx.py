@@ -70,6 +70,15 @@ def test_export_matches_torch(spec, tmp_path):
     assert_matches(written[0], model, net.input_shape)
 
 
+def test_every_layer_kind_and_merge_exports(tmp_path):
+    """The fixture with every registry kind and merge (SE gate, split, layer scale, permute,
+    non-square windows) runs in onnxruntime to torch's logits; all but adaptive max pooling,
+    which torch cannot export."""
+    net = archc.load(Path(__file__).parent / "fixtures" / "every_kind.arch", onnx=True)
+    written, model = export_with_known_weights(net, tmp_path)
+    assert_matches(written[0], model, net.input_shape)
+
+
 @pytest.fixture
 def tiny(tmp_path):
     spec = tmp_path / "tiny.arch"

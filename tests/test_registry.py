@@ -10,6 +10,8 @@ below 1, or too much padding) the shape rule raises ShapeProblem.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import assume, example, given, settings
@@ -17,7 +19,24 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from archc.layers import KINDS, REGISTRY, REQUIRED, LayerKind, ShapeContext, ShapeProblem
+import archc
+from archc.graph import Parallel, layers
+from archc.layers import (
+    KINDS,
+    MERGES,
+    REGISTRY,
+    REQUIRED,
+    LayerKind,
+    ShapeContext,
+    ShapeProblem,
+    resolve_padding,
+)
+from archc.layers.window import pair
+
+try:  # tests/ is on sys.path when it is not a package (pytest's default)
+    from test_pysource import assert_same_model, generate
+except ImportError:  # pragma: no cover - tests/ became a package
+    from tests.test_pysource import assert_same_model, generate
 
 # Example parameters per kind (one or more sets). A kind added to the registry must be
 # added here too: test_examples_cover_every_kind fails until it is.
@@ -240,3 +259,255 @@ def test_pool_shape_rule_matches_torch(kind_name, kernel, stride, padding, ceil,
         module = None
     expected = torch_shape(module, h, w) if module is not None else None
     assert archc_shape(kind_name, given_, h, w) == expected
+
+
+# --------------------------------------------------------------------------- hyper-parameters
+
+def _bias(module) -> bool:
+    return module.bias is not None
+
+
+def _pair_of(name: str):
+    return lambda p: pair(p[name])
+
+
+def _all_equal(name: str):
+    """A check that every element of the module's tensor `name` equals the parameter."""
+    return lambda module, value: bool((getattr(module, name) == value).all())
+
+
+# Per kind: archc parameter → how the built module shows it: an attribute holding the value,
+# (attribute, expected value from all the parameters), or a predicate (module, value) → bool.
+# Every parameter of every kind is listed, so a constructor that drops or bends one (LRN
+# built with alpha * size) fails here.
+HYPER: dict[str, dict] = {
+    "conv": {"out": "out_channels", "kernel": ("kernel_size", _pair_of("kernel")),
+             "stride": ("stride", _pair_of("stride")),
+             "padding": ("padding", lambda p: pair(resolve_padding(p))),
+             "dilation": ("dilation", _pair_of("dilation")), "groups": "groups",
+             "bias": lambda m, v: _bias(m) == v},
+    "maxpool": {"kernel": "kernel_size",
+                "stride": ("stride", lambda p: p["kernel"] if p["stride"] is None
+                           else p["stride"]),
+                "padding": "padding", "ceil": "ceil_mode"},
+    "adaptiveavgpool": {"size": "output_size"},
+    "adaptivemaxpool": {"size": "output_size"},
+    "fc": {"out": "out_features", "bias": lambda m, v: _bias(m) == v},
+    "dropout": {"p": "p"},
+    "bn": {"eps": "eps", "momentum": "momentum", "affine": "affine"},
+    "lrn": {"size": "size", "alpha": "alpha", "beta": "beta", "k": "k"},
+    "leakyrelu": {"slope": "negative_slope"},
+    "elu": {"alpha": "alpha"},
+    "maxout": {"k": "k"},
+    "gelu": {"approximate": "approximate"},
+    "prelu": {"per_channel": lambda m, v: (m.num_parameters > 1) == v,
+              "init": _all_equal("weight")},
+    "layernorm": {"eps": "eps", "affine": "elementwise_affine"},
+    "groupnorm": {"groups": "num_groups", "eps": "eps", "affine": "affine"},
+    "channel-shuffle": {"groups": "groups"},
+    "scale": {"init": _all_equal("weight")},
+    "channel-fc": {"out": "out_features", "bias": lambda m, v: _bias(m) == v,
+                   "last": lambda m, v: (type(m) is nn.Linear) == v},
+    "stochastic-depth": {"p": "p", "mode": "mode"},
+    "permute": {"dims": "dims"},
+}
+HYPER["avgpool"] = HYPER["maxpool"]
+HYPER["dropout2d"] = HYPER["dropout"]
+HYPER["layernorm2d"] = HYPER["layernorm"]
+
+
+def test_every_parameter_has_a_hyper_check():
+    missing = [f"{k.name}.{p.name}" for k in KINDS for p in k.params
+               if p.name not in HYPER.get(k.name, {})]
+    assert not missing, f"add these to HYPER: {missing}"
+
+
+@pytest.mark.parametrize("kind_name, given", [c for c in CASES if c.values[0] in HYPER])
+def test_modules_carry_the_spec_hyper_parameters(kind_name, given):
+    kind = REGISTRY[kind_name]
+    params = full_params(kind, given)
+    shape = SHAPES["image4"] if static_shape(kind, SHAPES["image4"], params) else SHAPES["flat6"]
+    module = kind.torch(shape, params)
+    for name, check in HYPER[kind_name].items():
+        if callable(check):
+            assert check(module, params[name]), (kind_name, name, params[name])
+            continue
+        attribute, want = (check, params[name]) if isinstance(check, str) else \
+            (check[0], check[1](params))
+        got = getattr(module, attribute)
+        assert got == want, (kind_name, name, got, want)
+
+
+def lrn_by_the_formula(a: torch.Tensor, n: int, alpha: float, beta: float, k: float):
+    """AlexNet's LRN, b_i = a_i / (k + alpha/n · Σ_j a_j²)^beta, j over the n channels around
+    i (n//2 before, (n-1)//2 after, clipped at the edges): PyTorch's convention, where alpha
+    is divided by n (docs/language.md)."""
+    channels = a.shape[1]
+    out = torch.empty_like(a)
+    for i in range(channels):
+        window = a[:, max(0, i - n // 2):min(channels, i + (n - 1) // 2 + 1)]
+        out[:, i] = a[:, i] / (k + alpha / n * (window ** 2).sum(1)) ** beta
+    return out
+
+
+@pytest.mark.parametrize("size, alpha, beta, k", [(5, 1e-4, 0.75, 2.0), (3, 0.5, 0.5, 1.0),
+                                                  (4, 2.0, 1.0, 0.5)])
+def test_lrn_is_the_papers_formula(size, alpha, beta, k):
+    kind = REGISTRY["lrn"]
+    params = full_params(kind, {"size": size, "alpha": alpha, "beta": beta, "k": k})
+    a = torch.randn(2, 7, 3, 4, generator=torch.Generator().manual_seed(1)) * 3
+    want = lrn_by_the_formula(a, size, alpha, beta, k)
+    torch.testing.assert_close(kind.torch(a.shape[1:], params)(a), want, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- semantics
+
+def test_modules_compute_what_torchvision_does():
+    """archc's own modules against torchvision's: LayerNorm2d, channel shuffle, stochastic
+    depth (training, same random numbers), and Linear over channels = Linear on permuted."""
+    from torchvision.models.convnext import LayerNorm2d as TvLayerNorm2d
+    from torchvision.models.shufflenetv2 import channel_shuffle
+    from torchvision.ops import StochasticDepth as TvStochasticDepth
+
+    x = torch.randn(4, 6, 5, 3, generator=torch.Generator().manual_seed(2))
+    ours = REGISTRY["layernorm2d"].torch((6, 5, 3), full_params(REGISTRY["layernorm2d"],
+                                                                {"eps": 1e-6}))
+    theirs = TvLayerNorm2d(6, eps=1e-6)
+    with torch.no_grad():
+        for t in (ours.weight, ours.bias):
+            t.normal_()
+        theirs.load_state_dict(ours.state_dict())  # the same keys: weight, bias
+    torch.testing.assert_close(ours(x), theirs(x))
+    shuffle = REGISTRY["channel-shuffle"].torch((6, 5, 3), {"groups": 3})
+    assert torch.equal(shuffle(x), channel_shuffle(x, 3))
+    for mode in ("row", "batch"):
+        ours = REGISTRY["stochastic-depth"].torch((6, 5, 3), {"p": 0.5, "mode": mode}).train()
+        theirs = TvStochasticDepth(0.5, mode).train()
+        torch.manual_seed(3)
+        got = ours(x)
+        torch.manual_seed(3)
+        assert torch.equal(got, theirs(x))
+        assert torch.equal(ours.eval()(x), x)
+    fc = REGISTRY["channel-fc"].torch((6, 5, 3), full_params(REGISTRY["channel-fc"], {"out": 4}))
+    assert fc.weight.shape == (4, 6)  # torchvision's Linear (out, in), not a conv's
+    want = nn.functional.linear(x.permute(0, 2, 3, 1), fc.weight, fc.bias).permute(0, 3, 1, 2)
+    torch.testing.assert_close(fc(x), want)
+
+
+def test_layer_scale_is_stored_under_its_own_name():
+    """ConvNeXt keeps `layer_scale` on the block: a `scale` labelled layer_scale has exactly
+    that key, and a state_dict with it loads strictly (also with assign=True)."""
+    scale = REGISTRY["scale"].torch((6, 5, 3), {"init": 1e-6})
+    block = nn.Sequential()
+    block.add_module("layer_scale", scale)
+    holder = nn.Sequential(block)
+    assert list(holder.state_dict()) == ["0.layer_scale"]
+    assert holder.state_dict()["0.layer_scale"].shape == (6, 1, 1)
+    assert bool((holder.state_dict()["0.layer_scale"] == 1e-6).all())
+    new = torch.randn(6, 1, 1)
+    holder.load_state_dict({"0.layer_scale": new}, strict=True)
+    assert torch.equal(scale.weight, new)
+    with pytest.raises(RuntimeError, match="Missing key.*0.layer_scale"):
+        holder.load_state_dict({}, strict=True)
+
+
+# --------------------------------------------------------------------------- merges
+
+# (merge, branch output shapes): the static rule against torch combining tensors of those
+# shapes; None where archc refuses (torch may broadcast different ranks, archc does not).
+MERGE_CASES = [
+    ("add", [(4, 3, 3), (4, 3, 3)]), ("add", [(4, 3, 3), (2, 3, 3)]),
+    ("add", [(4, 3, 3), (4, 1, 1)]),
+    ("concat", [(4, 3, 3), (2, 3, 3)]), ("concat", [(4, 3, 3), (2, 2, 3)]),
+    ("mul", [(4, 3, 3), (4, 1, 1)]), ("mul", [(4, 1, 1), (4, 3, 3), (1, 3, 1)]),
+    ("mul", [(4, 3, 3), (2, 1, 1)]), ("mul", [(6,), (6,)]),
+    ("split", [(4, 3, 3), (2, 3, 3)]),
+]
+
+
+def merged_static(merge, shapes):
+    try:
+        return merge.shape(shapes)
+    except ShapeProblem:
+        return None
+
+
+def merged_torch(merge, shapes):
+    outs = [torch.randn(2, *s) for s in shapes]
+    try:
+        return tuple(merge.combine(outs).shape[1:])
+    except RuntimeError:
+        return None
+
+
+@pytest.mark.parametrize("name, shapes", MERGE_CASES)
+def test_merge_shape_rules_match_torch(name, shapes):
+    merge = MERGES[name]
+    expected = merged_static(merge, shapes)
+    got = merged_torch(merge, shapes)
+    if name == "add" and expected is None:  # archc refuses broadcasting in add on purpose
+        return
+    assert expected == got
+
+
+@settings(max_examples=200, deadline=None)
+@given(shapes=st.lists(st.tuples(st.sampled_from([1, 3]), st.sampled_from([1, 2]),
+                                 st.sampled_from([1, 4])), min_size=2, max_size=3))
+def test_mul_broadcasts_as_torch_does(shapes):
+    merge = MERGES["mul"]
+    assert merged_static(merge, shapes) == merged_torch(merge, shapes)
+
+
+@pytest.mark.parametrize("channels, branches", [(8, 2), (9, 3), (6, 4)])
+def test_split_gives_each_branch_its_slice(channels, branches):
+    merge = MERGES["split"]
+    try:
+        inputs = merge.branch_inputs((channels, 5, 4), branches)
+    except ShapeProblem:
+        assert channels % branches  # refused only when the slices would be unequal
+        return
+    x = torch.randn(2, channels, 5, 4)
+    parts = merge.inputs(x, branches)
+    assert [tuple(p.shape[1:]) for p in parts] == inputs
+    assert torch.equal(merge.combine(list(parts)), x)  # the slices stack back to the input
+
+
+# --------------------------------------------------------------------------- whole networks
+
+EVERY_KIND = Path(__file__).parent / "fixtures" / "every_kind.arch"
+
+
+def test_the_fixture_holds_every_kind_and_merge():
+    """tests/fixtures/every_kind.arch is what test_counts, test_onnx and the Python emission
+    below run: it must use every registry kind and every merge."""
+    net = archc.load(EVERY_KIND)
+    assert {k.name for k in KINDS} == {layer.kind for layer in layers(net.root)}
+    modes = set()
+
+    def collect(op):
+        if isinstance(op, Parallel):
+            modes.add(op.mode)
+        for inner in getattr(op, "ops", ()) + getattr(op, "branches", ()):
+            collect(inner)
+
+    for scope in walk_scopes(net.root):
+        collect(scope.plan)
+    assert modes == set(MERGES)
+
+
+def walk_scopes(scope):
+    """`scope` and every scope below it."""
+    yield scope
+    for child in scope.children:
+        if hasattr(child, "children"):
+            yield from walk_scopes(child)
+
+
+def test_every_kind_emits_python_that_matches_build(tmp_path):
+    net = archc.load(EVERY_KIND)
+    module, source = generate(net, tmp_path, "every_kind")
+    assert_same_model(net, module.EveryKind)
+    for copied in ("LayerNorm2d", "ChannelLinear", "ChannelShuffle", "LayerScale",
+                   "StochasticDepth", "Permute"):
+        assert f"class {copied}(" in source
+    assert ".chunk(2, 1)" in source  # the split

@@ -1,0 +1,30 @@
+"""Named one-line mutants of the layer registry and the merge table: plausible slips that
+shapes and parameter counts alone would not notice. `python -m tests.mutation.run` applies
+them one at a time and runs the listed tests, which must fail (catch it)."""
+
+_REGISTRY = "tests/test_registry.py"
+
+MUTANTS = [
+    dict(name="lrn-alpha-times-size",  # the paper's alpha mistaken for PyTorch's
+         file="archc/layers/norm.py",
+         old='nn.LocalResponseNorm(p["size"], alpha=p["alpha"], beta=p["beta"], k=p["k"])',
+         new='nn.LocalResponseNorm(p["size"], alpha=p["alpha"] * p["size"], beta=p["beta"], '
+             'k=p["k"])',
+         tests=[f"{_REGISTRY}::test_lrn_is_the_papers_formula",
+                f"{_REGISTRY}::test_modules_carry_the_spec_hyper_parameters"]),
+    dict(name="groupnorm-drops-eps",
+         file="archc/layers/norm.py",
+         old='return nn.GroupNorm(p["groups"], inp[0], eps=p["eps"], affine=p["affine"])',
+         new='return nn.GroupNorm(p["groups"], inp[0], affine=p["affine"])',
+         tests=[f"{_REGISTRY}::test_modules_carry_the_spec_hyper_parameters"]),
+    dict(name="mul-broadcasts-to-the-smaller-shape",
+         file="archc/layers/merges.py",
+         old="out = tuple(max(axis) for axis in zip(*shapes))",
+         new="out = tuple(min(axis) for axis in zip(*shapes))",
+         tests=[f"{_REGISTRY}::test_mul_broadcasts_as_torch_does"]),
+    dict(name="non-square-window-axes-swapped",
+         file="archc/layers/window.py",
+         old="return (value, value) if isinstance(value, int) else (value[0], value[1])",
+         new="return (value, value) if isinstance(value, int) else (value[1], value[0])",
+         tests=[f"{_REGISTRY}::test_non_square_conv_matches_torch"]),
+]
