@@ -62,14 +62,19 @@ def _blocks(items: list, blocks: list[ir.BlockDef], names: set[str]) -> list:
     into the block too.
     """
     replace: dict[int, tuple[ir.Layer, int]] = {}
+    claimed: set[int] = set()
     for indices in _recurring(items):
         trail = _common_trail(items, indices)
-        units = _with_defaults([ir.Group(items=items[i:i + 1 + trail]) for i in indices])
-        if units is None:
+        lead = _common_lead(items, indices, trail)
+        units = _with_defaults(
+            [ir.Group(items=items[i - lead:i + 1 + trail]) for i in indices])
+        spans = {j for i in indices for j in range(i - lead, i + 1 + trail)}
+        if units is None or spans & claimed:  # another block already holds some of them
             continue
+        claimed |= spans
         block, calls = _make_block(units, names)
         blocks.append(block)
-        replace.update({i: (call, 1 + trail) for i, call in zip(indices, calls)})
+        replace.update({i - lead: (call, lead + 1 + trail) for i, call in zip(indices, calls)})
     out, i = [], 0
     while i < len(items):
         call, width = replace.get(i, (items[i], 1))
@@ -115,6 +120,22 @@ def _common_trail(items: list, indices: list[int]) -> int:
         if not (isinstance(first, ir.Layer) and kind is not None and first.repeat is None
                 and kind.style.group == "activation"
                 and all(_key(a) == _key(first) for a in after)):
+            break
+        count += 1
+    return count
+
+
+def _common_lead(items: list, indices: list[int], trail: int) -> int:
+    """How many layers before every occurrence have the same kinds (numbers aside): the
+    squeeze conv of SqueezeNet's fire module belongs to it."""
+    starts = [0, *[i + 1 + trail for i in indices[:-1]]]  # where the previous unit ends
+    limit = min(i - start for i, start in zip(indices, starts))
+    count = 0
+    while count < limit:
+        before = [items[i - 1 - count] for i in indices]
+        if not all(isinstance(b, ir.Layer) and b.repeat is None for b in before) or len(
+            {_shape(b) for b in before}
+        ) != 1:
             break
         count += 1
     return count

@@ -37,7 +37,7 @@ def join_units(text: str) -> str:
         branch_indents = [i for i in branch_indents if i <= indent]
         if (
             out
-            and _joinable(stripped)
+            and (_joinable(stripped) or _is_call(stripped) and _only_calls(out[-1]))
             and indent not in branch_indents
             and _joinable_target(out[-1], indent)
             and len(out[-1]) + 2 + len(stripped) <= MAX_LINE
@@ -93,7 +93,22 @@ def _joinable(stripped: str) -> bool:
         not first.endswith(":")
         and " " not in stripped.split("(")[0].strip()
         and _kind(first) not in UNIT_HEADS
+        and _kind(first) is not None  # a block call is a unit of its own
     )
+
+
+def _is_call(stripped: str) -> bool:
+    """An unlabelled block call, maybe repeated: `residual(64) x2`."""
+    words = stripped.split("(")[0].split()
+    return len(words) == 1 and not words[0].endswith(":") and _kind(words[0]) is None \
+        and not stripped.startswith(("[", "input ", "#"))
+
+
+def _only_calls(line: str) -> bool:
+    """A line of block calls only (the first may be labelled): a stage of a ResNet."""
+    units = line.strip().split("  ")
+    first = units[0].split(": ", 1)[-1]
+    return all(_is_call(u) for u in [first, *units[1:]])
 
 
 def _kind(word: str) -> str | None:

@@ -152,3 +152,33 @@ def resnet50(base: int = 64, size: int = 224) -> str:
             bottom = f"res{unit}"
     t += pool("pool5", bottom, size // 32, 1, kind="AVE")
     return t + fc("fc1000", "pool5", 1000) + _layer("prob", "Softmax", ["fc1000"], "prob")
+
+
+
+def squeezenet() -> str:
+    """SqueezeNet v1.1's deploy.prototxt (DeepScale): fire modules, a 1×1 conv classifier."""
+    t = head("SqueezeNet_v1.1", 227) + conv("conv1", "data", 64, 3, 2)
+    t += relu("relu_conv1", "conv1") + pool("pool1", "conv1", 3, 2)
+    bottom = "pool1"
+    plan = [(2, 16, 64), (3, 16, 64), "pool3", (4, 32, 128), (5, 32, 128), "pool5",
+            (6, 48, 192), (7, 48, 192), (8, 64, 256), (9, 64, 256)]
+    for step in plan:
+        if isinstance(step, str):
+            t += pool(step, bottom, 3, 2)
+            bottom = step
+            continue
+        n, squeeze, expand = step
+        p = f"fire{n}/"
+        t += conv(p + "squeeze1x1", bottom, squeeze, 1) + relu(p + "relu_squeeze1x1",
+                                                               p + "squeeze1x1")
+        t += conv(p + "expand1x1", p + "squeeze1x1", expand, 1)
+        t += relu(p + "relu_expand1x1", p + "expand1x1")
+        t += conv(p + "expand3x3", p + "squeeze1x1", expand, 3, 1, 1)
+        t += relu(p + "relu_expand3x3", p + "expand3x3")
+        t += _layer(p + "concat", "Concat", [p + "expand1x1", p + "expand3x3"], p + "concat")
+        bottom = p + "concat"
+    t += _layer("drop9", "Dropout", [bottom], bottom, "dropout_param { dropout_ratio: 0.5 }")
+    t += conv("conv10", bottom, 1000, 1) + relu("relu_conv10", "conv10")
+    t += _layer("pool10", "Pooling", ["conv10"], "pool10",
+                "pooling_param { pool: AVE global_pooling: true }")
+    return t + _layer("prob", "Softmax", ["pool10"], "prob")
