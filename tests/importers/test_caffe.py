@@ -307,3 +307,18 @@ def test_resnet50_layout_with_weights_round_trip(tmp_path):
     write_python(network, tmp_path / "net.py")
     got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_squeezenet_fire_blocks_round_trip(tmp_path):
+    """Blocks that begin before their merge (the squeeze conv) keep the weights in order."""
+    proto = tmp_path / "squeezenet.prototxt"
+    proto.write_text(caffe_zoo.squeezenet())
+    spec, network, _ = imported(proto)
+    assert "block fire(c):\n    squeeze1x1: conv1-{c}  relu\n    concat:" in spec_text(spec)
+    x = torch.randn(1, 3, 227, 227)
+    expected, blobs = caffe_forward(str(proto), x, np.random.default_rng(6))
+    write_caffemodel(proto.with_suffix(".caffemodel"), blobs)
+    convert(str(proto), network, tmp_path / "net.safetensors")
+    write_python(network, tmp_path / "net.py")
+    got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
