@@ -26,6 +26,7 @@ from .torch_draft import (
     DMerge,
     DShortcut,
     DTap,
+    shortcut_args,
     skeleton,
     slots,
     walk,
@@ -370,8 +371,10 @@ class Blocks:
         instances: dict[Any, list],
         names: dict[Any, str],
         class_of,
+        reshapes=lambda module: False,
     ):
         self.bodies, self.instances, self.names, self.class_of = bodies, instances, names, class_of
+        self.reshapes = reshapes  # module → True when its output shape is not its input's
         self.definitions: list[ir.BlockDef] = []
         self.calls: dict[int, DLayer] = {}
 
@@ -397,6 +400,7 @@ class Blocks:
         """Unify the instances of one class into one block per skeleton."""
         modules = self.instances[key]
         bodies = [fold_loops(self.resolve(self.bodies[id(m)])) for m in modules]
+        bodies = optional_residuals(bodies, [self.reshapes(m) for m in modules])
         variants: dict[tuple, list[int]] = {}
         for i, body in enumerate(bodies):
             variants.setdefault(skeleton(body), []).append(i)
@@ -409,6 +413,49 @@ class Blocks:
             self.definitions.append(ir.BlockDef(name=name, params=unified.signature(), body=body))
             for j, i in enumerate(members):
                 self.calls[id(modules[i])] = DLayer(name, unified.call_args(j))
+
+
+def optional_residuals(bodies: list[list[DItem]], reshapes: list[bool]) -> list[list[DItem]]:
+    """MobileNet's block adds its input only where the shapes allow: `x + conv(x)` in some
+    instances, `conv(x)` in those that change the shape. Both become one block with
+    `add: [shortcut(optional=true), conv]`, which archc reduces the same way."""
+    residual = [_residual(b) for b in bodies]
+    forms = {skeleton([r[0]]): r[1] for r in residual if r}
+    plain = [
+        i
+        for i, (body, r) in enumerate(zip(bodies, residual))
+        if r is None and reshapes[i] and len(body) == 1 and skeleton(body) in forms
+    ]
+    if not plain:
+        return bodies
+    out = []
+    for i, (body, r) in enumerate(zip(bodies, residual)):
+        if i in plain:
+            at, item = forms[skeleton(body)], body[0]
+        elif r is not None:
+            item, at = r
+        else:
+            out.append(body)
+            continue
+        branches = [item]
+        branches.insert(at, DShortcut(shortcut_args(optional=True)))
+        out.append([DMerge("add", branches, body[0].label if i not in plain else None)])
+    return out
+
+
+def _residual(body: list[DItem]) -> tuple[DItem, int] | None:
+    """(the other branch, where the identity is) of a body that is `x + f(x)`, else None."""
+    if len(body) != 1 or not isinstance(body[0], DMerge) or body[0].mode != "add":
+        return None
+    branches = body[0].branches
+    plain_identity = [
+        isinstance(b, DShortcut) and not any(a.value for a in b.args[1:]) and b.args[0].value
+        for b in branches
+    ]
+    if len(branches) != 2 or sum(plain_identity) != 1:
+        return None
+    at = plain_identity.index(True)
+    return branches[1 - at], at
 
 
 def _fill_shortcut_labels(bodies: list[list[DItem]]) -> None:

@@ -72,13 +72,17 @@ class DShortcut:
     label: str | None = None
 
 
-def shortcut_args(bn: bool = True, bias: bool = False, always: bool = False) -> list[Arg]:
+def shortcut_args(
+    bn: bool = True, bias: bool = False, always: bool = False, optional: bool = False
+) -> list[Arg]:
     """The options of `shortcut`: the identity unless shapes differ (or `always`), then a
-    1×1 conv (with a bias if `bias`) followed by a bn (if `bn`)."""
+    1×1 conv (with a bias if `bias`) followed by a bn (if `bn`); with `optional`, no
+    residual at all where shapes differ."""
     return [
         Arg("bn", bn, True, "bn"),
         Arg("bias", bias, False, "bias"),
         Arg("always", always, False, "always"),
+        Arg("optional", optional, False, "optional"),
     ]
 
 

@@ -415,7 +415,13 @@ def to_spec(
     if not drafter.ok:
         return None
     instances = drafter.instances
-    blocks = Blocks(drafter.bodies, instances, block_names(instances), class_key)
+    blocks = Blocks(
+        drafter.bodies,
+        instances,
+        block_names(instances),
+        class_key,
+        lambda m: id(m) in shapes and shapes[id(m)][0] != shapes[id(m)][1],
+    )
     body = fold_loops(blocks.resolve(root))
     unified = Unified([body])
     network = ir.NetworkDef(

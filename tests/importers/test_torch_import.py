@@ -124,7 +124,8 @@ TORCHVISION = {
         "denseblock3: dense_block(24) transition3: transition(512)"]),
     "mobilenet_v2": ("mobilenet.arch", "mobilenet_v2", [
         "    conv{k}-{c}(stride=stride, groups=groups, bias=false)  bn  relu6",
-        "conv2d_norm_activation(c, groups=c)", "inverted_residual_3(384) x3"]),
+        "conv2d_norm_activation(c1, stride=stride, groups=c1)", "shortcut(optional=true)",
+        "inverted_residual_2(384, 64) x3"]),
 }
 
 
