@@ -46,6 +46,11 @@ MUTANTS = [
          old='ckpt.restore_rng(extra["rng"])',
          new='extra["rng"]',
          tests=[f"{_LOOP}::test_resume_is_exact_and_metrics_stay_consistent"]),
+    dict(name="ddp-resume-forgets-the-rng",  # the DDP spec has dropout for this (slow: 2 min)
+         file="runtime/loop.py",
+         old='ckpt.restore_rng(extra["rng"])',
+         new='extra["rng"]',
+         tests=["tests/runtime/test_ddp.py::test_resume_under_ddp_through_nproc"]),
     dict(name="nan-guard-misses-nan",
          file="runtime/loop.py",
          old="bad = (~torch.isfinite(values)).nonzero()",
