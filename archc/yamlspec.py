@@ -18,7 +18,7 @@ in a .arch file:
       body: [...]
 
 An item is a word (`relu`, `conv3-64`, paper notation allowed), or a mapping with one
-operation key (a word with its arguments, `group`, `concat`, `add`, `tap`, `table`) plus
+operation key (a word with its arguments, `group`, a merge, `tap`, `table`) plus
 optional `name` and `repeat`. Arguments are a list (positional; `{k: v}` entries are
 keyword) or a mapping (keyword). Values: numbers, true/false, null, plain strings, and
 `"{expression}"` for arithmetic or parameter names. A YAML list inside a body or a merge
@@ -334,14 +334,14 @@ class _Reader:
             raise _Invalid(
                 knode,
                 f"unexpected key `{key}` beside `{ops[0][0]}`",
-                "an item has one operation (a layer, block, group, concat, add, tap or table) "
+                "an item has one operation (a layer, block, group, merge, tap or table) "
                 "and only `name` and `repeat` beside it; indent arguments under the layer",
             )
         if len(ops) != 1:
             raise _Invalid(
                 node,
                 "an item has exactly one operation (a layer, block, group, "
-                "concat, add, tap or table)",
+                "merge (concat, add, mul, split), tap or table)",
                 "besides it, only `name` and `repeat`",
             )
         key, knode, value = ops[0]

@@ -511,3 +511,16 @@ def test_every_kind_emits_python_that_matches_build(tmp_path):
                    "StochasticDepth", "Permute"):
         assert f"class {copied}(" in source
     assert ".chunk(2, 1)" in source  # the split
+
+
+def test_the_diagram_draws_gates_and_splits():
+    """A `mul` draws its C×1×1 branch as a gate into a × node; a `split` starts its branches
+    at a split node, each edge carrying its slice."""
+    from archc.backends.dot import to_dot
+
+    source = to_dot(archc.load(EVERY_KIND), depth=3)
+    assert 'label="×"' in source and "arrowhead=odot" in source
+    assert "gate (scales the other input)" in source  # and the legend says so
+    gate_edges = [line for line in source.splitlines() if "arrowhead=odot" in line]
+    assert gate_edges and all('label="8×1×1"' in line for line in gate_edges)
+    assert "split ÷2" in source and 'label="4×12×12"' in source  # half of 8×12×12
