@@ -160,8 +160,12 @@ def _caffe_layer(layer, ins, params):
     raise NotImplementedError(t)
 
 
-def darknet_forward(path: str, weights: list[np.ndarray], x: torch.Tensor) -> torch.Tensor:
-    """A cfg's output on `x`, reading `weights` (the arrays in file order) as darknet does."""
+def darknet_forward(path: str, weights: list[np.ndarray], x: torch.Tensor,
+                    shapes: dict[int, tuple[int, ...]] | None = None) -> torch.Tensor:
+    """A cfg's output on `x`, reading `weights` (the arrays in file order) as darknet does.
+
+    `shapes`, when given, receives each layer's output shape (by layer index, no batch).
+    """
     sections = darknet.parse_cfg(open(path).read(), path, Diagnostics())
     stream = iter(weights)
     outputs: list[torch.Tensor] = []
@@ -213,6 +217,8 @@ def darknet_forward(path: str, weights: list[np.ndarray], x: torch.Tensor) -> to
             picks = [int(v) for v in opt["layers"].split(",")]
             current = torch.cat([outputs[s.index + i if i < 0 else i] for i in picks], dim=1)
         outputs.append(current)
+        if shapes is not None:
+            shapes[s.index] = tuple(current.shape[1:])
     return current
 
 

@@ -188,3 +188,32 @@ def test_cli_weights_round_trip(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
     torch.testing.assert_close(got, darknet_forward(str(path), arrays, x), rtol=1e-4, atol=1e-5)
+
+
+def test_every_shape_is_darknets():
+    """Each section's output shape (the reference, by darknet's rules) equals the shape
+    archc infers for the last layer it became."""
+    from archc.diagnostics import Diagnostics
+    from archc.graph import layers
+    from archc.importers import darknet
+    from archc.importers.weights import _ir_layers
+
+    path = FIXTURES / "darknet_tiny.cfg"
+    _, network, _ = imported(path)
+    flat = darknet.load(str(path), Diagnostics(), compact=False)
+    items = [i for i in _ir_layers(flat.statements[0].body) if i.callee != "identity"]
+    nodes = [n for n in layers(network.root) if n.kind != "identity"]
+    assert [i.callee for i in items] == [n.kind for n in nodes]
+    archc_shapes = {(i.span.line, i.span.column): n.out_shape for i, n in zip(items, nodes)}
+    arrays = weights_for(path, network, np.random.default_rng(0))
+    reference: dict[int, tuple[int, ...]] = {}
+    darknet_forward(str(path), arrays, torch.randn(1, 3, 64, 64), reference)
+    sections = darknet.layer_sections(darknet.parse_cfg(path.read_text(), str(path),
+                                                        Diagnostics()))
+    checked = 0
+    for s in sections:
+        key = (s.span.line, s.span.column)
+        if key in archc_shapes:  # [route], [shortcut] and [cost] only wire
+            assert archc_shapes[key] == reference[s.index], f"[{s.type}] {s.index}"
+            checked += 1
+    assert checked >= 10
