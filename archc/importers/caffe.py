@@ -202,7 +202,11 @@ class _Importer:
     def _label(self, layer: Layer) -> str:
         return common.identifier(layer.name, self.labels)
 
-    def _image(self, layer: Layer, source: int) -> Shape | None:
+    def _image_input(self, layer: Layer, inputs: list[int]) -> Shape | None:
+        """The C×H×W of the layer's one bottom; None (with an error) for anything else."""
+        source = self._one(layer, inputs)
+        if source is None:
+            return None
         shape = self.shapes[source]
         if len(shape) != 3:
             self.error(layer.span, f"{layer.type} `{layer.name}` needs an image (C×H×W), its "
@@ -225,8 +229,7 @@ class _Importer:
     # ------------------------------------------------------------------ the layer types
 
     def _convolution(self, layer: Layer, inputs: list[int]) -> None:
-        source = self._one(layer, inputs)
-        shape = None if source is None else self._image(layer, source)
+        shape = self._image_input(layer, inputs)
         if shape is None:
             return
         p = layer.param("convolution_param")
@@ -256,8 +259,7 @@ class _Importer:
         self._emit(layer, inputs, [conv], (out, *size))
 
     def _pooling(self, layer: Layer, inputs: list[int]) -> None:
-        source = self._one(layer, inputs)
-        shape = None if source is None else self._image(layer, source)
+        shape = self._image_input(layer, inputs)
         if shape is None:
             return
         p = layer.param("pooling_param")
@@ -297,8 +299,7 @@ class _Importer:
         self._emit(layer, inputs, [pool], (shape[0], *size))
 
     def _lrn(self, layer: Layer, inputs: list[int]) -> None:
-        source = self._one(layer, inputs)
-        shape = None if source is None else self._image(layer, source)
+        shape = self._image_input(layer, inputs)
         if shape is None:
             return
         p = layer.param("lrn_param")

@@ -157,22 +157,21 @@ class _Importer:
     # ------------------------------------------------------------------ values
 
     def int(self, s: Section, key: str, default: int) -> int:
-        text = s.text(key)
-        if text is None:
-            return default
-        try:
-            return int(text)
-        except ValueError:
-            raise CfgError(s.span_of(key), f"`{key}` must be a whole number, got `{text}`")
+        """Option `key` as a whole number, `default` when absent."""
+        return self._number(s, key, default, int, "a whole number")
 
     def float(self, s: Section, key: str, default: float) -> float:
+        """Option `key` as a number, `default` when absent."""
+        return self._number(s, key, default, float, "a number")
+
+    def _number(self, s: Section, key: str, default, cast, what: str):
         text = s.text(key)
         if text is None:
             return default
         try:
-            return float(text)
+            return cast(text)
         except ValueError:
-            raise CfgError(s.span_of(key), f"`{key}` must be a number, got `{text}`")
+            raise CfgError(s.span_of(key), f"`{key}` must be {what}, got `{text}`") from None
 
     def error(self, span: ir.Span, message: str, hint: str | None = None,
               code: str = "E204") -> None:

@@ -17,6 +17,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from .. import ir
 from ..diagnostics import Diagnostics
+from ..parse import _unclosed
 
 GRAMMAR = Path(__file__).with_name("prototxt.lark")
 
@@ -135,31 +136,12 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str):
     elif isinstance(exc, UnexpectedCharacters):
         message = f"unexpected character `{text[exc.pos_in_stream]}`"
     else:
-        opener = _unclosed_brace(text)
+        opener = _unclosed(text)  # the .arch parser's scan: `#` comments and quotes alike
         message, hint = "unexpected end of file", "a field is missing its value"
-        if opener is not None:
-            line, col = opener
+        if opener is not None and opener[2] == "{":
+            line, col, _ = opener
             message, hint = "`{` is never closed", "close the message with `}`"
     span = ir.Span.model_construct(
         file=path, line=line, column=col, end_line=line, end_column=col + width
     )
     return Diagnostic("E001", "error", span, f"syntax error: {message}", hint)
-
-
-def _unclosed_brace(text: str) -> tuple[int, int] | None:
-    """The line and column of the first `{` left open at the end (strings, comments skipped)."""
-    stack: list[tuple[int, int]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        quote = None
-        for col, ch in enumerate(line, 1):
-            if quote:
-                quote = None if ch == quote else quote
-            elif ch in "\"'":
-                quote = ch
-            elif ch == "#":
-                break
-            elif ch == "{":
-                stack.append((number, col))
-            elif ch == "}" and stack:
-                stack.pop()
-    return stack[0] if stack else None

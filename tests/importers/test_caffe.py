@@ -55,6 +55,17 @@ def run_generated(py: Path, name: str, weights: Path, x: torch.Tensor) -> torch.
         return model.eval()(x)
 
 
+def assert_round_trip(proto: Path, network, x: torch.Tensor, seed: int) -> None:
+    """Blobs by Caffe's shapes → caffemodel → safetensors → emitted Python: equal outputs."""
+    expected, blobs = caffe_forward(str(proto), x, np.random.default_rng(seed))
+    write_caffemodel(proto.with_suffix(".caffemodel"), blobs)
+    target = proto.parent / "net.safetensors"
+    convert(str(proto), network, target)
+    write_python(network, proto.parent / "net.py")
+    got = run_generated(proto.parent / "net.py", network.name, target, x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- the rounding rule
 
 
@@ -192,14 +203,8 @@ def test_caffemodel_writer_and_reader_agree(tmp_path):
 def test_round_trip_with_converted_weights(tmp_path, name):
     proto = tmp_path / f"{name}.prototxt"
     shutil.copy(FIXTURES / f"{name}.prototxt", proto)
-    spec, network, _ = imported(proto)
-    x = torch.randn(2, *network.input_shape)
-    expected, blobs = caffe_forward(str(proto), x, np.random.default_rng(1))
-    write_caffemodel(proto.with_suffix(".caffemodel"), blobs)
-    convert(str(proto), network, tmp_path / "net.safetensors")
-    write_python(network, tmp_path / "net.py")
-    got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    _, network, _ = imported(proto)
+    assert_round_trip(proto, network, torch.randn(2, *network.input_shape), seed=1)
 
 
 def test_cli_round_trip_googlenet(tmp_path):
@@ -300,13 +305,7 @@ def test_resnet50_layout_with_weights_round_trip(tmp_path):
     assert "block residual(c):" in text and "block residual_proj(c, stride):" in text
     assert "branch2c: conv1-{c * 4}(bias=false)" in text
     assert "res4a: residual_proj(16, 2)  residual(16) x5" in text
-    x = torch.randn(1, 3, 64, 64)
-    expected, blobs = caffe_forward(str(proto), x, np.random.default_rng(5))
-    write_caffemodel(proto.with_suffix(".caffemodel"), blobs)
-    convert(str(proto), network, tmp_path / "net.safetensors")
-    write_python(network, tmp_path / "net.py")
-    got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert_round_trip(proto, network, torch.randn(1, 3, 64, 64), seed=5)
 
 
 def test_squeezenet_fire_blocks_round_trip(tmp_path):
@@ -315,10 +314,4 @@ def test_squeezenet_fire_blocks_round_trip(tmp_path):
     proto.write_text(caffe_zoo.squeezenet())
     spec, network, _ = imported(proto)
     assert "block fire(c):\n    squeeze1x1: conv1-{c}  relu\n    concat:" in spec_text(spec)
-    x = torch.randn(1, 3, 227, 227)
-    expected, blobs = caffe_forward(str(proto), x, np.random.default_rng(6))
-    write_caffemodel(proto.with_suffix(".caffemodel"), blobs)
-    convert(str(proto), network, tmp_path / "net.safetensors")
-    write_python(network, tmp_path / "net.py")
-    got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert_round_trip(proto, network, torch.randn(1, 3, 227, 227), seed=6)
