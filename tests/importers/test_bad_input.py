@@ -89,3 +89,27 @@ def test_unsupported_options_are_located(tmp_path):
     diags = Diagnostics()
     assert import_source(str(path), diags) is None
     assert [(d.code, d.span.line) for d in diags.errors] == [("E204", 5), ("E204", 7)]
+
+
+def test_file_imports_never_load_torch(tmp_path):
+    """`archc import` of a prototxt or cfg, weights included, runs without torch."""
+    import numpy as np
+
+    from archc.importers.weights import write_caffemodel
+
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(CAFFE_HEAD + 'layer { name: "c" type: "Convolution" bottom: "data" '
+                     'top: "c"\n  convolution_param { num_output: 2 kernel_size: 3 } }\n')
+    write_caffemodel(proto.with_suffix(".caffemodel"),
+                     {"c": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]})
+    (tmp_path / "net.cfg").write_text(NET_HEAD + CONV)
+    script = (
+        "import sys\nfrom archc.console import main\n"
+        f"for args in (['import', {str(proto)!r}, '-o', {str(tmp_path / 'a.arch')!r}, "
+        f"'--weights'], ['import', {str(tmp_path / 'net.cfg')!r}]):\n"
+        "    try:\n        main(args)\n    except SystemExit as exit:\n"
+        "        assert not exit.code, exit.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a.safetensors").exists()
