@@ -34,7 +34,7 @@ LIMITS: dict[str, Limit] = {
     for limit in (
         Limit("layers", 200_000, "layers in the expanded network (repeats and blocks unrolled)"),
         Limit("depth", 100, "nesting depth: brackets, indented blocks, block calls, YAML lists"),
-        Limit("file_bytes", 16 * 1024 * 1024, "bytes in one spec file"),
+        Limit("file_bytes", 1024 * 1024, "bytes in one spec file"),
         Limit("yaml_nodes", 200_000, "YAML nodes after anchors and aliases are expanded"),
         Limit("input_size", 65_536, "channels, height or width of the input"),
         Limit("params", 2_000_000_000, "parameters of the network (8 GB as float32)"),

@@ -8,8 +8,10 @@ _COLORS = {"error": "\033[1;31m", "warning": "\033[1;33m", "note": "\033[1;36m"}
 _BOLD, _BLUE, _RESET = "\033[1m", "\033[1;34m", "\033[0m"
 
 
-def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
-    """One diagnostic: header, `--> file:line:col`, the source line with carets, hint, notes."""
+def render(diag: Diagnostic, sources: dict[str, str], color: bool = False,
+           lines: dict[str, list[str]] | None = None) -> str:
+    """One diagnostic: header, `--> file:line:col`, the source line with carets, hint, notes.
+    `lines` caches each file's lines across calls (render_all passes one)."""
     paint = (lambda code, text: f"{code}{text}{_RESET}") if color else (lambda code, text: text)
     span = diag.span
     head = paint(_COLORS[diag.severity], f"{diag.severity}[{diag.code}]")
@@ -19,7 +21,7 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> st
         out.append(f"{gutter}{paint(_BLUE, '-->')} {span.file}")
     else:
         out.append(f"{gutter}{paint(_BLUE, '-->')} {span.file}:{span.line}:{span.column}")
-    line = _source_line(sources.get(span.file), span.line)
+    line = _source_line(sources, span.file, span.line, {} if lines is None else lines)
     if line is not None:
         start = max(span.column - 1, 0)
         end = span.end_column - 1 if span.end_line == span.line else len(line)
@@ -37,7 +39,8 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> st
 
 def render_all(diags: list[Diagnostic], sources: dict[str, str], color: bool = False) -> str:
     """Every diagnostic, separated by blank lines, followed by a count line."""
-    blocks = [render(d, sources, color) for d in diags]
+    lines: dict[str, list[str]] = {}  # split each file once, not once per diagnostic
+    blocks = [render(d, sources, color, lines) for d in diags]
     errors = sum(d.is_error for d in diags)
     warnings = sum(d.severity == "warning" for d in diags)
     if errors or warnings:
@@ -54,10 +57,14 @@ def _summary(errors: int, warnings: int) -> str:
     return ", ".join(parts)
 
 
-def _source_line(text: str | None, line: int) -> str | None:
-    if text is None:
-        return None
-    lines = text.splitlines()
+def _source_line(sources: dict[str, str], file: str, line: int,
+                 cache: dict[str, list[str]]) -> str | None:
+    if file not in cache:
+        text = sources.get(file)
+        if text is None:
+            return None
+        cache[file] = text.splitlines()
+    lines = cache[file]
     if 1 <= line <= len(lines):
         return lines[line - 1].expandtabs(4)
     return None

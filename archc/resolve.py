@@ -31,6 +31,7 @@ from .limits import LimitExceeded
 from .sources import Program
 
 DEFAULT_INPUT = (3, 224, 224)
+_MOST_SUGGESTIONS = 100  # 'did you mean' hints per check; later misspellings get none
 _SHORTCUT_PARAMS = {"bn": True, "bias": False, "always": False, "optional": False}
 
 
@@ -61,6 +62,7 @@ class Resolver:
     child_names: dict[int, tuple[Scope, set[str], int]] = field(default_factory=dict)
     expanded: int = 0  # items expanded so far, against the `layers` limit
     most_items: int = field(default_factory=lambda: limits.get("layers"))
+    suggested: int = 0  # 'did you mean' hints computed so far
 
     # ------------------------------------------------------------------ network
 
@@ -488,6 +490,9 @@ class Resolver:
         """'did you mean' over blocks and kinds; an alias is offered as its kind's name."""
         import difflib
 
+        self.suggested += 1
+        if self.suggested > _MOST_SUGGESTIONS:  # each costs a scan of every name: n² beyond
+            return None
         names = {b: b for b in self.program.blocks}
         for alias in _kind_words():
             names.setdefault(alias, lookup(alias).name)

@@ -205,3 +205,18 @@ def test_a_spec_over_the_file_size_limit_is_refused_before_reading(tmp_path):
     proc = check(tmp_path, "long.arch", text, "--limit", "file_bytes=1000")
     headline = assert_one_line_error(proc, 1)
     assert headline.startswith("error[E205]") and f"is {len(text):,} bytes" in headline
+
+
+# ----------------------------------------------------------------------------- item 6: n² costs
+
+
+def test_thousands_of_problems_cost_linear_time(tmp_path):
+    # 6,000 unknown names and 6,000 unused blocks: the duplicate test of the diagnostics
+    # collector, the quoting of source lines and the 'did you mean' scans were each n² here
+    # (8,000 problems took over 200 s); linear, this is a few seconds, far inside the limit
+    blocks = "".join(f"block unused{i}:\n    relu\n" for i in range(6000))
+    body = "".join(f"    nosuch{i}\n" for i in range(6000))
+    proc = check(tmp_path, "many.arch", blocks + "network n:\n    input 3x8x8\n" + body)
+    assert proc.returncode == 1
+    assert proc.stderr.count("error[E101]") == 6000
+    assert proc.stderr.rstrip().endswith("6000 errors")
