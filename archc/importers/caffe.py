@@ -23,7 +23,7 @@ V1_TYPES = {
     "CONVOLUTION": "Convolution", "POOLING": "Pooling", "LRN": "LRN", "RELU": "ReLU",
     "SIGMOID": "Sigmoid", "TANH": "TanH", "INNER_PRODUCT": "InnerProduct",
     "DROPOUT": "Dropout", "SOFTMAX": "Softmax", "CONCAT": "Concat", "ELTWISE": "Eltwise",
-    "SPLIT": "Split",
+    "SPLIT": "Split", "FLATTEN": "Flatten",
 }
 
 Shape = tuple[int, ...]
@@ -323,6 +323,23 @@ class _Importer:
                 else common.layer("relu", layer.span))
         self._same(layer, inputs, item)
 
+    def _elu(self, layer: Layer, inputs: list[int]) -> None:
+        alpha = float(layer.param("elu_param").get("alpha", 1.0))
+        self._same(layer, inputs, common.layer("elu", layer.span, alpha=alpha))
+
+    def _prelu(self, layer: Layer, inputs: list[int]) -> None:
+        """A learnt slope per channel (or one, `channel_shared`); its blob is the weight."""
+        shared = _flag(layer.param("prelu_param").get("channel_shared", False))
+        self._same(layer, inputs, common.layer("prelu", layer.span, self._label(layer),
+                                               per_channel=not shared))
+
+    def _flatten(self, layer: Layer, inputs: list[int]) -> None:
+        source = self._one(layer, inputs)
+        if source is not None:
+            shape = self.shapes[source]
+            self._emit(layer, inputs, [common.layer("flatten", layer.span)],
+                       (math.prod(shape),))
+
     def _sigmoid(self, layer: Layer, inputs: list[int]) -> None:
         self._same(layer, inputs, common.layer("sigmoid", layer.span))
 
@@ -427,7 +444,8 @@ class _Importer:
 
 
 HANDLED = {"Input", "Convolution", "Pooling", "LRN", "ReLU", "Sigmoid", "TanH", "Dropout",
-           "Softmax", "InnerProduct", "BatchNorm", "Scale", "Concat", "Eltwise", "Split"}
+           "Softmax", "InnerProduct", "BatchNorm", "Scale", "Concat", "Eltwise", "Split",
+           "ELU", "PReLU", "Flatten"}
 
 
 def _merge_modes() -> set[str]:

@@ -19,6 +19,7 @@ Shape = tuple[int, ...]
 
 ACTIVATIONS = {"leaky": ("leakyrelu", {"slope": 0.1}), "relu": ("relu", {}),
                "logistic": ("sigmoid", {}), "mish": ("mish", {}), "tanh": ("tanh", {}),
+               "swish": ("silu", {}), "relu6": ("relu6", {}), "elu": ("elu", {}),
                "linear": None}
 
 

@@ -21,7 +21,7 @@ from .. import ir
 from ..diagnostics import Diagnostics
 from ..graph import LayerNode, Network, layers
 
-WEIGHTED = ("conv", "fc", "bn")
+WEIGHTED = ("conv", "fc", "bn", "prelu")
 
 
 class WeightsError(Exception):
@@ -174,6 +174,9 @@ def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.nd
         arrays = _layer_blobs(blobs, layer.name)
         if node.kind == "bn":
             out.update(_caffe_bn(node, arrays, blobs, scale_of.get(layer.name)))
+        elif node.kind == "prelu":
+            slopes = node.in_shape[0] if node.params.get("per_channel") else 1
+            out[f"{node.path}.weight"] = _shaped(arrays[0], (slopes,), layer.name)
         else:
             out.update(_weight_bias(node, arrays, layer.name))
     return out

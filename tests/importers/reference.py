@@ -73,6 +73,10 @@ def caffe_blobs(layer, x: torch.Tensor, rng: np.random.Generator) -> list[np.nda
         return [rand(c) * factor, (rng.uniform(0.5, 2, c) * factor).astype(np.float32), factor]
     if layer.type == "Scale":
         return [rand(c) + 1, rand(c)]
+    if layer.type == "PReLU":
+        shared = str(layer.message.get("prelu_param", prototxt.Message()).get(
+            "channel_shared", "false")) == "true"
+        return [rand(1 if shared else c) + 0.25]
     return []
 
 
@@ -134,6 +138,14 @@ def _caffe_layer(layer, ins, params):
         return torch.where(x > 0, x, x * slope)
     if t == "Sigmoid":
         return torch.sigmoid(x)
+    if t == "ELU":
+        alpha = float(p.get("elu_param", prototxt.Message()).get("alpha", 1))
+        return torch.where(x > 0, x, alpha * (torch.exp(x) - 1))
+    if t == "PReLU":  # max(0, x) + a_c · min(0, x), one a or one per channel
+        slope = params[0].reshape(1, -1, *[1] * (x.dim() - 2))
+        return torch.clamp(x, min=0) + slope * torch.clamp(x, max=0)
+    if t == "Flatten":
+        return x.flatten(1)
     if t == "TanH":
         return torch.tanh(x)
     if t in ("Dropout", "Split"):
