@@ -26,6 +26,7 @@ from .torch_draft import (
     DMerge,
     DShortcut,
     DTap,
+    Symbol,
     shortcut_args,
     skeleton,
     slots,
@@ -89,6 +90,8 @@ def literal(value: Any) -> ir.Expr:
         return ir.Name(id="true" if value else "false")
     if isinstance(value, (int, float)):
         return ir.Num(value=value)
+    if isinstance(value, Symbol):
+        return ir.Name(id=value.name)
     if isinstance(value, tuple):
         return ir.Tuple(items=[literal(v) for v in value])
     if value in ("same", "valid"):
@@ -102,7 +105,8 @@ def literal(value: Any) -> ir.Expr:
 class Unified:
     """The parameters of a group of instance drafts, and each slot's expression."""
 
-    def __init__(self, bodies: list[list[DItem]]):
+    def __init__(self, bodies: list[list[DItem]], root: bool = False):
+        self.root = root  # the network: a `Symbol` is its own parameter, written by name
         self.params: list[_Param] = []
         columns = list(zip(*(slots(b) for b in bodies)))
         self.exprs: list[Any] = [self.slot(col) for col in columns]
@@ -112,11 +116,23 @@ class Unified:
         """None (leave the argument out), a literal value, or a `_Ref` to a parameter."""
         values = tuple(a.value for a in column)
         first = column[0]
+        if isinstance(values[0], Symbol) and not self.root:
+            return self.passed_down(values)
         if all(same(v, values[0]) for v in values):
             if first.default is not REQUIRED and same(values[0], first.default):
                 return None
             return ("value", values[0])
         return self.relate(values, first.key)
+
+    def passed_down(self, values: tuple) -> _Ref:
+        """A network parameter used in a block: the block's parameter of the same name."""
+        symbol = values[0]
+        for p in self.params:
+            if p.key == symbol.name and p.values == values:
+                return _Ref(p)
+        param = _Param(symbol.name, values)
+        self.params.append(param)
+        return _Ref(param)
 
     def relate(self, values: tuple, key: str) -> _Ref:
         kind = CHANNELS if key in RELATED else key

@@ -14,6 +14,17 @@ from typing import Any, Iterator, Union
 REQUIRED = object()  # an argument that is always written (no default to leave it out)
 
 
+@dataclass(frozen=True)
+class Symbol:
+    """A value that stands for a network parameter (`num_classes`): blocks that use it take
+    it as a parameter of their own, and the network passes its parameter down."""
+
+    name: str
+
+
+NUM_CLASSES = Symbol("num_classes")
+
+
 @dataclass
 class Arg:
     """One argument slot of a layer or block call.

@@ -28,8 +28,8 @@ from torch import nn
 from .. import ir
 from ..diagnostics import Diagnostics, did_you_mean
 from ..layers import lookup
-from .torch_blocks import Blocks, Emitter, Unified, fold_loops
-from .torch_draft import DCall, DGroup, DItem, DLayer, shortcut_args
+from .torch_blocks import Blocks, Emitter, Unified, fold_loops, same
+from .torch_draft import NUM_CLASSES, DCall, DGroup, DItem, DLayer, shortcut_args, walk
 from .torch_graph import GraphBody, Located, trace
 from .torch_layers import Unsupported, is_layer, module_layer
 
@@ -63,12 +63,12 @@ def load(
     """
     where = ir.Span(file=source)
     try:
-        model, name = build_source(source, args or {})
+        model, name, classes = build_source(source, args or {})
         shapes, input_shape = probe(model, input_shape)
     except SourceProblem as problem:
         diags.error(E_IMPORT, where, str(problem))
         return None
-    spec = to_spec(model, name, input_shape, shapes, diags, source)
+    spec = to_spec(model, name, input_shape, shapes, diags, source, classes)
     if spec is None or not verify:
         return spec
     from .torch_verify import verify_spec
@@ -94,8 +94,9 @@ def literal_args(args: dict) -> dict:
     return out
 
 
-def build_source(source: str, args: dict) -> tuple[nn.Module, str]:
-    """The module `source` names, built with `args`, and the network name it suggests."""
+def build_source(source: str, args: dict) -> tuple[nn.Module, str, int | None]:
+    """The module `source` names, built with `args`, the network name it suggests, and the
+    number of classes it was built for (when it has a `num_classes` argument)."""
     module_name, _, attr = source.partition(":")
     if not module_name or not attr:
         raise SourceProblem(f"`{source}` is not `module:callable` (e.g. torchvision:resnet50)")
@@ -118,7 +119,8 @@ def build_source(source: str, args: dict) -> tuple[nn.Module, str]:
         raise SourceProblem(f"`{source}` is a {type(factory).__name__}, not a callable")
     if not isinstance(model, nn.Module):
         raise SourceProblem(f"`{source}` returned a {type(model).__name__}, not an nn.Module")
-    return model.eval(), snake(attr.split(".")[-1])
+    classes = num_classes_of(factory, model, args)
+    return model.eval(), snake(attr.split(".")[-1]), classes
 
 
 def _torchvision_builder(name: str):
@@ -405,8 +407,10 @@ def to_spec(
     shapes: dict[int, tuple],
     diags: Diagnostics,
     source: str,
+    num_classes: int | None = None,
 ) -> ir.SpecFile | None:
-    """The IR of `model`: one block per module class, then the network; None on problems."""
+    """The IR of `model`: one block per module class, then the network; None on problems.
+    With `num_classes`, the fc layers with that many outputs read `FC-{num_classes}`."""
     drafter = Drafter(shapes, diags, source)
     root = drafter.body(model, "")
     if drafter.ok:  # after another problem, the modules it hides would all be reported
@@ -422,10 +426,12 @@ def to_spec(
         class_key,
         lambda m: id(m) in shapes and shapes[id(m)][0] != shapes[id(m)][1],
     )
+    classes = _bind_num_classes(drafter.bodies.values(), num_classes)
     body = fold_loops(blocks.resolve(root))
-    unified = Unified([body])
+    unified = Unified([body], root=True)
     network = ir.NetworkDef(
         name=name,
+        params=[ir.Param(name="num_classes", default=ir.Num(value=num_classes))] if classes else [],
         input=ir.InputDecl(dims=[ir.Num(value=d) for d in input_shape]),
         body=Emitter(unified).items(body),
     )
@@ -437,6 +443,32 @@ def to_spec(
     if bad:
         return None
     return ir.SpecFile(path=f"{name}.arch", statements=[*blocks.definitions, network])
+
+
+def _bind_num_classes(bodies, num_classes: int | None) -> bool:
+    """Make every fc with `num_classes` outputs say so; True when there was one."""
+    found = False
+    for item in (i for body in bodies for i in walk(body)):
+        if isinstance(item, DLayer) and item.callee == "fc":
+            for arg in item.args:
+                if arg.name == "out" and num_classes is not None and same(arg.value, num_classes):
+                    arg.value, found = NUM_CLASSES, True
+    return found
+
+
+def num_classes_of(factory: Any, model: nn.Module, args: dict) -> int | None:
+    """The classes the factory was asked for: `num_classes` in its arguments, or the default
+    of that parameter of the factory or of the module's class."""
+    if isinstance(args.get("num_classes"), int):
+        return args["num_classes"]
+    for function in (factory, type(model).__init__):
+        try:
+            param = inspect.signature(function).parameters.get("num_classes")
+        except (TypeError, ValueError):
+            continue
+        if param is not None and isinstance(param.default, int):
+            return param.default
+    return None
 
 
 _LABEL = re.compile(r"[A-Za-z_]([\w-]|\{i\})*\Z")  # `denselayer{i}` inside a loop

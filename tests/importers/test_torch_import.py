@@ -163,7 +163,8 @@ def test_torchvision_import_is_exact(name):
 def test_factory_arguments_are_read_as_literals():
     spec, diags = imported("torchvision:resnet18", args={"num_classes": "10"})
     assert spec is not None, diags.items
-    assert "fc: fc-10" in spec_text(spec)
+    text = spec_text(spec)
+    assert "network resnet18(num_classes=10):" in text and "fc: fc-{num_classes}" in text
 
 
 # --------------------------------------------------------------------------- a user's module
@@ -240,6 +241,9 @@ def test_user_module_becomes_blocks_with_parameters():
     assert "stages: [unit(8) x2 unit(16, stride=2) unit(16)]" in text
     assert "block mix:\n    concat:\n        left: conv1-16\n        right: [conv3-8 relu]" in text
     assert "stem: conv3-8  relu" in text  # torch.relu in the forward: an unlabelled relu
+    assert "network make_net(num_classes=10):" in text  # the factory's default
+    other = archc.api.check(spec.path, {"num_classes": 3}, input_shape=SMALL, text=text)
+    assert other.network.output_shape == (3,)
     assert_same_outputs(spec, make_net(width=8))
 
 
