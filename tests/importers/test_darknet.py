@@ -217,3 +217,33 @@ def test_every_shape_is_darknets():
             assert archc_shapes[key] == reference[s.index], f"[{s.type}] {s.index}"
             checked += 1
     assert checked >= 10
+
+
+def darknet53_like(widths=(8, 16), units=(2, 3)) -> str:
+    """darknet53's pattern, narrow: a strided conv, then residual units (1×1 c, 3×3 2c)."""
+    def conv(filters, size, stride=1):
+        return (f"[convolutional]\nbatch_normalize=1\nfilters={filters}\nsize={size}\n"
+                f"stride={stride}\npad=1\nactivation=leaky\n\n")
+    text = "[net]\nchannels=3\nheight=32\nwidth=32\n\n" + conv(widths[0], 3)
+    for width, count in zip(widths, units):
+        text += conv(width * 2, 3, 2)
+        text += (conv(width, 1) + conv(width * 2, 3)
+                 + "[shortcut]\nfrom=-3\nactivation=linear\n\n") * count
+    return text + "[avgpool]\n\n[connected]\noutput=5\nactivation=linear\n\n[softmax]\n"
+
+
+def test_darknet53_like_blocks_and_weights(tmp_path):
+    path = tmp_path / "darknet53.cfg"
+    path.write_text(darknet53_like())
+    spec, network, _ = imported(path)
+    text = spec_text(spec)
+    assert "block residual(c):" in text
+    assert "conv3-{c * 2}(bias=false)" in text
+    assert "residual(8) x2" in text and "residual(16) x3" in text
+    arrays = weights_for(path, network, np.random.default_rng(7))
+    write_darknet_weights(path.with_suffix(".weights"), arrays)
+    convert(str(path), network, tmp_path / "net.safetensors")
+    write_python(network, tmp_path / "net.py")
+    x = torch.randn(2, 3, 32, 32)
+    got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
+    torch.testing.assert_close(got, darknet_forward(str(path), arrays, x), rtol=1e-4, atol=1e-5)
