@@ -113,3 +113,39 @@ def test_file_imports_never_load_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "a.safetensors").exists()
+
+
+def _conv(name: str, bottom: str, out: int = 4) -> str:
+    return (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}"\n'
+            f'  convolution_param {{ num_output: {out} kernel_size: 1 }} }}\n')
+
+
+def test_dense_concats_nest(tmp_path):
+    """DenseNet's pattern, each concat of the input and what grew from it, nests."""
+    path = tmp_path / "dense.prototxt"
+    text = CAFFE_HEAD + _conv("g1", "data")
+    text += 'layer { name: "c1" type: "Concat" bottom: "data" bottom: "g1" top: "c1" }\n'
+    text += _conv("g2", "c1")
+    text += 'layer { name: "c2" type: "Concat" bottom: "c1" bottom: "g2" top: "c2" }\n'
+    path.write_text(text)
+    diags = Diagnostics()
+    spec = import_source(str(path), diags)
+    assert spec is not None and not diags.items
+    from archc.importers import check_imported
+
+    assert check_imported(spec, {}, diags).output_shape == (11, 32, 32)
+
+
+def test_a_graph_that_does_not_nest_is_one_located_error(tmp_path):
+    """b feeds a concat and, past it, an add: no nesting of merges writes that."""
+    path = tmp_path / "tangle.prototxt"
+    text = CAFFE_HEAD + _conv("a", "data") + _conv("b", "a")
+    text += 'layer { name: "c" type: "Concat" bottom: "a" bottom: "b" top: "c" }\n'
+    text += _conv("d", "c")
+    text += 'layer { name: "e" type: "Eltwise" bottom: "b" bottom: "d" top: "e" }\n'
+    path.write_text(text)
+    diags = Diagnostics()
+    assert import_source(str(path), diags) is None
+    (error,) = diags.errors
+    assert error.code == "E204" and "feeds two places" in error.message
+    assert error.span.line == 5  # the layer `b`
