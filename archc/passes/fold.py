@@ -5,7 +5,8 @@ On the checked network, not on a traced module:
 * a `bn` that directly follows a `conv` (or an `fc`, for bn1d) in the same plan is folded into
   it: W' = W·γ/√(σ²+ε) per output channel, b' = (b − μ)·γ/√(σ²+ε) + β. The arithmetic is done
   in float64 and rounded once, so the folded layer is the eval-mode pair up to one rounding.
-* `dropout`, `dropout2d` and `identity` layers are dropped: in eval mode they pass x through.
+* `dropout`, `dropout2d`, `stochastic-depth` and `identity` layers are dropped: in eval mode
+  they pass x through.
 * taps (auxiliary heads) are dropped: they run in training only.
 
 A norm that follows anything else (a pool, a merge, an activation) stays as it is: folding it
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 #: layers that compute x in eval mode
-PASS_THROUGH = frozenset({"dropout", "dropout2d", "identity"})
+PASS_THROUGH = frozenset({"dropout", "dropout2d", "stochastic-depth", "identity"})
 #: layers a following bn folds into
 FOLDS_INTO = frozenset({"conv", "fc"})
 #: a batch norm's state_dict entries
