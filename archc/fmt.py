@@ -48,7 +48,7 @@ UNARY_BEFORE = OPEN | OPERATORS | {"COMMA", "EQUAL", "COLON", "NOT", "AND", "OR"
                                    "IN"}
 CALLEES = {"NAME", "WORD"}  # `conv(`, `max(`, `network n(`: no space before the bracket
 ITEM_END = {"WORD", "RPAR", "RSQB", "REPEAT", "TABLE_REF"}
-ITEM_START = {"WORD", "LABEL", "LSQB", "TABLE_REF", "TAP"}
+ITEM_START = {"WORD", "LABEL", "LABEL_END", "LSQB", "TABLE_REF", "TAP"}
 LAYOUT = {"_NL", "_INDENT", "_DEDENT"}
 
 
@@ -68,8 +68,7 @@ class FormatterBug(AssertionError):
 def format_text(text: str, path: str = "<spec>") -> str:
     """The canonical layout of .arch source; raises `FormatRefused` if it does not parse."""
     source = _normalised(text)
-    before = _parsed(source, path)
-    tokens = _tokens(source)
+    tokens, before = _read(source, path)
     out = _Printer(source, tokens).print()
     after = _parsed(out, path, formatted=True)
     if ir.structure(before) != ir.structure(after):
@@ -102,11 +101,26 @@ def _parsed(text: str, path: str, formatted: bool = False) -> ir.SpecFile:
     return spec
 
 
-def _tokens(text: str) -> list[Token]:
-    """Every token the parser reads, layout tokens (_NL, _INDENT, _DEDENT) included."""
-    from .parse import _parser
+def _read(text: str, path: str) -> tuple[list[Token], ir.SpecFile]:
+    """Every token the parser reads (layout tokens _NL, _INDENT and _DEDENT included) and
+    the IR, from one parse; a spec with errors raises `FormatRefused`."""
+    from lark.exceptions import UnexpectedInput
+    from lark.indenter import DedentError
 
-    return list(_parser().parse_interactive(text).iter_parse())
+    from .parse import _Builder, _parser
+
+    interactive = _parser().parse_interactive(text)
+    try:
+        tokens = list(interactive.iter_parse())
+        tree = interactive.feed_eof(tokens[-1] if tokens else None)
+    except (UnexpectedInput, DedentError):
+        _parsed(text, path)  # raises FormatRefused with parse_text's own diagnostics
+        raise
+    diags = Diagnostics()
+    spec = _Builder(path, diags).spec_file(tree)
+    if spec is None or diags.has_errors:
+        raise FormatRefused([d for d in diags.sorted() if d.is_error], text)
+    return tokens, spec
 
 
 # --------------------------------------------------------------------------- the printer
@@ -116,7 +130,11 @@ def _tokens(text: str) -> list[Token]:
 class _Bracket:
     column: int  # where the bracket stands in the output
     line_indent: int  # the indentation of the output line it stands on
-    hanging: bool = False  # the bracket ends its line: the contents go on the next lines
+    source_column: int  # where it stood in the input
+    # its contents continue on the next lines indented by 4 (the bracket ends its line, or
+    # the author did not line the contents up after it), rather than lined up after it
+    hanging: bool = False
+    decided: bool = False  # hanging or lined up: the first continued line decides
 
 
 @dataclass
@@ -164,7 +182,8 @@ class _Printer:
 
     def _emit(self, tok: Token) -> None:
         if tok.type in OPEN:
-            self.brackets.append(_Bracket(len(self.current), self.line_indent))
+            indent = len(self.current) - len(self.current.lstrip(" "))
+            self.brackets.append(_Bracket(len(self.current), indent, tok.column - 1))
         elif tok.type in CLOSE and self.brackets:
             self.brackets.pop()
         # a shape may be written `3 x 32 x 32`; every other token is kept as written
@@ -173,8 +192,10 @@ class _Printer:
     def _break(self, prev: Token | None, tok: Token, gap: str, new_logical_line: bool) -> None:
         """Line break(s) between two tokens: comments, blank lines and the new indentation."""
         first, *middle, last = gap.split("\n") if prev is not None else ["", *gap.split("\n")]
-        if prev is not None and prev.type in OPEN and self.brackets:
-            self.brackets[-1].hanging = True
+        if not new_logical_line and self.brackets and not self.brackets[-1].decided:
+            top = self.brackets[-1]
+            top.decided = True
+            top.hanging = prev.type in OPEN or tok.column - 1 != top.source_column + 1
         continued = not new_logical_line and not self.brackets  # a `\` continuation
         if new_logical_line:
             self.original_columns[self.depth] = _column(last)
