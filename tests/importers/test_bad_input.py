@@ -25,7 +25,7 @@ CASES = {
         "E001", 3, 7, "close the message"),
     "unknown Caffe type": (
         "net.prototxt", CAFFE_HEAD + 'layer { name: "r" type: "ReLu" bottom: "data" top: "r" }\n',
-        "E101", 3, 25, "did you mean `ReLU`?"),
+        "E101", 3, 25, "did you mean `ReLU`"),
     "bottom naming no top": (
         "net.prototxt", CAFFE_HEAD + 'layer { name: "r" type: "ReLU" bottom: "dat" top: "r" }\n',
         "E101", 3, 40, "did you mean `data`?"),
