@@ -68,7 +68,7 @@ def test_resume_refuses_when_the_runs_own_images_changed(trained, tmp_path):
     run = _copy(original, tmp_path)
     record = json.loads((run / "record.json").read_text())
     assert record["data"]["images"] == 12 and len(record["data"]["labels_sha256"]) == 64
-    record["data_path"] = str(data)  # the run now points at a copy we may change
+    record["data_path"] = record["data"]["resolved_path"] = str(data)  # a copy we may change
     (run / "record.json").write_text(json.dumps(record))
     (data / "dog.99.jpg").write_bytes((data / "dog.0.jpg").read_bytes())
     before = tree_state(run)
