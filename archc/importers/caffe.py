@@ -23,8 +23,16 @@ V1_TYPES = {
     "CONVOLUTION": "Convolution", "POOLING": "Pooling", "LRN": "LRN", "RELU": "ReLU",
     "SIGMOID": "Sigmoid", "TANH": "TanH", "INNER_PRODUCT": "InnerProduct",
     "DROPOUT": "Dropout", "SOFTMAX": "Softmax", "CONCAT": "Concat", "ELTWISE": "Eltwise",
-    "SPLIT": "Split", "FLATTEN": "Flatten",
+    "SPLIT": "Split", "FLATTEN": "Flatten", "SOFTMAX_LOSS": "SoftmaxWithLoss",
+    "ACCURACY": "Accuracy", "DATA": "Data", "IMAGE_DATA": "ImageData", "HDF5_DATA": "HDF5Data",
 }
+
+# Training-time layers: losses and metrics are left out (a warning); data layers hold no
+# shape, so a train_val file needs its input declared.
+LEFT_OUT = {"SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCrossEntropyLoss",
+            "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "Silence"}
+DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData",
+               "AnnotatedData"}
 
 Shape = tuple[int, ...]
 
@@ -102,7 +110,10 @@ class _Importer:
         if dims is None:
             return None
         for layer in layers:
-            if layer.type != "Input":
+            if layer.type in LEFT_OUT:
+                self.diags.warning("W401", layer.type_span, f"`{layer.type}` `{layer.name}` is "
+                                   "for training; it is left out of the network")
+            elif layer.type not in ("Input", *DATA_LAYERS):
                 self._layer(layer)
         if self.failed:
             return None
@@ -130,6 +141,12 @@ class _Importer:
             dims = [int(d) for d in (shape.value.values("dim") if shape else [])]
             dims = dims or [int(d) for d in root.values("input_dim")]
             found.insert(0, (str(field.value), dims, field.span))
+        data = next((lay for lay in layers if lay.type in DATA_LAYERS), None)
+        if not found and data is not None:
+            self.error(data.type_span, f"`{data.type}` reads training data and says nothing "
+                       "of the input's shape", "import the deploy.prototxt, or declare the input: "
+                       '`input: "data"` and `input_shape { dim: 1 dim: 3 dim: 224 dim: 224 }`')
+            return None
         if not found:
             self.error(ir.Span(file=self.path), "the prototxt declares no input",
                        "add `input: \"data\"` and `input_shape { dim: 1 dim: 3 dim: 224 "

@@ -317,3 +317,34 @@ def test_squeezenet_fire_blocks_round_trip(tmp_path):
     spec, network, _ = imported(proto)
     assert "block fire(c):\n    squeeze1x1: conv1-{c}  relu\n    concat:" in spec_text(spec)
     assert_round_trip(proto, network, torch.randn(1, 3, 227, 227), seed=6)
+
+
+def test_train_val_losses_are_left_out_and_aux_heads_become_taps(tmp_path):
+    """A train_val.prototxt with its input declared: losses and accuracy are left out
+    (warnings W401), so an auxiliary classifier is a side output: a tap."""
+    proto = tmp_path / "train_val.prototxt"
+    proto.write_text(
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 16 dim: 16 }\n'
+        'layer { name: "c1" type: "Convolution" bottom: "data" top: "c1"\n'
+        '  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }\n'
+        'layer { name: "aux" type: "InnerProduct" bottom: "c1" top: "aux"\n'
+        '  inner_product_param { num_output: 3 } }\n'
+        'layer { name: "aux_loss" type: "SoftmaxWithLoss" bottom: "aux" bottom: "label"\n'
+        '  top: "aux_loss" loss_weight: 0.3 }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "c1" top: "fc"\n'
+        '  inner_product_param { num_output: 5 } }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }\n'
+        'layer { name: "acc" type: "Accuracy" bottom: "fc" bottom: "label" top: "acc" }\n')
+    spec, network, diags = imported(proto)
+    assert [(d.code, d.span.line) for d in diags.items] == [("W401", 7), ("W401", 11),
+                                                            ("W401", 12)]
+    assert network.output_shape == (5,) and list(network.aux_outputs.values()) == [(3,)]
+
+
+def test_a_data_layer_without_a_declared_input_is_one_error(tmp_path):
+    proto = tmp_path / "train_val.prototxt"
+    proto.write_text('layer { name: "d" type: "Data" top: "data" top: "label" }\n')
+    diags = Diagnostics()
+    assert import_source(str(proto), diags) is None
+    (error,) = diags.errors
+    assert error.span.column == 25 and "deploy.prototxt" in error.hint
