@@ -270,6 +270,15 @@ def test_a_gate_becomes_a_mul_merge():
     assert_same_outputs(spec, Gated())
 
 
+def test_docs_show_the_importers_output():
+    """docs/importing.md's PyTorch example is what the import writes today."""
+    doc = (Path(__file__).parents[2] / "docs" / "importing.md").read_text()
+    section = doc[doc.index("## PyTorch") : doc.index("## Caffe")]
+    shown = section.split(":make_net` writes:\n\n```text\n")[1].split("\n```")[0]
+    spec, _ = imported(f"{HERE}:make_net")
+    assert spec_text(spec).rstrip("\n") == shown
+
+
 def test_the_check_fails_on_a_spec_that_computes_something_else():
     """The importer's own oracle can fail: a relu turned into a sigmoid is caught."""
     spec, _ = imported(f"{HERE}:make_net")
