@@ -72,13 +72,33 @@ def _check(spec, params, network, variant, input_shape, text) -> CheckResult:
         overrides["variant"] = variant
     net = None
     if program.root_file is not None:
-        net = Resolver(program, diags).network(network, overrides, input_shape)
+        resolver = Resolver(program, diags)
+        net = resolver.network(network, overrides, input_shape)
+        _note_unavailable_names(diags, program, resolver.unavailable)
     if net is not None:
         net = _within_param_limit(net, diags)
     found = diags.sorted()
     if net is not None and any(d.code == "E202" for d in found):
         found = _note_smallest_input(found, program, network, overrides, net.input_shape)
     return CheckResult(net, found, program)
+
+
+def _note_unavailable_names(diags: Diagnostics, program: Program, names: list[str]) -> None:
+    """Say once, on the first error of each import that failed, which names used here it
+    would have had to define (instead of an 'unknown name' error for each use)."""
+    from dataclasses import replace
+
+    if not names:
+        return
+    listed = ", ".join(f"`{n}`" for n in dict.fromkeys(names))
+    for stmt, path in program.failed_imports:
+        where = next((i for i, d in enumerate(diags.items) if d.is_error and (
+            d.span == stmt.span or d.span.file == path)), None)
+        if where is not None:
+            first = diags.items[where]
+            note = (f"names from `{stmt.path}` are unavailable, so these uses are not "
+                    f"checked: {listed}")
+            diags.items[where] = replace(first, notes=(*first.notes, note))
 
 
 def _within_param_limit(net: Network, diags: Diagnostics) -> Network | None:

@@ -141,5 +141,17 @@ class Network:
 
     @property
     def macs(self) -> int:
-        """Total multiply-accumulates of one forward pass (conv and fc layers)."""
+        """Total multiply-accumulates of one training forward pass (conv and fc layers),
+        auxiliary heads included."""
         return sum(layer.macs for layer in layers(self.root))
+
+    @property
+    def inference_macs(self) -> int:
+        """Multiply-accumulates of one forward pass at inference: the auxiliary heads (taps,
+        children of the network named in `aux_outputs`) run in training only."""
+        return sum(
+            layer.macs
+            for child in self.root.children
+            if child.name not in self.aux_outputs
+            for layer in layers(child)
+        )

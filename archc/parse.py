@@ -222,7 +222,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
             message, hint = f"`{char}` is never closed", _CLOSE_HINTS[char]
         elif tok.type == "_INDENT":  # point at the over-indented line, not the one before
             line, col, width = _indented_line(text, tok)
-            hint = "indent the block with the same number of spaces on every line"
+            hint = _indent_hint(text, line)
         elif tok.type in ("_NL", "_DEDENT", "$END"):
             line, col = _end_of_previous_line(text, tok)
         else:
@@ -241,7 +241,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
     else:  # pragma: no cover - lark has no other kinds today
         message, hint = str(exc).splitlines()[0], None
     if "indent" in str(exc).lower() and "Unexpected" not in message:
-        hint = "indent the block with the same number of spaces on every line"
+        hint = _indent_hint(text, line)
     span = ir.Span.model_construct(
         file=path, line=line, column=col, end_line=line, end_column=col + width
     )
@@ -302,8 +302,8 @@ def _dedent_diagnostic(text: str, path: str):
             else:
                 while indent < stack[-1]:
                     stack.pop()
-                if indent != stack[-1]:
-                    line_no, column = number, indent + 1
+                if indent != stack[-1]:  # the span counts characters, as lark's do
+                    line_no, column = number, len(line) - len(stripped) + 1
                     width = len(stripped.split()[0])
                     break
         depth = max(
@@ -317,8 +317,21 @@ def _dedent_diagnostic(text: str, path: str):
         "error",
         span,
         "syntax error: unindent does not match any outer indentation level",
-        "indent the block with the same number of spaces on every line",
+        _indent_hint(text, line_no),
     )
+
+
+def _indent_hint(text: str, line: int) -> str:
+    """The hint for an indentation error on `line`: about tabs when they are involved."""
+    lines = text.splitlines()
+    here = lines[line - 1] if 1 <= line <= len(lines) else ""
+    if "\t" in here[: len(here) - len(here.lstrip())]:
+        return (f"this line is indented with a tab, which counts as {_ArchIndenter.tab_len} "
+                "columns; indent with spaces only")
+    if any(ln[: len(ln) - len(ln.lstrip())].count("\t") for ln in lines):
+        return (f"the file indents some lines with tabs ({_ArchIndenter.tab_len} columns each) "
+                "and others with spaces; indent with spaces only")
+    return "indent the block with the same number of spaces on every line"
 
 
 def _end_of_previous_line(text: str, tok: Token) -> tuple[int, int]:

@@ -21,12 +21,17 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False,
         out.append(f"{gutter}{paint(_BLUE, '-->')} {span.file}")
     else:
         out.append(f"{gutter}{paint(_BLUE, '-->')} {span.file}:{span.line}:{span.column}")
-    line = _source_line(sources, span.file, span.line, {} if lines is None else lines)
-    if line is not None:
+    raw = _source_line(sources, span.file, span.line, {} if lines is None else lines)
+    if raw is not None:
+        # columns count characters; a tab shows as the 4 spaces the indenter counts it as
+        # (not as a tab stop), so the caret and the indentation read as archc reads them
+        line = raw.replace("\t", _TAB)
         start = max(span.column - 1, 0)
-        end = span.end_column - 1 if span.end_line == span.line else len(line)
-        width = max(1, min(end, len(line) + 1) - start)
-        caret = " " * _display_width(line[:start]) + "^" * width
+        end = span.end_column - 1 if span.end_line == span.line else len(raw)
+        end = max(min(end, len(raw) + 1), start + 1)
+        offset = _display_width(raw[:start])
+        width = max(1, _display_width(raw[:end]) - offset)
+        caret = " " * offset + "^" * width
         out.append(f"{gutter} {paint(_BLUE, '|')}")
         out.append(f"{paint(_BLUE, str(span.line))} {paint(_BLUE, '|')} {line}")
         out.append(f"{gutter} {paint(_BLUE, '|')} {paint(_COLORS[diag.severity], caret)}")
@@ -66,9 +71,12 @@ def _source_line(sources: dict[str, str], file: str, line: int,
         cache[file] = text.splitlines()
     lines = cache[file]
     if 1 <= line <= len(lines):
-        return lines[line - 1].expandtabs(4)
+        return lines[line - 1]
     return None
 
 
+_TAB = " " * 4
+
+
 def _display_width(prefix: str) -> int:
-    return len(prefix.expandtabs(4))
+    return len(prefix.replace("\t", _TAB))

@@ -63,6 +63,7 @@ class Resolver:
     expanded: int = 0  # items expanded so far, against the `layers` limit
     most_items: int = field(default_factory=lambda: limits.get("layers"))
     suggested: int = 0  # 'did you mean' hints computed so far
+    unavailable: list[str] = field(default_factory=list)  # unknown names, an import failed
 
     # ------------------------------------------------------------------ network
 
@@ -476,6 +477,9 @@ class Resolver:
             )
             return [], shape
         kind = REGISTRY.get(item.callee) or lookup(item.callee)
+        if kind is None and self.program.failed_imports:  # it may be from the failed import:
+            self.unavailable.append(item.callee)  # one note on that import, not an E101 each
+            return [], None
         if kind is None:
             hint = self.suggest(item.callee) or (
                 "known layers: conv, maxpool, avgpool, fc, bn, lrn, relu, ... "

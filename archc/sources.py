@@ -27,6 +27,9 @@ class Program:
     tables: dict[str, ir.TableDef] = field(default_factory=dict)
     networks: dict[str, ir.NetworkDef | ir.NetworkAlias] = field(default_factory=dict)
     train: dict[str, ir.Setting] = field(default_factory=dict)
+    # imports that did not load (unreadable, or syntax errors), with the path they named:
+    # names used from them are reported once, as a note on the import's error
+    failed_imports: list[tuple[ir.Import, str]] = field(default_factory=list)
 
     @property
     def root_file(self) -> ir.SpecFile | None:
@@ -144,6 +147,8 @@ def _load(
             hint = exc.hint or ("imports are resolved relative to the importing file" if via
                                 else None)
             diags.error(exc.code, span, str(exc), hint)
+            if via is not None:
+                program.failed_imports.append((via, path))
             return
         key = str(Path(path).resolve())
     else:
@@ -162,6 +167,8 @@ def _load(
     program.sources[path] = text
     spec = parse_source(text, path, diags)
     if spec is None:
+        if via is not None:
+            program.failed_imports.append((via, path))
         return
     program.files[path] = spec
     for stmt in spec.statements:

@@ -33,7 +33,7 @@ import yaml
 
 from . import ir, limits
 from .diagnostics import Diagnostics
-from .layers import MERGES
+from .layers import MERGES, merge_kind
 from .limits import LimitExceeded
 from .unparse import expr as expr_text
 from .unparse import sugar
@@ -358,9 +358,10 @@ class _Reader:
     ):
         if key == "group":
             return ir.Group.model_construct(items=self.items(value), span=span)
-        if key in MERGES:
+        merge = merge_kind(key)  # `Concat:` is `concat:`, as layer kinds ignore case
+        if merge is not None:
             branches = [self.item(b) for b in self.seq(value, f"`{key}` branches")]
-            return ir.Merge.model_construct(mode=key, branches=branches, span=span)
+            return ir.Merge.model_construct(mode=merge.name, branches=branches, span=span)
         if key == "tap":
             return ir.Tap.model_construct(head=self.item(value), span=span)
         if key == "for":

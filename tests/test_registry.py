@@ -251,6 +251,8 @@ POOLS = {"maxpool": nn.MaxPool2d, "avgpool": nn.AvgPool2d}
 @example(kernel=3, stride=2, padding=0, ceil=True, h=6, w=7)  # the last window starts in the pad
 @example(kernel=2, stride=None, padding=0, ceil=False, h=1, w=5)  # height 0
 @example(kernel=2, stride=2, padding=2, ceil=False, h=8, w=8)  # too much padding
+# ceil mode's last window would start in the padding: torch drops it (2 → 1 row)
+@example(kernel=2, stride=None, padding=1, ceil=True, h=1, w=1)
 def test_pool_shape_rule_matches_torch(kind_name, kernel, stride, padding, ceil, h, w):
     given_ = {"kernel": kernel, "stride": stride, "padding": padding, "ceil": ceil}
     try:

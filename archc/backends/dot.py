@@ -205,10 +205,13 @@ class _Drawing:
         """A deep scope as one node; a residual block keeps its shortcut and `+` visible."""
         parts = _residual(scope)
         body = parts[0] if parts else scope.plan
+        drawn = _layers(scope, body)
+        # a residual block's projection gets its own box below: count it there only
+        params = sum(layer.n_params for layer in (drawn if parts else _all_layers(scope)))
         self.node(
             g,
             scope.path,
-            _collapsed_label(scope, _layers(scope, body)),
+            _collapsed_label(scope, drawn, params),
             _COLLAPSED,
             margin=_COLLAPSED_MARGIN,
         )
@@ -382,9 +385,8 @@ def _layer_label(node: LayerNode) -> str:
     return f"<{head}<BR/>{_small(' · '.join(notes))}>" if notes else f"<{head}>"
 
 
-def _collapsed_label(scope: Scope, layers: list[LayerNode]) -> str:
+def _collapsed_label(scope: Scope, layers: list[LayerNode], params: int) -> str:
     """The block heading, what it computes, its output shape and parameter count."""
-    params = sum(layer.n_params for layer in _all_layers(scope))
     # No bold here: graphviz under-measures long bold text and it spills out of the box.
     lines = [_html(f"{scope.path}: {scope.title}" if scope.title else scope.path)]
     lines += [_html(line) for line in _recipe(scope, layers)]

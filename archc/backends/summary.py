@@ -202,6 +202,7 @@ def _totals(rows: list[Row], net: Network) -> dict:
     buffers = sum(2 * r.in_shape[0] for r in rows if r.kind == "bn" and r.in_shape)
     return {"params": params, "trainable_params": params, "non_trainable_params": 0,
             "buffers": buffers, "macs": sum(r.macs for r in rows),
+            "inference_macs": net.inference_macs,
             "activation_bytes": sum(r.act_bytes for r in rows),
             "param_bytes": FLOAT32 * params}
 
@@ -280,7 +281,10 @@ def _totals_text(t: dict, net: Network) -> list[str]:
         ("Trainable params", f"{t['trainable_params']:,}"),
         ("Non-trainable params", f"{t['non_trainable_params']:,}"),
         ("Buffers (BN running stats)", f"{t['buffers']:,}"),
-        ("Total MACs", f"{compact(t['macs'])} ({t['macs']:,})"),
+        ("Total MACs", f"{compact(t['macs'])} ({t['macs']:,})"
+         + (" in training, with the auxiliary heads" if aux else "")),
+        *([("Inference MACs", f"{compact(t['inference_macs'])} ({t['inference_macs']:,})"
+            " without them")] if aux else []),
         ("Activation memory",
          f"{human_bytes(t['activation_bytes'])} per sample (float32, sum of layer outputs)"),
         ("Parameter memory", f"{t['param_bytes'] / 1e6:.2f} MB (float32)"),

@@ -93,6 +93,9 @@ def window(
         ctx.warn(
             "W301",
             f"{kind} drops the last {' and '.join(lost)} of {fmt(inp)}",
-            "pad the input, use ceil=true, or pick an input size that fits the stride",
+            # only pools have `ceil`: a conv's hint must not offer it
+            "pad the input, use ceil=true, or pick an input size that fits the stride"
+            if "ceil" in p
+            else "pad the input, or pick an input size that fits the stride",
         )
     return out[0], out[1]
