@@ -248,7 +248,7 @@ class GraphBody:
         if self.calls[target] > 1 and has_state:
             raise locate(n, f"calls `{target}` twice, sharing its weights (archc has no sharing)")
         single = self.calls[target] == 1 and not target.split(".")[-1].isdigit()
-        label = target if single or has_state else None
+        label = target if single or has_state or "." in target else None  # `a.0`: grouped
         return _Op([n.args[0]], self.child_item(child, target, label))
 
     def add_op(self, n: fx.Node) -> _Op:
@@ -385,8 +385,8 @@ def group_containers(items: list[DItem]) -> list[DItem]:
             last.items.append(item)
         else:
             raise Unsupported(
-                f"calls `{label}` out of order (archc numbers a group's items "
-                "in the order they run)"
+                f"calls `{label}` apart from `{prefix}`'s other items (archc numbers a "
+                "group's items by position, so they must run one after the other, in order)"
             )
     return out
 

@@ -270,6 +270,43 @@ def test_a_gate_becomes_a_mul_merge():
     assert_same_outputs(spec, Gated())
 
 
+class LeNet(nn.Module):
+    """Fixed to 3×32×32 by its first fc; its layers in a ModuleList run in a loop."""
+
+    def __init__(self, interleaved: bool = False):
+        super().__init__()
+        self.interleaved = interleaved
+        self.features = nn.ModuleList([nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+                                       nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2)])
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 10)
+
+    def forward(self, x):
+        for layer in self.features:
+            x = layer(x)
+            if self.interleaved:  # an op between the list's items: numbering cannot follow
+                x = F.relu(x)
+        return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def test_input_size_is_found_and_a_module_list_is_a_group():
+    diags = Diagnostics()
+    spec = load(f"{HERE}:LeNet", diags)  # checked at the input it found
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    assert "input 3x32x32" in text
+    assert "features: [conv5-6(pad=0) relu maxpool conv5-16(pad=0) relu maxpool]" in text
+    model = archc.build(archc.api.check(spec.path, text=text).network)
+    model.load_state_dict(LeNet().state_dict(), strict=True)
+
+
+def test_a_module_list_with_ops_between_its_items_is_reported():
+    diags = Diagnostics()
+    assert load(f"{HERE}:LeNet", diags, args={"interleaved": True}) is None
+    [diag] = diags.items
+    assert "calls `features.1` apart from `features`'s other items" in diag.message
+
+
 def test_docs_show_the_importers_output():
     """docs/importing.md's PyTorch example is what the import writes today."""
     doc = (Path(__file__).parents[2] / "docs" / "importing.md").read_text()
