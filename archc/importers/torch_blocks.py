@@ -135,6 +135,7 @@ class Unified:
         return _Ref(param)
 
     def relate(self, values: tuple, key: str) -> _Ref:
+        """The parameter (or `c*k`, `c//k` of one) whose values these are; else a new one."""
         kind = CHANNELS if key in RELATED else key
         for p in self.params:
             if (CHANNELS if p.key in RELATED else p.key) != kind:
@@ -293,9 +294,11 @@ class Emitter:
         self.exprs = iter(unified.exprs)
 
     def items(self, items: list[DItem]) -> list:
+        """A body as IR, runs of equal items as `xN`."""
         return compress([self.item(i) for i in items])
 
     def item(self, item: DItem):
+        """One draft item as IR."""
         if isinstance(item, (DLayer, DShortcut)):
             callee = item.callee if isinstance(item, DLayer) else "shortcut"
             callee = SPELLING.get(callee, callee)
@@ -318,6 +321,7 @@ class Emitter:
         raise TypeError(f"unresolved draft item {item!r}")  # pragma: no cover
 
     def args(self, args: list[Arg]) -> list[ir.Arg]:
+        """Arguments as written: by position while they can be, then by name."""
         out: list[ir.Arg] = []
         by_position = True  # once an argument is left out or named, the rest are named
         for arg in args:
@@ -399,6 +403,7 @@ class Blocks:
         return [self.resolved(i) for i in items]
 
     def resolved(self, item: DItem) -> DItem:
+        """`item` with its module calls (at any depth) replaced by block calls."""
         if isinstance(item, DCall):
             if id(item.module) not in self.calls:
                 self.define(self.class_of(item.module))

@@ -71,6 +71,7 @@ class _ChildrenAsLeaves(fx.Tracer):
         self.root_module = root
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        """Every module but the one traced is a leaf: one call node."""
         return m is not self.root_module
 
 
@@ -211,6 +212,7 @@ class GraphBody:
     # ------------------------------------------------------------------ one node
 
     def op(self, n: fx.Node) -> _Op:
+        """What node `n` does: a layer on one input, a merge of several, or nothing."""
         held = [a.target for a in n.all_input_nodes if a.op == "get_attr"]
         if held:  # ConvNeXt's `self.layer_scale * x`: a weight outside any layer module
             raise locate(n, f"uses the tensor `{held[0]}` of the module itself, not a layer's")
@@ -240,6 +242,7 @@ class GraphBody:
         return _Op([n.args[0]], items[0] if len(items) == 1 else DGroup(items))
 
     def module_op(self, n: fx.Node) -> _Op:
+        """A call of a child module; stateless ones called more than once go unlabelled."""
         target = str(n.target)
         if len(n.args) != 1 or n.kwargs or not isinstance(n.args[0], fx.Node):
             raise locate(n, f"calls `{target}` with other than one tensor")
@@ -252,6 +255,7 @@ class GraphBody:
         return _Op([n.args[0]], self.child_item(child, target, label))
 
     def add_op(self, n: fx.Node) -> _Op:
+        """`a + b`: an `add:` merge of two tensors."""
         tensors = [a for a in n.args if isinstance(a, fx.Node)]
         if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
             raise locate(n, "adds a constant or a scaled tensor; archc adds whole branches only")
@@ -267,6 +271,7 @@ class GraphBody:
         return _Op(tensors, merge="mul")
 
     def cat_op(self, n: fx.Node) -> _Op:
+        """`torch.cat([...], 1)`: a `concat:` merge."""
         parts = n.args[0]
         dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
         if parts is self.start and dim == 1:
@@ -340,6 +345,7 @@ class GraphBody:
         return DGroup(items)
 
     def shortcut_of(self, end: fx.Node) -> DShortcut | None:
+        """`shortcut` (labelled with the module name) when `end` calls a projection."""
         if end.op != "call_module":
             return None
         args = self.projection(self.module.get_submodule(str(end.target)))

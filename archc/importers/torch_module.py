@@ -282,6 +282,7 @@ class Drafter:
         return items
 
     def traced(self, module: nn.Module, path: str) -> list[DItem]:
+        """The draft body of a module with its own forward, traced in training mode."""
         was_training = module.training
         module.train()  # what runs in training only (auxiliary heads) is traced too
         try:
