@@ -103,7 +103,9 @@ def test_layout_rules():
             "  conv(a*4) relu  # longer comment\n"
             "\n\n\n"
             "  [conv3-8\n"
-            "      relu] x2\n")
+            "   relu] x2\n"  # lined up after its bracket: stays so
+            "  conv(8,\n"
+            "         stride=2)\n")  # not lined up: indented 4
     assert format_text(text) == (
         "network n(a=2):\n"
         "    input 3x8x8\n"
@@ -111,7 +113,9 @@ def test_layout_rules():
         "    conv(a * 4) relu             # longer comment\n"
         "\n"
         "    [conv3-8\n"
-        "     relu] x2\n")
+        "     relu] x2\n"
+        "    conv(8,\n"
+        "        stride=2)\n")
 
 
 def test_a_spec_with_errors_is_refused_with_its_diagnostics():
