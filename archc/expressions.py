@@ -111,6 +111,10 @@ def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
         return evaluate(expr.then if test else expr.other, env, diags)
     if isinstance(expr, ir.Call):
         return _call(expr, env, diags)
+    if isinstance(expr, ir.Index):
+        return _index(expr, env, diags)
+    if isinstance(expr, ir.Comprehension):
+        return _comprehension(expr, env, diags)
     if isinstance(expr, ir.Neg):
         value = evaluate(expr.operand, env, diags)
         if value is ERROR:
@@ -168,6 +172,88 @@ def _binop(expr: ir.BinOp, env: Env, diags: Diagnostics) -> Any:
     return result
 
 
+# --------------------------------------------------------------------------- tuples
+
+
+def bind_names(names: list, value: Any) -> dict[str, Any] | None:
+    """A loop's names bound to one value: `c, n` unpacks a row, `i, (c, n)` a pair whose
+    second item is a row. None when the value does not have that shape."""
+    if len(names) == 1 and isinstance(names[0], str):
+        return {names[0]: value}
+    if not isinstance(value, tuple) or len(value) != len(names):
+        return None
+    bound: dict[str, Any] = {}
+    for name, part in zip(names, value):
+        inner = {name: part} if isinstance(name, str) else bind_names(name, part)
+        if inner is None:
+            return None
+        bound.update(inner)
+    return bound
+
+
+def names_text(names: list) -> str:
+    """`i, (c, n)`: loop names as written."""
+    return ", ".join(n if isinstance(n, str) else "(" + ", ".join(n) + ")" for n in names)
+
+
+def _index(expr: ir.Index, env: Env, diags: Diagnostics) -> Any:
+    value = evaluate(expr.value, env, diags)
+    bounds = [None if b is None else evaluate(b, env, diags) for b in (expr.index, expr.upper)]
+    if value is ERROR or ERROR in bounds:
+        return ERROR
+    if not isinstance(value, tuple | str):
+        diags.error(
+            "E109",
+            expr.span,
+            f"only a tuple can be indexed, got {_type_name(value)}",
+            "index a stage table or a tuple parameter: `depths[i]`, `depths[:i]`",
+        )
+        return ERROR
+    if not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+        diags.error("E109", expr.span, "an index must be a whole number")
+        return ERROR
+    if expr.is_slice:
+        return value[bounds[0] : bounds[1]]
+    if not -len(value) <= bounds[0] < len(value):
+        diags.error(
+            "E109",
+            expr.span,
+            f"index {bounds[0]} is out of range for {len(value)} values",
+            f"indices run from 0 to {len(value) - 1} (or from -{len(value)} to -1)",
+        )
+        return ERROR
+    return value[bounds[0]]
+
+
+def _comprehension(expr: ir.Comprehension, env: Env, diags: Diagnostics) -> Any:
+    values = evaluate(expr.iterable, env, diags)
+    if values is ERROR:
+        return ERROR
+    if not isinstance(values, tuple):
+        diags.error(
+            "E109",
+            expr.iterable.span,
+            f"`for` needs a tuple or a range to go through, got {_type_name(values)}",
+        )
+        return ERROR
+    out = []
+    for value in values:
+        bound = bind_names(expr.names, value)
+        if bound is None:
+            diags.error(
+                "E109",
+                expr.iterable.span,
+                f"`for {names_text(expr.names)}` does not fit a value of the tuple",
+                "give every row one value per name",
+            )
+            return ERROR
+        item = evaluate(expr.element, env.with_loop(bound), diags)
+        if item is ERROR:
+            return ERROR
+        out.append(item)
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- functions
 
 
@@ -220,10 +306,11 @@ FUNCTIONS: dict[str, tuple[Callable, int, int, str]] = {
     "make_divisible": (make_divisible, 2, 3, "make_divisible(v, divisor, min_value=divisor)"),
     "range": (_range, 1, 3, "range(stop) or range(start, stop, step)"),
     "len": (len, 1, 1, "len(tuple)"),
+    "sum": (lambda t: sum(t), 1, 1, "sum(tuple)"),
     "enumerate": (lambda t, start=0: tuple(enumerate(t, start)), 1, 2, "enumerate(t, start=0)"),
     "zip": (lambda *ts: tuple(zip(*ts)), 1, 8, "zip(a, b, ...)"),
 }
-_TUPLE_ARGS = {"min", "max", "len", "enumerate", "zip"}  # functions that take tuples
+_TUPLE_ARGS = {"min", "max", "len", "enumerate", "zip", "sum"}  # functions that take tuples
 
 
 class _Refused(ValueError):

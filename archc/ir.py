@@ -117,6 +117,27 @@ class Call(Node):
     func_span: Span = NOWHERE  # just the name: where "unknown function" points
 
 
+class Index(Node):
+    """`t[i]`, or with `upper`/`is_slice` a slice `t[a:b]` (either bound may be left out)."""
+
+    type: Literal["index"] = "index"
+    value: "Expr"
+    index: "Expr | None" = None
+    upper: "Expr | None" = None
+    is_slice: bool = False
+    span: Span = NOWHERE
+
+
+class Comprehension(Node):
+    """`(ceil(n * depth) for c, n in setting)`: a tuple, one element per value."""
+
+    type: Literal["comprehension"] = "comprehension"
+    element: "Expr"
+    names: list["str | list[str]"]
+    iterable: "Expr"
+    span: Span = NOWHERE
+
+
 class Tuple(Node):
     """`(0.35, 1.0)`: a fixed-size tuple, e.g. a `scale` range in a train section."""
 
@@ -126,7 +147,8 @@ class Tuple(Node):
 
 
 Expr = Annotated[
-    Union[Num, Str, Name, BinOp, Neg, Not, Cond, Call, Tuple], Field(discriminator="type")
+    Union[Num, Str, Name, BinOp, Neg, Not, Cond, Call, Index, Comprehension, Tuple],
+    Field(discriminator="type"),
 ]
 
 # --------------------------------------------------------------------------- items
@@ -199,7 +221,7 @@ class For(Node):
     """
 
     node: Literal["for"] = "for"
-    names: list[str]
+    names: list[str | list[str]]  # `i, (c, n)` is ["i", ["c", "n"]]
     iterable: Expr
     items: list["Item"] = []
     label: str | None = None

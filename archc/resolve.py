@@ -13,7 +13,7 @@ from typing import Any
 
 from . import ir, limits
 from .diagnostics import Diagnostics, did_you_mean
-from .expressions import ERROR, Env, evaluate
+from .expressions import ERROR, Env, bind_names, evaluate, names_text
 from .graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
 from .layers import (
     INVALID,
@@ -187,8 +187,7 @@ class Resolver:
                     f"give it a default, or pass --set {p.name}=VALUE",
                 )
                 env.values[p.name] = ERROR
-        env.used.clear()
-        return env
+        return env  # a parameter read by a later default counts as used
 
     def input_shape(self, net: ir.NetworkDef, env: Env, override: Shape | None) -> Shape:
         """The declared (or overridden) input C×H×W."""
@@ -365,18 +364,16 @@ class Resolver:
 
     def loop_names(self, item: ir.For, value: Any) -> dict[str, Any] | None:
         """One value of a `for` bound to its names: a row is unpacked into several."""
-        if len(item.names) == 1:
-            return {item.names[0]: value}
-        if isinstance(value, tuple) and len(value) == len(item.names):
-            return dict(zip(item.names, value))
-        self.diags.error(
-            "E104",
-            item.iterable.span,
-            f"`for {', '.join(item.names)}` unpacks {len(item.names)} values, "
-            f"but a row is {spelled(value)}",
-            "give every row of the table one value per name",
-        )
-        return None
+        bound = bind_names(item.names, value)
+        if bound is None:
+            self.diags.error(
+                "E104",
+                item.iterable.span,
+                f"`for {names_text(item.names)}` unpacks {len(item.names)} values, "
+                f"but a row is {spelled(value)}",
+                "give every row of the table one value per name",
+            )
+        return bound
 
     def expand_label(self, item, env: Env) -> str | None:
         """`denselayer{i}` → `denselayer3`: a label's `{expression}` parts, evaluated (None,

@@ -7,6 +7,7 @@ notation where the arguments allow it (`conv3-64(stride=2)`), as a person would.
 from __future__ import annotations
 
 from . import ir
+from .expressions import names_text
 from .layers import REGISTRY
 
 INDENT = "    "
@@ -28,6 +29,7 @@ _PRECEDENCE = {
     **dict.fromkeys(("*", "/", "//", "%"), 7),
     "neg": 8,
     "**": 9,
+    "[]": 10,  # t[i], t[a:b]
 }
 
 
@@ -52,6 +54,16 @@ def expr(e: ir.Expr, parent: int = 0, right: bool = False) -> str:
         return "(" + ", ".join(expr(i) for i in e.items) + ("," if len(e.items) == 1 else "") + ")"
     if isinstance(e, ir.Call):
         return f"{e.func}(" + ", ".join(expr(a) for a in e.args) + ")"
+    if isinstance(e, ir.Index):
+        inside = "" if e.index is None else expr(e.index)
+        if e.is_slice:
+            inside += ":" + ("" if e.upper is None else expr(e.upper))
+        return f"{expr(e.value, _PRECEDENCE['[]'])}[{inside}]"
+    if isinstance(e, ir.Comprehension):
+        return (
+            f"({expr(e.element)} for {names_text(e.names)} "
+            f"in {expr(e.iterable, _PRECEDENCE['or'])})"
+        )
     if isinstance(e, ir.Neg | ir.Not):
         prec = _PRECEDENCE["neg" if isinstance(e, ir.Neg) else "not"]
         text = ("-" if isinstance(e, ir.Neg) else "not ") + expr(e.operand, prec)
@@ -178,7 +190,7 @@ def _for_lines(item: ir.For, depth: int) -> list[str]:
     """`for t, c in setting:` with its items on the line, or in an indented body."""
     if item.label is not None or item.repeat is not None:
         raise UnparseError("a labelled or repeated `for` has no .arch form; put it in a group")
-    head = f"{INDENT * depth}for {', '.join(item.names)} in {expr(item.iterable)}:"
+    head = f"{INDENT * depth}for {names_text(item.names)} in {expr(item.iterable)}:"
     if item.items and not any(_has_merge(i) for i in item.items):
         return [head + " " + "  ".join(item_text(i) for i in item.items)]
     return [head, *body_lines(item.items, depth + 1)]

@@ -58,6 +58,9 @@ class Report:
     input: tuple[int, ...] = ()
     seconds: float = 0.0
     problem: str | None = None  # a spec that does not check, a builder that does not exist
+    # training-time settings that differ: "name: p 0.2 vs 0.1" (dropout and stochastic-depth
+    # probabilities, batch-norm momenta), invisible in eval-mode outputs
+    training: list[str] = field(default_factory=list)
 
     @property
     def params_ok(self) -> bool:
@@ -69,6 +72,7 @@ class Report:
         """Every check passed."""
         return (
             self.problem is None
+            and not self.training
             and self.params_ok
             and self.load_error is None
             and self.relative is not None
@@ -228,6 +232,7 @@ def verify(entry: Entry, seed: int = 0) -> Report:
         return report
     # Inputs of scale INPUT_SCALE: activations well above 6 from the first layer on, so a
     # relu6 that should be a relu (or the reverse) changes the outputs.
+    report.training = training_differences(model, tv)
     x = INPUT_SCALE * torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         got, want = model.eval()(x), tv.eval()(x)
@@ -239,6 +244,27 @@ def verify(entry: Entry, seed: int = 0) -> Report:
         report.relative = report.max_diff / max(float(want.abs().max()), 1e-30)
     report.seconds = time.perf_counter() - start
     return report
+
+
+# What training does differently, by module: dropout and stochastic depth drop with `p`,
+# batch norms update their statistics with `momentum`.
+_TRAINING_SETTINGS = ("p", "momentum")
+
+
+def training_differences(model, reference_model) -> list[str]:
+    """Modules of torchvision's model whose training-time settings archc's module at the
+    same name lacks or sets differently (eval-mode outputs cannot show these)."""
+    mine = dict(model.named_modules())
+    out = []
+    for name, module in reference_model.named_modules():
+        for attr in _TRAINING_SETTINGS:
+            want = getattr(module, attr, None)
+            if not isinstance(want, float) or isinstance(module, type(reference_model)):
+                continue
+            got = getattr(mine.get(name), attr, None)
+            if got is None or abs(got - want) > 1e-12 * max(1.0, abs(want)):
+                out.append(f"{name}: {attr} {got} (torchvision {want})")
+    return out
 
 
 def _first_lines(text: str, n: int) -> str:
@@ -283,6 +309,12 @@ def describe(report: Report) -> str:
             f"  outputs on 2×{shape} (statistics randomised): max |diff| "
             f"{report.max_diff:.2e} = {report.relative:.2e} of the largest logit  {ok}"
         )
+    if report.training:
+        lines.append(f"  training-time settings: {len(report.training)} differ  MISMATCH")
+        lines += ["    " + t for t in report.training[:5]]
+        lines += ["    ..."] if len(report.training) > 5 else []
+    elif report.n_tensors and not report.load_error:
+        lines.append("  training-time settings (dropout, stochastic depth, bn momentum): ok")
     if report.problem:
         lines.append("  " + report.problem)
     lines.append(f"  {'exact' if report.exact else 'MISMATCH'} ({report.seconds:.1f} s)")

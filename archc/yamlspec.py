@@ -386,7 +386,12 @@ class _Reader:
                            'for example `in: "{range(1, 7)}"`')
         words = self.seq(names, "`for` names") if isinstance(names, yaml.SequenceNode) else [names]
         return ir.For.model_construct(
-            names=[self.scalar(n, "a `for` name") for n in words],
+            names=[
+                [self.scalar(m, "a `for` name") for m in self.seq(n, "`for` names")]
+                if isinstance(n, yaml.SequenceNode)
+                else self.scalar(n, "a `for` name")
+                for n in words
+            ],
             iterable=self.value(fields["in"]),
             items=self.items(fields["body"]) if "body" in fields else [],
             span=span,

@@ -951,3 +951,39 @@ def test_items_before_a_label_that_is_no_merge(tmp_path):
     """)
     (diag,) = [d for d in result.diagnostics if d.is_error]
     assert diag.code == "E001" and "must be a merge" in diag.message
+
+
+def test_indexing_slicing_comprehensions_and_nested_unpacking(tmp_path):
+    """What a network-wide block index needs: EfficientNet's stochastic depth grows with
+    `sum(depths[:i]) + j` over `depths = (ceil(n * depth) for ...)`."""
+    net = load(tmp_path, """
+        block unit(c, p):
+            conv1-{c}  dropout(p)
+        network n(setting=((16, 1), (24, 2), (32, 3)), depth=1.5,
+                  depths=(ceil(n * depth) for _, n in setting), total=sum(depths)):
+            input 3x8x8
+            for i, (c, n) in enumerate(setting):
+                for j in range(depths[i]): unit(c, 0.2 * (sum(depths[:i]) + j) / total)
+            conv1-{depths[-1] + len(setting[1:]) + setting[0][0]}
+    """)
+    assert net.params["depths"] == (2, 3, 5) and net.params["total"] == 10
+    probabilities = [m.params["p"] for m in walk(net.root)
+                     if isinstance(m, LayerNode) and m.kind == "dropout"]
+    assert probabilities == pytest.approx([0.02 * k for k in range(10)])
+    assert net.output_shape == (23, 8, 8)
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("(1, 2)[2]", "index 2 is out of range for 2 values"),
+    ("3[0]", "only a tuple can be indexed"),
+    ("(1, 2)[0.5]", "an index must be a whole number"),
+    ("(x for x, y in (1, 2))", "does not fit a value"),
+])
+def test_index_errors_are_located(tmp_path, expr, message):
+    result = check(tmp_path, f"""
+        network n(v={expr}):
+            input 3x8x8
+            conv1-8
+    """)
+    (diag,) = [d for d in result.diagnostics if d.is_error]
+    assert message in diag.message and diag.code == "E109" and diag.span.line == 1
