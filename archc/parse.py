@@ -594,8 +594,8 @@ class _Builder:
 
     def for_line(self, t: Tree) -> ir.For:
         """`for NAMES in ITERABLE:` with its items on the line or in an indented body."""
-        targets, iterable, body = t.children
-        names = self.targets(targets)
+        names = [str(c) for c in t.children if isinstance(c, Token) and c.type == "NAME"]
+        iterable, body = t.children[len(names)], t.children[-1]
         if body.data == "items":
             items = self.items(body)
         else:
@@ -607,13 +607,6 @@ class _Builder:
         return ir.For.model_construct(
             names=names, iterable=self.expr(iterable), items=items, span=self.span(t)
         )
-
-    @staticmethod
-    def targets(t: Tree) -> list:
-        """`i, (c, n)` → ["i", ["c", "n"]]: the names a loop or a comprehension binds."""
-        return [
-            str(c) if isinstance(c, Token) else [str(n) for n in c.children] for c in t.children
-        ]
 
     def branch_lines(self, body: Tree) -> list:
         """Each line of a merge body is one branch; several items on a line form a sequence."""
@@ -817,26 +810,6 @@ class _Builder:
             return self.expr(t.children[0])
         if kind == "tuple":
             return ir.Tuple.model_construct(items=[self.expr(c) for c in t.children], span=span)
-        if kind in ("index", "slice", "slice_to", "slice_from"):
-            parts = [self.expr(c) for c in t.children]
-            value, bounds = parts[0], parts[1:]
-            if kind == "slice_to":
-                bounds = [None, *bounds]
-            return ir.Index.model_construct(
-                value=value,
-                index=bounds[0] if bounds else None,
-                upper=bounds[1] if len(bounds) > 1 else None,
-                is_slice=kind != "index",
-                span=span,
-            )
-        if kind == "comprehension":
-            element, targets, iterable = t.children
-            return ir.Comprehension.model_construct(
-                element=self.expr(element),
-                names=self.targets(targets),
-                iterable=self.expr(iterable),
-                span=span,
-            )
         if kind == "not_":
             return ir.Not.model_construct(operand=self.expr(t.children[0]), span=span)
         if kind == "ifelse":

@@ -249,12 +249,16 @@ def _arguments(kind: LayerKind | None) -> dict[str, Any]:
 def _param_value(param) -> dict[str, Any]:
     """A parameter's value: its type from the registry, or an `{expression}`."""
     integer = {"type": "integer"}
+    pair = {"type": "array", "items": {"anyOf": [integer, EXPRESSION]}, "minItems": 2,
+            "maxItems": 2}  # (h, w) of a non-square window
     by_type = {
         "int": [integer],
         "int?": [integer, {"type": "null"}],
+        "int2": [integer, pair],
+        "int2?": [integer, pair, {"type": "null"}],
         "float": [{"type": "number"}],
         "bool": [{"type": "boolean"}],
-        "padding": [integer, {"enum": ["same", "valid"]}],
+        "padding": [integer, pair, {"enum": ["same", "valid"]}],
         "choice": [{"enum": list(param.choices)}],
         "ints": [{"type": "array", "items": {"anyOf": [integer, EXPRESSION]}}],
     }

@@ -526,3 +526,19 @@ def test_the_diagram_draws_gates_and_splits():
     gate_edges = [line for line in source.splitlines() if "arrowhead=odot" in line]
     assert gate_edges and all('label="8×1×1"' in line for line in gate_edges)
     assert "split ÷2" in source and 'label="4×12×12"' in source  # half of 8×12×12
+
+
+@pytest.mark.parametrize("word, kind", [("conv1x7", "conv"), ("maxpool3x1-2x1", "maxpool"),
+                                        ("conv_1x1", None), ("conv_1", "conv")])
+def test_paper_notation_of_non_square_windows(word, kind):
+    """`conv1x7-192` is a 1×7 conv; a block may still be called conv_1x1 (GoogLeNet's)."""
+    from archc.parse import notation_kind
+
+    assert notation_kind(word) == kind
+
+
+def test_conv1x7_is_a_one_by_seven_kernel():
+    net = archc.check("t.arch", text="network t:\n    input 3x9x9\n    conv1x7-4\n").network
+    (conv,) = layers(net.root)
+    assert conv.params["kernel"] == (1, 7) and conv.params["out"] == 4
+    assert conv.out_shape == (4, 9, 9) and conv.n_params == 4 * 3 * 7 + 4
