@@ -359,6 +359,7 @@ _BINOPS = {
     "mod": "%",
     "pow": "**",
 }
+MISPLACED = "`after` and `input` belong at the top of a network or block body"
 MERGE_MODES = tuple(MERGES)  # the merge keywords, from the merge table
 _COMPARE_OPS = {"and_": "and", "or_": "or"}
 _PART = re.compile(r"\{[^{}\n]*\}|[^-{]+")
@@ -553,7 +554,8 @@ class _Builder:
         `conv3-64 relu concat:` (items, then a merge ending the line) is a sequence that ends
         in the merge, with no naming level of its own: one branch of an enclosing merge.
         """
-        lead = t.children[0] if isinstance(t.children[0], Tree) and t.children[0].data == "items" else None
+        first = t.children[0]
+        lead = first if isinstance(first, Tree) and first.data == "items" else None
         labels = [c for c in t.children if isinstance(c, Token)]
         body = t.children[-1]
         words = [str(lab)[:-1] for lab in labels]
@@ -579,14 +581,15 @@ class _Builder:
             return None
         items, after, inputs = self.body(body)
         for bad in [*after, *inputs]:
-            self.diags.error(
-                "E001", bad.span, "`after` and `input` belong at the top of a network or block body"
-            )
+            self.diags.error("E001", bad.span, MISPLACED)
         span = self.span(t)
         if mode is None:
             return ir.Group.model_construct(items=items, label=name, span=span)
         merge = ir.Merge.model_construct(
-            mode=mode, branches=self.branch_lines(body), label=name, span=self.span(labels[-1]).to(span)
+            mode=mode,
+            branches=self.branch_lines(body),
+            label=name,
+            span=self.span(labels[-1]).to(span),
         )
         if lead is None:
             return merge.model_copy(update={"span": span})
@@ -594,19 +597,24 @@ class _Builder:
 
     def for_line(self, t: Tree) -> ir.For:
         """`for NAMES in ITERABLE:` with its items on the line or in an indented body."""
-        names = [str(c) for c in t.children if isinstance(c, Token) and c.type == "NAME"]
-        iterable, body = t.children[len(names)], t.children[-1]
+        targets, iterable, body = t.children
+        names = self.targets(targets)
         if body.data == "items":
             items = self.items(body)
         else:
             items, after, inputs = self.body(body)
             for bad in [*after, *inputs]:
-                self.diags.error(
-                    "E001", bad.span, "`after` and `input` belong at the top of a network or block body"
-                )
+                self.diags.error("E001", bad.span, MISPLACED)
         return ir.For.model_construct(
             names=names, iterable=self.expr(iterable), items=items, span=self.span(t)
         )
+
+    @staticmethod
+    def targets(t: Tree) -> list:
+        """`i, (c, n)` → ["i", ["c", "n"]]: the names a loop or a comprehension binds."""
+        return [
+            str(c) if isinstance(c, Token) else [str(n) for n in c.children] for c in t.children
+        ]
 
     def branch_lines(self, body: Tree) -> list:
         """Each line of a merge body is one branch; several items on a line form a sequence."""
@@ -810,6 +818,26 @@ class _Builder:
             return self.expr(t.children[0])
         if kind == "tuple":
             return ir.Tuple.model_construct(items=[self.expr(c) for c in t.children], span=span)
+        if kind in ("index", "slice", "slice_to", "slice_from"):
+            parts = [self.expr(c) for c in t.children]
+            value, bounds = parts[0], parts[1:]
+            if kind == "slice_to":
+                bounds = [None, *bounds]
+            return ir.Index.model_construct(
+                value=value,
+                index=bounds[0] if bounds else None,
+                upper=bounds[1] if len(bounds) > 1 else None,
+                is_slice=kind != "index",
+                span=span,
+            )
+        if kind == "comprehension":
+            element, targets, iterable = t.children
+            return ir.Comprehension.model_construct(
+                element=self.expr(element),
+                names=self.targets(targets),
+                iterable=self.expr(iterable),
+                span=span,
+            )
         if kind == "not_":
             return ir.Not.model_construct(operand=self.expr(t.children[0]), span=span)
         if kind == "ifelse":
