@@ -48,9 +48,16 @@ def _root(
         False, "--version", help="Print archc's version and exit", is_eager=True,
         callback=_print_version,
     ),
+    limit: Optional[list[str]] = typer.Option(
+        None, "--limit", metavar="NAME=VALUE",
+        help="Raise a size limit for any verb, e.g. --limit layers=1000000 (also "
+        "ARCHC_LIMITS; see the Limits section of docs/language.md)",
+    ),
 ) -> None:
     """archc: compile CNN architecture specs (.arch or YAML) into checked, drawn and trainable
     PyTorch networks."""
+    # archc.console takes every --limit off the command line before typer parses it (so it
+    # works after the verb too); this option is here to be listed in --help
 
 
 # --------------------------------------------------------------------------- shared helpers

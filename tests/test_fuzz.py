@@ -8,6 +8,7 @@ the parsed file back to YAML or .arch (`archc convert`) is a bug.
 """
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
@@ -148,84 +149,97 @@ def mutated(draw):
     return name, text
 
 
-def _mutation(text: str):
-    n = max(len(text), 1)
-    tokens = _tokens(text)
-    t = max(len(tokens), 1)
+# Each edit is a function (text, argument) -> text. The hypothesis strategy below and the
+# seeded mutation run at the end draw their arguments differently; the edits are shared.
+
+
+def _span(text: str, ij: tuple[int, int]) -> tuple[int, int]:
+    return min(ij), max(ij)
+
+
+def delete_chars(text: str, ij) -> str:
+    i, j = _span(text, ij)
+    return text[:i] + text[j:]
+
+
+def duplicate_chars(text: str, ij) -> str:
+    i, j = _span(text, ij)
+    return text[:j] + text[i:j] + text[j:]
+
+
+def swap_chars(text: str, ij) -> str:
+    i, j = _span(text, ij)
+    if j >= len(text):
+        return text
+    return text[:i] + text[j] + text[i + 1:j] + text[i] + text[j + 1:]
+
+
+def insert_char(text: str, args) -> str:
+    i, ch = args
+    return text[:i] + ch + text[i:]
+
+
+def token_edit(text: str, args) -> str:
+    kind, i, j = args
+    toks = _tokens(text)
+    if not toks:
+        return text
+    i, j = i % len(toks), j % len(toks)
+    if kind == "delete":
+        del toks[i]
+    elif kind == "duplicate":
+        toks.insert(i, toks[i])
+    elif kind == "swap":
+        toks[i], toks[j] = toks[j], toks[i]
+    else:  # copy a token from elsewhere over this one
+        toks[i] = toks[j]
+    return "".join(toks)
+
+
+def number(text: str, args) -> str:
+    k, value = args
     numbers = [m.span() for m in NUMBER.finditer(text)]
+    if not numbers:
+        return text
+    i, j = numbers[k % len(numbers)]
+    return text[:i] + value + text[j:]
+
+
+def indentation(text: str, args) -> str:
+    k, delta = args
     lines = text.split("\n")
-
-    def at(i: int, j: int) -> tuple[int, int]:
-        return min(i, j), max(i, j)
-
-    def delete_chars(ij):
-        i, j = at(*ij)
-        return text[:i] + text[j:]
-
-    def duplicate_chars(ij):
-        i, j = at(*ij)
-        return text[:j] + text[i:j] + text[j:]
-
-    def swap_chars(ij):
-        i, j = at(*ij)
-        if j >= len(text):
-            return text
-        return text[:i] + text[j] + text[i + 1:j] + text[i] + text[j + 1:]
-
-    def insert_char(args):
-        i, ch = args
-        return text[:i] + ch + text[i:]
-
-    def token_edit(args):
-        kind, i, j = args
-        toks = list(tokens)
-        if not toks:
-            return text
-        i, j = i % len(toks), j % len(toks)
-        if kind == "delete":
-            del toks[i]
-        elif kind == "duplicate":
-            toks.insert(i, toks[i])
-        elif kind == "swap":
-            toks[i], toks[j] = toks[j], toks[i]
-        else:  # copy a token from elsewhere over this one
-            toks[i] = toks[j]
-        return "".join(toks)
-
-    def number(args):
-        k, value = args
-        if not numbers:
-            return text
-        i, j = numbers[k % len(numbers)]
-        return text[:i] + value + text[j:]
-
     code_lines = [i for i, line in enumerate(lines)
                   if line.strip() and not line.lstrip().startswith("#")]
+    if not code_lines:
+        return text
+    k = code_lines[k % len(code_lines)]
+    line = lines[k]
+    stripped = line.lstrip(" ")
+    width = max(len(line) - len(stripped) + delta, 0)
+    return "\n".join(lines[:k] + [" " * width + stripped] + lines[k + 1:])
 
-    def indentation(args):
-        k, delta = args
-        if not code_lines:
-            return text
-        k = code_lines[k % len(code_lines)]
-        line = lines[k]
-        stripped = line.lstrip(" ")
-        width = max(len(line) - len(stripped) + delta, 0)
-        return "\n".join(lines[:k] + [" " * width + stripped] + lines[k + 1:])
 
-    idx = st.integers(0, n)
+INSERTED = list(":[](){}-x=,\"\n\t#&*") + ["    ", "Concat:", "x1000000"]
+TOKEN_EDITS = ["delete", "duplicate", "swap", "copy"]
+NUMBERS = ["0", "-1", "1", "2", "3", "999999999999", "10" * 20, "1.5", "0.0", "10**12"]
+INDENTS = [-8, -4, -2, -1, 1, 2, 4]
+
+
+def _mutation(text: str):
+    """A hypothesis strategy for `text` with one edit applied."""
+    idx = st.integers(0, max(len(text), 1))
+    t = max(len(_tokens(text)), 1)
     return st.one_of(
-        st.tuples(idx, idx).map(delete_chars),
-        st.tuples(idx, idx).map(duplicate_chars),
-        st.tuples(idx, idx).map(swap_chars),
-        st.tuples(idx, st.sampled_from(list(":[](){}-x=,\"\n\t#") + ["    "])).map(insert_char),
-        st.tuples(st.sampled_from(["delete", "duplicate", "swap", "copy"]),
-                  st.integers(0, t), st.integers(0, t)).map(token_edit),
-        st.tuples(st.integers(0, 10_000),
-                  st.sampled_from(["0", "-1", "1", "2", "3", "999999999999", "10" * 20,
-                                   "1.5", "0.0"])).map(number),
-        st.tuples(st.integers(0, 10_000),
-                  st.sampled_from([-8, -4, -2, -1, 1, 2, 4])).map(indentation),
-        st.tuples(st.integers(0, 10_000), st.sampled_from([-2, -1, 1, 2])).map(indentation),
+        st.tuples(idx, idx).map(lambda a: delete_chars(text, a)),
+        st.tuples(idx, idx).map(lambda a: duplicate_chars(text, a)),
+        st.tuples(idx, idx).map(lambda a: swap_chars(text, a)),
+        st.tuples(idx, st.sampled_from(INSERTED)).map(lambda a: insert_char(text, a)),
+        st.tuples(st.sampled_from(TOKEN_EDITS), st.integers(0, t), st.integers(0, t)).map(
+            lambda a: token_edit(text, a)),
+        st.tuples(st.integers(0, 10_000), st.sampled_from(NUMBERS)).map(
+            lambda a: number(text, a)),
+        st.tuples(st.integers(0, 10_000), st.sampled_from(INDENTS)).map(
+            lambda a: indentation(text, a)),
     )
 
 
@@ -275,3 +289,59 @@ def test_dedent_to_unknown_level():
     text = "network n:\n    input 3x8x8\n    conv3-8\n  relu\n"
     result = check_text("dedent.arch", text, allow_known=False)
     assert [d.code for d in result.diagnostics] == ["E001"]
+
+
+# ----------------------------------------------------------------------------- (d) seeded run
+
+
+def seeded_mutant(index: int) -> tuple[str, str]:
+    """Mutant number `index`: a shipped spec (.arch or YAML) with 1 to 4 random edits. Each
+    mutant has its own seed, so a failure names the one case to replay."""
+    rng = random.Random(f"archc-fuzz-{index}")
+    name = rng.choice(NAMES)
+    text = ALL[name]
+    for _ in range(rng.randint(1, 4)):
+        text = _random_edit(rng, text)
+    return name, text
+
+
+def _random_edit(rng: random.Random, text: str) -> str:
+    n, t = max(len(text), 1), max(len(_tokens(text)), 1)
+    edit = rng.randrange(7)
+    if edit < 3:
+        return (delete_chars, duplicate_chars, swap_chars)[edit](
+            text, (rng.randint(0, n), rng.randint(0, n)))
+    if edit == 3:
+        return insert_char(text, (rng.randint(0, n), rng.choice(INSERTED)))
+    if edit == 4:
+        return token_edit(text, (rng.choice(TOKEN_EDITS), rng.randint(0, t), rng.randint(0, t)))
+    if edit == 5:
+        return number(text, (rng.randint(0, 10_000), rng.choice(NUMBERS)))
+    return indentation(text, (rng.randint(0, 10_000), rng.choice(INDENTS)))
+
+
+def run_mutants(indices: range) -> int:
+    """Check every mutant in `indices` (any exception fails, naming the mutant); returns
+    how many of them had errors, so a caller can see the run was not all no-ops."""
+    with_errors = 0
+    for index in indices:
+        name, text = seeded_mutant(index)
+        try:
+            result = check_text(name, text, allow_known=False)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the case to replay
+            raise AssertionError(
+                f"mutant {index} of {name} raised {exc!r}; replay it with "
+                f"seeded_mutant({index})") from exc
+        with_errors += not result.ok
+    return with_errors
+
+
+def test_seeded_mutants_small():
+    """The quick run in `make test`: 200 mutants of every shipped spec, no exception."""
+    assert run_mutants(range(200)) > 50
+
+
+@pytest.mark.large
+def test_seeded_mutants_large():
+    """10,000 mutants (`pytest -m large tests/test_fuzz.py`; about ten minutes on 2 cores)."""
+    assert run_mutants(range(200, 10_200)) > 2_500

@@ -1,0 +1,61 @@
+"""Named one-line mutants of the compiler's front ends, resolver, limits and diagnostics:
+plausible slips that the hostile suite and the language tests must notice. `python -m
+tests.mutation.run -k compiler` applies them one at a time and runs the listed tests."""
+
+_LIMITS = "tests/hostile/test_spec_limits.py"
+_MESSAGES = "tests/hostile/test_spec_messages.py"
+_LANGUAGE = "tests/test_language.py"
+
+MUTANTS = [
+    dict(name="compiler-resolver-forgets-to-count-items",  # nested repeats expand unbounded
+         file="archc/resolve.py",
+         old="        self.expanded += 1\n",
+         new="        self.expanded += 0\n",
+         tests=[f"{_LIMITS}::test_huge_repeats_are_refused_before_expanding"]),
+    dict(name="compiler-resolver-input-limit-on-the-smallest-side",
+         file="archc/resolve.py",
+         old="        if max(shape) > most:",
+         new="        if min(shape) > most:",
+         tests=[f"{_LIMITS}::test_a_huge_declared_input_is_located"]),
+    dict(name="compiler-resolver-block-depth-off-by-a-factor",
+         file="archc/resolve.py",
+         old='        if len(self.stack) >= limits.get("depth"):',
+         new='        if len(self.stack) >= 10 * limits.get("depth"):',
+         tests=[f"{_LIMITS}::test_a_chain_of_blocks_calling_blocks_hits_the_depth_limit"]),
+    dict(name="compiler-resolver-numbers-from-one",  # nn.Sequential numbers from 0
+         file="archc/resolve.py",
+         old="            return str(len(scope.children))",
+         new="            return str(len(scope.children) + 1)",
+         tests=[f"{_LANGUAGE}::test_label_binds_one_item_and_the_rest_are_numbered"]),
+    dict(name="compiler-yaml-alias-guard-never-released",  # `[*a, *a]` read as a cycle
+         file="archc/yamlspec.py",
+         old="            self.inside.discard(id(node))",
+         new="            pass",
+         tests=[f"{_LIMITS}::test_a_few_laughs_within_the_limit_still_check"]),
+    dict(name="compiler-yaml-merge-keys-case-sensitive",
+         file="archc/yamlspec.py",
+         old="        merge = merge_kind(key)  #",
+         new="        merge = MERGES.get(key)  #",
+         tests=[f"{_MESSAGES}::test_yaml_merge_keys_ignore_case"]),
+    dict(name="compiler-yaml-drops-repeat",
+         file="archc/yamlspec.py",
+         old='            updates["repeat"] = self.value(extras["repeat"])',
+         new='            pass',
+         tests=["tests/test_convert.py::test_arch_yaml_arch_round_trip"]),
+    dict(name="compiler-parser-nesting-not-accumulated",  # `=` for `+=`: depth never grows
+         file="archc/parse.py",
+         old="        levels += node.data in _NESTING",
+         new="        levels = node.data in _NESTING",
+         tests=[f"{_LIMITS}::test_300_nested_brackets_hit_the_depth_limit"]),
+    dict(name="compiler-parser-label-keeps-its-colon",
+         file="archc/parse.py",
+         old="            label = str(tok)[:-1]",
+         new="            label = str(tok)",
+         tests=[f"{_LANGUAGE}::test_label_binds_one_item_and_the_rest_are_numbered"]),
+    dict(name="compiler-render-caret-counts-a-tab-as-one-column",
+         file="archc/render.py",
+         old="        offset = _display_width(raw[:start])",
+         new="        offset = start",
+         tests=[f"{_MESSAGES}::"
+                "test_a_tab_indented_line_gets_a_tab_hint_and_the_caret_under_the_word"]),
+]
