@@ -16,7 +16,7 @@ from ..diagnostics import Diagnostics, did_you_mean
 from . import common, prototxt
 from .compact import compact as compact_spec
 from .graph import Graph, Node, nest
-from .prototxt import Field, Ident, Message
+from .prototxt import Field, FieldError, Ident, Message
 
 # The V1 `layers {}` syntax names types by enum constant.
 V1_TYPES = {
@@ -51,7 +51,7 @@ class Layer:
 
     def param(self, name: str) -> Message:
         """The layer's `NAME_param { ... }` message (empty when absent)."""
-        return self.message.get(name, Message())
+        return self.message.message(name)
 
 
 def load(path: str, diags: Diagnostics, *, compact: bool = True) -> ir.SpecFile | None:
@@ -106,7 +106,11 @@ class _Importer:
 
     def spec(self, root: Message) -> ir.SpecFile | None:
         layers = layers_of(root)
-        dims = self._input(root, layers)
+        try:
+            dims = self._input(root, layers)
+        except FieldError as exc:
+            self.error(exc.span, exc.message, "dims are whole numbers: `dim: 224`")
+            return None
         if dims is None:
             return None
         for layer in layers:
@@ -137,9 +141,8 @@ class _Importer:
                  for lay in layers if lay.type == "Input"]
         if root.first("input") is not None:
             field = root.first("input")
-            shape = root.first("input_shape")
-            dims = [int(d) for d in (shape.value.values("dim") if shape else [])]
-            dims = dims or [int(d) for d in root.values("input_dim")]
+            dims = root.message("input_shape").ints("dim")
+            dims = dims or root.ints("input_dim")
             found.insert(0, (str(field.value), dims, field.span))
         data = next((lay for lay in layers if lay.type in DATA_LAYERS), None)
         if not found and data is not None:
@@ -165,8 +168,7 @@ class _Importer:
         return tuple(dims[1:])
 
     def _input_layer_dims(self, layer: Layer) -> list[int]:
-        shape = layer.param("input_param").get("shape", Message())
-        return [int(d) for d in shape.values("dim")]
+        return layer.param("input_param").message("shape").ints("dim")
 
     # ------------------------------------------------------------------ layers
 
@@ -183,7 +185,10 @@ class _Importer:
         else:
             inputs = [self._bottom(b) for b in layer.bottoms]
             if all(i is not None for i in inputs):
-                handler(layer, inputs)
+                try:
+                    handler(layer, inputs)
+                except FieldError as exc:
+                    self.error(exc.span, exc.message, "see the layer's parameters in caffe.proto")
         source = self.blobs.get(str(layer.bottoms[0].value)) if layer.bottoms else None
         for top in layer.tops if source is not None else ():
             self.blobs.setdefault(top, source)  # a failed layer passes through: no cascade
@@ -252,14 +257,14 @@ class _Importer:
         p = layer.param("convolution_param")
         kernel, stride = _window(p, "kernel", None), _window(p, "stride", 1)
         pad = _window(p, "pad", 0)
-        dilation = (p.values("dilation") or [1])[0]
+        dilation = (p.ints("dilation") or [1])[0]
         if kernel is None:
             self.error(layer.span, f"Convolution `{layer.name}` has no kernel_size")
             return
         if not self._square_or_supported(layer, "conv", kernel, stride, pad):
             return
-        out = int(p.get("num_output", 0))
-        group = int(p.get("group", 1))
+        out = p.int("num_output", 0)
+        group = p.int("group", 1)
         same = all(k % 2 and q == dilation * (k - 1) // 2 for k, q in zip(kernel, pad))
         conv = common.layer(
             "conv", layer.span, self._label(layer),
@@ -324,24 +329,24 @@ class _Importer:
             self.error(p.first("norm_region").value_span,
                        "LRN within channels has no archc form", "archc's LRN runs across channels")
             return
-        size = int(p.get("local_size", 5))
+        size = p.int("local_size", 5)
         if size % 2 == 0:
             self.error(layer.span, f"LRN `{layer.name}`: an even local_size centres the window "
                        "differently in Caffe and PyTorch", "use an odd local_size")
             return
         # Caffe and PyTorch both scale by alpha / local_size: alpha carries over unchanged.
-        lrn = common.layer("lrn", layer.span, size=size, alpha=float(p.get("alpha", 1.0)),
-                           beta=float(p.get("beta", 0.75)), k=float(p.get("k", 1.0)))
+        lrn = common.layer("lrn", layer.span, size=size, alpha=p.float("alpha", 1.0),
+                           beta=p.float("beta", 0.75), k=p.float("k", 1.0))
         self._emit(layer, inputs, [lrn], shape)
 
     def _relu(self, layer: Layer, inputs: list[int]) -> None:
-        slope = float(layer.param("relu_param").get("negative_slope", 0.0))
+        slope = layer.param("relu_param").float("negative_slope", 0.0)
         item = (common.layer("leakyrelu", layer.span, slope=slope) if slope
                 else common.layer("relu", layer.span))
         self._same(layer, inputs, item)
 
     def _elu(self, layer: Layer, inputs: list[int]) -> None:
-        alpha = float(layer.param("elu_param").get("alpha", 1.0))
+        alpha = layer.param("elu_param").float("alpha", 1.0)
         self._same(layer, inputs, common.layer("elu", layer.span, alpha=alpha))
 
     def _prelu(self, layer: Layer, inputs: list[int]) -> None:
@@ -364,11 +369,11 @@ class _Importer:
         self._same(layer, inputs, common.layer("tanh", layer.span))
 
     def _dropout(self, layer: Layer, inputs: list[int]) -> None:
-        ratio = float(layer.param("dropout_param").get("dropout_ratio", 0.5))
+        ratio = layer.param("dropout_param").float("dropout_ratio", 0.5)
         self._same(layer, inputs, common.layer("dropout", layer.span, p=ratio))
 
     def _softmax(self, layer: Layer, inputs: list[int]) -> None:
-        axis = int(layer.param("softmax_param").get("axis", 1))
+        axis = layer.param("softmax_param").int("axis", 1)
         if axis != 1:
             self.error(layer.span, f"Softmax over axis {axis} has no archc form",
                        "archc's softmax runs over the channels (axis 1)")
@@ -385,7 +390,7 @@ class _Importer:
         if source is None:
             return
         p = layer.param("inner_product_param")
-        out = int(p.get("num_output", 0))
+        out = p.int("num_output", 0)
         items: list[ir.Item] = []
         if len(self.shapes[source]) == 3:  # Caffe flattens C×H×W implicitly (axis 1)
             items.append(common.layer("flatten", layer.span))
@@ -397,7 +402,7 @@ class _Importer:
         source = self._one(layer, inputs)
         if source is None:
             return
-        eps = float(layer.param("batch_norm_param").get("eps", 1e-5))
+        eps = layer.param("batch_norm_param").float("eps", 1e-5)
         bn = common.layer("bn", layer.span, self._label(layer),
                           eps=eps if eps != 1e-5 else None, affine=False)
         self._emit(layer, inputs, [bn], self.shapes[source])
@@ -422,7 +427,7 @@ class _Importer:
             self.blobs[top] = node.id
 
     def _concat(self, layer: Layer, inputs: list[int]) -> None:
-        axis = int(layer.param("concat_param").get("axis", 1))
+        axis = layer.param("concat_param").int("axis", 1)
         if axis != 1:
             self.error(layer.span, f"Concat along axis {axis} has no archc form",
                        "archc concatenates channels (axis 1)")
@@ -434,7 +439,7 @@ class _Importer:
     def _eltwise(self, layer: Layer, inputs: list[int]) -> None:
         p = layer.param("eltwise_param")
         operation = str(p.get("operation", "SUM"))
-        coeffs = [float(c) for c in p.values("coeff")]
+        coeffs = [float(c) for c in p.values("coeff") if isinstance(c, (int, float))]
         if any(c != 1 for c in coeffs):
             self.error(p.first("coeff").value_span, "Eltwise coefficients other than 1 have "
                        "no archc form", "archc's `add` sums its branches unweighted")
@@ -484,13 +489,13 @@ def caffe_pool_out(size: int, kernel: int, stride: int, pad: int) -> int:
 
 def _window(p: Message, name: str, default: int | None) -> tuple[int, int] | None:
     """`kernel_size` / `stride` / `pad` as (h, w): one value, two values, or `_h` and `_w`."""
-    h, w = p.get(f"{name}_h"), p.get(f"{name}_w")
+    h, w = p.int(f"{name}_h"), p.int(f"{name}_w")
     if h is not None or w is not None:
-        return int(h if h is not None else w), int(w if w is not None else h)
-    values = p.values("kernel_size" if name == "kernel" else name)
+        return (h if h is not None else w), (w if w is not None else h)
+    values = p.ints("kernel_size" if name == "kernel" else name)
     if not values:
         return None if default is None else (default, default)
-    return int(values[0]), int(values[-1])
+    return values[0], values[-1]
 
 
 def _pair_arg(pair: tuple[int, int], default: int | None = None):

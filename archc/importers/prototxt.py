@@ -58,12 +58,54 @@ class Message:
         found = self.first(name)
         return default if found is None else found.value
 
+    def message(self, name: str) -> "Message":
+        """Field `name` as a message (empty when absent); `FieldError` for a plain value."""
+        found = self.first(name)
+        if found is None:
+            return Message()
+        if not isinstance(found.value, Message):
+            raise FieldError(found.value_span, f"`{name}` must be a message `{name} {{ ... }}`, "
+                             f"got `{found.value}`")
+        return found.value
+
+    def int(self, name: str, default: int | None = None) -> int | None:
+        """Field `name` as a whole number; `FieldError` (located) when it is something else."""
+        return _number(self.first(name), default, int, "a whole number")
+
+    def float(self, name: str, default: float | None = None) -> float | None:
+        """Field `name` as a number; `FieldError` (located) when it is something else."""
+        return _number(self.first(name), default, float, "a number")
+
+    def ints(self, name: str) -> list[int]:
+        """A repeated whole-number field (`dim: 1 dim: 3`, or `dim: [1, 3]`)."""
+        return [_number(f, None, int, "a whole number", item)
+                for f in self.all(name)
+                for item in (f.value if isinstance(f.value, list) else [f.value])]
+
     def values(self, name: str) -> list[Any]:
         """The values of a repeated field, lists (`dim: [1, 3]`) flattened."""
         out: list[Any] = []
         for f in self.all(name):
             out.extend(f.value if isinstance(f.value, list) else [f.value])
         return out
+
+
+class FieldError(Exception):
+    """A field whose value is not of the type its name needs; located at the value."""
+
+    def __init__(self, span: ir.Span, message: str):
+        super().__init__(message)
+        self.span, self.message = span, message
+
+
+def _number(found: Field | None, default, cast, what: str, value: Any = None):
+    if found is None:
+        return default
+    value = found.value if value is None else value
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and (cast is float or float(value).is_integer()):
+        return cast(value)
+    raise FieldError(found.value_span, f"`{found.name}` must be {what}, got `{value}`")
 
 
 @lru_cache(maxsize=None)

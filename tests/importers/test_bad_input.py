@@ -29,6 +29,10 @@ CASES = {
     "bottom naming no top": (
         "net.prototxt", CAFFE_HEAD + 'layer { name: "r" type: "ReLU" bottom: "dat" top: "r" }\n',
         "E101", 3, 40, "did you mean `data`?"),
+    "a value of the wrong type": (
+        "net.prototxt", CAFFE_HEAD + 'layer { name: "c" type: "Convolution" bottom: "data"\n'
+        '  top: "c" convolution_param { num_output: "eight" kernel_size: 3 } }\n',
+        "E204", 4, 44, "caffe.proto"),
     "malformed cfg": (
         "net.cfg", NET_HEAD + "[convolutional\nfilters=8\n", "E001", 6, 1, "in brackets"),
     "unknown Darknet type": (
@@ -149,3 +153,42 @@ def test_a_graph_that_does_not_nest_is_one_located_error(tmp_path):
     (error,) = diags.errors
     assert error.code == "E204" and "feeds two places" in error.message
     assert error.span.line == 5  # the layer `b`
+
+
+def test_damaged_files_never_crash(tmp_path):
+    """Fixtures with characters deleted, inserted, swapped or replaced by other values:
+    each import ends in a network or in diagnostics, never in an exception."""
+    import random
+    from pathlib import Path
+
+    from archc.importers import check_imported
+    from archc.importers.layout import spec_text
+
+    fixtures = Path(__file__).parent / "fixtures"
+    sources = {".prototxt": (fixtures / "resnet_like.prototxt").read_text(),
+               ".cfg": (fixtures / "darknet_tiny.cfg").read_text()}
+    rng = random.Random(0)
+    for n in range(300):
+        suffix = rng.choice(sorted(sources))
+        text = list(sources[suffix])
+        for _ in range(rng.randint(1, 4)):
+            pos, roll = rng.randrange(len(text)), rng.random()
+            if roll < 0.3:
+                del text[pos:pos + rng.randint(1, 8)]
+            elif roll < 0.5:
+                text[pos:pos + 1] = rng.choice(["{", "}", ": 3 ", " x ", ': "a" ', " true",
+                                                " MAX", " -1", "=", "[", "]"])
+            elif roll < 0.8:
+                text.insert(pos, rng.choice('{}[]:"#=-0123456789 \nabc,;<>'))
+            else:
+                other = rng.randrange(len(text))
+                text[pos], text[other] = text[other], text[pos]
+        path = tmp_path / f"case{n}{suffix}"
+        path.write_text("".join(text))
+        diags = Diagnostics()
+        spec = import_source(str(path), diags)
+        if spec is None:
+            assert diags.has_errors, path.read_text()
+            continue
+        check_imported(spec, {}, diags)
+        spec_text(spec)
