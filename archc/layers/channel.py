@@ -14,20 +14,10 @@ from .core import (
     ShapeProblem,
     check_positive,
     fmt,
+    groups_shape,
     image,
 )
-
-
-def _shuffle_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
-    check_positive("channel-shuffle", p, "groups")
-    c = inp[0]
-    if c % p["groups"]:
-        raise ShapeProblem(
-            "E201",
-            f"channel-shuffle groups={p['groups']} must divide the channels ({c})",
-            "shuffle in a number of groups that divides the channels",
-        )
-    return inp
+from .dense import linear_params
 
 
 def _shuffle_torch(inp: Shape, p: dict):
@@ -60,10 +50,6 @@ def _channel_fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return tuple(out)
 
 
-def _channel_fc_params(inp: Shape, p: dict) -> int:
-    return inp[_channel_axis(p)] * p["out"] + (p["out"] if p["bias"] else 0)
-
-
 def _channel_fc_torch(inp: Shape, p: dict):
     from torch import nn
 
@@ -78,7 +64,7 @@ KINDS: tuple[LayerKind, ...] = (
         "channel-shuffle",
         "Channel shuffle (ShuffleNet): the channels of `groups` groups interleaved.",
         (Param("groups", "int", doc="number of groups; must divide the channels"),),
-        _shuffle_shape,
+        groups_shape("channel-shuffle"),
         _shuffle_torch,
         CONV,
         ("shuffle", "channelshuffle"),
@@ -113,7 +99,7 @@ KINDS: tuple[LayerKind, ...] = (
         FC,
         ("channel-linear", "pointwise-linear"),
         (None, ("out",)),
-        _channel_fc_params,
+        lambda inp, p: linear_params(inp[_channel_axis(p)], p),
         lambda inp, out, p: math.prod(out) * inp[_channel_axis(p)],
         summary=lambda p: f"{p['out']}",
     ),

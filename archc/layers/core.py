@@ -177,6 +177,23 @@ def check_positive(kind: str, p: dict, *names: str) -> None:
             raise ShapeProblem("E204", f"{kind}: {name} must be at least 1, got {value}")
 
 
+def groups_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
+    """The shape rule of a layer that keeps its shape and splits the channels into
+    `groups` groups (channel shuffle, group norm): the groups must divide the channels."""
+
+    def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+        check_positive(kind, p, "groups")
+        if inp[0] % p["groups"]:
+            raise ShapeProblem(
+                "E201",
+                f"{kind} groups={p['groups']} must divide the channels ({inp[0]})",
+                "pick a number of groups that divides the channels",
+            )
+        return inp
+
+    return rule
+
+
 def check_probability(kind: str, p: dict, name: str = "p") -> None:
     """A ShapeProblem when the probability `p[name]` is outside [0, 1]."""
     if not 0 <= p[name] <= 1:

@@ -33,8 +33,9 @@ def _fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (p["out"],)
 
 
-def _fc_params(inp: Shape, p: dict) -> int:
-    return inp[0] * p["out"] + (p["out"] if p["bias"] else 0)
+def linear_params(features: int, p: dict) -> int:
+    """The weights (out, features) and bias of a Linear layer with `features` inputs."""
+    return features * p["out"] + (p["out"] if p["bias"] else 0)
 
 
 def _fc_torch(inp: Shape, p: dict):
@@ -64,7 +65,7 @@ KINDS: tuple[LayerKind, ...] = (
         FC,
         ("linear", "dense", "fullyconnected"),
         (None, ("out",)),
-        _fc_params,
+        lambda inp, p: linear_params(inp[0], p),
         lambda inp, out, p: inp[0] * p["out"],
         summary=lambda p: f"{p['out']}",
     ),

@@ -9,9 +9,7 @@ from .core import (
     LayerKind,
     Param,
     Shape,
-    ShapeContext,
-    ShapeProblem,
-    check_positive,
+    groups_shape,
     image_same_shape,
     same_shape,
 )
@@ -51,17 +49,6 @@ def _layernorm_torch(axis: int) -> Callable[[Shape, dict], Any]:
         return cls(inp[axis], eps=p["eps"], elementwise_affine=p["affine"], bias=p["affine"])
 
     return make
-
-
-def _groupnorm_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
-    check_positive("groupnorm", p, "groups")
-    if inp[0] % p["groups"]:
-        raise ShapeProblem(
-            "E201",
-            f"groupnorm groups={p['groups']} must divide the channels ({inp[0]})",
-            "pick a number of groups that divides the channels",
-        )
-    return inp
 
 
 def _groupnorm_torch(inp: Shape, p: dict):
@@ -134,7 +121,7 @@ KINDS: tuple[LayerKind, ...] = (
         "Group normalisation: channels in `groups` groups, each normalised over its channels "
         "and pixels.",
         (Param("groups", "int", doc="number of groups; must divide the channels"), _EPS, _AFFINE),
-        _groupnorm_shape,
+        groups_shape("groupnorm"),
         _groupnorm_torch,
         NORM,
         ("group-norm", "gn"),
