@@ -542,3 +542,13 @@ def test_conv1x7_is_a_one_by_seven_kernel():
     (conv,) = layers(net.root)
     assert conv.params["kernel"] == (1, 7) and conv.params["out"] == 4
     assert conv.out_shape == (4, 9, 9) and conv.n_params == 4 * 3 * 7 + 4
+
+
+def test_merge_keywords_are_case_insensitive_and_checked():
+    text = ("network t:\n    input 3x8x8\n    conv3-6\n    SPLIT:\n        identity\n"
+            "        conv1-3\n    Mul:\n        identity\n        [global-avgpool sigmoid]\n")
+    net = archc.check("t.arch", text=text).network
+    assert net is not None and net.output_shape == (6, 8, 8)
+    bad = archc.check("t.arch", text=text.replace("conv3-6", "conv3-5"))
+    assert [(d.code, d.span.line) for d in bad.diagnostics] == [("E201", 4)]
+    assert "divisible by 2, got 5" in bad.diagnostics[0].message
