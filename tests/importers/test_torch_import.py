@@ -316,6 +316,43 @@ def test_docs_show_the_importers_output():
     assert spec_text(spec).rstrip("\n") == shown
 
 
+class Projected(nn.Module):
+    """A residual whose projection is a biased 1×1 conv alone, or a conv + bn that keeps
+    the shape (so archc's `shortcut` must be told to project anyway)."""
+
+    def __init__(self, same_shape: bool = False):
+        super().__init__()
+        out = 8 if same_shape else 16
+        self.body = nn.Sequential(nn.Conv2d(8, out, 3, padding=1), nn.BatchNorm2d(out))
+        self.skip = (nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+                     if same_shape else nn.Conv2d(8, 16, 1))
+
+    def forward(self, x):
+        return self.body(x) + self.skip(x)
+
+
+class TwoProjected(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = Projected(same_shape=True)
+        self.b = Projected()
+
+    def forward(self, x):
+        return self.b(self.a(self.stem(x)))
+
+
+def test_projection_shortcuts_keep_their_options():
+    spec, diags = imported(f"{HERE}:TwoProjected")
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    # The options differ between the two instances: they became the block's parameters.
+    assert "skip: shortcut(bn=bn, bias=bias, always=always)" in text
+    assert "a: projected(8)\n    b: projected(16, bn=false, bias=true, always=false)" in text
+    torch.manual_seed(0)
+    assert_same_outputs(spec, TwoProjected())
+
+
 def test_the_check_fails_on_a_spec_that_computes_something_else():
     """The importer's own oracle can fail: a relu turned into a sigmoid is caught."""
     spec, _ = imported(f"{HERE}:make_net")
