@@ -818,7 +818,7 @@ class _Builder:
             return self.expr(t.children[0])
         if kind == "tuple":
             return ir.Tuple.model_construct(items=[self.expr(c) for c in t.children], span=span)
-        if kind in ("index", "slice", "slice_to", "slice_from"):
+        if kind in ("index", "slice", "slice_to", "slice_from", "slice_all"):
             parts = [self.expr(c) for c in t.children]
             value, bounds = parts[0], parts[1:]
             if kind == "slice_to":

@@ -56,18 +56,38 @@ def _tree(children):
 
 expressions = st.recursive(leaves, _tree, max_leaves=8)
 
+# Tuples, indices, slices and comprehensions over them (Python's `(x for ...)` is a
+# generator, so these are checked for printing and re-parsing only).
+tuples = st.lists(leaves, min_size=1, max_size=4).map(lambda items: ir.Tuple.model_construct(
+    items=items))
+
+
+def _with_tuples(children):
+    index = st.builds(lambda t, i: ir.Index.model_construct(value=t, index=i), tuples, children)
+    sliced = st.builds(
+        lambda t, a, b: ir.Index.model_construct(value=t, index=a, upper=b, is_slice=True),
+        tuples, st.none() | children, st.none() | children)
+    comprehension = st.builds(
+        lambda e, names, t: ir.Comprehension.model_construct(element=e, names=names, iterable=t),
+        children, st.sampled_from([["x"], ["x", "y"], ["i", ["a", "b"]]]), tuples)
+    return st.one_of(_tree(children), index, sliced, comprehension)
+
+
+tuple_expressions = st.recursive(leaves | st.just(ir.Name.model_construct(id="x")),
+                                 _with_tuples, max_leaves=8)
+
 
 def python_value(text: str):
     """Python's value of the printed expression, with archc's functions; or the error."""
     scope = {name: entry[0] for name, entry in FUNCTIONS.items()}
     try:
         return eval(text, {"__builtins__": {}}, scope)  # noqa: S307 - the test's oracle
-    except (ArithmeticError, ValueError, TypeError) as exc:
+    except (ArithmeticError, ValueError, TypeError, LookupError) as exc:
         return exc
 
 
 @FUZZ
-@given(expressions)
+@given(expressions | tuple_expressions)
 def test_expressions_print_and_reparse_to_the_same_ir(e):
     diags = Diagnostics()
     text = expr_text(e)
@@ -139,6 +159,21 @@ def check_text(text: str) -> CheckResult:
     assert isinstance(result, CheckResult)
     assert all(d.code and d.message for d in result.diagnostics)
     return result
+
+
+@FUZZ
+@given(tuple_expressions)
+def test_tuple_expressions_evaluate_or_report(e):
+    """Indexing, slicing and comprehensions give a value or a located diagnostic, never an
+    exception, and an index within range gives Python's item."""
+    diags = Diagnostics()
+    got = evaluate(e, Env({"x": (1, 2)}), diags)
+    if got is ERROR:
+        assert diags.has_errors and all(d.message for d in diags.items)
+        return
+    assert not diags.has_errors
+    if isinstance(e, ir.Index) and not e.is_slice and isinstance(e.index, ir.Num):
+        assert got == tuple(i.value for i in e.value.items)[e.index.value]
 
 
 @FUZZ
