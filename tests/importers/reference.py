@@ -27,15 +27,16 @@ def caffe_pooled(size: int, kernel: int, stride: int, pad: int) -> int:
     return out
 
 
-def caffe_pool(x: torch.Tensor, k: int, s: int, p: int, method: str) -> torch.Tensor:
-    """Caffe's pooling loop, one output cell at a time."""
+def caffe_pool(x: torch.Tensor, k: tuple[int, int], s: tuple[int, int], p: tuple[int, int],
+               method: str) -> torch.Tensor:
+    """Caffe's pooling loop, one output cell at a time; windows are (height, width)."""
     _, _, h, w = x.shape
-    ph, pw = caffe_pooled(h, k, s, p), caffe_pooled(w, k, s, p)
-    out = torch.empty(x.shape[0], x.shape[1], ph, pw, dtype=x.dtype)
-    for i in range(ph):
-        for j in range(pw):
-            h0, w0 = i * s - p, j * s - p
-            h1, w1 = min(h0 + k, h + p), min(w0 + k, w + p)
+    oh, ow = caffe_pooled(h, k[0], s[0], p[0]), caffe_pooled(w, k[1], s[1], p[1])
+    out = torch.empty(x.shape[0], x.shape[1], oh, ow, dtype=x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            h0, w0 = i * s[0] - p[0], j * s[1] - p[1]
+            h1, w1 = min(h0 + k[0], h + p[0]), min(w0 + k[1], w + p[1])
             area = (h1 - h0) * (w1 - w0)
             window = x[:, :, max(h0, 0):min(h1, h), max(w0, 0):min(w1, w)]
             if method == "MAX":
@@ -43,6 +44,15 @@ def caffe_pool(x: torch.Tensor, k: int, s: int, p: int, method: str) -> torch.Te
             else:
                 out[:, :, i, j] = window.sum(dim=(2, 3)) / area
     return out
+
+
+def hw(q, name: str, default: int) -> tuple[int, int]:
+    """A window field as (h, w): `NAME_h`/`NAME_w`, or one value (`kernel_size` for kernel)."""
+    h, w = q.get(f"{name}_h"), q.get(f"{name}_w")
+    if h is not None:
+        return int(h), int(w)
+    value = q.get("kernel_size" if name == "kernel" else name, default)
+    return int(value), int(value)
 
 
 def caffe_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
@@ -62,9 +72,9 @@ def caffe_blobs(layer, x: torch.Tensor, rng: np.random.Generator) -> list[np.nda
 
     if layer.type == "Convolution":
         q = layer.message.get("convolution_param")
-        n, k, g = int(q.get("num_output")), int(q.get("kernel_size")), int(q.get("group", 1))
+        n, g = int(q.get("num_output")), int(q.get("group", 1))
         bias = str(q.get("bias_term", "true")) == "true"
-        return [rand(n, c // g, k, k)] + ([rand(n)] if bias else [])
+        return [rand(n, c // g, *hw(q, "kernel", 1))] + ([rand(n)] if bias else [])
     if layer.type == "InnerProduct":
         n = int(layer.message.get("inner_product_param").get("num_output"))
         return [rand(n, int(np.prod(x.shape[1:]))), rand(n)]
@@ -119,16 +129,15 @@ def _caffe_layer(layer, ins, params):
         q = p.get("convolution_param")
         dil = (q.values("dilation") or [1])[0]
         bias = params[1] if len(params) > 1 else None
-        return F.conv2d(x, params[0], bias, int((q.values("stride") or [1])[0]),
-                        int((q.values("pad") or [0])[0]), dil, int(q.get("group", 1)))
+        return F.conv2d(x, params[0], bias, hw(q, "stride", 1), hw(q, "pad", 0), dil,
+                        int(q.get("group", 1)))
     if t == "Pooling":
         q = p.get("pooling_param")
         method = str(q.get("pool", "MAX"))
         if str(q.get("global_pooling", "false")) == "true":
             return x.amax(dim=(2, 3), keepdim=True) if method == "MAX" else x.mean(
                 dim=(2, 3), keepdim=True)
-        return caffe_pool(x, int(q.get("kernel_size")), int(q.get("stride", 1)),
-                          int(q.get("pad", 0)), method)
+        return caffe_pool(x, hw(q, "kernel", 1), hw(q, "stride", 1), hw(q, "pad", 0), method)
     if t == "LRN":
         q = p.get("lrn_param")
         return caffe_lrn(x, int(q.get("local_size", 5)), float(q.get("alpha", 1)),
