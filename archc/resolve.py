@@ -385,7 +385,11 @@ class Resolver:
         for start in range(len(label)):
             if label[start] != "{" or start < at:
                 continue
-            end = label.index("}", start)
+            end = label.find("}", start)
+            if end < 0:  # a YAML `name:` is any string: `classi{fier` has no closing brace
+                self.diags.error("E109", where, f"the `{{` in label `{label}` is never closed",
+                                 "close it, as in `denselayer{i + 1}`")
+                return None
             parts.append(label[at:start])
             span = where.model_copy(
                 update={"column": where.column + start + 1, "end_column": where.column + end}

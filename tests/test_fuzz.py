@@ -275,6 +275,8 @@ BAD_INPUTS = {
     "empty-add.yaml": "- network: n\n  input: [3, 8, 8]\n  body: [{add: []}]\n",
     "bad-key.yaml": "- network: n\n  input: [3, 8, 8]\n  body: [{[a]: 1}]\n",
     "anchor.yaml": "- &a network: n\n  body: [*a]\n",
+    "open-label.yaml": "- network: n\n  input: [3, 8, 8]\n  body:\n    - relu: null\n"
+                       "      name: a{b\n",  # found by the seeded run (mutant 5153)
 }
 
 
