@@ -88,7 +88,9 @@ def literal(value: Any) -> ir.Expr:
     """A Python value as an IR expression."""
     if isinstance(value, bool):
         return ir.Name(id="true" if value else "false")
-    if isinstance(value, (int, float)):
+    if isinstance(value, float):  # 0.07500000000000001 (a schedule's arithmetic) is 0.075
+        return ir.Num(value=float(f"{value:.12g}"))
+    if isinstance(value, int):
         return ir.Num(value=value)
     if isinstance(value, Symbol):
         return ir.Name(id=value.name)

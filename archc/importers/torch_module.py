@@ -390,7 +390,8 @@ def block_names(instances: dict[Any, list]) -> dict[Any, str]:
     taken: set[str] = {"shortcut"}
     names = {}
     for key in instances:
-        base = "seq" if key is nn.Sequential else snake(key.__name__)
+        # A plain nn.Sequential at a numbered place (EfficientNet's features.1): a stage.
+        base = "stage" if key is nn.Sequential else snake(key.__name__)
         if lookup(base) is not None:
             base += "_block"
         name, n = base, 2
