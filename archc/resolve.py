@@ -985,15 +985,35 @@ class Resolver:
 
     def warn_unused_definitions(self) -> None:
         root = self.program.root
+        used = self.used | self.reached_by_other_networks()
         for kind, table in (("block", self.program.blocks), ("table", self.program.tables)):
             for name, definition in table.items():
-                if name not in self.used and definition.span.file == root:
+                if name not in used and definition.span.file == root:
                     self.diags.warning(
                         "W302",
                         definition.name_span,
                         f"{kind} `{name}` is never used",
                         "remove it, or call it",
                     )
+
+    def reached_by_other_networks(self) -> set[str]:
+        """Blocks and tables that any network of the checked file calls, directly or through
+        blocks: in a family spec, mobilenet_v3's blocks are not unused when mobilenet_v2 is
+        the one checked."""
+        root = self.program.root_file
+        networks = [s for s in (root.statements if root else []) if isinstance(s, ir.NetworkDef)]
+        frontier = set().union(set(), *(_callees(i) for n in networks for i in n.body))
+        reached: set[str] = set()
+        while frontier:
+            name = frontier.pop()
+            if name in reached:
+                continue
+            reached.add(name)
+            block, table = self.program.blocks.get(name), self.program.tables.get(name)
+            rows = table.rows if table else []
+            items = block.body if block else [i for row in rows for i in row.items]
+            frontier |= set().union(set(), *(_callees(i) for i in items))
+        return reached
 
     def train_settings(self) -> dict[str, Any]:
         env = Env({})
@@ -1013,6 +1033,8 @@ def _callees(item) -> set[str]:
         return {item.callee}
     if isinstance(item, ir.Tap):
         return _callees(item.head)
+    if isinstance(item, ir.TableRef):
+        return {item.table}
     nested = getattr(item, "items", None) or getattr(item, "branches", None) or []
     return set().union(*(_callees(i) for i in nested))
 

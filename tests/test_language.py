@@ -987,3 +987,22 @@ def test_index_errors_are_located(tmp_path, expr, message):
     """)
     (diag,) = [d for d in result.diagnostics if d.is_error]
     assert message in diag.message and diag.code == "E109" and diag.span.line == 1
+
+
+def test_blocks_of_another_network_in_the_file_are_not_unused(tmp_path):
+    """A family spec: checking one network does not call the others' blocks unused."""
+    result = check(tmp_path, """
+        block small(c):
+            conv3-{c}
+        block large(c):
+            conv5-{c}
+        block orphan(c):
+            conv1-{c}
+        network a:
+            input 3x8x8
+            small(8)
+        network b:
+            input 3x8x8
+            large(8)
+    """)
+    assert [d.message for d in result.diagnostics] == ["block `orphan` is never used"]
