@@ -448,14 +448,22 @@ def to_spec(
 
 
 def _bind_num_classes(bodies, num_classes: int | None) -> bool:
-    """Make every fc with `num_classes` outputs say so; True when there was one."""
+    """Make each body's last weighted layer, when it is an fc with `num_classes` outputs,
+    say so (`FC-{num_classes}`); True when there was one. A hidden fc that happens to
+    have as many outputs is left alone."""
     found = False
-    for item in (i for body in bodies for i in walk(body)):
-        if isinstance(item, DLayer) and item.callee == "fc":
-            for arg in item.args:
-                if arg.name == "out" and num_classes is not None and same(arg.value, num_classes):
-                    arg.value, found = NUM_CLASSES, True
+    for body in bodies:
+        weighted = [i for i in walk(body) if isinstance(i, DLayer) and i.callee in WEIGHTED]
+        last = weighted[-1] if weighted else None
+        if last is None or last.callee != "fc" or num_classes is None:
+            continue
+        for arg in last.args:
+            if arg.name == "out" and same(arg.value, num_classes):
+                arg.value, found = NUM_CLASSES, True
     return found
+
+
+WEIGHTED = ("fc", "conv")
 
 
 def num_classes_of(factory: Any, model: nn.Module, args: dict) -> int | None:

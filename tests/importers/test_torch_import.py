@@ -353,6 +353,24 @@ def test_projection_shortcuts_keep_their_options():
     assert_same_outputs(spec, TwoProjected())
 
 
+class TwoHeads(nn.Module):
+    """A hidden fc as wide as the classes: only the last fc is `FC-{num_classes}`."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Sequential(nn.Linear(4, 10), nn.ReLU(), nn.Linear(10, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def test_only_the_classifier_takes_num_classes():
+    spec, diags = imported(f"{HERE}:TwoHeads")
+    assert spec is not None, [d.message for d in diags.items]
+    assert "classifier: [fc-10 relu fc-{num_classes}]" in spec_text(spec)
+
+
 def test_the_check_fails_on_a_spec_that_computes_something_else():
     """The importer's own oracle can fail: a relu turned into a sigmoid is caught."""
     spec, _ = imported(f"{HERE}:make_net")
