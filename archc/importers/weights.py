@@ -147,11 +147,13 @@ def _blob(blob) -> np.ndarray:
     return data.reshape(dims) if int(np.prod(dims)) == data.size else data
 
 
-def write_caffemodel(path: Path, blobs: dict[str, list[np.ndarray]], name: str = "net") -> None:
-    """Write a caffemodel holding `blobs` (layer name → arrays), as Caffe serialises one."""
+def write_caffemodel(path: Path, blobs: dict[str, list[np.ndarray]], name: str = "net",
+                     v1: bool = False) -> None:
+    """Write a caffemodel holding `blobs` (layer name → arrays), as Caffe serialises one
+    (`v1`: in the old `layers` field, as models trained before 2015 are stored)."""
     net = caffe_net_class()(name=name)
     for layer_name, arrays in blobs.items():
-        layer = net.layer.add(name=layer_name)
+        layer = (net.layers if v1 else net.layer).add(name=layer_name)
         for array in arrays:
             blob = layer.blobs.add()
             blob.shape.dim.extend(array.shape)
