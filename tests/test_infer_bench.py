@@ -42,3 +42,10 @@ def test_submit_row_names_the_engine_auto_picks():
     (row,) = bench_infer.rows({"submit": submit})
     assert row.id == "s" and row.ratio == 2.5 and row.holds is None
     assert "engine auto → onnxruntime" in row.note
+
+
+def test_quick_rows_without_the_compiled_engine():
+    result = {"resnet50/b1": {"compile_s": 0.0, "onnxruntime": _engine(1.6), "int8": _engine(3.0)}}
+    fp32 = bench_infer.rows(result)[0]
+    assert "fp32 (onnxruntime)" in fp32.what and fp32.holds is True
+    assert "compiled not measured (--quick)" in fp32.note
