@@ -87,6 +87,11 @@ def test_nesting_at_the_limit_still_checks(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_one_level_over_the_limit_is_refused(tmp_path):
+    proc = check(tmp_path, "deep.arch", network("[" * 101 + "relu" + "]" * 101))
+    assert_spec_error(proc, "E205", "deep.arch:3:")
+
+
 def test_the_depth_limit_can_be_raised(tmp_path):
     proc = check(tmp_path, "deep.arch", network("[" * 150 + "relu" + "]" * 150),
                  "--limit", "depth=200")
