@@ -43,7 +43,8 @@ def convert(source: str, network: Network, target: Path) -> tuple[Path, int]:
     else:
         found = path.with_suffix(".caffemodel")
         tensors = caffe_tensors(source, found, network)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(target))
+    # np.ascontiguousarray would make num_batches_tracked's 0-d scalar 1-d
+    save_file({k: np.array(v, order="C") for k, v in tensors.items()}, str(target))
     return found, len(tensors)
 
 

@@ -185,6 +185,11 @@ def test_cli_weights_round_trip(tmp_path):
     done = subprocess.run([*archc, "compile", str(tmp_path / "net.arch"), "-o",
                            str(tmp_path / "net.py")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    # archc's own initialiser takes the file as well (every shape exact, scalars included)
+    done = subprocess.run([*archc, "compile", str(tmp_path / "net.arch"), "-o",
+                           str(tmp_path / "init" / "net.py"), "--init",
+                           str(tmp_path / "net.safetensors")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     x = torch.randn(1, 3, 64, 64)
     got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
     torch.testing.assert_close(got, darknet_forward(str(path), arrays, x), rtol=1e-4, atol=1e-5)
