@@ -42,7 +42,9 @@ def resolve_padding(p: dict) -> int | Pair:
         raise ShapeProblem(
             "E204",
             f"padding=same needs an odd kernel, got kernel={square(p['kernel'])}",
-            "give the padding as a number, e.g. padding=1",
+            "give the padding as a number, e.g. padding=1"
+            if kernel[0] == kernel[1]
+            else f"give the padding as numbers, e.g. padding={tuple((k - 1) // 2 for k in kernel)}",
         )
     return square(tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation)))
 
