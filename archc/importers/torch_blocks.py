@@ -296,8 +296,14 @@ class Emitter:
         self.exprs = iter(unified.exprs)
 
     def items(self, items: list[DItem]) -> list:
-        """A body as IR, runs of equal items as `xN`."""
-        return compress([self.item(i) for i in items])
+        """A body as IR, runs of equal items as `xN`; an unlabelled group in a sequence
+        (one op of the forward that is two layers: `x.mean((2, 3))`) is spliced in."""
+        out: list = []
+        for item in items:
+            made = self.item(item)
+            plain = isinstance(made, ir.Group) and made.label is None and made.repeat is None
+            out.extend(made.items if plain else [made])
+        return compress(out)
 
     def item(self, item: DItem):
         """One draft item as IR."""

@@ -23,7 +23,17 @@ import torch
 from torch import fx, nn
 
 from .. import ir
-from .torch_draft import Arg, DGroup, DItem, DLayer, DMerge, DShortcut, DTap, shortcut_args
+from .torch_draft import (
+    REQUIRED,
+    Arg,
+    DGroup,
+    DItem,
+    DLayer,
+    DMerge,
+    DShortcut,
+    DTap,
+    shortcut_args,
+)
 from .torch_layers import (
     ADDS,
     FUNCTIONS,
@@ -31,6 +41,7 @@ from .torch_layers import (
     MULTIPLIES,
     PASS_THROUGH,
     Unsupported,
+    kind_layer,
 )
 
 
@@ -66,7 +77,7 @@ class _ChildrenAsLeaves(fx.Tracer):
     """Traces one module's own forward: every submodule call is one graph node."""
 
     def __init__(self, root: nn.Module):
-        super().__init__()
+        super().__init__(autowrap_functions=tuple(library_functions()))
         self.record_stack_traces = True
         self.root_module = root
 
@@ -96,6 +107,8 @@ class _Op:
     inputs: list[fx.Node]
     item: DItem | None = None
     merge: str | None = None
+    chunks: int = 0  # `x.chunk(n, 1)`: n slices, taken by `split:` branches only
+    slice: int | None = None  # `parts[i]` of a chunk
 
 
 ChildItem = Callable[[nn.Module, str, "str | None"], DItem]
@@ -228,7 +241,12 @@ class GraphBody:
             return self.view_op(n)
         if n.op == "call_method" and n.target in PASS_THROUGH:
             return _Op([n.args[0]])
+        if n.target == "chunk" or n.target is torch.chunk:
+            return self.chunk_op(n)
+        if n.target is operator.getitem and isinstance(n.args[0], fx.Node):
+            return self.slice_op(n)
         convert = METHODS.get(n.target) if n.op == "call_method" else FUNCTIONS.get(n.target)
+        convert = convert or library_functions().get(n.target)
         name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", n.target)
         if convert is None or not isinstance(n.args[0], fx.Node):
             raise locate(n, f"calls `{name}`, which has no archc layer")
@@ -260,6 +278,21 @@ class GraphBody:
         if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
             raise locate(n, "adds a constant or a scaled tensor; archc adds whole branches only")
         return _Op(tensors, merge="add")
+
+    def chunk_op(self, n: fx.Node) -> _Op:
+        """`x.chunk(n, 1)`: slices for the branches of a `split:` merge."""
+        pieces = n.args[1] if len(n.args) > 1 else n.kwargs.get("chunks")
+        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+        if dim != 1 or not isinstance(pieces, int):
+            raise locate(n, f"chunks along dim {dim}; archc's `split:` slices channels (dim 1)")
+        return _Op([n.args[0]], chunks=pieces)
+
+    def slice_op(self, n: fx.Node) -> _Op:
+        """`parts[i]` of a chunk: where a split's branch starts."""
+        parent, index = n.args
+        if not (isinstance(index, int) and self.ops.get(parent) and self.ops[parent].chunks):
+            raise locate(n, "indexes a tensor; archc has no indexing layer")
+        return _Op([parent], slice=index)
 
     def mul_op(self, n: fx.Node) -> _Op:
         """`x * gate` (squeeze-and-excitation): a `mul:` merge, where archc has one."""
@@ -308,8 +341,11 @@ class GraphBody:
             n: max(d - {n}, key=order.__getitem__) for n, d in doms.items() if n is not self.start
         }
 
-    def chain(self, end: fx.Node, start: fx.Node) -> list[tuple[fx.Node, DItem | None]]:
-        """The items from `start` (excluded) to `end`, each with the node it computes."""
+    def chain(
+        self, end: fx.Node, start: fx.Node, inside: bool = False
+    ) -> list[tuple[fx.Node, DItem | None]]:
+        """The items from `start` (excluded) to `end`, each with the node it computes;
+        `inside` a split's branch, the slice it starts from is allowed."""
         items: list[tuple[fx.Node, DItem | None]] = []
         node = end
         while node is not start:
@@ -324,17 +360,47 @@ class GraphBody:
             fork = self.idom.get(node)
             if fork is None:
                 raise locate(node, f"`{node.name}` merges values not computed from the input")
-            branches = [self.branch(fork, i, op.merge) for i in op.inputs]
-            items.append((node, DMerge(op.merge, branches)))
+            mode = self.split_mode(op, fork)
+            branches = [self.branch(fork, i, mode) for i in op.inputs]
+            items.append((node, DMerge(mode, branches)))
             node = fork
+            if mode == "split":  # the chunk is the merge's own slicing: continue before it
+                self.used[fork] = self.used.get(fork, 0) + 1
+                node = self.ops[fork].inputs[0]
+        for n, _ in items[:-1] if inside else items:  # the first, reversed below: the slice
+            if self.ops[n].chunks or self.ops[n].slice is not None:
+                raise locate(n, "slices channels other than for one `split:` of all the slices")
         items.reverse()
         return items
+
+    def split_mode(self, op: _Op, fork: fx.Node) -> str:
+        """`split` for a concat of every slice of a chunk, each through its own branch."""
+        chunk = self.ops.get(fork)
+        if op.merge != "concat" or chunk is None or not chunk.chunks:
+            return op.merge
+        starts = [self.slice_start(fork, end) for end in op.inputs]
+        if starts != list(range(chunk.chunks)):
+            return op.merge  # reported when the chunk is met on a chain
+        return "split"
+
+    def slice_start(self, fork: fx.Node, end: fx.Node) -> int | None:
+        """Which slice of the chunk `fork` the chain ending at `end` starts from."""
+        node = end
+        while node in self.ops and self.ops[node].inputs and self.ops[node].inputs[0] is not fork:
+            if self.ops[node].merge is not None:
+                return None
+            node = self.ops[node].inputs[0]
+        return self.ops[node].slice if node in self.ops else None
 
     def branch(self, fork: fx.Node, end: fx.Node, mode: str) -> DItem:
         """One merge branch: the identity, a projection shortcut (of an add), or a sequence."""
         if end is fork:  # a gate multiplies the input itself: archc's `identity` layer
             return DShortcut(shortcut_args()) if mode != "mul" else DLayer("identity")
-        items = [item for _, item in self.chain(end, fork) if item is not None]
+        items = [
+            item for _, item in self.chain(end, fork, inside=mode == "split") if item is not None
+        ]
+        if not items:  # a split's slice passed through
+            return DShortcut(shortcut_args())
         if len(items) == 1:
             only = items[0]
             if mode == "add" and self.ops[end].inputs == [fork] and self.ops[end].item is only:
@@ -400,3 +466,17 @@ def group_containers(items: list[DItem]) -> list[DItem]:
 def _has_merge(mode: str) -> bool:
     """True when this archc's IR has the merge `mode` (`mul:` came with the CNN zoo)."""
     return mode in ir.Merge.model_fields["mode"].annotation.__args__
+
+
+def library_functions() -> dict:
+    """Functions of libraries that are one archc layer (traced as one call, not into):
+    torchvision's ShuffleNetV2 `channel_shuffle(x, groups)`."""
+    import sys
+
+    found = {}
+    shufflenet = sys.modules.get("torchvision.models.shufflenetv2")
+    if shufflenet is not None:
+        found[shufflenet.channel_shuffle] = lambda args, kwargs: kind_layer(
+            "channel-shuffle", [Arg("groups", args[1], REQUIRED, "groups", positional=True)]
+        )
+    return found

@@ -160,6 +160,16 @@ def test_torchvision_import_is_exact(name):
     assert_same_outputs(spec, getattr(torchvision.models, name)(weights=None, **kwargs))
 
 
+def test_shufflenet_units_are_splits_with_a_channel_shuffle():
+    spec, diags = imported("torchvision:shufflenet_v2_x0_5")
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    assert "    split:\n        shortcut\n        branch2: [conv1-{c}(bias=false) bn relu" in text
+    assert "    channel-shuffle(2)\n" in text
+    assert "stage3: [inverted_residual(48) inverted_residual_2(48) x7]" in text
+    assert "global-avgpool  flatten" in text  # x.mean([2, 3])
+
+
 def test_factory_arguments_are_read_as_literals():
     spec, diags = imported("torchvision:resnet18", args={"num_classes": "10"})
     assert spec is not None, diags.items
@@ -434,6 +444,20 @@ def test_unsupported_op_is_reported_at_its_line_with_the_module_path():
     assert "`body.1`" in diag.message and "`clamp`" in diag.message
     assert (Path(diag.span.file), diag.span.line) == (Path(__file__), line)
     assert "x.clamp(min=0.5)" in diag.notes[0]
+
+
+class HalvesAdded(nn.Module):
+    """Channel halves added: a chunk that is not a `split:` merge."""
+
+    def forward(self, x):
+        a, b = x.chunk(2, 1)
+        return a + b
+
+
+def test_a_chunk_that_is_no_split_is_reported():
+    spec, diags = imported(f"{HERE}:HalvesAdded", input_shape=(4, 8, 8))
+    assert spec is None
+    assert "slices channels other than for one `split:`" in diags.items[0].message
 
 
 def test_unknown_module_type_is_reported_with_its_path():
