@@ -428,6 +428,9 @@ def _rename(op: Op, names: dict[str, str]) -> Op:
     return op
 
 
+_NAMED_EXTRAS = 2  # at most this many added children go into a block variant's class name
+
+
 def _fresh_name(base: str, taken: set[str]) -> str:
     name, n = base, 2
     while name in taken:
@@ -539,8 +542,11 @@ class Source:
             known = {s.name for s in primaries[base].slots}
             for cls in group:
                 if cls is not primaries[base]:
-                    extra = "".join(class_name(s.name) for s in cls.slots
-                                    if s.name not in known and is_identifier(s.name))
+                    added = [class_name(s.name) for s in cls.slots
+                             if s.name not in known and is_identifier(s.name)]
+                    # a few added children name the variant; many (a DenseNet block of 24
+                    # layers beside one of 6) would make a name of hundreds of letters
+                    extra = "".join(added) if len(added) <= _NAMED_EXTRAS else ""
                     cls.name = _fresh_name(primaries[base].name + extra, taken)
 
     # ---------------------------------------------------------------- call sites
