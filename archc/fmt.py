@@ -133,6 +133,8 @@ class _Bracket:
     source_column: int  # where it stood in the input
     # its contents continue on the next lines indented by 4 (the bracket ends its line, or
     # the author did not line the contents up after it), rather than lined up after it
+    parenthesis: bool = False  # `(`, not `[`
+    subscript: bool = False  # `depths[i]`, `depths[:i - 1]` in an expression
     hanging: bool = False
     decided: bool = False  # hanging or lined up: the first continued line decides
 
@@ -172,18 +174,20 @@ class _Printer:
             if prev is None or "\n" in gap:
                 self._break(prev, tok, gap, saw_newline or prev is None)
             else:
-                self.current += _space(prev, tok, gap, prev_unary, bool(self.brackets),
+                self.current += _space(prev, tok, gap, prev_unary, self.brackets,
                                        row_labels.get(id(prev)))
             prev_unary = tok.type in OPERATORS and (prev is None or prev.type in UNARY_BEFORE)
-            self._emit(tok)
+            self._emit(tok, prev)
             prev, saw_newline = tok, False
         self._end(prev)
         return _render(self.lines)
 
-    def _emit(self, tok: Token) -> None:
+    def _emit(self, tok: Token, prev: Token | None) -> None:
         if tok.type in OPEN:
             indent = len(self.current) - len(self.current.lstrip(" "))
-            self.brackets.append(_Bracket(len(self.current), indent, tok.column - 1))
+            self.brackets.append(_Bracket(
+                len(self.current), indent, tok.column - 1, parenthesis=tok.type == "LPAR",
+                subscript=_is_subscript(prev, tok, self.brackets)))
         elif tok.type in CLOSE and self.brackets:
             self.brackets.pop()
         # a shape may be written `3 x 32 x 32`; every other token is kept as written
@@ -275,12 +279,27 @@ class _Printer:
                 self._blank()
 
 
-def _space(prev: Token, tok: Token, gap: str, prev_unary: bool, in_brackets: bool,
+def _is_subscript(prev: Token | None, tok: Token, brackets: list[_Bracket]) -> bool:
+    """`[` right after a name, or after `)`/`]` inside an expression's parentheses: an index,
+    not a group of items."""
+    if tok.type != "LSQB" or prev is None:
+        return False
+    if prev.type == "NAME":
+        return True
+    return prev.type in ("RPAR", "RSQB") and bool(brackets) and brackets[-1].parenthesis
+
+
+def _space(prev: Token, tok: Token, gap: str, prev_unary: bool, brackets: list[_Bracket],
            row_label_width: int | None) -> str:
     """The whitespace between two tokens on one line."""
+    in_brackets = bool(brackets)
     if row_label_width is not None:  # a table row: the items line up after the labels
         return " " * (row_label_width - len(prev.value) + 1)
     if prev.type in OPEN or tok.type in CLOSE or tok.type in ("COMMA", "COLON"):
+        return ""
+    if prev.type == "COLON" and brackets and brackets[-1].subscript:  # a slice: `[:i]`
+        return ""
+    if _is_subscript(prev, tok, brackets):
         return ""
     if prev.type == "COMMA":
         return " "

@@ -29,7 +29,7 @@ from .layers import KINDS, LayerKind, normalize
 SCHEMA_ID = "https://archc.dev/archc.schema.json"
 ITEM_KEYS = ("name", "repeat")  # beside an item's one operation
 EXPRESSION = {"type": "string", "pattern": r"^\{.*\}$", "description": "an expression"}
-WORD = r"^[A-Za-z_][\w{}.*+/%() -]*$"
+WORD = r"^[A-Za-z_](?:[\w.-]|\{[^{}]*\})*$"  # a word; `{...}` holds any expression
 # a statement's IR field → its YAML key; the statement keyword holds its `name`
 YAML_KEYS = {"path": "import", "target": "alias", "settings": "train", "rows": "rows"}
 # IR fields that are not written in YAML (positions) or are the node's own tag
@@ -49,6 +49,8 @@ def generate() -> dict[str, Any]:
         "$defs": {
             "statement": _by_key([_statement(cls) for cls in _statement_classes()]),
             "value": _value(),
+            "names": {"anyOf": [{"type": "string"},  # `for i, (kind, t) in ...`
+                                {"type": "array", "items": {"$ref": "#/$defs/names"}}]},
             "params": _params(),
             "after": {"type": "object", "additionalProperties": {"$ref": "#/$defs/items"}},
             "items": {"if": {"type": "array"}, "then": {"items": {"$ref": "#/$defs/item"}},
@@ -140,8 +142,7 @@ def _item() -> dict[str, Any]:
         _operation("tap", {"$ref": "#/$defs/item"}, common),
         _operation("table", {"type": "string"}, {**common, "variant": {"type": "string"}},
                    ["variant"]),
-        _operation("for", {"anyOf": [{"type": "string"},
-                                     {"type": "array", "items": {"type": "string"}}]},
+        _operation("for", {"$ref": "#/$defs/names"},
                    {**common, "in": {"$ref": "#/$defs/value"}, "body": {"$ref": "#/$defs/items"}},
                    ["in"]),
         *(_operation(mode, {"type": "array", "items": {"$ref": "#/$defs/item"}}, common)

@@ -194,18 +194,34 @@ def test_mutated_specs_format_faithfully(case):
 
 def _relaid(text: str, seed: int) -> str:
     """The same spec laid out differently: indentation unit, spaces where there were none,
-    trailing spaces and doubled blank lines (but the same item gaps, which fmt keeps)."""
+    trailing spaces and doubled blank lines. Lines inside or opening a multi-line bracket
+    keep their layout, since how their continuations line up is the author's choice that
+    fmt keeps; so do the item gaps."""
     rng = random.Random(seed)
     unit = rng.choice([1, 2, 3, 8])
-    lines = []
+    lines, depth, shift = [], 0, 0
     for line in text.split("\n"):
+        code = COMMENT.sub("", line)
+        opened = depth + code.count("(") + code.count("[") - code.count(")") - code.count("]")
         body = line.lstrip(" ")
-        indent = (len(line) - len(body)) // 4 * unit + (len(line) - len(body)) % 4
-        body = re.sub(r"(?<=[(,=])(?=\S)|(?=[),])",
-                      lambda _: " " * rng.randint(0, 2), body) if not body.startswith("#") else body
-        lines.append(" " * indent + body + " " * rng.randint(0, 2))
+        if depth == 0 and opened == 0:
+            width = len(line) - len(body)
+            # spaces after `(` `,` `=` and before `)` `,`, outside the verbatim `{...}`
+            parts = re.split(r"(\{[^{}\n]*\})", body) if not body.startswith("#") else [body]
+            body = "".join(p if i % 2 or body.startswith("#") else re.sub(
+                r"(?<=[(,=])(?=\S)|(?=[),])", lambda _: " " * rng.randint(0, 2), p)
+                for i, p in enumerate(parts))
+            line = " " * (width // 4 * unit + width % 4) + body
+        elif depth == 0:  # opens a bracket continued below: re-indented with what follows
+            width = len(line) - len(body)
+            shift = width // 4 * unit + width % 4 - width
+            line = " " * (width + shift) + body
+        elif body:
+            line = " " * max(len(line) - len(body) + shift, 0) + body
+        lines.append(line + " " * rng.randint(0, 2))
         if not body and rng.random() < 0.5:
             lines.append("")
+        depth = opened
     return "\n".join(lines)
 
 
