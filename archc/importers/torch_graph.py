@@ -226,9 +226,13 @@ class GraphBody:
 
     def op(self, n: fx.Node) -> _Op:
         """What node `n` does: a layer on one input, a merge of several, or nothing."""
-        held = [a.target for a in n.all_input_nodes if a.op == "get_attr"]
-        if held:  # ConvNeXt's `self.layer_scale * x`: a weight outside any layer module
-            raise locate(n, f"uses the tensor `{held[0]}` of the module itself, not a layer's")
+        held = [a for a in n.all_input_nodes if a.op == "get_attr"]
+        if held and self.is_scale(n, held):
+            return self.scale_op(n, held[0])
+        if held:
+            raise locate(
+                n, f"uses the tensor `{held[0].target}` of the module itself, not a layer's"
+            )
         if n.op == "call_module":
             return self.module_op(n)
         if n.target in ADDS or (n.op == "call_method" and n.target in ("add", "add_")):
@@ -278,6 +282,22 @@ class GraphBody:
         if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
             raise locate(n, "adds a constant or a scaled tensor; archc adds whole branches only")
         return _Op(tensors, merge="add")
+
+    def is_scale(self, n: fx.Node, held: list[fx.Node]) -> bool:
+        """`self.layer_scale * x` with a (C, 1, 1) parameter: ConvNeXt's layer scale."""
+        is_mul = n.target in MULTIPLIES or (n.op == "call_method" and n.target == "mul")
+        if not is_mul or len(held) != 1 or len(n.args) != 2 or "." in str(held[0].target):
+            return False
+        weight = getattr(self.module, str(held[0].target), None)
+        shaped = isinstance(weight, nn.Parameter) and weight.dim() == 3
+        return shaped and weight.shape[1:] == (1, 1)
+
+    def scale_op(self, n: fx.Node, weight: fx.Node) -> _Op:
+        """A learnable per-channel scale, labelled with the parameter's name (its key)."""
+        x = next(a for a in n.args if a is not weight)
+        layer = kind_layer("scale", what="a layer scale")
+        layer.label = str(weight.target)
+        return _Op([x], layer)
 
     def chunk_op(self, n: fx.Node) -> _Op:
         """`x.chunk(n, 1)`: slices for the branches of a `split:` merge."""

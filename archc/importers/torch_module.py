@@ -29,9 +29,9 @@ from .. import ir
 from ..diagnostics import Diagnostics, did_you_mean
 from ..layers import lookup
 from .torch_blocks import Blocks, Emitter, Unified, fold_loops, same
-from .torch_draft import NUM_CLASSES, DCall, DGroup, DItem, DLayer, shortcut_args, walk
+from .torch_draft import NUM_CLASSES, Arg, DCall, DGroup, DItem, DLayer, shortcut_args, walk
 from .torch_graph import GraphBody, Located, trace
-from .torch_layers import Unsupported, is_layer, module_layer
+from .torch_layers import Unsupported, is_layer, kind_layer, module_layer
 
 # Diagnostic codes: the import itself failed / something has no archc form / the written
 # spec does not reproduce its source.
@@ -287,12 +287,15 @@ class Drafter:
         module.train()  # what runs in training only (auxiliary heads) is traced too
         try:
             graph = trace(module)
-            return GraphBody(
+            items = GraphBody(
                 module,
                 graph,
                 lambda c, t, label: self.child(c, _join(path, t), label, module),
                 self.projection,
             ).body()
+            scales = [i.label for i in walk(items) if isinstance(i, DLayer) and i.callee == "scale"]
+            self.reached.update(_join(path, label) for label in scales if label)
+            return items
         except Located as problem:
             self.problem(path, f"{type(module).__name__}.forward {problem}", type(module), problem)
         except Unsupported as problem:
@@ -305,16 +308,27 @@ class Drafter:
         """A module with weights that the forward never calls would be lost: report it."""
         for path, module in model.named_modules():
             own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-            if own and path not in self.reached:
+            if own and is_layer(module) and path not in self.reached:
                 self.problem(
                     path,
                     f"this {type(module).__name__} has weights but the forward never calls it",
                     type(model),
                 )
+            elif own and not is_layer(module):  # a block's own tensor: only as a `scale`
+                for name, _ in own:
+                    if _join(path, name) not in self.reached:
+                        self.problem(
+                            _join(path, name),
+                            f"{type(module).__name__}'s own tensor `{name}` is not used as a "
+                            "layer scale (x · γ with γ of shape (C, 1, 1))",
+                            type(module),
+                        )
 
     def child(self, module: nn.Module, path: str, label: str | None, parent: nn.Module) -> DItem:
         """The draft item of a call of `module` (a layer, a group, or a block call)."""
         self.reached.add(path)
+        if isinstance(module, nn.Linear) and len(self.shapes.get(id(module), ((),))[0]) == 3:
+            return self.channel_fc(module, path, label, parent)
         if is_layer(module):
             try:
                 layer = module_layer(module)
@@ -332,6 +346,25 @@ class Drafter:
             self.instances.setdefault(class_key(module), []).append(module)
         self.body(module, path)
         return DCall(module, path, label)
+
+    def channel_fc(self, module: nn.Linear, path: str, label: str | None, parent) -> DItem:
+        """An nn.Linear on an image: over its last axis, the channels after a permute
+        (ConvNeXt's MLP), which archc's `channel-fc(last=true)` is."""
+        try:
+            layer = kind_layer(
+                "channel-fc",
+                [
+                    Arg("out", module.out_features, key="c"),
+                    Arg("bias", module.bias is not None, True, "bias"),
+                    Arg("last", True, False, "last"),
+                ],
+                what="an nn.Linear on an image",
+            )
+        except Unsupported as problem:
+            self.problem(path, str(problem), type(parent))
+            return DLayer("identity", label=label)
+        layer.label = label
+        return layer
 
     def projection(self, module: nn.Module) -> list | None:
         """`shortcut`'s options when `module` is the 1×1 projection it would build, else None."""

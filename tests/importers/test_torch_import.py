@@ -170,6 +170,31 @@ def test_shufflenet_units_are_splits_with_a_channel_shuffle():
     assert "global-avgpool  flatten" in text  # x.mean([2, 3])
 
 
+class Scaled(nn.Module):
+    """ConvNeXt's block in small: a channel-last MLP and a layer scale on the residual."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.mlp = nn.Sequential(torchvision.ops.Permute([0, 2, 3, 1]), nn.Linear(c, c),
+                                 torchvision.ops.Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.rand(c, 1, 1) + 0.5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return x + self.layer_scale * self.mlp(x)
+
+
+def test_a_layer_scale_and_a_channel_last_linear():
+    spec, diags = imported(f"{HERE}:Scaled")
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    assert "mlp: [permute((0, 2, 3, 1)) channel-fc-8(last=true) permute((0, 3, 1, 2))]" in text
+    assert "layer_scale: scale" in text
+    torch.manual_seed(0)
+    assert_same_outputs(spec, Scaled())
+
+
 def test_factory_arguments_are_read_as_literals():
     spec, diags = imported("torchvision:resnet18", args={"num_classes": "10"})
     assert spec is not None, diags.items
