@@ -31,7 +31,7 @@ from archc.layers import (
     ShapeProblem,
     resolve_padding,
 )
-from archc.layers.window import pair
+from archc.layers.window import pair, sides
 
 try:  # tests/ is on sys.path when it is not a package (pytest's default)
     from test_pysource import assert_same_model, generate
@@ -46,9 +46,12 @@ EXAMPLES: dict[str, list[dict]] = {
              {"out": 5, "kernel": 2, "padding": "valid"},
              {"out": 4, "kernel": (1, 3), "stride": (2, 1), "padding": (0, 1), "dilation": (1, 2)},
              {"out": 2, "kernel": (3, 5), "padding": "same", "dilation": (2, 1)}],
-    "maxpool": [{"kernel": 3, "stride": 2, "ceil": True}, {}, {"kernel": (3, 1), "stride": (2, 1)}],
+    "maxpool": [{"kernel": 3, "stride": 2, "ceil": True}, {}, {"kernel": (3, 1), "stride": (2, 1)},
+                {"kernel": 2, "stride": 1, "padding": (0, 1, 0, 1)},  # darknet's
+                {"kernel": (3, 2), "stride": 2, "padding": (1, 1, 0, 0)}],  # = (1, 0)
     "avgpool": [{"kernel": 3, "stride": 2, "padding": 1}, {"kernel": 2, "ceil": True},
-                {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1), "ceil": True}],
+                {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1), "ceil": True},
+                {"kernel": 3, "stride": 2, "padding": (2, 0, 1, 2)}],
     "adaptiveavgpool": [{"size": 3}],
     "adaptivemaxpool": [{"size": 2}],
     "globalavgpool": [{}],
@@ -81,6 +84,7 @@ EXAMPLES: dict[str, list[dict]] = {
     "channel-fc": [{"out": 5}, {"out": 4, "bias": False, "last": True}],
     "stochastic-depth": [{"p": 0.2}, {"p": 0.5, "mode": "batch"}],
     "permute": [{"dims": (0, 2, 3, 1)}, {"dims": (0, 1)}],
+    "upsample": [{"scale": 2}, {"scale": 3, "mode": "bilinear"}],
 }
 
 # Inputs: images with an odd and an even channel count (groups=2 and maxout k=2 refuse 3),
@@ -291,7 +295,8 @@ HYPER: dict[str, dict] = {
     "maxpool": {"kernel": "kernel_size",
                 "stride": ("stride", lambda p: p["kernel"] if p["stride"] is None
                            else p["stride"]),
-                "padding": "padding", "ceil": "ceil_mode"},
+                # (h, w), or four sides: PyTorch's even padding or PaddedPool2d's sides
+                "padding": lambda m, v: sides(m.padding) == sides(v), "ceil": "ceil_mode"},
     "adaptiveavgpool": {"size": "output_size"},
     "adaptivemaxpool": {"size": "output_size"},
     "fc": {"out": "out_features", "bias": lambda m, v: _bias(m) == v},
@@ -312,6 +317,7 @@ HYPER: dict[str, dict] = {
                    "last": lambda m, v: (type(m) is nn.Linear) == v},
     "stochastic-depth": {"p": "p", "mode": "mode"},
     "permute": {"dims": "dims"},
+    "upsample": {"scale": "scale_factor", "mode": "mode"},
 }
 HYPER["avgpool"] = HYPER["maxpool"]
 HYPER["dropout2d"] = HYPER["dropout"]
@@ -552,3 +558,60 @@ def test_merge_keywords_are_case_insensitive_and_checked():
     bad = archc.check("t.arch", text=text.replace("conv3-6", "conv3-5"))
     assert [(d.code, d.span.line) for d in bad.diagnostics] == [("E201", 4)]
     assert "divisible by 2, got 5" in bad.diagnostics[0].message
+
+
+# --------------------------------------------------------------------------- random networks
+
+_LAYERS = st.sampled_from([
+    "conv1x3-6", "conv3x1-4", "conv(4, kernel=(2, 3), stride=(2, 1), padding=0)",
+    "maxpool3x1-2x1", "avgpool(kernel=(1, 2))", "relu6", "silu", "hardswish", "hardsigmoid",
+    'gelu(approximate="tanh")', "mish", "prelu(per_channel=true)", "groupnorm(2)",
+    "layernorm2d", "channel-shuffle-2", "scale(init=0.5)", "channel-fc(6)",
+    'stochastic-depth(0.3, mode="batch")', "permute((0, 2, 3, 1)) permute((0, 3, 1, 2))",
+    "bn", "identity", "conv3-5",
+])
+_MERGES = st.sampled_from(["add", "concat", "mul", "split", "Concat", "MUL"])
+
+
+@st.composite
+def spec_texts(draw):
+    """A random network of new kinds and merges (some of them ill-shaped on purpose)."""
+    lines = ["network fuzz:", "    input 4x9x7"]
+    for _ in range(draw(st.integers(1, 4))):
+        if draw(st.booleans()):
+            lines.append("    " + " ".join(draw(st.lists(_LAYERS, min_size=1, max_size=3))))
+            continue
+        lines.append(f"    {draw(_MERGES)}:")
+        for _ in range(draw(st.integers(1, 3))):
+            branch = draw(st.sampled_from(["identity", "shortcut", "[global-avgpool conv1-4]",
+                                           None]))
+            lines.append("        " + (branch or " ".join(draw(st.lists(_LAYERS, min_size=1,
+                                                                       max_size=2)))))
+    return "\n".join(lines + ["    global-avgpool flatten FC-3", ""])
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=spec_texts())
+def test_random_networks_check_and_run_as_checked(text):
+    """archc never raises on them; a network it accepts runs in torch to its static shape
+    with every layer seeing its static input shape."""
+    result = archc.check("fuzz.arch", text=text)
+    assert all(d.code and d.message for d in result.diagnostics)
+    if not result.ok:
+        return
+    net = result.network
+    model = archc.build(net).eval()
+    seen = {}
+
+    def record(path):
+        def hook(module, inputs, output):
+            seen.setdefault(path, tuple(inputs[0].shape[1:]))
+        return hook
+
+    for path, module in model.named_modules():
+        module.register_forward_hook(record(path))
+    with torch.no_grad():
+        out = model(torch.randn(2, *net.input_shape))
+    assert tuple(out.shape[1:]) == net.output_shape
+    for layer in layers(net.root):
+        assert seen[layer.path] == layer.in_shape, layer.path
