@@ -44,6 +44,12 @@ def _position(text: str, needle: str, offset: int = 0) -> lsp.Position:
     return lsp.Position(line, index - (text.rfind("\n", 0, index) + 1))
 
 
+async def _definition(client: LanguageClient, uri: str, text: str, needle: str,
+                      offset: int) -> lsp.Location:
+    return await client.text_document_definition_async(lsp.DefinitionParams(
+        lsp.TextDocumentIdentifier(uri), _position(text, needle, offset)))
+
+
 @pytest.mark.asyncio(loop_scope="module")
 async def test_hover_shows_shapes_parameters_macs_and_receptive_field(client):
     path = SPECS / "resnet18.arch"
@@ -68,13 +74,11 @@ async def test_definition_of_a_block_in_an_imported_file_and_of_the_import(clien
     path = SPECS / "resnet18.arch"
     text = path.read_text()
     uri = await _open(client, path)
-    found = await client.text_document_definition_async(lsp.DefinitionParams(
-        lsp.TextDocumentIdentifier(uri), _position(text, "basic(64)", 2)))
+    found = await _definition(client, uri, text, "basic(64)", 2)
     lib = (SPECS / "lib" / "resnet.arch")
     assert found.uri == lib.resolve().as_uri()
     assert lib.read_text().splitlines()[found.range.start.line].startswith("block basic(")
-    imported = await client.text_document_definition_async(lsp.DefinitionParams(
-        lsp.TextDocumentIdentifier(uri), _position(text, '"lib/resnet.arch"', 3)))
+    imported = await _definition(client, uri, text, '"lib/resnet.arch"', 3)
     assert imported.uri == lib.resolve().as_uri()
 
 
@@ -83,10 +87,9 @@ async def test_definition_of_a_table_reference_and_symbols(client):
     path = SPECS / "vgg.arch"
     text = path.read_text()
     uri = await _open(client, path)
-    found = await client.text_document_definition_async(lsp.DefinitionParams(
-        lsp.TextDocumentIdentifier(uri), _position(text, "vgg[variant]", 1)))
-    assert found.uri == uri and found.range.start.line == text[:text.index("table vgg")].count(
-        "\n")
+    found = await _definition(client, uri, text, "vgg[variant]", 1)
+    assert found.uri == uri
+    assert found.range.start.line == text[:text.index("table vgg")].count("\n")
     symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(
         lsp.TextDocumentIdentifier(uri)))
     assert [(s.name, s.kind) for s in symbols] == [
@@ -116,6 +119,8 @@ async def test_completion_of_kinds_blocks_parameters_and_variants(client, tmp_pa
     assert "conv" not in parameters
     assert await labels(_position(text, "t[A]", 2)) == {"A", "B"}
     assert {"c=", "stride="} <= await labels(_position(text, "basic(8)", 6))
+    row = await _definition(client, uri, text, "t[A]", 1)  # a literal variant: its row
+    assert row.range.start == _position(text, "A: conv3-8")
 
 
 @pytest.mark.asyncio(loop_scope="module")
