@@ -217,7 +217,9 @@ def _kind_def(kind: LayerKind) -> str:
 
 def _kind_pattern(kind: LayerKind) -> str:
     """A kind's names as the parser reads them, in a regex every JSON Schema tool reads."""
-    names = sorted({normalize(n) for n in (kind.name, *kind.aliases)}, key=len, reverse=True)
+    # longest first (a regex alternation takes the first that matches); ties alphabetically,
+    # so the committed schema does not depend on the set's hash order
+    names = sorted({normalize(n) for n in (kind.name, *kind.aliases)}, key=lambda n: (-len(n), n))
     spelled = "|".join("[-_]?".join(_any_case(c) for c in name) for name in names)
     notation = r"(?:\d+|\{[^{}]*\})*(?:-(?:[\w.]|\{[^{}]*\})+)*"
     return f"^(?:{spelled}){notation}$"
@@ -257,6 +259,7 @@ def _param_value(param) -> dict[str, Any]:
         "int?": [integer, {"type": "null"}],
         "int2": [integer, pair],
         "int2?": [integer, pair, {"type": "null"}],
+        "sides": [integer, pair, {**pair, "minItems": 4, "maxItems": 4}],  # (t, b, l, r)
         "float": [{"type": "number"}],
         "bool": [{"type": "boolean"}],
         "padding": [integer, pair, {"enum": ["same", "valid"]}],

@@ -104,6 +104,9 @@ class _Spatial:
         if layer.kind in ("adaptiveavgpool", "adaptivemaxpool", "globalavgpool"):
             size = layer.params.get("size", 1)
             return tuple(_INVALID if h == _INVALID else size for h in hs)
+        if layer.kind == "upsample":  # any size works: it grows by the factor
+            scale = layer.params["scale"]
+            return tuple(_INVALID if h == _INVALID else h * scale for h in hs)
         window = REGISTRY[layer.kind].spatial(layer.params)
         if window is None:
             return hs

@@ -133,3 +133,28 @@ class Permute(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}"
+
+
+class PaddedPool2d(nn.Module):
+    """A max or average pool after padding each side by its own amount, (top, bottom, left,
+    right): darknet's 2×2 stride-1 max pool pads the bottom and right only, which
+    nn.MaxPool2d's even padding cannot express. A max pool pads with -inf, so the padding
+    never wins; an average pool pads with zeros and counts them, as nn.AvgPool2d does."""
+
+    ceil_mode = False  # the window count is always rounded down
+
+    def __init__(self, kernel_size, stride, padding: tuple[int, int, int, int], mode: str = "max"):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, tuple(padding)
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom, left, right = self.padding
+        fill = float("-inf") if self.mode == "max" else 0.0
+        x = nn.functional.pad(x, (left, right, top, bottom), value=fill)  # (B, C, H+t+b, W+l+r)
+        if self.mode == "max":
+            return nn.functional.max_pool2d(x, self.kernel_size, self.stride)
+        return nn.functional.avg_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

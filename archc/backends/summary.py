@@ -127,6 +127,11 @@ def _through(node: LayerNode, f: _Field) -> _Field:
         # the stride is rounded down when the sizes do not divide.
         kernel = tuple(_adaptive_kernel(i, o) for i, o in zip(inp[1:], out[1:]))
         rf, jump = _window(f, kernel, tuple(max(i // o, 1) for i, o in zip(inp[1:], out[1:])))
+    elif node.kind == "upsample":
+        # Each output position sees what its source pixel saw; neighbours are a
+        # 1/scale step apart in the input (rounded down, at least 1, as jumps are whole).
+        scale = node.params["scale"]
+        rf, jump = f.rf, tuple(max(j // scale, 1) for j in f.jump)
     elif len(inp) == 1 and node.macs:
         # A layer that multiplies flat features (fc) mixes every position of the map
         # that was flattened: a window as large as that map.

@@ -3,8 +3,8 @@
 Each `LayerKind` holds everything archc knows about a kind of layer: its parameter
 schema, its paper-notation sugar, its shape rule, its parameter and MAC counts, its
 torch constructor and its diagram style. The kinds live in one module per family
-(conv, pool, dense, norm, regularization, activation, channel, reshape); shared helpers
-live in `core` and `window`. Adding a layer touches its family's module only.
+(conv, pool, dense, norm, regularization, activation, channel, reshape, resize); shared
+helpers live in `core` and `window`. Adding a layer touches its family's module only.
 The merges (add, concat, mul, split) are one table beside them, in `merges`.
 
 This package must not import torch at import time: `archc check` stays instant. The
@@ -13,7 +13,7 @@ torch constructors import it when they are called.
 
 from __future__ import annotations
 
-from . import activation, channel, conv, dense, norm, pool, regularization, reshape
+from . import activation, channel, conv, dense, norm, pool, regularization, reshape, resize
 from .core import (
     INVALID,
     REQUIRED,
@@ -60,6 +60,7 @@ KINDS: tuple[LayerKind, ...] = (
     *activation.KINDS,
     *channel.KINDS,
     *reshape.KINDS,
+    *resize.KINDS,
 )
 
 REGISTRY: dict[str, LayerKind] = {k.name: k for k in KINDS}

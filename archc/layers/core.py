@@ -48,6 +48,7 @@ class Param:
             "bool": isinstance(value, bool),
             "padding": is_int or value in ("same", "valid") or _is_pair(value),
             "int2": is_int or _is_pair(value),
+            "sides": is_int or _is_pair(value) or _is_ints(value, 4),
             "int2?": is_int or value is None or _is_pair(value),
             "choice": value in self.choices,
             "ints": isinstance(value, tuple)
@@ -60,9 +61,14 @@ class Param:
 
 def _is_pair(value: Any) -> bool:
     """True for (h, w): a tuple of two integers."""
+    return _is_ints(value, 2)
+
+
+def _is_ints(value: Any, n: int) -> bool:
+    """True for a tuple of `n` integers."""
     return (
         isinstance(value, tuple)
-        and len(value) == 2
+        and len(value) == n
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     )
 
@@ -76,6 +82,7 @@ TYPE_WORDS = {
     "padding": "an integer, a pair (h, w), `same` or `valid`",
     "int?": "an integer or none",
     "int2": "an integer or a pair (h, w) of integers",
+    "sides": "an integer, a pair (h, w) or the four sides (top, bottom, left, right)",
     "int2?": "an integer, a pair (h, w) of integers or none",
     "ints": "a tuple of integers",
 }

@@ -5,37 +5,79 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .core import POOL, LayerKind, Param, Shape, ShapeContext, ShapeProblem, check_positive, image
-from .window import AXES, by_axis, pair, window
+from .window import AXES, by_axis, is_asymmetric, pair, sides, square, window
 
 
 def _pool_stride(p: dict) -> int:
     return p["kernel"] if p.get("stride") is None else p["stride"]
 
 
+def _even_padding(value: int | tuple) -> int | tuple[int, int]:
+    """A padding with equal sides on each axis as PyTorch's pools take it: an int or (h, w)
+    (four equal-per-axis sides (t, t, l, l) are (t, l))."""
+    (top, _), (left, _) = sides(value)
+    return value if isinstance(value, int) else square((top, left))
+
+
 def _pool_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
     def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
         check_positive(kind, p, "kernel", "stride")
-        per_axis = isinstance(p["padding"], tuple) or isinstance(p["kernel"], tuple)
-        for axis, pad, k in zip(AXES, pair(p["padding"]), pair(p["kernel"])):
+        if is_asymmetric(p["padding"]):
+            return _uneven_shape(kind, inp, p, ctx)
+        padding = _even_padding(p["padding"])
+        per_axis = isinstance(padding, tuple) or isinstance(p["kernel"], tuple)
+        for axis, pad, k in zip(AXES, pair(padding), pair(p["kernel"])):
             if pad * 2 > k:
                 raise ShapeProblem(
                     "E204",
                     f"{kind} padding ({pad}) must be at most half the kernel ({k})"
                     + (f" in {axis}" if per_axis else ""),
                 )
-        h, w = window(kind, inp, p, ctx, p["kernel"], _pool_stride(p), p["padding"], ceil=p["ceil"])
+        h, w = window(kind, inp, p, ctx, p["kernel"], _pool_stride(p), padding, ceil=p["ceil"])
         return (inp[0], h, w)
 
     return rule
 
 
+def _uneven_shape(kind: str, inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    """The shape of a pool padded (top, bottom, left, right) with unequal sides (darknet's
+    2×2 stride-1 max pool pads the bottom and right only): a pool without padding over the
+    padded image. Each side pads 0 to kernel - 1, so every window holds an input pixel."""
+    c, h, w = image(kind, inp)
+    (top, bottom), (left, right) = sides(p["padding"])
+    for axis, ends, k in zip(AXES, ((top, bottom), (left, right)), pair(p["kernel"])):
+        if min(ends) < 0 or max(ends) >= k:
+            raise ShapeProblem(
+                "E204",
+                f"{kind} padding {p['padding']} must pad each side by 0 to {k - 1} (the "
+                f"kernel less one) in {axis}",
+            )
+    if p["ceil"]:
+        raise ShapeProblem(
+            "E204",
+            f"{kind} with padding (top, bottom, left, right) takes no ceil=true",
+            "pad the bottom or right side by one more instead",
+        )
+    padded = (c, h + top + bottom, w + left + right)  # (C, H', W'): what the window slides on
+    out_h, out_w = window(kind, padded, p, ctx, p["kernel"], _pool_stride(p), 0)
+    return (c, out_h, out_w)
+
+
 def _pool_torch(cls: str) -> Callable[[Shape, dict], Any]:
-    """The constructor of nn.MaxPool2d or nn.AvgPool2d from a pool's parameters."""
+    """The constructor of nn.MaxPool2d or nn.AvgPool2d from a pool's parameters; with
+    unequal sides of padding, archc's PaddedPool2d (PyTorch's pools pad evenly)."""
 
     def make(inp: Shape, p: dict):
         import torch.nn as nn
 
-        return getattr(nn, cls)(p["kernel"], _pool_stride(p), p["padding"], ceil_mode=p["ceil"])
+        if is_asymmetric(p["padding"]):
+            from ..backends.modules import PaddedPool2d
+
+            mode = "max" if cls == "MaxPool2d" else "avg"
+            return PaddedPool2d(p["kernel"], _pool_stride(p), p["padding"], mode)
+        return getattr(nn, cls)(
+            p["kernel"], _pool_stride(p), _even_padding(p["padding"]), ceil_mode=p["ceil"]
+        )
 
     return make
 
@@ -63,18 +105,24 @@ def _adaptive_torch(cls: str) -> Callable[[Shape, dict], Any]:
 _POOL_PARAMS = (
     Param("kernel", "int2", 2, "window size, or (h, w)"),
     Param("stride", "int2?", None, "step, or (h, w); defaults to the kernel"),
-    Param("padding", "int2", 0, "zero padding, or (h, w)", ("pad",)),
+    Param(
+        "padding", "sides", 0, "padding, (h, w), or (top, bottom, left, right)", ("pad",)
+    ),
     Param("ceil", "bool", False, "ceil mode: keep a partial last window", ("ceil_mode",)),
 )
 
 
-def _pool_spatial(p: dict) -> tuple[int, int, int, int, bool]:
-    return (p["kernel"], _pool_stride(p), p["padding"], 1, p["ceil"])
+def _pool_spatial(p: dict) -> tuple[int, int, object, int, bool]:
+    """(kernel, stride, padding, dilation, ceil); an uneven padding per axis as
+    ((top, bottom), (left, right)), which window_out takes as (before, after)."""
+    padding = sides(p["padding"]) if is_asymmetric(p["padding"]) else _even_padding(p["padding"])
+    return (p["kernel"], _pool_stride(p), padding, 1, p["ceil"])
 
 
 def _pool_summary(p: dict) -> str:
     kh, kw = pair(p["kernel"])
-    return f"{kh}×{kw}, /{by_axis(_pool_stride(p))}"
+    uneven = f", pad {p['padding']}" if is_asymmetric(p["padding"]) else ""
+    return f"{kh}×{kw}, /{by_axis(_pool_stride(p))}{uneven}"
 
 
 KINDS: tuple[LayerKind, ...] = (

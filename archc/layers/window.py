@@ -49,12 +49,30 @@ def resolve_padding(p: dict) -> int | Pair:
     return square(tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation)))
 
 
-def window_out(size: int, k: int, s: int, pad: int, d: int = 1, ceil: bool = False) -> int:
-    """Output length of a sliding window (conv or pool) on one axis, with PyTorch's rules."""
-    span = size + 2 * pad - d * (k - 1) - 1
+def sides(value: int | Pair | tuple[int, int, int, int]) -> tuple[Pair, Pair]:
+    """A padding as ((top, bottom), (left, right)): an int pads all four sides alike, (h, w)
+    both sides of each axis alike, and (top, bottom, left, right) each side by itself."""
+    if isinstance(value, tuple) and len(value) == 4:
+        return (value[0], value[1]), (value[2], value[3])
+    h, w = pair(value)  # type: ignore[arg-type]
+    return (h, h), (w, w)
+
+
+def is_asymmetric(value: object) -> bool:
+    """True for a padding (top, bottom, left, right) with unequal sides on an axis."""
+    return isinstance(value, tuple) and len(value) == 4 and (
+        value[0] != value[1] or value[2] != value[3])
+
+
+def window_out(size: int, k: int, s: int, pad: int | Pair, d: int = 1, ceil: bool = False) -> int:
+    """Output length of a sliding window (conv or pool) on one axis, with PyTorch's rules.
+
+    `pad` pads both ends alike, or is (before, after) for a window padded unevenly."""
+    before, after = pair(pad)
+    span = size + before + after - d * (k - 1) - 1
     if ceil:
         out = -(-span // s) + 1
-        if (out - 1) * s >= size + pad:  # the last window must start inside the input
+        if (out - 1) * s >= size + before:  # the last window must start inside the input
             out -= 1
         return out
     return span // s + 1
