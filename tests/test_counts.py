@@ -1,12 +1,12 @@
 """archc's static analysis of every spec agrees with a real forward pass of the built module.
 
 For every spec under specs/ and examples/lecture/, and the fixture with every layer kind
-(default parameters): the static parameter
-total is the module's, the static MACs are half the FLOPs torch's FlopCounterMode counts in
-one forward pass at the declared input (batch 1), and every layer's static input and output
-shapes are the shapes its module sees: forward hooks on every leaf module, found by the path
-that `archc.graph.layers` gives each layer. The totals are checked layer by layer, so a
-mismatch names its layer.
+(default parameters): the static parameter total is the module's, the static MACs are half
+the FLOPs torch's FlopCounterMode counts per sample in one forward pass at the declared input
+(batch 1, or 2 in training mode), and every layer's static input and output shapes are the
+shapes its module sees: forward hooks on every leaf module, found by the path that
+`archc.graph.layers` gives each layer. The totals are checked layer by layer, so a mismatch
+names its layer.
 """
 from __future__ import annotations
 
@@ -59,9 +59,12 @@ def traced(request):
     torch.manual_seed(0)
     model = archc.build(net)
     # Auxiliary heads (taps) run in training mode only; run them so every layer is seen.
+    # Training-mode batch norm needs two samples where a head pools to 1×1 (Inception-v3's);
+    # FLOPs are then per sample.
     model.train(bool(net.aux_outputs))
-    x = torch.randn(1, *net.input_shape)
-    return net, model, *trace(model, x)
+    batch = 2 if net.aux_outputs else 1
+    seen, flops, total = trace(model, torch.randn(batch, *net.input_shape))
+    return net, model, seen, {k: v // batch for k, v in flops.items()}, total // batch
 
 
 def test_every_layer_is_a_leaf_module_named_by_its_path(traced):
