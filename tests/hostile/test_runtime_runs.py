@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import _limits, archc_command, assert_one_line_error, tree_state
-from .runtime_support import (
-    TINY, TRAIN_MEM_MB, archc_env, dataset, output, records, train,
-)
+from .runtime_support import TINY, TRAIN_MEM_MB, archc_env, dataset, output, records, train
 from .test_runtime_data import _unwritable_folder
 
 
