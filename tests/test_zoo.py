@@ -130,3 +130,49 @@ def test_standalone_python_of_a_zoo_spec_is_exact_too(tmp_path):
     with torch.no_grad():
         got, want = model(x), tv(x)
     assert float((got - want).abs().max()) <= TOLERANCE * float(want.abs().max())
+
+
+# torchvision's model file(s) of each family spec (docs/zoo.md has the table)
+FAMILY_SOURCES = {
+    "alexnet.arch": ["alexnet.py"], "vgg.arch": ["vgg.py"], "googlenet.arch": ["googlenet.py"],
+    "inception_v3.arch": ["inception.py"], "resnet.arch": ["resnet.py"],
+    "squeezenet.arch": ["squeezenet.py"], "densenet.arch": ["densenet.py"],
+    "mnasnet.arch": ["mnasnet.py"], "mobilenet.arch": ["mobilenetv2.py", "mobilenetv3.py"],
+    "shufflenet.arch": ["shufflenetv2.py"], "efficientnet.arch": ["efficientnet.py"],
+    "regnet.arch": ["regnet.py"], "convnext.arch": ["convnext.py"],
+}
+
+
+def python_code_lines(path: Path) -> int:
+    """Lines holding code: no blank lines, comments, docstrings, imports or weight enums."""
+    import ast
+    import io
+    import tokenize
+
+    source = path.read_text(encoding="utf-8")
+    skipped: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        weights = isinstance(node, ast.ClassDef) and any(
+            getattr(b, "id", "") == "WeightsEnum" for b in node.bases)
+        docstring = (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                     and isinstance(node.value.value, str))
+        if weights or docstring or isinstance(node, ast.Import | ast.ImportFrom):
+            skipped.update(range(node.lineno, node.end_lineno + 1))
+    lines = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+                            tokenize.DEDENT, tokenize.ENDMARKER):
+            lines.update(set(range(tok.start[0], tok.end[0] + 1)) - skipped)
+    return len(lines)
+
+
+def test_every_family_spec_is_shorter_than_torchvisions_python():
+    import torchvision.models
+
+    models = Path(torchvision.models.__file__).parent
+    assert set(FAMILY_SOURCES) == {e.spec.name for e in ZOO.values()}
+    for spec, sources in FAMILY_SOURCES.items():
+        text = (ROOT / "specs" / spec).read_text(encoding="utf-8").splitlines()
+        arch = sum(1 for line in text if line.strip() and not line.strip().startswith("#"))
+        python = sum(python_code_lines(models / s) for s in sources)
+        assert arch < python / 2, (spec, arch, python)
