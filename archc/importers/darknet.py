@@ -265,17 +265,22 @@ class _Importer:
         padding = self.int(s, "padding", size - 1)  # darknet's total padding, left = padding/2
         out = [(n + padding - size) // stride + 1 for n in (h, w)]
         left = padding // 2
-        torch_out = [_ceil_pool(n, size, stride, left) for n in (h, w)]
-        if padding % 2 and torch_out != out:
-            self.error(s.span, f"[maxpool] size={size} stride={stride} pads {padding - left} "
-                       f"on the right and {left} on the left; archc pools pad both sides alike",
-                       "this pool needs asymmetric padding, which archc has no form for yet")
+        right = padding - left  # darknet's windows see -inf past the input, as archc's do
+        if max(left, right) >= size:
+            self.error(s.span_of("padding"), f"[maxpool] padding={padding} puts {right} on the "
+                       f"right of a {size}×{size} window: a window could hold padding only",
+                       f"use a padding from 0 to {2 * (size - 1)}")
             self.emit(s, [], (c, *out))  # darknet's shape, so later layers check on
             return
+        stride_arg = None if stride == size else stride
         floor_out = [(n + 2 * left - size) // stride + 1 for n in (h, w)]
-        pool = common.layer("maxpool", s.span, kernel=size,
-                            stride=None if stride == size else stride, padding=left,
-                            ceil=True if floor_out != out else None)
+        ceil_out = [_ceil_pool(n, size, stride, left) for n in (h, w)]
+        if out in (floor_out, ceil_out):  # even padding (rounded up where darknet's is)
+            pool = common.layer("maxpool", s.span, kernel=size, stride=stride_arg,
+                                padding=left, ceil=True if floor_out != out else None)
+        else:  # yolov3-tiny's 2×2 stride-1 pool: one more row and column after than before
+            pool = common.layer("maxpool", s.span, kernel=size, stride=stride_arg,
+                                padding=(left, right, left, right))
         self.emit(s, [pool], (c, *out))
 
     def _avgpool(self, s: Section) -> None:
@@ -339,11 +344,17 @@ class _Importer:
         self.outputs.append(node.id)
 
     def _upsample(self, s: Section) -> None:
+        """Nearest-neighbour upsampling by `stride` (darknet's upsample_cpu)."""
         c, h, w = self.image_in(s)
         stride = self.int(s, "stride", 2)
-        self.error(s.span, "[upsample] has no archc layer kind yet",
-                   "archc's registry has no nearest-neighbour upsampling layer")
-        self.emit(s, [], (c, h * stride, w * stride))  # darknet's shape, so later layers check on
+        if stride < 1:
+            self.error(s.span_of("stride"), f"[upsample] stride={stride} downsamples: archc "
+                       "imports upsampling by a whole factor only", "use stride=2 or more")
+        elif self.float(s, "scale", 1.0) != 1.0:
+            self.error(s.span_of("scale"), "[upsample] with scale= (a factor on the values) "
+                       "has no archc form", "leave scale= out, or fold it into the next conv")
+        items = [common.layer("upsample", s.span, scale=stride)] if stride >= 1 else []
+        self.emit(s, items, (c, h * abs(stride), w * abs(stride)))
 
     def _yolo(self, s: Section) -> None:
         """Detection decoding and loss: not part of the network; its input is an output."""

@@ -3,7 +3,8 @@
 `caffe_forward` runs a prototxt layer by layer on named blobs, with Caffe's pooling
 (pooling_layer.cpp: rounded-up size, clipped windows, AVE divided by the padded window),
 Caffe's LRN (lrn_layer.cpp) and BatchNorm's scale factor. `darknet_forward` runs a cfg with
-darknet's rules (maxpool's total padding `size-1` put left/top as padding/2).
+darknet's rules (maxpool's total padding `size-1` put left/top as padding/2, the rest right and
+bottom; upsample repeats each pixel stride×stride times).
 """
 
 from __future__ import annotations
@@ -221,6 +222,10 @@ def darknet_forward(path: str, weights: list[np.ndarray], x: torch.Tensor,
                 padded[:, :, i * stride:i * stride + size,
                        j * stride:j * stride + size].amax((2, 3))
                 for j in range(w)], -1) for i in range(h)], -2)
+        elif s.type == "upsample":  # upsample_cpu: out[y][x] = scale · in[y / stride][x / stride]
+            stride = int(opt.get("stride", 2))
+            scale = float(opt.get("scale", 1))
+            current = scale * current.repeat_interleave(stride, 2).repeat_interleave(stride, 3)
         elif s.type == "avgpool":
             current = current.mean(dim=(2, 3), keepdim=True)
         elif s.type == "connected":

@@ -27,30 +27,62 @@ def darknet_out(size: int, kernel: int, stride: int, padding: int | None = None)
     return (size + padding - kernel) // stride + 1
 
 
-def cfg(tmp_path, body: str, size: int = 13):
+def cfg(tmp_path, body: str, size: int = 13, channels: int = 4):
     path = tmp_path / "net.cfg"
-    path.write_text(f"[net]\nchannels=4\nheight={size}\nwidth={size}\n\n{body}")
+    path.write_text(f"[net]\nchannels={channels}\nheight={size}\nwidth={size}\n\n{body}")
     return path
 
 
-@pytest.mark.parametrize("size, kernel, stride", [(13, 2, 2), (64, 2, 2), (13, 3, 2), (13, 5, 1),
-                                                  (9, 3, 1)])
-def test_maxpool_follows_darknets_padding_rule(tmp_path, size, kernel, stride):
-    _, network, _ = imported(cfg(tmp_path, f"[maxpool]\nsize={kernel}\nstride={stride}\n", size))
-    out = darknet_out(size, kernel, stride)
+@pytest.mark.parametrize("size, kernel, stride, padding", [
+    (13, 2, 2, None), (64, 2, 2, None), (13, 3, 2, None), (13, 5, 1, None), (9, 3, 1, None),
+    (13, 2, 1, None), (8, 4, 1, None), (12, 4, 3, None), (10, 3, 2, 1), (11, 3, 1, 3),
+])
+def test_maxpool_follows_darknets_padding_rule(tmp_path, size, kernel, stride, padding):
+    """Every pool darknet pads evenly or unevenly (yolov3-tiny's 2×2/1 pads right and bottom
+    only) imports with darknet's output size."""
+    extra = "" if padding is None else f"padding={padding}\n"
+    _, network, _ = imported(cfg(tmp_path, f"[maxpool]\nsize={kernel}\nstride={stride}\n{extra}",
+                                 size))
+    out = darknet_out(size, kernel, stride, padding)
     assert network.output_shape == (4, out, out)
 
 
-def test_maxpool_stride_one_even_size_is_reported(tmp_path):
-    """yolov3-tiny's 2×2/1 pool pads one column on the right only: no archc form yet."""
+@pytest.mark.parametrize("size, kernel, padding, form", [
+    (13, 2, None, "maxpool2-1(padding=(0, 1, 0, 1))"),  # yolov3-tiny's: keeps 13×13
+    (12, 3, 3, "maxpool3-1(padding=(1, 2, 1, 2))"),
+    (12, 2, 2, "maxpool2-1(padding=1)"),  # even: PyTorch's own padding
+])
+def test_uneven_darknet_padding_is_written_by_side(tmp_path, size, kernel, padding, form):
+    extra = "" if padding is None else f"padding={padding}\n"
+    spec, network, _ = imported(cfg(tmp_path, f"[maxpool]\nsize={kernel}\nstride=1\n{extra}",
+                                    size))
+    assert form in spec_text(spec)
+    out = darknet_out(size, kernel, 1, padding)
+    assert network.output_shape == (4, out, out)
+
+
+def test_maxpool_padding_past_the_window_is_located(tmp_path):
     from archc.diagnostics import Diagnostics
     from archc.importers import import_source
 
-    path = cfg(tmp_path, "[maxpool]\nsize=2\nstride=1\n")
     diags = Diagnostics()
-    assert import_source(str(path), diags) is None
+    assert import_source(str(cfg(tmp_path, "[maxpool]\nsize=2\nstride=1\npadding=4\n")),
+                         diags) is None
     (error,) = diags.errors
-    assert error.span.line == 6 and "asymmetric" in error.hint
+    assert (error.span.line, error.span.column) == (9, 9) and "padding only" in error.message
+
+
+@pytest.mark.parametrize("option, message", [("stride=-2", "downsamples"),
+                                             ("scale=0.5", "scale=")])
+def test_upsample_that_archc_cannot_write_is_located(tmp_path, option, message):
+    from archc.diagnostics import Diagnostics
+    from archc.importers import import_source
+
+    diags = Diagnostics()
+    assert import_source(str(cfg(tmp_path, f"[upsample]\n{option}\n")), diags) is None
+    (error,) = diags.errors
+    assert (error.span.line, error.span.column) == (7, len(option.split("=")[0]) + 2)
+    assert message in error.message
 
 
 def test_fixture_structure_and_shapes():
@@ -114,19 +146,118 @@ def test_parameter_count_is_darknets():
         (3456 + 24) + (560 + 20) + (70 + 7)
 
 
-def test_round_trip_with_converted_weights(tmp_path):
-    path = tmp_path / "tiny.cfg"
-    shutil.copy(FIXTURES / "darknet_tiny.cfg", path)
+# A YOLO neck at an odd size (13×13): a 2×2/2 pool rounded up, yolov3-tiny's 2×2/1 pool,
+# a ×2 and a ×3 [upsample], and [route]s that rewire and concatenate across them.
+YOLO_NECK = """
+[convolutional]
+batch_normalize=1
+filters=6
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=1
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[upsample]
+stride=2
+
+[convolutional]
+filters=5
+size=3
+stride=2
+pad=1
+activation=linear
+
+[route]
+layers=-1, 3
+
+[route]
+layers=-5
+
+[upsample]
+stride=3
+
+[convolutional]
+filters=3
+size=3
+stride=3
+pad=1
+activation=mish
+
+[route]
+layers=-1, -4
+"""
+
+
+def yolo_neck(tmp_path):
+    return cfg(tmp_path, YOLO_NECK, size=13, channels=3)
+
+
+@pytest.mark.parametrize("source", ["darknet_tiny.cfg", "yolov3_tiny_like.cfg", "neck"])
+def test_round_trip_with_converted_weights(tmp_path, source):
+    """Import, convert the weights, compile to Python: the reference darknet forward's
+    output, also through [upsample], [route] and the 2×2 stride-1 maxpool (yolov3-tiny)."""
+    if source == "neck":
+        path = yolo_neck(tmp_path)
+    else:
+        path = tmp_path / source
+        shutil.copy(FIXTURES / source, path)
     _, network, _ = imported(path)
     arrays = weights_for(path, network, np.random.default_rng(3))
     write_darknet_weights(path.with_suffix(".weights"), arrays, seen=12345)
     found, count = convert(str(path), network, tmp_path / "net.safetensors")
     assert found == path.with_suffix(".weights") and count > 0
     write_python(network, tmp_path / "net.py")
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, *network.input_shape)
     got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
     expected = darknet_forward(str(path), arrays, x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    # Relative to the outputs' scale: the random weights are not scaled by fan-in, so
+    # yolov3-tiny's 1024-wide layers grow the values to ~1e5, where float32 sums of a
+    # different order differ in the fourth digit.
+    scale = expected.abs().max().clamp(min=1)
+    torch.testing.assert_close(got / scale, expected / scale, rtol=1e-4, atol=1e-5)
+
+
+def test_yolo_neck_shapes_are_darknets(tmp_path):
+    """Every section's shape by darknet's rules (the reference forward) is archc's."""
+    from archc.diagnostics import Diagnostics
+    from archc.importers import darknet
+
+    path = yolo_neck(tmp_path)
+    spec, network, _ = imported(path)
+    text = spec_text(spec)
+    assert "maxpool2-1(padding=(0, 1, 0, 1))" in text and "maxpool2(ceil=true)" in text
+    assert "  upsample  " in text and "upsample-3" in text  # ×2 is upsample's default
+    reference: dict[int, tuple[int, ...]] = {}
+    arrays = weights_for(path, network, np.random.default_rng(0))
+    darknet_forward(str(path), arrays, torch.randn(1, 3, 13, 13), reference)
+    importer = darknet._Importer(str(path), Diagnostics())
+    importer.spec(darknet.parse_cfg(path.read_text(), str(path), Diagnostics()))
+    assert [importer.shapes[node] for node in importer.outputs] == \
+        [reference[i] for i in range(len(reference))]
+    assert network.output_shape == reference[len(reference) - 1] == (16, 7, 7)
 
 
 def test_weights_file_of_the_wrong_size_is_one_error(tmp_path):
@@ -141,18 +272,18 @@ def test_weights_file_of_the_wrong_size_is_one_error(tmp_path):
         convert(str(path), network, tmp_path / "net.safetensors")
 
 
-def test_yolov3_tiny_like_reports_what_archc_cannot_write_yet():
-    """yolov3-tiny's layout: every layer imports but its 2×2 stride-1 pool (padded on the
-    right only) and [upsample], each one located error; the [yolo] heads are left out with
-    a warning. Shapes carry on past the failures, so nothing else is reported."""
-    from archc.diagnostics import Diagnostics
-    from archc.importers import import_source
-
-    diags = Diagnostics()
-    assert import_source(str(FIXTURES / "yolov3_tiny_like.cfg"), diags) is None
+def test_yolov3_tiny_like_imports_with_its_heads_as_outputs():
+    """yolov3-tiny's layout imports whole: its 2×2 stride-1 pool padded right and bottom,
+    [upsample] and the [route] to layer 8; the [yolo] heads are left out with a warning each,
+    the first head a tap, the second the output."""
+    spec, network, diags = imported(FIXTURES / "yolov3_tiny_like.cfg")
     found = [(d.severity, d.code, d.span.line) for d in diags.sorted()]
-    assert found == [("error", "E204", 77), ("warning", "W401", 112), ("error", "E204", 129),
-                     ("warning", "W401", 150)]
+    assert found == [("warning", "W401", 112), ("warning", "W401", 150)]
+    text = spec_text(spec)
+    assert "maxpool2-1(padding=(0, 1, 0, 1))" in text and "upsample" in text
+    # 64 / 2^5 = 2 (the first head, kept 2×2 by the stride-1 pool); ×2 for the second
+    assert list(network.aux_outputs.values()) == [(18, 2, 2)]
+    assert network.output_shape == (18, 4, 4)
 
 
 def test_yolo_heads_become_outputs_and_taps(tmp_path):
