@@ -145,7 +145,10 @@ def convert(
                 code=1,
             )
     if output:
-        output.write_text(out, encoding="utf-8")
+        try:
+            output.write_text(out, encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write `{output}`: {exc.strerror or exc}")
     else:
         typer.echo(out, nl=False)
 
@@ -245,7 +248,7 @@ def graph(
     input: Optional[str] = InputOption,
 ) -> None:
     """Draw the network with graphviz: shapes on edges, blocks as clusters, a legend."""
-    from .backends.dot import DotNotFound, render, table_dot, to_dot
+    from .backends.dot import DotNotFound, DrawingTooLarge, render, table_dot, to_dot
 
     if depth is not None and depth < 0:
         fail(f"--depth must be 0 or more, got {depth}", "0 draws each top-level block as one box")
@@ -270,6 +273,10 @@ def graph(
         fail(str(exc), "install graphviz (apt-get install graphviz), or write -o NAME.dot")
     except ValueError as exc:  # an output suffix graphviz cannot write
         fail(str(exc), "use -o NAME.svg, .png, .pdf or .dot")
+    except DrawingTooLarge as exc:
+        fail(str(exc), "draw fewer levels with --depth, or write the source with -o NAME.dot")
+    except OSError as exc:  # -o in a folder that cannot be made or written
+        fail(f"cannot write `{output}`: {exc.strerror or exc}")
     typer.echo(f"wrote {output}")
 
 

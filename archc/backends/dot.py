@@ -49,6 +49,15 @@ class DotNotFound(Exception):
     """graphviz's `dot` program is not on PATH, so only .dot output is possible."""
 
 
+class DrawingTooLarge(Exception):
+    """More boxes than graphviz lays out in reasonable time; the .dot source is still fine."""
+
+
+# graphviz's layout grows much faster than the node count: 5,000 boxes take about a minute,
+# 100,000 would run for hours. Refused up front, before `dot` starts.
+MOST_RENDERED_NODES = 5_000
+
+
 # --------------------------------------------------------------------------- the network
 
 
@@ -513,6 +522,12 @@ def render(source: str, out: Path) -> Path:
         return out
     if shutil.which("dot") is None:
         raise DotNotFound("graphviz's `dot` was not found on PATH")
+    boxes = _node_count(source)
+    if boxes > MOST_RENDERED_NODES:
+        raise DrawingTooLarge(
+            f"the drawing has {boxes:,} boxes, more than graphviz lays out in reasonable time "
+            f"(at most {MOST_RENDERED_NODES:,})"
+        )
     try:
         data = graphviz.Source(source).pipe(format=_RENDERED[suffix])
     except graphviz.ExecutableNotFound as exc:

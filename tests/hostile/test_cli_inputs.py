@@ -160,3 +160,23 @@ def test_a_bug_in_one_spec_still_reports_the_others(tmp_path, buggy):
 def test_expected_failures_are_not_reported_as_bugs(tmp_path):
     proc = run_archc("check", "missing.arch", cwd=tmp_path)
     assert "bug" not in assert_one_line_error(proc, 2)
+
+
+# ----------------------------------------------------------------------------- graph and convert
+
+
+def test_a_drawing_too_large_for_graphviz_is_refused_before_dot_runs(tmp_path):
+    # 100,000 boxes: a scan per child lookup made this n² (hours), and graphviz's layout
+    # would not end either; the .dot source is still offered
+    (tmp_path / "wide.arch").write_text("network n:\n    input 3x8x8\n    relu x100000\n")
+    before = tree_state(tmp_path)
+    proc = run_archc("graph", "wide.arch", "-o", "wide.svg", cwd=tmp_path, cpu_s=60)
+    assert "100,003 boxes" in assert_one_line_error(proc, 2)
+    assert tree_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("verb", [["graph", "ok.arch"], ["convert", "ok.arch", "--to", "yaml"]],
+                         ids=lambda v: v[0])
+def test_an_output_path_under_a_file_is_one_line(workdir, verb):
+    proc = run_archc(*verb, "-o", "ok.arch/out.svg", cwd=workdir)
+    assert "cannot write `ok.arch/out.svg`" in assert_one_line_error(proc, 2)
