@@ -93,42 +93,10 @@ def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
             "expressions use numbers, names, + - * / // % ** and parentheses",
         )
         return None
-    if _report_too_deep(tree, span.file, diags, origin=span):
-        return None
     # an expression of n characters nests at most n deep: most need no walk
     if len(text) > limits.get("depth") and _report_too_deep(tree, span.file, diags, origin=span):
         return None
     return _Builder(span.file, diags, origin=span).expr(tree)
-
-
-# Tree nodes that are one level of nesting as a user counts it: a bracket, an indented block,
-# a call's parentheses, an operator of an expression (`1+1+1` nests two deep).
-_NESTING = {
-    "group", "block_line", "for_line", "tap", "call", "func", "tuple", "ifelse", "or_", "and_",
-    "not_", "compare", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pos", "pow",
-}
-
-
-def _report_too_deep(tree: Tree, path: str, diags: Diagnostics, origin=None) -> bool:
-    """Report (E205) and return True when `tree` nests deeper than the `depth` limit. The
-    walk is iterative: the builder and the resolver recurse once per level, so this check
-    must come first for `[[[...]]]` 300 deep not to end in a RecursionError."""
-    most = limits.get("depth")
-    stack: list[tuple[Tree, int, int]] = [(tree, 0, 0)]
-    while stack:
-        node, levels, raw = stack.pop()
-        levels += node.data in _NESTING
-        # the raw depth bounds recursion through any rule, named above or added later
-        if levels > most or raw > 6 * most:
-            where = _Builder(path, diags, origin=origin).span(node)
-            diags.error(
-                "E205", where, f"the spec nests more than {most} levels deep",
-                limits.hint("depth"),
-            )
-            return True
-        stack.extend((child, levels, raw + 1) for child in node.children
-                     if isinstance(child, Tree))
-    return False
 
 
 # Tree nodes that are one level of nesting as a user counts it: a bracket, an indented block,

@@ -133,7 +133,6 @@ class _Reader:
         self.expanded, self.most = 0, limits.get("yaml_nodes")
         self.inside: set[int] = set()  # ids of the container items being read
 
-
     def span(self, node: yaml.Node) -> ir.Span:
         s, e = node.start_mark, node.end_mark
         return ir.Span.model_construct(
