@@ -142,3 +142,13 @@ def test_receptive_field_through_upsample():
                       "    maxpool upsample-2 c: conv3-4\n").network
     rf, jump, _ = receptive_fields(net)["c"]
     assert rf == (4, 4) and jump == (1, 1)
+
+
+def test_an_edge_lost_to_uneven_padding_is_told_on_the_real_input():
+    """13 rows padded 1 on top: 3-row windows at stride 2 end at row 11, so row 12 is lost;
+    13 columns padded 1 on the right lose none."""
+    result = archc.check("t.arch", text="network t:\n    input 3x13x13\n"
+                         "    avgpool(kernel=(3, 2), stride=2, padding=(1, 0, 0, 1))\n")
+    assert [d.code for d in result.diagnostics] == ["W301"]
+    assert "drops the last 1 of 13 rows of 3×13×13" in result.diagnostics[0].message
+    assert result.network.output_shape == (3, 6, 7)

@@ -41,11 +41,10 @@ def _pool_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
 
 def _uneven_shape(kind: str, inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     """The shape of a pool padded (top, bottom, left, right) with unequal sides (darknet's
-    2×2 stride-1 max pool pads the bottom and right only): a pool without padding over the
-    padded image. Each side pads 0 to kernel - 1, so every window holds an input pixel."""
-    c, h, w = image(kind, inp)
-    (top, bottom), (left, right) = sides(p["padding"])
-    for axis, ends, k in zip(AXES, ((top, bottom), (left, right)), pair(p["kernel"])):
+    2×2 stride-1 max pool pads the bottom and right only): each axis padded (before, after).
+    Each side pads 0 to kernel - 1, so every window holds an input pixel."""
+    c, _, _ = image(kind, inp)
+    for axis, ends, k in zip(AXES, sides(p["padding"]), pair(p["kernel"])):
         if min(ends) < 0 or max(ends) >= k:
             raise ShapeProblem(
                 "E204",
@@ -58,8 +57,7 @@ def _uneven_shape(kind: str, inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
             f"{kind} with padding (top, bottom, left, right) takes no ceil=true",
             "pad the bottom or right side by one more instead",
         )
-    padded = (c, h + top + bottom, w + left + right)  # (C, H', W'): what the window slides on
-    out_h, out_w = window(kind, padded, p, ctx, p["kernel"], _pool_stride(p), 0)
+    out_h, out_w = window(kind, inp, p, ctx, p["kernel"], _pool_stride(p), sides(p["padding"]))
     return (c, out_h, out_w)
 
 

@@ -85,25 +85,27 @@ def window(
     ctx: ShapeContext,
     k: int | Pair,
     s: int | Pair,
-    pad: int | Pair,
+    pad: int | Pair | tuple[Pair, Pair],
     d: int | Pair = 1,
     ceil: bool = False,
 ) -> tuple[int, int]:
     """The output height and width of a window over the image `inp`; warns (W301) when
-    flooring loses an edge, refuses (E202) an output below 1."""
+    flooring loses an edge, refuses (E202) an output below 1. `pad` per axis pads both ends
+    alike, or is (before, after)."""
     c, h, w = image(kind, inp)
     out, lost = [], []
     for axis, size, k_, s_, pad_, d_ in zip(AXES, (h, w), pair(k), pair(s), pair(pad), pair(d)):
         n = window_out(size, k_, s_, pad_, d_, ceil)
+        before, after = pair(pad_)
         if n < 1:
-            need = d_ * (k_ - 1) + 1 - 2 * pad_
+            need = d_ * (k_ - 1) + 1 - before - after
             raise ShapeProblem(
                 "E202",
                 f"{kind} makes the {axis} {n} (input {fmt(inp)})",
                 f"this layer needs an input {axis} of at least {max(need, 1)}; "
                 "use a larger input, or less striding or pooling before it",
             )
-        last = (n - 1) * s_ - pad_ + d_ * (k_ - 1)  # the last input row a window reaches
+        last = (n - 1) * s_ - before + d_ * (k_ - 1)  # the last input row a window reaches
         # A kernel smaller than its stride skips rows by design; only an edge lost to
         # flooring is silent.
         if last < size - 1 and d_ * (k_ - 1) + 1 >= s_:
