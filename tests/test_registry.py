@@ -31,7 +31,7 @@ from archc.layers import (
     ShapeProblem,
     resolve_padding,
 )
-from archc.layers.window import pair
+from archc.layers.window import pair, sides
 
 try:  # tests/ is on sys.path when it is not a package (pytest's default)
     from test_pysource import assert_same_model, generate
@@ -46,9 +46,12 @@ EXAMPLES: dict[str, list[dict]] = {
              {"out": 5, "kernel": 2, "padding": "valid"},
              {"out": 4, "kernel": (1, 3), "stride": (2, 1), "padding": (0, 1), "dilation": (1, 2)},
              {"out": 2, "kernel": (3, 5), "padding": "same", "dilation": (2, 1)}],
-    "maxpool": [{"kernel": 3, "stride": 2, "ceil": True}, {}, {"kernel": (3, 1), "stride": (2, 1)}],
+    "maxpool": [{"kernel": 3, "stride": 2, "ceil": True}, {}, {"kernel": (3, 1), "stride": (2, 1)},
+                {"kernel": 2, "stride": 1, "padding": (0, 1, 0, 1)},  # darknet's
+                {"kernel": (3, 2), "stride": 2, "padding": (1, 1, 0, 0)}],  # = (1, 0)
     "avgpool": [{"kernel": 3, "stride": 2, "padding": 1}, {"kernel": 2, "ceil": True},
-                {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1), "ceil": True}],
+                {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1), "ceil": True},
+                {"kernel": 3, "stride": 2, "padding": (2, 0, 1, 2)}],
     "adaptiveavgpool": [{"size": 3}],
     "adaptivemaxpool": [{"size": 2}],
     "globalavgpool": [{}],
@@ -81,6 +84,7 @@ EXAMPLES: dict[str, list[dict]] = {
     "channel-fc": [{"out": 5}, {"out": 4, "bias": False, "last": True}],
     "stochastic-depth": [{"p": 0.2}, {"p": 0.5, "mode": "batch"}],
     "permute": [{"dims": (0, 2, 3, 1)}, {"dims": (0, 1)}],
+    "upsample": [{"scale": 2}, {"scale": 3, "mode": "bilinear"}],
 }
 
 # Inputs: images with an odd and an even channel count (groups=2 and maxout k=2 refuse 3),
@@ -291,7 +295,8 @@ HYPER: dict[str, dict] = {
     "maxpool": {"kernel": "kernel_size",
                 "stride": ("stride", lambda p: p["kernel"] if p["stride"] is None
                            else p["stride"]),
-                "padding": "padding", "ceil": "ceil_mode"},
+                # (h, w), or four sides: PyTorch's even padding or PaddedPool2d's sides
+                "padding": lambda m, v: sides(m.padding) == sides(v), "ceil": "ceil_mode"},
     "adaptiveavgpool": {"size": "output_size"},
     "adaptivemaxpool": {"size": "output_size"},
     "fc": {"out": "out_features", "bias": lambda m, v: _bias(m) == v},
@@ -312,6 +317,7 @@ HYPER: dict[str, dict] = {
                    "last": lambda m, v: (type(m) is nn.Linear) == v},
     "stochastic-depth": {"p": "p", "mode": "mode"},
     "permute": {"dims": "dims"},
+    "upsample": {"scale": "scale_factor", "mode": "mode"},
 }
 HYPER["avgpool"] = HYPER["maxpool"]
 HYPER["dropout2d"] = HYPER["dropout"]
