@@ -20,8 +20,18 @@ import torch
 from torch import nn
 
 import archc
+from archc.backends import modules as archc_modules
 from archc.backends.module import class_name, to_module
-from archc.backends.modules import Maxout
+from archc.backends.modules import (
+    ChannelLinear,
+    ChannelShuffle,
+    LayerNorm2d,
+    LayerScale,
+    Maxout,
+    PaddedPool2d,
+    Permute,
+    StochasticDepth,
+)
 from archc.backends.pysource import constructor, flat, meta_module, python_source, write_python
 from archc.backends.weights import save_weights
 from archc.graph import Network, layers
@@ -244,10 +254,21 @@ def all_layers():
     return list(seen.values())
 
 
+# archc's own modules (LayerNorm2d, PaddedPool2d, ...): an emitted file copies their source, so
+# its constructor calls see them by name.
+CUSTOM_MODULES = {name: cls for name, cls in vars(archc_modules).items()
+                  if isinstance(cls, type) and cls.__module__ == archc_modules.__name__}
+# One of each with settings off the defaults, for those the reference specs may not reach.
+CUSTOM_CORNERS = [Maxout(3), LayerNorm2d(8, eps=1e-6), ChannelLinear(4, 8, bias=False),
+                  ChannelShuffle(4), LayerScale(8, init=1e-6), StochasticDepth(0.2, "batch"),
+                  Permute((0, 2, 3, 1)), PaddedPool2d(2, 1, (0, 1, 0, 1)),
+                  PaddedPool2d(3, 2, (1, 1, 0, 1), mode="avg")]
+
+
 def test_constructor_calls_rebuild_the_same_layer():
     """Each emitted constructor call, evaluated, gives a module that prints the same."""
-    namespace = {"nn": nn, "Maxout": Maxout}
-    modules = all_layers() + [Maxout(3), nn.LeakyReLU(0.1), nn.Softmax(dim=1), nn.ELU(0.5)]
+    namespace = {"nn": nn, **CUSTOM_MODULES}
+    modules = all_layers() + CUSTOM_CORNERS + [nn.LeakyReLU(0.1), nn.Softmax(dim=1), nn.ELU(0.5)]
     for module in modules:
         code = flat(constructor(module))
         with torch.device("meta"):

@@ -157,4 +157,5 @@ class PaddedPool2d(nn.Module):
         return nn.functional.avg_pool2d(x, self.kernel_size, self.stride)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        mode = "" if self.mode == "max" else f", mode={self.mode}"  # as the constructor writes it
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}{mode}"
