@@ -1,10 +1,14 @@
 """Model benchmarks against torchvision, as ratios archc / torchvision measured in the same run:
 
 (b) building a network: `archc.build(spec)` (parse, resolve, shape check, module construction
-    and initialisation) against torchvision's builder, for ResNet-50 and VGG-16;
+    and initialisation) against torchvision's builder, for ResNet-50, VGG-16, MobileNetV2 and
+    EfficientNet-B0;
 (c) one training step (forward, backward, SGD step) of the compiled module against
-    torchvision's module with the same weights, for ResNet-18 and VGG-11 at 64×64, batch 16,
-    on the CPU.
+    torchvision's module with the same weights, for ResNet-18, VGG-11, MobileNetV2 and
+    EfficientNet-B0 at 64×64, batch 16, on the CPU.
+
+The zoo networks take their spec, network and parameters from specs/zoo.yaml, the index
+`archc verify --zoo` proves exact.
 
     python -m bench model [--quick]
 
@@ -24,19 +28,29 @@ import torch
 import torchvision
 
 import archc
+from archc.verify import load_zoo
 from bench.report import Row
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def _zoo(name: str) -> tuple[Path, dict, Callable[[], torch.nn.Module]]:
+    """A torchvision builder's spec and `archc.build` keywords, as specs/zoo.yaml gives them."""
+    entry = load_zoo()[name]
+    kwargs = {"network": entry.network, "variant": entry.variant, **entry.sets}
+    return entry.spec, kwargs, getattr(torchvision.models, name)
+
+
 # name: (spec, archc.build keywords, torchvision builder)
-NETWORKS: dict[str, tuple[str, dict, Callable[[], torch.nn.Module]]] = {
+NETWORKS: dict[str, tuple[str | Path, dict, Callable[[], torch.nn.Module]]] = {
     "resnet18": ("specs/resnet18.arch", {}, torchvision.models.resnet18),
     "resnet50": ("specs/resnet50.arch", {}, torchvision.models.resnet50),
     "vgg11": ("specs/vgg.arch", {"variant": "A"}, torchvision.models.vgg11),
     "vgg16": ("specs/vgg.arch", {"variant": "D"}, torchvision.models.vgg16),
+    **{name: _zoo(name) for name in ("mobilenet_v2", "efficientnet_b0")},
 }
-BUILD = ("resnet50", "vgg16")
-TRAIN = ("resnet18", "vgg11")
+BUILD = ("resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0")
+TRAIN = ("resnet18", "vgg11", "mobilenet_v2", "efficientnet_b0")
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -102,13 +116,15 @@ def train_step_time(name: str, rounds: int, batch: int = 16, size: int = 64) -> 
     return {**result, "batch": batch, "input": f"3x{size}x{size}"}
 
 
-def run(quick: bool = False) -> dict:
-    """Both benchmarks; every ratio is archc / torchvision (below 1: archc is faster)."""
+def run(quick: bool = False, build: tuple[str, ...] = BUILD,
+        train: tuple[str, ...] = TRAIN) -> dict:
+    """Both benchmarks; every ratio is archc / torchvision (below 1: archc is faster).
+    `build` and `train` choose the networks (all by default)."""
     build_rounds, train_rounds = (3, 3) if quick else (9, 15)
     return {
         "torch_threads": torch.get_num_threads(),
-        "build": {name: build_time(name, build_rounds) for name in BUILD},
-        "train_step": {name: train_step_time(name, train_rounds) for name in TRAIN},
+        "build": {name: build_time(name, build_rounds) for name in build},
+        "train_step": {name: train_step_time(name, train_rounds) for name in train},
     }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as runner
-from bench import bench_gpu
+from bench import bench_check, bench_gpu
 from bench.report import Row, markdown, text
 
 TINY = str(Path(__file__).parent / "fixtures" / "tiny.arch")
@@ -69,3 +69,29 @@ def test_the_runner_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
     assert "ResNet-34 training images/s" in md
     assert runner.main(["nonsense"]) == 2
     assert "unknown suite nonsense" in capsys.readouterr().out
+
+
+def test_the_check_benchmark_takes_one_member_of_every_zoo_family():
+    from archc.verify import load_zoo
+
+    members = bench_check.zoo_members()
+    assert set(members) == {entry.spec.stem for entry in load_zoo().values()}
+    # the first entry of each spec in specs/zoo.yaml, as `archc check` arguments
+    assert members["vgg"] == ["specs/vgg.arch", "--variant", "A"]
+    assert members["mobilenet"] == ["specs/mobilenet.arch", "--network", "mobilenet_v2"]
+    assert members["squeezenet"] == ["specs/squeezenet.arch", "--set", "version=v1_0"]
+
+
+@pytest.mark.parametrize("efficientnet_ratio,holds", [(0.16, False), (0.14, True)])
+def test_the_zoo_check_row_shows_the_slowest_family_and_holds_only_if_every_one_does(
+        efficientnet_ratio, holds):
+    def family(spec, ratio):
+        return {"command": f"archc check specs/{spec}.arch", "check_s": ratio * 2.0,
+                "ratio": ratio, "median_ratio": ratio, "ok": ratio <= 0.15}
+
+    a = {"import_torch_s": 2.0, "zoo": {"vgg": family("vgg", 0.1),
+                                        "efficientnet": family("efficientnet", efficientnet_ratio),
+                                        "alexnet": family("alexnet", 0.12)}}
+    (row,) = bench_check._zoo_row(a)
+    assert "3 zoo families" in row.what and "specs/efficientnet.arch" in row.what
+    assert row.ratio == efficientnet_ratio and row.holds is holds
