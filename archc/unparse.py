@@ -11,6 +11,7 @@ from .expressions import names_text
 from .layers import REGISTRY
 
 INDENT = "    "
+MAX_LINE = 100  # columns: a group longer than this on one line gets lines of its own
 
 
 class UnparseError(ValueError):
@@ -215,13 +216,31 @@ def body_lines(items: list, depth: int) -> list[str]:
             isinstance(item, ir.Group)
             and item.label
             and item.repeat is None
-            and (_has_merge(item) or not item.items)
+            and (_has_merge(item) or not item.items or _too_long(item, depth))
         ):
             lines.append(f"{pad}{item.label}:")
             lines.extend(body_lines(item.items, depth + 1))
+        elif isinstance(item, ir.Group) and item.items and _too_long(item, depth):
+            lines.extend(_bracket_lines(item, depth))
         else:
             lines.append(pad + item_text(item))
     return lines
+
+
+def _too_long(item, depth: int) -> bool:
+    """True when the item, written on one line at this depth, passes MAX_LINE columns."""
+    return not _has_merge(item) and len(INDENT * depth + item_text(item)) > MAX_LINE
+
+
+def _bracket_lines(group: ir.Group, depth: int) -> list[str]:
+    """A long repeated or unlabelled group over lines: `stage: [`, its items, `] x3`.
+
+    Line breaks are free inside brackets, so this is the one-line group's IR.
+    """
+    pad = INDENT * depth
+    label = f"{group.label}: " if group.label else ""
+    repeat = f" x{word_part(group.repeat)}" if group.repeat is not None else ""
+    return [f"{pad}{label}[", *body_lines(group.items, depth + 1), f"{pad}]{repeat}"]
 
 
 def _branch_lines(branch, depth: int) -> list[str]:
@@ -238,7 +257,7 @@ def _branch_lines(branch, depth: int) -> list[str]:
     if (
         isinstance(branch, ir.Merge | ir.For)
         or _ends_in_merge(branch)
-        or (isinstance(branch, ir.Group) and _has_merge(branch))
+        or (isinstance(branch, ir.Group) and (_has_merge(branch) or _too_long(branch, depth)))
     ):
         return body_lines([branch], depth)
     return [pad + item_text(branch)]

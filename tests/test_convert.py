@@ -58,6 +58,24 @@ def test_unparse_is_a_fixed_point(path):
     assert structure(_parse_arch(text, str(path))) == structure(original)
 
 
+LONG = " ".join(["conv3-64(stride=1, dilation=1) relu"] * 4)  # one line: over 100 columns
+
+
+def test_unparse_gives_a_long_group_lines_of_its_own():
+    """A labelled group, a repeated one and an unlabelled one, each too long for one line,
+    are written over lines (`label:` and a body, or `[` ... `] x2`) within 100 columns, and
+    read back as the same IR: same groups, same numbering of their children."""
+    source = (f"network n:\n    input 3x8x8\n    features: [{LONG}]\n"
+              f"    stage: [{LONG}] x2\n    [{LONG}] x2\n    head: [conv1-8 relu]\n")
+    original = _parse_arch(source, "long.arch")
+    text = unparse(original)
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert "    features:\n        conv3-64" in text
+    assert "    stage: [\n" in text and "\n    ] x2\n    [\n" in text
+    assert "    head: [conv1-8 relu]\n" in text  # a short group stays on its line
+    assert structure(_parse_arch(text, "again.arch")) == structure(original)
+
+
 def test_structure_ignores_layout_and_comments():
     a = _parse_arch("network n:\n    input 3x8x8\n    conv3-8 relu\n", "a.arch")
     b = _parse_arch("# a comment\n\nnetwork n:\n  input 3x8x8\n  conv3-8\n  relu  # same\n",

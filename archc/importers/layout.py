@@ -39,7 +39,7 @@ def join_units(text: str) -> str:
         branch_indents = [i for i in branch_indents if i <= indent]
         if (
             out
-            and (_joinable(stripped) or _is_call(stripped) and _only_calls(out[-1]))
+            and (_joinable(stripped, out[-1]) or _is_call(stripped) and _only_calls(out[-1]))
             and indent not in branch_indents
             and _joinable_target(out[-1], indent)
             and len(out[-1]) + 2 + len(stripped) <= MAX_LINE
@@ -86,17 +86,30 @@ def _units(pieces: list[str]) -> list[str]:
     return units
 
 
-def _joinable(stripped: str) -> bool:
-    """An unlabelled single layer without a body: `relu`, `maxpool3-2`, `LRN(...)`."""
+def _joinable(stripped: str, previous: str) -> bool:
+    """A single layer without weights or a body: `relu`, `maxpool3-2`, `LRN(...)`; or one
+    with a label after a line of layers, as a person writes `conv0: conv7-64(stride=2)
+    norm0: bn  relu0: relu` (a labelled layer after a group or a block call keeps its line).
+    """
     if not stripped or stripped.endswith(":") or stripped.startswith(("input ", "#")):
         return False
-    first = stripped.split("(")[0].split()[0]
+    head = stripped.split("(")[0].split()
+    labelled = len(head) == 2 and head[0].endswith(":")  # `norm0: bn`
+    first = head[-1] if labelled else head[0]
     return (
         not first.endswith(":")
-        and " " not in stripped.split("(")[0].strip()
+        and (len(head) == 1 or labelled)
         and _kind(first) not in UNIT_HEADS
         and _kind(first) is not None  # a block call is a unit of its own
+        and (not labelled or _starts_with_layer(previous))
     )
+
+
+def _starts_with_layer(line: str) -> bool:
+    """The line's first item is a layer, maybe labelled: not a group or a block call."""
+    words = line.strip().split("(")[0].split()
+    first = words[1] if len(words) > 1 and words[0].endswith(":") else words[0]
+    return _kind(first) is not None
 
 
 def _is_call(stripped: str) -> bool:
