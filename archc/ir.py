@@ -10,6 +10,7 @@ Paper sugar is already gone here: `conv3-64` arrives as
 
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,9 +22,89 @@ class Node(BaseModel):
     The .arch parser builds nodes with `model_construct` (its tree is already well formed)
     and schemas are built on first validation (`defer_build`), so `archc check` does not
     pay for pydantic's schema generation; the YAML front end validates in full.
+
+    `model_construct` and `model_copy` are pydantic's, made cheaper for a spec of a million
+    nodes (they were half of the time and most of the memory of checking a 1 MB spec):
+    defaults come from a per-class plan instead of a deep copy each (a default span is frozen,
+    so it is shared), and nodes that set the same fields share one fields-set (pydantic's
+    `model_copy` copies it before adding to it, and frozen nodes never change it otherwise).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+    @classmethod
+    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any):
+        """A node from trusted values, without validation: pydantic's `model_construct`."""
+        node = cls.__new__(cls)
+        fields = {}
+        for name, default, fresh in _construct_plan(cls):
+            if name in values:
+                fields[name] = values[name]
+            elif fresh is not None:
+                fields[name] = fresh(default)
+            elif default is not _REQUIRED:
+                fields[name] = default
+        _set = object.__setattr__
+        _set(node, "__dict__", fields)
+        _set(node, "__pydantic_fields_set__", _shared_fields_set(
+            _fields_set if _fields_set is not None else values.keys() & fields.keys()))
+        _set(node, "__pydantic_extra__", None)
+        _set(node, "__pydantic_private__", None)
+        return node
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False):
+        """A copy with `update` applied (shallow unless `deep`): pydantic's `model_copy`."""
+        if deep:
+            return super().model_copy(update=update, deep=True)
+        cls = type(self)
+        node = cls.__new__(cls)
+        fields = dict(self.__dict__)
+        fields_set = self.__pydantic_fields_set__
+        if update:
+            fields.update(update)
+            fields_set = fields_set | update.keys()
+        _set = object.__setattr__
+        _set(node, "__dict__", fields)
+        _set(node, "__pydantic_fields_set__", _shared_fields_set(fields_set))
+        _set(node, "__pydantic_extra__", None)
+        _set(node, "__pydantic_private__", None)
+        return node
+
+
+_REQUIRED = object()
+_PLANS: dict[type, tuple] = {}
+_FIELDS_SETS: dict[frozenset, set[str]] = {}
+_IMMUTABLE = (type(None), str, int, float, bool, tuple, frozenset, Node)
+
+
+def _construct_plan(cls: type) -> tuple:
+    """(name, default, how to copy the default or None to share it) per field, in order."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = tuple(
+            (name, _REQUIRED if field.is_required() else field.default,
+             None if field.is_required() or isinstance(field.default, _IMMUTABLE)
+             else _fresh_copy)
+            for name, field in cls.model_fields.items()
+        )
+        if any(field.default_factory is not None for field in cls.model_fields.values()):
+            raise TypeError(f"{cls.__name__}: IR fields take plain defaults, not factories")
+        _PLANS[cls] = plan
+    return plan
+
+
+def _fresh_copy(default: Any) -> Any:
+    """A default that each node must own (a list): copied as pydantic copies it."""
+    return copy.copy(default) if not default else copy.deepcopy(default)
+
+
+def _shared_fields_set(names) -> set[str]:
+    """One set object for each distinct set of names (a set costs 216 bytes per node)."""
+    key = frozenset(names)
+    shared = _FIELDS_SETS.get(key)
+    if shared is None:
+        shared = _FIELDS_SETS[key] = set(key)
+    return shared
 
 
 class Span(Node):

@@ -519,8 +519,13 @@ class _Builder:
     # bodies -----------------------------------------------------------------------
 
     def body(self, t: Tree) -> tuple[list, list[ir.After], list[ir.InputDecl]]:
+        """The items, `after` statements and input declarations of an indented body."""
+        return self.body_lines(t.children)
+
+    def body_lines(self, lines: list[Tree]) -> tuple[list, list[ir.After], list[ir.InputDecl]]:
+        """`body` of some of a body's lines."""
         items, after, inputs = [], [], []
-        for line in t.children:
+        for line in lines:
             kind = line.data
             if kind == "input_stmt":
                 inputs.append(self.input_stmt(line))
@@ -580,7 +585,11 @@ class _Builder:
                 "put a labelled group on a line of its own",
             )
             return None
-        items, after, inputs = self.body(body)
+        # a merge's branches are built by `branch_lines` alone: building them here as well
+        # doubled the work at every level, 2^n for n nested merges
+        lines = body.children if mode is None else [
+            line for line in body.children if line.data in ("after_stmt", "input_stmt")]
+        items, after, inputs = self.body_lines(lines)
         for bad in [*after, *inputs]:
             self.diags.error("E001", bad.span, MISPLACED)
         span = self.span(t)
