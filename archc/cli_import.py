@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .console import fail, parse_sets, print_diagnostics
+from .console import fail, parse_sets, parse_shape, print_diagnostics
 
 
 def import_(
@@ -22,6 +22,12 @@ def import_(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the spec here"),
     args: Optional[list[str]] = typer.Option(
         None, "--arg", help="An argument of the PyTorch callable: --arg num_classes=10"
+    ),
+    input: Optional[str] = typer.Option(
+        None, "--input",
+        help="The PyTorch module's input as CxHxW, e.g. 3x32x32 (default: the first of "
+        "3x224x224, 3x32x32, 1x28x28, 3x299x299, 3x64x64 it runs on); a .prototxt or .cfg "
+        "gives its own",
     ),
     weights: bool = typer.Option(
         False, "--weights",
@@ -41,8 +47,12 @@ def import_(
         fail(f"cannot tell what kind of network `{source}` is",
              "give a Caffe .prototxt, a Darknet .cfg, or a Python callable as module:callable "
              "(e.g. torchvision:resnet50)")
+    if is_file and input is not None:
+        fail(f"--input is for PyTorch modules; `{source}` declares its own input",
+             "drop --input, or change the input in the file")
     diags = Diagnostics()
-    spec = import_source(source, diags, args=parse_sets(args), weights=weights)
+    spec = import_source(source, diags, args=parse_sets(args), weights=weights,
+                         input_shape=parse_shape(input))
     sources = {source: Path(source).read_text(encoding="utf-8")} if is_file else {}
     if spec is None:
         print_diagnostics(diags.sorted(), sources)

@@ -25,13 +25,15 @@ def import_source(
     *,
     args: dict | None = None,
     weights: bool = False,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> ir.SpecFile | None:
     """The IR of `source`, chosen by its form; None (with diagnostics) when it cannot be read.
 
     `source` is a file (`.prototxt` → Caffe, `.cfg` → Darknet) or a Python callable
     (`torchvision:resnet50`, `pkg.module:factory`) that returns an `nn.Module`; `args`
-    are that callable's keyword arguments. `weights` asks the file importers to keep
-    what the weights conversion needs (see `archc.importers.weights`).
+    are that callable's keyword arguments and `input_shape` (C, H, W) its input (found by
+    probing without it). `weights` asks the file importers to keep what the weights
+    conversion needs (see `archc.importers.weights`).
     """
     suffix = Path(source).suffix.lower()
     if suffix in CAFFE_SUFFIXES:
@@ -43,7 +45,7 @@ def import_source(
 
         return darknet.load(source, diags)
     if ":" in source and not Path(source).exists():
-        return _torch_module(source, diags, args)
+        return _torch_module(source, diags, args, input_shape)
     diags.error(
         "E001",
         ir.Span(file=source),
@@ -54,7 +56,9 @@ def import_source(
     return None
 
 
-def _torch_module(source: str, diags: Diagnostics, args: dict | None) -> ir.SpecFile | None:
+def _torch_module(
+    source: str, diags: Diagnostics, args: dict | None, input_shape: tuple | None
+) -> ir.SpecFile | None:
     """Import a PyTorch module through `archc.importers.torch_module` (it imports torch)."""
     try:
         from .torch_module import load
@@ -68,7 +72,7 @@ def _torch_module(source: str, diags: Diagnostics, args: dict | None) -> ir.Spec
             "import a Caffe `.prototxt` or a Darknet `.cfg` instead",
         )
         return None
-    return load(source, diags, args=args)
+    return load(source, diags, args=args, input_shape=input_shape)
 
 
 def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostics):

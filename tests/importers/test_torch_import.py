@@ -10,6 +10,8 @@ specs, and that what has no archc form is reported where the forward has it.
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -516,3 +518,43 @@ def test_a_failing_factory_is_one_line():
     assert spec is None
     [diag] = diags.items
     assert diag.message.startswith(f"`{HERE}:make_net` failed: TypeError:")
+
+
+class AnySize(nn.Module):
+    """Fully convolutional on one channel: probing finds 1×28×28, any other size works too."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def archc_cli(*args: str) -> subprocess.CompletedProcess:
+    """`archc ARGS` as a user runs it, from the repository root."""
+    return subprocess.run([sys.executable, "-m", "archc", *args], capture_output=True,
+                          text=True, cwd=SPECS.parent)
+
+
+def test_cli_input_sets_the_modules_input(tmp_path):
+    """--input CxHxW is the spec's input (probing alone would find 1x28x28); the check runs
+    there, and --help says so."""
+    probed = spec_text(load(f"{HERE}:AnySize", Diagnostics()))
+    assert "input 1x28x28" in probed
+    out = tmp_path / "net.arch"
+    done = archc_cli("import", f"{HERE}:AnySize", "--input", "1x40x48", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "    input 1x40x48\n" in out.read_text()
+    assert "1×40×48 → 4×1×1" in done.stdout
+    assert "--input" in archc_cli("import", "--help").stdout
+
+
+def test_cli_input_is_refused_for_files_and_bad_shapes(tmp_path):
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text("[net]\nchannels=3\nheight=8\nwidth=8\n\n[convolutional]\nfilters=4\n")
+    done = archc_cli("import", str(cfg), "--input", "3x16x16")
+    assert done.returncode == 2 and "--input is for PyTorch modules" in done.stderr
+    done = archc_cli("import", f"{HERE}:AnySize", "--input", "1x40")
+    assert done.returncode == 2 and "--input expects C×H×W" in done.stderr
+    assert "Traceback" not in done.stderr
