@@ -89,7 +89,8 @@ class _Rewriter:
             if isinstance(child, Scope):
                 child = self.scope(child)
             children.append(replaced.get(child.name, child))
-        return dataclasses.replace(scope, plan=plan, children=children)
+        # a fresh name index: Scope caches name -> child, and a copy would keep the old one
+        return dataclasses.replace(scope, plan=plan, children=children, _by_name={})
 
     def op(self, op: Op) -> Op:
         """The rewritten op; Identity where it computes x."""
