@@ -146,6 +146,28 @@ def _softmax(m: nn.Softmax) -> DLayer:
     return kind_layer("softmax")
 
 
+def upsample(size: Any, scale: Any, mode: str, align_corners: Any) -> DLayer:
+    """`upsample` (×2, nearest) or `upsample-4(mode="bilinear")`: a whole factor, the same
+    on both sides; bilinear without align_corners, as archc's kind interpolates."""
+    if size is not None or scale is None:
+        raise Unsupported("upsampling to a fixed size (archc upsamples by a whole factor)")
+    factor = _pair(scale, "scale factor")
+    if float(factor) != int(factor) or int(factor) < 1:
+        raise Unsupported(f"upsampling by {factor} (archc upsamples by a whole factor)")
+    if mode not in ("nearest", "bilinear"):
+        raise Unsupported(f"upsampling with mode={mode!r} (archc has nearest and bilinear)")
+    if align_corners:
+        raise Unsupported("bilinear upsampling with align_corners=True (archc's is False)")
+    return kind_layer(
+        "upsample",
+        [Arg("scale", int(factor), 2, "scale"), Arg("mode", mode, "nearest", "mode")],
+    )
+
+
+def _upsample(m: nn.Upsample) -> DLayer:
+    return upsample(m.size, m.scale_factor, m.mode, m.align_corners)
+
+
 def _plain(kind: str) -> Callable[[Any], DLayer]:
     return lambda m: kind_layer(kind, what=type(m).__name__)
 
@@ -164,6 +186,9 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
     nn.Flatten: _flatten,
     nn.LocalResponseNorm: _lrn,
     nn.Softmax: _softmax,
+    nn.Upsample: _upsample,
+    nn.UpsamplingNearest2d: _upsample,
+    nn.UpsamplingBilinear2d: _upsample,  # align_corners=True: reported
     nn.LeakyReLU: lambda m: kind_layer(
         "leakyrelu", [Arg("slope", m.negative_slope, 0.01, "slope", positional=True)]
     ),
@@ -284,6 +309,16 @@ def _fn_softmax(args: tuple, kwargs: dict) -> DLayer:
     return kind_layer("softmax")
 
 
+def _fn_interpolate(args: tuple, kwargs: dict) -> DLayer:
+    """F.interpolate(x, size, scale_factor, mode, align_corners, ...)."""
+    return upsample(
+        _arg(args, kwargs, 1, "size"),
+        _arg(args, kwargs, 2, "scale_factor"),
+        _arg(args, kwargs, 3, "mode", "nearest"),
+        _arg(args, kwargs, 4, "align_corners"),
+    )
+
+
 def _simple(kind: str) -> Callable[[tuple, dict], DLayer]:
     return lambda args, kwargs: kind_layer(kind)
 
@@ -308,6 +343,7 @@ FUNCTIONS: dict[Any, Callable[[tuple, dict], Any]] = {
     F.avg_pool2d: _fn_pool("avgpool"),
     F.dropout: _fn_dropout,
     F.softmax: _fn_softmax,
+    F.interpolate: _fn_interpolate,
 }
 METHODS: dict[str, Callable[[tuple, dict], Any]] = {
     "relu": _simple("relu"),

@@ -36,14 +36,14 @@ SMALL = (3, 64, 64)  # checks run at this size: every network here takes it
 
 
 def imported(source: str, **kwargs) -> tuple[ir.SpecFile | None, Diagnostics]:
-    """The importer's IR of `source` (checked at SMALL) and its diagnostics."""
+    """The importer's IR of `source` (checked at SMALL unless told) and its diagnostics."""
     diags = Diagnostics()
-    return load(source, diags, check_shape=SMALL, **kwargs), diags
+    return load(source, diags, **{"check_shape": SMALL, **kwargs}), diags
 
 
-def rebuilt(spec: ir.SpecFile) -> nn.Module:
+def rebuilt(spec: ir.SpecFile, shape: tuple[int, int, int] = SMALL) -> nn.Module:
     """archc's module of the spec's text, as a user would build it from the written file."""
-    result = archc.api.check(spec.path, input_shape=SMALL, text=spec_text(spec))
+    result = archc.api.check(spec.path, input_shape=shape, text=spec_text(spec))
     assert result.ok, [d.message for d in result.diagnostics]
     return archc.build(result.network)
 
@@ -456,13 +456,28 @@ class WithClamp(nn.Module):
 
 
 class WithUpsample(nn.Module):
+    """FPN-like: nearest ×2, bilinear ×4 (module and functional), a fixed-size one optional."""
+
+    def __init__(self, fixed: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.up = nn.Upsample(size=(20, 20)) if fixed else nn.Upsample(scale_factor=2)
+        self.smooth = nn.Conv2d(4, 4, 3)
+        self.up4 = nn.Upsample(scale_factor=4, mode="bilinear")
+
+    def forward(self, x):
+        x = self.up4(self.smooth(self.up(self.conv(x))))
+        return F.interpolate(x, scale_factor=2, mode="bilinear")
+
+
+class WithPixelShuffle(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
-        self.up = nn.Upsample(scale_factor=2)
+        self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, x):
-        return self.up(self.conv(x))
+        return self.shuffle(self.conv(x))
 
 
 def test_unsupported_op_is_reported_at_its_line_with_the_module_path():
@@ -491,11 +506,37 @@ def test_a_chunk_that_is_no_split_is_reported():
     assert "slices channels other than for one `split:`" in diags.items[0].message
 
 
-def test_unknown_module_type_is_reported_with_its_path():
-    spec, diags = imported(f"{HERE}:WithUpsample")
+def test_upsampling_imports_exactly():
+    """nn.Upsample and F.interpolate by a whole factor are `upsample` (nearest or bilinear);
+    the outputs match the module's."""
+    spec, diags = imported(f"{HERE}:WithUpsample", input_shape=(3, 16, 16),
+                           check_shape=(3, 16, 16))
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    assert "    conv: conv3-4(pad=0)  up: upsample\n" in text, text  # nearest ×2: the defaults
+    assert 'up4: upsample-4(mode="bilinear")  upsample(mode="bilinear")\n' in text, text
+    torch.manual_seed(0)
+    model = rebuilt(spec, (3, 16, 16))
+    source = WithUpsample()
+    model.load_state_dict(source.state_dict(), strict=True)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), source.eval()(x))
+
+
+def test_upsampling_to_a_fixed_size_is_reported():
+    spec, diags = imported(f"{HERE}:WithUpsample", args={"fixed": True},
+                           input_shape=(3, 16, 16), check_shape=(3, 16, 16))
     assert spec is None
     [diag] = diags.items
-    assert "`up`" in diag.message and "nn.Upsample" in diag.message
+    assert "`up`" in diag.message and "fixed size" in diag.message, diag.message
+
+
+def test_unknown_module_type_is_reported_with_its_path():
+    spec, diags = imported(f"{HERE}:WithPixelShuffle")
+    assert spec is None
+    [diag] = diags.items
+    assert "`shuffle`" in diag.message and "nn.PixelShuffle" in diag.message, diag.message
 
 
 @pytest.mark.parametrize("source, message", [
