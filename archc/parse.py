@@ -410,7 +410,8 @@ class _Builder:
 
     def spec_file(self, tree: Tree) -> ir.SpecFile:
         stmts = []
-        for child in tree.children:
+        for index, child in enumerate(tree.children):
+            tree.children[index] = None  # let go of the statement's subtree once it is built
             if isinstance(child, Tree):
                 stmt = getattr(self, child.data)(child)
                 if stmt is not None:
@@ -523,9 +524,12 @@ class _Builder:
         return self.body_lines(t.children)
 
     def body_lines(self, lines: list[Tree]) -> tuple[list, list[ir.After], list[ir.InputDecl]]:
-        """`body` of some of a body's lines."""
+        """`body` of some of a body's lines. Each line is let go of once it is built (`lines`
+        holds None after): lark's tree is as large as the IR, and need not be alive with all
+        of it at once."""
         items, after, inputs = [], [], []
-        for line in lines:
+        for index, line in enumerate(lines):
+            lines[index] = None
             kind = line.data
             if kind == "input_stmt":
                 inputs.append(self.input_stmt(line))

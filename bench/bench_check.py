@@ -119,6 +119,51 @@ def scaling(sizes=(10, 50, 100, 250, 500, 1000, 2000), repeats: int = 3) -> dict
     return {"rows": rows, "per_block_spread": spread, "ok": spread < 1.5}
 
 
+def _long_spec(nbytes: int) -> str:
+    """A network of about `nbytes` bytes: lines of layers written out (no block calls)."""
+    head = "network long:\n    input 3x32x32\n"
+    line = "    conv3-64 bn relu conv3-64(stride=1) bn relu dropout(0.1)\n"
+    return head + line * max(1, (nbytes - len(head)) // len(line)) + "    flatten FC-10\n"
+
+
+# Run in a fresh process per size: the peak resident memory of the check alone, over what
+# importing archc and warming it up took.
+_BYTES_CHILD = """
+import resource, sys, time
+import archc
+from bench.bench_check import _long_spec
+text = _long_spec(int(sys.argv[1]))
+archc.check("warm.arch", text=_long_spec(20_000))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.process_time()
+assert archc.check("long.arch", text=text).ok
+seconds = time.process_time() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(len(text), seconds, peak / 1024)
+"""
+
+
+def spec_bytes(sizes_mb=(0.25, 0.5, 1.0)) -> dict:
+    """(e) Check CPU time and peak memory per MB of spec, each size in a new process; linear
+    growth keeps both per-MB figures flat."""
+    rows = []
+    for mb in sizes_mb:
+        out = subprocess.run([sys.executable, "-c", _BYTES_CHILD, str(int(mb * 2**20))],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        nbytes, seconds, peak_mb = (float(x) for x in out.split())
+        size = nbytes / 2**20
+        rows.append({"mb": size, "seconds": seconds, "peak_mb": peak_mb,
+                     "s_per_mb": seconds / size, "peak_mb_per_mb": peak_mb / size})
+    time_spread = _spread([r["s_per_mb"] for r in rows])
+    memory_spread = _spread([r["peak_mb_per_mb"] for r in rows])
+    return {"rows": rows, "time_spread": time_spread, "memory_spread": memory_spread,
+            "ok": time_spread < 1.5 and memory_spread < 1.5}
+
+
+def _spread(values: list[float]) -> float:
+    return max(values) / min(values)
+
+
 def _timed(fn) -> float:
     started = time.perf_counter()
     fn()
@@ -130,6 +175,7 @@ def run(quick: bool = False) -> dict:
     return {
         "a_cold_check": cold_check(3 if quick else 7),
         "e_scaling": scaling((10, 100, 500) if quick else (10, 50, 100, 250, 500, 1000, 2000)),
+        "e_bytes": spec_bytes((0.125, 0.25) if quick else (0.25, 0.5, 1.0)),
     }
 
 
@@ -162,4 +208,19 @@ def rows(result: dict) -> list[Row]:
         Row("e", f"check time per block, 100 to {largest:,} blocks (spread = max/min)",
             f"{min(per_block):.2f}–{max(per_block):.2f} ms/block", "", e["per_block_spread"],
             "< 1.5 (linear)", e["ok"], "in process, fastest of 3 per size"),
+        *_bytes_rows(result.get("e_bytes")),
     ]
+
+
+def _bytes_rows(b: dict | None) -> list[Row]:
+    """(e) per MB of spec: CPU time and peak memory, judged on both staying flat."""
+    if not b:
+        return []
+    largest = b["rows"][-1]
+    sizes = "/".join(f"{r['mb']:.2g}" for r in b["rows"])
+    return [Row("e", f"check cost per MB of spec ({sizes} MB of layer lines; spread = max/min "
+                "of time, of memory)",
+                f"{largest['s_per_mb']:.1f} s/MB, {largest['peak_mb_per_mb']:.0f} MB/MB", "",
+                max(b["time_spread"], b["memory_spread"]), "< 1.5 (linear)", b["ok"],
+                f"CPU time and peak RSS over warm-up, a new process per size; at "
+                f"{largest['mb']:.2g} MB: {largest['seconds']:.1f} s, {largest['peak_mb']:.0f} MB")]

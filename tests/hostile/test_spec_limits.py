@@ -225,3 +225,14 @@ def test_thousands_of_problems_cost_linear_time(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.count("error[E101]") == 6000
     assert proc.stderr.rstrip().endswith("6000 errors")
+
+
+def test_nested_merges_cost_linear_time(tmp_path):
+    # each `add:` body was built twice (once as a body, once as branches): 2^n for n nested
+    # merges, so 18 took 19 s and 40 would never finish; built once, this is instant
+    lines, indent = [], ""
+    for _ in range(40):
+        lines += [indent + "add:", indent + "    relu"]
+        indent += "    "
+    proc = check(tmp_path, "nested.arch", network(*lines, indent + "relu"))
+    assert proc.returncode == 0, proc.stderr
