@@ -384,16 +384,9 @@ class _Builder:
             line, col, eline, ecol = m.line, m.column, m.end_line, m.end_column
         if self.origin is not None:  # a fragment inside a word: shift onto the word's line
             base = self.origin
-            return ir.Span.model_construct(
-                file=self.path,
-                line=base.line,
-                column=base.column + col - 1,
-                end_line=base.line,
-                end_column=base.column + ecol - 1,
-            )
-        return ir.Span.model_construct(
-            file=self.path, line=line, column=col, end_line=eline, end_column=ecol
-        )
+            return ir.Span.at(self.path, base.line, base.column + col - 1, base.line,
+                              base.column + ecol - 1)
+        return ir.Span.at(self.path, line, col, eline, ecol)
 
     @staticmethod
     def sub(span: ir.Span, start: int, end: int) -> ir.Span:
