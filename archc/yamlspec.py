@@ -340,7 +340,7 @@ class _Reader:
             raise _Invalid(
                 node,
                 "an item has exactly one operation (a layer, block, group, "
-                "merge (concat, add, mul, split), tap or table)",
+                "merge (concat, add, mul, max, split), tap or table)",
                 "besides it, only `name` and `repeat`",
             )
         key, knode, value = ops[0]

@@ -429,6 +429,8 @@ MERGE_CASES = [
     ("concat", [(4, 3, 3), (2, 3, 3)]), ("concat", [(4, 3, 3), (2, 2, 3)]),
     ("mul", [(4, 3, 3), (4, 1, 1)]), ("mul", [(4, 1, 1), (4, 3, 3), (1, 3, 1)]),
     ("mul", [(4, 3, 3), (2, 1, 1)]), ("mul", [(6,), (6,)]),
+    ("max", [(4, 3, 3), (4, 3, 3), (4, 3, 3)]), ("max", [(4, 3, 3), (2, 3, 3)]),
+    ("max", [(4, 3, 3), (4, 1, 1)]),
     ("split", [(4, 3, 3), (2, 3, 3)]),
 ]
 
@@ -453,7 +455,7 @@ def test_merge_shape_rules_match_torch(name, shapes):
     merge = MERGES[name]
     expected = merged_static(merge, shapes)
     got = merged_torch(merge, shapes)
-    if name == "add" and expected is None:  # archc refuses broadcasting in add on purpose
+    if name in ("add", "max") and expected is None:  # archc refuses broadcasting on purpose
         return
     assert expected == got
 
@@ -464,6 +466,13 @@ def test_merge_shape_rules_match_torch(name, shapes):
 def test_mul_broadcasts_as_torch_does(shapes):
     merge = MERGES["mul"]
     assert merged_static(merge, shapes) == merged_torch(merge, shapes)
+
+
+def test_max_is_torch_maximum_of_every_branch():
+    outs = [torch.randn(2, 4, 3, 3) for _ in range(3)]
+    expected = torch.maximum(torch.maximum(outs[0], outs[1]), outs[2])
+    assert torch.equal(MERGES["max"].combine(outs), expected)
+    assert not torch.equal(expected, outs[0])  # the oracle tells the branches apart
 
 
 @pytest.mark.parametrize("channels, branches", [(8, 2), (9, 3), (6, 4)])
@@ -519,6 +528,7 @@ def test_every_kind_emits_python_that_matches_build(tmp_path):
                    "StochasticDepth", "Permute"):
         assert f"class {copied}(" in source
     assert ".chunk(2, 1)" in source  # the split
+    assert "torch.maximum(" in source  # the max merge
 
 
 def test_the_diagram_draws_gates_and_splits():
@@ -532,6 +542,7 @@ def test_the_diagram_draws_gates_and_splits():
     gate_edges = [line for line in source.splitlines() if "arrowhead=odot" in line]
     assert gate_edges and all('label="8×1×1"' in line for line in gate_edges)
     assert "split ÷2" in source and 'label="4×12×12"' in source  # half of 8×12×12
+    assert '"net/max" [label=max ' in source  # the max merge's circle
 
 
 @pytest.mark.parametrize("word, kind", [("conv1x7", "conv"), ("maxpool3x1-2x1", "maxpool"),
@@ -570,7 +581,7 @@ _LAYERS = st.sampled_from([
     'stochastic-depth(0.3, mode="batch")', "permute((0, 2, 3, 1)) permute((0, 3, 1, 2))",
     "bn", "identity", "conv3-5",
 ])
-_MERGES = st.sampled_from(["add", "concat", "mul", "split", "Concat", "MUL"])
+_MERGES = st.sampled_from(["add", "concat", "mul", "max", "split", "Concat", "MUL", "Max"])
 
 
 @st.composite

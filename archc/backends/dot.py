@@ -291,10 +291,10 @@ class _Drawing:
         after: tuple[str, ...] = (),
         label: str | None = None,
     ) -> None:
-        """A `+` or `×` circle, or a small `concat` (`split`) box; `after` names layers folded
-        into it (relu)."""
+        """A `+`, `×` or `max` circle, or a small `concat` (`split`) box; `after` names layers
+        folded into it (relu)."""
         symbol = label or MERGES[mode].symbol
-        if mode in ("add", "mul"):
+        if MERGES[mode].elementwise:
             label = "\\n".join([symbol, *after])
             self.node(g, node, label, _MERGE, legend=False, width="0.3", margin="0.02")
         else:

@@ -22,6 +22,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 
 import torch
@@ -338,6 +339,8 @@ class Forward:
             if code != var:
                 self.assign(var, code)
             terms.append(var)
+        if merge.function is not None:  # `torch.maximum(torch.maximum(a, b), c)`
+            return reduce(lambda a, b: Expr(merge.function, (a, b)), terms)
         if merge.operator is None:
             return Expr("torch.cat", (Expr("", tuple(terms), brackets="[]"), "1"))
         return Sum(tuple(terms), merge.operator)

@@ -444,7 +444,7 @@ class _Importer:
             self.error(p.first("coeff").value_span, "Eltwise coefficients other than 1 have "
                        "no archc form", "archc's `add` sums its branches unweighted")
             return
-        mode = {"SUM": "add", "PROD": "mul"}.get(operation)
+        mode = {"SUM": "add", "PROD": "mul", "MAX": "max"}.get(operation)
         if mode is None or mode not in _merge_modes():
             self.error(p.first("operation").value_span if p.first("operation") else layer.span,
                        f"Eltwise {operation} has no archc merge yet",

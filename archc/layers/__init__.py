@@ -5,7 +5,7 @@ schema, its paper-notation sugar, its shape rule, its parameter and MAC counts, 
 torch constructor and its diagram style. The kinds live in one module per family
 (conv, pool, dense, norm, regularization, activation, channel, reshape, resize); shared
 helpers live in `core` and `window`. Adding a layer touches its family's module only.
-The merges (add, concat, mul, split) are one table beside them, in `merges`.
+The merges (add, concat, max, mul, split) are one table beside them, in `merges`.
 
 This package must not import torch at import time: `archc check` stays instant. The
 torch constructors import it when they are called.

@@ -18,7 +18,7 @@ from .core import Shape, ShapeProblem, fmt
 
 @dataclass(frozen=True)
 class MergeKind:
-    """A merge: `add:`, `concat:`, `mul:` or `split:`."""
+    """A merge: `add:`, `concat:`, `max:`, `mul:` or `split:`."""
 
     name: str
     doc: str
@@ -27,6 +27,12 @@ class MergeKind:
     operator: str | None  # `+`/`*` between the terms in generated Python; None: torch.cat
     symbol: str  # the label of the diagram's merge node
     splits: bool = False  # each branch gets one slice of the input's channels
+    function: str | None = None  # a binary torch function generated Python folds over the terms
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether the merge combines same-position elements (add, mul, max), drawn as a circle."""
+        return self.operator is not None or self.function is not None
 
     def branch_inputs(self, inp: Shape, n: int) -> list[Shape]:
         """The input shape of each of `n` branches, for an input `inp`."""
@@ -50,14 +56,17 @@ class MergeKind:
 
 
 def _same_shapes(name: str) -> Callable[[list[Shape]], Shape]:
+    hint = "make every branch end with the same channels"
+    if name == "add":  # only an add's `shortcut` projects (archc.resolve)
+        hint += ", or add a `shortcut` branch, which projects when shapes differ"
+
     def rule(shapes: list[Shape]) -> Shape:
         first = shapes[0]
         if any(s[0] != first[0] for s in shapes):
             raise ShapeProblem(
                 "E201",
                 f"channel mismatch at {name}: " + " vs ".join(str(s[0]) for s in shapes),
-                "make every branch end with the same channels, or add a "
-                "`shortcut` branch, which projects when shapes differ",
+                hint,
             )
         if any(s != first for s in shapes):
             raise ShapeProblem(
@@ -104,6 +113,12 @@ def _cat(outputs: list[Any]) -> Any:
     return torch.cat(outputs, 1)
 
 
+def _maximum(outputs: list[Any]) -> Any:
+    import torch
+
+    return reduce(torch.maximum, outputs)
+
+
 MERGE_KINDS: tuple[MergeKind, ...] = (
     MergeKind(
         "concat",
@@ -129,6 +144,16 @@ MERGE_KINDS: tuple[MergeKind, ...] = (
         lambda outputs: reduce(operator.mul, outputs),
         "*",
         "×",
+    ),
+    MergeKind(
+        "max",
+        "Takes the element-wise maximum of the branches; every branch gives the same shape "
+        "(Caffe's `Eltwise` MAX, maxout).",
+        _same_shapes("max"),
+        _maximum,
+        None,
+        "max",
+        function="torch.maximum",
     ),
     MergeKind(
         "split",

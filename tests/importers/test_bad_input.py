@@ -82,12 +82,12 @@ def test_unreadable_file_is_one_error(tmp_path):
 
 
 def test_unsupported_options_are_located(tmp_path):
-    """Eltwise MAX and LRN within channels: no archc form, said where they are written."""
+    """A weighted Eltwise and LRN within channels: no archc form, said where they are written."""
     path = tmp_path / "net.prototxt"
     path.write_text(CAFFE_HEAD + (
         'layer { name: "a" type: "ReLU" bottom: "data" top: "a" }\n'
         'layer { name: "m" type: "Eltwise" bottom: "a" bottom: "data" top: "m"\n'
-        '  eltwise_param { operation: MAX } }\n'
+        '  eltwise_param { operation: SUM coeff: 1 coeff: -1 } }\n'
         'layer { name: "n" type: "LRN" bottom: "m" top: "n"\n'
         '  lrn_param { norm_region: WITHIN_CHANNEL } }\n'))
     diags = Diagnostics()

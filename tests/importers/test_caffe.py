@@ -129,6 +129,26 @@ def test_bn_scale_split_inplace_and_eltwise():
     assert "avgpool3-2(padding=1, ceil=true)" in text and "globalavgpool" in text
 
 
+def test_eltwise_max_imports_as_a_max_merge(tmp_path):
+    """Eltwise MAX of three branches is `max:`, with Caffe's shapes and Caffe's outputs."""
+    proto = tmp_path / "eltmax.prototxt"
+    proto.write_text(
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 10 dim: 10 }\n'
+        'layer { name: "a" type: "Convolution" bottom: "data" top: "a"\n'
+        '  convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }\n'
+        'layer { name: "b" type: "Convolution" bottom: "data" top: "b"\n'
+        '  convolution_param { num_output: 6 kernel_size: 1 } }\n'
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+        '  convolution_param { num_output: 6 kernel_size: 5 pad: 2 } }\n'
+        'layer { name: "m" type: "Eltwise" bottom: "a" bottom: "b" bottom: "c" top: "m"\n'
+        '  eltwise_param { operation: MAX } }\n'
+        'layer { name: "r" type: "ReLU" bottom: "m" top: "m" }\n')
+    spec, network, diags = imported(proto)
+    assert not diags.errors and "max:" in spec_text(spec)
+    assert network.output_shape == (6, 10, 10) and network.n_params == 6 * (27 + 3 + 75 + 3)
+    assert_round_trip(proto, network, torch.randn(2, *network.input_shape), seed=3)
+
+
 def test_repeated_layers_become_repeats():
     """VGG's stages: the conv-relu pairs of a stage are one `[...] xN`, as VGG's paper
     table writes them; the two fc-relu-dropout units likewise."""
