@@ -136,8 +136,13 @@ def train(req: TrainRequest) -> FitResult:
         with contextlib.ExitStack() as held:  # the run folder's lock, however train ends
             if resume_dir is not None:
                 _lock(resume_dir, world, held)
-            return _train_locked(req, world, resume_dir, record, saved_params, data_path, config,
-                                 device, held)
+            result = _train_locked(req, world, resume_dir, record, saved_params, data_path,
+                                   config, device, held)
+        # Every rank finishes before any leaves the group: a gloo peer torn down while rank 0
+        # still writes its summary aborted rank 0 ("terminate called without an active
+        # exception"). Only on success: after an error the other ranks may never arrive.
+        barrier()
+        return result
     finally:
         shutdown()
 
