@@ -17,6 +17,7 @@ from torch import nn
 
 from ..graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
 from ..layers import MERGES, REGISTRY
+from ..layers.core import init_deferred
 
 # A compiled step takes the owner's `_modules`, the tensor and the aux-output list (None
 # in eval mode). It never captures a module, so deepcopy, DDP and state_dict stay sound.
@@ -130,15 +131,21 @@ def scope_module(scope: Scope) -> nn.Module:
 
 def to_module(net: Network, init: str = "kaiming") -> nn.Module:
     """Build the torch module of a checked network, with torchvision-style initialisation."""
+    if init != "kaiming":
+        return _net_module(net)
+    with init_deferred():  # convs and linears skip torch's default draw: `initialize` sets them
+        model = _net_module(net)
+    initialize(model)
+    return model
+
+
+def _net_module(net: Network) -> nn.Module:
     root = net.root
     children = OrderedDict(
         (c.name, scope_module(c) if isinstance(c, Scope) else layer_module(c))
         for c in root.children
     )
-    model = _named(net.name, Net)(children, root.plan, tuple(net.aux_outputs))
-    if init == "kaiming":
-        initialize(model)
-    return model
+    return _named(net.name, Net)(children, root.plan, tuple(net.aux_outputs))
 
 
 def initialize(model: nn.Module) -> None:

@@ -16,6 +16,7 @@ from .core import (
     fmt,
     groups_shape,
     image,
+    weighted,
 )
 from .dense import linear_params
 
@@ -56,7 +57,7 @@ def _channel_fc_torch(inp: Shape, p: dict):
     from ..backends.modules import ChannelLinear
 
     cls = nn.Linear if p["last"] else ChannelLinear  # nn.Linear works on the last axis
-    return cls(inp[_channel_axis(p)], p["out"], bias=p["bias"])
+    return weighted(cls, inp[_channel_axis(p)], p["out"], bias=p["bias"])
 
 
 KINDS: tuple[LayerKind, ...] = (

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import math
 
-from .core import CONV, LayerKind, Param, Shape, ShapeContext, ShapeProblem, check_positive, image
+from .core import (
+    CONV,
+    LayerKind,
+    Param,
+    Shape,
+    ShapeContext,
+    ShapeProblem,
+    check_positive,
+    image,
+    weighted,
+)
 from .window import by_axis, pair, resolve_padding, window
 
 
@@ -41,7 +51,8 @@ def _conv_summary(p: dict) -> str:
 def _conv_torch(inp: Shape, p: dict):
     import torch.nn as nn
 
-    return nn.Conv2d(
+    return weighted(
+        nn.Conv2d,
         inp[0],
         p["out"],
         p["kernel"],

@@ -6,7 +6,10 @@ when they are called.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for flat features
@@ -242,3 +245,37 @@ def archc_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict],
         return getattr(modules, cls)(*(p[n] for n in names), **fixed)
 
     return make
+
+
+# --------------------------------------------------------------------------- weights drawn once
+
+_INIT_DEFERRED: ContextVar[bool] = ContextVar("archc_init_deferred", default=False)
+
+
+@contextmanager
+def init_deferred():
+    """Within this block, `weighted` modules skip torch's default initialisation: the caller
+    promises to initialise every weight and bias of them itself (the torch backend does, with
+    torchvision's scheme). A context variable, so other threads keep torch's defaults."""
+    token = _INIT_DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _INIT_DEFERRED.reset(token)
+
+
+def weighted(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """`cls(*args, **kwargs)` for a conv or linear module; inside `init_deferred()` its
+    weights are left unset instead of drawn from torch's default distribution only to be
+    drawn again (a third of a MobileNet's build). The result is an exact `cls`."""
+    if not _INIT_DEFERRED.get():
+        return cls(*args, **kwargs)
+    module = _without_reset(cls)(*args, **kwargs)
+    module.__class__ = cls  # the same object layout: only `reset_parameters` differed
+    return module
+
+
+@lru_cache(maxsize=None)
+def _without_reset(cls: type) -> type:
+    """A subclass of `cls` whose constructor leaves the parameters as allocated."""
+    return type(cls.__name__, (cls,), {"reset_parameters": lambda self: None})

@@ -15,6 +15,7 @@ from .core import (
     check_positive,
     fmt,
     nn_module,
+    weighted,
 )
 
 
@@ -41,7 +42,7 @@ def linear_params(features: int, p: dict) -> int:
 def _fc_torch(inp: Shape, p: dict):
     import torch.nn as nn
 
-    return nn.Linear(inp[0], p["out"], bias=p["bias"])
+    return weighted(nn.Linear, inp[0], p["out"], bias=p["bias"])
 
 
 KINDS: tuple[LayerKind, ...] = (
