@@ -45,18 +45,17 @@ def _parser(start: str = "start") -> Lark:
 
 
 def _cache_path(start: str) -> str | bool:
-    """Where lark keeps the compiled grammar: parsing stays fast from the second run on."""
+    """Where lark keeps the compiled grammar (a pickle, so in archc's private cache
+    directory): parsing stays fast from the second run on. False: compile it each time."""
     import hashlib
-    import os
-    import tempfile
 
-    digest = hashlib.sha256(GRAMMAR.read_bytes()).hexdigest()[:16]
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(tempfile.gettempdir(), "archc-cache")
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError:
+    from .cache import private_dir
+
+    directory = private_dir("grammar")
+    if directory is None:
         return False
-    return os.path.join(root, f"grammar-{start}-{digest}.lark")
+    digest = hashlib.sha256(GRAMMAR.read_bytes()).hexdigest()[:16]
+    return str(directory / f"grammar-{start}-{digest}.lark")
 
 
 # --------------------------------------------------------------------------- entry points

@@ -123,6 +123,25 @@ def parse_source(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None
     return parse_text(text, path, diags)
 
 
+def parse_source_cached(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
+    """`parse_source`, read back from archc's on-disk cache when this exact text was parsed
+    before without a diagnostic (see archc/cache.py: a .pyc for specs)."""
+    from . import cache
+
+    directory = cache.private_dir("specs") if cache.enabled() else None
+    if directory is None:
+        return parse_source(text, path, diags)
+    key = cache.spec_key(path, text)
+    spec = cache.load(directory, key, ir.SpecFile)
+    if spec is not None:
+        return spec
+    before = len(diags.items)
+    spec = parse_source(text, path, diags)
+    if spec is not None and len(diags.items) == before:
+        cache.store(directory, key, spec)
+    return spec
+
+
 def load_program(path: str | Path, diags: Diagnostics, text: str | None = None) -> Program:
     """Read the root spec and everything it imports; problems go to `diags`."""
     root = str(path)
@@ -139,6 +158,7 @@ def _load(
     via: ir.Import | None,
     text: str | None = None,
 ) -> None:
+    from_disk = text is None  # an editor's unsaved buffer is not worth a cache entry
     if text is None:
         try:
             text = read_spec(path)
@@ -165,7 +185,7 @@ def _load(
     if path in program.files or key in (str(Path(p).resolve()) for p in program.files):
         return
     program.sources[path] = text
-    spec = parse_source(text, path, diags)
+    spec = parse_source_cached(text, path, diags) if from_disk else parse_source(text, path, diags)
     if spec is None:
         if via is not None:
             program.failed_imports.append((via, path))

@@ -7,7 +7,6 @@ run folder, fit, report. Everything a run needs to be rebuilt is in its folder.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +50,11 @@ class TrainRequest:
 
 
 def cache_dir() -> Path:
-    """Where decoded image caches live: $ARCHC_CACHE, else ~/.cache/archc/images."""
-    root = os.environ.get("ARCHC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "archc"
-    )
-    return Path(root) / "images"
+    """Where decoded image caches live: images/ under archc's cache root ($ARCHC_CACHE,
+    else $XDG_CACHE_HOME/archc, else ~/.cache/archc)."""
+    from archc.cache import root
+
+    return root() / "images"
 
 
 def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None):
