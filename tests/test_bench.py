@@ -95,3 +95,20 @@ def test_the_zoo_check_row_shows_the_slowest_family_and_holds_only_if_every_one_
     (row,) = bench_check._zoo_row(a)
     assert "3 zoo families" in row.what and "specs/efficientnet.arch" in row.what
     assert row.ratio == efficientnet_ratio and row.holds is holds
+
+
+def test_the_zoo_check_is_judged_with_and_without_the_parse_cache():
+    def figures(ratio):
+        return {"check_s": ratio * 2.0, "ratio": ratio, "median_ratio": ratio, "ok": ratio <= 0.15}
+
+    def family(spec, cached, parsing):
+        return {"command": f"archc check specs/{spec}.arch", **figures(cached),
+                "parsing": figures(parsing)}
+
+    a = {"import_torch_s": 2.0, "zoo": {"vgg": family("vgg", 0.10, 0.16),
+                                        "alexnet": family("alexnet", 0.12, 0.13)}}
+    cached, parsing = bench_check._zoo_row(a)
+    assert "no parse cache" not in cached.what and "specs/alexnet.arch" in cached.what
+    assert cached.ratio == 0.12 and cached.holds is True
+    assert "no parse cache" in parsing.what and "specs/vgg.arch" in parsing.what
+    assert parsing.ratio == 0.16 and parsing.holds is False
