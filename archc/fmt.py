@@ -109,7 +109,7 @@ def _read(text: str, path: str) -> tuple[list[Token], ir.SpecFile]:
 
     from .parse import _Builder, _parser
 
-    interactive = _parser().parse_interactive(text)
+    interactive = _parser().parse_interactive(text, start="start")
     try:
         tokens = list(interactive.iter_parse())
         tree = interactive.feed_eof(tokens[-1] if tokens else None)

@@ -32,15 +32,17 @@ class _ArchIndenter(Indenter):
 
 
 @lru_cache(maxsize=None)
-def _parser(start: str = "start") -> Lark:
+def _parser() -> Lark:
+    """The .arch parser. One instance serves whole files (`start`) and the `{expression}`
+    parts of words (`expr`): one grammar to load, one set of lexer scanners to compile."""
     return Lark(
         GRAMMAR.read_text(),
         parser="lalr",
         postlex=_ArchIndenter(),
-        start=start,
+        start=["start", "expr"],
         propagate_positions=True,
         maybe_placeholders=False,
-        cache=_cache_path(start),
+        cache=_cache_path("start+expr"),
     )
 
 
@@ -67,7 +69,7 @@ def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     if not text.endswith("\n"):
         text += "\n"
     try:
-        tree = _parser().parse(text)
+        tree = _parser().parse(text, start="start")
     except UnexpectedInput as exc:
         diags.add(_syntax_diagnostic(exc, text, path))
         return None
@@ -83,7 +85,7 @@ def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
 def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
     """Parse one `{expression}` found inside a word; its span is `span`'s position."""
     try:
-        tree = _expr_parser().parse(text)
+        tree = _parser().parse(text, start="expr")
     except UnexpectedInput:
         diags.error(
             "E109",
@@ -134,18 +136,6 @@ def notation_kind(word: str) -> str | None:
     from .layers import REGISTRY
 
     return callee if callee in REGISTRY else None
-
-
-@lru_cache(maxsize=None)
-def _expr_parser() -> Lark:
-    return Lark(
-        GRAMMAR.read_text(),
-        parser="lalr",
-        start="expr",
-        propagate_positions=True,
-        maybe_placeholders=False,
-        cache=_cache_path("expr"),
-    )
 
 
 # --------------------------------------------------------------------------- syntax errors
