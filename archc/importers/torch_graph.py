@@ -37,6 +37,7 @@ from .torch_draft import (
 from .torch_layers import (
     ADDS,
     FUNCTIONS,
+    MAXIMUMS,
     METHODS,
     MULTIPLIES,
     PASS_THROUGH,
@@ -241,6 +242,8 @@ class GraphBody:
             return self.cat_op(n)
         if n.target in MULTIPLIES or (n.op == "call_method" and n.target in ("mul", "mul_")):
             return self.mul_op(n)
+        if n.target in MAXIMUMS or (n.op == "call_method" and n.target in ("maximum", "max")):
+            return self.max_op(n)
         if n.op == "call_method" and n.target in ("view", "reshape"):
             return self.view_op(n)
         if n.op == "call_method" and n.target in PASS_THROUGH:
@@ -282,6 +285,14 @@ class GraphBody:
         if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
             raise locate(n, "adds a constant or a scaled tensor; archc adds whole branches only")
         return _Op(tensors, merge="add")
+
+    def max_op(self, n: fx.Node) -> _Op:
+        """`torch.maximum(a, b)` (or `torch.max(a, b)`): a `max:` merge of two tensors."""
+        tensors = [a for a in n.args if isinstance(a, fx.Node)]
+        if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
+            raise locate(n, "takes a maximum over an axis or with a constant; archc's `max:` "
+                         "takes the element-wise maximum of whole branches")
+        return _Op(tensors, merge="max")
 
     def is_scale(self, n: fx.Node, held: list[fx.Node]) -> bool:
         """`self.layer_scale * x` with a (C, 1, 1) parameter: ConvNeXt's layer scale."""
@@ -382,7 +393,7 @@ class GraphBody:
                 raise locate(node, f"`{node.name}` merges values not computed from the input")
             mode = self.split_mode(op, fork)
             branches = [self.branch(fork, i, mode) for i in op.inputs]
-            items.append((node, DMerge(mode, branches)))
+            items.append((node, DMerge(mode, _flat(branches) if mode == "concat" else branches)))
             node = fork
             if mode == "split":  # the chunk is the merge's own slicing: continue before it
                 self.used[fork] = self.used.get(fork, 0) + 1
@@ -415,7 +426,9 @@ class GraphBody:
     def branch(self, fork: fx.Node, end: fx.Node, mode: str) -> DItem:
         """One merge branch: the identity, a projection shortcut (of an add), or a sequence."""
         if end is fork:  # a gate multiplies the input itself: archc's `identity` layer
-            return DShortcut(shortcut_args()) if mode != "mul" else DLayer("identity")
+            # `shortcut` (which may project) for a residual or concat, else the identity
+            return DShortcut(shortcut_args()) if mode in ("add", "concat", "split") else \
+                DLayer("identity")
         items = [
             item for _, item in self.chain(end, fork, inside=mode == "split") if item is not None
         ]
@@ -500,3 +513,17 @@ def library_functions() -> dict:
             "channel-shuffle", [Arg("groups", args[1], REQUIRED, "groups", positional=True)]
         )
     return found
+
+
+def _flat(branches: list[DItem]) -> list[DItem]:
+    """`cat(cat(a, b), c)` of one input is `cat(a, b, c)`: a 4-way `torch.cat`, split in two
+    by `running_concats` or written nested, becomes one `concat:` of 4 branches again. A
+    branch that is a bare merge starts at the same fork as its parent (a path before it would
+    make it a group), and an unlabelled merge adds no level to the weights' names."""
+    out: list[DItem] = []
+    for branch in branches:
+        if isinstance(branch, DMerge) and branch.mode == "concat" and branch.label is None:
+            out.extend(branch.branches)
+        else:
+            out.append(branch)
+    return out

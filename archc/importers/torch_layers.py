@@ -23,12 +23,33 @@ class Unsupported(Exception):
 
 
 def _pair(value: Any, what: str) -> Any:
-    """A square size: `3` or `(3, 3)` → 3; a rectangle has no archc form."""
+    """A square size: `3` or `(3, 3)` → 3; a rectangle has no archc form here."""
     if isinstance(value, (tuple, list)):
         if len(set(value)) != 1:
-            raise Unsupported(f"a non-square {what} {tuple(value)} (archc layers are square)")
+            raise Unsupported(f"a non-square {what} {tuple(value)} (archc's is the same on "
+                              "both sides)")
         return value[0]
     return value
+
+
+def _window(value: Any) -> Any:
+    """A window size, stride, padding or dilation as a spec writes it: `3` for `(3, 3)`,
+    `(1, 7)` as `(h, w)` (Inception-v3's 1×7 convs)."""
+    if isinstance(value, (tuple, list)):
+        return value[0] if len(set(value)) == 1 else tuple(value)
+    return value
+
+
+def _axes(value: Any) -> tuple:
+    """`3` or `(1, 7)` as a (h, w) pair."""
+    return tuple(value) if isinstance(value, tuple) else (value, value)
+
+
+def _same_padding(kernel: Any, dilation: Any, padding: Any) -> bool:
+    """Whether `padding` is what archc's default `same` gives: half the dilated window, on
+    each axis of an odd kernel."""
+    return all(k % 2 == 1 and p == d * (k - 1) // 2
+               for k, d, p in zip(_axes(kernel), _axes(dilation), _axes(padding)))
 
 
 def kind_layer(kind: str, args: list[Arg] | None = None, what: str = "") -> DLayer:
@@ -44,16 +65,16 @@ def kind_layer(kind: str, args: list[Arg] | None = None, what: str = "") -> DLay
 def _conv(m: nn.Conv2d) -> DLayer:
     if m.padding_mode != "zeros":
         raise Unsupported(f"padding_mode={m.padding_mode!r} (archc pads with zeros)")
-    k, d = _pair(m.kernel_size, "kernel"), _pair(m.dilation, "dilation")
-    pad = m.padding if isinstance(m.padding, str) else _pair(m.padding, "padding")
-    if pad == "same" or (isinstance(pad, int) and k % 2 == 1 and pad == d * (k - 1) // 2):
+    k, d = _window(m.kernel_size), _window(m.dilation)
+    pad = m.padding if isinstance(m.padding, str) else _window(m.padding)
+    if pad == "same" or (not isinstance(pad, str) and _same_padding(k, d, pad)):
         pad = "same"  # archc's default: left out
     return DLayer(
         "conv",
         [
             Arg("kernel", k, key="k"),
             Arg("out", m.out_channels, key="c"),
-            Arg("stride", _pair(m.stride, "stride"), 1, "stride"),
+            Arg("stride", _window(m.stride), 1, "stride"),
             Arg("pad", pad, "same", "pad"),
             Arg("dilation", d, 1, "dilation"),
             Arg("groups", m.groups, 1, "groups"),
@@ -83,14 +104,14 @@ def _bn(m: nn.modules.batchnorm._BatchNorm) -> DLayer:
 
 def pool(kind: str, kernel: Any, stride: Any, padding: Any, ceil: bool) -> DLayer:
     """A max or average pool: `maxpool(3, stride=2, pad=1)` as the hand-written specs say."""
-    k = _pair(kernel, "kernel")
-    s = k if stride is None or stride == [] else _pair(stride, "stride")
+    k = _window(kernel)
+    s = k if stride is None or stride == [] else _window(stride)
     return kind_layer(
         kind,
         [
             Arg("kernel", k, 2, "k", positional=True),
             Arg("stride", s, k, "stride"),
-            Arg("pad", _pair(padding, "padding"), 0, "pad"),
+            Arg("pad", _window(padding), 0, "pad"),
             Arg("ceil", bool(ceil), False, "ceil"),
         ],
     )
@@ -357,4 +378,5 @@ METHODS: dict[str, Callable[[tuple, dict], Any]] = {
 # Ops that merge two or more tensors.
 ADDS = {operator.add, operator.iadd, torch.add}
 MULTIPLIES = {operator.mul, operator.imul, torch.mul}
+MAXIMUMS = {torch.maximum, torch.max}  # torch.max of two tensors (max_op checks there are two)
 PASS_THROUGH = {"contiguous", "clone"}

@@ -175,10 +175,14 @@ def snake(name: str) -> str:
 
 
 def probe(model: nn.Module, shape: tuple | None) -> tuple[dict[int, tuple], tuple]:
-    """Run the model once; every module's (input shape, output shape) by id, and the input."""
+    """Run the model once; every module's (input shape, output shape) by id, and the input.
+
+    In training mode first, so that auxiliary heads run too (archc checks them at every
+    size): Inception-v3 runs at 224×224 in eval mode, but its auxiliary head needs 299×299.
+    A model that does not run in training mode at any size is probed in eval mode."""
     tried = [shape] if shape else PROBE_SHAPES
     last = None
-    for candidate in tried:
+    for training, candidate in ((t, c) for t in (True, False) for c in tried):
         seen: dict[int, tuple] = {}
 
         def record(module, inputs, output, seen=seen):
@@ -187,7 +191,7 @@ def probe(model: nn.Module, shape: tuple | None) -> tuple[dict[int, tuple], tupl
 
         hooks = [m.register_forward_hook(record) for m in model.modules()]
         try:
-            _shapes_only(model, candidate)
+            _shapes_only(model, candidate, training)
             return seen, tuple(candidate)
         except Exception as error:  # a size the model does not take: try the next
             last = error
@@ -198,20 +202,29 @@ def probe(model: nn.Module, shape: tuple | None) -> tuple[dict[int, tuple], tupl
     raise SourceProblem(f"the module does not run on an input of {sizes}: {_one_line(last)}")
 
 
-def _shapes_only(model: nn.Module, shape: tuple) -> None:
+def _shapes_only(model: nn.Module, shape: tuple, training: bool = False) -> None:
     """Run the model for its shapes: on the meta device (no arithmetic, so a ResNet-50 at
-    224×224 takes milliseconds), or for real where an op has no meta kernel."""
+    224×224 takes milliseconds), or for real where an op has no meta kernel. A batch of two,
+    as batch norm in training mode needs; the modules' own modes are restored after."""
     from torch.func import functional_call
 
-    with torch.no_grad():
-        try:
-            meta = {
-                k: torch.empty_like(v, device="meta")
-                for k, v in [*model.named_parameters(), *model.named_buffers()]
-            }
-            functional_call(model, meta, (torch.zeros(1, *shape, device="meta"),))
-        except NotImplementedError:
-            model(torch.zeros(1, *shape))
+    modes = {m: m.training for m in model.modules()}
+    model.train(training)
+    try:
+        with torch.no_grad():
+            try:
+                meta = {
+                    k: torch.empty_like(v, device="meta")
+                    for k, v in [*model.named_parameters(), *model.named_buffers()]
+                }
+                functional_call(model, meta, (torch.zeros(2, *shape, device="meta"),))
+            except NotImplementedError:
+                if training:  # for real, training mode would move the running statistics
+                    raise
+                model(torch.zeros(2, *shape))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
 # --------------------------------------------------------------------------- drafting

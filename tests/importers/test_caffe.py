@@ -285,7 +285,7 @@ def _root(proto: Path):
 
 
 def test_non_square_windows(tmp_path):
-    """kernel_h/kernel_w: an (h, w) window where the registry takes one, else a located error."""
+    """kernel_h/kernel_w/pad_h/pad_w: an (h, w) window."""
     from archc.layers import REGISTRY
 
     proto = tmp_path / "ns.prototxt"
@@ -295,12 +295,9 @@ def test_non_square_windows(tmp_path):
         '  convolution_param { num_output: 4 kernel_h: 1 kernel_w: 3 pad_h: 0 pad_w: 1 } }\n')
     diags = Diagnostics()
     spec = import_source(str(proto), diags)
-    if REGISTRY["conv"].param("kernel").type == "int":
-        assert spec is None and diags.errors[0].span.line == 3
-        assert "non-square" in diags.errors[0].message
-    else:  # pragma: no cover - once the zoo's (h, w) windows land
-        network = check_imported(spec, {}, diags)
-        assert network is not None and network.output_shape == (4, 12, 12)
+    assert REGISTRY["conv"].param("kernel").type == "int2"
+    network = check_imported(spec, {}, diags)
+    assert network is not None and network.output_shape == (4, 12, 12)
 
 
 # --------------------------------------------------------------------------- the model zoo

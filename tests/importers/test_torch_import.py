@@ -599,3 +599,71 @@ def test_cli_input_is_refused_for_files_and_bad_shapes(tmp_path):
     done = archc_cli("import", f"{HERE}:AnySize", "--input", "1x40")
     assert done.returncode == 2 and "--input expects C×H×W" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------- (h, w) windows, max
+
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization of inception_v3")
+def test_inception_v3_imports_with_its_rectangular_kernels():
+    """No --input: the probe runs the auxiliary head too (training mode), which needs
+    299×299; the 1×7 and 7×1 convs are (h, w) kernels; each torch.cat of four is one
+    `concat:` of four branches, as specs/inception_v3.arch writes it."""
+    spec, diags = imported("torchvision:inception_v3", check_shape=None)
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    assert "input 3x299x299" in text
+    assert "branch7x7_2: basic_conv2d(c, k=(1, 7))" in text
+    assert "concat:\n        branch1x1: basic_conv2d(64)\n        branch5x5_1:" in text, text
+    assert "concat:\n        concat:" not in text
+    torch.manual_seed(0)
+    source = torchvision.models.inception_v3(weights=None, init_weights=False, aux_logits=True)
+    with torch.no_grad():
+        for m in source.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.3)
+    model = rebuilt(spec, (3, 299, 299))
+    model.load_state_dict(source.state_dict(), strict=True)
+    x = torch.randn(1, 3, 299, 299, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        got, expected = model.eval()(x), source.eval()(x)
+    torch.testing.assert_close(got, expected, atol=1e-5 * expected.abs().max().item(), rtol=0)
+
+
+class Maxed(nn.Module):
+    """Caffe's Eltwise MAX written in PyTorch: two branches joined by torch.maximum, one
+    of them a 1×5 conv."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 8, (1, 5), padding=(0, 2))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.maximum(self.a(x), self.b(x))), 1))
+
+
+class MaxOverAxis(Maxed):
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.a(x)), 1)).max(1).values
+
+
+def test_an_elementwise_maximum_becomes_a_max_merge():
+    spec, diags = imported(f"{HERE}:Maxed")
+    assert spec is not None, [d.message for d in diags.items]
+    assert "    max:\n        a: conv3-8\n        b: conv1x5-8\n" in spec_text(spec)
+    assert_same_outputs(spec, Maxed())
+
+
+def test_a_maximum_over_an_axis_is_reported_at_its_line():
+    spec, diags = imported(f"{HERE}:MaxOverAxis")
+    assert spec is None
+    (error,) = diags.errors
+    assert "element-wise maximum of whole branches" in error.message
+    line = inspect.getsourcelines(MaxOverAxis.forward)[1] + 1
+    assert error.span.line == line, error
