@@ -32,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = Path(__file__).resolve().parent
-MAX_ENTRIES = 2000  # parsed files kept; the oldest half goes when there are more
+# Bounds of the spec cache: when either is passed, the oldest entries go until it is half
+# full. A family spec's entry is 15-60 KB; a 1 MB spec's about 12 MB.
+MAX_ENTRIES = 2000
+MAX_BYTES = 256 * 2**20
 
 
 def root() -> Path:
@@ -119,6 +122,8 @@ def store(directory: Path, key: str, value: Any) -> None:
     cache that cannot be written is skipped silently, as Python skips a .pyc."""
     try:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) > MAX_BYTES // 8:  # one huge spec must not push out everything else
+            return
         with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as out:
             out.write(data)
         os.replace(out.name, directory / f"{key}.pickle")
@@ -128,15 +133,21 @@ def store(directory: Path, key: str, value: Any) -> None:
 
 
 def _prune(directory: Path) -> None:
-    """Keep the newest MAX_ENTRIES // 2 entries once there are more than MAX_ENTRIES (every
-    edit of a spec adds one), so the cache stays a few megabytes."""
+    """Every edit of a spec adds an entry: past MAX_ENTRIES entries or MAX_BYTES in all,
+    remove the oldest until both are at half."""
     try:
-        entries = [e for e in os.scandir(directory) if e.name.endswith(".pickle")]
-        if len(entries) <= MAX_ENTRIES:
+        entries = [(e.stat().st_mtime_ns, e.stat().st_size, e.path) for e in os.scandir(directory)
+                   if e.name.endswith(".pickle")]
+        total = sum(size for _, size, _ in entries)
+        if len(entries) <= MAX_ENTRIES and total <= MAX_BYTES:
             return
-        entries.sort(key=lambda e: e.stat().st_mtime_ns)
-        for entry in entries[: len(entries) - MAX_ENTRIES // 2]:
-            _remove(Path(entry.path))
+        entries.sort()
+        count = len(entries)
+        for _, size, path in entries:
+            if count <= MAX_ENTRIES // 2 and total <= MAX_BYTES // 2:
+                break
+            _remove(Path(path))
+            count, total = count - 1, total - size
     except OSError:
         return
 

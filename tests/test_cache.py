@@ -180,3 +180,18 @@ def test_without_a_home_directory_it_is_still_absolute(monkeypatch):
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setattr(os.path, "expanduser", lambda path: path)  # `~` stays `~`
     assert cache.root().is_absolute()  # never a folder called `~` wherever archc runs
+
+
+def test_it_stays_within_its_bytes(home, tmp_path, monkeypatch):
+    path = write(tmp_path, SPEC)
+    archc.check(path)
+    [entry] = entries(home)
+    size = entry.stat().st_size
+    monkeypatch.setattr(cache, "MAX_BYTES", 4 * size)  # room for four such entries
+    for n in range(8):
+        archc.check(write(tmp_path, SPEC.replace("FC-2", f"FC-{n + 3}")))
+    assert sum(e.stat().st_size for e in entries(home)) <= 4.2 * size
+    monkeypatch.setattr(cache, "MAX_BYTES", size)  # an entry over an eighth is not kept
+    before = set(entries(home))
+    archc.check(write(tmp_path, SPEC.replace("FC-2", "FC-99")))
+    assert set(entries(home)) <= before
