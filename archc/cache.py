@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import stat
 import sys
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,8 @@ def root() -> Path:
     if home.is_absolute():
         return home / ".cache" / "archc"
     # not a `~` folder in the working directory: a per-user one that `private_dir` vets
+    import tempfile
+
     return Path(tempfile.gettempdir()) / f"archc-cache-{getattr(os, 'getuid', lambda: 0)()}"
 
 
@@ -105,6 +105,8 @@ def spec_key(path: str, text: str) -> str:
 def load(directory: Path, key: str, expected: type) -> Any | None:
     """The object stored under `key`, or None when there is none or it cannot be read back
     as an `expected` (truncated by a crash, written by another archc: a miss, not an error)."""
+    import pickle  # here, not at the top: `archc check` imports this module on every run
+
     entry = directory / f"{key}.pickle"
     try:
         with open(entry, "rb") as handle:
@@ -120,6 +122,9 @@ def load(directory: Path, key: str, expected: type) -> Any | None:
 def store(directory: Path, key: str, value: Any) -> None:
     """Store `value` under `key`, atomically (a reader sees the whole entry or none); a
     cache that cannot be written is skipped silently, as Python skips a .pyc."""
+    import pickle
+    import tempfile
+
     try:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) > MAX_BYTES // 8:  # one huge spec must not push out everything else
