@@ -48,8 +48,10 @@ def rebuilt(spec: ir.SpecFile, shape: tuple[int, int, int] = SMALL) -> nn.Module
     return archc.build(result.network)
 
 
-def assert_same_outputs(spec: ir.SpecFile, source: nn.Module) -> None:
-    """The test's own oracle: strict load of the source's weights, equal eval outputs."""
+def assert_same_outputs(spec: ir.SpecFile, source: nn.Module, shape: tuple = SMALL,
+                        batch: int = 2) -> None:
+    """The test's own oracle: strict load of the source's weights, equal eval outputs on a
+    batch of `shape` inputs."""
     with torch.no_grad():  # random BN statistics, or many nets look alike
         for m in source.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -57,9 +59,9 @@ def assert_same_outputs(spec: ir.SpecFile, source: nn.Module) -> None:
                 m.bias.normal_(0, 0.3)
                 m.running_mean.normal_(0, 0.3)
                 m.running_var.uniform_(0.5, 1.5)
-    model = rebuilt(spec)
+    model = rebuilt(spec, shape)
     model.load_state_dict(source.state_dict(), strict=True)
-    x = torch.randn(2, *SMALL, generator=torch.Generator().manual_seed(7))
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         got, expected = model.eval()(x), source.eval()(x)
     torch.testing.assert_close(got, expected, atol=1e-5 * expected.abs().max().item(), rtol=0)
@@ -618,19 +620,7 @@ def test_inception_v3_imports_with_its_rectangular_kernels():
     assert "concat:\n        concat:" not in text
     torch.manual_seed(0)
     source = torchvision.models.inception_v3(weights=None, init_weights=False, aux_logits=True)
-    with torch.no_grad():
-        for m in source.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.3)
-    model = rebuilt(spec, (3, 299, 299))
-    model.load_state_dict(source.state_dict(), strict=True)
-    x = torch.randn(1, 3, 299, 299, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        got, expected = model.eval()(x), source.eval()(x)
-    torch.testing.assert_close(got, expected, atol=1e-5 * expected.abs().max().item(), rtol=0)
+    assert_same_outputs(spec, source, (3, 299, 299), batch=1)
 
 
 class Maxed(nn.Module):
