@@ -5,6 +5,7 @@ tests.mutation.run -k compiler` applies them one at a time and runs the listed t
 _LIMITS = "tests/hostile/test_spec_limits.py"
 _MESSAGES = "tests/hostile/test_spec_messages.py"
 _LANGUAGE = "tests/test_language.py"
+_CACHE = "tests/test_cache.py"
 
 MUTANTS = [
     dict(name="compiler-resolver-forgets-to-count-items",  # nested repeats expand unbounded
@@ -59,4 +60,29 @@ MUTANTS = [
          new="        offset = start",
          tests=[f"{_MESSAGES}::"
                 "test_a_tab_indented_line_gets_a_tab_hint_and_the_caret_under_the_word"]),
+    dict(name="compiler-cache-key-without-the-text",  # an edited spec served stale
+         file="archc/cache.py",
+         old='    h.update(text.encode("utf-8", "surrogatepass"))',
+         new="    pass",
+         tests=[f"{_CACHE}::test_an_edit_is_never_served_stale"]),
+    dict(name="compiler-cache-key-without-the-limits",  # a lowered limit not enforced
+         file="archc/cache.py",
+         old='        h.update(f"{name}={limits.get(name)}\\0".encode())',
+         new="        pass",
+         tests=[f"{_CACHE}::test_the_limits_in_force_are_part_of_the_key"]),
+    dict(name="compiler-cache-stores-a-parse-with-diagnostics",
+         file="archc/sources.py",
+         old="    if spec is not None and len(diags.items) == before:",
+         new="    if spec is not None:",
+         tests=[f"{_CACHE}::test_a_parse_with_diagnostics_is_not_stored"]),
+    dict(name="compiler-cache-trusts-a-shared-directory",  # pickles others could plant
+         file="archc/cache.py",
+         old="info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)",
+         new="False",
+         tests=[f"{_CACHE}::test_a_directory_others_can_write_is_not_trusted"]),
+    dict(name="compiler-torch-backend-skips-the-initialisation",  # weights left as allocated
+         file="archc/backends/module.py",
+         old="        model = _net_module(net)\n    initialize(model)\n",
+         new="        model = _net_module(net)\n",
+         tests=["tests/test_init.py::test_every_weight_is_drawn_from_torchvisions_scheme"]),
 ]
