@@ -83,10 +83,12 @@ def archc_fingerprint() -> str:
     import pydantic
 
     h = hashlib.sha256(f"{sys.version}\0{pydantic.VERSION}\0".encode())
-    for path in sorted(PACKAGE.rglob("*")):
-        if path.suffix in (".py", ".lark"):
-            info = path.stat()
-            h.update(f"{path.relative_to(PACKAGE)}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    for folder, subfolders, files in os.walk(PACKAGE):
+        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith((".py", ".lark"))):
+            info = os.stat(os.path.join(folder, name))
+            where = os.path.relpath(os.path.join(folder, name), PACKAGE)
+            h.update(f"{where}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
     return h.hexdigest()
 
 
