@@ -141,10 +141,18 @@ def store(directory: Path, key: str, value: Any) -> None:
 
 def _prune(directory: Path) -> None:
     """Every edit of a spec adds an entry: past MAX_ENTRIES entries or MAX_BYTES in all,
-    remove the oldest until both are at half."""
+    remove the oldest until both are at half. A temporary file an hour old was left by a
+    writer killed before its rename: it goes too."""
+    import time
+
     try:
-        entries = [(e.stat().st_mtime_ns, e.stat().st_size, e.path) for e in os.scandir(directory)
-                   if e.name.endswith(".pickle")]
+        entries = []
+        for e in os.scandir(directory):
+            info = e.stat()
+            if e.name.endswith(".pickle"):
+                entries.append((info.st_mtime_ns, info.st_size, e.path))
+            elif e.name.endswith(".tmp") and time.time() - info.st_mtime > 3600:
+                _remove(Path(e.path))
         total = sum(size for _, size, _ in entries)
         if len(entries) <= MAX_ENTRIES and total <= MAX_BYTES:
             return

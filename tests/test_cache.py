@@ -198,3 +198,14 @@ def test_it_stays_within_its_bytes(home, tmp_path, monkeypatch):
     before = set(entries(home))
     archc.check(write(tmp_path, SPEC.replace("FC-2", "FC-99")))
     assert set(entries(home)) <= before
+
+
+def test_a_writer_killed_before_its_rename_leaves_nothing_for_long(home, tmp_path):
+    archc.check(write(tmp_path, SPEC))
+    specs = home / "specs"
+    stale, fresh = specs / "stale.tmp", specs / "fresh.tmp"
+    for left in (stale, fresh):
+        left.write_bytes(b"half an entry")
+    os.utime(stale, (0, 0))  # written long ago
+    archc.check(write(tmp_path, SPEC.replace("FC-2", "FC-4")))  # a miss: a store prunes
+    assert not stale.exists() and fresh.exists()  # a writer may still be renaming this one

@@ -130,7 +130,9 @@ def scope_module(scope: Scope) -> nn.Module:
 
 
 def to_module(net: Network, init: str = "kaiming") -> nn.Module:
-    """Build the torch module of a checked network, with torchvision-style initialisation."""
+    """Build the torch module of a checked network: with torchvision-style initialisation
+    (`kaiming`, each weight drawn once), or with torch's defaults (`none`, for weights that
+    are about to be loaded)."""
     if init != "kaiming":
         return _net_module(net)
     with init_deferred():  # convs and linears skip torch's default draw: `initialize` sets them
