@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         if args[:1] == ["check"]:
             options = _plain_check(args[1:])
             if options is not None:
-                raise SystemExit(check_report(**options))
+                code = check_report(**options)
+                if argv is None:  # the process's own command line, not a caller's list
+                    _exit_without_teardown(code)
+                raise SystemExit(code)
         from .cli import main as full_cli
 
         full_cli(args)
@@ -54,6 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     except Exception:  # anything else is a bug in archc: keep its traceback, say so
         report_internal_error(args)
         raise SystemExit(INTERNAL_ERROR) from None
+
+
+def _exit_without_teardown(code: int) -> None:
+    """End the process now, as mypy does: a plain check has written everything it writes,
+    and freeing every IR node, lark table and module one by one at interpreter exit took
+    about 20 ms of a 0.25 s cold check. The streams are flushed first (a reader that has
+    gone shows up here, as a BrokenPipeError for `main` to handle)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # The `torch` extra of pyproject.toml: distribution name → the module it installs. A verb

@@ -252,3 +252,21 @@ def test_version_is_the_installed_distributions():
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == expected
     assert "--version" in CliRunner().invoke(app, ["--help"]).output
+
+
+def test_the_console_script_ends_a_check_without_teardown_and_loses_no_output(tmp_path):
+    """The real command line exits straight after a plain check (no interpreter teardown):
+    the output must be whole, written to a file, and the exit status the check's."""
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    spec = tmp_path / "bad.arch"
+    spec.write_text("network n:\n    input 3x8x8\n    conv3-4 relux\n")
+    with open(good, "w") as out:
+        done = subprocess.run([sys.executable, "-m", "archc", "check", "--json",
+                               str(ROOT / "specs/resnet18.arch")], stdout=out)
+    assert done.returncode == 0
+    assert json.loads(good.read_text())["parameters"] == 11_689_512
+    with open(bad, "w") as out:
+        done = subprocess.run([sys.executable, "-m", "archc", "check", str(spec)],
+                              stdout=out, stderr=subprocess.STDOUT)
+    assert done.returncode == 1
+    assert bad.read_text().rstrip().endswith("1 error")
