@@ -1,7 +1,7 @@
 """`archc import SOURCE -o net.arch`: a Caffe prototxt, a Darknet cfg or a PyTorch module
 as a spec a person would have written, checked right away.
 
-The spec text comes from the unparser (`archc/unparse.py`) over the importer's IR; the
+The spec text comes from the unparser (`archc/compiler/unparse.py`) over the importer's IR; the
 IR is checked with the file's own spans, so a problem points at the imported file.
 """
 
@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .console import fail, parse_sets, parse_shape, print_diagnostics
+from archc.console import fail, parse_sets, parse_shape, print_diagnostics
 
 
 def import_(
@@ -35,8 +35,8 @@ def import_(
     ),
 ) -> None:
     """Import a network as a compact .arch spec (blocks, repeats, paper notation)."""
-    from .diagnostics import Diagnostics
-    from .importers import check_imported, import_source, layout
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.importers import check_imported, import_source, layout
 
     if weights and output is None:
         fail("--weights needs -o: the weights go beside the spec")
@@ -85,7 +85,7 @@ def _write(path: Path, text: str) -> None:
 
 def _convert_weights(source: str, network, output: Path) -> None:
     """Convert the weights file beside `source` to safetensors beside `output`."""
-    from .importers.weights import WeightsError, convert
+    from archc.importers.weights import WeightsError, convert
 
     target = output.with_suffix(".safetensors")
     try:
