@@ -82,10 +82,10 @@ def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostic
     the span of the foreign layer it came from.
     """
     from archc.compiler.resolve import Resolver
-    from archc.compiler.sources import Program, _define
+    from archc.compiler.sources import Program, define_statement
 
     program = Program(root=spec.path, files={spec.path: spec}, sources=dict(sources))
     for stmt in spec.statements:
-        _define(program, stmt, diags)
+        define_statement(program, stmt, diags)
     network = Resolver(program, diags).network(None, {}, None)
     return None if diags.has_errors else network

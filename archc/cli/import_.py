@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from archc.console import fail, parse_sets, parse_shape, print_diagnostics
+from archc.cli.common import fail, parse_sets, parse_shape, print_diagnostics, write_text
 
 
 def import_(
@@ -63,7 +63,7 @@ def import_(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        _write(output, text)
+        write_text(output, text)
     if network is None:
         typer.echo("the imported spec has errors (above)", err=True)
         raise typer.Exit(1)
@@ -76,13 +76,6 @@ def import_(
         _convert_weights(source, network, output)
 
 
-def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot write `{path}`: {exc.strerror or exc}")
-
-
 def _convert_weights(source: str, network, output: Path) -> None:
     """Convert the weights file beside `source` to safetensors beside `output`."""
     from archc.importers.weights import WeightsError, convert
@@ -93,3 +86,8 @@ def _convert_weights(source: str, network, output: Path) -> None:
     except WeightsError as exc:
         fail(str(exc), exc.hint)
     typer.echo(f"wrote {target} ({count} tensors from {found})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `archc import` to the typer app."""
+    app.command(name="import")(import_)
