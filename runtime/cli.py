@@ -52,7 +52,8 @@ def _fail(message: str, code: int = 1) -> None:
 def train_command(
     spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
     data: Optional[Path] = typer.Option(
-        None, "--data", "-d", help="Image folder, Kaggle train/ or train.zip"
+        None, "--data", "-d", help="Image folder, Kaggle train/ or train.zip [required, "
+        "unless the spec's train: section has data = \"PATH\" or --resume names a run]"
     ),
     epochs: Optional[int] = typer.Option(None, help="Epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Global batch size"),

@@ -1,0 +1,103 @@
+"""A newcomer's first hour with the runtime (issue 23): no footguns, honest output.
+
+Real `archc` subprocesses on tiny synthetic data (runtime/synth.py): one run of
+tests/fixtures/tiny.arch, one epoch on 40 images, trained once for the module and copied by
+tests that change it. Each test names the item of the issue it holds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime.synth import write_synthetic
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = REPO / "tests" / "fixtures" / "tiny.arch"
+TINY = ("--epochs", "1", "--batch-size", "8", "--workers", "0")
+
+
+def archc(*args, cwd: Path, cache: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in `cwd`, as a user would (PYTHONPATH is inherited)."""
+    environment = {**os.environ, "ARCHC_CACHE": str(cache), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "archc", *map(str, args)], cwd=cwd,
+                          env=environment, capture_output=True, text=True, timeout=300)
+
+
+def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    return done
+
+
+def one_error_line(done: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 1 with a single `error: ...` line on stderr that holds every fragment."""
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Kaggle's layout, tiny: data/train/{cat,dog}.N.jpg and data/test1/1.jpg ... 4.jpg."""
+    return write_synthetic(tmp_path_factory.mktemp("data") / "data", n=40, seed=0, test_n=4)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data, cache) -> Path:
+    """A run trained for one epoch from the data's parent folder with a RELATIVE --data."""
+    home = data.parent
+    ok(archc("train", SPEC, "--data", "data/train", "--run", "runs/tiny", *TINY,
+             cwd=home, cache=cache))
+    return home / "runs" / "tiny"
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+# --------------------------------------------------------------------------- 1: --data
+
+
+def test_train_without_data_never_trains_on_the_current_folder(tmp_path, cache):
+    """Run from inside an image folder: today that folder became the dataset."""
+    train = write_synthetic(tmp_path / "d", n=40, seed=0) / "train"
+    done = archc("train", SPEC, *TINY, cwd=train, cache=cache)
+    one_error_line(done, "--data", "train:")
+    assert not (train / "runs").exists()
+
+
+def test_the_spec_train_section_may_name_the_data(tmp_path, cache):
+    """`data = "PATH"` in train:, relative to the spec's folder, not the working one."""
+    write_synthetic(tmp_path / "specs" / "d", n=40, seed=0)
+    spec = tmp_path / "specs" / "tiny.arch"
+    spec.write_text(SPEC.read_text().replace('device = "cpu"', 'device = "cpu"\n'
+                                             '    data = "d/train"'))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ok(archc("train", spec, "--run", "r", *TINY, cwd=elsewhere, cache=cache))
+    record = json.loads((elsewhere / "r" / "record.json").read_text())
+    assert record["data"]["resolved_path"] == str(tmp_path / "specs" / "d" / "train")
+    hparams = json.loads((elsewhere / "r" / "hparams.json").read_text())
+    assert "data" not in hparams["train"]  # a place, not a training setting
+
+
+def test_help_marks_data_as_required(tmp_path, cache):
+    done = ok(archc("train", "--help", cwd=tmp_path, cache=cache))
+    block = done.stdout[done.stdout.index("--data"):][:300]
+    assert "required" in block and "train:" in block
