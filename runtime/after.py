@@ -183,22 +183,31 @@ def _eval_set(trained, data: Path | None, workers: int):
     from .inference import map_labels
     from .train import cache_dir
 
-    trained_on = trained.record.get("data_path")
-    path = Path(data or trained_on or "")
-    if not str(path) or not path.exists():
-        raise AfterError(f"dataset `{path}` not found" if str(path) else
-                         "the run records no dataset; give labelled images with --data PATH")
+    trained_on = _trained_on(trained)
+    path = data or trained_on
+    if path is None:
+        raise AfterError("the run records no dataset; give labelled images with --data PATH")
+    if not path.exists():
+        raise AfterError(f"dataset `{path}` not found")
     images = load_images(path, size=trained.decode_size, cache_dir=cache_dir(),
                          workers=workers, progress=False)
     _report_skipped(images.skipped)
     labels = map_labels(trained, images.classes, images.labels)
     if data is not None:
-        if trained_on and Path(data).resolve() == Path(trained_on).resolve():
+        if trained_on and Path(data).resolve() == trained_on.resolve():
             typer.echo("note: this is the data the run trained on, so the numbers include "
                        "training images; leave out --data for its validation split", err=True)
         return images.images, np.arange(len(images)), labels, path, "all images"
     rows = _validation_rows(trained.run_dir, len(images))
     return images.images, rows, labels[rows], path, "the run's validation split"
+
+
+def _trained_on(trained) -> Path | None:
+    """The data the run trained on, as record.json resolved it when the run began: a relative
+    --data still holds from another working folder."""
+    from .run import recorded_data
+
+    return recorded_data(trained.record)
 
 
 def _validation_rows(run_dir: Path, n_images: int) -> np.ndarray:

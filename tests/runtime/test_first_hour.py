@@ -101,3 +101,23 @@ def test_help_marks_data_as_required(tmp_path, cache):
     done = ok(archc("train", "--help", cwd=tmp_path, cache=cache))
     block = done.stdout[done.stdout.index("--data"):][:300]
     assert "required" in block and "train:" in block
+
+
+# --------------------------------------------------------------------------- 3: relative data
+
+
+def test_eval_finds_relative_data_from_another_folder(run, tmp_path, cache):
+    """The run trained on `data/train` relative to its home; eval runs from elsewhere."""
+    record = json.loads((run / "record.json").read_text())
+    assert record["data_path"] == "data/train"  # relative, as given
+    done = ok(archc("eval", run, "--json", "--plot", tmp_path / "c.png", cwd=tmp_path,
+                    cache=cache))
+    report = json.loads(done.stdout)
+    assert report["data"] == record["data"]["resolved_path"]
+    assert report["split"] == "the run's validation split" and report["n"] == 8
+
+
+def test_int8_calibration_finds_relative_data_from_another_folder(run, data, tmp_path, cache):
+    done = ok(archc("predict", run, data / "test1" / "1.jpg", "--quantize", "int8",
+                    "--calibration-images", "8", cwd=tmp_path, cache=cache))
+    assert "calibrated on 8 training images" in done.stderr
