@@ -38,6 +38,9 @@ QuantizeOption = typer.Option(
     "training split; not exact, so its accuracy and log-loss change are printed")
 CalibrationOption = typer.Option(None, "--calibration-images", min=1,
                                  help="Training images that calibrate int8 (default 128)")
+UntrainedOption = typer.Option(
+    False, "--allow-untrained", help="Use a checkpoint written before the first epoch finished "
+    "(its weights are the random initialisation)")
 _SHOWN = 5  # unreadable files listed by name in an error
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -94,6 +97,21 @@ def _use_engine(trained, engine: str, quantize: str, calibration: int | None, n_
     from .engines import attach
 
     attach(trained, engine, quantize, n_images, batch_size, calibration, note=_note)
+
+
+def _announce_checkpoint(trained, allow_untrained: bool) -> None:
+    """Say on stderr which checkpoint and epoch answer; AfterError for one written before the
+    first epoch finished (epoch 0: `last` is saved at the start so a run can resume, but its
+    weights are the random initialisation) unless `allow_untrained`."""
+    if trained.epoch == 0 and not allow_untrained:
+        raise AfterError(f"checkpoint `{trained.checkpoint}` of {trained.run_dir} is from before "
+                         "the first finished epoch (untrained weights); wait for an epoch to "
+                         "finish, or pass --allow-untrained")
+    of = f" of {trained.config.epochs}" if trained.epoch is not None else ""
+    epoch = "epoch unknown" if trained.epoch is None else f"epoch {trained.epoch}{of}"
+    untrained = ", untrained" if trained.epoch == 0 else ""
+    typer.echo(f"using checkpoint {trained.checkpoint} of {trained.run_dir} "
+               f"({epoch}{untrained})", err=True)
 
 
 def _workers(trained, workers: int | None) -> int:
@@ -284,12 +302,14 @@ def predict_command(
     engine: str = EngineOption,
     quantize: str = QuantizeOption,
     calibration: int | None = CalibrationOption,
+    allow_untrained: bool = UntrainedOption,
 ) -> None:
     """Class probabilities per image. Unreadable files are reported and skipped (exit code 1)."""
     from .inference import predict_files
 
     with _user_errors():
         trained = _load(run, checkpoint, device)
+        _announce_checkpoint(trained, allow_untrained)
         paths, skipped = _expand(images)
         _use_engine(trained, engine, quantize, calibration, len(paths) * (1 + tta), batch_size)
         with _progress(len(paths), "predicting") as advance:
@@ -373,6 +393,7 @@ def submit_command(
     engine: str = EngineOption,
     quantize: str = QuantizeOption,
     calibration: int | None = CalibrationOption,
+    allow_untrained: bool = UntrainedOption,
 ) -> None:
     """Write a Kaggle Dogs-vs-Cats submission: `id,label` with label = p(dog), sorted by id."""
     from .inference import predict_files
@@ -381,6 +402,7 @@ def submit_command(
         _check_probability_options(clip, fill)
         ids = _test_ids(test)
         trained = _load(run, checkpoint, device)
+        _announce_checkpoint(trained, allow_untrained)
         column = _positive_index(trained, positive)
         _use_engine(trained, engine, quantize, calibration, len(ids) * (1 + tta), batch_size)
         with _progress(len(ids), "predicting") as advance:

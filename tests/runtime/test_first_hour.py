@@ -121,3 +121,38 @@ def test_int8_calibration_finds_relative_data_from_another_folder(run, data, tmp
     done = ok(archc("predict", run, data / "test1" / "1.jpg", "--quantize", "int8",
                     "--calibration-images", "8", cwd=tmp_path, cache=cache))
     assert "calibrated on 8 training images" in done.stderr
+
+
+# --------------------------------------------------------------------------- 5: which checkpoint
+
+
+def test_predict_and_submit_name_the_checkpoint_and_epoch(run, data, tmp_path, cache):
+    predicted = ok(archc("predict", run, data / "test1" / "1.jpg", cwd=tmp_path, cache=cache))
+    submitted = ok(archc("submit", run, "--test", data / "test1", "-o", tmp_path / "s.csv",
+                         cwd=tmp_path, cache=cache))
+    for done in (predicted, submitted):
+        assert f"using checkpoint best of {run} (epoch 1 of 1)" in done.stderr.splitlines()
+
+
+def untrained_run(run: Path, tmp_path: Path) -> Path:
+    """A copy of `run` as it looks during its first epoch: only `last`, written at epoch 0."""
+    from runtime.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+
+    copy = copy_of(run, tmp_path)
+    weights, _ = load_checkpoint(copy, "last")
+    remove_checkpoint(copy, "best")
+    remove_checkpoint(copy, "last")
+    save_checkpoint(copy, "last", weights, {"epoch": 0, "step": 0})
+    return copy
+
+
+def test_a_checkpoint_from_before_the_first_epoch_is_refused(run, data, tmp_path, cache):
+    copy = untrained_run(run, tmp_path)
+    image = data / "test1" / "1.jpg"
+    one_error_line(archc("predict", copy, image, cwd=tmp_path, cache=cache),
+                   "before the first finished epoch", "--allow-untrained")
+    one_error_line(archc("submit", copy, "--test", data / "test1", "-o", tmp_path / "s.csv",
+                         cwd=tmp_path, cache=cache), "--allow-untrained")
+    assert not (tmp_path / "s.csv").exists()
+    allowed = ok(archc("predict", copy, image, "--allow-untrained", cwd=tmp_path, cache=cache))
+    assert "(epoch 0 of 1, untrained)" in allowed.stderr
