@@ -114,6 +114,12 @@ def _announce_checkpoint(trained, allow_untrained: bool) -> None:
                f"({epoch}{untrained})", err=True)
 
 
+def _check_engine_options(engine: str, quantize: str) -> None:
+    from .engines import check_options
+
+    check_options(engine, quantize)
+
+
 def _workers(trained, workers: int | None) -> int:
     return trained.config.workers if workers is None else max(workers, 0)
 
@@ -308,6 +314,7 @@ def predict_command(
     from .inference import predict_files
 
     with _user_errors():
+        _check_engine_options(engine, quantize)
         trained = _load(run, checkpoint, device)
         _announce_checkpoint(trained, allow_untrained)
         paths, skipped = _expand(images)
@@ -401,6 +408,7 @@ def submit_command(
     with _user_errors():
         _check_probability_options(clip, fill)
         ids = _test_ids(test)
+        _check_engine_options(engine, quantize)
         trained = _load(run, checkpoint, device)
         _announce_checkpoint(trained, allow_untrained)
         column = _positive_index(trained, positive)

@@ -156,3 +156,29 @@ def test_a_checkpoint_from_before_the_first_epoch_is_refused(run, data, tmp_path
     assert not (tmp_path / "s.csv").exists()
     allowed = ok(archc("predict", copy, image, "--allow-untrained", cwd=tmp_path, cache=cache))
     assert "(epoch 0 of 1, untrained)" in allowed.stderr
+
+
+# --------------------------------------------------------------------------- 4: engines
+
+
+def test_auto_says_which_engine_it_chose_and_why(run, data, tmp_path, cache):
+    done = ok(archc("predict", run, data / "test1" / "1.jpg", cwd=tmp_path, cache=cache))
+    lines = [line for line in done.stderr.splitlines() if line.startswith("engine: ")]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("engine: eager (auto, for 1 image: eager about ")
+    assert "compiled not measured" in lines[0]  # far too short a job to pay for a compile
+
+
+@pytest.mark.slow
+def test_compiled_on_two_images_says_it_pays_setup_and_leaks_no_cuda_home(run, data, tmp_path,
+                                                                          cache):
+    """torch logs `No CUDA runtime is found, using CUDA_HOME=...` when inductor starts on a
+    machine with a CUDA toolkit but no GPU; CUDA_HOME set to any folder provokes it."""
+    images = [data / "test1" / f"{i}.jpg" for i in (1, 2)]
+    done = ok(archc("predict", run, *images, "--engine", "compiled", cwd=tmp_path, cache=cache,
+                    env={"CUDA_HOME": str(tmp_path)}))
+    assert "CUDA_HOME" not in done.stdout + done.stderr
+    line = next(line for line in done.stderr.splitlines() if line.startswith("engine: "))
+    assert line.startswith("engine: compiled (as asked; it paid ")
+    assert "of set-up before the first image, while eager needs about" in line
+    assert "for all 2 images" in line
