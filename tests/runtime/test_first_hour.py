@@ -182,3 +182,23 @@ def test_compiled_on_two_images_says_it_pays_setup_and_leaks_no_cuda_home(run, d
     assert line.startswith("engine: compiled (as asked; it paid ")
     assert "of set-up before the first image, while eager needs about" in line
     assert "for all 2 images" in line
+
+
+# --------------------------------------------------------------------------- 9: smaller things
+
+
+def test_make_clean_removes_the_tool_caches(tmp_path):
+    """A dry run (`make -n`): a real `make clean` would remove the .venv the tests run in."""
+    done = subprocess.run(["make", "-n", "clean"], cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    removed = done.stdout.split()
+    for folder in (".hypothesis", ".ruff_cache", ".pytest_cache", "runs"):
+        assert folder in removed, done.stdout
+
+
+def test_bench_help_prints_help_instead_of_benchmarking(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m bench") and "--quick" in done.stdout
+    assert "== check" not in done.stdout
