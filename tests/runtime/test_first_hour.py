@@ -202,3 +202,18 @@ def test_bench_help_prints_help_instead_of_benchmarking(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m bench") and "--quick" in done.stdout
     assert "== check" not in done.stdout
+
+
+def _mode_open_gives() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def test_exported_safetensors_get_the_mode_of_every_other_file(run, tmp_path, cache):
+    """safetensors' save_file creates 0600; archc's files follow the umask."""
+    out = tmp_path / "model.py"
+    ok(archc("export", run, "--to", "python", "-o", out, cwd=tmp_path, cache=cache))
+    weights = out.with_suffix(".safetensors")
+    assert weights.stat().st_mode & 0o777 == out.stat().st_mode & 0o777 == _mode_open_gives()
+    assert (run / "best.safetensors").stat().st_mode & 0o777 == _mode_open_gives()
