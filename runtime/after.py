@@ -490,24 +490,27 @@ def _write_text(path: Path, text: str) -> None:
 
 # --------------------------------------------------------------------------- export
 
-_FORMATS = ("onnx", "torchscript", "python")
+_FORMATS = ("onnx", "exported-program", "torchscript", "python")
 #: largest |difference| between the exported model and the trained one (times max(1, |y|)).
 EXPORT_TOLERANCE = 1e-4
 
 
 def export_command(
     run: Path = RunArgument,
-    to: str = typer.Option(..., "--to", help="onnx, torchscript or python"),
+    to: str = typer.Option(..., "--to", help="onnx, exported-program (torch.export, .pt2), "
+                           "torchscript (deprecated torch.jit) or python"),
     output: Path = typer.Option(..., "--output", "-o", help="File to write"),
     checkpoint: str | None = CheckpointOption,
 ) -> None:
-    """Export the trained model: ONNX, TorchScript, or standalone PyTorch source + weights."""
+    """Export the trained model: ONNX, a torch.export program (.pt2), TorchScript, or
+    standalone PyTorch source + weights."""
     with _user_errors():
         if to not in _FORMATS:
             raise AfterError(f"--to must be one of {', '.join(_FORMATS)}, got `{to}`")
         trained = _load(run, checkpoint, "cpu")
         output.parent.mkdir(parents=True, exist_ok=True)
-        written = {"onnx": _export_onnx, "torchscript": _export_torchscript,
+        written = {"onnx": _export_onnx, "exported-program": _export_program,
+                   "torchscript": _export_torchscript,
                    "python": _export_python}[to](trained, output)
     for path in written:
         typer.echo(f"wrote {path}")
@@ -566,11 +569,31 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _export_torchscript(trained, output: Path) -> list[Path]:
-    """torch.jit.trace in eval mode (the Block modules run closures, which script cannot
-    compile), save, load the file back and compare it with the model."""
+def _export_program(trained, output: Path) -> list[Path]:
+    """torch.export of the eval-mode model with a dynamic batch dimension, saved with
+    torch.export.save (.pt2), loaded back and compared with the model at another batch size."""
     import torch
 
+    model = trained.model.eval()
+    with _backend("torch.export"), torch.no_grad():
+        batch = torch.export.Dim("batch")
+        program = torch.export.export(model, (_example_input(trained, 2, seed=0),),
+                                      dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(output))
+        reloaded = torch.export.load(str(output)).module()
+        probe = _example_input(trained, 3, seed=1)  # another batch size than the export saw
+        _compare(model(probe), reloaded(probe), "the reloaded exported program")
+    return [output]
+
+
+def _export_torchscript(trained, output: Path) -> list[Path]:
+    """torch.jit.trace in eval mode (the Block modules run closures, which script cannot
+    compile), save, load the file back and compare it with the model. torch.jit is deprecated:
+    the user is told so, and pointed at --to exported-program."""
+    import torch
+
+    _note("note: TorchScript (torch.jit) is deprecated in PyTorch; --to exported-program "
+          "writes torch.export's .pt2 format, which replaces it")
     model = trained.model.eval()
     with _backend("TorchScript export"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices

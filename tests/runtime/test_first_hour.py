@@ -217,3 +217,27 @@ def test_exported_safetensors_get_the_mode_of_every_other_file(run, tmp_path, ca
     weights = out.with_suffix(".safetensors")
     assert weights.stat().st_mode & 0o777 == out.stat().st_mode & 0o777 == _mode_open_gives()
     assert (run / "best.safetensors").stat().st_mode & 0o777 == _mode_open_gives()
+
+
+def test_export_exported_program_reloads_equal_at_any_batch(run, tmp_path, cache):
+    import torch
+
+    from runtime.inference import load_trained
+
+    out = tmp_path / "tiny.pt2"
+    done = ok(archc("export", run, "--to", "exported-program", "-o", out, cwd=tmp_path,
+                    cache=cache))
+    assert f"wrote {out}" in done.stdout and "normalised with mean" in done.stdout
+    program = torch.export.load(str(out))
+    model = load_trained(run).model
+    for batch in (1, 5):
+        x = torch.randn((batch, 3, 32, 32), generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_export_torchscript_says_it_is_deprecated(run, tmp_path, cache):
+    done = ok(archc("export", run, "--to", "torchscript", "-o", tmp_path / "m.pt", cwd=tmp_path,
+                    cache=cache))
+    assert "deprecated" in done.stderr and "--to exported-program" in done.stderr
+    assert (tmp_path / "m.pt").stat().st_size > 0
