@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,8 +167,8 @@ def eval_command(
         None, "--data", "-d",
         help="Labelled images (default: the run's own validation split)"),
     as_json: bool = JsonOption,
-    plot: Path | None = typer.Option(None, "--plot",
-                                     help="Confusion-matrix PNG (default RUN/confusion.png)"),
+    plot: Path | None = typer.Option(None, "--plot", help="Confusion-matrix PNG (default: a "
+                                     "new RUN/eval/TIME-DATA.png for every eval)"),
     tta: bool = TtaOption,
     checkpoint: str | None = CheckpointOption,
     device: str = DeviceOption,
@@ -189,7 +190,7 @@ def eval_command(
             probs = predict_images(trained, images, tta=tta, batch_size=batch_size, rows=rows,
                                    progress=advance)
         scores = score(probs, labels, trained.classes)
-        plot_path = plot or trained.run_dir / "confusion.png"
+        plot_path = plot or _new_plot_path(trained, data)
         plot_confusion(scores, plot_path, f"{trained.network.name}: {where}")
     report = {"run": str(trained.run_dir), "checkpoint": trained.checkpoint,
               "epoch": trained.epoch, "data": str(path), "split": split, "tta": tta,
@@ -224,6 +225,20 @@ def _eval_set(trained, data: Path | None, workers: int):
         return images.images, np.arange(len(images)), labels, path, "all images"
     rows = _validation_rows(trained.run_dir, len(images))
     return images.images, rows, labels[rows], path, "the run's validation split"
+
+
+def _new_plot_path(trained, data: Path | None) -> Path:
+    """RUN/eval/TIME-WHAT.png, a new file for every eval, so an eval on other data never
+    overwrites an earlier one's matrix (WHAT: `val` for the run's validation split, else the
+    data folder's name)."""
+    name = "val" if data is None else Path(data).resolve().name or "data"
+    what = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40]
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{what}"
+    folder = trained.run_dir / "eval"
+    path, n = folder / f"{stem}.png", 2
+    while path.exists():  # two evals within one second
+        path, n = folder / f"{stem}-{n}.png", n + 1
+    return path
 
 
 def _trained_on(trained) -> Path | None:

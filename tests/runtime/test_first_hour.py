@@ -241,3 +241,15 @@ def test_export_torchscript_says_it_is_deprecated(run, tmp_path, cache):
                     cache=cache))
     assert "deprecated" in done.stderr and "--to exported-program" in done.stderr
     assert (tmp_path / "m.pt").stat().st_size > 0
+
+
+def test_every_eval_keeps_its_own_confusion_matrix(run, data, tmp_path, cache):
+    copy = copy_of(run, tmp_path)
+    first = ok(archc("eval", copy, cwd=tmp_path, cache=cache))
+    second = ok(archc("eval", copy, "--data", data / "train", cwd=tmp_path, cache=cache))
+    plots = sorted((copy / "eval").glob("*.png"))
+    assert len(plots) == 2 and not (copy / "confusion.png").exists()
+    assert plots[0].name.endswith("-train.png") or plots[1].name.endswith("-train.png")
+    for done in (first, second):  # each eval says where its matrix went
+        wrote = [line for line in done.stdout.splitlines() if line.startswith("wrote ")]
+        assert len(wrote) == 1 and Path(wrote[0][len("wrote "):]) in plots
