@@ -253,3 +253,31 @@ def test_every_eval_keeps_its_own_confusion_matrix(run, data, tmp_path, cache):
     for done in (first, second):  # each eval says where its matrix went
         wrote = [line for line in done.stdout.splitlines() if line.startswith("wrote ")]
         assert len(wrote) == 1 and Path(wrote[0][len("wrote "):]) in plots
+
+
+def test_the_image_cache_can_be_listed_and_cleared(data, tmp_path):
+    from runtime.data import STALE_BUILD_S, load_images
+
+    cache = tmp_path / "cache"
+    images = cache / "images"
+    other = write_synthetic(tmp_path / "other", n=6, seed=1) / "train"
+    for dataset in (data / "train", other):
+        load_images(dataset, size=16, cache_dir=images, workers=0, progress=False)
+    stale, young = images / ".old.npy.tmp-1", images / ".new.npy.tmp-2"
+    for temp in (stale, young):
+        temp.write_bytes(b"\0" * 10)
+    an_hour_ago = os.path.getmtime(stale) - STALE_BUILD_S - 60
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+
+    listed = ok(archc("data", "cache", "--list", cwd=tmp_path, cache=cache)).stdout
+    assert "40 images of 16×16 (" in listed and str(data / "train") in listed
+    assert "6 images of 16×16 (" in listed and str(other) in listed
+    assert listed.count("unfinished build") == 2
+
+    cleared = ok(archc("data", "cache", "--clear", other, cwd=tmp_path, cache=cache)).stdout
+    assert "1 cached dataset(s)" in cleared
+    listed = ok(archc("data", "cache", "--list", cwd=tmp_path, cache=cache)).stdout
+    assert str(data / "train") in listed and str(other) not in listed
+
+    ok(archc("data", "cache", "--clear", cwd=tmp_path, cache=cache))
+    assert sorted(p.name for p in images.iterdir()) == [young.name]  # a build may still run
