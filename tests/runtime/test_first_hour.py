@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.synth import write_synthetic
+from runtime.data.synth import write_synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "tests" / "fixtures" / "tiny.arch"
@@ -136,7 +136,7 @@ def test_predict_and_submit_name_the_checkpoint_and_epoch(run, data, tmp_path, c
 
 def untrained_run(run: Path, tmp_path: Path) -> Path:
     """A copy of `run` as it looks during its first epoch: only `last`, written at epoch 0."""
-    from runtime.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+    from runtime.training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 
     copy = copy_of(run, tmp_path)
     weights, _ = load_checkpoint(copy, "last")
@@ -222,7 +222,7 @@ def test_exported_safetensors_get_the_mode_of_every_other_file(run, tmp_path, ca
 def test_export_exported_program_reloads_equal_at_any_batch(run, tmp_path, cache):
     import torch
 
-    from runtime.inference import load_trained
+    from runtime.after.inference import load_trained
 
     out = tmp_path / "tiny.pt2"
     done = ok(archc("export", run, "--to", "exported-program", "-o", out, cwd=tmp_path,
@@ -256,7 +256,7 @@ def test_every_eval_keeps_its_own_confusion_matrix(run, data, tmp_path, cache):
 
 
 def test_the_image_cache_can_be_listed_and_cleared(data, tmp_path):
-    from runtime.data import STALE_BUILD_S, load_images
+    from runtime.data.folders import STALE_BUILD_S, load_images
 
     cache = tmp_path / "cache"
     images = cache / "images"
