@@ -410,11 +410,14 @@ def _auto_reason(figures: dict[str, Any], costs: dict[str, float], n_images: int
     """`auto, for N images: eager about T; compiled ...; onnxruntime ...`: what each engine
     would cost, or why it was not a candidate."""
     eager_s = costs["eager"]
-    parts = [f"auto, for {_images(n_images)}: eager about {_seconds(eager_s)}"]
+    head = f"auto, for {_images(n_images)}: eager about {_seconds(eager_s)}"
+    if not figures and eager_s < MEASURE_ABOVE_S:
+        return f"{head}, too short a job for another engine's set-up to pay off"
+    parts = [head]
     for name in ENGINES[1:]:
         f = figures.get(name)
         if f is None and eager_s < MEASURE_ABOVE_S:
-            parts.append(f"{name} not measured (a job this short cannot repay measuring it)")
+            parts.append(f"{name} not measured (too short a job to repay measuring it)")
         elif f is None:
             parts.append(f"{name} not tried (its set-up, about {_seconds(SETUP_GUESS_S[name])},"
                          " exceeds the most it could save)")
