@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.after.engines import (
+from runtime.after.runners import (
     Engine,
     EngineError,
     fingerprint,
