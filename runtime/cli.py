@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     app.command(name="train")(train_command)
     app.add_typer(data_app, name="data")
     try:
-        from runtime.after import verbs as after
+        from .after import verbs as after
     except ImportError:  # pragma: no cover - only while the module is being written
         return
     after.register(app)
@@ -35,7 +35,7 @@ def _show_data_warnings_as_lines() -> None:
     original = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        from runtime.data.folders import DataWarning
+        from .data.folders import DataWarning
 
         if issubclass(category, DataWarning):
             print(f"warning: {message}", file=sys.stderr)
@@ -114,12 +114,12 @@ def train_command(
 ) -> None:
     """Train a spec on an image folder; checkpoints, metrics and plots go to a run folder."""
     if nproc and nproc > 1:
-        from runtime.training.distributed import launch
+        from .training.distributed import launch
 
         args = _without_nproc(sys.argv[1:])
         raise typer.Exit(launch(nproc, args))
-    from runtime.training.train import SpecCheckError, TrainError, TrainRequest
-    from runtime.training.train import train as run_train
+    from .training.train import SpecCheckError, TrainError, TrainRequest
+    from .training.train import train as run_train
 
     settings = dict(
         epochs=epochs,
@@ -169,8 +169,8 @@ def train_command(
     except TrainError as exc:
         _fail(str(exc))
     except Exception as exc:  # data and checkpoint errors carry their own clear messages
-        from runtime.data.folders import DataError
-        from runtime.training.checkpoint import CheckpointError
+        from .data.folders import DataError
+        from .training.checkpoint import CheckpointError
 
         if isinstance(exc, (DataError, CheckpointError, FileNotFoundError)):
             _fail(str(exc))
@@ -214,7 +214,7 @@ def synth_command(
     force: bool = typer.Option(False, "--force", help="Overwrite images already there"),
 ) -> None:
     """Write a deterministic synthetic Dogs-vs-Cats dataset in Kaggle's layout."""
-    from runtime.data.synth import write_synthetic
+    from .data.synth import write_synthetic
 
     if n < 2:
         _fail("--n must be at least 2 (one image per class)", 2)
@@ -250,7 +250,7 @@ def cache_command(
     if list_ and clear:
         _fail("give --list or --clear, not both", 2)
     if list_ or clear:
-        from runtime.training.train import cache_dir
+        from .training.train import cache_dir
 
         (_clear_cache if clear else _list_cache)(cache_dir(), path)
         return
@@ -260,13 +260,13 @@ def cache_command(
 
 
 def _build_cache(path: Path, size: int, workers: int) -> None:
-    from runtime.data.folders import DataError, check_size, load_images
+    from .data.folders import DataError, check_size, load_images
 
     try:
         check_size(size)
     except DataError as exc:
         _fail(f"--size: {exc}", 2)
-    from runtime.training.train import (
+    from .training.train import (
         cache_dir,  # imports torch: after the options are known to be good
     )
     try:
@@ -293,7 +293,7 @@ def _bytes(n: float) -> str:
 
 def _list_cache(folder: Path, dataset: Optional[Path]) -> None:
     """One line per cached dataset (newest first) and the total."""
-    from runtime.data.folders import cached_sets
+    from .data.folders import cached_sets
 
     wanted = None if dataset is None else str(dataset.resolve())
     entries = [e for e in cached_sets(folder) if wanted is None or e.root == wanted]
@@ -321,7 +321,7 @@ def _describe_cached(entry) -> str:
 
 
 def _clear_cache(folder: Path, dataset: Optional[Path]) -> None:
-    from runtime.data.folders import clear_cache
+    from .data.folders import clear_cache
 
     removed = clear_cache(folder, dataset)
     what = f"of {dataset} " if dataset is not None else ""

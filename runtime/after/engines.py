@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from runtime.after.runners import (  # noqa: F401  (re-exported: the engines' building blocks)
+from .runners import (  # noqa: F401  (re-exported: the engines' building blocks)
     Engine,
     EngineError,
     compiled_for,
@@ -88,7 +88,7 @@ def _onnxruntime_versions() -> dict[str, str]:
 
 
 def _int8(trained, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    from runtime.after.quantize import CALIBRATION_IMAGES, quantized
+    from .quantize import CALIBRATION_IMAGES, quantized
 
     path, _ = quantized(trained, CALIBRATION_IMAGES)
     return onnx_runner(path)
@@ -211,7 +211,7 @@ def load_record(trained) -> dict | None:
 
 def save_record(trained, record: dict) -> Path:
     """Write the engines record into the run folder (atomically)."""
-    from runtime.training.checkpoint import atomic_write
+    from ..training.checkpoint import atomic_write
 
     path = inference_dir(trained) / RECORD
     atomic_write(path, json.dumps(record, indent=2) + "\n")
@@ -362,7 +362,7 @@ def attach(trained, engine: str = "auto", quantize: str = "none", n_images: int 
     """
     check_options(engine, quantize)
     if quantize == "int8":
-        from runtime.after.quantize import CALIBRATION_IMAGES, int8_engine
+        from .quantize import CALIBRATION_IMAGES, int8_engine
 
         chosen = int8_engine(trained, calibration_images or CALIBRATION_IMAGES, note)
         chosen.reason = "--quantize int8"

@@ -14,10 +14,10 @@ from typing import Any
 
 import archc
 from archc import Network, layers
-from runtime.data.folders import ImageSet, load_images, stratified_split
-from runtime.data.loader import BatchLoader
-from runtime.training.config import TrainConfig, merge_config
-from runtime.training.distributed import (
+from ..data.folders import ImageSet, load_images, stratified_split
+from ..data.loader import BatchLoader
+from .config import TrainConfig, merge_config
+from .distributed import (
     World,
     barrier,
     broadcast_text,
@@ -26,8 +26,8 @@ from runtime.training.distributed import (
     init,
     shutdown,
 )
-from runtime.training.loop import FitResult, fit, select_device
-from runtime.training.run import (
+from .loop import FitResult, fit, select_device
+from .run import (
     check_resume,
     create_run,
     load_hparams,
@@ -253,7 +253,7 @@ def _saved(resume_dir: Path | None):
     """The run's hyper-parameters and spec parameters when resuming, else (None, None)."""
     if resume_dir is None:
         return None, None
-    from runtime.training.run import ResumeError
+    from .run import ResumeError
 
     try:
         return load_hparams(resume_dir)
@@ -267,7 +267,7 @@ def _spec_train(req: TrainRequest) -> dict[str, Any]:
 
 
 def _config(base: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
-    from runtime.training.config import ConfigError
+    from .config import ConfigError
 
     try:
         return merge_config(base, settings)
@@ -300,7 +300,7 @@ def _lock(run_dir: Path, world: World, held: contextlib.ExitStack) -> None:
     when another process trains in it."""
     if not world.is_main:
         return
-    from runtime.training.run import RunBusyError, lock_run
+    from .run import RunBusyError, lock_run
 
     try:
         release = lock_run(run_dir)
@@ -336,7 +336,7 @@ def _new_run_folder(run_dir: Path, held: contextlib.ExitStack) -> None:
 def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data_path, images,
              held):
     if resume_dir is not None:
-        from runtime.training.run import ResumeError
+        from .run import ResumeError
 
         try:
             check_resume(resume_dir, spec_text, params)
