@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import archc
+
 from ..data.augment import AugmentConfig, eval_batch
 from ..data.folders import is_image_name, natural_key
 from ..training.checkpoint import CheckpointError, latest, load_checkpoint

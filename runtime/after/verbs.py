@@ -66,11 +66,11 @@ def register(app: typer.Typer) -> None:
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn the errors that describe bad input into `error: ...` and exit code 1."""
-    from .engines import EngineError
-    from .inference import InferenceError
     from ..data.folders import DataError
     from ..training.checkpoint import CheckpointError
     from ..training.run import ResumeError
+    from .engines import EngineError
+    from .inference import InferenceError
 
     try:
         yield
@@ -82,8 +82,8 @@ def _user_errors() -> Iterator[None]:
 
 def _load(run: Path, checkpoint: str | None, device: str = "cpu"):
     """The trained model of a run (InferenceError for anything wrong with it)."""
-    from .inference import InferenceError, load_trained
     from ..training.loop import select_device
+    from .inference import InferenceError, load_trained
 
     if device not in _DEVICES:
         raise InferenceError(f"--device must be one of {', '.join(_DEVICES)}, got `{device}`")
@@ -206,9 +206,9 @@ def eval_command(
 
 def _eval_set(trained, data: Path | None, workers: int):
     """(uint8 images, rows to use, their labels in the model's classes, path, split name)."""
-    from .inference import map_labels
     from ..data.folders import load_images
     from ..training.train import cache_dir
+    from .inference import map_labels
 
     trained_on = _trained_on(trained)
     path = data or trained_on

@@ -14,6 +14,7 @@ from typing import Any
 
 import archc
 from archc import Network, layers
+
 from ..data.folders import ImageSet, load_images, stratified_split
 from ..data.loader import BatchLoader
 from .config import TrainConfig, merge_config
