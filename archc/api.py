@@ -10,7 +10,7 @@ variants, parameters, imports, shapes) → backends.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from archc.compiler.checker import CheckResult, check_spec, collector_paused
 from archc.compiler.diagnostics import Diagnostic
@@ -18,6 +18,9 @@ from archc.compiler.graph import Network
 from archc.compiler.render import SpecError
 from archc.compiler.sources import Program
 from archc.layers import Shape
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
 
 
 def check(
@@ -34,7 +37,8 @@ def check(
         return _check(spec, params, network, variant, input_shape, text)
 
 
-def _check(spec, params, network, variant, input_shape, text) -> CheckResult:
+def _check(spec: str | Path, params: dict[str, Any] | None, network: str | None,
+           variant: str | None, input_shape: Shape | None, text: str | None) -> CheckResult:
     if text is None:
         spec, params, network, variant = _zoo_name(spec, params, network, variant)
     result = check_spec(spec, params, network, variant, input_shape, text)
@@ -44,7 +48,9 @@ def _check(spec, params, network, variant, input_shape, text) -> CheckResult:
     return result
 
 
-def _reresolver(spec, network, variant, input_shape, name):
+def _reresolver(spec: str | Path, network: str | None, variant: str | None,
+                input_shape: Shape | None, name: str
+                ) -> Callable[[dict[str, Any]], Network | None]:
     """Resolve the same spec again with other parameters (the network's name first, for an
     alias like `vgg_d = vgg(...)`); None when that does not give a valid network."""
     def again(params: dict[str, Any]) -> Network | None:
@@ -57,7 +63,9 @@ def _reresolver(spec, network, variant, input_shape, name):
     return again
 
 
-def _zoo_name(spec, params, network, variant):
+def _zoo_name(spec: str | Path, params: dict[str, Any] | None, network: str | None,
+              variant: str | None
+              ) -> tuple[str | Path, dict[str, Any] | None, str | None, str | None]:
     """A zoo name (`resnet50`) that is not a file stands for its entry's spec, network,
     variant and settings; what the caller gives explicitly wins."""
     if Path(spec).exists():
@@ -83,6 +91,7 @@ def load(
     result = check(spec, params, network=network, variant=variant, input_shape=input_shape)
     if not result.ok:
         raise SpecError([d for d in result.diagnostics if d.is_error], result.program.sources)
+    assert result.network is not None  # `ok` means a network was built
     return result.network
 
 
@@ -93,7 +102,7 @@ def build(
     variant: str | None = None,
     input_shape: Shape | None = None,
     **params: Any,
-):
+) -> nn.Module:
     """A `torch.nn.Module` for the spec; keyword arguments override the spec's parameters."""
     from archc.backends.module import to_module
 
@@ -126,14 +135,14 @@ def zoo_entries() -> dict[str, Any]:
 # --------------------------------------------------------------------------- backends
 
 
-def to_module(net: Network, init: str = "kaiming"):
+def to_module(net: Network, init: str = "kaiming") -> nn.Module:
     """The `torch.nn.Module` of a checked network (`init="none"` keeps torch's defaults)."""
     from archc.backends.module import to_module as build_module
 
     return build_module(net, init)
 
 
-def inference_module(net: Network, model):
+def inference_module(net: Network, model: nn.Module) -> nn.Module:
     """`model` prepared for inference: batch norms folded into the convs and linears before
     them, dropout and auxiliary heads gone; outputs equal the eval model's."""
     from archc.passes import inference_module as fold
@@ -155,7 +164,7 @@ def emit_python(net: Network, path: str | Path, *, init: str | None = None,
 
 
 def emit_onnx(net: Network, path: str | Path, *, init: str | None = None,
-              inference: bool = False, model=None) -> list[Path]:
+              inference: bool = False, model: nn.Module | None = None) -> list[Path]:
     """Export `net` as ONNX, checked against onnxruntime. With `model`, that module's weights
     are exported, folded for inference; otherwise a fresh or `init`-loaded one."""
     if model is not None:
@@ -178,14 +187,14 @@ def emit_dot(net: Network, depth: int | None = 2) -> str:
     return to_dot(net, depth=depth)
 
 
-def init_weights(model, net: Network, init: str) -> list[str]:
+def init_weights(model: nn.Module, net: Network, init: str) -> list[str]:
     """Load `init` ("torchvision" or a .safetensors/.pt file) into `model`; returns notes."""
     from archc.backends.weights import init_model
 
     return init_model(model, net, init)
 
 
-def save_weights(model, path: str | Path, net: Network | None = None) -> Path:
+def save_weights(model: nn.Module, path: str | Path, net: Network | None = None) -> Path:
     """Write `model`'s state_dict as safetensors (what the generated source loads)."""
     from archc.backends.weights import save_weights as save
 

@@ -100,11 +100,11 @@ class Scope:
     @property
     def is_sequential(self) -> bool:
         """True when the plan runs every child once, in order, and nothing else."""
-        return (
-            isinstance(self.plan, Seq)
-            and all(isinstance(op, Call) for op in self.plan.ops)
-            and [op.child for op in self.plan.ops] == [c.name for c in self.children]
-        )
+        if not isinstance(self.plan, Seq):
+            return False
+        calls = [op for op in self.plan.ops if isinstance(op, Call)]
+        return (len(calls) == len(self.plan.ops)
+                and [op.child for op in calls] == [c.name for c in self.children])
 
 
 Module = Union[LayerNode, Scope]

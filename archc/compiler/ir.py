@@ -11,7 +11,8 @@ Paper sugar is already gone here: `conv3-64` arrives as
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Literal, Self, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,10 +34,10 @@ class Node(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     @classmethod
-    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any):
+    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any) -> Self:
         """A node from trusted values, without validation: pydantic's `model_construct`."""
         node = cls.__new__(cls)
-        fields = {}
+        fields: dict[str, Any] = {}
         for name, default, fresh in _construct_plan(cls):
             if name in values:
                 fields[name] = values[name]
@@ -52,7 +53,7 @@ class Node(BaseModel):
         _set(node, "__pydantic_private__", None)
         return node
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False):
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy with `update` applied (shallow unless `deep`): pydantic's `model_copy`."""
         if deep:
             return super().model_copy(update=update, deep=True)
@@ -72,12 +73,15 @@ class Node(BaseModel):
 
 
 _REQUIRED = object()
-_PLANS: dict[type, tuple] = {}
-_FIELDS_SETS: dict[frozenset, set[str]] = {}
+_T = TypeVar("_T")
+# (name, default, how to copy the default or None to share it) per field
+_Plan = tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
+_PLANS: dict[type, _Plan] = {}
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 _IMMUTABLE = (type(None), str, int, float, bool, tuple, frozenset, Node)
 
 
-def _construct_plan(cls: type) -> tuple:
+def _construct_plan(cls: type[Node]) -> _Plan:
     """(name, default, how to copy the default or None to share it) per field, in order."""
     plan = _PLANS.get(cls)
     if plan is None:
@@ -98,7 +102,7 @@ def _fresh_copy(default: Any) -> Any:
     return copy.copy(default) if not default else copy.deepcopy(default)
 
 
-def _shared_fields_set(names) -> set[str]:
+def _shared_fields_set(names: Iterable[str]) -> set[str]:
     """One set object for each distinct set of names (a set costs 216 bytes per node)."""
     key = frozenset(names)
     shared = _FIELDS_SETS.get(key)
@@ -454,7 +458,7 @@ class SpecFile(Node):
     path: str
     statements: list[Statement] = []
 
-    def of(self, cls: type) -> list:
+    def of(self, cls: type[_T]) -> list[_T]:
         """The statements of one class, in order."""
         return [s for s in self.statements if isinstance(s, cls)]
 

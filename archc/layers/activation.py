@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from archc.layers.core import (
     ACT,
     LayerKind,
@@ -16,7 +18,7 @@ from archc.layers.core import (
 )
 
 
-def _maxout_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _maxout_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     check_positive("maxout", p, "k")
     if inp[0] % p["k"]:
         raise ShapeProblem(
@@ -27,7 +29,7 @@ def _maxout_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (inp[0] // p["k"],) + tuple(inp[1:])
 
 
-def _prelu_torch(inp: Shape, p: dict):
+def _prelu_torch(inp: Shape, p: dict[str, Any]) -> Any:
     import torch.nn as nn
 
     return nn.PReLU(inp[0] if p["per_channel"] else 1, init=p["init"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from archc.layers.core import (
     CONV,
@@ -21,24 +22,24 @@ from archc.layers.core import (
 from archc.layers.dense import linear_params
 
 
-def _shuffle_torch(inp: Shape, p: dict):
+def _shuffle_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.modules import ChannelShuffle
 
     return ChannelShuffle(p["groups"])
 
 
-def _scale_torch(inp: Shape, p: dict):
+def _scale_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.modules import LayerScale
 
     return LayerScale(inp[0], p["init"])
 
 
-def _channel_axis(p: dict) -> int:
+def _channel_axis(p: dict[str, Any]) -> int:
     """Where the channels of a channel-fc's input are: first (C×H×W) or last (H×W×C)."""
     return -1 if p["last"] else 0
 
 
-def _channel_fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _channel_fc_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     if len(inp) != 3:
         raise ShapeProblem(
             "E203",
@@ -51,7 +52,7 @@ def _channel_fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return tuple(out)
 
 
-def _channel_fc_torch(inp: Shape, p: dict):
+def _channel_fc_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from torch import nn
 
     from archc.layers.modules import ChannelLinear

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from archc.layers.core import (
     CONV,
@@ -18,7 +19,7 @@ from archc.layers.core import (
 from archc.layers.window import by_axis, pair, resolve_padding, window
 
 
-def _conv_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _conv_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     c, _, _ = image("conv", inp)
     check_positive("conv", p, "out", "kernel", "stride", "dilation", "groups")
     if c % p["groups"] or p["out"] % p["groups"]:
@@ -32,23 +33,26 @@ def _conv_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (p["out"], h, w)
 
 
-def _conv_params(inp: Shape, p: dict) -> int:
-    per_filter = inp[0] // p["groups"] * math.prod(pair(p["kernel"]))
-    return p["out"] * per_filter + (p["out"] if p["bias"] else 0)
+def _conv_params(inp: Shape, p: dict[str, Any]) -> int:
+    out: int = p["out"]
+    groups: int = p["groups"]
+    per_filter = inp[0] // groups * math.prod(pair(p["kernel"]))
+    return out * per_filter + (out if p["bias"] else 0)
 
 
-def _conv_macs(inp: Shape, out: Shape, p: dict) -> int:
-    return math.prod(out) * (inp[0] // p["groups"]) * math.prod(pair(p["kernel"]))
+def _conv_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
+    groups: int = p["groups"]
+    return math.prod(out) * (inp[0] // groups) * math.prod(pair(p["kernel"]))
 
 
-def _conv_summary(p: dict) -> str:
+def _conv_summary(p: dict[str, Any]) -> str:
     """`3×3, 64, /2`; a non-square kernel reads `1×7, 192`."""
     kh, kw = pair(p["kernel"])
     stride = by_axis(p["stride"])
     return f"{kh}×{kw}, {p['out']}" + (f", /{stride}" if stride != "1" else "")
 
 
-def _conv_torch(inp: Shape, p: dict):
+def _conv_torch(inp: Shape, p: dict[str, Any]) -> Any:
     import torch.nn as nn
 
     return weighted(

@@ -6,6 +6,7 @@ when they are called.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -13,6 +14,11 @@ from functools import lru_cache
 from typing import Any, Callable
 
 Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for flat features
+
+# (kernel, stride, padding, dilation, ceil) of a sliding window: each of the first four an
+# int or (h, w), the padding also ((top, bottom), (left, right)) when uneven; they are the
+# layer's parameters as given, so Any (readers take them apart with window.pair)
+Spatial = tuple[Any, Any, Any, Any, bool]
 
 REQUIRED = object()  # default of a parameter that must be given
 
@@ -126,15 +132,15 @@ class LayerKind:
     name: str
     doc: str
     params: tuple[Param, ...]
-    shape: Callable[[Shape, dict, ShapeContext], Shape]
-    torch: Callable[[Shape, dict], Any]
+    shape: Callable[[Shape, dict[str, Any], ShapeContext], Shape]
+    torch: Callable[[Shape, dict[str, Any]], Any]
     style: Style
     aliases: tuple[str, ...] = ()
     sugar: tuple[str | None, tuple[str, ...]] = (None, ())  # (head digits -> param, dash parts)
-    count_params: Callable[[Shape, dict], int] = lambda shape, p: 0
-    count_macs: Callable[[Shape, Shape, dict], int] = lambda inp, out, p: 0
-    spatial: Callable[[dict], tuple[int, int, int, int, bool] | None] = lambda p: None
-    summary: Callable[[dict], str] = lambda p: ""
+    count_params: Callable[[Shape, dict[str, Any]], int] = lambda shape, p: 0
+    count_macs: Callable[[Shape, Shape, dict[str, Any]], int] = lambda inp, out, p: 0
+    spatial: Callable[[dict[str, Any]], Spatial | None] = lambda p: None
+    summary: Callable[[dict[str, Any]], str] = lambda p: ""
 
     def param(self, name: str) -> Param | None:
         """The parameter called `name` (or one of its aliases), if any."""
@@ -175,10 +181,10 @@ def image(kind: str, inp: Shape) -> tuple[int, int, int]:
             f"{kind} expects an image tensor C×H×W, got {fmt(inp)}",
             "it comes after a flatten or fc; move it before them",
         )
-    return inp  # type: ignore[return-value]
+    return inp
 
 
-def check_positive(kind: str, p: dict, *names: str) -> None:
+def check_positive(kind: str, p: dict[str, Any], *names: str) -> None:
     """A ShapeProblem when one of the named parameters is below 1."""
     for name in names:
         value = p.get(name)
@@ -187,11 +193,11 @@ def check_positive(kind: str, p: dict, *names: str) -> None:
             raise ShapeProblem("E204", f"{kind}: {name} must be at least 1, got {value}")
 
 
-def groups_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
+def groups_shape(kind: str) -> Callable[[Shape, dict[str, Any], ShapeContext], Shape]:
     """The shape rule of a layer that keeps its shape and splits the channels into
     `groups` groups (channel shuffle, group norm): the groups must divide the channels."""
 
-    def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    def rule(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
         check_positive(kind, p, "groups")
         if inp[0] % p["groups"]:
             raise ShapeProblem(
@@ -204,31 +210,31 @@ def groups_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
     return rule
 
 
-def check_probability(kind: str, p: dict, name: str = "p") -> None:
+def check_probability(kind: str, p: dict[str, Any], name: str = "p") -> None:
     """A ShapeProblem when the probability `p[name]` is outside [0, 1]."""
     if not 0 <= p[name] <= 1:
         raise ShapeProblem("E204", f"{kind} probability {name} must be in [0, 1], got {p[name]}")
 
 
-def same_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def same_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     """The shape rule of a layer that keeps its input's shape (any rank)."""
     return inp
 
 
-def image_same_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
+def image_same_shape(kind: str) -> Callable[[Shape, dict[str, Any], ShapeContext], Shape]:
     """The shape rule of a layer that keeps its input's shape and needs an image."""
 
-    def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    def rule(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
         return image(kind, inp)
 
     return rule
 
 
-def nn_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict], Any]:
+def nn_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict[str, Any]], Any]:
     """The constructor of `torch.nn.<cls>(p[name], ..., **fixed)`: a layer whose torch
     arguments are its parameters, in order."""
 
-    def make(inp: Shape, p: dict):
+    def make(inp: Shape, p: dict[str, Any]) -> Any:
         import torch.nn as nn
 
         return getattr(nn, cls)(*(p[n] for n in names), **fixed)
@@ -236,10 +242,10 @@ def nn_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict], An
     return make
 
 
-def archc_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict], Any]:
+def archc_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict[str, Any]], Any]:
     """Like `nn_module`, for a module of archc.layers.modules (what PyTorch lacks)."""
 
-    def make(inp: Shape, p: dict):
+    def make(inp: Shape, p: dict[str, Any]) -> Any:
         from archc.layers import modules
 
         return getattr(modules, cls)(*(p[n] for n in names), **fixed)
@@ -253,7 +259,7 @@ _INIT_DEFERRED: ContextVar[bool] = ContextVar("archc_init_deferred", default=Fal
 
 
 @contextmanager
-def init_deferred():
+def init_deferred() -> Iterator[None]:
     """Within this block, `weighted` modules skip torch's default initialisation: the caller
     promises to initialise every weight and bias of them itself (the torch backend does, with
     torchvision's scheme). A context variable, so other threads keep torch's defaults."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from archc.layers.core import (
     FC,
@@ -19,11 +20,11 @@ from archc.layers.core import (
 )
 
 
-def _flatten_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _flatten_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     return (math.prod(inp),)
 
 
-def _fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _fc_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     if len(inp) != 1:
         raise ShapeProblem(
             "E203",
@@ -34,12 +35,13 @@ def _fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (p["out"],)
 
 
-def linear_params(features: int, p: dict) -> int:
+def linear_params(features: int, p: dict[str, Any]) -> int:
     """The weights (out, features) and bias of a Linear layer with `features` inputs."""
-    return features * p["out"] + (p["out"] if p["bias"] else 0)
+    out: int = p["out"]
+    return features * out + (out if p["bias"] else 0)
 
 
-def _fc_torch(inp: Shape, p: dict):
+def _fc_torch(inp: Shape, p: dict[str, Any]) -> Any:
     import torch.nn as nn
 
     return weighted(nn.Linear, inp[0], p["out"], bias=p["bias"])

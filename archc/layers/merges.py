@@ -50,7 +50,7 @@ class MergeKind:
             )
         return [(inp[0] // n, *inp[1:])] * n
 
-    def inputs(self, x: Any, n: int) -> tuple:
+    def inputs(self, x: Any, n: int) -> tuple[Any, ...]:
         """The tensors the branches get: `x` each, or its channel slices (`x.chunk(n, 1)`)."""
         return x.chunk(n, 1) if self.splits else (x,) * n
 

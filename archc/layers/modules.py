@@ -14,7 +14,7 @@ class Maxout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, C, ...) -> (B, C/k, k, ...) -> max over the k pieces
-        return x.unflatten(1, (x.shape[1] // self.k, self.k)).amax(2)
+        return torch.unflatten(x, 1, (x.shape[1] // self.k, self.k)).amax(2)
 
     def extra_repr(self) -> str:
         return f"k={self.k}"
@@ -49,7 +49,7 @@ class ChannelShuffle(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, C, ...) -> (B, groups, C/groups, ...) -> (B, C/groups, groups, ...) -> (B, C, ...)
-        return x.unflatten(1, (self.groups, -1)).transpose(1, 2).flatten(1, 2)
+        return torch.unflatten(x, 1, (self.groups, -1)).transpose(1, 2).flatten(1, 2)
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
@@ -86,16 +86,19 @@ class LayerScale(nn.Module):
         if not isinstance(child, LayerScale):
             return
 
-        def save(module, state_dict, prefix, local_metadata):  # `name.weight` → `name`
+        def save(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str,
+                 local_metadata: object) -> None:  # `name.weight` → `name`
             if prefix + name + ".weight" in state_dict:
                 state_dict[prefix + name] = state_dict.pop(prefix + name + ".weight")
 
-        def load(state_dict, prefix, *args):  # `name` → `name.weight`, before the children load
+        def load(state_dict: dict[str, torch.Tensor], prefix: str,
+                 *args: object) -> None:  # `name` → `name.weight`, before the children load
             if prefix + name in state_dict:
                 state_dict[prefix + name + ".weight"] = state_dict.pop(prefix + name)
 
-        holder._register_state_dict_hook(save)
-        holder._register_load_state_dict_pre_hook(load)
+        # torch leaves these two hook registrars unannotated
+        holder._register_state_dict_hook(save)  # type: ignore[no-untyped-call]
+        holder._register_load_state_dict_pre_hook(load)  # type: ignore[no-untyped-call]
 
 
 class StochasticDepth(nn.Module):
@@ -143,7 +146,8 @@ class PaddedPool2d(nn.Module):
 
     ceil_mode = False  # the window count is always rounded down
 
-    def __init__(self, kernel_size, stride, padding: tuple[int, int, int, int], mode: str = "max"):
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int],
+                 padding: tuple[int, int, int, int], mode: str = "max"):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, tuple(padding)
         self.mode = mode

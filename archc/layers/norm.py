@@ -15,43 +15,46 @@ from archc.layers.core import (
 )
 
 
-def _bn_params(inp: Shape, p: dict) -> int:
+def _bn_params(inp: Shape, p: dict[str, Any]) -> int:
     return 2 * inp[0] if p["affine"] else 0
 
 
-def _bn_torch(inp: Shape, p: dict):
+def _bn_torch(inp: Shape, p: dict[str, Any]) -> Any:
     import torch.nn as nn
 
     cls = nn.BatchNorm2d if len(inp) == 3 else nn.BatchNorm1d
     return cls(inp[0], eps=p["eps"], momentum=p["momentum"], affine=p["affine"])
 
 
-def _lrn_torch(inp: Shape, p: dict):
+def _lrn_torch(inp: Shape, p: dict[str, Any]) -> Any:
     import torch.nn as nn
 
     return nn.LocalResponseNorm(p["size"], alpha=p["alpha"], beta=p["beta"], k=p["k"])
 
 
-def _affine_params(axis: int) -> Callable[[Shape, dict], int]:
+def _affine_params(axis: int) -> Callable[[Shape, dict[str, Any]], int]:
     """A norm's parameter count: a scale and a shift per element of `axis`, when affine."""
     return lambda inp, p: 2 * inp[axis] if p["affine"] else 0
 
 
-def _layernorm_torch(axis: int) -> Callable[[Shape, dict], Any]:
+def _layernorm_torch(axis: int) -> Callable[[Shape, dict[str, Any]], Any]:
     """nn.LayerNorm over the last axis (axis -1), or LayerNorm2d over the channels (axis 0)."""
 
-    def make(inp: Shape, p: dict):
+    def make(inp: Shape, p: dict[str, Any]) -> Any:
+        from torch.nn import LayerNorm
+
+        cls: type[LayerNorm] = LayerNorm
         if axis == 0:
-            from archc.layers.modules import LayerNorm2d as cls
-        else:
-            from torch.nn import LayerNorm as cls
+            from archc.layers.modules import LayerNorm2d
+
+            cls = LayerNorm2d
 
         return cls(inp[axis], eps=p["eps"], elementwise_affine=p["affine"], bias=p["affine"])
 
     return make
 
 
-def _groupnorm_torch(inp: Shape, p: dict):
+def _groupnorm_torch(inp: Shape, p: dict[str, Any]) -> Any:
     import torch.nn as nn
 
     return nn.GroupNorm(p["groups"], inp[0], eps=p["eps"], affine=p["affine"])

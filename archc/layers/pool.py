@@ -11,25 +11,28 @@ from archc.layers.core import (
     Shape,
     ShapeContext,
     ShapeProblem,
+    Spatial,
     check_positive,
     image,
 )
 from archc.layers.window import AXES, by_axis, is_asymmetric, pair, sides, square, window
 
 
-def _pool_stride(p: dict) -> int:
-    return p["kernel"] if p.get("stride") is None else p["stride"]
+def _pool_stride(p: dict[str, Any]) -> int:
+    stride: int = p["kernel"] if p.get("stride") is None else p["stride"]
+    return stride
 
 
-def _even_padding(value: int | tuple) -> int | tuple[int, int]:
+def _even_padding(value: int | tuple[int, int] | tuple[int, int, int, int]
+                  ) -> int | tuple[int, int]:
     """A padding with equal sides on each axis as PyTorch's pools take it: an int or (h, w)
     (four equal-per-axis sides (t, t, l, l) are (t, l))."""
     (top, _), (left, _) = sides(value)
     return value if isinstance(value, int) else square((top, left))
 
 
-def _pool_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
-    def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _pool_shape(kind: str) -> Callable[[Shape, dict[str, Any], ShapeContext], Shape]:
+    def rule(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
         check_positive(kind, p, "kernel", "stride")
         if is_asymmetric(p["padding"]):
             return _uneven_shape(kind, inp, p, ctx)
@@ -48,7 +51,7 @@ def _pool_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
     return rule
 
 
-def _uneven_shape(kind: str, inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _uneven_shape(kind: str, inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     """The shape of a pool padded (top, bottom, left, right) with unequal sides (darknet's
     2×2 stride-1 max pool pads the bottom and right only): each axis padded (before, after).
     Each side pads 0 to kernel - 1, so every window holds an input pixel."""
@@ -70,11 +73,11 @@ def _uneven_shape(kind: str, inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (c, out_h, out_w)
 
 
-def _pool_torch(cls: str) -> Callable[[Shape, dict], Any]:
+def _pool_torch(cls: str) -> Callable[[Shape, dict[str, Any]], Any]:
     """The constructor of nn.MaxPool2d or nn.AvgPool2d from a pool's parameters; with
     unequal sides of padding, archc's PaddedPool2d (PyTorch's pools pad evenly)."""
 
-    def make(inp: Shape, p: dict):
+    def make(inp: Shape, p: dict[str, Any]) -> Any:
         import torch.nn as nn
 
         if is_asymmetric(p["padding"]):
@@ -89,8 +92,8 @@ def _pool_torch(cls: str) -> Callable[[Shape, dict], Any]:
     return make
 
 
-def _adaptive_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
-    def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _adaptive_shape(kind: str) -> Callable[[Shape, dict[str, Any], ShapeContext], Shape]:
+    def rule(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
         c, _, _ = image(kind, inp)
         check_positive(kind, p, "size")
         return (c, p.get("size", 1), p.get("size", 1))
@@ -98,10 +101,10 @@ def _adaptive_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
     return rule
 
 
-def _adaptive_torch(cls: str) -> Callable[[Shape, dict], Any]:
+def _adaptive_torch(cls: str) -> Callable[[Shape, dict[str, Any]], Any]:
     """The constructor of nn.AdaptiveAvgPool2d or nn.AdaptiveMaxPool2d (size 1: global)."""
 
-    def make(inp: Shape, p: dict):
+    def make(inp: Shape, p: dict[str, Any]) -> Any:
         import torch.nn as nn
 
         return getattr(nn, cls)(p.get("size", 1))
@@ -119,14 +122,14 @@ _POOL_PARAMS = (
 )
 
 
-def _pool_spatial(p: dict) -> tuple[int, int, object, int, bool]:
+def _pool_spatial(p: dict[str, Any]) -> Spatial:
     """(kernel, stride, padding, dilation, ceil); an uneven padding per axis as
     ((top, bottom), (left, right)), which window_out takes as (before, after)."""
     padding = sides(p["padding"]) if is_asymmetric(p["padding"]) else _even_padding(p["padding"])
     return (p["kernel"], _pool_stride(p), padding, 1, p["ceil"])
 
 
-def _pool_summary(p: dict) -> str:
+def _pool_summary(p: dict[str, Any]) -> str:
     kh, kw = pair(p["kernel"])
     uneven = f", pad {p['padding']}" if is_asymmetric(p["padding"]) else ""
     return f"{kh}×{kw}, /{by_axis(_pool_stride(p))}{uneven}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from archc.layers.core import (
     REG,
@@ -17,8 +17,9 @@ from archc.layers.core import (
 )
 
 
-def _dropout_check(kind: str, image_only: bool) -> Callable[[Shape, dict, ShapeContext], Shape]:
-    def rule(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _dropout_check(kind: str, image_only: bool
+                   ) -> Callable[[Shape, dict[str, Any], ShapeContext], Shape]:
+    def rule(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
         check_probability(kind, p)
         return image(kind, inp) if image_only else inp
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from archc.layers.core import (
     RESHAPE,
     LayerKind,
@@ -16,7 +18,7 @@ from archc.layers.core import (
 )
 
 
-def _permute_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _permute_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     dims = p["dims"]
     if sorted(dims) != list(range(len(inp) + 1)) or dims[0] != 0:
         raise ShapeProblem(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from archc.layers.core import POOL, LayerKind, Param, Shape, ShapeContext, check_positive, image
 
 
-def _upsample_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _upsample_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     """C×H×W → C×(H·scale)×(W·scale)."""
     c, h, w = image("upsample", inp)
     check_positive("upsample", p, "scale")
     return (c, h * p["scale"], w * p["scale"])
 
 
-def _upsample_torch(inp: Shape, p: dict):
+def _upsample_torch(inp: Shape, p: dict[str, Any]) -> Any:
     """nn.Upsample(scale_factor=scale, mode=mode)."""
     import torch.nn as nn
 

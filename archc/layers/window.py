@@ -6,13 +6,21 @@ as in `conv(192, kernel=(1, 7))`; the rules work per axis.
 
 from __future__ import annotations
 
+from typing import Any, overload
+
 from archc.layers.core import Shape, ShapeContext, ShapeProblem, fmt, image
 
 Pair = tuple[int, int]
 AXES = ("height", "width")
 
 
-def pair(value: int | Pair) -> Pair:
+@overload
+def pair(value: int | Pair) -> Pair: ...
+@overload
+def pair(value: int | Pair | tuple[Pair, Pair]) -> tuple[int | Pair, int | Pair]: ...
+
+
+def pair(value: int | Pair | tuple[Pair, Pair]) -> tuple[int | Pair, int | Pair]:
     """`value` per axis (height, width): an int is the same on both."""
     return (value, value) if isinstance(value, int) else (value[0], value[1])
 
@@ -29,14 +37,15 @@ def by_axis(value: int | Pair, sep: str = "×") -> str:
     return str(h) if h == w else f"{h}{sep}{w}"
 
 
-def resolve_padding(p: dict) -> int | Pair:
+def resolve_padding(p: dict[str, Any]) -> int | Pair:
     """The padding of a conv or pool as numbers: `same` is half the (dilated) kernel on each
     axis, `valid` is 0. An int stays an int, so square layers read as before."""
     pad = p.get("padding", 0)
     if pad == "valid":
         return 0
     if pad != "same":
-        return pad
+        number: int | Pair = pad  # a number or (h, w), as the parameter's type allows
+        return number
     kernel, dilation = pair(p["kernel"]), pair(p.get("dilation", 1))
     if any(k % 2 == 0 for k in kernel):
         raise ShapeProblem(
@@ -46,7 +55,8 @@ def resolve_padding(p: dict) -> int | Pair:
             if kernel[0] == kernel[1]
             else f"give the padding as numbers, e.g. padding={tuple((k - 1) // 2 for k in kernel)}",
         )
-    return square(tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation)))
+    half = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+    return square((half[0], half[1]))
 
 
 def sides(value: int | Pair | tuple[int, int, int, int]) -> tuple[Pair, Pair]:
@@ -54,7 +64,7 @@ def sides(value: int | Pair | tuple[int, int, int, int]) -> tuple[Pair, Pair]:
     both sides of each axis alike, and (top, bottom, left, right) each side by itself."""
     if isinstance(value, tuple) and len(value) == 4:
         return (value[0], value[1]), (value[2], value[3])
-    h, w = pair(value)  # type: ignore[arg-type]
+    h, w = pair(value)
     return (h, h), (w, w)
 
 
@@ -81,7 +91,7 @@ def window_out(size: int, k: int, s: int, pad: int | Pair, d: int = 1, ceil: boo
 def window(
     kind: str,
     inp: Shape,
-    p: dict,
+    p: dict[str, Any],
     ctx: ShapeContext,
     k: int | Pair,
     s: int | Pair,
