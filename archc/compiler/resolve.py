@@ -9,7 +9,7 @@ becomes a diagnostic and the walk goes on, so one run reports them all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from archc.compiler import ir, limits
 from archc.compiler.diagnostics import Diagnostics, did_you_mean
@@ -32,6 +32,7 @@ from archc.layers import (
     MERGES,
     REGISTRY,
     LayerKind,
+    Param,
     Shape,
     ShapeContext,
     ShapeProblem,
@@ -43,6 +44,9 @@ from archc.layers import (
 DEFAULT_INPUT = (3, 224, 224)
 _MOST_SUGGESTIONS = 100  # 'did you mean' hints per check; later misspellings get none
 _SHORTCUT_PARAMS = {"bn": True, "bias": False, "always": False, "optional": False}
+
+# what expanding items gives: their ops, and the shape after them (None after an error)
+Expanded = tuple[list[Op], Shape | None]
 
 
 @dataclass
@@ -255,8 +259,8 @@ class Resolver:
     # ------------------------------------------------------------------ items
 
     def items(
-        self, items: list, body: _Body, scope: Scope, shape: Shape | None
-    ) -> tuple[list[Op], Shape | None]:
+        self, items: list[ir.Item], body: _Body, scope: Scope, shape: Shape | None
+    ) -> Expanded:
         """Expand items in sequence; returns their ops and the final shape."""
         ops: list[Op] = []
         for item in items:
@@ -265,8 +269,8 @@ class Resolver:
         return ops, shape
 
     def item(
-        self, item, body: _Body, scope: Scope, shape: Shape | None
-    ) -> tuple[list[Op], Shape | None]:
+        self, item: ir.Item, body: _Body, scope: Scope, shape: Shape | None
+    ) -> Expanded:
         """Expand one item (with its repeat and label) into `scope`."""
         self.expanded += 1
         if self.expanded > self.most_items:
@@ -300,7 +304,9 @@ class Resolver:
             return self.merge(item, body, scope, shape)
         return self.tap(item, body, scope, shape)
 
-    def repeated(self, item, body: _Body, scope: Scope, shape: Shape | None):
+    def repeated(self, item: ir.Item, body: _Body, scope: Scope, shape: Shape | None
+                 ) -> Expanded:
+        assert item.repeat is not None  # `item` calls this only for a repeated item
         if isinstance(item, ir.Tap):
             self.diags.error(
                 "E204",
@@ -334,23 +340,25 @@ class Resolver:
 
     def sequence(
         self,
-        items: list,
+        items: list[ir.Item],
         label: str | None,
         span: ir.Span,
         body: _Body,
         scope: Scope,
         shape: Shape | None,
-        expand=None,
-    ):
+        expand: Callable[[list[ir.Item], _Body, Scope, Shape | None], Expanded] | None = None,
+    ) -> Expanded:
         """Items as a labelled submodule, or spliced into `scope` when unlabelled."""
         expand = expand or self.items
         if label is None:
             return expand(items, body, scope, shape)
         return self.nested(label, span, scope, shape, lambda sub: expand(items, body, sub, shape))
 
-    def loop(self, items: list, body: _Body, scope: Scope, shape: Shape | None):
+    def loop(self, items: list[ir.Item], body: _Body, scope: Scope, shape: Shape | None
+             ) -> Expanded:
         """`for NAMES in ITERABLE:` (the one item of `items`): its body once per value."""
         (item,) = items
+        assert isinstance(item, ir.For)  # `item` passes its `for` alone
         values = evaluate(item.iterable, body.env, self.diags)
         if values is ERROR:
             return [], None
@@ -385,13 +393,14 @@ class Resolver:
             )
         return bound
 
-    def expand_label(self, item, env: Env) -> str | None:
+    def expand_label(self, item: ir.Item, env: Env) -> str | None:
         """`denselayer{i}` → `denselayer3`: a label's `{expression}` parts, evaluated (None,
         so the item is numbered, when a part has no value)."""
         from archc.compiler.parse import parse_expr
 
         parts, at = [], 0
         label, where = item.label, item.label_span
+        assert label is not None  # `item` expands the labels it has
         for start in range(len(label)):
             if label[start] != "{" or start < at:
                 continue
@@ -428,11 +437,11 @@ class Resolver:
         span: ir.Span,
         scope: Scope,
         shape: Shape | None,
-        fill,
+        fill: Callable[[Scope], Expanded],
         kind: str = "group",
         title: str = "",
-        args: dict | None = None,
-    ):
+        args: dict[str, Any] | None = None,
+    ) -> Expanded:
         """Make a child scope, let `fill` expand into it, and register it."""
         name = self.name_for(label, span, scope)
         sub = Scope(
@@ -476,7 +485,8 @@ class Resolver:
 
     # ------------------------------------------------------------------ layers and blocks
 
-    def layer_or_block(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None):
+    def layer_or_block(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None
+                       ) -> Expanded:
         if item.callee in self.program.blocks:
             return self.block(item, body, scope, shape)
         if item.callee == "shortcut":
@@ -510,14 +520,16 @@ class Resolver:
             return None
         names = {b: b for b in self.program.blocks}
         for alias in _kind_words():
-            names.setdefault(alias, lookup(alias).name)
+            kind = lookup(alias)
+            assert kind is not None  # every word of _kind_words names a kind
+            names.setdefault(alias, kind.name)
         close = difflib.get_close_matches(word, list(names), n=6, cutoff=0.6)
         picks = list(dict.fromkeys(names[c] for c in close))[:3]
         return ("did you mean " + " or ".join(f"`{p}`" for p in picks) + "?") if picks else None
 
     def layer(
         self, kind: LayerKind, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None
-    ):
+    ) -> Expanded:
         params = self.bind_layer(kind, item, body.env)
         name = self.name_for(item.label, item.span, scope)
         out = None
@@ -539,6 +551,7 @@ class Resolver:
             span=item.span,
         )
         if out is not None:
+            assert shape is not None and params is not None  # an output shape needs both
             node.n_params = kind.count_params(shape, params)
             node.macs = kind.count_macs(shape, out, params)
             self.note_inferred(node)
@@ -551,6 +564,7 @@ class Resolver:
         return ops, out
 
     def note_inferred(self, node: LayerNode) -> None:
+        assert node.in_shape is not None  # called for a layer whose shapes are known
         if node.kind == "conv":
             self.explain.append((node.span, f"{node.path}: in_channels = {node.in_shape[0]}"))
         elif node.kind == "fc":
@@ -561,6 +575,7 @@ class Resolver:
         values: dict[str, Any] = {}
         ok = True
         index = -1  # position among the positional arguments
+        param: Param | None
         for arg in item.args:
             if arg.name is None:
                 index += 1
@@ -630,7 +645,8 @@ class Resolver:
                     values[param.name] = param.default
         return values if ok else None
 
-    def block(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None):
+    def block(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None
+              ) -> Expanded:
         block = self.program.blocks[item.callee]
         self.used.add(block.name)
         if block.name in self.stack:
@@ -743,7 +759,8 @@ class Resolver:
 
     # ------------------------------------------------------------------ tables
 
-    def table(self, item: ir.TableRef, body: _Body, scope: Scope, shape: Shape | None):
+    def table(self, item: ir.TableRef, body: _Body, scope: Scope, shape: Shape | None
+              ) -> Expanded:
         table = self.program.tables.get(item.table)
         if table is None:
             self.diags.error(
@@ -786,7 +803,8 @@ class Resolver:
 
     # ------------------------------------------------------------------ merges
 
-    def merge(self, item: ir.Merge, body: _Body, scope: Scope, shape: Shape | None):
+    def merge(self, item: ir.Merge, body: _Body, scope: Scope, shape: Shape | None
+              ) -> Expanded:
         """Parallel branches on one input; shortcuts are resolved once the others are known."""
         branches: list[Op | None] = []
         shapes: list[Shape | None] = []
@@ -833,17 +851,18 @@ class Resolver:
         if shape is None:
             return [None] * n
         try:
-            return MERGES[item.mode].branch_inputs(shape, n)
+            return list(MERGES[item.mode].branch_inputs(shape, n))
         except ShapeProblem as problem:
             self.diags.error(problem.code, item.span, problem.message, problem.hint)
             return [None] * n
 
     def merged_shape(self, item: ir.Merge, shapes: list[Shape | None]) -> Shape | None:
         """The merge's output shape by its rule in the merge table; None after an error."""
-        if any(s is None for s in shapes):
+        known = [s for s in shapes if s is not None]
+        if len(known) < len(shapes):
             return None
         try:
-            return MERGES[item.mode].shape(shapes)
+            return MERGES[item.mode].shape(known)
         except ShapeProblem as problem:
             notes = tuple(
                 f"branch {i + 1} ({_first_line(b.span)}) gives {fmt(s)}"
@@ -860,7 +879,7 @@ class Resolver:
         scope: Scope,
         shape: Shape | None,
         target: Shape | None,
-    ):
+    ) -> tuple[Op | None, Shape | None]:
         """Identity when shapes agree, else a 1×1 projection (conv, then bn) that fits."""
         opts = self.shortcut_options(branch, body.env)
         if shape is None or target is None or opts is None:
@@ -895,7 +914,7 @@ class Resolver:
                 ),
             ],
         )
-        parts = (
+        parts: list[ir.Item] = (
             [conv, ir.Layer.model_construct(callee="bn", span=branch.span)]
             if opts["bn"]
             else [conv]
@@ -964,7 +983,7 @@ class Resolver:
 
     # ------------------------------------------------------------------ taps
 
-    def tap(self, item: ir.Tap, body: _Body, scope: Scope, shape: Shape | None):
+    def tap(self, item: ir.Tap, body: _Body, scope: Scope, shape: Shape | None) -> Expanded:
         if scope.kind != "network":
             self.diags.error(
                 "E204",
@@ -1037,7 +1056,7 @@ class Resolver:
 
 # --------------------------------------------------------------------------- helpers
 
-def _callees(item) -> set[str]:
+def _callees(item: ir.Item) -> set[str]:
     """Every block or layer name an item calls, however deeply nested."""
     if isinstance(item, ir.Layer):
         return {item.callee}
