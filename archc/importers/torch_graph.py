@@ -17,7 +17,7 @@ import inspect
 import operator
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, cast, get_args
 
 import torch
 from torch import fx, nn
@@ -95,10 +95,17 @@ def trace(module: nn.Module) -> fx.Graph:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise Unsupported(f"its forward cannot be traced by torch.fx: {first}") from None
     try:
-        graph.owning_module_file = inspect.getsourcefile(type(module))
+        home = inspect.getsourcefile(type(module))
     except (TypeError, OSError):
-        graph.owning_module_file = None
+        home = None
+    setattr(graph, "owning_module_file", home)  # fx.Graph's own attributes do not include it
     return graph
+
+
+def _node(value: fx.node.Argument) -> fx.Node:
+    """`value` typed as the graph node it is: fx types every argument as any value a graph
+    may hold; the callers pass a method's `self` or a value they have checked."""
+    return cast(fx.Node, value)
 
 
 @dataclass
@@ -151,7 +158,8 @@ class GraphBody:
         nodes = self.running_concats(nodes)
         for n in nodes:
             if n.op == "call_module":
-                self.calls[n.target] = self.calls.get(n.target, 0) + 1
+                target = str(n.target)  # a module call's target is the module's name
+                self.calls[target] = self.calls.get(target, 0) + 1
         outputs, packing = self.outputs(next(n for n in nodes if n.op == "output"))
         skip = self.shape_nodes(nodes) | packing
         for n in nodes:
@@ -172,7 +180,9 @@ class GraphBody:
 
     def outputs(self, output: fx.Node) -> tuple[list[fx.Node], set[fx.Node]]:
         """The output values, main first, and the node that packs them (a named tuple)."""
-        value, packing = output.args[0], set()
+        # fx types the output as any argument; what it holds is checked below
+        value: Any = output.args[0]
+        packing: set[fx.Node] = set()
         target = getattr(value, "target", None)
         if isinstance(target, type) and issubclass(target, tuple) and value.op == "call_function":
             packing.add(value)  # GoogLeNetOutputs(logits, aux2, aux1)
@@ -200,8 +210,11 @@ class GraphBody:
             return made[key]
 
         for n in nodes:
-            listed = n.args and isinstance(n.args[0], (list, tuple)) and n.args[0]
-            if not listed or not all(isinstance(p, fx.Node) for p in listed):
+            first = n.args[0] if n.args else None
+            if not isinstance(first, (list, tuple)) or not first:
+                continue
+            listed = [p for p in first if isinstance(p, fx.Node)]
+            if len(listed) != len(first):
                 continue
             if n.op == "call_module":
                 n.args = (concat(list(listed), n), *n.args[1:])
@@ -247,12 +260,12 @@ class GraphBody:
         if n.op == "call_method" and n.target in ("view", "reshape"):
             return self.view_op(n)
         if n.op == "call_method" and n.target in PASS_THROUGH:
-            return _Op([n.args[0]])
+            return _Op([_node(n.args[0])])
         if n.target == "chunk" or n.target is torch.chunk:
             return self.chunk_op(n)
         if n.target is operator.getitem and isinstance(n.args[0], fx.Node):
             return self.slice_op(n)
-        convert = METHODS.get(n.target) if n.op == "call_method" else FUNCTIONS.get(n.target)
+        convert = METHODS.get(str(n.target)) if n.op == "call_method" else FUNCTIONS.get(n.target)
         convert = convert or library_functions().get(n.target)
         name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", n.target)
         if convert is None or not isinstance(n.args[0], fx.Node):
@@ -300,15 +313,14 @@ class GraphBody:
         if not is_mul or len(held) != 1 or len(n.args) != 2 or "." in str(held[0].target):
             return False
         weight = getattr(self.module, str(held[0].target), None)
-        shaped = isinstance(weight, nn.Parameter) and weight.dim() == 3
-        return shaped and weight.shape[1:] == (1, 1)
+        return isinstance(weight, nn.Parameter) and weight.dim() == 3 and weight.shape[1:] == (1, 1)
 
     def scale_op(self, n: fx.Node, weight: fx.Node) -> _Op:
         """A learnable per-channel scale, labelled with the parameter's name (its key)."""
         x = next(a for a in n.args if a is not weight)
         layer = kind_layer("scale", what="a layer scale")
         layer.label = str(weight.target)
-        return _Op([x], layer)
+        return _Op([_node(x)], layer)
 
     def chunk_op(self, n: fx.Node) -> _Op:
         """`x.chunk(n, 1)`: slices for the branches of a `split:` merge."""
@@ -316,11 +328,12 @@ class GraphBody:
         dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
         if dim != 1 or not isinstance(pieces, int):
             raise locate(n, f"chunks along dim {dim}; archc's `split:` slices channels (dim 1)")
-        return _Op([n.args[0]], chunks=pieces)
+        return _Op([_node(n.args[0])], chunks=pieces)
 
     def slice_op(self, n: fx.Node) -> _Op:
         """`parts[i]` of a chunk: where a split's branch starts."""
         parent, index = n.args
+        assert isinstance(parent, fx.Node)  # `op` sends only the items of a node here
         if not (isinstance(index, int) and self.ops.get(parent) and self.ops[parent].chunks):
             raise locate(n, "indexes a tensor; archc has no indexing layer")
         return _Op([parent], slice=index)
@@ -344,16 +357,17 @@ class GraphBody:
             raise locate(
                 n, f"concatenates along dim {dim}; archc's `concat:` joins channels (dim 1)"
             )
-        if not all(isinstance(p, fx.Node) for p in parts):
+        nodes = [p for p in parts if isinstance(p, fx.Node)]
+        if len(nodes) != len(parts):
             raise locate(n, "concatenates something other than tensors")
-        return _Op(list(parts), merge="concat")
+        return _Op(nodes, merge="concat")
 
     def view_op(self, n: fx.Node) -> _Op:
         """`x.view(x.size(0), -1)` and `x.reshape(b, -1)`: a flatten; other views are not."""
         x, dims = n.args[0], n.args[1:]
         batch = dims and (dims[0] == -1 or isinstance(dims[0], fx.Node))
         if len(dims) == 2 and batch and (dims[1] == -1 or isinstance(dims[1], int)):
-            return _Op([x], DLayer("flatten"))
+            return _Op([_node(x)], DLayer("flatten"))
         raise locate(n, f"reshapes with `{n.target}`{tuple(dims)}; archc only flattens (B, -1)")
 
     # ------------------------------------------------------------------ structure
@@ -407,6 +421,7 @@ class GraphBody:
     def split_mode(self, op: _Op, fork: fx.Node) -> str:
         """`split` for a concat of every slice of a chunk, each through its own branch."""
         chunk = self.ops.get(fork)
+        assert op.merge is not None  # asked of merges only
         if op.merge != "concat" or chunk is None or not chunk.chunks:
             return op.merge
         starts = [self.slice_start(fork, end) for end in op.inputs]
@@ -454,15 +469,15 @@ class GraphBody:
         """Put an extra output's head right after the main-path node it branches from."""
         on_main = {node: i for i, (node, _) in enumerate(chain)}
         on_main[self.start] = -1
-        node, head = aux, []
+        node, found = aux, []
         while node not in on_main:
             op = self.ops.get(node)
             if op is None or op.merge is not None:
                 raise locate(aux, "an extra output that is not one chain off the main path")
             self.used[node] = self.used.get(node, 0) + 1
-            head.append(op.item)
+            found.append(op.item)
             node = op.inputs[0]
-        head = [i for i in reversed(head) if i is not None]
+        head = [i for i in reversed(found) if i is not None]
         label = getattr(head[0], "label", None) if len(head) == 1 else None
         if len(head) == 1:
             head[0].label = None
@@ -498,7 +513,7 @@ def group_containers(items: list[DItem]) -> list[DItem]:
 
 def _has_merge(mode: str) -> bool:
     """True when this archc's IR has the merge `mode` (`mul:` came with the CNN zoo)."""
-    return mode in ir.Merge.model_fields["mode"].annotation.__args__
+    return mode in get_args(ir.Merge.model_fields["mode"].annotation)
 
 
 def library_functions() -> dict:
