@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -193,6 +194,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
 
     line, col = max(getattr(exc, "line", 1) or 1, 1), max(getattr(exc, "column", 1) or 1, 1)
     width = 1
+    hint: str | None
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         found = (
@@ -218,6 +220,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
         else:
             width = max(len(str(tok.value)), 1)
     elif isinstance(exc, UnexpectedCharacters):
+        assert exc.pos_in_stream is not None  # the lexer says where it stopped
         message = f"unexpected character `{text[exc.pos_in_stream]}`"
         hint = f"expected {_describe(set(exc.allowed or ()))}" if exc.allowed else None
     elif isinstance(exc, UnexpectedEOF):
@@ -366,6 +369,8 @@ class SpecBuilder:
     def span(self, node: Tree | Token) -> ir.Span:
         if isinstance(node, Token):
             line, col, eline, ecol = node.line, node.column, node.end_line, node.end_column
+            # the lexer gives every token its position (lark types them optional)
+            assert line is not None and col is not None and eline is not None and ecol is not None
         else:
             m = node.meta
             if m.empty:
@@ -401,12 +406,14 @@ class SpecBuilder:
         return ir.SpecFile.model_construct(path=self.path, statements=stmts)
 
     def import_stmt(self, t: Tree) -> ir.Import:
-        return ir.Import.model_construct(path=t.children[0][1:-1], span=self.span(t))
+        return ir.Import.model_construct(path=str(t.children[0])[1:-1], span=self.span(t))
 
     def _definition(self, t: Tree) -> tuple[Token, list[ir.Param], Tree]:
         name, *rest = t.children
+        body = rest[-1]
+        assert isinstance(name, Token) and isinstance(body, Tree)  # as the grammar builds them
         params = self.signature(rest[0]) if len(rest) == 2 else []
-        return name, params, rest[-1]
+        return name, params, body
 
     def block_def(self, t: Tree) -> ir.BlockDef:
         name, params, body = self._definition(t)
@@ -505,7 +512,7 @@ class SpecBuilder:
         """The items, `after` statements and input declarations of an indented body."""
         return self.body_lines(t.children)
 
-    def body_lines(self, lines: list[Tree]) -> tuple[list, list[ir.After], list[ir.InputDecl]]:
+    def body_lines(self, lines: list[Any]) -> tuple[list, list[ir.After], list[ir.InputDecl]]:
         """`body` of some of a body's lines. Each line is let go of once it is built (`lines`
         holds None after): lark's tree is as large as the IR, and need not be alive with all
         of it at once."""
@@ -576,7 +583,8 @@ class SpecBuilder:
         lines = body.children if mode is None else [
             line for line in body.children if line.data in ("after_stmt", "input_stmt")]
         items, after, inputs = self.body_lines(lines)
-        for bad in [*after, *inputs]:
+        misplaced: list[ir.After | ir.InputDecl] = [*after, *inputs]
+        for bad in misplaced:
             self.diags.error("E001", bad.span, MISPLACED)
         span = self.span(t)
         if mode is None:
@@ -599,7 +607,8 @@ class SpecBuilder:
             items = self.items(body)
         else:
             items, after, inputs = self.body(body)
-            for bad in [*after, *inputs]:
+            misplaced: list[ir.After | ir.InputDecl] = [*after, *inputs]
+            for bad in misplaced:
                 self.diags.error("E001", bad.span, MISPLACED)
         return ir.For.model_construct(
             names=names, iterable=self.expr(iterable), items=items, span=self.span(t)
@@ -645,12 +654,14 @@ class SpecBuilder:
             label_span = self.span(tok).model_copy(
                 update={"end_column": self.span(tok).end_column - 1}
             )
-        if isinstance(children[-1], Token) and children[-1].type == "REPEAT":
-            repeat = self.repeat(children.pop())
+        last = children[-1]
+        if isinstance(last, Token) and last.type == "REPEAT":
+            children.pop()
+            repeat = self.repeat(last)
         node = self.atom(children[0])
         if node is None:
             return None
-        updates = {}
+        updates: dict[str, Any] = {}
         if label is not None:
             updates["label"] = label
             updates["label_span"] = label_span
@@ -688,6 +699,7 @@ class SpecBuilder:
             if (len(t.children) > 1 and t.children[1].children)
             else []
         )
+        assert isinstance(word, Token)  # a call starts with its word
         callee, sugar = self.word(word)
         if callee is None:
             return None
@@ -702,9 +714,9 @@ class SpecBuilder:
     def word_text(self, text: str, span: ir.Span) -> tuple[str | None, list[ir.Arg]]:
         """`word` for text found elsewhere (YAML keys), located at `span`."""
         parts, offsets = [], []
-        for m in _split_dashes(text):
-            parts.append(m[0])
-            offsets.append(m[1])
+        for part, offset in _split_dashes(text):
+            parts.append(part)
+            offsets.append(offset)
         for cut in range(len(parts), 0, -1):
             head = "-".join(parts[:cut])
             rest = list(zip(parts[cut:], offsets[cut:]))
@@ -801,9 +813,9 @@ class SpecBuilder:
         span = self.span(t)
         kind = t.data
         if kind == "int":
-            return ir.Num.model_construct(value=int(t.children[0]), span=span)
+            return ir.Num.model_construct(value=int(str(t.children[0])), span=span)
         if kind == "float":
-            return ir.Num.model_construct(value=float(t.children[0]), span=span)
+            return ir.Num.model_construct(value=float(str(t.children[0])), span=span)
         if kind == "string":
             return ir.Str.model_construct(value=str(t.children[0])[1:-1], span=span)
         if kind == "name":
@@ -816,7 +828,8 @@ class SpecBuilder:
             return ir.Tuple.model_construct(items=[self.expr(c) for c in t.children], span=span)
         if kind in ("index", "slice", "slice_to", "slice_from", "slice_all"):
             parts = [self.expr(c) for c in t.children]
-            value, bounds = parts[0], parts[1:]
+            value = parts[0]
+            bounds: list[ir.Expr | None] = [*parts[1:]]
             if kind == "slice_to":
                 bounds = [None, *bounds]
             return ir.Index.model_construct(
