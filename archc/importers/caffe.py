@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import get_args, overload
 
 from archc.compiler import ir
 from archc.compiler.diagnostics import Diagnostics, did_you_mean
@@ -68,7 +69,7 @@ def load(path: str, diags: Diagnostics, *, compact: bool = True) -> ir.SpecFile 
 
 def layers_of(root: Message) -> list[Layer]:
     """The layers of a NetParameter, in file order, V1 types translated."""
-    out = []
+    out: list[Layer] = []
     for f in root.fields:
         if f.name not in ("layer", "layers") or not isinstance(f.value, Message):
             continue
@@ -139,8 +140,8 @@ class _Importer:
         """The input blob and its C×H×W: `input` + `input_shape`/`input_dim`, or an Input layer."""
         found = [(lay.tops[0] if lay.tops else "data", self._input_layer_dims(lay), lay.span)
                  for lay in layers if lay.type == "Input"]
-        if root.first("input") is not None:
-            field = root.first("input")
+        field = root.first("input")
+        if field is not None:
             dims = root.message("input_shape").ints("dim")
             dims = dims or root.ints("input_dim")
             found.insert(0, (str(field.value), dims, field.span))
@@ -165,7 +166,7 @@ class _Importer:
         node = self.graph.add(blob, [], span)
         self.blobs[blob] = node.id
         self.shapes[node.id] = tuple(dims[1:])
-        return tuple(dims[1:])
+        return dims[1], dims[2], dims[3]
 
     def _input_layer_dims(self, layer: Layer) -> list[int]:
         return layer.param("input_param").message("shape").ints("dim")
@@ -190,8 +191,9 @@ class _Importer:
                 except FieldError as exc:
                     self.error(exc.span, exc.message, "see the layer's parameters in caffe.proto")
         source = self.blobs.get(str(layer.bottoms[0].value)) if layer.bottoms else None
-        for top in layer.tops if source is not None else ():
-            self.blobs.setdefault(top, source)  # a failed layer passes through: no cascade
+        if source is not None:
+            for top in layer.tops:
+                self.blobs.setdefault(top, source)  # a failed layer passes through: no cascade
 
     def _bottom(self, field: Field) -> int | None:
         name = str(field.value)
@@ -241,7 +243,9 @@ class _Importer:
         from archc.layers import REGISTRY
 
         square = all(a == b for a, b in pairs)
-        if square or REGISTRY[kind].param("kernel").type != "int":
+        kernel = REGISTRY[kind].param("kernel")
+        assert kernel is not None  # conv and the pools have a kernel
+        if square or kernel.type != "int":
             return True
         self.error(layer.span, f"{layer.type} `{layer.name}` has a non-square window "
                    f"({'×'.join(map(str, pairs[0]))}), which archc's `{kind}` cannot take yet",
@@ -287,7 +291,7 @@ class _Importer:
         p = layer.param("pooling_param")
         method = str(p.get("pool", "MAX"))
         if method not in ("MAX", "AVE"):
-            self.error(p.first("pool").value_span, f"Caffe's {method} pooling has no archc form",
+            self.error(_value_span(p, "pool"), f"Caffe's {method} pooling has no archc form",
                        "archc pools are MAX or AVE")
             return
         if _flag(p.get("global_pooling", False)):
@@ -326,7 +330,7 @@ class _Importer:
             return
         p = layer.param("lrn_param")
         if str(p.get("norm_region", "ACROSS_CHANNELS")) != "ACROSS_CHANNELS":
-            self.error(p.first("norm_region").value_span,
+            self.error(_value_span(p, "norm_region"),
                        "LRN within channels has no archc form", "archc's LRN runs across channels")
             return
         size = p.int("local_size", 5)
@@ -441,12 +445,13 @@ class _Importer:
         operation = str(p.get("operation", "SUM"))
         coeffs = [float(c) for c in p.values("coeff") if isinstance(c, (int, float))]
         if any(c != 1 for c in coeffs):
-            self.error(p.first("coeff").value_span, "Eltwise coefficients other than 1 have "
+            self.error(_value_span(p, "coeff"), "Eltwise coefficients other than 1 have "
                        "no archc form", "archc's `add` sums its branches unweighted")
             return
         mode = {"SUM": "add", "PROD": "mul", "MAX": "max"}.get(operation)
         if mode is None or mode not in _merge_modes():
-            self.error(p.first("operation").value_span if p.first("operation") else layer.span,
+            operation_field = p.first("operation")
+            self.error(operation_field.value_span if operation_field else layer.span,
                        f"Eltwise {operation} has no archc merge yet",
                        "archc merges branches by " + " or ".join(sorted(_merge_modes())))
             return
@@ -472,7 +477,7 @@ HANDLED = {"Input", "Convolution", "Pooling", "LRN", "ReLU", "Sigmoid", "TanH", 
 
 def _merge_modes() -> set[str]:
     """The merge modes the IR accepts (`mul` arrives with the zoo's squeeze-excitation)."""
-    return set(ir.Merge.model_fields["mode"].annotation.__args__)
+    return set(get_args(ir.Merge.model_fields["mode"].annotation))
 
 
 def caffe_pool_out(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -487,11 +492,18 @@ def caffe_pool_out(size: int, kernel: int, stride: int, pad: int) -> int:
     return pooled
 
 
+@overload
+def _window(p: Message, name: str, default: int) -> tuple[int, int]: ...
+@overload
+def _window(p: Message, name: str, default: None) -> tuple[int, int] | None: ...
+
+
 def _window(p: Message, name: str, default: int | None) -> tuple[int, int] | None:
     """`kernel_size` / `stride` / `pad` as (h, w): one value, two values, or `_h` and `_w`."""
     h, w = p.int(f"{name}_h"), p.int(f"{name}_w")
-    if h is not None or w is not None:
-        return (h if h is not None else w), (w if w is not None else h)
+    h, w = (h if h is not None else w), (w if w is not None else h)
+    if h is not None and w is not None:  # one of them given: the other is the same
+        return h, w
     values = p.ints("kernel_size" if name == "kernel" else name)
     if not values:
         return None if default is None else (default, default)
@@ -503,6 +515,13 @@ def _pair_arg(pair: tuple[int, int], default: int | None = None):
     if pair[0] == pair[1]:
         return None if pair[0] == default else pair[0]
     return pair
+
+
+def _value_span(p: Message, name: str) -> ir.Span:
+    """Where the value of field `name` is written, for a field the caller has read."""
+    found = p.first(name)
+    assert found is not None  # the caller read a value other than the default from it
+    return found.value_span
 
 
 def _flag(value) -> bool:

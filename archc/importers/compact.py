@@ -24,6 +24,7 @@ SHORT = {"out": "c"}  # a block parameter for channels reads as c_...
 def compact(spec: ir.SpecFile) -> ir.SpecFile:
     """The spec with recurring merges as blocks and repeated runs as `xN`."""
     network = spec.statements[0]
+    assert isinstance(network, ir.NetworkDef)  # an importer's draft is one network
     blocks: list[ir.BlockDef] = []
     body = _blocks(network.body, blocks, {network.name})
     body = _repeats(body)
@@ -264,6 +265,7 @@ def _parameters(columns, roles) -> tuple[list[tuple[str, tuple]], dict[int, ir.E
         if found is not None:
             exprs[index] = found
             used = found if isinstance(found, ir.Name) else found.left
+            assert isinstance(used, ir.Name)  # a multiple is `name * k` or `name // k`
             first_use[used.id] = min(first_use[used.id], index)
             continue
         role = roles[0][layer] if roles else ""
@@ -277,7 +279,7 @@ def _parameters(columns, roles) -> tuple[list[tuple[str, tuple]], dict[int, ir.E
     return [(renamed[n], col) for n, col in params], exprs
 
 
-def _as_multiple(values: tuple, params: list) -> ir.Expr | None:
+def _as_multiple(values: tuple, params: list) -> ir.Name | ir.BinOp | None:
     for name, (_, base) in params:
         if all(isinstance(v, int) for v in (*values, *base)) and all(base):
             ratios = {v / b for v, b in zip(values, base)}

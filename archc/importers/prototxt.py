@@ -7,10 +7,11 @@ Caffe importer can point its diagnostics at the exact line and column of the fil
 from __future__ import annotations
 
 import ast
+import builtins
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -68,7 +69,12 @@ class Message:
                              f"got `{found.value}`")
         return found.value
 
-    def int(self, name: str, default: int | None = None) -> int | None:
+    @overload
+    def int(self, name: str, default: builtins.int) -> builtins.int: ...
+    @overload
+    def int(self, name: str, default: None = None) -> builtins.int | None: ...
+
+    def int(self, name: str, default: builtins.int | None = None) -> builtins.int | None:
         """Field `name` as a whole number; `FieldError` (located) when it is something else."""
         return _number(self.first(name), default, int, "a whole number")
 
@@ -76,7 +82,7 @@ class Message:
         """Field `name` as a number; `FieldError` (located) when it is something else."""
         return _number(self.first(name), default, float, "a number")
 
-    def ints(self, name: str) -> list[int]:
+    def ints(self, name: str) -> list[builtins.int]:
         """A repeated whole-number field (`dim: 1 dim: 3`, or `dim: [1, 3]`)."""
         return [_number(f, None, int, "a whole number", item)
                 for f in self.all(name)
@@ -133,8 +139,10 @@ def _span(meta_or_token, path: str) -> ir.Span:
     )
 
 
-def _field(tree: Tree, path: str) -> Field:
-    name_token: Token = tree.children[0]
+def _field(tree: Tree | Token, path: str) -> Field:
+    assert isinstance(tree, Tree)  # the grammar makes each field a rule, not a token
+    name_token = tree.children[0]
+    assert isinstance(name_token, Token)  # a field's first child is its name
     body = tree.children[1]
     if tree.data == "message_field":
         value: Any = Message([_field(c, path) for c in body.children], _span(body.meta, path))
@@ -176,6 +184,7 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str):
         if exc.token.type == "RBRACE" or str(exc.token.value) == "}":
             hint = "this `}` closes no `{`; remove it"
     elif isinstance(exc, UnexpectedCharacters):
+        assert exc.pos_in_stream is not None  # the lexer says where it stopped
         message = f"unexpected character `{text[exc.pos_in_stream]}`"
     else:
         opener = unclosed(text)  # the .arch parser's scan: `#` comments and quotes alike
