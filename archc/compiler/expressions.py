@@ -214,15 +214,17 @@ def _index(expr: ir.Index, env: Env, diags: Diagnostics) -> Any:
         return ERROR
     if expr.is_slice:
         return value[bounds[0] : bounds[1]]
-    if not -len(value) <= bounds[0] < len(value):
+    index = bounds[0]
+    assert index is not None  # `t[i]` always has its index; only a slice leaves bounds out
+    if not -len(value) <= index < len(value):
         diags.error(
             "E109",
             expr.span,
-            f"index {bounds[0]} is out of range for {len(value)} values",
+            f"index {index} is out of range for {len(value)} values",
             f"indices run from 0 to {len(value) - 1} (or from -{len(value)} to -1)",
         )
         return ERROR
-    return value[bounds[0]]
+    return value[index]
 
 
 def _comprehension(expr: ir.Comprehension, env: Env, diags: Diagnostics) -> Any:

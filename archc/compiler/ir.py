@@ -284,11 +284,14 @@ class Group(Node):
     label_span: Span = NOWHERE  # where the label is written
 
 
+MergeMode = Literal["concat", "add", "mul", "max", "split"]
+
+
 class Merge(Node):
     """Parallel branches, merged as the merge table says (archc.layers.merges)."""
 
     node: Literal["merge"] = "merge"
-    mode: Literal["concat", "add", "mul", "max", "split"]
+    mode: MergeMode
     branches: list["Item"] = []
     label: str | None = None
     repeat: Expr | None = None

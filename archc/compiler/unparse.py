@@ -89,10 +89,11 @@ def word_part(e: ir.Expr) -> str:
     """An argument as it appears inside paper notation: `64` or `{c*4}`."""
     if isinstance(e, ir.Num) and isinstance(e.value, int) and e.value >= 0:
         return str(e.value)
-    if isinstance(e, ir.Tuple) and len(e.items) == 2 and all(
-        isinstance(i, ir.Num) and isinstance(i.value, int) and i.value >= 0 for i in e.items
-    ):
-        return "x".join(str(i.value) for i in e.items)  # a (height, width) pair: `1x7`
+    if isinstance(e, ir.Tuple) and len(e.items) == 2:
+        sides = [i.value for i in e.items
+                 if isinstance(i, ir.Num) and isinstance(i.value, int) and i.value >= 0]
+        if len(sides) == 2:
+            return "x".join(str(v) for v in sides)  # a (height, width) pair: `1x7`
     return "{" + expr(e) + "}"
 
 

@@ -10,6 +10,7 @@ output reaches no later layer (an auxiliary head) becomes a `tap`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from archc.compiler import ir
 from archc.compiler.diagnostics import Diagnostics
@@ -112,7 +113,9 @@ class _Builder:
                 continue
             fork = self.idom[current]
             branches = [_as_branch(self.between(fork, i)) for i in node.inputs]
-            merge = ir.Merge(mode=node.merge, branches=branches, span=node.span)
+            # a node with several inputs merges them; pydantic checks the mode
+            merge = ir.Merge(mode=cast(ir.MergeMode, node.merge), branches=branches,
+                             span=node.span)
             chain = [merge, *tail] + chain
             current = fork
         return chain

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from archc.compiler import ir
 from archc.importers.torch_draft import (
@@ -232,7 +232,7 @@ def fold_loops(items: list[DItem]) -> list[DItem]:
             if not nxt or nxt[1] != first[1] or nxt[0] != first[0] + run:
                 break
             run += 1
-        if run >= LOOP_AT_LEAST:
+        if first and run >= LOOP_AT_LEAST:  # (a run needs a first item)
             body = _template(items[i], first[0])
             out.append(DFor(body, first[0], Arg("count", run, key="n")))
             i += run
@@ -314,14 +314,15 @@ class Emitter:
         if isinstance(item, DGroup):
             return ir.Group(items=self.items(item.items), label=item.label)
         if isinstance(item, DMerge):
-            return ir.Merge(
-                mode=item.mode, branches=[self.item(b) for b in item.branches], label=item.label
+            return ir.Merge(  # pydantic checks the mode against the IR's
+                mode=cast(ir.MergeMode, item.mode), branches=[self.item(b) for b in item.branches],
+                label=item.label,
             )
         if isinstance(item, DTap):
             return ir.Tap(head=self.item(item.head), label=item.label)
         if isinstance(item, DFor):
             count = self.unified.expr(next(self.exprs))
-            stop = ir.BinOp(op="+", left=count, right=ir.Num(value=item.start))
+            stop: ir.Expr = ir.BinOp(op="+", left=count, right=ir.Num(value=item.start))
             if isinstance(count, ir.Num):
                 stop = ir.Num(value=count.value + item.start)
             iterable = ir.Call(func="range", args=[ir.Num(value=item.start), stop])
@@ -438,8 +439,9 @@ class Blocks:
             group = [bodies[i] for i in members]
             _fill_shortcut_labels(group)
             unified = Unified(group)
-            body = Emitter(unified).items(group[0])
-            self.definitions.append(ir.BlockDef(name=name, params=unified.signature(), body=body))
+            emitted = Emitter(unified).items(group[0])
+            self.definitions.append(ir.BlockDef(name=name, params=unified.signature(),
+                                                body=emitted))
             for j, i in enumerate(members):
                 self.calls[id(modules[i])] = DLayer(name, unified.call_args(j))
 

@@ -163,6 +163,6 @@ def _skeleton(item: DItem) -> tuple:
     if isinstance(item, DCall):
         raise TypeError("unresolved module call in a skeleton")  # pragma: no cover
     inner = tuple(_skeleton(i) for i in children(item))
-    extra = item.mode if isinstance(item, DMerge) else ""
+    extra: str | int = item.mode if isinstance(item, DMerge) else ""
     extra = item.start if isinstance(item, DFor) else extra
     return (type(item).__name__, item.label, extra, inner)

@@ -54,9 +54,10 @@ def _same_padding(kernel: Any, dilation: Any, padding: Any) -> bool:
 
 def kind_layer(kind: str, args: list[Arg] | None = None, what: str = "") -> DLayer:
     """A draft layer of `kind`, which must be in archc's registry."""
-    if lookup(kind) is None:
+    found = lookup(kind)
+    if found is None:
         raise Unsupported(f"{what or kind} needs the layer kind `{kind}`, which archc lacks")
-    return DLayer(lookup(kind).name, args or [])
+    return DLayer(found.name, args or [])
 
 
 # --------------------------------------------------------------------------- modules
@@ -272,7 +273,9 @@ def is_layer(module: nn.Module) -> bool:
 
 def module_layer(module: nn.Module) -> DLayer:
     """The draft layer of a layer module; raises `Unsupported`."""
-    return _converter(module)(module)
+    convert = _converter(module)
+    assert convert is not None  # callers ask `is_layer` first
+    return convert(module)
 
 
 # --------------------------------------------------------------------------- functions

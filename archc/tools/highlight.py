@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from pygments.lexer import RegexLexer, bygroups
 from pygments.token import (
@@ -128,7 +129,7 @@ class ArchLexer(RegexLexer):
 
 def textmate_grammar() -> dict:
     """editors/arch.tmLanguage.json: the same rules as TextMate patterns."""
-    patterns = []
+    patterns: list[dict[str, Any]] = []
     for rule in rules():
         if rule.scopes == ("",):
             continue

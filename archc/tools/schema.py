@@ -78,7 +78,7 @@ def _statement_classes() -> list[type]:
     return list(typing.get_args(statement))
 
 
-def _statement(cls: type) -> dict[str, Any]:
+def _statement(cls: type[ir.Node]) -> dict[str, Any]:
     """One statement's mapping: its keyword (which holds its name) and its other fields."""
     keyword = cls.model_fields["stmt"].default
     if keyword == "alias":
@@ -100,7 +100,7 @@ def _statement(cls: type) -> dict[str, Any]:
 
 
 def _field_schema(key: str) -> dict[str, Any]:
-    schemas = {
+    schemas: dict[str, dict[str, Any]] = {
         "import": {"type": "string", "description": "a path, relative to this file"},
         "block": {"type": "string"}, "network": {"type": "string"},
         "table": {"type": "string"}, "alias": {"type": "string"},
@@ -254,7 +254,7 @@ def _param_value(param) -> dict[str, Any]:
     integer = {"type": "integer"}
     pair = {"type": "array", "items": {"anyOf": [integer, EXPRESSION]}, "minItems": 2,
             "maxItems": 2}  # (h, w) of a non-square window
-    by_type = {
+    by_type: dict[str, list[Any]] = {
         "int": [integer],
         "int?": [integer, {"type": "null"}],
         "int2": [integer, pair],
