@@ -462,10 +462,11 @@ def _recipe(scope: Scope, layers: list[LayerNode]) -> list[str]:
 
 def _merged_shape(mode: str, shapes: list[Shape | None]) -> Shape | None:
     """The shape after the merge, by the merge table's rule (None when unknown)."""
-    if not shapes or any(s is None for s in shapes):
+    known = [s for s in shapes if s is not None]
+    if not shapes or len(known) < len(shapes):
         return None
     try:
-        return MERGES[mode].shape(shapes)
+        return MERGES[mode].shape(known)
     except ShapeProblem:
         return None
 
@@ -745,7 +746,7 @@ def _weight_layers(
 ) -> str:
     """`16 weight layers`: conv and fc of the network built with this configuration."""
     ref = _find_ref(user.body, table) if user is not None else None
-    if ref is not None and ref.variant in {p.name for p in user.params}:
+    if user is not None and ref is not None and ref.variant in {p.name for p in user.params}:
         net = _resolver(program).network(user.name, {ref.variant: variant}, None)
         if net is not None:
             from archc.compiler.graph import layers

@@ -123,6 +123,7 @@ def _named(title: str, base: type) -> type:
 
 def layer_module(layer: LayerNode) -> nn.Module:
     """The torch module of one layer, from its registry entry."""
+    assert layer.in_shape is not None  # a checked network knows every shape
     return REGISTRY[layer.kind].torch(layer.in_shape, layer.params)
 
 

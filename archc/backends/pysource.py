@@ -349,8 +349,9 @@ class Forward:
             if code != var:
                 self.assign(var, code)
             terms.append(var)
-        if merge.function is not None:  # `torch.maximum(torch.maximum(a, b), c)`
-            return reduce(lambda a, b: Expr(merge.function, (a, b)), terms)
+        function = merge.function
+        if function is not None:  # `torch.maximum(torch.maximum(a, b), c)`
+            return reduce(lambda a, b: Expr(function, (a, b)), terms)
         if merge.operator is None:
             return Expr("torch.cat", (Expr("", tuple(terms), brackets="[]"), "1"))
         return Sum(tuple(terms), merge.operator)
@@ -375,6 +376,7 @@ class Forward:
         direct = bool(ops) and isinstance(ops[-1], Parallel) and not _has_taps(plan)
         result = self.value(Seq(ops[:-1]) if direct else plan, "x", dst)
         if direct:
+            assert isinstance(result, str)  # a Seq's value is the variable holding it
             result = self.value(ops[-1], result, dst)
         pad = INDENT * self.depth
         if self.taps:
@@ -500,6 +502,7 @@ class Source:
             if not self.stateless(child):
                 slot = Slot(child.name)
             else:
+                assert isinstance(child, LayerNode)  # only a layer is stateless
                 built = self.layer(child, symbolic=False)
                 if not is_attribute(child.name) and flat(built) in shared:
                     names[child.name] = shared[flat(built)].name
@@ -530,6 +533,8 @@ class Source:
         if scope is self.net.root or not self.needs_class(scope):
             return
         base = class_name(scope.title or (scope.name if is_identifier(scope.name) else "group"))
+        slots: list[Slot]
+        plan: Op | None
         if self.as_sequential(scope):
             key: tuple = (base, "sequential", tuple(c.name for c in scope.children))
             slots, plan = [], None
@@ -601,6 +606,7 @@ class Source:
                   f"{INDENT * 2}super().__init__()"]
         for slot in cls.slots:
             lines += self.register(slot, slot.built or slot.param)
+        assert cls.plan is not None  # only an nn.Sequential subclass has none
         return lines + ["", *self.forward(cls.slots, cls.plan)]
 
     def block_doc(self, cls: BlockClass) -> list[str]:

@@ -13,6 +13,7 @@ in input pixels when the position moves by one. Both follow the data flow of the
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from archc.compiler.graph import (
@@ -109,10 +110,17 @@ class _Field:
     whole: bool = False  # one position sees the whole input
 
 
-def _window(f: _Field, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple:
+def _hw(values: Iterable[int]) -> tuple[int, int]:
+    """Two values, one per axis, as the pair (height, width)."""
+    h, w = values
+    return h, w
+
+
+def _window(f: _Field, kernel: tuple[int, int], stride: tuple[int, int]
+            ) -> tuple[tuple[int, int], tuple[int, int]]:
     """rf_out = rf_in + (k_eff - 1) · jump_in and jump_out = jump_in · stride, per axis."""
-    rf = tuple(r + (k - 1) * j for r, k, j in zip(f.rf, kernel, f.jump))
-    jump = tuple(j * s for j, s in zip(f.jump, stride))
+    rf = _hw(r + (k - 1) * j for r, k, j in zip(f.rf, kernel, f.jump))
+    jump = _hw(j * s for j, s in zip(f.jump, stride))
     return rf, jump
 
 
@@ -132,17 +140,17 @@ def _through(node: LayerNode, f: _Field) -> _Field:
     window = REGISTRY[node.kind].spatial(node.params) if len(inp) == 3 else None
     if window is not None:
         kernel, stride, dilation = pair(window[0]), pair(window[1]), pair(window[3])
-        rf, jump = _window(f, tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation)), stride)
+        rf, jump = _window(f, _hw(d * (k - 1) + 1 for k, d in zip(kernel, dilation)), stride)
     elif node.kind in _ADAPTIVE and inp[1:] != out[1:]:
         # Adaptive pooling has no fixed window; the widest one bounds what it sees, and
         # the stride is rounded down when the sizes do not divide.
-        kernel = tuple(_adaptive_kernel(i, o) for i, o in zip(inp[1:], out[1:]))
-        rf, jump = _window(f, kernel, tuple(max(i // o, 1) for i, o in zip(inp[1:], out[1:])))
+        kernel = _hw(_adaptive_kernel(i, o) for i, o in zip(inp[1:], out[1:]))
+        rf, jump = _window(f, kernel, _hw(max(i // o, 1) for i, o in zip(inp[1:], out[1:])))
     elif node.kind == "upsample":
         # Each output position sees what its source pixel saw; neighbours are a
         # 1/scale step apart in the input (rounded down, at least 1, as jumps are whole).
         scale = node.params["scale"]
-        rf, jump = f.rf, tuple(max(j // scale, 1) for j in f.jump)
+        rf, jump = f.rf, _hw(max(j // scale, 1) for j in f.jump)
     elif len(inp) == 1 and node.macs:
         # A layer that multiplies flat features (fc) mixes every position of the map
         # that was flattened: a window as large as that map.
@@ -150,14 +158,14 @@ def _through(node: LayerNode, f: _Field) -> _Field:
         return _Field(rf, jump, (1, 1), True)
     else:
         return f
-    hw = tuple(out[1:]) if len(out) == 3 else f.hw
+    hw = _hw(out[1:]) if len(out) == 3 else f.hw
     return _Field(rf, jump, hw, f.whole or hw == (1, 1))
 
 
 def _merge(fields: list[_Field]) -> _Field:
     """After concat or add: the widest field of the branches (their jumps agree)."""
-    return _Field(tuple(max(f.rf[i] for f in fields) for i in range(2)),
-                  tuple(max(f.jump[i] for f in fields) for i in range(2)),
+    return _Field(_hw(max(f.rf[i] for f in fields) for i in range(2)),
+                  _hw(max(f.jump[i] for f in fields) for i in range(2)),
                   fields[0].hw, any(f.whole for f in fields))
 
 
@@ -184,7 +192,7 @@ def _trace(scope: Scope, op: Op, f: _Field, seen: dict[str, _Field]) -> _Field:
 
 def receptive_fields(net: Network) -> dict[str, tuple[tuple[int, int], tuple[int, int], bool]]:
     """Per layer path: (rf, jump, global), rf and jump per axis (height, width)."""
-    hw = tuple(net.input_shape[1:3]) if len(net.input_shape) == 3 else (1, 1)
+    hw = _hw(net.input_shape[1:3]) if len(net.input_shape) == 3 else (1, 1)
     seen: dict[str, _Field] = {}
     _trace(net.root, net.root.plan, _Field((1, 1), (1, 1), hw), seen)
     return {path: (f.rf, f.jump, f.whole) for path, f in seen.items()}

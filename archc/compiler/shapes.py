@@ -67,7 +67,7 @@ class _Spatial:
         self.axis = axis  # 0: heights, 1: widths (they differ after a non-square window)
         self.memo: dict[tuple, Sizes] = {}
         self.keys: dict[int, tuple | None] = {}
-        self.children: dict[int, dict[str, object]] = {}
+        self.children: dict[int, dict[str, LayerNode | Scope]] = {}
 
     def key(self, scope: Scope) -> tuple | None:
         """Calls of one block with the same arguments behave alike: one memo entry."""

@@ -11,6 +11,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from archc.compiler import ir
 from archc.compiler.diagnostics import Diagnostics
@@ -175,6 +176,7 @@ def _load(
         key = path
     if key in stack:
         cycle = [Path(p).name for p in stack[stack.index(key) :]] + [Path(path).name]
+        assert via is not None  # only the root comes without an import, and starts the stack
         diags.error(
             "E003",
             via.span,
@@ -204,17 +206,19 @@ def define_statement(program: Program, stmt, diags: Diagnostics) -> None:
         for s in stmt.settings:
             program.train[s.name] = s
         return
-    table = {
+    by_class: dict[type, dict[str, Any]] = {
         ir.BlockDef: program.blocks,
         ir.TableDef: program.tables,
         ir.NetworkDef: program.networks,
         ir.NetworkAlias: program.networks,
-    }.get(type(stmt))
+    }
+    table = by_class.get(type(stmt))
     if table is None:
         return
     # Tables live in their own namespace (`table vgg` beside `network vgg` reads well);
     # blocks and networks share one.
-    names = [table] if table is program.tables else [program.blocks, program.networks]
+    names: list[dict[str, Any]] = (
+        [table] if table is program.tables else [program.blocks, program.networks])
     other = next((t[stmt.name] for t in names if stmt.name in t), None)
     if isinstance(stmt, ir.BlockDef):
         _check_block_name(stmt, diags)

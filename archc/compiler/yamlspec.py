@@ -153,7 +153,7 @@ class _Reader:
     def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
             raise _Invalid(node, f"{what} must be a mapping")
-        out = []
+        out: list[tuple[str, yaml.Node, yaml.Node]] = []
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode):
                 raise _Invalid(key, "mapping keys must be plain words")

@@ -149,6 +149,7 @@ class _Rewriter:
                                bool(norm.params["affine"])))
         params = {**layer.params, "bias": True}
         kind = REGISTRY[layer.kind]
+        assert layer.in_shape is not None  # a checked network knows every shape
         self.replaced[before.child] = dataclasses.replace(
             layer, params=params, n_params=kind.count_params(layer.in_shape, params))
         return True

@@ -183,6 +183,7 @@ class _Printer:
 
     def _emit(self, tok: Token, prev: Token | None) -> None:
         if tok.type in OPEN:
+            assert tok.column is not None  # the lexer gives every token its position
             indent = len(self.current) - len(self.current.lstrip(" "))
             self.brackets.append(_Bracket(
                 len(self.current), indent, tok.column - 1, parenthesis=tok.type == "LPAR",
@@ -197,6 +198,8 @@ class _Printer:
         first, *middle, last = gap.split("\n") if prev is not None else ["", *gap.split("\n")]
         if not new_logical_line and self.brackets and not self.brackets[-1].decided:
             top = self.brackets[-1]
+            # an open bracket is a token before this one; the lexer gives tokens positions
+            assert prev is not None and tok.column is not None
             top.decided = True
             top.hanging = prev.type in OPEN or tok.column - 1 != top.source_column + 1
         continued = not new_logical_line and not self.brackets  # a `\` continuation
@@ -350,7 +353,7 @@ def _render(lines: list[_Line]) -> str:
 
     def close_run() -> None:
         width = max((len(r.code) for r in run), default=0) + 2
-        out.extend(r.code.ljust(width) + r.comment for r in run)
+        out.extend(r.code.ljust(width) + (r.comment or "") for r in run)  # all have one
         run.clear()
 
     for line in lines:
