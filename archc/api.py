@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from archc.compiler.checker import CheckResult, check_spec, collector_paused
+from archc.compiler.checker import CheckResult as CheckResult  # re-exported: the face
+from archc.compiler.checker import check_spec, collector_paused
 from archc.compiler.diagnostics import Diagnostic
 from archc.compiler.graph import Network
 from archc.compiler.render import SpecError

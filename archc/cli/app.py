@@ -80,14 +80,14 @@ def _load_plugins(argv: list[str]) -> None:
             continue
         register(app)
     if unavailable and verb is not None and verb not in _command_names():
-        plugin, exc = unavailable[0]
+        plugin, missing = unavailable[0]
         fail(
             f"`archc {verb}` is not available: the {plugin} plugin that provides the training "
-            f"verbs needs the `torch` extra (module `{exc.name or exc}` is missing)",
+            f"verbs needs the `torch` extra (module `{missing.name or missing}` is missing)",
             "install it with: pip install 'archc[torch]'  (or: make setup)",
         )
-    for plugin, exc in unavailable:
-        typer.echo(f"warning: archc plugin {plugin} unavailable: {exc}", err=True)
+    for plugin, missing in unavailable:
+        typer.echo(f"warning: archc plugin {plugin} unavailable: {missing}", err=True)
 
 
 def _command_names() -> set[str]:

@@ -48,10 +48,11 @@ def check_report(
     for spec in specs:
         require_spec(spec)
     params, shape = parse_sets(sets), parse_shape(input)
-    results = []
+    results: list[tuple[Path, Any]] = []  # a CheckResult, or the exception of a bug
     for spec in specs:
         try:
-            result = run_check(spec, params, network=network, variant=variant, input_shape=shape)
+            result: Any = run_check(spec, params, network=network, variant=variant,
+                                    input_shape=shape)
         except Exception as exc:  # a bug: report it, and still report the other specs
             report_internal_error(["check", str(spec)])
             result = exc

@@ -74,6 +74,7 @@ def import_(
     if output is not None:
         typer.echo(f"wrote {output} ({text.count(chr(10))} lines; {summary})")
     if weights:
+        assert output is not None  # --weights without -o failed above
         _convert_weights(source, network, output)
 
 

@@ -25,7 +25,7 @@ def import_source(
     *,
     args: dict | None = None,
     weights: bool = False,
-    input_shape: tuple[int, int, int] | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> ir.SpecFile | None:
     """The IR of `source`, chosen by its form; None (with diagnostics) when it cannot be read.
 

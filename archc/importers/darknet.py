@@ -7,7 +7,9 @@ rules (parser.c, the make_*_layer functions) as the sections are read.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
+from typing import Any
 
 from archc.compiler import ir
 from archc.compiler.diagnostics import Diagnostics, did_you_mean
@@ -17,7 +19,10 @@ from archc.importers.graph import Graph, nest
 
 Shape = tuple[int, ...]
 
-ACTIVATIONS = {"leaky": ("leakyrelu", {"slope": 0.1}), "relu": ("relu", {}),
+# darknet's activation → (archc kind, its arguments), or None for none
+Activation = tuple[str, dict[str, Any]]
+ACTIVATIONS: dict[str, Activation | None] = {
+               "leaky": ("leakyrelu", {"slope": 0.1}), "relu": ("relu", {}),
                "logistic": ("sigmoid", {}), "mish": ("mish", {}), "tanh": ("tanh", {}),
                "swish": ("silu", {}), "relu6": ("relu6", {}), "elu": ("elu", {}),
                "linear": None}
@@ -193,12 +198,13 @@ class _Importer:
         while len(self.outputs) <= s.index:  # a layer that failed still takes its number
             self.outputs.append(self.previous(s))
 
-    def previous(self, s: Section) -> int:
+    # (below the `int` method, annotations name the builtin as builtins.int)
+    def previous(self, s: Section) -> builtins.int:
         """The node that feeds layer `s` when it names no input: the layer before it."""
         return self.outputs[-1] if self.outputs else 0
 
     def emit(self, s: Section, items: list[ir.Item], shape: Shape,
-             inputs: list[int] | None = None, merge: str | None = None) -> None:
+             inputs: list[builtins.int] | None = None, merge: str | None = None) -> None:
         node = self.graph.add(f"{s.type} {s.index}", inputs or [self.previous(s)], s.span,
                               items=items, merge=merge)
         self.shapes[node.id] = shape
@@ -223,7 +229,7 @@ class _Importer:
                            f"{shape[0]} flat features")
         return shape
 
-    def reference(self, s: Section, key: str, text: str) -> int:
+    def reference(self, s: Section, key: str, text: str) -> builtins.int:
         """The node of layer `text` (absolute, or negative: relative to `s`)."""
         try:
             index = int(text)
@@ -353,7 +359,8 @@ class _Importer:
         elif self.float(s, "scale", 1.0) != 1.0:
             self.error(s.span_of("scale"), "[upsample] with scale= (a factor on the values) "
                        "has no archc form", "leave scale= out, or fold it into the next conv")
-        items = [common.layer("upsample", s.span, scale=stride)] if stride >= 1 else []
+        items: list[ir.Item] = (
+            [common.layer("upsample", s.span, scale=stride)] if stride >= 1 else [])
         self.emit(s, items, (c, h * abs(stride), w * abs(stride)))
 
     def _yolo(self, s: Section) -> None:

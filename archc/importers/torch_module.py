@@ -208,6 +208,7 @@ def probe(model: nn.Module, shape: tuple | None) -> tuple[dict[int, tuple], tupl
             for h in hooks:
                 h.remove()
     sizes = " or ".join("x".join(map(str, s)) for s in tried)
+    assert last is not None  # every size was tried, and each failed
     raise SourceProblem(f"the module does not run on an input of {sizes}: {_one_line(last)}")
 
 
@@ -261,8 +262,9 @@ class Drafter:
         """Record what has no archc form, at the forward line when known; the other
         instances of one class with the same problem are counted in the first's notes."""
         self.ok = False
-        span, notes = _where(owner, self.source), ()
-        if located is not None and located.file:
+        span = _where(owner, self.source)
+        notes: tuple[str, ...] = ()
+        if located is not None and located.file and located.line is not None:
             span = ir.Span(
                 file=located.file, line=located.line, column=1, end_line=located.line, end_column=2
             )
@@ -432,6 +434,7 @@ def _where(owner: Any, source: str) -> ir.Span:
     try:
         file = inspect.getsourcefile(owner)
         _, line = inspect.getsourcelines(owner)
+        assert file is not None  # getsourcelines found the source, so it has a file
         return ir.Span(file=file, line=line, column=1, end_line=line, end_column=2)
     except (TypeError, OSError):
         return ir.Span(file=source)
@@ -488,7 +491,8 @@ def to_spec(
     unified = Unified([body], root=True)
     network = ir.NetworkDef(
         name=name,
-        params=[ir.Param(name="num_classes", default=ir.Num(value=num_classes))] if classes else [],
+        params=[ir.Param(name="num_classes", default=ir.Num(value=num_classes))]
+        if classes and num_classes is not None else [],  # (it binds only a given count)
         input=ir.InputDecl(dims=[ir.Num(value=d) for d in input_shape]),
         body=Emitter(unified).items(body),
     )

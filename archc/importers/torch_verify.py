@@ -30,8 +30,9 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> None:
                 if m.affine:
                     m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
                     m.bias.copy_(torch.randn(n, generator=generator) * 0.2)
-                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                if m.running_mean is not None and m.running_var is not None:  # tracked stats
+                    m.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                    m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
 
 
 def rebuild(spec: ir.SpecFile, shape: tuple, diags: Diagnostics, where: ir.Span):
@@ -51,6 +52,7 @@ def rebuild(spec: ir.SpecFile, shape: tuple, diags: Diagnostics, where: ir.Span)
                     "this is a bug in the importer; please report it",
                 )
         return None
+    assert result.network is not None  # `ok` means a network was built
     with torch.device("meta"):  # every weight is overwritten by the source's: skip init
         module = to_module(result.network, init="none")
     return module.to_empty(device="cpu")
@@ -85,14 +87,14 @@ def verify_spec(
             f"the written spec outputs {tuple(got.shape)}, the source {tuple(expected.shape)}",
         )
         return False
-    error = (got - expected).abs().max().item()
+    deviation = (got - expected).abs().max().item()
     scale = expected.abs().max().item()
-    if not error <= TOLERANCE * max(scale, 1e-6):
+    if not deviation <= TOLERANCE * max(scale, 1e-6):
         diags.error(
             E_MISMATCH,
             where,
             f"the written spec computes something else: outputs "
-            f"differ by {error:.3g} (largest output {scale:.3g})",
+            f"differ by {deviation:.3g} (largest output {scale:.3g})",
             "this is a bug in the importer; please report it",
         )
         return False

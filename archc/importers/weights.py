@@ -54,7 +54,9 @@ def convert(source: str, network: Network, target: Path) -> tuple[Path, int]:
 
 def _pairs(flat: ir.SpecFile, network: Network) -> list[tuple[ir.Span, LayerNode]]:
     """(span of the foreign layer, module) for every weighted layer, in module order."""
-    spans = [lay.span for lay in _ir_layers(flat.statements[0].body) if lay.callee in WEIGHTED]
+    spec = flat.statements[0]
+    assert isinstance(spec, ir.NetworkDef)  # an imported spec is one network
+    spans = [lay.span for lay in _ir_layers(spec.body) if lay.callee in WEIGHTED]
     nodes = [n for n in layers(network.root) if n.kind in WEIGHTED]
     if len(spans) != len(nodes):  # pragma: no cover - compacting must keep every layer
         raise AssertionError(f"bug: {len(spans)} imported weighted layers, {len(nodes)} modules")
@@ -173,6 +175,7 @@ def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.nd
     blobs = read_caffemodel(found)
     flat = _flat_ir(caffe.load, source)
     root = prototxt.parse(Path(source).read_text(encoding="utf-8"), source, Diagnostics())
+    assert root is not None  # it parsed above, as the network was imported from it
     by_span = {(lay.span.line, lay.span.column): lay for lay in caffe.layers_of(root)}
     scale_of = _scales(caffe.layers_of(root))
     out: dict[str, np.ndarray] = {}
@@ -182,7 +185,7 @@ def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.nd
         if node.kind == "bn":
             out.update(_caffe_bn(node, arrays, blobs, scale_of.get(layer.name)))
         elif node.kind == "prelu":
-            slopes = node.in_shape[0] if node.params.get("per_channel") else 1
+            slopes = _channels(node.in_shape) if node.params.get("per_channel") else 1
             out[f"{node.path}.weight"] = _shaped(arrays[0], (slopes,), layer.name)
         else:
             out.update(_weight_bias(node, arrays, layer.name))
@@ -207,15 +210,21 @@ def _weight_bias(node: LayerNode, arrays: list[np.ndarray], name: str) -> dict[s
     """conv or fc: blob 0 is the weight (Caffe's layout is PyTorch's), blob 1 the bias."""
     out = {f"{node.path}.weight": _shaped(arrays[0], _weight_shape(node), name)}
     if node.params.get("bias", True):
-        out[f"{node.path}.bias"] = _shaped(arrays[1], (node.out_shape[0],), name)
+        out[f"{node.path}.bias"] = _shaped(arrays[1], (_channels(node.out_shape),), name)
     return out
+
+
+def _channels(shape: tuple[int, ...] | None) -> int:
+    """The channels (or features) of a shape of a checked network, which knows them all."""
+    assert shape is not None
+    return shape[0]
 
 
 def _weight_shape(node: LayerNode) -> tuple[int, ...]:
     if node.kind == "fc":
-        return (node.params["out"], node.in_shape[0])
+        return (node.params["out"], _channels(node.in_shape))
     kh, kw = _pair(node.params["kernel"])
-    return (node.params["out"], node.in_shape[0] // node.params["groups"], kh, kw)
+    return (node.params["out"], _channels(node.in_shape) // node.params["groups"], kh, kw)
 
 
 def _pair(value) -> tuple[int, int]:
@@ -232,7 +241,7 @@ def _shaped(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
 
 def _caffe_bn(node: LayerNode, arrays, blobs, scale: str | None) -> dict[str, np.ndarray]:
     """Caffe keeps mean and variance times a scale factor (blob 2); Scale holds γ and β."""
-    channels = (node.in_shape[0],)
+    channels = (_channels(node.in_shape),)
     factor = float(arrays[2].ravel()[0]) if len(arrays) > 2 else 1.0
     factor = 0.0 if factor == 0 else 1.0 / factor
     out = {
@@ -284,7 +293,7 @@ def darknet_tensors(source: str, found: Path, network: Network) -> dict[str, np.
         found_nodes = modules[key]
         main = found_nodes.get("conv") or found_nodes["fc"]
         bn = found_nodes.get("bn")
-        channels = (main.out_shape[0],)
+        channels = (_channels(main.out_shape),)
         first = reader.floats(channels)
         if bn is not None:
             out[f"{bn.path}.bias"] = first

@@ -166,7 +166,7 @@ def _scopes(a: Scope, b: Scope, rows: list[Row]) -> None:
             rows.extend(_run("removed", [m for c, m in run if c == "removed"]))
             rows.extend(_run("added", [m for c, m in run if c == "added"]))
             run = []
-            if x is not None:
+            if x is not None and y is not None:  # (both are, or neither)
                 _pair(x, y, rows)
         else:
             run.append(("removed", x) if y is None else ("added", y))
@@ -243,7 +243,7 @@ def _run(change: str, modules: list[Module]) -> list[Row]:
     for module in modules:
         joins = (rows and isinstance(module, LayerNode) and not module.n_params
                  and module.in_shape == module.out_shape and rows[-1].kind != "block")
-        if joins:
+        if joins and isinstance(module, LayerNode):  # (joins says it is a layer)
             rows[-1].what += f" + {layer_text(module)}"
         else:
             rows.append(_whole(change, module))
@@ -274,7 +274,7 @@ def _pair(x: Module, y: Module, rows: list[Row]) -> None:
 
 
 def _layer_changes(x: LayerNode, y: LayerNode) -> list[str]:
-    notes = []
+    notes: list[str] = []
     if x.params != y.params:
         changed = sorted(k for k in {*x.params, *y.params} if x.params.get(k) != y.params.get(k))
         notes.extend(f"{k}: {x.params.get(k)} → {y.params.get(k)}" for k in changed)
@@ -436,8 +436,11 @@ def _svg(source: str) -> str:
 
 def _side_by_side(svgs: list[str]) -> str:
     """Nest the SVGs in one, left to right."""
-    sizes = [tuple(float(v) for v in re.search(r'width="([\d.]+)pt" height="([\d.]+)pt"',
-                                               s).groups()) for s in svgs]
+    sizes = []
+    for s in svgs:
+        found = re.search(r'width="([\d.]+)pt" height="([\d.]+)pt"', s)
+        assert found is not None  # graphviz gives every SVG its size in points
+        sizes.append(tuple(float(v) for v in found.groups()))
     gap = 24.0
     width = sum(w for w, _ in sizes) + gap * (len(sizes) - 1)
     height = max(h for _, h in sizes)

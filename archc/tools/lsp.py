@@ -81,7 +81,7 @@ def summary_rows(analysis: Analysis) -> dict:
     from archc.backends.summary import summarize
 
     net = analysis.result.network
-    return {row.path: row for row in summarize(net)} if analysis.modules else {}
+    return {row.path: row for row in summarize(net)} if analysis.modules and net else {}
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -419,7 +419,7 @@ def _did_close(ls: ArchServer, params: lsp.DidCloseTextDocumentParams) -> None:
 async def _hover(ls: ArchServer, params: lsp.HoverParams) -> lsp.Hover | None:
     analysis = await ls.analysis(params.text_document.uri, rows=True)
     modules = modules_at(analysis, params.position) if analysis else []
-    if not modules:
+    if not modules or analysis is None:
         return None
     return lsp.Hover(lsp.MarkupContent(lsp.MarkupKind.Markdown, hover_text(analysis, modules)))
 

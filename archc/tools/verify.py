@@ -99,6 +99,7 @@ def randomize_statistics(model, seed: int = 0) -> None:
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 mean, var = module.running_mean, module.running_var
+                assert mean is not None and var is not None  # archc's and torchvision's track them
                 mean.copy_(torch.randn(mean.shape, generator=gen) * 0.2)
                 var.copy_(torch.rand(var.shape, generator=gen) + 0.5)
             is_norm = isinstance(
