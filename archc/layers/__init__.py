@@ -13,7 +13,19 @@ torch constructors import it when they are called.
 
 from __future__ import annotations
 
-from . import activation, channel, conv, dense, norm, pool, regularization, reshape, resize
+from . import (
+    activation,
+    attention,
+    channel,
+    conv,
+    dense,
+    norm,
+    pool,
+    regularization,
+    reshape,
+    resize,
+    tokens,
+)
 from .core import (
     INVALID,
     REQUIRED,
@@ -61,6 +73,8 @@ KINDS: tuple[LayerKind, ...] = (
     *channel.KINDS,
     *reshape.KINDS,
     *resize.KINDS,
+    *tokens.KINDS,
+    *attention.KINDS,
 )
 
 REGISTRY: dict[str, LayerKind] = {k.name: k for k in KINDS}

@@ -1,0 +1,113 @@
+"""The transformer families (specs/vit.arch) against torchvision, cheaply.
+
+The full builders are too slow to run in the default suite on two cores (vit_b_32 is 88M
+parameters), so each family's spec is run at small dimensions against torchvision's own
+class built with the same small dimensions: strict state_dict loading, and outputs after
+randomising every LayerNorm and every zero-initialised weight (the head, the class token).
+The full members are checked by parameter count, torchvision's built on the meta device.
+`archc verify --zoo` runs the full members at their real size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import archc
+from archc.verify import TOLERANCE, load_zoo, randomize_statistics, reference
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+
+
+def assert_same_outputs(spec_net, tv_model, shape, seed=0):
+    """Load torchvision's randomised weights into archc's module strictly; the eval outputs
+    agree within the zoo's tolerance and are not trivially small."""
+    torch.manual_seed(seed)
+    randomize_statistics(tv_model, seed)
+    model = archc.build(spec_net)
+    model.load_state_dict(tv_model.state_dict(), strict=True)
+    x = 8 * torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        got, want = model.eval()(x), tv_model.eval()(x)
+    assert got.shape == want.shape
+    assert float(want.abs().max()) > 0.1  # the oracle sees real logits
+    assert float((got - want).abs().max()) <= TOLERANCE * float(want.abs().max())
+    return model
+
+
+SMALL_VIT = {"image_size": 32, "patch": 8, "depth": 2, "heads": 2, "hidden": 16,
+             "mlp_dim": 24}
+
+
+def small_vit(**extra):
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    tv = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                           hidden_dim=16, mlp_dim=24, num_classes=10, **extra)
+    return archc.load(SPECS / "vit.arch", num_classes=10, **SMALL_VIT), tv
+
+
+def test_a_small_vit_is_torchvisions():
+    net, tv = small_vit()
+    assert net.n_params == sum(p.numel() for p in tv.parameters())
+    model = assert_same_outputs(net, tv, (3, 32, 32))
+    keys = set(model.state_dict())
+    assert {"class_token", "encoder.pos_embedding", "conv_proj.weight",
+            "encoder.layers.encoder_layer_1.self_attention.in_proj_weight",
+            "encoder.layers.encoder_layer_1.mlp.3.bias", "heads.head.weight"} <= keys
+
+
+def test_the_vit_oracle_tells_a_missing_residual_apart(tmp_path):
+    """Same keys and counts, strict loading works: only the outputs can tell that the MLP's
+    residual is gone."""
+    text = (SPECS / "vit.arch").read_text(encoding="utf-8")
+    residual = ("    add:\n        ln_2: layernorm(eps=1e-6)  mlp: mlp(mlp_dim, dropout=dropout)\n"
+                "        shortcut\n")
+    assert residual in text
+    spec = tmp_path / "vit.arch"
+    spec.write_text(text.replace(residual, "    ln_2: layernorm(eps=1e-6)  mlp: mlp(mlp_dim)\n"),
+                    encoding="utf-8")
+    net = archc.load(spec, num_classes=10, **SMALL_VIT)
+    _, tv = small_vit()
+    with pytest.raises(AssertionError):
+        assert_same_outputs(net, tv, (3, 32, 32))
+
+
+@pytest.mark.parametrize("name", [n for n, e in load_zoo().items() if e.spec.name == "vit.arch"])
+def test_full_vit_members_count_torchvisions_parameters(name):
+    entry = load_zoo()[name]
+    for classes in (1000, 2):
+        net = archc.load(entry.spec, network=entry.network, num_classes=classes)
+        with torch.device("meta"):
+            tv = reference(name, classes)
+        assert net.n_params == sum(p.numel() for p in tv.parameters())
+
+
+def test_a_position_embedding_fixes_the_input_size():
+    """The embedding holds one vector per token: only inputs that give vit_b_16's 196
+    patches work (224 to 239: the patch conv floors), where the same spec without it takes
+    any size from one patch up."""
+    from archc.shapes import input_sizes
+
+    text = (SPECS / "vit.arch").read_text(encoding="utf-8")
+    net = archc.check("vit.arch", text=text).network
+    sizes = input_sizes(net)
+    assert (sizes.smallest, sizes.largest) == (224, 239)
+    free = archc.check("vit.arch", text=text.replace("pos_embedding: pos-embedding", "")).network
+    assert input_sizes(free).describe() == "any H×W ≥ 16×16"
+
+
+@pytest.mark.parametrize("line, code, hint", [
+    ("patch-embed(8, 4)  FC-10", "E203", "token-pool"),
+    ("patch-embed(8, 4)  maxpool", "E203", "untokens"),
+    ("tokens  self-attention(3)", "E201", "divides the hidden size"),
+    ("tokens  untokens(height=5)", "E201", "divisor of the token count"),
+    ("conv3-8  self-attention(2)", "E203", "patch-embed"),
+])
+def test_token_diagnostics_point_at_the_conversion(line, code, hint):
+    text = f"network t:\n    input 8x8x8\n    {line}\n"
+    (diag,) = archc.check("t.arch", text=text).diagnostics
+    assert diag.code == code and diag.span.line == 3
+    assert hint in (diag.hint or ""), diag
