@@ -104,7 +104,7 @@ def load_zoo(path: Path = ZOO) -> dict[str, Entry]:
 
 
 # The families of torchvision.models the zoo does not cover yet.
-NOT_YET = ("swin_", "maxvit_")
+NOT_YET = ("maxvit_",)
 
 
 def torchvision_names() -> list[str]:

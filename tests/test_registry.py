@@ -93,12 +93,17 @@ EXAMPLES: dict[str, list[dict]] = {
     "token-pool": [{}, {"mode": "mean"}],
     "self-attention": [{"heads": 2}, {"heads": 1, "dropout": 0.1}],
     "mlp": [{"hidden": 12}, {"hidden": 5, "out": 3, "dropout": 0.1}],
+    "window-attention": [{"heads": 2, "window": 4}, {"heads": 1, "window": 3, "shift": 1},
+                         {"heads": 2, "window": 2, "shift": 1, "version": 2, "dropout": 0.1,
+                          "attention_dropout": 0.2}],
+    "patch-merging": [{}, {"version": 2}],
 }
 
 # Inputs: images with an odd and an even channel count (groups=2 and maxout k=2 refuse 3),
-# odd unequal sides, and flat features.
+# odd unequal sides, flat features, tokens, and an image whose last axis (the channels of a
+# channel-last image, for Swin's kinds) is even.
 SHAPES = {"image3": (3, 9, 11), "image4": (4, 9, 11), "flat6": (6,), "flat5": (5,),
-          "tokens4x8": (4, 8), "tokens6x6": (6, 6)}
+          "tokens4x8": (4, 8), "tokens6x6": (6, 6), "image5x7x4": (5, 7, 4)}
 # (kind, "image" or "flat"): where archc's rule refuses inputs on purpose although torch's
 # module would run them, and why.
 STRICTER = {
@@ -116,6 +121,9 @@ STRICTER = {
 IMAGE_KINDS = {"maxpool", "avgpool", "adaptiveavgpool", "adaptivemaxpool", "globalavgpool",
                "dropout2d", "lrn", "channel-fc", "upsample"}
 TOKEN_KINDS = {"untokens", "token-pool", "self-attention"}
+# Swin's kinds take a channel-last image, H×W×C: torch would read tokens as an unbatched one.
+STRICTER.update({(k, "tokens"): "a channel-last image kind"
+                 for k in ("window-attention", "patch-merging")})
 STRICTER.update({(k, "tokens"): "an image kind" for k in IMAGE_KINDS})
 STRICTER.update({(k, rank): "a token kind" for k in TOKEN_KINDS for rank in ("image", "flat")})
 BATCH = 2
@@ -142,13 +150,17 @@ def static_shape(kind: LayerKind, shape, params: dict):
 def run_torch(kind: LayerKind, shape, params: dict):
     """Build the kind's module and run a batch of `shape` inputs in eval mode.
 
-    Returns (module, output, FLOPs counted), or None when torch refuses the input.
+    Returns (module, output, FLOPs counted on one sample), or None when torch refuses the
+    input. MACs count one image's forward pass: Swin V2's position-bias MLP runs once per
+    pass, whatever the batch, so FLOPs are counted on a batch of one.
     """
     x = torch.randn(BATCH, *shape, generator=torch.Generator().manual_seed(0))
     try:
         module = kind.torch(shape, params).eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
             out = module(x)
+            with FlopCounterMode(display=False) as counter:
+                module(x[:1])
     except (RuntimeError, ValueError, IndexError, AssertionError, ShapeProblem):
         return None
     return module, out, counter.get_total_flops()
@@ -178,7 +190,7 @@ def test_registry_rules_match_torch(kind_name, given, shape_id):
     assert kind.count_params(shape, params) == sum(p.numel() for p in module.parameters())
     # FlopCounterMode counts conv and matmul FLOPs (2 per multiply-accumulate), exactly
     # what count_macs counts; every other kind counts 0 on both sides.
-    assert 2 * BATCH * kind.count_macs(shape, expected, params) == flops
+    assert 2 * kind.count_macs(shape, expected, params) == flops
 
 
 def test_every_kind_takes_some_input():
@@ -342,6 +354,11 @@ HYPER: dict[str, dict] = {
     "self-attention": {"heads": "num_heads", "dropout": "dropout"},
     "mlp": {"hidden": "hidden_features", "out": lambda m, v: m.out_features == (v or m.in_features),
             "dropout": lambda m, v: m[2].p == m[4].p == v},
+    "window-attention": {"heads": "heads", "window": "window", "shift": "shift",
+                         "version": "version", "dropout": "dropout",
+                         "attention_dropout": "attention_dropout"},
+    "patch-merging": {"version": lambda m, v: m.norm.normalized_shape[0]
+                      == (4 if v == 1 else 2) * m.dim},
     "permute": {"dims": "dims"},
     "upsample": {"scale": "scale_factor", "mode": "mode"},
 }
@@ -360,7 +377,7 @@ def test_every_parameter_has_a_hyper_check():
 def test_modules_carry_the_spec_hyper_parameters(kind_name, given):
     kind = REGISTRY[kind_name]
     params = full_params(kind, given)
-    shape = next(SHAPES[s] for s in ("image4", "tokens4x8", "flat6")
+    shape = next(SHAPES[s] for s in ("image4", "tokens4x8", "image5x7x4", "flat6")
                  if static_shape(kind, SHAPES[s], params))
     module = kind.torch(shape, params)
     for name, check in HYPER[kind_name].items():

@@ -75,8 +75,9 @@ def test_the_vit_oracle_tells_a_missing_residual_apart(tmp_path):
         assert_same_outputs(net, tv, (3, 32, 32))
 
 
-@pytest.mark.parametrize("name", [n for n, e in load_zoo().items() if e.spec.name == "vit.arch"])
-def test_full_vit_members_count_torchvisions_parameters(name):
+@pytest.mark.parametrize("name", [n for n, e in load_zoo().items()
+                                  if e.spec.name in ("vit.arch", "swin.arch")])
+def test_full_members_count_torchvisions_parameters(name):
     entry = load_zoo()[name]
     for classes in (1000, 2):
         net = archc.load(entry.spec, network=entry.network, num_classes=classes)
@@ -111,3 +112,42 @@ def test_token_diagnostics_point_at_the_conversion(line, code, hint):
     (diag,) = archc.check("t.arch", text=text).diagnostics
     assert diag.code == code and diag.span.line == 3
     assert hint in (diag.hint or ""), diag
+
+
+SMALL_SWIN = {"embed": 16, "depths": (2, 2), "heads": (2, 4), "window": 4, "num_classes": 10}
+
+
+def small_swin(version: int, spec: Path = SPECS / "swin.arch"):
+    from functools import partial
+
+    from torchvision.models import swin_transformer as tv_swin
+
+    v2 = {"block": tv_swin.SwinTransformerBlockV2, "downsample_layer": tv_swin.PatchMergingV2}
+    tv = tv_swin.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2],
+                                 num_heads=[2, 4], window_size=[4, 4], num_classes=10,
+                                 norm_layer=partial(torch.nn.LayerNorm, eps=1e-5),
+                                 **(v2 if version == 2 else {}))
+    return archc.load(spec, version=version, **SMALL_SWIN), tv
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("size", [32, 44])  # 44: stages of 11 and 6, padded to the windows
+def test_a_small_swin_is_torchvisions(version, size):
+    net, tv = small_swin(version)
+    assert net.n_params == sum(p.numel() for p in tv.parameters())
+    model = assert_same_outputs(net, tv, (3, size, size))
+    buffers = dict(model.named_buffers())
+    index = buffers["features.1.1.attn.relative_position_index"]
+    assert torch.equal(index, tv.state_dict()["features.1.1.attn.relative_position_index"])
+    assert ("features.1.1.attn.relative_coords_table" in buffers) == (version == 2)
+
+
+def test_the_swin_oracle_tells_unshifted_windows_apart(tmp_path):
+    """Without the shift (and its mask) every key and count still matches."""
+    text = (SPECS / "swin.arch").read_text(encoding="utf-8")
+    assert text.count("j % 2 * (window // 2)") == 2
+    spec = tmp_path / "swin.arch"
+    spec.write_text(text.replace("j % 2 * (window // 2)", "0"), encoding="utf-8")
+    net, tv = small_swin(1, spec)
+    with pytest.raises(AssertionError):
+        assert_same_outputs(net, tv, (3, 32, 32))

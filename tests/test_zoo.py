@@ -38,7 +38,7 @@ CHEAP = [
 
 def test_zoo_names_exactly_torchvisions_classification_builders():
     assert sorted(ZOO) == sorted(torchvision_names())
-    assert len(ZOO) == 73  # the 68 CNNs and the 5 ViTs
+    assert len(ZOO) == 79  # the 68 CNNs, 5 ViTs and 6 Swins
 
 
 def test_every_zoo_entry_points_at_a_spec_file():
@@ -140,7 +140,7 @@ FAMILY_SOURCES = {
     "mnasnet.arch": ["mnasnet.py"], "mobilenet.arch": ["mobilenetv2.py", "mobilenetv3.py"],
     "shufflenet.arch": ["shufflenetv2.py"], "efficientnet.arch": ["efficientnet.py"],
     "regnet.arch": ["regnet.py"], "convnext.arch": ["convnext.py"],
-    "vit.arch": ["vision_transformer.py"],
+    "vit.arch": ["vision_transformer.py"], "swin.arch": ["swin_transformer.py"],
 }
 
 

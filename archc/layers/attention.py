@@ -14,6 +14,7 @@ from .core import (
     Style,
     check_positive,
     check_probability,
+    fmt,
 )
 from .tokens import tokens
 
@@ -74,6 +75,92 @@ def _mlp_macs(inp: Shape, out: Shape, p: dict) -> int:
     return math.prod(inp[:-1]) * p["hidden"] * (inp[-1] + _mlp_out(inp, p))
 
 
+def channel_last(kind: str, inp: Shape) -> tuple[int, int, int]:
+    """`inp` as a channel-last image H×W×C, or a ShapeProblem."""
+    if len(inp) != 3:
+        raise ShapeProblem(
+            "E203",
+            f"{kind} expects a channel-last image H×W×C, got {fmt(inp)}",
+            "make the image channel-last with `permute((0, 2, 3, 1))`",
+        )
+    return inp  # type: ignore[return-value]
+
+
+def _padded(size: int, window: int) -> int:
+    """`size` padded up to whole windows."""
+    return size + -size % window
+
+
+def _window_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    _, _, c = channel_last("window-attention", inp)
+    check_positive("window-attention", p, "heads", "window")
+    check_probability("window-attention", p, "dropout")
+    check_probability("window-attention", p, "attention_dropout")
+    _heads_divide("window-attention", c, p["heads"])
+    if not 0 <= p["shift"] < p["window"]:
+        raise ShapeProblem(
+            "E204",
+            f"window-attention: shift must be in [0, window), got {p['shift']}",
+            f"Swin shifts by half a window: shift={p['window'] // 2}",
+        )
+    if p["version"] == 2 and p["window"] < 2:
+        raise ShapeProblem("E204", "window-attention version 2 needs a window of at least 2")
+    return inp
+
+
+def _window_attention_params(inp: Shape, p: dict) -> int:
+    c, heads, w = inp[2], p["heads"], p["window"]
+    projections = 4 * c * c + 4 * c  # qkv and proj, with biases
+    if p["version"] == 1:
+        return projections + (2 * w - 1) ** 2 * heads  # the bias table
+    return projections + heads + 2 * _CPB + _CPB + _CPB * heads  # logit scale, cpb MLP
+
+
+_CPB = 512  # hidden size of Swin v2's continuous-position-bias MLP
+
+
+def _window_attention_macs(inp: Shape, out: Shape, p: dict) -> int:
+    h, w, c = inp
+    win = p["window"]
+    pixels = _padded(h, win) * _padded(w, win)  # every window attends within itself
+    macs = 4 * pixels * c * c + 2 * pixels * win * win * c
+    if p["version"] == 2:  # the bias MLP runs on every relative offset
+        macs += (2 * win - 1) ** 2 * (2 * _CPB + _CPB * p["heads"])
+    return macs
+
+
+def _window_attention_torch(inp: Shape, p: dict):
+    from ..backends.token_modules import WindowAttention
+
+    return WindowAttention(inp[2], p["heads"], p["window"], p["shift"], p["version"],
+                           p["dropout"], p["attention_dropout"])
+
+
+def _patch_merging_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    h, w, c = channel_last("patch-merging", inp)
+    return (-(-h // 2), -(-w // 2), 2 * c)
+
+
+def _patch_merging_torch(inp: Shape, p: dict):
+    from ..backends.token_modules import PatchMerging
+
+    return PatchMerging(inp[2], p["version"])
+
+
+_VERSION = Param("version", "int", 1, "1 (Swin) or 2 (Swin V2)")
+
+
+def _check_version(rule):
+    """`rule`, refusing a version other than 1 and 2."""
+
+    def checked(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+        if p["version"] not in (1, 2):
+            raise ShapeProblem("E204", f"version must be 1 or 2, got {p['version']}")
+        return rule(inp, p, ctx)
+
+    return checked
+
+
 KINDS: tuple[LayerKind, ...] = (
     LayerKind(
         "self-attention",
@@ -111,5 +198,47 @@ KINDS: tuple[LayerKind, ...] = (
         _mlp_params,
         _mlp_macs,
         summary=lambda p: f"{p['hidden']}",
+    ),
+    LayerKind(
+        "window-attention",
+        "Swin's window attention on a channel-last image H×W×C: attention within each "
+        "window×window window (the image padded to whole windows), with a learnt relative "
+        "position bias; `shift` rolls the image first and masks across the seams. "
+        "`version=2` is Swin V2's: cosine attention with a learnt logit scale and a "
+        "continuous position bias MLP. Keys as torchvision's ShiftedWindowAttention(V2).",
+        (
+            Param("heads", "int", doc="attention heads; must divide the channels",
+                  aliases=("num_heads",)),
+            Param("window", "int", 7, "side of a square window", ("window_size",)),
+            Param("shift", "int", 0, "roll by this many pixels (half a window in every "
+                  "second block)", ("shift_size",)),
+            _VERSION,
+            Param("dropout", "float", 0.0, "dropout of the output"),
+            Param("attention_dropout", "float", 0.0, "dropout of the attention weights"),
+        ),
+        _check_version(_window_attention_shape),
+        _window_attention_torch,
+        ATTENTION,
+        ("shifted-window-attention", "swin-attention"),
+        (None, ("heads",)),
+        _window_attention_params,
+        _window_attention_macs,
+        summary=lambda p: f"{p['heads']} heads, {p['window']}×{p['window']}"
+        + (f", shift {p['shift']}" if p["shift"] else "") + (", v2" if p["version"] == 2 else ""),
+    ),
+    LayerKind(
+        "patch-merging",
+        "Swin's downsampling of a channel-last image: every 2×2 block of pixels (odd sides "
+        "padded) concatenated, H×W×C → ⌈H/2⌉×⌈W/2⌉×4C, then LayerNorm and a Linear to 2C; "
+        "`version=2` puts the Linear first and normalises 2C. Keys `reduction`, `norm`.",
+        (_VERSION,),
+        _check_version(_patch_merging_shape),
+        _patch_merging_torch,
+        FC,
+        ("patchmerging", "patch-merge"),
+        count_params=lambda inp, p: 8 * inp[2] ** 2 + 2 * (4 if p["version"] == 1 else 2)
+        * inp[2],
+        count_macs=lambda inp, out, p: math.prod(out[:2]) * 8 * inp[2] ** 2,
+        summary=lambda p: "v2" if p["version"] == 2 else "",
     ),
 )
