@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import archc
-from archc.verify import TOLERANCE, load_zoo, randomize_statistics, reference
+from archc.tools.verify import TOLERANCE, randomize_statistics, reference
+from archc.zoo import load_zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -90,7 +91,7 @@ def test_a_position_embedding_fixes_the_input_size():
     """The embedding holds one vector per token: only inputs that give vit_b_16's 196
     patches work (224 to 239: the patch conv floors), where the same spec without it takes
     any size from one patch up."""
-    from archc.shapes import input_sizes
+    from archc.compiler.shapes import input_sizes
 
     text = (SPECS / "vit.arch").read_text(encoding="utf-8")
     net = archc.check("vit.arch", text=text).network

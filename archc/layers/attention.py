@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .core import (
+from archc.layers.core import (
     FC,
     LayerKind,
     Param,
@@ -16,7 +16,7 @@ from .core import (
     check_probability,
     fmt,
 )
-from .tokens import tokens
+from archc.layers.tokens import tokens
 
 ATTENTION = Style("attention", "#fee391")
 
@@ -40,7 +40,7 @@ def _self_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
 
 
 def _self_attention_torch(inp: Shape, p: dict):
-    from ..backends.token_modules import SelfAttention
+    from archc.layers.token_modules import SelfAttention
 
     return SelfAttention(inp[1], p["heads"], p["dropout"])
 
@@ -61,7 +61,7 @@ def _mlp_out(inp: Shape, p: dict) -> int:
 
 
 def _mlp_torch(inp: Shape, p: dict):
-    from ..backends.token_modules import MLP
+    from archc.layers.token_modules import MLP
 
     return MLP(inp[-1], p["hidden"], _mlp_out(inp, p), p["dropout"])
 
@@ -130,7 +130,7 @@ def _window_attention_macs(inp: Shape, out: Shape, p: dict) -> int:
 
 
 def _window_attention_torch(inp: Shape, p: dict):
-    from ..backends.token_modules import WindowAttention
+    from archc.layers.token_modules import WindowAttention
 
     return WindowAttention(inp[2], p["heads"], p["window"], p["shift"], p["version"],
                            p["dropout"], p["attention_dropout"])
@@ -142,7 +142,7 @@ def _patch_merging_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
 
 
 def _patch_merging_torch(inp: Shape, p: dict):
-    from ..backends.token_modules import PatchMerging
+    from archc.layers.token_modules import PatchMerging
 
     return PatchMerging(inp[2], p["version"])
 

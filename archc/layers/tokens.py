@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from .core import (
+from archc.layers.core import (
     CONV,
     POOL,
     RESHAPE,
@@ -24,7 +24,7 @@ from .core import (
     image,
     weighted,
 )
-from .window import window
+from archc.layers.window import window
 
 # The diagram's colour for learned tensors added to or put into the sequence.
 EMBED = Style("embedding", "#fde0ef")
@@ -46,7 +46,7 @@ def token_module(cls: str, *names: str) -> Callable[[Shape, dict], Any]:
     """The constructor of `token_modules.<cls>(p[name], ...)`."""
 
     def make(inp: Shape, p: dict):
-        from ..backends import token_modules
+        from archc.layers import token_modules
 
         return getattr(token_modules, cls)(*(p[n] for n in names))
 
@@ -77,7 +77,7 @@ def _untokens_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
 
 
 def _untokens_torch(inp: Shape, p: dict):
-    from ..backends.token_modules import Untokens
+    from archc.layers.token_modules import Untokens
 
     return Untokens(p["height"] if p["height"] is not None else math.isqrt(inp[0]))
 
@@ -90,7 +90,7 @@ def _patchify_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
 
 
 def _patchify_torch(inp: Shape, p: dict):
-    from ..backends.token_modules import Patchify
+    from archc.layers.token_modules import Patchify
 
     return weighted(Patchify, inp[0], p["out"], p["patch"])
 
@@ -108,13 +108,13 @@ def _pos_embedding_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
 
 
 def _pos_embedding_torch(inp: Shape, p: dict):
-    from ..backends.token_modules import PositionEmbedding
+    from archc.layers.token_modules import PositionEmbedding
 
     return PositionEmbedding(inp[0], inp[1])
 
 
 def _class_token_torch(inp: Shape, p: dict):
-    from ..backends.token_modules import ClassToken
+    from archc.layers.token_modules import ClassToken
 
     return ClassToken(inp[1])
 
