@@ -97,13 +97,18 @@ EXAMPLES: dict[str, list[dict]] = {
                          {"heads": 2, "window": 2, "shift": 1, "version": 2, "dropout": 0.1,
                           "attention_dropout": 0.2}],
     "patch-merging": [{}, {"version": 2}],
+    "partition": [{"size": 3}, {"size": 2, "mode": "grid"}],
+    "departition": [{"size": 2}, {"size": 3, "mode": "grid", "height": 6}],
+    "relative-attention": [{"size": 2, "head_dim": 2}, {"size": 3, "head_dim": 4}],
 }
 
 # Inputs: images with an odd and an even channel count (groups=2 and maxout k=2 refuse 3),
 # odd unequal sides, flat features, tokens, and an image whose last axis (the channels of a
-# channel-last image, for Swin's kinds) is even.
+# channel-last image, for Swin's kinds) is even; an image that divides by 2 and 3, and
+# partitioned tensors (groups × size² × C, MaxViT's) for sizes 2 and 3.
 SHAPES = {"image3": (3, 9, 11), "image4": (4, 9, 11), "flat6": (6,), "flat5": (5,),
-          "tokens4x8": (4, 8), "tokens6x6": (6, 6), "image5x7x4": (5, 7, 4)}
+          "tokens4x8": (4, 8), "tokens6x6": (6, 6), "image5x7x4": (5, 7, 4),
+          "image4x6x6": (4, 6, 6), "groups4x4x8": (4, 4, 8), "groups4x9x8": (4, 9, 8)}
 # (kind, "image" or "flat"): where archc's rule refuses inputs on purpose although torch's
 # module would run them, and why.
 STRICTER = {
@@ -124,6 +129,11 @@ TOKEN_KINDS = {"untokens", "token-pool", "self-attention"}
 # Swin's kinds take a channel-last image, H×W×C: torch would read tokens as an unbatched one.
 STRICTER.update({(k, "tokens"): "a channel-last image kind"
                  for k in ("window-attention", "patch-merging")})
+# MaxViT's kinds: partition takes an image, the others a partitioned groups×size²×C tensor;
+# torch reads other ranks' axes differently.
+STRICTER.update({("partition", "tokens"): "an image kind"})
+STRICTER.update({(k, rank): "a partitioned tensor kind" for k in ("departition",
+                 "relative-attention") for rank in ("image", "tokens", "flat")})
 STRICTER.update({(k, "tokens"): "an image kind" for k in IMAGE_KINDS})
 STRICTER.update({(k, rank): "a token kind" for k in TOKEN_KINDS for rank in ("image", "flat")})
 BATCH = 2
@@ -357,6 +367,10 @@ HYPER: dict[str, dict] = {
     "window-attention": {"heads": "heads", "window": "window", "shift": "shift",
                          "version": "version", "dropout": "dropout",
                          "attention_dropout": "attention_dropout"},
+    "partition": {"size": "size", "mode": "mode"},
+    "departition": {"size": "size", "mode": "mode",
+                    "height": lambda m, v: m.height == (v or m.size * 2)},
+    "relative-attention": {"size": "size", "head_dim": "head_dim"},
     "patch-merging": {"version": lambda m, v: m.norm.normalized_shape[0]
                       == (4 if v == 1 else 2) * m.dim},
     "permute": {"dims": "dims"},
@@ -377,7 +391,8 @@ def test_every_parameter_has_a_hyper_check():
 def test_modules_carry_the_spec_hyper_parameters(kind_name, given):
     kind = REGISTRY[kind_name]
     params = full_params(kind, given)
-    shape = next(SHAPES[s] for s in ("image4", "tokens4x8", "image5x7x4", "flat6")
+    shape = next(SHAPES[s] for s in ("image4", "tokens4x8", "image5x7x4", "image4x6x6",
+                                     "groups4x4x8", "groups4x9x8", "flat6")
                  if static_shape(kind, SHAPES[s], params))
     module = kind.torch(shape, params)
     for name, check in HYPER[kind_name].items():

@@ -3,7 +3,8 @@
 The full builders are too slow to run in the default suite on two cores (vit_b_32 is 88M
 parameters), so each family's spec is run at small dimensions against torchvision's own
 class built with the same small dimensions: strict state_dict loading, and outputs after
-randomising every LayerNorm and every zero-initialised weight (the head, the class token).
+randomising every norm and redrawing every weight at unit gain (torchvision's small inits
+leave the logits barely dependent on the input).
 The full members are checked by parameter count, torchvision's built on the meta device.
 `archc verify --zoo` runs the full members at their real size.
 """
@@ -27,6 +28,10 @@ def assert_same_outputs(spec_net, tv_model, shape, seed=0):
     agree within the zoo's tolerance and are not trivially small."""
     torch.manual_seed(seed)
     randomize_statistics(tv_model, seed)
+    with torch.no_grad():  # weights of unit gain: torchvision's std-0.02 inits (MaxViT's)
+        for param in tv_model.parameters():  # leave the outputs barely input-dependent
+            if param.dim() >= 2:
+                param.normal_(std=(param.numel() // param.shape[0]) ** -0.5)
     model = archc.build(spec_net)
     model.load_state_dict(tv_model.state_dict(), strict=True)
     x = 8 * torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed + 1))
@@ -34,6 +39,7 @@ def assert_same_outputs(spec_net, tv_model, shape, seed=0):
         got, want = model.eval()(x), tv_model.eval()(x)
     assert got.shape == want.shape
     assert float(want.abs().max()) > 0.1  # the oracle sees real logits
+    assert float((want[0] - want[1]).abs().max()) > 0.01 * float(want.abs().max())  # of x
     assert float((got - want).abs().max()) <= TOLERANCE * float(want.abs().max())
     return model
 
@@ -77,7 +83,7 @@ def test_the_vit_oracle_tells_a_missing_residual_apart(tmp_path):
 
 
 @pytest.mark.parametrize("name", [n for n, e in load_zoo().items()
-                                  if e.spec.name in ("vit.arch", "swin.arch")])
+                                  if e.spec.name in ("vit.arch", "swin.arch", "maxvit.arch")])
 def test_full_members_count_torchvisions_parameters(name):
     entry = load_zoo()[name]
     for classes in (1000, 2):
@@ -152,3 +158,50 @@ def test_the_swin_oracle_tells_unshifted_windows_apart(tmp_path):
     net, tv = small_swin(1, spec)
     with pytest.raises(AssertionError):
         assert_same_outputs(net, tv, (3, 32, 32))
+
+
+SMALL_MAXVIT = {"stem": 8, "channels": (16, 32), "depths": (1, 2), "head_dim": 8, "size": 2,
+                "num_classes": 10}
+
+
+def small_maxvit(spec: Path = SPECS / "maxvit.arch"):
+    from torchvision.models.maxvit import MaxVit
+
+    tv = MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16, 32],
+                block_layers=[1, 2], head_dim=8, stochastic_depth_prob=0.2, num_classes=10)
+    net = archc.load(spec, input_shape=(3, 32, 32), **SMALL_MAXVIT)
+    return net, tv
+
+
+def test_a_small_maxvit_is_torchvisions():
+    net, tv = small_maxvit()
+    assert net.n_params == sum(p.numel() for p in tv.parameters())
+    model = assert_same_outputs(net, tv, (3, 32, 32))
+    key = "blocks.1.layers.1.layers.grid_attention.attn_layer.1.relative_position_index"
+    assert torch.equal(model.state_dict()[key], tv.state_dict()[key])
+    from archc.tools.verify import training_differences
+
+    assert training_differences(model, tv) == []  # stochastic depth grows as torchvision's
+
+
+def test_the_maxvit_oracle_tells_window_from_grid_apart(tmp_path):
+    """Grid attention done as window attention: same keys, same counts, other outputs."""
+    text = (SPECS / "maxvit.arch").read_text(encoding="utf-8")
+    assert 'partition_attention(size, "grid", head_dim, sd)' in text
+    spec = tmp_path / "maxvit.arch"
+    spec.write_text(text.replace('partition_attention(size, "grid", head_dim, sd)',
+                                 'partition_attention(size, "window", head_dim, sd)'),
+                    encoding="utf-8")
+    net, tv = small_maxvit(spec)
+    with pytest.raises(AssertionError):
+        assert_same_outputs(net, tv, (3, 32, 32))
+
+
+def test_maxvit_takes_inputs_its_partitions_divide():
+    from archc.compiler.shapes import input_sizes
+
+    net = archc.load(SPECS / "maxvit.arch")
+    assert input_sizes(net).describe() == "from 221×221 to 224×224"
+    bad = archc.check(SPECS / "maxvit.arch", input_shape=(3, 64, 64))
+    assert [d.code for d in bad.diagnostics] == ["E202"]
+    assert "partition size 7 must divide" in bad.diagnostics[0].message

@@ -39,7 +39,7 @@ CHEAP = [
 
 def test_zoo_names_exactly_torchvisions_classification_builders():
     assert sorted(ZOO) == sorted(torchvision_names())
-    assert len(ZOO) == 79  # the 68 CNNs, 5 ViTs and 6 Swins
+    assert len(ZOO) == 80  # the 68 CNNs, 5 ViTs, 6 Swins and MaxViT
 
 
 def test_every_zoo_entry_points_at_a_spec_file():
@@ -142,6 +142,7 @@ FAMILY_SOURCES = {
     "shufflenet.arch": ["shufflenetv2.py"], "efficientnet.arch": ["efficientnet.py"],
     "regnet.arch": ["regnet.py"], "convnext.arch": ["convnext.py"],
     "vit.arch": ["vision_transformer.py"], "swin.arch": ["swin_transformer.py"],
+    "maxvit.arch": ["maxvit.py"],
 }
 
 

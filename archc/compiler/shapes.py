@@ -111,6 +111,9 @@ class _Spatial:
     def layer(self, layer: LayerNode, hs: Sizes) -> Sizes:
         if layer.kind in FIXES_SIZE and not self.refit:  # learned for the declared size only
             return self.fixed(layer, hs)
+        if layer.kind == "partition":  # whole groups only
+            size = layer.params["size"]
+            return tuple(h if h != _INVALID and h % size == 0 else _INVALID for h in hs)
         if layer.kind == "token-pool":  # one vector, whatever the token count: like a 1×1
             # global pool
             return tuple(_INVALID if h == _INVALID else 1 for h in hs)

@@ -6,6 +6,7 @@ import math
 
 from archc.layers.core import (
     FC,
+    RESHAPE,
     LayerKind,
     Param,
     Shape,
@@ -15,8 +16,9 @@ from archc.layers.core import (
     check_positive,
     check_probability,
     fmt,
+    image,
 )
-from archc.layers.tokens import tokens
+from archc.layers.tokens import token_module, tokens
 
 ATTENTION = Style("attention", "#fee391")
 
@@ -242,3 +244,129 @@ KINDS: tuple[LayerKind, ...] = (
         summary=lambda p: "v2" if p["version"] == 2 else "",
     ),
 )
+
+
+# --------------------------------------------------------------------------- MaxViT
+
+
+def _partition_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    c, h, w = image("partition", inp)
+    check_positive("partition", p, "size")
+    _divides("partition", p["size"], h, w)
+    s = p["size"]
+    return ((h // s) * (w // s), s * s, c)
+
+
+def _divides(kind: str, size: int, h: int, w: int) -> None:
+    """A ShapeProblem unless `size` divides the height and width."""
+    if h % size or w % size:
+        raise ShapeProblem(
+            "E202",
+            f"{kind} size {size} must divide the height and width, got {h}×{w}",
+            "pick an input size whose feature maps divide by the partition size (MaxViT: "
+            "224 for size 7)",
+        )
+
+
+def _partition_groups(kind: str, inp: Shape, p: dict) -> tuple[int, int, int]:
+    """(groups, group size, channels) of a partitioned tensor, checked against `size`."""
+    if len(inp) != 3 or inp[1] != p["size"] ** 2:
+        raise ShapeProblem(
+            "E203",
+            f"{kind} expects groups×{p['size']}²×C from `partition({p['size']})`, "
+            f"got {fmt(inp)}",
+            "partition the image first, with the same size",
+        )
+    return inp  # type: ignore[return-value]
+
+
+def _departition_height(inp: Shape, p: dict) -> int:
+    rows = p["height"] // p["size"] if p["height"] else math.isqrt(inp[0])
+    return rows * p["size"]
+
+
+def _departition_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    g, _, c = _partition_groups("departition", inp, p)
+    h = _departition_height(inp, p)
+    rows = h // p["size"]
+    if rows < 1 or g % rows:
+        raise ShapeProblem(
+            "E201",
+            f"departition: {g} groups do not fill an image of height {h}",
+            "give height= the partitioned image's height",
+        )
+    return (c, h, g // rows * p["size"])
+
+
+def _relative_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    _, _, c = _partition_groups("relative-attention", inp, p)
+    check_positive("relative-attention", p, "head_dim")
+    if c % p["head_dim"]:
+        raise ShapeProblem(
+            "E201",
+            f"relative-attention: head_dim {p['head_dim']} must divide the channels ({c})",
+        )
+    return inp
+
+
+def _relative_attention_torch(inp: Shape, p: dict):
+    from archc.layers.token_modules import RelativeAttention
+
+    return RelativeAttention(inp[2], p["head_dim"], p["size"])
+
+
+def _departition_torch(inp: Shape, p: dict):
+    from archc.layers.token_modules import Departition
+
+    return Departition(p["size"], _departition_height(inp, p), p["mode"])
+
+
+_MODE = Param("mode", "choice", "window", "`window` (neighbours) or `grid` (dilated)",
+              choices=("window", "grid"))
+_SIZE = Param("size", "int", doc="side of a group (MaxViT's partition size)",
+              aliases=("partition_size",))
+
+MAXVIT_KINDS: tuple[LayerKind, ...] = (
+    LayerKind(
+        "partition",
+        "MaxViT's partition of an image into groups of size×size pixels, C×H×W → "
+        "(H/size·W/size)×size²×C: `window` groups neighbours, `grid` pixels H/size apart.",
+        (_SIZE, _MODE),
+        _partition_shape,
+        token_module("Partition", "size", "mode"),
+        RESHAPE,
+        ("block-partition", "grid-partition"),
+        (None, ("size",)),
+        summary=lambda p: f"{p['size']}×{p['size']} {p['mode']}",
+    ),
+    LayerKind(
+        "departition",
+        "The inverse of `partition` (same size and mode): groups×size²×C → C×H×W, for an "
+        "image `height` pixels high (square by default).",
+        (_SIZE, _MODE, Param("height", "int?", None, "the image's height; none: square")),
+        _departition_shape,
+        _departition_torch,
+        RESHAPE,
+        (),
+        (None, ("size",)),
+        summary=lambda p: f"{p['size']}×{p['size']} {p['mode']}",
+    ),
+    LayerKind(
+        "relative-attention",
+        "MaxViT's attention within each group of a `partition`, with a learnt relative "
+        "position bias over the size×size group; keys `to_qkv`, `merge`, "
+        "`relative_position_bias_table`, buffer `relative_position_index`.",
+        (Param("head_dim", "int", 32, "channels per head; must divide the channels"), _SIZE),
+        _relative_attention_shape,
+        _relative_attention_torch,
+        ATTENTION,
+        ("rel-attention", "relative-position-attention"),
+        count_params=lambda inp, p: 4 * inp[2] ** 2 + 4 * inp[2]
+        + (2 * p["size"] - 1) ** 2 * (inp[2] // p["head_dim"]),
+        count_macs=lambda inp, out, p: inp[0] * (4 * inp[1] * inp[2] ** 2
+                                                 + 2 * inp[1] ** 2 * inp[2]),
+        summary=lambda p: f"head_dim {p['head_dim']}, {p['size']}×{p['size']}",
+    ),
+)
+
+KINDS = KINDS + MAXVIT_KINDS

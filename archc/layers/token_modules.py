@@ -246,3 +246,79 @@ class PatchMerging(nn.Module):
         if self.version == 1:
             return self.reduction(self.norm(x))
         return self.norm(self.reduction(x))
+
+
+class Partition(nn.Module):
+    """MaxViT's partition of an image into groups of size×size pixels, (B, C, H, W) →
+    (B, groups, size², C): `window` groups neighbouring pixels (a size×size window),
+    `grid` groups pixels H/size apart (a dilated size×size grid, torchvision's
+    partition then swap). Group g, element p: window (i, j), offset (u, v)."""
+
+    def __init__(self, size: int, mode: str = "window"):
+        super().__init__()
+        self.size, self.mode = size, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        s = self.size
+        if self.mode == "window":  # (B, C, H/s, s, W/s, s): windows i, j; offsets u, v
+            x = x.view(b, c, h // s, s, w // s, s).permute(0, 2, 4, 3, 5, 1)
+        else:  # (B, C, s, H/s, s, W/s): offsets u, v of a grid; groups i, j
+            x = x.view(b, c, s, h // s, s, w // s).permute(0, 3, 5, 2, 4, 1)
+        return x.reshape(b, (h // s) * (w // s), s * s, c)  # (B, groups, s², C)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, mode={self.mode}"
+
+
+class Departition(nn.Module):
+    """The inverse of Partition, for an image `height` pixels high:
+    (B, groups, size², C) → (B, C, H, W)."""
+
+    def __init__(self, size: int, height: int, mode: str = "window"):
+        super().__init__()
+        self.size, self.height, self.mode = size, height, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, g, _, c = x.shape
+        s, rows = self.size, self.height // self.size
+        x = x.view(b, rows, g // rows, s, s, c)  # (B, H/s, W/s, s, s, C)
+        order = (0, 5, 1, 3, 2, 4) if self.mode == "window" else (0, 5, 3, 1, 4, 2)
+        return x.permute(order).reshape(b, c, self.height, -1)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, height={self.height}, mode={self.mode}"
+
+
+class RelativeAttention(nn.Module):
+    """MaxViT's multi-head attention within each group of (B, groups, size², C), with a
+    learnt relative position bias over the size×size group; torchvision's keys `to_qkv`,
+    `merge`, `relative_position_bias_table` and the buffer `relative_position_index`.
+    As torchvision's, the keys are scaled by C^-1/2 (the whole width, not a head's)."""
+
+    archc_layer = True  # one layer of the spec, although to_qkv and merge are submodules
+
+    def __init__(self, dim: int, head_dim: int, size: int):
+        super().__init__()
+        self.dim, self.head_dim, self.size = dim, head_dim, size
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.merge = nn.Linear(dim, dim)
+        heads = dim // head_dim
+        table = torch.empty((2 * size - 1) ** 2, heads)
+        self.relative_position_bias_table = nn.Parameter(nn.init.trunc_normal_(table, std=0.02))
+        span = torch.arange(size)
+        rows, cols = torch.meshgrid(span, span, indexing="ij")
+        rows, cols = rows.flatten(), cols.flatten()  # (N,) each, N = size²
+        d_row = rows[:, None] - rows[None, :] + size - 1  # (N, N)
+        d_col = cols[:, None] - cols[None, :] + size - 1
+        self.register_buffer("relative_position_index", d_row * (2 * size - 1) + d_col)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, G, N, C)
+        b, g, n, c = x.shape
+        heads = c // self.head_dim
+        # (3, B, G, heads, N, head_dim)
+        q, k, v = self.to_qkv(x).view(b, g, n, 3, heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
+        scores = q @ (k * c**-0.5).transpose(-2, -1)  # (B, G, heads, N, N)
+        bias = self.relative_position_bias_table[self.relative_position_index]  # (N, N, heads)
+        weights = (scores + bias.permute(2, 0, 1)).softmax(-1)
+        return self.merge((weights @ v).transpose(2, 3).reshape(b, g, n, c))
