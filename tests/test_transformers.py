@@ -205,3 +205,19 @@ def test_maxvit_takes_inputs_its_partitions_divide():
     bad = archc.check(SPECS / "maxvit.arch", input_shape=(3, 64, 64))
     assert [d.code for d in bad.diagnostics] == ["E202"]
     assert "partition size 7 must divide" in bad.diagnostics[0].message
+
+
+def test_the_summary_and_diagram_read_tokens():
+    """vit_b_16's summary: the patch embedding gives 196×768 tokens (588 KiB a sample),
+    attention sees the whole image; the diagram's edges read 197×768."""
+    from archc.backends.dot import to_dot
+    from archc.backends.summary import summarize
+
+    net = archc.load(SPECS / "vit.arch")
+    rows = {row.path: row for row in summarize(net)}
+    embed = rows["conv_proj"]
+    assert embed.out_shape == (196, 768) and embed.act_bytes == 196 * 768 * 4
+    assert embed.rf == (16, 16) and not embed.rf_global
+    attention = rows["encoder.layers.encoder_layer_0.self_attention"]
+    assert attention.rf_global and attention.macs == 4 * 197 * 768**2 + 2 * 197**2 * 768
+    assert 'label="197×768"' in to_dot(net, depth=2)

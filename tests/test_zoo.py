@@ -1,9 +1,10 @@
-"""The zoo: specs/zoo.yaml names torchvision's 68 convolutional builders, and one cheap
+"""The zoo: specs/zoo.yaml names torchvision's 80 classification builders, and one cheap
 member of every family verifies exactly against torchvision (parameters at 1000 and 2
 classes, strict state_dict loading, outputs after randomising every norm's statistics).
 
 AlexNet, VGG, GoogLeNet and the single-file ResNets are verified in tests/test_torchvision.py;
-`archc verify --zoo` runs all 68 (docs/zoo.md holds its table).
+The transformer families (ViT, Swin, MaxViT) are checked at small dimensions in
+tests/test_transformers.py; `archc verify --zoo` runs all 80 (docs/zoo.md holds its table).
 """
 from __future__ import annotations
 
