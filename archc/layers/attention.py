@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from archc.layers.core import (
     FC,
@@ -12,6 +13,7 @@ from archc.layers.core import (
     Shape,
     ShapeContext,
     ShapeProblem,
+    ShapeRule,
     Style,
     check_positive,
     check_probability,
@@ -33,7 +35,7 @@ def _heads_divide(kind: str, channels: int, heads: int) -> None:
         )
 
 
-def _self_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _self_attention_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     _, c = tokens("self-attention", inp)
     check_positive("self-attention", p, "heads")
     check_probability("self-attention", p, "dropout")
@@ -41,40 +43,43 @@ def _self_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return inp
 
 
-def _self_attention_torch(inp: Shape, p: dict):
+def _self_attention_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import SelfAttention
 
     return SelfAttention(inp[1], p["heads"], p["dropout"])
 
 
-def _self_attention_macs(inp: Shape, out: Shape, p: dict) -> int:
+def _self_attention_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
     t, c = inp
     return 4 * t * c * c + 2 * t * t * c  # q, k, v and output projections; scores; sum
 
 
-def _mlp_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _mlp_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     check_positive("mlp", p, "hidden", "out")
     check_probability("mlp", p, "dropout")
     return (*inp[:-1], _mlp_out(inp, p))
 
 
-def _mlp_out(inp: Shape, p: dict) -> int:
-    return inp[-1] if p["out"] is None else p["out"]
+def _mlp_out(inp: Shape, p: dict[str, Any]) -> int:
+    out: int = inp[-1] if p["out"] is None else p["out"]
+    return out
 
 
-def _mlp_torch(inp: Shape, p: dict):
+def _mlp_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import MLP
 
     return MLP(inp[-1], p["hidden"], _mlp_out(inp, p), p["dropout"])
 
 
-def _mlp_params(inp: Shape, p: dict) -> int:
-    c, h, o = inp[-1], p["hidden"], _mlp_out(inp, p)
+def _mlp_params(inp: Shape, p: dict[str, Any]) -> int:
+    h: int = p["hidden"]
+    c, o = inp[-1], _mlp_out(inp, p)
     return c * h + h + h * o + o
 
 
-def _mlp_macs(inp: Shape, out: Shape, p: dict) -> int:
-    return math.prod(inp[:-1]) * p["hidden"] * (inp[-1] + _mlp_out(inp, p))
+def _mlp_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
+    hidden: int = p["hidden"]
+    return math.prod(inp[:-1]) * hidden * (inp[-1] + _mlp_out(inp, p))
 
 
 def channel_last(kind: str, inp: Shape) -> tuple[int, int, int]:
@@ -85,7 +90,7 @@ def channel_last(kind: str, inp: Shape) -> tuple[int, int, int]:
             f"{kind} expects a channel-last image H×W×C, got {fmt(inp)}",
             "make the image channel-last with `permute((0, 2, 3, 1))`",
         )
-    return inp  # type: ignore[return-value]
+    return inp
 
 
 def _padded(size: int, window: int) -> int:
@@ -93,7 +98,7 @@ def _padded(size: int, window: int) -> int:
     return size + -size % window
 
 
-def _window_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _window_attention_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     _, _, c = channel_last("window-attention", inp)
     check_positive("window-attention", p, "heads", "window")
     check_probability("window-attention", p, "dropout")
@@ -110,8 +115,10 @@ def _window_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return inp
 
 
-def _window_attention_params(inp: Shape, p: dict) -> int:
-    c, heads, w = inp[2], p["heads"], p["window"]
+def _window_attention_params(inp: Shape, p: dict[str, Any]) -> int:
+    heads: int = p["heads"]
+    w: int = p["window"]
+    c = inp[2]
     projections = 4 * c * c + 4 * c  # qkv and proj, with biases
     if p["version"] == 1:
         return projections + (2 * w - 1) ** 2 * heads  # the bias table
@@ -121,29 +128,30 @@ def _window_attention_params(inp: Shape, p: dict) -> int:
 _CPB = 512  # hidden size of Swin v2's continuous-position-bias MLP
 
 
-def _window_attention_macs(inp: Shape, out: Shape, p: dict) -> int:
+def _window_attention_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
     h, w, c = inp
-    win = p["window"]
+    win: int = p["window"]
     pixels = _padded(h, win) * _padded(w, win)  # every window attends within itself
     macs = 4 * pixels * c * c + 2 * pixels * win * win * c
     if p["version"] == 2:  # the bias MLP runs on every relative offset
-        macs += (2 * win - 1) ** 2 * (2 * _CPB + _CPB * p["heads"])
+        heads: int = p["heads"]
+        macs += (2 * win - 1) ** 2 * (2 * _CPB + _CPB * heads)
     return macs
 
 
-def _window_attention_torch(inp: Shape, p: dict):
+def _window_attention_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import WindowAttention
 
     return WindowAttention(inp[2], p["heads"], p["window"], p["shift"], p["version"],
                            p["dropout"], p["attention_dropout"])
 
 
-def _patch_merging_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _patch_merging_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     h, w, c = channel_last("patch-merging", inp)
     return (-(-h // 2), -(-w // 2), 2 * c)
 
 
-def _patch_merging_torch(inp: Shape, p: dict):
+def _patch_merging_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import PatchMerging
 
     return PatchMerging(inp[2], p["version"])
@@ -152,10 +160,10 @@ def _patch_merging_torch(inp: Shape, p: dict):
 _VERSION = Param("version", "int", 1, "1 (Swin) or 2 (Swin V2)")
 
 
-def _check_version(rule):
+def _check_version(rule: ShapeRule) -> ShapeRule:
     """`rule`, refusing a version other than 1 and 2."""
 
-    def checked(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    def checked(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
         if p["version"] not in (1, 2):
             raise ShapeProblem("E204", f"version must be 1 or 2, got {p['version']}")
         return rule(inp, p, ctx)
@@ -249,7 +257,7 @@ KINDS: tuple[LayerKind, ...] = (
 # --------------------------------------------------------------------------- MaxViT
 
 
-def _partition_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _partition_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     c, h, w = image("partition", inp)
     check_positive("partition", p, "size")
     _divides("partition", p["size"], h, w)
@@ -268,7 +276,7 @@ def _divides(kind: str, size: int, h: int, w: int) -> None:
         )
 
 
-def _partition_groups(kind: str, inp: Shape, p: dict) -> tuple[int, int, int]:
+def _partition_groups(kind: str, inp: Shape, p: dict[str, Any]) -> tuple[int, int, int]:
     """(groups, group size, channels) of a partitioned tensor, checked against `size`."""
     if len(inp) != 3 or inp[1] != p["size"] ** 2:
         raise ShapeProblem(
@@ -277,15 +285,16 @@ def _partition_groups(kind: str, inp: Shape, p: dict) -> tuple[int, int, int]:
             f"got {fmt(inp)}",
             "partition the image first, with the same size",
         )
-    return inp  # type: ignore[return-value]
+    return inp
 
 
-def _departition_height(inp: Shape, p: dict) -> int:
-    rows = p["height"] // p["size"] if p["height"] else math.isqrt(inp[0])
-    return rows * p["size"]
+def _departition_height(inp: Shape, p: dict[str, Any]) -> int:
+    size: int = p["size"]
+    rows = p["height"] // size if p["height"] else math.isqrt(inp[0])
+    return rows * size
 
 
-def _departition_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _departition_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     g, _, c = _partition_groups("departition", inp, p)
     h = _departition_height(inp, p)
     rows = h // p["size"]
@@ -298,7 +307,7 @@ def _departition_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (c, h, g // rows * p["size"])
 
 
-def _relative_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _relative_attention_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     _, _, c = _partition_groups("relative-attention", inp, p)
     check_positive("relative-attention", p, "head_dim")
     if c % p["head_dim"]:
@@ -309,13 +318,13 @@ def _relative_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return inp
 
 
-def _relative_attention_torch(inp: Shape, p: dict):
+def _relative_attention_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import RelativeAttention
 
     return RelativeAttention(inp[2], p["head_dim"], p["size"])
 
 
-def _departition_torch(inp: Shape, p: dict):
+def _departition_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import Departition
 
     return Departition(p["size"], _departition_height(inp, p), p["mode"])

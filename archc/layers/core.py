@@ -22,6 +22,9 @@ Spatial = tuple[Any, Any, Any, Any, bool]
 
 REQUIRED = object()  # default of a parameter that must be given
 
+# a layer kind's shape rule: (input shape, parameters, context) → output shape
+ShapeRule = Callable[[Shape, dict[str, Any], "ShapeContext"], Shape]
+
 
 @dataclass(frozen=True)
 class Param:

@@ -65,7 +65,7 @@ class OwnParameter(nn.Module):
 
     _installed = False
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         if not OwnParameter._installed:
             nn.modules.module.register_module_module_registration_hook(OwnParameter._registered)

@@ -27,7 +27,7 @@ class Untokens(nn.Module):
         self.height = height
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.transpose(1, 2).unflatten(2, (self.height, -1))  # (B, C, H, W)
+        return torch.unflatten(x.transpose(1, 2), 2, (self.height, -1))  # (B, C, H, W)
 
     def extra_repr(self) -> str:
         return f"height={self.height}"
@@ -103,14 +103,16 @@ class SelfAttention(nn.MultiheadAttention):
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0):
         super().__init__(embed_dim, num_heads, dropout=dropout, batch_first=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
+    # one input (B, T, C), where nn.MultiheadAttention takes query, key and value
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         b, t, c = x.shape
         qkv = nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(b, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, heads, T, T)
         weights = nn.functional.dropout(scores.softmax(-1), self.dropout, self.training)
         out = (weights @ v).transpose(1, 2).reshape(b, t, c)  # (B, T, C)
-        return self.out_proj(out)
+        projected: torch.Tensor = self.out_proj(out)
+        return projected
 
 
 class MLP(nn.Sequential):
@@ -138,6 +140,7 @@ class WindowAttention(nn.Module):
     An axis no longer than one window is not shifted."""
 
     archc_layer = True  # one layer of the spec, although qkv and proj are submodules
+    relative_position_index: torch.Tensor  # a buffer (N, N)
 
     def __init__(self, dim: int, heads: int, window: int, shift: int = 0, version: int = 1,
                  dropout: float = 0.0, attention_dropout: float = 0.0):
@@ -175,7 +178,8 @@ class WindowAttention(nn.Module):
         bias = table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1)[None]
         return bias if self.version == 1 else 16 * bias.sigmoid()
 
-    def shift_mask(self, height: int, width: int, shifts: tuple, x: torch.Tensor) -> torch.Tensor:
+    def shift_mask(self, height: int, width: int, shifts: tuple[int, int], x: torch.Tensor
+                   ) -> torch.Tensor:
         """-100 between pixels of a window that the roll brought from different regions,
         0 elsewhere: (windows, N, N)."""
         w = self.window
@@ -200,7 +204,7 @@ class WindowAttention(nn.Module):
             x = torch.roll(x, (-shifts[0], -shifts[1]), (1, 2))
         # (B, ph/w, w, pw/w, w, C) -> (B·windows, N, C)
         x = x.view(b, ph // win, win, pw // win, win, c).transpose(2, 3).reshape(-1, win * win, c)
-        bias = self.qkv.bias
+        bias: torch.Tensor = self.qkv.bias
         if self.version == 2:  # v2 learns no key bias
             bias = torch.cat([bias[:c], torch.zeros_like(bias[c:2 * c]), bias[2 * c:]])
         n = x.shape[1]
@@ -243,9 +247,9 @@ class PatchMerging(nn.Module):
         x = nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))
         # (B, H/2, W/2, 4C): the pixels (0, 0), (1, 0), (0, 1), (1, 1) of every block
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-        if self.version == 1:
-            return self.reduction(self.norm(x))
-        return self.norm(self.reduction(x))
+        out: torch.Tensor = (self.reduction(self.norm(x)) if self.version == 1
+                             else self.norm(self.reduction(x)))
+        return out
 
 
 class Partition(nn.Module):
@@ -297,6 +301,7 @@ class RelativeAttention(nn.Module):
     As torchvision's, the keys are scaled by C^-1/2 (the whole width, not a head's)."""
 
     archc_layer = True  # one layer of the spec, although to_qkv and merge are submodules
+    relative_position_index: torch.Tensor  # a buffer (N, N)
 
     def __init__(self, dim: int, head_dim: int, size: int):
         super().__init__()
@@ -321,4 +326,5 @@ class RelativeAttention(nn.Module):
         scores = q @ (k * c**-0.5).transpose(-2, -1)  # (B, G, heads, N, N)
         bias = self.relative_position_bias_table[self.relative_position_index]  # (N, N, heads)
         weights = (scores + bias.permute(2, 0, 1)).softmax(-1)
-        return self.merge((weights @ v).transpose(2, 3).reshape(b, g, n, c))
+        out: torch.Tensor = self.merge((weights @ v).transpose(2, 3).reshape(b, g, n, c))
+        return out

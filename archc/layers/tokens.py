@@ -39,13 +39,13 @@ def tokens(kind: str, inp: Shape) -> tuple[int, int]:
             else "it comes after a flatten, fc or token-pool; move it before them"
         )
         raise ShapeProblem("E203", f"{kind} expects tokens T×C, got {fmt(inp)}", hint)
-    return inp  # type: ignore[return-value]
+    return inp
 
 
-def token_module(cls: str, *names: str) -> Callable[[Shape, dict], Any]:
+def token_module(cls: str, *names: str) -> Callable[[Shape, dict[str, Any]], Any]:
     """The constructor of `token_modules.<cls>(p[name], ...)`."""
 
-    def make(inp: Shape, p: dict):
+    def make(inp: Shape, p: dict[str, Any]) -> Any:
         from archc.layers import token_modules
 
         return getattr(token_modules, cls)(*(p[n] for n in names))
@@ -56,12 +56,12 @@ def token_module(cls: str, *names: str) -> Callable[[Shape, dict], Any]:
 # --------------------------------------------------------------------------- conversions
 
 
-def _tokens_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _tokens_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     c, h, w = image("tokens", inp)
     return (h * w, c)
 
 
-def _untokens_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _untokens_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     t, c = tokens("untokens", inp)
     check_positive("untokens", p, "height")
     height = p["height"] if p["height"] is not None else math.isqrt(t)
@@ -76,20 +76,20 @@ def _untokens_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (c, height, t // height)
 
 
-def _untokens_torch(inp: Shape, p: dict):
+def _untokens_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import Untokens
 
     return Untokens(p["height"] if p["height"] is not None else math.isqrt(inp[0]))
 
 
-def _patchify_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _patchify_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     image("patch-embed", inp)
     check_positive("patch-embed", p, "out", "patch")
     h, w = window("patch-embed", inp, p, ctx, p["patch"], p["patch"], 0)
     return (h * w, p["out"])
 
 
-def _patchify_torch(inp: Shape, p: dict):
+def _patchify_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import Patchify
 
     return weighted(Patchify, inp[0], p["out"], p["patch"])
@@ -98,28 +98,28 @@ def _patchify_torch(inp: Shape, p: dict):
 # --------------------------------------------------------------------------- learned tensors
 
 
-def _class_token_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _class_token_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     t, c = tokens("class-token", inp)
     return (t + 1, c)
 
 
-def _pos_embedding_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _pos_embedding_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     return tokens("pos-embedding", inp)
 
 
-def _pos_embedding_torch(inp: Shape, p: dict):
+def _pos_embedding_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import PositionEmbedding
 
     return PositionEmbedding(inp[0], inp[1])
 
 
-def _class_token_torch(inp: Shape, p: dict):
+def _class_token_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import ClassToken
 
     return ClassToken(inp[1])
 
 
-def _token_pool_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _token_pool_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     _, c = tokens("token-pool", inp)
     return (c,)
 
