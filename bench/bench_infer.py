@@ -59,6 +59,7 @@ def randomise_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 n = m.num_features
+                assert m.running_mean is not None and m.running_var is not None  # tracked
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
                 m.weight.copy_(torch.rand(n, generator=g) + 0.5)
@@ -251,6 +252,7 @@ def submit_figures(work: Path, images: Path, rounds: int) -> dict:
     import json
 
     record = json.loads(engines_json.read_text()) if engines_json.exists() else {}
+    assert probs is not None  # there is at least one round
     clip = np.clip(probs, 0.005, 0.995)  # what submit writes
     return {"images": SUBMIT_IMAGES, "first_run_s": warm, "ours_s": min(ours),
             "baseline_s": min(theirs), "ours_ips": SUBMIT_IMAGES / min(ours),

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.bench_check import spec_text
 from bench.report import Row
@@ -36,27 +37,31 @@ class Client:
 
     def send(self, method: str, params: dict, request: bool = True) -> int | None:
         """Send a request (returns its id) or a notification."""
-        message = {"jsonrpc": "2.0", "method": method, "params": params}
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
         if request:
             self.next_id += 1
             message["id"] = self.next_id
         body = json.dumps(message).encode()
-        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.proc.stdin.flush()
+        stdin = self.proc.stdin
+        assert stdin is not None  # opened with PIPE
+        stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        stdin.flush()
         return message.get("id")
 
     def read(self) -> dict:
         """The next message from the server."""
         length = 0
+        stdout = self.proc.stdout
+        assert stdout is not None  # opened with PIPE
         while True:
-            line = self.proc.stdout.readline()
+            line = stdout.readline()
             if not line:
                 raise RuntimeError("the server closed its output")
             if line in (b"\r\n", b"\n"):
                 break
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
-        return json.loads(self.proc.stdout.read(length))
+        return json.loads(stdout.read(length))
 
     def wait(self, match) -> dict:
         """Read messages until one satisfies `match`."""
@@ -108,7 +113,7 @@ def measure(blocks: int = 2000, repeats: int = 15) -> dict:
             doc = {"uri": uri}
             middle = blocks // 2 + 9  # a block call in the middle of the network
             call = lines[middle].index("unit") + 1
-            requests = {
+            requests: dict[str, tuple[str, dict[str, Any]]] = {
                 "hover": ("textDocument/hover",
                           {"textDocument": doc, "position": {"line": middle, "character": call}}),
                 "definition": ("textDocument/definition",

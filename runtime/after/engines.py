@@ -227,7 +227,7 @@ def fastest(record: dict, n_images: int) -> str:
     """The exact engine with the least setup + n_images × per-image time."""
     costs = {name: job_seconds(f, n_images)
              for name, f in record["engines"].items() if f.get("exact")}
-    return min(costs, key=costs.get) if costs else "eager"
+    return min(costs, key=costs.__getitem__) if costs else "eager"
 
 
 @dataclass
@@ -278,7 +278,7 @@ def choose(trained, n_images: int, note: Callable[[str], None] | None = None) ->
         eager_s = eager_seconds(trained, n_images, figures)
     costs = {"eager": eager_s} | {name: job_seconds(f, n_images) for name, f in figures.items()
                                   if name != "eager" and f.get("exact")}
-    name = min(costs, key=costs.get)
+    name = min(costs, key=costs.__getitem__)
     return Choice(name, _auto_reason(figures, costs, n_images))
 
 

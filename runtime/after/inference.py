@@ -60,11 +60,13 @@ class Trained:
 
     @property
     def mean(self) -> tuple[float, float, float]:
-        return tuple(self.aug.mean)
+        m = self.aug.mean  # a list when the config was read back from JSON
+        return (m[0], m[1], m[2])
 
     @property
     def std(self) -> tuple[float, float, float]:
-        return tuple(self.aug.std)
+        s = self.aug.std
+        return (s[0], s[1], s[2])
 
     def class_index(self, name: str) -> int:
         """Index of class `name` (case-insensitive); InferenceError naming the classes."""

@@ -493,7 +493,12 @@ def _submission_values(ids: dict[int, Path], result, column: int,
         raise AfterError(f"{len(result.skipped)} test image(s) could not be read ({names}); a "
                          "submission needs a row for every id: fix them, or pass --fill 0.5")
     by_path = {path: float(row[column]) for path, row in zip(result.paths, result.probs)}
-    return {number: by_path.get(path, fill) for number, path in ids.items()}
+    values: dict[int, float] = {}
+    for number, path in ids.items():
+        value = by_path.get(path, fill)
+        assert value is not None  # an image is missing only when skipped, and then has a fill
+        values[number] = value
+    return values
 
 
 def _write_text(path: Path, text: str) -> None:

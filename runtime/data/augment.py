@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,7 @@ def sample_params(n: int, height: int, width: int, cfg: AugmentConfig,
     Draws are made per sample row, so row i depends only on the generator state and i.
     """
     g = generator
-    f64 = {"dtype": torch.float64}
+    f64: dict[str, Any] = {"dtype": torch.float64}
     tries = 10
     # all draws happen up front with fixed shapes, so the stream is independent of the outcome
     u_area = torch.rand(n, tries, generator=g, **f64)

@@ -20,7 +20,7 @@ import sys
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,14 +96,15 @@ def _kaggle_labelled(
             f"{where}: {len(bad)} image file(s) are not named like 'cat.0.jpg' (e.g. {bad[0]!r}), "
             "so their labels cannot be inferred; move or delete them, or use class sub-folders"
         )
-    classes = sorted(set(prefixes))  # type: ignore[arg-type]
+    known = [p for p in prefixes if p is not None]  # all of them: none is bad
+    classes = sorted(set(known))
     if len(classes) < 2:
         raise DataError(
             f"{where}: every image has the label {classes[0]!r}; at least two classes are needed "
             "(Kaggle Dogs-vs-Cats train/ holds both cat.N.jpg and dog.N.jpg)"
         )
     cidx = {c: i for i, c in enumerate(classes)}
-    labels = [cidx[p] for p in prefixes]  # type: ignore[index]
+    labels = [cidx[p] for p in known]
     order = sorted(range(len(names)), key=lambda i: (labels[i], natural_key(names[i])))
     return order, labels, classes
 
@@ -259,8 +260,8 @@ def discover(path: Path) -> tuple[list[Path | str], list[int], list[str]]:
                 f"{path}: images such as {flat[0].name!r} carry no label; name them like "
                 "'cat.0.jpg' or put them in one sub-folder per class"
             )
-        order, labels, classes = kag
-        return [flat[i] for i in order], [labels[i] for i in order], classes
+        order, named, classes = kag
+        return [flat[i] for i in order], [named[i] for i in order], classes
     if not subs:
         raise DataError(f"{path}: the folder is empty (no images and no class sub-folders)")
     # the Kaggle competition root: train/ (labelled) next to test1/ (unlabelled)
@@ -320,7 +321,7 @@ def _one_label_each(path: Path, per_class: list[tuple[str, list[Path]]]) -> None
 # ------------------------------------------------------------------------------------- split
 
 def stratified_split(
-    labels: Sequence[int], val_fraction: float = 0.2, seed: int = 0
+    labels: Sequence[int] | np.ndarray, val_fraction: float = 0.2, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices 0..N-1 into (train, val), each sorted, int64, stratified per class.
 
@@ -403,12 +404,13 @@ def decode_image(src: Path | str, size: int) -> np.ndarray:
                 s = size / min(w, h)
                 im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
             im.load()  # truncated data raises OSError here (LOAD_TRUNCATED_IMAGES stays False)
-            im = _to_rgb(im)
-            w, h = im.size
+            rgb = _to_rgb(im)
+            w, h = rgb.size
             side = min(w, h)
             left, top = (w - side) / 2, (h - side) / 2
-            im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
-            arr = np.asarray(im, dtype=np.uint8)
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR,
+                             box=(left, top, left + side, top + side))
+            arr = np.asarray(rgb, dtype=np.uint8)
     if arr.shape != (size, size, 3):
         raise ValueError(f"unexpected decoded shape {arr.shape}")
     return arr
@@ -436,7 +438,7 @@ def _decode_job(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str]
 
 def decode_many(
     sources: Sequence[Path | str], size: int, workers: int, progress: bool = False
-) -> Iterator[tuple[int, np.ndarray | None, str]]:
+) -> Generator[tuple[int, np.ndarray | None, str], None, None]:
     """Yield (index, array | None, reason) in source order, decoding in `workers` processes."""
     n = len(sources)
     jobs = [(i, str(s), size) for i, s in enumerate(sources)]
@@ -677,7 +679,8 @@ def load_images(
     path = Path(path)
     check_size(size)
     files, labels, classes = discover(path)
-    npy = idx = None
+    npy: Path | None = None
+    idx: Path | None = None
     key = ""
     fp: list[list] = []
     if cache_dir is not None:
@@ -695,7 +698,9 @@ def load_images(
     n = len(files)
     shape = (size, size, 3)
     tmp_npy = None
+    out: np.ndarray
     if npy is not None:
+        assert cache_dir is not None  # the cache's paths come from it
         _check_room(cache_dir, n * size * size * 3)
         tmp_npy = npy.with_name(f".{npy.name}.tmp-{os.getpid()}")
         try:
@@ -721,6 +726,7 @@ def load_images(
         if tmp_npy is None:
             images = out[: len(kept)] if len(kept) < n else out
             return ImageSet(images=images, labels=kept_labels, classes=classes, skipped=skipped)
+        assert isinstance(out, np.memmap) and npy is not None and idx is not None  # a cache
         out.flush()
         del out
         if len(kept) < n:

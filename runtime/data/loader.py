@@ -259,10 +259,12 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self.plan()
         if self._resident_images is not None:
+            labels = self._resident_labels
+            assert labels is not None  # resident with the images
             for idx, k, _ in plan:
                 i = torch.from_numpy(idx).to(self.device, non_blocking=True)
                 x_u8 = self._resident_images.index_select(0, i)  # (B, S, S, 3) uint8
-                yield self._transform(x_u8, k), self._resident_labels[i]
+                yield self._transform(x_u8, k), labels[i]
             return
         for (x_u8, y), (_, k, _) in zip(self._cpu_batches(plan), plan):
             if self.device.type != "cpu":

@@ -42,7 +42,8 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     base = rng.uniform(30, 200, size=3)
     gw, gh = int(rng.integers(3, 9)), int(rng.integers(3, 9))
     grid = rng.uniform(0, 255, size=(gh, gw, 3)).astype(np.uint8)
-    tex = np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC), dtype=np.float32)
+    tex = np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC),
+                     dtype=np.float32)
     mix = float(rng.uniform(0.25, 0.6))
     img = (1 - mix) * base + mix * tex
     img += rng.normal(0.0, float(rng.uniform(6, 18)), size=(h, w, 3))

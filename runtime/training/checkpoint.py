@@ -361,7 +361,9 @@ def latest(dir: Path | str, kind: str = "last") -> str | None:
 def capture_rng() -> dict[str, Any]:
     """Snapshot the python, numpy (global) and torch CPU/CUDA generators (weights_only-safe)."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state()
+    assert isinstance(legacy, tuple)  # get_state() gives the legacy tuple unless asked not to
+    kind, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "python": {"version": version, "state": list(internal), "gauss": gauss},
         "numpy": {

@@ -24,10 +24,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self, cast
 
 import numpy as np
 import torch
@@ -162,17 +162,26 @@ class _GracefulStop:
 # --------------------------------------------------------------------------- model pieces
 
 
+class Batches(Protocol):
+    """A loader: batches to iterate over, and how many (a DataLoader, or the runtime's own)."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+    def __len__(self) -> int: ...
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module under torch.compile (`_orig_mod`) and DDP (`module`) wrappers."""
     while True:
         if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            inner = model._orig_mod
         elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or (
             hasattr(model, "module") and hasattr(model, "no_sync")
         ):
-            model = model.module
+            inner = model.module
         else:
             return model
+        assert isinstance(inner, nn.Module)  # what the wrappers wrap
+        model = inner
 
 
 def compute_loss(
@@ -197,7 +206,8 @@ def compute_loss(
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD (nesterov, momentum 0.9) or AdamW; biases and norm scales get no weight decay."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             # 1-d tensors are biases and BatchNorm scales: decaying them only hurts accuracy.
@@ -273,8 +283,8 @@ class Trainer:
     def __init__(
         self,
         model_factory: Callable[[], nn.Module],
-        train_loader: Iterable,
-        val_loader: Iterable | None,
+        train_loader: Batches,
+        val_loader: Batches | None,
         config: TrainConfig,
         run_dir: Path | str,
         console: Console | None = None,
@@ -312,7 +322,9 @@ class Trainer:
             # inductor's C++ toolchain probe warns that no CUDA runtime exists: true, and
             # beside the point for a CPU run
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        self.model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+        # compiling a module gives a module (OptimizedModule); torch types it as a callable
+        self.model = (cast(nn.Module, torch.compile(model, mode=cfg.compile_mode))
+                      if cfg.compile else model)
         self.optimizer = make_optimizer(self.raw, cfg)
         n_batches = len(self.train_loader)
         if n_batches == 0:
@@ -399,9 +411,10 @@ class Trainer:
     def _no_sync(self, sync: bool):
         """Skip DDP's gradient all-reduce on accumulation micro-batches that do not step."""
         ddp = self.model._orig_mod if hasattr(self.model, "_orig_mod") else self.model
-        if sync or not hasattr(ddp, "no_sync"):
+        no_sync = getattr(ddp, "no_sync", None)  # DDP's
+        if sync or no_sync is None:
             return contextlib.nullcontext()
-        return ddp.no_sync()
+        return no_sync()
 
     def _optimizer_step(self) -> float:
         """Clip, step, advance the schedule; returns the lr that was used."""
@@ -548,6 +561,7 @@ class Trainer:
                          "epoch": record["epoch"]}
         if not self.is_main:
             return
+        assert logger is not None  # the main process logs
         logger.log(record)
         try:
             plot(self.run_dir)
@@ -685,8 +699,8 @@ class Trainer:
 
 def fit(
     model_factory: Callable[[], nn.Module],
-    train_loader: Iterable,
-    val_loader: Iterable | None,
+    train_loader: Batches,
+    val_loader: Batches | None,
     config: TrainConfig,
     run_dir: Path | str,
     resume: bool = False,

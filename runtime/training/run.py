@@ -190,7 +190,8 @@ def recorded_data(record: dict[str, Any]) -> Path | None:
     (records written before the resolved path was kept). None when the record names none."""
     resolved = (record.get("data") or {}).get("resolved_path")
     given = record.get("data_path")
-    return Path(resolved or given) if resolved or given else None
+    source = resolved or given
+    return Path(source) if source else None
 
 
 def _read_json(path: Path) -> Any:

@@ -202,6 +202,7 @@ def data_source(req: TrainRequest, record: dict[str, Any], spec_data: Any = None
     """The images to train on: --data, else the resumed run's recorded data, else the spec's
     `train: data = "PATH"` (relative to the spec's folder). TrainError when none names them,
     or the path is not there: an unnamed dataset is never the current folder."""
+    path: Path | None
     if req.data is not None:
         path = Path(req.data)
     elif record:
@@ -225,7 +226,7 @@ def _same_data_path(run_dir: Path, record: dict[str, Any], data_path: Path) -> N
     trained_on = record.get("data_path")
     # the resolved path, when recorded, still holds when resuming from another folder
     resolved = (record.get("data") or {}).get("resolved_path") or trained_on
-    if trained_on and Path(resolved).resolve() != data_path.resolve():
+    if trained_on and resolved and Path(resolved).resolve() != data_path.resolve():
         raise TrainError(
             f"cannot resume {run_dir}: it trained on `{trained_on}`, not `{data_path}` "
             "(the run's split indices only fit its own images); leave out --data, "
