@@ -45,12 +45,15 @@ bench: setup
 mutants: setup
 	nice -n 10 $(PY) -m tests.mutation.run
 
+# ruff, then mypy over the files and with the strictness [tool.mypy] in pyproject.toml sets
+# (strict on the IR, graph, resolve, layers and api; clean on the rest of archc, runtime, bench)
 lint: setup
 	$(PY) -m ruff check archc runtime tests bench
+	$(PY) -m mypy
 
 # Regenerate the golden files (generated Python, DOT, diagnostics) after a deliberate change.
 golden: setup
 	ARCHC_REGEN=1 $(PY) -m pytest -q -p no:cacheprovider tests -k golden
 
 clean:
-	rm -rf .venv $(DEMO) runs .pytest_cache .hypothesis .ruff_cache
+	rm -rf .venv $(DEMO) runs .pytest_cache .hypothesis .ruff_cache .mypy_cache
