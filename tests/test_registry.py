@@ -51,7 +51,8 @@ EXAMPLES: dict[str, list[dict]] = {
                 {"kernel": (3, 2), "stride": 2, "padding": (1, 1, 0, 0)}],  # = (1, 0)
     "avgpool": [{"kernel": 3, "stride": 2, "padding": 1}, {"kernel": 2, "ceil": True},
                 {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1), "ceil": True},
-                {"kernel": 3, "stride": 2, "padding": (2, 0, 1, 2)}],
+                {"kernel": 3, "stride": 2, "padding": (2, 0, 1, 2)},
+                {"kernel": 3, "stride": 1, "padding": 1, "count_include_pad": False}],
     "adaptiveavgpool": [{"size": 3}],
     "adaptivemaxpool": [{"size": 2}],
     "globalavgpool": [{}],
@@ -85,11 +86,24 @@ EXAMPLES: dict[str, list[dict]] = {
     "stochastic-depth": [{"p": 0.2}, {"p": 0.5, "mode": "batch"}],
     "permute": [{"dims": (0, 2, 3, 1)}, {"dims": (0, 1)}],
     "upsample": [{"scale": 2}, {"scale": 3, "mode": "bilinear"}],
+    "std-conv": [{"out": 4, "kernel": 3, "stride": 2, "gamma": 1.7, "eps": 1e-5},
+                 {"out": 4, "kernel": 1, "groups": 2, "bias": False}],
+    "channel-slice": [{"start": 1, "end": 3}, {"start": 0, "end": 2}],
+    "constant-scale": [{"factor": 0.17}, {"factor": 2.0, "shift": -1.0}],
+    "reshape": [{"shape": (9, 33)}, {"shape": (1, 6)}, {"shape": (2, 4, 3, 8)}],
+    "crop": [{"height": 5, "width": 7}, {"height": 8, "width": 11}],
+    "space-to-depth": [{"block": 2}, {"block": 4}],
+    "blur-pool": [{}, {"filter": 5, "stride": 2}, {"filter": 3, "stride": 1,
+                                                     "pad_mode": "constant"}],
+    "eca": [{"kernel": 3}, {"kernel": 5}],
+    "split-attention": [{"radix": 2, "hidden": 4}, {"radix": 1, "hidden": 3, "bias": False},
+                        {"radix": 2, "hidden": 4, "groups": 2, "names": "sk"}],
 }
 
 # Inputs: images with an odd and an even channel count (groups=2 and maxout k=2 refuse 3),
-# odd unequal sides, and flat features.
-SHAPES = {"image3": (3, 9, 11), "image4": (4, 9, 11), "flat6": (6,), "flat5": (5,)}
+# odd unequal sides, even sides, and flat features.
+SHAPES = {"image3": (3, 9, 11), "image4": (4, 9, 11), "flat6": (6,), "flat5": (5,),
+          "image2even": (2, 8, 12)}  # sides that space-to-depth's blocks divide
 # (kind, "image" or "flat"): where archc's rule refuses inputs on purpose although torch's
 # module would run them, and why.
 STRICTER = {
@@ -98,6 +112,8 @@ STRICTER = {
                                "image, mixing the samples",
     ("scale", "flat"): "a (C, 1, 1) scale would broadcast a batch of features into a cube",
     ("channel-fc", "flat"): "a Linear over flat features is `fc`",
+    ("channel-slice", "image"): "a slice past the last channel would silently be narrower",
+    ("channel-slice", "flat"): "a slice past the last feature would silently be narrower",
 }
 BATCH = 2
 
@@ -318,8 +334,22 @@ HYPER: dict[str, dict] = {
     "stochastic-depth": {"p": "p", "mode": "mode"},
     "permute": {"dims": "dims"},
     "upsample": {"scale": "scale_factor", "mode": "mode"},
+    "std-conv": {"out": "out_channels", "kernel": ("kernel_size", _pair_of("kernel")),
+                 "stride": ("stride", _pair_of("stride")),
+                 "padding": ("padding", lambda p: pair(resolve_padding(p))),
+                 "dilation": ("dilation", _pair_of("dilation")), "groups": "groups",
+                 "bias": lambda m, v: _bias(m) == v, "gamma": "gamma", "eps": "eps"},
+    "channel-slice": {"start": "start", "end": "end"},
+    "constant-scale": {"factor": "factor", "shift": "shift"},
+    "reshape": {"shape": "shape"},
+    "crop": {"height": "height", "width": "width"},
+    "space-to-depth": {"block": "block"},
+    "blur-pool": {"filter": "filt_size", "stride": "stride", "pad_mode": "pad_mode"},
+    "eca": {"kernel": lambda m, v: m.conv.kernel_size == (v,)},
+    "split-attention": {"radix": "radix", "hidden": "hidden", "groups": "groups",
+                        "bias": "fc_bias", "names": "names"},
 }
-HYPER["avgpool"] = HYPER["maxpool"]
+HYPER["avgpool"] = {**HYPER["maxpool"], "count_include_pad": "count_include_pad"}
 HYPER["dropout2d"] = HYPER["dropout"]
 HYPER["layernorm2d"] = HYPER["layernorm"]
 

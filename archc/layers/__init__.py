@@ -3,7 +3,8 @@
 Each `LayerKind` holds everything archc knows about a kind of layer: its parameter
 schema, its paper-notation sugar, its shape rule, its parameter and MAC counts, its
 torch constructor and its diagram style. The kinds live in one module per family
-(conv, pool, dense, norm, regularization, activation, channel, reshape, resize); shared
+(conv, pool, dense, norm, regularization, activation, channel, reshape, resize,
+tensor, attention_cnn); shared
 helpers live in `core` and `window`. Adding a layer touches its family's module only.
 The merges (add, concat, max, mul, split) are one table beside them, in `merges`.
 
@@ -13,7 +14,19 @@ torch constructors import it when they are called.
 
 from __future__ import annotations
 
-from . import activation, channel, conv, dense, norm, pool, regularization, reshape, resize
+from . import (
+    activation,
+    attention_cnn,
+    channel,
+    conv,
+    dense,
+    norm,
+    pool,
+    regularization,
+    reshape,
+    resize,
+    tensor,
+)
 from .core import (
     INVALID,
     REQUIRED,
@@ -61,6 +74,8 @@ KINDS: tuple[LayerKind, ...] = (
     *channel.KINDS,
     *reshape.KINDS,
     *resize.KINDS,
+    *tensor.KINDS,
+    *attention_cnn.KINDS,
 )
 
 REGISTRY: dict[str, LayerKind] = {k.name: k for k in KINDS}
