@@ -150,3 +150,54 @@ def test_timm_keys_through_a_spec():
     keys = set(model.state_dict())
     assert {"conv1.gain", "conv1.weight", "se.conv.weight", "attn.fc1.weight",
             "attn.bn1.running_var", "attn.fc2.bias"} <= keys
+
+
+# --------------------------------------------------------------------------- add-into
+
+
+def darknet_shortcut(out: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+    """darknet's shortcut_cpu (src/blas.c), loop for loop: `add` (w1, h1, c1) into `out`
+    (w2, h2, c2); stride = w1 / w2 and sample = w2 / w1, each at least 1."""
+    out = out.clone()
+    _, c2, h2, w2 = out.shape
+    _, c1, h1, w1 = add.shape
+    stride, sample = max(1, w1 // w2), max(1, w2 // w1)
+    for b in range(out.shape[0]):
+        for k in range(min(c1, c2)):
+            for j in range(min(h1, h2)):
+                for i in range(min(w1, w2)):
+                    out[b, k, j * sample, i * sample] += add[b, k, j * stride, i * stride]
+    return out
+
+
+@pytest.mark.parametrize("base, other", [
+    ((6, 4, 4), (2, 4, 4)),  # ReXNet: into the first channels
+    ((2, 4, 4), (6, 4, 4)),  # the first channels of a wider one
+    ((8, 3, 3), (4, 6, 6)),  # darknet's resnet: 64×56×56 into 128×28×28
+    ((4, 6, 6), (4, 3, 3)),  # a smaller one spread out
+    ((3, 5, 5), (5, 10, 10)), ((3, 7, 7), (2, 2, 2)), ((2, 2, 2), (3, 7, 7)),
+])
+def test_add_into_is_darknets_shortcut(base, other):
+    from archc.layers import MERGES
+
+    merge = MERGES["add-into"]
+    assert merge.shape([base, other]) == base
+    a, b = randn(2, *base, seed=1), randn(2, *other, seed=2)
+    got = merge.combine([a, b])
+    torch.testing.assert_close(got, darknet_shortcut(a, b))
+    assert not torch.allclose(got, a)  # the oracle sees the addition
+
+
+def test_add_into_exports_to_onnx(tmp_path):
+    """A strided and a spread add-into through onnxruntime."""
+    try:
+        from test_onnx import assert_matches, export_with_known_weights
+    except ImportError:  # pragma: no cover - tests/ is a package
+        from tests.test_onnx import assert_matches, export_with_known_weights
+
+    text = ("network t:\n    input 3x8x8\n    conv3-6\n    add-into:\n        conv3-8(stride=2)\n"
+            "        identity\n    add-into:\n        [upsample conv1-4]\n        identity\n"
+            "    gap flatten fc-2\n")
+    net = archc.check("t.arch", text=text).network
+    written, model = export_with_known_weights(net, tmp_path)
+    assert_matches(written[0], model, net.input_shape)

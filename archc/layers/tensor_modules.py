@@ -210,3 +210,22 @@ class SplitAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"radix={self.radix}, groups={self.groups}"
+
+
+def add_into(base: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """`base` with `other` added into the part they share, as darknet's [shortcut] adds
+    tensors of different shapes (ReXNet's `x[:, :c] += shortcut` when only channels differ):
+    the first min(C) channels; where `other` is k times larger, its every k-th pixel; where
+    it is k times smaller, into every k-th pixel of `base`. The result has `base`'s shape."""
+    _, c, h, w = base.shape
+    _, c2, h2, w2 = other.shape
+    step_h, step_w = max(1, h2 // h), max(1, w2 // w)  # `other` larger: sample it
+    part = other[:, :min(c, c2), :min(h, h2) * step_h:step_h, :min(w, w2) * step_w:step_w]
+    spread_h, spread_w = max(1, h // h2), max(1, w // w2)  # `other` smaller: spread it out
+    if spread_h > 1 or spread_w > 1:
+        b, k, ph, pw = part.shape
+        part = part.reshape(b, k, ph, 1, pw, 1)  # zeros between the pixels, then flattened
+        part = nn.functional.pad(part, (0, spread_w - 1, 0, 0, 0, spread_h - 1))
+        part = part.reshape(b, k, ph * spread_h, pw * spread_w)[:, :, :h, :w]
+    pad = (0, w - part.shape[3], 0, h - part.shape[2], 0, c - part.shape[1])
+    return base + nn.functional.pad(part, pad)  # (B, C, H, W): zeros past the shared part
