@@ -9,10 +9,11 @@ layout: the result is parsed again and must give the same IR (a difference is a 
 from __future__ import annotations
 
 from .. import ir
+from ..layers import MERGES
 from ..unparse import unparse
 
 MAX_LINE = 100
-MERGE_HEADS = ("concat:", "add:", "mul:", "max:")
+MERGE_HEADS = tuple(f"{name}:" for name in MERGES)  # `concat:`, `add-into:`, ...
 UNIT_HEADS = {"conv", "fc"}  # a layer with weights starts a new line
 
 

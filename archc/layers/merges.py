@@ -29,6 +29,9 @@ class MergeKind:
     splits: bool = False  # each branch gets one slice of the input's channels
     function: str | None = None  # a binary torch function generated Python folds over the terms
     helper: bool = False  # `function` is archc's (tensor_modules): generated Python copies it
+    # how the branches' sizes of one spatial axis must relate (archc.shapes' scan of input
+    # sizes): "equal", "broadcast" (a size of 1 fits any) or "first" (any; the first gives it)
+    sizes: str = "equal"
 
     @property
     def elementwise(self) -> bool:
@@ -175,6 +178,7 @@ MERGE_KINDS: tuple[MergeKind, ...] = (
         lambda outputs: reduce(operator.mul, outputs),
         "*",
         "×",
+        sizes="broadcast",
     ),
     MergeKind(
         "max",
@@ -199,6 +203,7 @@ MERGE_KINDS: tuple[MergeKind, ...] = (
         "+⊂",
         function="add_into",
         helper=True,
+        sizes="first",
     ),
     MergeKind(
         "split",

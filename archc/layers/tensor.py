@@ -72,6 +72,11 @@ def _crop_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (c, p["height"], p["width"])
 
 
+def _kept(n: int, size: int) -> int | None:
+    """A crop's output size on an axis of `n`: `size`, if the input has that many."""
+    return size if n >= size else None
+
+
 def _space_to_depth_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     c, h, w = image("space-to-depth", inp)
     check_positive("space-to-depth", p, "block")
@@ -166,6 +171,7 @@ KINDS: tuple[LayerKind, ...] = (
         tensor_module("CenterCrop", "height", "width"),
         RESHAPE,
         ("center-crop", "centercrop"),
+        axis_size=lambda n, axis, p: _kept(n, (p["height"], p["width"])[axis]),
         summary=lambda p: f"{p['height']}×{p['width']}",
     ),
     LayerKind(
@@ -179,6 +185,7 @@ KINDS: tuple[LayerKind, ...] = (
         ("spacetodepth",),
         (None, ("block",)),
         spatial=lambda p: (p["block"], p["block"], 0, 1, False),  # a window per output pixel
+        axis_size=lambda n, axis, p: None if n % p["block"] else n // p["block"],
         summary=lambda p: f"÷{p['block']}",
     ),
     LayerKind(
