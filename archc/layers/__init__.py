@@ -14,7 +14,7 @@ torch constructors import it when they are called.
 
 from __future__ import annotations
 
-from . import (
+from archc.layers import (
     activation,
     attention_cnn,
     channel,
@@ -27,7 +27,7 @@ from . import (
     resize,
     tensor,
 )
-from .core import (
+from archc.layers.core import (
     INVALID,
     REQUIRED,
     LayerKind,
@@ -39,8 +39,8 @@ from .core import (
     fmt,
     normalize,
 )
-from .merges import MERGES, MergeKind, merge_kind
-from .window import resolve_padding, window_out
+from archc.layers.merges import MERGES, MergeKind, merge_kind
+from archc.layers.window import resolve_padding, window_out
 
 __all__ = [
     "INVALID",

@@ -6,8 +6,17 @@ Their torch modules are in `tensor_modules` (imported when a module is built).
 
 from __future__ import annotations
 
-from .core import LayerKind, Param, Shape, ShapeContext, ShapeProblem, Style, check_positive, image
-from .tensor import tensor_module
+from archc.layers.core import (
+    LayerKind,
+    Param,
+    Shape,
+    ShapeContext,
+    ShapeProblem,
+    Style,
+    check_positive,
+    image,
+)
+from archc.layers.tensor import tensor_module
 
 ATTENTION = Style("attention", "#f4cae4")
 
@@ -53,7 +62,7 @@ def _split_attention_macs(inp: Shape, out: Shape, p: dict) -> int:
 
 
 def _split_attention_torch(inp: Shape, p: dict):
-    from .tensor_modules import SplitAttention
+    from archc.layers.tensor_modules import SplitAttention
 
     return SplitAttention(inp[0] // p["radix"], p["radix"], p["hidden"], p["groups"], p["bias"],
                           p["names"])

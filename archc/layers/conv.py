@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .core import (
+from archc.layers.core import (
     CONV,
     LayerKind,
     Param,
@@ -15,7 +15,7 @@ from .core import (
     image,
     weighted,
 )
-from .window import by_axis, pair, resolve_padding, window
+from archc.layers.window import by_axis, pair, resolve_padding, window
 
 
 def _conv_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
@@ -49,7 +49,7 @@ def _conv_summary(p: dict) -> str:
 
 
 def _std_conv_torch(inp: Shape, p: dict):
-    from .tensor_modules import ScaledStdConv2d
+    from archc.layers.tensor_modules import ScaledStdConv2d
 
     return weighted(
         ScaledStdConv2d,

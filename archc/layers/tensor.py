@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .core import (
+from archc.layers.core import (
     POOL,
     RESHAPE,
     LayerKind,
@@ -22,14 +22,14 @@ from .core import (
     image,
     same_shape,
 )
-from .window import window
+from archc.layers.window import window
 
 
 def tensor_module(cls: str, *names: str, **fixed: Any):
     """The constructor of `tensor_modules.<cls>(p[name], ..., **fixed)`."""
 
     def make(inp: Shape, p: dict):
-        from . import tensor_modules
+        from archc.layers import tensor_modules
 
         return getattr(tensor_modules, cls)(*(p[n] for n in names), **fixed)
 
@@ -111,7 +111,7 @@ def _blur_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
 
 
 def _blur_torch(inp: Shape, p: dict):
-    from .tensor_modules import BlurPool2d
+    from archc.layers.tensor_modules import BlurPool2d
 
     return BlurPool2d(inp[0], p["filter"], p["stride"], p["pad_mode"])
 
