@@ -284,7 +284,7 @@ class Merge(Node):
     """Parallel branches, merged as the merge table says (archc.layers.merges)."""
 
     node: Literal["merge"] = "merge"
-    mode: Literal["concat", "add", "mul", "max", "split"]
+    mode: Literal["concat", "add", "add-into", "mul", "max", "split"]
     branches: list["Item"] = []
     label: str | None = None
     repeat: Expr | None = None
