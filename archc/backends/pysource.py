@@ -41,7 +41,7 @@ from archc.compiler.graph import (
     TapOut,
     layers,
 )
-from archc.layers import MERGES, fmt
+from archc.layers import MERGES, fmt, tensor_modules
 
 WIDTH = 100  # the line length the generated file keeps to (ruff's E501 at 100)
 INDENT = "    "
@@ -287,6 +287,7 @@ class Forward:
         self.depth = depth
         self.used = {"x", "self", "torch", "nn"}
         self.taps: list[str] = []
+        self.helpers: set[str] = set()  # archc functions the code calls (`add_into`)
 
     def fresh(self, base: str) -> str:
         """An unused local name like `base`."""
@@ -351,6 +352,8 @@ class Forward:
             terms.append(var)
         function = merge.function
         if function is not None:  # `torch.maximum(torch.maximum(a, b), c)`
+            if merge.helper:  # archc's own function: the file gets a copy of it
+                self.helpers.add(function)
             return reduce(lambda a, b: Expr(function, (a, b)), terms)
         if merge.operator is None:
             return Expr("torch.cat", (Expr("", tuple(terms), brackets="[]"), "1"))
@@ -461,7 +464,8 @@ class Source:
     net: Network
     classes: dict[tuple, BlockClass] = field(default_factory=dict)
     by_scope: dict[int, BlockClass] = field(default_factory=dict)
-    custom: dict[str, type] = field(default_factory=dict)  # Maxout: copied into the file
+    # Maxout, add_into: classes and functions copied into the file
+    custom: dict[str, Callable] = field(default_factory=dict)
     ordered_dict: bool = False
     symbols: dict[str, dict[str, str]] = field(default_factory=dict)
     num_classes: int | None = None
@@ -632,6 +636,8 @@ class Source:
         access = {s.name: s.access for s in slots}
         gen = Forward(access.__getitem__)
         body = gen.body(plan)
+        for name in sorted(gen.helpers):  # copied into the file beside Maxout & co.
+            self.custom[name] = getattr(tensor_modules, name)
         returns = "" if gen.taps else " -> torch.Tensor"
         head = [f"{INDENT}def forward(self, x: torch.Tensor){returns}:"]
         if root and gen.taps:

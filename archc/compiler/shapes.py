@@ -22,7 +22,7 @@ from archc.compiler.graph import (
     TapOut,
     layers,
 )
-from archc.layers import REGISTRY, window_out
+from archc.layers import MERGES, REGISTRY, window_out
 from archc.layers.window import pair
 
 _INVALID = -1
@@ -128,7 +128,12 @@ class _Spatial:
         if layer.kind == "upsample":  # any size works: it grows by the factor
             scale = layer.params["scale"]
             return tuple(_INVALID if h == _INVALID else h * scale for h in hs)
-        window = REGISTRY[layer.kind].spatial(layer.params)
+        kind = REGISTRY[layer.kind]
+        if kind.axis_size is not None:  # a crop, space-to-depth: a rule of their own
+            sized = (kind.axis_size(h, self.axis, layer.params) if h != _INVALID else None
+                     for h in hs)
+            return tuple(_INVALID if o is None else o for o in sized)
+        window = kind.spatial(layer.params)
         if window is None:
             return hs
         k, s, pad, d = (pair(v)[self.axis] for v in window[:4])  # this axis of (h, w)
@@ -154,10 +159,13 @@ FIXES_SIZE = frozenset({"pos-embedding"})
 
 def _agreed(mode: str, sizes: list) -> int:
     """The size merged branches produce, or _INVALID when they disagree; in `mul` a size of 1
-    broadcasts (an SE gate's 1×1)."""
+    broadcasts (an SE gate's 1×1); `add-into` takes the first branch's."""
     if _INVALID in sizes:
         return _INVALID
-    if mode == "mul":
+    rule = MERGES[mode].sizes
+    if rule == "first":
+        return sizes[0]
+    if rule == "broadcast":
         sizes = [s for s in sizes if s != 1] or [1]
     return sizes[0] if sizes.count(sizes[0]) == len(sizes) else _INVALID
 

@@ -155,16 +155,18 @@ def _with_defaults(units: list[ir.Group]) -> list[ir.Group] | None:
         for lay in position:
             wanted += [n for n in (_arg_name(kind, a) for a in lay.args) if n not in wanted]
         for slot, lay in enumerate(position):
-            have = {_arg_name(kind, a) for a in lay.args}
-            extra = []
-            for name in wanted:
+            have = {_arg_name(kind, a): a for a in lay.args}
+            args = [a for a in lay.args if a.name is None]  # positional ones stay first
+            for name in wanted:  # then one order in every unit, so the columns line up
                 if name in have:
+                    if have[name].name is not None:
+                        args.append(have[name])
                     continue
                 param = kind.param(name) if kind else None
                 if param is None or param.required or param.default is None:
                     return None
-                extra.append(ir.Arg(name=name, value=_expr(param.default), span=lay.span))
-            filled[slot].append(lay.model_copy(update={"args": [*lay.args, *extra]}))
+                args.append(ir.Arg(name=name, value=_expr(param.default), span=lay.span))
+            filled[slot].append(lay.model_copy(update={"args": args}))
     return [_replace_layers(u, iter(f)) for u, f in zip(units, filled)]
 
 

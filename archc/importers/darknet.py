@@ -318,14 +318,39 @@ class _Importer:
         self.outputs.append(self.previous(s))
 
     def _shortcut(self, s: Section) -> None:
+        """The previous layer plus layer `from`; between different shapes darknet adds the
+        shared part (shortcut_cpu): archc's `add-into:`, with the previous layer first, as
+        it gives the shape."""
         source = self.reference(s, "from", s.text("from", "") or "")
         a, b = self.shape_in(s), self.shapes[source]
-        if a != b:
-            self.error(s.span_of("from"), f"[shortcut] adds {_fmt(b)} to {_fmt(a)}",
-                       "archc adds tensors of one shape; darknet's strided shortcut is not "
-                       "imported")
+        for key in ("alpha", "beta"):  # out = alpha · out + beta · from
+            if self.float(s, key, 1.0) != 1.0:
+                self.error(s.span_of(key), f"[shortcut] with {key}= (a weight on a term) has "
+                           "no archc form", f"leave {key}= out")
+        if a == b:
+            self.emit(s, self.activation(s), a, inputs=[self.previous(s), source], merge="add")
             return
-        self.emit(s, self.activation(s), a, inputs=[self.previous(s), source], merge="add")
+        if len(a) != 3 or len(b) != 3 or a[1] // b[1] != a[2] // b[2] \
+                or b[1] // a[1] != b[2] // a[2]:
+            self.error(s.span_of("from"), f"[shortcut] adds {_fmt(b)} to {_fmt(a)}",
+                       "darknet adds the shared part of two images whose heights and widths "
+                       "relate alike")
+            return
+        self.emit(s, self.activation(s), a, inputs=[self.previous(s), source], merge="add-into")
+
+    def _crop(self, s: Section) -> None:
+        """darknet's [crop] at inference: the centre window, and x · 2 − 1 (forward_crop_layer
+        maps [0, 1] pixels to [−1, 1] unless noadjust=1); flips and colour jitter are
+        training-time augmentation."""
+        c, h, w = self.image_in(s)
+        height, width = self.int(s, "crop_height", 1), self.int(s, "crop_width", 1)
+        if not (0 < height <= h and 0 < width <= w):
+            raise CfgError(s.span, f"[crop] to {height}×{width} does not fit its input "
+                           f"{_fmt((c, h, w))}", "crop to at most the input's height and width")
+        items = [common.layer("crop", s.span, height=height, width=width)]
+        if not self.int(s, "noadjust", 0):
+            items.append(common.layer("constant-scale", s.span, factor=2.0, shift=-1.0))
+        self.emit(s, items, (c, height, width))
 
     def _route(self, s: Section) -> None:
         if s.text("groups") not in (None, "1"):
@@ -377,7 +402,7 @@ class _Importer:
 
 
 HANDLED = {"convolutional", "maxpool", "avgpool", "connected", "dropout", "softmax", "cost",
-           "shortcut", "route", "upsample", "yolo", "region", "detection"}
+           "shortcut", "route", "upsample", "yolo", "region", "detection", "crop"}
 
 
 def _ceil_pool(size: int, kernel: int, stride: int, pad: int) -> int:

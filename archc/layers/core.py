@@ -143,6 +143,9 @@ class LayerKind:
     count_params: Callable[[Shape, dict[str, Any]], int] = lambda shape, p: 0
     count_macs: Callable[[Shape, Shape, dict[str, Any]], int] = lambda inp, out, p: 0
     spatial: Callable[[dict[str, Any]], Spatial | None] = lambda p: None
+    # the output size of one axis (0: height, 1: width) for an input size, None where the
+    # kind refuses it: for kinds that are no sliding window (a crop, space-to-depth)
+    axis_size: Callable[[int, int, dict[str, Any]], int | None] | None = None
     summary: Callable[[dict[str, Any]], str] = lambda p: ""
 
     def param(self, name: str) -> Param | None:
