@@ -347,7 +347,7 @@ class _Importer:
         if not (0 < height <= h and 0 < width <= w):
             raise CfgError(s.span, f"[crop] to {height}×{width} does not fit its input "
                            f"{_fmt((c, h, w))}", "crop to at most the input's height and width")
-        items = [common.layer("crop", s.span, height=height, width=width)]
+        items: list[ir.Item] = [common.layer("crop", s.span, height=height, width=width)]
         if not self.int(s, "noadjust", 0):
             items.append(common.layer("constant-scale", s.span, factor=2.0, shift=-1.0))
         self.emit(s, items, (c, height, width))

@@ -6,6 +6,8 @@ Their torch modules are in `tensor_modules` (imported when a module is built).
 
 from __future__ import annotations
 
+from typing import Any
+
 from archc.layers.core import (
     LayerKind,
     Param,
@@ -21,7 +23,7 @@ from archc.layers.tensor import tensor_module
 ATTENTION = Style("attention", "#f4cae4")
 
 
-def _eca_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _eca_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     image("eca", inp)
     check_positive("eca", p, "kernel")
     if p["kernel"] % 2 == 0:
@@ -30,7 +32,7 @@ def _eca_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return inp
 
 
-def _split_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _split_attention_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     c, h, w = image("split-attention", inp)
     check_positive("split-attention", p, "radix", "hidden", "groups")
     if c % p["radix"]:
@@ -50,18 +52,22 @@ def _split_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (out, h, w)
 
 
-def _split_attention_params(inp: Shape, p: dict) -> int:
-    c, hidden, g = inp[0] // p["radix"], p["hidden"], p["groups"]
+def _split_attention_params(inp: Shape, p: dict[str, Any]) -> int:
+    hidden: int = p["hidden"]
+    g: int = p["groups"]
+    c: int = inp[0] // p["radix"]
     bias = hidden + inp[0] if p["bias"] else 0
     return hidden * (c // g) + inp[0] * (hidden // g) + bias + 2 * hidden  # fc1, fc2, bn
 
 
-def _split_attention_macs(inp: Shape, out: Shape, p: dict) -> int:
-    c, hidden, g = inp[0] // p["radix"], p["hidden"], p["groups"]
+def _split_attention_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
+    hidden: int = p["hidden"]
+    g: int = p["groups"]
+    c: int = inp[0] // p["radix"]
     return hidden * (c // g) + inp[0] * (hidden // g)  # two 1×1 convs on the pooled C×1×1
 
 
-def _split_attention_torch(inp: Shape, p: dict):
+def _split_attention_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.tensor_modules import SplitAttention
 
     return SplitAttention(inp[0] // p["radix"], p["radix"], p["hidden"], p["groups"], p["bias"],

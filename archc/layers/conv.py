@@ -12,6 +12,7 @@ from archc.layers.core import (
     Shape,
     ShapeContext,
     ShapeProblem,
+    Spatial,
     check_positive,
     image,
     weighted,
@@ -103,7 +104,7 @@ _CONV_PARAMS = (
 )
 
 
-def _conv_spatial(p: dict) -> tuple:
+def _conv_spatial(p: dict[str, Any]) -> Spatial:
     return (p["kernel"], p["stride"], resolve_padding(p), p["dilation"], False)
 
 

@@ -7,7 +7,7 @@ Their torch modules are in `tensor_modules` (imported when a module is built).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from archc.layers.core import (
     POOL,
@@ -25,10 +25,10 @@ from archc.layers.core import (
 from archc.layers.window import window
 
 
-def tensor_module(cls: str, *names: str, **fixed: Any):
+def tensor_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict[str, Any]], Any]:
     """The constructor of `tensor_modules.<cls>(p[name], ..., **fixed)`."""
 
-    def make(inp: Shape, p: dict):
+    def make(inp: Shape, p: dict[str, Any]) -> Any:
         from archc.layers import tensor_modules
 
         return getattr(tensor_modules, cls)(*(p[n] for n in names), **fixed)
@@ -36,7 +36,7 @@ def tensor_module(cls: str, *names: str, **fixed: Any):
     return make
 
 
-def _slice_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _slice_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     start, end = p["start"], p["end"]
     if not 0 <= start < end <= inp[0]:
         raise ShapeProblem(
@@ -48,7 +48,7 @@ def _slice_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (end - start, *inp[1:])
 
 
-def _reshape_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _reshape_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     shape = p["shape"]
     if not shape or any(d < 1 for d in shape) or math.prod(shape) != math.prod(inp):
         raise ShapeProblem(
@@ -60,7 +60,7 @@ def _reshape_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return tuple(shape)
 
 
-def _crop_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _crop_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     c, h, w = image("crop", inp)
     check_positive("crop", p, "height", "width")
     if p["height"] > h or p["width"] > w:
@@ -77,7 +77,7 @@ def _kept(n: int, size: int) -> int | None:
     return size if n >= size else None
 
 
-def _space_to_depth_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _space_to_depth_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     c, h, w = image("space-to-depth", inp)
     check_positive("space-to-depth", p, "block")
     s = p["block"]
@@ -91,12 +91,13 @@ def _space_to_depth_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (c * s * s, h // s, w // s)
 
 
-def blur_padding(p: dict) -> int:
+def blur_padding(p: dict[str, Any]) -> int:
     """The padding on each side of a blur pool: (filter - 1 + stride - 1) // 2 (timm's)."""
-    return (p["filter"] - 1 + p["stride"] - 1) // 2
+    size: int = p["filter"] - 1 + p["stride"] - 1
+    return size // 2
 
 
-def _blur_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+def _blur_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     c, h, w = image("blur-pool", inp)
     check_positive("blur-pool", p, "filter", "stride")
     pad = blur_padding(p)
@@ -110,7 +111,7 @@ def _blur_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     return (c, out_h, out_w)
 
 
-def _blur_torch(inp: Shape, p: dict):
+def _blur_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.tensor_modules import BlurPool2d
 
     return BlurPool2d(inp[0], p["filter"], p["stride"], p["pad_mode"])

@@ -127,9 +127,10 @@ class ScaledStdConv2d(nn.Conv2d):
     scaled by gain · gamma / √fan-in. `gain` (out, 1, 1, 1) is learnt; its name and shape
     are timm's, so timm's NF-ResNet weights load as they are."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, gamma: float = 1.0,
-                 eps: float = 1e-6, gain_init: float = 1.0):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
+                 gamma: float = 1.0, eps: float = 1e-6, gain_init: float = 1.0):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias)
         self.gamma, self.eps, self.gain_init = gamma, eps, gain_init
@@ -142,14 +143,18 @@ class ScaledStdConv2d(nn.Conv2d):
         mean = w.mean(1, keepdim=True)
         var = w.var(1, unbiased=False, keepdim=True)
         w = (w - mean) * torch.rsqrt(var + self.eps) * (self.gain.flatten(1) * scale)
-        return w.reshape_as(self.weight)
+        standardized: torch.Tensor = w.reshape_as(self.weight)
+        return standardized
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.conv2d(x, self.standardized_weight(), self.bias, self.stride,
-                                    self.padding, self.dilation, self.groups)
+        out: torch.Tensor = nn.functional.conv2d(x, self.standardized_weight(), self.bias,
+                                                 self.stride, self.padding, self.dilation,
+                                                 self.groups)
+        return out
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", gamma={self.gamma}, eps={self.eps}"
+        base: str = super().extra_repr()  # type: ignore[no-untyped-call]  # torch's is untyped
+        return base + f", gamma={self.gamma}, eps={self.eps}"
 
 
 class EfficientChannelAttention(nn.Module):
@@ -206,7 +211,8 @@ class SplitAttention(nn.Module):
             return x * torch.sigmoid(scores)
         scores = scores.reshape(b, self.groups, self.radix, -1).transpose(1, 2)
         weights = scores.softmax(1).reshape(b, self.radix, self.channels, 1, 1)
-        return (paths * weights).sum(1)  # (B, C, H, W)
+        out: torch.Tensor = (paths * weights).sum(1)  # (B, C, H, W)
+        return out
 
     def extra_repr(self) -> str:
         return f"radix={self.radix}, groups={self.groups}"
