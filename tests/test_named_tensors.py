@@ -1,0 +1,190 @@
+"""Named tensors: `-> name` names the tensor at a point, `@name` reads it back, so a merge
+can take tensors from several fork points and a block can take and return several tensors.
+
+The torch forward is compared with a hand-written nn.Module that computes the same DAG with
+the same weights (batch-norm statistics randomised, so a wrong wiring cannot hide).
+"""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import archc
+from archc.graph import Load, Save, Scope, walk
+
+# HRNet-style exchange: a high and a low resolution trade information in a block that takes
+# the low one as a tensor parameter and returns both.
+HR = """
+block exchange(c, @lo) -> @hi, @low:
+    -> h
+    add:
+        @h
+        @lo conv1-{c}(bias=false) bn upsample(2)
+    -> hi
+    add:
+        @lo
+        @h conv3-{c * 2}(stride=2, bias=false) bn
+    -> low
+
+network hr:
+    input 3x32x32
+    stem: conv3-16(bias=false) bn relu -> a
+    down: conv3-32(stride=2, bias=false) bn relu -> lo
+    @a
+    ex: exchange(16, @lo) -> hi, lo
+    fuse: [@lo upsample(2) -> up]
+    concat(@hi, @up)
+    head: conv1-8
+"""
+
+# DLA-style root: the outputs of three stages concatenated in a stated order.
+DLA = """
+network dla:
+    input 3x32x32
+    conv3-8 relu -> a
+    conv3-8 relu -> b
+    stage: [conv3-8 relu -> c  conv3-8 relu]
+    -> d
+    root: [concat(@c, @a, @d, @b) conv1-16]
+    global-avgpool flatten FC-10
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.arch") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def codes(result) -> list[str]:
+    return [d.code for d in result.diagnostics]
+
+
+def test_tree_specs_have_no_named_tensors(tmp_path):
+    net = archc.load(Path(__file__).resolve().parent.parent / "specs" / "resnet34.arch")
+    assert all(not (s.inputs or s.outputs) for s in walk(net.root) if isinstance(s, Scope))
+
+
+def test_shapes_follow_the_references(tmp_path):
+    net = archc.load(write(tmp_path, HR))
+    assert net.output_shape == (8, 32, 32)
+    ex = next(m for m in walk(net.root) if m.path == "ex")
+    assert (ex.inputs, ex.reads, ex.outputs, ex.writes) == (["lo"], ["lo"], ["low"], ["lo"])
+    assert ex.output_shapes == [(32, 16, 16)]
+    # the labelled group reads `lo` from outside and gives `up` back
+    fuse = next(m for m in walk(net.root) if m.path == "fuse")
+    assert (fuse.inputs, fuse.outputs) == (["lo"], ["up"])
+    assert (fuse.out_shape, net.root.plan.ops[-2].branches) == (
+        (32, 32, 32), (Load("hi"), Load("up")))
+
+
+def test_merge_takes_tensors_in_the_stated_order(tmp_path):
+    net = archc.load(write(tmp_path, DLA))
+    root = next(m for m in walk(net.root) if m.path == "root")
+    assert root.children[0].in_shape == (32, 32, 32)
+    assert root.inputs == ["c", "a", "d", "b"]
+    stage = next(m for m in walk(net.root) if m.path == "stage")
+    assert stage.outputs == ["c"] and Save("c") in stage.plan.ops
+
+
+@pytest.mark.parametrize("text, code", [
+    ("conv3-8 -> a\n    conv3-8\n    add(@a, @b)", "E120"),
+    ("conv3-8 -> a\n    conv3-8 -> b\n    add(@b)", "E121"),
+    ("conv3-8 -> a\n    add:\n        @a\n        @b\n    -> b", "E122"),
+    ("conv3-8 -> a\n    b(@a)", "E121"),
+    ("conv3-8 -> a\n    c(a)", "E104"),
+    ("conv3-8 -> a\n    c(@a) -> x, y, z\n    add(@x, @y, @z)", "E103"),
+])
+def test_reference_errors_are_located(tmp_path, text, code):
+    spec = ("block b(@t):\n    relu\n\nblock c(@t) -> @x, @y:\n    @t relu -> x  relu -> y\n\n"
+            "network n:\n    input 3x8x8\n    " + text + "\n")
+    result = archc.check(write(tmp_path, spec))
+    assert code in codes(result), result.diagnostics
+    diag = next(d for d in result.diagnostics if d.code == code)
+    assert diag.span.line >= 1 and diag.span.column >= 1 and diag.span.file.endswith("spec.arch")
+
+
+def test_a_block_cannot_read_its_callers_names(tmp_path):
+    spec = "block b:\n    @a relu\n\nnetwork n:\n    input 3x8x8\n    relu -> a\n    b\n"
+    result = archc.check(write(tmp_path, spec))
+    assert "E120" in codes(result)
+
+
+def test_a_reference_only_under_a_false_condition_is_not_unused(tmp_path):
+    spec = ("network n(deep=false):\n    input 3x8x8\n    conv3-8 -> a\n    conv3-8\n"
+            "    if deep: add(@a)\n")
+    result = archc.check(write(tmp_path, spec))
+    assert not [d for d in result.diagnostics if d.is_error or d.code == "W303"]
+
+
+def _randomise(model):
+    import torch
+
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 2)
+            m.bias.data.uniform_(-1, 1)
+
+
+def test_torch_forward_equals_a_hand_written_module(tmp_path):
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Hand(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.bn1 = nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+            self.down = nn.Conv2d(16, 32, 3, 2, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(32)
+            self.up, self.up_bn = nn.Conv2d(32, 16, 1, bias=False), nn.BatchNorm2d(16)
+            self.dn, self.dn_bn = nn.Conv2d(16, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32)
+            self.head = nn.Conv2d(48, 8, 1)
+
+        def forward(self, x):
+            a = F.relu(self.bn1(self.stem(x)))
+            lo = F.relu(self.bn2(self.down(a)))
+            hi = a + F.interpolate(self.up_bn(self.up(lo)), scale_factor=2.0)
+            lo = lo + self.dn_bn(self.dn(a))
+            up = F.interpolate(lo, scale_factor=2.0)
+            return self.head(torch.cat([hi, up], 1))
+
+    model = archc.build(write(tmp_path, HR))
+    _randomise(model)
+    hand = Hand()
+    mine, theirs = model.state_dict(), hand.state_dict()
+    assert [v.shape for v in mine.values()] == [v.shape for v in theirs.values()]
+    hand.load_state_dict(dict(zip(theirs, mine.values())))
+    model.eval(), hand.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), hand(x), atol=1e-5)
+        # a wrong wiring (hi and up swapped) is told apart
+        hi_up = model(x)
+        assert not torch.allclose(hi_up[:, :4], hand.head(torch.zeros(2, 48, 32, 32))[:, :4])
+
+
+def test_torch_forward_of_the_dla_root(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    model = archc.build(write(tmp_path, DLA))
+    model.eval()
+    x = torch.randn(1, 3, 32, 32)
+    mods = dict(model.named_children())
+    stage, root = mods["stage"]._modules, mods["root"]._modules
+    with torch.no_grad():
+        a = mods["1"](mods["0"](x))
+        b = mods["3"](mods["2"](a))
+        c = stage["1"](stage["0"](b))
+        d = stage["3"](stage["2"](c))
+        y = root["0"](torch.cat([c, a, d, b], 1))
+        want = mods["8"](mods["7"](mods["6"](y)))
+        got = model(x)
+        wrong = mods["8"](mods["7"](mods["6"](root["0"](torch.cat([a, b, c, d], 1)))))
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, wrong, atol=1e-6)
