@@ -157,6 +157,7 @@ _TOKEN_NAMES = {
     "TABLE_REF": "a table column like `vgg[D]`",
     "SHAPE": "a shape like `3x224x224`",
     "REF": "a tensor reference like `@a`",
+    "ARROW": "`->`",
     "LPAR": "`(`",
     "RPAR": "`)`",
     "LSQB": "`[`",
@@ -414,7 +415,7 @@ class _Builder:
     def block_def(self, t: Tree) -> ir.BlockDef:
         name, params, body = self._definition(t)
         outs = [c for c in t.children if isinstance(c, Tree) and c.data == "block_outputs"]
-        outputs = [str(tok)[1:] for tok in outs[0].children] if outs else []
+        outputs = [str(tok)[1:] for tok in outs[0].children if tok.type == "REF"] if outs else []
         items, after, inputs = self.body(body)
         for decl in inputs:
             self.diags.error(
@@ -662,8 +663,9 @@ class _Builder:
 
     def item(self, t: Tree):
         if t.data == "bind":
-            return ir.Bind.model_construct(names=[str(n) for n in t.children], span=self.span(t),
-                                           names_span=[self.span(n) for n in t.children])
+            names = [n for n in t.children if n.type == "NAME"]
+            return ir.Bind.model_construct(names=[str(n) for n in names], span=self.span(t),
+                                           names_span=[self.span(n) for n in names])
         label, repeat = None, None
         children = list(t.children)
         label_span = None
