@@ -821,6 +821,7 @@ class Resolver:
             if name not in inner.outputs:
                 inner.outputs.append(name)
                 inner.writes.append(name)
+                inner.output_shapes.append(named.shape)
         for inner in here[common:]:  # read inside a group that did not name it
             if name not in inner.inputs:
                 inner.inputs.append(name)

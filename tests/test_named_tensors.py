@@ -273,3 +273,49 @@ def test_a_merge_inside_a_one_line_group_is_written_with_named_tensors(tmp_path)
     written = archc.load(write(tmp_path, text))
     paths = [m.path for m in walk(written.root) if m.path]
     assert paths == ["a", "b", "2"] and written.output_shape == (8, 8, 8)
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+@pytest.mark.parametrize("text, stem", [(HR, "hr"), (DLA, "dla")])
+def test_generated_python_matches_build(text, stem, tmp_path):
+    pytest.importorskip("torch")
+    from archc.backends.module import class_name
+    from tests.test_pysource import assert_same_model, generate
+
+    net = archc.load(write(tmp_path, text))
+    module, source = generate(net, tmp_path, stem)
+    assert_same_model(net, getattr(module, class_name(net.name)))
+    if stem == "hr":
+        assert "def forward(self, x: torch.Tensor, lo: torch.Tensor)" in source
+        assert "return hi, low" in source
+
+
+def test_onnx_export_of_a_dag(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from tests.test_onnx import assert_matches, export_with_known_weights
+
+    net = archc.load(write(tmp_path, HR))
+    written, model = export_with_known_weights(net, tmp_path)
+    assert_matches(written[0], model, net.input_shape)
+
+
+def test_diff_reports_a_change_of_wiring(tmp_path):
+    from archc.diff import Side, diff
+
+    a = archc.load(write(tmp_path, DLA, "a.arch"))
+    b = archc.load(write(tmp_path, DLA.replace("concat(@c, @a", "concat(@a, @c"), "b.arch"))
+    rows = diff(Side("a", a), Side("b", b)).rows
+    assert [(r.change, r.path, r.what) for r in rows] == [("changed", "root", "wiring")]
+    assert "@c @a @d @b → @a @c @d @b" in rows[0].notes[0]
+    assert not diff(Side("a", a), Side("a", a)).rows
+
+
+def test_dot_draws_an_edge_from_where_a_tensor_is_named(tmp_path):
+    from archc.backends.dot import to_dot
+
+    source = to_dot(archc.load(write(tmp_path, DLA)), depth=2)
+    # the root's conv reads the concat of four tensors: c and d come out of the stage
+    assert source.count('-> "root/concat"') == 4
+    assert '"stage.1" -> "root/concat"' in source and '\t1 -> "root/concat"' in source
