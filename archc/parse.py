@@ -730,14 +730,18 @@ class _Builder:
 
     def layer(self, t: Tree) -> ir.Layer | ir.Merge | None:
         word = t.children[0]
-        explicit = (
-            self.arguments(t.children[1].children[0])
-            if (len(t.children) > 1 and t.children[1].children)
-            else []
-        )
+        raw = t.children[1].children[0].children if (
+            len(t.children) > 1 and t.children[1].children) else []
         keyword = merge_kind(str(word))
-        if keyword is not None and explicit:
-            return self.merge_call(keyword.name, explicit, self.span(t))
+        if keyword is not None and raw:
+            return self.merge_call(keyword.name, raw, self.span(t))
+        for bad in (a for a in raw if a.data == "group_arg"):
+            self.diags.error(
+                "E001", self.span(bad), f"`{word}` takes values, not a bracketed sequence",
+                "only a merge takes bracketed branches: add([conv3-64 bn], [shortcut])",
+            )
+            return None
+        explicit = self.arguments(t.children[1].children[0]) if raw else []
         callee, sugar = self.word(word)
         if callee is None:
             return None
@@ -745,16 +749,29 @@ class _Builder:
             callee=callee, args=[*sugar, *explicit], span=self.span(t), callee_span=self.span(word)
         )
 
-    def merge_call(self, mode: str, args: list[ir.Arg], span: ir.Span) -> ir.Merge | None:
-        """`concat(@a, @b)`: a merge on one line whose branches are named tensors."""
-        for arg in args:
-            if arg.name is not None or not isinstance(arg.value, ir.TensorRef):
-                self.diags.error(
-                    "E001", arg.span, f"`{mode}(...)` takes named tensors such as `@a`",
-                    f"write `{mode}(@a, @b)`, or `{mode}:` with one branch per indented line",
-                )
-                return None
-        branches = [ir.Ref.model_construct(name=a.value.id, span=a.span) for a in args]
+    def merge_call(self, mode: str, raw: list[Tree], span: ir.Span) -> ir.Merge | None:
+        """`concat(@a, @b)`, `add([conv3-64 bn], [shortcut])`: a merge on one line whose
+        branches are named tensors or bracketed sequences (one item in brackets is that
+        item, so `[shortcut]` is the shortcut branch)."""
+        branches = []
+        for arg in raw:
+            if arg.data == "group_arg":
+                group = arg.children[0]
+                items = self.group_items(group)
+                branches.append(items[0] if len(items) == 1 else ir.Group.model_construct(
+                    items=items, span=self.span(group)))
+                continue
+            value = arg.children[-1]
+            if len(arg.children) == 1 and isinstance(value, Tree) and value.data == "tensor_ref":
+                branches.append(ir.Ref.model_construct(name=str(value.children[0])[1:],
+                                                       span=self.span(arg)))
+                continue
+            self.diags.error(
+                "E001", self.span(arg), f"`{mode}(...)` takes named tensors and bracketed "
+                "branches", f"write `{mode}(@a, [conv1-64 bn])`, or `{mode}:` with one branch "
+                "per indented line",
+            )
+            return None
         return ir.Merge.model_construct(mode=mode, branches=branches, span=span)
 
     def word(self, tok: Token) -> tuple[str | None, list[ir.Arg]]:

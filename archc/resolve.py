@@ -13,7 +13,7 @@ from typing import Any
 
 from . import ir, limits
 from .diagnostics import Diagnostics, did_you_mean
-from .expressions import ERROR, Env, bind_names, evaluate, names_text
+from .expressions import ERROR, FUNCTIONS, Env, bind_names, evaluate, names_text
 from .graph import Call, Identity, LayerNode, Load, Network, Op, Parallel, Save, Scope, Seq, TapOut
 from .layers import (
     INVALID,
@@ -32,7 +32,22 @@ from .sources import Program
 
 DEFAULT_INPUT = (3, 224, 224)
 _MOST_SUGGESTIONS = 100  # 'did you mean' hints per check; later misspellings get none
-_SHORTCUT_PARAMS = {"bn": True, "bias": False, "always": False, "optional": False}
+_SHORTCUT_PARAMS = {"bn": True, "bias": False, "always": False, "optional": False,
+                    "names": None}
+
+
+@dataclass(frozen=True)
+class LayerArg:
+    """A layer passed as a block argument (`act=hardswish`, `act=leakyrelu(0.1)`): the call,
+    and the caller's names that its arguments are read with."""
+
+    layer: ir.Layer
+    env: Env = field(compare=False)
+
+    def __repr__(self) -> str:
+        from .unparse import layer_text
+
+        return layer_text(self.layer)
 
 
 @dataclass
@@ -507,6 +522,9 @@ class Resolver:
     # ------------------------------------------------------------------ layers and blocks
 
     def layer_or_block(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None):
+        passed = self.passed_layer(item, body, scope, shape)
+        if passed is not None:
+            return passed
         if item.callee in self.program.blocks:
             return self.block(item, body, scope, shape)
         if item.callee == "shortcut":
@@ -748,7 +766,8 @@ class Resolver:
             if key in tensors:  # a named tensor: bound by tensor_arguments, not evaluated
                 given[key] = None
                 continue
-            given[key] = evaluate(arg.value, caller, self.diags)
+            passed = self.layer_argument(arg.value, caller)
+            given[key] = passed if passed is not None else evaluate(arg.value, caller, self.diags)
         env = Env({}, {p.name: p.span for p in block.params if not p.tensor},
                   implicit=input_names(shape))
         for p in block.params:
@@ -756,8 +775,9 @@ class Resolver:
                 continue
             if p.name in given:
                 env.values[p.name] = given[p.name]
-            elif p.default is not None:
-                env.values[p.name] = evaluate(p.default, env, self.diags)
+            elif p.default is not None:  # `act=relu`: a layer by default
+                env.values[p.name] = (self.layer_argument(p.default, env)
+                                      or evaluate(p.default, env, self.diags))
             else:
                 self.diags.error(
                     "E105",
@@ -942,6 +962,40 @@ class Resolver:
             named = body.tensors.bound.get(name)
             if named is not None:
                 self.tensor_reads.add(named.key)
+
+    def layer_argument(self, value: ir.Expr, caller: Env) -> LayerArg | None:
+        """A block argument that names a layer kind or a block (`hardswish`, or a call such
+        as `leakyrelu(0.1)`) rather than a value; None for a value."""
+        if isinstance(value, ir.Name) and value.id not in caller.visible():
+            name, args = value.id, []
+        elif isinstance(value, ir.Call) and value.func not in FUNCTIONS:
+            name = value.func
+            args = [ir.Arg.model_construct(value=a, span=a.span) for a in value.args]
+        else:
+            return None
+        if name not in self.program.blocks and lookup(name) is None:
+            return None
+        layer = ir.Layer.model_construct(callee=name, args=args, span=value.span,
+                                         callee_span=value.span)
+        return LayerArg(layer, caller)
+
+    def passed_layer(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None):
+        """A word in a block body that names a parameter holding a layer (or `none`): the
+        layer, with the word's label and arguments; None when the word is no such parameter."""
+        if item.callee not in body.env.values or item.callee in self.program.blocks:
+            return None
+        value = body.env.values[item.callee]
+        if value is None and lookup(item.callee) is None:  # `act=none`: no layer here
+            body.env.used.add(item.callee)
+            return [], shape
+        if not isinstance(value, LayerArg):
+            return None
+        body.env.used.add(item.callee)
+        layer = value.layer.model_copy(update={
+            "label": item.label, "label_span": item.label_span, "span": item.span,
+            "args": [*value.layer.args, *item.args]})
+        return self.layer_or_block(layer, _Body(value.env, body.after, body.in_after,
+                                                body.tensors), scope, shape)
 
     def note_call_site(self, mark: int, block: ir.BlockDef, call: ir.Layer) -> None:
         """Tell errors found inside a block's body which call of the block they came from."""
@@ -1153,6 +1207,17 @@ class Resolver:
             )
         )
         plain = _Body(body.env, {}, in_after=True, tensors=body.tensors)
+        if opts["names"] is not None:  # timm's `downsample.1`, `downsample.2`
+            if len(opts["names"]) != len(parts):
+                self.diags.error(
+                    "E104", branch.span,
+                    f"`names` gives {len(opts['names'])} names for the {len(parts)} parts of "
+                    "the projection", "name the conv and, unless bn=false, the bn: (1, 2)",
+                )
+                return Identity(), None
+            parts = [p.model_copy(update={"label": n}) for p, n in zip(parts, opts["names"])]
+            return _seq(self.sequence(parts, branch.label or str(len(scope.children)),
+                                      branch.span, plain, scope, shape)[0]), target
         if len(parts) == 1:
             ops, out = self.items(
                 [conv.model_copy(update={"label": branch.label})], plain, scope, shape
@@ -1179,10 +1244,19 @@ class Resolver:
                     "E102",
                     arg.span,
                     f"`shortcut` has no parameter `{arg.name}`",
-                    "shortcut takes bn=, bias=, always= and optional= (all true/false)",
+                    "shortcut takes bn=, bias=, always= and optional= (all true/false), "
+                    "and names=",
                 )
                 return None
             value = evaluate(arg.value, env, self.diags)
+            if arg.name == "names":  # the names of the projection's parts: conv, then bn
+                names = value if isinstance(value, tuple) else (value,)
+                if not all(isinstance(n, str | int) and not isinstance(n, bool) for n in names):
+                    self.diags.error("E104", arg.value.span,
+                                     "`names` must be names or numbers, such as (1, 2)")
+                    return None
+                opts["names"] = tuple(str(n) for n in names)
+                continue
             if not isinstance(value, bool):
                 self.diags.error("E104", arg.value.span, f"`{arg.name}` must be true or false")
                 return None

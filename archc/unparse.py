@@ -36,7 +36,6 @@ _PRECEDENCE = {
 
 def unparse(spec: ir.SpecFile) -> str:
     """The whole file as .arch source."""
-    _FRESH[0] = 0  # the names it makes up are the same on every run
     chunks = [_statement(s) for s in spec.statements]
     return "\n\n".join(chunks) + "\n"
 
@@ -141,8 +140,6 @@ def layer_text(layer: ir.Layer) -> str:
 def item_text(item) -> str:
     """An item on one line: label, atom, repeat. A merge inside is written with named
     tensors (`concat(@a, @b)`)."""
-    if isinstance(item, ir.Merge) and item.label and not _one_line_merge(item):
-        return _atom(item)  # the label goes on the group the merge is written as
     label = f"{item.label}: " if item.label else ""
     repeat = f" x{word_part(item.repeat)}" if item.repeat is not None else ""
     return label + _atom(item) + repeat
@@ -195,33 +192,18 @@ def _one_line_merge(item) -> bool:
 
 
 def _merge_text(merge: ir.Merge) -> str:
-    """A merge inside a one-line group: `concat(@a, @b)` when its branches are named tensors;
-    otherwise its branches are written as paths from a named input, each ending in a name,
-    and merged by those names (the same modules, in the same order)."""
-    if _one_line_merge(merge):
-        return f"{merge.mode}(" + ", ".join(f"@{b.name}" for b in merge.branches) + ")"
-    if merge.mode == "split" or merge.repeat is not None or any(
-        isinstance(b, ir.Layer) and b.callee == "shortcut" for b in merge.branches
-    ):
-        raise UnparseError(
-            "a repeated, `split` or `shortcut` merge inside a one-line group has no .arch form")
-    source = _fresh()
-    parts, names = [f"-> {source}"], []
+    """A merge on one line: `concat(@a, @b)`, `add([conv3-64 bn], [shortcut])`. A bracket
+    holding one item is that item, so a one-item group is written in two brackets."""
+    branches = []
     for branch in merge.branches:
-        names.append(_fresh())
-        parts.append(f"@{source} {item_text(branch)} -> {names[-1]}")
-    parts.append(f"{merge.mode}(" + ", ".join(f"@{n}" for n in names) + ")")
-    text = "  ".join(parts)
-    return f"{merge.label}: [{text}]" if merge.label else text
-
-
-_FRESH = [0]
-
-
-def _fresh() -> str:
-    """A tensor name the unparser makes up (a spec's own names do not start with `_t`)."""
-    _FRESH[0] += 1
-    return f"_t{_FRESH[0]}"
+        if isinstance(branch, ir.Ref) and branch.label is None and branch.repeat is None:
+            branches.append(f"@{branch.name}")
+        elif isinstance(branch, ir.Group) and branch.label is None and branch.repeat is None:
+            inner = _group_text(branch.items)
+            branches.append(f"[[{inner}]]" if len(branch.items) == 1 else f"[{inner}]")
+        else:
+            branches.append(f"[{item_text(branch)}]")
+    return f"{merge.mode}(" + ", ".join(branches) + ")"
 
 
 def _has_merge(item) -> bool:

@@ -251,7 +251,7 @@ def test_fmt_spaces_arrows_and_references():
     assert format_text(text).splitlines()[2:] == ["    conv3-8 -> a  relu", "    add(@a, @a)"]
 
 
-def test_a_merge_inside_a_one_line_group_is_written_with_named_tensors(tmp_path):
+def test_a_merge_inside_a_one_line_group_is_written_on_one_line(tmp_path):
     """RepVGG's block as timm builds it: a branch that is a merge followed by a layer (the
     importer's IR crashed the unparser before)."""
     from archc import ir
@@ -269,10 +269,26 @@ def test_a_merge_inside_a_one_line_group_is_written_with_named_tensors(tmp_path)
         body=[ir.Merge.model_construct(mode="add", branches=[
             branch, ir.Layer.model_construct(callee="shortcut")])])
     text = unparse(ir.SpecFile.model_construct(path="n.arch", statements=[net]))
-    assert "add(@_t2, @_t3)" in text
+    assert "        [add([a: conv3-8], [b: conv3-8]) relu]\n" in text
     written = archc.load(write(tmp_path, text))
     paths = [m.path for m in walk(written.root) if m.path]
     assert paths == ["a", "b", "2"] and written.output_shape == (8, 8, 8)
+    assert _ir(text)[1] == _ir(unparse(_ir(text)[0]))[1]
+
+
+def test_one_line_merges_with_bracketed_branches(tmp_path):
+    """`add([...], [shortcut]) relu`: a residual unit on one line, usable as a branch or in a
+    bracket, and the same modules as the indented form."""
+    one = archc.load(write(tmp_path, "network n:\n    input 8x8x8\n    concat:\n"
+                           "        [add([c1: conv3-8 bn], [shortcut]) relu]\n"
+                           "        conv1-8\n", "one.arch"))
+    indented = archc.load(write(tmp_path, "network n:\n    input 8x8x8\n    concat:\n"
+                                "        add:\n            [c1: conv3-8 bn]\n"
+                                "            shortcut\n        conv1-8\n", "two.arch"))
+    assert one.output_shape == (16, 8, 8) and indented.output_shape == (8 + 8, 8, 8)
+    assert [m.path for m in walk(one.root)][1:] == ["c1", "1", "2", "3"]
+    result = archc.check(write(tmp_path, "network n:\n    input 8x8x8\n    conv3-8([relu])\n"))
+    assert codes(result) == ["E001"]
 
 
 # ----------------------------------------------------------------------------- backends
@@ -319,3 +335,51 @@ def test_dot_draws_an_edge_from_where_a_tensor_is_named(tmp_path):
     # the root's conv reads the concat of four tensors: c and d come out of the stage
     assert source.count('-> "root/concat"') == 4
     assert '"stage.1" -> "root/concat"' in source and '\t1 -> "root/concat"' in source
+
+
+# ----------------------------------------------------------------------------- warts
+
+
+def test_layers_as_block_arguments(tmp_path):
+    spec = ("block cna(c, act=relu):\n    conv3-{c}(bias=false) bn act\n\n"
+            "network n:\n    input 3x8x8\n    cna(8, act=hardswish)\n"
+            "    cna(8, act=leakyrelu(0.2))\n    cna(8, act=none)\n    cna(8)\n")
+    result = archc.check(write(tmp_path, spec))
+    assert result.ok and not result.diagnostics, result.diagnostics
+    kinds = [[m.kind for m in walk(block) if m is not block]
+             for block in result.network.root.children]
+    assert kinds == [["conv", "bn", "hardswish"], ["conv", "bn", "leakyrelu"], ["conv", "bn"],
+                     ["conv", "bn", "relu"]]
+    slope = [m for m in walk(result.network.root) if m.kind == "leakyrelu"][0].params
+    assert 0.2 in slope.values()
+
+
+def test_shortcut_names_its_parts(tmp_path):
+    spec = ("block down(c):\n    add:\n        conv3-{c}(stride=2)\n"
+            "        downsample: shortcut(names=(1, 2))\n\n"
+            "network n:\n    input 8x8x8\n    b: down(16)\n")
+    net = archc.load(write(tmp_path, spec))
+    assert [m.path for m in walk(net.root)][-2:] == ["b.downsample.1", "b.downsample.2"]
+    bad = archc.check(write(tmp_path, spec.replace("(1, 2)", "(1,)")))
+    assert codes(bad) == ["E104"]
+
+
+def test_a_merge_branch_repeated_zero_times_is_an_error(tmp_path):
+    spec = ("network n(k=0):\n    input 8x8x8\n    add:\n        conv3-8\n"
+            "        [conv1-8 bn] x{k}\n")
+    result = archc.check(write(tmp_path, spec))
+    assert codes(result) == ["E204"]
+    assert result.diagnostics[0].span.line == 5
+    # `if` leaves the branch out instead, and the parameter it reads is used
+    ok = archc.check(write(tmp_path, spec.replace("        [conv1-8 bn] x{k}",
+                                                  "        if k > 0: conv1-8 bn")))
+    assert ok.ok and not ok.diagnostics and ok.network.output_shape == (8, 8, 8)
+    assert len(list(walk(ok.network.root))) == 2  # the conv alone, no add
+
+
+def test_for_and_if_inside_brackets(tmp_path):
+    spec = ("network n(deep=false):\n    input 3x8x8\n"
+            "    stage: [conv3-8 for i in range(3): relu conv1-8]\n"
+            "    [if deep: conv3-8]\n")
+    net = archc.load(write(tmp_path, spec))
+    assert [m.kind for m in walk(net.root) if m.path][1:] == ["conv", *["relu", "conv"] * 3]
