@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc.graph import Load, Save, Scope, walk
+from archc.compiler.graph import Load, Save, Scope, walk
 
 # HRNet-style exchange: a high and a low resolution trade information in a block that takes
 # the low one as a tensor parameter and returns both.
@@ -210,9 +210,9 @@ network n(deep=true):
 
 
 def _ir(text: str):
-    from archc import ir
-    from archc.diagnostics import Diagnostics
-    from archc.parse import parse_text
+    from archc.compiler import ir
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.compiler.parse import parse_text
 
     diags = Diagnostics()
     spec = parse_text(textwrap.dedent(text).lstrip("\n"), "spec.arch", diags)
@@ -222,10 +222,10 @@ def _ir(text: str):
 
 @pytest.mark.parametrize("text", ROUND_TRIP)
 def test_unparse_and_yaml_give_back_the_same_ir(text):
-    from archc import ir
-    from archc.diagnostics import Diagnostics
-    from archc.unparse import unparse
-    from archc.yamlspec import dump_yaml, load_yaml
+    from archc.compiler import ir
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.compiler.unparse import unparse
+    from archc.compiler.yamlspec import dump_yaml, load_yaml
 
     spec, structure = _ir(text)
     assert _ir(unparse(spec))[1] == structure
@@ -236,7 +236,7 @@ def test_unparse_and_yaml_give_back_the_same_ir(text):
 
 @pytest.mark.parametrize("text", ROUND_TRIP)
 def test_fmt_keeps_the_ir_and_is_idempotent(text):
-    from archc.fmt import format_text
+    from archc.tools.fmt import format_text
 
     source = textwrap.dedent(text).lstrip("\n")
     once = format_text(source)
@@ -245,7 +245,7 @@ def test_fmt_keeps_the_ir_and_is_idempotent(text):
 
 
 def test_fmt_spaces_arrows_and_references():
-    from archc.fmt import format_text
+    from archc.tools.fmt import format_text
 
     text = "network n:\n    input 3x8x8\n    conv3-8->a  relu\n    add( @a,@a )\n"
     assert format_text(text).splitlines()[2:] == ["    conv3-8 -> a  relu", "    add(@a, @a)"]
@@ -254,8 +254,8 @@ def test_fmt_spaces_arrows_and_references():
 def test_a_merge_inside_a_one_line_group_is_written_on_one_line(tmp_path):
     """RepVGG's block as timm builds it: a branch that is a merge followed by a layer (the
     importer's IR crashed the unparser before)."""
-    from archc import ir
-    from archc.unparse import unparse
+    from archc.compiler import ir
+    from archc.compiler.unparse import unparse
 
     conv = ir.Layer.model_construct(callee="conv", args=[
         ir.Arg.model_construct(name="kernel", value=ir.Num.model_construct(value=3)),
@@ -318,7 +318,7 @@ def test_onnx_export_of_a_dag(tmp_path):
 
 
 def test_diff_reports_a_change_of_wiring(tmp_path):
-    from archc.diff import Side, diff
+    from archc.tools.diff import Side, diff
 
     a = archc.load(write(tmp_path, DLA, "a.arch"))
     b = archc.load(write(tmp_path, DLA.replace("concat(@c, @a", "concat(@a, @c"), "b.arch"))

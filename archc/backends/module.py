@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..graph import (
+from archc.compiler.graph import (
     Call,
     Identity,
     LayerNode,
@@ -29,8 +29,8 @@ from ..graph import (
     TapOut,
     takes_tensors,
 )
-from ..layers import MERGES, REGISTRY
-from ..layers.core import init_deferred
+from archc.layers import MERGES, REGISTRY
+from archc.layers.core import init_deferred
 
 # A compiled step takes the owner's `_modules`, the tensor, the aux-output list (None in
 # eval mode) and the named tensors of this forward (`-> name`). It never captures a module,

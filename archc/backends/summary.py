@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..graph import (
+from archc.compiler.graph import (
     Call,
     Identity,
     LayerNode,
@@ -29,8 +29,8 @@ from ..graph import (
     TapOut,
     walk,
 )
-from ..layers import REGISTRY, Shape, fmt
-from ..layers.window import pair
+from archc.layers import REGISTRY, Shape, fmt
+from archc.layers.window import pair
 
 FLOAT32 = 4  # bytes per activation and per parameter
 
