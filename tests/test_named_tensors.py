@@ -383,3 +383,41 @@ def test_for_and_if_inside_brackets(tmp_path):
             "    [if deep: conv3-8]\n")
     net = archc.load(write(tmp_path, spec))
     assert [m.kind for m in walk(net.root) if m.path][1:] == ["conv", *["relu", "conv"] * 3]
+
+
+
+
+def rep_like():
+    """timm's RepVGG block as its forward runs it: (conv1x1-bn + conv3x3-bn), then an
+    identity-module drop path, added to a bn of the input, then relu."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, c: int):
+            super().__init__()
+            self.identity = nn.BatchNorm2d(c)
+            self.conv_kxk = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False),
+                                          nn.BatchNorm2d(c))
+            self.conv_1x1 = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))
+            self.drop_path = nn.Identity()
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            y = self.drop_path(self.conv_1x1(x) + self.conv_kxk(x))
+            return self.act(y + self.identity(x))
+
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Block(8), Block(8))
+
+
+def test_the_importer_writes_a_merge_followed_by_a_layer_in_a_branch():
+    """RepVGG via the PyTorch importer crashed the unparser (exit 101); now it is written with a
+    one-line merge, and the written spec computes what the module does."""
+    torch = pytest.importorskip("torch")
+    from archc.importers.layout import spec_text
+    from tests.importers.test_torch_import import assert_same_outputs, imported
+
+    spec, diags = imported("tests.test_named_tensors:rep_like", check_shape=(3, 16, 16))
+    assert spec is not None, [d.message for d in diags.items]
+    assert "add([" in spec_text(spec)
+    torch.manual_seed(0)
+    assert_same_outputs(spec, rep_like(), shape=(3, 16, 16))
