@@ -26,8 +26,8 @@ from archc.layers import (
     regularization,
     reshape,
     resize,
-    tokens,
     tensor,
+    tokens,
 )
 from archc.layers.core import (
     INVALID,

@@ -46,8 +46,9 @@ OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "DOUBLESLASH", "PERCENT", "DOUBLE
 UNARY_BEFORE = OPEN | OPERATORS | {"COMMA", "EQUAL", "COLON", "NOT", "AND", "OR", "IF", "ELSE",
                                    "IN"}
 CALLEES = {"NAME", "WORD"}  # `conv(`, `max(`, `network n(`: no space before the bracket
-ITEM_END = {"WORD", "RPAR", "RSQB", "REPEAT", "TABLE_REF"}
-ITEM_START = {"WORD", "LABEL", "LABEL_END", "LSQB", "TABLE_REF", "TAP"}
+# `-> name` and `@name` are items too: `conv3-64 -> a  relu`
+ITEM_END = {"WORD", "RPAR", "RSQB", "REPEAT", "TABLE_REF", "NAME", "REF"}
+ITEM_START = {"WORD", "LABEL", "LABEL_END", "LSQB", "TABLE_REF", "TAP", "ARROW", "REF"}
 LAYOUT = {"_NL", "_INDENT", "_DEDENT"}
 
 

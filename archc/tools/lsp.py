@@ -196,6 +196,10 @@ def word_at(text: str, position: lsp.Position) -> tuple[str, int] | None:
 
 def definition(analysis: Analysis, text: str, position: lsp.Position) -> lsp.Location | None:
     """Where the block, table, variant, network or imported file under the cursor is."""
+    tensor = tensor_at(text, position)
+    if tensor is not None:
+        span = tensor_definition(analysis.spec, tensor, position)
+        return _location(span) if span is not None else None
     found = word_at(text, position)
     if found is None:
         return None
@@ -217,6 +221,49 @@ def definition(analysis: Analysis, text: str, position: lsp.Position) -> lsp.Loc
         if name in definitions:
             return _location(definitions[name].name_span)
     return None
+
+
+def tensor_at(text: str, position: lsp.Position) -> str | None:
+    """The name of the `@name` reference under the cursor, or None."""
+    lines = text.split("\n")
+    if position.line >= len(lines):
+        return None
+    for m in re.finditer(r"@([A-Za-z_]\w*)", lines[position.line]):
+        if m.start() <= position.character <= m.end():
+            return m.group(1)
+    return None
+
+
+def tensor_definition(spec: ir.SpecFile | None, name: str,
+                      position: lsp.Position) -> ir.Span | None:
+    """Where `-> name` (or a block's `@name` parameter) gives the tensor that an `@name` at
+    `position` reads: the last one above it in the same block or network (or the last of
+    the body, for a block's declared outputs and for a name given only later)."""
+    here = (position.line + 1, position.character + 1)
+    for stmt in (spec.statements if spec else []):
+        if not isinstance(stmt, ir.BlockDef | ir.NetworkDef):
+            continue
+        if not stmt.span.line <= here[0] <= stmt.span.end_line:
+            continue
+        spans = [p.span for p in stmt.params if p.tensor and p.name == name]
+        spans += _binds(stmt.body, name)
+        above = [s for s in spans if (s.line, s.column) < here]
+        return (above or spans or [None])[-1]
+    return None
+
+
+def _binds(items: list, name: str) -> list[ir.Span]:
+    """The spans of every `-> name` in items, in source order."""
+    found: list[ir.Span] = []
+    for item in items:
+        if isinstance(item, ir.Bind):
+            found += [span for n, span in zip(item.names, item.names_span) if n == name]
+        elif isinstance(item, ir.Tap):
+            found += _binds([item.head], name)
+        else:
+            found += _binds(getattr(item, "items", None) or getattr(item, "branches", None)
+                            or [], name)
+    return sorted(found, key=lambda s: (s.line, s.column))
 
 
 def _location(span: ir.Span) -> lsp.Location:
