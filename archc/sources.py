@@ -132,7 +132,7 @@ def parse_source_cached(text: str, path: str, diags: Diagnostics) -> ir.SpecFile
     if directory is None:
         return parse_source(text, path, diags)
     key = cache.spec_key(path, text)
-    spec = cache.load(directory, key, ir.SpecFile)
+    spec = cache.load(directory, key)
     if spec is not None:
         return spec
     before = len(diags.items)

@@ -236,12 +236,16 @@ def cache_command(
     except DataError as exc:
         _fail(f"--size: {exc}", 2)
     from .train import cache_dir  # imports torch: after the options are known to be good
+    folder = cache_dir()
+    if folder is None:
+        _fail("no safe cache folder: the cache root is missing, not yours, or writable by "
+              "another user; set ARCHC_CACHE to a folder of your own (see docs/security.md)")
     try:
-        images = load_images(path, size=size, cache_dir=cache_dir(), workers=workers, progress=True)
+        images = load_images(path, size=size, cache_dir=folder, workers=workers, progress=True)
     except DataError as exc:
         _fail(str(exc))
     typer.echo(
-        f"cached {len(images)} images of {size}×{size} in {cache_dir()} "
+        f"cached {len(images)} images of {size}×{size} in {folder} "
         f"({len(images.classes)} classes; skipped {len(images.skipped)})"
     )
     for p, why in images.skipped:

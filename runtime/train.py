@@ -49,12 +49,15 @@ class TrainRequest:
     console: Any = None
 
 
-def cache_dir() -> Path:
+def cache_dir() -> Path | None:
     """Where decoded image caches live: images/ under archc's cache root ($ARCHC_CACHE,
-    else $XDG_CACHE_HOME/archc, else ~/.cache/archc)."""
-    from archc.cache import root
+    else $XDG_CACHE_HOME/archc, else ~/.cache/archc), vetted as archc's parse cache is (see
+    docs/security.md); None when that folder is not safe to use: images are then decoded
+    into memory, not cached."""
+    from archc.cache import private_dir
 
-    return root() / "images"
+    folder = private_dir("images")
+    return None if folder is None else folder.path
 
 
 def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None):
