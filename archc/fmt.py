@@ -22,8 +22,12 @@ The layout:
   the file, one newline at the end.
 
 Formatting never changes the network: the IR of the output is compared with the IR of
-the input (`ir.structure`) and a difference is raised as a bug. A spec whose parse
-reports errors is refused (`FormatRefused`) and left as it is.
+the input as `archc check` reads it (`ir.structure`), and a difference raises
+`FormatChangedMeaning` (a bug in fmt, but never a changed file: nothing is written). A spec
+whose parse reports errors, or that is over check's `file_bytes` limit, is refused
+(`FormatRefused`) and left as it is. Files are read as `check` reads them
+(`sources.read_spec`: UTF-8, `\\r\\n` as a new line, a NUL or a lone carriage return
+refused with its line and column).
 """
 
 from __future__ import annotations
@@ -61,19 +65,38 @@ class FormatRefused(Exception):
         self.text = text
 
 
-class FormatterBug(AssertionError):
-    """The formatted text would not give the same network: a bug in archc fmt."""
+class FormatChangedMeaning(Exception):
+    """The formatted text would not give the same network (or would not parse): a bug in
+    archc fmt, reported instead of writing the text. `str()` is one line."""
+
+
+FormatterBug = FormatChangedMeaning  # its name before issue 24
 
 
 def format_text(text: str, path: str = "<spec>") -> str:
-    """The canonical layout of .arch source; raises `FormatRefused` if it does not parse."""
+    """The canonical layout of .arch source; raises `FormatRefused` if it does not parse or
+    is over the `file_bytes` limit, `FormatChangedMeaning` if the layout would change what
+    the spec means."""
+    _refuse_oversized(text, path)
     source = _normalised(text)
     tokens, before = _read(source, path)
     out = _Printer(source, tokens).print()
     after = _parsed(out, path, formatted=True)
     if ir.structure(before) != ir.structure(after):
-        raise FormatterBug(f"archc fmt would change the network of {path}; this is a bug")
+        raise FormatChangedMeaning(
+            f"archc fmt would change the meaning of {path}, so it left it as it is; this is "
+            "a bug in archc fmt, please report it with the file")
     return out
+
+
+def _refuse_oversized(text: str, path: str) -> None:
+    """`FormatRefused` (E205) for a text over `check`'s `file_bytes` limit, before any
+    work: fmt must not take minutes over what check refuses at once."""
+    from .sources import _buffer_fits
+
+    diags = Diagnostics()
+    if not _buffer_fits(text, path, diags):
+        raise FormatRefused(diags.sorted(), "")
 
 
 def unified_diff(old: str, new: str, path: str) -> str:
@@ -84,7 +107,10 @@ def unified_diff(old: str, new: str, path: str) -> str:
 
 
 def _normalised(text: str) -> str:
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    """The text as the parser reads it (parse.parse_text): no byte-order mark, `\\r\\n` as
+    `\\n`, a final new line. A lone `\\r` stays, for the parser to refuse: read as a line
+    break here it once turned commented-out layers into code."""
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -95,8 +121,9 @@ def _parsed(text: str, path: str, formatted: bool = False) -> ir.SpecFile:
     spec = parse_text(text, path, diags)
     if spec is None or diags.has_errors:
         if formatted:
-            raise FormatterBug(f"archc fmt wrote text that does not parse ({path}); this is a "
-                               f"bug:\n{diags.sorted()}")
+            raise FormatChangedMeaning(
+                f"archc fmt would write text that does not parse ({path}), so it left it as it "
+                "is; this is a bug in archc fmt, please report it with the file")
         raise FormatRefused([d for d in diags.sorted() if d.is_error], text)
     return spec
 
@@ -108,7 +135,10 @@ def _read(text: str, path: str) -> tuple[list[Token], ir.SpecFile]:
     from lark.indenter import DedentError
 
     from .parse import _Builder, _parser
+    from .sources import text_problem
 
+    if text_problem(text) is not None:
+        _parsed(text, path)  # raises FormatRefused with the parser's located E001
     interactive = _parser().parse_interactive(text, start="start")
     try:
         tokens = list(interactive.iter_parse())
@@ -383,8 +413,11 @@ class FileResult:
 
 
 def format_file(path: Path) -> FileResult:
-    """Format one file's text (nothing is written)."""
-    old = path.read_text(encoding="utf-8")
+    """Format one file's text (nothing is written). The file is read as `check` reads it:
+    `sources.SpecReadError` when it cannot be (too large, not UTF-8, a NUL byte...)."""
+    from .sources import read_spec
+
+    old = read_spec(path)
     try:
         return FileResult(path, old, format_text(old, str(path)))
     except FormatRefused as refused:
@@ -398,6 +431,7 @@ def main(specs: list[Path], check: bool = False, show_diff: bool = False) -> int
     change or a spec has errors (its diagnostics are printed and it is left untouched).
     """
     from .console import fail, print_diagnostics
+    from .sources import SpecReadError
 
     if [str(s) for s in specs] == ["-"]:
         return _stdin_to_stdout()
@@ -408,7 +442,12 @@ def main(specs: list[Path], check: bool = False, show_diff: bool = False) -> int
             fail(f"`{spec}` is YAML; archc fmt formats .arch files")
     status, changed = 0, 0
     for spec in specs:
-        result = format_file(spec)
+        try:
+            result = format_file(spec)
+        except (SpecReadError, FormatChangedMeaning) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+            continue
         if result.refused is not None:
             print_diagnostics(result.refused.diagnostics, {str(spec): result.refused.text})
             print(f"error: {spec} not formatted: it has errors", file=sys.stderr)
@@ -432,13 +471,33 @@ def main(specs: list[Path], check: bool = False, show_diff: bool = False) -> int
 
 def _stdin_to_stdout() -> int:
     """`archc fmt -`: an editor's filter, source in on stdin, formatted source out."""
+    from . import limits
     from .console import print_diagnostics
+    from .sources import SpecReadError, decode_text
 
-    text = sys.stdin.read()
+    data = sys.stdin.buffer.read(limits.get("file_bytes") + 1)
     try:
+        if len(data) > limits.get("file_bytes"):
+            raise FormatRefused(_oversized("<stdin>"), "")
+        text = decode_text(data, "<stdin>")
         sys.stdout.write(format_text(text, "<stdin>"))
     except FormatRefused as refused:
         print_diagnostics(refused.diagnostics, {"<stdin>": refused.text})
-        sys.stdout.write(text)
+        sys.stdout.buffer.write(data)
+        return 1
+    except (SpecReadError, FormatChangedMeaning) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.stdout.buffer.write(data)  # an editor's filter must give its text back
         return 1
     return 0
+
+
+def _oversized(path: str) -> list[Diagnostic]:
+    """The E205 of a text over the `file_bytes` limit."""
+    from . import limits
+
+    diags = Diagnostics()
+    diags.error("E205", ir.Span(file=path),
+                f"spec `{path}` is over the limit of {limits.get('file_bytes'):,} bytes for "
+                "one spec file", limits.hint("file_bytes"))
+    return diags.sorted()

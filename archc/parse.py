@@ -82,6 +82,9 @@ def _tables(parser: Lark) -> dict:
 def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     """Parse .arch source; syntax errors go to `diags` and give None."""
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the spec
+    text = text.replace("\r\n", "\n")  # as every file is read (sources.decode_text)
+    if _report_stray_characters(text, path, diags):
+        return None
     if not text.endswith("\n"):
         text += "\n"
     try:
@@ -96,6 +99,20 @@ def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
         return None
     builder = _Builder(path, diags)
     return builder.spec_file(tree)
+
+
+def _report_stray_characters(text: str, path: str, diags: Diagnostics) -> bool:
+    """E001 at the first NUL or lone carriage return: the lexer would take either as part
+    of a comment, while an editor (or `archc fmt`) may break the line there."""
+    from .sources import text_problem
+
+    problem = text_problem(text)
+    if problem is None:
+        return False
+    line, column, message, hint = problem
+    diags.error("E001", ir.Span.at(path, line, column, line, column + 1),
+                f"syntax error: the spec {message}", hint)
+    return True
 
 
 def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
