@@ -441,17 +441,18 @@ def main(specs: list[Path], check: bool = False, show_diff: bool = False) -> int
         if spec.suffix in (".yaml", ".yml"):
             fail(f"`{spec}` is YAML; archc fmt formats .arch files")
     status, changed = 0, 0
+    failed = 0
     for spec in specs:
         try:
             result = format_file(spec)
         except (SpecReadError, FormatChangedMeaning) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            status = 1
+            status, failed = 1, failed + 1
             continue
         if result.refused is not None:
             print_diagnostics(result.refused.diagnostics, {str(spec): result.refused.text})
             print(f"error: {spec} not formatted: it has errors", file=sys.stderr)
-            status = 1
+            status, failed = 1, failed + 1
             continue
         if not result.changed:
             continue
@@ -465,7 +466,9 @@ def main(specs: list[Path], check: bool = False, show_diff: bool = False) -> int
             spec.write_text(result.new, encoding="utf-8")
             print(f"reformatted {spec}", file=sys.stderr)
     verb = "would be reformatted" if check or show_diff else "reformatted"
-    print(f"{changed} file(s) {verb}, {len(specs) - changed} unchanged", file=sys.stderr)
+    left = f", {failed} not formatted" if failed else ""
+    print(f"{changed} file(s) {verb}, {len(specs) - changed - failed} unchanged{left}",
+          file=sys.stderr)
     return status
 
 
@@ -483,13 +486,24 @@ def _stdin_to_stdout() -> int:
         sys.stdout.write(format_text(text, "<stdin>"))
     except FormatRefused as refused:
         print_diagnostics(refused.diagnostics, {"<stdin>": refused.text})
-        sys.stdout.buffer.write(data)
+        _give_back(data)
         return 1
     except (SpecReadError, FormatChangedMeaning) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.stdout.buffer.write(data)  # an editor's filter must give its text back
+        _give_back(data)
         return 1
     return 0
+
+
+def _give_back(data: bytes) -> None:
+    """Write what was read of stdin, then the rest of it, unchanged: an editor's filter
+    must give its text back (streamed: an oversized text is never held whole)."""
+    import shutil
+
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    shutil.copyfileobj(sys.stdin.buffer, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
 
 
 def _oversized(path: str) -> list[Diagnostic]:
