@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..graph import Network
+from archc.backends import ONNX_INPUT, ONNX_OUTPUT
+from archc.compiler.graph import Network
 
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter's lowest opset; it cannot convert down reliably
 TOLERANCE = 1e-4  # relative to the logits' scale (at least 1): float32 sums differ in order
@@ -28,7 +29,7 @@ _EXTERNAL_BYTES = 1 << 30  # weights above this go to `<file>.data`: protobuf st
 # fixed input size, so a 3×65536×65536 input would need 100+ GB. Refused before allocation.
 EXAMPLE_BYTES = 4 << 30
 EXAMPLE_BATCH, CHECK_BATCH = 2, 3  # batch 2: torch.export specialises a batch of 1
-INPUT, OUTPUT = "input", "logits"
+INPUT, OUTPUT = ONNX_INPUT, ONNX_OUTPUT
 
 
 class OnnxExportError(Exception):
@@ -46,14 +47,14 @@ def export_onnx(net: Network, path: Path, init: str | None = None, opset: int = 
     The file is checked with onnxruntime before this returns; `note` receives the
     initialiser's messages (re-initialised heads).
     """
-    from .module import to_module
+    from archc.backends.module import to_module
 
     check_example_fits(net)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = to_module(net)
     if init is not None:
-        from .weights import init_model
+        from archc.backends.weights import init_model
 
         for message in init_model(model, net, init):
             note(message)
@@ -70,7 +71,7 @@ def check_example_fits(net: Network) -> None:
     """`OnnxExportError` unless the batches the export traces and checks fit EXAMPLE_BYTES
     in every layer (input and output together, float32): said before anything is
     allocated."""
-    from ..graph import layers
+    from archc.compiler.graph import layers
 
     def numel(shape) -> int:
         return int(np.prod(shape, dtype=object)) if shape else 0

@@ -1,8 +1,8 @@
 """Importers: front ends that turn existing networks into archc's IR.
 
 Each importer reads one foreign format (a Caffe prototxt, a Darknet cfg, a PyTorch
-module) and produces the same `ir.SpecFile` that `archc/parse.py` produces for a .arch
-file. None of them writes text: `archc/unparse.py` turns the IR into the spec a person
+module) and produces the same `ir.SpecFile` that `archc/compiler/parse.py` produces for a .arch
+file. None of them writes text: `archc/compiler/unparse.py` turns the IR into the spec a person
 would have written. Problems in the imported file are `Diagnostic`s located in it.
 
 The Caffe and Darknet importers never import torch; only the PyTorch importer does.
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import ir
-from ..diagnostics import Diagnostics
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.importers.registry import IMPORTERS, described, for_file
 
-CAFFE_SUFFIXES = (".prototxt", ".pt-txt", ".pbtxt")
-DARKNET_SUFFIXES = (".cfg",)
+__all__ = ["IMPORTERS", "check_imported", "import_source"]
 
 
 def import_source(
@@ -29,29 +29,22 @@ def import_source(
 ) -> ir.SpecFile | None:
     """The IR of `source`, chosen by its form; None (with diagnostics) when it cannot be read.
 
-    `source` is a file (`.prototxt` → Caffe, `.cfg` → Darknet) or a Python callable
+    `source` is a file that an importer of `IMPORTERS` reads (by suffix) or a Python callable
     (`torchvision:resnet50`, `pkg.module:factory`) that returns an `nn.Module`; `args`
     are that callable's keyword arguments and `input_shape` (C, H, W) its input (found by
     probing without it). `weights` asks the file importers to keep what the weights
     conversion needs (see `archc.importers.weights`).
     """
-    suffix = Path(source).suffix.lower()
-    if suffix in CAFFE_SUFFIXES:
-        from . import caffe
-
-        return caffe.load(source, diags)
-    if suffix in DARKNET_SUFFIXES:
-        from . import darknet
-
-        return darknet.load(source, diags)
+    importer = for_file(source)
+    if importer is not None:
+        return importer.load()(source, diags)
     if ":" in source and not Path(source).exists():
         return _torch_module(source, diags, args, input_shape)
     diags.error(
         "E001",
         ir.Span(file=source),
         f"cannot tell what kind of network `{source}` is",
-        "give a Caffe `.prototxt`, a Darknet `.cfg`, or a Python callable as "
-        "`module:callable` (e.g. `torchvision:resnet50`)",
+        f"give {described()}",
     )
     return None
 
@@ -61,7 +54,7 @@ def _torch_module(
 ) -> ir.SpecFile | None:
     """Import a PyTorch module through `archc.importers.torch_module` (it imports torch)."""
     try:
-        from .torch_module import load
+        from archc.importers.torch_module import load
     except ImportError as error:
         if error.name != f"{__name__}.torch_module":
             raise  # a bug or a missing dependency inside the importer: keep its traceback
@@ -81,11 +74,11 @@ def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostic
     The network (None on errors) is what the weights conversion walks: every layer keeps
     the span of the foreign layer it came from.
     """
-    from ..resolve import Resolver
-    from ..sources import Program, _define
+    from archc.compiler.resolve import Resolver
+    from archc.compiler.sources import Program, define_statement
 
     program = Program(root=spec.path, files={spec.path: spec}, sources=dict(sources))
     for stmt in spec.statements:
-        _define(program, stmt, diags)
+        define_statement(program, stmt, diags)
     network = Resolver(program, diags).network(None, {}, None)
     return None if diags.has_errors else network

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ir
-from ..diagnostics import Diagnostics
-from ..graph import LayerNode, Network, layers
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.graph import LayerNode, Network, layers
 
 WEIGHTED = ("conv", "fc", "bn", "prelu")
 
@@ -36,13 +36,16 @@ def convert(source: str, network: Network, target: Path) -> tuple[Path, int]:
     """Convert the weights file beside `source` for `network`; (file read, tensors written)."""
     from safetensors.numpy import save_file
 
-    path = Path(source)
-    if path.suffix.lower() == ".cfg":
-        found = path.with_suffix(".weights")
-        tensors = darknet_tensors(source, found, network)
-    else:
-        found = path.with_suffix(".caffemodel")
-        tensors = caffe_tensors(source, found, network)
+    from archc.importers.registry import for_file
+
+    importer = for_file(source)
+    convert_tensors = importer.tensors() if importer is not None else None
+    if importer is None or importer.weights_suffix is None or convert_tensors is None:
+        raise WeightsError(f"`{source}` has no weights file that archc can convert",
+                           "--weights reads the .caffemodel or .weights file beside a "
+                           ".prototxt or .cfg")
+    found = Path(source).with_suffix(importer.weights_suffix)
+    tensors = convert_tensors(source, found, network)
     # np.ascontiguousarray would make num_batches_tracked's 0-d scalar 1-d
     save_file({k: np.array(v, order="C") for k, v in tensors.items()}, str(target))
     return found, len(tensors)
@@ -164,7 +167,7 @@ def write_caffemodel(path: Path, blobs: dict[str, list[np.ndarray]], name: str =
 
 def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.ndarray]:
     """archc's state_dict from a caffemodel, for the network imported from `source`."""
-    from . import caffe, prototxt
+    from archc.importers import caffe, prototxt
 
     blobs = read_caffemodel(found)
     flat = _flat_ir(caffe.load, source)
@@ -261,7 +264,7 @@ def darknet_tensors(source: str, found: Path, network: Network) -> dict[str, np.
     Per [convolutional]: biases, or with batch_normalize β, γ, running mean, running
     variance; then the weights. Per [connected]: biases, then the weights.
     """
-    from . import darknet
+    from archc.importers import darknet
 
     try:
         data = found.read_bytes()

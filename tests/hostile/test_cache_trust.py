@@ -44,7 +44,7 @@ def _spec_with_imports(folder: Path, count: int) -> tuple[Path, list[Path]]:
 def _plant(folder: Path, specs_read: list[Path], marker: Path) -> None:
     """An attacker's cache folder: a pickle under every name archc ever read an entry by
     (each file's key, as archc before issue 24 named it `.pickle` and as it names it now)."""
-    from archc import cache
+    from archc.compiler import cache
 
     specs = folder / "specs"
     specs.mkdir(parents=True)
@@ -125,7 +125,7 @@ def test_a_pickle_planted_as_the_grammar_is_never_loaded(tmp_path, no_cache):
     root.chmod(0o700)
     marker = tmp_path / "attacker-code-ran"
     evil = pickle.dumps(_Payload(str(marker)))
-    text = (REPO / "archc" / "grammar.lark").read_text()
+    text = (REPO / "archc" / "compiler" / "grammar.lark").read_text()
     # where archc before issue 24 had lark keep it, and where archc keeps it now
     names = [f"grammar-start+expr-{_sha(text)[:16]}.lark", *_grammar_entry_names(text)]
     for name in names:
@@ -142,7 +142,7 @@ def _grammar_entry_names(text: str) -> list[str]:
     """The name of the grammar's entry in today's cache (none before issue 24)."""
     import lark
 
-    from archc import cache, parse
+    from archc.compiler import cache, parse
 
     if not hasattr(parse, "_OPTIONS"):
         return []
