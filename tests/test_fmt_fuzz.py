@@ -95,6 +95,17 @@ def test_a_lone_cr_in_a_trailing_comment_is_refused_not_turned_into_code():
     assert "carriage return" in diagnostic.message
 
 
+@pytest.mark.parametrize("text", ["network n:\n    input 3x8x8\n    relu\r",
+                                  "\r\n# a comment\nnetwork n:\n    input 3x8x8\n    relu\n\r"])
+def test_a_lone_cr_at_the_end_is_refused_as_check_refuses_it(text):
+    """Found by the 10,000-mutant run: fmt added the final new line before looking for a lone
+    CR, so `\\r` at the very end became `\\r\\n`, which check never sees."""
+    diags = Diagnostics()
+    assert parse_text(text, "end.arch", diags) is None and diags.has_errors
+    with pytest.raises(FormatRefused):
+        format_text(text, "end.arch")
+
+
 def test_a_changed_meaning_is_a_typed_refusal(monkeypatch):
     """Should the printer ever drop a token, fmt raises `FormatChangedMeaning` (the CLI
     prints one line and writes nothing), not an AssertionError."""

@@ -77,7 +77,7 @@ def format_text(text: str, path: str = "<spec>") -> str:
     is over the `file_bytes` limit, `FormatChangedMeaning` if the layout would change what
     the spec means."""
     _refuse_oversized(text, path)
-    source = _normalised(text)
+    source = _normalised(text, path)
     tokens, before = _read(source, path)
     out = _Printer(source, tokens).print()
     after = _parsed(out, path, formatted=True)
@@ -105,11 +105,16 @@ def unified_diff(old: str, new: str, path: str) -> str:
     return "".join(lines)
 
 
-def _normalised(text: str) -> str:
+def _normalised(text: str, path: str) -> str:
     """The text as the parser reads it (parse.parse_text): no byte-order mark, `\\r\\n` as
-    `\\n`, a final new line. A lone `\\r` stays, for the parser to refuse: read as a line
-    break here it once turned commented-out layers into code."""
+    `\\n`, a final new line. A NUL or a lone `\\r` is refused (`FormatRefused`, the parser's
+    located E001) before the final new line is added, as the parser does: read as a line
+    break here, a lone `\\r` once turned commented-out layers into code."""
+    from archc.compiler.sources import text_problem
+
     text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    if text_problem(text) is not None:
+        _parsed(text, path)  # raises FormatRefused with the parser's located E001
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -134,10 +139,7 @@ def _read(text: str, path: str) -> tuple[list[Token], ir.SpecFile]:
     from lark.indenter import DedentError
 
     from archc.compiler.parse import SpecBuilder, lark_parser
-    from archc.compiler.sources import text_problem
 
-    if text_problem(text) is not None:
-        _parsed(text, path)  # raises FormatRefused with the parser's located E001
     interactive = lark_parser().parse_interactive(text, start="start")
     try:
         tokens = list(interactive.iter_parse())
