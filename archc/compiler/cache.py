@@ -236,13 +236,12 @@ def _trusted(fd: int, own: bool) -> bool:
 
 @lru_cache(maxsize=None)
 def archc_fingerprint() -> str:
-    """A digest of archc's version and files and the versions the IR depends on: editing
-    the grammar, the parser or a layer kind invalidates every entry."""
+    """A digest of archc's files and the versions the IR depends on: editing the grammar,
+    the parser or a layer kind invalidates every entry, and so does a new archc version
+    (it is written in archc/__init__.py, one of the files)."""
     import pydantic
 
-    from archc import __version__
-
-    h = hashlib.sha256(f"{__version__}\0{sys.version}\0{pydantic.VERSION}\0".encode())
+    h = hashlib.sha256(f"{sys.version}\0{pydantic.VERSION}\0".encode())
     for folder, subfolders, files in os.walk(PACKAGE):
         subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
         for name in sorted(f for f in files if f.endswith((".py", ".lark"))):

@@ -104,7 +104,7 @@ def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
 def _report_stray_characters(text: str, path: str, diags: Diagnostics) -> bool:
     """E001 at the first NUL or lone carriage return: the lexer would take either as part
     of a comment, while an editor (or `archc fmt`) may break the line there."""
-    from archc.compiler.sources import text_problem
+    from archc.compiler.text import text_problem
 
     problem = text_problem(text)
     if problem is None:

@@ -110,7 +110,7 @@ def _normalised(text: str, path: str) -> str:
     `\\n`, a final new line. A NUL or a lone `\\r` is refused (`FormatRefused`, the parser's
     located E001) before the final new line is added, as the parser does: read as a line
     break here, a lone `\\r` once turned commented-out layers into code."""
-    from archc.compiler.sources import text_problem
+    from archc.compiler.text import text_problem
 
     text = text.removeprefix("\ufeff").replace("\r\n", "\n")
     if text_problem(text) is not None:
