@@ -14,6 +14,7 @@ from archc.api import (
     CheckResult,
     build,
     bundle,
+    cache_folder,
     cache_root,
     check,
     emit_dot,
@@ -38,8 +39,8 @@ from archc.compiler.sources import Program
 
 __all__ = [
     "CheckResult", "Diagnostic", "LayerNode", "Network", "ONNX_INPUT", "Program", "SpecError",
-    "build", "bundle", "cache_root", "check", "emit_dot", "emit_onnx", "emit_python",
-    "inference_module", "init_weights", "layers", "list_models", "load", "parse_assignments",
-    "parse_value", "render", "save_weights", "to_module", "zoo_entries",
+    "build", "bundle", "cache_folder", "cache_root", "check", "emit_dot", "emit_onnx",
+    "emit_python", "inference_module", "init_weights", "layers", "list_models", "load",
+    "parse_assignments", "parse_value", "render", "save_weights", "to_module", "zoo_entries",
 ]
 __version__ = "0.1.0"

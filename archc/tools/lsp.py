@@ -35,6 +35,7 @@ from archc.compiler.diagnostics import Diagnostic
 from archc.compiler.graph import LayerNode, Module, layers, walk
 
 DEBOUNCE_S = 0.15  # seconds of quiet typing before a spec is checked again
+COMPLETION_WINDOW = 400  # characters before the cursor that completion looks at
 WORD = re.compile(r'"[^"\n]*"|[A-Za-z_](?:[\w-]|\{[^{}\n]*\})*(?:\[[^\[\]\n]*\])?:?')
 TABLE_REF = re.compile(r"([A-Za-z_]\w*)\[([^\[\]\n]*)\]")
 
@@ -279,8 +280,11 @@ def completions(analysis: Analysis | None, text: str,
                 position: lsp.Position) -> list[lsp.CompletionItem]:
     """What may be written at the cursor: a kind's parameters inside its parentheses, a
     table's variants inside its brackets, else layer kinds and block names."""
-    line = text.split("\n")[position.line] if position.line < len(text.split("\n")) else ""
-    before = line[:position.character]
+    lines = text.split("\n")
+    line = lines[position.line] if position.line < len(lines) else ""
+    # what the cursor stands in is decided by the text just before it: a bounded window
+    # keeps a 20,000-character line from making each request quadratic
+    before = line[max(0, position.character - COMPLETION_WINDOW):position.character]
     program = analysis.program if analysis else None
     table = re.search(r"([A-Za-z_]\w*)\[[^\[\]]*$", before)
     if table and program and table.group(1) in program.tables:
@@ -498,13 +502,16 @@ async def _symbols(ls: ArchServer,
 
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
 def _formatting(ls: ArchServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit]:
-    from archc.tools.fmt import FormatRefused, format_text
+    from archc.tools.fmt import FormatChangedMeaning, FormatRefused, format_text
 
     document = ls.workspace.get_text_document(params.text_document.uri)
     try:
         new = format_text(document.source, to_fs_path(document.uri) or document.uri)
     except FormatRefused:
         return []  # the diagnostics already show why
+    except FormatChangedMeaning as exc:
+        ls.window_show_message(lsp.ShowMessageParams(lsp.MessageType.Error, str(exc)))
+        return []
     if new == document.source:
         return []
     end = lsp.Position(len(document.lines), 0)
@@ -512,5 +519,13 @@ def _formatting(ls: ArchServer, params: lsp.DocumentFormattingParams) -> list[ls
 
 
 def serve() -> None:
-    """Serve over stdin/stdout until the client says exit."""
+    """Serve over stdin/stdout until the client says exit. With the `depth` limit raised,
+    the checking threads get the stack that depth needs (limits.run_deep)."""
+    import threading
+
+    from archc.compiler import limits
+
+    stack = limits.deep_stack_bytes()
+    if stack:
+        threading.stack_size(stack)
     server.start_io()

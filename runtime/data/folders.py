@@ -504,20 +504,37 @@ def _cache_paths(cache_dir: Path, path: Path, size: int, key: str) -> tuple[Path
     return base.with_suffix(".npy"), base.with_suffix(".json")
 
 
-def _try_cache(npy: Path, idx: Path, key: str, size: int) -> ImageSet | None:
+def _try_cache(npy: Path, idx: Path, key: str, size: int,
+               source: tuple[list[list], list[int], list[str]]) -> ImageSet | None:
+    """The cached set, or None (a miss: rebuilt) unless its index is the one this source
+    gives: the same key and files, the same classes, and for every kept image the label the
+    source gives it now. An index edited by hand (labels swapped, out of range, class names
+    changed) is a miss, never used and never a crash."""
+    fingerprint, labels, classes = source
     try:
         meta = json.loads(idx.read_text())
         if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
             return None
+        kept = meta["kept"]
+        if (meta["sources"] != fingerprint or meta["classes"] != classes
+                or not _valid_rows(kept, len(labels))
+                or meta["labels"] != [labels[i] for i in kept]):
+            return None
         images = np.load(npy, mmap_mode="r")
-        labels = np.asarray(meta["labels"], dtype=np.int64)
-        if images.shape != (len(labels), size, size, 3) or images.dtype != np.uint8:
+        if images.shape != (len(kept), size, size, 3) or images.dtype != np.uint8:
             return None
         skipped = [(str(p), str(r)) for p, r in meta["skipped"]]
-        return ImageSet(images=images, labels=labels, classes=list(meta["classes"]),
-                        skipped=skipped)
-    except (OSError, ValueError, KeyError, TypeError):
+        return ImageSet(images=images, labels=np.asarray(meta["labels"], dtype=np.int64),
+                        classes=list(classes), skipped=skipped)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
+
+
+def _valid_rows(kept, n: int) -> bool:
+    """Whether `kept` is a strictly increasing list of row numbers below `n`."""
+    return (isinstance(kept, list) and all(type(i) is int for i in kept)
+            and all(a < b for a, b in zip(kept, kept[1:]))
+            and (not kept or (kept[0] >= 0 and kept[-1] < n)))
 
 
 def _shrink_npy(path: Path, n_total: int, n_kept: int, item_shape: tuple[int, ...]) -> None:
@@ -688,7 +705,7 @@ def load_images(
                            "files": fp, "labels": labels, "classes": classes})
         key = hashlib.sha256(blob.encode()).hexdigest()
         npy, idx = _cache_paths(cache_dir, path, size, key)
-        hit = _try_cache(npy, idx, key, size)
+        hit = _try_cache(npy, idx, key, size, (fp, labels, classes))
         if hit is not None:
             return hit
 
@@ -738,7 +755,7 @@ def load_images(
                 os.unlink(tmp_npy)
             except OSError:
                 pass
-    hit = _try_cache(npy, idx, key, size)
+    hit = _try_cache(npy, idx, key, size, (fp, labels, classes))
     if hit is None:  # pragma: no cover - only if the file system lies
         raise DataError(f"failed to read back the cache just written at {npy}")
     return hit

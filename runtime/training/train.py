@@ -62,10 +62,12 @@ class TrainRequest:
     console: Any = None
 
 
-def cache_dir() -> Path:
+def cache_dir() -> Path | None:
     """Where decoded image caches live: images/ under archc's cache root ($ARCHC_CACHE,
-    else $XDG_CACHE_HOME/archc, else ~/.cache/archc)."""
-    return archc.cache_root() / "images"
+    else $XDG_CACHE_HOME/archc, else ~/.cache/archc), vetted as archc's parse cache is (see
+    docs/security.md); None when that folder is not safe to use: images are then decoded
+    into memory, not cached."""
+    return archc.cache_folder("images")
 
 
 def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None):
