@@ -76,11 +76,13 @@ def _torch_module(
 
 
 def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostics):
-    """Resolve and shape-check imported IR; its diagnostics point into the imported file.
+    """Resolve and shape-check imported IR under the limits `archc check` enforces (layers,
+    depth, input size, parameters); its diagnostics point into the imported file.
 
     The network (None on errors) is what the weights conversion walks: every layer keeps
     the span of the foreign layer it came from.
     """
+    from ..api import _within_param_limit
     from ..resolve import Resolver
     from ..sources import Program, _define
 
@@ -88,4 +90,6 @@ def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostic
     for stmt in spec.statements:
         _define(program, stmt, diags)
     network = Resolver(program, diags).network(None, {}, None)
+    if network is not None:
+        network = _within_param_limit(network, diags)
     return None if diags.has_errors else network
