@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import Diagnostic, Diagnostics, SpecError
-from .graph import Network
-from .layers import Shape
-from .resolve import Resolver
-from .sources import Program, load_program
+from archc.compiler.diagnostics import Diagnostic, Diagnostics, SpecError
+from archc.compiler.graph import Network
+from archc.compiler.resolve import Resolver
+from archc.compiler.sources import Program, load_program
+from archc.layers import Shape
 
 
 @dataclass
@@ -104,8 +104,8 @@ def _note_unavailable_names(diags: Diagnostics, program: Program, names: list[st
 def _within_param_limit(net: Network, diags: Diagnostics) -> Network | None:
     """`net`, or None with an E205 at its largest layer when its parameters are over the
     `params` limit: refused at check, before a backend tries to allocate them."""
-    from . import limits
-    from .graph import layers
+    from archc.compiler import limits
+    from archc.compiler.graph import layers
 
     most, total = limits.get("params"), net.n_params
     if total <= most:
@@ -128,7 +128,7 @@ def _note_smallest_input(found: list[Diagnostic], program: Program, network: str
     by the spatial rules with the fc layers re-inferred, and confirmed by checking again."""
     from dataclasses import replace
 
-    from .shapes import input_sizes
+    from archc.compiler.shapes import input_sizes
 
     channels, height, width = shape
     size = max(height, width)
@@ -180,7 +180,7 @@ def build(
     **params: Any,
 ):
     """A `torch.nn.Module` for the spec; keyword arguments override the spec's parameters."""
-    from .backends.module import to_module
+    from archc.backends.module import to_module
 
     net = (
         spec

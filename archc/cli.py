@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from .console import check_report, fail, parse_sets, parse_shape, print_diagnostics, version
+from archc.console import check_report, fail, parse_sets, parse_shape, print_diagnostics, version
 
 __all__ = ["app", "fail", "main", "parse_sets", "parse_shape", "print_diagnostics"]
 
@@ -72,7 +72,7 @@ def checked(
     show_warnings: bool = True,
 ):
     """Check a spec for a verb that needs a valid network; exits 1 with diagnostics if not."""
-    from .api import check
+    from archc.api import check
 
     if not spec.exists():
         fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
@@ -114,8 +114,8 @@ def convert(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here"),
 ) -> None:
     """Translate a spec between the .arch language and YAML (same IR both ways)."""
-    from .diagnostics import Diagnostics
-    from .sources import SpecReadError, parse_source, read_spec
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.compiler.sources import SpecReadError, parse_source, read_spec
 
     if to not in ("yaml", "arch"):
         fail(f"--to must be yaml or arch, got `{to}`")
@@ -129,11 +129,11 @@ def convert(
     if tree is None or diags.has_errors:
         raise typer.Exit(1)
     if to == "yaml":
-        from .yamlspec import dump_yaml
+        from archc.compiler.yamlspec import dump_yaml
 
         out = dump_yaml(tree)
     else:
-        from .unparse import UnparseError, unparse
+        from archc.compiler.unparse import UnparseError, unparse
 
         try:
             out = unparse(tree)
@@ -173,7 +173,7 @@ def compile_(
     ),
 ) -> None:
     """Print the layer table; with -o also write standalone PyTorch source (or ONNX)."""
-    from .backends.summary import format_table, summarize
+    from archc.backends.summary import format_table, summarize
 
     net = checked(spec, sets, variant, network, input)
     typer.echo(format_table(summarize(net), net))
@@ -185,20 +185,20 @@ def compile_(
         fail(f"--emit must be python or onnx, got `{emit}`")
     if purpose not in ("training", "inference"):
         fail(f"--for must be training or inference, got `{purpose}`")
-    from .backends.onnx import OnnxExportError
-    from .backends.weights import InitError
+    from archc.backends.onnx import OnnxExportError
+    from archc.backends.weights import InitError
 
     try:
         if emit == "python":
-            from .backends.pysource import write_python
+            from archc.backends.pysource import write_python
 
             written = write_python(net, output, init=init, inference=purpose == "inference")
         elif purpose == "inference":
-            from .passes.export import export_inference_onnx
+            from archc.passes.export import export_inference_onnx
 
             written = export_inference_onnx(net, output, init=init)
         else:
-            from .backends.onnx import export_onnx
+            from archc.backends.onnx import export_onnx
 
             written = export_onnx(net, output, init=init)
     except (InitError, OnnxExportError, OSError) as exc:
@@ -217,7 +217,7 @@ def summary(
     as_json: bool = typer.Option(False, "--json", help="The same data as JSON"),
 ) -> None:
     """Per layer: output shape, parameters, MACs, activation memory, receptive field, stride."""
-    from .backends.summary import format_table, summarize, to_json
+    from archc.backends.summary import format_table, summarize, to_json
 
     net = checked(spec, sets, variant, network, input, show_warnings=not as_json)
     rows = summarize(net)
@@ -248,12 +248,12 @@ def graph(
     input: Optional[str] = InputOption,
 ) -> None:
     """Draw the network with graphviz: shapes on edges, blocks as clusters, a legend."""
-    from .backends.dot import DotNotFound, DrawingTooLarge, render, table_dot, to_dot
+    from archc.backends.dot import DotNotFound, DrawingTooLarge, render, table_dot, to_dot
 
     if depth is not None and depth < 0:
         fail(f"--depth must be 0 or more, got {depth}", "0 draws each top-level block as one box")
     if table:
-        from .api import check as run_check
+        from archc.api import check as run_check
 
         result = run_check(spec, parse_sets(sets), network=network)
         if result.program.root_file is None:
@@ -288,16 +288,16 @@ def fmt_(
     diff: bool = typer.Option(False, "--diff", help="Print the changes as a diff instead"),
 ) -> None:
     """Rewrite .arch files in the one canonical layout (comments and the network kept)."""
-    from .fmt import main as fmt_main
+    from archc.tools.fmt import main as fmt_main
 
     raise typer.Exit(fmt_main(specs, check=check, show_diff=diff))
 
 
-from .cli_import import import_  # noqa: E402  (`archc import`: Caffe, Darknet, PyTorch)
+from archc.cli_import import import_  # noqa: E402  (`archc import`: Caffe, Darknet, PyTorch)
 
 app.command(name="import")(import_)
 
-from .verify import verify_command  # noqa: E402  (`archc verify`: a spec against torchvision)
+from archc.tools.verify import verify_command  # noqa: E402  (`archc verify`: a spec against torchvision)
 
 app.command(name="verify")(verify_command)
 
@@ -307,7 +307,7 @@ def schema_(
                                           help="Write here, e.g. archc.schema.json"),
 ) -> None:
     """The JSON Schema of YAML specs, generated from the IR and the layer registry."""
-    from .schema import main as schema_main
+    from archc.tools.schema import main as schema_main
 
     raise typer.Exit(schema_main(output))
 
@@ -325,7 +325,7 @@ def diff_(
 ) -> None:
     """Structural diff of two networks: added, removed and changed layers with their shape,
     parameter and MAC deltas."""
-    from .diff import main as diff_main
+    from archc.tools.diff import main as diff_main
 
     raise typer.Exit(diff_main(a, b, sets, input, as_json, graph))
 
@@ -334,7 +334,7 @@ def diff_(
 def lsp_() -> None:
     """The language server, over stdin/stdout: point your editor's LSP client at `archc lsp`
     (docs/editors.md)."""
-    from .lsp import main as lsp_main
+    from archc.tools.lsp import main as lsp_main
 
     raise typer.Exit(lsp_main())
 

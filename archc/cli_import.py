@@ -1,7 +1,7 @@
 """`archc import SOURCE -o net.arch`: a Caffe prototxt, a Darknet cfg or a PyTorch module
 as a spec a person would have written, checked right away.
 
-The spec text comes from the unparser (`archc/unparse.py`) over the importer's IR; the
+The spec text comes from the unparser (`archc/compiler/unparse.py`) over the importer's IR; the
 IR is checked with the file's own spans, so a problem points at the imported file.
 """
 
@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .console import fail, parse_sets, parse_shape, print_diagnostics
+from archc.console import fail, parse_sets, parse_shape, print_diagnostics
 
 
 def import_(
@@ -37,9 +37,9 @@ def import_(
         False, "--force", help="Replace OUTPUT even if archc did not write it"),
 ) -> None:
     """Import a network as a compact .arch spec (blocks, repeats, paper notation)."""
-    from .api import _collector_paused
-    from .diagnostics import Diagnostics
-    from .importers import check_imported, import_source, layout
+    from archc.api import _collector_paused
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.importers import check_imported, import_source, layout
 
     if weights and output is None:
         fail("--weights needs -o: the weights go beside the spec")
@@ -82,7 +82,7 @@ def import_(
 
 def _check_outputs(paths: list[Path], force: bool) -> None:
     """Refuse, before any work, outputs that would replace a file archc should not."""
-    from .outputs import OutputRefused, check_output
+    from archc.tools.outputs import OutputRefused, check_output
 
     for path in paths:
         try:
@@ -94,8 +94,8 @@ def _check_outputs(paths: list[Path], force: bool) -> None:
 def _source_texts(source: str) -> dict[str, str]:
     """The imported file's text for rendering diagnostics ({} when it is not text to show:
     that is already a diagnostic)."""
-    from .diagnostics import Diagnostics
-    from .importers.common import read_text
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.importers.common import read_text
 
     text = read_text(source, Diagnostics())
     return {} if text is None else {source: text}
@@ -106,7 +106,7 @@ def _write_all(source: str, network, output: Path, text: str, weights: bool) -> 
     succeeded: each goes to a temporary file first, and both are renamed into place at the
     end, so a failed conversion leaves an existing OUTPUT untouched. Returns the line that
     reports the weights (None without --weights)."""
-    from .outputs import commit, discard, temporary_beside
+    from archc.tools.outputs import commit, discard, temporary_beside
 
     temporaries: list[Path] = []
     try:
@@ -134,7 +134,7 @@ def _write_all(source: str, network, output: Path, text: str, weights: bool) -> 
 def _convert_weights(source: str, network, target: Path) -> tuple[Path, int]:
     """Convert the weights file beside `source` into `target` (safetensors); a damaged or
     mismatched weights file is one line, and `target`'s final name is not touched."""
-    from .importers.weights import WeightsError, convert
+    from archc.importers.weights import WeightsError, convert
 
     try:
         return convert(source, network, target)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import Diagnostic
+from archc.compiler.diagnostics import Diagnostic
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
                 if argv is None:  # the process's own command line, not a caller's list
                     _exit_without_teardown(code)
                 raise SystemExit(code)
-        from .cli import main as full_cli
+        from archc.cli import main as full_cli
 
         full_cli(args)
     except BrokenPipeError:  # `archc ... | head` closed the pipe: stop quietly, like cat does
@@ -111,7 +111,7 @@ def apply_limit_options(args: list[str]) -> list[str]:
     """Take every `--limit NAME=VALUE` (or `--limit=NAME=VALUE`) out of `args`, anywhere on
     the line, and export them in ARCHC_LIMITS, where every stage (and any worker process)
     reads them. A malformed one is a usage error."""
-    from . import limits
+    from archc.compiler import limits
 
     rest: list[str] = []
     given: list[str] = []
@@ -138,7 +138,7 @@ def apply_limit_options(args: list[str]) -> list[str]:
 
 def version() -> str:
     """`archc 0.1.0 (Python 3.11.7)`: what `archc --version` prints."""
-    from . import __version__
+    from archc import __version__
 
     return f"archc {__version__} (Python {sys.version.split()[0]})"
 
@@ -164,7 +164,7 @@ def _plain_check(args: list[str]) -> dict[str, Any] | None:
 
 def parse_sets(values: list[str] | None) -> dict[str, Any]:
     """`--set k=v` options as a dict of typed values."""
-    from .expressions import parse_value
+    from archc.compiler.expressions import parse_value
 
     out: dict[str, Any] = {}
     for item in values or []:
@@ -185,7 +185,7 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
         dims = ()
     if len(dims) != 3 or min(dims) < 1:
         fail(f"--input expects C×H×W such as 3x224x224, got `{text}`")
-    from . import limits
+    from archc.compiler import limits
 
     if max(dims) > limits.get("input_size"):
         fail(f"--input {text} has a side over the limit of {limits.get('input_size'):,}",
@@ -203,7 +203,7 @@ def fail(message: str, hint: str | None = None, code: int = 2) -> None:
 
 def print_diagnostics(diags: list[Diagnostic], sources: dict[str, str]) -> None:
     """Rendered diagnostics on stderr, coloured when it is a terminal."""
-    from .render import render_all
+    from archc.compiler.render import render_all
 
     if diags:
         print(render_all(diags, sources, color=sys.stderr.isatty()), file=sys.stderr)
@@ -232,7 +232,7 @@ def check_report(
     """Run `archc check` on each spec and print the reports; returns the exit status (1 if
     any spec has errors). The options apply to every spec; with --json, several specs give a
     list of the objects one spec gives."""
-    from .api import check as run_check
+    from archc.api import check as run_check
 
     for spec in specs:
         if not spec.exists():
@@ -260,8 +260,8 @@ def check_report(
 
 def _print_report(result, explain: bool) -> None:
     """One spec's report: its diagnostics, then OK with shapes, counts and input sizes."""
-    from .layers import fmt
-    from .shapes import input_sizes
+    from archc.compiler.shapes import input_sizes
+    from archc.layers import fmt
 
     print_diagnostics(result.diagnostics, result.program.sources)
     if not result.ok:
@@ -282,7 +282,7 @@ def _print_report(result, explain: bool) -> None:
 
 
 def _check_json(spec: Path, result) -> dict:
-    from .shapes import input_sizes
+    from archc.compiler.shapes import input_sizes
 
     if isinstance(result, Exception):
         return {"spec": str(spec), "ok": False, "internal_error": repr(result)}

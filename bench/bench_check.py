@@ -25,7 +25,8 @@ def _cold(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - started
 
 
-# The first check after an edit: the parse cache off (archc/cache.py), so the spec is parsed
+# The first check after an edit: the parse cache off (archc/compiler/cache.py),
+# so the spec is parsed
 PARSING = {**os.environ, "ARCHC_NO_CACHE": "1"}
 
 
@@ -35,7 +36,7 @@ TARGET = 0.15  # cold check / import torch
 def zoo_members() -> dict[str, list[str]]:
     """One member of every zoo family: the first entry of specs/zoo.yaml for each spec file,
     as `archc check` arguments, by family (the spec's stem)."""
-    from archc.verify import load_zoo
+    from archc.tools.verify import load_zoo
 
     members: dict[str, list[str]] = {}
     for entry in load_zoo().values():

@@ -32,7 +32,7 @@ import torch
 import torchvision
 
 import archc
-from archc.verify import load_zoo
+from archc.tools.verify import load_zoo
 from bench.report import Row
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import ir
-from ..diagnostics import Diagnostics
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
 
 # Words of the .arch language that cannot be labels or network names.
 RESERVED = {
@@ -44,7 +44,7 @@ def layer(kind: str, span: ir.Span, label: str | None = None, **args) -> ir.Laye
 
 def _positional(kind: str, name: str, value) -> bool:
     """A float the notation would write as `{0.1}`: give it positionally, `leakyrelu(0.1)`."""
-    from ..layers import REGISTRY
+    from archc.layers import REGISTRY
 
     entry = REGISTRY.get(kind)
     return (isinstance(value, float) and entry is not None and bool(entry.params)
@@ -52,7 +52,7 @@ def _positional(kind: str, name: str, value) -> bool:
 
 
 def _is_default(kind: str, name: str, value, head: bool = False) -> bool:
-    from ..layers import REGISTRY
+    from archc.layers import REGISTRY
 
     entry = REGISTRY.get(kind)
     if entry is None or (name == entry.sugar[0] and not head):
@@ -88,7 +88,7 @@ def identifier(name: str, taken: set[str] | None = None) -> str:
 
 def network_name(name: str | None, path: str) -> str:
     """The network's name: the file's own `name`, else the file name, as an identifier."""
-    from ..parse import notation_kind
+    from archc.compiler.parse import notation_kind
 
     text = identifier(name or Path(path).stem)
     return text + "_net" if notation_kind(text) else text
@@ -98,7 +98,7 @@ def read_text(path: str, diags: Diagnostics) -> str | None:
     """The file's text, or None with one located diagnostic when it is not a text file to
     import: missing, a folder, over the `file_bytes` limit (E205, checked before reading, so a
     50 MB file is refused at once), not UTF-8 (UTF-16 is named as such), or holding a NUL."""
-    from ..sources import SpecReadError, read_spec
+    from archc.compiler.sources import SpecReadError, read_spec
 
     try:
         text = read_spec(path)

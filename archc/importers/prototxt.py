@@ -15,9 +15,9 @@ from typing import Any
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from .. import ir, limits
-from ..diagnostics import Diagnostics
-from ..parse import _unclosed
+from archc.compiler import ir, limits
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.parse import _unclosed
 
 GRAMMAR = Path(__file__).with_name("prototxt.lark")
 
@@ -146,7 +146,7 @@ _NESTING = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|#[^\n]*|[{<\[
 def _too_deep(text: str, path: str):
     """An E205 at the first opener nested deeper than the `depth` limit, else None: checked
     before parsing, so 2,000 nested braces cost one scan, not a parse and a recursion."""
-    from ..diagnostics import Diagnostic
+    from archc.compiler.diagnostics import Diagnostic
 
     most, depth = limits.get("depth"), 0
     for match in _NESTING.finditer(text):
@@ -257,7 +257,7 @@ def unescape(token: str, span: ir.Span) -> str:
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, path: str):
-    from ..diagnostics import Diagnostic
+    from archc.compiler.diagnostics import Diagnostic
 
     line, col, width = max(exc.line or 1, 1), max(exc.column or 1, 1), 1
     hint = "a prototxt field is `name: value` or `name { ... }`"

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ir
-from ..diagnostics import Diagnostics
-from ..graph import LayerNode, Network, layers
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.graph import LayerNode, Network, layers
 
 WEIGHTED = ("conv", "fc", "bn", "prelu")
 
@@ -189,7 +189,7 @@ def write_caffemodel(path: Path, blobs: dict[str, list[np.ndarray]], name: str =
 
 def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.ndarray]:
     """archc's state_dict from a caffemodel, for the network imported from `source`."""
-    from . import caffe, prototxt
+    from archc.importers import caffe, prototxt
 
     blobs = read_caffemodel(found, caffemodel_most_bytes(network))
     flat = _flat_ir(caffe.load, source)
@@ -326,7 +326,7 @@ def darknet_layout(source: str, network: Network) -> list[tuple[str, tuple[int, 
 
 def _darknet_sections(source: str, network: Network) -> dict[tuple[int, int], dict]:
     """Section header position → its weighted modules by kind (conv or fc, and bn)."""
-    from . import darknet
+    from archc.importers import darknet
 
     modules: dict[tuple[int, int], dict[str, LayerNode]] = {}
     for span, node in _pairs(_flat_ir(darknet.load, source), network):

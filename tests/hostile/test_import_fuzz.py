@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from archc.api import check
-from archc.diagnostics import Diagnostics
+from archc.compiler.diagnostics import Diagnostics
 from archc.importers import check_imported, import_source, layout
 from archc.importers.weights import (
     WeightsError,

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from archc.diagnostics import Diagnostics
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.render import render_all
 from archc.importers import import_source
-from archc.render import render_all
 
 CAFFE_HEAD = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 32 dim: 32 }\n'
 NET_HEAD = "[net]\nchannels=3\nheight=32\nwidth=32\n\n"

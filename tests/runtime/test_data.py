@@ -1,4 +1,4 @@
-"""runtime.data: discovery, split, decoding of good and bad files, the uint8 cache."""
+"""runtime.data.folders: discovery, split, decoding of good and bad files, the uint8 cache."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime import data as D
-from runtime.data import (
+from runtime.data import folders as D
+from runtime.data.folders import (
     DataError,
     ImageSet,
     decode_image,
@@ -22,7 +22,7 @@ from runtime.data import (
     split_hash,
     stratified_split,
 )
-from runtime.synth import write_synthetic
+from runtime.data.synth import write_synthetic
 
 SMALL = ((60, 140), (40, 110))
 SIZE = 24
