@@ -6,6 +6,8 @@
 """
 from archc.api import CheckResult, build, check, load
 from archc.compiler.diagnostics import Diagnostic, SpecError
+from archc.tools.outputs import OutputRefused, check_outputs, foreign_entries, mark
 
-__all__ = ["CheckResult", "Diagnostic", "SpecError", "build", "check", "load"]
+__all__ = ["CheckResult", "Diagnostic", "OutputRefused", "SpecError", "build", "check",
+           "check_outputs", "foreign_entries", "load", "mark"]
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from archc.console import fail, parse_sets, parse_shape, print_diagnostics
+from archc.console import fail, parse_sets, parse_shape, print_diagnostics, refuse_clobber
 
 
 def import_(
@@ -54,7 +54,7 @@ def import_(
         fail(f"--input is for PyTorch modules; `{source}` declares its own input",
              "drop --input, or change the input in the file")
     if output is not None:
-        _check_outputs([output, output.with_suffix(".safetensors")] if weights else [output],
+        refuse_clobber([output, output.with_suffix(".safetensors")] if weights else [output],
                        force)
     diags = Diagnostics()
     with _collector_paused():  # as in `check`: its full passes made 20,000 layers superlinear
@@ -78,17 +78,6 @@ def import_(
     typer.echo(f"wrote {output} ({text.count(chr(10))} lines; {summary})")
     if converted:
         typer.echo(converted)
-
-
-def _check_outputs(paths: list[Path], force: bool) -> None:
-    """Refuse, before any work, outputs that would replace a file archc should not."""
-    from archc.tools.outputs import OutputRefused, check_output
-
-    for path in paths:
-        try:
-            check_output(path, force=force)
-        except OutputRefused as exc:
-            fail(str(exc))
 
 
 def _source_texts(source: str) -> dict[str, str]:

@@ -201,6 +201,17 @@ def fail(message: str, hint: str | None = None, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def refuse_clobber(paths, force: bool) -> None:
+    """Exit with one line, before any work, when an output would replace a run folder's own
+    file or a file archc did not write (unless --force)."""
+    from archc.tools.outputs import OutputRefused, check_outputs
+
+    try:
+        check_outputs(paths, force=force)
+    except OutputRefused as exc:
+        fail(str(exc))
+
+
 def print_diagnostics(diags: list[Diagnostic], sources: dict[str, str]) -> None:
     """Rendered diagnostics on stderr, coloured when it is a terminal."""
     from archc.compiler.render import render_all

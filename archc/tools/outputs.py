@@ -65,7 +65,7 @@ MARK = "user.archc.output"
 RUN_MARKERS = ("record.json", "hparams.json")
 #: a run's own files (runtime/run.py and the training loop write them)
 RUN_FILES = {"spec.arch", "hparams.json", "split.json", "record.json", "skipped.txt", ".lock",
-             "metrics.jsonl", "metrics.csv", "curves.png"}
+             "metrics.jsonl", "metrics.csv", "curves.png", "engines.json", "confusion.png"}
 RUN_PREFIXES = ("best", "last")
 
 
@@ -93,6 +93,12 @@ def check_output(path: Path | str, *, force: bool = False) -> None:
                             "replace it")
 
 
+def check_outputs(paths, *, force: bool = False) -> None:
+    """`check_output` for every file a command may write, before it writes any."""
+    for path in paths:
+        check_output(path, force=force)
+
+
 def run_folder_of(path: Path) -> Path | None:
     """The run folder `path` would be written into, or None when its folder is no run's."""
     folder = path.parent
@@ -101,6 +107,18 @@ def run_folder_of(path: Path) -> Path | None:
 
 def _is_run_file(name: str) -> bool:
     return name in RUN_FILES or name.startswith(RUN_PREFIXES)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """The names in `folder` that no training run writes: anything but a run's own regular
+    files (its fixed names, best*/last* checkpoints, dot-files such as .lock and temporaries);
+    a symlink or a sub-folder is foreign whatever its name."""
+    foreign = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        ours = _is_run_file(entry.name) or entry.name.startswith(".")
+        if not ours or not entry.is_file(follow_symlinks=False):
+            foreign.append(entry.name)
+    return foreign
 
 
 def written_by_archc(path: Path) -> bool:

@@ -38,6 +38,8 @@ QuantizeOption = typer.Option(
     "training split; not exact, so its accuracy and log-loss change are printed")
 CalibrationOption = typer.Option(None, "--calibration-images", min=1,
                                  help="Training images that calibrate int8 (default 128)")
+ForceOption = typer.Option(False, "--force",
+                           help="Replace OUTPUT even if archc did not write it or a run owns it")
 _SHOWN = 5  # unreadable files listed by name in an error
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -364,6 +366,7 @@ def submit_command(
     engine: str = EngineOption,
     quantize: str = QuantizeOption,
     calibration: int | None = CalibrationOption,
+    force: bool = ForceOption,
 ) -> None:
     """Write a Kaggle Dogs-vs-Cats submission: `id,label` with label = p(dog), sorted by id."""
     from runtime.after.inference import predict_files
@@ -371,6 +374,7 @@ def submit_command(
     with _user_errors():
         _check_probability_options(clip, fill)
         ids = _test_ids(test)
+        _refuse_clobber([output], force)
         trained = _load(run, checkpoint, device)
         column = _positive_index(trained, positive)
         _use_engine(trained, engine, quantize, calibration, len(ids) * (1 + tta), batch_size)
@@ -447,6 +451,7 @@ def _write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text)
+    _mark_written([path])
 
 
 # --------------------------------------------------------------------------- export
@@ -461,15 +466,18 @@ def export_command(
     to: str = typer.Option(..., "--to", help="onnx, torchscript or python"),
     output: Path = typer.Option(..., "--output", "-o", help="File to write"),
     checkpoint: str | None = CheckpointOption,
+    force: bool = ForceOption,
 ) -> None:
     """Export the trained model: ONNX, TorchScript, or standalone PyTorch source + weights."""
     with _user_errors():
         if to not in _FORMATS:
             raise AfterError(f"--to must be one of {', '.join(_FORMATS)}, got `{to}`")
+        _refuse_clobber(_export_targets(to, output), force)
         trained = _load(run, checkpoint, "cpu")
         output.parent.mkdir(parents=True, exist_ok=True)
         written = {"onnx": _export_onnx, "torchscript": _export_torchscript,
                    "python": _export_python}[to](trained, output)
+        _mark_written(written)
     for path in written:
         typer.echo(f"wrote {path}")
     typer.echo(_input_contract(trained))
@@ -558,3 +566,34 @@ def _compare(expected, got, what: str) -> None:
     diff = float((expected - got).abs().max())
     if diff > EXPORT_TOLERANCE * scale:
         raise AfterError(f"{what} differs from the trained model by up to {diff:.3g}")
+
+
+# --------------------------------------------------------------------------- what not to replace
+
+
+def _export_targets(to: str, output: Path) -> list[Path]:
+    """Every file `export --to TO -o OUTPUT` may write (python writes its weights beside)."""
+    if to == "python":
+        return [output, output.with_suffix(".safetensors")]
+    if to == "onnx":
+        return [output, Path(f"{output}.data")]
+    return [output]
+
+
+def _refuse_clobber(paths: list[Path], force: bool) -> None:
+    """AfterError, before any work, when an output would replace a run folder's own file or
+    a file archc did not write (unless --force)."""
+    from archc import OutputRefused, check_outputs
+
+    try:
+        check_outputs(paths, force=force)
+    except OutputRefused as exc:
+        raise AfterError(str(exc)) from None
+
+
+def _mark_written(paths) -> None:
+    """Mark what this command wrote as archc's, so running it again may replace it."""
+    from archc import mark
+
+    for path in paths:
+        mark(path)

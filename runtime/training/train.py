@@ -131,6 +131,8 @@ def train(req: TrainRequest) -> FitResult:
         )
     if resume_dir is not None:
         _same_data_path(resume_dir, record, data_path)
+    elif req.run:
+        _refuse_foreign_folder(Path(req.run))  # before any data is read or cached
     base = dict(saved_config.model_dump()) if saved_config else _spec_train(req)
     config = _config(base, req.settings)
     try:
@@ -309,6 +311,7 @@ def _reason(exc: OSError, about: Path) -> str:
 def _new_run_folder(run_dir: Path, held: contextlib.ExitStack) -> None:
     """Create the run folder (TrainError when it cannot be) and lock it before anything is
     written, so two runs started into one folder cannot interleave."""
+    _refuse_foreign_folder(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -318,6 +321,24 @@ def _new_run_folder(run_dir: Path, held: contextlib.ExitStack) -> None:
         raise TrainError(f"cannot create the run folder {run_dir}: "
                          f"{_reason(exc, run_dir)}") from None
     _lock(run_dir, World(), held)
+
+
+def _refuse_foreign_folder(run_dir: Path) -> None:
+    """TrainError when --run names a symlink or a folder holding files a run does not write:
+    training would overwrite the user's own metrics.csv or spec.arch there."""
+    from archc import foreign_entries
+
+    if run_dir.is_symlink():
+        raise TrainError(f"--run {run_dir} is a symbolic link; give a new folder (or the "
+                         "folder it points to, if that is a run's)")
+    if not run_dir.is_dir():
+        return
+    foreign = foreign_entries(run_dir)
+    if foreign:
+        shown = ", ".join(f"`{name}`" for name in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise TrainError(f"--run {run_dir} holds files that are not a run's ({shown}{more}); "
+                         "train into a new or empty folder")
 
 
 def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data_path, images,
