@@ -3,11 +3,45 @@
     import archc
     net = archc.load("specs/resnet34.arch", num_classes=2)   # checked, torch-free
     model = archc.build("specs/resnet34.arch", num_classes=2) # a torch.nn.Module
+    model = archc.build("resnet50", num_classes=2)            # a zoo network by name
+    archc.list_models()                                       # ['alexnet', 'convnext_base', ...]
+
+This module is archc's one public face: the runtime, the benchmarks, the tools and users
+import from here, never from archc's inner modules. Importing it does not import torch;
+the functions that need torch import it when called.
 """
-from archc.api import CheckResult, build, check, load
-from archc.compiler.diagnostics import Diagnostic, SpecError
+from archc.api import (
+    CheckResult,
+    build,
+    bundle,
+    cache_root,
+    check,
+    emit_dot,
+    emit_onnx,
+    emit_python,
+    inference_module,
+    init_weights,
+    list_models,
+    load,
+    parse_assignments,
+    parse_value,
+    render,
+    save_weights,
+    to_module,
+    zoo_entries,
+)
+from archc.backends import ONNX_INPUT
+from archc.compiler.diagnostics import Diagnostic
+from archc.compiler.graph import LayerNode, Network, layers
+from archc.compiler.render import SpecError
+from archc.compiler.sources import Program
 from archc.tools.outputs import OutputRefused, check_outputs, foreign_entries, mark
 
-__all__ = ["CheckResult", "Diagnostic", "OutputRefused", "SpecError", "build", "check",
-           "check_outputs", "foreign_entries", "load", "mark"]
+__all__ = [
+    "CheckResult", "Diagnostic", "LayerNode", "Network", "ONNX_INPUT", "OutputRefused",
+    "Program", "SpecError", "build", "bundle", "cache_root", "check", "check_outputs",
+    "emit_dot", "emit_onnx", "emit_python", "foreign_entries", "inference_module",
+    "init_weights", "layers", "list_models", "load", "mark", "parse_assignments",
+    "parse_value", "render", "save_weights", "to_module", "zoo_entries",
+]
 __version__ = "0.1.0"

@@ -122,15 +122,14 @@ def preprocessed(folder: Path, n: int, offset: int = 0) -> torch.Tensor:
 def engine_set(name: str, net, model, batch: int, work: Path, calibration: torch.Tensor,
                compile_it: bool = True):
     """archc's runners for one network and batch: compiled, onnxruntime fp32, onnxruntime int8."""
-    from archc.passes import inference_module
-    from archc.passes.export import export_folded_onnx
+    from archc import emit_onnx, inference_module
     from runtime.after.engines import compiled_runner, onnx_runner
     from runtime.after.quantize import quantize_file
 
     fp32 = work / f"{name}.onnx"
     int8 = work / f"{name}.int8.onnx"
     if not fp32.exists():
-        export_folded_onnx(net, model, fp32)
+        emit_onnx(net, fp32, model=model)
     if not int8.exists():
         quantize_file(fp32, int8, (calibration[i: i + 16].numpy()
                                    for i in range(0, len(calibration), 16)))

@@ -44,6 +44,17 @@ def _show_data_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
+def _parse_sets(values: list[str] | None) -> dict:
+    """`--set NAME=VALUE` options as typed values; a malformed one is a usage error."""
+    import archc
+
+    try:
+        return archc.parse_assignments(values)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+        raise
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -105,7 +116,6 @@ def train_command(
 
         args = _without_nproc(sys.argv[1:])
         raise typer.Exit(launch(nproc, args))
-    from archc.cli import parse_sets
     from runtime.training.train import SpecCheckError, TrainError, TrainRequest
     from runtime.training.train import train as run_train
 
@@ -140,7 +150,7 @@ def train_command(
     req = TrainRequest(
         spec=spec,
         data=data,
-        params=parse_sets(sets),
+        params=_parse_sets(sets),
         variant=variant,
         network=network,
         settings={k: v for k, v in settings.items() if v is not None},

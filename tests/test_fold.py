@@ -185,7 +185,7 @@ def test_the_pass_does_not_import_torch():
 
 
 def test_compile_for_inference_writes_folded_source_and_weights(tmp_path):
-    from archc.cli import app
+    from archc.cli.app import app
 
     spec = REPO / "examples" / "mini_resnet.arch"
     weights = tmp_path / "w.safetensors"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from archc.tools.verify import TOLERANCE, Entry, describe, load_zoo, torchvision_names, verify
+from archc.tools.verify import TOLERANCE, describe, torchvision_names, verify
+from archc.zoo import Entry, load_zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = load_zoo()

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from archc.backends import ONNX_INPUT, ONNX_OUTPUT
 from archc.compiler.graph import Network
 
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter's lowest opset; it cannot convert down reliably
 TOLERANCE = 1e-4  # relative to the logits' scale (at least 1): float32 sums differ in order
 _EXTERNAL_BYTES = 1 << 30  # weights above this go to `<file>.data`: protobuf stops at 2 GiB
-INPUT, OUTPUT = "input", "logits"
+INPUT, OUTPUT = ONNX_INPUT, ONNX_OUTPUT
 
 
 class OnnxExportError(Exception):

@@ -4,7 +4,7 @@ located error (E205) instead of a hang or a `MemoryError`.
 Every limit can be raised:
 
 - on the command line, before or after the verb: `archc --limit layers=2000000 check x.arch`
-  (repeatable; `archc.console` exports it as `ARCHC_LIMITS` so worker processes see it too);
+  (repeatable; `archc.cli.main` exports it as `ARCHC_LIMITS` so worker processes see it too);
 - in the environment: `ARCHC_LIMITS="layers=2000000,params=1e10"`;
 - from Python: `archc.compiler.limits.override(layers=2_000_000)` (a context manager).
 

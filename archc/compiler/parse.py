@@ -32,7 +32,7 @@ class _ArchIndenter(Indenter):
 
 
 @lru_cache(maxsize=None)
-def _parser() -> Lark:
+def lark_parser() -> Lark:
     """The .arch parser. One instance serves whole files (`start`) and the `{expression}`
     parts of words (`expr`): one grammar to load, one set of lexer scanners to compile."""
     return Lark(
@@ -69,7 +69,7 @@ def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     if not text.endswith("\n"):
         text += "\n"
     try:
-        tree = _parser().parse(text, start="start")
+        tree = lark_parser().parse(text, start="start")
     except UnexpectedInput as exc:
         diags.add(_syntax_diagnostic(exc, text, path))
         return None
@@ -78,14 +78,14 @@ def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
         return None
     if _report_too_deep(tree, path, diags):
         return None
-    builder = _Builder(path, diags)
+    builder = SpecBuilder(path, diags)
     return builder.spec_file(tree)
 
 
 def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
     """Parse one `{expression}` found inside a word; its span is `span`'s position."""
     try:
-        tree = _parser().parse(text, start="expr")
+        tree = lark_parser().parse(text, start="expr")
     except UnexpectedInput:
         diags.error(
             "E109",
@@ -97,7 +97,7 @@ def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
     # an expression of n characters nests at most n deep: most need no walk
     if len(text) > limits.get("depth") and _report_too_deep(tree, span.file, diags, origin=span):
         return None
-    return _Builder(span.file, diags, origin=span).expr(tree)
+    return SpecBuilder(span.file, diags, origin=span).expr(tree)
 
 
 # Tree nodes that are one level of nesting as a user counts it: a bracket, an indented block,
@@ -119,7 +119,7 @@ def _report_too_deep(tree: Tree, path: str, diags: Diagnostics, origin=None) -> 
         levels += node.data in _NESTING
         # the raw depth bounds recursion through any rule, named above or added later
         if levels > most or raw > 6 * most:
-            where = _Builder(path, diags, origin=origin).span(node)
+            where = SpecBuilder(path, diags, origin=origin).span(node)
             diags.error(
                 "E205", where, f"the spec nests more than {most} levels deep",
                 limits.hint("depth"),
@@ -132,7 +132,7 @@ def _report_too_deep(tree: Tree, path: str, diags: Diagnostics, origin=None) -> 
 
 def notation_kind(word: str) -> str | None:
     """The layer kind a word reads as in paper notation (`conv_1` → conv), or None."""
-    callee, _ = _Builder("<name>", Diagnostics()).word_text(word, ir.Span.model_construct())
+    callee, _ = SpecBuilder("<name>", Diagnostics()).word_text(word, ir.Span.model_construct())
     from archc.layers import REGISTRY
 
     return callee if callee in REGISTRY else None
@@ -182,7 +182,7 @@ def _describe(names: set[str]) -> str:
 
 def _literal(name: str) -> str:
     """How to show a terminal the table does not name: its literal text (`//`, `block`)."""
-    for term in _parser().terminals:
+    for term in lark_parser().terminals:
         if term.name == name and term.pattern.type == "str":
             return f"`{term.pattern.value}`"
     return f"`{name.lower()}`"
@@ -206,7 +206,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
         )
         message = f"unexpected {found}"
         hint = f"expected {_describe(set(exc.expected))}"
-        opener = _unclosed(text) if tok.type in ("_DEDENT", "$END") else None
+        opener = unclosed(text) if tok.type in ("_DEDENT", "$END") else None
         if opener is not None:
             line, col, char = opener
             message, hint = f"`{char}` is never closed", _CLOSE_HINTS[char]
@@ -224,7 +224,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
         message = "unexpected end of file"
         hint = f"expected {_describe(set(exc.expected))}"
         line, col = _last_position(text)
-        opener = _unclosed(text)
+        opener = unclosed(text)
         if opener is not None:
             line, col, char = opener
             message, hint = f"`{char}` is never closed", _CLOSE_HINTS[char]
@@ -245,7 +245,7 @@ _CLOSE_HINTS = {
 }
 
 
-def _unclosed(text: str) -> tuple[int, int, str] | None:
+def unclosed(text: str) -> tuple[int, int, str] | None:
     """The first bracket still open at the end of the text (comments and strings skipped)."""
     stack: list[tuple[int, int, str]] = []
     pairs = {")": "(", "]": "[", "}": "{"}
@@ -355,7 +355,7 @@ _COMPARE_OPS = {"and_": "and", "or_": "or"}
 _PART = re.compile(r"\{[^{}\n]*\}|[^-{]+")
 
 
-class _Builder:
+class SpecBuilder:
     """Turns lark's tree into IR nodes; `origin` offsets spans of a re-parsed fragment."""
 
     def __init__(self, path: str, diags: Diagnostics, origin: ir.Span | None = None):

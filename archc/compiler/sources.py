@@ -196,10 +196,10 @@ def _load(
             target = str(Path(path).parent / stmt.path)
             _load(program, target, diags, stack + [key], stmt)
     for stmt in spec.statements:
-        _define(program, stmt, diags)
+        define_statement(program, stmt, diags)
 
 
-def _define(program: Program, stmt, diags: Diagnostics) -> None:
+def define_statement(program: Program, stmt, diags: Diagnostics) -> None:
     if isinstance(stmt, ir.TrainDef):
         for s in stmt.settings:
             program.train[s.name] = s

@@ -398,9 +398,9 @@ class _Reader:
 
     def word(self, text: str, args: list[ir.Arg] | None, span: ir.Span) -> ir.Layer:
         """A layer word, with paper notation expanded exactly as the .arch parser does."""
-        from archc.compiler.parse import _Builder
+        from archc.compiler.parse import SpecBuilder
 
-        builder = _Builder(self.path, self.diags, origin=span)
+        builder = SpecBuilder(self.path, self.diags, origin=span)
         callee, sugar_args = builder.word_text(text, span)
         return ir.Layer.model_construct(
             callee=callee or text, args=[*sugar_args, *(args or [])], span=span, callee_span=span

@@ -26,8 +26,8 @@ def layer(kind: str, span: ir.Span, label: str | None = None, **args) -> ir.Laye
     The order matters for paper notation: `conv(kernel=3, out=64)` prints as `conv3-64`.
     Arguments equal to the kind's default are left out, except the notation's own.
     """
-    kept = [(k, v) for k, v in args.items() if v is not None and not _is_default(kind, k, v)]
-    if len(kept) == 1 and _is_default(kind, *kept[0], head=True):
+    kept = [(k, v) for k, v in args.items() if v is not None and not is_default(kind, k, v)]
+    if len(kept) == 1 and is_default(kind, *kept[0], head=True):
         kept = []  # `maxpool`, not `maxpool2`: a lone default needs no notation
     return ir.Layer(
         callee=kind,
@@ -51,7 +51,7 @@ def _positional(kind: str, name: str, value) -> bool:
             and entry.params[0].name == name)
 
 
-def _is_default(kind: str, name: str, value, head: bool = False) -> bool:
+def is_default(kind: str, name: str, value, head: bool = False) -> bool:
     from archc.layers import REGISTRY
 
     entry = REGISTRY.get(kind)

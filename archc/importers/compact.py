@@ -372,7 +372,7 @@ def _roles(units: list[ir.Group], ids) -> list[list[str]] | None:
 
 def _fill(unit: ir.Group, exprs: dict[int, ir.Expr], roles: list[str] | None) -> ir.Group:
     """The block body: `unit` with numbers made parameters, defaults dropped, roles as labels."""
-    from archc.importers.common import _is_default
+    from archc.importers.common import is_default
     from archc.layers import REGISTRY
 
     counter = iter(range(10**9))
@@ -388,7 +388,7 @@ def _fill(unit: ir.Group, exprs: dict[int, ir.Expr], roles: list[str] | None) ->
                     args.append(arg.model_copy(update={"value": exprs[index]}))
                     continue
             name = _arg_name(kind, arg)
-            if not _is_default(lay.callee, name, _plain(arg.value)):
+            if not is_default(lay.callee, name, _plain(arg.value)):
                 args.append(arg)
         role = next(role_of, "")
         label = None

@@ -17,7 +17,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from archc.compiler import ir, limits
 from archc.compiler.diagnostics import Diagnostics
-from archc.compiler.parse import _unclosed
+from archc.compiler.parse import unclosed
 
 GRAMMAR = Path(__file__).with_name("prototxt.lark")
 
@@ -269,7 +269,7 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str):
     elif isinstance(exc, UnexpectedCharacters):
         message = f"unexpected character `{text[exc.pos_in_stream]}`"
     else:
-        opener = _unclosed(text)  # the .arch parser's scan: `#` comments and quotes alike
+        opener = unclosed(text)  # the .arch parser's scan: `#` comments and quotes alike
         message, hint = "unexpected end of file", "a field is missing its value"
         if opener is not None and opener[2] == "{":
             line, col, _ = opener

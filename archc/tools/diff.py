@@ -14,9 +14,7 @@ imports torch.
 from __future__ import annotations
 
 import difflib
-import json
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,9 +102,9 @@ def load_side(text: str, params: dict[str, Any] | None = None,
 
 
 def _zoo() -> dict:
-    from archc.tools.verify import ZOO, load_zoo
+    from archc.zoo import ZOO_FILE, load_zoo
 
-    return load_zoo() if ZOO.is_file() else {}
+    return load_zoo() if ZOO_FILE.is_file() else {}
 
 
 def _split(text: str) -> tuple[Path, str, str]:
@@ -455,40 +453,3 @@ def _side_by_side(svgs: list[str]) -> str:
             f'xmlns:xlink="http://www.w3.org/1999/xlink" width="{width}pt" '
             f'height="{height}pt" viewBox="0 0 {width} {height}">\n' + "\n".join(parts)
             + "\n</svg>\n")
-
-
-# --------------------------------------------------------------------------- command
-
-
-def main(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_json: bool,
-         graph: Path | None) -> int:
-    """`archc diff A B`: print the comparison; 1 when either side has errors."""
-    from archc.console import fail, parse_sets, parse_shape, print_diagnostics
-
-    params, shape = parse_sets(sets), parse_shape(input_shape)
-    if graph is not None and graph.suffix.lower() != ".svg":
-        fail(f"--graph writes SVG, not `{graph.suffix or graph.name}`", "use --graph NAME.svg")
-    sides = []
-    for text in (a, b):
-        try:
-            result, label = load_side(text, params, shape)
-        except DiffInputError as exc:
-            fail(str(exc), "give a .arch or .yaml path, PATH:VARIANT, or a zoo network's name")
-        print_diagnostics([x for x in result.diagnostics if x.is_error], result.program.sources)
-        if not result.ok:
-            return 1
-        sides.append(Side(label, result.network))
-    d = diff(*sides)
-    if as_json:
-        print(json.dumps(to_json(d), indent=2))
-    else:
-        print(format_text(d))
-    if graph is not None:
-        from archc.backends.dot import DotNotFound
-
-        try:
-            written = draw(d, graph)
-        except DotNotFound as exc:
-            fail(str(exc), "install graphviz (apt-get install graphviz)")
-        print(f"wrote {written}", file=sys.stderr if as_json else sys.stdout)
-    return 0

@@ -29,7 +29,6 @@ reports errors is refused (`FormatRefused`) and left as it is.
 from __future__ import annotations
 
 import difflib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,9 +106,9 @@ def _read(text: str, path: str) -> tuple[list[Token], ir.SpecFile]:
     from lark.exceptions import UnexpectedInput
     from lark.indenter import DedentError
 
-    from archc.compiler.parse import _Builder, _parser
+    from archc.compiler.parse import SpecBuilder, lark_parser
 
-    interactive = _parser().parse_interactive(text, start="start")
+    interactive = lark_parser().parse_interactive(text, start="start")
     try:
         tokens = list(interactive.iter_parse())
         tree = interactive.feed_eof(tokens[-1] if tokens else None)
@@ -117,7 +116,7 @@ def _read(text: str, path: str) -> tuple[list[Token], ir.SpecFile]:
         _parsed(text, path)  # raises FormatRefused with parse_text's own diagnostics
         raise
     diags = Diagnostics()
-    spec = _Builder(path, diags).spec_file(tree)
+    spec = SpecBuilder(path, diags).spec_file(tree)
     if spec is None or diags.has_errors:
         raise FormatRefused([d for d in diags.sorted() if d.is_error], text)
     return tokens, spec
@@ -389,56 +388,3 @@ def format_file(path: Path) -> FileResult:
         return FileResult(path, old, format_text(old, str(path)))
     except FormatRefused as refused:
         return FileResult(path, old, refused=refused)
-
-
-def main(specs: list[Path], check: bool = False, show_diff: bool = False) -> int:
-    """`archc fmt`: rewrite files in place, or with --check/--diff only report; the exit code.
-
-    0 when every file is formatted (or was rewritten), 1 when --check finds a file to
-    change or a spec has errors (its diagnostics are printed and it is left untouched).
-    """
-    from archc.console import fail, print_diagnostics
-
-    if [str(s) for s in specs] == ["-"]:
-        return _stdin_to_stdout()
-    for spec in specs:
-        if not spec.is_file():
-            fail(f"spec file `{spec}` not found", "give the path of a .arch file")
-        if spec.suffix in (".yaml", ".yml"):
-            fail(f"`{spec}` is YAML; archc fmt formats .arch files")
-    status, changed = 0, 0
-    for spec in specs:
-        result = format_file(spec)
-        if result.refused is not None:
-            print_diagnostics(result.refused.diagnostics, {str(spec): result.refused.text})
-            print(f"error: {spec} not formatted: it has errors", file=sys.stderr)
-            status = 1
-            continue
-        if not result.changed:
-            continue
-        changed += 1
-        if show_diff:
-            sys.stdout.write(unified_diff(result.old, result.new, str(spec)))
-        if check:
-            print(f"would reformat {spec}", file=sys.stderr)
-            status = 1
-        elif not show_diff:
-            spec.write_text(result.new, encoding="utf-8")
-            print(f"reformatted {spec}", file=sys.stderr)
-    verb = "would be reformatted" if check or show_diff else "reformatted"
-    print(f"{changed} file(s) {verb}, {len(specs) - changed} unchanged", file=sys.stderr)
-    return status
-
-
-def _stdin_to_stdout() -> int:
-    """`archc fmt -`: an editor's filter, source in on stdin, formatted source out."""
-    from archc.console import print_diagnostics
-
-    text = sys.stdin.read()
-    try:
-        sys.stdout.write(format_text(text, "<stdin>"))
-    except FormatRefused as refused:
-        print_diagnostics(refused.diagnostics, {"<stdin>": refused.text})
-        sys.stdout.write(text)
-        return 1
-    return 0

@@ -47,9 +47,9 @@ class Rule:
 @lru_cache(maxsize=None)
 def keywords() -> tuple[str, ...]:
     """The grammar's keywords: its literal terminals that are words."""
-    from archc.compiler.parse import _parser
+    from archc.compiler.parse import lark_parser
 
-    words = {t.pattern.value for t in _parser().terminals
+    words = {t.pattern.value for t in lark_parser().terminals
              if t.pattern.type == "str" and t.pattern.value.isalpha()}
     return tuple(sorted(words - set(DECLARATIONS)))
 

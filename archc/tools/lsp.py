@@ -464,7 +464,6 @@ def _formatting(ls: ArchServer, params: lsp.DocumentFormattingParams) -> list[ls
     return [lsp.TextEdit(lsp.Range(lsp.Position(0, 0), end), new)]
 
 
-def main() -> int:
-    """`archc lsp`: serve over stdin/stdout until the client says exit."""
+def serve() -> None:
+    """Serve over stdin/stdout until the client says exit."""
     server.start_io()
-    return 0

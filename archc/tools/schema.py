@@ -271,18 +271,3 @@ def _param_value(param) -> dict[str, Any]:
     if param.doc:
         schema["description"] = param.doc
     return schema
-
-
-def main(output: Path | None) -> int:
-    """`archc schema [-o FILE]`: print the schema, or write it."""
-    from archc.console import fail
-
-    try:
-        text = write(output)
-    except OSError as exc:
-        fail(f"cannot write `{output}`: {exc.strerror}")
-    if output is None:
-        print(text, end="")
-    else:
-        print(f"wrote {output}")
-    return 0

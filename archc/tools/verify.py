@@ -20,11 +20,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
 
-import typer
-
-from archc.zoo import ZOO_FILE
+from archc.zoo import ZOO_FILE, Entry
 
 ZOO = ZOO_FILE
 TOLERANCE = 1e-5  # of the largest logit
@@ -33,18 +30,6 @@ DEFAULT_SIZE = 64  # verify at 64×64 where the network accepts it: exactness do
 # Builder options that only change initialisation time (scipy's truncated normal) or the
 # outputs' form, never the weights' shapes.
 _BUILDER_KWARGS = {"googlenet": {"init_weights": False}, "inception_v3": {"init_weights": False}}
-
-
-@dataclass
-class Entry:
-    """One torchvision builder and the spec (network, variant, parameters) that writes it."""
-
-    name: str
-    spec: Path
-    network: str | None = None
-    variant: str | None = None
-    sets: dict[str, Any] = field(default_factory=dict)
-    input: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -80,28 +65,6 @@ class Report:
             and self.relative is not None
             and self.relative <= TOLERANCE
         )
-
-
-# --------------------------------------------------------------------------- the index
-
-
-def load_zoo(path: Path = ZOO) -> dict[str, Entry]:
-    """The entries of a zoo index (specs/zoo.yaml), by torchvision builder name."""
-    import yaml
-
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    entries = {}
-    for name, fields in data.items():
-        shape = fields.get("input")
-        entries[name] = Entry(
-            name=name,
-            spec=(path.parent / fields["spec"]).resolve(),
-            network=fields.get("network"),
-            variant=fields.get("variant"),
-            sets=dict(fields.get("set") or {}),
-            input=tuple(int(d) for d in str(shape).split("x")) if shape else None,
-        )
-    return entries
 
 
 def torchvision_names() -> list[str]:
@@ -197,7 +160,7 @@ def verify(entry: Entry, seed: int = 0) -> Report:
     import torch
 
     import archc
-    from archc.compiler.diagnostics import SpecError
+    from archc.compiler.render import SpecError
 
     report = Report(entry)
     start = time.perf_counter()
@@ -346,67 +309,3 @@ def _short(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-# --------------------------------------------------------------------------- the verb
-
-
-def verify_command(
-    spec: Optional[Path] = typer.Argument(None, help="A .arch or .yaml spec"),
-    against: Optional[str] = typer.Option(
-        None, "--against", help="torchvision:NAME, e.g. torchvision:densenet121"
-    ),
-    sets: Optional[list[str]] = typer.Option(
-        None, "--set", "-s", help="Override a spec parameter: --set growth=48"
-    ),
-    variant: Optional[str] = typer.Option(None, "--variant", "-V", help="A table configuration"),
-    network: Optional[str] = typer.Option(None, "--network", "-n", help="Which network"),
-    input_shape: Optional[str] = typer.Option(None, "--input", help="e.g. 3x64x64"),
-    zoo: bool = typer.Option(False, "--zoo", help="Verify every entry of specs/zoo.yaml"),
-    only: Optional[str] = typer.Option(
-        None, "--only", help="With --zoo: comma-separated builder names (or name prefixes)"
-    ),
-) -> None:
-    """Compare a spec with torchvision's builder: parameters, strict weight loading, outputs."""
-    from archc.console import fail, parse_sets, parse_shape
-
-    if zoo:
-        raise typer.Exit(_run_zoo(only))
-    if spec is None or against is None or not against.startswith("torchvision:"):
-        fail(
-            "verify needs a spec and --against torchvision:NAME, or --zoo",
-            "for example: archc verify specs/densenet.arch --against torchvision:densenet121",
-        )
-    if not spec.exists():
-        fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
-    entry = Entry(
-        name=against.split(":", 1)[1],
-        spec=spec.resolve(),
-        network=network,
-        variant=variant,
-        sets=parse_sets(sets),
-        input=parse_shape(input_shape),
-    )
-    report = verify(entry)
-    typer.echo(describe(report))
-    raise typer.Exit(0 if report.exact else 1)
-
-
-def _run_zoo(only: str | None) -> int:
-    entries = list(load_zoo().values())
-    if only:
-        wanted = [w.strip() for w in only.split(",") if w.strip()]
-        entries = [e for e in entries if any(e.name.startswith(w) for w in wanted)]
-    typer.echo(TABLE_HEAD)
-    exact = 0
-    total = time.perf_counter()
-    for entry in entries:
-        report = verify(entry)
-        exact += report.exact
-        typer.echo(table_row(report))
-        if not report.exact:
-            typer.echo("\n".join("    " + ln for ln in describe(report).splitlines()), err=True)
-    typer.echo(
-        f"\n{exact}/{len(entries)} exact in {time.perf_counter() - total:.0f} s"
-    )
-    return 0 if exact == len(entries) else 1

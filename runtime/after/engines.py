@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import archc
+
 ENGINES = ("eager", "compiled", "onnxruntime")
 CHOICES = ("auto", *ENGINES)
 #: largest difference from the eval-mode module, relative to max(1, |logits|): "exact"
@@ -71,9 +73,7 @@ class Engine:
 
 def folded_module(trained) -> nn.Module:
     """The trained model's folded eval-mode module (archc.passes)."""
-    from archc.passes import inference_module
-
-    return inference_module(trained.network, trained.model.eval())
+    return archc.inference_module(trained.network, trained.model.eval())
 
 
 def build_engine(trained, name: str, batch_size: int = 64) -> Engine:
@@ -204,10 +204,8 @@ def onnx_file(trained) -> Path:
     """The folded graph as ONNX, exported once per checkpoint and verified by onnxruntime."""
     path = inference_dir(trained) / f"{trained.checkpoint}-{fingerprint(trained)}.onnx"
     if not path.exists():
-        from archc.passes.export import export_folded_onnx
-
         partial = path.with_suffix(".partial.onnx")
-        export_folded_onnx(trained.network, _cpu_copy(trained.model), partial)
+        archc.emit_onnx(trained.network, partial, model=_cpu_copy(trained.model))
         os.replace(partial, path)
     return path
 

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+import archc
 from runtime.data.augment import AugmentConfig, eval_batch
-from runtime.data.folders import _is_image_name, _natural_key
+from runtime.data.folders import is_image_name, natural_key
 from runtime.training.checkpoint import CheckpointError, latest, load_checkpoint
 from runtime.training.config import TrainConfig
 
@@ -186,26 +187,20 @@ def _hparams(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
 def _rebuild(run_dir: Path, params: dict[str, Any], config: TrainConfig,
              record: dict[str, Any]):
     """The checked network of the run's own spec.arch, at the resolution it was trained at."""
-    import archc
-
     size = config.image_size
     result = archc.check(run_dir / "spec.arch", params,
                          network=record.get("network"), variant=record.get("variant"),
                          input_shape=(3, size, size) if size else None)
     if not result.ok:
-        from archc.compiler.render import render_all
-
         errors = [d for d in result.diagnostics if d.is_error]
         raise InferenceError(f"{run_dir / 'spec.arch'} no longer checks:\n"
-                             + render_all(errors, result.program.sources))
+                             + archc.render(errors, result.program.sources))
     return result.network
 
 
 def _module(network) -> nn.Module:
     """The torch module, built without paying for an initialisation the weights replace."""
-    from archc.backends.module import to_module
-
-    return to_module(network, init="none")
+    return archc.to_module(network, init="none")
 
 
 def _weights(run_dir: Path, name: str) -> tuple[dict[str, torch.Tensor], int | None]:
@@ -337,8 +332,8 @@ def predict_images(trained: Trained, images_u8: np.ndarray | torch.Tensor, tta: 
 
 def images_in(folder: Path) -> list[Path]:
     """The image files directly in `folder`, in natural order (2.jpg before 10.jpg)."""
-    return sorted((p for p in Path(folder).iterdir() if p.is_file() and _is_image_name(p.name)),
-                  key=lambda p: _natural_key(p.name))
+    return sorted((p for p in Path(folder).iterdir() if p.is_file() and is_image_name(p.name)),
+                  key=lambda p: natural_key(p.name))
 
 
 @dataclass

@@ -108,7 +108,7 @@ def quantize_file(fp32: Path, out: Path, batches) -> None:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from archc.backends.onnx import INPUT
+    from archc import ONNX_INPUT as INPUT
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

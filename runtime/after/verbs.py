@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
+import archc
+
 RunArgument = typer.Argument(...,
                              help="A run folder, or a checkpoint in one (RUN/best.safetensors)")
 CheckpointOption = typer.Option(None, "--checkpoint", "-c",
@@ -495,10 +497,8 @@ def _input_contract(trained) -> str:
 @contextlib.contextmanager
 def _weights_file(trained) -> Iterator[str]:
     """The trained weights as a temporary .safetensors file (what the backends' `init` reads)."""
-    from archc.backends.weights import save_weights
-
     with tempfile.TemporaryDirectory(prefix="archc-export-") as tmp:
-        yield str(save_weights(trained.model, Path(tmp) / "weights.safetensors",
+        yield str(archc.save_weights(trained.model, Path(tmp) / "weights.safetensors",
                                trained.network))
 
 
@@ -518,17 +518,13 @@ def _backend(what: str) -> Iterator[None]:
 def _export_onnx(trained, output: Path) -> list[Path]:
     """The folded graph (no batch norm, dropout or aux head), checked against the model."""
     with _backend("ONNX export"):
-        from archc.passes.export import export_folded_onnx
-
-        return export_folded_onnx(trained.network, trained.model, output)
+        return archc.emit_onnx(trained.network, output, model=trained.model)
 
 
 def _export_python(trained, output: Path) -> list[Path]:
     with _backend("Python export"):
-        from archc.backends.pysource import write_python
-
         with _weights_file(trained) as weights:
-            return list(write_python(trained.network, output, init=weights, note=_note))
+            return list(archc.emit_python(trained.network, output, init=weights, note=_note))
 
 
 def _note(message: str) -> None:

@@ -71,12 +71,12 @@ class ImageSet:
 
 # ----------------------------------------------------------------------------------- discovery
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
     base = name.rsplit("/", 1)[-1]
     return not base.startswith(".") and base.lower().endswith(IMG_EXTENSIONS)
 
 
-def _natural_key(s: str) -> tuple:
+def natural_key(s: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
 
 
@@ -104,7 +104,7 @@ def _kaggle_labelled(
         )
     cidx = {c: i for i, c in enumerate(classes)}
     labels = [cidx[p] for p in prefixes]  # type: ignore[index]
-    order = sorted(range(len(names)), key=lambda i: (labels[i], _natural_key(names[i])))
+    order = sorted(range(len(names)), key=lambda i: (labels[i], natural_key(names[i])))
     return order, labels, classes
 
 
@@ -129,7 +129,7 @@ def _discover_zip(path: Path) -> tuple[list[Path | str], list[int], list[str]]:
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"{path}: cannot read the zip archive ({e})") from e
     nested = [m for m in members if m.lower().endswith(".zip")]
-    members = [m for m in members if _is_image_name(m) and "__MACOSX/" not in m]
+    members = [m for m in members if is_image_name(m) and "__MACOSX/" not in m]
     if not members:
         hint = (f" (it holds nested archives such as {nested[0]!r}: extract it first)"
                 if nested else "")
@@ -149,7 +149,7 @@ def _discover_zip(path: Path) -> tuple[list[Path | str], list[int], list[str]]:
     classes = _class_names(parents)
     cidx = {p: i for i, p in enumerate(parents)}
     items = sorted(((cidx[m.rsplit("/", 2)[-2]], m) for m in members),
-                   key=lambda t: (t[0], _natural_key(t[1])))
+                   key=lambda t: (t[0], natural_key(t[1])))
     return [f"{path}{ZIP_SEP}{m}" for _, m in items], [c for c, _ in items], classes
 
 
@@ -174,7 +174,7 @@ def _images_under(folder: Path) -> list[Path]:
                    and _new_folder(Path(root) / d, seen_dirs)]
         for name in sorted(files):
             path = Path(root) / name
-            if _is_image_name(name) and _new_file(path, seen_files):
+            if is_image_name(name) and _new_file(path, seen_files):
                 out.append(path)
     return sorted(out)
 
@@ -213,7 +213,7 @@ def _subdirs(folder: Path) -> list[Path]:
 def _direct_images(folder: Path) -> list[Path]:
     """The image files directly in `folder`, each real file once (a link to another is left out)."""
     seen: set[tuple[int, int]] = set()
-    candidates = sorted(p for p in folder.iterdir() if p.is_file() and _is_image_name(p.name))
+    candidates = sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p.name))
     # plain files claim their identity first, so the link is what is left out, not the image
     firsts = sorted(candidates, key=lambda p: p.is_symlink())
     kept = {p for p in firsts if _new_file(p, seen)}
@@ -434,7 +434,7 @@ def _decode_job(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str]
         return i, None, _short_reason(e)
 
 
-def _decode_many(
+def decode_many(
     sources: Sequence[Path | str], size: int, workers: int, progress: bool = False
 ) -> Iterator[tuple[int, np.ndarray | None, str]]:
     """Yield (index, array | None, reason) in source order, decoding in `workers` processes."""
@@ -640,7 +640,7 @@ def load_images(
     kept: list[int] = []
     skipped: list[tuple[str, str]] = []
     try:
-        for i, arr, reason in _decode_many(files, size, workers, progress):
+        for i, arr, reason in decode_many(files, size, workers, progress):
             if arr is None:
                 skipped.append((str(files[i]), reason))
             else:
@@ -687,7 +687,7 @@ def load_unlabelled(
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     loaded: list[Path] = []
     skipped: list[tuple[str, str]] = []
-    for i, arr, reason in _decode_many(paths, size, workers):
+    for i, arr, reason in decode_many(paths, size, workers):
         if arr is None:
             skipped.append((str(paths[i]), reason))
         else:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.data.folders import _decode_many
+from runtime.data.folders import decode_many
 
 Batch = tuple[list[Path], np.ndarray, list[tuple[str, str]]]  # loaded, (B, S, S, 3), skipped
 _DONE = object()
@@ -59,7 +59,7 @@ def _produce(paths: list[Path], size: int, batch_size: int, workers: int, out: q
     """The background thread: decode, batch, hand over; an exception is handed over too."""
     try:
         batch = _Gatherer(size, batch_size)
-        stream = _decode_many(paths, size, workers)
+        stream = decode_many(paths, size, workers)
         try:
             for i, array, reason in stream:
                 if stop.is_set():

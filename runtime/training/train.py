@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import archc
-from archc.compiler.graph import Network, layers
-from archc.compiler.unparse import bundle_program
+from archc import Network, layers
 from runtime.data.folders import ImageSet, load_images, stratified_split
 from runtime.data.loader import BatchLoader
 from runtime.training.config import TrainConfig, merge_config
@@ -59,9 +58,7 @@ class TrainRequest:
 def cache_dir() -> Path:
     """Where decoded image caches live: images/ under archc's cache root ($ARCHC_CACHE,
     else $XDG_CACHE_HOME/archc, else ~/.cache/archc)."""
-    from archc.compiler.cache import root
-
-    return root() / "images"
+    return archc.cache_root() / "images"
 
 
 def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None):
@@ -71,10 +68,8 @@ def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None
         req.spec, params, network=req.network, variant=req.variant, input_shape=shape
     )
     if not result.ok:
-        from archc.compiler.render import render_all
-
         errors = [d for d in result.diagnostics if d.is_error]
-        raise SpecCheckError(render_all(errors, result.program.sources))
+        raise SpecCheckError(archc.render(errors, result.program.sources))
     return result
 
 
@@ -84,8 +79,7 @@ def check_outputs(net: Network, classes: list[str], sources: dict[str, str]) -> 
     out = tuple(net.output_shape) if net.output_shape is not None else None
     if out is None or out == (len(classes),):
         return
-    from archc.compiler.diagnostics import Diagnostic
-    from archc.compiler.render import render_all
+    from archc import Diagnostic
 
     k = len(classes)
     names = ", ".join(classes[:5]) + (", ..." if k > 5 else "")
@@ -100,7 +94,7 @@ def check_outputs(net: Network, classes: list[str], sources: dict[str, str]) -> 
         hint = f"end it with a classifier, such as `global-avgpool flatten FC-{k}`"
     last = [layer for layer in layers(net.root) if layer.out_shape == net.output_shape]
     span = last[-1].span if last else net.root.span
-    raise SpecCheckError(render_all([Diagnostic("E203", "error", span, message, hint)], sources))
+    raise SpecCheckError(archc.render([Diagnostic("E203", "error", span, message, hint)], sources))
 
 
 def spec_params(req: TrainRequest, classes: list[str], saved: dict[str, Any] | None) -> dict:
@@ -161,7 +155,7 @@ def _train_locked(req, world, resume_dir, record, saved_params, data_path, confi
     images = _load(data_path, config, world)
     params = spec_params(req, images.classes, saved_params)
     checked = check_spec(req, params, config.image_size)
-    net, spec_text = checked.network, bundle_program(checked.program)
+    net, spec_text = checked.network, archc.bundle(checked.program)
     check_outputs(net, images.classes, checked.program.sources)
     size = config.image_size or net.input_shape[1]
     if resume_dir is not None:
@@ -409,9 +403,7 @@ def _factory(net: Network, init_from: str | None):
     def make():
         model = archc.build(net)
         if init_from:
-            from archc.backends.weights import init_model
-
-            for message in init_model(model, net, init_from):
+            for message in archc.init_weights(model, net, init_from):
                 print(message)
         return model
 

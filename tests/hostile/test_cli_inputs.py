@@ -84,7 +84,7 @@ def test_train_without_the_torch_extra_names_the_extra(workdir, tmp_path_factory
 def test_the_torch_extra_list_matches_pyproject():
     import tomllib
 
-    from archc.console import TORCH_EXTRA
+    from archc.cli.common import TORCH_EXTRA
 
     from .conftest import REPO
 

@@ -108,7 +108,7 @@ def test_file_imports_never_load_torch(tmp_path):
                      {"c": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]})
     (tmp_path / "net.cfg").write_text(NET_HEAD + CONV)
     script = (
-        "import sys\nfrom archc.console import main\n"
+        "import sys\nfrom archc.cli.main import main\n"
         f"for args in (['import', {str(proto)!r}, '-o', {str(tmp_path / 'a.arch')!r}, "
         f"'--weights'], ['import', {str(tmp_path / 'net.cfg')!r}]):\n"
         "    try:\n        main(args)\n    except SystemExit as exit:\n"

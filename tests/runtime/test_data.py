@@ -285,7 +285,7 @@ def test_decoding_progress_in_a_log_is_one_line(tmp_path, capsys):
     root = write_synthetic(tmp_path / "d", n=40, seed=0, size=((40, 60), (30, 50)))
     sources = sorted((root / "train").glob("*.jpg"))
     assert len(sources) == 40
-    assert len(list(D._decode_many(sources, 16, workers=1, progress=True))) == len(sources)
+    assert len(list(D.decode_many(sources, 16, workers=1, progress=True))) == len(sources)
     err = capsys.readouterr().err
     assert err.strip("\r\n").count("decoding") == 1
     assert err.strip().startswith(f"decoding {len(sources)}/{len(sources)} images")

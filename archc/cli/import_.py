@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from archc.console import fail, parse_sets, parse_shape, print_diagnostics, refuse_clobber
+from archc.cli.common import fail, parse_sets, parse_shape, print_diagnostics, refuse_clobber
 
 
 def import_(
@@ -37,19 +37,20 @@ def import_(
         False, "--force", help="Replace OUTPUT even if archc did not write it"),
 ) -> None:
     """Import a network as a compact .arch spec (blocks, repeats, paper notation)."""
-    from archc.api import _collector_paused
+    from archc.api import collector_paused
     from archc.compiler.diagnostics import Diagnostics
     from archc.importers import check_imported, import_source, layout
 
     if weights and output is None:
         fail("--weights needs -o: the weights go beside the spec")
-    is_file = Path(source).suffix.lower() in (".prototxt", ".pt-txt", ".pbtxt", ".cfg")
+    from archc.importers.registry import described, file_suffixes, for_file
+
+    is_file = for_file(source) is not None
     if is_file and not Path(source).is_file():
-        fail(f"`{source}` not found", "give the path of a .prototxt or .cfg file")
+        fail(f"`{source}` not found", f"give the path of a {' or '.join(file_suffixes())} file")
     if not is_file and ":" not in source:
         fail(f"cannot tell what kind of network `{source}` is",
-             "give a Caffe .prototxt, a Darknet .cfg, or a Python callable as module:callable "
-             "(e.g. torchvision:resnet50)")
+             f"give {described()}".replace("`", ""))
     if is_file and input is not None:
         fail(f"--input is for PyTorch modules; `{source}` declares its own input",
              "drop --input, or change the input in the file")
@@ -57,7 +58,7 @@ def import_(
         refuse_clobber([output, output.with_suffix(".safetensors")] if weights else [output],
                        force)
     diags = Diagnostics()
-    with _collector_paused():  # as in `check`: its full passes made 20,000 layers superlinear
+    with collector_paused():  # as in `check`: its full passes made 20,000 layers superlinear
         spec = import_source(source, diags, args=parse_sets(args), weights=weights,
                              input_shape=parse_shape(input))
         sources = _source_texts(source) if is_file else {}
@@ -129,3 +130,8 @@ def _convert_weights(source: str, network, target: Path) -> tuple[Path, int]:
         return convert(source, network, target)
     except WeightsError as exc:
         fail(str(exc), exc.hint)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `archc import` to the typer app."""
+    app.command(name="import")(import_)
