@@ -27,7 +27,8 @@ RunArgument = typer.Argument(...,
 CheckpointOption = typer.Option(None, "--checkpoint", "-c",
                                 help="Checkpoint name in the run folder (default best, else last)")
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu, cuda or mps")
-BatchOption = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass")
+BatchOption = typer.Option(64, "--batch-size", "-b", min=1, max=4096,
+                           help="Images per forward pass (at most 4096)")
 WorkersOption = typer.Option(None, "--workers",
                              help="Decoding processes (default: the run's setting)")
 TtaOption = typer.Option(False, "--tta", help="Average with the horizontally flipped image")

@@ -411,9 +411,12 @@ def _factory(net: Network, init_from: str | None):
 
 
 def _read_record(run_dir: Path) -> dict[str, Any]:
-    import json
+    """The run's record.json, validated (TrainError in one line when edited or damaged)."""
+    from runtime.training.records import RecordError, read_record
 
-    path = run_dir / "record.json"
-    if not path.exists():
+    if not (run_dir / "record.json").exists():
         raise TrainError(f"`{run_dir}` is not a run folder (no record.json)")
-    return json.loads(path.read_text())
+    try:
+        return read_record(run_dir)
+    except RecordError as exc:
+        raise TrainError(str(exc)) from None
