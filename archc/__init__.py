@@ -35,9 +35,9 @@ from archc.compiler.diagnostics import Diagnostic
 from archc.compiler.graph import LayerNode, Network, layers
 from archc.compiler.limits import get as limit
 from archc.compiler.limits import hint as limit_hint
+from archc.compiler.outputs import OutputRefused, check_outputs, foreign_entries, mark
 from archc.compiler.render import SpecError
 from archc.compiler.sources import Program
-from archc.tools.outputs import OutputRefused, check_outputs, foreign_entries, mark
 
 __all__ = [
     "CheckResult", "Diagnostic", "LayerNode", "Network", "ONNX_INPUT", "OutputRefused",

@@ -37,7 +37,7 @@ def import_(
         False, "--force", help="Replace OUTPUT even if archc did not write it"),
 ) -> None:
     """Import a network as a compact .arch spec (blocks, repeats, paper notation)."""
-    from archc.api import collector_paused
+    from archc.compiler.checker import collector_paused
     from archc.compiler.diagnostics import Diagnostics
     from archc.importers import check_imported, import_source, layout
 
@@ -96,7 +96,7 @@ def _write_all(source: str, network, output: Path, text: str, weights: bool) -> 
     succeeded: each goes to a temporary file first, and both are renamed into place at the
     end, so a failed conversion leaves an existing OUTPUT untouched. Returns the line that
     reports the weights (None without --weights)."""
-    from archc.tools.outputs import commit, discard, temporary_beside
+    from archc.compiler.outputs import commit, discard, temporary_beside
 
     temporaries: list[Path] = []
     try:

@@ -75,7 +75,7 @@ def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostic
     The network (None on errors) is what the weights conversion walks: every layer keeps
     the span of the foreign layer it came from.
     """
-    from archc.api import within_param_limit
+    from archc.compiler.checker import within_param_limit
     from archc.compiler.resolve import Resolver
     from archc.compiler.sources import Program, define_statement
 
