@@ -45,6 +45,9 @@ LIMITS: dict[str, Limit] = {
         Limit("yaml_nodes", 200_000, "YAML nodes after anchors and aliases are expanded"),
         Limit("input_size", 65_536, "channels, height or width of the input"),
         Limit("params", 2_000_000_000, "parameters of the network (8 GB as float32)"),
+        Limit("zip_member_bytes", 256 * 1024 ** 2,
+              "bytes one member of a training zip inflates to (checked before inflating)"),
+        Limit("zip_total_bytes", 64 * 1024 ** 3, "bytes all images of a training zip inflate to"),
     )
 }
 
