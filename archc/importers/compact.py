@@ -450,17 +450,27 @@ def _repeats(items: list) -> list:
 
 
 def _best_run(keys: list, start: int) -> tuple[int, int]:
-    """The (length, count) of the repeated run at `start` that saves the most items."""
-    best = (1, 1)
-    for length in range(1, (len(keys) - start) // 2 + 1):
-        unit = keys[start:start + length]
-        if None in unit:
+    """The (length, count) of the repeated run at `start` that saves the most items.
+
+    Linear in practice, not cubic: a unit length is tried only where the next copy would
+    start with the same key, and the search stops once no longer unit can save more than
+    the best found (a unit of `length` saves at most `remaining - length` items).
+    """
+    best, saved = (1, 1), 0
+    remaining = len(keys) - start
+    for length in range(1, remaining // 2 + 1):
+        if saved >= remaining - length:
             break
+        if keys[start + length - 1] is None:
+            break
+        if keys[start + length] != keys[start]:
+            continue
+        unit = keys[start:start + length]
         count = 1
         while keys[start + count * length:start + (count + 1) * length] == unit:
             count += 1
-        if count >= 2 and (count - 1) * length > (best[1] - 1) * best[0]:
-            best = (length, count)
+        if count >= 2 and (count - 1) * length > saved:
+            best, saved = (length, count), (count - 1) * length
     return best
 
 
