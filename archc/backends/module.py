@@ -143,7 +143,8 @@ class Net(Block):
         super().__init__(children, plan, scope)
         self.aux_names = aux_names
 
-    def forward(self, x: torch.Tensor):
+    # the network takes its input alone (a block may take named tensors after it)
+    def forward(self, x: torch.Tensor):  # type: ignore[override]
         if self.training and self.aux_names:
             aux: list = []
             out = self._step(self._modules, x, aux, {})

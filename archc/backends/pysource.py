@@ -19,7 +19,7 @@ import json
 import keyword
 import re
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
@@ -286,7 +286,7 @@ class Forward:
 
     def __init__(self, access: Callable[[str], str], depth: int = 2,
                  tensors: dict[str, tuple[list[str], list[str]]] | None = None,
-                 inputs: list[str] = ()):
+                 inputs: Sequence[str] = ()):
         self.access = access  # child name → `self.conv1`
         self.lines: list[str] = []
         self.depth = depth
@@ -406,7 +406,7 @@ class Forward:
         self.depth -= 1
         self.taps.append(var)
 
-    def body(self, plan: Op, outputs: list[str] = ()) -> list[str]:
+    def body(self, plan: Op, outputs: Sequence[str] = ()) -> list[str]:
         """The whole forward body: statements, then the return (with `outputs`, the named
         tensors the block returns after its main output)."""
         dst = "out" if _has_parallel(plan) else "x"

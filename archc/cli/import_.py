@@ -68,6 +68,7 @@ def import_(
         if spec is not None:
             typer.echo("the imported spec has errors (above); nothing was written", err=True)
         raise typer.Exit(1)
+    assert spec is not None  # the network was checked from it
     text = layout.spec_text(spec)
     if output is None:
         typer.echo(text, nl=False)

@@ -36,7 +36,10 @@ import stat
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pragma: no cover - the IR is imported when a cache entry is read
+    from archc.compiler import ir
 
 PACKAGE = Path(__file__).resolve().parent.parent  # all of archc, not just the compiler
 # Bounds of the spec cache: when either is passed, the oldest entries go until it is half
@@ -395,7 +398,7 @@ def encode_ir(spec: Any) -> bytes:
 
 
 @lru_cache(maxsize=1)
-def _ir_classes() -> dict[str, tuple[type, frozenset[str], frozenset[str]]]:
+def _ir_classes() -> dict[str, tuple[type[ir.Node], frozenset[str], frozenset[str]]]:
     """Every IR node class by name, with its field names and its required field names."""
     from archc.compiler import ir
 

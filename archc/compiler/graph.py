@@ -8,7 +8,7 @@ A `Scope` is a module boundary (the network, a block call, a labelled group); it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator, TypeGuard, Union
 
 from archc.compiler.ir import Span
 from archc.layers import Shape
@@ -145,7 +145,7 @@ def layers(module: Module) -> Iterator[LayerNode]:
     return (m for m in walk(module) if isinstance(m, LayerNode))
 
 
-def takes_tensors(module: Module) -> bool:
+def takes_tensors(module: Module) -> TypeGuard[Scope]:
     """True when a module is called with named tensors besides its input, or returns some."""
     return isinstance(module, Scope) and bool(module.inputs or module.outputs)
 

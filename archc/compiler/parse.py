@@ -455,7 +455,8 @@ class SpecBuilder:
     def block_def(self, t: Tree) -> ir.BlockDef:
         name, params, body = self._definition(t)
         outs = [c for c in t.children if isinstance(c, Tree) and c.data == "block_outputs"]
-        outputs = [str(tok)[1:] for tok in outs[0].children if tok.type == "REF"] if outs else []
+        outputs = [str(tok)[1:] for tok in outs[0].children
+                   if isinstance(tok, Token) and tok.type == "REF"] if outs else []
         items, after, inputs = self.body(body)
         for decl in inputs:
             self.diags.error(
@@ -464,10 +465,11 @@ class SpecBuilder:
                 "a block cannot declare an input",
                 "declare `input` in the network that uses the block",
             )
+        declared: dict[str, Any] = {"outputs": outputs} if outputs else {}
         return ir.BlockDef.model_construct(
             name=str(name),
             params=params,
-            **({"outputs": outputs} if outputs else {}),
+            **declared,
             after=after,
             body=items,
             span=self.span(t),
@@ -667,7 +669,8 @@ class SpecBuilder:
             items = self.items(body)
         else:
             items, after, inputs = self.body(body)
-            for bad in [*after, *inputs]:
+            misplaced: list[ir.After | ir.InputDecl] = [*after, *inputs]
+            for bad in misplaced:
                 self.diags.error("E001", bad.span, MISPLACED)
         return ir.If.model_construct(test=self.expr(test), items=items, span=self.span(t))
 
@@ -705,7 +708,7 @@ class SpecBuilder:
 
     def item(self, t: Tree):
         if t.data == "bind":
-            names = [n for n in t.children if n.type == "NAME"]
+            names = [n for n in t.children if isinstance(n, Token) and n.type == "NAME"]
             return ir.Bind.model_construct(names=[str(n) for n in names], span=self.span(t),
                                            names_span=[self.span(n) for n in names])
         label, repeat = None, None

@@ -68,7 +68,7 @@ class _Named:
     """A named tensor: its shape, where it is named, and the scopes open when it was."""
 
     shape: Shape | None
-    key: tuple  # identifies the `-> name` (or `@param`) in the source, for 'never used'
+    key: tuple[Any, ...]  # identifies the `-> name` (or `@param`) in the source, for 'never used'
     chain: tuple[Scope, ...]
 
 
@@ -78,7 +78,8 @@ class _Tensors:
     so a block cannot read its caller's names (pass them as `@` parameters)."""
 
     bound: dict[str, _Named] = field(default_factory=dict)
-    body: list = field(default_factory=list)  # the body's items: where later names are found
+    body: list[ir.Item] = field(default_factory=list)  # the items: where later names are found
+
 
 # what expanding items gives: their ops, and the shape after them (None after an error)
 Expanded = tuple[list[Op], Shape | None]
@@ -116,8 +117,8 @@ class Resolver:
     unavailable: list[str] = field(default_factory=list)  # unknown names, an import failed
     open_scopes: list[Scope] = field(default_factory=list)  # being filled, outermost first
     # every `-> name` and `@param` expanded: key -> (name, span, what it is); and those read
-    tensor_defs: dict[tuple, tuple[str, ir.Span, str]] = field(default_factory=dict)
-    tensor_reads: set[tuple] = field(default_factory=set)
+    tensor_defs: dict[tuple[Any, ...], tuple[str, ir.Span, str]] = field(default_factory=dict)
+    tensor_reads: set[tuple[Any, ...]] = field(default_factory=set)
     extras: Scope | None = None  # the block call just expanded, when it returns several tensors
 
     # ------------------------------------------------------------------ network
@@ -731,7 +732,7 @@ class Resolver:
         mark = len(self.diags.items)
         called: list[Scope] = []
 
-        def fill(sub: Scope):
+        def fill(sub: Scope) -> Expanded:
             called.append(sub)
             self.enter_tensor_params(block, passed, inner, sub)
             ops, out = self.items(block.body, inner, sub, shape)
@@ -820,7 +821,7 @@ class Resolver:
 
     # ------------------------------------------------------------------ named tensors
 
-    def bind(self, item: ir.Bind, body: _Body, scope: Scope, shape: Shape | None):
+    def bind(self, item: ir.Bind, body: _Body, scope: Scope, shape: Shape | None) -> Expanded:
         """`-> name`: the current tensor is `name` from here on; after a call of a block with
         several outputs, `-> a, b, c` names them in order."""
         first, *more = item.names
@@ -838,6 +839,7 @@ class Resolver:
                 )
                 more = more[:have]
             for i, name in enumerate(more):
+                assert extras is not None  # names beyond the first only for a block's outputs
                 extras.writes[i] = name
                 self.define_tensor(name, _name_span(item, i + 1), body, extras.output_shapes[i],
                                    ("bind", i + 1))
@@ -845,7 +847,7 @@ class Resolver:
         return [Save(first)], shape
 
     def define_tensor(self, name: str, span: ir.Span, body: _Body, shape: Shape | None,
-                      part: tuple, what: str = "tensor") -> None:
+                      part: tuple[Any, ...], what: str = "tensor") -> None:
         """Bind `name` in the body's namespace, in the scope being filled."""
         key = (span.file, span.line, span.column, name, part)
         self.tensor_defs.setdefault(key, (name, span, what))
@@ -936,8 +938,8 @@ class Resolver:
                 ok = False
         return passed if ok else None
 
-    def enter_tensor_params(self, block: ir.BlockDef, passed: dict, inner: _Body,
-                            sub: Scope) -> None:
+    def enter_tensor_params(self, block: ir.BlockDef, passed: dict[str, tuple[str, _Named]],
+                            inner: _Body, sub: Scope) -> None:
         """Bind a block's `@` parameters inside its body, as inputs of the block's module."""
         for p in block.params:
             if p.tensor:
@@ -948,11 +950,11 @@ class Resolver:
                                    what="tensor parameter")
 
     def block_outputs(self, block: ir.BlockDef, inner: _Body, sub: Scope, ops: list[Op],
-                      out: Shape | None):
+                      out: Shape | None) -> Expanded:
         """A block declaring `-> @a, @b` returns a (the main path) and b (an extra output)."""
         if not block.outputs:
             return ops, out
-        shapes = []
+        shapes: list[Shape | None] = []
         for name in block.outputs:
             named = self.read_tensor(name, block.name_span, inner)
             shapes.append(named.shape if named else None)
@@ -971,9 +973,11 @@ class Resolver:
                         if what == "tensor" else f"use `@{name}` in the body, or remove it")
                 self.diags.error("E121", span, f"{what} `{name}` is never read", hint)
 
-    def when(self, items: list, body: _Body, scope: Scope, shape: Shape | None):
+    def when(self, items: list[ir.Item], body: _Body, scope: Scope, shape: Shape | None
+             ) -> Expanded:
         """`if TEST:` (the one item of `items`): its items when the test holds."""
         (item,) = items
+        assert isinstance(item, ir.If)  # `item` passes its `if` alone
         test = evaluate(item.test, body.env, self.diags)
         if test is ERROR:
             return [], shape
@@ -982,7 +986,7 @@ class Resolver:
             return [], shape
         return self.items(item.items, body, scope, shape)
 
-    def skipped(self, item, body: _Body) -> None:
+    def skipped(self, item: ir.Item, body: _Body) -> None:
         """An item left out (`x0`, a false `if`): the blocks it would call are not unused
         definitions, and the tensors it would read are not unused names."""
         self.used.update(_callees(item))
@@ -1007,7 +1011,8 @@ class Resolver:
                                          callee_span=value.span)
         return LayerArg(layer, caller)
 
-    def passed_layer(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None):
+    def passed_layer(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None
+                     ) -> Expanded | None:
         """A word in a block body that names a parameter holding a layer (or `none`): the
         layer, with the word's label and arguments; None when the word is no such parameter."""
         if item.callee not in body.env.values or item.callee in self.program.blocks:
@@ -1127,7 +1132,7 @@ class Resolver:
             Parallel(item.mode, tuple(b if b is not None else Identity() for b in branches))
         ], out
 
-    def present_branches(self, item: ir.Merge, body: _Body) -> list:
+    def present_branches(self, item: ir.Merge, body: _Body) -> list[ir.Item]:
         """The branches that exist: an `if` branch whose test fails is left out; a branch
         repeated zero times is an error (it would silently be an identity branch)."""
         present = []
@@ -1260,7 +1265,7 @@ class Resolver:
         return _seq(ops), out
 
     def shortcut_options(self, branch: ir.Layer, env: Env) -> dict[str, Any] | None:
-        opts = dict(_SHORTCUT_PARAMS)
+        opts: dict[str, Any] = dict(_SHORTCUT_PARAMS)
         for arg in branch.args:
             if arg.name is None:
                 self.diags.error(
@@ -1402,7 +1407,7 @@ def _name_span(item: ir.Bind, index: int) -> ir.Span:
     return item.names_span[index] if index < len(item.names_span) else item.span
 
 
-def _bound_names(items: list) -> set[str]:
+def _bound_names(items: list[ir.Item]) -> set[str]:
     """Every name a `-> name` in these items gives, however deeply nested (not in blocks)."""
     names: set[str] = set()
     for item in items:
@@ -1416,7 +1421,7 @@ def _bound_names(items: list) -> set[str]:
     return names
 
 
-def _read_names(item) -> set[str]:
+def _read_names(item: ir.Item) -> set[str]:
     """Every `@name` an item reads, however deeply nested (block arguments included)."""
     if isinstance(item, ir.Ref):
         return {item.name}

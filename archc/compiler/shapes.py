@@ -67,7 +67,7 @@ class _Spatial:
     def __init__(self, refit: bool = False, axis: int = 0) -> None:
         self.refit = refit
         self.axis = axis  # 0: heights, 1: widths (they differ after a non-square window)
-        self.memo: dict[tuple, Sizes] = {}
+        self.memo: dict[tuple, tuple[Sizes, tuple]] = {}  # sizes, and the named tensors'
         self.keys: dict[int, tuple | None] = {}
         self.children: dict[int, dict[str, LayerNode | Scope]] = {}
         self.recording = False  # the pass at the declared input, for the FIXES_SIZE layers

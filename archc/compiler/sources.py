@@ -210,7 +210,8 @@ def _load(
             text = read_spec(path)
         except SpecReadError as exc:
             span = via.span if via else ir.Span(file=path)
-            if exc.line is not None and via is None:  # the bad byte in the file itself
+            # the bad byte in the file itself (`line` and `column` come together)
+            if exc.line is not None and exc.column is not None and via is None:
                 span = ir.Span(file=path, line=exc.line, column=exc.column,
                                end_line=exc.line, end_column=exc.column + 1)
             hint = exc.hint or ("imports are resolved relative to the importing file" if via

@@ -199,10 +199,11 @@ class _Reader:
         outputs = ([self.scalar(n, "an output name").removeprefix("@")
                     for n in self.seq(fields["outputs"][1], "outputs")]
                    if "outputs" in fields else [])
+        declared: dict[str, Any] = {"outputs": outputs} if outputs else {}
         return ir.BlockDef.model_construct(
             name=self.scalar(name_node, "a block name"),
             params=self.params(fields),
-            **({"outputs": outputs} if outputs else {}),
+            **declared,
             after=self.after(fields),
             body=self.body(fields),
             span=span,
@@ -270,9 +271,10 @@ class _Reader:
         for node in self.seq(fields["params"][1], "params"):
             if isinstance(node, yaml.ScalarNode):
                 tensor = node.value.startswith("@")  # `@lo`: a tensor parameter
+                flags: dict[str, Any] = {"tensor": True} if tensor else {}
                 out.append(ir.Param.model_construct(
-                    name=node.value.removeprefix("@"), default=None,
-                    **({"tensor": True} if tensor else {}), span=self.span(node)))
+                    name=node.value.removeprefix("@"), default=None, **flags,
+                    span=self.span(node)))
                 continue
             for key, knode, value in self.mapping(node, "a parameter"):
                 out.append(

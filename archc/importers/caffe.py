@@ -274,7 +274,7 @@ class _Importer:
         out = _at_least(p, "num_output", p.int("num_output", 0), 1)
         group = _at_least(p, "group", p.int("group", 1), 1)
         if shape[0] % group or out % group:
-            raise FieldError(p.single("group").value_span, f"group {group} does not divide "
+            raise FieldError(_where(p, "group"), f"group {group} does not divide "
                              f"the {shape[0]} input and {out} output channels",
                              "Caffe needs both channel counts to be multiples of `group`")
         same = all(k % 2 and q == dilation * (k - 1) // 2 for k, q in zip(kernel, pad))
@@ -299,7 +299,7 @@ class _Importer:
         p = layer.param("pooling_param")
         method = str(p.get("pool", "MAX"))
         if method not in ("MAX", "AVE"):
-            self.error(_value_span(p, "pool"), f"Caffe's {method} pooling has no archc form",
+            self.error(_where(p, "pool"), f"Caffe's {method} pooling has no archc form",
                        "archc pools are MAX or AVE")
             return
         if _flag(p.get("global_pooling", False)):
@@ -342,7 +342,7 @@ class _Importer:
             return
         p = layer.param("lrn_param")
         if str(p.get("norm_region", "ACROSS_CHANNELS")) != "ACROSS_CHANNELS":
-            self.error(_value_span(p, "norm_region"),
+            self.error(_where(p, "norm_region"),
                        "LRN within channels has no archc form", "archc's LRN runs across channels")
             return
         size = _at_least(p, "local_size", p.int("local_size", 5), 1)
@@ -461,7 +461,7 @@ class _Importer:
         operation = str(p.get("operation", "SUM"))
         coeffs = [float(c) for c in p.values("coeff") if isinstance(c, (int, float))]
         if any(c != 1 for c in coeffs):
-            self.error(_value_span(p, "coeff"), "Eltwise coefficients other than 1 have "
+            self.error(_where(p, "coeff"), "Eltwise coefficients other than 1 have "
                        "no archc form", "archc's `add` sums its branches unweighted")
             return
         mode = {"SUM": "add", "PROD": "mul", "MAX": "max"}.get(operation)
@@ -555,13 +555,6 @@ def _pair_arg(pair: tuple[int, int], default: int | None = None):
     if pair[0] == pair[1]:
         return None if pair[0] == default else pair[0]
     return pair
-
-
-def _value_span(p: Message, name: str) -> ir.Span:
-    """Where the value of field `name` is written, for a field the caller has read."""
-    found = p.first(name)
-    assert found is not None  # the caller read a value other than the default from it
-    return found.value_span
 
 
 def _flag(value) -> bool:

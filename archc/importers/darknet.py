@@ -177,7 +177,8 @@ class _Importer:
         """Option `key` as a whole number, `default` when absent."""
         return self._number(s, key, default, int, "a whole number")
 
-    def positive(self, s: Section, key: str, default: int, least: int = 1) -> int:
+    def positive(self, s: Section, key: str, default: builtins.int, least: builtins.int = 1
+                 ) -> builtins.int:
         """Option `key` as a whole number of at least `least` (a stride of 0, a negative
         padding or filters=0 is a located error, as darknet's own checks would be)."""
         value = self.int(s, key, default)

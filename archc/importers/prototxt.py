@@ -86,7 +86,12 @@ class Message:
         """Field `name` as a whole number; `FieldError` (located) when it is something else."""
         return _number(self.single(name), default, int, "a whole number")
 
-    def float(self, name: str, default: float | None = None) -> float | None:
+    @overload
+    def float(self, name: str, default: builtins.float) -> builtins.float: ...
+    @overload
+    def float(self, name: str, default: None = None) -> builtins.float | None: ...
+
+    def float(self, name: str, default: builtins.float | None = None) -> builtins.float | None:
         """Field `name` as a number; `FieldError` (located) when it is something else."""
         return _number(self.single(name), default, float, "a number")
 
@@ -204,7 +209,8 @@ def _build(node: Tree, built: list, path: str) -> Any:
     if node.data == "message":
         return Message(built, _span(node.meta, path))
     if node.data in ("scalar_field", "message_field"):
-        name_token: Token = node.children[0]
+        name_token = node.children[0]
+        assert isinstance(name_token, Token)  # a field's first child is its name
         body = node.children[1]
         return Field(str(name_token), built[0], _span(node.meta, path),
                      _span(name_token, path), _span(body.meta, path))

@@ -352,7 +352,7 @@ def _darknet_plan(found_nodes: dict[str, LayerNode]) -> list[tuple[str, tuple[in
     """(tensor name, shape) in the order darknet stores one section's weights."""
     main = found_nodes.get("conv") or found_nodes["fc"]
     bn = found_nodes.get("bn")
-    channels = (main.out_shape[0],)
+    channels = (_channels(main.out_shape),)
     if bn is not None:
         first = [(f"{bn.path}.{name}", channels)
                  for name in ("bias", "weight", "running_mean", "running_var")]

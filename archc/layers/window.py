@@ -88,7 +88,8 @@ def window_out(size: int, k: int, s: int, pad: int | Pair, d: int = 1, ceil: boo
     return span // s + 1
 
 
-def _refuse_negative(kind: str, p: dict, pad) -> None:
+def _refuse_negative(kind: str, p: dict[str, Any], pad: int | Pair | tuple[Pair, Pair]
+                     ) -> None:
     """E204 for a negative padding: PyTorch would crop, or fail at forward time, where the
     spec plainly meant to pad."""
     values = [pad] if isinstance(pad, int) else [v for part in pad

@@ -249,7 +249,8 @@ def tensor_definition(spec: ir.SpecFile | None, name: str,
         spans = [p.span for p in stmt.params if p.tensor and p.name == name]
         spans += _binds(stmt.body, name)
         above = [s for s in spans if (s.line, s.column) < here]
-        return (above or spans or [None])[-1]
+        found = above or spans
+        return found[-1] if found else None
     return None
 
 
