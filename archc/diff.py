@@ -80,6 +80,13 @@ class Diff:
         """How many rows of each change."""
         return {c: sum(r.change == c for r in self.rows) for c in ("added", "removed", "changed")}
 
+    @property
+    def same(self) -> bool:
+        """No row differs, nor the totals or the input and output shapes."""
+        a, b = self.a.network, self.b.network
+        return not self.rows and (a.n_params, a.macs, a.input_shape, a.output_shape) == (
+            b.n_params, b.macs, b.input_shape, b.output_shape)
+
 
 # --------------------------------------------------------------------------- inputs
 
@@ -383,18 +390,29 @@ COLOURS = {"added": "#74c476", "removed": "#fb6a4a", "changed": "#fdae6b"}
 
 
 def draw(d: Diff, output: Path) -> Path:
-    """Both networks side by side in one SVG, what differs filled green, red or orange."""
-    from .backends.dot import to_dot
+    """Both networks side by side, what differs filled green, red or orange: one SVG of the
+    two drawings (`.svg`), or one DOT graph holding each side as a cluster (`.dot`), rendered
+    by graphviz for `.png` and `.pdf`."""
+    from .backends.dot import render, to_dot
 
-    if output.suffix.lower() != ".svg":
-        raise ValueError(f"--graph writes SVG, not `{output.suffix or output.name}`")
+    suffix = output.suffix.lower()
+    if suffix not in GRAPH_SUFFIXES:
+        raise ValueError(f"--graph writes {', '.join(GRAPH_SUFFIXES)}, not "
+                         f"`{output.suffix or output.name}`")
     removed = [r for r in d.rows if r.change == "removed"]
     marked_b = [r for r in d.rows if r.change != "removed"]
     changed_a = [r for r in d.rows if r.change == "changed"]
-    svgs = [_svg(_coloured(to_dot(side.network, depth=None), rows, use_a, _title(side)))
-            for side, rows, use_a in ((d.a, removed + changed_a, True), (d.b, marked_b, False))]
-    output.write_text(_side_by_side(svgs), encoding="utf-8")
-    return output
+    sources = [_coloured(to_dot(side.network, depth=None), rows, use_a, _title(side))
+               for side, rows, use_a in ((d.a, removed + changed_a, True),
+                                         (d.b, marked_b, False))]
+    if suffix == ".svg":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(_side_by_side([_svg(s) for s in sources]), encoding="utf-8")
+        return output
+    return render(_one_graph(sources), output)
+
+
+GRAPH_SUFFIXES = (".svg", ".png", ".pdf", ".dot")
 
 
 NODE = re.compile(r'^\t+("(?:[^"\\]|\\.)*"|[\w.]+) \[', re.M)
@@ -442,6 +460,41 @@ def _svg(source: str) -> str:
     return text[text.index("<svg"):]
 
 
+_STATEMENT = re.compile(r'^(\t+)("(?:[^"\\]|\\.)*"|[\w.]+)( -> )?("(?:[^"\\]|\\.)*"|[\w.]+)?'
+                        r'(?=[ \n]|$)')
+
+
+def _one_graph(sources: list[str]) -> str:
+    """The DOT sources of both sides as one graph: each side a cluster, its node names and
+    cluster names prefixed (`a/features.0`) so the two drawings stay apart."""
+    out = ["digraph diff {", "\tgraph [newrank=true rankdir=TB fontname=Helvetica]"]
+    for side, source in zip("ab", sources):
+        lines = source.rstrip().splitlines()[1:-1]  # without `digraph name {` and its `}`
+        out.append(f"\tsubgraph cluster_{side} {{")
+        out.append('\t\tcolor="#ffffff"')
+        out.extend("\t" + _prefixed(line, side) for line in lines)
+        out.append("\t}")
+    return "\n".join(out) + "\n}\n"
+
+
+def _prefixed(line: str, side: str) -> str:
+    """One DOT line with its node names (and cluster names) prefixed by the side."""
+    if line.lstrip().startswith("subgraph cluster_"):
+        return line.replace("subgraph cluster_", f"subgraph cluster_{side}_", 1)
+    m = _STATEMENT.match(line)
+    if m is None or m.group(2) in ("graph", "node", "edge", "label", "labelloc", "color",
+                                   "fillcolor"):
+        return line
+
+    def name(token: str) -> str:
+        return '"' + side + "/" + token.strip('"') + '"'
+
+    head = m.group(1) + name(m.group(2))
+    if m.group(3):
+        head += m.group(3) + name(m.group(4))
+    return head + line[m.end():]
+
+
 def _side_by_side(svgs: list[str]) -> str:
     """Nest the SVGs in one, left to right."""
     sizes = [tuple(float(v) for v in re.search(r'width="([\d.]+)pt" height="([\d.]+)pt"',
@@ -468,12 +521,15 @@ def _side_by_side(svgs: list[str]) -> str:
 
 def main(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_json: bool,
          graph: Path | None) -> int:
-    """`archc diff A B`: print the comparison; 1 when either side has errors."""
+    """`archc diff A B`: print the comparison. The exit status is diff's and `git diff
+    --exit-code`'s: 0 when the networks are the same, 1 when they differ, 2 when either side
+    cannot be compared (a bad path, option or spec)."""
     from .console import fail, parse_sets, parse_shape, print_diagnostics
 
     params, shape = parse_sets(sets), parse_shape(input_shape)
-    if graph is not None and graph.suffix.lower() != ".svg":
-        fail(f"--graph writes SVG, not `{graph.suffix or graph.name}`", "use --graph NAME.svg")
+    if graph is not None and graph.suffix.lower() not in GRAPH_SUFFIXES:
+        fail(f"--graph writes .svg, .png, .pdf or .dot, not `{graph.suffix or graph.name}`",
+             "use --graph NAME.svg (or .png, .pdf, .dot)")
     sides = []
     for text in (a, b):
         try:
@@ -482,7 +538,7 @@ def main(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_jso
             fail(str(exc), "give a .arch or .yaml path, PATH:VARIANT, or a zoo network's name")
         print_diagnostics([x for x in result.diagnostics if x.is_error], result.program.sources)
         if not result.ok:
-            return 1
+            return 2
         sides.append(Side(label, result.network))
     d = diff(*sides)
     if as_json:
@@ -495,6 +551,9 @@ def main(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_jso
         try:
             written = draw(d, graph)
         except DotNotFound as exc:
-            fail(str(exc), "install graphviz (apt-get install graphviz)")
+            fail(str(exc), "install graphviz (apt-get install graphviz), or write --graph "
+                 "NAME.dot")
+        except OSError as exc:
+            fail(f"cannot write `{graph}`: {exc.strerror or exc}")
         print(f"wrote {written}", file=sys.stderr if as_json else sys.stdout)
-    return 0
+    return 0 if d.same else 1
