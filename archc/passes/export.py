@@ -12,14 +12,18 @@ from ..graph import Network
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from ..backends.onnx import OnnxCheck
+
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 18) -> list[Path]:
+def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 18,
+                       checked: Callable[[OnnxCheck], None] | None = None) -> list[Path]:
     """Export the folded form of `model` (an instance of `net`) to `path`, then check the file
-    with onnxruntime against `model` itself in eval mode: the check covers the folding too."""
+    with onnxruntime against `model` itself in eval mode: the check covers the folding too
+    (`checked`, if given, receives its result)."""
     import torch
 
     from ..backends.onnx import export_model, verify
@@ -33,12 +37,15 @@ def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 
     # batch 2: torch.export specialises a batch of 1
     example = torch.randn(2, *net.input_shape, generator=generator)
     export_model(folded, example, path, opset)
-    verify(path, model.cpu(), torch.randn(3, *net.input_shape, generator=generator))
+    result = verify(path, model.cpu(), torch.randn(3, *net.input_shape, generator=generator))
+    if checked is not None:
+        checked(result)
     return [path]
 
 
 def export_inference_onnx(net: Network, path: Path, init: str | None = None, opset: int = 18,
-                          note: Callable[[str], None] = _stderr) -> list[Path]:
+                          note: Callable[[str], None] = _stderr,
+                          checked: Callable[[OnnxCheck], None] | None = None) -> list[Path]:
     """`archc compile --for inference --emit onnx`: the folded graph, weights from `init`."""
     from ..backends.module import to_module
 
@@ -48,4 +55,4 @@ def export_inference_onnx(net: Network, path: Path, init: str | None = None, ops
 
         for message in init_model(model, net, init):
             note(message)
-    return export_folded_onnx(net, model, path, opset)
+    return export_folded_onnx(net, model, path, opset, checked)
