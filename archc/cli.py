@@ -113,9 +113,10 @@ def convert(
     to: str = typer.Option(..., "--to", help="yaml or arch"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here"),
 ) -> None:
-    """Translate a spec between the .arch language and YAML (same IR both ways)."""
+    """Translate a spec between the .arch language and YAML (same IR both ways; comments
+    and the spelling of layer names kept)."""
     from .diagnostics import Diagnostics
-    from .sources import SpecReadError, parse_source, read_spec
+    from .sources import SpecReadError, is_yaml, parse_source, read_spec
 
     if to not in ("yaml", "arch"):
         fail(f"--to must be yaml or arch, got `{to}`")
@@ -128,15 +129,23 @@ def convert(
     print_diagnostics(diags.sorted(), {str(spec): text})
     if tree is None or diags.has_errors:
         raise typer.Exit(1)
+    if is_yaml(str(spec)):
+        from .yamlspec import yaml_notes
+
+        tree, notes = yaml_notes(text, str(spec), Diagnostics())
+    else:
+        from .unparse import arch_notes
+
+        tree, notes = arch_notes(text, str(spec))
     if to == "yaml":
         from .yamlspec import dump_yaml
 
-        out = dump_yaml(tree)
+        out = dump_yaml(tree, notes)
     else:
         from .unparse import UnparseError, unparse
 
         try:
-            out = unparse(tree)
+            out = unparse(tree, notes)
         except UnparseError as exc:
             fail(
                 f"this spec has no .arch form: {exc}",
