@@ -167,13 +167,15 @@ def _transcripts() -> list[tuple[str, list[str]]]:
 TRANSCRIPTS = _transcripts()
 
 
-def _matches(expected: list[str], actual: list[str]) -> bool:
-    """Line-by-line equality, where an expected line `...` (any indent) skips lines."""
+def _matches(expected: list[str], actual: list[str], same=str.__eq__) -> bool:
+    """Line-by-line equality (`same`), where an expected line `...` (any indent) skips
+    lines."""
     if not expected:
         return not actual
     if expected[0].strip() == "...":
-        return any(_matches(expected[1:], actual[i:]) for i in range(len(actual) + 1))
-    return bool(actual) and actual[0] == expected[0] and _matches(expected[1:], actual[1:])
+        return any(_matches(expected[1:], actual[i:], same) for i in range(len(actual) + 1))
+    return (bool(actual) and same(expected[0], actual[0])
+            and _matches(expected[1:], actual[1:], same))
 
 
 def test_there_are_transcripts():
@@ -369,3 +371,59 @@ def test_readme_zoo_table_is_recounted():
         assert (int(builders), int(python), int(arch)) == counted, (family, spec, counted)
         totals = [t + c for t, c in zip(totals, counted)]
     assert f"| **all** | **{totals[0]}** | **{totals[1]}** | **{totals[2]}** |" in README
+
+
+# ----------------------------------------------------------------------------- the tutorial
+
+TUTORIAL = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8")
+# their numbers are times, accuracies and probabilities: compared with every number masked
+VOLATILE = ("archc train", "archc eval", "archc predict", "archc submit", "head ")
+
+
+def _tutorial_steps() -> list[tuple[str, list[str]]]:
+    """(command, expected output lines) of each `$ ` line of the ```console blocks."""
+    steps: list[tuple[str, list[str]]] = []
+    for m in FENCE.finditer(TUTORIAL):
+        if m.group(1) != "console":
+            continue
+        for line in m.group(3).splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            else:
+                steps[-1][1].append(line)
+    return steps
+
+
+def _masked(line: str) -> str:
+    return re.sub(r"\d+(?:\.\d+)?", "#", line)
+
+
+def test_the_tutorial_walks_every_step():
+    verbs = [c.split()[1] for c, _ in _tutorial_steps() if c.startswith("archc ")]
+    assert verbs == ["data", "data", "check", "graph", "train", "eval", "predict", "submit"]
+    assert "source .venv/bin/activate" in TUTORIAL and "make setup" in TUTORIAL
+
+
+@pytest.mark.slow
+def test_tutorial_commands_give_the_output_shown(tmp_path):
+    """Each command of docs/tutorial.md, run in order in a folder beside specs/ and
+    examples/ as the repository root would be, exits 0 and prints what the page shows."""
+    for name in ("specs", "examples"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    bin_dir = tmp_path / "bin"  # `archc` on PATH, as `source .venv/bin/activate` puts it
+    bin_dir.mkdir()
+    (bin_dir / "archc").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m archc "$@"\n')
+    (bin_dir / "archc").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "NO_COLOR": "1", "COLUMNS": "100", "PYTHONIOENCODING": "utf-8"}
+    for command, expected in _tutorial_steps():
+        proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              encoding="utf-8", timeout=900)
+        actual = proc.stdout.splitlines()
+        assert proc.returncode == 0, (command, proc.stdout)
+        if command.startswith(VOLATILE):
+            assert _matches(expected, actual, lambda e, a: _masked(e) == _masked(a)), (
+                command, proc.stdout)
+        else:
+            assert _matches(expected, actual), (command, proc.stdout)
