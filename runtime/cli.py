@@ -1,5 +1,5 @@
 """The runtime's verbs for the `archc` command: train and data (synth, cache), plus those of
-runtime/after.py (eval, predict, submit, export). `archc` finds `register` through the
+runtime/after/verbs.py (eval, predict, submit, export). `archc` finds `register` through the
 `archc.commands` entry point.
 """
 
@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     app.command(name="train")(train_command)
     app.add_typer(data_app, name="data")
     try:
-        from . import after
+        from runtime.after import verbs as after
     except ImportError:  # pragma: no cover - only while the module is being written
         return
     after.register(app)
@@ -28,13 +28,13 @@ def register(app: typer.Typer) -> None:
 
 def _show_data_warnings_as_lines() -> None:
     """Print a dataset's DataWarning as one `warning: ...` line, not Python's two-line form
-    naming runtime/data.py; other warnings keep the default display."""
+    naming runtime/data/folders.py; other warnings keep the default display."""
     import warnings
 
     original = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        from .data import DataWarning
+        from runtime.data.folders import DataWarning
 
         if issubclass(category, DataWarning):
             print(f"warning: {message}", file=sys.stderr)
@@ -42,6 +42,17 @@ def _show_data_warnings_as_lines() -> None:
             original(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+
+
+def _parse_sets(values: list[str] | None) -> dict:
+    """`--set NAME=VALUE` options as typed values; a malformed one is a usage error."""
+    import archc
+
+    try:
+        return archc.parse_assignments(values)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+        raise
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -101,14 +112,12 @@ def train_command(
 ) -> None:
     """Train a spec on an image folder; checkpoints, metrics and plots go to a run folder."""
     if nproc and nproc > 1:
-        from .distributed import launch
+        from runtime.training.distributed import launch
 
         args = _without_nproc(sys.argv[1:])
         raise typer.Exit(launch(nproc, args))
-    from archc.cli import parse_sets
-
-    from .train import SpecCheckError, TrainError, TrainRequest
-    from .train import train as run_train
+    from runtime.training.train import SpecCheckError, TrainError, TrainRequest
+    from runtime.training.train import train as run_train
 
     settings = dict(
         epochs=epochs,
@@ -141,7 +150,7 @@ def train_command(
     req = TrainRequest(
         spec=spec,
         data=data,
-        params=parse_sets(sets),
+        params=_parse_sets(sets),
         variant=variant,
         network=network,
         settings={k: v for k, v in settings.items() if v is not None},
@@ -158,8 +167,8 @@ def train_command(
     except TrainError as exc:
         _fail(str(exc))
     except Exception as exc:  # data and checkpoint errors carry their own clear messages
-        from .checkpoint import CheckpointError
-        from .data import DataError
+        from runtime.data.folders import DataError
+        from runtime.training.checkpoint import CheckpointError
 
         if isinstance(exc, (DataError, CheckpointError, FileNotFoundError)):
             _fail(str(exc))
@@ -203,7 +212,7 @@ def synth_command(
     force: bool = typer.Option(False, "--force", help="Overwrite images already there"),
 ) -> None:
     """Write a deterministic synthetic Dogs-vs-Cats dataset in Kaggle's layout."""
-    from .synth import write_synthetic
+    from runtime.data.synth import write_synthetic
 
     if n < 2:
         _fail("--n must be at least 2 (one image per class)", 2)
@@ -229,13 +238,15 @@ def cache_command(
     workers: int = typer.Option(2, "--workers"),
 ) -> None:
     """Decode a dataset once into the memory-mapped uint8 cache that `train` reads."""
-    from .data import DataError, check_size, load_images
+    from runtime.data.folders import DataError, check_size, load_images
 
     try:
         check_size(size)
     except DataError as exc:
         _fail(f"--size: {exc}", 2)
-    from .train import cache_dir  # imports torch: after the options are known to be good
+    from runtime.training.train import (
+        cache_dir,  # imports torch: after the options are known to be good
+    )
     try:
         images = load_images(path, size=size, cache_dir=cache_dir(), workers=workers, progress=True)
     except DataError as exc:

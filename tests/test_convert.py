@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc.diagnostics import Diagnostics
-from archc.graph import walk
-from archc.ir import structure
-from archc.parse import parse_text
-from archc.unparse import unparse
-from archc.yamlspec import dump_yaml, load_yaml
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.graph import walk
+from archc.compiler.ir import structure
+from archc.compiler.parse import parse_text
+from archc.compiler.unparse import unparse
+from archc.compiler.yamlspec import dump_yaml, load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -237,7 +237,7 @@ def test_cli_convert_yaml_only_structure_gives_a_diagnostic(tmp_path):
 def test_yamlspec_docstring_example_loads():
     import textwrap
 
-    import archc.yamlspec as yamlspec
+    import archc.compiler.yamlspec as yamlspec
 
     doc = yamlspec.__doc__
     start, end = doc.index("    - import:"), doc.index("    - network:")
@@ -252,8 +252,8 @@ def test_yamlspec_docstring_example_loads():
 def _words_and_comments(text: str) -> tuple[list[str], list[str]]:
     """The layer names as written at the head of each word (`FC` of `FC-4096`, `LRN`,
     `adaptive-avgpool`) and the comments of .arch text, in order."""
-    from archc.fmt import LAYOUT, read_tokens
-    from archc.unparse import comments_between
+    from archc.tools.fmt import LAYOUT, read_tokens
+    from archc.compiler.unparse import comments_between
 
     source, tokens, _ = read_tokens(text)
     code = [t for t in tokens if t.type not in LAYOUT]
@@ -268,8 +268,8 @@ def test_convert_keeps_comments_and_paper_spellings(path):
     """arch → arch and arch → YAML → arch keep every comment, in order, and every layer
     word as written (`FC-4096`, `LRN`, `adaptive-avgpool`, not `fc-4096`, `lrn`,
     `adaptiveavgpool`); both give the same text, and converting that again changes nothing."""
-    from archc.unparse import arch_notes
-    from archc.yamlspec import yaml_notes
+    from archc.tools.convert import arch_notes
+    from archc.compiler.yamlspec import yaml_notes
 
     text = path.read_text(encoding="utf-8")
     spec, notes = arch_notes(text, str(path))

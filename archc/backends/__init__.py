@@ -1,1 +1,4 @@
-"""Backends: what a checked network becomes (torch module, Python source, DOT, summary, ONNX)."""
+"""Backends over a checked network: torch modules, Python source, graphviz, summary, ONNX,
+weights."""
+
+ONNX_INPUT, ONNX_OUTPUT = "input", "logits"  # the exported graph's input and output names

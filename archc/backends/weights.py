@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..graph import LayerNode, Network, layers
+from archc.compiler.graph import LayerNode, Network, layers
 
 # Spec network name → torchvision builder name; a dict picks by the spec's `variant`.
 TORCHVISION_NAMES: dict[str, str | dict[str, str]] = {
@@ -91,7 +91,7 @@ def _resolve_again(net: Network, num_classes: int) -> Network | None:
 
 
 def _try_load(net: Network, name: str | None, params: dict[str, Any]) -> Network | None:
-    from ..api import load
+    from archc.api import load
 
     try:
         return load(net.spec_path, network=name, input_shape=net.input_shape, **params)

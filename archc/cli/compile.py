@@ -1,0 +1,87 @@
+"""`archc compile`: the layer table; with -o, standalone PyTorch source or ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from archc.cli.common import checked, fail
+from archc.cli.options import InputOption, NetworkOption, SetOption, VariantOption
+
+
+def compile_(
+    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    sets: Optional[list[str]] = SetOption,
+    variant: Optional[str] = VariantOption,
+    network: Optional[str] = NetworkOption,
+    input: Optional[str] = InputOption,
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Write the standalone module here"
+    ),
+    emit: str = typer.Option("python", "--emit", help="python or onnx (with -o)"),
+    init: Optional[str] = typer.Option(
+        None, "--init", help="torchvision, or a .safetensors/.pt file"
+    ),
+    purpose: str = typer.Option(
+        "training", "--for",
+        help="training, or inference: batch norms folded, dropout and aux heads dropped",
+    ),
+) -> None:
+    """Print the layer table (the folded one with --for inference); with -o also write
+    standalone PyTorch source, or ONNX checked against onnxruntime."""
+    from archc.backends.summary import format_table, summarize
+
+    if emit not in ("python", "onnx"):
+        fail(f"--emit must be python or onnx, got `{emit}`")
+    if purpose not in ("training", "inference"):
+        fail(f"--for must be training or inference, got `{purpose}`")
+    net = checked(spec, sets, variant, network, input)
+    shown, what_changed = net, None
+    if purpose == "inference":
+        from archc.passes import fold_for_inference
+
+        plan = fold_for_inference(net)
+        shown, what_changed = plan.network, plan.describe()
+    typer.echo(format_table(summarize(shown), shown))
+    if what_changed:
+        typer.echo(f"for inference: {what_changed}")
+    if output is None:
+        if init:
+            fail("--init needs -o: it initialises the exported weights")
+        return
+    _write_compiled(net, output, emit, init, purpose == "inference")
+
+
+def _write_compiled(net, output: Path, emit: str, init: str | None, inference: bool) -> None:
+    """`compile -o`: write the Python source or the ONNX file, and say what was written and,
+    for ONNX, how closely onnxruntime's run of the file matched torch's."""
+    from archc.backends.onnx import OnnxExportError
+    from archc.backends.weights import InitError
+
+    checks = []
+    try:
+        if emit == "python":
+            from archc.backends.pysource import write_python
+
+            written = write_python(net, output, init=init, inference=inference)
+        elif inference:
+            from archc.passes.export import export_inference_onnx
+
+            written = export_inference_onnx(net, output, init=init, checked=checks.append)
+        else:
+            from archc.backends.onnx import export_onnx
+
+            written = export_onnx(net, output, init=init, checked=checks.append)
+    except (InitError, OnnxExportError, OSError) as exc:
+        fail(str(exc))
+    for path in written:
+        typer.echo(f"wrote {path}")
+    for result in checks:
+        typer.echo(result.describe())
+
+
+def register(app: typer.Typer) -> None:
+    """Add `archc compile` to the typer app."""
+    app.command(name="compile")(compile_)
