@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from archc.compiler.diagnostics import Diagnostic, Diagnostics, SpecError
+from archc.compiler.diagnostics import Diagnostic, Diagnostics
 from archc.compiler.graph import Network
+from archc.compiler.render import SpecError
 from archc.compiler.resolve import Resolver
 from archc.compiler.sources import Program, load_program
 from archc.layers import Shape
@@ -79,10 +80,25 @@ def _check(spec, params, network, variant, input_shape, text) -> CheckResult:
         _note_unavailable_names(diags, program, resolver.unavailable)
     if net is not None:
         net = _within_param_limit(net, diags)
+    if net is not None and text is None:
+        net.reresolve = _reresolver(spec, network, variant, input_shape, net.name)
     found = diags.sorted()
     if net is not None and any(d.code == "E202" for d in found):
         found = _note_smallest_input(found, program, network, overrides, net.input_shape)
     return CheckResult(net, found, program)
+
+
+def _reresolver(spec, network, variant, input_shape, name):
+    """Resolve the same spec again with other parameters (the network's name first, for an
+    alias like `vgg_d = vgg(...)`); None when that does not give a valid network."""
+    def again(params: dict[str, Any]) -> Network | None:
+        for which in dict.fromkeys((name, network)):
+            result = check(spec, params, network=which, variant=variant,
+                           input_shape=input_shape)
+            if result.ok:
+                return result.network
+        return None
+    return again
 
 
 def _zoo_name(spec, params, network, variant):

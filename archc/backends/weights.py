@@ -82,21 +82,12 @@ def class_heads(net: Network) -> Heads | None:
 
 
 def _resolve_again(net: Network, num_classes: int) -> Network | None:
-    # An alias network (vgg_d = vgg(...)) resolves under either name.
-    for name in (net.name, None):
-        other = _try_load(net, name, {**net.params, "num_classes": num_classes})
-        if other is not None:
-            return other
-    return None
-
-
-def _try_load(net: Network, name: str | None, params: dict[str, Any]) -> Network | None:
-    from archc.api import load
-
+    if net.reresolve is None:  # a network given as text: no spec to resolve again
+        return None
     try:
-        return load(net.spec_path, network=name, input_shape=net.input_shape, **params)
-    except Exception:  # noqa: BLE001 - a probe: any failure (a spec given as text, a class
-        return None  # count the spec rejects) only means "unknown"
+        return net.reresolve({**net.params, "num_classes": num_classes})
+    except Exception:  # noqa: BLE001 - a probe: any failure only means "unknown"
+        return None
 
 
 # --------------------------------------------------------------------------- sources
