@@ -252,8 +252,8 @@ def test_yamlspec_docstring_example_loads():
 def _words_and_comments(text: str) -> tuple[list[str], list[str]]:
     """The layer names as written at the head of each word (`FC` of `FC-4096`, `LRN`,
     `adaptive-avgpool`) and the comments of .arch text, in order."""
-    from archc.tools.fmt import LAYOUT, read_tokens
     from archc.compiler.unparse import comments_between
+    from archc.tools.fmt import LAYOUT, read_tokens
 
     source, tokens, _ = read_tokens(text)
     code = [t for t in tokens if t.type not in LAYOUT]
@@ -268,8 +268,8 @@ def test_convert_keeps_comments_and_paper_spellings(path):
     """arch → arch and arch → YAML → arch keep every comment, in order, and every layer
     word as written (`FC-4096`, `LRN`, `adaptive-avgpool`, not `fc-4096`, `lrn`,
     `adaptiveavgpool`); both give the same text, and converting that again changes nothing."""
-    from archc.tools.convert import arch_notes
     from archc.compiler.yamlspec import yaml_notes
+    from archc.tools.convert import arch_notes
 
     text = path.read_text(encoding="utf-8")
     spec, notes = arch_notes(text, str(path))
