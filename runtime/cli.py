@@ -6,6 +6,7 @@ runtime/after/verbs.py (eval, predict, submit, export). `archc` finds `register`
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +21,7 @@ def register(app: typer.Typer) -> None:
     app.command(name="train")(train_command)
     app.add_typer(data_app, name="data")
     try:
-        from runtime.after import verbs as after
+        from .after import verbs as after
     except ImportError:  # pragma: no cover - only while the module is being written
         return
     after.register(app)
@@ -34,7 +35,7 @@ def _show_data_warnings_as_lines() -> None:
     original = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        from runtime.data.folders import DataWarning
+        from .data.folders import DataWarning
 
         if issubclass(category, DataWarning):
             print(f"warning: {message}", file=sys.stderr)
@@ -63,7 +64,8 @@ def _fail(message: str, code: int = 1) -> None:
 def train_command(
     spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
     data: Optional[Path] = typer.Option(
-        None, "--data", "-d", help="Image folder, Kaggle train/ or train.zip"
+        None, "--data", "-d", help="Image folder, Kaggle train/ or train.zip [required, "
+        "unless the spec's train: section has data = \"PATH\" or --resume names a run]"
     ),
     epochs: Optional[int] = typer.Option(None, help="Epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Global batch size"),
@@ -112,12 +114,12 @@ def train_command(
 ) -> None:
     """Train a spec on an image folder; checkpoints, metrics and plots go to a run folder."""
     if nproc and nproc > 1:
-        from runtime.training.distributed import launch
+        from .training.distributed import launch
 
         args = _without_nproc(sys.argv[1:])
         raise typer.Exit(launch(nproc, args))
-    from runtime.training.train import SpecCheckError, TrainError, TrainRequest
-    from runtime.training.train import train as run_train
+    from .training.train import SpecCheckError, TrainError, TrainRequest
+    from .training.train import train as run_train
 
     settings = dict(
         epochs=epochs,
@@ -167,8 +169,8 @@ def train_command(
     except TrainError as exc:
         _fail(str(exc))
     except Exception as exc:  # data and checkpoint errors carry their own clear messages
-        from runtime.data.folders import DataError
-        from runtime.training.checkpoint import CheckpointError
+        from .data.folders import DataError
+        from .training.checkpoint import CheckpointError
 
         if isinstance(exc, (DataError, CheckpointError, FileNotFoundError)):
             _fail(str(exc))
@@ -212,7 +214,7 @@ def synth_command(
     force: bool = typer.Option(False, "--force", help="Overwrite images already there"),
 ) -> None:
     """Write a deterministic synthetic Dogs-vs-Cats dataset in Kaggle's layout."""
-    from runtime.data.synth import write_synthetic
+    from .data.synth import write_synthetic
 
     if n < 2:
         _fail("--n must be at least 2 (one image per class)", 2)
@@ -233,18 +235,38 @@ def synth_command(
 
 @data_app.command("cache")
 def cache_command(
-    path: Path = typer.Argument(..., help="Image folder, train/ or train.zip"),
+    path: Optional[Path] = typer.Argument(
+        None, help="Image folder, train/ or train.zip to decode (with --list or --clear: only "
+        "this dataset's cache)"),
     size: int = typer.Option(256, "--size", help="Short side of the cached images"),
     workers: int = typer.Option(2, "--workers"),
+    list_: bool = typer.Option(False, "--list", help="List the decoded datasets in the cache: "
+                               "path, images, pixels and size on disk"),
+    clear: bool = typer.Option(False, "--clear", help="Remove PATH's decoded images from the "
+                               "cache, or without PATH every dataset's"),
 ) -> None:
-    """Decode a dataset once into the memory-mapped uint8 cache that `train` reads."""
-    from runtime.data.folders import DataError, check_size, load_images
+    """Decode a dataset once into the memory-mapped uint8 cache that `train` reads (about
+    196 KB an image at 256 px); --list and --clear show and free the cache's disk space."""
+    if list_ and clear:
+        _fail("give --list or --clear, not both", 2)
+    if list_ or clear:
+        from .training.train import cache_dir
+
+        (_clear_cache if clear else _list_cache)(cache_dir(), path)
+        return
+    if path is None:
+        _fail("give the dataset to decode (PATH), or --list / --clear", 2)
+    _build_cache(path, size, workers)
+
+
+def _build_cache(path: Path, size: int, workers: int) -> None:
+    from .data.folders import DataError, check_size, load_images
 
     try:
         check_size(size)
     except DataError as exc:
         _fail(f"--size: {exc}", 2)
-    from runtime.training.train import (
+    from .training.train import (
         cache_dir,  # imports torch: after the options are known to be good
     )
     try:
@@ -253,7 +275,55 @@ def cache_command(
         _fail(str(exc))
     typer.echo(
         f"cached {len(images)} images of {size}×{size} in {cache_dir()} "
-        f"({len(images.classes)} classes; skipped {len(images.skipped)})"
+        f"({len(images.classes)} classes; skipped {len(images.skipped)}; "
+        f"{_bytes(images.images.nbytes)} on disk)"
     )
     for p, why in images.skipped:
         typer.echo(f"  skipped {p}: {why}")
+
+
+def _bytes(n: float) -> str:
+    """1,234,567 → `1.2 MB` (decimal units, as disk sizes are sold)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.3g} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _list_cache(folder: Path, dataset: Optional[Path]) -> None:
+    """One line per cached dataset (newest first) and the total."""
+    from .data.folders import cached_sets
+
+    wanted = None if dataset is None else str(dataset.resolve())
+    entries = [e for e in cached_sets(folder) if wanted is None or e.root == wanted]
+    if not entries:
+        typer.echo(f"no decoded images in {folder}" + (f" for {dataset}" if dataset else ""))
+        return
+    typer.echo(f"image cache {folder}:")
+    for entry in entries:
+        typer.echo("  " + _describe_cached(entry))
+    total = sum(e.bytes for e in entries)
+    typer.echo(f"{_bytes(total)} in {len(entries)} cached dataset(s); free it with "
+               "`archc data cache --clear [PATH]`")
+
+
+def _describe_cached(entry) -> str:
+    size = _bytes(entry.bytes).rjust(8)
+    if entry.unfinished:
+        return f"{size}  unfinished build (running, or killed): {entry.files[0].name}"
+    if entry.root is None:
+        return f"{size}  unreadable index: {entry.files[0].name}"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created or 0))
+    per_image = _bytes(entry.bytes / max(entry.images, 1))
+    return (f"{size}  {entry.images:,} images of {entry.size}×{entry.size} ({per_image} each), "
+            f"{when}  {entry.root}")
+
+
+def _clear_cache(folder: Path, dataset: Optional[Path]) -> None:
+    from .data.folders import clear_cache
+
+    removed = clear_cache(folder, dataset)
+    what = f"of {dataset} " if dataset is not None else ""
+    typer.echo(f"removed the decoded images {what}from {folder}: {len(removed)} cached "
+               f"dataset(s), {_bytes(sum(e.bytes for e in removed))}")

@@ -265,9 +265,11 @@ def init_model(model: nn.Module, net: Network, init: str) -> list[str]:
 
 def save_weights(model: nn.Module, path: str | Path, net: Network | None = None) -> Path:
     """Write `model`'s state_dict as safetensors (what the generated source loads)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "pt"} | ({"archc_network": net.name} if net is not None else {})
-    save_file(state, str(path), metadata=metadata)
+    # serialised here and written with open(): safetensors' save_file creates the file 0600,
+    # unlike every other file archc writes (the umask decides)
+    Path(path).write_bytes(save(state, metadata=metadata))
     return Path(path)

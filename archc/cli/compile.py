@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -62,24 +63,34 @@ def _write_compiled(net, output: Path, emit: str, init: str | None, inference: b
 
     checks = []
     try:
-        if emit == "python":
+        if emit == "python" and inference:
+            from archc.passes.export import write_inference_python
+
+            written = write_inference_python(net, output, init=init, note=note)
+        elif emit == "python":
             from archc.backends.pysource import write_python
 
-            written = write_python(net, output, init=init, inference=inference)
+            written = write_python(net, output, init=init, note=note)
         elif inference:
             from archc.passes.export import export_inference_onnx
 
-            written = export_inference_onnx(net, output, init=init, checked=checks.append)
+            written = export_inference_onnx(net, output, init=init, note=note,
+                                            checked=checks.append)
         else:
             from archc.backends.onnx import export_onnx
 
-            written = export_onnx(net, output, init=init, checked=checks.append)
+            written = export_onnx(net, output, init=init, note=note, checked=checks.append)
     except (InitError, OnnxExportError, OSError) as exc:
         fail(str(exc))
     for path in written:
         typer.echo(f"wrote {path}")
     for result in checks:
         typer.echo(result.describe())
+
+
+def note(message: str) -> None:
+    """A backend's note (a re-initialised head) for the user, on stderr."""
+    print(message, file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -34,7 +34,7 @@ class WeightsError(Exception):
 
 def convert(source: str, network: Network, target: Path) -> tuple[Path, int]:
     """Convert the weights file beside `source` for `network`; (file read, tensors written)."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     from archc.importers.registry import for_file
 
@@ -47,7 +47,8 @@ def convert(source: str, network: Network, target: Path) -> tuple[Path, int]:
     found = Path(source).with_suffix(importer.weights_suffix)
     tensors = convert_tensors(source, found, network)
     # np.ascontiguousarray would make num_batches_tracked's 0-d scalar 1-d
-    save_file({k: np.array(v, order="C") for k, v in tensors.items()}, str(target))
+    # written with open(), not save_file, which creates the file 0600 whatever the umask
+    Path(target).write_bytes(save({k: np.array(v, order="C") for k, v in tensors.items()}))
     return found, len(tensors)
 
 

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from runtime.data.augment import AugmentConfig, apply_params, eval_batch, sample_params
-from runtime.data.folders import ImageSet
+from .augment import AugmentConfig, apply_params, eval_batch, sample_params
+from .folders import ImageSet
 
 #: copy the uint8 array to the GPU when it needs less than this fraction of free GPU memory.
 GPU_RESIDENT_FRACTION = 0.4

@@ -82,7 +82,7 @@ class TrainConfig(BaseModel):
     def augment(self):
         """An `runtime.data.augment.AugmentConfig` built from the augmentation fields."""
         # Imported lazily so that config stays importable without the image stack.
-        from runtime.data.augment import AugmentConfig
+        from ..data.augment import AugmentConfig
 
         return AugmentConfig(
             scale=tuple(self.scale), ratio=tuple(self.ratio),

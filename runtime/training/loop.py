@@ -42,9 +42,9 @@ from rich.progress import (
 from rich.table import Table
 from torch import nn
 
-from runtime.training import checkpoint as ckpt
-from runtime.training.config import TrainConfig
-from runtime.training.metrics import MetricsLogger, log_loss_sum, plot
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .metrics import MetricsLogger, log_loss_sum, plot
 
 # Config fields that may differ on resume without breaking exact continuation.
 _RESUME_FREE_FIELDS = {"workers", "compile", "compile_mode", "device", "cache_size", "epochs"}

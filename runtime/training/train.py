@@ -14,10 +14,11 @@ from typing import Any
 
 import archc
 from archc import Network, layers
-from runtime.data.folders import ImageSet, load_images, stratified_split
-from runtime.data.loader import BatchLoader
-from runtime.training.config import TrainConfig, merge_config
-from runtime.training.distributed import (
+
+from ..data.folders import ImageSet, load_images, stratified_split
+from ..data.loader import BatchLoader
+from .config import TrainConfig, merge_config
+from .distributed import (
     World,
     barrier,
     broadcast_text,
@@ -26,8 +27,14 @@ from runtime.training.distributed import (
     init,
     shutdown,
 )
-from runtime.training.loop import FitResult, fit, select_device
-from runtime.training.run import check_resume, create_run, load_hparams, load_split
+from .loop import FitResult, fit, select_device
+from .run import (
+    check_resume,
+    create_run,
+    load_hparams,
+    load_split,
+    recorded_data,
+)
 
 
 class TrainError(Exception):
@@ -116,16 +123,11 @@ def train(req: TrainRequest) -> FitResult:
     resume_dir = Path(req.resume) if req.resume else None
     saved_config, saved_params = _saved(resume_dir)
     record = _read_record(resume_dir) if resume_dir else {}
-    data_path = Path(req.data or _recorded_data(record) or "")
-    if not str(data_path) or not data_path.exists():
-        raise TrainError(
-            f"dataset `{data_path}` not found"
-            if str(data_path)
-            else "give the images with --data PATH"
-        )
+    spec_train = {} if saved_config else _spec_train(req)
+    data_path = data_source(req, record, spec_train.pop("data", None))
     if resume_dir is not None:
         _same_data_path(resume_dir, record, data_path)
-    base = dict(saved_config.model_dump()) if saved_config else _spec_train(req)
+    base = dict(saved_config.model_dump()) if saved_config else spec_train
     config = _config(base, req.settings)
     try:
         device = select_device(config.device)
@@ -191,12 +193,30 @@ def data_identity(images: ImageSet) -> dict[str, Any]:
             "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest()}
 
 
-def _recorded_data(record: dict[str, Any]) -> str | None:
-    """The data a run trained on: its path as given, or resolved when that was relative to
-    another working folder."""
-    given = record.get("data_path")
-    resolved = (record.get("data") or {}).get("resolved_path")
-    return given if given and Path(given).exists() else resolved or given
+#: the one line printed when nothing names the images (never the current folder by default)
+NO_DATA = ("no images to train on: give --data PATH (an image folder, Kaggle's train/ or "
+           "train.zip), or name them in the spec's train: section as data = \"PATH\"")
+
+
+def data_source(req: TrainRequest, record: dict[str, Any], spec_data: Any = None) -> Path:
+    """The images to train on: --data, else the resumed run's recorded data, else the spec's
+    `train: data = "PATH"` (relative to the spec's folder). TrainError when none names them,
+    or the path is not there: an unnamed dataset is never the current folder."""
+    if req.data is not None:
+        path = Path(req.data)
+    elif record:
+        path = recorded_data(record)
+    elif spec_data is not None:
+        if not isinstance(spec_data, str) or not spec_data:
+            raise TrainError(f"the spec's train: data must be a path in quotes, got {spec_data!r}")
+        path = Path(req.spec).parent / Path(spec_data).expanduser()
+    else:
+        path = None
+    if path is None:
+        raise TrainError(NO_DATA)
+    if not path.exists():
+        raise TrainError(f"dataset `{path}` not found")
+    return path
 
 
 def _same_data_path(run_dir: Path, record: dict[str, Any], data_path: Path) -> None:
@@ -234,7 +254,7 @@ def _saved(resume_dir: Path | None):
     """The run's hyper-parameters and spec parameters when resuming, else (None, None)."""
     if resume_dir is None:
         return None, None
-    from runtime.training.run import ResumeError
+    from .run import ResumeError
 
     try:
         return load_hparams(resume_dir)
@@ -248,7 +268,7 @@ def _spec_train(req: TrainRequest) -> dict[str, Any]:
 
 
 def _config(base: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
-    from runtime.training.config import ConfigError
+    from .config import ConfigError
 
     try:
         return merge_config(base, settings)
@@ -281,7 +301,7 @@ def _lock(run_dir: Path, world: World, held: contextlib.ExitStack) -> None:
     when another process trains in it."""
     if not world.is_main:
         return
-    from runtime.training.run import RunBusyError, lock_run
+    from .run import RunBusyError, lock_run
 
     try:
         release = lock_run(run_dir)
@@ -317,7 +337,7 @@ def _new_run_folder(run_dir: Path, held: contextlib.ExitStack) -> None:
 def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data_path, images,
              held):
     if resume_dir is not None:
-        from runtime.training.run import ResumeError
+        from .run import ResumeError
 
         try:
             check_resume(resume_dir, spec_text, params)
