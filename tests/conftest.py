@@ -29,6 +29,7 @@ SLOW_MODULES = {
     "tests/mutation/test_mutants.py",  # each mutant reruns tests in a copy of the tree
     "tests/importers/test_torch_import.py",  # imports and rebuilds torchvision networks
     "tests/test_torchvision.py",  # torchvision's models against archc's, weights loaded
+    "tests/test_transformers.py",  # ViT, Swin and MaxViT against torchvision's classes
     "tests/test_zoo.py",
     "tests/test_fuzz_zoo.py",
     "tests/test_lecture.py",
