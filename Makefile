@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 DEMO    := demo
 
-.PHONY: setup demo test bench lint clean golden bytecode
+.PHONY: setup demo test test-fast bench lint clean golden bytecode
 
 setup: $(STAMP) graphviz bytecode
 
@@ -33,8 +33,19 @@ $(STAMP): requirements.txt pyproject.toml
 demo: setup
 	$(PY) -m runtime.demo --out $(DEMO)
 
+# The suite runs in parallel (pytest-xdist, a worker per core; a module whose tests share a
+# module-scoped fixture stays on one worker, see tests/conftest.py), then the few `serial`
+# tests (DDP: two gloo processes that want every core) alone. `test-fast` is the unit tests
+# only: no training, no torchvision models, no ONNX (the `slow` marker), in under 2 minutes.
+PYTEST  := $(PY) -m pytest -p no:cacheprovider
+XDIST   := -n auto --dist loadgroup
+
 test: setup
-	$(PY) -m pytest -p no:cacheprovider
+	$(PYTEST) $(XDIST) -m "not serial"
+	$(PYTEST) -m serial
+
+test-fast: setup
+	$(PYTEST) $(XDIST) -m "not slow and not serial"
 
 bench: setup
 	$(PY) -m bench

@@ -130,6 +130,36 @@ def test_several_specs_in_one_run_like_a_linter(tmp_path):
     assert missing.stdout == ""  # nothing is checked until every path exists
 
 
+def test_several_specs_name_each_file(tmp_path):
+    """`archc check specs/*.arch` says which file each report is about: each starts with the
+    file's path, a failing one with its count of errors (the diagnostics name it too)."""
+    broken = write(tmp_path, BROKEN)
+    good = write(tmp_path, "network n:\n    input 3x8x8\n    conv3-8\n", "good.arch")
+    proc = archc("check", good.name, broken.name, cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "good.arch: OK n: 3×8×8 → 8×8×8"
+    assert lines[-1] == "spec.arch: FAILED (1 error)"
+    one = archc("check", good.name, cwd=tmp_path)  # one file: the report as before
+    assert one.stdout.splitlines()[0] == "OK n: 3×8×8 → 8×8×8"
+
+
+def test_a_set_value_of_the_wrong_type_is_a_set_error():
+    """`--set num_classes=abc` is a mistake on the command line: one line naming --set and
+    the parameter (exit 2), not an error at the spec line that uses it."""
+    for verb in ("check", "compile", "summary"):
+        proc = archc(verb, "specs/resnet18.arch", "--set", "num_classes=abc")
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == ("error: --set num_classes=abc: parameter `num_classes` of "
+                               "network `resnet18` takes an integer (its default is 1000)\n")
+    half = archc("check", "specs/resnet18.arch", "--set", "num_classes=2.5")
+    assert half.returncode == 2 and half.stderr.startswith("error: --set num_classes=2.5:")
+    several = archc("check", "specs/resnet18.arch", "specs/vgg_d.arch", "--set",
+                    "num_classes=abc", "--json")
+    assert several.returncode == 2 and several.stdout == ""
+    assert archc("check", "specs/resnet18.arch", "--set", "num_classes=7").returncode == 0
+
+
 def test_json_output_with_errors(tmp_path):
     spec = write(tmp_path, BROKEN)
     proc = archc("check", spec.name, "--json", cwd=tmp_path)

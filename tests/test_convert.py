@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,7 +118,9 @@ def test_cli_convert_to_yaml_checks_to_the_same_network(spec_copy, name):
     yaml_path = arch.with_suffix(".yaml")
     proc = archc_cli("convert", str(arch), "--to", "yaml", "-o", str(yaml_path))
     assert proc.returncode == 0, proc.stderr
-    assert yaml_path.read_text(encoding="utf-8").lstrip().startswith("- ")
+    code = [ln for ln in yaml_path.read_text(encoding="utf-8").splitlines()
+            if not ln.lstrip().startswith("#")]  # the spec's comments come along
+    assert code[0].startswith("- ")
     a, b = archc.load(arch), archc.load(yaml_path)
     assert (a.n_params, a.macs, a.output_shape) == (b.n_params, b.macs, b.output_shape)
     assert [m.path for m in walk(a.root)] == [m.path for m in walk(b.root)]
@@ -241,3 +244,93 @@ def test_yamlspec_docstring_example_loads():
     example = textwrap.dedent(doc[start:end]).replace("lib/resnet.arch", "x.arch")
     spec = _parse_yaml(example, "doc.yaml")
     assert [type(s).__name__ for s in spec.statements] == ["Import", "BlockDef"]
+
+
+# --------------------------------------------------------------------------- what a person wrote
+
+
+def _words_and_comments(text: str) -> tuple[list[str], list[str]]:
+    """The layer names as written at the head of each word (`FC` of `FC-4096`, `LRN`,
+    `adaptive-avgpool`) and the comments of .arch text, in order."""
+    from archc.compiler.unparse import comments_between
+    from archc.tools.fmt import LAYOUT, read_tokens
+
+    source, tokens, _ = read_tokens(text)
+    code = [t for t in tokens if t.type not in LAYOUT]
+    comments = comments_between(source, [(t.start_pos, t.end_pos) for t in code])
+    heads = [re.match(r"[A-Za-z_]+(?:-[A-Za-z_]+)*", str(t)).group(0) for t in code
+             if t.type == "WORD"]
+    return heads, [c.text for c in comments]
+
+
+@pytest.mark.parametrize("path", ARCH_SPECS, ids=IDS)
+def test_convert_keeps_comments_and_paper_spellings(path):
+    """arch → arch and arch → YAML → arch keep every comment, in order, and every layer
+    word as written (`FC-4096`, `LRN`, `adaptive-avgpool`, not `fc-4096`, `lrn`,
+    `adaptiveavgpool`); both give the same text, and converting that again changes nothing."""
+    from archc.compiler.yamlspec import yaml_notes
+    from archc.tools.convert import arch_notes
+
+    text = path.read_text(encoding="utf-8")
+    spec, notes = arch_notes(text, str(path))
+    direct = unparse(spec, notes)
+    yaml_text = dump_yaml(spec, notes)
+    from_yaml, yaml_side = yaml_notes(yaml_text, "spec.yaml", Diagnostics())
+    assert structure(from_yaml) == structure(spec)
+    assert unparse(from_yaml, yaml_side) == direct
+    words, comments = _words_and_comments(text)
+    assert _words_and_comments(direct) == (words, comments)
+    again, again_notes = arch_notes(direct, str(path))
+    assert unparse(again, again_notes) == direct
+    assert dump_yaml(again, again_notes) == yaml_text
+
+
+COMMENTED = """\
+# a header, above everything
+network tiny(num_classes=10):  # the network
+    input 3x32x32
+    # the stem
+    conv3-16  LRN  relu  # three on a line
+    features: [
+        # inside brackets
+        conv3-32 maxpool
+    ]
+    avgpool: adaptive-avgpool(1)
+    flatten
+    Soft-Max
+    FC-{num_classes}  # the classifier
+# the end
+"""
+
+
+def test_comments_and_spellings_of_a_small_spec(tmp_path):
+    spec = tmp_path / "tiny.arch"
+    spec.write_text(COMMENTED, encoding="utf-8")
+    yaml_file = tmp_path / "tiny.yaml"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    run = subprocess.run([sys.executable, "-m", "archc", "convert", str(spec), "--to", "yaml",
+                          "-o", str(yaml_file)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    yaml_text = yaml_file.read_text(encoding="utf-8")
+    for kept in ("# a header, above everything", "# the stem", "  # three on a line",
+                 "- LRN", "- adaptive-avgpool:", "- Soft-Max", "- FC-{num_classes}  # the "
+                 "classifier", "# inside brackets", "# the end"):
+        assert kept in yaml_text, kept
+    back = subprocess.run([sys.executable, "-m", "archc", "convert", str(yaml_file), "--to",
+                           "arch"], capture_output=True, text=True, env=env)
+    assert back.returncode == 0, back.stderr
+    assert back.stdout == (
+        "# a header, above everything\n"
+        "network tiny(num_classes=10):  # the network\n"
+        "    input 3x32x32\n"
+        "    # the stem\n"
+        "    conv3-16\n"
+        "    LRN\n"
+        "    relu  # three on a line\n"
+        "    # inside brackets\n"
+        "    features: [conv3-32 maxpool]\n"
+        "    avgpool: adaptive-avgpool(1)\n"
+        "    flatten\n"
+        "    Soft-Max\n"
+        "    FC-{num_classes}  # the classifier\n"
+        "# the end\n")

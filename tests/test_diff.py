@@ -89,7 +89,7 @@ def _archc(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_cli_text_and_json():
     proc = _archc("diff", "specs/vgg.arch:A", "specs/vgg.arch:A-LRN")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # they differ
     assert proc.stdout.splitlines()[0] == ("specs/vgg.arch:A → specs/vgg.arch:A-LRN: "
                                            "1 added, 0 removed, 0 changed")
     assert proc.stdout.splitlines()[2].split() == ["+", "features.2", "lrn", "n=5",
@@ -104,7 +104,7 @@ def test_cli_text_and_json():
 def test_cli_graph_colours_the_differences(tmp_path):
     out = tmp_path / "d.svg"
     proc = _archc("diff", "specs/vgg.arch:A", "specs/vgg.arch:B", "--graph", str(out))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     fills = {}
     for g in ET.parse(out).getroot().iter("{http://www.w3.org/2000/svg}g"):
         title = g.find("{http://www.w3.org/2000/svg}title")
@@ -118,7 +118,8 @@ def test_cli_graph_colours_the_differences(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (("nope.arch", "specs/vgg.arch"), "error: `nope.arch` is neither a spec file"),
-    (("specs/vgg.arch:A", "specs/vgg.arch:B", "--graph", "x.png"), "error: --graph writes SVG"),
+    (("specs/vgg.arch:A", "specs/vgg.arch:B", "--graph", "x.jpg"),
+     "error: --graph writes .svg, .png, .pdf or .dot, not `.jpg`"),
 ])
 def test_cli_bad_input_is_one_line(args, message):
     proc = _archc("diff", *args)
@@ -126,6 +127,31 @@ def test_cli_bad_input_is_one_line(args, message):
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_spec_errors_exit_1():
+def test_cli_spec_errors_exit_2():
     proc = _archc("diff", "specs/vgg.arch:A", "specs/vgg.arch:Z")
-    assert proc.returncode == 1 and "error[E110]" in proc.stderr
+    assert proc.returncode == 2 and "error[E110]" in proc.stderr
+
+
+def test_cli_exit_status_is_diffs():
+    """0 when the networks are the same, 1 when they differ (as `diff` and `git diff
+    --exit-code`), so a script can branch on it."""
+    same = _archc("diff", "specs/vgg.arch:D", "specs/vgg_d.arch")
+    assert same.returncode == 0 and "no differences" in same.stdout
+    differ = _archc("diff", "resnet18", "resnet34", "--json")
+    assert differ.returncode == 1 and json.loads(differ.stdout)["counts"]["added"] == 8
+
+
+@pytest.mark.parametrize("suffix, magic", [
+    (".png", b"\x89PNG"), (".pdf", b"%PDF"), (".dot", b"digraph diff {")])
+def test_cli_graph_writes_what_the_suffix_says(tmp_path, suffix, magic):
+    out = tmp_path / f"d{suffix}"
+    proc = _archc("diff", "specs/vgg.arch:A", "specs/vgg.arch:B", "--graph", str(out))
+    assert proc.returncode == 1, proc.stderr
+    assert f"wrote {out}" in proc.stdout
+    assert out.read_bytes().startswith(magic)
+    if suffix == ".dot":  # both sides, apart, B's new convs filled green
+        text = out.read_text(encoding="utf-8")
+        assert "subgraph cluster_a {" in text and "subgraph cluster_b {" in text
+        assert '"a/features.0" [' in text and '"b/features.0" [' in text
+        assert '"a/features.2" [fillcolor' not in text
+        assert f'"b/features.2" [fillcolor="{COLOURS["added"]}"' in text

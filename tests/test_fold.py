@@ -211,3 +211,40 @@ def test_compile_for_inference_writes_folded_source_and_weights(tmp_path):
         assert _relative(emitted(x), model(x)) <= TOLERANCE
     bad = CliRunner().invoke(app, ["compile", str(spec), "--for", "serving", "-o", str(out)])
     assert bad.exit_code != 0 and "--for must be training or inference" in bad.output
+
+
+def test_compile_for_inference_prints_the_folded_table_and_what_was_folded():
+    """`compile --for inference` shows the network it writes: the folded table (no bn row,
+    no dropout row, fewer parameters) and one line counting the folds and removals."""
+    from archc.cli.app import app
+
+    spec = REPO / "specs" / "googlenet.arch"
+    plain = CliRunner().invoke(app, ["compile", str(spec)])
+    folded = CliRunner().invoke(app, ["compile", str(spec), "--for", "inference"])
+    assert plain.exit_code == 0 and folded.exit_code == 0, folded.output
+    assert " bn " in plain.output and "dropout" in plain.output
+    assert " bn " not in folded.output and "dropout" not in folded.output.split("for inf")[0]
+    plan = fold_for_inference(archc.load(spec))
+    assert folded.output.rstrip().endswith(
+        f"for inference: folded {len(plan.folds)} batch norms into the convs and linears "
+        "before them; removed 2 auxiliary heads, 1 dropout")
+    assert len(plan.folds) == 57
+    assert "for inference" not in plain.output
+
+
+def test_compile_emit_onnx_prints_the_onnxruntime_check(tmp_path):
+    from archc.cli.app import app
+
+    out = tmp_path / "flat.onnx"
+    spec = tmp_path / "flat.arch"
+    spec.write_text(FLAT, encoding="utf-8")
+    for purpose in ("training", "inference"):
+        result = CliRunner().invoke(app, ["compile", str(spec), "--emit", "onnx", "-o", str(out),
+                                          "--for", purpose])
+        assert result.exit_code == 0, result.output
+        line = result.output.splitlines()[-1]
+        m = re.fullmatch(r"checked with onnxruntime on 3 random inputs: max abs difference vs "
+                         r"torch (\S+) \(relative (\S+), tolerance 1e-04\)", line)
+        assert m, line
+        max_abs, relative = float(m.group(1)), float(m.group(2))
+        assert 0 <= relative <= 1e-4 and relative <= max_abs  # relative to a scale >= 1

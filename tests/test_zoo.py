@@ -148,7 +148,8 @@ FAMILY_SOURCES = {
 
 
 def python_code_lines(path: Path) -> int:
-    """Lines holding code: no blank lines, comments, docstrings, imports or weight enums."""
+    """Lines holding code: no blank lines, comments, docstrings, imports, `__all__`, weight
+    enums or their metadata (`_COMMON_META`); docs/zoo.md's and the README's count."""
     import ast
     import io
     import tokenize
@@ -160,7 +161,11 @@ def python_code_lines(path: Path) -> int:
             getattr(b, "id", "") == "WeightsEnum" for b in node.bases)
         docstring = (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
                      and isinstance(node.value.value, str))
-        if weights or docstring or isinstance(node, ast.Import | ast.ImportFrom):
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, ast.AnnAssign) else [])
+        listing = any(isinstance(t, ast.Name) and (t.id == "__all__" or "META" in t.id)
+                      for t in targets)
+        if weights or docstring or listing or isinstance(node, ast.Import | ast.ImportFrom):
             skipped.update(range(node.lineno, node.end_lineno + 1))
     lines = set()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):

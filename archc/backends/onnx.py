@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,12 @@ def _quiet(message: str) -> None:
 
 
 def export_onnx(net: Network, path: Path, init: str | None = None, opset: int = 18,
-                note: Callable[[str], None] = _quiet) -> list[Path]:
+                note: Callable[[str], None] = _quiet,
+                checked: Callable[[OnnxCheck], None] | None = None) -> list[Path]:
     """Export `net` (weights from `init` if given) to `path`; returns the files written.
 
-    The file is checked with onnxruntime before this returns; `note` receives the
-    initialiser's messages (re-initialised heads).
+    The file is checked with onnxruntime before this returns (`checked`, if given, receives
+    the result); `note` receives the initialiser's messages (re-initialised heads).
     """
     from archc.backends.module import to_module
 
@@ -61,7 +63,9 @@ def export_onnx(net: Network, path: Path, init: str | None = None, opset: int = 
     external = _weight_bytes(model) > _EXTERNAL_BYTES
     example = torch.randn(EXAMPLE_BATCH, *net.input_shape)
     export_model(model, example, path, opset, external)
-    verify(path, model, torch.randn(CHECK_BATCH, *net.input_shape))
+    result = verify(path, model, torch.randn(CHECK_BATCH, *net.input_shape))
+    if checked is not None:
+        checked(result)
     data = Path(f"{path}.data")
     return [path, data] if external and data.exists() else [path]
 
@@ -139,8 +143,24 @@ def max_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max(initial=0.0)) / scale
 
 
-def verify(path: Path, model: nn.Module, x: torch.Tensor) -> None:
-    """Raise `OnnxExportError` unless onnxruntime and torch agree on `x` within TOLERANCE."""
+@dataclass(frozen=True)
+class OnnxCheck:
+    """What onnxruntime's run of an exported file gave against torch on random inputs."""
+
+    batch: int  # random inputs compared
+    max_abs: float  # the largest absolute difference of a logit
+    relative: float  # the same, relative to the logits' scale (at least 1)
+
+    def describe(self) -> str:
+        """One line, as `archc compile --emit onnx` prints it."""
+        return (f"checked with onnxruntime on {self.batch} random inputs: max abs difference "
+                f"vs torch {self.max_abs:.2e} (relative {self.relative:.2e}, tolerance "
+                f"{TOLERANCE:.0e})")
+
+
+def verify(path: Path, model: nn.Module, x: torch.Tensor) -> OnnxCheck:
+    """Run the file on `x` with onnxruntime and compare with `model`; raise `OnnxExportError`
+    unless they agree within TOLERANCE, else return how close they were."""
     with torch.no_grad():
         want = model(x).numpy()
     got = run_onnx(path, x)
@@ -152,3 +172,4 @@ def verify(path: Path, model: nn.Module, x: torch.Tensor) -> None:
         raise OnnxExportError(f"{path}: onnxruntime and torch disagree by {error:.2e} (relative "
                               f"to the logits' scale; tolerance {TOLERANCE:.0e}); the file "
                               "does not compute the network")
+    return OnnxCheck(len(x), float(np.abs(got - want).max(initial=0.0)), error)

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from archc.cli.common import (
     INTERNAL_ERROR,
+    fail,
     parse_sets,
     parse_shape,
     print_diagnostics,
@@ -44,6 +45,7 @@ def check_report(
     any spec has errors). The options apply to every spec; with --json, several specs give a
     list of the objects one spec gives."""
     from archc.api import check as run_check
+    from archc.compiler.resolve import SetOptionError
 
     for spec in specs:
         require_spec(spec)
@@ -53,6 +55,8 @@ def check_report(
         try:
             result: Any = run_check(spec, params, network=network, variant=variant,
                                     input_shape=shape)
+        except SetOptionError as exc:
+            fail(str(exc))
         except Exception as exc:  # a bug: report it, and still report the other specs
             report_internal_error(["check", str(spec)])
             result = exc
@@ -61,26 +65,31 @@ def check_report(
         data = [_check_json(spec, result) for spec, result in results]
         print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
     else:
-        for _, result in results:
+        several = len(results) > 1
+        for spec, result in results:
             if not isinstance(result, Exception):
-                _print_report(result, explain)
+                _print_report(result, explain, f"{spec}: " if several else "")
     if any(isinstance(result, Exception) for _, result in results):
         return INTERNAL_ERROR
     return 0 if all(result.ok for _, result in results) else 1
 
 
-def _print_report(result, explain: bool) -> None:
-    """One spec's report: its diagnostics, then OK with shapes, counts and input sizes."""
+def _print_report(result, explain: bool, prefix: str = "") -> None:
+    """One spec's report: its diagnostics, then OK with shapes, counts and input sizes. When
+    several specs are checked, `prefix` (`path: `) starts the line that says how each went."""
     from archc.compiler.shapes import input_sizes
     from archc.layers import fmt
 
     print_diagnostics(result.diagnostics, result.program.sources)
     if not result.ok:
+        if prefix:
+            errors = sum(d.is_error for d in result.diagnostics)
+            print(f"{prefix}FAILED ({errors} error{'s' if errors != 1 else ''})")
         return
     net = result.network
     sizes = input_sizes(net)
     aux = f" (+{len(net.aux_outputs)} auxiliary outputs in training)" if net.aux_outputs else ""
-    print(f"OK {net.name}: {fmt(net.input_shape)} → {fmt(net.output_shape)}{aux}")
+    print(f"{prefix}OK {net.name}: {fmt(net.input_shape)} → {fmt(net.output_shape)}{aux}")
     compute = _macs(net.inference_macs)
     if net.macs != net.inference_macs:  # GoogLeNet's aux heads add 0.56% in training
         compute += f" at inference, {_macs(net.macs)} in training (with the auxiliary heads)"

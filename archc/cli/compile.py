@@ -33,25 +33,41 @@ def compile_(
     force: bool = typer.Option(
         False, "--force", help="Replace OUTPUT even if archc did not write it or a run owns it"),
 ) -> None:
-    """Print the layer table; with -o also write standalone PyTorch source (or ONNX)."""
+    """Print the layer table (the folded one with --for inference); with -o also write
+    standalone PyTorch source, or ONNX checked against onnxruntime."""
     from archc.backends.summary import format_table, summarize
 
-    net = checked(spec, sets, variant, network, input)
-    typer.echo(format_table(summarize(net), net))
-    if output is None:
-        if init:
-            fail("--init needs -o: it initialises the exported weights")
-        return
     if emit not in ("python", "onnx"):
         fail(f"--emit must be python or onnx, got `{emit}`")
     if purpose not in ("training", "inference"):
         fail(f"--for must be training or inference, got `{purpose}`")
+    net = checked(spec, sets, variant, network, input)
+    shown, what_changed = net, None
+    if purpose == "inference":
+        from archc.passes import fold_for_inference
+
+        plan = fold_for_inference(net)
+        shown, what_changed = plan.network, plan.describe()
+    typer.echo(format_table(summarize(shown), shown))
+    if what_changed:
+        typer.echo(f"for inference: {what_changed}")
+    if output is None:
+        if init:
+            fail("--init needs -o: it initialises the exported weights")
+        return
     refuse_clobber(_targets(output, emit, init), force)
+    _write_compiled(net, output, emit, init, purpose == "inference")
+
+
+def _write_compiled(net, output: Path, emit: str, init: str | None, inference: bool) -> None:
+    """`compile -o`: write the Python source or the ONNX file, and say what was written and,
+    for ONNX, how closely onnxruntime's run of the file matched torch's."""
     from archc.backends.onnx import OnnxExportError
     from archc.backends.weights import InitError
 
+    checks = []
     try:
-        if emit == "python" and purpose == "inference":
+        if emit == "python" and inference:
             from archc.passes.export import write_inference_python
 
             written = write_inference_python(net, output, init=init, note=note)
@@ -59,19 +75,22 @@ def compile_(
             from archc.backends.pysource import write_python
 
             written = write_python(net, output, init=init, note=note)
-        elif purpose == "inference":
+        elif inference:
             from archc.passes.export import export_inference_onnx
 
-            written = export_inference_onnx(net, output, init=init, note=note)
+            written = export_inference_onnx(net, output, init=init, note=note,
+                                            checked=checks.append)
         else:
             from archc.backends.onnx import export_onnx
 
-            written = export_onnx(net, output, init=init, note=note)
+            written = export_onnx(net, output, init=init, note=note, checked=checks.append)
     except (InitError, OnnxExportError, OSError) as exc:
         fail(str(exc))
     for path in written:
         mark(path)
         typer.echo(f"wrote {path}")
+    for result in checks:
+        typer.echo(result.describe())
 
 
 def _targets(output: Path, emit: str, init: str | None) -> list[Path]:

@@ -15,7 +15,8 @@ def convert(
     to: str = typer.Option(..., "--to", help="yaml or arch"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here"),
 ) -> None:
-    """Translate a spec between the .arch language and YAML (same IR both ways)."""
+    """Translate a spec between the .arch language and YAML (same IR both ways; comments
+    and the spelling of layer names kept)."""
     from archc.compiler.diagnostics import Diagnostics
     from archc.compiler.sources import SpecReadError, parse_source, read_spec
 
@@ -30,15 +31,18 @@ def convert(
     print_diagnostics(diags.sorted(), {str(spec): text})
     if tree is None or diags.has_errors:
         raise typer.Exit(1)
+    from archc.tools.convert import read_with_notes
+
+    tree, notes = read_with_notes(text, str(spec))
     if to == "yaml":
         from archc.compiler.yamlspec import dump_yaml
 
-        out = dump_yaml(tree)
+        out = dump_yaml(tree, notes)
     else:
         from archc.compiler.unparse import UnparseError, unparse
 
         try:
-            out = unparse(tree)
+            out = unparse(tree, notes)
         except UnparseError as exc:
             fail(
                 f"this spec has no .arch form: {exc}",

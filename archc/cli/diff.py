@@ -21,7 +21,8 @@ def diff(
     input: Optional[str] = InputOption,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable rows and totals"),
     graph: Optional[Path] = typer.Option(
-        None, "--graph", help="Draw both networks, differences coloured, to out.svg"
+        None, "--graph", help="Draw both networks, differences coloured, to out.svg, .png, "
+        ".pdf or .dot"
     ),
 ) -> None:
     """Structural diff of two networks: added, removed and changed layers with their shape,
@@ -31,13 +32,24 @@ def diff(
 
 def compare(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_json: bool,
             graph: Path | None) -> int:
-    """Print the comparison; the exit code (1 when either side has errors)."""
-    from archc.tools.diff import DiffInputError, Side, draw, format_text, load_side, to_json
+    """Print the comparison; the exit status is diff's and `git diff --exit-code`'s: 0 when
+    the networks are the same, 1 when they differ, 2 when either side cannot be compared (a
+    bad path, option or spec)."""
+    from archc.tools.diff import (
+        GRAPH_SUFFIXES,
+        DiffInputError,
+        Side,
+        draw,
+        format_text,
+        load_side,
+        to_json,
+    )
     from archc.tools.diff import diff as run_diff
 
     params, shape = parse_sets(sets), parse_shape(input_shape)
-    if graph is not None and graph.suffix.lower() != ".svg":
-        fail(f"--graph writes SVG, not `{graph.suffix or graph.name}`", "use --graph NAME.svg")
+    if graph is not None and graph.suffix.lower() not in GRAPH_SUFFIXES:
+        fail(f"--graph writes .svg, .png, .pdf or .dot, not `{graph.suffix or graph.name}`",
+             "use --graph NAME.svg (or .png, .pdf, .dot)")
     sides = []
     for text in (a, b):
         try:
@@ -46,7 +58,7 @@ def compare(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_
             fail(str(exc), "give a .arch or .yaml path, PATH:VARIANT, or a zoo network's name")
         print_diagnostics([x for x in result.diagnostics if x.is_error], result.program.sources)
         if not result.ok:
-            return 1
+            return 2
         sides.append(Side(label, result.network))
     d = run_diff(*sides)
     if as_json:
@@ -59,9 +71,12 @@ def compare(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_
         try:
             written = draw(d, graph)
         except DotNotFound as exc:
-            fail(str(exc), "install graphviz (apt-get install graphviz)")
+            fail(str(exc), "install graphviz (apt-get install graphviz), or write --graph "
+                 "NAME.dot")
+        except OSError as exc:
+            fail(f"cannot write `{graph}`: {exc.strerror or exc}")
         print(f"wrote {written}", file=sys.stderr if as_json else sys.stdout)
-    return 0
+    return 0 if d.same else 1
 
 
 def register(app: typer.Typer) -> None:

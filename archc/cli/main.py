@@ -50,8 +50,12 @@ def main(argv: list[str] | None = None) -> None:
             f"`archc {verb}` needs the `torch` extra: module `{exc.name}` is not installed",
             "install it with: pip install 'archc[torch]'  (or: make setup)",
         )
-    except Exception:  # anything else is a bug in archc: keep its traceback, say so
-        report_internal_error(args)
+    except Exception as exc:
+        from archc.compiler.resolve import SetOptionError
+
+        if isinstance(exc, SetOptionError):  # any verb's --set: a usage error, not the spec's
+            fail(str(exc))
+        report_internal_error(args)  # anything else is a bug in archc: keep its traceback
         raise SystemExit(INTERNAL_ERROR) from None
 
 

@@ -85,6 +85,19 @@ class _Tensors:
 Expanded = tuple[list[Op], Shape | None]
 
 
+class SetOptionError(ValueError):
+    """A `--set NAME=VALUE` whose value cannot be the parameter's (a word for an integer):
+    a mistake on the command line, not in the spec, so it is raised rather than reported at
+    the line that uses the parameter."""
+
+    def __init__(self, name: str, value: Any, expected: str, default: Any, network: str):
+        self.name = name
+        super().__init__(
+            f"--set {name}={_show(value)}: parameter `{name}` of network `{network}` "
+            f"takes {expected} (its default is {_show(default)})"
+        )
+
+
 @dataclass
 class _Body:
     """What a body (network or block definition) contributes to items expanded inside it."""
@@ -233,6 +246,9 @@ class Resolver:
                 )
         for p in net.params:
             if p.name in overrides:
+                if p.default is not None:
+                    _check_override(net, p.name, overrides[p.name],
+                                    evaluate(p.default, env, Diagnostics()))
                 env.values[p.name] = overrides[p.name]
             elif p.name in bound:
                 env.values[p.name] = evaluate(bound[p.name], env, self.diags)
@@ -1389,6 +1405,21 @@ class Resolver:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def _check_override(net: ir.NetworkDef, name: str, value: Any, default: Any) -> None:
+    """Raise SetOptionError when a --set value has another type than the parameter's
+    default: a number where a number is expected, true/false where a flag is."""
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:  # a word, a tuple, or a default that did not evaluate: the spec's checks decide
+        return
+    if not ok:
+        raise SetOptionError(name, value, expected, default, net.name)
+
 
 def _callees(item: ir.Item) -> set[str]:
     """Every block or layer name an item calls, however deeply nested."""

@@ -2,13 +2,27 @@
 
 The output re-parses to the same IR (`ir.structure` equal). It uses the papers'
 notation where the arguments allow it (`conv3-64(stride=2)`), as a person would.
+
+What a person wrote that the IR does not hold, the comments and the spelling of each
+layer kind (`FC-4096`, `LRN`, `adaptive-avgpool` for the IR's `fc`, `lrn`,
+`adaptiveavgpool`), travels beside it as `Notes`, read from the source's token stream
+(the one `archc fmt` reads, see archc/tools/convert.py, or PyYAML's for YAML). `unparse`
+and `dump_yaml` spell layers as written, and `place_comments` puts each comment back
+beside the node it stood beside:
+an own-line comment above the line of the node that followed it, a trailing comment at
+the end of the line of the node it followed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
 from archc.compiler import ir
 from archc.compiler.expressions import names_text
-from archc.layers import REGISTRY
+from archc.layers import REGISTRY, lookup
 
 INDENT = "    "
 MAX_LINE = 100  # columns: a group longer than this on one line gets lines of its own
@@ -34,10 +48,187 @@ _PRECEDENCE = {
 }
 
 
-def unparse(spec: ir.SpecFile) -> str:
-    """The whole file as .arch source."""
-    chunks = [_statement(s) for s in spec.statements]
-    return "\n\n".join(chunks) + "\n"
+def unparse(spec: ir.SpecFile, notes: Notes | None = None) -> str:
+    """The whole file as .arch source; with `notes`, layers spelled and commented as in the
+    source the notes were read from (the source of `spec`)."""
+    with spelled_as(notes):
+        chunks = [_statement(s) for s in spec.statements]
+    text = "\n\n".join(chunks) + "\n"
+    if notes is None or not notes.comments:
+        return text
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.compiler.parse import parse_text
+
+    diags = Diagnostics()
+    written = parse_text(text, "<unparsed>", diags)
+    if written is None or diags.has_errors:  # pragma: no cover - unparse output parses
+        raise UnparseError("the .arch text written does not parse; this is a bug in archc")
+    return place_comments(text, written, spec, notes)
+
+
+# --------------------------------------------------------------------------- notes
+
+
+@dataclass(frozen=True)
+class Comment:
+    """A `# ...` comment of a source: where it starts, its text, and whether it stands on a
+    line of its own (else it trails code)."""
+
+    line: int
+    column: int
+    text: str
+    own_line: bool
+
+
+@dataclass
+class Notes:
+    """What a source says beyond its IR, keyed by where each node starts in that source."""
+
+    spellings: dict[tuple[int, int], str] = field(default_factory=dict)  # layer → kind as written
+    comments: list[Comment] = field(default_factory=list)  # in source order
+
+
+_NOTES: ContextVar[Notes | None] = ContextVar("archc_unparse_notes", default=None)
+
+
+@contextmanager
+def spelled_as(notes: Notes | None) -> Iterator[None]:
+    """Within this block, `sugar` (so `unparse` and `dump_yaml`) spells layer kinds as
+    `notes` says they were written."""
+    token = _NOTES.set(notes)
+    try:
+        yield
+    finally:
+        _NOTES.reset(token)
+
+
+def comments_between(text: str, tokens: list[tuple[int, int]]) -> list[Comment]:
+    """The comments of `text` given where its tokens are (start, end offsets, in order): a
+    comment can only stand in the gaps between them, so a `#` inside a string is none."""
+    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    out: list[Comment] = []
+    edges = [0, *(x for pair in tokens for x in pair), len(text)]
+    for begin, end in zip(edges[::2], edges[1::2]):
+        at = begin
+        while (at := text.find("#", at, end)) != -1:
+            stop = text.find("\n", at, end)
+            stop = end if stop == -1 else stop
+            line = _line_of(starts, at)
+            own = not text[starts[line - 1]:at].strip()
+            out.append(Comment(line, at - starts[line - 1] + 1, text[at:stop].rstrip(), own))
+            at = stop
+    return out
+
+
+def _line_of(starts: list[int], offset: int) -> int:
+    from bisect import bisect_right
+
+    return bisect_right(starts, offset)
+
+
+def record_spellings(notes: Notes, spec: ir.SpecFile, word_of) -> None:
+    """Note how each layer's kind is written where that differs from the IR's name: `word_of`
+    gives the word a layer was written as (`FC-4096`), or None."""
+    for node in anchors(spec):
+        if isinstance(node, ir.Layer):
+            written = written_kind(word_of(node), node.callee)
+            if written is not None:
+                notes.spellings[span_start(node.span)] = written
+
+
+def written_kind(word: str | None, callee: str) -> str | None:
+    """The kind name at the head of `word` when it spells `callee` otherwise: `FC` in
+    `FC-4096` for fc, `adaptive-avgpool` for adaptiveavgpool; None when it is the same."""
+    if word is None or callee not in REGISTRY:
+        return None
+    for end in range(len(word), 0, -1):
+        head, rest = word[:end], word[end:]
+        if head[-1] in "-_" or (rest and not (rest[0].isdigit() or rest[0] in "-{")):
+            continue
+        kind = lookup(head)
+        if kind is not None and kind.name == callee:
+            return None if head == callee else head
+    return None
+
+
+def _spelling(layer: ir.Layer) -> str:
+    notes = _NOTES.get()
+    if notes is None:
+        return layer.callee
+    return notes.spellings.get(span_start(layer.span), layer.callee)
+
+
+def span_start(span: ir.Span) -> tuple[int, int]:
+    """(line, column) where a node starts: the key of its notes."""
+    return (span.line, span.column)
+
+
+_ANCHORS = (ir.Layer, ir.Group, ir.Merge, ir.For, ir.Tap, ir.TableRef, ir.InputDecl, ir.After,
+            ir.TableRow, ir.Setting, ir.Import, ir.NetworkAlias, ir.BlockDef, ir.NetworkDef,
+            ir.TableDef, ir.TrainDef)
+
+
+def anchors(node) -> Iterator:
+    """The nodes a comment can stand beside (statements, items, rows, settings), in the
+    order of the IR: two IRs with equal structure give their nodes in the same order."""
+    if isinstance(node, list):
+        for child in node:
+            yield from anchors(child)
+        return
+    if not isinstance(node, ir.Node | ir.SpecFile):
+        return
+    if isinstance(node, _ANCHORS):
+        yield node
+    for name in type(node).model_fields:
+        value = getattr(node, name, None)
+        if isinstance(value, list | ir.Node):
+            yield from anchors(value)
+
+
+def place_comments(out: str, written: ir.SpecFile, source: ir.SpecFile, notes: Notes) -> str:
+    """`out` (the text of `written`, whose IR equals `source`'s) with the comments of the
+    source: each beside the node of `written` that matches the node it stood beside."""
+    src = [n for n in anchors(source)]
+    dst = [n for n in anchors(written)]
+    if len(src) != len(dst):  # pragma: no cover - equal structures have equal anchors
+        raise UnparseError("the converted spec does not match its source; this is a bug")
+    placed = sorted((span_start(n.span), i) for i, n in enumerate(src) if n.span.line > 0)
+    lines = out.splitlines()
+    above: dict[int, list[str]] = {}
+    trailing: dict[int, list[str]] = {}
+    at_end: list[str] = []
+    for comment in notes.comments:
+        index = _anchor_for(comment, placed)
+        if index is None:
+            at_end.append(comment.text)
+            continue
+        line = max(1, min(dst[index].span.line, len(lines)))
+        if comment.own_line or trailing.get(line):
+            above.setdefault(line, []).append(comment.text)
+        else:
+            trailing.setdefault(line, []).append(comment.text)
+    result: list[str] = []
+    for number, text in enumerate(lines, start=1):
+        indent = text[:len(text) - len(text.lstrip(" "))]
+        result += [indent + c for c in above.get(number, [])]
+        result.append(text + "".join("  " + c for c in trailing.get(number, [])))
+    return "\n".join(result + at_end) + "\n"
+
+
+def _anchor_for(comment: Comment, placed: list[tuple[tuple[int, int], int]]) -> int | None:
+    """The node a comment belongs to: for one on its own line, the first node after it; for
+    a trailing one, the last node that starts before it on its line (else the next one)."""
+    where = (comment.line, comment.column)
+    if not comment.own_line:
+        on_line = [i for (line, column), i in placed if line == comment.line and
+                   (line, column) < where]
+        if on_line:
+            return on_line[-1]
+        before = [i for start, i in placed if start < where]
+        if before:
+            return before[-1]
+    after = [i for start, i in placed if start > where]
+    return after[0] if after else None
 
 
 # --------------------------------------------------------------------------- expressions
@@ -114,17 +305,18 @@ def sugar(layer: ir.Layer) -> tuple[str, list[ir.Arg]]:
     kind = REGISTRY.get(layer.callee)
     if kind is None:
         return layer.callee, list(layer.args)
+    name = _spelling(layer)  # `FC` where the source wrote FC-4096
     head, dashes = kind.sugar
     order = ([head] if head else []) + list(dashes)
     taken = 0
-    for name, arg in zip(order, layer.args):
-        if arg.name != name:
+    for param, arg in zip(order, layer.args):
+        if arg.name != param:
             break
         taken += 1
     if head and taken == 0:  # the dash parts follow the head's digits, never stand alone
-        return layer.callee, list(layer.args)
+        return name, list(layer.args)
     parts = [word_part(a.value) for a in layer.args[:taken]]
-    word = layer.callee + (parts.pop(0) if head else "")
+    word = name + (parts.pop(0) if head else "")
     word += "".join("-" + p for p in parts)
     return word, list(layer.args[taken:])
 

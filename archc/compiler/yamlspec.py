@@ -35,8 +35,16 @@ import yaml
 from archc.compiler import ir, limits
 from archc.compiler.diagnostics import Diagnostics
 from archc.compiler.limits import LimitExceeded
+from archc.compiler.unparse import (
+    Notes,
+    comments_between,
+    place_comments,
+    record_spellings,
+    span_start,
+    spelled_as,
+    sugar,
+)
 from archc.compiler.unparse import expr as expr_text
-from archc.compiler.unparse import sugar
 from archc.layers import MERGES, merge_kind
 
 _ITEM_KEYS = {"name", "repeat"}
@@ -59,6 +67,27 @@ class _Invalid(Exception):
 
 def load_yaml(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     """Parse a YAML spec into IR; problems become located E004 diagnostics."""
+    return _load(text, path, diags, _Reader(path, diags))
+
+
+def yaml_notes(text: str, path: str, diags: Diagnostics) -> tuple[ir.SpecFile | None, Notes]:
+    """The IR of a YAML spec and its notes (see archc/unparse.py): the comments between
+    PyYAML's tokens, and each layer key as written (`FC-4096`, `LRN`)."""
+    reader = _Reader(path, diags)
+    spec = _load(text, path, diags, reader)
+    notes = Notes()
+    if spec is None:
+        return None, notes
+    try:
+        tokens = [(t.start_mark.index, t.end_mark.index) for t in yaml.scan(text)]
+    except yaml.YAMLError:  # pragma: no cover - the text composed above
+        tokens = []
+    notes.comments = comments_between(text, tokens)
+    record_spellings(notes, spec, lambda layer: reader.words.get(span_start(layer.span)))
+    return spec, notes
+
+
+def _load(text: str, path: str, diags: Diagnostics, reader: _Reader) -> ir.SpecFile | None:
     try:
         root = yaml.compose(text, Loader=_DepthLimitedLoader)
     except LimitExceeded as over:
@@ -77,7 +106,6 @@ def load_yaml(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
             "check the indentation and the quoting",
         )
         return None
-    reader = _Reader(path, diags)
     try:
         if root is None:
             return ir.SpecFile.model_construct(path=path, statements=[])
@@ -133,6 +161,7 @@ class _Reader:
         self.path, self.diags = path, diags
         self.expanded, self.most = 0, limits.get("yaml_nodes")
         self.inside: set[int] = set()  # ids of the container items being read
+        self.words: dict[tuple[int, int], str] = {}  # a layer's start → its word as written
 
     def span(self, node: yaml.Node) -> ir.Span:
         s, e = node.start_mark, node.end_mark
@@ -425,6 +454,7 @@ class _Reader:
 
         builder = SpecBuilder(self.path, self.diags, origin=span)
         callee, sugar_args = builder.word_text(text, span)
+        self.words[(span.line, span.column)] = text
         return ir.Layer.model_construct(
             callee=callee or text, args=[*sugar_args, *(args or [])], span=span, callee_span=span
         )
@@ -498,10 +528,19 @@ def _is_null(node: yaml.Node) -> bool:
 # --------------------------------------------------------------------------- dumping
 
 
-def dump_yaml(spec: ir.SpecFile) -> str:
-    """The spec as YAML; `load_yaml` of the result gives the same IR."""
-    data = [_statement(s) for s in spec.statements]
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+def dump_yaml(spec: ir.SpecFile, notes: Notes | None = None) -> str:
+    """The spec as YAML; `load_yaml` of the result gives the same IR. With `notes`, layers
+    are spelled and commented as in the source the notes were read from."""
+    with spelled_as(notes):
+        data = [_statement(s) for s in spec.statements]
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    if notes is None or not notes.comments:
+        return text
+    diags = Diagnostics()
+    written = load_yaml(text, "<dumped>", diags)
+    if written is None or diags.has_errors:  # pragma: no cover - the dump loads
+        raise ValueError("the YAML written does not load; this is a bug in archc")
+    return place_comments(text, written, spec, notes)
 
 
 def _value(e: ir.Expr) -> Any:

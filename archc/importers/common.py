@@ -101,12 +101,14 @@ def read_text(path: str, diags: Diagnostics) -> str | None:
     from archc.compiler.sources import SpecReadError, read_spec
 
     try:
-        text = read_spec(path)
+        text = read_spec(path, what="imported file")
     except SpecReadError as exc:
         hint = exc.hint
         if _starts_utf16(path):
             hint = "this file is UTF-16 text (it starts with a byte-order mark); save it as UTF-8"
-        diags.error(exc.code, ir.Span(file=path), str(exc), hint)
+        where = (_point(path, exc.line, exc.column) if exc.line and exc.column
+                 else ir.Span(file=path))
+        diags.error(exc.code, where, str(exc), hint)
         return None
     nul = text.find("\0")
     if nul >= 0:  # text formats never hold one; a binary file that happens to decode does

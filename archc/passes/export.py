@@ -11,14 +11,18 @@ from archc.compiler.graph import Network
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from ..backends.onnx import OnnxCheck
+
 
 def _quiet(message: str) -> None:
     """The default `note`: library code says nothing; the CLI passes a printer."""
 
 
-def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 18) -> list[Path]:
+def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 18,
+                       checked: Callable[[OnnxCheck], None] | None = None) -> list[Path]:
     """Export the folded form of `model` (an instance of `net`) to `path`, then check the file
-    with onnxruntime against `model` itself in eval mode: the check covers the folding too."""
+    with onnxruntime against `model` itself in eval mode: the check covers the folding too
+    (`checked`, if given, receives its result)."""
     import torch
 
     from archc.backends.onnx import (
@@ -38,12 +42,16 @@ def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(EXAMPLE_BATCH, *net.input_shape, generator=generator)
     export_model(folded, example, path, opset)
-    verify(path, model.cpu(), torch.randn(CHECK_BATCH, *net.input_shape, generator=generator))
+    result = verify(path, model.cpu(), torch.randn(CHECK_BATCH, *net.input_shape,
+                                                   generator=generator))
+    if checked is not None:
+        checked(result)
     return [path]
 
 
 def export_inference_onnx(net: Network, path: Path, init: str | None = None, opset: int = 18,
-                          note: Callable[[str], None] = _quiet) -> list[Path]:
+                          note: Callable[[str], None] = _quiet,
+                          checked: Callable[[OnnxCheck], None] | None = None) -> list[Path]:
     """`archc compile --for inference --emit onnx`: the folded graph, weights from `init`."""
     from archc.backends.module import to_module
     from archc.backends.onnx import check_example_fits
@@ -55,7 +63,7 @@ def export_inference_onnx(net: Network, path: Path, init: str | None = None, ops
 
         for message in init_model(model, net, init):
             note(message)
-    return export_folded_onnx(net, model, path, opset)
+    return export_folded_onnx(net, model, path, opset, checked)
 
 
 def inference_python_source(net: Network) -> str:

@@ -61,11 +61,28 @@ class InferencePlan:
     network: Network
     folds: tuple[Fold, ...]
     dropped: tuple[str, ...]  # paths of the layers and heads that are gone, folded norms aside
+    dropped_kinds: tuple[str, ...] = ()  # the layer kind of each, or "tap" for a head
 
     def describe(self) -> str:
-        """One line: what was folded and dropped."""
-        return (f"folded {len(self.folds)} batch norm(s), dropped {len(self.dropped)} "
-                "eval-mode no-op(s) and training-only head(s)")
+        """One line: what was folded and what was removed, counted by kind, e.g. `folded 53
+        batch norms into the convs and linears before them; removed 2 dropouts`."""
+        text = (f"folded {_plural(len(self.folds), 'batch norm')} into the convs and linears "
+                "before them")
+        counts: dict[str, int] = {}
+        for kind in self.dropped_kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+        removed = [_plural(n, _REMOVED_NAMES.get(kind, f"{kind} layer"))
+                   for kind, n in counts.items()]
+        return text + ("; removed " + ", ".join(removed) if removed else "; removed nothing")
+
+
+_REMOVED_NAMES = {"dropout": "dropout", "dropout2d": "dropout2d",
+                  "stochastic-depth": "stochastic depth", "identity": "identity",
+                  "tap": "auxiliary head"}
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def fold_for_inference(net: Network) -> InferencePlan:
@@ -73,7 +90,8 @@ def fold_for_inference(net: Network) -> InferencePlan:
     rewriter = _Rewriter()
     root = rewriter.scope(net.root)
     folded = dataclasses.replace(net, root=root, aux_outputs={})
-    return InferencePlan(folded, tuple(rewriter.folds), tuple(rewriter.dropped))
+    return InferencePlan(folded, tuple(rewriter.folds), tuple(rewriter.dropped),
+                         tuple(rewriter.dropped_kinds))
 
 
 class _Rewriter:
@@ -82,6 +100,7 @@ class _Rewriter:
     def __init__(self) -> None:
         self.folds: list[Fold] = []
         self.dropped: list[str] = []
+        self.dropped_kinds: list[str] = []
 
     def scope(self, scope: Scope) -> Scope:
         """A copy of `scope` with its plan rewritten and its unused children removed."""
@@ -108,10 +127,12 @@ class _Rewriter:
             child = self.current.child(op.child)
             if isinstance(child, LayerNode) and child.kind in PASS_THROUGH:
                 self.dropped.append(child.path)
+                self.dropped_kinds.append(child.kind)
                 return Identity()
             return op
         if isinstance(op, TapOut):
             self.dropped.append(_path(self.current, op.name))
+            self.dropped_kinds.append("tap")
             return Identity()
         if isinstance(op, Parallel):
             return Parallel(op.mode, tuple(self.op(b) for b in op.branches))

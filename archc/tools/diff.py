@@ -90,6 +90,13 @@ class Diff:
         """How many rows of each change."""
         return {c: sum(r.change == c for r in self.rows) for c in ("added", "removed", "changed")}
 
+    @property
+    def same(self) -> bool:
+        """No row differs, nor the totals or the input and output shapes."""
+        a, b = self.a.network, self.b.network
+        return not self.rows and (a.n_params, a.macs, a.input_shape, a.output_shape) == (
+            b.n_params, b.macs, b.input_shape, b.output_shape)
+
 
 # --------------------------------------------------------------------------- inputs
 
@@ -424,18 +431,29 @@ COLOURS = {"added": "#74c476", "removed": "#fb6a4a", "changed": "#fdae6b"}
 
 
 def draw(d: Diff, output: Path) -> Path:
-    """Both networks side by side in one SVG, what differs filled green, red or orange."""
-    from archc.backends.dot import to_dot
+    """Both networks side by side, what differs filled green, red or orange: one SVG of the
+    two drawings (`.svg`), or one DOT graph holding each side as a cluster (`.dot`), rendered
+    by graphviz for `.png` and `.pdf`."""
+    from archc.backends.dot import render, to_dot
 
-    if output.suffix.lower() != ".svg":
-        raise ValueError(f"--graph writes SVG, not `{output.suffix or output.name}`")
+    suffix = output.suffix.lower()
+    if suffix not in GRAPH_SUFFIXES:
+        raise ValueError(f"--graph writes {', '.join(GRAPH_SUFFIXES)}, not "
+                         f"`{output.suffix or output.name}`")
     removed = [r for r in d.rows if r.change == "removed"]
     marked_b = [r for r in d.rows if r.change != "removed"]
     changed_a = [r for r in d.rows if r.change == "changed"]
-    svgs = [_svg(_coloured(to_dot(side.network, depth=None), rows, use_a, _title(side)))
-            for side, rows, use_a in ((d.a, removed + changed_a, True), (d.b, marked_b, False))]
-    output.write_text(_side_by_side(svgs), encoding="utf-8")
-    return output
+    sources = [_coloured(to_dot(side.network, depth=None), rows, use_a, _title(side))
+               for side, rows, use_a in ((d.a, removed + changed_a, True),
+                                         (d.b, marked_b, False))]
+    if suffix == ".svg":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(_side_by_side([_svg(s) for s in sources]), encoding="utf-8")
+        return output
+    return render(_one_graph(sources), output)
+
+
+GRAPH_SUFFIXES = (".svg", ".png", ".pdf", ".dot")
 
 
 NODE = re.compile(r'^\t+("(?:[^"\\]|\\.)*"|[\w.]+) \[', re.M)
@@ -481,6 +499,41 @@ def _svg(source: str) -> str:
         out = render(source, Path(tmp) / "side.svg")
         text = Path(out).read_text(encoding="utf-8")
     return text[text.index("<svg"):]
+
+
+_STATEMENT = re.compile(r'^(\t+)("(?:[^"\\]|\\.)*"|[\w.]+)( -> )?("(?:[^"\\]|\\.)*"|[\w.]+)?'
+                        r'(?=[ \n]|$)')
+
+
+def _one_graph(sources: list[str]) -> str:
+    """The DOT sources of both sides as one graph: each side a cluster, its node names and
+    cluster names prefixed (`a/features.0`) so the two drawings stay apart."""
+    out = ["digraph diff {", "\tgraph [newrank=true rankdir=TB fontname=Helvetica]"]
+    for side, source in zip("ab", sources):
+        lines = source.rstrip().splitlines()[1:-1]  # without `digraph name {` and its `}`
+        out.append(f"\tsubgraph cluster_{side} {{")
+        out.append('\t\tcolor="#ffffff"')
+        out.extend("\t" + _prefixed(line, side) for line in lines)
+        out.append("\t}")
+    return "\n".join(out) + "\n}\n"
+
+
+def _prefixed(line: str, side: str) -> str:
+    """One DOT line with its node names (and cluster names) prefixed by the side."""
+    if line.lstrip().startswith("subgraph cluster_"):
+        return line.replace("subgraph cluster_", f"subgraph cluster_{side}_", 1)
+    m = _STATEMENT.match(line)
+    if m is None or m.group(2) in ("graph", "node", "edge", "label", "labelloc", "color",
+                                   "fillcolor"):
+        return line
+
+    def name(token: str) -> str:
+        return '"' + side + "/" + token.strip('"') + '"'
+
+    head = m.group(1) + name(m.group(2))
+    if m.group(3):
+        head += m.group(3) + name(m.group(4))
+    return head + line[m.end():]
 
 
 def _side_by_side(svgs: list[str]) -> str:

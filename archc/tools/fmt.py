@@ -133,6 +133,15 @@ def _parsed(text: str, path: str, formatted: bool = False) -> ir.SpecFile:
     return spec
 
 
+def read_tokens(text: str, path: str = "<spec>") -> tuple[str, list[Token], ir.SpecFile]:
+    """The text as the formatter reads it (one newline at the end, no BOM or CR), every token
+    the parser sees in it (layout tokens included) and its IR; `convert` reads comments and
+    spellings from the same stream. A spec with errors raises `FormatRefused`."""
+    source = _normalised(text)
+    tokens, spec = _read(source, path)
+    return source, tokens, spec
+
+
 def _read(text: str, path: str) -> tuple[list[Token], ir.SpecFile]:
     """Every token the parser reads (layout tokens _NL, _INDENT and _DEDENT included) and
     the IR, from one parse; a spec with errors raises `FormatRefused`."""

@@ -1,0 +1,40 @@
+"""`archc convert`'s reading of a spec: its IR with the notes that the IR does not hold
+(comments, and each layer kind as written: `FC-4096`, `LRN`, `adaptive-avgpool`).
+
+A .arch file is read from the token stream `archc fmt` reads, a YAML file from PyYAML's;
+`unparse` and `dump_yaml` (archc/compiler) take the notes and write them back.
+"""
+
+from __future__ import annotations
+
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.sources import is_yaml
+from archc.compiler.unparse import Notes, comments_between, record_spellings, span_start
+
+
+def read_with_notes(text: str, path: str) -> tuple[ir.SpecFile, Notes]:
+    """The IR of a spec that parses without errors, and its notes, by the file's suffix
+    (a spec with errors raises fmt's `FormatRefused`, or ValueError for YAML)."""
+    if is_yaml(path):
+        from archc.compiler.yamlspec import yaml_notes
+
+        diags = Diagnostics()
+        spec, notes = yaml_notes(text, path, diags)
+        if spec is None or diags.has_errors:
+            raise ValueError(f"{path} has errors")
+        return spec, notes
+    return arch_notes(text, path)
+
+
+def arch_notes(text: str, path: str) -> tuple[ir.SpecFile, Notes]:
+    """The IR of .arch source and its notes, read from the token stream `archc fmt` reads
+    (a spec with errors raises fmt's `FormatRefused`)."""
+    from archc.tools.fmt import LAYOUT, read_tokens
+
+    source, tokens, spec = read_tokens(text, path)
+    code = [t for t in tokens if t.type not in LAYOUT]
+    words = {(t.line, t.column): str(t) for t in code if t.type == "WORD"}
+    notes = Notes(comments=comments_between(source, [(t.start_pos, t.end_pos) for t in code]))
+    record_spellings(notes, spec, lambda layer: words.get(span_start(layer.callee_span)))
+    return spec, notes
