@@ -62,10 +62,10 @@ def compile_(
 def _write_compiled(net, output: Path, emit: str, init: str | None, inference: bool) -> None:
     """`compile -o`: write the Python source or the ONNX file, and say what was written and,
     for ONNX, how closely onnxruntime's run of the file matched torch's."""
-    from archc.backends.onnx import OnnxExportError
+    from archc.backends.onnx import OnnxCheck, OnnxExportError
     from archc.backends.weights import InitError
 
-    checks = []
+    checks: list[OnnxCheck] = []
     try:
         if emit == "python" and inference:
             from archc.passes.export import write_inference_python

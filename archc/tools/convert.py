@@ -35,6 +35,8 @@ def arch_notes(text: str, path: str) -> tuple[ir.SpecFile, Notes]:
     source, tokens, spec = read_tokens(text, path)
     code = [t for t in tokens if t.type not in LAYOUT]
     words = {(t.line, t.column): str(t) for t in code if t.type == "WORD"}
-    notes = Notes(comments=comments_between(source, [(t.start_pos, t.end_pos) for t in code]))
+    spans = [(t.start_pos, t.end_pos) for t in code  # (every lexed token has its place)
+             if t.start_pos is not None and t.end_pos is not None]
+    notes = Notes(comments=comments_between(source, spans))
     record_spellings(notes, spec, lambda layer: words.get(span_start(layer.callee_span)))
     return spec, notes

@@ -137,7 +137,7 @@ def read_tokens(text: str, path: str = "<spec>") -> tuple[str, list[Token], ir.S
     """The text as the formatter reads it (one newline at the end, no BOM or CR), every token
     the parser sees in it (layout tokens included) and its IR; `convert` reads comments and
     spellings from the same stream. A spec with errors raises `FormatRefused`."""
-    source = _normalised(text)
+    source = _normalised(text, path)
     tokens, spec = _read(source, path)
     return source, tokens, spec
 
