@@ -20,7 +20,7 @@ from .config import TrainConfig, merge_config
 from .data import ImageSet, load_images, stratified_split
 from .distributed import World, barrier, broadcast_text, ddp_wrapper, from_env, init, shutdown
 from .loader import BatchLoader
-from .loop import FitResult, fit, select_device
+from .loop import FitOptions, FitResult, fit, select_device
 from .run import check_resume, create_run, load_hparams, load_split
 
 
@@ -47,6 +47,7 @@ class TrainRequest:
     init: str | None = None
     sync_bn: bool = False
     console: Any = None
+    mlflow: str | None = None  # an MLflow tracking URI
 
 
 def cache_dir() -> Path:
@@ -125,7 +126,10 @@ def train(req: TrainRequest) -> FitResult:
     if resume_dir is not None:
         _same_data_path(resume_dir, record, data_path)
     base = dict(saved_config.model_dump()) if saved_config else _spec_train(req)
-    config = _config(base, req.settings)
+    from .recipes import default_recipe
+
+    # a resumed run's saved settings are complete: no recipe layer under them
+    config = _config(base, req.settings, None if saved_config else default_recipe(req.init))
     try:
         device = select_device(config.device)
     except RuntimeError as exc:  # e.g. --device cuda on a machine without one
@@ -149,6 +153,8 @@ def train(req: TrainRequest) -> FitResult:
 def _train_locked(req, world, resume_dir, record, saved_params, data_path, config, device,
                   held: contextlib.ExitStack) -> FitResult:
     """The steps of `train` that run while the run folder is locked."""
+    if resume_dir is not None:  # refuse a changed spec or dataset before decoding anything
+        _resumable(req, resume_dir, record, saved_params, data_path, config)
     images = _load(data_path, config, world)
     params = spec_params(req, images.classes, saved_params)
     checked = check_spec(req, params, config.image_size)
@@ -166,7 +172,18 @@ def _train_locked(req, world, resume_dir, record, saved_params, data_path, confi
         req, net, world, resume_dir, spec_text, params, config, split, data_path, images, held
     )
     train_loader, val_loader = _loaders(images, split, config, size, device, world)
-    factory = _factory(net, req.init)
+    new_tensors: list[str] = []
+    factory = _factory(net, req.init if resume_dir is None else None, new_tensors)
+    header = {
+        "data": f"{data_path}: {len(split[0])} training and {len(split[1])} validation images "
+                f"at {size}x{size}, {len(images.classes)} classes "
+                f"({', '.join(images.classes[:6])}{', ...' if len(images.classes) > 6 else ''})",
+        "network": f"{net.name}: {net.n_params:,} parameters, "
+                   f"{net.inference_macs / 1e6:,.1f} M MACs"
+                   + (f", initialised from {req.init}" if req.init else ""),
+    }
+    _record_model(run_dir, net, req.init, world)
+    options = FitOptions(header=header, head=_head_paths(net, req.init), mlflow=req.mlflow)
     return fit(
         factory,
         train_loader,
@@ -176,7 +193,62 @@ def _train_locked(req, world, resume_dir, record, saved_params, data_path, confi
         resume=resume_dir is not None,
         console=req.console,
         wrap=ddp_wrapper(world, device, req.sync_bn),
+        options=options,
     )
+
+
+def _resumable(req: TrainRequest, resume_dir: Path, record: dict[str, Any],
+               saved_params: dict[str, Any] | None, data_path: Path,
+               config: TrainConfig) -> None:
+    """TrainError when the spec changed since the run began, or when the dataset's files no
+    longer match the recorded count and classes: found from the spec and a directory
+    listing, before a single image is decoded."""
+    from .data import DataError, discover
+    from .run import ResumeError
+
+    checked = check_spec(req, dict(saved_params or {}), config.image_size)
+    try:
+        check_resume(resume_dir, bundle_program(checked.program), dict(saved_params or {}))
+    except ResumeError as exc:
+        raise TrainError(str(exc)) from exc
+    recorded, counts = record.get("data") or {}, record.get("counts") or {}
+    if "images" not in recorded:
+        return
+    try:
+        sources, _, classes = discover(data_path)
+    except DataError:
+        return  # the decode reports it in full
+    expected = recorded["images"] + counts.get("skipped", 0)
+    if len(sources) != expected or list(classes) != list(record.get("classes") or classes):
+        raise TrainError(
+            f"cannot resume {resume_dir}: the images at `{data_path}` changed since the run "
+            f"began ({expected} files in classes {', '.join(record.get('classes') or [])} "
+            f"then, {len(sources)} in {', '.join(classes)} now); restore them, or start a new run"
+        )
+
+
+def _head_paths(net: Network, init_from: str | None) -> tuple[str, ...]:
+    """The classifier head's module paths: the layers that follow num_classes, else ()
+    (the loop then takes the last Linear)."""
+    from archc.backends.weights import class_heads
+
+    heads = class_heads(net)
+    return tuple(heads.layers) if heads is not None else ()
+
+
+def _record_model(run_dir: Path, net: Network, init_from: str | None, world: World) -> None:
+    """Parameters, MACs and the initialisation in record.json, for `archc runs`."""
+    import json
+
+    from .checkpoint import atomic_write
+
+    path = run_dir / "record.json"
+    if not world.is_main or not path.exists():
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("model", {"params": net.n_params, "macs": net.inference_macs,
+                              "init": init_from or "random"})
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def data_identity(images: ImageSet) -> dict[str, Any]:
@@ -246,11 +318,12 @@ def _spec_train(req: TrainRequest) -> dict[str, Any]:
     return dict(result.network.train) if result.network else {}
 
 
-def _config(base: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
+def _config(base: dict[str, Any], settings: dict[str, Any],
+            recipe: str | None = None) -> TrainConfig:
     from .config import ConfigError
 
     try:
-        return merge_config(base, settings)
+        return merge_config(base, settings, recipe)
     except ConfigError as exc:
         raise TrainError(str(exc)) from exc
 
@@ -377,17 +450,42 @@ def _loaders(images: ImageSet, split, config: TrainConfig, size: int, device, wo
     return train_loader, val_loader
 
 
-def _factory(net: Network, init_from: str | None):
+def _factory(net: Network, init_from: str | None, notes: list[str] | None = None):
+    """The model builder for `fit`: archc.build, then the --init weights (printing and
+    keeping in `notes` which tensors are new)."""
     def make():
         model = archc.build(net)
         if init_from:
-            from archc.backends.weights import init_model
+            from archc.backends.weights import InitError
 
-            for message in init_model(model, net, init_from):
+            try:
+                messages = init_weights(model, net, init_from)
+            except InitError as exc:
+                raise TrainError(str(exc)) from None
+            for message in messages:
                 print(message)
+            if notes is not None:
+                notes[:] = messages
         return model
 
     return make
+
+
+def init_weights(model, net: Network, init_from: str) -> list[str]:
+    """Initialise `model` from "torchvision", a weights file, or another run folder (its best
+    checkpoint, else its last); returns the notes on what was new."""
+    from archc.backends.weights import init_model
+
+    folder = Path(init_from)
+    if folder.is_dir():
+        for name in ("best", "last"):
+            weights = folder / f"{name}.safetensors"
+            if weights.exists():
+                return [f"initialised from {weights}",
+                        *init_model(model, net, str(weights))]
+        raise TrainError(f"--init {folder}: no best.safetensors or last.safetensors there; "
+                         "give a run folder, a weights file or `torchvision`")
+    return init_model(model, net, init_from)
 
 
 def _read_record(run_dir: Path) -> dict[str, Any]:
@@ -397,3 +495,32 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise TrainError(f"`{run_dir}` is not a run folder (no record.json)")
     return json.loads(path.read_text())
+
+
+def lr_find(req: TrainRequest, out_dir: Path):
+    """`archc lr-find`: the LR range test on the spec and data of `req`, without training;
+    returns the LRFinding (lr_finder.png and .json go to `out_dir`)."""
+    from .loop import range_test
+    from .recipes import default_recipe
+
+    data_path = Path(req.data or "")
+    if not str(data_path) or not data_path.exists():
+        raise TrainError(f"dataset `{data_path}` not found" if str(data_path)
+                         else "give the images with --data PATH")
+    config = _config(_spec_train(req), {**req.settings, "lr": "auto"},
+                     default_recipe(req.init))
+    try:
+        device = select_device(config.device)
+    except RuntimeError as exc:
+        raise TrainError(str(exc)) from exc
+    images = _load(data_path, config, World())
+    params = spec_params(req, images.classes, None)
+    checked = check_spec(req, params, config.image_size)
+    net = checked.network
+    check_outputs(net, images.classes, checked.program.sources)
+    size = config.image_size or net.input_shape[1]
+    split = stratified_split(images.labels, config.val_fraction, config.seed)
+    train_loader, _ = _loaders(images, split, config, size, device, World())
+    options = FitOptions(head=_head_paths(net, req.init))
+    return range_test(_factory(net, req.init), train_loader, config, out_dir,
+                      console=req.console, options=options)
