@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -78,7 +78,9 @@ class FitOptions:
     mlflow: str | None = None
     lr_find_steps: int | None = None
     #: seconds between the plain progress lines printed when the output is not a terminal
-    progress_every: float = 30.0
+    #: ($ARCHC_PROGRESS_EVERY, default 30)
+    progress_every: float = field(
+        default_factory=lambda: float(os.environ.get("ARCHC_PROGRESS_EVERY", "30")))
 
 
 class _NonFinite(Exception):

@@ -155,6 +155,9 @@ def _train_locked(req, world, resume_dir, record, saved_params, data_path, confi
     """The steps of `train` that run while the run folder is locked."""
     if resume_dir is not None:  # refuse a changed spec or dataset before decoding anything
         _resumable(req, resume_dir, record, saved_params, data_path, config)
+        finished = _finished(resume_dir, config, world)
+        if finished is not None:
+            return finished
     images = _load(data_path, config, world)
     params = spec_params(req, images.classes, saved_params)
     checked = check_spec(req, params, config.image_size)
@@ -225,6 +228,29 @@ def _resumable(req: TrainRequest, resume_dir: Path, record: dict[str, Any],
             f"began ({expected} files in classes {', '.join(record.get('classes') or [])} "
             f"then, {len(sources)} in {', '.join(classes)} now); restore them, or start a new run"
         )
+
+
+def _finished(run_dir: Path, config: TrainConfig, world: World) -> FitResult | None:
+    """The run's result, after saying so, when it already trained `config.epochs` epochs (no
+    images decoded, no model built); None when there is more to train."""
+    from .checkpoint import CheckpointError, latest, read_manifest
+
+    name = latest(run_dir, "last")
+    try:
+        epoch = int(read_manifest(run_dir, name)["epoch"] or 0) if name else 0
+    except CheckpointError:
+        return None
+    if epoch < config.epochs:
+        return None
+    best = read_manifest(run_dir, "best") if latest(run_dir, "best") == "best" else {}
+    metrics = best.get("metrics") or {}
+    if world.is_main:
+        print(f"{run_dir} already finished its {epoch} epochs; to train it further, resume "
+              f"with more epochs, e.g. --epochs {epoch * 2}")
+    return FitResult(best_val_acc=metrics.get("val_acc", float("nan")),
+                     best_val_logloss=metrics.get("val_logloss", float("nan")),
+                     best_epoch=int(best.get("epoch") or 0), last_epoch=epoch,
+                     stopped_reason="done", run_dir=run_dir)
 
 
 def _head_paths(net: Network, init_from: str | None) -> tuple[str, ...]:
