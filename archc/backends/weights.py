@@ -102,17 +102,46 @@ def _try_load(net: Network, name: str | None, params: dict[str, Any]) -> Network
 # --------------------------------------------------------------------------- sources
 
 
+ZOO = Path(__file__).resolve().parents[2] / "specs" / "zoo.yaml"
+
+
+def zoo_builder(net: Network, zoo: Path = ZOO) -> str | None:
+    """The torchvision builder that specs/zoo.yaml says `net` writes, or None.
+
+    An entry matches when it names the same spec file, the same network (an entry without
+    `network` means the file's network of the file's own name, e.g. alexnet.arch's alexnet),
+    and its variant and `set` parameters agree with the network's."""
+    import yaml
+
+    if not zoo.exists() or not net.spec_path:
+        return None
+    spec = Path(net.spec_path).resolve()
+    for name, fields in (yaml.safe_load(zoo.read_text(encoding="utf-8")) or {}).items():
+        if (zoo.parent / fields["spec"]).resolve() != spec:
+            continue
+        if net.name != fields.get("network", spec.stem):
+            continue
+        wanted = dict(fields.get("set") or {})
+        if fields.get("variant") is not None:
+            wanted["variant"] = fields["variant"]
+        if all(net.params.get(k) == v for k, v in wanted.items()):
+            return name
+    return None
+
+
 def torchvision_name(net: Network) -> str:
-    """The torchvision builder whose weights fit `net` (e.g. vgg with variant D → vgg16)."""
-    entry = TORCHVISION_NAMES.get(net.name)
+    """The torchvision builder whose weights fit `net` (e.g. vgg with variant D → vgg16):
+    by specs/zoo.yaml for the zoo's specs, else by network name."""
+    entry = zoo_builder(net) or TORCHVISION_NAMES.get(net.name)
     if isinstance(entry, dict):
         variant = net.params.get("variant")
         entry = entry.get(variant) if isinstance(variant, str) else None
     if entry is None:
         known = ", ".join(sorted(TORCHVISION_NAMES))
         raise InitError(f"torchvision has no pretrained weights for network `{net.name}` "
-                        f"{_describe_params(net)}; --init torchvision knows {known} (vgg and "
-                        "vgg_bn in variants A, B, D, E); give a weights file instead")
+                        f"{_describe_params(net)}; --init torchvision knows every spec of "
+                        f"specs/zoo.yaml, and {known} by name (vgg and vgg_bn in variants A, "
+                        "B, D, E); give a weights file instead")
     return entry
 
 
@@ -243,7 +272,9 @@ def apply_init(model: nn.Module, state: dict[str, torch.Tensor], net: Network, *
     keep = {k: v for k, v in state.items() if _owner(k) not in heads}
     model.load_state_dict(keep, strict=False)
     n = net.params.get("num_classes")
-    return [f"re-initialised {path} (num_classes {old} → {n})" for path, old in heads.items()]
+    return [f"re-initialised {path} (num_classes {old} → {n}); new tensors: "
+            + ", ".join(k for k in model_state if _owner(k) == path)
+            for path, old in heads.items()]
 
 
 def _mismatch_message(net: Network, source: str, missing: list[str], unexpected: list[str],
