@@ -291,7 +291,8 @@ def lr_find_command(
     finding = _run_user_errors(lambda: lr_find(req, out))
     summary = finding.summary()
     typer.echo(f"suggested: --optimizer {finding.optimizer} --lr {finding.lr:.3g}  "
-               f"(minimum of the smoothed loss at {summary['minimum_lr']:.3g}, divided by 10; "
+               f"(edge of the loss minimum at {summary['minimum_lr']:.3g}, "
+               f"÷ {summary['divisor']}; "
                f"{finding.steps} steps; curve in {out / 'lr_finder.png'})")
 
 

@@ -484,8 +484,9 @@ class Trainer:
         if self.is_main:
             _write_finding(self.run_dir, finding)
         self.console.print(
-            f"LR range test chose {finding.optimizer} lr {finding.lr:.3g} (minimum of the "
-            f"smoothed loss at {finding.summary()['minimum_lr']:.3g}, divided by 10; "
+            f"LR range test chose {finding.optimizer} lr {finding.lr:.3g} (edge of the loss "
+            f"minimum at {finding.summary()['minimum_lr']:.3g}, "
+            f"÷ {finding.summary()['divisor']}; "
             f"curve in {self.run_dir / lrfind.PNG})", highlight=False)
 
     def _extra(self, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -9,16 +9,24 @@ afterwards, so the real run starts exactly where it would have without the sweep
 The rule (deterministic, given the seed): the recorded losses are smoothed with a centred
 moving average over SMOOTH_WINDOW steps (centred, so the curve does not lag behind the
 learning rate as a running average would); "the minimum" is the highest rate reached from
-the smoothed minimum before the smoothed loss rises TOLERANCE above it, and the suggestion
-is that rate divided by 10 ("minimum ÷ 10"): the minimum sits just before the loss blows up,
-and a tenth of it is still on the steep, descending part of the curve. Walking up to the
-edge of the flat bottom matters on a short sweep that barely learns: there the curve is flat
-until it diverges, and its lowest point is noise anywhere along the flat part.
+the smoothed minimum before the smoothed loss rises TOLERANCE above it. When the sweep
+descended (its smoothed loss fell DESCENT below the start), the suggestion is that rate
+divided by 10 ("minimum ÷ 10"): the minimum sits just before the loss blows up, and a tenth
+of it is still on the steep, descending part of the curve. When the sweep stayed flat until
+it blew up (too short to learn much, as on a small dataset with many classes), there is no
+descent to place a minimum on: the edge is then the largest rate that does not diverge,
+and the suggestion is that rate itself, as Smith's one-cycle policy takes the largest
+rate before the loss climbs as the peak of a warmed-up schedule (the from-scratch recipe
+warms up for an epoch). An untrained network diverges earlier than a training one, so this
+edge already sits below the rate a longer sweep would find. Walking up to the edge of the
+flat bottom matters on such a curve: its lowest point is noise anywhere along the flat part.
 
 The optimizer ("auto"): SGD with Nesterov momentum is swept first. If its smoothed loss never
-drops DESCENT below its starting value, SGD cannot make progress on this network at any
-rate in the range (typical of deep plain nets without batch norm), so AdamW is swept too from
-the same starting point, and whichever reached the lower smoothed loss is kept.
+drops DESCENT below its starting value, SGD made no progress at any rate in the range
+(typical of deep plain nets without batch norm, or of a sweep too short to learn), so AdamW
+is swept too from the same starting point. AdamW is kept only when its sweep descended and
+reached a lower smoothed loss than SGD's; otherwise SGD stays (two flat curves differ by
+noise only).
 
 Length: MAX_STEPS or EPOCH_FRACTION of an epoch, whichever is less, but never fewer than
 MIN_STEPS: below that the curve has too few points per decade to place a minimum (on a
@@ -43,7 +51,8 @@ DIVERGE = 4.0
 DESCENT = 0.10
 TOLERANCE = 0.05
 RULE = (f"the highest rate within {TOLERANCE:.0%} of the minimum of the loss (centred "
-        f"{SMOOTH_WINDOW}-step average), divided by 10")
+        f"{SMOOTH_WINDOW}-step average), divided by 10 when the loss descended "
+        f"{DESCENT:.0%}; the edge itself when it stayed flat until it diverged")
 PNG = "lr_finder.png"
 
 
@@ -98,6 +107,7 @@ class LRFinding:
         return {"lr": self.lr, "optimizer": self.optimizer, "rule": self.rule,
                 "steps": self.steps, "range": [START_LR, END_LR],
                 "minimum_lr": chosen.lrs[chosen.edge()], "minimum_loss": loss,
+                "divisor": 10 if chosen.descended() else 1,
                 "swept": [s.optimizer for s in self.sweeps], "floor_used": self.floor_used}
 
     def sweep(self) -> Sweep:
@@ -128,8 +138,9 @@ def sweep_steps(batches_per_epoch: int, accumulate: int = 1) -> tuple[int, bool]
 
 
 def suggest(sweep: Sweep) -> float:
-    """The "minimum ÷ 10" rule on one sweep (the minimum's flat edge, see the docstring)."""
-    return sweep.lrs[sweep.edge()] / 10
+    """The rule on one sweep: the minimum's edge ÷ 10, or the edge itself on a flat curve
+    (see the module docstring)."""
+    return sweep.lrs[sweep.edge()] / (10 if sweep.descended() else 1)
 
 
 def _cycle(loader: Iterable) -> Iterator:
@@ -204,7 +215,9 @@ def find_lr(model: nn.Module, loader: Iterable, make_optimizer: Callable[[str, f
         restore_rng(rng)
         if loader_epoch is not None and hasattr(loader, "set_epoch"):
             loader.set_epoch(loader_epoch)
-    chosen = min(sweeps, key=lambda s: s.best()[1])
+    chosen = sweeps[0]
+    if len(sweeps) > 1 and sweeps[1].descended() and sweeps[1].best()[1] < chosen.best()[1]:
+        chosen = sweeps[1]
     return LRFinding(lr=suggest(chosen), optimizer=chosen.optimizer, steps=steps,
                      sweeps=sweeps, floor_used=floor_used)
 
@@ -232,7 +245,8 @@ def plot(finding: LRFinding, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    ax.set_title(f"LR range test ({finding.steps} steps): minimum ÷ 10")
+    divisor = finding.summary()["divisor"]
+    ax.set_title(f"LR range test ({finding.steps} steps): edge of the minimum ÷ {divisor}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.9)
