@@ -3,9 +3,44 @@
     import archc
     net = archc.load("specs/resnet34.arch", num_classes=2)   # checked, torch-free
     model = archc.build("specs/resnet34.arch", num_classes=2) # a torch.nn.Module
-"""
-from .api import CheckResult, build, check, load
-from .diagnostics import Diagnostic, SpecError
+    model = archc.build("resnet50", num_classes=2)            # a zoo network by name
+    archc.list_models()                                       # ['alexnet', 'convnext_base', ...]
 
-__all__ = ["CheckResult", "Diagnostic", "SpecError", "build", "check", "load"]
+This module is archc's one public face: the runtime, the benchmarks, the tools and users
+import from here, never from archc's inner modules. Importing it does not import torch;
+the functions that need torch import it when called.
+"""
+from archc.api import (
+    CheckResult,
+    build,
+    bundle,
+    cache_root,
+    check,
+    classifier_heads,
+    emit_dot,
+    emit_onnx,
+    emit_python,
+    inference_module,
+    init_weights,
+    list_models,
+    load,
+    parse_assignments,
+    parse_value,
+    render,
+    save_weights,
+    to_module,
+    zoo_entries,
+)
+from archc.backends import ONNX_INPUT, InitError
+from archc.compiler.diagnostics import Diagnostic, SpecError
+from archc.compiler.graph import LayerNode, Network, layers
+from archc.compiler.sources import Program
+
+__all__ = [
+    "CheckResult", "Diagnostic", "InitError", "LayerNode", "Network", "ONNX_INPUT", "Program",
+    "SpecError", "build", "bundle", "cache_root", "check", "classifier_heads", "emit_dot",
+    "emit_onnx", "emit_python",
+    "inference_module", "init_weights", "layers", "list_models", "load", "parse_assignments",
+    "parse_value", "render", "save_weights", "to_module", "zoo_entries",
+]
 __version__ = "0.1.0"

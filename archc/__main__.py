@@ -1,4 +1,4 @@
 """`python -m archc ...` (also what `torchrun -m -- archc train ...` runs)."""
-from .console import main
+from archc.cli.main import main
 
 main()

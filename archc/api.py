@@ -13,13 +13,13 @@ import gc
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .diagnostics import Diagnostic, Diagnostics, SpecError
-from .graph import Network
-from .layers import Shape
-from .resolve import Resolver
-from .sources import Program, load_program
+from archc.compiler.diagnostics import Diagnostic, Diagnostics, SpecError
+from archc.compiler.graph import Network
+from archc.compiler.resolve import Resolver
+from archc.compiler.sources import Program, load_program
+from archc.layers import Shape
 
 
 @dataclass
@@ -65,6 +65,8 @@ def _collector_paused():
 
 
 def _check(spec, params, network, variant, input_shape, text) -> CheckResult:
+    if text is None:
+        spec, params, network, variant = _zoo_name(spec, params, network, variant)
     diags = Diagnostics()
     program = load_program(str(spec), diags, text=text)
     overrides = dict(params or {})
@@ -81,6 +83,20 @@ def _check(spec, params, network, variant, input_shape, text) -> CheckResult:
     if net is not None and any(d.code == "E202" for d in found):
         found = _note_smallest_input(found, program, network, overrides, net.input_shape)
     return CheckResult(net, found, program)
+
+
+def _zoo_name(spec, params, network, variant):
+    """A zoo name (`resnet50`) that is not a file stands for its entry's spec, network,
+    variant and settings; what the caller gives explicitly wins."""
+    if Path(spec).exists():
+        return spec, params, network, variant
+    from archc.zoo import model_entry
+
+    entry = model_entry(str(spec))
+    if entry is None:
+        return spec, params, network, variant
+    return (entry.spec, {**entry.sets, **(params or {})}, network or entry.network,
+            variant or entry.variant)
 
 
 def _note_unavailable_names(diags: Diagnostics, program: Program, names: list[str]) -> None:
@@ -104,8 +120,8 @@ def _note_unavailable_names(diags: Diagnostics, program: Program, names: list[st
 def _within_param_limit(net: Network, diags: Diagnostics) -> Network | None:
     """`net`, or None with an E205 at its largest layer when its parameters are over the
     `params` limit: refused at check, before a backend tries to allocate them."""
-    from . import limits
-    from .graph import layers
+    from archc.compiler import limits
+    from archc.compiler.graph import layers
 
     most, total = limits.get("params"), net.n_params
     if total <= most:
@@ -128,7 +144,7 @@ def _note_smallest_input(found: list[Diagnostic], program: Program, network: str
     by the spatial rules with the fc layers re-inferred, and confirmed by checking again."""
     from dataclasses import replace
 
-    from .shapes import input_sizes
+    from archc.compiler.shapes import input_sizes
 
     channels, height, width = shape
     size = max(height, width)
@@ -180,7 +196,7 @@ def build(
     **params: Any,
 ):
     """A `torch.nn.Module` for the spec; keyword arguments override the spec's parameters."""
-    from .backends.module import to_module
+    from archc.backends.module import to_module
 
     net = (
         spec
@@ -188,3 +204,141 @@ def build(
         else load(spec, network=network, variant=variant, input_shape=input_shape, **params)
     )
     return to_module(net)
+
+
+# --------------------------------------------------------------------------- the zoo
+
+
+def list_models() -> list[str]:
+    """The zoo's network names (torchvision's builder names), each usable in place of a
+    spec path: `archc.build("resnet50", num_classes=2)`, `archc check resnet34`."""
+    from archc.zoo import list_models as names
+
+    return names()
+
+
+def zoo_entries() -> dict[str, Any]:
+    """The zoo's entries by name: each with its spec path, network, variant and settings."""
+    from archc.zoo import load_zoo
+
+    return load_zoo()
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def to_module(net: Network, init: str = "kaiming"):
+    """The `torch.nn.Module` of a checked network (`init="none"` keeps torch's defaults)."""
+    from archc.backends.module import to_module as build_module
+
+    return build_module(net, init)
+
+
+def inference_module(net: Network, model):
+    """`model` prepared for inference: batch norms folded into the convs and linears before
+    them, dropout and auxiliary heads gone; outputs equal the eval model's."""
+    from archc.passes import inference_module as fold
+
+    return fold(net, model)
+
+
+def emit_python(net: Network, path: str | Path, *, init: str | None = None,
+                inference: bool = False, note: Callable[[str], None] | None = None
+                ) -> list[Path]:
+    """Write standalone, ruff-clean PyTorch source for `net` (and its weights when `init`
+    names them); returns the files written."""
+    from archc.backends.pysource import write_python
+
+    extra = {"note": note} if note is not None else {}
+    return write_python(net, Path(path), init=init, inference=inference, **extra)
+
+
+def emit_onnx(net: Network, path: str | Path, *, init: str | None = None,
+              inference: bool = False, model=None) -> list[Path]:
+    """Export `net` as ONNX, checked against onnxruntime. With `model`, that module's weights
+    are exported, folded for inference; otherwise a fresh or `init`-loaded one."""
+    if model is not None:
+        from archc.passes.export import export_folded_onnx
+
+        return export_folded_onnx(net, model, Path(path))
+    if inference:
+        from archc.passes.export import export_inference_onnx
+
+        return export_inference_onnx(net, Path(path), init=init)
+    from archc.backends.onnx import export_onnx
+
+    return export_onnx(net, Path(path), init=init)
+
+
+def emit_dot(net: Network, depth: int | None = 2) -> str:
+    """The graphviz source of the network's diagram (blocks deeper than `depth` collapse)."""
+    from archc.backends.dot import to_dot
+
+    return to_dot(net, depth=depth)
+
+
+def init_weights(model, net: Network, init: str) -> list[str]:
+    """Load `init` ("torchvision" or a .safetensors/.pt file) into `model`; returns notes."""
+    from archc.backends.weights import init_model
+
+    return init_model(model, net, init)
+
+
+def classifier_heads(net: Network) -> tuple[str, ...]:
+    """The module paths of `net`'s classifier heads (the layers that follow num_classes),
+    or () when they cannot be told (no num_classes parameter, a spec given as text)."""
+    from archc.backends.weights import class_heads
+
+    heads = class_heads(net)
+    return tuple(heads.layers) if heads is not None else ()
+
+
+def save_weights(model, path: str | Path, net: Network | None = None) -> Path:
+    """Write `model`'s state_dict as safetensors (what the generated source loads)."""
+    from archc.backends.weights import save_weights as save
+
+    return save(model, path, net)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def bundle(program: Program) -> str:
+    """One self-contained .arch text for a spec and everything it imports."""
+    from archc.compiler.unparse import bundle_program
+
+    return bundle_program(program)
+
+
+def render(diagnostics: list[Diagnostic], sources: dict[str, str], color: bool = False) -> str:
+    """Diagnostics rendered as rustc does: file:line:col, the line, a caret, hints, notes."""
+    from archc.compiler.render import render_all
+
+    return render_all(diagnostics, sources, color=color)
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value from the command line: int, float, true/false, or a plain string."""
+    from archc.compiler.expressions import parse_value as parse
+
+    return parse(text)
+
+
+def parse_assignments(values: list[str] | None) -> dict[str, Any]:
+    """`NAME=VALUE` strings (`--set` options) as a dict of typed values; ValueError names
+    the malformed one."""
+    out: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects NAME=VALUE, got `{item}`")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def cache_root() -> Path:
+    """The folder of archc's caches (`$ARCHC_CACHE`, else `$XDG_CACHE_HOME/archc`, else
+    `~/.cache/archc`)."""
+    from archc.compiler.cache import root
+
+    return root()

@@ -25,7 +25,8 @@ def _cold(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - started
 
 
-# The first check after an edit: the parse cache off (archc/cache.py), so the spec is parsed
+# The first check after an edit: the parse cache off (archc/compiler/cache.py),
+# so the spec is parsed
 PARSING = {**os.environ, "ARCHC_NO_CACHE": "1"}
 
 
@@ -35,10 +36,10 @@ TARGET = 0.15  # cold check / import torch
 def zoo_members() -> dict[str, list[str]]:
     """One member of every zoo family: the first entry of specs/zoo.yaml for each spec file,
     as `archc check` arguments, by family (the spec's stem)."""
-    from archc.verify import load_zoo
+    from archc import zoo_entries
 
     members: dict[str, list[str]] = {}
-    for entry in load_zoo().values():
+    for entry in zoo_entries().values():
         family = entry.spec.stem
         if family in members:
             continue
@@ -97,7 +98,7 @@ def cold_check(repeats: int = 5, zoo: bool = True) -> dict:
     }
 
 
-def _spec(blocks: int) -> str:
+def spec_text(blocks: int) -> str:
     """A network of `blocks` distinct lines, each calling a small residual block."""
     lines = [
         "block unit(c):",
@@ -119,10 +120,10 @@ def scaling(sizes=(10, 50, 100, 250, 500, 1000, 2000), repeats: int = 3) -> dict
     """(e) In-process check time per spec size; linear growth keeps time/block flat."""
     import archc
 
-    archc.check("warm.arch", text=_spec(10))
+    archc.check("warm.arch", text=spec_text(10))
     rows = []
     for n in sizes:
-        text = _spec(n)
+        text = spec_text(n)
         best = min(_timed(lambda: archc.check("big.arch", text=text)) for _ in range(repeats))
         rows.append({"blocks": n, "seconds": best, "ms_per_block": 1000 * best / n})
     per_block = [r["ms_per_block"] for r in rows if r["blocks"] >= 100]
@@ -130,7 +131,7 @@ def scaling(sizes=(10, 50, 100, 250, 500, 1000, 2000), repeats: int = 3) -> dict
     return {"rows": rows, "per_block_spread": spread, "ok": spread < 1.5}
 
 
-def _long_spec(nbytes: int) -> str:
+def long_spec(nbytes: int) -> str:
     """A network of about `nbytes` bytes: lines of layers written out (no block calls)."""
     head = "network long:\n    input 3x32x32\n"
     line = "    conv3-64 bn relu conv3-64(stride=1) bn relu dropout(0.1)\n"
@@ -144,14 +145,14 @@ def _long_spec(nbytes: int) -> str:
 _BYTES_CHILD = """
 import sys, time
 import archc
-from bench.bench_check import _long_spec
+from bench.bench_check import long_spec
 
 def high_water_kb():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 
-text = _long_spec(int(sys.argv[1]))
-archc.check("warm.arch", text=_long_spec(20_000))
+text = long_spec(int(sys.argv[1]))
+archc.check("warm.arch", text=long_spec(20_000))
 before = high_water_kb()
 started = time.process_time()
 assert archc.check("long.arch", text=text).ok

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from bench.report import Row
-from runtime.augment import AugmentConfig
-from runtime.data import load_images
-from runtime.loader import BatchLoader
-from runtime.synth import KAGGLE_LIKE_SIZE, write_synthetic
+from runtime.data.augment import AugmentConfig
+from runtime.data.folders import load_images
+from runtime.data.loader import BatchLoader
+from runtime.data.synth import KAGGLE_LIKE_SIZE, write_synthetic
 
 
 def _dataset(root: Path, n: int, seed: int = 0) -> Path:

@@ -26,7 +26,7 @@ CONFIGS = {  # name: (bf16, channels_last, torch.compile mode or None)
 
 def _synthetic_images(n: int, size: int):
     """n random uint8 images of size×size: decoding is not what this benchmark measures."""
-    from runtime.data import ImageSet
+    from runtime.data.folders import ImageSet
 
     rng = np.random.default_rng(0)
     return ImageSet(
@@ -63,7 +63,7 @@ def throughput(
     import torch
 
     import archc
-    from runtime.loader import BatchLoader
+    from runtime.data.loader import BatchLoader
 
     dev = torch.device(device)
     model = archc.build(spec, num_classes=2).to(dev)

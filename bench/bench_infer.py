@@ -97,7 +97,7 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def synthetic_jpegs(root: Path, n: int) -> Path:
     """A folder of n synthetic JPEGs around 500×375 (Kaggle's test1 layout), made once."""
-    from runtime.synth import KAGGLE_LIKE_SIZE, write_synthetic
+    from runtime.data.synth import KAGGLE_LIKE_SIZE, write_synthetic
 
     folder = root / f"jpegs-{n}"
     if not (folder / "test1" / f"{n}.jpg").exists():
@@ -108,8 +108,8 @@ def synthetic_jpegs(root: Path, n: int) -> Path:
 
 def preprocessed(folder: Path, n: int, offset: int = 0) -> torch.Tensor:
     """n test JPEGs decoded (short side 256, centre crop) and normalised to 224, as validation."""
-    from runtime.augment import AugmentConfig, eval_batch
-    from runtime.data import load_unlabelled
+    from runtime.data.augment import AugmentConfig, eval_batch
+    from runtime.data.folders import load_unlabelled
 
     paths = [folder / "test1" / f"{i}.jpg" for i in range(1 + offset, 1 + offset + n)]
     u8, _, _ = load_unlabelled(paths, 256, workers=1)
@@ -122,15 +122,14 @@ def preprocessed(folder: Path, n: int, offset: int = 0) -> torch.Tensor:
 def engine_set(name: str, net, model, batch: int, work: Path, calibration: torch.Tensor,
                compile_it: bool = True):
     """archc's runners for one network and batch: compiled, onnxruntime fp32, onnxruntime int8."""
-    from archc.passes import inference_module
-    from archc.passes.export import export_folded_onnx
-    from runtime.engines import compiled_runner, onnx_runner
-    from runtime.quantize import quantize_file
+    from archc import emit_onnx, inference_module
+    from runtime.after.engines import compiled_runner, onnx_runner
+    from runtime.after.quantize import quantize_file
 
     fp32 = work / f"{name}.onnx"
     int8 = work / f"{name}.int8.onnx"
     if not fp32.exists():
-        export_folded_onnx(net, model, fp32)
+        emit_onnx(net, fp32, model=model)
     if not int8.exists():
         quantize_file(fp32, int8, (calibration[i: i + 16].numpy()
                                    for i in range(0, len(calibration), 16)))
@@ -176,7 +175,7 @@ def _trained_run(work: Path, images: Path) -> Path:
         return run
     from rich.console import Console
 
-    from runtime.train import TrainRequest, train
+    from runtime.training.train import TrainRequest, train
 
     shutil.rmtree(run, ignore_errors=True)
     train(TrainRequest(spec=ROOT / "specs" / "resnet18.arch", data=images / "train", run=run,
@@ -263,7 +262,7 @@ def submit_figures(work: Path, images: Path, rounds: int) -> dict:
 
 def chosen_engine(result: dict) -> str:
     """The engine `auto` picks for the submit job, from the recorded figures."""
-    from runtime.engines import fastest
+    from runtime.after.engines import fastest
 
     engines = result.get("engines") or {}
     return fastest({"engines": engines}, result["images"]) if engines else "eager"

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_check import _spec
+from bench.bench_check import spec_text
 from bench.report import Row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def measure(blocks: int = 2000, repeats: int = 15) -> dict:
     """Open a `blocks`-block spec in a real server and time its answers."""
     import archc
 
-    text = _spec(blocks)
+    text = spec_text(blocks)
     lines = text.split("\n")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.arch"

@@ -32,7 +32,7 @@ import torch
 import torchvision
 
 import archc
-from archc.verify import load_zoo
+from archc import zoo_entries
 from bench.report import Row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _zoo(name: str) -> tuple[Path, dict, Callable[[], torch.nn.Module]]:
     """A torchvision builder's spec and `archc.build` keywords, as specs/zoo.yaml gives them."""
-    entry = load_zoo()[name]
+    entry = zoo_entries()[name]
     kwargs = {"network": entry.network, "variant": entry.variant, **entry.sets}
     return entry.spec, kwargs, getattr(torchvision.models, name)
 

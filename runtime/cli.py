@@ -1,5 +1,5 @@
 """The runtime's verbs for the `archc` command: train and data (synth, cache), plus those of
-runtime/after.py (eval, predict, submit, export). `archc` finds `register` through the
+runtime/after/verbs.py (eval, predict, submit, export). `archc` finds `register` through the
 `archc.commands` entry point.
 """
 
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     app.command(name="runs")(runs_command)
     app.add_typer(data_app, name="data")
     try:
-        from . import after
+        from runtime.after import verbs as after
     except ImportError:  # pragma: no cover - only while the module is being written
         return
     after.register(app)
@@ -30,13 +30,13 @@ def register(app: typer.Typer) -> None:
 
 def _show_data_warnings_as_lines() -> None:
     """Print a dataset's DataWarning as one `warning: ...` line, not Python's two-line form
-    naming runtime/data.py; other warnings keep the default display."""
+    naming runtime/data/folders.py; other warnings keep the default display."""
     import warnings
 
     original = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        from .data import DataWarning
+        from runtime.data.folders import DataWarning
 
         if issubclass(category, DataWarning):
             print(f"warning: {message}", file=sys.stderr)
@@ -44,6 +44,17 @@ def _show_data_warnings_as_lines() -> None:
             original(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+
+
+def _parse_sets(values: list[str] | None) -> dict:
+    """`--set NAME=VALUE` options as typed values; a malformed one is a usage error."""
+    import archc
+
+    try:
+        return archc.parse_assignments(values)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+        raise
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -132,14 +143,12 @@ def train_command(
     settings each recipe starts from are in docs/training.md, and the start header prints
     the ones in effect."""
     if nproc and nproc > 1:
-        from .distributed import launch
+        from runtime.training.distributed import launch
 
         args = _without_nproc(sys.argv[1:])
         raise typer.Exit(launch(nproc, args))
-    from archc.cli import parse_sets
-
-    from .train import SpecCheckError, TrainError, TrainRequest
-    from .train import train as run_train
+    from runtime.training.train import SpecCheckError, TrainError, TrainRequest
+    from runtime.training.train import train as run_train
 
     settings = dict(
         epochs=epochs,
@@ -177,7 +186,7 @@ def train_command(
     )
     settings["lr"] = _lr(lr)
     if mlflow:
-        from .tblog import MlflowMissing, check_mlflow
+        from runtime.training.tblog import MlflowMissing, check_mlflow
 
         try:
             check_mlflow()
@@ -188,7 +197,7 @@ def train_command(
     req = TrainRequest(
         spec=spec,
         data=data,
-        params=parse_sets(sets),
+        params=_parse_sets(sets),
         variant=variant,
         network=network,
         settings={k: v for k, v in settings.items() if v is not None},
@@ -206,8 +215,8 @@ def train_command(
     except TrainError as exc:
         _fail(str(exc))
     except Exception as exc:  # data and checkpoint errors carry their own clear messages
-        from .checkpoint import CheckpointError
-        from .data import DataError
+        from runtime.data.folders import DataError
+        from runtime.training.checkpoint import CheckpointError
 
         if isinstance(exc, (DataError, CheckpointError, FileNotFoundError)):
             _fail(str(exc))
@@ -242,7 +251,7 @@ def _ints(option: str, text: str | None) -> tuple[int, int] | None:
 
 def _run_user_errors(job):
     """Run `job()`, turning the runtime's expected errors into one `error:` line."""
-    from .train import SpecCheckError, TrainError
+    from runtime.training.train import SpecCheckError, TrainError
 
     try:
         return job()
@@ -252,8 +261,8 @@ def _run_user_errors(job):
     except TrainError as exc:
         _fail(str(exc))
     except Exception as exc:
-        from .checkpoint import CheckpointError
-        from .data import DataError
+        from runtime.data.folders import DataError
+        from runtime.training.checkpoint import CheckpointError
 
         if isinstance(exc, (DataError, CheckpointError, FileNotFoundError)):
             _fail(str(exc))
@@ -277,15 +286,13 @@ def lr_find_command(
     network: Optional[str] = typer.Option(None, "--network", "-n"),
 ) -> None:
     """Run the LR range test alone and print the learning rate `--lr auto` would use."""
-    from archc.cli import parse_sets
-
-    from .train import TrainRequest, lr_find
+    from runtime.training.train import TrainRequest, lr_find
 
     if not spec.exists():
         _fail(f"spec file `{spec}` not found")
     settings = dict(batch_size=batch_size, optimizer=optimizer, recipe=recipe,
                     image_size=image_size, seed=seed, device=device, workers=workers)
-    req = TrainRequest(spec=spec, data=data, params=parse_sets(sets), variant=variant,
+    req = TrainRequest(spec=spec, data=data, params=_parse_sets(sets), variant=variant,
                        network=network, init=init,
                        settings={k: v for k, v in settings.items() if v is not None})
     finding = _run_user_errors(lambda: lr_find(req, out))
@@ -308,7 +315,7 @@ def runs_command(
     from rich.console import Console
     from rich.table import Table
 
-    from . import runs as runs_mod
+    from runtime.after import runs as runs_mod
 
     if not folder.exists():
         _fail(f"`{folder}` not found; give a run folder or a folder of runs")
@@ -370,7 +377,7 @@ def synth_command(
     force: bool = typer.Option(False, "--force", help="Overwrite images already there"),
 ) -> None:
     """Write a deterministic synthetic Dogs-vs-Cats dataset in Kaggle's layout."""
-    from .synth import write_synthetic
+    from runtime.data.synth import write_synthetic
 
     if n < 2:
         _fail("--n must be at least 2 (one image per class)", 2)
@@ -396,13 +403,15 @@ def cache_command(
     workers: int = typer.Option(2, "--workers"),
 ) -> None:
     """Decode a dataset once into the memory-mapped uint8 cache that `train` reads."""
-    from .data import DataError, check_size, load_images
+    from runtime.data.folders import DataError, check_size, load_images
 
     try:
         check_size(size)
     except DataError as exc:
         _fail(f"--size: {exc}", 2)
-    from .train import cache_dir  # imports torch: after the options are known to be good
+    from runtime.training.train import (
+        cache_dir,  # imports torch: after the options are known to be good
+    )
     try:
         images = load_images(path, size=size, cache_dir=cache_dir(), workers=workers, progress=True)
     except DataError as exc:

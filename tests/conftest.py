@@ -7,7 +7,7 @@ import tempfile
 import pytest
 
 # OpenMP's busy-waiting threads starve each other when the suite's subprocesses share the
-# 2 CI cores; passive waiting keeps a training step at its normal speed (see archc/cli.py).
+# 2 CI cores; passive waiting keeps a training step at its normal speed (see archc/cli/main.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # archc's caches (parsed specs, the compiled grammar, decoded images) go to a folder of this

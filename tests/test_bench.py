@@ -72,7 +72,7 @@ def test_the_runner_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
 
 
 def test_the_check_benchmark_takes_one_member_of_every_zoo_family():
-    from archc.verify import load_zoo
+    from archc.zoo import load_zoo
 
     members = bench_check.zoo_members()
     assert set(members) == {entry.spec.stem for entry in load_zoo().values()}

@@ -1,4 +1,4 @@
-"""archc's on-disk parse cache (archc/cache.py): a hit gives the very IR a parse gives, and
+"""archc's on-disk parse cache (archc/compiler/cache.py): a hit gives the very IR a parse gives, and
 nothing the result depends on (text, limits, archc's own files) can make it stale."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc import cache, ir, limits
-from archc.diagnostics import Diagnostics
-from archc.sources import parse_source, parse_source_cached
+from archc.compiler import cache, ir, limits
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.sources import parse_source, parse_source_cached
 
 SPEC = """\
 network tiny(c=8):
@@ -62,8 +62,8 @@ def test_check_and_build_use_it_and_agree(home, tmp_path):
     warm = archc.check(path)
     assert cold.ok and warm.ok
     assert warm.network.n_params == cold.network.n_params
-    assert [layer.out_shape for layer in archc.graph.layers(warm.network.root)] == [
-        layer.out_shape for layer in archc.graph.layers(cold.network.root)]
+    assert [layer.out_shape for layer in archc.compiler.graph.layers(warm.network.root)] == [
+        layer.out_shape for layer in archc.compiler.graph.layers(cold.network.root)]
 
 
 def test_an_edit_is_never_served_stale(home, tmp_path):
@@ -153,7 +153,7 @@ def test_archc_s_own_files_are_in_the_key(home, tmp_path, monkeypatch):
     cache.archc_fingerprint.cache_clear()  # as the files are now
     before = cache.spec_key(str(path), SPEC)
     cache.archc_fingerprint.cache_clear()
-    parser = Path(archc.__file__).with_name("parse.py")
+    parser = Path(archc.__file__).parent / "compiler" / "parse.py"
     stamp = parser.stat()
     try:  # an edited parser (a new mtime) must not read entries the old one wrote
         os.utime(parser, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
@@ -165,7 +165,7 @@ def test_archc_s_own_files_are_in_the_key(home, tmp_path, monkeypatch):
 
 
 def test_yaml_specs_are_cached_too(home, tmp_path):
-    from archc.yamlspec import dump_yaml
+    from archc.compiler.yamlspec import dump_yaml
 
     spec = parse_source(SPEC, "tiny.arch", Diagnostics())
     path = write(tmp_path, dump_yaml(spec), "tiny.yaml")

@@ -225,7 +225,7 @@ def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
     """
     import io
 
-    from archc.console import main
+    from archc.cli.main import main
 
     read_end, write_end = os.pipe()
     os.close(read_end)
@@ -244,7 +244,7 @@ def test_version_is_the_installed_distributions():
 
     from typer.testing import CliRunner
 
-    from archc.cli import app
+    from archc.cli.app import app
 
     proc = archc("--version")
     expected = f"archc {version('archc')} (Python {sys.version.split()[0]})"

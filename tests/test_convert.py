@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc.diagnostics import Diagnostics
-from archc.graph import walk
-from archc.ir import structure
-from archc.parse import parse_text
-from archc.unparse import unparse
-from archc.yamlspec import dump_yaml, load_yaml
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.graph import walk
+from archc.compiler.ir import structure
+from archc.compiler.parse import parse_text
+from archc.compiler.unparse import unparse
+from archc.compiler.yamlspec import dump_yaml, load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -234,7 +234,7 @@ def test_cli_convert_yaml_only_structure_gives_a_diagnostic(tmp_path):
 def test_yamlspec_docstring_example_loads():
     import textwrap
 
-    import archc.yamlspec as yamlspec
+    import archc.compiler.yamlspec as yamlspec
 
     doc = yamlspec.__doc__
     start, end = doc.index("    - import:"), doc.index("    - network:")

@@ -5,7 +5,7 @@ For every spec under specs/ and examples/lecture/, and the fixture with every la
 the FLOPs torch's FlopCounterMode counts per sample in one forward pass at the declared input
 (batch 1, or 2 in training mode), and every layer's static input and output shapes are the
 shapes its module sees: forward hooks on every leaf module, found by the path that
-`archc.graph.layers` gives each layer. The totals are checked layer by layer, so a mismatch
+`archc.compiler.graph.layers` gives each layer. The totals are checked layer by layer, so a mismatch
 names its layer.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import archc
-from archc.graph import layers
+from archc.compiler.graph import layers
 
 ROOT = Path(__file__).resolve().parents[1]
 # tests/fixtures/every_kind.arch holds every layer kind and merge of the registry.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from archc.diff import COLOURS, Side, diff, format_text, load_side, to_json
+from archc.tools.diff import COLOURS, Side, diff, format_text, load_side, to_json
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "specs" / "vgg.arch"

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc.diagnostics import CODES, Diagnostics
+from archc.compiler.diagnostics import CODES, Diagnostics
+from archc.compiler.parse import parse_text
+from archc.compiler.yamlspec import load_yaml
 from archc.layers import KINDS
-from archc.parse import parse_text
-from archc.yamlspec import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "language.md"
@@ -217,7 +217,7 @@ def _example_network(name: str):
 ])
 def test_naming_examples_say_what_archc_does(name, prose):
     """The page lists the submodule names of two examples; they must be the real ones."""
-    from archc.graph import walk
+    from archc.compiler.graph import walk
 
     assert prose in TEXT
     top = [m.name for m in _example_network(name).root.children]

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from archc import ir
-from archc.diagnostics import Diagnostics
-from archc.fmt import FormatRefused, format_text
-from archc.parse import parse_text
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.parse import parse_text
+from archc.tools.fmt import FormatRefused, format_text
 from tests.goldens import GOLDEN, assert_golden
 from tests.test_docs import ARCH as DOC_BLOCKS
 from tests.test_fuzz import ARCH as SPEC_TEXTS
@@ -172,7 +172,7 @@ def test_cli_missing_file_is_one_line(tmp_path):
 
 
 def test_fmt_does_not_import_torch():
-    code = ("import sys; from archc.fmt import format_text; "
+    code = ("import sys; from archc.tools.fmt import format_text; "
             "format_text(open('specs/googlenet.arch').read()); "
             "print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 import archc
 from archc.backends.module import class_name, to_module
 from archc.backends.pysource import python_source
-from archc.graph import Call, Op, Parallel, Scope, Seq, layers
+from archc.compiler.graph import Call, Op, Parallel, Scope, Seq, layers
+from archc.compiler.shapes import input_sizes
 from archc.passes import fold_for_inference, fold_state_dict, inference_module
 from archc.passes.fold import PASS_THROUGH
-from archc.shapes import input_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted([*REPO.glob("specs/*.arch"), *REPO.glob("examples/**/*.arch")])
@@ -185,7 +185,7 @@ def test_the_pass_does_not_import_torch():
 
 
 def test_compile_for_inference_writes_folded_source_and_weights(tmp_path):
-    from archc.cli import app
+    from archc.cli.app import app
 
     spec = REPO / "examples" / "mini_resnet.arch"
     weights = tmp_path / "w.safetensors"

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 import archc
 from archc.api import CheckResult
-from archc.diagnostics import Diagnostics
-from archc.parse import parse_text
-from archc.shapes import input_sizes
-from archc.unparse import unparse
-from archc.yamlspec import dump_yaml
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.parse import parse_text
+from archc.compiler.shapes import input_sizes
+from archc.compiler.unparse import unparse
+from archc.compiler.yamlspec import dump_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

@@ -2,7 +2,7 @@
 loops over stage tables, generated labels, the optional residual and a line that ends in
 a merge.
 
-- Random expressions print (`archc.unparse.expr`) and re-parse to the same IR, and archc's
+- Random expressions print (`archc.compiler.unparse.expr`) and re-parse to the same IR, and archc's
   evaluator agrees with Python's on them (Python is the reference: the functions are
   Python's, or torchvision's `_make_divisible`), or reports a diagnostic where Python
   raises.
@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archc
-from archc import ir
 from archc.api import CheckResult
-from archc.diagnostics import Diagnostics
-from archc.expressions import ERROR, FUNCTIONS, Env, evaluate
-from archc.parse import parse_expr, parse_text
-from archc.unparse import expr as expr_text
-from archc.unparse import unparse
-from archc.yamlspec import dump_yaml, load_yaml
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.expressions import ERROR, FUNCTIONS, Env, evaluate
+from archc.compiler.parse import parse_expr, parse_text
+from archc.compiler.unparse import expr as expr_text
+from archc.compiler.unparse import unparse
+from archc.compiler.yamlspec import dump_yaml, load_yaml
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

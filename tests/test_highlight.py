@@ -11,7 +11,7 @@ import pytest
 from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
 from pygments.token import Error, Keyword, Name, Number, Operator
 
-from archc.highlight import ArchLexer, textmate_json
+from archc.tools.highlight import ArchLexer, textmate_json
 from tests.goldens import assert_golden
 from tests.test_docs import ARCH as DOC_BLOCKS
 

@@ -13,7 +13,8 @@ from torch import nn
 
 import archc
 from archc.backends.weights import apply_init, torchvision_name
-from archc.verify import _BUILDER_KWARGS, load_zoo
+from archc.tools.verify import _BUILDER_KWARGS
+from archc.zoo import load_zoo
 
 ZOO = load_zoo()
 

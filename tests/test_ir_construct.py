@@ -1,4 +1,4 @@
-"""archc.ir's fast `model_construct` / `model_copy` / `Span.at` build the same nodes as
+"""archc.compiler.ir's fast `model_construct` / `model_copy` / `Span.at` build the same nodes as
 pydantic's own: same fields in the same order, same defaults, same fields-set."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import copy
 import pytest
 from pydantic import BaseModel
 
-from archc import ir
+from archc.compiler import ir
 
 NODE_CLASSES = [cls for cls in vars(ir).values()
                 if isinstance(cls, type) and issubclass(cls, ir.Node) and cls is not ir.Node]

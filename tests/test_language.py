@@ -1,6 +1,6 @@
 """Focused semantic tests of the .arch language, each on a small inline spec.
 
-Names are checked through the module paths of the resolved tree (`archc.graph.walk`):
+Names are checked through the module paths of the resolved tree (`archc.compiler.graph.walk`):
 a path such as `layer2.0.downsample.0` is the state_dict prefix the torch backend gives
 that module. Nothing here imports torch.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc.graph import LayerNode, walk
-from archc.shapes import input_sizes
+from archc.compiler.graph import LayerNode, walk
+from archc.compiler.shapes import input_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -834,7 +834,7 @@ def test_function_errors_are_located(tmp_path, expr, message):
 
 
 def test_make_divisible_is_torchvisions():
-    from archc.expressions import make_divisible
+    from archc.compiler.expressions import make_divisible
 
     torchvision_utils = pytest.importorskip("torchvision.models._utils")
     for v in [3.2, 8, 11.9, 16 * 0.35, 24 * 1.4, 96 * 0.5, 1280 * 1.3, 57.6, 0.5]:
@@ -915,7 +915,7 @@ def test_optional_shortcut_is_a_residual_only_when_shapes_agree(tmp_path):
             wider: inverted(16)
             strided: inverted(16, 2)
     """)
-    from archc.graph import Parallel
+    from archc.compiler.graph import Parallel
 
     assert isinstance(layer(net, "same").plan.ops[0], Parallel)
     assert not isinstance(layer(net, "wider").plan.ops[0], Parallel)

@@ -175,10 +175,10 @@ async def test_formatting_is_archc_fmt(client, tmp_path):
 
 
 def test_the_server_does_not_import_torch():
-    code = ("import sys; from archc.lsp import analyse; "
+    code = ("import sys; from archc.tools.lsp import analyse; "
             f"a = analyse({(SPECS / 'googlenet.arch').as_uri()!r}, "
             f"open({str(SPECS / 'googlenet.arch')!r}).read(), 1); "
-            "from archc.lsp import summary_rows; assert a.modules and summary_rows(a); "
+            "from archc.tools.lsp import summary_rows; assert a.modules and summary_rows(a); "
             "print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)

@@ -20,9 +20,13 @@ import torch
 from torch import nn
 
 import archc
-from archc.backends import modules as archc_modules
 from archc.backends.module import class_name, to_module
-from archc.backends.modules import (
+from archc.backends.pysource import constructor, flat, meta_module, python_source, write_python
+from archc.backends.weights import save_weights
+from archc.compiler.graph import Network, layers
+from archc.compiler.shapes import input_sizes
+from archc.layers import modules as archc_modules
+from archc.layers.modules import (
     ChannelLinear,
     ChannelShuffle,
     LayerNorm2d,
@@ -32,10 +36,6 @@ from archc.backends.modules import (
     Permute,
     StochasticDepth,
 )
-from archc.backends.pysource import constructor, flat, meta_module, python_source, write_python
-from archc.backends.weights import save_weights
-from archc.graph import Network, layers
-from archc.shapes import input_sizes
 
 try:  # tests/ is on sys.path when it is not a package (pytest's default)
     from goldens import GOLDEN, assert_golden

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import archc
-from archc.graph import Parallel, layers
+from archc.compiler.graph import Parallel, layers
 from archc.layers import (
     KINDS,
     MERGES,
@@ -549,7 +549,7 @@ def test_the_diagram_draws_gates_and_splits():
                                         ("conv_1x1", None), ("conv_1", "conv")])
 def test_paper_notation_of_non_square_windows(word, kind):
     """`conv1x7-192` is a 1×7 conv; a block may still be called conv_1x1 (GoogLeNet's)."""
-    from archc.parse import notation_kind
+    from archc.compiler.parse import notation_kind
 
     assert notation_kind(word) == kind
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import archc
-from archc.graph import layers
+from archc.compiler.graph import layers
 from archc.layers import REGISTRY, ShapeContext, ShapeProblem
 
 CHANNELS = 2
@@ -124,7 +124,7 @@ def test_input_sizes_follow_the_upsample():
     """Two branches upsampled to the same size meet in a concat: the scan needs the factors
     (without them the branches would never match), and the /2 pool in the second branch
     makes them match at even sizes only."""
-    from archc.shapes import input_sizes
+    from archc.compiler.shapes import input_sizes
 
     net = archc.check("t.arch", text=YOLO_NECK.format(size=16)).network
     sizes = input_sizes(net)

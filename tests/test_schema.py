@@ -12,11 +12,11 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from archc.diagnostics import Diagnostics
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.parse import parse_text
+from archc.compiler.yamlspec import dump_yaml
 from archc.layers import KINDS
-from archc.parse import parse_text
-from archc.schema import generate, write
-from archc.yamlspec import dump_yaml
+from archc.tools.schema import generate, write
 from tests.goldens import assert_golden
 from tests.test_docs import YAML as DOC_YAML
 

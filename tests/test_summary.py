@@ -116,7 +116,7 @@ def test_rows_add_up_to_the_network(spec):
     rows = summarize(net)
     assert sum(r.params for r in rows) == net.n_params
     assert sum(r.macs for r in rows) == net.macs
-    assert len(rows) == len(list(archc.graph.layers(net.root)))
+    assert len(rows) == len(list(archc.compiler.graph.layers(net.root)))
     for row in rows:
         assert row.act_bytes == 4 * math.prod(row.out_shape)
 

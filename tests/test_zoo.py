@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from archc.verify import TOLERANCE, Entry, describe, load_zoo, torchvision_names, verify
+from archc.tools.verify import TOLERANCE, describe, torchvision_names, verify
+from archc.zoo import Entry, load_zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = load_zoo()
@@ -114,7 +115,7 @@ def test_standalone_python_of_a_zoo_spec_is_exact_too(tmp_path):
 
     import archc
     from archc.backends.pysource import python_source
-    from archc.verify import randomize_statistics, reference
+    from archc.tools.verify import randomize_statistics, reference
 
     path = tmp_path / "mobilenet_v3_small.py"
     path.write_text(python_source(archc.load(ROOT / "specs" / "mobilenet.arch",

@@ -28,10 +28,21 @@ from pathlib import Path
 
 import graphviz
 
-from .. import ir
-from ..graph import Call, Identity, LayerNode, Module, Network, Op, Parallel, Scope, Seq, TapOut
-from ..layers import MERGES, REGISTRY, Shape, ShapeProblem, Style, fmt, lookup
-from .summary import compact, depth_of, layer_text, scope_heading, scope_title
+from archc.backends.summary import compact, depth_of, layer_text, scope_heading, scope_title
+from archc.compiler import ir
+from archc.compiler.graph import (
+    Call,
+    Identity,
+    LayerNode,
+    Module,
+    Network,
+    Op,
+    Parallel,
+    Scope,
+    Seq,
+    TapOut,
+)
+from archc.layers import MERGES, REGISTRY, Shape, ShapeProblem, Style, fmt, lookup
 
 FONT = "Helvetica"
 _RENDERED = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
@@ -608,21 +619,21 @@ def _pick_table(program) -> ir.TableDef:
 
 def _resolver(program):
     """A resolver whose diagnostics are dropped: the table view only reads values."""
-    from ..diagnostics import Diagnostics
-    from ..resolve import Resolver
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.compiler.resolve import Resolver
 
     return Resolver(program, Diagnostics())
 
 
 def _empty_env():
-    from ..expressions import Env
+    from archc.compiler.expressions import Env
 
     return Env({})
 
 
 def _notation(items: list, resolver, env) -> list[str]:
     """Items in the paper's notation, repeats expanded; relu, bn and the like left out."""
-    from ..expressions import ERROR, evaluate
+    from archc.compiler.expressions import ERROR, evaluate
 
     out: list[str] = []
     for item in items:
@@ -737,7 +748,7 @@ def _weight_layers(
     if ref is not None and ref.variant in {p.name for p in user.params}:
         net = _resolver(program).network(user.name, {ref.variant: variant}, None)
         if net is not None:
-            from ..graph import layers
+            from archc.compiler.graph import layers
 
             return f"{sum(1 for layer in layers(net.root) if layer.macs)} weight layers"
     # No network builds the configuration: count the table's own conv and fc layers.

@@ -15,9 +15,19 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
-from ..layers import MERGES, REGISTRY
-from ..layers.core import init_deferred
+from archc.compiler.graph import (
+    Call,
+    Identity,
+    LayerNode,
+    Network,
+    Op,
+    Parallel,
+    Scope,
+    Seq,
+    TapOut,
+)
+from archc.layers import MERGES, REGISTRY
+from archc.layers.core import init_deferred
 
 # A compiled step takes the owner's `_modules`, the tensor and the aux-output list (None
 # in eval mode). It never captures a module, so deepcopy, DDP and state_dict stay sound.

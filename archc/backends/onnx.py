@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..graph import Network
+from archc.backends import ONNX_INPUT, ONNX_OUTPUT
+from archc.compiler.graph import Network
 
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter's lowest opset; it cannot convert down reliably
 TOLERANCE = 1e-4  # relative to the logits' scale (at least 1): float32 sums differ in order
 _EXTERNAL_BYTES = 1 << 30  # weights above this go to `<file>.data`: protobuf stops at 2 GiB
-INPUT, OUTPUT = "input", "logits"
+INPUT, OUTPUT = ONNX_INPUT, ONNX_OUTPUT
 
 
 class OnnxExportError(Exception):
@@ -41,13 +42,13 @@ def export_onnx(net: Network, path: Path, init: str | None = None, opset: int = 
     The file is checked with onnxruntime before this returns; `note` receives the
     initialiser's messages (re-initialised heads).
     """
-    from .module import to_module
+    from archc.backends.module import to_module
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = to_module(net)
     if init is not None:
-        from .weights import init_model
+        from archc.backends.weights import init_model
 
         for message in init_model(model, net, init):
             note(message)

@@ -28,10 +28,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut, layers
-from ..layers import MERGES, fmt
-from .module import class_name, layer_module
-from .weights import Heads, class_heads
+from archc.backends.module import class_name, layer_module
+from archc.backends.weights import Heads, class_heads
+from archc.compiler.graph import (
+    Call,
+    Identity,
+    LayerNode,
+    Network,
+    Op,
+    Parallel,
+    Scope,
+    Seq,
+    TapOut,
+    layers,
+)
+from archc.layers import MERGES, fmt
 
 WIDTH = 100  # the line length the generated file keeps to (ruff's E501 at 100)
 INDENT = "    "
@@ -687,7 +698,7 @@ def python_source(net: Network, inference: bool = False) -> str:
     With `inference`, the source of the folded eval-mode network (archc.passes) instead.
     """
     if inference:
-        from ..passes import fold_for_inference
+        from archc.passes import fold_for_inference
 
         return Source(fold_for_inference(net).network, inference=True).text()
     return Source(net).text()
@@ -708,20 +719,20 @@ def write_python(net: Network, path: Path, init: str | None = None,
     source = python_source(net, inference=inference)
     model = None
     if init is not None:  # before writing anything: bad weights leave no half-written output
-        from .module import to_module
-        from .weights import init_model
+        from archc.backends.module import to_module
+        from archc.backends.weights import init_model
 
         model = to_module(net)
         for message in init_model(model, net, init):
             note(message)
         if inference:
-            from ..passes import inference_module
+            from archc.passes import inference_module
 
             model = inference_module(net, model.eval())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(source, encoding="utf-8")
     if model is None:
         return [path]
-    from .weights import save_weights
+    from archc.backends.weights import save_weights
 
     return [path, save_weights(model, path.with_suffix(".safetensors"), net)]

@@ -15,9 +15,20 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut, walk
-from ..layers import REGISTRY, Shape, fmt
-from ..layers.window import pair
+from archc.compiler.graph import (
+    Call,
+    Identity,
+    LayerNode,
+    Network,
+    Op,
+    Parallel,
+    Scope,
+    Seq,
+    TapOut,
+    walk,
+)
+from archc.layers import REGISTRY, Shape, fmt
+from archc.layers.window import pair
 
 FLOAT32 = 4  # bytes per activation and per parameter
 

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..graph import LayerNode, Network, layers
+from archc.backends import InitError
+from archc.compiler.graph import LayerNode, Network, layers
 
 # Spec network name → torchvision builder name; a dict picks by the spec's `variant`.
 TORCHVISION_NAMES: dict[str, str | dict[str, str]] = {
@@ -40,8 +41,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _SHOWN = 5  # how many keys of each kind an error message lists
 
 
-class InitError(Exception):
-    """Weights that cannot initialise the network; the message says which keys and why."""
 
 
 # --------------------------------------------------------------------------- classifier heads
@@ -91,7 +90,7 @@ def _resolve_again(net: Network, num_classes: int) -> Network | None:
 
 
 def _try_load(net: Network, name: str | None, params: dict[str, Any]) -> Network | None:
-    from ..api import load
+    from archc.api import load
 
     try:
         return load(net.spec_path, network=name, input_shape=net.input_shape, **params)
@@ -102,28 +101,23 @@ def _try_load(net: Network, name: str | None, params: dict[str, Any]) -> Network
 # --------------------------------------------------------------------------- sources
 
 
-ZOO = Path(__file__).resolve().parents[2] / "specs" / "zoo.yaml"
-
-
-def zoo_builder(net: Network, zoo: Path = ZOO) -> str | None:
-    """The torchvision builder that specs/zoo.yaml says `net` writes, or None.
+def zoo_builder(net: Network) -> str | None:
+    """The torchvision builder that the zoo's index (zoo.yaml) says `net` writes, or None.
 
     An entry matches when it names the same spec file, the same network (an entry without
     `network` means the file's network of the file's own name, e.g. alexnet.arch's alexnet),
     and its variant and `set` parameters agree with the network's."""
-    import yaml
+    from archc.zoo import load_zoo
 
-    if not zoo.exists() or not net.spec_path:
+    if not net.spec_path:
         return None
     spec = Path(net.spec_path).resolve()
-    for name, fields in (yaml.safe_load(zoo.read_text(encoding="utf-8")) or {}).items():
-        if (zoo.parent / fields["spec"]).resolve() != spec:
+    for name, entry in load_zoo().items():
+        if entry.spec.resolve() != spec or net.name != (entry.network or spec.stem):
             continue
-        if net.name != fields.get("network", spec.stem):
-            continue
-        wanted = dict(fields.get("set") or {})
-        if fields.get("variant") is not None:
-            wanted["variant"] = fields["variant"]
+        wanted = dict(entry.sets)
+        if entry.variant is not None:
+            wanted["variant"] = entry.variant
         if all(net.params.get(k) == v for k, v in wanted.items()):
             return name
     return None

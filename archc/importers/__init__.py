@@ -1,8 +1,8 @@
 """Importers: front ends that turn existing networks into archc's IR.
 
 Each importer reads one foreign format (a Caffe prototxt, a Darknet cfg, a PyTorch
-module) and produces the same `ir.SpecFile` that `archc/parse.py` produces for a .arch
-file. None of them writes text: `archc/unparse.py` turns the IR into the spec a person
+module) and produces the same `ir.SpecFile` that `archc/compiler/parse.py` produces for a .arch
+file. None of them writes text: `archc/compiler/unparse.py` turns the IR into the spec a person
 would have written. Problems in the imported file are `Diagnostic`s located in it.
 
 The Caffe and Darknet importers never import torch; only the PyTorch importer does.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import ir
-from ..diagnostics import Diagnostics
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
 
 CAFFE_SUFFIXES = (".prototxt", ".pt-txt", ".pbtxt")
 DARKNET_SUFFIXES = (".cfg",)
@@ -37,11 +37,11 @@ def import_source(
     """
     suffix = Path(source).suffix.lower()
     if suffix in CAFFE_SUFFIXES:
-        from . import caffe
+        from archc.importers import caffe
 
         return caffe.load(source, diags)
     if suffix in DARKNET_SUFFIXES:
-        from . import darknet
+        from archc.importers import darknet
 
         return darknet.load(source, diags)
     if ":" in source and not Path(source).exists():
@@ -61,7 +61,7 @@ def _torch_module(
 ) -> ir.SpecFile | None:
     """Import a PyTorch module through `archc.importers.torch_module` (it imports torch)."""
     try:
-        from .torch_module import load
+        from archc.importers.torch_module import load
     except ImportError as error:
         if error.name != f"{__name__}.torch_module":
             raise  # a bug or a missing dependency inside the importer: keep its traceback
@@ -81,11 +81,11 @@ def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostic
     The network (None on errors) is what the weights conversion walks: every layer keeps
     the span of the foreign layer it came from.
     """
-    from ..resolve import Resolver
-    from ..sources import Program, _define
+    from archc.compiler.resolve import Resolver
+    from archc.compiler.sources import Program, define_statement
 
     program = Program(root=spec.path, files={spec.path: spec}, sources=dict(sources))
     for stmt in spec.statements:
-        _define(program, stmt, diags)
+        define_statement(program, stmt, diags)
     network = Resolver(program, diags).network(None, {}, None)
     return None if diags.has_errors else network

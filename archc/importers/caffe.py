@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import ir
-from ..diagnostics import Diagnostics, did_you_mean
-from . import common, prototxt
-from .compact import compact as compact_spec
-from .graph import Graph, Node, nest
-from .prototxt import Field, FieldError, Ident, Message
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics, did_you_mean
+from archc.importers import common, prototxt
+from archc.importers.compact import compact as compact_spec
+from archc.importers.graph import Graph, Node, nest
+from archc.importers.prototxt import Field, FieldError, Ident, Message
 
 # The V1 `layers {}` syntax names types by enum constant.
 V1_TYPES = {
@@ -238,7 +238,7 @@ class _Importer:
 
     def _square_or_supported(self, layer: Layer, kind: str, *pairs) -> bool:
         """False (with an error) for an h×w window the registry cannot take yet."""
-        from ..layers import REGISTRY
+        from archc.layers import REGISTRY
 
         square = all(a == b for a, b in pairs)
         if square or REGISTRY[kind].param("kernel").type != "int":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import ir
-from ..diagnostics import Diagnostics
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
 
 # Words of the .arch language that cannot be labels or network names.
 RESERVED = {
@@ -26,8 +26,8 @@ def layer(kind: str, span: ir.Span, label: str | None = None, **args) -> ir.Laye
     The order matters for paper notation: `conv(kernel=3, out=64)` prints as `conv3-64`.
     Arguments equal to the kind's default are left out, except the notation's own.
     """
-    kept = [(k, v) for k, v in args.items() if v is not None and not _is_default(kind, k, v)]
-    if len(kept) == 1 and _is_default(kind, *kept[0], head=True):
+    kept = [(k, v) for k, v in args.items() if v is not None and not is_default(kind, k, v)]
+    if len(kept) == 1 and is_default(kind, *kept[0], head=True):
         kept = []  # `maxpool`, not `maxpool2`: a lone default needs no notation
     return ir.Layer(
         callee=kind,
@@ -44,15 +44,15 @@ def layer(kind: str, span: ir.Span, label: str | None = None, **args) -> ir.Laye
 
 def _positional(kind: str, name: str, value) -> bool:
     """A float the notation would write as `{0.1}`: give it positionally, `leakyrelu(0.1)`."""
-    from ..layers import REGISTRY
+    from archc.layers import REGISTRY
 
     entry = REGISTRY.get(kind)
     return (isinstance(value, float) and entry is not None and bool(entry.params)
             and entry.params[0].name == name)
 
 
-def _is_default(kind: str, name: str, value, head: bool = False) -> bool:
-    from ..layers import REGISTRY
+def is_default(kind: str, name: str, value, head: bool = False) -> bool:
+    from archc.layers import REGISTRY
 
     entry = REGISTRY.get(kind)
     if entry is None or (name == entry.sugar[0] and not head):
@@ -88,7 +88,7 @@ def identifier(name: str, taken: set[str] | None = None) -> str:
 
 def network_name(name: str | None, path: str) -> str:
     """The network's name: the file's own `name`, else the file name, as an identifier."""
-    from ..parse import notation_kind
+    from archc.compiler.parse import notation_kind
 
     text = identifier(name or Path(path).stem)
     return text + "_net" if notation_kind(text) else text

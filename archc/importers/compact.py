@@ -15,8 +15,8 @@ from __future__ import annotations
 from os.path import commonprefix
 from typing import Any
 
-from .. import ir
-from .common import RESERVED, identifier
+from archc.compiler import ir
+from archc.importers.common import RESERVED, identifier
 
 SHORT = {"out": "c"}  # a block parameter for channels reads as c_...
 
@@ -109,7 +109,7 @@ def _shape(item: Any) -> Any:
 
 def _common_trail(items: list, indices: list[int]) -> int:
     """How many activation layers follow every occurrence, the same each time."""
-    from ..layers import REGISTRY
+    from archc.layers import REGISTRY
 
     limit = min(b - a - 1 for a, b in zip(indices, [*indices[1:], len(items)]))
     count = 0
@@ -144,7 +144,7 @@ def _common_lead(items: list, indices: list[int], trail: int) -> int:
 def _with_defaults(units: list[ir.Group]) -> list[ir.Group] | None:
     """The units with every argument any of them gives spelled out in all (registry
     defaults), so their numbers line up; None when an argument has no default."""
-    from ..layers import REGISTRY
+    from archc.layers import REGISTRY
 
     per_unit = [list(_layers(u)) for u in units]
     filled: list[list[ir.Layer]] = [[] for _ in units]
@@ -237,7 +237,7 @@ def _make_block(units: list[ir.Group], names: set[str]) -> tuple[ir.BlockDef, li
 
 def _columns(units: list[ir.Group]) -> list[tuple[str, int, tuple]]:
     """Every numeric argument: (its name, the layer's position, its value in each unit)."""
-    from ..layers import REGISTRY
+    from archc.layers import REGISTRY
 
     per_unit = [[(_arg_name(REGISTRY.get(lay.callee), a), n, a.value.value)
                  for n, lay in enumerate(_layers(u)) for a in lay.args
@@ -372,8 +372,8 @@ def _roles(units: list[ir.Group], ids) -> list[list[str]] | None:
 
 def _fill(unit: ir.Group, exprs: dict[int, ir.Expr], roles: list[str] | None) -> ir.Group:
     """The block body: `unit` with numbers made parameters, defaults dropped, roles as labels."""
-    from ..layers import REGISTRY
-    from .common import _is_default
+    from archc.importers.common import is_default
+    from archc.layers import REGISTRY
 
     counter = iter(range(10**9))
     role_of = iter(roles or [])
@@ -388,7 +388,7 @@ def _fill(unit: ir.Group, exprs: dict[int, ir.Expr], roles: list[str] | None) ->
                     args.append(arg.model_copy(update={"value": exprs[index]}))
                     continue
             name = _arg_name(kind, arg)
-            if not _is_default(lay.callee, name, _plain(arg.value)):
+            if not is_default(lay.callee, name, _plain(arg.value)):
                 args.append(arg)
         role = next(role_of, "")
         label = None
@@ -402,7 +402,7 @@ def _fill(unit: ir.Group, exprs: dict[int, ir.Expr], roles: list[str] | None) ->
 
 def _block_name(ids, first: Any, names: set[str]) -> str:
     """From the units' names (`inception_3a` → inception), else from what the merge does."""
-    from ..parse import notation_kind
+    from archc.compiler.parse import notation_kind
 
     base = ""
     if ids:

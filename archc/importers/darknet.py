@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import ir
-from ..diagnostics import Diagnostics, did_you_mean
-from . import common
-from .compact import compact as compact_spec
-from .graph import Graph, nest
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics, did_you_mean
+from archc.importers import common
+from archc.importers.compact import compact as compact_spec
+from archc.importers.graph import Graph, nest
 
 Shape = tuple[int, ...]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import ir
-from ..diagnostics import Diagnostics
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
 
 INPUT = 0  # the id of the network input node
 

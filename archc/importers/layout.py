@@ -8,8 +8,8 @@ layout: the result is parsed again and must give the same IR (a difference is a 
 
 from __future__ import annotations
 
-from .. import ir
-from ..unparse import unparse
+from archc.compiler import ir
+from archc.compiler.unparse import unparse
 
 MAX_LINE = 100
 MERGE_HEADS = ("concat:", "add:", "mul:", "max:")
@@ -127,7 +127,7 @@ def _only_calls(line: str) -> bool:
 
 
 def _kind(word: str) -> str | None:
-    from ..parse import notation_kind
+    from archc.compiler.parse import notation_kind
 
     return notation_kind(word)
 
@@ -144,8 +144,8 @@ def _joinable_target(previous: str, indent: int) -> bool:
 
 
 def _same_ir(new: str, old: str) -> bool:
-    from ..diagnostics import Diagnostics
-    from ..parse import parse_text
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.compiler.parse import parse_text
 
     a, b = parse_text(new, "<a>", Diagnostics()), parse_text(old, "<b>", Diagnostics())
     return a is not None and b is not None and ir.structure(a) == ir.structure(b)

@@ -15,9 +15,9 @@ from typing import Any
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from .. import ir
-from ..diagnostics import Diagnostics
-from ..parse import _unclosed
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.parse import unclosed
 
 GRAMMAR = Path(__file__).with_name("prototxt.lark")
 
@@ -166,7 +166,7 @@ def _value(tree: Tree) -> Any:
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, path: str):
-    from ..diagnostics import Diagnostic
+    from archc.compiler.diagnostics import Diagnostic
 
     line, col, width = max(exc.line or 1, 1), max(exc.column or 1, 1), 1
     hint = "a prototxt field is `name: value` or `name { ... }`"
@@ -178,7 +178,7 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str):
     elif isinstance(exc, UnexpectedCharacters):
         message = f"unexpected character `{text[exc.pos_in_stream]}`"
     else:
-        opener = _unclosed(text)  # the .arch parser's scan: `#` comments and quotes alike
+        opener = unclosed(text)  # the .arch parser's scan: `#` comments and quotes alike
         message, hint = "unexpected end of file", "a field is missing its value"
         if opener is not None and opener[2] == "{":
             line, col, _ = opener

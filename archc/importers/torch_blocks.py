@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .. import ir
-from .torch_draft import (
+from archc.compiler import ir
+from archc.importers.torch_draft import (
     REQUIRED,
     Arg,
     DCall,

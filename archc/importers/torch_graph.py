@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
-from .. import ir
-from .torch_draft import (
+from archc.compiler import ir
+from archc.importers.torch_draft import (
     REQUIRED,
     Arg,
     DGroup,
@@ -34,7 +34,7 @@ from .torch_draft import (
     DTap,
     shortcut_args,
 )
-from .torch_layers import (
+from archc.importers.torch_layers import (
     ADDS,
     FUNCTIONS,
     MAXIMUMS,

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import lookup
-from .torch_draft import REQUIRED, Arg, DLayer
+from archc.importers.torch_draft import REQUIRED, Arg, DLayer
+from archc.layers import lookup
 
 
 class Unsupported(Exception):

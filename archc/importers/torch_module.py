@@ -25,13 +25,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import ir
-from ..diagnostics import Diagnostics, did_you_mean
-from ..layers import lookup
-from .torch_blocks import Blocks, Emitter, Unified, fold_loops, same
-from .torch_draft import NUM_CLASSES, Arg, DCall, DGroup, DItem, DLayer, shortcut_args, walk
-from .torch_graph import GraphBody, Located, trace
-from .torch_layers import Unsupported, is_layer, kind_layer, module_layer
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics, did_you_mean
+from archc.importers.torch_blocks import Blocks, Emitter, Unified, fold_loops, same
+from archc.importers.torch_draft import (
+    NUM_CLASSES,
+    Arg,
+    DCall,
+    DGroup,
+    DItem,
+    DLayer,
+    shortcut_args,
+    walk,
+)
+from archc.importers.torch_graph import GraphBody, Located, trace
+from archc.importers.torch_layers import Unsupported, is_layer, kind_layer, module_layer
+from archc.layers import lookup
 
 # Diagnostic codes: the import itself failed / something has no archc form / the written
 # spec does not reproduce its source.
@@ -71,7 +80,7 @@ def load(
     spec = to_spec(model, name, input_shape, shapes, diags, source, classes)
     if spec is None or not verify:
         return spec
-    from .torch_verify import verify_spec
+    from archc.importers.torch_verify import verify_spec
 
     if not verify_spec(spec, model, check_shape or input_shape, diags, where):
         return None

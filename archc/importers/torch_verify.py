@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import ir
-from ..diagnostics import Diagnostics
-from ..unparse import unparse
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.unparse import unparse
 
 E_MISMATCH = "E203"
 TOLERANCE = 1e-5  # of the largest output, as the zoo's oracle
@@ -36,8 +36,8 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> None:
 
 def rebuild(spec: ir.SpecFile, shape: tuple, diags: Diagnostics, where: ir.Span):
     """archc's module of the spec (checked at `shape`), or None with the checker's errors."""
-    from .. import api
-    from ..backends.module import to_module
+    from archc import api
+    from archc.backends.module import to_module
 
     text = unparse(spec)
     result = api.check(spec.path, input_shape=tuple(shape), text=text)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ir
-from ..diagnostics import Diagnostics
-from ..graph import LayerNode, Network, layers
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.graph import LayerNode, Network, layers
 
 WEIGHTED = ("conv", "fc", "bn", "prelu")
 
@@ -164,7 +164,7 @@ def write_caffemodel(path: Path, blobs: dict[str, list[np.ndarray]], name: str =
 
 def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.ndarray]:
     """archc's state_dict from a caffemodel, for the network imported from `source`."""
-    from . import caffe, prototxt
+    from archc.importers import caffe, prototxt
 
     blobs = read_caffemodel(found)
     flat = _flat_ir(caffe.load, source)
@@ -261,7 +261,7 @@ def darknet_tensors(source: str, found: Path, network: Network) -> dict[str, np.
     Per [convolutional]: biases, or with batch_normalize β, γ, running mean, running
     variance; then the weights. Per [connected]: biases, then the weights.
     """
-    from . import darknet
+    from archc.importers import darknet
 
     try:
         data = found.read_bytes()

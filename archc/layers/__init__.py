@@ -13,8 +13,18 @@ torch constructors import it when they are called.
 
 from __future__ import annotations
 
-from . import activation, channel, conv, dense, norm, pool, regularization, reshape, resize
-from .core import (
+from archc.layers import (
+    activation,
+    channel,
+    conv,
+    dense,
+    norm,
+    pool,
+    regularization,
+    reshape,
+    resize,
+)
+from archc.layers.core import (
     INVALID,
     REQUIRED,
     LayerKind,
@@ -26,8 +36,8 @@ from .core import (
     fmt,
     normalize,
 )
-from .merges import MERGES, MergeKind, merge_kind
-from .window import resolve_padding, window_out
+from archc.layers.merges import MERGES, MergeKind, merge_kind
+from archc.layers.window import resolve_padding, window_out
 
 __all__ = [
     "INVALID",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .core import (
+from archc.layers.core import (
     ACT,
     LayerKind,
     Param,

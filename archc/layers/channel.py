@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .core import (
+from archc.layers.core import (
     CONV,
     FC,
     LayerKind,
@@ -18,17 +18,17 @@ from .core import (
     image,
     weighted,
 )
-from .dense import linear_params
+from archc.layers.dense import linear_params
 
 
 def _shuffle_torch(inp: Shape, p: dict):
-    from ..backends.modules import ChannelShuffle
+    from archc.layers.modules import ChannelShuffle
 
     return ChannelShuffle(p["groups"])
 
 
 def _scale_torch(inp: Shape, p: dict):
-    from ..backends.modules import LayerScale
+    from archc.layers.modules import LayerScale
 
     return LayerScale(inp[0], p["init"])
 
@@ -54,7 +54,7 @@ def _channel_fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
 def _channel_fc_torch(inp: Shape, p: dict):
     from torch import nn
 
-    from ..backends.modules import ChannelLinear
+    from archc.layers.modules import ChannelLinear
 
     cls = nn.Linear if p["last"] else ChannelLinear  # nn.Linear works on the last axis
     return weighted(cls, inp[_channel_axis(p)], p["out"], bias=p["bias"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .core import (
+from archc.layers.core import (
     CONV,
     LayerKind,
     Param,
@@ -15,7 +15,7 @@ from .core import (
     image,
     weighted,
 )
-from .window import by_axis, pair, resolve_padding, window
+from archc.layers.window import by_axis, pair, resolve_padding, window
 
 
 def _conv_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:

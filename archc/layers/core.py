@@ -237,10 +237,10 @@ def nn_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict], An
 
 
 def archc_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict], Any]:
-    """Like `nn_module`, for a module of archc.backends.modules (what PyTorch lacks)."""
+    """Like `nn_module`, for a module of archc.layers.modules (what PyTorch lacks)."""
 
     def make(inp: Shape, p: dict):
-        from ..backends import modules
+        from archc.layers import modules
 
         return getattr(modules, cls)(*(p[n] for n in names), **fixed)
 

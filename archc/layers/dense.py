@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .core import (
+from archc.layers.core import (
     FC,
     RESHAPE,
     LayerKind,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Any, Callable
 
-from .core import Shape, ShapeProblem, fmt
+from archc.layers.core import Shape, ShapeProblem, fmt
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class MergeKind:
 
 def _same_shapes(name: str) -> Callable[[list[Shape]], Shape]:
     hint = "make every branch end with the same channels"
-    if name == "add":  # only an add's `shortcut` projects (archc.resolve)
+    if name == "add":  # only an add's `shortcut` projects (archc.compiler.resolve)
         hint += ", or add a `shortcut` branch, which projects when shapes differ"
 
     def rule(shapes: list[Shape]) -> Shape:

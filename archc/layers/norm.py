@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .core import (
+from archc.layers.core import (
     NORM,
     LayerKind,
     Param,
@@ -42,7 +42,7 @@ def _layernorm_torch(axis: int) -> Callable[[Shape, dict], Any]:
 
     def make(inp: Shape, p: dict):
         if axis == 0:
-            from ..backends.modules import LayerNorm2d as cls
+            from archc.layers.modules import LayerNorm2d as cls
         else:
             from torch.nn import LayerNorm as cls
 

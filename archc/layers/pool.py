@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .core import POOL, LayerKind, Param, Shape, ShapeContext, ShapeProblem, check_positive, image
-from .window import AXES, by_axis, is_asymmetric, pair, sides, square, window
+from archc.layers.core import (
+    POOL,
+    LayerKind,
+    Param,
+    Shape,
+    ShapeContext,
+    ShapeProblem,
+    check_positive,
+    image,
+)
+from archc.layers.window import AXES, by_axis, is_asymmetric, pair, sides, square, window
 
 
 def _pool_stride(p: dict) -> int:
@@ -69,7 +78,7 @@ def _pool_torch(cls: str) -> Callable[[Shape, dict], Any]:
         import torch.nn as nn
 
         if is_asymmetric(p["padding"]):
-            from ..backends.modules import PaddedPool2d
+            from archc.layers.modules import PaddedPool2d
 
             mode = "max" if cls == "MaxPool2d" else "avg"
             return PaddedPool2d(p["kernel"], _pool_stride(p), p["padding"], mode)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .core import (
+from archc.layers.core import (
     REG,
     LayerKind,
     Param,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .core import POOL, LayerKind, Param, Shape, ShapeContext, check_positive, image
+from archc.layers.core import POOL, LayerKind, Param, Shape, ShapeContext, check_positive, image
 
 
 def _upsample_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:

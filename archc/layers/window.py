@@ -6,7 +6,7 @@ as in `conv(192, kernel=(1, 7))`; the rules work per axis.
 
 from __future__ import annotations
 
-from .core import Shape, ShapeContext, ShapeProblem, fmt, image
+from archc.layers.core import Shape, ShapeContext, ShapeProblem, fmt, image
 
 Pair = tuple[int, int]
 AXES = ("height", "width")

@@ -3,11 +3,17 @@
     plan = fold_for_inference(net)        # no torch: a new Network plus what was folded
     fast = inference_module(net, model)   # torch: the folded module with the model's weights
 
-The passes read and write the resolved network (archc/graph.py), never a traced module, so
+The passes read and write the resolved network (archc/compiler/graph.py), never a traced module, so
 every backend (torch module, standalone Python, ONNX) can emit their result. Only the
 functions that build or fill torch modules import torch, and only when they are called.
 """
 
-from .fold import Fold, InferencePlan, fold_for_inference, fold_state_dict, inference_module
+from archc.passes.fold import (
+    Fold,
+    InferencePlan,
+    fold_for_inference,
+    fold_state_dict,
+    inference_module,
+)
 
 __all__ = ["Fold", "InferencePlan", "fold_for_inference", "fold_state_dict", "inference_module"]

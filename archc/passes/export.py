@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..graph import Network
+from archc.compiler.graph import Network
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -22,8 +22,8 @@ def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 
     with onnxruntime against `model` itself in eval mode: the check covers the folding too."""
     import torch
 
-    from ..backends.onnx import export_model, verify
-    from .fold import inference_module
+    from archc.backends.onnx import export_model, verify
+    from archc.passes.fold import inference_module
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,11 +40,11 @@ def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 
 def export_inference_onnx(net: Network, path: Path, init: str | None = None, opset: int = 18,
                           note: Callable[[str], None] = _stderr) -> list[Path]:
     """`archc compile --for inference --emit onnx`: the folded graph, weights from `init`."""
-    from ..backends.module import to_module
+    from archc.backends.module import to_module
 
     model = to_module(net)
     if init is not None:
-        from ..backends.weights import init_model
+        from archc.backends.weights import init_model
 
         for message in init_model(model, net, init):
             note(message)

@@ -19,8 +19,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..graph import Call, Identity, LayerNode, Network, Op, Parallel, Scope, Seq, TapOut
-from ..layers import REGISTRY
+from archc.compiler.graph import (
+    Call,
+    Identity,
+    LayerNode,
+    Network,
+    Op,
+    Parallel,
+    Scope,
+    Seq,
+    TapOut,
+)
+from archc.layers import REGISTRY
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -193,7 +203,7 @@ def fold_state_dict(plan: InferencePlan,
 
 def inference_module(net: Network, model: nn.Module) -> nn.Module:
     """The folded eval-mode module of `net`, carrying `model`'s weights (model is unchanged)."""
-    from ..backends.module import to_module
+    from archc.backends.module import to_module
 
     plan = fold_for_inference(net)
     folded = to_module(plan.network, init="none")

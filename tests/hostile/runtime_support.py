@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from runtime.synth import write_synthetic
+from runtime.data.synth import write_synthetic
 
 from .conftest import REPO, run_archc
 

@@ -84,7 +84,7 @@ def test_train_without_the_torch_extra_names_the_extra(workdir, tmp_path_factory
 def test_the_torch_extra_list_matches_pyproject():
     import tomllib
 
-    from archc.console import TORCH_EXTRA
+    from archc.cli.common import TORCH_EXTRA
 
     from .conftest import REPO
 
@@ -112,16 +112,16 @@ def test_graph_depth_zero_is_accepted(tmp_path):
 # Makes the resolver crash, as a bug would, for specs whose name starts with `bug`: loaded
 # through sitecustomize, so the real `archc` entry point runs unchanged.
 _BUG = textwrap.dedent("""
-    import archc.resolve
+    import archc.compiler.resolve
 
-    _network = archc.resolve.Resolver.network
+    _network = archc.compiler.resolve.Resolver.network
 
     def network(self, *args, **kwargs):
         if self.program.root.rpartition("/")[2].startswith("bug"):
             return {}["a bug in the resolver"]
         return _network(self, *args, **kwargs)
 
-    archc.resolve.Resolver.network = network
+    archc.compiler.resolve.Resolver.network = network
 """)
 
 

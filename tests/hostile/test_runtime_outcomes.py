@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runtime.checkpoint import load_checkpoint, save_checkpoint
+from runtime.training.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import assert_one_line_error, run_archc, tree_state
 from .runtime_support import TINY, TRAIN_MEM_MB, archc_env, dataset, output, records, train
@@ -150,7 +150,7 @@ def test_epoch_lines_do_not_wrap_in_an_80_column_log_and_files_follow_the_umask(
 
 
 def test_a_huge_first_loss_does_not_flatten_the_loss_plot():
-    from runtime.metrics import figure
+    from runtime.training.metrics import figure
 
     losses = [19.0, 0.6, 0.45, 0.35, 0.3]
     fig = figure([{"epoch": i + 1, "train_loss": v, "val_loss": v, "train_acc": 0.5,

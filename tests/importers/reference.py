@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archc.diagnostics import Diagnostics
+from archc.compiler.diagnostics import Diagnostics
 from archc.importers import caffe, darknet, prototxt
 
 

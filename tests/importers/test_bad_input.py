@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from archc.diagnostics import Diagnostics
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.render import render_all
 from archc.importers import import_source
-from archc.render import render_all
 
 CAFFE_HEAD = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 32 dim: 32 }\n'
 NET_HEAD = "[net]\nchannels=3\nheight=32\nwidth=32\n\n"
@@ -108,7 +108,7 @@ def test_file_imports_never_load_torch(tmp_path):
                      {"c": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]})
     (tmp_path / "net.cfg").write_text(NET_HEAD + CONV)
     script = (
-        "import sys\nfrom archc.console import main\n"
+        "import sys\nfrom archc.cli.main import main\n"
         f"for args in (['import', {str(proto)!r}, '-o', {str(tmp_path / 'a.arch')!r}, "
         f"'--weights'], ['import', {str(tmp_path / 'net.cfg')!r}]):\n"
         "    try:\n        main(args)\n    except SystemExit as exit:\n"

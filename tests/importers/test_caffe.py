@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from archc.backends.module import class_name
 from archc.backends.pysource import write_python
-from archc.diagnostics import Diagnostics
-from archc.graph import layers
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.graph import layers
 from archc.importers import check_imported, import_source
 from archc.importers.layout import spec_text
 from archc.importers.weights import convert, read_caffemodel, write_caffemodel

@@ -62,7 +62,7 @@ def test_uneven_darknet_padding_is_written_by_side(tmp_path, size, kernel, paddi
 
 
 def test_maxpool_padding_past_the_window_is_located(tmp_path):
-    from archc.diagnostics import Diagnostics
+    from archc.compiler.diagnostics import Diagnostics
     from archc.importers import import_source
 
     diags = Diagnostics()
@@ -75,7 +75,7 @@ def test_maxpool_padding_past_the_window_is_located(tmp_path):
 @pytest.mark.parametrize("option, message", [("stride=-2", "downsamples"),
                                              ("scale=0.5", "scale=")])
 def test_upsample_that_archc_cannot_write_is_located(tmp_path, option, message):
-    from archc.diagnostics import Diagnostics
+    from archc.compiler.diagnostics import Diagnostics
     from archc.importers import import_source
 
     diags = Diagnostics()
@@ -109,7 +109,7 @@ def test_repeated_units_become_a_block_with_a_repeat(tmp_path):
 
 def weights_for(path, network, rng) -> list[np.ndarray]:
     """Random arrays in darknet's file order, sized by darknet's arithmetic."""
-    from archc.diagnostics import Diagnostics
+    from archc.compiler.diagnostics import Diagnostics
     from archc.importers import darknet
 
     arrays, channels = [], network.input_shape[0]
@@ -242,7 +242,7 @@ def test_round_trip_with_converted_weights(tmp_path, source):
 
 def test_yolo_neck_shapes_are_darknets(tmp_path):
     """Every section's shape by darknet's rules (the reference forward) is archc's."""
-    from archc.diagnostics import Diagnostics
+    from archc.compiler.diagnostics import Diagnostics
     from archc.importers import darknet
 
     path = yolo_neck(tmp_path)
@@ -329,8 +329,8 @@ def test_cli_weights_round_trip(tmp_path):
 def test_every_shape_is_darknets():
     """Each section's output shape (the reference, by darknet's rules) equals the shape
     archc infers for the last layer it became."""
-    from archc.diagnostics import Diagnostics
-    from archc.graph import layers
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.compiler.graph import layers
     from archc.importers import darknet
     from archc.importers.weights import _ir_layers
 

@@ -21,12 +21,12 @@ import torchvision
 from torch import nn
 
 import archc
-from archc import ir
-from archc.diagnostics import Diagnostics
+from archc.compiler import ir
+from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.sources import load_program
 from archc.importers.layout import spec_text
 from archc.importers.torch_module import load
 from archc.importers.torch_verify import randomize_norms, verify_spec
-from archc.sources import load_program
 
 # torchvision's own notice about GoogLeNet's future default init, not about the import.
 pytestmark = pytest.mark.filterwarnings("ignore:The default weight initialization of GoogleNet")

@@ -14,10 +14,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from runtime.augment import AugmentConfig
-from runtime.config import TrainConfig
-from runtime.data import ImageSet, stratified_split
-from runtime.loader import BatchLoader
+from runtime.data.augment import AugmentConfig
+from runtime.data.folders import ImageSet, stratified_split
+from runtime.data.loader import BatchLoader
+from runtime.training.config import TrainConfig
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
@@ -90,7 +90,7 @@ def state_equal(a: dict, b: dict) -> bool:
 def reference(tmp_path_factory):
     """Uninterrupted runs of the tiny problem, computed once per session and shared read-only:
     `reference(epochs=4)` -> (run_dir, FitResult)."""
-    from runtime.loop import fit
+    from runtime.training.loop import fit
 
     cache = {}
 

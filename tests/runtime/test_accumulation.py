@@ -13,8 +13,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from runtime.config import TrainConfig
-from runtime.loop import Trainer
+from runtime.training.config import TrainConfig
+from runtime.training.loop import Trainer
 
 N_BATCHES, ACCUMULATE, BATCH = 5, 2, 4  # groups of 2, 2 and a short last group of 1
 

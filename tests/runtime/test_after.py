@@ -1,4 +1,4 @@
-"""After training: `archc eval`, `predict`, `submit`, `export` and runtime.inference.
+"""After training: `archc eval`, `predict`, `submit`, `export` and runtime.after.inference.
 
 One tiny run (tests/fixtures/tiny.arch, two epochs on ~120 synthetic 32 px images) is trained
 once for the module; every test reads it, and tests that damage a run work on a copy.
@@ -21,11 +21,11 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from runtime import after
-from runtime.data import load_images, load_unlabelled
-from runtime.inference import InferenceError, load_trained, predict_images
-from runtime.run import load_split
-from runtime.synth import write_synthetic
+from runtime.after import verbs as after
+from runtime.after.inference import InferenceError, load_trained, predict_images
+from runtime.data.folders import load_images, load_unlabelled
+from runtime.data.synth import write_synthetic
+from runtime.training.run import load_split
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "tests" / "fixtures" / "tiny.arch"
@@ -55,7 +55,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(cache, data, tmp_path_factory) -> Path:
     """A trained run folder (batch-norm variant, so eval mode matters)."""
-    from runtime.train import TrainRequest, train
+    from runtime.training.train import TrainRequest, train
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     result = train(TrainRequest(spec=SPEC, data=data / "train", run=run_dir,

@@ -1,4 +1,4 @@
-"""runtime.augment: batched crop/rotate/flip/normalise checked against exact oracles."""
+"""runtime.data.augment: batched crop/rotate/flip/normalise checked against exact oracles."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
-from runtime.augment import (
+from runtime.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentConfig,

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtime import checkpoint as ckpt
-from runtime.checkpoint import (
+from runtime.training import checkpoint as ckpt
+from runtime.training.checkpoint import (
     CheckpointError,
     capture_rng,
     latest,
@@ -159,7 +159,7 @@ def test_save_after_crash_does_not_destroy_the_only_good_copy(tmp_path, monkeypa
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys, torch
-    from runtime.checkpoint import latest, load_checkpoint, save_checkpoint
+    from runtime.training.checkpoint import latest, load_checkpoint, save_checkpoint
     d = sys.argv[1]
     name = latest(d)
     start = 0 if name is None else load_checkpoint(d, name)[1]["epoch"] + 1

@@ -1,4 +1,4 @@
-"""runtime.data: discovery, split, decoding of good and bad files, the uint8 cache."""
+"""runtime.data.folders: discovery, split, decoding of good and bad files, the uint8 cache."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime import data as D
-from runtime.data import (
+from runtime.data import folders as D
+from runtime.data.folders import (
     DataError,
     ImageSet,
     decode_image,
@@ -22,7 +22,7 @@ from runtime.data import (
     split_hash,
     stratified_split,
 )
-from runtime.synth import write_synthetic
+from runtime.data.synth import write_synthetic
 
 SMALL = ((60, 140), (40, 110))
 SIZE = 24
@@ -285,7 +285,7 @@ def test_decoding_progress_in_a_log_is_one_line(tmp_path, capsys):
     root = write_synthetic(tmp_path / "d", n=40, seed=0, size=((40, 60), (30, 50)))
     sources = sorted((root / "train").glob("*.jpg"))
     assert len(sources) == 40
-    assert len(list(D._decode_many(sources, 16, workers=1, progress=True))) == len(sources)
+    assert len(list(D.decode_many(sources, 16, workers=1, progress=True))) == len(sources)
     err = capsys.readouterr().err
     assert err.strip("\r\n").count("decoding") == 1
     assert err.strip().startswith(f"decoding {len(sources)}/{len(sources)} images")

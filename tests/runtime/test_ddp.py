@@ -39,8 +39,8 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from runtime.metrics import read_records
-from runtime.synth import write_synthetic
+from runtime.data.synth import write_synthetic
+from runtime.training.metrics import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def _train_args(data: Path, *extra) -> list:
 @pytest.fixture(scope="module")
 def single(env, data, tmp_path_factory) -> Path:
     """The reference: one process, 2 epochs (in-process: no interpreter start-up to pay)."""
-    from runtime.train import TrainRequest, train
+    from runtime.training.train import TrainRequest, train
 
     run_dir = tmp_path_factory.mktemp("single") / "run"
     settings = {"batch_size": 16, "deterministic": True, "seed": 0, "workers": 1,

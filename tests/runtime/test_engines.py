@@ -1,4 +1,4 @@
-"""The inference engines (runtime/engines.py) against the eval-mode module.
+"""The inference engines (runtime/after/engines.py) against the eval-mode module.
 
 The model is tests/fixtures/tiny.arch with random batch-norm statistics (no training needed:
 the engines must reproduce whatever the weights compute), wrapped as a `Trained` whose run
@@ -15,10 +15,10 @@ import torch
 
 import archc
 from archc.backends.module import to_module
-from runtime import engines
-from runtime.augment import AugmentConfig
-from runtime.config import TrainConfig
-from runtime.inference import Trained
+from runtime.after import engines
+from runtime.after.inference import Trained
+from runtime.data.augment import AugmentConfig
+from runtime.training.config import TrainConfig
 from tests.test_fold import randomise
 
 REPO = Path(__file__).resolve().parents[2]

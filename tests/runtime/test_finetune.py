@@ -12,8 +12,8 @@ from rich.console import Console
 from safetensors.torch import save_file
 
 import archc
-from runtime.loop import fit, make_optimizer
-from runtime.train import TrainError, init_weights
+from runtime.training.loop import fit, make_optimizer
+from runtime.training.train import TrainError, init_weights
 
 from .conftest import TinyNet, make_imageset, make_loaders, small_config
 
@@ -66,7 +66,7 @@ def test_frozen_backbone_keeps_its_weights_and_bn_statistics_then_trains(tmp_pat
         model.load_state_dict(initial)
         return model
 
-    from runtime.checkpoint import load_checkpoint
+    from runtime.training.checkpoint import load_checkpoint
 
     fit(factory, train, val, config, tmp_path, console=Console(quiet=True), stop_after=1)
     after_one, _ = load_checkpoint(tmp_path, "last")

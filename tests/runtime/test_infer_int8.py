@@ -17,12 +17,13 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from runtime import after, engines
-from runtime.augment import eval_batch
-from runtime.data import load_unlabelled
-from runtime.inference import images_in, load_trained
-from runtime.quantize import int8_engine, quantized
-from runtime.synth import write_synthetic
+from runtime.after import engines
+from runtime.after import verbs as after
+from runtime.after.inference import images_in, load_trained
+from runtime.after.quantize import int8_engine, quantized
+from runtime.data.augment import eval_batch
+from runtime.data.folders import load_unlabelled
+from runtime.data.synth import write_synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "tests" / "fixtures" / "tiny.arch"
@@ -46,7 +47,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(cache, data, tmp_path_factory) -> Path:
-    from runtime.train import TrainRequest, train
+    from runtime.training.train import TrainRequest, train
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     result = train(TrainRequest(spec=SPEC, data=data / "train", run=run_dir,

@@ -1,4 +1,4 @@
-"""Decoding ahead of the model (runtime/streaming.py): same pixels as the training pipeline,
+"""Decoding ahead of the model (runtime/data/streaming.py): same pixels as the training pipeline,
 file order, bounded, and stopped cleanly when the consumer stops early."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from runtime import data as data_module
-from runtime.data import load_unlabelled
-from runtime.streaming import decoded_batches
-from runtime.synth import write_synthetic
+from runtime.data import folders as data_module
+from runtime.data.folders import load_unlabelled
+from runtime.data.streaming import decoded_batches
+from runtime.data.synth import write_synthetic
 
 SIZE = 48
 

@@ -1,14 +1,14 @@
-"""runtime.loader.BatchLoader: shapes, coverage, epochs, resumability, DDP sharding."""
+"""runtime.data.loader.BatchLoader: shapes, coverage, epochs, resumability, DDP sharding."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from runtime.augment import AugmentConfig, eval_batch
-from runtime.data import ImageSet, load_images
-from runtime.loader import BatchLoader
-from runtime.synth import write_synthetic
+from runtime.data.augment import AugmentConfig, eval_batch
+from runtime.data.folders import ImageSet, load_images
+from runtime.data.loader import BatchLoader
+from runtime.data.synth import write_synthetic
 
 N, S, OUT = 60, 20, 16
 

@@ -18,9 +18,9 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from runtime.checkpoint import CheckpointError, latest, load_checkpoint, verify_checkpoint
-from runtime.loop import LRSchedule, compute_loss, fit
-from runtime.metrics import read_records
+from runtime.training.checkpoint import CheckpointError, latest, load_checkpoint, verify_checkpoint
+from runtime.training.loop import LRSchedule, compute_loss, fit
+from runtime.training.metrics import read_records
 
 
 def _run(tiny, run_dir, quiet, factory=None, resume=False, stop_after=None, console=None, **cfg):
@@ -169,7 +169,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     from rich.console import Console
     spec = importlib.util.spec_from_file_location("tiny_support", sys.argv[1])
     sup = importlib.util.module_from_spec(spec); spec.loader.exec_module(sup)
-    from runtime.loop import fit
+    from runtime.training.loop import fit
     config = sup.small_config(epochs=3)
     train, val = sup.make_loaders(sup.make_imageset(), config)
     models = []

@@ -10,10 +10,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from runtime.config import ConfigError, TrainConfig, merge_config
-from runtime.data import split_hash
-from runtime.metrics import MetricsLogger, log_loss, plot, read_records
-from runtime.run import ResumeError, check_resume, create_run, load_hparams, load_split
+from runtime.data.folders import split_hash
+from runtime.training.config import ConfigError, TrainConfig, merge_config
+from runtime.training.metrics import MetricsLogger, log_loss, plot, read_records
+from runtime.training.run import ResumeError, check_resume, create_run, load_hparams, load_split
 
 SPEC = "net Tiny {\n  conv 3x3 8\n  relu\n  pool max 2\n  fc 2\n}\n"
 PARAMS = {"width": 8, "depth": [1, 2]}

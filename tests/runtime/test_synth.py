@@ -1,4 +1,4 @@
-"""runtime.synth: deterministic, real-JPEG, varied-size synthetic Dogs-vs-Cats data."""
+"""runtime.data.synth: deterministic, real-JPEG, varied-size synthetic Dogs-vs-Cats data."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.synth import DEFAULT_SIZE, write_synthetic
+from runtime.data.synth import DEFAULT_SIZE, write_synthetic
 
 SMALL = ((60, 140), (40, 110))
 

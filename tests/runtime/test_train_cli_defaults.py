@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.synth import write_synthetic
+from runtime.data.synth import write_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = """network tiny(num_classes=2, width=8):

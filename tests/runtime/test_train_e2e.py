@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from runtime.synth import write_synthetic
+from runtime.data.synth import write_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 LEARNER = ROOT / "tests" / "fixtures" / "learner.arch"

@@ -11,12 +11,12 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from runtime import lrfind
-from runtime.config import merge_config
-from runtime.data import ImageSet
-from runtime.loop import fit
-from runtime.recipes import RECIPES, default_recipe
-from runtime.regularise import ModelEMA, cutmix, mix_batch, mixup
+from runtime.data.folders import ImageSet
+from runtime.training import lrfind
+from runtime.training.config import merge_config
+from runtime.training.loop import fit
+from runtime.training.recipes import RECIPES, default_recipe
+from runtime.training.regularise import ModelEMA, cutmix, mix_batch, mixup
 
 from .conftest import TinyNet, make_imageset, make_loaders, small_config
 
@@ -164,7 +164,7 @@ def test_ema_follows_the_analytic_average():
 
 
 def test_ema_weights_are_evaluated_and_checkpointed(tmp_path):
-    from runtime.checkpoint import load_checkpoint
+    from runtime.training.checkpoint import load_checkpoint
 
     config = small_config(ema=0.9, epochs=1)
     train, val = make_loaders(make_imageset(), config)
@@ -215,7 +215,7 @@ def test_cutmix_pastes_a_box_whose_area_is_one_minus_lambda():
 
 
 def test_training_with_mixup_and_cutmix_runs_and_differs(tmp_path):
-    from runtime.metrics import read_records
+    from runtime.training.metrics import read_records
 
     losses = {}
     for name, extra in (("plain", {}), ("mixed", {"mixup": 0.4, "cutmix": 1.0})):

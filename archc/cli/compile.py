@@ -1,0 +1,69 @@
+"""`archc compile`: the layer table; with -o, standalone PyTorch source or ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from archc.cli.common import checked, fail
+from archc.cli.options import InputOption, NetworkOption, SetOption, VariantOption
+
+
+def compile_(
+    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    sets: Optional[list[str]] = SetOption,
+    variant: Optional[str] = VariantOption,
+    network: Optional[str] = NetworkOption,
+    input: Optional[str] = InputOption,
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Write the standalone module here"
+    ),
+    emit: str = typer.Option("python", "--emit", help="python or onnx (with -o)"),
+    init: Optional[str] = typer.Option(
+        None, "--init", help="torchvision, or a .safetensors/.pt file"
+    ),
+    purpose: str = typer.Option(
+        "training", "--for",
+        help="training, or inference: batch norms folded, dropout and aux heads dropped",
+    ),
+) -> None:
+    """Print the layer table; with -o also write standalone PyTorch source (or ONNX)."""
+    from archc.backends.summary import format_table, summarize
+
+    net = checked(spec, sets, variant, network, input)
+    typer.echo(format_table(summarize(net), net))
+    if output is None:
+        if init:
+            fail("--init needs -o: it initialises the exported weights")
+        return
+    if emit not in ("python", "onnx"):
+        fail(f"--emit must be python or onnx, got `{emit}`")
+    if purpose not in ("training", "inference"):
+        fail(f"--for must be training or inference, got `{purpose}`")
+    from archc.backends.onnx import OnnxExportError
+    from archc.backends.weights import InitError
+
+    try:
+        if emit == "python":
+            from archc.backends.pysource import write_python
+
+            written = write_python(net, output, init=init, inference=purpose == "inference")
+        elif purpose == "inference":
+            from archc.passes.export import export_inference_onnx
+
+            written = export_inference_onnx(net, output, init=init)
+        else:
+            from archc.backends.onnx import export_onnx
+
+            written = export_onnx(net, output, init=init)
+    except (InitError, OnnxExportError, OSError) as exc:
+        fail(str(exc))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `archc compile` to the typer app."""
+    app.command(name="compile")(compile_)

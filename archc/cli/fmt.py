@@ -1,0 +1,78 @@
+"""`archc fmt`: rewrite .arch files in the one canonical layout, or check that they are."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from archc.cli.common import fail, print_diagnostics
+
+
+def fmt(
+    specs: list[Path] = typer.Argument(..., help="The .arch files to format (- for stdin)"),
+    check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if any file "
+                               "would change, and list them"),
+    diff: bool = typer.Option(False, "--diff", help="Print the changes as a diff instead"),
+) -> None:
+    """Rewrite .arch files in the one canonical layout (comments and the network kept)."""
+    raise typer.Exit(format_files(specs, check=check, show_diff=diff))
+
+
+def format_files(specs: list[Path], check: bool = False, show_diff: bool = False) -> int:
+    """Rewrite files in place, or with --check/--diff only report; the exit code.
+
+    0 when every file is formatted (or was rewritten), 1 when --check finds a file to
+    change or a spec has errors (its diagnostics are printed and it is left untouched).
+    """
+    from archc.tools.fmt import format_file, unified_diff
+
+    if [str(s) for s in specs] == ["-"]:
+        return _stdin_to_stdout()
+    for spec in specs:
+        if not spec.is_file():
+            fail(f"spec file `{spec}` not found", "give the path of a .arch file")
+        if spec.suffix in (".yaml", ".yml"):
+            fail(f"`{spec}` is YAML; archc fmt formats .arch files")
+    status, changed = 0, 0
+    for spec in specs:
+        result = format_file(spec)
+        if result.refused is not None:
+            print_diagnostics(result.refused.diagnostics, {str(spec): result.refused.text})
+            print(f"error: {spec} not formatted: it has errors", file=sys.stderr)
+            status = 1
+            continue
+        if not result.changed or result.new is None:
+            continue
+        changed += 1
+        if show_diff:
+            sys.stdout.write(unified_diff(result.old, result.new, str(spec)))
+        if check:
+            print(f"would reformat {spec}", file=sys.stderr)
+            status = 1
+        elif not show_diff:
+            spec.write_text(result.new, encoding="utf-8")
+            print(f"reformatted {spec}", file=sys.stderr)
+    verb = "would be reformatted" if check or show_diff else "reformatted"
+    print(f"{changed} file(s) {verb}, {len(specs) - changed} unchanged", file=sys.stderr)
+    return status
+
+
+def _stdin_to_stdout() -> int:
+    """`archc fmt -`: an editor's filter, source in on stdin, formatted source out."""
+    from archc.tools.fmt import FormatRefused, format_text
+
+    text = sys.stdin.read()
+    try:
+        sys.stdout.write(format_text(text, "<stdin>"))
+    except FormatRefused as refused:
+        print_diagnostics(refused.diagnostics, {"<stdin>": refused.text})
+        sys.stdout.write(text)
+        return 1
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add `archc fmt` to the typer app."""
+    app.command(name="fmt")(fmt)

@@ -1,0 +1,1 @@
+"""The compiler: sources → parse → IR → resolve → shapes, and its diagnostics."""

@@ -1,0 +1,890 @@
+"""The .arch front end: source text → `ir.SpecFile`.
+
+Lark does the tokenising and parsing (grammar.lark, LALR with an indentation
+post-lexer); this module turns lark's tree into IR nodes with spans, and expands the
+papers' notation (`conv3-64`, `FC-{n}`, `soft-max`) with the layer registry.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.indenter import DedentError, Indenter
+
+from archc.compiler import ir, limits
+from archc.compiler.diagnostics import Diagnostics
+from archc.layers import MERGES, lookup, merge_kind
+
+GRAMMAR = Path(__file__).with_name("grammar.lark")
+
+
+class _ArchIndenter(Indenter):
+    NL_type = "_NL"
+    OPEN_PAREN_types = ["LPAR", "LSQB"]
+    CLOSE_PAREN_types = ["RPAR", "RSQB"]
+    INDENT_type = "_INDENT"
+    DEDENT_type = "_DEDENT"
+    tab_len = 4
+
+
+@lru_cache(maxsize=None)
+def lark_parser() -> Lark:
+    """The .arch parser. One instance serves whole files (`start`) and the `{expression}`
+    parts of words (`expr`): one grammar to load, one set of lexer scanners to compile."""
+    return Lark(
+        GRAMMAR.read_text(),
+        parser="lalr",
+        postlex=_ArchIndenter(),
+        start=["start", "expr"],
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=_cache_path("start+expr"),
+    )
+
+
+def _cache_path(start: str) -> str | bool:
+    """Where lark keeps the compiled grammar (a pickle, so in archc's private cache
+    directory): parsing stays fast from the second run on. False: compile it each time."""
+    import hashlib
+
+    from archc.compiler.cache import private_dir
+
+    directory = private_dir("grammar")
+    if directory is None:
+        return False
+    digest = hashlib.sha256(GRAMMAR.read_bytes()).hexdigest()[:16]
+    return str(directory / f"grammar-{start}-{digest}.lark")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
+    """Parse .arch source; syntax errors go to `diags` and give None."""
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the spec
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        tree = lark_parser().parse(text, start="start")
+    except UnexpectedInput as exc:
+        diags.add(_syntax_diagnostic(exc, text, path))
+        return None
+    except DedentError:
+        diags.add(_dedent_diagnostic(text, path))
+        return None
+    if _report_too_deep(tree, path, diags):
+        return None
+    builder = SpecBuilder(path, diags)
+    return builder.spec_file(tree)
+
+
+def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
+    """Parse one `{expression}` found inside a word; its span is `span`'s position."""
+    try:
+        tree = lark_parser().parse(text, start="expr")
+    except UnexpectedInput:
+        diags.error(
+            "E109",
+            span,
+            f"invalid expression `{text}`",
+            "expressions use numbers, names, + - * / // % ** and parentheses",
+        )
+        return None
+    # an expression of n characters nests at most n deep: most need no walk
+    if len(text) > limits.get("depth") and _report_too_deep(tree, span.file, diags, origin=span):
+        return None
+    return SpecBuilder(span.file, diags, origin=span).expr(tree)
+
+
+# Tree nodes that are one level of nesting as a user counts it: a bracket, an indented block,
+# a call's parentheses, an operator of an expression (`1+1+1` nests two deep).
+_NESTING = {
+    "group", "block_line", "for_line", "tap", "call", "func", "tuple", "ifelse", "or_", "and_",
+    "not_", "compare", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pos", "pow",
+}
+
+
+def _report_too_deep(tree: Tree, path: str, diags: Diagnostics, origin=None) -> bool:
+    """Report (E205) and return True when `tree` nests deeper than the `depth` limit. The
+    walk is iterative: the builder and the resolver recurse once per level, so this check
+    must come first for `[[[...]]]` 300 deep not to end in a RecursionError."""
+    most = limits.get("depth")
+    stack: list[tuple[Tree, int, int]] = [(tree, 0, 0)]
+    while stack:
+        node, levels, raw = stack.pop()
+        levels += node.data in _NESTING
+        # the raw depth bounds recursion through any rule, named above or added later
+        if levels > most or raw > 6 * most:
+            where = SpecBuilder(path, diags, origin=origin).span(node)
+            diags.error(
+                "E205", where, f"the spec nests more than {most} levels deep",
+                limits.hint("depth"),
+            )
+            return True
+        stack.extend((child, levels, raw + 1) for child in node.children
+                     if isinstance(child, Tree))
+    return False
+
+
+def notation_kind(word: str) -> str | None:
+    """The layer kind a word reads as in paper notation (`conv_1` → conv), or None."""
+    callee, _ = SpecBuilder("<name>", Diagnostics()).word_text(word, ir.Span.model_construct())
+    from archc.layers import REGISTRY
+
+    return callee if callee in REGISTRY else None
+
+
+# --------------------------------------------------------------------------- syntax errors
+
+_TOKEN_NAMES = {
+    "_NL": "a new line",
+    "_INDENT": "an indented block",
+    "_DEDENT": "the end of the block",
+    "LABEL": "a `name:` label",
+    "LABEL_END": "a `name:` label",
+    "COMPARE": "a comparison",
+    "WORD": "a layer or block",
+    "NAME": "a name",
+    "INT": "a number",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "REPEAT": "a repeat like `x3`",
+    "TABLE_REF": "a table column like `vgg[D]`",
+    "SHAPE": "a shape like `3x224x224`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+    "COLON": "`:`",
+    "COMMA": "`,`",
+    "EQUAL": "`=`",
+    "PLUS": "`+`",
+    "MINUS": "`-`",
+    "STAR": "`*`",
+    "SLASH": "`/`",
+    "PERCENT": "`%`",
+    "DOUBLESLASH": "`//`",
+    "DOUBLESTAR": "`**`",
+    "$END": "the end of the file",
+}
+
+
+def _describe(names: set[str]) -> str:
+    words = sorted({_TOKEN_NAMES.get(n) or _literal(n) for n in names})
+    if len(words) > 6:
+        words = words[:6] + ["..."]
+    return ", ".join(words)
+
+
+def _literal(name: str) -> str:
+    """How to show a terminal the table does not name: its literal text (`//`, `block`)."""
+    for term in lark_parser().terminals:
+        if term.name == name and term.pattern.type == "str":
+            return f"`{term.pattern.value}`"
+    return f"`{name.lower()}`"
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
+    from archc.compiler.diagnostics import Diagnostic
+
+    line, col = max(getattr(exc, "line", 1) or 1, 1), max(getattr(exc, "column", 1) or 1, 1)
+    width = 1
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        found = (
+            "end of block"
+            if tok.type == "_DEDENT"
+            else (
+                "indentation"
+                if tok.type == "_INDENT"
+                else ("end of line" if tok.type == "_NL" else f"`{tok.value}`")
+            )
+        )
+        message = f"unexpected {found}"
+        hint = f"expected {_describe(set(exc.expected))}"
+        opener = unclosed(text) if tok.type in ("_DEDENT", "$END") else None
+        if opener is not None:
+            line, col, char = opener
+            message, hint = f"`{char}` is never closed", _CLOSE_HINTS[char]
+        elif tok.type == "_INDENT":  # point at the over-indented line, not the one before
+            line, col, width = _indented_line(text, tok)
+            hint = _indent_hint(text, line)
+        elif tok.type in ("_NL", "_DEDENT", "$END"):
+            line, col = _end_of_previous_line(text, tok)
+        else:
+            width = max(len(str(tok.value)), 1)
+    elif isinstance(exc, UnexpectedCharacters):
+        message = f"unexpected character `{text[exc.pos_in_stream]}`"
+        hint = f"expected {_describe(set(exc.allowed or ()))}" if exc.allowed else None
+    elif isinstance(exc, UnexpectedEOF):
+        message = "unexpected end of file"
+        hint = f"expected {_describe(set(exc.expected))}"
+        line, col = _last_position(text)
+        opener = unclosed(text)
+        if opener is not None:
+            line, col, char = opener
+            message, hint = f"`{char}` is never closed", _CLOSE_HINTS[char]
+    else:  # pragma: no cover - lark has no other kinds today
+        message, hint = str(exc).splitlines()[0], None
+    if "indent" in str(exc).lower() and "Unexpected" not in message:
+        hint = _indent_hint(text, line)
+    span = ir.Span.model_construct(
+        file=path, line=line, column=col, end_line=line, end_column=col + width
+    )
+    return Diagnostic("E001", "error", span, f"syntax error: {message}", hint)
+
+
+_CLOSE_HINTS = {
+    "[": "close the group with `]`",
+    "(": "close the parentheses with `)`",
+    "{": "close the expression with `}`",
+}
+
+
+def unclosed(text: str) -> tuple[int, int, str] | None:
+    """The first bracket still open at the end of the text (comments and strings skipped)."""
+    stack: list[tuple[int, int, str]] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for number, line in enumerate(text.splitlines(), 1):
+        quote = None
+        for col, ch in enumerate(line, 1):
+            if quote:
+                quote = None if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "([{":
+                stack.append((number, col, ch))
+            elif ch in pairs and stack and stack[-1][2] == pairs[ch]:
+                stack.pop()
+    return stack[0] if stack else None
+
+
+def _indented_line(text: str, tok: Token) -> tuple[int, int, int]:
+    """Line, column and word width of the first non-blank character after `tok`'s newline."""
+    pos = tok.start_pos if tok.start_pos is not None else 0
+    rest = text[pos:]
+    skipped = len(rest) - len(rest.lstrip())
+    start = pos + skipped
+    line = text.count("\n", 0, start) + 1
+    col = start - (text.rfind("\n", 0, start) + 1) + 1
+    word = text[start:].split(None, 1)[0] if text[start:].strip() else " "
+    return line, col, len(word)
+
+
+def _dedent_diagnostic(text: str, path: str):
+    """The first line that unindents to a column no enclosing block starts at."""
+    from archc.compiler.diagnostics import Diagnostic
+
+    stack, depth = [0], 0
+    line_no, column, width = 1, 1, 1
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.lstrip(" \t")
+        if depth == 0 and stripped and not stripped.startswith("#"):
+            indent = len(line.expandtabs(_ArchIndenter.tab_len)) - len(stripped)
+            if indent > stack[-1]:
+                stack.append(indent)
+            else:
+                while indent < stack[-1]:
+                    stack.pop()
+                if indent != stack[-1]:  # the span counts characters, as lark's do
+                    line_no, column = number, len(line) - len(stripped) + 1
+                    width = len(stripped.split()[0])
+                    break
+        depth = max(
+            0, depth + sum(stripped.count(c) for c in "([") - sum(stripped.count(c) for c in ")]")
+        )
+    span = ir.Span.model_construct(
+        file=path, line=line_no, column=column, end_line=line_no, end_column=column + width
+    )
+    return Diagnostic(
+        "E001",
+        "error",
+        span,
+        "syntax error: unindent does not match any outer indentation level",
+        _indent_hint(text, line_no),
+    )
+
+
+def _indent_hint(text: str, line: int) -> str:
+    """The hint for an indentation error on `line`: about tabs when they are involved."""
+    lines = text.splitlines()
+    here = lines[line - 1] if 1 <= line <= len(lines) else ""
+    if "\t" in here[: len(here) - len(here.lstrip())]:
+        return (f"this line is indented with a tab, which counts as {_ArchIndenter.tab_len} "
+                "columns; indent with spaces only")
+    if any(ln[: len(ln) - len(ln.lstrip())].count("\t") for ln in lines):
+        return (f"the file indents some lines with tabs ({_ArchIndenter.tab_len} columns each) "
+                "and others with spaces; indent with spaces only")
+    return "indent the block with the same number of spaces on every line"
+
+
+def _end_of_previous_line(text: str, tok: Token) -> tuple[int, int]:
+    pos = tok.start_pos if tok.start_pos is not None else len(text)
+    before = text[:pos].rstrip("\n \t")
+    line = before.count("\n") + 1
+    col = len(before) - (before.rfind("\n") + 1) + 1
+    return line, col
+
+
+def _last_position(text: str) -> tuple[int, int]:
+    stripped = text.rstrip()
+    line = stripped.count("\n") + 1
+    return line, len(stripped) - (stripped.rfind("\n") + 1) + 1
+
+
+# --------------------------------------------------------------------------- tree → IR
+
+_BINOPS = {
+    "add": "+",
+    "sub": "-",
+    "mul": "*",
+    "floordiv": "//",
+    "truediv": "/",
+    "mod": "%",
+    "pow": "**",
+}
+MISPLACED = "`after` and `input` belong at the top of a network or block body"
+MERGE_MODES = tuple(MERGES)  # the merge keywords, from the merge table
+_COMPARE_OPS = {"and_": "and", "or_": "or"}
+_PART = re.compile(r"\{[^{}\n]*\}|[^-{]+")
+
+
+class SpecBuilder:
+    """Turns lark's tree into IR nodes; `origin` offsets spans of a re-parsed fragment."""
+
+    def __init__(self, path: str, diags: Diagnostics, origin: ir.Span | None = None):
+        self.path, self.diags, self.origin = path, diags, origin
+
+    # spans ------------------------------------------------------------------
+
+    def span(self, node: Tree | Token) -> ir.Span:
+        if isinstance(node, Token):
+            line, col, eline, ecol = node.line, node.column, node.end_line, node.end_column
+        else:
+            m = node.meta
+            if m.empty:
+                return self.origin or ir.Span.model_construct(file=self.path)
+            line, col, eline, ecol = m.line, m.column, m.end_line, m.end_column
+        if self.origin is not None:  # a fragment inside a word: shift onto the word's line
+            base = self.origin
+            return ir.Span.at(self.path, base.line, base.column + col - 1, base.line,
+                              base.column + ecol - 1)
+        return ir.Span.at(self.path, line, col, eline, ecol)
+
+    @staticmethod
+    def sub(span: ir.Span, start: int, end: int) -> ir.Span:
+        """The span of characters [start, end) of a one-line token."""
+        return span.model_copy(
+            update={
+                "column": span.column + start,
+                "end_column": span.column + end,
+                "end_line": span.line,
+            }
+        )
+
+    # statements -----------------------------------------------------------------
+
+    def spec_file(self, tree: Tree) -> ir.SpecFile:
+        stmts = []
+        for index, child in enumerate(tree.children):
+            tree.children[index] = None  # let go of the statement's subtree once it is built
+            if isinstance(child, Tree):
+                stmt = getattr(self, child.data)(child)
+                if stmt is not None:
+                    stmts.append(stmt)
+        return ir.SpecFile.model_construct(path=self.path, statements=stmts)
+
+    def import_stmt(self, t: Tree) -> ir.Import:
+        return ir.Import.model_construct(path=t.children[0][1:-1], span=self.span(t))
+
+    def _definition(self, t: Tree) -> tuple[Token, list[ir.Param], Tree]:
+        name, *rest = t.children
+        params = self.signature(rest[0]) if len(rest) == 2 else []
+        return name, params, rest[-1]
+
+    def block_def(self, t: Tree) -> ir.BlockDef:
+        name, params, body = self._definition(t)
+        items, after, inputs = self.body(body)
+        for decl in inputs:
+            self.diags.error(
+                "E001",
+                decl.span,
+                "a block cannot declare an input",
+                "declare `input` in the network that uses the block",
+            )
+        return ir.BlockDef.model_construct(
+            name=str(name),
+            params=params,
+            after=after,
+            body=items,
+            span=self.span(t),
+            name_span=self.span(name),
+        )
+
+    def network_def(self, t: Tree) -> ir.NetworkDef:
+        name, params, body = self._definition(t)
+        items, after, inputs = self.body(body)
+        for extra in inputs[1:]:
+            self.diags.error("E106", extra.span, "the network declares its input twice")
+        return ir.NetworkDef.model_construct(
+            name=str(name),
+            params=params,
+            input=inputs[0] if inputs else None,
+            after=after,
+            body=items,
+            span=self.span(t),
+            name_span=self.span(name),
+        )
+
+    def network_alias(self, t: Tree) -> ir.NetworkAlias:
+        name, target, *rest = t.children
+        args = self.arguments(rest[0]) if rest else []
+        return ir.NetworkAlias.model_construct(
+            name=str(name),
+            target=str(target),
+            args=args,
+            span=self.span(t),
+            name_span=self.span(name),
+        )
+
+    def table_def(self, t: Tree) -> ir.TableDef:
+        name, *rows = t.children
+        return ir.TableDef.model_construct(
+            name=str(name),
+            rows=[self.table_row(r) for r in rows],
+            span=self.span(t),
+            name_span=self.span(name),
+        )
+
+    def table_row(self, t: Tree) -> ir.TableRow:
+        label, items = t.children
+        return ir.TableRow.model_construct(
+            variant=str(label)[:-1], items=self.items(items), span=self.span(t)
+        )
+
+    def train_def(self, t: Tree) -> ir.TrainDef | None:
+        label, *assignments = t.children
+        if str(label) != "train:":
+            self.diags.error(
+                "E001",
+                self.span(label),
+                f"unexpected section `{label}`",
+                "top-level sections are `block`, `network`, `table`, `import` and `train:`",
+            )
+            return None
+        settings = [
+            ir.Setting.model_construct(
+                name=str(a.children[0]), value=self.expr(a.children[1]), span=self.span(a)
+            )
+            for a in assignments
+        ]
+        return ir.TrainDef.model_construct(settings=settings, span=self.span(t))
+
+    def signature(self, t: Tree) -> list[ir.Param]:
+        params = []
+        for p in t.children:
+            name, *default = p.children
+            params.append(
+                ir.Param.model_construct(
+                    name=str(name),
+                    default=self.expr(default[0]) if default else None,
+                    span=self.span(p),
+                )
+            )
+        return params
+
+    # bodies -----------------------------------------------------------------------
+
+    def body(self, t: Tree) -> tuple[list, list[ir.After], list[ir.InputDecl]]:
+        """The items, `after` statements and input declarations of an indented body."""
+        return self.body_lines(t.children)
+
+    def body_lines(self, lines: list[Tree]) -> tuple[list, list[ir.After], list[ir.InputDecl]]:
+        """`body` of some of a body's lines. Each line is let go of once it is built (`lines`
+        holds None after): lark's tree is as large as the IR, and need not be alive with all
+        of it at once."""
+        items, after, inputs = [], [], []
+        for index, line in enumerate(lines):
+            lines[index] = None
+            kind = line.data
+            if kind == "input_stmt":
+                inputs.append(self.input_stmt(line))
+            elif kind == "after_stmt":
+                label, its = line.children
+                after.append(
+                    ir.After.model_construct(
+                        kind=str(label)[:-1], items=self.items(its), span=self.span(line)
+                    )
+                )
+            elif kind == "item_line":
+                items.extend(self.items(line.children[0]))
+            elif kind == "for_line":
+                items.append(self.for_line(line))
+            else:
+                item = self.block_line(line)
+                if item is not None:
+                    items.append(item)
+        return items, after, inputs
+
+    def input_stmt(self, t: Tree) -> ir.InputDecl:
+        tok = t.children[0]
+        span = self.span(tok)
+        dims = []
+        for m in re.finditer(r"\d+|\{[^{}\n]*\}", str(tok)):
+            dims.append(self.atom_value(m.group(), self.sub(span, m.start(), m.end())))
+        return ir.InputDecl.model_construct(dims=[d for d in dims if d is not None], span=span)
+
+    def block_line(self, t: Tree):
+        """`name:` or `concat:` / `add:` or `name: concat:` followed by an indented body.
+
+        `conv3-64 relu concat:` (items, then a merge ending the line) is a sequence that ends
+        in the merge, with no naming level of its own: one branch of an enclosing merge.
+        """
+        first = t.children[0]
+        lead = first if isinstance(first, Tree) and first.data == "items" else None
+        labels = [c for c in t.children if isinstance(c, Token)]
+        body = t.children[-1]
+        words = [str(lab)[:-1] for lab in labels]
+        keyword = merge_kind(words[-1])  # `Concat:` is `concat:`
+        mode = keyword.name if keyword else None
+        name = words[0] if (mode is None or len(words) == 2) else None
+        if len(words) == 2 and mode is None:
+            self.diags.error(
+                "E001",
+                self.span(labels[1]),
+                f"`{words[1]}:` is not a merge",
+                "a second label on a block line must be `concat:` or `add:`",
+            )
+            return None
+        if lead is not None and mode is None:
+            self.diags.error(
+                "E001",
+                self.span(labels[-1]),
+                f"`{words[-1]}` after items must be a merge such as `concat:` or `add:`",
+                "a line may end in a merge whose branches are indented below it; "
+                "put a labelled group on a line of its own",
+            )
+            return None
+        # a merge's branches are built by `branch_lines` alone: building them here as well
+        # doubled the work at every level, 2^n for n nested merges
+        lines = body.children if mode is None else [
+            line for line in body.children if line.data in ("after_stmt", "input_stmt")]
+        items, after, inputs = self.body_lines(lines)
+        for bad in [*after, *inputs]:
+            self.diags.error("E001", bad.span, MISPLACED)
+        span = self.span(t)
+        if mode is None:
+            return ir.Group.model_construct(items=items, label=name, span=span)
+        merge = ir.Merge.model_construct(
+            mode=mode,
+            branches=self.branch_lines(body),
+            label=name,
+            span=self.span(labels[-1]).to(span),
+        )
+        if lead is None:
+            return merge.model_copy(update={"span": span})
+        return ir.Group.model_construct(items=[*self.items(lead), merge], span=span)
+
+    def for_line(self, t: Tree) -> ir.For:
+        """`for NAMES in ITERABLE:` with its items on the line or in an indented body."""
+        targets, iterable, body = t.children
+        names = self.targets(targets)
+        if body.data == "items":
+            items = self.items(body)
+        else:
+            items, after, inputs = self.body(body)
+            for bad in [*after, *inputs]:
+                self.diags.error("E001", bad.span, MISPLACED)
+        return ir.For.model_construct(
+            names=names, iterable=self.expr(iterable), items=items, span=self.span(t)
+        )
+
+    @staticmethod
+    def targets(t: Tree) -> list:
+        """`i, (c, n)` → ["i", ["c", "n"]]: the names a loop or a comprehension binds."""
+        return [
+            str(c) if isinstance(c, Token) else [str(n) for n in c.children] for c in t.children
+        ]
+
+    def branch_lines(self, body: Tree) -> list:
+        """Each line of a merge body is one branch; several items on a line form a sequence."""
+        branches = []
+        for line in body.children:
+            if line.data == "item_line":
+                items = self.items(line.children[0])
+                if len(items) == 1:
+                    branches.append(items[0])
+                else:
+                    branches.append(ir.Group.model_construct(items=items, span=self.span(line)))
+            elif line.data == "block_line":
+                item = self.block_line(line)
+                if item is not None:
+                    branches.append(item)
+            elif line.data == "for_line":
+                branches.append(self.for_line(line))
+        return branches
+
+    # items -----------------------------------------------------------------------
+
+    def items(self, t: Tree) -> list:
+        return [it for it in (self.item(c) for c in t.children) if it is not None]
+
+    def item(self, t: Tree):
+        label, repeat = None, None
+        children = list(t.children)
+        label_span = None
+        if isinstance(children[0], Token) and children[0].type == "LABEL":
+            tok = children.pop(0)
+            label = str(tok)[:-1]
+            label_span = self.span(tok).model_copy(
+                update={"end_column": self.span(tok).end_column - 1}
+            )
+        if isinstance(children[-1], Token) and children[-1].type == "REPEAT":
+            repeat = self.repeat(children.pop())
+        node = self.atom(children[0])
+        if node is None:
+            return None
+        updates = {}
+        if label is not None:
+            updates["label"] = label
+            updates["label_span"] = label_span
+        if repeat is not None:
+            updates["repeat"] = repeat
+        return node.model_copy(update=updates) if updates else node
+
+    def repeat(self, tok: Token) -> ir.Expr | None:
+        text = str(tok)[1:]
+        return self.atom_value(text, self.sub(self.span(tok), 1, len(str(tok))))
+
+    def atom(self, t: Tree | Token):
+        if isinstance(t, Token):  # a TABLE_REF
+            table, variant = str(t)[:-1].split("[", 1)
+            return ir.TableRef.model_construct(
+                table=table, variant=variant.strip(), span=self.span(t)
+            )
+        if t.data == "layer":
+            return self.layer(t)
+        if t.data == "group":
+            return ir.Group.model_construct(
+                items=self.items(t.children[0]) if t.children else [], span=self.span(t)
+            )
+        if t.data == "tap":
+            head = self.atom(t.children[0])
+            return None if head is None else ir.Tap.model_construct(head=head, span=self.span(t))
+        if t.data == "table_ref":
+            return self.atom(t.children[0])
+        raise AssertionError(t.data)  # pragma: no cover - the grammar has no other atoms
+
+    def layer(self, t: Tree) -> ir.Layer | None:
+        word = t.children[0]
+        explicit = (
+            self.arguments(t.children[1].children[0])
+            if (len(t.children) > 1 and t.children[1].children)
+            else []
+        )
+        callee, sugar = self.word(word)
+        if callee is None:
+            return None
+        return ir.Layer.model_construct(
+            callee=callee, args=[*sugar, *explicit], span=self.span(t), callee_span=self.span(word)
+        )
+
+    def word(self, tok: Token) -> tuple[str | None, list[ir.Arg]]:
+        """Split paper notation: `conv3-64` → ("conv", [kernel=3, out=64])."""
+        return self.word_text(str(tok), self.span(tok))
+
+    def word_text(self, text: str, span: ir.Span) -> tuple[str | None, list[ir.Arg]]:
+        """`word` for text found elsewhere (YAML keys), located at `span`."""
+        parts, offsets = [], []
+        for m in _split_dashes(text):
+            parts.append(m[0])
+            offsets.append(m[1])
+        for cut in range(len(parts), 0, -1):
+            head = "-".join(parts[:cut])
+            rest = list(zip(parts[cut:], offsets[cut:]))
+            kind = lookup(head) if "{" not in head else None
+            head_arg, head_failed = None, False
+            if kind is None:
+                m = re.fullmatch(r"([A-Za-z_][A-Za-z_-]*?)(\d+|\{[^{}\n]*\})", head)
+                # (h, w) as in conv1x7; not after `_` (a block called conv_1x1 is no conv)
+                m = m or re.fullmatch(r"([A-Za-z_][A-Za-z_-]*?[A-Za-z])(\d+x\d+)", head)
+                if not m:
+                    continue
+                kind = lookup(m.group(1))
+                if kind is None or kind.sugar[0] is None:
+                    continue
+                start = m.start(2)
+                value = self.atom_value(m.group(2), self.sub(span, start, len(head)))
+                head_failed = value is None
+                head_arg = (
+                    ir.Arg.model_construct(
+                        name=kind.sugar[0], value=value, span=self.sub(span, start, len(head))
+                    )
+                    if value is not None
+                    else None
+                )
+            if len(rest) > len(kind.sugar[1]):
+                if cut == 1:
+                    extra_at = rest[len(kind.sugar[1])][1]
+                    self.diags.error(
+                        "E103",
+                        self.sub(span, extra_at - 1, len(text)),
+                        f"`{text}` has more parts than `{kind.name}` takes",
+                        _sugar_hint(kind),
+                    )
+                    return None, []
+                continue
+            args = [head_arg] if head_arg else []
+            for (piece, at), pname in zip(rest, kind.sugar[1]):
+                value = self.atom_value(piece, self.sub(span, at, at + len(piece)))
+                if value is not None:
+                    args.append(
+                        ir.Arg.model_construct(
+                            name=pname, value=value, span=self.sub(span, at, at + len(piece))
+                        )
+                    )
+            wanted = len(rest) + (1 if head_arg is not None or head_failed else 0)
+            if head_failed or len(args) < wanted:
+                return None, []  # a part was reported as invalid; a half layer would mislead
+            return kind.name, args
+        return text, []  # not notation we know: resolve reports the unknown name
+
+    def atom_value(self, piece: str, span: ir.Span) -> ir.Expr | None:
+        """A number, `{expression}` or bare name inside a word, shape or repeat."""
+        if piece.startswith("{"):
+            return parse_expr(
+                piece[1:-1], span.model_copy(update={"column": span.column + 1}), self.diags
+            )
+        if re.fullmatch(r"\d+", piece):
+            return ir.Num.model_construct(value=int(piece), span=span)
+        if re.fullmatch(r"\d+x\d+", piece):  # `conv1x7-192`: a (height, width) pair
+            sides = [ir.Num.model_construct(value=int(n), span=span) for n in piece.split("x")]
+            return ir.Tuple.model_construct(items=sides, span=span)
+        if re.fullmatch(r"\d*\.\d+|\d+\.\d*", piece):
+            return ir.Num.model_construct(value=float(piece), span=span)
+        if re.fullmatch(r"[A-Za-z_]\w*", piece):
+            return ir.Name.model_construct(id=piece, span=span)
+        self.diags.error(
+            "E109",
+            span,
+            f"`{piece}` is not a number or `{{expression}}`",
+            "write numbers, or expressions in braces such as {width*2}",
+        )
+        return None
+
+    # arguments and expressions -----------------------------------------------------
+
+    def arguments(self, t: Tree) -> list[ir.Arg]:
+        args = []
+        for a in t.children:
+            if len(a.children) == 2:
+                args.append(
+                    ir.Arg.model_construct(
+                        name=str(a.children[0]), value=self.expr(a.children[1]), span=self.span(a)
+                    )
+                )
+            else:
+                args.append(
+                    ir.Arg.model_construct(value=self.expr(a.children[0]), span=self.span(a))
+                )
+        return args
+
+    def expr(self, t: Tree | Token) -> ir.Expr:
+        if isinstance(t, Token):  # only reachable for bare tokens
+            return ir.Name.model_construct(id=str(t), span=self.span(t))
+        span = self.span(t)
+        kind = t.data
+        if kind == "int":
+            return ir.Num.model_construct(value=int(t.children[0]), span=span)
+        if kind == "float":
+            return ir.Num.model_construct(value=float(t.children[0]), span=span)
+        if kind == "string":
+            return ir.Str.model_construct(value=str(t.children[0])[1:-1], span=span)
+        if kind == "name":
+            return ir.Name.model_construct(id=str(t.children[0]), span=span)
+        if kind == "neg":
+            return ir.Neg.model_construct(operand=self.expr(t.children[0]), span=span)
+        if kind == "pos":
+            return self.expr(t.children[0])
+        if kind == "tuple":
+            return ir.Tuple.model_construct(items=[self.expr(c) for c in t.children], span=span)
+        if kind in ("index", "slice", "slice_to", "slice_from", "slice_all"):
+            parts = [self.expr(c) for c in t.children]
+            value, bounds = parts[0], parts[1:]
+            if kind == "slice_to":
+                bounds = [None, *bounds]
+            return ir.Index.model_construct(
+                value=value,
+                index=bounds[0] if bounds else None,
+                upper=bounds[1] if len(bounds) > 1 else None,
+                is_slice=kind != "index",
+                span=span,
+            )
+        if kind == "comprehension":
+            element, targets, iterable = t.children
+            return ir.Comprehension.model_construct(
+                element=self.expr(element),
+                names=self.targets(targets),
+                iterable=self.expr(iterable),
+                span=span,
+            )
+        if kind == "not_":
+            return ir.Not.model_construct(operand=self.expr(t.children[0]), span=span)
+        if kind == "ifelse":
+            then, test, other = t.children
+            return ir.Cond.model_construct(
+                test=self.expr(test), then=self.expr(then), other=self.expr(other), span=span
+            )
+        if kind == "func":
+            name, *args = t.children
+            return ir.Call.model_construct(
+                func=str(name),
+                args=[self.expr(a) for a in args if a is not None],
+                span=span,
+                func_span=self.span(name),
+            )
+        if kind == "compare":
+            left, op, right = t.children
+            return ir.BinOp.model_construct(
+                op=str(op), left=self.expr(left), right=self.expr(right), span=span
+            )
+        if kind in _COMPARE_OPS:
+            return ir.BinOp.model_construct(
+                op=_COMPARE_OPS[kind],
+                left=self.expr(t.children[0]),
+                right=self.expr(t.children[1]),
+                span=span,
+            )
+        return ir.BinOp.model_construct(
+            op=_BINOPS[kind],
+            left=self.expr(t.children[0]),
+            right=self.expr(t.children[1]),
+            span=span,
+        )
+
+
+def _split_dashes(text: str) -> list[tuple[str, int]]:
+    """Split a word at dashes that are not inside braces, keeping each part's offset."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "-" and depth == 0:
+            parts.append((text[start:i], start))
+            start = i + 1
+    parts.append((text[start:], start))
+    return parts
+
+
+def _sugar_hint(kind) -> str:
+    head, dashes = kind.sugar
+    form = kind.name + ("K" if head else "") + "".join(f"-{d.upper()}" for d in dashes)
+    return f"the short form is `{form}`; give other parameters in parentheses"

@@ -1,0 +1,1128 @@
+"""Resolution: IR + parameters → the shape-checked module tree of `graph.py`.
+
+One walk over the selected network expands blocks, repeats, tables and `after` rules,
+evaluates every argument, names every submodule (labels, or numbers as nn.Sequential
+numbers them), and infers every tensor shape with the registry's rules. Every problem
+becomes a diagnostic and the walk goes on, so one run reports them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from archc.compiler import ir, limits
+from archc.compiler.diagnostics import Diagnostics, did_you_mean
+from archc.compiler.expressions import ERROR, Env, bind_names, evaluate, names_text
+from archc.compiler.graph import (
+    Call,
+    Identity,
+    LayerNode,
+    Network,
+    Op,
+    Parallel,
+    Scope,
+    Seq,
+    TapOut,
+)
+from archc.compiler.limits import LimitExceeded
+from archc.compiler.sources import Program
+from archc.layers import (
+    INVALID,
+    MERGES,
+    REGISTRY,
+    LayerKind,
+    Shape,
+    ShapeContext,
+    ShapeProblem,
+    fmt,
+    lookup,
+    window_out,
+)
+
+DEFAULT_INPUT = (3, 224, 224)
+_MOST_SUGGESTIONS = 100  # 'did you mean' hints per check; later misspellings get none
+_SHORTCUT_PARAMS = {"bn": True, "bias": False, "always": False, "optional": False}
+
+
+@dataclass
+class _Body:
+    """What a body (network or block definition) contributes to items expanded inside it."""
+
+    env: Env
+    after: dict[str, list[ir.Item]]
+    in_after: bool = False
+
+
+@dataclass
+class Resolver:
+    """Expands one network of a program; see `resolve_network`."""
+
+    program: Program
+    diags: Diagnostics
+    stack: list[str] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)
+    explain: list[tuple[ir.Span, str]] = field(default_factory=list)
+    aux: dict[str, Shape | None] = field(default_factory=dict)
+    label_span: ir.Span = ir.NOWHERE  # where the label being named is written
+    label_uses: dict[tuple[int, str], ir.Span] = field(default_factory=dict)
+    bad_labels: set[tuple[int, int]] = field(default_factory=set)  # generated labels reported
+    # id(scope) -> (scope, its children's names, how many children they cover); holding the
+    # scope keeps its id from being reused by another
+    child_names: dict[int, tuple[Scope, set[str], int]] = field(default_factory=dict)
+    expanded: int = 0  # items expanded so far, against the `layers` limit
+    most_items: int = field(default_factory=lambda: limits.get("layers"))
+    suggested: int = 0  # 'did you mean' hints computed so far
+    unavailable: list[str] = field(default_factory=list)  # unknown names, an import failed
+
+    # ------------------------------------------------------------------ network
+
+    def network(
+        self, name: str | None, overrides: dict[str, Any], input_shape: Shape | None
+    ) -> Network | None:
+        """Expand the named network (or the first one the root file defines)."""
+        net, bound, chosen = self.select(name)
+        if net is None:
+            return None
+        env = self.bind_network(net, bound, overrides)
+        shape = self.input_shape(net, env, input_shape)
+        root = Scope(
+            name="",
+            path="",
+            kind="network",
+            title=net.name,
+            span=net.name_span,
+            args=dict(env.values),
+            in_shape=shape,
+        )
+        body = _Body(env, self.after_rules(net.after))
+        try:
+            ops, out = self.items(net.body, body, root, shape)
+        except LimitExceeded as over:  # stop the walk: going on would allocate without bound
+            self.diags.error("E205", over.span, over.message, limits.hint(over.name))
+            return None
+        root.plan, root.out_shape = Seq(tuple(ops)), out
+        self.warn_unused_params(net.params, env)
+        if not self.diags.has_errors:  # a misspelt call would also make its block "unused"
+            self.warn_unused_definitions()
+        train = self.train_settings()
+        return Network(
+            name=chosen,
+            root=root,
+            input_shape=shape,
+            output_shape=out,
+            aux_outputs=self.aux,
+            params=dict(env.values),
+            train=train,
+            explain=self.explain,
+            spec_path=self.program.root,
+            sources=self.program.sources,
+        )
+
+    def select(self, name: str | None) -> tuple[ir.NetworkDef | None, dict[str, ir.Expr], str]:
+        """The network to build, the defaults that aliases rebind, and the name asked for."""
+        networks = self.program.networks
+        if name is None:
+            root = self.program.root_file
+            mine = [
+                s
+                for s in (root.statements if root else [])
+                if isinstance(s, ir.NetworkDef | ir.NetworkAlias)
+            ]
+            if not mine:
+                if root is not None:
+                    self.diags.error(
+                        "E108",
+                        _file_span(self.program.root),
+                        "this spec defines no network",
+                        "add `network NAME:` with an `input` line and layers, "
+                        "or check a spec that imports this one",
+                    )
+                return None, {}, ""
+            name = mine[0].name
+        chosen = name
+        seen: list[str] = []
+        bound: dict[str, ir.Expr] = {}
+        while True:
+            net = networks.get(name)
+            if net is None:
+                hint = did_you_mean(name, list(networks)) or "networks here: " + ", ".join(networks)
+                self.diags.error(
+                    "E101", _file_span(self.program.root), f"no network called `{name}`", hint
+                )
+                return None, {}, ""
+            if isinstance(net, ir.NetworkDef):
+                return net, bound, chosen
+            if name in seen:
+                self.diags.error("E107", net.span, f"network alias `{name}` refers to itself")
+                return None, {}, ""
+            seen.append(name)
+            target = networks.get(net.target)
+            params = target.params if isinstance(target, ir.NetworkDef) else []
+            for i, arg in enumerate(net.args if target is not None else []):
+                key = arg.name or (params[i].name if i < len(params) else None)
+                if key is None:
+                    self.diags.error("E103", arg.span, f"too many arguments for `{net.target}`")
+                    continue
+                bound.setdefault(key, arg.value)
+            name = net.target
+
+    def bind_network(
+        self, net: ir.NetworkDef, bound: dict[str, ir.Expr], overrides: dict[str, Any]
+    ) -> Env:
+        """The network's parameters: defaults, then alias bindings, then --set overrides."""
+        env = Env({}, {p.name: p.span for p in net.params})
+        names = [p.name for p in net.params]
+        for key in list(bound) + list(overrides):
+            if key not in names:
+                span = bound[key].span if key in bound else net.name_span
+                self.diags.error(
+                    "E102",
+                    span,
+                    f"network `{net.name}` has no parameter `{key}`",
+                    did_you_mean(key, names) or f"its parameters are: {', '.join(names) or 'none'}",
+                )
+        for p in net.params:
+            if p.name in overrides:
+                env.values[p.name] = overrides[p.name]
+            elif p.name in bound:
+                env.values[p.name] = evaluate(bound[p.name], env, self.diags)
+            elif p.default is not None:
+                env.values[p.name] = evaluate(p.default, env, self.diags)
+            else:
+                self.diags.error(
+                    "E105",
+                    p.span,
+                    f"network parameter `{p.name}` has no value",
+                    f"give it a default, or pass --set {p.name}=VALUE",
+                )
+                env.values[p.name] = ERROR
+        return env  # a parameter read by a later default counts as used
+
+    def input_shape(self, net: ir.NetworkDef, env: Env, override: Shape | None) -> Shape:
+        """The declared (or overridden) input C×H×W."""
+        if override is not None:
+            return self.within_input_limit(tuple(override), net.name_span)
+        if net.input is None:
+            self.diags.warning(
+                "W304",
+                net.name_span,
+                f"network `{net.name}` declares no input; assuming {fmt(DEFAULT_INPUT)}",
+                "add a line such as `input 3x224x224`",
+            )
+            return DEFAULT_INPUT
+        dims = [evaluate(d, env, self.diags) for d in net.input.dims]
+        if len(dims) != 3 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims
+        ):
+            self.diags.error(
+                "E204",
+                net.input.span,
+                "input must be three positive integers C×H×W",
+                "for example `input 3x224x224`",
+            )
+            return DEFAULT_INPUT
+        return self.within_input_limit(tuple(dims), net.input.span)
+
+    def within_input_limit(self, shape: Shape, span: ir.Span) -> Shape:
+        """`shape`, or the default input with an E205 when a dimension is over the limit (a
+        100,000,000-pixel side would make every later count and scan enormous)."""
+        most = limits.get("input_size")
+        if max(shape) > most:
+            self.diags.error(
+                "E205", span, f"input {fmt(shape)} has a side over the limit of {most:,}",
+                limits.hint("input_size"),
+            )
+            return DEFAULT_INPUT
+        return shape
+
+    def after_rules(self, rules: list[ir.After]) -> dict[str, list[ir.Item]]:
+        """`after conv: relu` statements by the canonical kind they follow."""
+        table: dict[str, list[ir.Item]] = {}
+        for rule in rules:
+            kind = lookup(rule.kind)
+            if kind is None:
+                self.diags.error(
+                    "E101",
+                    rule.span,
+                    f"`after {rule.kind}:` names no layer kind",
+                    did_you_mean(rule.kind, list(REGISTRY)),
+                )
+                continue
+            table.setdefault(kind.name, []).extend(rule.items)
+        return table
+
+    # ------------------------------------------------------------------ items
+
+    def items(
+        self, items: list, body: _Body, scope: Scope, shape: Shape | None
+    ) -> tuple[list[Op], Shape | None]:
+        """Expand items in sequence; returns their ops and the final shape."""
+        ops: list[Op] = []
+        for item in items:
+            more, shape = self.item(item, body, scope, shape)
+            ops.extend(more)
+        return ops, shape
+
+    def item(
+        self, item, body: _Body, scope: Scope, shape: Shape | None
+    ) -> tuple[list[Op], Shape | None]:
+        """Expand one item (with its repeat and label) into `scope`."""
+        self.expanded += 1
+        if self.expanded > self.most_items:
+            raise LimitExceeded(
+                "layers", f"the network expands to more than {self.most_items:,} layers",
+                item.span,
+            )
+        if item.label is not None:  # read by name_for, which runs before any nested item
+            self.label_span = item.label_span
+            if "{" in item.label:
+                item = item.model_copy(update={"label": self.expand_label(item, body.env)})
+        if item.repeat is not None:
+            return self.repeated(item, body, scope, shape)
+        if isinstance(item, ir.Layer):
+            return self.layer_or_block(item, body, scope, shape)
+        if isinstance(item, ir.Group):
+            return self.sequence(item.items, item.label, item.span, body, scope, shape)
+        if isinstance(item, ir.TableRef):
+            return self.table(item, body, scope, shape)
+        if isinstance(item, ir.For):
+            return self.sequence([item], item.label, item.span, body, scope, shape, self.loop)
+        if isinstance(item, ir.Merge):
+            if item.label:
+                return self.nested(
+                    item.label,
+                    item.span,
+                    scope,
+                    shape,
+                    lambda sub: self.merge(item, body, sub, shape),
+                )
+            return self.merge(item, body, scope, shape)
+        return self.tap(item, body, scope, shape)
+
+    def repeated(self, item, body: _Body, scope: Scope, shape: Shape | None):
+        if isinstance(item, ir.Tap):
+            self.diags.error(
+                "E204",
+                item.repeat.span,
+                "a `tap` cannot be repeated",
+                "one tap is one auxiliary output; repeat the layers of its head instead",
+            )
+            return [], shape
+        count = evaluate(item.repeat, body.env, self.diags)
+        if count is ERROR:
+            count = 1
+        elif not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            self.diags.error(
+                "E204",
+                item.repeat.span,
+                f"repeat count must be a whole number ≥ 0, got {spelled(count)}",
+                "`x0` leaves the item out, as a stage of `n - 1` more blocks does when n is 1",
+            )
+            count = 1
+        if count > self.most_items:  # refused before `[single] * count` allocates it
+            self.diags.error(
+                "E205", item.repeat.span,
+                f"repeat count {count:,} is over the limit of {self.most_items:,} layers",
+                limits.hint("layers"),
+            )
+            return [], None
+        if count == 0:  # `x0`: the blocks it would call are not unused definitions
+            self.used.update(_callees(item))
+        single = item.model_copy(update={"repeat": None, "label": None})
+        return self.sequence([single] * count, item.label, item.span, body, scope, shape)
+
+    def sequence(
+        self,
+        items: list,
+        label: str | None,
+        span: ir.Span,
+        body: _Body,
+        scope: Scope,
+        shape: Shape | None,
+        expand=None,
+    ):
+        """Items as a labelled submodule, or spliced into `scope` when unlabelled."""
+        expand = expand or self.items
+        if label is None:
+            return expand(items, body, scope, shape)
+        return self.nested(label, span, scope, shape, lambda sub: expand(items, body, sub, shape))
+
+    def loop(self, items: list, body: _Body, scope: Scope, shape: Shape | None):
+        """`for NAMES in ITERABLE:` (the one item of `items`): its body once per value."""
+        (item,) = items
+        values = evaluate(item.iterable, body.env, self.diags)
+        if values is ERROR:
+            return [], None
+        if not isinstance(values, tuple):
+            self.diags.error(
+                "E104",
+                item.iterable.span,
+                f"`for` needs a tuple or a range to go through, got {spelled(values)}",
+                "for example `for i in range(1, 7):` or `for t, c, n, s in setting:`",
+            )
+            return [], None
+        ops: list[Op] = []
+        for value in values:
+            names = self.loop_names(item, value)
+            if names is None:
+                return ops, None
+            inner = _Body(body.env.with_loop(names), body.after, body.in_after)
+            more, shape = self.items(item.items, inner, scope, shape)
+            ops.extend(more)
+        return ops, shape
+
+    def loop_names(self, item: ir.For, value: Any) -> dict[str, Any] | None:
+        """One value of a `for` bound to its names: a row is unpacked into several."""
+        bound = bind_names(item.names, value)
+        if bound is None:
+            self.diags.error(
+                "E104",
+                item.iterable.span,
+                f"`for {names_text(item.names)}` unpacks {len(item.names)} values, "
+                f"but a row is {spelled(value)}",
+                "give every row of the table one value per name",
+            )
+        return bound
+
+    def expand_label(self, item, env: Env) -> str | None:
+        """`denselayer{i}` → `denselayer3`: a label's `{expression}` parts, evaluated (None,
+        so the item is numbered, when a part has no value)."""
+        from archc.compiler.parse import parse_expr
+
+        parts, at = [], 0
+        label, where = item.label, item.label_span
+        for start in range(len(label)):
+            if label[start] != "{" or start < at:
+                continue
+            end = label.find("}", start)
+            if end < 0:  # a YAML `name:` is any string: `classi{fier` has no closing brace
+                self.diags.error("E109", where, f"the `{{` in label `{label}` is never closed",
+                                 "close it, as in `denselayer{i + 1}`")
+                return None
+            parts.append(label[at:start])
+            span = where.model_copy(
+                update={"column": where.column + start + 1, "end_column": where.column + end}
+            )
+            expr = parse_expr(label[start + 1 : end], span, self.diags)
+            value = ERROR if expr is None else evaluate(expr, env, self.diags)
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                if value is not ERROR and (span.line, span.column) not in self.bad_labels:
+                    self.bad_labels.add((span.line, span.column))  # once, not once a copy
+                    self.diags.error(
+                        "E104",
+                        span,
+                        f"a label's `{{...}}` must give a whole number or a name, "
+                        f"got {spelled(value)}",
+                        "labels are names: use `//` for whole numbers, `denselayer{i + 1}`",
+                    )
+                return None
+            parts.append(str(value))
+            at = end + 1
+        parts.append(label[at:])
+        return "".join(parts)
+
+    def nested(
+        self,
+        label: str | None,
+        span: ir.Span,
+        scope: Scope,
+        shape: Shape | None,
+        fill,
+        kind: str = "group",
+        title: str = "",
+        args: dict | None = None,
+    ):
+        """Make a child scope, let `fill` expand into it, and register it."""
+        name = self.name_for(label, span, scope)
+        sub = Scope(
+            name=name,
+            path=_join(scope.path, name),
+            kind=kind,
+            title=title,
+            span=span,
+            args=args or {},
+            in_shape=shape,
+        )
+        ops, out = fill(sub)
+        sub.plan, sub.out_shape = Seq(tuple(ops)), out
+        scope.children.append(sub)
+        return [Call(name)], out
+
+    def name_for(self, label: str | None, span: ir.Span, scope: Scope) -> str:
+        """The submodule name: the label, or the position as nn.Sequential numbers it."""
+        if label is None:
+            return str(len(scope.children))
+        where = span if self.label_span.file == "<builtin>" else self.label_span
+        first = self.label_uses.setdefault((id(scope), label), where)
+        if label in self.names_in(scope):
+            self.diags.error(
+                "E111",
+                where,
+                f"`{label}` names two submodules of `{scope.path or scope.title}`",
+                "labels in one block must differ",
+                notes=(f"first used at {first.file}:{first.line}:{first.column}",),
+            )
+            return f"{label}_{len(scope.children)}"
+        return label
+
+    def names_in(self, scope: Scope) -> set[str]:
+        """The names of `scope`'s children so far, kept up to date incrementally (a scan per
+        label would make a network of n labelled blocks cost n²)."""
+        _, names, seen = self.child_names.get(id(scope), (scope, set(), 0))
+        names.update(c.name for c in scope.children[seen:])
+        self.child_names[id(scope)] = (scope, names, len(scope.children))
+        return names
+
+    # ------------------------------------------------------------------ layers and blocks
+
+    def layer_or_block(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None):
+        if item.callee in self.program.blocks:
+            return self.block(item, body, scope, shape)
+        if item.callee == "shortcut":
+            self.diags.error(
+                "E204",
+                item.span,
+                "`shortcut` is only meaningful as a branch of `add:` or `concat:`",
+                "put it on its own line under `add:`",
+            )
+            return [], shape
+        kind = REGISTRY.get(item.callee) or lookup(item.callee)
+        if kind is None and self.program.failed_imports:  # it may be from the failed import:
+            self.unavailable.append(item.callee)  # one note on that import, not an E101 each
+            return [], None
+        if kind is None:
+            hint = self.suggest(item.callee) or (
+                "known layers: conv, maxpool, avgpool, fc, bn, lrn, relu, ... "
+                "(see docs/language.md)"
+            )
+            where = item.span if item.callee_span.file == "<builtin>" else item.callee_span
+            self.diags.error("E101", where, f"unknown layer or block `{item.callee}`", hint)
+            return [], None
+        return self.layer(kind, item, body, scope, shape)
+
+    def suggest(self, word: str) -> str | None:
+        """'did you mean' over blocks and kinds; an alias is offered as its kind's name."""
+        import difflib
+
+        self.suggested += 1
+        if self.suggested > _MOST_SUGGESTIONS:  # each costs a scan of every name: n² beyond
+            return None
+        names = {b: b for b in self.program.blocks}
+        for alias in _kind_words():
+            names.setdefault(alias, lookup(alias).name)
+        close = difflib.get_close_matches(word, list(names), n=6, cutoff=0.6)
+        picks = list(dict.fromkeys(names[c] for c in close))[:3]
+        return ("did you mean " + " or ".join(f"`{p}`" for p in picks) + "?") if picks else None
+
+    def layer(
+        self, kind: LayerKind, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None
+    ):
+        params = self.bind_layer(kind, item, body.env)
+        name = self.name_for(item.label, item.span, scope)
+        out = None
+        if params is not None and shape is not None:
+            ctx = ShapeContext()
+            try:
+                out = kind.shape(shape, params, ctx)
+            except ShapeProblem as problem:
+                self.diags.error(problem.code, item.span, problem.message, problem.hint)
+            for code, message, hint in ctx.warnings:
+                self.diags.warning(code, item.span, message, hint)
+        node = LayerNode(
+            name=name,
+            path=_join(scope.path, name),
+            kind=kind.name,
+            params=params or {},
+            in_shape=shape,
+            out_shape=out,
+            span=item.span,
+        )
+        if out is not None:
+            node.n_params = kind.count_params(shape, params)
+            node.macs = kind.count_macs(shape, out, params)
+            self.note_inferred(node)
+        scope.children.append(node)
+        ops: list[Op] = [Call(name)]
+        if not body.in_after and kind.name in body.after:
+            follow = _Body(body.env, body.after, in_after=True)
+            more, out = self.items(body.after[kind.name], follow, scope, out)
+            ops.extend(more)
+        return ops, out
+
+    def note_inferred(self, node: LayerNode) -> None:
+        if node.kind == "conv":
+            self.explain.append((node.span, f"{node.path}: in_channels = {node.in_shape[0]}"))
+        elif node.kind == "fc":
+            self.explain.append((node.span, f"{node.path}: in_features = {node.in_shape[0]}"))
+
+    def bind_layer(self, kind: LayerKind, item: ir.Layer, env: Env) -> dict[str, Any] | None:
+        """Evaluate and type-check a layer's arguments against its schema."""
+        values: dict[str, Any] = {}
+        ok = True
+        index = -1  # position among the positional arguments
+        for arg in item.args:
+            if arg.name is None:
+                index += 1
+                if index >= len(kind.params):
+                    self.diags.error(
+                        "E103",
+                        arg.span,
+                        f"`{kind.name}` takes at most "
+                        f"{len(kind.params)} positional argument"
+                        f"{'s' if len(kind.params) != 1 else ''}",
+                        _signature_hint(kind),
+                    )
+                    ok = False
+                    continue
+                param = kind.params[index]
+            else:
+                param = kind.param(arg.name)
+                if param is None:
+                    self.diags.error(
+                        "E102",
+                        arg.span,
+                        f"`{kind.name}` has no parameter `{arg.name}`",
+                        did_you_mean(
+                            arg.name, [n for p in kind.params for n in (p.name, *p.aliases)]
+                        )
+                        or _signature_hint(kind),
+                    )
+                    ok = False
+                    continue
+            if param.name in values:
+                self.diags.error(
+                    "E103",
+                    arg.span,
+                    f"`{param.name}` of `{kind.name}` is given twice",
+                    "the short form (e.g. conv3-64) already sets kernel and out",
+                )
+                ok = False
+                continue
+            value = evaluate(arg.value, env, self.diags)
+            if value is ERROR:
+                ok = False
+                continue
+            checked = param.check(value)
+            if checked is INVALID:
+                self.diags.error(
+                    "E104",
+                    arg.value.span,
+                    f"`{param.name}` of `{kind.name}` must be "
+                    f"{param.expects}, got {spelled(value)}",
+                    f"{param.name}: {param.doc}" if param.doc else None,
+                )
+                ok = False
+                continue
+            values[param.name] = checked
+        for param in kind.params:
+            if param.name not in values:
+                if param.required:
+                    if ok:
+                        self.diags.error(
+                            "E105",
+                            item.span,
+                            f"`{kind.name}` needs `{param.name}`",
+                            _signature_hint(kind),
+                        )
+                    ok = False
+                else:
+                    values[param.name] = param.default
+        return values if ok else None
+
+    def block(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None):
+        block = self.program.blocks[item.callee]
+        self.used.add(block.name)
+        if block.name in self.stack:
+            chain = " → ".join(self.stack[self.stack.index(block.name) :] + [block.name])
+            self.diags.error(
+                "E107",
+                item.span,
+                f"block `{block.name}` calls itself: {chain}",
+                "a block cannot contain itself; repeat it with `x N` instead",
+            )
+            return [], None
+        if len(self.stack) >= limits.get("depth"):
+            raise LimitExceeded(
+                "depth", f"blocks call blocks more than {len(self.stack)} levels deep", item.span
+            )
+        env = self.bind_block(block, item, body.env, shape)
+        if env is None:
+            return [], None
+        inner = _Body(env, self.after_rules(block.after))
+        self.stack.append(block.name)
+        mark = len(self.diags.items)
+        try:
+            result = self.nested(
+                item.label,
+                item.span,
+                scope,
+                shape,
+                lambda sub: self.items(block.body, inner, sub, shape),
+                kind="block",
+                title=block.name,
+                args=dict(env.values),
+            )
+        finally:
+            self.stack.pop()
+        self.note_call_site(mark, block, item)
+        self.warn_unused_params(block.params, env)
+        return result
+
+    def bind_block(
+        self, block: ir.BlockDef, item: ir.Layer, caller: Env, shape: Shape | None = None
+    ) -> Env | None:
+        """Evaluate a block call's arguments in the caller's scope and bind its parameters.
+
+        The body (and the defaults) may also read the shape that reaches the call:
+        `in_channels`, and `in_height` and `in_width` for an image."""
+        names = [p.name for p in block.params]
+        given: dict[str, Any] = {}
+        ok = True
+        positional = 0
+        for arg in item.args:
+            if arg.name is None:
+                if positional >= len(names):
+                    self.diags.error(
+                        "E103",
+                        arg.span,
+                        f"`{block.name}` takes {len(names)} argument"
+                        f"{'s' if len(names) != 1 else ''}, got more",
+                        f"its signature is {_signature(block)}",
+                    )
+                    ok = False
+                    continue
+                key = names[positional]
+                positional += 1
+            elif arg.name not in names:
+                self.diags.error(
+                    "E102",
+                    arg.span,
+                    f"block `{block.name}` has no parameter `{arg.name}`",
+                    did_you_mean(arg.name, names) or f"its signature is {_signature(block)}",
+                )
+                ok = False
+                continue
+            else:
+                key = arg.name
+            if key in given:
+                self.diags.error("E103", arg.span, f"`{key}` is given twice")
+                ok = False
+                continue
+            given[key] = evaluate(arg.value, caller, self.diags)
+        env = Env({}, {p.name: p.span for p in block.params}, implicit=input_names(shape))
+        for p in block.params:
+            if p.name in given:
+                env.values[p.name] = given[p.name]
+            elif p.default is not None:
+                env.values[p.name] = evaluate(p.default, env, self.diags)
+            else:
+                self.diags.error(
+                    "E105",
+                    item.span,
+                    f"`{block.name}` needs argument `{p.name}`",
+                    f"its signature is {_signature(block)}",
+                )
+                ok = False
+        if not ok or any(v is ERROR for v in env.values.values()):
+            return None
+        return env  # a parameter read by a later default counts as used
+
+    def note_call_site(self, mark: int, block: ir.BlockDef, call: ir.Layer) -> None:
+        """Tell errors found inside a block's body which call of the block they came from."""
+        if mark == len(self.diags.items):
+            return  # nothing to annotate: most calls (and quoting the call would cost a scan)
+        where = block.span
+        text = _source_text(self.program.sources.get(call.span.file), call.span)
+        note = f"in the call `{text}` at {call.span.file}:{call.span.line}:{call.span.column}"
+        for i in range(mark, len(self.diags.items)):
+            d = self.diags.items[i]
+            inside = d.span.file == where.file and where.line <= d.span.line <= where.end_line
+            if d.is_error and inside and not any(n.startswith("in the call") for n in d.notes):
+                self.diags.items[i] = replace(d, notes=(*d.notes, note))
+
+    # ------------------------------------------------------------------ tables
+
+    def table(self, item: ir.TableRef, body: _Body, scope: Scope, shape: Shape | None):
+        table = self.program.tables.get(item.table)
+        if table is None:
+            self.diags.error(
+                "E101",
+                item.span,
+                f"unknown table `{item.table}`",
+                did_you_mean(item.table, list(self.program.tables)),
+            )
+            return [], None
+        self.used.add(table.name)
+        if f"table {table.name}" in self.stack:
+            self.diags.error(
+                "E107",
+                item.span,
+                f"table `{table.name}` refers to itself",
+                "a table row cannot use its own table",
+            )
+            return [], None
+        variants = [r.variant for r in table.rows]
+        variant = item.variant
+        if variant in body.env.values:
+            variant = body.env.lookup(variant)
+        elif variant.startswith(('"', "'")):
+            variant = variant[1:-1]
+        row = next((r for r in table.rows if r.variant == variant), None)
+        if row is None:
+            self.diags.error(
+                "E110",
+                item.span,
+                f"table `{table.name}` has no configuration `{variant}`",
+                did_you_mean(str(variant), variants)
+                or f"its configurations are: {', '.join(variants)}",
+            )
+            return [], None
+        self.stack.append(f"table {table.name}")
+        try:
+            return self.sequence(row.items, item.label, item.span, body, scope, shape)
+        finally:
+            self.stack.pop()
+
+    # ------------------------------------------------------------------ merges
+
+    def merge(self, item: ir.Merge, body: _Body, scope: Scope, shape: Shape | None):
+        """Parallel branches on one input; shortcuts are resolved once the others are known."""
+        branches: list[Op | None] = []
+        shapes: list[Shape | None] = []
+        shortcuts = []
+        inputs = self.branch_inputs(item, shape)
+        for i, branch in enumerate(item.branches):
+            if (
+                isinstance(branch, ir.Layer)
+                and branch.callee == "shortcut"
+                and branch.repeat is None
+            ):
+                branches.append(None)
+                shapes.append(None)
+                shortcuts.append((i, branch))
+                continue
+            ops, out = self.items([branch], body, scope, inputs[i])
+            branches.append(_seq(ops))
+            shapes.append(out)
+        known = [s for s in shapes if s is not None]
+        target = known[0] if known else shape
+        absent = set()
+        for i, branch in shortcuts:
+            op, out = self.shortcut(branch, item.mode, body, scope, inputs[i], target)
+            if op is None:  # an optional shortcut where shapes differ: no residual at all
+                absent.add(i)
+            branches[i], shapes[i] = op, out
+        if not item.branches:
+            self.diags.error("E204", item.span, f"`{item.mode}:` needs at least one branch")
+            return [], shape
+        if absent:
+            keep = [i for i in range(len(branches)) if i not in absent]
+            item = item.model_copy(update={"branches": [item.branches[i] for i in keep]})
+            branches, shapes = [branches[i] for i in keep], [shapes[i] for i in keep]
+        out = self.merged_shape(item, shapes)
+        if len(branches) == 1:
+            return [branches[0] if branches[0] is not None else Identity()], out
+        return [
+            Parallel(item.mode, tuple(b if b is not None else Identity() for b in branches))
+        ], out
+
+    def branch_inputs(self, item: ir.Merge, shape: Shape | None) -> list[Shape | None]:
+        """Each branch's input: the merge's input, or for `split` a slice of its channels."""
+        n = len(item.branches)
+        if shape is None:
+            return [None] * n
+        try:
+            return MERGES[item.mode].branch_inputs(shape, n)
+        except ShapeProblem as problem:
+            self.diags.error(problem.code, item.span, problem.message, problem.hint)
+            return [None] * n
+
+    def merged_shape(self, item: ir.Merge, shapes: list[Shape | None]) -> Shape | None:
+        """The merge's output shape by its rule in the merge table; None after an error."""
+        if any(s is None for s in shapes):
+            return None
+        try:
+            return MERGES[item.mode].shape(shapes)
+        except ShapeProblem as problem:
+            notes = tuple(
+                f"branch {i + 1} ({_first_line(b.span)}) gives {fmt(s)}"
+                for i, (b, s) in enumerate(zip(item.branches, shapes))
+            )
+            self.diags.error(problem.code, item.span, problem.message, problem.hint, notes)
+            return None
+
+    def shortcut(
+        self,
+        branch: ir.Layer,
+        mode: str,
+        body: _Body,
+        scope: Scope,
+        shape: Shape | None,
+        target: Shape | None,
+    ):
+        """Identity when shapes agree, else a 1×1 projection (conv, then bn) that fits."""
+        opts = self.shortcut_options(branch, body.env)
+        if shape is None or target is None or opts is None:
+            return Identity(), target
+        if opts["optional"] and mode == "add" and shape != target:
+            where = _join(scope.path, branch.label or "shortcut")
+            self.explain.append(
+                (branch.span, f"{where}: absent ({fmt(shape)} vs {fmt(target)}): no residual")
+            )
+            return None, None
+        if mode != "add" or (shape == target and not opts["always"]):
+            self.explain.append(
+                (
+                    branch.span,
+                    f"{_join(scope.path, branch.label or 'shortcut')}: identity ({fmt(shape)})",
+                )
+            )
+            return Identity(), shape
+        stride = self.projection_stride(branch, shape, target)
+        if stride is None or len(shape) != 3:
+            return Identity(), None
+        conv = ir.Layer.model_construct(
+            callee="conv",
+            span=branch.span,
+            args=[
+                ir.Arg.model_construct(name="out", value=ir.Num.model_construct(value=target[0])),
+                ir.Arg.model_construct(name="kernel", value=ir.Num.model_construct(value=1)),
+                ir.Arg.model_construct(name="stride", value=ir.Num.model_construct(value=stride)),
+                ir.Arg.model_construct(
+                    name="bias",
+                    value=ir.Name.model_construct(id="true" if opts["bias"] else "false"),
+                ),
+            ],
+        )
+        parts = (
+            [conv, ir.Layer.model_construct(callee="bn", span=branch.span)]
+            if opts["bn"]
+            else [conv]
+        )
+        self.explain.append(
+            (
+                branch.span,
+                f"{_join(scope.path, branch.label or 'shortcut')}: "
+                f"projection conv1×1/{stride} {shape[0]}→{target[0]}"
+                + (" + bn" if opts["bn"] else "")
+                + f" ({fmt(shape)} → {fmt(target)})",
+            )
+        )
+        plain = _Body(body.env, {}, in_after=True)
+        if len(parts) == 1:
+            ops, out = self.items(
+                [conv.model_copy(update={"label": branch.label})], plain, scope, shape
+            )
+        else:
+            ops, out = self.sequence(
+                parts, branch.label or str(len(scope.children)), branch.span, plain, scope, shape
+            )
+        return _seq(ops), out
+
+    def shortcut_options(self, branch: ir.Layer, env: Env) -> dict[str, Any] | None:
+        opts = dict(_SHORTCUT_PARAMS)
+        for arg in branch.args:
+            if arg.name is None:
+                self.diags.error(
+                    "E103",
+                    arg.span,
+                    "`shortcut` takes only named options",
+                    "write shortcut(bn=false), shortcut(bias=true) or shortcut(always=true)",
+                )
+                return None
+            if arg.name not in opts:
+                self.diags.error(
+                    "E102",
+                    arg.span,
+                    f"`shortcut` has no parameter `{arg.name}`",
+                    "shortcut takes bn=, bias=, always= and optional= (all true/false)",
+                )
+                return None
+            value = evaluate(arg.value, env, self.diags)
+            if not isinstance(value, bool):
+                self.diags.error("E104", arg.value.span, f"`{arg.name}` must be true or false")
+                return None
+            opts[arg.name] = value
+        return opts
+
+    def projection_stride(self, branch: ir.Layer, shape: Shape, target: Shape) -> int | None:
+        if len(shape) == 3 and len(target) == 3:
+            for stride in range(1, shape[1] + 1):
+                if (
+                    window_out(shape[1], 1, stride, 0) == target[1]
+                    and window_out(shape[2], 1, stride, 0) == target[2]
+                ):
+                    return stride
+        self.diags.error(
+            "E203",
+            branch.span,
+            f"no 1×1 projection maps {fmt(shape)} to {fmt(target)}",
+            "the other branches must shrink height and width by the same whole factor",
+        )
+        return None
+
+    # ------------------------------------------------------------------ taps
+
+    def tap(self, item: ir.Tap, body: _Body, scope: Scope, shape: Shape | None):
+        if scope.kind != "network":
+            self.diags.error(
+                "E204",
+                item.span,
+                "a `tap` must sit in the network body",
+                "auxiliary heads branch off the main path of the network",
+            )
+            return [], shape
+        head = item.head.model_copy(update={"label": item.label, "label_span": item.label_span})
+        if isinstance(head, ir.Layer) and head.callee not in self.program.blocks:
+            head = ir.Group.model_construct(items=[item.head], label=item.label, span=item.span)
+        ops, out = self.items([head], body, scope, shape)
+        name = scope.children[-1].name if scope.children else "aux"
+        self.aux[name] = out
+        return [TapOut(_seq(ops), name)], shape
+
+    # ------------------------------------------------------------------ warnings and train
+
+    def warn_unused_params(self, params: list[ir.Param], env: Env) -> None:
+        for p in params:
+            if p.name not in env.used:
+                self.diags.warning(
+                    "W303",
+                    p.span,
+                    f"parameter `{p.name}` is never used",
+                    "remove it, or use it in the body",
+                )
+
+    def warn_unused_definitions(self) -> None:
+        root = self.program.root
+        used = self.used | self.reached_by_other_networks()
+        for kind, table in (("block", self.program.blocks), ("table", self.program.tables)):
+            for name, definition in table.items():
+                if name not in used and definition.span.file == root:
+                    self.diags.warning(
+                        "W302",
+                        definition.name_span,
+                        f"{kind} `{name}` is never used",
+                        "remove it, or call it",
+                    )
+
+    def reached_by_other_networks(self) -> set[str]:
+        """Blocks and tables that any network of the checked file calls, directly or through
+        blocks: in a family spec, mobilenet_v3's blocks are not unused when mobilenet_v2 is
+        the one checked."""
+        root = self.program.root_file
+        networks = [s for s in (root.statements if root else []) if isinstance(s, ir.NetworkDef)]
+        frontier = set().union(set(), *(_callees(i) for n in networks for i in n.body))
+        reached: set[str] = set()
+        while frontier:
+            name = frontier.pop()
+            if name in reached:
+                continue
+            reached.add(name)
+            block, table = self.program.blocks.get(name), self.program.tables.get(name)
+            rows = table.rows if table else []
+            items = block.body if block else [i for row in rows for i in row.items]
+            frontier |= set().union(set(), *(_callees(i) for i in items))
+        return reached
+
+    def train_settings(self) -> dict[str, Any]:
+        env = Env({})
+        values = {}
+        for name, setting in self.program.train.items():
+            value = evaluate(setting.value, env, self.diags)
+            if value is not ERROR:
+                values[name] = value
+        return values
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _callees(item) -> set[str]:
+    """Every block or layer name an item calls, however deeply nested."""
+    if isinstance(item, ir.Layer):
+        return {item.callee}
+    if isinstance(item, ir.Tap):
+        return _callees(item.head)
+    if isinstance(item, ir.TableRef):
+        return {item.table}
+    nested = getattr(item, "items", None) or getattr(item, "branches", None) or []
+    return set().union(*(_callees(i) for i in nested))
+
+
+def input_names(shape: Shape | None) -> dict[str, Any]:
+    """What a block body knows of its input: `in_channels` (features of a flat tensor),
+    `in_height`, `in_width`. Unknown after an upstream error, and then quietly so."""
+    if shape is None:
+        return dict.fromkeys(INPUT_NAMES, ERROR)
+    return dict(zip(INPUT_NAMES, shape))
+
+
+INPUT_NAMES = ("in_channels", "in_height", "in_width")
+
+
+def _signature(block: ir.BlockDef) -> str:
+    """`unit(c, stride=1)`: a block's signature with its defaults, as written."""
+    from archc.compiler.unparse import expr
+
+    parts = [
+        p.name + (f"={expr(p.default)}" if p.default is not None else "") for p in block.params
+    ]
+    return f"{block.name}({', '.join(parts)})"
+
+
+def _signature_hint(kind: LayerKind) -> str:
+    parts = [p.name if p.required else f"{p.name}={_show(p.default)}" for p in kind.params]
+    return f"usage: {kind.name}({', '.join(parts)})"
+
+
+def spelled(value: Any) -> str:
+    """A value as a spec writes it: true, none, "D", (1, 2)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "(" + ", ".join(spelled(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return str(value)
+
+
+def _show(value: Any) -> str:
+    """A default in a usage hint: symbolic strings such as same stay bare."""
+    return value if isinstance(value, str) else spelled(value)
+
+
+def _kind_words() -> list[str]:
+    from archc.layers import kind_names
+
+    return kind_names()
+
+
+def _source_text(text: str | None, span: ir.Span) -> str:
+    """The source a one-line span covers (or its first line)."""
+    lines = (text or "").splitlines()
+    if not 1 <= span.line <= len(lines):
+        return "?"
+    line = lines[span.line - 1]
+    end = span.end_column - 1 if span.end_line == span.line else len(line)
+    return line[span.column - 1 : end].strip()
+
+
+def _file_span(path: str) -> ir.Span:
+    """A span for a problem with the whole file (line 0: no source line is quoted)."""
+    return ir.Span.model_construct(file=path, line=0, column=0, end_line=0, end_column=0)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _seq(ops: list[Op]) -> Op:
+    if len(ops) == 1:
+        return ops[0]
+    return Seq(tuple(ops)) if ops else Identity()
+
+
+def _first_line(span: ir.Span) -> str:
+    return f"line {span.line}"

@@ -1,0 +1,202 @@
+"""Shape analyses over a resolved network, beyond the per-layer rules in the registry.
+
+- `input_sizes`: which input heights/widths the built network accepts (the smallest,
+  and the step between valid sizes where a layer needs one);
+- receptive fields live with the summary (backends/summary.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+
+from archc.compiler.graph import (
+    Call,
+    Identity,
+    LayerNode,
+    Network,
+    Op,
+    Parallel,
+    Scope,
+    Seq,
+    TapOut,
+    layers,
+)
+from archc.layers import REGISTRY, window_out
+from archc.layers.window import pair
+
+_INVALID = -1
+
+
+@dataclass(frozen=True)
+class InputSizes:
+    """The input sizes (one spatial axis) a network accepts."""
+
+    smallest: int | None  # None: no size up to the scanned limit works
+    step: int  # valid sizes are smallest + k*step (1 when every size works)
+    largest: int | None  # None: unbounded (as far as scanned)
+
+    def describe(self) -> str:
+        """`any H×W ≥ 32×32`, `H = W = 32 + 32k`, or `from 193 to 224`."""
+        if self.smallest is None:
+            return "none found"
+        s = self.smallest
+        if self.largest is not None:
+            if self.largest == s:
+                return f"exactly {s}×{s}"
+            step = f" in steps of {self.step}" if self.step > 1 else ""
+            return f"from {s}×{s} to {self.largest}×{self.largest}{step}"
+        if self.step == 1:
+            return f"any H×W ≥ {s}×{s}"
+        return (
+            f"H, W ≥ {s} and a multiple of {self.step} apart: {s}, {s + self.step}, "
+            f"{s + 2 * self.step}, ..."
+        )
+
+
+Sizes = tuple[int, ...]  # one candidate input size per entry; _INVALID once it fails
+
+
+class _Spatial:
+    """Propagates all candidate spatial sizes through the plan at once, memoising repeated
+    blocks. Walking the plan once for the whole tuple, rather than once per size, keeps the
+    scan of ResNet-152's 320 sizes to a few milliseconds."""
+
+    def __init__(self, refit: bool = False, axis: int = 0) -> None:
+        self.refit = refit
+        self.axis = axis  # 0: heights, 1: widths (they differ after a non-square window)
+        self.memo: dict[tuple, Sizes] = {}
+        self.keys: dict[int, tuple | None] = {}
+        self.children: dict[int, dict[str, object]] = {}
+
+    def key(self, scope: Scope) -> tuple | None:
+        """Calls of one block with the same arguments behave alike: one memo entry."""
+        if id(scope) not in self.keys:
+            self.keys[id(scope)] = (
+                (scope.title, repr(sorted(scope.args.items()))) if scope.kind == "block" else None
+            )
+        return self.keys[id(scope)]
+
+    def scope(self, scope: Scope, hs: Sizes) -> Sizes:
+        key = self.key(scope)
+        if key is not None and (key, hs) in self.memo:
+            return self.memo[key, hs]
+        out = self.op(scope, scope.plan, hs)
+        if key is not None:
+            self.memo[key, hs] = out
+        return out
+
+    def op(self, scope: Scope, op: Op, hs: Sizes) -> Sizes:
+        if isinstance(op, Call):
+            named = self.children.get(id(scope))
+            if named is None:
+                named = self.children[id(scope)] = {c.name: c for c in scope.children}
+            child = named[op.child]
+            return self.scope(child, hs) if isinstance(child, Scope) else self.layer(child, hs)
+        if isinstance(op, Seq):
+            for sub in op.ops:
+                hs = self.op(scope, sub, hs)
+            return hs
+        if isinstance(op, Parallel):  # the branches must agree on the size they produce
+            outs = [self.op(scope, b, hs) for b in op.branches]
+            return tuple(_agreed(op.mode, list(o)) for o in zip(*outs))
+        if isinstance(op, TapOut):  # the tap must work, the main path goes on unchanged
+            tapped = self.op(scope, op.op, hs)
+            return tuple(_INVALID if t == _INVALID else h for h, t in zip(hs, tapped))
+        assert isinstance(op, Identity)
+        return hs
+
+    def layer(self, layer: LayerNode, hs: Sizes) -> Sizes:
+        if layer.in_shape is None or len(layer.in_shape) != 3:
+            return hs
+        if layer.kind == "flatten" and not self.refit:  # the fc after it is sized for the
+            # declared input
+            return tuple(h if h == layer.in_shape[1 + self.axis] else _INVALID for h in hs)
+        if layer.kind in ("adaptiveavgpool", "adaptivemaxpool", "globalavgpool"):
+            size = layer.params.get("size", 1)
+            return tuple(_INVALID if h == _INVALID else size for h in hs)
+        if layer.kind == "upsample":  # any size works: it grows by the factor
+            scale = layer.params["scale"]
+            return tuple(_INVALID if h == _INVALID else h * scale for h in hs)
+        window = REGISTRY[layer.kind].spatial(layer.params)
+        if window is None:
+            return hs
+        k, s, pad, d = (pair(v)[self.axis] for v in window[:4])  # this axis of (h, w)
+        ceil = window[4]
+        outs = (window_out(h, k, s, pad, d, ceil) if h != _INVALID else _INVALID for h in hs)
+        return tuple(o if o >= 1 else _INVALID for o in outs)
+
+
+def _agreed(mode: str, sizes: list) -> int:
+    """The size merged branches produce, or _INVALID when they disagree; in `mul` a size of 1
+    broadcasts (an SE gate's 1×1)."""
+    if _INVALID in sizes:
+        return _INVALID
+    if mode == "mul":
+        sizes = [s for s in sizes if s != 1] or [1]
+    return sizes[0] if sizes.count(sizes[0]) == len(sizes) else _INVALID
+
+
+def input_sizes(net: Network, scan: int = 96, refit: bool = False) -> InputSizes:
+    """Which square inputs the network accepts, from a scan of sizes around the declared one.
+
+    The scan runs the spatial rules only, so it stays cheap even for ResNet-152. Its cost does
+    not grow with the input: below `_FULL_SCAN` every size from 1 is tried; above it, a window
+    around the declared size and a low window, and the smallest valid size in between is
+    found by bisection along the progression of valid sizes.
+
+    With `refit`, a `flatten` accepts any size: the question is then which inputs work once
+    the spec is checked again at that input (the fc after it re-inferred), as the note on a
+    'spatial size below 1' error asks.
+    """
+    # Square inputs; a network with a non-square window is scanned on both axes.
+    axes = [_Spatial(refit, 0)] + ([_Spatial(refit, 1)] if _non_square(net) else [])
+
+    def outputs(sizes: Sizes) -> Sizes:
+        outs = [axis.scope(net.root, sizes) for axis in axes]
+        return tuple(_INVALID if _INVALID in o else o[0] for o in zip(*outs))
+
+    declared = net.input_shape[1]
+    low = range(1, min(declared, _FULL_SCAN) + scan + 1)
+    high = range(max(low.stop, declared - scan), declared + scan + 1)
+    candidates = (*low, *high)
+    limit = candidates[-1]
+    outs = outputs(candidates)
+    valid = [h for h, out in zip(candidates, outs) if out != _INVALID]
+    if not valid:
+        return InputSizes(None, 1, None)
+    step = 0
+    for a, b in zip(valid, valid[1:]):
+        step = gcd(step, b - a)
+    step = max(step, 1)
+    smallest = valid[0]
+    if smallest >= low.stop:  # nothing in the low window: the boundary lies between the two
+        smallest = _bisect_smallest(lambda h: outputs((h,))[0] != _INVALID,
+                                    smallest, step, low.stop)
+    largest = valid[-1] if valid[-1] < limit - step else None
+    return InputSizes(smallest, step, largest)
+
+
+def _non_square(net: Network) -> bool:
+    """True when some window has a different kernel, stride, padding or dilation per axis."""
+    return any(
+        isinstance(v, tuple) and v[0] != v[1]
+        for layer in layers(net.root)
+        for v in (REGISTRY[layer.kind].spatial(layer.params) or ())[:4]
+    )
+
+
+_FULL_SCAN = 2048  # below this declared size every candidate from 1 up is tried
+
+
+def _bisect_smallest(valid, known: int, step: int, floor: int) -> int:
+    """The smallest size of the progression `known - k*step` (k ≥ 0, size ≥ floor) that is
+    valid, assuming validity holds from some k down to 0: O(log(known/step)) checks."""
+    good, k_bad = 0, (known - floor) // step + 1  # k = good works; k_bad may be out of range
+    while k_bad - good > 1:
+        mid = (good + k_bad) // 2
+        if valid(known - mid * step):
+            good = mid
+        else:
+            k_bad = mid
+    return known - good * step

@@ -1,0 +1,323 @@
+"""IR → .arch text: the inverse of parse.py, used by `archc convert --to arch`.
+
+The output re-parses to the same IR (`ir.structure` equal). It uses the papers'
+notation where the arguments allow it (`conv3-64(stride=2)`), as a person would.
+"""
+
+from __future__ import annotations
+
+from archc.compiler import ir
+from archc.compiler.expressions import names_text
+from archc.layers import REGISTRY
+
+INDENT = "    "
+MAX_LINE = 100  # columns: a group longer than this on one line gets lines of its own
+
+
+class UnparseError(ValueError):
+    """The IR holds something the .arch syntax cannot express (possible from YAML)."""
+
+
+# Binding strength of each operator, loosest first, as grammar.lark nests them.
+_PRECEDENCE = {
+    "if": 1,
+    "or": 2,
+    "and": 3,
+    "not": 4,
+    **dict.fromkeys(("==", "!=", "<", "<=", ">", ">="), 5),
+    "+": 6,
+    "-": 6,
+    **dict.fromkeys(("*", "/", "//", "%"), 7),
+    "neg": 8,
+    "**": 9,
+    "[]": 10,  # t[i], t[a:b]
+}
+
+
+def unparse(spec: ir.SpecFile) -> str:
+    """The whole file as .arch source."""
+    chunks = [_statement(s) for s in spec.statements]
+    return "\n\n".join(chunks) + "\n"
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+def expr(e: ir.Expr, parent: int = 0, right: bool = False) -> str:
+    """An expression in arch syntax, with only the parentheses it needs."""
+    if isinstance(e, ir.Num):
+        return repr(e.value)
+    if isinstance(e, ir.Str):
+        return f"'{e.value}'" if '"' in e.value else f'"{e.value}"'
+    if isinstance(e, ir.Name):
+        return e.id
+    if isinstance(e, ir.Tuple):
+        return "(" + ", ".join(expr(i) for i in e.items) + ("," if len(e.items) == 1 else "") + ")"
+    if isinstance(e, ir.Call):
+        return f"{e.func}(" + ", ".join(expr(a) for a in e.args) + ")"
+    if isinstance(e, ir.Index):
+        inside = "" if e.index is None else expr(e.index)
+        if e.is_slice:
+            inside += ":" + ("" if e.upper is None else expr(e.upper))
+        return f"{expr(e.value, _PRECEDENCE['[]'])}[{inside}]"
+    if isinstance(e, ir.Comprehension):
+        return (
+            f"({expr(e.element)} for {names_text(e.names)} "
+            f"in {expr(e.iterable, _PRECEDENCE['or'])})"
+        )
+    if isinstance(e, ir.Neg | ir.Not):
+        prec = _PRECEDENCE["neg" if isinstance(e, ir.Neg) else "not"]
+        text = ("-" if isinstance(e, ir.Neg) else "not ") + expr(e.operand, prec)
+        return f"({text})" if parent > prec else text
+    if isinstance(e, ir.Cond):
+        prec = _PRECEDENCE["if"]
+        text = f"{expr(e.then, prec + 1)} if {expr(e.test, prec + 1)} else {expr(e.other, prec)}"
+        return f"({text})" if parent > prec else text
+    prec = _PRECEDENCE[e.op]
+    # `**` binds to the right; comparisons do not chain; the others bind to the left.
+    if e.op == "**":
+        left_tight, right_tight = prec + 1, prec
+    elif prec == _PRECEDENCE["=="]:
+        left_tight = right_tight = prec + 1
+    else:
+        left_tight, right_tight = prec, prec + 1
+    text = f"{expr(e.left, left_tight)} {e.op} {expr(e.right, right_tight, True)}"
+    return f"({text})" if prec < parent else text
+
+
+def word_part(e: ir.Expr) -> str:
+    """An argument as it appears inside paper notation: `64` or `{c*4}`."""
+    if isinstance(e, ir.Num) and isinstance(e.value, int) and e.value >= 0:
+        return str(e.value)
+    if isinstance(e, ir.Tuple) and len(e.items) == 2 and all(
+        isinstance(i, ir.Num) and isinstance(i.value, int) and i.value >= 0 for i in e.items
+    ):
+        return "x".join(str(i.value) for i in e.items)  # a (height, width) pair: `1x7`
+    return "{" + expr(e) + "}"
+
+
+def args_text(args: list[ir.Arg]) -> str:
+    """`64, stride=2`: arguments as written between parentheses."""
+    return ", ".join((f"{a.name}=" if a.name else "") + expr(a.value) for a in args)
+
+
+def sugar(layer: ir.Layer) -> tuple[str, list[ir.Arg]]:
+    """Split a layer into its paper-notation word and the arguments left over.
+
+    `conv(kernel=3, out=64, stride=2)` → ("conv3-64", [stride=2]). The sugar is used only
+    when its arguments come first and in the notation's order, so re-parsing gives back
+    exactly these arguments in this order.
+    """
+    kind = REGISTRY.get(layer.callee)
+    if kind is None:
+        return layer.callee, list(layer.args)
+    head, dashes = kind.sugar
+    order = ([head] if head else []) + list(dashes)
+    taken = 0
+    for name, arg in zip(order, layer.args):
+        if arg.name != name:
+            break
+        taken += 1
+    if head and taken == 0:  # the dash parts follow the head's digits, never stand alone
+        return layer.callee, list(layer.args)
+    parts = [word_part(a.value) for a in layer.args[:taken]]
+    word = layer.callee + (parts.pop(0) if head else "")
+    word += "".join("-" + p for p in parts)
+    return word, list(layer.args[taken:])
+
+
+def layer_text(layer: ir.Layer) -> str:
+    """One layer call: sugar word plus any remaining arguments."""
+    word, rest = sugar(layer)
+    return word + (f"({args_text(rest)})" if rest else "")
+
+
+# --------------------------------------------------------------------------- items
+
+
+def item_text(item) -> str:
+    """An item on one line (no merges inside): label, atom, repeat."""
+    label = f"{item.label}: " if item.label else ""
+    repeat = f" x{word_part(item.repeat)}" if item.repeat is not None else ""
+    return label + _atom(item) + repeat
+
+
+def _atom(item) -> str:
+    if isinstance(item, ir.Layer):
+        return layer_text(item)
+    if isinstance(item, ir.Group):
+        return "[" + " ".join(item_text(i) for i in item.items) + "]"
+    if isinstance(item, ir.TableRef):
+        return f"{item.table}[{item.variant}]"
+    if isinstance(item, ir.Tap):
+        return "tap " + item_text(item.head)
+    if isinstance(item, ir.For):
+        raise UnparseError("a `for` inside a one-line group has no .arch form")
+    raise UnparseError("a merge nested inside a one-line group has no .arch form")
+
+
+def _has_merge(item) -> bool:
+    """True when the item needs lines of its own: it holds a merge or a `for`."""
+    if isinstance(item, ir.Merge | ir.For):
+        return True
+    if isinstance(item, ir.Group):
+        return any(_has_merge(i) for i in item.items)
+    return isinstance(item, ir.Tap) and _has_merge(item.head)
+
+
+def _ends_in_merge(item) -> bool:
+    """An unlabelled sequence whose last item (only) is an unlabelled merge: one line
+    `conv3-64 relu concat:` with the branches below."""
+    return (
+        isinstance(item, ir.Group)
+        and item.label is None
+        and item.repeat is None
+        and len(item.items) > 1
+        and isinstance(item.items[-1], ir.Merge)
+        and item.items[-1].label is None
+        and item.items[-1].repeat is None
+        and not any(_has_merge(i) for i in item.items[:-1])
+    )
+
+
+def _merge_lines(merge: ir.Merge, head: str, depth: int) -> list[str]:
+    lines = [INDENT * depth + head]
+    for branch in merge.branches:
+        lines.extend(_branch_lines(branch, depth + 1))
+    return lines
+
+
+def _for_lines(item: ir.For, depth: int) -> list[str]:
+    """`for t, c in setting:` with its items on the line, or in an indented body."""
+    if item.label is not None or item.repeat is not None:
+        raise UnparseError("a labelled or repeated `for` has no .arch form; put it in a group")
+    head = f"{INDENT * depth}for {names_text(item.names)} in {expr(item.iterable)}:"
+    if item.items and not any(_has_merge(i) for i in item.items):
+        return [head + " " + "  ".join(item_text(i) for i in item.items)]
+    return [head, *body_lines(item.items, depth + 1)]
+
+
+def body_lines(items: list, depth: int) -> list[str]:
+    """Items of a body, one per line; merges and labelled multi-line groups as blocks."""
+    pad = INDENT * depth
+    lines: list[str] = []
+    for item in items:
+        if isinstance(item, ir.Merge):
+            if item.repeat is not None:
+                raise UnparseError("a repeated merge has no .arch form; repeat a block instead")
+            head = (f"{item.label}: " if item.label else "") + f"{item.mode}:"
+            lines.extend(_merge_lines(item, head, depth))
+        elif isinstance(item, ir.For):
+            lines.extend(_for_lines(item, depth))
+        elif _ends_in_merge(item):
+            head = "  ".join(item_text(i) for i in item.items[:-1]) + f"  {item.items[-1].mode}:"
+            lines.extend(_merge_lines(item.items[-1], head, depth))
+        elif (
+            isinstance(item, ir.Group)
+            and item.label
+            and item.repeat is None
+            and (_has_merge(item) or not item.items or _too_long(item, depth))
+        ):
+            lines.append(f"{pad}{item.label}:")
+            lines.extend(body_lines(item.items, depth + 1))
+        elif isinstance(item, ir.Group) and item.items and _too_long(item, depth):
+            lines.extend(_bracket_lines(item, depth))
+        else:
+            lines.append(pad + item_text(item))
+    return lines
+
+
+def _too_long(item, depth: int) -> bool:
+    """True when the item, written on one line at this depth, passes MAX_LINE columns."""
+    return not _has_merge(item) and len(INDENT * depth + item_text(item)) > MAX_LINE
+
+
+def _bracket_lines(group: ir.Group, depth: int) -> list[str]:
+    """A long repeated or unlabelled group over lines: `stage: [`, its items, `] x3`.
+
+    Line breaks are free inside brackets, so this is the one-line group's IR.
+    """
+    pad = INDENT * depth
+    label = f"{group.label}: " if group.label else ""
+    repeat = f" x{word_part(group.repeat)}" if group.repeat is not None else ""
+    return [f"{pad}{label}[", *body_lines(group.items, depth + 1), f"{pad}]{repeat}"]
+
+
+def _branch_lines(branch, depth: int) -> list[str]:
+    """One branch of a merge: a line of items (an unlabelled group) or a nested block."""
+    pad = INDENT * depth
+    if (
+        isinstance(branch, ir.Group)
+        and branch.label is None
+        and branch.repeat is None
+        and len(branch.items) > 1
+        and not any(_has_merge(i) for i in branch.items)
+    ):
+        return [pad + "  ".join(item_text(i) for i in branch.items)]
+    if (
+        isinstance(branch, ir.Merge | ir.For)
+        or _ends_in_merge(branch)
+        or (isinstance(branch, ir.Group) and (_has_merge(branch) or _too_long(branch, depth)))
+    ):
+        return body_lines([branch], depth)
+    return [pad + item_text(branch)]
+
+
+# --------------------------------------------------------------------------- statements
+
+
+def _params(params: list[ir.Param]) -> str:
+    if not params:
+        return ""
+    return (
+        "("
+        + ", ".join(
+            p.name + (f"={expr(p.default)}" if p.default is not None else "") for p in params
+        )
+        + ")"
+    )
+
+
+def _after(rules: list[ir.After]) -> list[str]:
+    return [f"{INDENT}after {r.kind}: " + "  ".join(item_text(i) for i in r.items) for r in rules]
+
+
+def _statement(stmt) -> str:
+    if isinstance(stmt, ir.Import):
+        return f'import "{stmt.path}"'
+    if isinstance(stmt, ir.NetworkAlias):
+        return f"network {stmt.name} = {stmt.target}({args_text(stmt.args)})"
+    if isinstance(stmt, ir.TableDef):
+        width = max(len(r.variant) for r in stmt.rows) + 1
+        rows = [
+            f"{INDENT}{(r.variant + ':').ljust(width)} " + " ".join(item_text(i) for i in r.items)
+            for r in stmt.rows
+        ]
+        return "\n".join([f"table {stmt.name}:", *rows])
+    if isinstance(stmt, ir.TrainDef):
+        return "\n".join(
+            ["train:", *(f"{INDENT}{s.name} = {expr(s.value)}" for s in stmt.settings)]
+        )
+    keyword = "block" if isinstance(stmt, ir.BlockDef) else "network"
+    lines = [f"{keyword} {stmt.name}{_params(stmt.params)}:"]
+    if isinstance(stmt, ir.NetworkDef) and stmt.input is not None:
+        lines.append(f"{INDENT}input " + "x".join(word_part(d) for d in stmt.input.dims))
+    lines += _after(stmt.after)
+    lines += body_lines(stmt.body, 1)
+    return "\n".join(lines)
+
+
+def bundle_program(program) -> str:
+    """One self-contained .arch text for a spec and everything it imports.
+
+    The root file's statements come first (so its first network stays the default), then
+    each imported file's, with the imports themselves dropped. A run folder keeps this
+    text, so the network can be rebuilt from the folder alone.
+    """
+    statements = [
+        s
+        for spec in program.files.values()
+        for s in spec.statements
+        if not isinstance(s, ir.Import)
+    ]
+    return unparse(ir.SpecFile.model_construct(path=program.root, statements=statements))

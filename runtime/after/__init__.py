@@ -1,0 +1,1 @@
+"""After training: predict, eval, submit, export, and the inference engines."""

@@ -1,0 +1,367 @@
+"""Inference engines for a trained run: one network, three ways to run it.
+
+    engine = engine_for(trained, "auto", n_images=12_500)   # or "eager", "compiled", ...
+    logits = engine(x)                                      # x: float32 (B, 3, H, W)
+
+``eager`` is the reference: the trained module in eval mode, exactly what the Python API
+(`runtime.after.inference.predict_images`) computes. The other two run the *folded* network
+(archc.passes: batch norms folded into the convs, dropout and auxiliary heads gone):
+
+* ``compiled``: ``torch.compile`` of the folded module with its weights frozen into the graph
+  (inductor's ``freezing``), at one fixed batch size (a smaller last batch is padded, so the
+  graph compiles once).
+* ``onnxruntime``: the folded graph exported to ONNX (cached in ``RUN/inference/``), run by
+  ONNX Runtime on the CPU with one intra-op thread per core.
+
+``auto`` picks the fastest exact engine for the job. The engines are measured once per run
+folder and machine (setup seconds and milliseconds per image, on a probe batch whose outputs
+must equal the eval-mode module's within TOLERANCE) and the figures go to
+``RUN/inference/engines.json``; each call then takes the engine with the least
+setup + n_images × per-image time. A job so small that eager finishes it within MEASURE_ABOVE_S
+runs eagerly without measuring anything: the measurement would cost more than it saves.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import archc
+
+ENGINES = ("eager", "compiled", "onnxruntime")
+CHOICES = ("auto", *ENGINES)
+#: largest difference from the eval-mode module, relative to max(1, |logits|): "exact"
+TOLERANCE = 1e-4
+#: measure the engines only for jobs that eager needs longer than this for
+MEASURE_ABOVE_S = 20.0
+PROBE_BATCH = 8  # images per timed forward pass when measuring
+RECORD = "engines.json"
+RECORD_VERSION = 2  # how engines are built and timed: a record made otherwise is measured anew
+
+
+class EngineError(Exception):
+    """An engine that cannot run here, or does not compute what the model computes."""
+
+
+@dataclass
+class Engine:
+    """A callable float32 (B, C, H, W) → logits (B, classes), with what it cost to set up."""
+
+    name: str
+    run: Callable[[torch.Tensor], torch.Tensor]
+    setup_s: float
+    precision: str = "fp32"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def folded_module(trained) -> nn.Module:
+    """The trained model's folded eval-mode module (archc.passes)."""
+    return archc.inference_module(trained.network, trained.model.eval())
+
+
+def build_engine(trained, name: str, batch_size: int = 64) -> Engine:
+    """The engine called `name` for `trained` (`batch_size`: the compiled graph's batch)."""
+    if name not in ENGINES:
+        raise EngineError(f"--engine must be one of {', '.join(CHOICES)}, got `{name}`")
+    start = time.perf_counter()
+    if name == "eager":
+        run = _no_grad(trained.model.eval())
+    elif name == "compiled":
+        run = _compiled(trained, batch_size)
+    else:
+        if trained.device.type != "cpu":
+            raise EngineError("the onnxruntime engine runs on the CPU; use --device cpu")
+        run = onnx_runner(onnx_file(trained))
+    return Engine(name, run, time.perf_counter() - start)
+
+
+def _no_grad(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return module(x)
+
+    return run
+
+
+def _compiled(trained, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return compiled_runner(folded_module(trained), trained.network.input_shape, batch_size,
+                           trained.device)
+
+
+def compiled_runner(module: nn.Module, input_shape: tuple[int, ...], batch_size: int,
+                    device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """torch.compile of `module` with frozen weights, compiled here for `batch_size` images of
+    `input_shape` (not at the first real batch); other batch sizes are split or padded."""
+    import torch._inductor.config as inductor
+
+    compiled = torch.compile(module, dynamic=False)
+
+    def run_fixed(x: torch.Tensor) -> torch.Tensor:
+        # freezing folds the weights into the graph as constants; it applies without grad only
+        with inductor.patch(freezing=True), torch.no_grad():
+            return compiled(x)
+
+    try:
+        run_fixed(torch.zeros((batch_size, *input_shape), device=device))
+    except Exception as exc:  # no C++ compiler, an unsupported op: say so, keep the reason
+        raise EngineError(f"torch.compile failed: {type(exc).__name__}: {exc}") from exc
+    return _in_fixed_batches(run_fixed, batch_size)
+
+
+def _in_fixed_batches(run: Callable[[torch.Tensor], torch.Tensor],
+                      batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Feed `run` exactly `batch` images at a time: split larger inputs, zero-pad a short one
+    (a new batch size would compile the graph again)."""
+
+    def fixed(x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for start in range(0, len(x), batch):
+            piece = x[start: start + batch]
+            n = len(piece)
+            if n < batch:
+                pad = piece.new_zeros((batch - n, *piece.shape[1:]))
+                piece = torch.cat([piece, pad])
+            outs.append(run(piece)[:n])
+        return torch.cat(outs)
+
+    return fixed
+
+
+def onnx_runner(path: Path, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Run an ONNX file with ONNX Runtime on the CPU, `threads` intra-op threads (all cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle threads sleep instead of spinning: between batches the CPU decodes and preprocesses
+    # images (and a spinning pool slows every other computation in the process)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().cpu().numpy().astype(np.float32, copy=False)
+        return torch.from_numpy(session.run(None, {name: array})[0])
+
+    return run
+
+
+# --------------------------------------------------------------------------- files in the run
+
+
+def inference_dir(trained) -> Path:
+    """RUN/inference (created), or a temporary folder when the run folder is read-only."""
+    folder = Path(trained.run_dir) / "inference"
+    try:
+        folder.mkdir(exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
+        probe.close()
+        return folder
+    except OSError:
+        fallback = Path(tempfile.gettempdir()) / f"archc-inference-{fingerprint(trained)}"
+        fallback.mkdir(exist_ok=True)
+        return fallback
+
+
+def fingerprint(trained) -> str:
+    """A short hash of the weights and the network: names files derived from them."""
+    known = _FINGERPRINTS.get(trained.model)
+    if known is not None:
+        return known
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(repr(trained.network.input_shape).encode())
+    for key, value in trained.model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    _FINGERPRINTS[trained.model] = digest.hexdigest()
+    return digest.hexdigest()
+
+
+# hashing ResNet-50's weights takes a noticeable fraction of a second: once per loaded model
+_FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def onnx_file(trained) -> Path:
+    """The folded graph as ONNX, exported once per checkpoint and verified by onnxruntime."""
+    path = inference_dir(trained) / f"{trained.checkpoint}-{fingerprint(trained)}.onnx"
+    if not path.exists():
+        partial = path.with_suffix(".partial.onnx")
+        archc.emit_onnx(trained.network, partial, model=_cpu_copy(trained.model))
+        os.replace(partial, path)
+    return path
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).cpu().eval()
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def max_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """The largest difference, relative to max(1, |want|)."""
+    scale = max(1.0, float(want.abs().max()))
+    return float((got.float().cpu() - want.float().cpu()).abs().max()) / scale
+
+
+def _probe(trained, batch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((batch, *trained.network.input_shape), generator=generator)
+
+
+def reference_logits(trained, x: torch.Tensor) -> torch.Tensor:
+    """The eval-mode training module's logits: what every engine must reproduce."""
+    with torch.no_grad():
+        out = trained.model.eval()(x.to(trained.device))
+    return (out[0] if isinstance(out, (tuple, list)) else out).cpu()
+
+
+def time_per_image(engine: Engine, x: torch.Tensor, repeats: int = 3) -> float:
+    """Seconds per image: the best of `repeats` timed passes after one warm-up."""
+    engine(x)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        engine(x)
+        best = min(best, time.perf_counter() - start)
+    return best / len(x)
+
+
+def measure(trained, names: tuple[str, ...] = ENGINES, batch: int = PROBE_BATCH,
+            rounds: int = 3) -> dict:
+    """Build each engine, check it against the eval-mode module, time it: the engines record.
+
+    The engines are timed in interleaved rounds (each once per round, best round kept), so a
+    burst of other load on the machine does not fall on one engine only.
+    """
+    x = _probe(trained, batch).to(trained.device)
+    want = reference_logits(trained, x)
+    figures: dict[str, dict[str, Any]] = {}
+    built: dict[str, Engine] = {}
+    for name in names:
+        try:
+            if name == "onnxruntime" and trained.device.type == "cpu":
+                onnx_file(trained)  # exported once per checkpoint: not a per-call setup cost
+            engine = build_engine(trained, name, batch_size=batch)
+            error = max_error(engine(x), want)
+        except EngineError as exc:
+            figures[name] = {"unavailable": str(exc)}
+            continue
+        built[name] = engine
+        figures[name] = {"setup_s": engine.setup_s, "error": error, "exact": error <= TOLERANCE}
+    best = {name: float("inf") for name in built}
+    for _ in range(rounds):
+        for name, engine in built.items():
+            best[name] = min(best[name], time_per_image(engine, x, repeats=1))
+    for name, seconds in best.items():
+        figures[name]["per_image_ms"] = 1e3 * seconds
+    return {"machine": machine_key(trained), "batch": batch, "tolerance": TOLERANCE,
+            "checkpoint": trained.checkpoint, "weights": fingerprint(trained),
+            "engines": figures}
+
+
+def machine_key(trained) -> dict[str, Any]:
+    """What the timings depend on: a record from another machine or library is measured anew."""
+    import onnxruntime
+
+    return {"record": RECORD_VERSION, "device": str(trained.device), "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def load_record(trained) -> dict | None:
+    """The engines record of this run, if it was measured on this machine with these weights."""
+    path = inference_dir(trained) / RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (record.get("machine") != machine_key(trained)
+            or record.get("weights") != fingerprint(trained)):
+        return None
+    return record
+
+
+def save_record(trained, record: dict) -> Path:
+    """Write the engines record into the run folder (atomically)."""
+    from runtime.training.checkpoint import atomic_write
+
+    path = inference_dir(trained) / RECORD
+    atomic_write(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def fastest(record: dict, n_images: int) -> str:
+    """The exact engine with the least setup + n_images × per-image time."""
+    costs = {name: f["setup_s"] + n_images * f["per_image_ms"] / 1e3
+             for name, f in record["engines"].items() if f.get("exact")}
+    return min(costs, key=costs.get) if costs else "eager"
+
+
+def choose(trained, n_images: int, note: Callable[[str], None] | None = None) -> str:
+    """The engine `auto` means for a job of `n_images`: measured once, recorded in the run."""
+    record = load_record(trained)
+    if record is None:
+        eager = build_engine(trained, "eager")
+        x = _probe(trained, min(PROBE_BATCH, max(n_images, 1))).to(trained.device)
+        if n_images * time_per_image(eager, x, repeats=1) < MEASURE_ABOVE_S:
+            return "eager"
+        if note is not None:
+            note("measuring the inference engines once for this run (eager, compiled, "
+                 "onnxruntime); the figures go to RUN/inference/engines.json")
+        record = measure(trained)
+        save_record(trained, record)
+    return fastest(record, n_images)
+
+
+def engine_for(trained, requested: str = "auto", n_images: int = 1, batch_size: int = 64,
+               note: Callable[[str], None] | None = None) -> Engine:
+    """The engine to run: `requested`, or for `auto` the fastest exact one for the job."""
+    if requested not in CHOICES:
+        raise EngineError(f"--engine must be one of {', '.join(CHOICES)}, got `{requested}`")
+    name = choose(trained, n_images, note) if requested == "auto" else requested
+    return build_engine(trained, name, batch_size=min(batch_size, max(n_images, 1)))
+
+
+def attach(trained, engine: str = "auto", quantize: str = "none", n_images: int = 1,
+           batch_size: int = 64, calibration_images: int | None = None,
+           note: Callable[[str], None] | None = None) -> Engine:
+    """Set `trained.engine` for a job of `n_images`, as the verbs' --engine and --quantize ask.
+
+    int8 is never chosen by `auto`; `--quantize int8` runs ONNX Runtime's int8 graph and
+    `note` receives its accuracy/log-loss change and speed-up.
+    """
+    if quantize not in ("none", "int8"):
+        raise EngineError(f"--quantize must be none or int8, got `{quantize}`")
+    if quantize == "int8":
+        if engine not in ("auto", "onnxruntime"):
+            raise EngineError(f"int8 runs on the onnxruntime engine, not `{engine}`; leave out "
+                              "--engine or give --engine onnxruntime")
+        from runtime.after.quantize import CALIBRATION_IMAGES, int8_engine
+
+        chosen = int8_engine(trained, calibration_images or CALIBRATION_IMAGES, note)
+    else:
+        chosen = engine_for(trained, engine, n_images, batch_size, note)
+    trained.engine = chosen
+    return chosen

@@ -1,0 +1,1 @@
+"""Data: image folders, the decoded-image cache, synthetic data, augmentation, the loader."""
