@@ -122,3 +122,21 @@ def test_lr_find_prints_the_suggestion(two_runs, tmp_path):
     finding = json.loads((tmp_path / "lr_finder.json").read_text())
     assert f"--lr {finding['lr']:.3g}" in done.stdout
     assert (tmp_path / "lr_finder.png").exists()
+
+
+def test_mlflow_without_the_package_is_one_clear_line(tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("mlflow is installed here")
+    spec = tmp_path / "tiny.arch"
+    spec.write_text(SPEC)
+    done = archc("train", str(spec), "--data", str(tmp_path), "--mlflow", "file:./mlruns",
+                 cache=tmp_path / "cache")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: --mlflow needs the mlflow package, which is not installed (pip install "
+        "mlflow), or leave --mlflow out"]

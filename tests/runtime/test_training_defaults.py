@@ -244,3 +244,27 @@ def test_tensorboard_event_files_hold_the_scalars_and_a_batch(tmp_path):
     assert val == pytest.approx([r["val_acc"] for r in records])
     assert len(events.Scalars("lr/step")) == 2 * len(train)
     assert "train/batch" in tags["images"]
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def test_randaugment_changes_training_batches_reproducibly():
+    from runtime.data.augment import AugmentConfig
+    from runtime.data.loader import BatchLoader
+
+    images = make_imageset(n=16, size=24)
+    idx = np.arange(16)
+
+    def first_batch(aug):
+        loader = BatchLoader(images, idx, 8, train=True, out_size=16, aug=aug, prefetch=False)
+        return next(iter(loader))[0]
+
+    plain = AugmentConfig(scale=(0.6, 1.0))
+    policy = AugmentConfig(scale=(0.6, 1.0), randaugment=(2, 15))
+    assert torch.equal(first_batch(policy), first_batch(policy))  # seeded, not global RNG
+    assert not torch.equal(first_batch(policy), first_batch(plain))
+    trivial = AugmentConfig(scale=(0.6, 1.0), trivialaugment=True)
+    assert not torch.equal(first_batch(trivial), first_batch(plain))
+    with pytest.raises(ValueError, match="not both"):
+        small_config(randaugment=(2, 9), trivialaugment=True)
