@@ -187,7 +187,7 @@ def _train_locked(req, world, resume_dir, record, saved_params, data_path, confi
                    + (f", initialised from {req.init}" if req.init else ""),
     }
     _record_model(run_dir, net, req.init, world)
-    options = FitOptions(header=header, head=_head_paths(net, req.init), mlflow=req.mlflow)
+    options = FitOptions(header=header, head=_head_paths(net), mlflow=req.mlflow)
     return fit(
         factory,
         train_loader,
@@ -254,7 +254,7 @@ def _finished(run_dir: Path, config: TrainConfig, world: World) -> FitResult | N
                      stopped_reason="done", run_dir=run_dir)
 
 
-def _head_paths(net: Network, init_from: str | None) -> tuple[str, ...]:
+def _head_paths(net: Network) -> tuple[str, ...]:
     """The classifier head's module paths: the layers that follow num_classes, else ()
     (the loop then takes the last Linear)."""
     return archc.classifier_heads(net)
@@ -541,6 +541,6 @@ def lr_find(req: TrainRequest, out_dir: Path):
     size = config.image_size or net.input_shape[1]
     split = stratified_split(images.labels, config.val_fraction, config.seed)
     train_loader, _ = _loaders(images, split, config, size, device, World())
-    options = FitOptions(head=_head_paths(net, req.init))
+    options = FitOptions(head=_head_paths(net))
     return range_test(_factory(net, req.init), train_loader, config, out_dir,
                       console=req.console, options=options)
