@@ -53,4 +53,4 @@ golden: setup
 	ARCHC_REGEN=1 $(PY) -m pytest -q -p no:cacheprovider tests -k golden
 
 clean:
-	rm -rf .venv $(DEMO) runs .pytest_cache
+	rm -rf .venv $(DEMO) runs .pytest_cache .hypothesis .ruff_cache

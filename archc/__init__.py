@@ -32,8 +32,9 @@ from archc.api import (
     zoo_entries,
 )
 from archc.backends import ONNX_INPUT, InitError
-from archc.compiler.diagnostics import Diagnostic, SpecError
+from archc.compiler.diagnostics import Diagnostic
 from archc.compiler.graph import LayerNode, Network, layers
+from archc.compiler.render import SpecError
 from archc.compiler.sources import Program
 
 __all__ = [

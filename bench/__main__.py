@@ -5,6 +5,7 @@ bench/results/results.json and the table to bench/results/results.md, and prints
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import platform
@@ -42,13 +43,28 @@ def machine() -> dict:
     return info
 
 
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    """The suites and options; `--help` prints the usage and exits before anything runs."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Every benchmark (or the SUITEs named), as ratios against baselines "
+                    "measured in the same run; writes bench/results/results.json and "
+                    "results.md and prints the table.")
+    parser.add_argument("suites", nargs="*", metavar="SUITE",
+                        help=f"one of {', '.join(SUITES)} (default: all of them)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer sizes and repeats: a smoke run, not figures to report")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
     """Run the suites named on the command line (default: all). A missed target is reported,
     not an error: timings on a shared machine are noisy, and the table says which missed."""
     from bench.report import markdown, text
 
-    quick = "--quick" in argv
-    names = [a for a in argv if not a.startswith("-")] or list(SUITES)
+    arguments = parse_arguments(argv)
+    quick = arguments.quick
+    names = arguments.suites or list(SUITES)
     unknown = sorted(set(names) - set(SUITES))
     if unknown:
         print(f"unknown suite {', '.join(unknown)}; choose from {', '.join(SUITES)}")

@@ -6,6 +6,7 @@ runtime/after/verbs.py (eval, predict, submit, export). `archc` finds `register`
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -65,7 +66,8 @@ def _fail(message: str, code: int = 1) -> None:
 def train_command(
     spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
     data: Optional[Path] = typer.Option(
-        None, "--data", "-d", help="Image folder, Kaggle train/ or train.zip"
+        None, "--data", "-d", help="Image folder, Kaggle train/ or train.zip [required, "
+        "unless the spec's train: section has data = \"PATH\" or --resume names a run]"
     ),
     epochs: Optional[int] = typer.Option(None, help="Epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Global batch size"),
@@ -271,7 +273,10 @@ def _run_user_errors(job):
 
 def lr_find_command(
     spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
-    data: Path = typer.Option(..., "--data", "-d", help="Image folder, Kaggle train/ or train.zip"),
+    data: Optional[Path] = typer.Option(
+        None, "--data", "-d",
+        help="Image folder, Kaggle train/ or train.zip (required unless the spec names it)"
+    ),
     out: Path = typer.Option(Path("."), "--out", "-o", help="Folder for lr_finder.png/.json"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
     optimizer: Optional[str] = typer.Option(None, help="sgd, adamw or auto"),
@@ -398,11 +403,31 @@ def synth_command(
 
 @data_app.command("cache")
 def cache_command(
-    path: Path = typer.Argument(..., help="Image folder, train/ or train.zip"),
+    path: Optional[Path] = typer.Argument(
+        None, help="Image folder, train/ or train.zip to decode (with --list or --clear: only "
+        "this dataset's cache)"),
     size: int = typer.Option(256, "--size", help="Short side of the cached images"),
     workers: int = typer.Option(2, "--workers"),
+    list_: bool = typer.Option(False, "--list", help="List the decoded datasets in the cache: "
+                               "path, images, pixels and size on disk"),
+    clear: bool = typer.Option(False, "--clear", help="Remove PATH's decoded images from the "
+                               "cache, or without PATH every dataset's"),
 ) -> None:
-    """Decode a dataset once into the memory-mapped uint8 cache that `train` reads."""
+    """Decode a dataset once into the memory-mapped uint8 cache that `train` reads (about
+    196 KB an image at 256 px); --list and --clear show and free the cache's disk space."""
+    if list_ and clear:
+        _fail("give --list or --clear, not both", 2)
+    if list_ or clear:
+        from runtime.training.train import cache_dir
+
+        (_clear_cache if clear else _list_cache)(cache_dir(), path)
+        return
+    if path is None:
+        _fail("give the dataset to decode (PATH), or --list / --clear", 2)
+    _build_cache(path, size, workers)
+
+
+def _build_cache(path: Path, size: int, workers: int) -> None:
     from runtime.data.folders import DataError, check_size, load_images
 
     try:
@@ -418,7 +443,55 @@ def cache_command(
         _fail(str(exc))
     typer.echo(
         f"cached {len(images)} images of {size}×{size} in {cache_dir()} "
-        f"({len(images.classes)} classes; skipped {len(images.skipped)})"
+        f"({len(images.classes)} classes; skipped {len(images.skipped)}; "
+        f"{_bytes(images.images.nbytes)} on disk)"
     )
     for p, why in images.skipped:
         typer.echo(f"  skipped {p}: {why}")
+
+
+def _bytes(n: float) -> str:
+    """1,234,567 → `1.2 MB` (decimal units, as disk sizes are sold)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.3g} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _list_cache(folder: Path, dataset: Optional[Path]) -> None:
+    """One line per cached dataset (newest first) and the total."""
+    from runtime.data.folders import cached_sets
+
+    wanted = None if dataset is None else str(dataset.resolve())
+    entries = [e for e in cached_sets(folder) if wanted is None or e.root == wanted]
+    if not entries:
+        typer.echo(f"no decoded images in {folder}" + (f" for {dataset}" if dataset else ""))
+        return
+    typer.echo(f"image cache {folder}:")
+    for entry in entries:
+        typer.echo("  " + _describe_cached(entry))
+    total = sum(e.bytes for e in entries)
+    typer.echo(f"{_bytes(total)} in {len(entries)} cached dataset(s); free it with "
+               "`archc data cache --clear [PATH]`")
+
+
+def _describe_cached(entry) -> str:
+    size = _bytes(entry.bytes).rjust(8)
+    if entry.unfinished:
+        return f"{size}  unfinished build (running, or killed): {entry.files[0].name}"
+    if entry.root is None:
+        return f"{size}  unreadable index: {entry.files[0].name}"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created or 0))
+    per_image = _bytes(entry.bytes / max(entry.images, 1))
+    return (f"{size}  {entry.images:,} images of {entry.size}×{entry.size} ({per_image} each), "
+            f"{when}  {entry.root}")
+
+
+def _clear_cache(folder: Path, dataset: Optional[Path]) -> None:
+    from runtime.data.folders import clear_cache
+
+    removed = clear_cache(folder, dataset)
+    what = f"of {dataset} " if dataset is not None else ""
+    typer.echo(f"removed the decoded images {what}from {folder}: {len(removed)} cached "
+               f"dataset(s), {_bytes(sum(e.bytes for e in removed))}")

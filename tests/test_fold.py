@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 import archc
 from archc.backends.module import class_name, to_module
-from archc.backends.pysource import python_source
 from archc.compiler.graph import Call, Op, Parallel, Scope, Seq, layers
 from archc.compiler.shapes import input_sizes
 from archc.passes import fold_for_inference, fold_state_dict, inference_module
+from archc.passes.export import inference_python_source
 from archc.passes.fold import PASS_THROUGH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_folded_module_and_source_equal_the_eval_module(spec, name):
     assert not any(k.split(".")[0] in net.aux_outputs for k in folded.state_dict())
     # the standalone source of the folded network loads the folded weights and agrees
     scope: dict = {}
-    exec(compile(python_source(net, inference=True), f"<{name}>", "exec"), scope)  # noqa: S102
+    exec(compile(inference_python_source(net), f"<{name}>", "exec"), scope)  # noqa: S102
     emitted = scope[class_name(net.name)]().eval()
     emitted.load_state_dict(folded.state_dict())
     with torch.no_grad():

@@ -14,7 +14,7 @@ from torch import nn
 import archc
 from archc.backends.weights import apply_init, torchvision_name
 from archc.tools.verify import _BUILDER_KWARGS
-from archc.zoo import load_zoo
+from archc.zoo import builder_for, load_zoo
 
 ZOO = load_zoo()
 
@@ -63,7 +63,7 @@ def test_the_zoo_has_every_builder():
 def test_imagenet_state_dict_loads_into_a_two_class_network(name):
     entry = ZOO[name]
     net = _two_class(entry)
-    assert torchvision_name(net) == name  # what --init torchvision would fetch
+    assert torchvision_name(net, builder_for(net)) == name  # what --init torchvision fetches
     with torch.device("meta"):
         model = archc.build(net)
     with shapes_only():

@@ -9,7 +9,6 @@ not a surprise for later.
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,12 +30,12 @@ class OnnxExportError(Exception):
     """Export failed, or the exported file does not compute what the torch module does."""
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+def _quiet(message: str) -> None:
+    """The default `note`: library code says nothing; the CLI passes a printer."""
 
 
 def export_onnx(net: Network, path: Path, init: str | None = None, opset: int = 18,
-                note: Callable[[str], None] = _stderr) -> list[Path]:
+                note: Callable[[str], None] = _quiet) -> list[Path]:
     """Export `net` (weights from `init` if given) to `path`; returns the files written.
 
     The file is checked with onnxruntime before this returns; `note` receives the

@@ -18,7 +18,6 @@ import inspect
 import json
 import keyword
 import re
-import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -695,29 +694,24 @@ class Source:
 def python_source(net: Network, inference: bool = False) -> str:
     """Standalone PyTorch source for `net`: same state_dict and outputs as `archc.build(net)`.
 
-    With `inference`, the source of the folded eval-mode network (archc.passes) instead.
+    `inference` marks `net` as the folded eval-mode form (archc.passes makes it).
     """
-    if inference:
-        from archc.passes import fold_for_inference
-
-        return Source(fold_for_inference(net).network, inference=True).text()
-    return Source(net).text()
+    return Source(net, inference=inference).text()
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+def _quiet(message: str) -> None:
+    """The default `note`: library code says nothing; the CLI passes a printer."""
 
 
 def write_python(net: Network, path: Path, init: str | None = None,
-                 note: Callable[[str], None] = _stderr, inference: bool = False) -> list[Path]:
-    """Write the source to `path`; with `init` also its weights as `<stem>.safetensors`.
-
-    Returns the paths written. `note` receives the initialiser's messages (re-initialised heads).
-    With `inference` the source and weights are those of the folded eval-mode network.
+                 note: Callable[[str], None] = _quiet, model=None,
+                 inference: bool = False) -> list[Path]:
+    """Write the source to `path`; with `init` (or a `model` whose weights to keep) also its
+    weights as `<stem>.safetensors`. Returns the paths written. `note` receives the
+    initialiser's messages (re-initialised heads). `inference`: `net` is the folded form.
     """
     path = Path(path)
     source = python_source(net, inference=inference)
-    model = None
     if init is not None:  # before writing anything: bad weights leave no half-written output
         from archc.backends.module import to_module
         from archc.backends.weights import init_model
@@ -725,10 +719,6 @@ def write_python(net: Network, path: Path, init: str | None = None,
         model = to_module(net)
         for message in init_model(model, net, init):
             note(message)
-        if inference:
-            from archc.passes import inference_module
-
-            model = inference_module(net, model.eval())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(source, encoding="utf-8")
     if model is None:

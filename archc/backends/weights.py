@@ -81,52 +81,21 @@ def class_heads(net: Network) -> Heads | None:
 
 
 def _resolve_again(net: Network, num_classes: int) -> Network | None:
-    # An alias network (vgg_d = vgg(...)) resolves under either name.
-    for name in (net.name, None):
-        other = _try_load(net, name, {**net.params, "num_classes": num_classes})
-        if other is not None:
-            return other
-    return None
-
-
-def _try_load(net: Network, name: str | None, params: dict[str, Any]) -> Network | None:
-    from archc.api import load
-
+    if net.reresolve is None:  # a network given as text: no spec to resolve again
+        return None
     try:
-        return load(net.spec_path, network=name, input_shape=net.input_shape, **params)
-    except Exception:  # noqa: BLE001 - a probe: any failure (a spec given as text, a class
-        return None  # count the spec rejects) only means "unknown"
+        return net.reresolve({**net.params, "num_classes": num_classes})
+    except Exception:  # noqa: BLE001 - a probe: any failure only means "unknown"
+        return None
 
 
 # --------------------------------------------------------------------------- sources
 
 
-def zoo_builder(net: Network) -> str | None:
-    """The torchvision builder that the zoo's index (zoo.yaml) says `net` writes, or None.
-
-    An entry matches when it names the same spec file, the same network (an entry without
-    `network` means the file's network of the file's own name, e.g. alexnet.arch's alexnet),
-    and its variant and `set` parameters agree with the network's."""
-    from archc.zoo import load_zoo
-
-    if not net.spec_path:
-        return None
-    spec = Path(net.spec_path).resolve()
-    for name, entry in load_zoo().items():
-        if entry.spec.resolve() != spec or net.name != (entry.network or spec.stem):
-            continue
-        wanted = dict(entry.sets)
-        if entry.variant is not None:
-            wanted["variant"] = entry.variant
-        if all(net.params.get(k) == v for k, v in wanted.items()):
-            return name
-    return None
-
-
-def torchvision_name(net: Network) -> str:
+def torchvision_name(net: Network, builder: str | None = None) -> str:
     """The torchvision builder whose weights fit `net` (e.g. vgg with variant D → vgg16):
-    by specs/zoo.yaml for the zoo's specs, else by network name."""
-    entry = zoo_builder(net) or TORCHVISION_NAMES.get(net.name)
+    `builder` when the caller found it in the zoo's index, else by network name."""
+    entry = builder or TORCHVISION_NAMES.get(net.name)
     if isinstance(entry, dict):
         variant = net.params.get("variant")
         entry = entry.get(variant) if isinstance(variant, str) else None
@@ -143,11 +112,11 @@ def _describe_params(net: Network) -> str:
     return "(" + ", ".join(f"{k}={v!r}" for k, v in net.params.items()) + ")"
 
 
-def torchvision_state_dict(net: Network) -> dict[str, torch.Tensor]:
+def torchvision_state_dict(net: Network, builder: str | None = None) -> dict[str, torch.Tensor]:
     """The DEFAULT torchvision weights of `net`'s architecture (downloaded and cached by torch)."""
     import torchvision
 
-    name = torchvision_name(net)
+    name = torchvision_name(net, builder)
     weights = torchvision.models.get_model_weights(name).DEFAULT
     try:
         return weights.get_state_dict(progress=True)
@@ -289,19 +258,23 @@ def _mismatch_message(net: Network, source: str, missing: list[str], unexpected:
     return "\n".join(lines)
 
 
-def init_model(model: nn.Module, net: Network, init: str) -> list[str]:
-    """Initialise `model` from `init` ("torchvision" or a weights file); returns the notes."""
+def init_model(model: nn.Module, net: Network, init: str, builder: str | None = None
+               ) -> list[str]:
+    """Initialise `model` from `init` ("torchvision" or a weights file); returns the notes.
+    `builder` names the torchvision builder when the zoo's index knows `net`."""
     if init == "torchvision":
-        return apply_init(model, torchvision_state_dict(net), net,
-                          source=f"torchvision's {torchvision_name(net)} weights")
+        return apply_init(model, torchvision_state_dict(net, builder), net,
+                          source=f"torchvision's {torchvision_name(net, builder)} weights")
     return apply_init(model, load_file(init), net, source=str(init))
 
 
 def save_weights(model: nn.Module, path: str | Path, net: Network | None = None) -> Path:
     """Write `model`'s state_dict as safetensors (what the generated source loads)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "pt"} | ({"archc_network": net.name} if net is not None else {})
-    save_file(state, str(path), metadata=metadata)
+    # serialised here and written with open(): safetensors' save_file creates the file 0600,
+    # unlike every other file archc writes (the umask decides)
+    Path(path).write_bytes(save(state, metadata=metadata))
     return Path(path)

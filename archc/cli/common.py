@@ -176,9 +176,14 @@ def require_spec(spec: Path) -> None:
     """Fail in one line unless `spec` is a file or a zoo network's name (`resnet50`)."""
     if spec.exists():
         return
-    from archc.zoo import model_entry
+    from archc.zoo import list_models, model_entry
 
-    if model_entry(str(spec)) is None:
-        fail(f"spec file `{spec}` not found",
-             "give the path of a .arch or .yaml file, or a zoo network's name "
-             "(archc.list_models())")
+    name = str(spec)
+    if name in ("", ".") or "/" in name or spec.suffix:  # a path, not a name
+        fail(f"spec file `{spec}` not found", "give the path of a .arch or .yaml file")
+    if model_entry(name) is None:
+        from archc.compiler.diagnostics import did_you_mean
+
+        fail(f"`{spec}` is neither a spec file nor a zoo network",
+             did_you_mean(name, list_models()) or "give the path of a .arch or .yaml file, or "
+             "a zoo network's name (python -c 'import archc; print(archc.list_models())')")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -46,22 +47,31 @@ def compile_(
     from archc.backends.weights import InitError
 
     try:
-        if emit == "python":
+        if emit == "python" and purpose == "inference":
+            from archc.passes.export import write_inference_python
+
+            written = write_inference_python(net, output, init=init, note=note)
+        elif emit == "python":
             from archc.backends.pysource import write_python
 
-            written = write_python(net, output, init=init, inference=purpose == "inference")
+            written = write_python(net, output, init=init, note=note)
         elif purpose == "inference":
             from archc.passes.export import export_inference_onnx
 
-            written = export_inference_onnx(net, output, init=init)
+            written = export_inference_onnx(net, output, init=init, note=note)
         else:
             from archc.backends.onnx import export_onnx
 
-            written = export_onnx(net, output, init=init)
+            written = export_onnx(net, output, init=init, note=note)
     except (InitError, OnnxExportError, OSError) as exc:
         fail(str(exc))
     for path in written:
         typer.echo(f"wrote {path}")
+
+
+def note(message: str) -> None:
+    """A backend's note (a re-initialised head) for the user, on stderr."""
+    print(message, file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,13 +40,14 @@ def import_(
 
     if weights and output is None:
         fail("--weights needs -o: the weights go beside the spec")
-    is_file = Path(source).suffix.lower() in (".prototxt", ".pt-txt", ".pbtxt", ".cfg")
+    from archc.importers.registry import described, file_suffixes, for_file
+
+    is_file = for_file(source) is not None
     if is_file and not Path(source).is_file():
-        fail(f"`{source}` not found", "give the path of a .prototxt or .cfg file")
+        fail(f"`{source}` not found", f"give the path of a {' or '.join(file_suffixes())} file")
     if not is_file and ":" not in source:
         fail(f"cannot tell what kind of network `{source}` is",
-             "give a Caffe .prototxt, a Darknet .cfg, or a Python callable as module:callable "
-             "(e.g. torchvision:resnet50)")
+             f"give {described()}".replace("`", ""))
     if is_file and input is not None:
         fail(f"--input is for PyTorch modules; `{source}` declares its own input",
              "drop --input, or change the input in the file")

@@ -133,21 +133,6 @@ def _place(diag: Diagnostic) -> tuple:
     return (diag.code, s.file, s.line, s.column, s.end_line, s.end_column)
 
 
-class SpecError(Exception):
-    """Raised by the Python API when a spec has errors; `str()` is the rendered report."""
-
-    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
-        self.diagnostics = diagnostics
-        self.sources = sources or {}
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        """The diagnostics as text, with source lines and carets."""
-        from archc.compiler.render import render_all
-
-        return render_all(self.diagnostics, self.sources, color=False)
-
-
 def did_you_mean(name: str, candidates: list[str] | set[str]) -> str | None:
     """A 'did you mean ...?' hint for a misspelt name, or None when nothing is close."""
     import difflib

@@ -8,7 +8,7 @@ A `Scope` is a module boundary (the network, a block call, a labelled group); it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 from archc.compiler.ir import Span
 from archc.layers import Shape
@@ -137,6 +137,11 @@ class Network:
     explain: list[tuple[Span, str]]
     spec_path: str
     sources: dict[str, str]
+    # How to resolve this network's spec again with other parameters (set by the API that
+    # checked it): backends that need the network at another class count call it instead of
+    # importing the API, which sits above them.
+    reresolve: Callable[[dict[str, Any]], "Network | None"] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def n_params(self) -> int:

@@ -80,3 +80,16 @@ _TAB = " " * 4
 
 def _display_width(prefix: str) -> int:
     return len(prefix.replace("\t", _TAB))
+
+
+class SpecError(Exception):
+    """Raised by the Python API when a spec has errors; `str()` is the rendered report."""
+
+    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
+        self.diagnostics = diagnostics
+        self.sources = sources or {}
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """The diagnostics as text, with source lines and carets."""
+        return render_all(self.diagnostics, self.sources, color=False)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from archc.compiler import ir
 from archc.compiler.diagnostics import Diagnostics
+from archc.importers.registry import IMPORTERS, described, for_file
 
-CAFFE_SUFFIXES = (".prototxt", ".pt-txt", ".pbtxt")
-DARKNET_SUFFIXES = (".cfg",)
+__all__ = ["IMPORTERS", "check_imported", "import_source"]
 
 
 def import_source(
@@ -29,29 +29,22 @@ def import_source(
 ) -> ir.SpecFile | None:
     """The IR of `source`, chosen by its form; None (with diagnostics) when it cannot be read.
 
-    `source` is a file (`.prototxt` → Caffe, `.cfg` → Darknet) or a Python callable
+    `source` is a file that an importer of `IMPORTERS` reads (by suffix) or a Python callable
     (`torchvision:resnet50`, `pkg.module:factory`) that returns an `nn.Module`; `args`
     are that callable's keyword arguments and `input_shape` (C, H, W) its input (found by
     probing without it). `weights` asks the file importers to keep what the weights
     conversion needs (see `archc.importers.weights`).
     """
-    suffix = Path(source).suffix.lower()
-    if suffix in CAFFE_SUFFIXES:
-        from archc.importers import caffe
-
-        return caffe.load(source, diags)
-    if suffix in DARKNET_SUFFIXES:
-        from archc.importers import darknet
-
-        return darknet.load(source, diags)
+    importer = for_file(source)
+    if importer is not None:
+        return importer.load()(source, diags)
     if ":" in source and not Path(source).exists():
         return _torch_module(source, diags, args, input_shape)
     diags.error(
         "E001",
         ir.Span(file=source),
         f"cannot tell what kind of network `{source}` is",
-        "give a Caffe `.prototxt`, a Darknet `.cfg`, or a Python callable as "
-        "`module:callable` (e.g. `torchvision:resnet50`)",
+        f"give {described()}",
     )
     return None
 

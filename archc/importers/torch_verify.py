@@ -36,11 +36,11 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> None:
 
 def rebuild(spec: ir.SpecFile, shape: tuple, diags: Diagnostics, where: ir.Span):
     """archc's module of the spec (checked at `shape`), or None with the checker's errors."""
-    from archc import api
     from archc.backends.module import to_module
+    from archc.compiler.checker import check_spec
 
     text = unparse(spec)
-    result = api.check(spec.path, input_shape=tuple(shape), text=text)
+    result = check_spec(spec.path, input_shape=tuple(shape), text=text)
     if not result.ok:
         for d in result.diagnostics:
             if d.is_error:

@@ -34,17 +34,21 @@ class WeightsError(Exception):
 
 def convert(source: str, network: Network, target: Path) -> tuple[Path, int]:
     """Convert the weights file beside `source` for `network`; (file read, tensors written)."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
-    path = Path(source)
-    if path.suffix.lower() == ".cfg":
-        found = path.with_suffix(".weights")
-        tensors = darknet_tensors(source, found, network)
-    else:
-        found = path.with_suffix(".caffemodel")
-        tensors = caffe_tensors(source, found, network)
+    from archc.importers.registry import for_file
+
+    importer = for_file(source)
+    convert_tensors = importer.tensors() if importer is not None else None
+    if importer is None or importer.weights_suffix is None or convert_tensors is None:
+        raise WeightsError(f"`{source}` has no weights file that archc can convert",
+                           "--weights reads the .caffemodel or .weights file beside a "
+                           ".prototxt or .cfg")
+    found = Path(source).with_suffix(importer.weights_suffix)
+    tensors = convert_tensors(source, found, network)
     # np.ascontiguousarray would make num_batches_tracked's 0-d scalar 1-d
-    save_file({k: np.array(v, order="C") for k, v in tensors.items()}, str(target))
+    # written with open(), not save_file, which creates the file 0600 whatever the umask
+    Path(target).write_bytes(save({k: np.array(v, order="C") for k, v in tensors.items()}))
     return found, len(tensors)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,8 +12,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+def _quiet(message: str) -> None:
+    """The default `note`: library code says nothing; the CLI passes a printer."""
 
 
 def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 18) -> list[Path]:
@@ -38,7 +37,7 @@ def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 
 
 
 def export_inference_onnx(net: Network, path: Path, init: str | None = None, opset: int = 18,
-                          note: Callable[[str], None] = _stderr) -> list[Path]:
+                          note: Callable[[str], None] = _quiet) -> list[Path]:
     """`archc compile --for inference --emit onnx`: the folded graph, weights from `init`."""
     from archc.backends.module import to_module
 
@@ -49,3 +48,30 @@ def export_inference_onnx(net: Network, path: Path, init: str | None = None, ops
         for message in init_model(model, net, init):
             note(message)
     return export_folded_onnx(net, model, path, opset)
+
+
+def inference_python_source(net: Network) -> str:
+    """Standalone PyTorch source of the folded eval-mode network."""
+    from archc.backends.pysource import python_source
+    from archc.passes.fold import fold_for_inference
+
+    return python_source(fold_for_inference(net).network, inference=True)
+
+
+def write_inference_python(net: Network, path: Path, init: str | None = None,
+                           note: Callable[[str], None] = _quiet) -> list[Path]:
+    """`archc compile --for inference -o m.py`: the folded network's source, and with `init`
+    its folded weights as `<stem>.safetensors`."""
+    from archc.backends.pysource import write_python
+    from archc.passes.fold import fold_for_inference, inference_module
+
+    model = None
+    if init is not None:  # before writing anything: bad weights leave no half-written output
+        from archc.backends.module import to_module
+        from archc.backends.weights import init_model
+
+        model = to_module(net)
+        for message in init_model(model, net, init):
+            note(message)
+        model = inference_module(net, model.eval())
+    return write_python(fold_for_inference(net).network, path, model=model, inference=True)

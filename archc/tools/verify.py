@@ -160,7 +160,7 @@ def verify(entry: Entry, seed: int = 0) -> Report:
     import torch
 
     import archc
-    from archc.compiler.diagnostics import SpecError
+    from archc.compiler.render import SpecError
 
     report = Report(entry)
     start = time.perf_counter()

@@ -18,12 +18,15 @@ folder and machine (setup seconds and milliseconds per image, on a probe batch w
 must equal the eval-mode module's within TOLERANCE) and the figures go to
 ``RUN/inference/engines.json``; each call then takes the engine with the least
 setup + n_images × per-image time. A job so small that eager finishes it within MEASURE_ABOVE_S
-runs eagerly without measuring anything: the measurement would cost more than it saves.
+runs eagerly without measuring anything: the measurement would cost more than it saves; and an
+engine whose estimated set-up (SETUP_GUESS_S, until measured) exceeds eager's time for the
+whole job, the most it could save, is never tried. The chosen engine's `reason` says why.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -46,6 +49,10 @@ CHOICES = ("auto", *ENGINES)
 TOLERANCE = 1e-4
 #: measure the engines only for jobs that eager needs longer than this for
 MEASURE_ABOVE_S = 20.0
+#: set-up seconds assumed for an engine not yet measured for a run on this machine; it is
+#: measured only for a job that eager needs longer than this for (torch.compile of a small CNN
+#: takes tens of seconds on a CPU, a ResNet minutes; an ONNX export and session, seconds)
+SETUP_GUESS_S = {"eager": 0.0, "onnxruntime": 5.0, "compiled": 60.0}
 PROBE_BATCH = 8  # images per timed forward pass when measuring
 RECORD = "engines.json"
 RECORD_VERSION = 2  # how engines are built and timed: a record made otherwise is measured anew
@@ -63,6 +70,7 @@ class Engine:
     run: Callable[[torch.Tensor], torch.Tensor]
     setup_s: float
     precision: str = "fp32"
+    reason: str = ""  # why this engine runs, in words (`auto`'s estimate, or "as asked")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)
@@ -111,6 +119,7 @@ def compiled_runner(module: nn.Module, input_shape: tuple[int, ...], batch_size:
     `input_shape` (not at the first real batch); other batch sizes are split or padded."""
     import torch._inductor.config as inductor
 
+    _quiet_cuda_home()
     compiled = torch.compile(module, dynamic=False)
 
     def run_fixed(x: torch.Tensor) -> torch.Tensor:
@@ -123,6 +132,19 @@ def compiled_runner(module: nn.Module, input_shape: tuple[int, ...], batch_size:
     except Exception as exc:  # no C++ compiler, an unsupported op: say so, keep the reason
         raise EngineError(f"torch.compile failed: {type(exc).__name__}: {exc}") from exc
     return _in_fixed_batches(run_fixed, batch_size)
+
+
+def _quiet_cuda_home() -> None:
+    """Drop torch's `No CUDA runtime is found, using CUDA_HOME=...` log line. Inductor imports
+    torch.utils.cpp_extension, which logs it on a machine with a CUDA toolkit but no usable
+    GPU; it says nothing about the compiled engine, which then runs on the CPU."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if _not_cuda_home not in logger.filters:
+        logger.addFilter(_not_cuda_home)
+
+
+def _not_cuda_home(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("No CUDA runtime is found")
 
 
 def _in_fixed_batches(run: Callable[[torch.Tensor], torch.Tensor],
@@ -312,36 +334,138 @@ def save_record(trained, record: dict) -> Path:
     return path
 
 
+def job_seconds(figures: dict[str, Any], n_images: int) -> float:
+    """An engine's set-up plus `n_images` × its time per image, from its measured figures."""
+    return figures["setup_s"] + n_images * figures["per_image_ms"] / 1e3
+
+
 def fastest(record: dict, n_images: int) -> str:
     """The exact engine with the least setup + n_images × per-image time."""
-    costs = {name: f["setup_s"] + n_images * f["per_image_ms"] / 1e3
+    costs = {name: job_seconds(f, n_images)
              for name, f in record["engines"].items() if f.get("exact")}
     return min(costs, key=costs.get) if costs else "eager"
 
 
-def choose(trained, n_images: int, note: Callable[[str], None] | None = None) -> str:
-    """The engine `auto` means for a job of `n_images`: measured once, recorded in the run."""
-    record = load_record(trained)
-    if record is None:
-        eager = build_engine(trained, "eager")
-        x = _probe(trained, min(PROBE_BATCH, max(n_images, 1))).to(trained.device)
-        if n_images * time_per_image(eager, x, repeats=1) < MEASURE_ABOVE_S:
-            return "eager"
+@dataclass
+class Choice:
+    """The engine `auto` picked for a job, and why, in words."""
+
+    name: str
+    reason: str
+
+
+def eager_seconds(trained, n_images: int, figures: dict[str, Any]) -> float:
+    """Eager's estimated time for the job: from the measured figures, else timed on a probe."""
+    if "per_image_ms" in figures.get("eager", {}):
+        return job_seconds(figures["eager"], n_images)
+    eager = build_engine(trained, "eager")
+    x = _probe(trained, min(PROBE_BATCH, max(n_images, 1))).to(trained.device)
+    return n_images * time_per_image(eager, x, repeats=1)
+
+
+def worth_measuring(figures: dict[str, Any], eager_s: float) -> list[str]:
+    """The engines not yet measured whose set-up could pay off. An engine saves at most eager's
+    whole time, so one whose estimated set-up alone exceeds that is never tried: trying it
+    would cost more than it could save (torch.compile: minutes, for a job eager does in
+    seconds)."""
+    if eager_s < MEASURE_ABOVE_S:
+        return []
+    return [name for name in ENGINES
+            if name != "eager" and name not in figures and SETUP_GUESS_S[name] < eager_s]
+
+
+def choose(trained, n_images: int, note: Callable[[str], None] | None = None) -> Choice:
+    """The engine `auto` means for a job of `n_images`, and why: the least estimated set-up +
+    n_images × time per image, among eager and the exact engines measured for this run on
+    this machine. An engine is measured (once; the figures go to RUN/inference/engines.json)
+    only when its estimated set-up is below eager's time for the whole job."""
+    record = load_record(trained) or {}
+    figures = dict(record.get("engines") or {})
+    eager_s = eager_seconds(trained, n_images, figures)
+    todo = worth_measuring(figures, eager_s)
+    if todo:
         if note is not None:
-            note("measuring the inference engines once for this run (eager, compiled, "
-                 "onnxruntime); the figures go to RUN/inference/engines.json")
-        record = measure(trained)
-        save_record(trained, record)
-    return fastest(record, n_images)
+            note(f"measuring the inference engines once for this run (eager, {', '.join(todo)})"
+                 "; the figures go to RUN/inference/engines.json")
+        fresh = measure(trained, ("eager", *todo))
+        fresh["engines"] = {**figures, **fresh["engines"]}
+        save_record(trained, fresh)
+        figures = fresh["engines"]
+        eager_s = eager_seconds(trained, n_images, figures)
+    costs = {"eager": eager_s} | {name: job_seconds(f, n_images) for name, f in figures.items()
+                                  if name != "eager" and f.get("exact")}
+    name = min(costs, key=costs.get)
+    return Choice(name, _auto_reason(figures, costs, n_images))
+
+
+def _images(n: int) -> str:
+    return f"{n:,} image" + ("" if n == 1 else "s")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2g} s" if value < 10 else f"{value:,.0f} s"
+
+
+def _auto_reason(figures: dict[str, Any], costs: dict[str, float], n_images: int) -> str:
+    """`auto, for N images: eager about T; compiled ...; onnxruntime ...`: what each engine
+    would cost, or why it was not a candidate."""
+    eager_s = costs["eager"]
+    head = f"auto, for {_images(n_images)}: eager about {_seconds(eager_s)}"
+    if not figures and eager_s < MEASURE_ABOVE_S:
+        return f"{head}, too short a job for another engine's set-up to pay off"
+    parts = [head]
+    for name in ENGINES[1:]:
+        f = figures.get(name)
+        if f is None and eager_s < MEASURE_ABOVE_S:
+            parts.append(f"{name} not measured (too short a job to repay measuring it)")
+        elif f is None:
+            parts.append(f"{name} not tried (its set-up, about {_seconds(SETUP_GUESS_S[name])},"
+                         " exceeds the most it could save)")
+        elif "unavailable" in f:
+            parts.append(f"{name} unavailable here")
+        elif not f.get("exact"):
+            parts.append(f"{name} not exact")
+        else:
+            parts.append(f"{name} about {_seconds(costs[name])} with "
+                         f"{_seconds(f['setup_s'])} set-up")
+    return "; ".join(parts)
+
+
+def _asked_reason(trained, engine: Engine, n_images: int) -> str:
+    """Why an engine named by --engine runs, and what its set-up cost against eager's job."""
+    if engine.name == "eager":
+        return "as asked"
+    eager_s = eager_seconds(trained, n_images, (load_record(trained) or {}).get("engines", {}))
+    reason = f"as asked; it paid {_seconds(engine.setup_s)} of set-up before the first image"
+    if engine.setup_s > eager_s:
+        reason += (f", while eager needs about {_seconds(eager_s)} for all {_images(n_images)}"
+                   " (--engine auto weighs this)")
+    return reason
 
 
 def engine_for(trained, requested: str = "auto", n_images: int = 1, batch_size: int = 64,
                note: Callable[[str], None] | None = None) -> Engine:
-    """The engine to run: `requested`, or for `auto` the fastest exact one for the job."""
+    """The engine to run: `requested`, or for `auto` the fastest exact one for the job; its
+    `reason` says why, in one line."""
     if requested not in CHOICES:
         raise EngineError(f"--engine must be one of {', '.join(CHOICES)}, got `{requested}`")
-    name = choose(trained, n_images, note) if requested == "auto" else requested
-    return build_engine(trained, name, batch_size=min(batch_size, max(n_images, 1)))
+    choice = choose(trained, n_images, note) if requested == "auto" else None
+    name = choice.name if choice else requested
+    engine = build_engine(trained, name, batch_size=min(batch_size, max(n_images, 1)))
+    engine.reason = choice.reason if choice else _asked_reason(trained, engine, n_images)
+    return engine
+
+
+def check_options(engine: str, quantize: str) -> None:
+    """EngineError unless --engine and --quantize name a combination that exists (checked
+    before a run is loaded, so a typo costs nothing)."""
+    if engine not in CHOICES:
+        raise EngineError(f"--engine must be one of {', '.join(CHOICES)}, got `{engine}`")
+    if quantize not in ("none", "int8"):
+        raise EngineError(f"--quantize must be none or int8, got `{quantize}`")
+    if quantize == "int8" and engine not in ("auto", "onnxruntime"):
+        raise EngineError(f"int8 runs on the onnxruntime engine, not `{engine}`; leave out "
+                          "--engine or give --engine onnxruntime")
 
 
 def attach(trained, engine: str = "auto", quantize: str = "none", n_images: int = 1,
@@ -352,16 +476,16 @@ def attach(trained, engine: str = "auto", quantize: str = "none", n_images: int 
     int8 is never chosen by `auto`; `--quantize int8` runs ONNX Runtime's int8 graph and
     `note` receives its accuracy/log-loss change and speed-up.
     """
-    if quantize not in ("none", "int8"):
-        raise EngineError(f"--quantize must be none or int8, got `{quantize}`")
+    check_options(engine, quantize)
     if quantize == "int8":
-        if engine not in ("auto", "onnxruntime"):
-            raise EngineError(f"int8 runs on the onnxruntime engine, not `{engine}`; leave out "
-                              "--engine or give --engine onnxruntime")
         from runtime.after.quantize import CALIBRATION_IMAGES, int8_engine
 
         chosen = int8_engine(trained, calibration_images or CALIBRATION_IMAGES, note)
+        chosen.reason = "--quantize int8"
     else:
         chosen = engine_for(trained, engine, n_images, batch_size, note)
+    if note is not None:
+        precision = " int8" if chosen.precision == "int8" else ""
+        note(f"engine: {chosen.name}{precision} ({chosen.reason})")
     trained.engine = chosen
     return chosen

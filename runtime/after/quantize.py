@@ -135,14 +135,14 @@ def quantize_file(fp32: Path, out: Path, batches) -> None:
 def _run_images(trained):
     """(decoded uint8 images, training rows, validation rows) of the data the run trained on."""
     from runtime.data.folders import load_images
-    from runtime.training.run import load_split
+    from runtime.training.run import load_split, recorded_data
     from runtime.training.train import cache_dir
 
-    data = trained.record.get("data_path")
-    if not data or not Path(data).exists():
+    data = recorded_data(trained.record)  # resolved when the run began: any working folder
+    if data is None or not data.exists():
         raise EngineError(f"int8 calibration reads the run's training split, but its data "
                           f"`{data}` is not there; put the dataset back at that path")
-    images = load_images(Path(data), size=trained.decode_size, cache_dir=cache_dir(),
+    images = load_images(data, size=trained.decode_size, cache_dir=cache_dir(),
                          workers=trained.config.workers, progress=False)
     train_rows, val_rows = load_split(trained.run_dir)
     if len(train_rows) == 0 or max(train_rows.max(initial=0), val_rows.max(initial=0)) >= len(

@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,9 @@ QuantizeOption = typer.Option(
     "training split; not exact, so its accuracy and log-loss change are printed")
 CalibrationOption = typer.Option(None, "--calibration-images", min=1,
                                  help="Training images that calibrate int8 (default 128)")
+UntrainedOption = typer.Option(
+    False, "--allow-untrained", help="Use a checkpoint written before the first epoch finished "
+    "(its weights are the random initialisation)")
 _SHOWN = 5  # unreadable files listed by name in an error
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -98,6 +102,27 @@ def _use_engine(trained, engine: str, quantize: str, calibration: int | None, n_
     attach(trained, engine, quantize, n_images, batch_size, calibration, note=_note)
 
 
+def _announce_checkpoint(trained, allow_untrained: bool) -> None:
+    """Say on stderr which checkpoint and epoch answer; AfterError for one written before the
+    first epoch finished (epoch 0: `last` is saved at the start so a run can resume, but its
+    weights are the random initialisation) unless `allow_untrained`."""
+    if trained.epoch == 0 and not allow_untrained:
+        raise AfterError(f"checkpoint `{trained.checkpoint}` of {trained.run_dir} is from before "
+                         "the first finished epoch (untrained weights); wait for an epoch to "
+                         "finish, or pass --allow-untrained")
+    of = f" of {trained.config.epochs}" if trained.epoch is not None else ""
+    epoch = "epoch unknown" if trained.epoch is None else f"epoch {trained.epoch}{of}"
+    untrained = ", untrained" if trained.epoch == 0 else ""
+    typer.echo(f"using checkpoint {trained.checkpoint} of {trained.run_dir} "
+               f"({epoch}{untrained})", err=True)
+
+
+def _check_engine_options(engine: str, quantize: str) -> None:
+    from runtime.after.engines import check_options
+
+    check_options(engine, quantize)
+
+
 def _workers(trained, workers: int | None) -> int:
     return trained.config.workers if workers is None else max(workers, 0)
 
@@ -144,8 +169,8 @@ def eval_command(
         None, "--data", "-d",
         help="Labelled images (default: the run's own validation split)"),
     as_json: bool = JsonOption,
-    plot: Path | None = typer.Option(None, "--plot",
-                                     help="Confusion-matrix PNG (default RUN/confusion.png)"),
+    plot: Path | None = typer.Option(None, "--plot", help="Confusion-matrix PNG (default: a "
+                                     "new RUN/eval/TIME-DATA.png for every eval)"),
     tta: bool = TtaOption,
     checkpoint: str | None = CheckpointOption,
     device: str = DeviceOption,
@@ -167,7 +192,7 @@ def eval_command(
             probs = predict_images(trained, images, tta=tta, batch_size=batch_size, rows=rows,
                                    progress=advance)
         scores = score(probs, labels, trained.classes)
-        plot_path = plot or trained.run_dir / "confusion.png"
+        plot_path = plot or _new_plot_path(trained, data)
         plot_confusion(scores, plot_path, f"{trained.network.name}: {where}")
     report = {"run": str(trained.run_dir), "checkpoint": trained.checkpoint,
               "epoch": trained.epoch, "data": str(path), "split": split, "tta": tta,
@@ -185,22 +210,45 @@ def _eval_set(trained, data: Path | None, workers: int):
     from runtime.data.folders import load_images
     from runtime.training.train import cache_dir
 
-    trained_on = trained.record.get("data_path")
-    path = Path(data or trained_on or "")
-    if not str(path) or not path.exists():
-        raise AfterError(f"dataset `{path}` not found" if str(path) else
-                         "the run records no dataset; give labelled images with --data PATH")
+    trained_on = _trained_on(trained)
+    path = data or trained_on
+    if path is None:
+        raise AfterError("the run records no dataset; give labelled images with --data PATH")
+    if not path.exists():
+        raise AfterError(f"dataset `{path}` not found")
     images = load_images(path, size=trained.decode_size, cache_dir=cache_dir(),
                          workers=workers, progress=False)
     _report_skipped(images.skipped)
     labels = map_labels(trained, images.classes, images.labels)
     if data is not None:
-        if trained_on and Path(data).resolve() == Path(trained_on).resolve():
+        if trained_on and Path(data).resolve() == trained_on.resolve():
             typer.echo("note: this is the data the run trained on, so the numbers include "
                        "training images; leave out --data for its validation split", err=True)
         return images.images, np.arange(len(images)), labels, path, "all images"
     rows = _validation_rows(trained.run_dir, len(images))
     return images.images, rows, labels[rows], path, "the run's validation split"
+
+
+def _new_plot_path(trained, data: Path | None) -> Path:
+    """RUN/eval/TIME-WHAT.png, a new file for every eval, so an eval on other data never
+    overwrites an earlier one's matrix (WHAT: `val` for the run's validation split, else the
+    data folder's name)."""
+    name = "val" if data is None else Path(data).resolve().name or "data"
+    what = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40]
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{what}"
+    folder = trained.run_dir / "eval"
+    path, n = folder / f"{stem}.png", 2
+    while path.exists():  # two evals within one second
+        path, n = folder / f"{stem}-{n}.png", n + 1
+    return path
+
+
+def _trained_on(trained) -> Path | None:
+    """The data the run trained on, as record.json resolved it when the run began: a relative
+    --data still holds from another working folder."""
+    from runtime.training.run import recorded_data
+
+    return recorded_data(trained.record)
 
 
 def _validation_rows(run_dir: Path, n_images: int) -> np.ndarray:
@@ -277,12 +325,15 @@ def predict_command(
     engine: str = EngineOption,
     quantize: str = QuantizeOption,
     calibration: int | None = CalibrationOption,
+    allow_untrained: bool = UntrainedOption,
 ) -> None:
     """Class probabilities per image. Unreadable files are reported and skipped (exit code 1)."""
     from runtime.after.inference import predict_files
 
     with _user_errors():
+        _check_engine_options(engine, quantize)
         trained = _load(run, checkpoint, device)
+        _announce_checkpoint(trained, allow_untrained)
         paths, skipped = _expand(images)
         _use_engine(trained, engine, quantize, calibration, len(paths) * (1 + tta), batch_size)
         with _progress(len(paths), "predicting") as advance:
@@ -366,6 +417,7 @@ def submit_command(
     engine: str = EngineOption,
     quantize: str = QuantizeOption,
     calibration: int | None = CalibrationOption,
+    allow_untrained: bool = UntrainedOption,
 ) -> None:
     """Write a Kaggle Dogs-vs-Cats submission: `id,label` with label = p(dog), sorted by id."""
     from runtime.after.inference import predict_files
@@ -373,7 +425,9 @@ def submit_command(
     with _user_errors():
         _check_probability_options(clip, fill)
         ids = _test_ids(test)
+        _check_engine_options(engine, quantize)
         trained = _load(run, checkpoint, device)
+        _announce_checkpoint(trained, allow_untrained)
         column = _positive_index(trained, positive)
         _use_engine(trained, engine, quantize, calibration, len(ids) * (1 + tta), batch_size)
         with _progress(len(ids), "predicting") as advance:
@@ -453,24 +507,27 @@ def _write_text(path: Path, text: str) -> None:
 
 # --------------------------------------------------------------------------- export
 
-_FORMATS = ("onnx", "torchscript", "python")
+_FORMATS = ("onnx", "exported-program", "torchscript", "python")
 #: largest |difference| between the exported model and the trained one (times max(1, |y|)).
 EXPORT_TOLERANCE = 1e-4
 
 
 def export_command(
     run: Path = RunArgument,
-    to: str = typer.Option(..., "--to", help="onnx, torchscript or python"),
+    to: str = typer.Option(..., "--to", help="onnx, exported-program (torch.export, .pt2), "
+                           "torchscript (deprecated torch.jit) or python"),
     output: Path = typer.Option(..., "--output", "-o", help="File to write"),
     checkpoint: str | None = CheckpointOption,
 ) -> None:
-    """Export the trained model: ONNX, TorchScript, or standalone PyTorch source + weights."""
+    """Export the trained model: ONNX, a torch.export program (.pt2), TorchScript, or
+    standalone PyTorch source + weights."""
     with _user_errors():
         if to not in _FORMATS:
             raise AfterError(f"--to must be one of {', '.join(_FORMATS)}, got `{to}`")
         trained = _load(run, checkpoint, "cpu")
         output.parent.mkdir(parents=True, exist_ok=True)
-        written = {"onnx": _export_onnx, "torchscript": _export_torchscript,
+        written = {"onnx": _export_onnx, "exported-program": _export_program,
+                   "torchscript": _export_torchscript,
                    "python": _export_python}[to](trained, output)
     for path in written:
         typer.echo(f"wrote {path}")
@@ -523,11 +580,31 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _export_torchscript(trained, output: Path) -> list[Path]:
-    """torch.jit.trace in eval mode (the Block modules run closures, which script cannot
-    compile), save, load the file back and compare it with the model."""
+def _export_program(trained, output: Path) -> list[Path]:
+    """torch.export of the eval-mode model with a dynamic batch dimension, saved with
+    torch.export.save (.pt2), loaded back and compared with the model at another batch size."""
     import torch
 
+    model = trained.model.eval()
+    with _backend("torch.export"), torch.no_grad():
+        batch = torch.export.Dim("batch")
+        program = torch.export.export(model, (_example_input(trained, 2, seed=0),),
+                                      dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(output))
+        reloaded = torch.export.load(str(output)).module()
+        probe = _example_input(trained, 3, seed=1)  # another batch size than the export saw
+        _compare(model(probe), reloaded(probe), "the reloaded exported program")
+    return [output]
+
+
+def _export_torchscript(trained, output: Path) -> list[Path]:
+    """torch.jit.trace in eval mode (the Block modules run closures, which script cannot
+    compile), save, load the file back and compare it with the model. torch.jit is deprecated:
+    the user is told so, and pointed at --to exported-program."""
+    import torch
+
+    _note("note: TorchScript (torch.jit) is deprecated in PyTorch; --to exported-program "
+          "writes torch.export's .pt2 format, which replaces it")
     model = trained.model.eval()
     with _backend("TorchScript export"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices

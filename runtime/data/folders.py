@@ -549,6 +549,74 @@ def _write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+#: a temporary cache file this old was left by a build that was killed: --clear removes it
+STALE_BUILD_S = 3600
+
+
+@dataclass
+class CachedSet:
+    """One decoded dataset in the image cache (its .npy array and .json index), or the
+    temporary file of a build that has not finished (root None, `unfinished`)."""
+
+    files: list[Path]
+    root: str | None  # the dataset it was decoded from; None when the index is unreadable
+    size: int | None  # the side of the square images, in pixels
+    images: int | None
+    bytes: int  # on disk, all its files together
+    created: float | None  # time.time() when it was built (or last written, unfinished)
+    unfinished: bool = False
+
+
+def _on_disk(files: list[Path]) -> int:
+    return sum(f.stat().st_size for f in files if f.exists())
+
+
+def _finished_set(array: Path) -> CachedSet:
+    """What a cached array and its index say about their dataset (None where unreadable)."""
+    index = array.with_suffix(".json")
+    files = [array, index]
+    try:
+        meta = json.loads(index.read_text())
+        return CachedSet(files, str(meta["root"]), int(meta["size"]), len(meta["labels"]),
+                         _on_disk(files), meta.get("created"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return CachedSet(files, None, None, None, _on_disk(files), None)
+
+
+def _unfinished_set(temp: Path) -> CachedSet:
+    return CachedSet([temp], None, None, None, _on_disk([temp]), temp.stat().st_mtime,
+                     unfinished=True)
+
+
+def cached_sets(cache_dir: Path | str) -> list[CachedSet]:
+    """Every dataset in the image cache `cache_dir`, newest first, and the temporary files of
+    builds that have not finished (running now, or killed)."""
+    folder = Path(cache_dir)
+    if not folder.is_dir():
+        return []
+    found = [_finished_set(npy) for npy in folder.glob("[!.]*.npy")]
+    found += [_unfinished_set(temp) for temp in folder.glob(".*.tmp-*")]
+    return sorted(found, key=lambda entry: -(entry.created or 0))
+
+
+def clear_cache(cache_dir: Path | str, dataset: Path | str | None = None) -> list[CachedSet]:
+    """Remove the decoded images of `dataset` (every size it was cached at), or with None
+    every dataset's, from the image cache; returns what was removed. A temporary file is
+    removed only once it is STALE_BUILD_S old: a younger one may belong to a running build."""
+    wanted = None if dataset is None else str(Path(dataset).resolve())
+    removed = []
+    for entry in cached_sets(cache_dir):
+        if entry.unfinished:
+            if wanted is not None or time.time() - (entry.created or 0) < STALE_BUILD_S:
+                continue
+        elif wanted is not None and entry.root != wanted:
+            continue
+        for file in entry.files:
+            file.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 #: the largest short side `load_images` decodes to: far above any training resolution, and a
 #: 4096 px cache already costs 48 MiB per image
 MAX_SIZE = 4096

@@ -184,6 +184,15 @@ def create_run(
     return run_dir
 
 
+def recorded_data(record: dict[str, Any]) -> Path | None:
+    """The data a run trained on, from its record.json: the path resolved when the run began
+    (so a relative --data still holds from another working folder), else the path as given
+    (records written before the resolved path was kept). None when the record names none."""
+    resolved = (record.get("data") or {}).get("resolved_path")
+    given = record.get("data_path")
+    return Path(resolved or given) if resolved or given else None
+
+
 def _read_json(path: Path) -> Any:
     """Parse a run-folder JSON file, as a ResumeError when missing or unreadable."""
     try:

@@ -27,7 +27,13 @@ from runtime.training.distributed import (
     shutdown,
 )
 from runtime.training.loop import FitOptions, FitResult, fit, select_device
-from runtime.training.run import check_resume, create_run, load_hparams, load_split
+from runtime.training.run import (
+    check_resume,
+    create_run,
+    load_hparams,
+    load_split,
+    recorded_data,
+)
 
 
 class TrainError(Exception):
@@ -117,16 +123,11 @@ def train(req: TrainRequest) -> FitResult:
     resume_dir = Path(req.resume) if req.resume else None
     saved_config, saved_params = _saved(resume_dir)
     record = _read_record(resume_dir) if resume_dir else {}
-    data_path = Path(req.data or _recorded_data(record) or "")
-    if not str(data_path) or not data_path.exists():
-        raise TrainError(
-            f"dataset `{data_path}` not found"
-            if str(data_path)
-            else "give the images with --data PATH"
-        )
+    spec_train = {} if saved_config else _spec_train(req)
+    data_path = data_source(req, record, spec_train.pop("data", None))
     if resume_dir is not None:
         _same_data_path(resume_dir, record, data_path)
-    base = dict(saved_config.model_dump()) if saved_config else _spec_train(req)
+    base = dict(saved_config.model_dump()) if saved_config else spec_train
     from runtime.training.recipes import default_recipe
 
     # a resumed run's saved settings are complete: no recipe layer under them
@@ -286,12 +287,30 @@ def data_identity(images: ImageSet) -> dict[str, Any]:
             "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest()}
 
 
-def _recorded_data(record: dict[str, Any]) -> str | None:
-    """The data a run trained on: its path as given, or resolved when that was relative to
-    another working folder."""
-    given = record.get("data_path")
-    resolved = (record.get("data") or {}).get("resolved_path")
-    return given if given and Path(given).exists() else resolved or given
+#: the one line printed when nothing names the images (never the current folder by default)
+NO_DATA = ("no images to train on: give --data PATH (an image folder, Kaggle's train/ or "
+           "train.zip), or name them in the spec's train: section as data = \"PATH\"")
+
+
+def data_source(req: TrainRequest, record: dict[str, Any], spec_data: Any = None) -> Path:
+    """The images to train on: --data, else the resumed run's recorded data, else the spec's
+    `train: data = "PATH"` (relative to the spec's folder). TrainError when none names them,
+    or the path is not there: an unnamed dataset is never the current folder."""
+    if req.data is not None:
+        path = Path(req.data)
+    elif record:
+        path = recorded_data(record)
+    elif spec_data is not None:
+        if not isinstance(spec_data, str) or not spec_data:
+            raise TrainError(f"the spec's train: data must be a path in quotes, got {spec_data!r}")
+        path = Path(req.spec).parent / Path(spec_data).expanduser()
+    else:
+        path = None
+    if path is None:
+        raise TrainError(NO_DATA)
+    if not path.exists():
+        raise TrainError(f"dataset `{path}` not found")
+    return path
 
 
 def _same_data_path(run_dir: Path, record: dict[str, Any], data_path: Path) -> None:
@@ -523,12 +542,9 @@ def lr_find(req: TrainRequest, out_dir: Path):
     from runtime.training.loop import range_test
     from runtime.training.recipes import default_recipe
 
-    data_path = Path(req.data or "")
-    if not str(data_path) or not data_path.exists():
-        raise TrainError(f"dataset `{data_path}` not found" if str(data_path)
-                         else "give the images with --data PATH")
-    config = _config(_spec_train(req), {**req.settings, "lr": "auto"},
-                     default_recipe(req.init))
+    spec_train = _spec_train(req)
+    data_path = data_source(req, {}, spec_train.pop("data", None))
+    config = _config(spec_train, {**req.settings, "lr": "auto"}, default_recipe(req.init))
     try:
         device = select_device(config.device)
     except RuntimeError as exc:

@@ -198,7 +198,8 @@ def test_eval_json_is_consistent(cli, run, trained, data):
             assert got[key] is None if want is None else got[key] == pytest.approx(want)
         assert got["support"] == expected_cm[c].sum()
     assert report["split"] == "the run's validation split"
-    assert Path(report["plot"]) == run / "confusion.png" and (run / "confusion.png").stat().st_size
+    plot = Path(report["plot"])
+    assert plot.parent == run / "eval" and plot.name.endswith("-val.png") and plot.stat().st_size
 
 
 def test_eval_table_on_given_data_and_plot_path(cli, run, data, tmp_path):

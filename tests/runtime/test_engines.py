@@ -108,15 +108,13 @@ def test_auto_runs_small_jobs_eagerly_without_measuring(tmp_path):
 
 def test_auto_measures_once_records_and_reuses(tmp_path, monkeypatch):
     trained = make_trained(tmp_path / "run")
-    # compiled is left out of the measurement here: it is tested above, and compiles slowly
-    monkeypatch.setattr(engines, "measure",
-                        lambda t: _real_measure(t, ("eager", "onnxruntime"), batch=4))
+    monkeypatch.setattr(engines, "measure", _measure_without_compiling)
     notes: list[str] = []
     engine = engines.engine_for(trained, "auto", n_images=10**7, note=notes.append)
     path = engines.inference_dir(trained) / engines.RECORD
     record = json.loads(path.read_text())
-    assert set(record["engines"]) == {"eager", "onnxruntime"}  # never int8
-    assert all(f["exact"] for f in record["engines"].values())
+    assert set(record["engines"]) == {"eager", "onnxruntime", "compiled"}  # never int8
+    assert all(f["exact"] for name, f in record["engines"].items() if name != "compiled")
     assert engine.name == engines.fastest(record, 10**7)
     assert notes and "measuring" in notes[0]
     # chosen once: the record is reused, not measured again
@@ -129,3 +127,46 @@ def test_auto_measures_once_records_and_reuses(tmp_path, monkeypatch):
 
 
 _real_measure = engines.measure
+
+
+def _measure_without_compiling(trained, names=engines.ENGINES):
+    """engines.measure, with compiled recorded as unavailable: it is tested above, and
+    compiles slowly."""
+    record = _real_measure(trained, tuple(n for n in names if n != "compiled"), batch=4)
+    if "compiled" in names:
+        record["engines"]["compiled"] = {"unavailable": "left out by the test"}
+    return record
+
+
+def test_auto_never_tries_an_engine_whose_setup_exceeds_the_saving(tmp_path, monkeypatch):
+    """A job eager does in less time than compiled's estimated set-up never compiles."""
+    trained = make_trained(tmp_path / "run")
+    monkeypatch.setattr(engines, "MEASURE_ABOVE_S", 0.0)
+    monkeypatch.setattr(engines, "SETUP_GUESS_S",
+                        {"eager": 0.0, "onnxruntime": 0.0, "compiled": 1e9}, raising=False)
+    monkeypatch.setattr(engines, "_compiled",
+                        lambda *a: pytest.fail("compiled although it cannot pay off"))
+    notes: list[str] = []
+    engine = engines.engine_for(trained, "auto", n_images=1_000, note=notes.append)
+    assert engine.name in ("eager", "onnxruntime")
+    assert "compiled not tried (its set-up" in engine.reason
+    assert "measuring" in notes[0] and "compiled" not in notes[0]
+    record = engines.load_record(trained)
+    assert set(record["engines"]) == {"eager", "onnxruntime"}
+
+
+def test_auto_says_why_it_keeps_eager_against_a_measured_setup(tmp_path, monkeypatch):
+    """The issue's case: 1,000 images that eager does in 12 s, compiled measured at 125 s of
+    set-up (faster per image): eager, with each engine's cost in the one-line reason."""
+    trained = make_trained(tmp_path / "run")
+    record = {"machine": engines.machine_key(trained), "weights": engines.fingerprint(trained),
+              "engines": {"eager": {"setup_s": 0.0, "per_image_ms": 12.0, "exact": True},
+                          "compiled": {"setup_s": 125.0, "per_image_ms": 2.0, "exact": True},
+                          "onnxruntime": {"unavailable": "not here"}}}
+    engines.save_record(trained, record)
+    monkeypatch.setattr(engines, "measure", lambda *a, **k: pytest.fail("measured again"))
+    choice = engines.choose(trained, 1_000)
+    assert choice.name == "eager"
+    assert choice.reason == ("auto, for 1,000 images: eager about 12 s; compiled about 127 s "
+                             "with 125 s set-up; onnxruntime unavailable here")
+    assert engines.choose(trained, 100_000).name == "compiled"  # 1,200 s vs 325 s

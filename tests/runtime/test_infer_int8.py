@@ -156,7 +156,7 @@ def test_int8_without_the_training_data_fails_cleanly(cli, run, data, tmp_path):
     shutil.copytree(run, copy)
     shutil.rmtree(copy / "inference", ignore_errors=True)
     record = json.loads((copy / "record.json").read_text())
-    record["data_path"] = str(tmp_path / "moved")
+    record["data_path"] = record["data"]["resolved_path"] = str(tmp_path / "moved")
     (copy / "record.json").write_text(json.dumps(record))
     result = cli("predict", copy, data / "test1", "--quantize", "int8")
     assert result.exit_code == 1 and "Traceback" not in result.output
