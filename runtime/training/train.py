@@ -197,7 +197,7 @@ def _train_locked(req, world, resume_dir, record, saved_params, data_path, confi
         run_dir,
         resume=resume_dir is not None,
         console=req.console,
-        wrap=ddp_wrapper(world, device, req.sync_bn),
+        wrap=ddp_wrapper(world, device, req.sync_bn, partial=config.freeze_epochs > 0),
         options=options,
     )
 
