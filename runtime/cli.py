@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command(name="runs")(runs_command)
     app.add_typer(data_app, name="data")
     try:
-        from runtime.after import verbs as after
+        from .after import verbs as after
     except ImportError:  # pragma: no cover - only while the module is being written
         return
     after.register(app)
@@ -37,7 +37,7 @@ def _show_data_warnings_as_lines() -> None:
     original = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        from runtime.data.folders import DataWarning
+        from .data.folders import DataWarning
 
         if issubclass(category, DataWarning):
             print(f"warning: {message}", file=sys.stderr)
@@ -145,12 +145,12 @@ def train_command(
     settings each recipe starts from are in docs/training.md, and the start header prints
     the ones in effect."""
     if nproc and nproc > 1:
-        from runtime.training.distributed import launch
+        from .training.distributed import launch
 
         args = _without_nproc(sys.argv[1:])
         raise typer.Exit(launch(nproc, args))
-    from runtime.training.train import SpecCheckError, TrainError, TrainRequest
-    from runtime.training.train import train as run_train
+    from .training.train import SpecCheckError, TrainError, TrainRequest
+    from .training.train import train as run_train
 
     settings = dict(
         epochs=epochs,
@@ -188,7 +188,7 @@ def train_command(
     )
     settings["lr"] = _lr(lr)
     if mlflow:
-        from runtime.training.tblog import MlflowMissing, check_mlflow
+        from .training.tblog import MlflowMissing, check_mlflow
 
         try:
             check_mlflow()
@@ -217,8 +217,8 @@ def train_command(
     except TrainError as exc:
         _fail(str(exc))
     except Exception as exc:  # data and checkpoint errors carry their own clear messages
-        from runtime.data.folders import DataError
-        from runtime.training.checkpoint import CheckpointError
+        from .data.folders import DataError
+        from .training.checkpoint import CheckpointError
 
         if isinstance(exc, (DataError, CheckpointError, FileNotFoundError)):
             _fail(str(exc))
@@ -253,7 +253,7 @@ def _ints(option: str, text: str | None) -> tuple[int, int] | None:
 
 def _run_user_errors(job):
     """Run `job()`, turning the runtime's expected errors into one `error:` line."""
-    from runtime.training.train import SpecCheckError, TrainError
+    from .training.train import SpecCheckError, TrainError
 
     try:
         return job()
@@ -263,8 +263,8 @@ def _run_user_errors(job):
     except TrainError as exc:
         _fail(str(exc))
     except Exception as exc:
-        from runtime.data.folders import DataError
-        from runtime.training.checkpoint import CheckpointError
+        from .data.folders import DataError
+        from .training.checkpoint import CheckpointError
 
         if isinstance(exc, (DataError, CheckpointError, FileNotFoundError)):
             _fail(str(exc))
@@ -291,7 +291,7 @@ def lr_find_command(
     network: Optional[str] = typer.Option(None, "--network", "-n"),
 ) -> None:
     """Run the LR range test alone and print the learning rate `--lr auto` would use."""
-    from runtime.training.train import TrainRequest, lr_find
+    from .training.train import TrainRequest, lr_find
 
     if not spec.exists():
         _fail(f"spec file `{spec}` not found")
@@ -320,7 +320,7 @@ def runs_command(
     from rich.console import Console
     from rich.table import Table
 
-    from runtime.after import runs as runs_mod
+    from .after import runs as runs_mod
 
     if not folder.exists():
         _fail(f"`{folder}` not found; give a run folder or a folder of runs")
@@ -382,7 +382,7 @@ def synth_command(
     force: bool = typer.Option(False, "--force", help="Overwrite images already there"),
 ) -> None:
     """Write a deterministic synthetic Dogs-vs-Cats dataset in Kaggle's layout."""
-    from runtime.data.synth import write_synthetic
+    from .data.synth import write_synthetic
 
     if n < 2:
         _fail("--n must be at least 2 (one image per class)", 2)
@@ -418,7 +418,7 @@ def cache_command(
     if list_ and clear:
         _fail("give --list or --clear, not both", 2)
     if list_ or clear:
-        from runtime.training.train import cache_dir
+        from .training.train import cache_dir
 
         (_clear_cache if clear else _list_cache)(cache_dir(), path)
         return
@@ -428,13 +428,13 @@ def cache_command(
 
 
 def _build_cache(path: Path, size: int, workers: int) -> None:
-    from runtime.data.folders import DataError, check_size, load_images
+    from .data.folders import DataError, check_size, load_images
 
     try:
         check_size(size)
     except DataError as exc:
         _fail(f"--size: {exc}", 2)
-    from runtime.training.train import (
+    from .training.train import (
         cache_dir,  # imports torch: after the options are known to be good
     )
     try:
@@ -461,7 +461,7 @@ def _bytes(n: float) -> str:
 
 def _list_cache(folder: Path, dataset: Optional[Path]) -> None:
     """One line per cached dataset (newest first) and the total."""
-    from runtime.data.folders import cached_sets
+    from .data.folders import cached_sets
 
     wanted = None if dataset is None else str(dataset.resolve())
     entries = [e for e in cached_sets(folder) if wanted is None or e.root == wanted]
@@ -489,7 +489,7 @@ def _describe_cached(entry) -> str:
 
 
 def _clear_cache(folder: Path, dataset: Optional[Path]) -> None:
-    from runtime.data.folders import clear_cache
+    from .data.folders import clear_cache
 
     removed = clear_cache(folder, dataset)
     what = f"of {dataset} " if dataset is not None else ""

@@ -26,8 +26,20 @@ SPECS = sorted([*ROOT.glob("specs/*.arch"), *ROOT.glob("examples/lecture/*.arch"
 
 
 def leaves(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Modules without children, by their dotted path."""
-    return {name: m for name, m in model.named_modules() if not any(m.children())}
+    """The modules of the spec's layers, by their dotted path: modules without children, and
+    layers built of torch modules (`archc_layer`: self-attention's out_proj, the MLP's
+    Linears), not the parts inside them."""
+    out: dict[str, torch.nn.Module] = {}
+    inside: tuple[str, ...] = ()
+    for name, m in model.named_modules():
+        if inside and name.startswith(inside):
+            continue
+        if getattr(m, "archc_layer", False):
+            inside += (name + ".",)
+            out[name] = m
+        elif not any(m.children()):
+            out[name] = m
+    return out
 
 
 def trace(model: torch.nn.Module, x: torch.Tensor):

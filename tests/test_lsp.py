@@ -70,6 +70,25 @@ async def test_hover_shows_shapes_parameters_macs_and_receptive_field(client):
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_hover_on_token_layers(client):
+    """ViT's patch embedding and attention: token shapes, parameters, MACs, and attention's
+    receptive field the whole input."""
+    path = SPECS / "vit.arch"
+    text = path.read_text()
+    uri = await _open(client, path)
+    assert not client.diagnostics[uri]
+    embed = await client.text_document_hover_async(lsp.HoverParams(
+        lsp.TextDocumentIdentifier(uri), _position(text, "patch-embed(hidden", 2)))
+    assert "3×224×224 → 196×768" in embed.contents.value
+    assert "parameters 590,592" in embed.contents.value
+    attention = await client.text_document_hover_async(lsp.HoverParams(
+        lsp.TextDocumentIdentifier(uri), _position(text, "self-attention(heads", 2)))
+    value = attention.contents.value
+    assert "197×768 → 197×768" in value and "parameters 2,362,368" in value
+    assert "receptive field the whole input" in value
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_definition_of_a_block_in_an_imported_file_and_of_the_import(client):
     path = SPECS / "resnet18.arch"
     text = path.read_text()

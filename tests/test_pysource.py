@@ -26,6 +26,7 @@ from archc.backends.weights import save_weights
 from archc.compiler.graph import Network, layers
 from archc.compiler.shapes import input_sizes
 from archc.layers import modules as archc_modules
+from archc.layers import token_modules
 from archc.layers.modules import (
     ChannelLinear,
     ChannelShuffle,
@@ -256,13 +257,16 @@ def all_layers():
 
 # archc's own modules (LayerNorm2d, PaddedPool2d, ...): an emitted file copies their source, so
 # its constructor calls see them by name.
-CUSTOM_MODULES = {name: cls for name, cls in vars(archc_modules).items()
-                  if isinstance(cls, type) and cls.__module__ == archc_modules.__name__}
+CUSTOM_MODULES = {name: cls for module in (archc_modules, token_modules)
+                  for name, cls in vars(module).items()
+                  if isinstance(cls, type) and cls.__module__ == module.__name__}
 # One of each with settings off the defaults, for those the reference specs may not reach.
 CUSTOM_CORNERS = [Maxout(3), LayerNorm2d(8, eps=1e-6), ChannelLinear(4, 8, bias=False),
                   ChannelShuffle(4), LayerScale(8, init=1e-6), StochasticDepth(0.2, "batch"),
                   Permute((0, 2, 3, 1)), PaddedPool2d(2, 1, (0, 1, 0, 1)),
-                  PaddedPool2d(3, 2, (1, 1, 0, 1), mode="avg")]
+                  PaddedPool2d(3, 2, (1, 1, 0, 1), mode="avg"),
+                  token_modules.SelfAttention(8, 2, dropout=0.1), token_modules.Untokens(3),
+                  token_modules.MLP(8, 12, 4, dropout=0.1), token_modules.TokenPool("mean")]
 
 
 def test_constructor_calls_rebuild_the_same_layer():

@@ -85,11 +85,30 @@ EXAMPLES: dict[str, list[dict]] = {
     "stochastic-depth": [{"p": 0.2}, {"p": 0.5, "mode": "batch"}],
     "permute": [{"dims": (0, 2, 3, 1)}, {"dims": (0, 1)}],
     "upsample": [{"scale": 2}, {"scale": 3, "mode": "bilinear"}],
+    "tokens": [{}],
+    "untokens": [{}, {"height": 2}],
+    "patch-embed": [{"out": 6, "patch": 3}, {"out": 4, "patch": 4}],
+    "class-token": [{}],
+    "pos-embedding": [{}],
+    "token-pool": [{}, {"mode": "mean"}],
+    "self-attention": [{"heads": 2}, {"heads": 1, "dropout": 0.1}],
+    "mlp": [{"hidden": 12}, {"hidden": 5, "out": 3, "dropout": 0.1}],
+    "window-attention": [{"heads": 2, "window": 4}, {"heads": 1, "window": 3, "shift": 1},
+                         {"heads": 2, "window": 2, "shift": 1, "version": 2, "dropout": 0.1,
+                          "attention_dropout": 0.2}],
+    "patch-merging": [{}, {"version": 2}],
+    "partition": [{"size": 3}, {"size": 2, "mode": "grid"}],
+    "departition": [{"size": 2}, {"size": 3, "mode": "grid", "height": 6}],
+    "relative-attention": [{"size": 2, "head_dim": 2}, {"size": 3, "head_dim": 4}],
 }
 
 # Inputs: images with an odd and an even channel count (groups=2 and maxout k=2 refuse 3),
-# odd unequal sides, and flat features.
-SHAPES = {"image3": (3, 9, 11), "image4": (4, 9, 11), "flat6": (6,), "flat5": (5,)}
+# odd unequal sides, flat features, tokens, and an image whose last axis (the channels of a
+# channel-last image, for Swin's kinds) is even; an image that divides by 2 and 3, and
+# partitioned tensors (groups × size² × C, MaxViT's) for sizes 2 and 3.
+SHAPES = {"image3": (3, 9, 11), "image4": (4, 9, 11), "flat6": (6,), "flat5": (5,),
+          "tokens4x8": (4, 8), "tokens6x6": (6, 6), "image5x7x4": (5, 7, 4),
+          "image4x6x6": (4, 6, 6), "groups4x4x8": (4, 4, 8), "groups4x9x8": (4, 9, 8)}
 # (kind, "image" or "flat"): where archc's rule refuses inputs on purpose although torch's
 # module would run them, and why.
 STRICTER = {
@@ -98,7 +117,25 @@ STRICTER = {
                                "image, mixing the samples",
     ("scale", "flat"): "a (C, 1, 1) scale would broadcast a batch of features into a cube",
     ("channel-fc", "flat"): "a Linear over flat features is `fc`",
+    ("fc", "tokens"): "a Linear over each token is `mlp`; `token-pool` first for one vector",
+    ("tokens", "tokens"): "tokens are already tokens",
 }
+# Image kinds refuse tokens on purpose: torch's 2-D modules would read a batch of token
+# sequences, B×T×C, as one unbatched C×H×W image and mix the samples. The token kinds
+# refuse images and flat features: torch would read their axes as tokens and channels.
+IMAGE_KINDS = {"maxpool", "avgpool", "adaptiveavgpool", "adaptivemaxpool", "globalavgpool",
+               "dropout2d", "lrn", "channel-fc", "upsample"}
+TOKEN_KINDS = {"untokens", "token-pool", "self-attention"}
+# Swin's kinds take a channel-last image, H×W×C: torch would read tokens as an unbatched one.
+STRICTER.update({(k, "tokens"): "a channel-last image kind"
+                 for k in ("window-attention", "patch-merging")})
+# MaxViT's kinds: partition takes an image, the others a partitioned groups×size²×C tensor;
+# torch reads other ranks' axes differently.
+STRICTER.update({("partition", "tokens"): "an image kind"})
+STRICTER.update({(k, rank): "a partitioned tensor kind" for k in ("departition",
+                 "relative-attention") for rank in ("image", "tokens", "flat")})
+STRICTER.update({(k, "tokens"): "an image kind" for k in IMAGE_KINDS})
+STRICTER.update({(k, rank): "a token kind" for k in TOKEN_KINDS for rank in ("image", "flat")})
 BATCH = 2
 
 CASES = [pytest.param(kind, params, id=f"{kind}-{i}")
@@ -123,14 +160,18 @@ def static_shape(kind: LayerKind, shape, params: dict):
 def run_torch(kind: LayerKind, shape, params: dict):
     """Build the kind's module and run a batch of `shape` inputs in eval mode.
 
-    Returns (module, output, FLOPs counted), or None when torch refuses the input.
+    Returns (module, output, FLOPs counted on one sample), or None when torch refuses the
+    input. MACs count one image's forward pass: Swin V2's position-bias MLP runs once per
+    pass, whatever the batch, so FLOPs are counted on a batch of one.
     """
     x = torch.randn(BATCH, *shape, generator=torch.Generator().manual_seed(0))
     try:
         module = kind.torch(shape, params).eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
             out = module(x)
-    except (RuntimeError, ValueError, IndexError, ShapeProblem):
+            with FlopCounterMode(display=False) as counter:
+                module(x[:1])
+    except (RuntimeError, ValueError, IndexError, AssertionError, ShapeProblem):
         return None
     return module, out, counter.get_total_flops()
 
@@ -140,6 +181,7 @@ def test_examples_cover_every_kind():
 
 
 @pytest.mark.filterwarnings("ignore:dropout2d. Received a 2-D input:UserWarning")
+@pytest.mark.filterwarnings("ignore:dropout2d. Received a 3D input:UserWarning")
 @pytest.mark.parametrize("kind_name, given", CASES)
 @pytest.mark.parametrize("shape_id", list(SHAPES))
 def test_registry_rules_match_torch(kind_name, given, shape_id):
@@ -148,7 +190,7 @@ def test_registry_rules_match_torch(kind_name, given, shape_id):
     expected = static_shape(kind, shape, params)
     ran = run_torch(kind, shape, params)
     if expected is None:  # archc refuses only what torch refuses, or on purpose
-        rank = "flat" if len(shape) == 1 else "image"
+        rank = {1: "flat", 2: "tokens", 3: "image"}[len(shape)]
         assert ran is None or (kind_name, rank) in STRICTER, \
             f"archc refuses {shape} for {kind_name}, torch runs it"
         return
@@ -158,7 +200,7 @@ def test_registry_rules_match_torch(kind_name, given, shape_id):
     assert kind.count_params(shape, params) == sum(p.numel() for p in module.parameters())
     # FlopCounterMode counts conv and matmul FLOPs (2 per multiply-accumulate), exactly
     # what count_macs counts; every other kind counts 0 on both sides.
-    assert 2 * BATCH * kind.count_macs(shape, expected, params) == flops
+    assert 2 * kind.count_macs(shape, expected, params) == flops
 
 
 def test_every_kind_takes_some_input():
@@ -316,6 +358,21 @@ HYPER: dict[str, dict] = {
     "channel-fc": {"out": "out_features", "bias": lambda m, v: _bias(m) == v,
                    "last": lambda m, v: (type(m) is nn.Linear) == v},
     "stochastic-depth": {"p": "p", "mode": "mode"},
+    "untokens": {"height": lambda m, v: m.height == (v or 2)},
+    "patch-embed": {"out": "out_channels", "patch": "patch"},
+    "token-pool": {"mode": "mode"},
+    "self-attention": {"heads": "num_heads", "dropout": "dropout"},
+    "mlp": {"hidden": "hidden_features", "out": lambda m, v: m.out_features == (v or m.in_features),
+            "dropout": lambda m, v: m[2].p == m[4].p == v},
+    "window-attention": {"heads": "heads", "window": "window", "shift": "shift",
+                         "version": "version", "dropout": "dropout",
+                         "attention_dropout": "attention_dropout"},
+    "partition": {"size": "size", "mode": "mode"},
+    "departition": {"size": "size", "mode": "mode",
+                    "height": lambda m, v: m.height == (v or m.size * 2)},
+    "relative-attention": {"size": "size", "head_dim": "head_dim"},
+    "patch-merging": {"version": lambda m, v: m.norm.normalized_shape[0]
+                      == (4 if v == 1 else 2) * m.dim},
     "permute": {"dims": "dims"},
     "upsample": {"scale": "scale_factor", "mode": "mode"},
 }
@@ -334,7 +391,9 @@ def test_every_parameter_has_a_hyper_check():
 def test_modules_carry_the_spec_hyper_parameters(kind_name, given):
     kind = REGISTRY[kind_name]
     params = full_params(kind, given)
-    shape = SHAPES["image4"] if static_shape(kind, SHAPES["image4"], params) else SHAPES["flat6"]
+    shape = next(SHAPES[s] for s in ("image4", "tokens4x8", "image5x7x4", "image4x6x6",
+                                     "groups4x4x8", "groups4x9x8", "flat6")
+                 if static_shape(kind, SHAPES[s], params))
     module = kind.torch(shape, params)
     for name, check in HYPER[kind_name].items():
         if callable(check):

@@ -1,9 +1,10 @@
-"""The zoo: specs/zoo.yaml names torchvision's 68 convolutional builders, and one cheap
+"""The zoo: specs/zoo.yaml names torchvision's 80 classification builders, and one cheap
 member of every family verifies exactly against torchvision (parameters at 1000 and 2
 classes, strict state_dict loading, outputs after randomising every norm's statistics).
 
 AlexNet, VGG, GoogLeNet and the single-file ResNets are verified in tests/test_torchvision.py;
-`archc verify --zoo` runs all 68 (docs/zoo.md holds its table).
+The transformer families (ViT, Swin, MaxViT) are checked at small dimensions in
+tests/test_transformers.py; `archc verify --zoo` runs all 80 (docs/zoo.md holds its table).
 """
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ CHEAP = [
 ]
 
 
-def test_zoo_names_exactly_torchvisions_convolutional_builders():
+def test_zoo_names_exactly_torchvisions_classification_builders():
     assert sorted(ZOO) == sorted(torchvision_names())
-    assert len(ZOO) == 68
+    assert len(ZOO) == 80  # the 68 CNNs, 5 ViTs, 6 Swins and MaxViT
 
 
 def test_every_zoo_entry_points_at_a_spec_file():
@@ -141,6 +142,8 @@ FAMILY_SOURCES = {
     "mnasnet.arch": ["mnasnet.py"], "mobilenet.arch": ["mobilenetv2.py", "mobilenetv3.py"],
     "shufflenet.arch": ["shufflenetv2.py"], "efficientnet.arch": ["efficientnet.py"],
     "regnet.arch": ["regnet.py"], "convnext.arch": ["convnext.py"],
+    "vit.arch": ["vision_transformer.py"], "swin.arch": ["swin_transformer.py"],
+    "maxvit.arch": ["maxvit.py"],
 }
 
 

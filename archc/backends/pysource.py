@@ -480,8 +480,10 @@ class Source:
         """The constructor call of a layer (`num_classes` where it is the class count)."""
         module = meta_module(layer)
         cls = type(module)
-        if getattr(nn, cls.__name__, None) is not cls:
-            self.custom[cls.__name__] = cls
+        # archc's own classes are copied, bases first (LayerScale needs OwnParameter)
+        for c in reversed(cls.__mro__):
+            if c.__module__.startswith("archc.") and getattr(nn, c.__name__, None) is not c:
+                self.custom.setdefault(c.__name__, c)
         return constructor(module, self.symbols.get(layer.path) if symbolic else None)
 
     def stateless(self, child: LayerNode | Scope) -> bool:

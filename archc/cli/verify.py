@@ -55,8 +55,9 @@ def verify(
 
 def _run_zoo(only: str | None) -> int:
     """Verify every zoo entry (or those `--only` names), printing the Markdown table."""
-    from archc.tools.verify import TABLE_HEAD, describe, load_zoo, table_row
+    from archc.tools.verify import TABLE_HEAD, describe, table_row
     from archc.tools.verify import verify as run_verify
+    from archc.zoo import load_zoo
 
     entries = list(load_zoo().values())
     if only:

@@ -68,6 +68,8 @@ class _Spatial:
         self.memo: dict[tuple, Sizes] = {}
         self.keys: dict[int, tuple | None] = {}
         self.children: dict[int, dict[str, object]] = {}
+        self.recording = False  # the pass at the declared input, for the FIXES_SIZE layers
+        self.seen: dict[int, int] = {}
 
     def key(self, scope: Scope) -> tuple | None:
         """Calls of one block with the same arguments behave alike: one memo entry."""
@@ -107,6 +109,14 @@ class _Spatial:
         return hs
 
     def layer(self, layer: LayerNode, hs: Sizes) -> Sizes:
+        if layer.kind in FIXES_SIZE and not self.refit:  # learned for the declared size only
+            return self.fixed(layer, hs)
+        if layer.kind == "partition":  # whole groups only
+            size = layer.params["size"]
+            return tuple(h if h != _INVALID and h % size == 0 else _INVALID for h in hs)
+        if layer.kind == "token-pool":  # one vector, whatever the token count: like a 1×1
+            # global pool
+            return tuple(_INVALID if h == _INVALID else 1 for h in hs)
         if layer.in_shape is None or len(layer.in_shape) != 3:
             return hs
         if layer.kind == "flatten" and not self.refit:  # the fc after it is sized for the
@@ -125,6 +135,21 @@ class _Spatial:
         ceil = window[4]
         outs = (window_out(h, k, s, pad, d, ceil) if h != _INVALID else _INVALID for h in hs)
         return tuple(o if o >= 1 else _INVALID for o in outs)
+
+
+    def fixed(self, layer: LayerNode, hs: Sizes) -> Sizes:
+        """A layer whose weights fit one input size (a position embedding: one vector per
+        token): the first pass, at the declared input, records the size that reaches it;
+        later passes keep only that size."""
+        if self.recording:
+            self.seen[id(layer)] = hs[0]
+            return hs
+        want = self.seen.get(id(layer))
+        return tuple(h if h == want else _INVALID for h in hs)
+
+
+# Kinds whose weights are sized by the token count, so the input size is fixed.
+FIXES_SIZE = frozenset({"pos-embedding"})
 
 
 def _agreed(mode: str, sizes: list) -> int:
@@ -157,6 +182,11 @@ def input_sizes(net: Network, scan: int = 96, refit: bool = False) -> InputSizes
         return tuple(_INVALID if _INVALID in o else o[0] for o in zip(*outs))
 
     declared = net.input_shape[1]
+    if not refit and any(layer.kind in FIXES_SIZE for layer in layers(net.root)):
+        for axis in axes:  # what reaches each size-fixing layer at the declared input
+            axis.recording = True
+            axis.scope(net.root, (net.input_shape[1 + axis.axis],))
+            axis.recording, axis.memo = False, {}
     low = range(1, min(declared, _FULL_SCAN) + scan + 1)
     high = range(max(low.stop, declared - scan), declared + scan + 1)
     candidates = (*low, *high)

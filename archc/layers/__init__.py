@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from archc.layers import (
     activation,
+    attention,
     channel,
     conv,
     dense,
@@ -23,6 +24,7 @@ from archc.layers import (
     regularization,
     reshape,
     resize,
+    tokens,
 )
 from archc.layers.core import (
     INVALID,
@@ -71,6 +73,8 @@ KINDS: tuple[LayerKind, ...] = (
     *channel.KINDS,
     *reshape.KINDS,
     *resize.KINDS,
+    *tokens.KINDS,
+    *attention.KINDS,
 )
 
 REGISTRY: dict[str, LayerKind] = {k.name: k for k in KINDS}

@@ -173,7 +173,9 @@ def image(kind: str, inp: Shape) -> tuple[int, int, int]:
         raise ShapeProblem(
             "E203",
             f"{kind} expects an image tensor C×H×W, got {fmt(inp)}",
-            "it comes after a flatten or fc; move it before them",
+            "it gets tokens T×C: turn them back into an image with `untokens`"
+            if len(inp) == 2
+            else "it comes after a flatten or fc; move it before them",
         )
     return inp  # type: ignore[return-value]
 

@@ -28,7 +28,9 @@ def _fc_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
         raise ShapeProblem(
             "E203",
             f"fc expects flat features, got {fmt(inp)}",
-            "add `flatten` before it (or `global-avgpool flatten`)",
+            "pool the tokens first (`token-pool`), or use `mlp` on every token"
+            if len(inp) == 2
+            else "add `flatten` before it (or `global-avgpool flatten`)",
         )
     check_positive("fc", p, "out")
     return (p["out"],)

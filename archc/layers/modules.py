@@ -55,35 +55,25 @@ class ChannelShuffle(nn.Module):
         return f"groups={self.groups}"
 
 
-class LayerScale(nn.Module):
-    """A learnable scale per channel, (C, 1, 1), initialised to `init` (ConvNeXt).
-
-    torchvision keeps this tensor directly on the block (`features.1.0.layer_scale`), so the
-    module that holds a LayerScale stores it under the LayerScale's own name, without
-    `.weight`, and loads it from there: a hook renames the key both ways. The hook is put
-    on the holder when the LayerScale is registered in it (torch's module-registration hook,
-    installed once, acts on LayerScale children only).
-    """
+class OwnParameter(nn.Module):
+    """A module holding one tensor, `weight`, that its holder stores under the module's own
+    name, without `.weight`: torchvision keeps such tensors directly on a module
+    (ConvNeXt's `features.1.0.layer_scale`, ViT's `class_token` and
+    `encoder.pos_embedding`). A hook renames the key both ways; it is put on the holder
+    when the module is registered in it (torch's module-registration hook, installed once,
+    acts on OwnParameter children only)."""
 
     _installed = False
 
-    def __init__(self, channels: int, init: float = 1.0):
+    def __init__(self):
         super().__init__()
-        self.channels, self.init = channels, init
-        self.weight = nn.Parameter(torch.full((channels, 1, 1), float(init)))
-        if not LayerScale._installed:
-            nn.modules.module.register_module_module_registration_hook(LayerScale._registered)
-            LayerScale._installed = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * x  # (C, 1, 1) * (B, C, H, W)
-
-    def extra_repr(self) -> str:
-        return f"{self.channels}, init={self.init}"
+        if not OwnParameter._installed:
+            nn.modules.module.register_module_module_registration_hook(OwnParameter._registered)
+            OwnParameter._installed = True
 
     @staticmethod
     def _registered(holder: nn.Module, name: str, child: nn.Module) -> None:
-        if not isinstance(child, LayerScale):
+        if not isinstance(child, OwnParameter):
             return
 
         def save(module, state_dict, prefix, local_metadata):  # `name.weight` → `name`
@@ -96,6 +86,22 @@ class LayerScale(nn.Module):
 
         holder._register_state_dict_hook(save)
         holder._register_load_state_dict_pre_hook(load)
+
+
+class LayerScale(OwnParameter):
+    """A learnable scale per channel, (C, 1, 1), initialised to `init` (ConvNeXt), stored
+    under the holder's key `layer_scale` (see OwnParameter)."""
+
+    def __init__(self, channels: int, init: float = 1.0):
+        super().__init__()
+        self.channels, self.init = channels, init
+        self.weight = nn.Parameter(torch.full((channels, 1, 1), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x  # (C, 1, 1) * (B, C, H, W)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, init={self.init}"
 
 
 class StochasticDepth(nn.Module):

@@ -1,4 +1,4 @@
-"""Inference engines for a trained run: one network, three ways to run it.
+"""Inference engines for a trained run: the registry of ways to run one network (KINDS).
 
     engine = engine_for(trained, "auto", n_images=12_500)   # or "eager", "compiled", ...
     logits = engine(x)                                      # x: float32 (B, 3, H, W)
@@ -24,26 +24,92 @@ whole job, the most it could save, is never tried. The chosen engine's `reason` 
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import os
 import platform
-import tempfile
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-import archc
+from .runners import (  # noqa: F401  (re-exported: the engines' building blocks)
+    Engine,
+    EngineError,
+    compiled_for,
+    compiled_runner,
+    fingerprint,
+    folded_module,
+    inference_dir,
+    max_error,
+    no_grad_runner,
+    onnx_file,
+    onnx_runner,
+    time_per_image,
+)
 
-ENGINES = ("eager", "compiled", "onnxruntime")
+
+@dataclass(frozen=True)
+class EngineKind:
+    """One way to run a trained network: a row of the registry below.
+
+    `build(trained, batch_size)` returns the runner (float32 (B, C, H, W) → logits);
+    `unavailable(trained)` says why it cannot run here, or None; `exact` engines compute the
+    eval-mode module's logits within TOLERANCE and are the ones `auto` chooses among;
+    `setup_guess_s` is the set-up assumed until measured; `versions()` names the libraries
+    whose versions key the measurements.
+    """
+
+    name: str
+    describe: str
+    build: Callable[[Any, int], Callable[[torch.Tensor], torch.Tensor]]
+    exact: bool = True
+    precision: str = "fp32"
+    setup_guess_s: float = 0.0
+    prepare: Callable[[Any], object] | None = None  # once per checkpoint, not timed as set-up
+    unavailable: Callable[[Any], str | None] = lambda trained: None
+    versions: Callable[[], dict[str, str]] = lambda: {"torch": torch.__version__}
+
+
+def _cpu_only(what: str) -> Callable[[Any], str | None]:
+    def check(trained) -> str | None:
+        if trained.device.type != "cpu":
+            return f"{what} runs on ONNX Runtime on the CPU; use --device cpu"
+        return None
+    return check
+
+
+def _onnxruntime_versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _int8(trained, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    from .quantize import CALIBRATION_IMAGES, quantized
+
+    path, _ = quantized(trained, CALIBRATION_IMAGES)
+    return onnx_runner(path)
+
+
+#: The engines, by name. A new engine is a runner in runtime/after/runners.py (or its own
+#: module) plus one row here; `--engine`, `auto`, the measurements and bench read the rows.
+KINDS: dict[str, EngineKind] = {kind.name: kind for kind in (
+    EngineKind("eager", "the trained module in eval mode (the reference)",
+               lambda trained, batch: no_grad_runner(trained.model.eval())),
+    EngineKind("compiled", "torch.compile of the folded module, weights frozen",
+               compiled_for, setup_guess_s=60.0),
+    EngineKind("onnxruntime", "the folded graph in ONNX Runtime on the CPU",
+               lambda trained, batch: onnx_runner(onnx_file(trained)), setup_guess_s=5.0,
+               prepare=onnx_file, unavailable=_cpu_only("the onnxruntime engine"),
+               versions=_onnxruntime_versions),
+    EngineKind("int8", "ONNX Runtime's static int8 graph (--quantize int8; never `auto`)",
+               _int8, exact=False, precision="int8", setup_guess_s=30.0,
+               unavailable=_cpu_only("int8"), versions=_onnxruntime_versions),
+)}
+ENGINES = tuple(name for name, kind in KINDS.items() if kind.exact)  # what `auto` may choose
 CHOICES = ("auto", *ENGINES)
 #: largest difference from the eval-mode module, relative to max(1, |logits|): "exact"
 TOLERANCE = 1e-4
@@ -52,199 +118,29 @@ MEASURE_ABOVE_S = 20.0
 #: set-up seconds assumed for an engine not yet measured for a run on this machine; it is
 #: measured only for a job that eager needs longer than this for (torch.compile of a small CNN
 #: takes tens of seconds on a CPU, a ResNet minutes; an ONNX export and session, seconds)
-SETUP_GUESS_S = {"eager": 0.0, "onnxruntime": 5.0, "compiled": 60.0}
+SETUP_GUESS_S = {name: kind.setup_guess_s for name, kind in KINDS.items()}
 PROBE_BATCH = 8  # images per timed forward pass when measuring
 RECORD = "engines.json"
 RECORD_VERSION = 2  # how engines are built and timed: a record made otherwise is measured anew
 
 
-class EngineError(Exception):
-    """An engine that cannot run here, or does not compute what the model computes."""
-
-
-@dataclass
-class Engine:
-    """A callable float32 (B, C, H, W) → logits (B, classes), with what it cost to set up."""
-
-    name: str
-    run: Callable[[torch.Tensor], torch.Tensor]
-    setup_s: float
-    precision: str = "fp32"
-    reason: str = ""  # why this engine runs, in words (`auto`'s estimate, or "as asked")
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run(x)
-
-
 # --------------------------------------------------------------------------- building
 
 
-def folded_module(trained) -> nn.Module:
-    """The trained model's folded eval-mode module (archc.passes)."""
-    return archc.inference_module(trained.network, trained.model.eval())
-
-
 def build_engine(trained, name: str, batch_size: int = 64) -> Engine:
-    """The engine called `name` for `trained` (`batch_size`: the compiled graph's batch)."""
-    if name not in ENGINES:
+    """The exact engine called `name` for `trained` (`batch_size`: a compiled graph's batch)."""
+    kind = KINDS.get(name)
+    if kind is None or not kind.exact:
         raise EngineError(f"--engine must be one of {', '.join(CHOICES)}, got `{name}`")
+    why_not = kind.unavailable(trained)
+    if why_not is not None:
+        raise EngineError(why_not)
     start = time.perf_counter()
-    if name == "eager":
-        run = _no_grad(trained.model.eval())
-    elif name == "compiled":
-        run = _compiled(trained, batch_size)
-    else:
-        if trained.device.type != "cpu":
-            raise EngineError("the onnxruntime engine runs on the CPU; use --device cpu")
-        run = onnx_runner(onnx_file(trained))
-    return Engine(name, run, time.perf_counter() - start)
-
-
-def _no_grad(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return module(x)
-
-    return run
-
-
-def _compiled(trained, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    return compiled_runner(folded_module(trained), trained.network.input_shape, batch_size,
-                           trained.device)
-
-
-def compiled_runner(module: nn.Module, input_shape: tuple[int, ...], batch_size: int,
-                    device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
-    """torch.compile of `module` with frozen weights, compiled here for `batch_size` images of
-    `input_shape` (not at the first real batch); other batch sizes are split or padded."""
-    import torch._inductor.config as inductor
-
-    _quiet_cuda_home()
-    compiled = torch.compile(module, dynamic=False)
-
-    def run_fixed(x: torch.Tensor) -> torch.Tensor:
-        # freezing folds the weights into the graph as constants; it applies without grad only
-        with inductor.patch(freezing=True), torch.no_grad():
-            return compiled(x)
-
-    try:
-        run_fixed(torch.zeros((batch_size, *input_shape), device=device))
-    except Exception as exc:  # no C++ compiler, an unsupported op: say so, keep the reason
-        raise EngineError(f"torch.compile failed: {type(exc).__name__}: {exc}") from exc
-    return _in_fixed_batches(run_fixed, batch_size)
-
-
-def _quiet_cuda_home() -> None:
-    """Drop torch's `No CUDA runtime is found, using CUDA_HOME=...` log line. Inductor imports
-    torch.utils.cpp_extension, which logs it on a machine with a CUDA toolkit but no usable
-    GPU; it says nothing about the compiled engine, which then runs on the CPU."""
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    if _not_cuda_home not in logger.filters:
-        logger.addFilter(_not_cuda_home)
-
-
-def _not_cuda_home(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("No CUDA runtime is found")
-
-
-def _in_fixed_batches(run: Callable[[torch.Tensor], torch.Tensor],
-                      batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Feed `run` exactly `batch` images at a time: split larger inputs, zero-pad a short one
-    (a new batch size would compile the graph again)."""
-
-    def fixed(x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for start in range(0, len(x), batch):
-            piece = x[start: start + batch]
-            n = len(piece)
-            if n < batch:
-                pad = piece.new_zeros((batch - n, *piece.shape[1:]))
-                piece = torch.cat([piece, pad])
-            outs.append(run(piece)[:n])
-        return torch.cat(outs)
-
-    return fixed
-
-
-def onnx_runner(path: Path, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Run an ONNX file with ONNX Runtime on the CPU, `threads` intra-op threads (all cores)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # idle threads sleep instead of spinning: between batches the CPU decodes and preprocesses
-    # images (and a spinning pool slows every other computation in the process)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().cpu().numpy().astype(np.float32, copy=False)
-        return torch.from_numpy(session.run(None, {name: array})[0])
-
-    return run
-
-
-# --------------------------------------------------------------------------- files in the run
-
-
-def inference_dir(trained) -> Path:
-    """RUN/inference (created), or a temporary folder when the run folder is read-only."""
-    folder = Path(trained.run_dir) / "inference"
-    try:
-        folder.mkdir(exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
-        probe.close()
-        return folder
-    except OSError:
-        fallback = Path(tempfile.gettempdir()) / f"archc-inference-{fingerprint(trained)}"
-        fallback.mkdir(exist_ok=True)
-        return fallback
-
-
-def fingerprint(trained) -> str:
-    """A short hash of the weights and the network: names files derived from them."""
-    known = _FINGERPRINTS.get(trained.model)
-    if known is not None:
-        return known
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(repr(trained.network.input_shape).encode())
-    for key, value in trained.model.state_dict().items():
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    _FINGERPRINTS[trained.model] = digest.hexdigest()
-    return digest.hexdigest()
-
-
-# hashing ResNet-50's weights takes a noticeable fraction of a second: once per loaded model
-_FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
-
-
-def onnx_file(trained) -> Path:
-    """The folded graph as ONNX, exported once per checkpoint and verified by onnxruntime."""
-    path = inference_dir(trained) / f"{trained.checkpoint}-{fingerprint(trained)}.onnx"
-    if not path.exists():
-        partial = path.with_suffix(".partial.onnx")
-        archc.emit_onnx(trained.network, partial, model=_cpu_copy(trained.model))
-        os.replace(partial, path)
-    return path
-
-
-def _cpu_copy(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model).cpu().eval()
+    run = kind.build(trained, batch_size)
+    return Engine(name, run, time.perf_counter() - start, precision=kind.precision)
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def max_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """The largest difference, relative to max(1, |want|)."""
-    scale = max(1.0, float(want.abs().max()))
-    return float((got.float().cpu() - want.float().cpu()).abs().max()) / scale
 
 
 def _probe(trained, batch: int) -> torch.Tensor:
@@ -257,17 +153,6 @@ def reference_logits(trained, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out = trained.model.eval()(x.to(trained.device))
     return (out[0] if isinstance(out, (tuple, list)) else out).cpu()
-
-
-def time_per_image(engine: Engine, x: torch.Tensor, repeats: int = 3) -> float:
-    """Seconds per image: the best of `repeats` timed passes after one warm-up."""
-    engine(x)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        engine(x)
-        best = min(best, time.perf_counter() - start)
-    return best / len(x)
 
 
 def measure(trained, names: tuple[str, ...] = ENGINES, batch: int = PROBE_BATCH,
@@ -283,8 +168,9 @@ def measure(trained, names: tuple[str, ...] = ENGINES, batch: int = PROBE_BATCH,
     built: dict[str, Engine] = {}
     for name in names:
         try:
-            if name == "onnxruntime" and trained.device.type == "cpu":
-                onnx_file(trained)  # exported once per checkpoint: not a per-call setup cost
+            kind = KINDS[name]
+            if kind.prepare is not None and kind.unavailable(trained) is None:
+                kind.prepare(trained)  # e.g. the ONNX export: once per checkpoint, not set-up
             engine = build_engine(trained, name, batch_size=batch)
             error = max_error(engine(x), want)
         except EngineError as exc:
@@ -305,11 +191,9 @@ def measure(trained, names: tuple[str, ...] = ENGINES, batch: int = PROBE_BATCH,
 
 def machine_key(trained) -> dict[str, Any]:
     """What the timings depend on: a record from another machine or library is measured anew."""
-    import onnxruntime
-
+    versions = {lib: v for kind in KINDS.values() for lib, v in kind.versions().items()}
     return {"record": RECORD_VERSION, "device": str(trained.device), "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+            "processor": platform.processor() or platform.machine(), **versions}
 
 
 def load_record(trained) -> dict | None:
@@ -327,7 +211,7 @@ def load_record(trained) -> dict | None:
 
 def save_record(trained, record: dict) -> Path:
     """Write the engines record into the run folder (atomically)."""
-    from runtime.training.checkpoint import atomic_write
+    from ..training.checkpoint import atomic_write
 
     path = inference_dir(trained) / RECORD
     atomic_write(path, json.dumps(record, indent=2) + "\n")
@@ -478,7 +362,7 @@ def attach(trained, engine: str = "auto", quantize: str = "none", n_images: int 
     """
     check_options(engine, quantize)
     if quantize == "int8":
-        from runtime.after.quantize import CALIBRATION_IMAGES, int8_engine
+        from .quantize import CALIBRATION_IMAGES, int8_engine
 
         chosen = int8_engine(trained, calibration_images or CALIBRATION_IMAGES, note)
         chosen.reason = "--quantize int8"

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 import archc
-from runtime.data.augment import AugmentConfig, eval_batch
-from runtime.data.folders import is_image_name, natural_key
-from runtime.training.checkpoint import CheckpointError, latest, load_checkpoint
-from runtime.training.config import TrainConfig
+
+from ..data.augment import AugmentConfig, eval_batch
+from ..data.folders import is_image_name, natural_key
+from ..training.checkpoint import CheckpointError, latest, load_checkpoint
+from ..training.config import TrainConfig
 
 #: checkpoint file suffixes a path may name (`best.safetensors`, `best.json`, `best.state.pt`).
 _CHECKPOINT_SUFFIXES = (".safetensors", ".state.pt", ".json")
@@ -354,7 +355,7 @@ def predict_files(trained: Trained, paths: Sequence[Path], tta: bool = False,
     background thread (runtime/data/streaming.py), so the next batch decodes while this one is
     computed. `progress(n)` is called after each batch with the number of files it handled.
     """
-    from runtime.data.streaming import decoded_batches
+    from ..data.streaming import decoded_batches
 
     probs, loaded = [], []
     paths = [Path(p) for p in paths]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.after.engines import (
+from .runners import (
     Engine,
     EngineError,
     fingerprint,
@@ -91,7 +91,7 @@ def quantized(trained, calibration_images: int = CALIBRATION_IMAGES) -> tuple[Pa
     quantize_file(fp32, partial, _batches(trained, images, np.sort(chosen)))
     os.replace(partial, path)
     report = _report(trained, fp32, path, images, val_rows, len(chosen))
-    from runtime.training.checkpoint import atomic_write
+    from ..training.checkpoint import atomic_write
 
     atomic_write(report_path, json.dumps(report.__dict__, indent=2) + "\n")
     return path, report
@@ -134,9 +134,9 @@ def quantize_file(fp32: Path, out: Path, batches) -> None:
 
 def _run_images(trained):
     """(decoded uint8 images, training rows, validation rows) of the data the run trained on."""
-    from runtime.data.folders import load_images
-    from runtime.training.run import load_split, recorded_data
-    from runtime.training.train import cache_dir
+    from ..data.folders import load_images
+    from ..training.run import load_split, recorded_data
+    from ..training.train import cache_dir
 
     data = recorded_data(trained.record)  # resolved when the run began: any working folder
     if data is None or not data.exists():
@@ -153,7 +153,7 @@ def _run_images(trained):
 
 def _batches(trained, images, rows: np.ndarray, batch: int = _BATCH):
     """float32 NCHW numpy batches of `rows`, preprocessed as validation preprocesses them."""
-    from runtime.data.augment import eval_batch
+    from ..data.augment import eval_batch
 
     for start in range(0, len(rows), batch):
         u8 = torch.from_numpy(np.array(images.images[rows[start: start + batch]]))
@@ -163,7 +163,7 @@ def _batches(trained, images, rows: np.ndarray, batch: int = _BATCH):
 def _report(trained, fp32: Path, int8: Path, images, val_rows: np.ndarray,
             n_calibration: int) -> Int8Report:
     """Score fp32 and int8 on the validation split and time both."""
-    from runtime.after.inference import map_labels, score
+    from .inference import map_labels, score
 
     labels = map_labels(trained, images.classes, images.labels)[val_rows]
     runs = {"fp32": onnx_runner(fp32), "int8": onnx_runner(int8)}

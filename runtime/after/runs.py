@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from runtime.training.metrics import read_records
+from ..training.metrics import read_records
 
 
 @dataclass
@@ -140,7 +140,7 @@ def plot(rows: list[RunRow], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from runtime.training.checkpoint import atomic_write
+    from ..training.checkpoint import atomic_write
 
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)

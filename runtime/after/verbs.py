@@ -66,11 +66,11 @@ def register(app: typer.Typer) -> None:
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn the errors that describe bad input into `error: ...` and exit code 1."""
-    from runtime.after.engines import EngineError
-    from runtime.after.inference import InferenceError
-    from runtime.data.folders import DataError
-    from runtime.training.checkpoint import CheckpointError
-    from runtime.training.run import ResumeError
+    from ..data.folders import DataError
+    from ..training.checkpoint import CheckpointError
+    from ..training.run import ResumeError
+    from .engines import EngineError
+    from .inference import InferenceError
 
     try:
         yield
@@ -82,8 +82,8 @@ def _user_errors() -> Iterator[None]:
 
 def _load(run: Path, checkpoint: str | None, device: str = "cpu"):
     """The trained model of a run (InferenceError for anything wrong with it)."""
-    from runtime.after.inference import InferenceError, load_trained
-    from runtime.training.loop import select_device
+    from ..training.loop import select_device
+    from .inference import InferenceError, load_trained
 
     if device not in _DEVICES:
         raise InferenceError(f"--device must be one of {', '.join(_DEVICES)}, got `{device}`")
@@ -97,7 +97,7 @@ def _load(run: Path, checkpoint: str | None, device: str = "cpu"):
 def _use_engine(trained, engine: str, quantize: str, calibration: int | None, n_images: int,
                 batch_size: int) -> None:
     """Set what computes the logits for a job of `n_images` (runtime/after/engines.py)."""
-    from runtime.after.engines import attach
+    from .engines import attach
 
     attach(trained, engine, quantize, n_images, batch_size, calibration, note=_note)
 
@@ -118,7 +118,7 @@ def _announce_checkpoint(trained, allow_untrained: bool) -> None:
 
 
 def _check_engine_options(engine: str, quantize: str) -> None:
-    from runtime.after.engines import check_options
+    from .engines import check_options
 
     check_options(engine, quantize)
 
@@ -181,7 +181,7 @@ def eval_command(
     calibration: int | None = CalibrationOption,
 ) -> None:
     """Accuracy, log loss, per-class precision/recall and the confusion matrix on labelled data."""
-    from runtime.after.inference import predict_images, score
+    from .inference import predict_images, score
 
     with _user_errors():
         trained = _load(run, checkpoint, device)
@@ -206,9 +206,9 @@ def eval_command(
 
 def _eval_set(trained, data: Path | None, workers: int):
     """(uint8 images, rows to use, their labels in the model's classes, path, split name)."""
-    from runtime.after.inference import map_labels
-    from runtime.data.folders import load_images
-    from runtime.training.train import cache_dir
+    from ..data.folders import load_images
+    from ..training.train import cache_dir
+    from .inference import map_labels
 
     trained_on = _trained_on(trained)
     path = data or trained_on
@@ -246,14 +246,14 @@ def _new_plot_path(trained, data: Path | None) -> Path:
 def _trained_on(trained) -> Path | None:
     """The data the run trained on, as record.json resolved it when the run began: a relative
     --data still holds from another working folder."""
-    from runtime.training.run import recorded_data
+    from ..training.run import recorded_data
 
     return recorded_data(trained.record)
 
 
 def _validation_rows(run_dir: Path, n_images: int) -> np.ndarray:
     """The run's validation indices, checked against the dataset as it is now."""
-    from runtime.training.run import load_split
+    from ..training.run import load_split
 
     _, val = load_split(run_dir)
     if len(val) == 0:
@@ -328,7 +328,7 @@ def predict_command(
     allow_untrained: bool = UntrainedOption,
 ) -> None:
     """Class probabilities per image. Unreadable files are reported and skipped (exit code 1)."""
-    from runtime.after.inference import predict_files
+    from .inference import predict_files
 
     with _user_errors():
         _check_engine_options(engine, quantize)
@@ -354,7 +354,7 @@ def predict_command(
 
 def _expand(arguments: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files as given, folders as the images directly in them; missing paths are skipped."""
-    from runtime.after.inference import images_in
+    from .inference import images_in
 
     paths, skipped = [], []
     for arg in arguments:
@@ -420,7 +420,7 @@ def submit_command(
     allow_untrained: bool = UntrainedOption,
 ) -> None:
     """Write a Kaggle Dogs-vs-Cats submission: `id,label` with label = p(dog), sorted by id."""
-    from runtime.after.inference import predict_files
+    from .inference import predict_files
 
     with _user_errors():
         _check_probability_options(clip, fill)
@@ -453,7 +453,7 @@ def _check_probability_options(clip: float, fill: float | None) -> None:
 
 def _test_ids(test: Path) -> dict[int, Path]:
     """Kaggle test images by numeric id; errors for a missing folder, no images, bad names."""
-    from runtime.after.inference import images_in
+    from .inference import images_in
 
     if not test.is_dir():
         raise AfterError(f"test folder `{test}` not found" if not test.exists()
@@ -475,7 +475,7 @@ def _test_ids(test: Path) -> dict[int, Path]:
 
 
 def _positive_index(trained, positive: str) -> int:
-    from runtime.after.inference import InferenceError
+    from .inference import InferenceError
 
     try:
         return trained.class_index(positive)
@@ -498,7 +498,7 @@ def _submission_values(ids: dict[int, Path], result, column: int,
 
 def _write_text(path: Path, text: str) -> None:
     """Write `text` atomically (a half-written CSV never replaces a good one)."""
-    from runtime.training.checkpoint import atomic_write
+    from ..training.checkpoint import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

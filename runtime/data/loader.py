@@ -19,14 +19,14 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from runtime.data.augment import (
+from .augment import (
     AugmentConfig,
     apply_params,
     apply_policy,
     eval_batch,
     sample_params,
 )
-from runtime.data.folders import ImageSet
+from .folders import ImageSet
 
 #: copy the uint8 array to the GPU when it needs less than this fraction of free GPU memory.
 GPU_RESIDENT_FRACTION = 0.4

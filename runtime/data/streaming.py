@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.data.folders import decode_many
+from .folders import decode_many
 
 Batch = tuple[list[Path], np.ndarray, list[tuple[str, str]]]  # loaded, (B, S, S, 3), skipped
 _DONE = object()

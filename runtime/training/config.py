@@ -124,7 +124,7 @@ class TrainConfig(BaseModel):
     def augment(self):
         """An `runtime.data.augment.AugmentConfig` built from the augmentation fields."""
         # Imported lazily so that config stays importable without the image stack.
-        from runtime.data.augment import AugmentConfig
+        from ..data.augment import AugmentConfig
 
         return AugmentConfig(
             scale=tuple(self.scale), ratio=tuple(self.ratio),
@@ -189,7 +189,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 def _recipe_settings(name: str) -> dict[str, Any]:
     """The settings of recipe `name` (its name included); ConfigError naming the known ones."""
-    from runtime.training.recipes import RECIPES
+    from .recipes import RECIPES
 
     recipe = RECIPES.get(str(name))
     if recipe is None:

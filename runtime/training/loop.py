@@ -42,14 +42,14 @@ from rich.progress import (
 from rich.table import Table
 from torch import nn
 
-from runtime.training import checkpoint as ckpt
-from runtime.training.config import TrainConfig
-from runtime.training.metrics import MetricsLogger, log_loss_sum, plot
-from runtime.training.regularise import Mix, ModelEMA, mix_batch, mix_generator
-from runtime.training.tblog import RunLog
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .metrics import MetricsLogger, log_loss_sum, plot
+from .regularise import Mix, ModelEMA, mix_batch, mix_generator
+from .tblog import RunLog
 
 if TYPE_CHECKING:  # lrfind itself is imported when the range test runs
-    from runtime.training.lrfind import LRFinding
+    from .lrfind import LRFinding
 
 # Config fields that may differ on resume without breaking exact continuation.
 _RESUME_FREE_FIELDS = {"workers", "compile", "compile_mode", "device", "cache_size", "epochs"}
@@ -230,7 +230,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, head: tuple[str, ...] 
     name = name or config.resolved_optimizer()
     decay_rate = config.weight_decay
     if decay_rate is None:
-        from runtime.training.config import DEFAULT_WEIGHT_DECAY
+        from .config import DEFAULT_WEIGHT_DECAY
 
         decay_rate = DEFAULT_WEIGHT_DECAY[name]
     groups: dict[tuple[float, bool], list] = {}
@@ -305,7 +305,7 @@ def _write_finding(run_dir: Path, finding) -> None:
     """lr_finder.png and lr_finder.json, and the choice in record.json and hparams.json."""
     import json
 
-    from runtime.training import lrfind
+    from . import lrfind
 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -450,7 +450,7 @@ class Trainer:
 
     def _find_lr(self) -> None:
         """Run the LR range test, adopt its rate (and optimizer), save its curve and record it."""
-        from runtime.training import lrfind
+        from . import lrfind
 
         cfg = self.config
         steps, floor = lrfind.sweep_steps(len(self.train_loader), cfg.accumulate)
@@ -885,7 +885,7 @@ class Trainer:
     def _norm_stats(self) -> tuple[tuple, tuple]:
         """(mean, std) the loader normalised with, to show its images as they were."""
         aug = getattr(self.train_loader, "aug", None)
-        from runtime.data.augment import IMAGENET_MEAN, IMAGENET_STD
+        from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 
         return (getattr(aug, "mean", IMAGENET_MEAN), getattr(aug, "std", IMAGENET_STD))
 

@@ -198,7 +198,7 @@ def find_lr(model: nn.Module, loader: Iterable, make_optimizer: Callable[[str, f
     parameters; `loss_of(model, batch)` is one training forward pass's loss. `optimizer`
     "auto" applies the module docstring's rule; "sgd" or "adamw" sweeps just that one.
     """
-    from runtime.training.checkpoint import capture_rng, restore_rng
+    from .checkpoint import capture_rng, restore_rng
 
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     rng = capture_rng()
@@ -230,7 +230,7 @@ def plot(finding: LRFinding, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from runtime.training.checkpoint import atomic_write
+    from .checkpoint import atomic_write
 
     fig = Figure(figsize=(7, 4.2))
     FigureCanvasAgg(fig)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from runtime.training.checkpoint import atomic_write
+from .checkpoint import atomic_write
 
 FIELDS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_logloss",

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.training.checkpoint import atomic_write
-from runtime.training.config import TrainConfig
+from .checkpoint import atomic_write
+from .config import TrainConfig
 
 SPEC, HPARAMS, SPLIT, RECORD, SKIPPED = (
     "spec.arch", "hparams.json", "split.json", "record.json", "skipped.txt",
@@ -149,7 +149,7 @@ def create_run(
     Refuses to reuse a folder that already holds a run (record.json) unless `overwrite`;
     continuing a run is `check_resume` + `fit(resume=True)` instead. Returns the folder.
     """
-    from runtime.data.folders import split_hash
+    from ..data.folders import split_hash
 
     run_dir = Path(run_dir)
     if (run_dir / RECORD).exists() and not overwrite:
@@ -241,7 +241,7 @@ def load_hparams(run_dir: Path | str) -> tuple[TrainConfig, dict[str, Any]]:
 
 def load_split(run_dir: Path | str) -> tuple[np.ndarray, np.ndarray]:
     """The run's (train_idx, val_idx); ResumeError if split.json fails its own hash."""
-    from runtime.data.folders import split_hash
+    from ..data.folders import split_hash
 
     data = _read_json(Path(run_dir) / SPLIT)
     train_idx = np.asarray(data["train"], dtype=np.int64)

@@ -14,10 +14,11 @@ from typing import Any
 
 import archc
 from archc import Network, layers
-from runtime.data.folders import ImageSet, load_images, stratified_split
-from runtime.data.loader import BatchLoader
-from runtime.training.config import TrainConfig, merge_config
-from runtime.training.distributed import (
+
+from ..data.folders import ImageSet, load_images, stratified_split
+from ..data.loader import BatchLoader
+from .config import TrainConfig, merge_config
+from .distributed import (
     World,
     barrier,
     broadcast_text,
@@ -26,8 +27,8 @@ from runtime.training.distributed import (
     init,
     shutdown,
 )
-from runtime.training.loop import FitOptions, FitResult, fit, select_device
-from runtime.training.run import (
+from .loop import FitOptions, FitResult, fit, select_device
+from .run import (
     check_resume,
     create_run,
     load_hparams,
@@ -128,7 +129,7 @@ def train(req: TrainRequest) -> FitResult:
     if resume_dir is not None:
         _same_data_path(resume_dir, record, data_path)
     base = dict(saved_config.model_dump()) if saved_config else spec_train
-    from runtime.training.recipes import default_recipe
+    from .recipes import default_recipe
 
     # a resumed run's saved settings are complete: no recipe layer under them
     config = _config(base, req.settings, None if saved_config else default_recipe(req.init))
@@ -208,8 +209,8 @@ def _resumable(req: TrainRequest, resume_dir: Path, record: dict[str, Any],
     """TrainError when the spec changed since the run began, or when the dataset's files no
     longer match the recorded count and classes: found from the spec and a directory
     listing, before a single image is decoded."""
-    from runtime.data.folders import DataError, discover
-    from runtime.training.run import ResumeError
+    from ..data.folders import DataError, discover
+    from .run import ResumeError
 
     checked = check_spec(req, dict(saved_params or {}), config.image_size)
     try:
@@ -235,7 +236,7 @@ def _resumable(req: TrainRequest, resume_dir: Path, record: dict[str, Any],
 def _finished(run_dir: Path, config: TrainConfig, world: World) -> FitResult | None:
     """The run's result, after saying so, when it already trained `config.epochs` epochs (no
     images decoded, no model built); None when there is more to train."""
-    from runtime.training.checkpoint import CheckpointError, latest, read_manifest
+    from .checkpoint import CheckpointError, latest, read_manifest
 
     name = latest(run_dir, "last")
     try:
@@ -265,7 +266,7 @@ def _record_model(run_dir: Path, net: Network, init_from: str | None, world: Wor
     """Parameters, MACs and the initialisation in record.json, for `archc runs`."""
     import json
 
-    from runtime.training.checkpoint import atomic_write
+    from .checkpoint import atomic_write
 
     path = run_dir / "record.json"
     if not world.is_main or not path.exists():
@@ -348,7 +349,7 @@ def _saved(resume_dir: Path | None):
     """The run's hyper-parameters and spec parameters when resuming, else (None, None)."""
     if resume_dir is None:
         return None, None
-    from runtime.training.run import ResumeError
+    from .run import ResumeError
 
     try:
         return load_hparams(resume_dir)
@@ -363,7 +364,7 @@ def _spec_train(req: TrainRequest) -> dict[str, Any]:
 
 def _config(base: dict[str, Any], settings: dict[str, Any],
             recipe: str | None = None) -> TrainConfig:
-    from runtime.training.config import ConfigError
+    from .config import ConfigError
 
     try:
         return merge_config(base, settings, recipe)
@@ -396,7 +397,7 @@ def _lock(run_dir: Path, world: World, held: contextlib.ExitStack) -> None:
     when another process trains in it."""
     if not world.is_main:
         return
-    from runtime.training.run import RunBusyError, lock_run
+    from .run import RunBusyError, lock_run
 
     try:
         release = lock_run(run_dir)
@@ -432,7 +433,7 @@ def _new_run_folder(run_dir: Path, held: contextlib.ExitStack) -> None:
 def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data_path, images,
              held):
     if resume_dir is not None:
-        from runtime.training.run import ResumeError
+        from .run import ResumeError
 
         try:
             check_resume(resume_dir, spec_text, params)
@@ -539,8 +540,8 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
 def lr_find(req: TrainRequest, out_dir: Path):
     """`archc lr-find`: the LR range test on the spec and data of `req`, without training;
     returns the LRFinding (lr_finder.png and .json go to `out_dir`)."""
-    from runtime.training.loop import range_test
-    from runtime.training.recipes import default_recipe
+    from .loop import range_test
+    from .recipes import default_recipe
 
     spec_train = _spec_train(req)
     data_path = data_source(req, {}, spec_train.pop("data", None))

@@ -6,6 +6,7 @@ folder is a temporary directory.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -144,8 +145,9 @@ def test_auto_never_tries_an_engine_whose_setup_exceeds_the_saving(tmp_path, mon
     monkeypatch.setattr(engines, "MEASURE_ABOVE_S", 0.0)
     monkeypatch.setattr(engines, "SETUP_GUESS_S",
                         {"eager": 0.0, "onnxruntime": 0.0, "compiled": 1e9}, raising=False)
-    monkeypatch.setattr(engines, "_compiled",
-                        lambda *a: pytest.fail("compiled although it cannot pay off"))
+    monkeypatch.setitem(engines.KINDS, "compiled", dataclasses.replace(
+        engines.KINDS["compiled"], build=lambda *a: pytest.fail("compiled although it cannot "
+                                                                 "pay off")))
     notes: list[str] = []
     engine = engines.engine_for(trained, "auto", n_images=1_000, note=notes.append)
     assert engine.name in ("eager", "onnxruntime")
@@ -170,3 +172,41 @@ def test_auto_says_why_it_keeps_eager_against_a_measured_setup(tmp_path, monkeyp
     assert choice.reason == ("auto, for 1,000 images: eager about 12 s; compiled about 127 s "
                              "with 125 s set-up; onnxruntime unavailable here")
     assert engines.choose(trained, 100_000).name == "compiled"  # 1,200 s vs 325 s
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@pytest.mark.parametrize("name", list(engines.KINDS))
+def test_every_engine_row_is_whole(name):
+    """Each row names itself, says what it is, and gives its library versions; `auto` and
+    --engine offer exactly the exact rows, and int8 is a non-exact kind."""
+    kind = engines.KINDS[name]
+    assert kind.name == name and kind.describe
+    assert "torch" in kind.versions()
+    assert (name in engines.ENGINES) == kind.exact
+    assert name in engines.SETUP_GUESS_S
+
+
+def test_int8_is_a_kind_auto_never_chooses():
+    assert not engines.KINDS["int8"].exact and engines.KINDS["int8"].precision == "int8"
+    assert "int8" not in engines.CHOICES
+
+
+@pytest.mark.parametrize("name", list(engines.ENGINES))
+def test_every_exact_engine_builds_and_matches_eager(tmp_path, name):
+    """Built through the registry, each exact engine reproduces the eval-mode logits."""
+    if name == "compiled":
+        pytest.skip("torch.compile takes minutes on the CI CPU; test_compiled_* covers it")
+    trained = make_trained(tmp_path / "run")
+    engine = engines.build_engine(trained, name, batch_size=4)
+    x = torch.randn(4, *trained.network.input_shape)
+    assert engines.max_error(engine(x), engines.reference_logits(trained, x)) <= engines.TOLERANCE
+
+
+def test_the_engine_option_names_every_exact_engine():
+    """--engine's help (kept torch-free, so a literal) lists every engine `auto` may choose."""
+    from runtime.after import verbs
+
+    for name in engines.CHOICES:
+        assert name in verbs.EngineOption.help
