@@ -14,6 +14,7 @@ from archc.api import (
     CheckResult,
     build,
     bundle,
+    cache_folder,
     cache_root,
     check,
     classifier_heads,
@@ -34,14 +35,18 @@ from archc.api import (
 from archc.backends import ONNX_INPUT, InitError
 from archc.compiler.diagnostics import Diagnostic
 from archc.compiler.graph import LayerNode, Network, layers
+from archc.compiler.limits import get as limit
+from archc.compiler.limits import hint as limit_hint
+from archc.compiler.outputs import OutputRefused, check_outputs, foreign_entries, mark
 from archc.compiler.render import SpecError
 from archc.compiler.sources import Program
 
 __all__ = [
-    "CheckResult", "Diagnostic", "InitError", "LayerNode", "Network", "ONNX_INPUT", "Program",
-    "SpecError", "build", "bundle", "cache_root", "check", "classifier_heads", "emit_dot",
-    "emit_onnx", "emit_python",
-    "inference_module", "init_weights", "layers", "list_models", "load", "parse_assignments",
-    "parse_value", "render", "save_weights", "to_module", "zoo_entries",
+    "CheckResult", "Diagnostic", "InitError", "LayerNode", "Network", "ONNX_INPUT",
+    "OutputRefused", "Program", "SpecError", "build", "bundle", "cache_folder", "cache_root",
+    "check", "check_outputs", "classifier_heads", "emit_dot", "emit_onnx", "emit_python",
+    "foreign_entries", "inference_module", "init_weights", "layers", "limit", "limit_hint",
+    "list_models", "load", "mark", "parse_assignments", "parse_value", "render",
+    "save_weights", "to_module", "zoo_entries",
 ]
 __version__ = "0.1.0"

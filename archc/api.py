@@ -239,9 +239,19 @@ def parse_assignments(values: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def cache_root() -> Path:
+def cache_root() -> Path | None:
     """The folder of archc's caches (`$ARCHC_CACHE`, else `$XDG_CACHE_HOME/archc`, else
-    `~/.cache/archc`)."""
+    `~/.cache/archc`); None when there is no absolute home to put it in."""
     from archc.compiler.cache import root
 
     return root()
+
+
+def cache_folder(name: str) -> Path | None:
+    """archc's cache folder `name` under `cache_root()`, created 0700 if missing, or None when
+    it is not safe to keep data in: a folder on the way that another user owns or can write
+    (docs/security.md). The path is the folder's resolved one."""
+    from archc.compiler.cache import private_dir
+
+    folder = private_dir(name)
+    return None if folder is None else folder.path

@@ -420,11 +420,18 @@ def cache_command(
     if list_ or clear:
         from .training.train import cache_dir
 
-        (_clear_cache if clear else _list_cache)(cache_dir(), path)
+        folder = cache_dir()
+        if folder is None:
+            _fail(_NO_SAFE_CACHE)
+        (_clear_cache if clear else _list_cache)(folder, path)
         return
     if path is None:
         _fail("give the dataset to decode (PATH), or --list / --clear", 2)
     _build_cache(path, size, workers)
+
+
+_NO_SAFE_CACHE = ("no safe cache folder: the cache root is missing, not yours, or writable by "
+                  "another user; set ARCHC_CACHE to a folder of your own (see docs/security.md)")
 
 
 def _build_cache(path: Path, size: int, workers: int) -> None:
@@ -437,12 +444,15 @@ def _build_cache(path: Path, size: int, workers: int) -> None:
     from .training.train import (
         cache_dir,  # imports torch: after the options are known to be good
     )
+    folder = cache_dir()
+    if folder is None:
+        _fail(_NO_SAFE_CACHE)
     try:
-        images = load_images(path, size=size, cache_dir=cache_dir(), workers=workers, progress=True)
+        images = load_images(path, size=size, cache_dir=folder, workers=workers, progress=True)
     except DataError as exc:
         _fail(str(exc))
     typer.echo(
-        f"cached {len(images)} images of {size}×{size} in {cache_dir()} "
+        f"cached {len(images)} images of {size}×{size} in {folder} "
         f"({len(images.classes)} classes; skipped {len(images.skipped)}; "
         f"{_bytes(images.images.nbytes)} on disk)"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc.compiler import cache, ir, limits
+from archc.compiler import cache, limits
 from archc.compiler.diagnostics import Diagnostics
 from archc.compiler.sources import parse_source, parse_source_cached
 
@@ -36,7 +37,7 @@ def home(tmp_path, monkeypatch):
 
 
 def entries(root: Path) -> list[Path]:
-    return sorted((root / "specs").glob("*.pickle")) if (root / "specs").is_dir() else []
+    return sorted((root / "specs").glob("*.json")) if (root / "specs").is_dir() else []
 
 
 def write(tmp_path: Path, text: str, name: str = "tiny.arch") -> Path:
@@ -96,17 +97,63 @@ def test_a_parse_with_diagnostics_is_not_stored(home, tmp_path, slip, code):
     assert entries(home) == []
 
 
-@pytest.mark.parametrize("damage", [b"", b"not a pickle", pickle.dumps(["a list"])[:-1],
-                                    pickle.dumps({"a": "dict"})])
+def _flip(data: bytes, where: int) -> bytes:
+    return data[:where] + bytes([data[where] ^ 0x04]) + data[where + 1:]
+
+
+def _old_schema(data: bytes) -> bytes:
+    """The entry as an archc whose IR named a field differently would have written it, sealed
+    properly: only decoding can tell."""
+    key, payload = data.split(b" ")[1].decode(), data.partition(b"\n")[2]
+    return cache.seal(key, payload.replace(b'"callee":', b'"kind":'))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: b"",
+    lambda data: b"not an entry",
+    lambda data: data[: len(data) // 2],  # truncated
+    lambda data: _flip(data, len(data) // 2),  # one bit in the payload
+    lambda data: _flip(data, len(data) - 3),
+    lambda data: _flip(data, 20),  # one bit in the header's key
+    lambda data: pickle.dumps({"a": "dict"}),  # archc before 0.2 wrote pickles
+    _old_schema,
+], ids=["empty", "junk", "truncated", "flipped-middle", "flipped-end", "flipped-header",
+        "pickle", "old-schema"])
 def test_a_damaged_or_foreign_entry_is_a_miss(home, tmp_path, damage):
     path = write(tmp_path, SPEC)
     archc.check(path)
     [entry] = entries(home)
-    entry.write_bytes(damage)
+    damaged = damage(entry.read_bytes())
+    entry.write_bytes(damaged)
     result = archc.check(path)
-    assert result.ok and result.network.output_shape == (2,)
-    if damage != pickle.dumps({"a": "dict"}):  # unreadable entries are removed and rewritten
-        assert entry.read_bytes() != damage
+    assert result.ok and result.network.output_shape == (2,) and result.network.n_params > 0
+    assert entry.read_bytes() != damaged  # removed and rewritten from a parse
+    assert cache.unseal(entry.name[:-5], entry.read_bytes()) is not None
+
+
+def test_another_specs_entry_under_this_key_is_a_miss(home, tmp_path):
+    """Filed under this spec's name, a valid entry of another spec (FC-7) must not give
+    another network: its header names the key it was written for."""
+    path = write(tmp_path, SPEC)
+    other = write(tmp_path, SPEC.replace("FC-2", "FC-7"), "other.arch")
+    archc.check(path)
+    archc.check(other)
+    mine, theirs = (home / "specs" / f"{cache.spec_key(str(p), p.read_text())}.json"
+                    for p in (path, other))
+    mine.write_bytes(theirs.read_bytes())
+    assert archc.check(path).network.output_shape == (2,)
+
+
+def test_an_entry_that_is_a_link_is_not_followed(home, tmp_path):
+    path = write(tmp_path, SPEC)
+    archc.check(path)
+    [entry] = entries(home)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes(entry.read_bytes())
+    entry.unlink()
+    entry.symlink_to(elsewhere)
+    assert cache.private_dir("specs").read(entry.name, 10**6) is None
+    assert archc.check(path).ok
 
 
 def test_turned_off_by_the_environment(home, tmp_path, monkeypatch):
@@ -122,6 +169,39 @@ def test_a_directory_others_can_write_is_not_trusted(home, tmp_path):
     assert cache.private_dir("specs") is None
     assert archc.check(write(tmp_path, SPEC)).ok
     assert entries(home) == []
+
+
+def test_a_folder_on_the_way_that_others_can_write_is_not_trusted(tmp_path, monkeypatch):
+    """Another user who can write a folder above the cache could swap archc's folder for
+    their own: nothing under it is used, however well archc's own folder looks."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("ARCHC_CACHE", str(shared / "archc"))
+    assert cache.private_dir("specs") is None
+    shared.chmod(0o777 | stat.S_ISVTX)  # sticky, as /tmp: nobody may rename what is ours
+    assert cache.private_dir("specs") is not None
+    assert stat.S_IMODE((shared / "archc" / "specs").stat().st_mode) == 0o700
+
+
+def test_a_link_to_a_shared_folder_is_not_trusted(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    (shared / "archc").mkdir(parents=True)
+    shared.chmod(0o777)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "archc").symlink_to(shared / "archc")
+    monkeypatch.setenv("ARCHC_CACHE", str(tmp_path / "mine" / "archc"))
+    assert cache.private_dir("specs") is None
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0,
+                    reason="needs root to make a folder that belongs to another user")
+def test_a_folder_of_another_user_is_not_trusted(tmp_path, monkeypatch):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 4242, 4242)
+    monkeypatch.setenv("ARCHC_CACHE", str(theirs / "archc"))
+    assert cache.private_dir("specs") is None
 
 
 def test_an_unusable_root_only_means_no_cache(tmp_path, monkeypatch):
@@ -174,15 +254,31 @@ def test_yaml_specs_are_cached_too(home, tmp_path):
     assert archc.check(path).network.output_shape == (2,)
 
 
-def test_the_entry_is_the_ir_class():
-    assert cache.load(Path("/nonexistent-archc-dir"), "0" * 64, ir.SpecFile) is None
+def test_the_entry_is_the_ir_class(home):
+    directory = cache.private_dir("specs")
+    payload = cache.encode_data({"statements": []})  # sealed and whole, but not a spec
+    cache.store_entry(directory, "0" * 64, payload)
+    assert cache.load(directory, "0" * 64) is None
 
 
-def test_without_a_home_directory_it_is_still_absolute(monkeypatch):
+def test_the_ir_round_trips_exactly(tmp_path):
+    """Every node class, field and number type comes back: a cached spec is the same IR."""
+    for spec_path in sorted(Path(archc.__file__).parents[1].glob("specs/**/*.arch")):
+        spec = parse_source(spec_path.read_text(), str(spec_path), Diagnostics())
+        back = cache.decode_ir(cache.encode_ir(spec))
+        assert back.model_dump() == spec.model_dump()
+        assert repr(back) == repr(spec)  # 1 and 1.0 differ in a repr
+
+
+def test_a_relative_home_never_leads_into_the_temporary_folder(monkeypatch):
     monkeypatch.delenv("ARCHC_CACHE", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setattr(os.path, "expanduser", lambda path: path)  # `~` stays `~`
-    assert cache.root().is_absolute()  # never a folder called `~` wherever archc runs
+    monkeypatch.setenv("HOME", "relative/home")
+    root = cache.root()
+    assert root is None or (root.is_absolute() and not str(root).startswith("relative"))
+    import tempfile
+
+    assert root is None or not root.is_relative_to(tempfile.gettempdir())
 
 
 def test_it_stays_within_its_bytes(home, tmp_path, monkeypatch):

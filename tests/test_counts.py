@@ -42,8 +42,16 @@ def leaves(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return out
 
 
-def trace(model: torch.nn.Module, x: torch.Tensor):
-    """One forward pass: per leaf, the (input, output) shapes of each call; per module, FLOPs."""
+def layer_modules(model: torch.nn.Module, net) -> dict[str, torch.nn.Module]:
+    """The module of each layer, by its path: a leaf, or a layer with parts of its own
+    (eca's conv, split-attention's fc1, bn1 and fc2)."""
+    modules = dict(model.named_modules())
+    return {layer.path: modules[layer.path] for layer in layers(net.root)}
+
+
+def trace(model: torch.nn.Module, x: torch.Tensor, units: dict[str, torch.nn.Module]):
+    """One forward pass: per layer module of `units`, the (input, output) shapes of each call;
+    per module, FLOPs."""
     seen: dict[str, list[tuple[tuple, tuple]]] = {}
 
     def hook(name):
@@ -51,7 +59,7 @@ def trace(model: torch.nn.Module, x: torch.Tensor):
             seen.setdefault(name, []).append((tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
         return record
 
-    handles = [m.register_forward_hook(hook(name)) for name, m in leaves(model).items()]
+    handles = [m.register_forward_hook(hook(name)) for name, m in units.items()]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
@@ -75,7 +83,8 @@ def traced(request):
     # FLOPs are then per sample.
     model.train(bool(net.aux_outputs))
     batch = 2 if net.aux_outputs else 1
-    seen, flops, total = trace(model, torch.randn(batch, *net.input_shape))
+    seen, flops, total = trace(model, torch.randn(batch, *net.input_shape),
+                               layer_modules(model, net))
     return net, model, seen, {k: v // batch for k, v in flops.items()}, total // batch
 
 
@@ -83,7 +92,9 @@ def test_every_layer_is_a_leaf_module_named_by_its_path(traced):
     net, model, seen, _, _ = traced
     paths = [layer.path for layer in layers(net.root)]
     assert len(paths) == len(set(paths))
-    assert set(paths) == set(leaves(model))
+    # every leaf module is a layer, or a part of one (a layer's parts are no layers)
+    assert all(leaf in paths or leaf.rsplit(".", 1)[0] in paths for leaf in leaves(model))
+    assert all(not any(p.startswith(q + ".") for q in paths) for p in paths)
     assert set(seen) == set(paths), "every layer runs in the forward pass"
     assert all(len(calls) == 1 for calls in seen.values()), "and runs once"
 
@@ -98,7 +109,7 @@ def test_static_shapes_are_the_forward_shapes(traced):
 
 def test_static_parameter_count_is_the_modules(traced):
     net, model, _, _, _ = traced
-    modules = leaves(model)
+    modules = layer_modules(model, net)
     real = {path: sum(p.numel() for p in m.parameters()) for path, m in modules.items()}
     wrong = {layer.path: (layer.n_params, real[layer.path])
              for layer in layers(net.root) if layer.n_params != real[layer.path]}

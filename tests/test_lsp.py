@@ -202,3 +202,21 @@ def test_the_server_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_definition_of_a_named_tensor(client, tmp_path):
+    spec = tmp_path / "dag.arch"
+    text = ("block mix(@lo) -> @y:\n    @lo relu -> y\n\n"
+            "network n:\n    input 3x8x8\n    conv3-8 -> a\n    conv3-8 -> a2\n"
+            "    mix(@a2) -> b\n    concat(@a, @b)\n")
+    spec.write_text(text)
+    uri = await _open(client, spec)
+    lines = text.splitlines()
+    found = await _definition(client, uri, text, "concat(@a", 8)
+    assert (found.range.start.line, lines[found.range.start.line]) == (5, "    conv3-8 -> a")
+    assert found.range.start.character == lines[5].index("a")
+    found = await _definition(client, uri, text, "@lo relu", 1)  # a block's tensor parameter
+    assert (found.range.start.line, found.range.start.character) == (0, lines[0].index("@lo"))
+    found = await _definition(client, uri, text, "-> @y", 4)  # a declared output: the body's
+    assert found.range.start.line == 1

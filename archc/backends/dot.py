@@ -34,10 +34,12 @@ from archc.compiler.graph import (
     Call,
     Identity,
     LayerNode,
+    Load,
     Module,
     Network,
     Op,
     Parallel,
+    Save,
     Scope,
     Seq,
     TapOut,
@@ -52,6 +54,7 @@ _MERGE = Style("merge", "#ffffff", "circle")
 _SHORTCUT = (("style", "dashed"), ("color", "#666666"), ("weight", "0"))
 _TAP = (("style", "dotted"), ("penwidth", "1.6"), ("weight", "0"))
 _GATE = (("color", "#b03a2e"), ("penwidth", "1.6"), ("arrowhead", "odot"))  # scales a mul
+_NAMED = (("color", "#2a6fb0"), ("fontcolor", "#2a6fb0"))  # a named tensor read by `@name`
 _CLUSTER_FILLS = ("#f3f6fa", "#e8edf3", "#dde4ec")  # one shade deeper per nesting level
 _RECIPE_ITEMS = 4  # a collapsed node lists at most this many layers or blocks
 
@@ -139,6 +142,7 @@ class _Drawing:
         self.edges: list[tuple[str, str, dict[str, str]]] = []
         self.legend: dict[str, Style] = {}
         self.merges: dict[str, int] = {}
+        self.tensors: dict[int, dict[str, _Port]] = {}  # id(scope) → its named tensors' ports
 
     def source(self) -> str:
         """Draw input, plan, outputs and legend; the edges go last, at the top level."""
@@ -176,7 +180,7 @@ class _Drawing:
     def op(self, g: graphviz.Digraph, scope: Scope, op: Op, tail: _Port) -> _Port:
         """Draw `op` of `scope` from `tail`; returns the port of its result."""
         if isinstance(op, Call):
-            return self.call(g, scope.child(op.child), tail)
+            return self.call(g, scope.child(op.child), tail, scope)
         if isinstance(op, Seq):
             for inner in op.ops:
                 tail = self.op(g, scope, inner, tail)
@@ -188,19 +192,36 @@ class _Drawing:
         if isinstance(op, TapOut):
             self.tap(g, scope, op, tail)
             return tail
+        if isinstance(op, Save):  # `-> name`: the tensor is drawn where it is made
+            self.tensors.setdefault(id(scope), {})[op.name] = replace(tail, attrs=())
+            return tail
+        if isinstance(op, Load):  # `@name`: an edge from where the tensor was made
+            return replace(self.tensors[id(scope)][op.name], attrs=_NAMED)
         assert isinstance(op, Identity)
         return replace(tail, attrs=_SHORTCUT)  # an identity branch: a bypass edge
 
-    def call(self, g: graphviz.Digraph, module: Module, tail: _Port) -> _Port:
+    def call(self, g: graphviz.Digraph, module: Module, tail: _Port,
+             caller: Scope | None = None) -> _Port:
         """A layer node, a cluster for a shallow scope, or one node for a deep one."""
         if isinstance(module, LayerNode):
             style = REGISTRY[module.kind].style
             self.node(g, module.path, _layer_label(module), style)
             self.edge(tail, module.path)
             return _Port(module.path, module.out_shape)
+        outer = self.tensors.setdefault(id(caller), {})
+        inner = self.tensors[id(module)] = {
+            name: outer[read] for name, read in zip(module.inputs, module.reads)}
         if depth_of(module.path) < self.depth:
-            return self.cluster(g, module, tail)
-        return self.collapsed(g, module, tail)
+            port = self.cluster(g, module, tail)
+        else:
+            port = self.collapsed(g, module, tail)
+            for name in module.inputs:  # the tensors it reads come into its one node
+                self.edge(replace(inner[name], attrs=_NAMED), module.path)
+            inner.update((name, _Port(module.path, shape))
+                         for name, shape in zip(module.outputs, module.output_shapes))
+        outer.update((write, inner[name]) for write, name in zip(module.writes, module.outputs)
+                     if write and name in inner)
+        return port
 
     def cluster(self, g: graphviz.Digraph, scope: Scope, tail: _Port) -> _Port:
         """A scope drawn inside a titled box."""
@@ -504,6 +525,8 @@ def _residual(scope: Scope) -> tuple[Op, list[Op], list[LayerNode]] | None:
     ops = scope.plan.ops if isinstance(scope.plan, Seq) else (scope.plan,)
     if not ops or not isinstance(ops[0], Parallel) or ops[0].mode != "add":
         return None
+    if scope.inputs or any(isinstance(b, Load) for b in ops[0].branches):
+        return None  # an add of named tensors: the branches do not all start at the input
     after = []
     for op in ops[1:]:
         child = scope.child(op.child) if isinstance(op, Call) else None

@@ -19,89 +19,136 @@ from archc.compiler.graph import (
     Call,
     Identity,
     LayerNode,
+    Load,
     Network,
     Op,
     Parallel,
+    Save,
     Scope,
     Seq,
     TapOut,
+    takes_tensors,
 )
 from archc.layers import MERGES, REGISTRY
 from archc.layers.core import init_deferred
 
-# A compiled step takes the owner's `_modules`, the tensor and the aux-output list (None
-# in eval mode). It never captures a module, so deepcopy, DDP and state_dict stay sound.
-Step = Callable[[dict, torch.Tensor, "list | None"], torch.Tensor]
+# A compiled step takes the owner's `_modules`, the tensor, the aux-output list (None in
+# eval mode) and the named tensors of this forward (`-> name`). It never captures a module,
+# so deepcopy, DDP and state_dict stay sound.
+Step = Callable[[dict, torch.Tensor, "list | None", dict], torch.Tensor]
 
 
-def compile_plan(op: Op) -> Step:
-    """Turn a plan into nested closures that only call modules by name."""
+def compile_plan(op: Op, scope: Scope | None = None) -> Step:
+    """Turn a plan into nested closures that only call modules by name. `scope` (the plan's
+    owner) tells which children take or return named tensors."""
     if isinstance(op, Call):
-        name = op.child
-        return lambda mods, x, aux: mods[name](x)
+        return _compile_call(op, scope)
     if isinstance(op, Identity):
-        return lambda mods, x, aux: x
+        return lambda mods, x, aux, env: x
+    if isinstance(op, Save):
+        key = op.name
+
+        def save(mods, x, aux, env):
+            env[key] = x
+            return x
+
+        return save
+    if isinstance(op, Load):
+        key = op.name
+        return lambda mods, x, aux, env: env[key]
     if isinstance(op, Seq):
-        steps = tuple(compile_plan(o) for o in op.ops)
+        steps = tuple(compile_plan(o, scope) for o in op.ops)
         if len(steps) == 1:
             return steps[0]
 
-        def run_seq(mods, x, aux):
+        def run_seq(mods, x, aux, env):
             for step in steps:
-                x = step(mods, x, aux)
+                x = step(mods, x, aux, env)
             return x
 
         return run_seq
     if isinstance(op, Parallel):
-        steps = tuple(compile_plan(b) for b in op.branches)
+        steps = tuple(compile_plan(b, scope) for b in op.branches)
         merge = MERGES[op.mode]
         combine, n = merge.combine, len(steps)
         if not merge.splits:
-            return lambda mods, x, aux: combine([s(mods, x, aux) for s in steps])
+            return lambda mods, x, aux, env: combine([s(mods, x, aux, env) for s in steps])
 
-        def run_split(mods, x, aux):  # each branch gets its slice of the channels
-            return combine([s(mods, part, aux) for s, part in zip(steps, merge.inputs(x, n))])
+        def run_split(mods, x, aux, env):  # each branch gets its slice of the channels
+            parts = merge.inputs(x, n)
+            return combine([s(mods, part, aux, env) for s, part in zip(steps, parts)])
 
         return run_split
     if isinstance(op, TapOut):
-        head = compile_plan(op.op)
+        head = compile_plan(op.op, scope)
 
-        def run_tap(mods, x, aux):
+        def run_tap(mods, x, aux, env):
             if aux is not None:  # auxiliary heads run in training only
-                aux.append(head(mods, x, aux))
+                aux.append(head(mods, x, aux, env))
             return x
 
         return run_tap
     raise TypeError(f"unknown plan op {op!r}")  # pragma: no cover
 
 
+def _compile_call(op: Call, scope: Scope | None) -> Step:
+    """A child's call; a child that takes named tensors gets them after its input, and one
+    that returns some gives (main, *extras), the extras stored under the caller's names."""
+    name = op.child
+    child = scope.child(name) if scope is not None else None
+    if child is None or not takes_tensors(child):
+        return lambda mods, x, aux, env: mods[name](x)
+    reads, writes = tuple(child.reads), tuple(child.writes)
+
+    def call(mods, x, aux, env):
+        out = mods[name](x, *[env[r] for r in reads])
+        if not writes:
+            return out
+        for key, value in zip(writes, out[1:]):
+            if key:
+                env[key] = value
+        return out[0]
+
+    return call
+
+
 class Block(nn.Module):
     """A spec scope with parallel branches: children by name, forward from the plan."""
 
-    def __init__(self, children: "OrderedDict[str, nn.Module]", plan: Op):
+    def __init__(self, children: "OrderedDict[str, nn.Module]", plan: Op,
+                 scope: Scope | None = None):
         super().__init__()
         for name, module in children.items():
             self.add_module(name, module)
         self.plan = plan
-        self._step = compile_plan(plan)
+        self.inputs = tuple(scope.inputs) if scope is not None else ()
+        self.outputs = tuple(scope.outputs) if scope is not None else ()
+        self._step = compile_plan(plan, scope)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._step(self._modules, x, None)
+    def forward(self, x: torch.Tensor, *tensors: torch.Tensor):
+        """The block on `x`; named tensors it reads come after it, in `inputs` order, and
+        with `outputs` it returns (main, *those tensors)."""
+        env = dict(zip(self.inputs, tensors))
+        out = self._step(self._modules, x, None, env)
+        if self.outputs:
+            return (out, *[env[name] for name in self.outputs])
+        return out
 
 
 class Net(Block):
     """The network root. In training mode with taps it returns (logits, *aux_logits)."""
 
-    def __init__(self, children: "OrderedDict[str, nn.Module]", plan: Op, aux_names: tuple):
-        super().__init__(children, plan)
+    def __init__(self, children: "OrderedDict[str, nn.Module]", plan: Op, aux_names: tuple,
+                 scope: Scope | None = None):
+        super().__init__(children, plan, scope)
         self.aux_names = aux_names
 
     def forward(self, x: torch.Tensor):
         if self.training and self.aux_names:
             aux: list = []
-            out = self._step(self._modules, x, aux)
+            out = self._step(self._modules, x, aux, {})
             return (out, *aux)
-        return self._step(self._modules, x, None)
+        return self._step(self._modules, x, None, {})
 
 
 _CLASSES: dict[tuple[str, type], type] = {}
@@ -136,7 +183,7 @@ def scope_module(scope: Scope) -> nn.Module:
         cls = _named(scope.title, nn.Sequential) if scope.title else nn.Sequential
         return cls(children)
     cls = _named(scope.title, Block) if scope.title else Block
-    return cls(children, scope.plan)
+    return cls(children, scope.plan, scope)
 
 
 def to_module(net: Network, init: str = "kaiming") -> nn.Module:
@@ -157,7 +204,7 @@ def _net_module(net: Network) -> nn.Module:
         (c.name, scope_module(c) if isinstance(c, Scope) else layer_module(c))
         for c in root.children
     )
-    return _named(net.name, Net)(children, root.plan, tuple(net.aux_outputs))
+    return _named(net.name, Net)(children, root.plan, tuple(net.aux_outputs), root)
 
 
 def initialize(model: nn.Module) -> None:

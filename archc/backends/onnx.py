@@ -23,6 +23,11 @@ from archc.compiler.graph import Network
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter's lowest opset; it cannot convert down reliably
 TOLERANCE = 1e-4  # relative to the logits' scale (at least 1): float32 sums differ in order
 _EXTERNAL_BYTES = 1 << 30  # weights above this go to `<file>.data`: protobuf stops at 2 GiB
+# The most memory the example and check batches (2 and 3 images) may take in one layer's
+# input and output together, float32: the export traces and runs the model at the spec's
+# fixed input size, so a 3×65536×65536 input would need 100+ GB. Refused before allocation.
+EXAMPLE_BYTES = 4 << 30
+EXAMPLE_BATCH, CHECK_BATCH = 2, 3  # batch 2: torch.export specialises a batch of 1
 INPUT, OUTPUT = ONNX_INPUT, ONNX_OUTPUT
 
 
@@ -43,6 +48,7 @@ def export_onnx(net: Network, path: Path, init: str | None = None, opset: int = 
     """
     from archc.backends.module import to_module
 
+    check_example_fits(net)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = to_module(net)
@@ -53,11 +59,31 @@ def export_onnx(net: Network, path: Path, init: str | None = None, opset: int = 
             note(message)
     model.eval()
     external = _weight_bytes(model) > _EXTERNAL_BYTES
-    example = torch.randn(2, *net.input_shape)  # batch 2: torch.export specialises a batch of 1
+    example = torch.randn(EXAMPLE_BATCH, *net.input_shape)
     export_model(model, example, path, opset, external)
-    verify(path, model, torch.randn(3, *net.input_shape))
+    verify(path, model, torch.randn(CHECK_BATCH, *net.input_shape))
     data = Path(f"{path}.data")
     return [path, data] if external and data.exists() else [path]
+
+
+def check_example_fits(net: Network) -> None:
+    """`OnnxExportError` unless the batches the export traces and checks fit EXAMPLE_BYTES
+    in every layer (input and output together, float32): said before anything is
+    allocated."""
+    from archc.compiler.graph import layers
+
+    def numel(shape) -> int:
+        return int(np.prod(shape, dtype=object)) if shape else 0
+
+    widest = max([numel(net.input_shape)] + [numel(layer.in_shape) + numel(layer.out_shape)
+                                             for layer in layers(net.root)])
+    needed = CHECK_BATCH * 4 * widest
+    if needed > EXAMPLE_BYTES:
+        shape = "×".join(map(str, net.input_shape))
+        raise OnnxExportError(
+            f"ONNX export at input {shape} would need {needed / 2**30:,.0f} GiB for one layer of "
+            f"its {CHECK_BATCH}-image check batch (at most {EXAMPLE_BYTES >> 30} GiB); ONNX "
+            "models have a fixed image size: export at a smaller --input")
 
 
 def _weight_bytes(model: nn.Module) -> int:

@@ -33,15 +33,18 @@ from archc.compiler.graph import (
     Call,
     Identity,
     LayerNode,
+    Load,
     Network,
     Op,
     Parallel,
+    Save,
     Scope,
     Seq,
     TapOut,
     layers,
+    takes_tensors,
 )
-from archc.layers import MERGES, fmt
+from archc.layers import MERGES, fmt, tensor_modules
 
 WIDTH = 100  # the line length the generated file keeps to (ruff's E501 at 100)
 INDENT = "    "
@@ -281,12 +284,35 @@ def _has_taps(op: Op) -> bool:
 class Forward:
     """Straight-line `forward` code from a plan: one statement per module call."""
 
-    def __init__(self, access: Callable[[str], str], depth: int = 2):
+    def __init__(self, access: Callable[[str], str], depth: int = 2,
+                 tensors: dict[str, tuple[list[str], list[str]]] | None = None,
+                 inputs: list[str] = ()):
         self.access = access  # child name → `self.conv1`
         self.lines: list[str] = []
         self.depth = depth
         self.used = {"x", "self", "torch", "nn"}
         self.taps: list[str] = []
+        self.helpers: set[str] = set()  # archc functions the code calls (`add_into`)
+        # child name → the named tensors it reads and writes (the caller's names)
+        self.tensors = tensors or {}
+        self.names: dict[str, str] = {}  # named tensor → the local variable holding it
+        for name in inputs:  # a block's tensor parameters are arguments of its forward
+            self.names[name] = self.fresh(_variable(name))
+
+    def call(self, child: str, src: str) -> Code:
+        """A child's call; one that returns named tensors is unpacked into variables."""
+        reads, writes = self.tensors.get(child, ((), ()))
+        code = Expr(self.access(child), (src, *[self.names[r] for r in reads]))
+        if not writes:
+            return code
+        main = self.fresh("y")
+        targets = [main]
+        for name in writes:
+            targets.append(self.fresh(_variable(name)) if name else "_")
+            if name:
+                self.names[name] = targets[-1]
+        self.lines += render(code, INDENT * self.depth, ", ".join(targets) + " = ")
+        return main
 
     def fresh(self, base: str) -> str:
         """An unused local name like `base`."""
@@ -307,12 +333,22 @@ class Forward:
         the same input.
         """
         if isinstance(op, Call):
-            return Expr(self.access(op.child), (src,))
+            return self.call(op.child, src)
         if isinstance(op, Identity):
             return src
+        if isinstance(op, Save):  # `-> a`: keep the tensor under a name of its own
+            var = self.fresh(_variable(op.name))
+            self.assign(var, src)
+            self.names[op.name] = var
+            return src
+        if isinstance(op, Load):
+            return self.names[op.name]
         if isinstance(op, Seq):
             cur = src
             for o in op.ops:
+                if isinstance(o, Load):  # go on from the named tensor's variable
+                    cur = self.names[o.name]
+                    continue
                 code = self.value(o, cur, dst)
                 if code != cur:
                     self.assign(dst, code)
@@ -332,8 +368,9 @@ class Forward:
         (it matters for dropout's random numbers).
         """
         last = max((i for i, b in enumerate(op.branches)
-                    if not isinstance(b, Call | Identity)), default=-1)
-        stated = [i for i, b in enumerate(op.branches) if i <= last and not isinstance(b, Identity)]
+                    if not isinstance(b, Call | Identity | Load)), default=-1)
+        stated = [i for i, b in enumerate(op.branches)
+                  if i <= last and not isinstance(b, Identity | Load)]
         merge = MERGES[op.mode]
         inputs = [src] * len(op.branches)
         if merge.splits:  # `x1, x2 = x.chunk(2, 1)`: each branch gets its slice
@@ -350,6 +387,8 @@ class Forward:
                 self.assign(var, code)
             terms.append(var)
         if merge.function is not None:  # `torch.maximum(torch.maximum(a, b), c)`
+            if merge.helper:  # archc's own function: the file gets a copy of it
+                self.helpers.add(merge.function)
             return reduce(lambda a, b: Expr(merge.function, (a, b)), terms)
         if merge.operator is None:
             return Expr("torch.cat", (Expr("", tuple(terms), brackets="[]"), "1"))
@@ -366,8 +405,9 @@ class Forward:
         self.depth -= 1
         self.taps.append(var)
 
-    def body(self, plan: Op) -> list[str]:
-        """The whole forward body: statements, then the return."""
+    def body(self, plan: Op, outputs: list[str] = ()) -> list[str]:
+        """The whole forward body: statements, then the return (with `outputs`, the named
+        tensors the block returns after its main output)."""
         dst = "out" if _has_parallel(plan) else "x"
         self.used.add(dst)
         ops = plan.ops if isinstance(plan, Seq) else (plan,)
@@ -378,9 +418,17 @@ class Forward:
             result = self.value(ops[-1], result, dst)
         pad = INDENT * self.depth
         if self.taps:
-            outputs = ", ".join([flat(result), *self.taps])
-            self.lines += [f"{pad}if self.training:", f"{pad}{INDENT}return {outputs}"]
+            taps = ", ".join([flat(result), *self.taps])
+            self.lines += [f"{pad}if self.training:", f"{pad}{INDENT}return {taps}"]
+        if outputs:
+            return self.lines + [
+                f"{pad}return " + ", ".join([flat(result), *(self.names[o] for o in outputs)])]
         return self.lines + render(result, pad, "return ")
+
+
+def _variable(name: str) -> str:
+    """A Python variable for a named tensor (a keyword gets a trailing underscore)."""
+    return name + "_" if keyword.iskeyword(name) or not is_identifier(name) else name
 
 
 # --------------------------------------------------------------------------- classes
@@ -441,6 +489,14 @@ def _rename(op: Op, names: dict[str, str]) -> Op:
     return op
 
 
+def _tensor_key(scope: Scope) -> tuple:
+    """What a class's code depends on besides its plan: the named tensors it takes and
+    returns, and those its children read and write."""
+    return (tuple(scope.inputs), tuple(scope.outputs),
+            tuple((c.name, tuple(c.reads), tuple(c.writes)) for c in scope.children
+                  if takes_tensors(c)))
+
+
 _NAMED_EXTRAS = 2  # at most this many added children go into a block variant's class name
 
 
@@ -459,7 +515,8 @@ class Source:
     net: Network
     classes: dict[tuple, BlockClass] = field(default_factory=dict)
     by_scope: dict[int, BlockClass] = field(default_factory=dict)
-    custom: dict[str, type] = field(default_factory=dict)  # Maxout: copied into the file
+    # Maxout, add_into: classes and functions copied into the file
+    custom: dict[str, Callable] = field(default_factory=dict)
     ordered_dict: bool = False
     symbols: dict[str, dict[str, str]] = field(default_factory=dict)
     num_classes: int | None = None
@@ -538,7 +595,8 @@ class Source:
         else:
             slots, names = self.slots(scope)
             plan = _rename(scope.plan, names)
-            key = (base, plan, tuple((s.name, flat(s.built) if s.built else None) for s in slots))
+            key = (base, plan, tuple((s.name, flat(s.built) if s.built else None) for s in slots),
+                   _tensor_key(scope))
         if key not in self.classes:
             self.classes[key] = BlockClass(base, scope, slots, plan, len(self.classes))
         self.by_scope[id(scope)] = self.classes[key]
@@ -603,7 +661,7 @@ class Source:
                   f"{INDENT * 2}super().__init__()"]
         for slot in cls.slots:
             lines += self.register(slot, slot.built or slot.param)
-        return lines + ["", *self.forward(cls.slots, cls.plan)]
+        return lines + ["", *self.forward(cls.slots, cls.plan, scope=cls.first)]
 
     def block_doc(self, cls: BlockClass) -> list[str]:
         scope = cls.first
@@ -622,12 +680,22 @@ class Source:
             return render(code, pad, f"self.{slot.name} = ")
         return render(Expr("self.add_module", (literal(slot.name), code)), pad)
 
-    def forward(self, slots: list[Slot], plan: Op, root: bool = False) -> list[str]:
+    def forward(self, slots: list[Slot], plan: Op, root: bool = False,
+                scope: Scope | None = None) -> list[str]:
         access = {s.name: s.access for s in slots}
-        gen = Forward(access.__getitem__)
-        body = gen.body(plan)
+        tensors = {c.name: (c.reads, c.writes) for c in (scope.children if scope else ())
+                   if takes_tensors(c)}
+        inputs = scope.inputs if scope is not None and not root else []
+        gen = Forward(access.__getitem__, tensors=tensors, inputs=inputs)
+        outputs = scope.outputs if scope is not None and not root else []
+        body = gen.body(plan, outputs)
+        for name in sorted(gen.helpers):  # copied into the file beside Maxout & co.
+            self.custom[name] = getattr(tensor_modules, name)
         returns = "" if gen.taps else " -> torch.Tensor"
-        head = [f"{INDENT}def forward(self, x: torch.Tensor){returns}:"]
+        if outputs:
+            returns = f" -> tuple[{', '.join(['torch.Tensor'] * (len(outputs) + 1))}]"
+        args = ("self", "x: torch.Tensor", *(f"{gen.names[i]}: torch.Tensor" for i in inputs))
+        head = render(Expr("def forward", args), INDENT, suffix=f"{returns}:")
         if root and gen.taps:
             head += docstring([f"The logits; in training mode (logits, {', '.join(gen.taps)})."],
                               INDENT * 2)
@@ -647,7 +715,8 @@ class Source:
         slots, names = self.slots(root)
         for slot in slots:
             lines += self.register(slot, slot.built or self.instance(root.child(slot.name)))
-        return lines + ["", *self.forward(slots, _rename(root.plan, names), root=True)]
+        return lines + ["", *self.forward(slots, _rename(root.plan, names), root=True,
+                                          scope=root)]
 
     def network_doc(self) -> list[str]:
         net = self.net

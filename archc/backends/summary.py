@@ -19,9 +19,11 @@ from archc.compiler.graph import (
     Call,
     Identity,
     LayerNode,
+    Load,
     Network,
     Op,
     Parallel,
+    Save,
     Scope,
     Seq,
     TapOut,
@@ -163,23 +165,32 @@ def _merge(fields: list[_Field]) -> _Field:
                   fields[0].hw, any(f.whole for f in fields))
 
 
-def _trace(scope: Scope, op: Op, f: _Field, seen: dict[str, _Field]) -> _Field:
-    """Follow the plan from a field; record the field after every layer in `seen`."""
+def _trace(scope: Scope, op: Op, f: _Field, seen: dict[str, _Field], env: dict) -> _Field:
+    """Follow the plan from a field; record the field after every layer in `seen`. `env`
+    holds the fields of the named tensors of `scope`."""
     if isinstance(op, Call):
         child = scope.child(op.child)
         if isinstance(child, Scope):
-            return _trace(child, child.plan, f, seen)
+            inner = {name: env[read] for name, read in zip(child.inputs, child.reads)}
+            out = _trace(child, child.plan, f, seen, inner)
+            env.update((w, inner[o]) for w, o in zip(child.writes, child.outputs) if w)
+            return out
         seen[child.path] = _through(child, f)
         return seen[child.path]
     if isinstance(op, Seq):
-        for inner in op.ops:
-            f = _trace(scope, inner, f, seen)
+        for inner_op in op.ops:
+            f = _trace(scope, inner_op, f, seen, env)
         return f
     if isinstance(op, Parallel):
-        return _merge([_trace(scope, branch, f, seen) for branch in op.branches])
+        return _merge([_trace(scope, branch, f, seen, env) for branch in op.branches])
     if isinstance(op, TapOut):
-        _trace(scope, op.op, f, seen)  # a side head: the main path goes on unchanged
+        _trace(scope, op.op, f, seen, env)  # a side head: the main path goes on unchanged
         return f
+    if isinstance(op, Save):
+        env[op.name] = f
+        return f
+    if isinstance(op, Load):
+        return env[op.name]
     assert isinstance(op, Identity)
     return f
 
@@ -188,7 +199,7 @@ def receptive_fields(net: Network) -> dict[str, tuple[tuple[int, int], tuple[int
     """Per layer path: (rf, jump, global), rf and jump per axis (height, width)."""
     hw = tuple(net.input_shape[1:3]) if len(net.input_shape) == 3 else (1, 1)
     seen: dict[str, _Field] = {}
-    _trace(net.root, net.root.plan, _Field((1, 1), (1, 1), hw), seen)
+    _trace(net.root, net.root.plan, _Field((1, 1), (1, 1), hw), seen, {})
     return {path: (f.rf, f.jump, f.whole) for path, f in seen.items()}
 
 

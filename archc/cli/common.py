@@ -164,6 +164,17 @@ def checked(
     return result.network
 
 
+def refuse_clobber(paths, force: bool) -> None:
+    """Exit with one line, before any work, when an output would replace a run folder's own
+    file or a file archc did not write (unless --force)."""
+    from archc.compiler.outputs import OutputRefused, check_outputs
+
+    try:
+        check_outputs(paths, force=force)
+    except OutputRefused as exc:
+        fail(str(exc))
+
+
 def write_text(path: Path, text: str) -> None:
     """Write an output file the user named; a path that cannot be written is one line."""
     try:

@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
-from archc.cli.common import checked, fail
+from archc.cli.common import checked, fail, refuse_clobber
 from archc.cli.options import InputOption, NetworkOption, SetOption, VariantOption
+from archc.compiler.outputs import mark
 
 
 def compile_(
@@ -29,6 +30,8 @@ def compile_(
         "training", "--for",
         help="training, or inference: batch norms folded, dropout and aux heads dropped",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace OUTPUT even if archc did not write it or a run owns it"),
 ) -> None:
     """Print the layer table; with -o also write standalone PyTorch source (or ONNX)."""
     from archc.backends.summary import format_table, summarize
@@ -43,6 +46,7 @@ def compile_(
         fail(f"--emit must be python or onnx, got `{emit}`")
     if purpose not in ("training", "inference"):
         fail(f"--for must be training or inference, got `{purpose}`")
+    refuse_clobber(_targets(output, emit, init), force)
     from archc.backends.onnx import OnnxExportError
     from archc.backends.weights import InitError
 
@@ -66,7 +70,16 @@ def compile_(
     except (InitError, OnnxExportError, OSError) as exc:
         fail(str(exc))
     for path in written:
+        mark(path)
         typer.echo(f"wrote {path}")
+
+
+def _targets(output: Path, emit: str, init: str | None) -> list[Path]:
+    """Every file `compile -o OUTPUT` may write: the weights beside a python module with
+    --init, the external data of a large ONNX model."""
+    if emit == "onnx":
+        return [output, Path(f"{output}.data")]
+    return [output, output.with_suffix(".safetensors")] if init else [output]
 
 
 def note(message: str) -> None:

@@ -26,7 +26,8 @@ def format_files(specs: list[Path], check: bool = False, show_diff: bool = False
     0 when every file is formatted (or was rewritten), 1 when --check finds a file to
     change or a spec has errors (its diagnostics are printed and it is left untouched).
     """
-    from archc.tools.fmt import format_file, unified_diff
+    from archc.compiler.sources import SpecReadError
+    from archc.tools.fmt import FormatChangedMeaning, format_file, unified_diff
 
     if [str(s) for s in specs] == ["-"]:
         return _stdin_to_stdout()
@@ -35,13 +36,18 @@ def format_files(specs: list[Path], check: bool = False, show_diff: bool = False
             fail(f"spec file `{spec}` not found", "give the path of a .arch file")
         if spec.suffix in (".yaml", ".yml"):
             fail(f"`{spec}` is YAML; archc fmt formats .arch files")
-    status, changed = 0, 0
+    status, changed, failed = 0, 0, 0
     for spec in specs:
-        result = format_file(spec)
+        try:
+            result = format_file(spec)
+        except (SpecReadError, FormatChangedMeaning) as exc:  # nothing written: one line
+            print(f"error: {exc}", file=sys.stderr)
+            status, failed = 1, failed + 1
+            continue
         if result.refused is not None:
             print_diagnostics(result.refused.diagnostics, {str(spec): result.refused.text})
             print(f"error: {spec} not formatted: it has errors", file=sys.stderr)
-            status = 1
+            status, failed = 1, failed + 1
             continue
         if not result.changed or result.new is None:
             continue
@@ -55,22 +61,45 @@ def format_files(specs: list[Path], check: bool = False, show_diff: bool = False
             spec.write_text(result.new, encoding="utf-8")
             print(f"reformatted {spec}", file=sys.stderr)
     verb = "would be reformatted" if check or show_diff else "reformatted"
-    print(f"{changed} file(s) {verb}, {len(specs) - changed} unchanged", file=sys.stderr)
+    left = f", {failed} not formatted" if failed else ""
+    print(f"{changed} file(s) {verb}, {len(specs) - changed - failed} unchanged{left}",
+          file=sys.stderr)
     return status
 
 
 def _stdin_to_stdout() -> int:
-    """`archc fmt -`: an editor's filter, source in on stdin, formatted source out."""
-    from archc.tools.fmt import FormatRefused, format_text
+    """`archc fmt -`: an editor's filter, source in on stdin, formatted source out; read as
+    files are (bounded by `file_bytes`, UTF-8), and given back unchanged when refused."""
+    from archc.compiler import limits
+    from archc.compiler.sources import SpecReadError, decode_text
+    from archc.tools.fmt import FormatChangedMeaning, FormatRefused, format_text, oversized
 
-    text = sys.stdin.read()
+    most = limits.get("file_bytes")
+    data = sys.stdin.buffer.read(most + 1)
     try:
-        sys.stdout.write(format_text(text, "<stdin>"))
+        if len(data) > most:
+            raise FormatRefused(oversized("<stdin>"), "")
+        sys.stdout.write(format_text(decode_text(data, "<stdin>"), "<stdin>"))
     except FormatRefused as refused:
         print_diagnostics(refused.diagnostics, {"<stdin>": refused.text})
-        sys.stdout.write(text)
+        _give_back(data)
+        return 1
+    except (SpecReadError, FormatChangedMeaning) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        _give_back(data)
         return 1
     return 0
+
+
+def _give_back(data: bytes) -> None:
+    """Write what was read of stdin, then the rest of it, unchanged: an editor's filter
+    must give its text back (streamed: an oversized text is never held whole)."""
+    import shutil
+
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    shutil.copyfileobj(sys.stdin.buffer, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from archc.cli.common import fail, parse_sets, parse_shape, print_diagnostics, write_text
+from archc.cli.common import fail, parse_sets, parse_shape, print_diagnostics, refuse_clobber
 
 
 def import_(
@@ -33,8 +33,11 @@ def import_(
         False, "--weights",
         help="Convert the weights beside the file (.caffemodel, .weights) to OUTPUT.safetensors",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace OUTPUT even if archc did not write it"),
 ) -> None:
     """Import a network as a compact .arch spec (blocks, repeats, paper notation)."""
+    from archc.compiler.checker import collector_paused
     from archc.compiler.diagnostics import Diagnostics
     from archc.importers import check_imported, import_source, layout
 
@@ -51,42 +54,82 @@ def import_(
     if is_file and input is not None:
         fail(f"--input is for PyTorch modules; `{source}` declares its own input",
              "drop --input, or change the input in the file")
+    if output is not None:
+        refuse_clobber([output, output.with_suffix(".safetensors")] if weights else [output],
+                       force)
     diags = Diagnostics()
-    spec = import_source(source, diags, args=parse_sets(args), weights=weights,
-                         input_shape=parse_shape(input))
-    sources = {source: Path(source).read_text(encoding="utf-8")} if is_file else {}
-    if spec is None:
-        print_diagnostics(diags.sorted(), sources)
-        raise typer.Exit(1)
-    network = check_imported(spec, sources, diags)
+    with collector_paused():  # as in `check`: its full passes made 20,000 layers superlinear
+        spec = import_source(source, diags, args=parse_sets(args), weights=weights,
+                             input_shape=parse_shape(input))
+        sources = _source_texts(source) if is_file else {}
+        network = None if spec is None else check_imported(spec, sources, diags)
     print_diagnostics(diags.sorted(), sources)
+    if network is None:  # nothing is written: a refused import leaves the user's files as they were
+        if spec is not None:
+            typer.echo("the imported spec has errors (above); nothing was written", err=True)
+        raise typer.Exit(1)
     text = layout.spec_text(spec)
     if output is None:
         typer.echo(text, nl=False)
-    else:
-        write_text(output, text)
-    if network is None:
-        typer.echo("the imported spec has errors (above)", err=True)
-        raise typer.Exit(1)
+        return
     summary = (f"{network.name}: {'×'.join(map(str, network.input_shape))} → "
                f"{'×'.join(map(str, network.output_shape or ()))}, "
                f"{network.n_params:,} parameters")
-    if output is not None:
-        typer.echo(f"wrote {output} ({text.count(chr(10))} lines; {summary})")
-    if weights:
-        _convert_weights(source, network, output)
+    converted = _write_all(source, network, output, text, weights)
+    typer.echo(f"wrote {output} ({text.count(chr(10))} lines; {summary})")
+    if converted:
+        typer.echo(converted)
 
 
-def _convert_weights(source: str, network, output: Path) -> None:
-    """Convert the weights file beside `source` to safetensors beside `output`."""
+def _source_texts(source: str) -> dict[str, str]:
+    """The imported file's text for rendering diagnostics ({} when it is not text to show:
+    that is already a diagnostic)."""
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.importers.common import read_text
+
+    text = read_text(source, Diagnostics())
+    return {} if text is None else {source: text}
+
+
+def _write_all(source: str, network, output: Path, text: str, weights: bool) -> str | None:
+    """Write the spec (and with --weights the converted weights) only once everything has
+    succeeded: each goes to a temporary file first, and both are renamed into place at the
+    end, so a failed conversion leaves an existing OUTPUT untouched. Returns the line that
+    reports the weights (None without --weights)."""
+    from archc.compiler.outputs import commit, discard, temporary_beside
+
+    temporaries: list[Path] = []
+    try:
+        spec_tmp = temporary_beside(output)
+        temporaries.append(spec_tmp)
+        spec_tmp.write_text(text, encoding="utf-8")
+        moves = [(spec_tmp, output)]
+        if weights:
+            target = output.with_suffix(".safetensors")
+            weights_tmp = temporary_beside(target)
+            temporaries.append(weights_tmp)
+            found, count = _convert_weights(source, network, weights_tmp)
+            moves.insert(0, (weights_tmp, target))
+        for temporary, path in moves:
+            commit(temporary, path)
+    except OSError as exc:
+        discard(*temporaries)
+        fail(f"cannot write `{output}`: {exc.strerror or exc}")
+    except BaseException:
+        discard(*temporaries)
+        raise
+    return f"wrote {target} ({count} tensors from {found})" if weights else None
+
+
+def _convert_weights(source: str, network, target: Path) -> tuple[Path, int]:
+    """Convert the weights file beside `source` into `target` (safetensors); a damaged or
+    mismatched weights file is one line, and `target`'s final name is not touched."""
     from archc.importers.weights import WeightsError, convert
 
-    target = output.with_suffix(".safetensors")
     try:
-        found, count = convert(source, network, target)
+        return convert(source, network, target)
     except WeightsError as exc:
         fail(str(exc), exc.hint)
-    typer.echo(f"wrote {target} ({count} tensors from {found})")
 
 
 def register(app: typer.Typer) -> None:

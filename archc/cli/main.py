@@ -32,21 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         args = apply_limit_options(args)
-        if args == ["--version"]:
-            print(version())
-            return
-        if args[:1] == ["check"]:
-            options = _plain_check(args[1:])
-            if options is not None:
-                from archc.cli.check import check_report
+        from archc.compiler.limits import run_deep
 
-                code = check_report(**options)
-                if argv is None:  # the process's own command line, not a caller's list
-                    _exit_without_teardown(code)
-                raise SystemExit(code)
-        from archc.cli.app import main as full_cli
-
-        full_cli(args)
+        run_deep(lambda: _dispatch(args, own_command_line=argv is None))
     except BrokenPipeError:  # `archc ... | head` closed the pipe: stop quietly, like cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(141) from None
@@ -65,6 +53,25 @@ def main(argv: list[str] | None = None) -> None:
     except Exception:  # anything else is a bug in archc: keep its traceback, say so
         report_internal_error(args)
         raise SystemExit(INTERNAL_ERROR) from None
+
+
+def _dispatch(args: list[str], own_command_line: bool) -> None:
+    """Run the verb of `args`: a plain `archc check` without typer, anything else with it."""
+    if args == ["--version"]:
+        print(version())
+        return
+    if args[:1] == ["check"]:
+        options = _plain_check(args[1:])
+        if options is not None:
+            from archc.cli.check import check_report
+
+            code = check_report(**options)
+            if own_command_line:  # the process's own command line, not a caller's list
+                _exit_without_teardown(code)
+            raise SystemExit(code)
+    from archc.cli.app import main as full_cli
+
+    full_cli(args)
 
 
 def _exit_without_teardown(code: int) -> None:

@@ -59,7 +59,7 @@ def check_spec(spec, params=None, network=None, variant=None, input_shape=None, 
         net = resolver.network(network, overrides, input_shape)
         _note_unavailable_names(diags, program, resolver.unavailable)
     if net is not None:
-        net = _within_param_limit(net, diags)
+        net = within_param_limit(net, diags)
     found = diags.sorted()
     if net is not None and any(d.code == "E202" for d in found):
         found = _note_smallest_input(found, program, network, overrides, net.input_shape)
@@ -84,7 +84,7 @@ def _note_unavailable_names(diags: Diagnostics, program: Program, names: list[st
             diags.items[where] = replace(first, notes=(*first.notes, note))
 
 
-def _within_param_limit(net: Network, diags: Diagnostics) -> Network | None:
+def within_param_limit(net: Network, diags: Diagnostics) -> Network | None:
     """`net`, or None with an E205 at its largest layer when its parameters are over the
     `params` limit: refused at check, before a backend tries to allocate them."""
     from archc.compiler import limits

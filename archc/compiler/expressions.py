@@ -115,6 +115,12 @@ def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
         return _index(expr, env, diags)
     if isinstance(expr, ir.Comprehension):
         return _comprehension(expr, env, diags)
+    if isinstance(expr, ir.TensorRef):
+        diags.error(
+            "E104", expr.span, f"`@{expr.id}` is a tensor, not a value",
+            "pass named tensors to a block's `@` parameters, or merge them: concat(@a, @b)",
+        )
+        return ERROR
     if isinstance(expr, ir.Neg):
         value = evaluate(expr.operand, env, diags)
         if value is ERROR:

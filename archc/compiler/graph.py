@@ -51,7 +51,21 @@ class TapOut:
     name: str
 
 
-Op = Union[Call, Seq, Parallel, Identity, TapOut]
+@dataclass(frozen=True)
+class Save:
+    """Name the current tensor (`-> name`); it passes through unchanged."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Load:
+    """Continue from a named tensor (`@name`) instead of the current one."""
+
+    name: str
+
+
+Op = Union[Call, Seq, Parallel, Identity, TapOut, Save, Load]
 
 # --------------------------------------------------------------------------- modules
 
@@ -85,6 +99,14 @@ class Scope:
     plan: Op = field(default_factory=lambda: Seq(()))
     in_shape: Shape | None = None
     out_shape: Shape | None = None
+    # Named tensors that cross the scope's boundary besides its input and output: `inputs`
+    # and `outputs` are their names inside, `reads` and `writes` the caller's names for them
+    # (a labelled group uses the same names; a block's tensor parameters and outputs rename).
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)  # "" where the caller names none
+    output_shapes: list[Shape | None] = field(default_factory=list)  # of `outputs`
     # name -> child, rebuilt when `children` has grown: a scan per lookup made drawing or
     # building a scope of n children cost n² (20,000 relus took 26 s to draw)
     _by_name: dict[str, "Module"] = field(default_factory=dict, repr=False, compare=False)
@@ -102,6 +124,8 @@ class Scope:
         """True when the plan runs every child once, in order, and nothing else."""
         return (
             isinstance(self.plan, Seq)
+            and not self.inputs
+            and not self.outputs
             and all(isinstance(op, Call) for op in self.plan.ops)
             and [op.child for op in self.plan.ops] == [c.name for c in self.children]
         )
@@ -121,6 +145,11 @@ def walk(module: Module) -> Iterator[Module]:
 def layers(module: Module) -> Iterator[LayerNode]:
     """Every layer below `module`, in registration order."""
     return (m for m in walk(module) if isinstance(m, LayerNode))
+
+
+def takes_tensors(module: Module) -> bool:
+    """True when a module is called with named tensors besides its input, or returns some."""
+    return isinstance(module, Scope) and bool(module.inputs or module.outputs)
 
 
 @dataclass

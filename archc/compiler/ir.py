@@ -240,8 +240,17 @@ class Tuple(Node):
     span: Span = NOWHERE
 
 
+class TensorRef(Node):
+    """`@name` as an argument: a named tensor passed to a block's tensor parameter, or a
+    branch of a one-line merge `concat(@a, @b)`. It has no value in arithmetic."""
+
+    type: Literal["tensor"] = "tensor"
+    id: str
+    span: Span = NOWHERE
+
+
 Expr = Annotated[
-    Union[Num, Str, Name, BinOp, Neg, Not, Cond, Call, Index, Comprehension, Tuple],
+    Union[Num, Str, Name, BinOp, Neg, Not, Cond, Call, Index, Comprehension, Tuple, TensorRef],
     Field(discriminator="type"),
 ]
 
@@ -284,7 +293,7 @@ class Merge(Node):
     """Parallel branches, merged as the merge table says (archc.layers.merges)."""
 
     node: Literal["merge"] = "merge"
-    mode: Literal["concat", "add", "mul", "max", "split"]
+    mode: Literal["concat", "add", "add-into", "mul", "max", "split"]
     branches: list["Item"] = []
     label: str | None = None
     repeat: Expr | None = None
@@ -336,7 +345,47 @@ class TableRef(Node):
     label_span: Span = NOWHERE  # where the label is written
 
 
-Item = Annotated[Union[Layer, Group, Merge, Tap, TableRef, For], Field(discriminator="node")]
+class If(Node):
+    """`if test: items`: the items when the test holds, nothing otherwise. As a merge branch,
+    a false test leaves the branch out."""
+
+    node: Literal["if"] = "if"
+    test: Expr
+    items: list["Item"] = []
+    label: str | None = None
+    repeat: Expr | None = None
+    span: Span = NOWHERE
+    label_span: Span = NOWHERE  # where the label is written
+
+
+class Ref(Node):
+    """`@name`: continue from the tensor named `name` (by `-> name`) instead of the current
+    one; as the first item of a merge branch, the branch starts from that tensor."""
+
+    node: Literal["ref"] = "ref"
+    name: str
+    label: str | None = None
+    repeat: Expr | None = None
+    span: Span = NOWHERE
+    label_span: Span = NOWHERE
+
+
+class Bind(Node):
+    """`-> name`: name the current tensor so that a later `@name` reads it. After a call of
+    a block with several outputs, `-> a, b` names them in order."""
+
+    node: Literal["bind"] = "bind"
+    names: list[str]
+    label: str | None = None
+    repeat: Expr | None = None
+    span: Span = NOWHERE
+    label_span: Span = NOWHERE
+    names_span: list[Span] = []  # where each name is written
+
+
+Item = Annotated[
+    Union[Layer, Group, Merge, Tap, TableRef, For, If, Ref, Bind], Field(discriminator="node")
+]
 
 # --------------------------------------------------------------------------- definitions
 
@@ -346,6 +395,7 @@ class Param(Node):
 
     name: str
     default: Expr | None = None
+    tensor: bool = False  # `@name`: a named tensor the caller passes, not a value
     span: Span = NOWHERE
 
 
@@ -370,6 +420,7 @@ class BlockDef(Node):
     stmt: Literal["block"] = "block"
     name: str
     params: list[Param] = []
+    outputs: list[str] = []  # `-> @a, @b`: the named tensors it returns, the first the main
     after: list[After] = []
     body: list[Item] = []
     span: Span = NOWHERE

@@ -31,33 +31,49 @@ class _ArchIndenter(Indenter):
     tab_len = 4
 
 
+_OPTIONS = dict(parser="lalr", start=["start", "expr"], propagate_positions=True,
+                maybe_placeholders=False)
+
+
 @lru_cache(maxsize=None)
 def lark_parser() -> Lark:
     """The .arch parser. One instance serves whole files (`start`) and the `{expression}`
-    parts of words (`expr`): one grammar to load, one set of lexer scanners to compile."""
-    return Lark(
-        GRAMMAR.read_text(),
-        parser="lalr",
-        postlex=_ArchIndenter(),
-        start=["start", "expr"],
-        propagate_positions=True,
-        maybe_placeholders=False,
-        cache=_cache_path("start+expr"),
-    )
+    parts of words (`expr`): one grammar to load, one set of lexer scanners to compile.
+
+    Compiling the grammar takes 65-85 ms, most of a cold `archc check`; reading it back
+    from archc's grammar cache about 10 ms. The cache holds lark's own serialised tables as
+    tagged JSON (data, never a pickle), under a key of the grammar's text, lark's version and
+    the options, checked by `cache.load_entry` like a parsed spec."""
+    import lark
+
+    from archc.compiler import cache
+
+    text = GRAMMAR.read_text()
+    directory = cache.private_dir("grammar")
+    key = cache.data_key(cache.FORMAT, lark.__version__, text, repr(sorted(_OPTIONS.items())))
+    if directory is not None:
+        tables = cache.load_entry(directory, key, cache.decode_data)
+        if tables is not None:
+            try:
+                return Lark._load_from_dict(tables["data"], tables["memo"],
+                                            postlex=_ArchIndenter())
+            except Exception:  # noqa: BLE001 - tables of another lark: compile afresh
+                directory.remove(key + cache.SUFFIX)
+    parser = Lark(text, postlex=_ArchIndenter(), **_OPTIONS)
+    if directory is not None:
+        cache.store_entry(directory, key, cache.encode_data(_tables(parser)))
+    return parser
 
 
-def _cache_path(start: str) -> str | bool:
-    """Where lark keeps the compiled grammar (a pickle, so in archc's private cache
-    directory): parsing stays fast from the second run on. False: compile it each time."""
-    import hashlib
+def _tables(parser: Lark) -> dict:
+    """The compiled parser as lark serialises it, without the post-lexer (an object: it is
+    passed again on loading)."""
+    from lark.grammar import Rule
+    from lark.lexer import TerminalDef
 
-    from archc.compiler.cache import private_dir
-
-    directory = private_dir("grammar")
-    if directory is None:
-        return False
-    digest = hashlib.sha256(GRAMMAR.read_bytes()).hexdigest()[:16]
-    return str(directory / f"grammar-{start}-{digest}.lark")
+    data, memo = parser.memo_serialize([TerminalDef, Rule])
+    data["options"] = {k: v for k, v in data["options"].items() if k != "postlex"}
+    return {"data": data, "memo": memo}
 
 
 # --------------------------------------------------------------------------- entry points
@@ -66,6 +82,9 @@ def _cache_path(start: str) -> str | bool:
 def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     """Parse .arch source; syntax errors go to `diags` and give None."""
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the spec
+    text = text.replace("\r\n", "\n")  # as every file is read (sources.decode_text)
+    if _report_stray_characters(text, path, diags):
+        return None
     if not text.endswith("\n"):
         text += "\n"
     try:
@@ -80,6 +99,20 @@ def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
         return None
     builder = SpecBuilder(path, diags)
     return builder.spec_file(tree)
+
+
+def _report_stray_characters(text: str, path: str, diags: Diagnostics) -> bool:
+    """E001 at the first NUL or lone carriage return: the lexer would take either as part
+    of a comment, while an editor (or `archc fmt`) may break the line there."""
+    from archc.compiler.text import text_problem
+
+    problem = text_problem(text)
+    if problem is None:
+        return False
+    line, column, message, hint = problem
+    diags.error("E001", ir.Span.at(path, line, column, line, column + 1),
+                f"syntax error: the spec {message}", hint)
+    return True
 
 
 def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
@@ -103,7 +136,8 @@ def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
 # Tree nodes that are one level of nesting as a user counts it: a bracket, an indented block,
 # a call's parentheses, an operator of an expression (`1+1+1` nests two deep).
 _NESTING = {
-    "group", "block_line", "for_line", "tap", "call", "func", "tuple", "ifelse", "or_", "and_",
+    "group", "block_line", "for_line", "if_line", "inline_for", "inline_if", "tap", "call",
+    "func", "tuple", "ifelse", "or_", "and_",
     "not_", "compare", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pos", "pow",
 }
 
@@ -155,6 +189,8 @@ _TOKEN_NAMES = {
     "REPEAT": "a repeat like `x3`",
     "TABLE_REF": "a table column like `vgg[D]`",
     "SHAPE": "a shape like `3x224x224`",
+    "REF": "a tensor reference like `@a`",
+    "ARROW": "`->`",
     "LPAR": "`(`",
     "RPAR": "`)`",
     "LSQB": "`[`",
@@ -405,11 +441,14 @@ class SpecBuilder:
 
     def _definition(self, t: Tree) -> tuple[Token, list[ir.Param], Tree]:
         name, *rest = t.children
-        params = self.signature(rest[0]) if len(rest) == 2 else []
+        sig = [c for c in rest if isinstance(c, Tree) and c.data.endswith("signature")]
+        params = self.signature(sig[0]) if sig else []
         return name, params, rest[-1]
 
     def block_def(self, t: Tree) -> ir.BlockDef:
         name, params, body = self._definition(t)
+        outs = [c for c in t.children if isinstance(c, Tree) and c.data == "block_outputs"]
+        outputs = [str(tok)[1:] for tok in outs[0].children if tok.type == "REF"] if outs else []
         items, after, inputs = self.body(body)
         for decl in inputs:
             self.diags.error(
@@ -421,6 +460,7 @@ class SpecBuilder:
         return ir.BlockDef.model_construct(
             name=str(name),
             params=params,
+            **({"outputs": outputs} if outputs else {}),
             after=after,
             body=items,
             span=self.span(t),
@@ -489,6 +529,10 @@ class SpecBuilder:
     def signature(self, t: Tree) -> list[ir.Param]:
         params = []
         for p in t.children:
+            if p.data == "tensor_param":  # `@lo`: a named tensor the caller passes
+                params.append(ir.Param.model_construct(
+                    name=str(p.children[0])[1:], tensor=True, span=self.span(p)))
+                continue
             name, *default = p.children
             params.append(
                 ir.Param.model_construct(
@@ -526,6 +570,8 @@ class SpecBuilder:
                 items.extend(self.items(line.children[0]))
             elif kind == "for_line":
                 items.append(self.for_line(line))
+            elif kind == "if_line":
+                items.append(self.if_line(line))
             else:
                 item = self.block_line(line)
                 if item is not None:
@@ -605,6 +651,17 @@ class SpecBuilder:
             names=names, iterable=self.expr(iterable), items=items, span=self.span(t)
         )
 
+    def if_line(self, t: Tree) -> ir.If:
+        """`if TEST:` with its items on the line or in an indented body."""
+        test, body = t.children
+        if body.data == "items":
+            items = self.items(body)
+        else:
+            items, after, inputs = self.body(body)
+            for bad in [*after, *inputs]:
+                self.diags.error("E001", bad.span, MISPLACED)
+        return ir.If.model_construct(test=self.expr(test), items=items, span=self.span(t))
+
     @staticmethod
     def targets(t: Tree) -> list:
         """`i, (c, n)` → ["i", ["c", "n"]]: the names a loop or a comprehension binds."""
@@ -628,6 +685,8 @@ class SpecBuilder:
                     branches.append(item)
             elif line.data == "for_line":
                 branches.append(self.for_line(line))
+            elif line.data == "if_line":
+                branches.append(self.if_line(line))
         return branches
 
     # items -----------------------------------------------------------------------
@@ -636,6 +695,10 @@ class SpecBuilder:
         return [it for it in (self.item(c) for c in t.children) if it is not None]
 
     def item(self, t: Tree):
+        if t.data == "bind":
+            names = [n for n in t.children if n.type == "NAME"]
+            return ir.Bind.model_construct(names=[str(n) for n in names], span=self.span(t),
+                                           names_span=[self.span(n) for n in names])
         label, repeat = None, None
         children = list(t.children)
         label_span = None
@@ -671,9 +734,9 @@ class SpecBuilder:
         if t.data == "layer":
             return self.layer(t)
         if t.data == "group":
-            return ir.Group.model_construct(
-                items=self.items(t.children[0]) if t.children else [], span=self.span(t)
-            )
+            return ir.Group.model_construct(items=self.group_items(t), span=self.span(t))
+        if t.data == "ref":
+            return ir.Ref.model_construct(name=str(t.children[0])[1:], span=self.span(t))
         if t.data == "tap":
             head = self.atom(t.children[0])
             return None if head is None else ir.Tap.model_construct(head=head, span=self.span(t))
@@ -681,19 +744,68 @@ class SpecBuilder:
             return self.atom(t.children[0])
         raise AssertionError(t.data)  # pragma: no cover - the grammar has no other atoms
 
-    def layer(self, t: Tree) -> ir.Layer | None:
+    def group_items(self, t: Tree) -> list:
+        """A bracket's items; a trailing `for` or `if` takes the items up to the `]`."""
+        items = []
+        for part in t.children:
+            if part.data == "items":
+                items.extend(self.items(part))
+            elif part.data == "inline_for":
+                targets, iterable, body = part.children
+                items.append(ir.For.model_construct(
+                    names=self.targets(targets), iterable=self.expr(iterable),
+                    items=self.items(body), span=self.span(part)))
+            else:
+                test, body = part.children
+                items.append(ir.If.model_construct(
+                    test=self.expr(test), items=self.items(body), span=self.span(part)))
+        return items
+
+    def layer(self, t: Tree) -> ir.Layer | ir.Merge | None:
         word = t.children[0]
-        explicit = (
-            self.arguments(t.children[1].children[0])
-            if (len(t.children) > 1 and t.children[1].children)
-            else []
-        )
+        raw = t.children[1].children[0].children if (
+            len(t.children) > 1 and t.children[1].children) else []
+        keyword = merge_kind(str(word))
+        if keyword is not None and raw:
+            return self.merge_call(keyword.name, raw, self.span(t))
+        for bad in (a for a in raw if a.data == "group_arg"):
+            self.diags.error(
+                "E001", self.span(bad), f"`{word}` takes values, not a bracketed sequence",
+                "only a merge takes bracketed branches: add([conv3-64 bn], [shortcut])",
+            )
+            return None
+        explicit = self.arguments(t.children[1].children[0]) if raw else []
         callee, sugar = self.word(word)
         if callee is None:
             return None
         return ir.Layer.model_construct(
             callee=callee, args=[*sugar, *explicit], span=self.span(t), callee_span=self.span(word)
         )
+
+    def merge_call(self, mode: str, raw: list[Tree], span: ir.Span) -> ir.Merge | None:
+        """`concat(@a, @b)`, `add([conv3-64 bn], [shortcut])`: a merge on one line whose
+        branches are named tensors or bracketed sequences (one item in brackets is that
+        item, so `[shortcut]` is the shortcut branch)."""
+        branches = []
+        for arg in raw:
+            if arg.data == "group_arg":
+                group = arg.children[0]
+                items = self.group_items(group)
+                branches.append(items[0] if len(items) == 1 else ir.Group.model_construct(
+                    items=items, span=self.span(group)))
+                continue
+            value = arg.children[-1]
+            if len(arg.children) == 1 and isinstance(value, Tree) and value.data == "tensor_ref":
+                branches.append(ir.Ref.model_construct(name=str(value.children[0])[1:],
+                                                       span=self.span(arg)))
+                continue
+            self.diags.error(
+                "E001", self.span(arg), f"`{mode}(...)` takes named tensors and bracketed "
+                "branches", f"write `{mode}(@a, [conv1-64 bn])`, or `{mode}:` with one branch "
+                "per indented line",
+            )
+            return None
+        return ir.Merge.model_construct(mode=mode, branches=branches, span=span)
 
     def word(self, tok: Token) -> tuple[str | None, list[ir.Arg]]:
         """Split paper notation: `conv3-64` → ("conv", [kernel=3, out=64])."""
@@ -808,6 +920,8 @@ class SpecBuilder:
             return ir.Str.model_construct(value=str(t.children[0])[1:-1], span=span)
         if kind == "name":
             return ir.Name.model_construct(id=str(t.children[0]), span=span)
+        if kind == "tensor_ref":
+            return ir.TensorRef.model_construct(id=str(t.children[0])[1:], span=span)
         if kind == "neg":
             return ir.Neg.model_construct(operand=self.expr(t.children[0]), span=span)
         if kind == "pos":

@@ -13,14 +13,16 @@ from typing import Any
 
 from archc.compiler import ir, limits
 from archc.compiler.diagnostics import Diagnostics, did_you_mean
-from archc.compiler.expressions import ERROR, Env, bind_names, evaluate, names_text
+from archc.compiler.expressions import ERROR, FUNCTIONS, Env, bind_names, evaluate, names_text
 from archc.compiler.graph import (
     Call,
     Identity,
     LayerNode,
+    Load,
     Network,
     Op,
     Parallel,
+    Save,
     Scope,
     Seq,
     TapOut,
@@ -42,7 +44,40 @@ from archc.layers import (
 
 DEFAULT_INPUT = (3, 224, 224)
 _MOST_SUGGESTIONS = 100  # 'did you mean' hints per check; later misspellings get none
-_SHORTCUT_PARAMS = {"bn": True, "bias": False, "always": False, "optional": False}
+_SHORTCUT_PARAMS = {"bn": True, "bias": False, "always": False, "optional": False,
+                    "names": None}
+
+
+@dataclass(frozen=True)
+class LayerArg:
+    """A layer passed as a block argument (`act=hardswish`, `act=leakyrelu(0.1)`): the call,
+    and the caller's names that its arguments are read with."""
+
+    layer: ir.Layer
+    env: Env = field(compare=False)
+
+    def __repr__(self) -> str:
+        from .unparse import layer_text
+
+        return layer_text(self.layer)
+
+
+@dataclass
+class _Named:
+    """A named tensor: its shape, where it is named, and the scopes open when it was."""
+
+    shape: Shape | None
+    key: tuple  # identifies the `-> name` (or `@param`) in the source, for 'never used'
+    chain: tuple[Scope, ...]
+
+
+@dataclass
+class _Tensors:
+    """The named tensors of one expansion of a body: a block's body is a namespace of its own,
+    so a block cannot read its caller's names (pass them as `@` parameters)."""
+
+    bound: dict[str, _Named] = field(default_factory=dict)
+    body: list = field(default_factory=list)  # the body's items: where later names are found
 
 
 @dataclass
@@ -52,6 +87,7 @@ class _Body:
     env: Env
     after: dict[str, list[ir.Item]]
     in_after: bool = False
+    tensors: _Tensors = field(default_factory=_Tensors)
 
 
 @dataclass
@@ -74,6 +110,11 @@ class Resolver:
     most_items: int = field(default_factory=lambda: limits.get("layers"))
     suggested: int = 0  # 'did you mean' hints computed so far
     unavailable: list[str] = field(default_factory=list)  # unknown names, an import failed
+    open_scopes: list[Scope] = field(default_factory=list)  # being filled, outermost first
+    # every `-> name` and `@param` expanded: key -> (name, span, what it is); and those read
+    tensor_defs: dict[tuple, tuple[str, ir.Span, str]] = field(default_factory=dict)
+    tensor_reads: set[tuple] = field(default_factory=set)
+    extras: Scope | None = None  # the block call just expanded, when it returns several tensors
 
     # ------------------------------------------------------------------ network
 
@@ -95,7 +136,8 @@ class Resolver:
             args=dict(env.values),
             in_shape=shape,
         )
-        body = _Body(env, self.after_rules(net.after))
+        body = _Body(env, self.after_rules(net.after), tensors=_Tensors(body=net.body))
+        self.open_scopes = [root]
         try:
             ops, out = self.items(net.body, body, root, shape)
         except LimitExceeded as over:  # stop the walk: going on would allocate without bound
@@ -103,6 +145,8 @@ class Resolver:
             return None
         root.plan, root.out_shape = Seq(tuple(ops)), out
         self.warn_unused_params(net.params, env)
+        if not self.diags.has_errors:  # after an error, a body left unexpanded reads nothing
+            self.report_unused_tensors()
         if not self.diags.has_errors:  # a misspelt call would also make its block "unused"
             self.warn_unused_definitions()
         train = self.train_settings()
@@ -278,8 +322,17 @@ class Resolver:
             self.label_span = item.label_span
             if "{" in item.label:
                 item = item.model_copy(update={"label": self.expand_label(item, body.env)})
+        if not isinstance(item, ir.Bind):
+            self.extras = None  # `-> a, b` names the outputs of the item just before it only
         if item.repeat is not None:
             return self.repeated(item, body, scope, shape)
+        if isinstance(item, ir.Bind):
+            return self.bind(item, body, scope, shape)
+        if isinstance(item, ir.Ref):
+            named = self.read_tensor(item.name, item.span, body)
+            return [Load(item.name)], (named.shape if named else None)
+        if isinstance(item, ir.If):
+            return self.sequence([item], item.label, item.span, body, scope, shape, self.when)
         if isinstance(item, ir.Layer):
             return self.layer_or_block(item, body, scope, shape)
         if isinstance(item, ir.Group):
@@ -328,7 +381,7 @@ class Resolver:
             )
             return [], None
         if count == 0:  # `x0`: the blocks it would call are not unused definitions
-            self.used.update(_callees(item))
+            self.skipped(item, body)
         single = item.model_copy(update={"repeat": None, "label": None})
         return self.sequence([single] * count, item.label, item.span, body, scope, shape)
 
@@ -367,7 +420,7 @@ class Resolver:
             names = self.loop_names(item, value)
             if names is None:
                 return ops, None
-            inner = _Body(body.env.with_loop(names), body.after, body.in_after)
+            inner = _Body(body.env.with_loop(names), body.after, body.in_after, body.tensors)
             more, shape = self.items(item.items, inner, scope, shape)
             ops.extend(more)
         return ops, shape
@@ -444,7 +497,11 @@ class Resolver:
             args=args or {},
             in_shape=shape,
         )
-        ops, out = fill(sub)
+        self.open_scopes.append(sub)
+        try:
+            ops, out = fill(sub)
+        finally:
+            self.open_scopes.pop()
         sub.plan, sub.out_shape = Seq(tuple(ops)), out
         scope.children.append(sub)
         return [Call(name)], out
@@ -477,6 +534,9 @@ class Resolver:
     # ------------------------------------------------------------------ layers and blocks
 
     def layer_or_block(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None):
+        passed = self.passed_layer(item, body, scope, shape)
+        if passed is not None:
+            return passed
         if item.callee in self.program.blocks:
             return self.block(item, body, scope, shape)
         if item.callee == "shortcut":
@@ -545,7 +605,7 @@ class Resolver:
         scope.children.append(node)
         ops: list[Op] = [Call(name)]
         if not body.in_after and kind.name in body.after:
-            follow = _Body(body.env, body.after, in_after=True)
+            follow = _Body(body.env, body.after, in_after=True, tensors=body.tensors)
             more, out = self.items(body.after[kind.name], follow, scope, out)
             ops.extend(more)
         return ops, out
@@ -647,26 +707,31 @@ class Resolver:
                 "depth", f"blocks call blocks more than {len(self.stack)} levels deep", item.span
             )
         env = self.bind_block(block, item, body.env, shape)
-        if env is None:
+        passed = self.tensor_arguments(block, item, body)
+        if env is None or passed is None:
             return [], None
-        inner = _Body(env, self.after_rules(block.after))
+        inner = _Body(env, self.after_rules(block.after), tensors=_Tensors(body=block.body))
         self.stack.append(block.name)
         mark = len(self.diags.items)
+        called: list[Scope] = []
+
+        def fill(sub: Scope):
+            called.append(sub)
+            self.enter_tensor_params(block, passed, inner, sub)
+            ops, out = self.items(block.body, inner, sub, shape)
+            return self.block_outputs(block, inner, sub, ops, out)
+
         try:
             result = self.nested(
-                item.label,
-                item.span,
-                scope,
-                shape,
-                lambda sub: self.items(block.body, inner, sub, shape),
-                kind="block",
-                title=block.name,
-                args=dict(env.values),
+                item.label, item.span, scope, shape, fill,
+                kind="block", title=block.name, args=dict(env.values),
             )
         finally:
             self.stack.pop()
         self.note_call_site(mark, block, item)
         self.warn_unused_params(block.params, env)
+        if called and called[0].outputs:
+            self.extras = called[0]
         return result
 
     def bind_block(
@@ -677,6 +742,7 @@ class Resolver:
         The body (and the defaults) may also read the shape that reaches the call:
         `in_channels`, and `in_height` and `in_width` for an image."""
         names = [p.name for p in block.params]
+        tensors = {p.name for p in block.params if p.tensor}
         given: dict[str, Any] = {}
         ok = True
         positional = 0
@@ -709,13 +775,21 @@ class Resolver:
                 self.diags.error("E103", arg.span, f"`{key}` is given twice")
                 ok = False
                 continue
-            given[key] = evaluate(arg.value, caller, self.diags)
-        env = Env({}, {p.name: p.span for p in block.params}, implicit=input_names(shape))
+            if key in tensors:  # a named tensor: bound by tensor_arguments, not evaluated
+                given[key] = None
+                continue
+            passed = self.layer_argument(arg.value, caller)
+            given[key] = passed if passed is not None else evaluate(arg.value, caller, self.diags)
+        env = Env({}, {p.name: p.span for p in block.params if not p.tensor},
+                  implicit=input_names(shape))
         for p in block.params:
+            if p.tensor:
+                continue
             if p.name in given:
                 env.values[p.name] = given[p.name]
-            elif p.default is not None:
-                env.values[p.name] = evaluate(p.default, env, self.diags)
+            elif p.default is not None:  # `act=relu`: a layer by default
+                env.values[p.name] = (self.layer_argument(p.default, env)
+                                      or evaluate(p.default, env, self.diags))
             else:
                 self.diags.error(
                     "E105",
@@ -727,6 +801,213 @@ class Resolver:
         if not ok or any(v is ERROR for v in env.values.values()):
             return None
         return env  # a parameter read by a later default counts as used
+
+    # ------------------------------------------------------------------ named tensors
+
+    def bind(self, item: ir.Bind, body: _Body, scope: Scope, shape: Shape | None):
+        """`-> name`: the current tensor is `name` from here on; after a call of a block with
+        several outputs, `-> a, b, c` names them in order."""
+        first, *more = item.names
+        extras = self.extras
+        self.extras = None
+        if more:
+            have = len(extras.outputs) if extras is not None else 0
+            if len(more) > have:
+                what = (f"block `{extras.title}` returns {have + 1} tensors"
+                        if extras is not None else "the item before it gives one tensor")
+                self.diags.error(
+                    "E103", item.span,
+                    f"`-> {', '.join(item.names)}` names {len(item.names)} tensors, but {what}",
+                    "name as many tensors as the block declares after `->` in its definition",
+                )
+                more = more[:have]
+            for i, name in enumerate(more):
+                extras.writes[i] = name
+                self.define_tensor(name, _name_span(item, i + 1), body, extras.output_shapes[i],
+                                   ("bind", i + 1))
+        self.define_tensor(first, _name_span(item, 0), body, shape, ("bind", 0))
+        return [Save(first)], shape
+
+    def define_tensor(self, name: str, span: ir.Span, body: _Body, shape: Shape | None,
+                      part: tuple, what: str = "tensor") -> None:
+        """Bind `name` in the body's namespace, in the scope being filled."""
+        key = (span.file, span.line, span.column, name, part)
+        self.tensor_defs.setdefault(key, (name, span, what))
+        body.tensors.bound[name] = _Named(shape, key, tuple(self.open_scopes))
+
+    def read_tensor(self, name: str, span: ir.Span, body: _Body) -> _Named | None:
+        """The tensor `@name` reads, made available in the scope being filled: every scope
+        between the one it was named in and this one passes it on (a labelled group is a
+        module of its own, and gets the tensor as an argument or returns it)."""
+        named = body.tensors.bound.get(name)
+        if named is None:
+            self.unknown_tensor(name, span, body)
+            return None
+        self.tensor_reads.add(named.key)
+        here = self.open_scopes
+        common = 0
+        while (common < min(len(here), len(named.chain))
+               and here[common] is named.chain[common]):
+            common += 1
+        for inner in named.chain[common:]:  # named inside a group that has been closed
+            if name not in inner.outputs:
+                inner.outputs.append(name)
+                inner.writes.append(name)
+                inner.output_shapes.append(named.shape)
+        for inner in here[common:]:  # read inside a group that did not name it
+            if name not in inner.inputs:
+                inner.inputs.append(name)
+                inner.reads.append(name)
+        return named
+
+    def unknown_tensor(self, name: str, span: ir.Span, body: _Body) -> None:
+        """E122 for a name that is only given later (the graph would have a cycle), E120 for
+        one that is never given."""
+        later = _bound_names(body.tensors.body)
+        if name in later:
+            self.diags.error(
+                "E122", span, f"`@{name}` is read before `-> {name}` names it",
+                "a tensor can only be read after it is named: reading it here would make "
+                "the graph a cycle; move `-> " + name + "` above this line",
+            )
+            return
+        known = list(body.tensors.bound)
+        self.diags.error(
+            "E120", span, f"no tensor is named `{name}` here",
+            did_you_mean(f"@{name}", [f"@{n}" for n in known])
+            or ("tensors named so far: " + ", ".join(f"@{n}" for n in known) if known
+                else "name a tensor with `-> " + name + "` after the item that makes it; "
+                "a block reads its caller's tensors only through `@` parameters"),
+        )
+
+    def tensor_arguments(self, block: ir.BlockDef, item: ir.Layer, body: _Body
+                         ) -> dict[str, tuple[str, _Named]] | None:
+        """The caller's tensors passed to a block's `@` parameters: param -> (caller's name,
+        the tensor); None after an error."""
+        if not any(p.tensor for p in block.params):
+            return {}
+        names = [p.name for p in block.params]
+        passed: dict[str, tuple[str, _Named]] = {}
+        ok, positional = True, 0
+        for arg in item.args:
+            if arg.name is None:
+                key = names[positional] if positional < len(names) else None
+                positional += 1
+            else:
+                key = arg.name
+            param = next((p for p in block.params if p.name == key), None)
+            if param is None or not param.tensor:
+                continue  # bind_block reports it
+            if not isinstance(arg.value, ir.TensorRef):
+                self.diags.error(
+                    "E104", arg.value.span,
+                    f"`{param.name}` of block `{block.name}` is a tensor parameter",
+                    "pass a named tensor, such as `@x` (named earlier with `-> x`)",
+                )
+                ok = False
+                continue
+            named = self.read_tensor(arg.value.id, arg.value.span, body)
+            if named is None:
+                ok = False
+                continue
+            passed[param.name] = (arg.value.id, named)
+        for p in block.params:
+            if p.tensor and p.name not in passed and ok:
+                self.diags.error(
+                    "E105", item.span, f"`{block.name}` needs the tensor `@{p.name}`",
+                    f"its signature is {_signature(block)}",
+                )
+                ok = False
+        return passed if ok else None
+
+    def enter_tensor_params(self, block: ir.BlockDef, passed: dict, inner: _Body,
+                            sub: Scope) -> None:
+        """Bind a block's `@` parameters inside its body, as inputs of the block's module."""
+        for p in block.params:
+            if p.tensor:
+                caller_name, named = passed[p.name]
+                sub.inputs.append(p.name)
+                sub.reads.append(caller_name)
+                self.define_tensor(p.name, p.span, inner, named.shape, ("param",),
+                                   what="tensor parameter")
+
+    def block_outputs(self, block: ir.BlockDef, inner: _Body, sub: Scope, ops: list[Op],
+                      out: Shape | None):
+        """A block declaring `-> @a, @b` returns a (the main path) and b (an extra output)."""
+        if not block.outputs:
+            return ops, out
+        shapes = []
+        for name in block.outputs:
+            named = self.read_tensor(name, block.name_span, inner)
+            shapes.append(named.shape if named else None)
+        first, *more = block.outputs
+        for name, shape in zip(more, shapes[1:]):
+            sub.outputs.append(name)
+            sub.writes.append("")  # the caller's name, given by a `-> a, b` that follows
+            sub.output_shapes.append(shape)
+        return [*ops, Load(first)], shapes[0]
+
+    def report_unused_tensors(self) -> None:
+        """E121 for a tensor that is named but never read: a reference forgotten or misspelt."""
+        for key, (name, span, what) in self.tensor_defs.items():
+            if key not in self.tensor_reads:
+                hint = ("read it with `@" + name + "`, or remove `-> " + name + "`"
+                        if what == "tensor" else f"use `@{name}` in the body, or remove it")
+                self.diags.error("E121", span, f"{what} `{name}` is never read", hint)
+
+    def when(self, items: list, body: _Body, scope: Scope, shape: Shape | None):
+        """`if TEST:` (the one item of `items`): its items when the test holds."""
+        (item,) = items
+        test = evaluate(item.test, body.env, self.diags)
+        if test is ERROR:
+            return [], shape
+        if not test:
+            self.skipped(item, body)
+            return [], shape
+        return self.items(item.items, body, scope, shape)
+
+    def skipped(self, item, body: _Body) -> None:
+        """An item left out (`x0`, a false `if`): the blocks it would call are not unused
+        definitions, and the tensors it would read are not unused names."""
+        self.used.update(_callees(item))
+        for name in _read_names(item):
+            named = body.tensors.bound.get(name)
+            if named is not None:
+                self.tensor_reads.add(named.key)
+
+    def layer_argument(self, value: ir.Expr, caller: Env) -> LayerArg | None:
+        """A block argument that names a layer kind or a block (`hardswish`, or a call such
+        as `leakyrelu(0.1)`) rather than a value; None for a value."""
+        if isinstance(value, ir.Name) and value.id not in caller.visible():
+            name, args = value.id, []
+        elif isinstance(value, ir.Call) and value.func not in FUNCTIONS:
+            name = value.func
+            args = [ir.Arg.model_construct(value=a, span=a.span) for a in value.args]
+        else:
+            return None
+        if name not in self.program.blocks and lookup(name) is None:
+            return None
+        layer = ir.Layer.model_construct(callee=name, args=args, span=value.span,
+                                         callee_span=value.span)
+        return LayerArg(layer, caller)
+
+    def passed_layer(self, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None):
+        """A word in a block body that names a parameter holding a layer (or `none`): the
+        layer, with the word's label and arguments; None when the word is no such parameter."""
+        if item.callee not in body.env.values or item.callee in self.program.blocks:
+            return None
+        value = body.env.values[item.callee]
+        if value is None and lookup(item.callee) is None:  # `act=none`: no layer here
+            body.env.used.add(item.callee)
+            return [], shape
+        if not isinstance(value, LayerArg):
+            return None
+        body.env.used.add(item.callee)
+        layer = value.layer.model_copy(update={
+            "label": item.label, "label_span": item.label_span, "span": item.span,
+            "args": [*value.layer.args, *item.args]})
+        return self.layer_or_block(layer, _Body(value.env, body.after, body.in_after,
+                                                body.tensors), scope, shape)
 
     def note_call_site(self, mark: int, block: ir.BlockDef, call: ir.Layer) -> None:
         """Tell errors found inside a block's body which call of the block they came from."""
@@ -788,6 +1069,7 @@ class Resolver:
 
     def merge(self, item: ir.Merge, body: _Body, scope: Scope, shape: Shape | None):
         """Parallel branches on one input; shortcuts are resolved once the others are known."""
+        item = item.model_copy(update={"branches": self.present_branches(item, body)})
         branches: list[Op | None] = []
         shapes: list[Shape | None] = []
         shortcuts = []
@@ -826,6 +1108,33 @@ class Resolver:
         return [
             Parallel(item.mode, tuple(b if b is not None else Identity() for b in branches))
         ], out
+
+    def present_branches(self, item: ir.Merge, body: _Body) -> list:
+        """The branches that exist: an `if` branch whose test fails is left out; a branch
+        repeated zero times is an error (it would silently be an identity branch)."""
+        present = []
+        for branch in item.branches:
+            if isinstance(branch, ir.If) and branch.repeat is None and branch.label is None:
+                test = evaluate(branch.test, body.env, self.diags)
+                if test is ERROR or not test:
+                    self.skipped(branch, body)
+                    continue
+                inner = branch.items
+                branch = inner[0] if len(inner) == 1 else ir.Group.model_construct(
+                    items=inner, span=branch.span)
+            elif branch.repeat is not None:
+                count = evaluate(branch.repeat, body.env, Diagnostics())  # reported later
+                if count == 0 and not isinstance(count, bool):
+                    self.diags.error(
+                        "E204", branch.repeat.span,
+                        f"a branch of `{item.mode}:` repeated 0 times",
+                        "it would be an identity branch; to leave a branch out, write "
+                        "`if COND:` before it, and for an identity write `shortcut`",
+                    )
+                    self.skipped(branch, body)
+                    continue
+            present.append(branch)
+        return present
 
     def branch_inputs(self, item: ir.Merge, shape: Shape | None) -> list[Shape | None]:
         """Each branch's input: the merge's input, or for `split` a slice of its channels."""
@@ -909,7 +1218,18 @@ class Resolver:
                 + f" ({fmt(shape)} → {fmt(target)})",
             )
         )
-        plain = _Body(body.env, {}, in_after=True)
+        plain = _Body(body.env, {}, in_after=True, tensors=body.tensors)
+        if opts["names"] is not None:  # timm's `downsample.1`, `downsample.2`
+            if len(opts["names"]) != len(parts):
+                self.diags.error(
+                    "E104", branch.span,
+                    f"`names` gives {len(opts['names'])} names for the {len(parts)} parts of "
+                    "the projection", "name the conv and, unless bn=false, the bn: (1, 2)",
+                )
+                return Identity(), None
+            parts = [p.model_copy(update={"label": n}) for p, n in zip(parts, opts["names"])]
+            return _seq(self.sequence(parts, branch.label or str(len(scope.children)),
+                                      branch.span, plain, scope, shape)[0]), target
         if len(parts) == 1:
             ops, out = self.items(
                 [conv.model_copy(update={"label": branch.label})], plain, scope, shape
@@ -936,10 +1256,19 @@ class Resolver:
                     "E102",
                     arg.span,
                     f"`shortcut` has no parameter `{arg.name}`",
-                    "shortcut takes bn=, bias=, always= and optional= (all true/false)",
+                    "shortcut takes bn=, bias=, always= and optional= (all true/false), "
+                    "and names=",
                 )
                 return None
             value = evaluate(arg.value, env, self.diags)
+            if arg.name == "names":  # the names of the projection's parts: conv, then bn
+                names = value if isinstance(value, tuple) else (value,)
+                if not all(isinstance(n, str | int) and not isinstance(n, bool) for n in names):
+                    self.diags.error("E104", arg.value.span,
+                                     "`names` must be names or numbers, such as (1, 2)")
+                    return None
+                opts["names"] = tuple(str(n) for n in names)
+                continue
             if not isinstance(value, bool):
                 self.diags.error("E104", arg.value.span, f"`{arg.name}` must be true or false")
                 return None
@@ -985,7 +1314,7 @@ class Resolver:
 
     def warn_unused_params(self, params: list[ir.Param], env: Env) -> None:
         for p in params:
-            if p.name not in env.used:
+            if p.name not in env.used and not p.tensor:  # an unread tensor is E121
                 self.diags.warning(
                     "W303",
                     p.span,
@@ -1047,6 +1376,37 @@ def _callees(item) -> set[str]:
         return {item.table}
     nested = getattr(item, "items", None) or getattr(item, "branches", None) or []
     return set().union(*(_callees(i) for i in nested))
+
+
+def _name_span(item: ir.Bind, index: int) -> ir.Span:
+    """Where the `index`-th name of `-> a, b` is written (the whole arrow without spans)."""
+    return item.names_span[index] if index < len(item.names_span) else item.span
+
+
+def _bound_names(items: list) -> set[str]:
+    """Every name a `-> name` in these items gives, however deeply nested (not in blocks)."""
+    names: set[str] = set()
+    for item in items:
+        if isinstance(item, ir.Bind):
+            names.update(item.names)
+        elif isinstance(item, ir.Tap):
+            names |= _bound_names([item.head])
+        else:
+            names |= _bound_names(getattr(item, "items", None) or getattr(item, "branches", None)
+                                  or [])
+    return names
+
+
+def _read_names(item) -> set[str]:
+    """Every `@name` an item reads, however deeply nested (block arguments included)."""
+    if isinstance(item, ir.Ref):
+        return {item.name}
+    if isinstance(item, ir.Layer):
+        return {a.value.id for a in item.args if isinstance(a.value, ir.TensorRef)}
+    if isinstance(item, ir.Tap):
+        return _read_names(item.head)
+    nested = getattr(item, "items", None) or getattr(item, "branches", None) or []
+    return set().union(set(), *(_read_names(i) for i in nested))
 
 
 def input_names(shape: Shape | None) -> dict[str, Any]:

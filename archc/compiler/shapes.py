@@ -14,15 +14,17 @@ from archc.compiler.graph import (
     Call,
     Identity,
     LayerNode,
+    Load,
     Network,
     Op,
     Parallel,
+    Save,
     Scope,
     Seq,
     TapOut,
     layers,
 )
-from archc.layers import REGISTRY, window_out
+from archc.layers import MERGES, REGISTRY, window_out
 from archc.layers.window import pair
 
 _INVALID = -1
@@ -72,39 +74,53 @@ class _Spatial:
         self.seen: dict[int, int] = {}
 
     def key(self, scope: Scope) -> tuple | None:
-        """Calls of one block with the same arguments behave alike: one memo entry."""
+        """Calls of one block with the same arguments behave alike: one memo entry (not for a
+        block that reads named tensors, whose sizes the arguments do not tell)."""
         if id(scope) not in self.keys:
             self.keys[id(scope)] = (
-                (scope.title, repr(sorted(scope.args.items()))) if scope.kind == "block" else None
+                (scope.title, repr(sorted(scope.args.items())))
+                if scope.kind == "block" and not scope.inputs else None
             )
         return self.keys[id(scope)]
 
-    def scope(self, scope: Scope, hs: Sizes) -> Sizes:
+    def scope(self, scope: Scope, hs: Sizes, tensors: tuple = ()) -> tuple[Sizes, tuple]:
+        """The sizes a scope gives for input sizes `hs` (and its named tensors' sizes), with
+        the sizes of the named tensors it returns."""
         key = self.key(scope)
         if key is not None and (key, hs) in self.memo:
             return self.memo[key, hs]
-        out = self.op(scope, scope.plan, hs)
+        env = dict(zip(scope.inputs, tensors))
+        out = self.op(scope, scope.plan, hs, env), tuple(env[n] for n in scope.outputs)
         if key is not None:
             self.memo[key, hs] = out
         return out
 
-    def op(self, scope: Scope, op: Op, hs: Sizes) -> Sizes:
+    def op(self, scope: Scope, op: Op, hs: Sizes, env: dict) -> Sizes:
         if isinstance(op, Call):
             named = self.children.get(id(scope))
             if named is None:
                 named = self.children[id(scope)] = {c.name: c for c in scope.children}
             child = named[op.child]
-            return self.scope(child, hs) if isinstance(child, Scope) else self.layer(child, hs)
+            if isinstance(child, LayerNode):
+                return self.layer(child, hs)
+            out, extras = self.scope(child, hs, tuple(env[r] for r in child.reads))
+            env.update((w, e) for w, e in zip(child.writes, extras) if w)
+            return out
         if isinstance(op, Seq):
             for sub in op.ops:
-                hs = self.op(scope, sub, hs)
+                hs = self.op(scope, sub, hs, env)
             return hs
         if isinstance(op, Parallel):  # the branches must agree on the size they produce
-            outs = [self.op(scope, b, hs) for b in op.branches]
+            outs = [self.op(scope, b, hs, env) for b in op.branches]
             return tuple(_agreed(op.mode, list(o)) for o in zip(*outs))
         if isinstance(op, TapOut):  # the tap must work, the main path goes on unchanged
-            tapped = self.op(scope, op.op, hs)
+            tapped = self.op(scope, op.op, hs, env)
             return tuple(_INVALID if t == _INVALID else h for h, t in zip(hs, tapped))
+        if isinstance(op, Save):
+            env[op.name] = hs
+            return hs
+        if isinstance(op, Load):
+            return env[op.name]
         assert isinstance(op, Identity)
         return hs
 
@@ -128,7 +144,12 @@ class _Spatial:
         if layer.kind == "upsample":  # any size works: it grows by the factor
             scale = layer.params["scale"]
             return tuple(_INVALID if h == _INVALID else h * scale for h in hs)
-        window = REGISTRY[layer.kind].spatial(layer.params)
+        kind = REGISTRY[layer.kind]
+        if kind.axis_size is not None:  # a crop, space-to-depth: a rule of their own
+            sized = (kind.axis_size(h, self.axis, layer.params) if h != _INVALID else None
+                     for h in hs)
+            return tuple(_INVALID if o is None else o for o in sized)
+        window = kind.spatial(layer.params)
         if window is None:
             return hs
         k, s, pad, d = (pair(v)[self.axis] for v in window[:4])  # this axis of (h, w)
@@ -154,10 +175,13 @@ FIXES_SIZE = frozenset({"pos-embedding"})
 
 def _agreed(mode: str, sizes: list) -> int:
     """The size merged branches produce, or _INVALID when they disagree; in `mul` a size of 1
-    broadcasts (an SE gate's 1×1)."""
+    broadcasts (an SE gate's 1×1); `add-into` takes the first branch's."""
     if _INVALID in sizes:
         return _INVALID
-    if mode == "mul":
+    rule = MERGES[mode].sizes
+    if rule == "first":
+        return sizes[0]
+    if rule == "broadcast":
         sizes = [s for s in sizes if s != 1] or [1]
     return sizes[0] if sizes.count(sizes[0]) == len(sizes) else _INVALID
 
@@ -178,7 +202,7 @@ def input_sizes(net: Network, scan: int = 96, refit: bool = False) -> InputSizes
     axes = [_Spatial(refit, 0)] + ([_Spatial(refit, 1)] if _non_square(net) else [])
 
     def outputs(sizes: Sizes) -> Sizes:
-        outs = [axis.scope(net.root, sizes) for axis in axes]
+        outs = [axis.scope(net.root, sizes)[0] for axis in axes]
         return tuple(_INVALID if _INVALID in o else o[0] for o in zip(*outs))
 
     declared = net.input_shape[1]

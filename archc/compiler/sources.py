@@ -14,6 +14,7 @@ from pathlib import Path
 
 from archc.compiler import ir
 from archc.compiler.diagnostics import Diagnostics
+from archc.compiler.text import text_problem
 
 
 @dataclass
@@ -50,17 +51,22 @@ def is_yaml(path: str) -> bool:
 
 
 class SpecReadError(Exception):
-    """A spec file that cannot be read as text; `str()` says why in one line."""
+    """A spec file that cannot be read as text; `str()` says why in one line. `line` and
+    `column` locate a bad byte when there is one."""
 
-    def __init__(self, message: str, hint: str | None = None, code: str = "E002"):
+    def __init__(self, message: str, hint: str | None = None, code: str = "E002",
+                 line: int | None = None, column: int | None = None):
         super().__init__(message)
-        self.hint, self.code = hint, code
+        self.hint, self.code, self.line, self.column = hint, code, line, column
 
 
-def read_spec(path: str | Path) -> str:
+def read_spec(path: str | Path, what: str = "spec") -> str:
     """The text of a spec file, or `SpecReadError` saying exactly why not: not found, a
-    directory, not permitted, not UTF-8 (with the line and column of the first bad byte), a
-    NUL byte in the path, or over the `file_bytes` limit (checked before reading)."""
+    directory, not permitted, not a regular file, a NUL byte in the path, over the
+    `file_bytes` limit (checked before reading), or not text (see `decode_text`).
+
+    The one reader of archc's text inputs: specs, `archc fmt`'s files, and imported model
+    files (`what` names the kind of file in messages: "spec", "prototxt", "cfg")."""
     from archc.compiler import limits
 
     shown = str(path).replace("\0", "\\0")
@@ -70,46 +76,85 @@ def read_spec(path: str | Path) -> str:
             raise IsADirectoryError(path)
         if not stat.S_ISREG(info.st_mode):  # /dev/zero or a pipe would never end
             raise SpecReadError(
-                f"spec path `{shown}` is not a regular file", "give a .arch or .yaml file"
+                f"{what} path `{shown}` is not a regular file", "give a .arch or .yaml file"
+                if what == "spec" else f"give a {what} file"
             )
         most = limits.get("file_bytes")
+        if info.st_size > most:
+            raise _too_large(what, shown, info.st_size)
         with open(path, "rb") as handle:
             data = handle.read(most + 1)  # bounded even if the file grows meanwhile
         if len(data) > most:
-            raise SpecReadError(
-                f"spec file `{shown}` is {max(info.st_size, len(data)):,} bytes, over the "
-                "limit for one spec file",
-                limits.hint("file_bytes"),
-                code="E205",
-            )
+            raise _too_large(what, shown, max(info.st_size, len(data)))
     except ValueError:  # os.stat's "embedded null byte"
         raise SpecReadError(
-            f"spec path `{shown}` contains a NUL byte", "give a plain file name"
+            f"{what} path `{shown}` contains a NUL byte", "give a plain file name"
         ) from None
     except FileNotFoundError:
-        raise SpecReadError(f"spec file `{shown}` not found") from None
+        raise SpecReadError(f"{what} file `{shown}` not found") from None
     except IsADirectoryError:
         raise SpecReadError(
-            f"spec path `{shown}` is a directory, not a file", "give the path of a .arch or "
-            ".yaml file inside it"
+            f"{what} path `{shown}` is a directory, not a file", "give the path of a .arch or "
+            ".yaml file inside it" if what == "spec" else f"give the path of a {what} file"
         ) from None
     except PermissionError:
         raise SpecReadError(
-            f"spec file `{shown}` cannot be read: permission denied",
+            f"{what} file `{shown}` cannot be read: permission denied",
             "check the file's permissions",
         ) from None
     except OSError as exc:
-        raise SpecReadError(f"spec file `{shown}` cannot be read: {exc.strerror}") from None
+        raise SpecReadError(f"{what} file `{shown}` cannot be read: {exc.strerror}") from None
+    return decode_text(data, f"{what} file `{shown}`")
+
+
+def _too_large(what: str, shown: str, size: int) -> SpecReadError:
+    from archc.compiler import limits
+
+    return SpecReadError(
+        f"{what} file `{shown}` is {size:,} bytes, over the limit for one {what} file",
+        limits.hint("file_bytes"),
+        code="E205",
+    )
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def decode_text(data: bytes, shown: str) -> str:
+    """`data` as archc reads every text file: UTF-8 (a byte-order mark dropped), with
+    `\\r\\n` read as one new line; `SpecReadError`, located at the first offending byte,
+    for UTF-16 or other non-UTF-8 bytes, a NUL byte, or a carriage return that does not end
+    a line (the lexer would read it as part of a comment, an editor as a line break: the two
+    would disagree about what is code). `shown` names the file in messages."""
+    if data.startswith(_UTF16_BOMS):
+        raise SpecReadError(f"{shown} is UTF-16 text, not UTF-8",
+                            "save it as UTF-8 (every editor can)", line=1, column=1)
+    if b"\0" in data[:2] and data.count(b"\0") * 3 > len(data):
+        raise SpecReadError(f"{shown} is not UTF-8 text: it is UTF-16 or binary (NUL bytes "
+                            "from line 1, column 1 on)", "save it as UTF-8 text",
+                            line=1, column=1)
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        line, column = _position(data, exc.start)
         raise SpecReadError(
-            f"spec file `{shown}` is not UTF-8 text: byte 0x{data[exc.start]:02x} at line "
+            f"{shown} is not UTF-8 text: byte 0x{data[exc.start]:02x} at line "
             f"{line}, column {column}",
-            "specs are UTF-8 text files; is this the right file?",
+            "archc reads UTF-8 text files; is this the right file?", line=line, column=column,
         ) from None
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    problem = text_problem(text)
+    if problem is not None:
+        line, column, message, hint = problem
+        raise SpecReadError(f"{shown} {message} at line {line}, column {column}", hint,
+                            line=line, column=column)
+    return text
+
+
+def _position(data: bytes, offset: int) -> tuple[int, int]:
+    """The line and column (1-based, in bytes) of `offset` in `data`."""
+    line = data.count(b"\n", 0, offset) + 1
+    return line, offset - (data.rfind(b"\n", 0, offset) + 1) + 1
 
 
 def parse_source(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
@@ -132,7 +177,7 @@ def parse_source_cached(text: str, path: str, diags: Diagnostics) -> ir.SpecFile
     if directory is None:
         return parse_source(text, path, diags)
     key = cache.spec_key(path, text)
-    spec = cache.load(directory, key, ir.SpecFile)
+    spec = cache.load(directory, key)
     if spec is not None:
         return spec
     before = len(diags.items)
@@ -164,6 +209,9 @@ def _load(
             text = read_spec(path)
         except SpecReadError as exc:
             span = via.span if via else ir.Span(file=path)
+            if exc.line is not None and via is None:  # the bad byte in the file itself
+                span = ir.Span(file=path, line=exc.line, column=exc.column,
+                               end_line=exc.line, end_column=exc.column + 1)
             hint = exc.hint or ("imports are resolved relative to the importing file" if via
                                 else None)
             diags.error(exc.code, span, str(exc), hint)
@@ -172,6 +220,8 @@ def _load(
             return
         key = str(Path(path).resolve())
     else:
+        if not buffer_fits(text, path, diags):
+            return
         key = path
     if key in stack:
         cycle = [Path(p).name for p in stack[stack.index(key) :]] + [Path(path).name]
@@ -197,6 +247,21 @@ def _load(
             _load(program, target, diags, stack + [key], stmt)
     for stmt in spec.statements:
         define_statement(program, stmt, diags)
+
+
+def buffer_fits(text: str, path: str, diags: Diagnostics) -> bool:
+    """False (E205 reported) when an editor's buffer or an API caller's text is over the
+    `file_bytes` limit, as the same text in a file would be."""
+    from archc.compiler import limits
+
+    most = limits.get("file_bytes")
+    # a character is at most 4 bytes: only a text near the limit needs encoding to tell
+    if len(text) * 4 <= most or len(text.encode("utf-8", "surrogatepass")) <= most:
+        return True
+    diags.error("E205", ir.Span(file=path),
+                f"spec `{path}` is over the limit of {most:,} bytes for one spec file",
+                limits.hint("file_bytes"))
+    return False
 
 
 def define_statement(program: Program, stmt, diags: Diagnostics) -> None:

@@ -51,6 +51,8 @@ def expr(e: ir.Expr, parent: int = 0, right: bool = False) -> str:
         return f"'{e.value}'" if '"' in e.value else f'"{e.value}"'
     if isinstance(e, ir.Name):
         return e.id
+    if isinstance(e, ir.TensorRef):
+        return f"@{e.id}"
     if isinstance(e, ir.Tuple):
         return "(" + ", ".join(expr(i) for i in e.items) + ("," if len(e.items) == 1 else "") + ")"
     if isinstance(e, ir.Call):
@@ -136,7 +138,8 @@ def layer_text(layer: ir.Layer) -> str:
 
 
 def item_text(item) -> str:
-    """An item on one line (no merges inside): label, atom, repeat."""
+    """An item on one line: label, atom, repeat. A merge inside is written with named
+    tensors (`concat(@a, @b)`)."""
     label = f"{item.label}: " if item.label else ""
     repeat = f" x{word_part(item.repeat)}" if item.repeat is not None else ""
     return label + _atom(item) + repeat
@@ -146,19 +149,69 @@ def _atom(item) -> str:
     if isinstance(item, ir.Layer):
         return layer_text(item)
     if isinstance(item, ir.Group):
-        return "[" + " ".join(item_text(i) for i in item.items) + "]"
+        return "[" + _group_text(item.items) + "]"
     if isinstance(item, ir.TableRef):
         return f"{item.table}[{item.variant}]"
     if isinstance(item, ir.Tap):
         return "tap " + item_text(item.head)
-    if isinstance(item, ir.For):
-        raise UnparseError("a `for` inside a one-line group has no .arch form")
-    raise UnparseError("a merge nested inside a one-line group has no .arch form")
+    if isinstance(item, ir.Ref):
+        return f"@{item.name}"
+    if isinstance(item, ir.Bind):
+        return "-> " + ", ".join(item.names)
+    if isinstance(item, ir.For | ir.If):
+        return "[" + _group_text([item]) + "]"
+    return _merge_text(item)
+
+
+def _group_text(items: list) -> str:
+    """A bracket's items on one line; a `for` or `if` last takes the items up to the `]`,
+    and elsewhere gets brackets of its own."""
+    parts = []
+    for index, item in enumerate(items):
+        last = index == len(items) - 1
+        if isinstance(item, ir.For | ir.If) and item.label is None and item.repeat is None:
+            head = (f"for {names_text(item.names)} in {expr(item.iterable)}:"
+                    if isinstance(item, ir.For) else f"if {expr(item.test)}:")
+            text = head + " " + _group_text(item.items)
+            parts.append(text if last else f"[{text}]")
+        else:
+            parts.append(item_text(item))
+    return " ".join(parts)
+
+
+def _one_line_merge(item) -> bool:
+    """A merge of named tensors only: `concat(@a, @b)` on one line."""
+    return (
+        isinstance(item, ir.Merge)
+        and item.label is None
+        and item.repeat is None
+        and len(item.branches) > 0
+        and all(isinstance(b, ir.Ref) and b.label is None and b.repeat is None
+                for b in item.branches)
+    )
+
+
+def _merge_text(merge: ir.Merge) -> str:
+    """A merge on one line: `concat(@a, @b)`, `add([conv3-64 bn], [shortcut])`. A bracket
+    holding one item is that item, so a one-item group is written in two brackets."""
+    branches = []
+    for branch in merge.branches:
+        if isinstance(branch, ir.Ref) and branch.label is None and branch.repeat is None:
+            branches.append(f"@{branch.name}")
+        elif isinstance(branch, ir.Group) and branch.label is None and branch.repeat is None:
+            inner = _group_text(branch.items)
+            branches.append(f"[[{inner}]]" if len(branch.items) == 1 else f"[{inner}]")
+        else:
+            branches.append(f"[{item_text(branch)}]")
+    return f"{merge.mode}(" + ", ".join(branches) + ")"
 
 
 def _has_merge(item) -> bool:
-    """True when the item needs lines of its own: it holds a merge or a `for`."""
-    if isinstance(item, ir.Merge | ir.For):
+    """True when the item needs lines of its own: it holds a merge (not of named tensors
+    only), or a `for` or `if`."""
+    if isinstance(item, ir.Merge):
+        return not _one_line_merge(item)
+    if isinstance(item, ir.For | ir.If):
         return True
     if isinstance(item, ir.Group):
         return any(_has_merge(i) for i in item.items)
@@ -187,11 +240,17 @@ def _merge_lines(merge: ir.Merge, head: str, depth: int) -> list[str]:
     return lines
 
 
-def _for_lines(item: ir.For, depth: int) -> list[str]:
-    """`for t, c in setting:` with its items on the line, or in an indented body."""
+def _for_lines(item: ir.For | ir.If, depth: int) -> list[str]:
+    """`for t, c in setting:` or `if test:` with its items on the line, or in an indented
+    body."""
     if item.label is not None or item.repeat is not None:
+        if item.items and not any(_has_merge(i) for i in item.items):  # in a group of its own
+            return [INDENT * depth + item_text(ir.Group.model_construct(
+                items=[item.model_copy(update={"label": None, "repeat": None})],
+                label=item.label, repeat=item.repeat))]
         raise UnparseError("a labelled or repeated `for` has no .arch form; put it in a group")
-    head = f"{INDENT * depth}for {names_text(item.names)} in {expr(item.iterable)}:"
+    head = (f"{INDENT * depth}for {names_text(item.names)} in {expr(item.iterable)}:"
+            if isinstance(item, ir.For) else f"{INDENT * depth}if {expr(item.test)}:")
     if item.items and not any(_has_merge(i) for i in item.items):
         return [head + " " + "  ".join(item_text(i) for i in item.items)]
     return [head, *body_lines(item.items, depth + 1)]
@@ -202,12 +261,14 @@ def body_lines(items: list, depth: int) -> list[str]:
     pad = INDENT * depth
     lines: list[str] = []
     for item in items:
-        if isinstance(item, ir.Merge):
+        if _one_line_merge(item):
+            lines.append(pad + item_text(item))
+        elif isinstance(item, ir.Merge):
             if item.repeat is not None:
                 raise UnparseError("a repeated merge has no .arch form; repeat a block instead")
             head = (f"{item.label}: " if item.label else "") + f"{item.mode}:"
             lines.extend(_merge_lines(item, head, depth))
-        elif isinstance(item, ir.For):
+        elif isinstance(item, ir.For | ir.If):
             lines.extend(_for_lines(item, depth))
         elif _ends_in_merge(item):
             head = "  ".join(item_text(i) for i in item.items[:-1]) + f"  {item.items[-1].mode}:"
@@ -255,7 +316,7 @@ def _branch_lines(branch, depth: int) -> list[str]:
     ):
         return [pad + "  ".join(item_text(i) for i in branch.items)]
     if (
-        isinstance(branch, ir.Merge | ir.For)
+        isinstance(branch, ir.Merge | ir.For | ir.If)
         or _ends_in_merge(branch)
         or (isinstance(branch, ir.Group) and (_has_merge(branch) or _too_long(branch, depth)))
     ):
@@ -272,7 +333,9 @@ def _params(params: list[ir.Param]) -> str:
     return (
         "("
         + ", ".join(
-            p.name + (f"={expr(p.default)}" if p.default is not None else "") for p in params
+            ("@" if p.tensor else "") + p.name
+            + (f"={expr(p.default)}" if p.default is not None else "")
+            for p in params
         )
         + ")"
     )
@@ -299,7 +362,9 @@ def _statement(stmt) -> str:
             ["train:", *(f"{INDENT}{s.name} = {expr(s.value)}" for s in stmt.settings)]
         )
     keyword = "block" if isinstance(stmt, ir.BlockDef) else "network"
-    lines = [f"{keyword} {stmt.name}{_params(stmt.params)}:"]
+    outputs = getattr(stmt, "outputs", None)
+    arrow = " -> " + ", ".join(f"@{o}" for o in outputs) if outputs else ""
+    lines = [f"{keyword} {stmt.name}{_params(stmt.params)}{arrow}:"]
     if isinstance(stmt, ir.NetworkDef) and stmt.input is not None:
         lines.append(f"{INDENT}input " + "x".join(word_part(d) for d in stmt.input.dims))
     lines += _after(stmt.after)

@@ -27,6 +27,7 @@ is an unnamed sequence. Diagnostics point at YAML lines and columns.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -39,7 +40,7 @@ from archc.compiler.unparse import sugar
 from archc.layers import MERGES, merge_kind
 
 _ITEM_KEYS = {"name", "repeat"}
-_OPS = {"group", *MERGES, "tap", "table", "for"}
+_OPS = {"group", *MERGES, "tap", "table", "for", "if", "ref", "->"}
 _BESIDE_OP = {"variant", "in", "body"}  # a table's variant; a `for`'s iterable and body
 
 
@@ -193,11 +194,15 @@ class _Reader:
         return ir.Import.model_construct(path=self.scalar(fields["import"][1], "import"), span=span)
 
     def st_block(self, fields: dict, span: ir.Span) -> ir.BlockDef:
-        self._check_fields(fields, {"block", "params", "after", "body"})
+        self._check_fields(fields, {"block", "params", "outputs", "after", "body"})
         name_node = fields["block"][1]
+        outputs = ([self.scalar(n, "an output name").removeprefix("@")
+                    for n in self.seq(fields["outputs"][1], "outputs")]
+                   if "outputs" in fields else [])
         return ir.BlockDef.model_construct(
             name=self.scalar(name_node, "a block name"),
             params=self.params(fields),
+            **({"outputs": outputs} if outputs else {}),
             after=self.after(fields),
             body=self.body(fields),
             span=span,
@@ -264,9 +269,10 @@ class _Reader:
         out = []
         for node in self.seq(fields["params"][1], "params"):
             if isinstance(node, yaml.ScalarNode):
-                out.append(
-                    ir.Param.model_construct(name=node.value, default=None, span=self.span(node))
-                )
+                tensor = node.value.startswith("@")  # `@lo`: a tensor parameter
+                out.append(ir.Param.model_construct(
+                    name=node.value.removeprefix("@"), default=None,
+                    **({"tensor": True} if tensor else {}), span=self.span(node)))
                 continue
             for key, knode, value in self.mapping(node, "a parameter"):
                 out.append(
@@ -303,6 +309,8 @@ class _Reader:
                 node,
             )
         if isinstance(node, yaml.ScalarNode):
+            if _TENSOR.fullmatch(node.value):  # `@a`: continue from a named tensor
+                return ir.Ref.model_construct(name=node.value[1:], span=self.span(node))
             return self.word(node.value, None, self.span(node))
         if id(node) in self.inside:
             raise _Invalid(
@@ -365,6 +373,19 @@ class _Reader:
             return ir.Tap.model_construct(head=self.item(value), span=span)
         if key == "for":
             return self.for_item(value, node, span)
+        if key == "if":
+            fields = {k: v for k, _, v in self.mapping(node, "an if item")}
+            return ir.If.model_construct(
+                test=self.value(value),
+                items=self.items(fields["body"]) if "body" in fields else [], span=span)
+        if key == "ref":
+            return ir.Ref.model_construct(
+                name=self.scalar(value, "a tensor name").removeprefix("@"), span=span)
+        if key == "->":
+            words = self.seq(value, "names") if isinstance(value, yaml.SequenceNode) else [value]
+            return ir.Bind.model_construct(
+                names=[self.scalar(w, "a tensor name") for w in words], span=span,
+                names_span=[self.span(w) for w in words])
         if key == "table":
             variant = dict((k, v) for k, _, v in self.mapping(node, "a table item")).get("variant")
             if variant is None:
@@ -448,6 +469,8 @@ class _Reader:
             )
         if tag == "null":
             return ir.Name.model_construct(id="none", span=span)
+        if _TENSOR.fullmatch(text):
+            return ir.TensorRef.model_construct(id=text[1:], span=span)
         if text.startswith("{") and text.endswith("}"):
             from archc.compiler.parse import parse_expr
 
@@ -456,6 +479,9 @@ class _Reader:
                 raise _Reported()
             return parsed
         return ir.Str.model_construct(value=text, span=span)
+
+
+_TENSOR = re.compile(r"@[A-Za-z_]\w*")  # a named tensor: `@a`
 
 
 def _is_layer_word(key: str) -> bool:
@@ -485,6 +511,8 @@ def _value(e: ir.Expr) -> Any:
         return e.id == "true"
     if isinstance(e, ir.Name) and e.id == "none":
         return None
+    if isinstance(e, ir.TensorRef):
+        return f"@{e.id}"
     if isinstance(e, ir.Str) and not (e.value.startswith("{") and e.value.endswith("}")):
         return e.value
     return "{" + expr_text(e) + "}"
@@ -511,6 +539,13 @@ def _item(item) -> Any:
     elif isinstance(item, ir.For):
         names: Any = item.names[0] if len(item.names) == 1 else list(item.names)
         data = {"for": names, "in": _value(item.iterable), "body": [_item(i) for i in item.items]}
+    elif isinstance(item, ir.If):
+        data = {"if": _value(item.test), "body": [_item(i) for i in item.items]}
+    elif isinstance(item, ir.Ref):
+        data = f"@{item.name}" if item.label is None and item.repeat is None else {
+            "ref": item.name}
+    elif isinstance(item, ir.Bind):
+        data = {"->": item.names[0] if len(item.names) == 1 else list(item.names)}
     else:
         data = {"table": item.table, "variant": item.variant}
     if item.label is None and item.repeat is None:
@@ -525,7 +560,8 @@ def _item(item) -> Any:
 
 
 def _params(params: list[ir.Param]) -> list:
-    return [p.name if p.default is None else {p.name: _value(p.default)} for p in params]
+    return [("@" if p.tensor else "") + p.name if p.default is None
+            else {p.name: _value(p.default)} for p in params]
 
 
 def _statement(stmt) -> dict:
@@ -544,6 +580,8 @@ def _statement(stmt) -> dict:
     out: dict[str, Any] = {key: stmt.name}
     if stmt.params:
         out["params"] = _params(stmt.params)
+    if getattr(stmt, "outputs", None):
+        out["outputs"] = [f"@{o}" for o in stmt.outputs]
     if isinstance(stmt, ir.NetworkDef) and stmt.input is not None:
         out["input"] = [_value(d) for d in stmt.input.dims]
     if stmt.after:

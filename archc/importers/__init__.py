@@ -69,11 +69,13 @@ def _torch_module(
 
 
 def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostics):
-    """Resolve and shape-check imported IR; its diagnostics point into the imported file.
+    """Resolve and shape-check imported IR under the limits `archc check` enforces (layers,
+    depth, input size, parameters); its diagnostics point into the imported file.
 
     The network (None on errors) is what the weights conversion walks: every layer keeps
     the span of the foreign layer it came from.
     """
+    from archc.compiler.checker import within_param_limit
     from archc.compiler.resolve import Resolver
     from archc.compiler.sources import Program, define_statement
 
@@ -81,4 +83,6 @@ def check_imported(spec: ir.SpecFile, sources: dict[str, str], diags: Diagnostic
     for stmt in spec.statements:
         define_statement(program, stmt, diags)
     network = Resolver(program, diags).network(None, {}, None)
+    if network is not None:
+        network = within_param_limit(network, diags)
     return None if diags.has_errors else network

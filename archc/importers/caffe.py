@@ -105,11 +105,11 @@ class _Importer:
     # ------------------------------------------------------------------ driver
 
     def spec(self, root: Message) -> ir.SpecFile | None:
-        layers = layers_of(root)
         try:
+            layers = layers_of(root)
             dims = self._input(root, layers)
         except FieldError as exc:
-            self.error(exc.span, exc.message, "dims are whole numbers: `dim: 224`")
+            self.error(exc.span, exc.message, exc.hint or "dims are whole numbers: `dim: 224`")
             return None
         if dims is None:
             return None
@@ -156,6 +156,9 @@ class _Importer:
                        "dim: 224 }`, or a layer of type \"Input\"")
             return None
         blob, dims, span = found[0]
+        if any(d < 1 for d in dims):
+            raise FieldError(span, f"the input's dims must be positive, got {dims}",
+                             "give `input_shape { dim: 1 dim: 3 dim: 224 dim: 224 }`")
         if len(found) > 1:
             self.error(found[1][2], "archc networks have one input; this is a second one")
         if len(dims) != 4:
@@ -188,7 +191,8 @@ class _Importer:
                 try:
                     handler(layer, inputs)
                 except FieldError as exc:
-                    self.error(exc.span, exc.message, "see the layer's parameters in caffe.proto")
+                    self.error(exc.span, exc.message,
+                               exc.hint or "see the layer's parameters in caffe.proto")
         source = self.blobs.get(str(layer.bottoms[0].value)) if layer.bottoms else None
         for top in layer.tops if source is not None else ():
             self.blobs.setdefault(top, source)  # a failed layer passes through: no cascade
@@ -255,16 +259,20 @@ class _Importer:
         if shape is None:
             return
         p = layer.param("convolution_param")
-        kernel, stride = _window(p, "kernel", None), _window(p, "stride", 1)
-        pad = _window(p, "pad", 0)
-        dilation = (p.ints("dilation") or [1])[0]
+        kernel, stride = _window(p, "kernel", None, 1), _window(p, "stride", 1, 1)
+        pad = _window(p, "pad", 0, 0)
+        dilation = _at_least(p, "dilation", (p.ints("dilation") or [1])[0], 1)
         if kernel is None:
             self.error(layer.span, f"Convolution `{layer.name}` has no kernel_size")
             return
         if not self._square_or_supported(layer, "conv", kernel, stride, pad):
             return
-        out = p.int("num_output", 0)
-        group = p.int("group", 1)
+        out = _at_least(p, "num_output", p.int("num_output", 0), 1)
+        group = _at_least(p, "group", p.int("group", 1), 1)
+        if shape[0] % group or out % group:
+            raise FieldError(p.single("group").value_span, f"group {group} does not divide "
+                             f"the {shape[0]} input and {out} output channels",
+                             "Caffe needs both channel counts to be multiples of `group`")
         same = all(k % 2 and q == dilation * (k - 1) // 2 for k, q in zip(kernel, pad))
         conv = common.layer(
             "conv", layer.span, self._label(layer),
@@ -295,14 +303,18 @@ class _Importer:
             item = common.layer(kind, layer.span, size=None)
             self._emit(layer, inputs, [item], (shape[0], 1, 1))
             return
-        kernel, stride = _window(p, "kernel", None), _window(p, "stride", 1)
-        pad = _window(p, "pad", 0)
+        kernel, stride = _window(p, "kernel", None, 1), _window(p, "stride", 1, 1)
+        pad = _window(p, "pad", 0, 0)
         if kernel is None:
             self.error(layer.span, f"Pooling `{layer.name}` has no kernel_size",
                        "give `kernel_size`, or `global_pooling: true`")
             return
         if not self._square_or_supported(layer, "maxpool", kernel, stride, pad):
             return
+        if any(q >= k for q, k in zip(pad, kernel)):
+            raise FieldError(_where(p, "pad"), f"Pooling `{layer.name}` pads by as much as its "
+                             "window: a window could hold padding only",
+                             "Caffe needs pad < kernel_size")
         size, ceil = [], False
         for n, k, s, q in zip(shape[1:], kernel, stride, pad):
             rounded = caffe_pool_out(n, k, s, q)
@@ -329,7 +341,7 @@ class _Importer:
             self.error(p.first("norm_region").value_span,
                        "LRN within channels has no archc form", "archc's LRN runs across channels")
             return
-        size = p.int("local_size", 5)
+        size = _at_least(p, "local_size", p.int("local_size", 5), 1)
         if size % 2 == 0:
             self.error(layer.span, f"LRN `{layer.name}`: an even local_size centres the window "
                        "differently in Caffe and PyTorch", "use an odd local_size")
@@ -369,7 +381,11 @@ class _Importer:
         self._same(layer, inputs, common.layer("tanh", layer.span))
 
     def _dropout(self, layer: Layer, inputs: list[int]) -> None:
-        ratio = layer.param("dropout_param").float("dropout_ratio", 0.5)
+        p = layer.param("dropout_param")
+        ratio = p.float("dropout_ratio", 0.5)
+        if not 0 <= ratio < 1:
+            raise FieldError(_where(p, "dropout_ratio"), f"dropout_ratio must be from 0 to "
+                             f"below 1, got {ratio}", "the share of values dropped: 0.5")
         self._same(layer, inputs, common.layer("dropout", layer.span, p=ratio))
 
     def _softmax(self, layer: Layer, inputs: list[int]) -> None:
@@ -390,7 +406,7 @@ class _Importer:
         if source is None:
             return
         p = layer.param("inner_product_param")
-        out = p.int("num_output", 0)
+        out = _at_least(p, "num_output", p.int("num_output", 0), 1)
         items: list[ir.Item] = []
         if len(self.shapes[source]) == 3:  # Caffe flattens C×H×W implicitly (axis 1)
             items.append(common.layer("flatten", layer.span))
@@ -487,15 +503,39 @@ def caffe_pool_out(size: int, kernel: int, stride: int, pad: int) -> int:
     return pooled
 
 
-def _window(p: Message, name: str, default: int | None) -> tuple[int, int] | None:
-    """`kernel_size` / `stride` / `pad` as (h, w): one value, two values, or `_h` and `_w`."""
+def _window(p: Message, name: str, default: int | None,
+            least: int) -> tuple[int, int] | None:
+    """`kernel_size` / `stride` / `pad` as (h, w): one value, two values, or `_h` and `_w`;
+    `FieldError` at a value below `least` (a stride of 0, a negative pad)."""
     h, w = p.int(f"{name}_h"), p.int(f"{name}_w")
     if h is not None or w is not None:
-        return (h if h is not None else w), (w if w is not None else h)
-    values = p.ints("kernel_size" if name == "kernel" else name)
+        pair = (h if h is not None else w), (w if w is not None else h)
+        for key, value in ((f"{name}_h", h), (f"{name}_w", w)):
+            if value is not None:
+                _at_least(p, key, value, least)
+        return pair
+    key = "kernel_size" if name == "kernel" else name
+    values = p.ints(key)
+    for value in values:
+        _at_least(p, key, value, least)
     if not values:
         return None if default is None else (default, default)
     return values[0], values[-1]
+
+
+def _at_least(p: Message, name: str, value: int, least: int) -> int:
+    """`value` of field `name`, or `FieldError` at the field when it is below `least`."""
+    if value < least:
+        what = "positive" if least == 1 else f"at least {least}"
+        raise FieldError(_where(p, name), f"`{name}` must be {what}, got {value}",
+                         "Caffe refuses this value too (see caffe.proto)")
+    return value
+
+
+def _where(p: Message, name: str) -> ir.Span:
+    """Where field `name`'s value is written (the message when it is absent)."""
+    found = p.first(name)
+    return found.value_span if found is not None else p.span
 
 
 def _pair_arg(pair: tuple[int, int], default: int | None = None):

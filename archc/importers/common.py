@@ -95,13 +95,41 @@ def network_name(name: str | None, path: str) -> str:
 
 
 def read_text(path: str, diags: Diagnostics) -> str | None:
-    """The file's text, or None with an E002 diagnostic when it cannot be read."""
+    """The file's text, or None with one located diagnostic when it is not a text file to
+    import: missing, a folder, over the `file_bytes` limit (E205, checked before reading, so a
+    50 MB file is refused at once), not UTF-8 (UTF-16 is named as such), or holding a NUL."""
+    from archc.compiler.sources import SpecReadError, read_spec
+
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = "not found" if isinstance(exc, FileNotFoundError) else f"unreadable ({exc})"
-        diags.error("E002", ir.Span(file=path), f"file `{path}` {reason}", None)
+        text = read_spec(path)
+    except SpecReadError as exc:
+        hint = exc.hint
+        if _starts_utf16(path):
+            hint = "this file is UTF-16 text (it starts with a byte-order mark); save it as UTF-8"
+        diags.error(exc.code, ir.Span(file=path), str(exc), hint)
         return None
+    nul = text.find("\0")
+    if nul >= 0:  # text formats never hold one; a binary file that happens to decode does
+        line = text.count("\n", 0, nul) + 1
+        column = nul - (text.rfind("\n", 0, nul) + 1) + 1
+        diags.error("E002", _point(path, line, column),
+                    f"`{path}` holds a NUL byte at line {line}, column {column}: it is not a "
+                    "text file", "is this the right file? prototxt and cfg files are text")
+        return None
+    return text
+
+
+def _starts_utf16(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(2) in (b"\xff\xfe", b"\xfe\xff")
+    except OSError:
+        return False
+
+
+def _point(path: str, line: int, column: int) -> ir.Span:
+    return ir.Span.model_construct(file=path, line=line, column=column, end_line=line,
+                                   end_column=column + 1)
 
 
 def spec_file(path: str, name: str, dims: tuple[int, int, int], body: list[ir.Item],

@@ -154,16 +154,18 @@ def _with_defaults(units: list[ir.Group]) -> list[ir.Group] | None:
         for lay in position:
             wanted += [n for n in (_arg_name(kind, a) for a in lay.args) if n not in wanted]
         for slot, lay in enumerate(position):
-            have = {_arg_name(kind, a) for a in lay.args}
-            extra = []
-            for name in wanted:
+            have = {_arg_name(kind, a): a for a in lay.args}
+            args = [a for a in lay.args if a.name is None]  # positional ones stay first
+            for name in wanted:  # then one order in every unit, so the columns line up
                 if name in have:
+                    if have[name].name is not None:
+                        args.append(have[name])
                     continue
                 param = kind.param(name) if kind else None
                 if param is None or param.required or param.default is None:
                     return None
-                extra.append(ir.Arg(name=name, value=_expr(param.default), span=lay.span))
-            filled[slot].append(lay.model_copy(update={"args": [*lay.args, *extra]}))
+                args.append(ir.Arg(name=name, value=_expr(param.default), span=lay.span))
+            filled[slot].append(lay.model_copy(update={"args": args}))
     return [_replace_layers(u, iter(f)) for u, f in zip(units, filled)]
 
 
@@ -446,17 +448,27 @@ def _repeats(items: list) -> list:
 
 
 def _best_run(keys: list, start: int) -> tuple[int, int]:
-    """The (length, count) of the repeated run at `start` that saves the most items."""
-    best = (1, 1)
-    for length in range(1, (len(keys) - start) // 2 + 1):
-        unit = keys[start:start + length]
-        if None in unit:
+    """The (length, count) of the repeated run at `start` that saves the most items.
+
+    Linear in practice, not cubic: a unit length is tried only where the next copy would
+    start with the same key, and the search stops once no longer unit can save more than
+    the best found (a unit of `length` saves at most `remaining - length` items).
+    """
+    best, saved = (1, 1), 0
+    remaining = len(keys) - start
+    for length in range(1, remaining // 2 + 1):
+        if saved >= remaining - length:
             break
+        if keys[start + length - 1] is None:
+            break
+        if keys[start + length] != keys[start]:
+            continue
+        unit = keys[start:start + length]
         count = 1
         while keys[start + count * length:start + (count + 1) * length] == unit:
             count += 1
-        if count >= 2 and (count - 1) * length > (best[1] - 1) * best[0]:
-            best = (length, count)
+        if count >= 2 and (count - 1) * length > saved:
+            best, saved = (length, count), (count - 1) * length
     return best
 
 

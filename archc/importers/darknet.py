@@ -82,16 +82,27 @@ def parse_cfg(text: str, path: str, diags: Diagnostics) -> list[Section] | None:
         elif "=" in stripped and sections:
             key, _, value = stripped.partition("=")
             value_col = col + stripped.index("=") + 1 + (len(value) - len(value.lstrip()))
-            sections[-1].options[key.strip()] = Option(
-                key.strip(), value.strip(), span,
-                _span(path, number, value_col, value_col + max(len(value.strip()), 1)),
-            )
+            option = Option(key.strip(), value.strip(), span,
+                            _span(path, number, value_col, value_col + max(len(value.strip()), 1)))
+            _add_option(sections[-1], option, diags)
         else:
             hint = ("a cfg line is `key=value` inside a `[section]`" if sections
                     else "a cfg file starts with a `[net]` section")
             diags.error("E001", span, f"syntax error: unexpected `{stripped}`", hint)
             ok = False
     return sections if ok else None
+
+
+def _add_option(section: Section, option: Option, diags: Diagnostics) -> None:
+    """Keep the FIRST value of a key, as darknet does (option_find walks the section's list
+    from the top); a later one is ignored, with a warning where it is written."""
+    if option.key in section.options:
+        first = section.options[option.key]
+        diags.warning("W401", option.span, f"`{option.key}` is given twice in [{section.type}]; "
+                      f"darknet uses the first, `{first.value}` (line {first.span.line}), and "
+                      "ignores this one", "remove one of them")
+        return
+    section.options[option.key] = option
 
 
 def _span(path: str, line: int, col: int, end: int) -> ir.Span:
@@ -138,8 +149,8 @@ class _Importer:
             return None
         net = sections[0]
         try:
-            dims = (self.int(net, "channels", 3), self.int(net, "height", 416),
-                    self.int(net, "width", 416))
+            dims = (self.positive(net, "channels", 3), self.positive(net, "height", 416),
+                    self.positive(net, "width", 416))
             node = self.graph.add("input", [], net.span)
             self.shapes[node.id] = dims
             for section in layer_sections(sections):
@@ -161,6 +172,15 @@ class _Importer:
         """Option `key` as a whole number, `default` when absent."""
         return self._number(s, key, default, int, "a whole number")
 
+    def positive(self, s: Section, key: str, default: int, least: int = 1) -> int:
+        """Option `key` as a whole number of at least `least` (a stride of 0, a negative
+        padding or filters=0 is a located error, as darknet's own checks would be)."""
+        value = self.int(s, key, default)
+        if value < least:
+            what = "positive" if least == 1 else f"at least {least}"
+            raise CfgError(s.span_of(key), f"[{s.type}] `{key}` must be {what}, got {value}")
+        return value
+
     def float(self, s: Section, key: str, default: float) -> float:
         """Option `key` as a number, `default` when absent."""
         return self._number(s, key, default, float, "a number")
@@ -170,9 +190,15 @@ class _Importer:
         if text is None:
             return default
         try:
-            return cast(text)
+            value = cast(text)
         except ValueError:
             raise CfgError(s.span_of(key), f"`{key}` must be {what}, got `{text}`") from None
+        if cast is int and not -2**31 <= value < 2**31:  # darknet reads a C int
+            raise CfgError(s.span_of(key), f"`{key}` is out of range: {text}",
+                           "darknet's whole numbers are 32-bit")
+        if cast is float and value != value:
+            raise CfgError(s.span_of(key), f"`{key}` must be {what}, got `{text}`")
+        return value
 
     def error(self, span: ir.Span, message: str, hint: str | None = None,
               code: str = "E204") -> None:
@@ -244,9 +270,12 @@ class _Importer:
 
     def _convolutional(self, s: Section) -> None:
         c, h, w = self.image_in(s)
-        filters, size = self.int(s, "filters", 1), self.int(s, "size", 1)
-        stride, groups = self.int(s, "stride", 1), self.int(s, "groups", 1)
-        pad = self.int(s, "padding", size // 2 if self.int(s, "pad", 0) else 0)
+        filters, size = self.positive(s, "filters", 1), self.positive(s, "size", 1)
+        stride, groups = self.positive(s, "stride", 1), self.positive(s, "groups", 1)
+        pad = self.positive(s, "padding", size // 2 if self.int(s, "pad", 0) else 0, least=0)
+        if c % groups or filters % groups:
+            raise CfgError(s.span_of("groups"), f"[convolutional] groups={groups} does not "
+                           f"divide the {c} input and {filters} output channels")
         bn = bool(self.int(s, "batch_normalize", 0))
         same = size % 2 == 1 and pad == size // 2
         items: list[ir.Item] = [common.layer(
@@ -260,9 +289,9 @@ class _Importer:
 
     def _maxpool(self, s: Section) -> None:
         c, h, w = self.image_in(s)
-        size = self.int(s, "size", 1)
-        stride = self.int(s, "stride", 1)
-        padding = self.int(s, "padding", size - 1)  # darknet's total padding, left = padding/2
+        size = self.positive(s, "size", 1)
+        stride = self.positive(s, "stride", 1)
+        padding = self.positive(s, "padding", size - 1, least=0)  # total; left = padding/2
         out = [(n + padding - size) // stride + 1 for n in (h, w)]
         left = padding // 2
         right = padding - left  # darknet's windows see -inf past the input, as archc's do
@@ -289,7 +318,7 @@ class _Importer:
 
     def _connected(self, s: Section) -> None:
         shape = self.shape_in(s)
-        out = self.int(s, "output", 1)
+        out = self.positive(s, "output", 1)
         items: list[ir.Item] = [common.layer("flatten", s.span)] if len(shape) == 3 else []
         items.append(common.layer("fc", s.span, out=out))
         if self.int(s, "batch_normalize", 0):
@@ -300,6 +329,9 @@ class _Importer:
 
     def _dropout(self, s: Section) -> None:
         p = self.float(s, "probability", 0.5)
+        if not 0 <= p < 1:
+            raise CfgError(s.span_of("probability"), f"[dropout] probability must be from 0 "
+                           f"to below 1, got {p}")
         self.emit(s, [common.layer("dropout", s.span, p=p)], self.shape_in(s))
 
     def _softmax(self, s: Section) -> None:
@@ -312,14 +344,39 @@ class _Importer:
         self.outputs.append(self.previous(s))
 
     def _shortcut(self, s: Section) -> None:
+        """The previous layer plus layer `from`; between different shapes darknet adds the
+        shared part (shortcut_cpu): archc's `add-into:`, with the previous layer first, as
+        it gives the shape."""
         source = self.reference(s, "from", s.text("from", "") or "")
         a, b = self.shape_in(s), self.shapes[source]
-        if a != b:
-            self.error(s.span_of("from"), f"[shortcut] adds {_fmt(b)} to {_fmt(a)}",
-                       "archc adds tensors of one shape; darknet's strided shortcut is not "
-                       "imported")
+        for key in ("alpha", "beta"):  # out = alpha · out + beta · from
+            if self.float(s, key, 1.0) != 1.0:
+                self.error(s.span_of(key), f"[shortcut] with {key}= (a weight on a term) has "
+                           "no archc form", f"leave {key}= out")
+        if a == b:
+            self.emit(s, self.activation(s), a, inputs=[self.previous(s), source], merge="add")
             return
-        self.emit(s, self.activation(s), a, inputs=[self.previous(s), source], merge="add")
+        if len(a) != 3 or len(b) != 3 or a[1] // b[1] != a[2] // b[2] \
+                or b[1] // a[1] != b[2] // a[2]:
+            self.error(s.span_of("from"), f"[shortcut] adds {_fmt(b)} to {_fmt(a)}",
+                       "darknet adds the shared part of two images whose heights and widths "
+                       "relate alike")
+            return
+        self.emit(s, self.activation(s), a, inputs=[self.previous(s), source], merge="add-into")
+
+    def _crop(self, s: Section) -> None:
+        """darknet's [crop] at inference: the centre window, and x · 2 − 1 (forward_crop_layer
+        maps [0, 1] pixels to [−1, 1] unless noadjust=1); flips and colour jitter are
+        training-time augmentation."""
+        c, h, w = self.image_in(s)
+        height, width = self.int(s, "crop_height", 1), self.int(s, "crop_width", 1)
+        if not (0 < height <= h and 0 < width <= w):
+            raise CfgError(s.span, f"[crop] to {height}×{width} does not fit its input "
+                           f"{_fmt((c, h, w))}", "crop to at most the input's height and width")
+        items = [common.layer("crop", s.span, height=height, width=width)]
+        if not self.int(s, "noadjust", 0):
+            items.append(common.layer("constant-scale", s.span, factor=2.0, shift=-1.0))
+        self.emit(s, items, (c, height, width))
 
     def _route(self, s: Section) -> None:
         if s.text("groups") not in (None, "1"):
@@ -370,7 +427,7 @@ class _Importer:
 
 
 HANDLED = {"convolutional", "maxpool", "avgpool", "connected", "dropout", "softmax", "cost",
-           "shortcut", "route", "upsample", "yolo", "region", "detection"}
+           "shortcut", "route", "upsample", "yolo", "region", "detection", "crop"}
 
 
 def _ceil_pool(size: int, kernel: int, stride: int, pad: int) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from archc.compiler import ir
 from archc.compiler.unparse import unparse
+from archc.layers import MERGES
 
 MAX_LINE = 100
-MERGE_HEADS = ("concat:", "add:", "mul:", "max:")
+MERGE_HEADS = tuple(f"{name}:" for name in MERGES)  # `concat:`, `add-into:`, ...
 UNIT_HEADS = {"conv", "fc"}  # a layer with weights starts a new line
 
 

@@ -6,7 +6,7 @@ Caffe importer can point its diagnostics at the exact line and column of the fil
 
 from __future__ import annotations
 
-import ast
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Any
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from archc.compiler import ir
+from archc.compiler import ir, limits
 from archc.compiler.diagnostics import Diagnostics
 from archc.compiler.parse import unclosed
 
@@ -49,18 +49,26 @@ class Message:
         return [f for f in self.fields if f.name == name]
 
     def first(self, name: str) -> Field | None:
-        """The last field called `name` (protobuf's rule for a repeated singular field)."""
+        """The first field called `name` (of a repeated field), or None."""
+        return next((f for f in self.fields if f.name == name), None)
+
+    def single(self, name: str) -> Field | None:
+        """The one field called `name`, or None; `FieldError` at a second one: Caffe's text
+        parser refuses a singular field given twice, so no value is silently dropped."""
         found = self.all(name)
-        return found[-1] if found else None
+        if len(found) > 1:
+            raise FieldError(found[1].name_span, f"`{name}` is given twice; Caffe refuses a "
+                             "second value for a single field", "keep one of them")
+        return found[0] if found else None
 
     def get(self, name: str, default: Any = None) -> Any:
-        """The value of field `name`, or `default` when it is absent."""
-        found = self.first(name)
+        """The value of the single field `name`, or `default` when it is absent."""
+        found = self.single(name)
         return default if found is None else found.value
 
     def message(self, name: str) -> "Message":
         """Field `name` as a message (empty when absent); `FieldError` for a plain value."""
-        found = self.first(name)
+        found = self.single(name)
         if found is None:
             return Message()
         if not isinstance(found.value, Message):
@@ -70,11 +78,11 @@ class Message:
 
     def int(self, name: str, default: int | None = None) -> int | None:
         """Field `name` as a whole number; `FieldError` (located) when it is something else."""
-        return _number(self.first(name), default, int, "a whole number")
+        return _number(self.single(name), default, int, "a whole number")
 
     def float(self, name: str, default: float | None = None) -> float | None:
         """Field `name` as a number; `FieldError` (located) when it is something else."""
-        return _number(self.first(name), default, float, "a number")
+        return _number(self.single(name), default, float, "a number")
 
     def ints(self, name: str) -> list[int]:
         """A repeated whole-number field (`dim: 1 dim: 3`, or `dim: [1, 3]`)."""
@@ -93,9 +101,9 @@ class Message:
 class FieldError(Exception):
     """A field whose value is not of the type its name needs; located at the value."""
 
-    def __init__(self, span: ir.Span, message: str):
+    def __init__(self, span: ir.Span, message: str, hint: str | None = None):
         super().__init__(message)
-        self.span, self.message = span, message
+        self.span, self.message, self.hint = span, message, hint
 
 
 def _number(found: Field | None, default, cast, what: str, value: Any = None):
@@ -114,44 +122,94 @@ def _parser() -> Lark:
 
 
 def parse(text: str, path: str, diags: Diagnostics) -> Message | None:
-    """The text as a `Message`; a syntax error goes to `diags` and gives None."""
+    """The text as a `Message`; a syntax error, a bad string escape or nesting deeper than
+    the `depth` limit goes to `diags` (located) and gives None."""
     text = text.removeprefix("\ufeff")
+    too_deep = _too_deep(text, path)
+    if too_deep is not None:
+        diags.add(too_deep)
+        return None
     try:
         tree = _parser().parse(text)
+        return _convert(tree, path)
     except UnexpectedInput as exc:
         diags.add(_syntax_error(exc, text, path))
-        return None
-    return Message(
-        [_field(child, path) for child in tree.children], ir.Span(file=path)
-    )
+    except FieldError as exc:
+        diags.error("E001", exc.span, f"syntax error: {exc.message}", exc.hint)
+    return None
+
+
+# What counts for nesting: openers and closers outside strings and comments.
+_NESTING = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|#[^\n]*|[{<\[\]>}]')
+
+
+def _too_deep(text: str, path: str):
+    """An E205 at the first opener nested deeper than the `depth` limit, else None: checked
+    before parsing, so 2,000 nested braces cost one scan, not a parse and a recursion."""
+    from archc.compiler.diagnostics import Diagnostic
+
+    most, depth = limits.get("depth"), 0
+    for match in _NESTING.finditer(text):
+        token = match.group()
+        if token in "{<[":
+            depth += 1
+            if depth > most:
+                line = text.count("\n", 0, match.start()) + 1
+                column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+                span = ir.Span.model_construct(file=path, line=line, column=column,
+                                               end_line=line, end_column=column + 1)
+                return Diagnostic("E205", "error", span, f"messages nested deeper than the "
+                                  f"limit of {most}", limits.hint("depth"))
+        elif token in "}>]":
+            depth = max(depth - 1, 0)
+    return None
 
 
 def _span(meta_or_token, path: str) -> ir.Span:
     m = meta_or_token
+    if getattr(m, "empty", False):  # `{}` holds no token of its own
+        return ir.Span(file=path)
     return ir.Span.model_construct(
         file=path, line=m.line, column=m.column, end_line=m.end_line, end_column=m.end_column
     )
 
 
-def _field(tree: Tree, path: str) -> Field:
-    name_token: Token = tree.children[0]
-    body = tree.children[1]
-    if tree.data == "message_field":
-        value: Any = Message([_field(c, path) for c in body.children], _span(body.meta, path))
-    else:
-        value = _value(body)
-    return Field(
-        str(name_token),
-        value,
-        _span(tree.meta, path),
-        _span(name_token, path),
-        _span(body.meta, path),
-    )
+def _convert(tree: Tree, path: str) -> Message:
+    """The parse tree as Messages and Fields, built bottom-up with an explicit stack: the
+    nesting is the file's to choose, so no Python recursion follows it."""
+    done: dict[int, Any] = {}
+    stack: list[tuple[Tree, bool]] = [(tree, False)]
+    while stack:
+        node, children_done = stack.pop()
+        subtrees = [c for c in node.children if isinstance(c, Tree)]
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in reversed(subtrees))
+            continue
+        built = [done.pop(id(c)) for c in subtrees]
+        done[id(node)] = _build(node, built, path)
+    return done[id(tree)]
 
 
-def _value(tree: Tree) -> Any:
+def _build(node: Tree, built: list, path: str) -> Any:
+    """One node of the tree from its already-built subtrees."""
+    if node.data == "start":
+        return Message(built, ir.Span(file=path))
+    if node.data == "message":
+        return Message(built, _span(node.meta, path))
+    if node.data in ("scalar_field", "message_field"):
+        name_token: Token = node.children[0]
+        body = node.children[1]
+        return Field(str(name_token), built[0], _span(node.meta, path),
+                     _span(name_token, path), _span(body.meta, path))
+    if node.data == "list":
+        return built
+    return _value(node, path)
+
+
+def _value(tree: Tree, path: str) -> Any:
     if tree.data == "string":
-        return "".join(ast.literal_eval(str(t)) for t in tree.children)
+        return "".join(unescape(str(t), _span(t, path)) for t in tree.children)
     if tree.data == "number":
         text = str(tree.children[0]).rstrip("fF")
         if text.lower().lstrip("+-").startswith("0x"):
@@ -160,9 +218,42 @@ def _value(tree: Tree) -> Any:
         return int(number) if number.is_integer() and not any(c in text for c in ".eE") else number
     if tree.data == "ident":
         return Ident(tree.children[0])
-    if tree.data == "neg_ident":  # -inf, -nan
-        return -float(str(tree.children[0]))
-    return [_value(c) for c in tree.children if c is not None]
+    word = str(tree.children[0])  # neg_ident: `-inf` and `-nan` are numbers, nothing else is
+    if word.lower() not in ("inf", "infinity", "nan"):
+        raise FieldError(_span(tree.children[0], path), f"`-{word}` is not a number",
+                         "a negative value is a number: `-1`, `-0.5`, `-inf`")
+    return -float(word)
+
+
+_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, "'": 39,
+            '"': 34, "?": 63}
+_ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))", re.S)
+
+
+def unescape(token: str, span: ir.Span) -> str:
+    """A quoted string token's value, with the text format's escapes (C's: `\\n`, `\\"`,
+    octal `\\101`, hex `\\x41`); an unknown escape or bytes that are not UTF-8 is a
+    located `FieldError`, never Python's own string syntax."""
+    body, out, last = token[1:-1], bytearray(), 0
+    for match in _ESCAPE.finditer(body):
+        out += body[last:match.start()].encode("utf-8")
+        octal, hexa, char = match.groups()
+        if octal is not None:
+            out.append(int(octal, 8) & 0xFF)
+        elif hexa is not None:
+            out.append(int(hexa, 16))
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        else:
+            raise FieldError(span, f"unknown escape `\\{char}` in a string",
+                             'escapes are \\n, \\t, \\\\, \\", \\\', octal \\101 or hex \\x41')
+        last = match.end()
+    out += body[last:].encode("utf-8")
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FieldError(span, "a string's escaped bytes are not UTF-8 text",
+                         "write the text itself, or escape whole UTF-8 characters") from None
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, path: str):

@@ -124,9 +124,12 @@ def _maxpool(m: nn.MaxPool2d) -> DLayer:
 
 
 def _avgpool(m: nn.AvgPool2d) -> DLayer:
-    if not m.count_include_pad or m.divisor_override is not None:
-        raise Unsupported("average pooling with count_include_pad=False or a divisor_override")
-    return pool("avgpool", m.kernel_size, m.stride, m.padding, m.ceil_mode)
+    if m.divisor_override is not None:
+        raise Unsupported("average pooling with a divisor_override")
+    layer = pool("avgpool", m.kernel_size, m.stride, m.padding, m.ceil_mode)
+    if not m.count_include_pad and _window(m.padding) != 0:  # at padding 0 it changes nothing
+        layer.args.append(Arg("count_include_pad", False, True, "count_include_pad"))
+    return layer
 
 
 def adaptive(kind: str, size: Any) -> DLayer:

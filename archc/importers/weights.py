@@ -12,6 +12,8 @@ writers (`write_caffemodel`, `write_darknet_weights`) are what the tests use.
 
 from __future__ import annotations
 
+import math
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -132,24 +134,47 @@ def caffe_net_class():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
 
 
-def read_caffemodel(path: Path) -> dict[str, list[np.ndarray]]:
-    """Layer name → its blobs (float32 arrays in their Caffe shapes)."""
+def read_caffemodel(path: Path, most_bytes: int | None = None) -> dict[str, list[np.ndarray]]:
+    """Layer name → its blobs (float32 arrays in their Caffe shapes). A file over
+    `most_bytes` (what the network's parameters could take) is refused before it is read."""
     from google.protobuf.message import DecodeError
 
     net = caffe_net_class()()
     try:
-        net.ParseFromString(path.read_bytes())
+        net.ParseFromString(_bounded_bytes(path, most_bytes))
     except FileNotFoundError:
         raise _missing(path, ".caffemodel") from None
-    except (OSError, DecodeError) as exc:
+    except IsADirectoryError:
+        raise WeightsError(f"`{path}` is a directory, not a caffemodel") from None
+    except (OSError, DecodeError, RuntimeWarning) as exc:
         raise WeightsError(f"`{path}` is not a readable caffemodel ({exc})") from None
     return {layer.name: [_blob(b) for b in layer.blobs] for layer in [*net.layers, *net.layer]}
+
+
+def _bounded_bytes(path: Path, most: int | None) -> bytes:
+    """The file's bytes, refusing one larger than `most` from its size, before reading."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if most is not None and size > most:
+            raise WeightsError(
+                f"`{path}` is {size:,} bytes, more than the network's parameters could fill "
+                f"({most:,} bytes at most)", "the weights must come from the same network as "
+                "the description")
+        return handle.read(size + 1 if most is None else most + 1)
+
+
+def caffemodel_most_bytes(network: Network) -> int:
+    """The largest caffemodel that can hold `network`'s weights: every parameter as a
+    double (`double_data`), plus room for names and shapes."""
+    return 8 * network.n_params + 64 * 1024 * 1024
 
 
 def _blob(blob) -> np.ndarray:
     data = np.asarray(blob.data or blob.double_data, dtype=np.float32)
     dims = list(blob.shape.dim) or [d for d in (blob.num, blob.channels, blob.height, blob.width)]
-    return data.reshape(dims) if int(np.prod(dims)) == data.size else data
+    # math.prod: numpy's product wraps around for absurd dims and could match by accident
+    return data.reshape(dims) if math.prod(dims) == data.size and min(dims, default=1) >= 0 \
+        else data
 
 
 def write_caffemodel(path: Path, blobs: dict[str, list[np.ndarray]], name: str = "net",
@@ -170,7 +195,7 @@ def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.nd
     """archc's state_dict from a caffemodel, for the network imported from `source`."""
     from archc.importers import caffe, prototxt
 
-    blobs = read_caffemodel(found)
+    blobs = read_caffemodel(found, caffemodel_most_bytes(network))
     flat = _flat_ir(caffe.load, source)
     root = prototxt.parse(Path(source).read_text(encoding="utf-8"), source, Diagnostics())
     by_span = {(lay.span.line, lay.span.column): lay for lay in caffe.layers_of(root)}
@@ -183,10 +208,20 @@ def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.nd
             out.update(_caffe_bn(node, arrays, blobs, scale_of.get(layer.name)))
         elif node.kind == "prelu":
             slopes = node.in_shape[0] if node.params.get("per_channel") else 1
-            out[f"{node.path}.weight"] = _shaped(arrays[0], (slopes,), layer.name)
+            out[f"{node.path}.weight"] = _shaped(_nth(arrays, 0, layer.name), (slopes,),
+                                                 layer.name)
         else:
             out.update(_weight_bias(node, arrays, layer.name))
     return out
+
+
+def _nth(arrays: list[np.ndarray], index: int, name: str) -> np.ndarray:
+    """Blob `index` of layer `name`, or a `WeightsError` when the caffemodel has fewer."""
+    if index >= len(arrays):
+        raise WeightsError(f"layer `{name}` has {len(arrays)} blobs in the caffemodel where "
+                           f"the network needs at least {index + 1}",
+                           "the caffemodel must come from the same network as the prototxt")
+    return arrays[index]
 
 
 def _layer_blobs(blobs: dict[str, list[np.ndarray]], name: str) -> list[np.ndarray]:
@@ -205,9 +240,9 @@ def _scales(caffe_layers) -> dict[str, str]:
 
 def _weight_bias(node: LayerNode, arrays: list[np.ndarray], name: str) -> dict[str, np.ndarray]:
     """conv or fc: blob 0 is the weight (Caffe's layout is PyTorch's), blob 1 the bias."""
-    out = {f"{node.path}.weight": _shaped(arrays[0], _weight_shape(node), name)}
+    out = {f"{node.path}.weight": _shaped(_nth(arrays, 0, name), _weight_shape(node), name)}
     if node.params.get("bias", True):
-        out[f"{node.path}.bias"] = _shaped(arrays[1], (node.out_shape[0],), name)
+        out[f"{node.path}.bias"] = _shaped(_nth(arrays, 1, name), (node.out_shape[0],), name)
     return out
 
 
@@ -233,17 +268,19 @@ def _shaped(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
 def _caffe_bn(node: LayerNode, arrays, blobs, scale: str | None) -> dict[str, np.ndarray]:
     """Caffe keeps mean and variance times a scale factor (blob 2); Scale holds γ and β."""
     channels = (node.in_shape[0],)
-    factor = float(arrays[2].ravel()[0]) if len(arrays) > 2 else 1.0
-    factor = 0.0 if factor == 0 else 1.0 / factor
+    factor = float(arrays[2].ravel()[0]) if len(arrays) > 2 and arrays[2].size else 1.0
+    factor = 0.0 if factor == 0 or not math.isfinite(factor) else 1.0 / factor
     out = {
-        f"{node.path}.running_mean": _shaped(arrays[0], channels, node.path) * factor,
-        f"{node.path}.running_var": _shaped(arrays[1], channels, node.path) * factor,
+        f"{node.path}.running_mean": _shaped(_nth(arrays, 0, node.path), channels,
+                                             node.path) * factor,
+        f"{node.path}.running_var": _shaped(_nth(arrays, 1, node.path), channels,
+                                            node.path) * factor,
         f"{node.path}.num_batches_tracked": np.zeros((), dtype=np.int64),
     }
     if node.params.get("affine", True) and scale is not None:
         gamma_beta = _layer_blobs(blobs, scale)
-        out[f"{node.path}.weight"] = _shaped(gamma_beta[0], channels, scale)
-        out[f"{node.path}.bias"] = _shaped(gamma_beta[1], channels, scale)
+        out[f"{node.path}.weight"] = _shaped(_nth(gamma_beta, 0, scale), channels, scale)
+        out[f"{node.path}.bias"] = _shaped(_nth(gamma_beta, 1, scale), channels, scale)
     return out
 
 
@@ -265,65 +302,91 @@ def darknet_tensors(source: str, found: Path, network: Network) -> dict[str, np.
     Per [convolutional]: biases, or with batch_normalize β, γ, running mean, running
     variance; then the weights. Per [connected]: biases, then the weights.
     """
-    from archc.importers import darknet
-
+    modules = _darknet_sections(source, network)
+    plan = [entry for key in sorted(modules) for entry in _darknet_plan(modules[key])]
     try:
-        data = found.read_bytes()
+        handle = open(found, "rb")
     except FileNotFoundError:
         raise _missing(found, ".weights") from None
     except OSError as exc:
         raise WeightsError(f"cannot read `{found}`: {exc.strerror}") from None
-    reader = _Reader(data, found)
-    major, minor, _ = reader.ints(3)
-    reader.skip(8 if major * 10 + minor >= 2 else 4)  # `seen` grew to 64 bits in 0.2
-    modules: dict[tuple[int, int], dict[str, LayerNode]] = {}
-    for span, node in _pairs(_flat_ir(darknet.load, source), network):
-        modules.setdefault((span.line, span.column), {})[node.kind] = node
-    out: dict[str, np.ndarray] = {}
-    for key in sorted(modules):  # section headers in file order
-        found_nodes = modules[key]
-        main = found_nodes.get("conv") or found_nodes["fc"]
-        bn = found_nodes.get("bn")
-        channels = (main.out_shape[0],)
-        first = reader.floats(channels)
-        if bn is not None:
-            out[f"{bn.path}.bias"] = first
-            out[f"{bn.path}.weight"] = reader.floats(channels)
-            out[f"{bn.path}.running_mean"] = reader.floats(channels)
-            out[f"{bn.path}.running_var"] = reader.floats(channels)
-            out[f"{bn.path}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
-        else:
-            out[f"{main.path}.bias"] = first
-        out[f"{main.path}.weight"] = reader.floats(_weight_shape(main))
-    if reader.left():
-        raise WeightsError(f"`{found}` holds {reader.left()} bytes more than the cfg's layers use",
-                           "the weights must come from the same cfg")
+    with handle:
+        reader = _Reader(handle, found)
+        major, minor, _ = reader.ints(3)
+        reader.skip(8 if major * 10 + minor >= 2 else 4)  # `seen` grew to 64 bits in 0.2
+        reader.expect(4 * sum(math.prod(shape) for _, shape in plan))  # before reading any
+        out: dict[str, np.ndarray] = {name: reader.floats(shape) for name, shape in plan}
+    for bn in (found_nodes["bn"] for found_nodes in modules.values() if "bn" in found_nodes):
+        out[f"{bn.path}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
     return out
 
 
-class _Reader:
-    """Sequential reads from a darknet weights file, with one clear error when it ends early."""
+def darknet_layout(source: str, network: Network) -> list[tuple[str, tuple[int, ...]]]:
+    """(tensor name, shape) of every tensor in a darknet .weights file for `network`, in the
+    order the file stores them (after its header)."""
+    modules = _darknet_sections(source, network)
+    return [entry for key in sorted(modules) for entry in _darknet_plan(modules[key])]
 
-    def __init__(self, data: bytes, path: Path):
-        self.data, self.pos, self.path = data, 0, path
+
+def _darknet_sections(source: str, network: Network) -> dict[tuple[int, int], dict]:
+    """Section header position → its weighted modules by kind (conv or fc, and bn)."""
+    from archc.importers import darknet
+
+    modules: dict[tuple[int, int], dict[str, LayerNode]] = {}
+    for span, node in _pairs(_flat_ir(darknet.load, source), network):
+        modules.setdefault((span.line, span.column), {})[node.kind] = node
+    return modules
+
+
+def _darknet_plan(found_nodes: dict[str, LayerNode]) -> list[tuple[str, tuple[int, ...]]]:
+    """(tensor name, shape) in the order darknet stores one section's weights."""
+    main = found_nodes.get("conv") or found_nodes["fc"]
+    bn = found_nodes.get("bn")
+    channels = (main.out_shape[0],)
+    if bn is not None:
+        first = [(f"{bn.path}.{name}", channels)
+                 for name in ("bias", "weight", "running_mean", "running_var")]
+    else:
+        first = [(f"{main.path}.bias", channels)]
+    return [*first, (f"{main.path}.weight", _weight_shape(main))]
+
+
+class _Reader:
+    """Sequential reads from an open darknet weights file, one tensor at a time (never the
+    whole file), with one clear error when its size does not fit the cfg."""
+
+    def __init__(self, handle, path: Path):
+        self.handle, self.path, self.pos = handle, path, 0
+        self.size = os.fstat(handle.fileno()).st_size
 
     def _take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise WeightsError(f"`{self.path}` ends early ({len(self.data)} bytes)",
+        chunk = self.handle.read(n) if self.pos + n <= self.size else b""
+        if len(chunk) != n:
+            raise WeightsError(f"`{self.path}` ends early ({self.size:,} bytes)",
                                "the weights must come from the same cfg")
-        chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
 
+    def expect(self, n: int) -> None:
+        """Check, before reading them, that exactly `n` more bytes follow."""
+        left = self.size - self.pos
+        if left < n:
+            raise WeightsError(f"`{self.path}` ends early: {left:,} bytes of weights where the "
+                               f"cfg's layers need {n:,}", "the weights must come from the "
+                               "same cfg")
+        if left > n:
+            raise WeightsError(f"`{self.path}` holds {left - n:,} bytes more than the cfg's "
+                               "layers use", "the weights must come from the same cfg")
+
     def ints(self, n: int) -> list[int]:
+        """`n` int32 values."""
         return np.frombuffer(self._take(4 * n), dtype=np.int32).tolist()
 
     def skip(self, n: int) -> None:
+        """Pass over `n` bytes."""
         self._take(n)
 
     def floats(self, shape: tuple[int, ...]) -> np.ndarray:
-        count = int(np.prod(shape))
+        """A float32 tensor of `shape`."""
+        count = math.prod(shape)
         return np.frombuffer(self._take(4 * count), dtype=np.float32).reshape(shape).copy()
-
-    def left(self) -> int:
-        return len(self.data) - self.pos

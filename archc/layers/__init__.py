@@ -3,7 +3,8 @@
 Each `LayerKind` holds everything archc knows about a kind of layer: its parameter
 schema, its paper-notation sugar, its shape rule, its parameter and MAC counts, its
 torch constructor and its diagram style. The kinds live in one module per family
-(conv, pool, dense, norm, regularization, activation, channel, reshape, resize); shared
+(conv, pool, dense, norm, regularization, activation, channel, reshape, resize,
+tensor, attention_cnn); shared
 helpers live in `core` and `window`. Adding a layer touches its family's module only.
 The merges (add, concat, max, mul, split) are one table beside them, in `merges`.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from archc.layers import (
     activation,
     attention,
+    attention_cnn,
     channel,
     conv,
     dense,
@@ -24,6 +26,7 @@ from archc.layers import (
     regularization,
     reshape,
     resize,
+    tensor,
     tokens,
 )
 from archc.layers.core import (
@@ -75,6 +78,8 @@ KINDS: tuple[LayerKind, ...] = (
     *resize.KINDS,
     *tokens.KINDS,
     *attention.KINDS,
+    *tensor.KINDS,
+    *attention_cnn.KINDS,
 )
 
 REGISTRY: dict[str, LayerKind] = {k.name: k for k in KINDS}

@@ -48,6 +48,24 @@ def _conv_summary(p: dict) -> str:
     return f"{kh}×{kw}, {p['out']}" + (f", /{stride}" if stride != "1" else "")
 
 
+def _std_conv_torch(inp: Shape, p: dict):
+    from archc.layers.tensor_modules import ScaledStdConv2d
+
+    return weighted(
+        ScaledStdConv2d,
+        inp[0],
+        p["out"],
+        p["kernel"],
+        stride=p["stride"],
+        padding=resolve_padding(p),
+        dilation=p["dilation"],
+        groups=p["groups"],
+        bias=p["bias"],
+        gamma=p["gamma"],
+        eps=p["eps"],
+    )
+
+
 def _conv_torch(inp: Shape, p: dict):
     import torch.nn as nn
 
@@ -64,25 +82,32 @@ def _conv_torch(inp: Shape, p: dict):
     )
 
 
+_CONV_PARAMS = (
+    Param("out", "int", doc="output channels", aliases=("channels", "filters")),
+    Param("kernel", "int2", 3, "kernel size, or (h, w)", ("k", "kernel_size")),
+    Param("stride", "int2", 1, "step, or (h, w)"),
+    Param(
+        "padding",
+        "padding",
+        "same",
+        "a number, `same` (half the kernel) or `valid` (0)",
+        ("pad",),
+    ),
+    Param("dilation", "int2", 1, "spacing of the kernel taps, or (h, w)"),
+    Param("groups", "int", 1, "grouped convolution"),
+    Param("bias", "bool", True, "learn a bias"),
+)
+
+
+def _conv_spatial(p: dict) -> tuple:
+    return (p["kernel"], p["stride"], resolve_padding(p), p["dilation"], False)
+
+
 KINDS: tuple[LayerKind, ...] = (
     LayerKind(
         "conv",
         "2-D convolution; `convK-C` is a K×K conv with C filters and same padding.",
-        (
-            Param("out", "int", doc="output channels", aliases=("channels", "filters")),
-            Param("kernel", "int2", 3, "kernel size, or (h, w)", ("k", "kernel_size")),
-            Param("stride", "int2", 1, "step, or (h, w)"),
-            Param(
-                "padding",
-                "padding",
-                "same",
-                "a number, `same` (half the kernel) or `valid` (0)",
-                ("pad",),
-            ),
-            Param("dilation", "int2", 1, "spacing of the kernel taps, or (h, w)"),
-            Param("groups", "int", 1, "grouped convolution"),
-            Param("bias", "bool", True, "learn a bias"),
-        ),
+        _CONV_PARAMS,
         _conv_shape,
         _conv_torch,
         CONV,
@@ -90,7 +115,27 @@ KINDS: tuple[LayerKind, ...] = (
         ("kernel", ("out",)),
         _conv_params,
         _conv_macs,
-        spatial=lambda p: (p["kernel"], p["stride"], resolve_padding(p), p["dilation"], False),
+        spatial=_conv_spatial,
+        summary=_conv_summary,
+    ),
+    LayerKind(
+        "std-conv",
+        "A conv with scaled weight standardisation (NF-ResNet; timm's ScaledStdConv2d): each "
+        "filter's weights standardised (mean 0, variance 1, `eps` added to the variance), then "
+        "scaled by gain · gamma / √fan-in, with `gain` (out, 1, 1, 1) learnt under timm's name.",
+        (
+            *_CONV_PARAMS,
+            Param("gamma", "float", 1.0, "the activation's gain folded into the weights"),
+            Param("eps", "float", 1e-6, "added to each filter's variance"),
+        ),
+        _conv_shape,
+        _std_conv_torch,
+        CONV,
+        ("scaled-std-conv", "stdconv", "ws-conv"),
+        ("kernel", ("out",)),
+        lambda inp, p: _conv_params(inp, p) + p["out"],  # + the gain per filter
+        _conv_macs,
+        spatial=_conv_spatial,
         summary=_conv_summary,
     ),
 )

@@ -134,6 +134,9 @@ class LayerKind:
     count_params: Callable[[Shape, dict], int] = lambda shape, p: 0
     count_macs: Callable[[Shape, Shape, dict], int] = lambda inp, out, p: 0
     spatial: Callable[[dict], tuple[int, int, int, int, bool] | None] = lambda p: None
+    # the output size of one axis (0: height, 1: width) for an input size, None where the
+    # kind refuses it: for kinds that are no sliding window (a crop, space-to-depth)
+    axis_size: Callable[[int, int, dict], int | None] | None = None
     summary: Callable[[dict], str] = lambda p: ""
 
     def param(self, name: str) -> Param | None:

@@ -18,7 +18,7 @@ from archc.layers.core import Shape, ShapeProblem, fmt
 
 @dataclass(frozen=True)
 class MergeKind:
-    """A merge: `add:`, `concat:`, `max:`, `mul:` or `split:`."""
+    """A merge: `add:`, `add-into:`, `concat:`, `max:`, `mul:` or `split:`."""
 
     name: str
     doc: str
@@ -28,6 +28,10 @@ class MergeKind:
     symbol: str  # the label of the diagram's merge node
     splits: bool = False  # each branch gets one slice of the input's channels
     function: str | None = None  # a binary torch function generated Python folds over the terms
+    helper: bool = False  # `function` is archc's (tensor_modules): generated Python copies it
+    # how the branches' sizes of one spatial axis must relate (archc.shapes' scan of input
+    # sizes): "equal", "broadcast" (a size of 1 fits any) or "first" (any; the first gives it)
+    sizes: str = "equal"
 
     @property
     def elementwise(self) -> bool:
@@ -107,6 +111,36 @@ def _channels(name: str) -> Callable[[list[Shape]], Shape]:
     return rule
 
 
+def _overlap(name: str) -> Callable[[list[Shape]], Shape]:
+    """The rule of a merge that adds every branch into the first one's shared part: images
+    whose heights and widths relate alike, as darknet asserts (H1 // H2 = W1 // W2 both ways,
+    so a branch is sampled or spread by the same step on both axes)."""
+
+    def rule(shapes: list[Shape]) -> Shape:
+        if any(len(s) != 3 for s in shapes):
+            raise ShapeProblem("E203", f"{name} adds image tensors C×H×W only")
+        first = shapes[0]
+        for s in shapes[1:]:
+            (h, w), (h2, w2) = first[1:], s[1:]
+            if h2 // h != w2 // w or h // h2 != w // w2:
+                raise ShapeProblem(
+                    "E203",
+                    f"{name} cannot place {fmt(s)} into {fmt(first)}: the heights and the "
+                    "widths must relate by the same step",
+                    "the first branch gives the shape; the others add into its first "
+                    "channels, every k-th pixel of the larger one",
+                )
+        return first
+
+    return rule
+
+
+def _add_into(outputs: list[Any]) -> Any:
+    from archc.layers.tensor_modules import add_into
+
+    return reduce(add_into, outputs)
+
+
 def _cat(outputs: list[Any]) -> Any:
     import torch
 
@@ -144,6 +178,7 @@ MERGE_KINDS: tuple[MergeKind, ...] = (
         lambda outputs: reduce(operator.mul, outputs),
         "*",
         "×",
+        sizes="broadcast",
     ),
     MergeKind(
         "max",
@@ -154,6 +189,21 @@ MERGE_KINDS: tuple[MergeKind, ...] = (
         None,
         "max",
         function="torch.maximum",
+    ),
+    MergeKind(
+        "add-into",
+        "Adds every other branch into the first branch's shared part, as darknet's "
+        "[shortcut] does between different shapes: the first min(C) channels (ReXNet's "
+        "partial residual `x[:, :c] += shortcut`), every k-th pixel of a branch k times "
+        "larger, into every k-th pixel when it is k times smaller. The output has the first "
+        "branch's shape.",
+        _overlap("add-into"),
+        _add_into,
+        None,
+        "+⊂",
+        function="add_into",
+        helper=True,
+        sizes="first",
     ),
     MergeKind(
         "split",

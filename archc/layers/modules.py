@@ -148,6 +148,7 @@ class PaddedPool2d(nn.Module):
     never wins; an average pool pads with zeros and counts them, as nn.AvgPool2d does."""
 
     ceil_mode = False  # the window count is always rounded down
+    count_include_pad = True  # an average pool counts its zero padding
 
     def __init__(self, kernel_size, stride, padding: tuple[int, int, int, int], mode: str = "max"):
         super().__init__()

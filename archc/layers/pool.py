@@ -48,6 +48,18 @@ def _pool_shape(kind: str) -> Callable[[Shape, dict, ShapeContext], Shape]:
     return rule
 
 
+def _avgpool_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    """An average pool's shape: a max pool's, and padding by side counts the zeros."""
+    if not p["count_include_pad"] and is_asymmetric(p["padding"]):
+        raise ShapeProblem(
+            "E204",
+            "avgpool with padding (top, bottom, left, right) counts its zero padding: it takes "
+            "no count_include_pad=false",
+            "pad the same on both sides of each axis, or count the padding",
+        )
+    return _pool_shape("avgpool")(inp, p, ctx)
+
+
 def _uneven_shape(kind: str, inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
     """The shape of a pool padded (top, bottom, left, right) with unequal sides (darknet's
     2×2 stride-1 max pool pads the bottom and right only): each axis padded (before, after).
@@ -82,8 +94,11 @@ def _pool_torch(cls: str) -> Callable[[Shape, dict], Any]:
 
             mode = "max" if cls == "MaxPool2d" else "avg"
             return PaddedPool2d(p["kernel"], _pool_stride(p), p["padding"], mode)
+        # only an average pool has count_include_pad; leave torch's default where it is
+        extra = {} if p.get("count_include_pad", True) else {"count_include_pad": False}
         return getattr(nn, cls)(
-            p["kernel"], _pool_stride(p), _even_padding(p["padding"]), ceil_mode=p["ceil"]
+            p["kernel"], _pool_stride(p), _even_padding(p["padding"]), ceil_mode=p["ceil"],
+            **extra,
         )
 
     return make
@@ -129,7 +144,20 @@ def _pool_spatial(p: dict) -> tuple[int, int, object, int, bool]:
 def _pool_summary(p: dict) -> str:
     kh, kw = pair(p["kernel"])
     uneven = f", pad {p['padding']}" if is_asymmetric(p["padding"]) else ""
-    return f"{kh}×{kw}, /{by_axis(_pool_stride(p))}{uneven}"
+    excluded = ", pad not counted" if not p.get("count_include_pad", True) else ""
+    return f"{kh}×{kw}, /{by_axis(_pool_stride(p))}{uneven}{excluded}"
+
+
+_AVGPOOL_PARAMS = (
+    *_POOL_PARAMS,
+    Param(
+        "count_include_pad",
+        "bool",
+        True,
+        "the zero padding counts in each window's average (false: Inception-v4's)",
+        ("include_pad",),
+    ),
+)
 
 
 KINDS: tuple[LayerKind, ...] = (
@@ -147,9 +175,10 @@ KINDS: tuple[LayerKind, ...] = (
     ),
     LayerKind(
         "avgpool",
-        "Average pooling.",
-        _POOL_PARAMS,
-        _pool_shape("avgpool"),
+        "Average pooling; `count_include_pad=false` divides each window by the input pixels "
+        "it covers only, not the padding.",
+        _AVGPOOL_PARAMS,
+        _avgpool_shape,
         _pool_torch("AvgPool2d"),
         POOL,
         ("avg-pool", "avgpool2d", "averagepool"),

@@ -78,6 +78,20 @@ def window_out(size: int, k: int, s: int, pad: int | Pair, d: int = 1, ceil: boo
     return span // s + 1
 
 
+def _refuse_negative(kind: str, p: dict, pad) -> None:
+    """E204 for a negative padding: PyTorch would crop, or fail at forward time, where the
+    spec plainly meant to pad."""
+    values = [pad] if isinstance(pad, int) else [v for part in pad
+                                                 for v in (part if isinstance(part, tuple)
+                                                           else (part,))]
+    if any(v < 0 for v in values):
+        raise ShapeProblem(
+            "E204",
+            f"{kind} padding must not be negative, got padding={p.get('padding', pad)}",
+            "padding adds zeros around the input: give 0 or more",
+        )
+
+
 def window(
     kind: str,
     inp: Shape,
@@ -93,6 +107,7 @@ def window(
     flooring loses an edge, refuses (E202) an output below 1. `pad` per axis pads both ends
     alike, or is (before, after)."""
     c, h, w = image(kind, inp)
+    _refuse_negative(kind, p, pad)
     out, lost = [], []
     for axis, size, k_, s_, pad_, d_ in zip(AXES, (h, w), pair(k), pair(s), pair(pad), pair(d)):
         n = window_out(size, k_, s_, pad_, d_, ceil)

@@ -21,18 +21,24 @@ def export_folded_onnx(net: Network, model: nn.Module, path: Path, opset: int = 
     with onnxruntime against `model` itself in eval mode: the check covers the folding too."""
     import torch
 
-    from archc.backends.onnx import export_model, verify
+    from archc.backends.onnx import (
+        CHECK_BATCH,
+        EXAMPLE_BATCH,
+        check_example_fits,
+        export_model,
+        verify,
+    )
     from archc.passes.fold import inference_module
 
+    check_example_fits(net)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     folded = inference_module(net, model).cpu()
     generator = torch.Generator().manual_seed(0)
-    # batch 2: torch.export specialises a batch of 1
-    example = torch.randn(2, *net.input_shape, generator=generator)
+    example = torch.randn(EXAMPLE_BATCH, *net.input_shape, generator=generator)
     export_model(folded, example, path, opset)
-    verify(path, model.cpu(), torch.randn(3, *net.input_shape, generator=generator))
+    verify(path, model.cpu(), torch.randn(CHECK_BATCH, *net.input_shape, generator=generator))
     return [path]
 
 
@@ -40,7 +46,9 @@ def export_inference_onnx(net: Network, path: Path, init: str | None = None, ops
                           note: Callable[[str], None] = _quiet) -> list[Path]:
     """`archc compile --for inference --emit onnx`: the folded graph, weights from `init`."""
     from archc.backends.module import to_module
+    from archc.backends.onnx import check_example_fits
 
+    check_example_fits(net)  # before the model's weights are allocated
     model = to_module(net)
     if init is not None:
         from archc.backends.weights import init_model

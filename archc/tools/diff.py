@@ -20,7 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from archc.backends.summary import compact, layer_text, scope_title
-from archc.compiler.graph import LayerNode, Module, Network, Scope, layers
+from archc.compiler.graph import (
+    Call,
+    LayerNode,
+    Load,
+    Module,
+    Network,
+    Op,
+    Parallel,
+    Save,
+    Scope,
+    Seq,
+    TapOut,
+    layers,
+)
 from archc.layers import fmt
 from archc.zoo import find_spec
 
@@ -158,7 +171,14 @@ def _key(module: Module) -> tuple:
 
 
 def _scopes(a: Scope, b: Scope, rows: list[Row]) -> None:
-    """Align the children of two matching scopes and recurse into the pairs."""
+    """Align the children of two matching scopes and recurse into the pairs; named tensors
+    wired differently (`concat(@a, @b)` against `concat(@b, @a)`) are a change of the scope."""
+    before, after = _wiring(a), _wiring(b)
+    if before != after:
+        rows.append(Row("changed", b.path, "wiring", "group" if b.kind != "block" else "block",
+                        _shape(a.out_shape), _shape(b.out_shape), path_a=a.path,
+                        notes=[f"named tensors: {' '.join(before) or 'none'} → "
+                               f"{' '.join(after) or 'none'}"]))
     steps = _slid(_alignment(a.children, b.children), a.children, b.children)
     run: list[tuple[str, Module]] = []
     for x, y in steps + [(None, None)]:
@@ -170,6 +190,35 @@ def _scopes(a: Scope, b: Scope, rows: list[Row]) -> None:
                 _pair(x, y, rows)
         else:
             run.append(("removed", x) if y is None else ("added", y))
+
+
+def _wiring(scope: Scope) -> list[str]:
+    """How a scope's named tensors flow, in plan order: `-> a`, `@a`, `call(@a)->b`."""
+    words: list[str] = []
+
+    def visit(op: Op) -> None:
+        if isinstance(op, Save):
+            words.append(f"-> {op.name}")
+        elif isinstance(op, Load):
+            words.append(f"@{op.name}")
+        elif isinstance(op, Seq):
+            for inner in op.ops:
+                visit(inner)
+        elif isinstance(op, Parallel):
+            for branch in op.branches:
+                visit(branch)
+        elif isinstance(op, TapOut):
+            visit(op.op)
+        elif isinstance(op, Call):
+            child = scope.child(op.child)
+            # a block's tensor arguments (a group's are its own row's, by the same names)
+            if isinstance(child, Scope) and child.kind == "block" and (child.reads
+                                                                        or child.writes):
+                words.append(f"{child.name}(" + ", ".join(f"@{r}" for r in child.reads) + ")"
+                             + "".join(f" -> {w}" for w in child.writes if w))
+
+    visit(scope.plan)
+    return words + [f"-> @{name}" for name in scope.outputs]
 
 
 Step = tuple  # (module of A or None, module of B or None)

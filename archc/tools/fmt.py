@@ -22,8 +22,12 @@ The layout:
   the file, one newline at the end.
 
 Formatting never changes the network: the IR of the output is compared with the IR of
-the input (`ir.structure`) and a difference is raised as a bug. A spec whose parse
-reports errors is refused (`FormatRefused`) and left as it is.
+the input as `archc check` reads it (`ir.structure`), and a difference raises
+`FormatChangedMeaning` (a bug in fmt, but never a changed file: nothing is written). A spec
+whose parse reports errors, or that is over check's `file_bytes` limit, is refused
+(`FormatRefused`) and left as it is. Files are read as `check` reads them
+(`sources.read_spec`: UTF-8, `\\r\\n` as a new line, a NUL or a lone carriage return
+refused with its line and column).
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "DOUBLESLASH", "PERCENT", "DOUBLE
 UNARY_BEFORE = OPEN | OPERATORS | {"COMMA", "EQUAL", "COLON", "NOT", "AND", "OR", "IF", "ELSE",
                                    "IN"}
 CALLEES = {"NAME", "WORD"}  # `conv(`, `max(`, `network n(`: no space before the bracket
-ITEM_END = {"WORD", "RPAR", "RSQB", "REPEAT", "TABLE_REF"}
-ITEM_START = {"WORD", "LABEL", "LABEL_END", "LSQB", "TABLE_REF", "TAP"}
+# `-> name` and `@name` are items too: `conv3-64 -> a  relu`
+ITEM_END = {"WORD", "RPAR", "RSQB", "REPEAT", "TABLE_REF", "NAME", "REF"}
+ITEM_START = {"WORD", "LABEL", "LABEL_END", "LSQB", "TABLE_REF", "TAP", "ARROW", "REF"}
 LAYOUT = {"_NL", "_INDENT", "_DEDENT"}
 
 
@@ -60,19 +65,38 @@ class FormatRefused(Exception):
         self.text = text
 
 
-class FormatterBug(AssertionError):
-    """The formatted text would not give the same network: a bug in archc fmt."""
+class FormatChangedMeaning(Exception):
+    """The formatted text would not give the same network (or would not parse): a bug in
+    archc fmt, reported instead of writing the text. `str()` is one line."""
+
+
+FormatterBug = FormatChangedMeaning  # its name before issue 24
 
 
 def format_text(text: str, path: str = "<spec>") -> str:
-    """The canonical layout of .arch source; raises `FormatRefused` if it does not parse."""
-    source = _normalised(text)
+    """The canonical layout of .arch source; raises `FormatRefused` if it does not parse or
+    is over the `file_bytes` limit, `FormatChangedMeaning` if the layout would change what
+    the spec means."""
+    _refuse_oversized(text, path)
+    source = _normalised(text, path)
     tokens, before = _read(source, path)
     out = _Printer(source, tokens).print()
     after = _parsed(out, path, formatted=True)
     if ir.structure(before) != ir.structure(after):
-        raise FormatterBug(f"archc fmt would change the network of {path}; this is a bug")
+        raise FormatChangedMeaning(
+            f"archc fmt would change the meaning of {path}, so it left it as it is; this is "
+            "a bug in archc fmt, please report it with the file")
     return out
+
+
+def _refuse_oversized(text: str, path: str) -> None:
+    """`FormatRefused` (E205) for a text over `check`'s `file_bytes` limit, before any
+    work: fmt must not take minutes over what check refuses at once."""
+    from archc.compiler.sources import buffer_fits
+
+    diags = Diagnostics()
+    if not buffer_fits(text, path, diags):
+        raise FormatRefused(diags.sorted(), "")
 
 
 def unified_diff(old: str, new: str, path: str) -> str:
@@ -82,8 +106,16 @@ def unified_diff(old: str, new: str, path: str) -> str:
     return "".join(lines)
 
 
-def _normalised(text: str) -> str:
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+def _normalised(text: str, path: str) -> str:
+    """The text as the parser reads it (parse.parse_text): no byte-order mark, `\\r\\n` as
+    `\\n`, a final new line. A NUL or a lone `\\r` is refused (`FormatRefused`, the parser's
+    located E001) before the final new line is added, as the parser does: read as a line
+    break here, a lone `\\r` once turned commented-out layers into code."""
+    from archc.compiler.text import text_problem
+
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    if text_problem(text) is not None:
+        _parsed(text, path)  # raises FormatRefused with the parser's located E001
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -94,8 +126,9 @@ def _parsed(text: str, path: str, formatted: bool = False) -> ir.SpecFile:
     spec = parse_text(text, path, diags)
     if spec is None or diags.has_errors:
         if formatted:
-            raise FormatterBug(f"archc fmt wrote text that does not parse ({path}); this is a "
-                               f"bug:\n{diags.sorted()}")
+            raise FormatChangedMeaning(
+                f"archc fmt would write text that does not parse ({path}), so it left it as it "
+                "is; this is a bug in archc fmt, please report it with the file")
         raise FormatRefused([d for d in diags.sorted() if d.is_error], text)
     return spec
 
@@ -382,9 +415,23 @@ class FileResult:
 
 
 def format_file(path: Path) -> FileResult:
-    """Format one file's text (nothing is written)."""
-    old = path.read_text(encoding="utf-8")
+    """Format one file's text (nothing is written). The file is read as `check` reads it:
+    `sources.SpecReadError` when it cannot be (too large, not UTF-8, a NUL byte...)."""
+    from archc.compiler.sources import read_spec
+
+    old = read_spec(path)
     try:
         return FileResult(path, old, format_text(old, str(path)))
     except FormatRefused as refused:
         return FileResult(path, old, refused=refused)
+
+
+def oversized(path: str) -> list[Diagnostic]:
+    """The E205 of a text over the `file_bytes` limit."""
+    from archc.compiler import limits
+
+    diags = Diagnostics()
+    diags.error("E205", ir.Span(file=path),
+                f"spec `{path}` is over the limit of {limits.get('file_bytes'):,} bytes for "
+                "one spec file", limits.hint("file_bytes"))
+    return diags.sorted()

@@ -94,6 +94,8 @@ def rules() -> tuple[Rule, ...]:
         Rule("argument-name", r"([A-Za-z_]\w*)([ \t]*)(=)(?!=)",
              (Name.Attribute, Whitespace, Operator), ("variable.parameter.arch", "",
                                                       "keyword.operator.assignment.arch")),
+        Rule("tensor", r"@[A-Za-z_]\w*", (Name.Variable,), ("variable.other.tensor.arch",)),
+        Rule("arrow", r"->", (Operator,), ("keyword.operator.arrow.arch",)),
         Rule("layer-kind", kind_pattern(), (Name.Builtin,), ("support.function.layer.arch",)),
         Rule("word", word, (Name,), ("entity.name.function.call.arch",)),
         Rule("number", r"(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\d+", (Number,),

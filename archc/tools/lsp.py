@@ -35,6 +35,7 @@ from archc.compiler.diagnostics import Diagnostic
 from archc.compiler.graph import LayerNode, Module, layers, walk
 
 DEBOUNCE_S = 0.15  # seconds of quiet typing before a spec is checked again
+COMPLETION_WINDOW = 400  # characters before the cursor that completion looks at
 WORD = re.compile(r'"[^"\n]*"|[A-Za-z_](?:[\w-]|\{[^{}\n]*\})*(?:\[[^\[\]\n]*\])?:?')
 TABLE_REF = re.compile(r"([A-Za-z_]\w*)\[([^\[\]\n]*)\]")
 
@@ -196,6 +197,10 @@ def word_at(text: str, position: lsp.Position) -> tuple[str, int] | None:
 
 def definition(analysis: Analysis, text: str, position: lsp.Position) -> lsp.Location | None:
     """Where the block, table, variant, network or imported file under the cursor is."""
+    tensor = tensor_at(text, position)
+    if tensor is not None:
+        span = tensor_definition(analysis.spec, tensor, position)
+        return _location(span) if span is not None else None
     found = word_at(text, position)
     if found is None:
         return None
@@ -219,6 +224,49 @@ def definition(analysis: Analysis, text: str, position: lsp.Position) -> lsp.Loc
     return None
 
 
+def tensor_at(text: str, position: lsp.Position) -> str | None:
+    """The name of the `@name` reference under the cursor, or None."""
+    lines = text.split("\n")
+    if position.line >= len(lines):
+        return None
+    for m in re.finditer(r"@([A-Za-z_]\w*)", lines[position.line]):
+        if m.start() <= position.character <= m.end():
+            return m.group(1)
+    return None
+
+
+def tensor_definition(spec: ir.SpecFile | None, name: str,
+                      position: lsp.Position) -> ir.Span | None:
+    """Where `-> name` (or a block's `@name` parameter) gives the tensor that an `@name` at
+    `position` reads: the last one above it in the same block or network (or the last of
+    the body, for a block's declared outputs and for a name given only later)."""
+    here = (position.line + 1, position.character + 1)
+    for stmt in (spec.statements if spec else []):
+        if not isinstance(stmt, ir.BlockDef | ir.NetworkDef):
+            continue
+        if not stmt.span.line <= here[0] <= stmt.span.end_line:
+            continue
+        spans = [p.span for p in stmt.params if p.tensor and p.name == name]
+        spans += _binds(stmt.body, name)
+        above = [s for s in spans if (s.line, s.column) < here]
+        return (above or spans or [None])[-1]
+    return None
+
+
+def _binds(items: list, name: str) -> list[ir.Span]:
+    """The spans of every `-> name` in items, in source order."""
+    found: list[ir.Span] = []
+    for item in items:
+        if isinstance(item, ir.Bind):
+            found += [span for n, span in zip(item.names, item.names_span) if n == name]
+        elif isinstance(item, ir.Tap):
+            found += _binds([item.head], name)
+        else:
+            found += _binds(getattr(item, "items", None) or getattr(item, "branches", None)
+                            or [], name)
+    return sorted(found, key=lambda s: (s.line, s.column))
+
+
 def _location(span: ir.Span) -> lsp.Location:
     return lsp.Location(from_fs_path(str(Path(span.file).resolve())), to_range(span))
 
@@ -232,8 +280,11 @@ def completions(analysis: Analysis | None, text: str,
                 position: lsp.Position) -> list[lsp.CompletionItem]:
     """What may be written at the cursor: a kind's parameters inside its parentheses, a
     table's variants inside its brackets, else layer kinds and block names."""
-    line = text.split("\n")[position.line] if position.line < len(text.split("\n")) else ""
-    before = line[:position.character]
+    lines = text.split("\n")
+    line = lines[position.line] if position.line < len(lines) else ""
+    # what the cursor stands in is decided by the text just before it: a bounded window
+    # keeps a 20,000-character line from making each request quadratic
+    before = line[max(0, position.character - COMPLETION_WINDOW):position.character]
     program = analysis.program if analysis else None
     table = re.search(r"([A-Za-z_]\w*)\[[^\[\]]*$", before)
     if table and program and table.group(1) in program.tables:
@@ -451,13 +502,16 @@ async def _symbols(ls: ArchServer,
 
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
 def _formatting(ls: ArchServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit]:
-    from archc.tools.fmt import FormatRefused, format_text
+    from archc.tools.fmt import FormatChangedMeaning, FormatRefused, format_text
 
     document = ls.workspace.get_text_document(params.text_document.uri)
     try:
         new = format_text(document.source, to_fs_path(document.uri) or document.uri)
     except FormatRefused:
         return []  # the diagnostics already show why
+    except FormatChangedMeaning as exc:
+        ls.window_show_message(lsp.ShowMessageParams(lsp.MessageType.Error, str(exc)))
+        return []
     if new == document.source:
         return []
     end = lsp.Position(len(document.lines), 0)
@@ -465,5 +519,13 @@ def _formatting(ls: ArchServer, params: lsp.DocumentFormattingParams) -> list[ls
 
 
 def serve() -> None:
-    """Serve over stdin/stdout until the client says exit."""
+    """Serve over stdin/stdout until the client says exit. With the `depth` limit raised,
+    the checking threads get the stack that depth needs (limits.run_deep)."""
+    import threading
+
+    from archc.compiler import limits
+
+    stack = limits.deep_stack_bytes()
+    if stack:
+        threading.stack_size(stack)
     server.start_io()

@@ -30,6 +30,7 @@ SCHEMA_ID = "https://archc.dev/archc.schema.json"
 ITEM_KEYS = ("name", "repeat")  # beside an item's one operation
 EXPRESSION = {"type": "string", "pattern": r"^\{.*\}$", "description": "an expression"}
 WORD = r"^[A-Za-z_](?:[\w.-]|\{[^{}]*\})*$"  # a word; `{...}` holds any expression
+TENSOR = r"^@[A-Za-z_]\w*$"  # a named tensor: `@a`
 # a statement's IR field → its YAML key; the statement keyword holds its `name`
 YAML_KEYS = {"path": "import", "target": "alias", "settings": "train", "rows": "rows"}
 # IR fields that are not written in YAML (positions) or are the node's own tag
@@ -105,6 +106,8 @@ def _field_schema(key: str) -> dict[str, Any]:
         "block": {"type": "string"}, "network": {"type": "string"},
         "table": {"type": "string"}, "alias": {"type": "string"},
         "params": {"$ref": "#/$defs/params"},
+        "outputs": {"type": "array", "items": {"type": "string", "pattern": TENSOR},
+                    "description": "the named tensors a block returns: `[\"@hi\", \"@lo\"]`"},
         "input": {"type": "array", "items": {"$ref": "#/$defs/value"},
                   "minItems": 3, "maxItems": 3, "description": "[channels, height, width]"},
         "after": {"$ref": "#/$defs/after"},
@@ -145,6 +148,11 @@ def _item() -> dict[str, Any]:
         _operation("for", {"$ref": "#/$defs/names"},
                    {**common, "in": {"$ref": "#/$defs/value"}, "body": {"$ref": "#/$defs/items"}},
                    ["in"]),
+        _operation("if", {"$ref": "#/$defs/value"},
+                   {**common, "body": {"$ref": "#/$defs/items"}}),
+        _operation("ref", {"type": "string"}, common),
+        _operation("->", {"anyOf": [{"type": "string"},
+                                    {"type": "array", "items": {"type": "string"}}]}, common),
         *(_operation(mode, {"type": "array", "items": {"$ref": "#/$defs/item"}}, common)
           for mode in _merge_modes()),
     ]
@@ -159,7 +167,9 @@ def _item() -> dict[str, Any]:
         **_one_operation(),
     }
     mapping = _by_key(structures, otherwise=layer)
-    word = {"pattern": WORD, "description": "a layer or block without arguments: `relu`"}
+    word = {"anyOf": [{"pattern": WORD}, {"pattern": TENSOR}],
+            "description": "a layer or block without arguments (`relu`), or a named tensor "
+                           "(`@a`)"}
     return {"type": ["string", "array", "object"], "allOf": [
         {"if": {"type": "string"}, "then": word},
         {"if": {"type": "array"}, "then": {"items": {"$ref": "#/$defs/item"}}},

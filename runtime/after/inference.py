@@ -13,7 +13,6 @@ Images are prepared exactly as validation saw them during training: decoded at t
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,8 +150,7 @@ def load_trained(path: Path | str, name: str | None = None,
     """
     run_dir, name = resolve_checkpoint(path, name)
     _require_run(run_dir)
-    config, params = _hparams(run_dir)
-    record = _read_json(run_dir / "record.json")
+    config, params, record = _records(run_dir)
     network = _rebuild(run_dir, params, config, record)
     weights, epoch = _weights(run_dir, name)
     model = _module(network)
@@ -169,20 +167,16 @@ def load_trained(path: Path | str, name: str | None = None,
         config=config, record=record)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InferenceError(f"cannot read {path}: {exc}") from exc
+def _records(run_dir: Path) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:
+    """(config, spec parameters, record) of the run, validated: an edited or damaged
+    hparams.json or record.json is an InferenceError in one line."""
+    from runtime.training.records import RecordError, read_hparams, read_record
 
-
-def _hparams(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
-    data = _read_json(run_dir / "hparams.json")
     try:
-        return TrainConfig(**data["train"]), dict(data.get("params") or {})
-    except Exception as exc:  # KeyError or pydantic's ValidationError: the file was edited
-        raise InferenceError(f"{run_dir / 'hparams.json'} is not a valid training record: "
-                             f"{exc}") from exc
+        config, params = read_hparams(run_dir)
+        return config, params, read_record(run_dir)
+    except RecordError as exc:
+        raise InferenceError(str(exc)) from None
 
 
 def _rebuild(run_dir: Path, params: dict[str, Any], config: TrainConfig,

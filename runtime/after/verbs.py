@@ -28,7 +28,8 @@ RunArgument = typer.Argument(...,
 CheckpointOption = typer.Option(None, "--checkpoint", "-c",
                                 help="Checkpoint name in the run folder (default best, else last)")
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu, cuda or mps")
-BatchOption = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass")
+BatchOption = typer.Option(64, "--batch-size", "-b", min=1, max=4096,
+                           help="Images per forward pass (at most 4096)")
 WorkersOption = typer.Option(None, "--workers",
                              help="Decoding processes (default: the run's setting)")
 TtaOption = typer.Option(False, "--tta", help="Average with the horizontally flipped image")
@@ -41,6 +42,8 @@ QuantizeOption = typer.Option(
     "training split; not exact, so its accuracy and log-loss change are printed")
 CalibrationOption = typer.Option(None, "--calibration-images", min=1,
                                  help="Training images that calibrate int8 (default 128)")
+ForceOption = typer.Option(False, "--force",
+                           help="Replace OUTPUT even if archc did not write it or a run owns it")
 UntrainedOption = typer.Option(
     False, "--allow-untrained", help="Use a checkpoint written before the first epoch finished "
     "(its weights are the random initialisation)")
@@ -418,6 +421,7 @@ def submit_command(
     quantize: str = QuantizeOption,
     calibration: int | None = CalibrationOption,
     allow_untrained: bool = UntrainedOption,
+    force: bool = ForceOption,
 ) -> None:
     """Write a Kaggle Dogs-vs-Cats submission: `id,label` with label = p(dog), sorted by id."""
     from .inference import predict_files
@@ -426,6 +430,7 @@ def submit_command(
         _check_probability_options(clip, fill)
         ids = _test_ids(test)
         _check_engine_options(engine, quantize)
+        _refuse_clobber([output], force)
         trained = _load(run, checkpoint, device)
         _announce_checkpoint(trained, allow_untrained)
         column = _positive_index(trained, positive)
@@ -503,6 +508,7 @@ def _write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text)
+    _mark_written([path])
 
 
 # --------------------------------------------------------------------------- export
@@ -518,17 +524,20 @@ def export_command(
                            "torchscript (deprecated torch.jit) or python"),
     output: Path = typer.Option(..., "--output", "-o", help="File to write"),
     checkpoint: str | None = CheckpointOption,
+    force: bool = ForceOption,
 ) -> None:
     """Export the trained model: ONNX, a torch.export program (.pt2), TorchScript, or
     standalone PyTorch source + weights."""
     with _user_errors():
         if to not in _FORMATS:
             raise AfterError(f"--to must be one of {', '.join(_FORMATS)}, got `{to}`")
+        _refuse_clobber(_export_targets(to, output), force)
         trained = _load(run, checkpoint, "cpu")
         output.parent.mkdir(parents=True, exist_ok=True)
         written = {"onnx": _export_onnx, "exported-program": _export_program,
                    "torchscript": _export_torchscript,
                    "python": _export_python}[to](trained, output)
+        _mark_written(written)
     for path in written:
         typer.echo(f"wrote {path}")
     typer.echo(_input_contract(trained))
@@ -631,3 +640,34 @@ def _compare(expected, got, what: str) -> None:
     diff = float((expected - got).abs().max())
     if diff > EXPORT_TOLERANCE * scale:
         raise AfterError(f"{what} differs from the trained model by up to {diff:.3g}")
+
+
+# --------------------------------------------------------------------------- what not to replace
+
+
+def _export_targets(to: str, output: Path) -> list[Path]:
+    """Every file `export --to TO -o OUTPUT` may write (python writes its weights beside)."""
+    if to == "python":
+        return [output, output.with_suffix(".safetensors")]
+    if to == "onnx":
+        return [output, Path(f"{output}.data")]
+    return [output]
+
+
+def _refuse_clobber(paths: list[Path], force: bool) -> None:
+    """AfterError, before any work, when an output would replace a run folder's own file or
+    a file archc did not write (unless --force)."""
+    from archc import OutputRefused, check_outputs
+
+    try:
+        check_outputs(paths, force=force)
+    except OutputRefused as exc:
+        raise AfterError(str(exc)) from None
+
+
+def _mark_written(paths) -> None:
+    """Mark what this command wrote as archc's, so running it again may replace it."""
+    from archc import mark
+
+    for path in paths:
+        mark(path)

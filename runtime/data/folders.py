@@ -115,6 +115,26 @@ def _class_names(folders: Sequence[str]) -> list[str]:
     return list(folders)
 
 
+def _within_zip_caps(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    """DataError, before anything is inflated, when a member would inflate past the
+    `zip_member_bytes` limit or all of them past `zip_total_bytes` (a zip bomb: 3.6 MB that
+    inflates to 3 GiB). The sizes are the archive's own; `_read_member` never reads past
+    them, so the check holds even for an archive that lies."""
+    import archc
+
+    most, total = archc.limit("zip_member_bytes"), 0
+    for info in members:
+        if info.file_size > most:
+            raise DataError(f"{path}: member {info.filename!r} inflates to {info.file_size:,} "
+                            f"bytes, over the limit of {most:,}; "
+                            + archc.limit_hint("zip_member_bytes"))
+        total += info.file_size
+    if total > archc.limit("zip_total_bytes"):
+        raise DataError(f"{path}: its images inflate to {total:,} bytes in all, over the limit "
+                        f"of {archc.limit('zip_total_bytes'):,}; "
+                        + archc.limit_hint("zip_total_bytes"))
+
+
 def _one_class_error(where: str, name: str) -> DataError:
     return DataError(
         f"{where}: found a single class {name!r}; at least two classes are needed (expected "
@@ -125,11 +145,13 @@ def _one_class_error(where: str, name: str) -> DataError:
 def _discover_zip(path: Path) -> tuple[list[Path | str], list[int], list[str]]:
     try:
         with zipfile.ZipFile(path) as zf:
-            members = [i.filename for i in zf.infolist() if not i.is_dir()]
+            infos = [i for i in zf.infolist() if not i.is_dir()]
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"{path}: cannot read the zip archive ({e})") from e
-    nested = [m for m in members if m.lower().endswith(".zip")]
-    members = [m for m in members if is_image_name(m) and "__MACOSX/" not in m]
+    nested = [i.filename for i in infos if i.filename.lower().endswith(".zip")]
+    images = [i for i in infos if is_image_name(i.filename) and "__MACOSX/" not in i.filename]
+    _within_zip_caps(path, images)
+    members = [i.filename for i in images]
     if not members:
         hint = (f" (it holds nested archives such as {nested[0]!r}: extract it first)"
                 if nested else "")
@@ -371,9 +393,22 @@ def _read_bytes(src: Path | str) -> bytes:
         zf = _ZIPS.get(key)
         if zf is None:
             zf = _ZIPS[key] = zipfile.ZipFile(archive)
-        return zf.read(member)
+        return _read_member(zf, member)
     with open(s, "rb") as f:
         return f.read()
+
+
+def _read_member(zf: zipfile.ZipFile, member: str) -> bytes:
+    """One member's bytes, streamed and capped at the `zip_member_bytes` limit: a member
+    whose header lies about its size still never inflates past the cap in memory."""
+    import archc
+
+    most = archc.limit("zip_member_bytes")
+    with zf.open(member) as stream:
+        data = stream.read(most + 1)
+    if len(data) > most:
+        raise ValueError(f"zip member inflates past the limit of {most:,} bytes")
+    return data
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -504,20 +539,37 @@ def _cache_paths(cache_dir: Path, path: Path, size: int, key: str) -> tuple[Path
     return base.with_suffix(".npy"), base.with_suffix(".json")
 
 
-def _try_cache(npy: Path, idx: Path, key: str, size: int) -> ImageSet | None:
+def _try_cache(npy: Path, idx: Path, key: str, size: int,
+               source: tuple[list[list], list[int], list[str]]) -> ImageSet | None:
+    """The cached set, or None (a miss: rebuilt) unless its index is the one this source
+    gives: the same key and files, the same classes, and for every kept image the label the
+    source gives it now. An index edited by hand (labels swapped, out of range, class names
+    changed) is a miss, never used and never a crash."""
+    fingerprint, labels, classes = source
     try:
         meta = json.loads(idx.read_text())
         if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
             return None
+        kept = meta["kept"]
+        if (meta["sources"] != fingerprint or meta["classes"] != classes
+                or not _valid_rows(kept, len(labels))
+                or meta["labels"] != [labels[i] for i in kept]):
+            return None
         images = np.load(npy, mmap_mode="r")
-        labels = np.asarray(meta["labels"], dtype=np.int64)
-        if images.shape != (len(labels), size, size, 3) or images.dtype != np.uint8:
+        if images.shape != (len(kept), size, size, 3) or images.dtype != np.uint8:
             return None
         skipped = [(str(p), str(r)) for p, r in meta["skipped"]]
-        return ImageSet(images=images, labels=labels, classes=list(meta["classes"]),
-                        skipped=skipped)
-    except (OSError, ValueError, KeyError, TypeError):
+        return ImageSet(images=images, labels=np.asarray(meta["labels"], dtype=np.int64),
+                        classes=list(classes), skipped=skipped)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
+
+
+def _valid_rows(kept, n: int) -> bool:
+    """Whether `kept` is a strictly increasing list of row numbers below `n`."""
+    return (isinstance(kept, list) and all(type(i) is int for i in kept)
+            and all(a < b for a, b in zip(kept, kept[1:]))
+            and (not kept or (kept[0] >= 0 and kept[-1] < n)))
 
 
 def _shrink_npy(path: Path, n_total: int, n_kept: int, item_shape: tuple[int, ...]) -> None:
@@ -688,7 +740,7 @@ def load_images(
                            "files": fp, "labels": labels, "classes": classes})
         key = hashlib.sha256(blob.encode()).hexdigest()
         npy, idx = _cache_paths(cache_dir, path, size, key)
-        hit = _try_cache(npy, idx, key, size)
+        hit = _try_cache(npy, idx, key, size, (fp, labels, classes))
         if hit is not None:
             return hit
 
@@ -738,7 +790,7 @@ def load_images(
                 os.unlink(tmp_npy)
             except OSError:
                 pass
-    hit = _try_cache(npy, idx, key, size)
+    hit = _try_cache(npy, idx, key, size, (fp, labels, classes))
     if hit is None:  # pragma: no cover - only if the file system lies
         raise DataError(f"failed to read back the cache just written at {npy}")
     return hit

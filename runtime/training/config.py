@@ -28,7 +28,7 @@ class TrainConfig(BaseModel):
 
     # schedule and optimisation
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=65536)
     # "auto": an LR range test before training picks it (runtime/lrfind.py)
     lr: float | Literal["auto"] | None = Field(0.01)
     # "auto": SGD-Nesterov unless the LR range test finds that SGD cannot descend (lrfind.py)
@@ -59,8 +59,10 @@ class TrainConfig(BaseModel):
     # data
     val_fraction: float = Field(0.2, gt=0, lt=1)
     workers: int = Field(2, ge=0)
-    image_size: int | None = Field(None, ge=8)
-    cache_size: int = Field(256, ge=8)
+    # upper bounds refuse, before anything is allocated, sizes no image set needs: a
+    # 1,000,000-px cache side or a 10^7-image batch would only exhaust memory or disk
+    image_size: int | None = Field(None, ge=8, le=4096)
+    cache_size: int = Field(256, ge=8, le=4096)
 
     # augmentation (mirrors runtime.data.augment.AugmentConfig)
     scale: tuple[float, float] = (0.08, 1.0)

@@ -234,9 +234,14 @@ def check_resume(run_dir: Path | str, spec_text: str, params: dict[str, Any]) ->
 
 
 def load_hparams(run_dir: Path | str) -> tuple[TrainConfig, dict[str, Any]]:
-    """The (TrainConfig, params) a run was started with, from hparams.json."""
-    data = _read_json(Path(run_dir) / HPARAMS)
-    return TrainConfig(**data["train"]), data.get("params", {})
+    """The (TrainConfig, params) a run was started with, from hparams.json (validated: an
+    edited or damaged file is a ResumeError in one line)."""
+    from runtime.training.records import RecordError, read_hparams
+
+    try:
+        return read_hparams(run_dir)
+    except RecordError as exc:
+        raise ResumeError(str(exc)) from None
 
 
 def load_split(run_dir: Path | str) -> tuple[np.ndarray, np.ndarray]:

@@ -63,10 +63,12 @@ class TrainRequest:
     mlflow: str | None = None  # an MLflow tracking URI
 
 
-def cache_dir() -> Path:
+def cache_dir() -> Path | None:
     """Where decoded image caches live: images/ under archc's cache root ($ARCHC_CACHE,
-    else $XDG_CACHE_HOME/archc, else ~/.cache/archc)."""
-    return archc.cache_root() / "images"
+    else $XDG_CACHE_HOME/archc, else ~/.cache/archc), vetted as archc's parse cache is (see
+    docs/security.md); None when that folder is not safe to use: images are then decoded
+    into memory, not cached."""
+    return archc.cache_folder("images")
 
 
 def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None):
@@ -128,6 +130,8 @@ def train(req: TrainRequest) -> FitResult:
     data_path = data_source(req, record, spec_train.pop("data", None))
     if resume_dir is not None:
         _same_data_path(resume_dir, record, data_path)
+    elif req.run:
+        _refuse_foreign_folder(Path(req.run))  # before any data is read or cached
     base = dict(saved_config.model_dump()) if saved_config else spec_train
     from .recipes import default_recipe
 
@@ -419,6 +423,7 @@ def _reason(exc: OSError, about: Path) -> str:
 def _new_run_folder(run_dir: Path, held: contextlib.ExitStack) -> None:
     """Create the run folder (TrainError when it cannot be) and lock it before anything is
     written, so two runs started into one folder cannot interleave."""
+    _refuse_foreign_folder(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -428,6 +433,24 @@ def _new_run_folder(run_dir: Path, held: contextlib.ExitStack) -> None:
         raise TrainError(f"cannot create the run folder {run_dir}: "
                          f"{_reason(exc, run_dir)}") from None
     _lock(run_dir, World(), held)
+
+
+def _refuse_foreign_folder(run_dir: Path) -> None:
+    """TrainError when --run names a symlink or a folder holding files a run does not write:
+    training would overwrite the user's own metrics.csv or spec.arch there."""
+    from archc import foreign_entries
+
+    if run_dir.is_symlink():
+        raise TrainError(f"--run {run_dir} is a symbolic link; give a new folder (or the "
+                         "folder it points to, if that is a run's)")
+    if not run_dir.is_dir():
+        return
+    foreign = foreign_entries(run_dir)
+    if foreign:
+        shown = ", ".join(f"`{name}`" for name in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise TrainError(f"--run {run_dir} holds files that are not a run's ({shown}{more}); "
+                         "train into a new or empty folder")
 
 
 def _run_dir(req, net, world, resume_dir, spec_text, params, config, split, data_path, images,
@@ -529,12 +552,15 @@ def init_weights(model, net: Network, init_from: str) -> list[str]:
 
 
 def _read_record(run_dir: Path) -> dict[str, Any]:
-    import json
+    """The run's record.json, validated (TrainError in one line when edited or damaged)."""
+    from runtime.training.records import RecordError, read_record
 
-    path = run_dir / "record.json"
-    if not path.exists():
+    if not (run_dir / "record.json").exists():
         raise TrainError(f"`{run_dir}` is not a run folder (no record.json)")
-    return json.loads(path.read_text())
+    try:
+        return read_record(run_dir)
+    except RecordError as exc:
+        raise TrainError(str(exc)) from None
 
 
 def lr_find(req: TrainRequest, out_dir: Path):

@@ -56,15 +56,18 @@ def test_a_device_file_is_not_read_forever(workdir):
     assert "is not a regular file" in assert_one_line_error(proc, 1)
 
 
-@pytest.mark.parametrize("name, text", [
-    ("nul.arch", 'import "lib\0x.arch"\n' + SPEC),
-    ("nul.yaml", '- import: "lib\\0x.arch"\n- network: n\n  input: [3, 8, 8]\n  body: [relu]\n'),
+@pytest.mark.parametrize("name, text, headline", [
+    # a NUL byte in a spec file is refused wherever it stands (issue 24: one text reader)
+    ("nul.arch", 'import "lib\0x.arch"\n' + SPEC,
+     "error[E002]: spec file `nul.arch` contains a NUL byte at line 1, column 12"),
+    ("nul.yaml", '- import: "lib\\0x.arch"\n- network: n\n  input: [3, 8, 8]\n  body: [relu]\n',
+     "error[E002]: spec path `lib\\0x.arch` contains a NUL byte"),
 ])
-def test_an_import_path_with_a_nul_byte_is_a_located_error(tmp_path, name, text):
+def test_an_import_path_with_a_nul_byte_is_a_located_error(tmp_path, name, text, headline):
     (tmp_path / name).write_text(text)
     proc = run_archc("check", name, cwd=tmp_path)
     line = assert_one_line_error(proc, 1)
-    assert line == "error[E002]: spec path `lib\\0x.arch` contains a NUL byte"
+    assert line == headline
     assert f"--> {name}:1:" in proc.stderr
 
 

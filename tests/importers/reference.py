@@ -237,8 +237,14 @@ def darknet_forward(path: str, weights: list[np.ndarray], x: torch.Tensor,
             current = torch.softmax(current, dim=1)
         elif s.type == "shortcut":
             frm = int(opt["from"])
-            current = _darknet_act(current + outputs[s.index + frm if frm < 0 else frm],
+            current = _darknet_act(_shortcut(current, outputs[s.index + frm if frm < 0 else frm]),
                                    opt.get("activation", "linear"))
+        elif s.type == "crop":  # forward_crop_layer at inference: the centre, scaled 2x - 1
+            height, width = int(opt["crop_height"]), int(opt["crop_width"])
+            top, left = (current.shape[2] - height) // 2, (current.shape[3] - width) // 2
+            current = current[:, :, top:top + height, left:left + width]
+            if not int(opt.get("noadjust", 0)):
+                current = current * 2 - 1
         elif s.type == "route":
             picks = [int(v) for v in opt["layers"].split(",")]
             current = torch.cat([outputs[s.index + i if i < 0 else i] for i in picks], dim=1)
@@ -246,6 +252,19 @@ def darknet_forward(path: str, weights: list[np.ndarray], x: torch.Tensor,
         if shapes is not None:
             shapes[s.index] = tuple(current.shape[1:])
     return current
+
+
+def _shortcut(out: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+    """shortcut_cpu (src/blas.c): out[k, j·sample, i·sample] += add[k, j·stride, i·stride] for
+    k, j, i below the smaller channels, height and width; stride = w_add / w_out and
+    sample = w_out / w_add, each at least 1."""
+    (_, c2, h2, w2), (_, c1, h1, w1) = out.shape, add.shape
+    stride, sample = max(1, w1 // w2), max(1, w2 // w1)
+    rows, cols = torch.arange(min(h1, h2))[:, None], torch.arange(min(w1, w2))[None, :]
+    out = out.clone()
+    k = min(c1, c2)
+    out[:, :k, rows * sample, cols * sample] += add[:, :k, rows * stride, cols * stride]
+    return out
 
 
 def _darknet_act(x: torch.Tensor, name: str) -> torch.Tensor:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from archc.backends.pysource import write_python
+from archc.compiler.graph import Parallel
 from archc.importers.layout import spec_text
 from archc.importers.weights import convert, write_darknet_weights
 
@@ -130,6 +131,7 @@ def weights_for(path, network, rng) -> list[np.ndarray]:
         elif s.type == "connected":
             n = int(opt["output"])
             arrays += [rng.standard_normal(n), rng.standard_normal((n, channels)) * 0.3]
+            channels = n  # (the input of a [connected] after an image is 1×1 in these tests)
         elif s.type == "route":
             picks = [int(v) for v in opt["layers"].split(",")]
             channels = sum(outs[s.index + i if i < 0 else i] for i in picks)
@@ -383,3 +385,102 @@ def test_darknet53_like_blocks_and_weights(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
     torch.testing.assert_close(got, darknet_forward(str(path), arrays, x), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- darknet's classifiers
+
+def plans(scope) -> list:
+    """Every plan op of `scope` and of the scopes below it, once per call site."""
+    stack, seen = [scope.plan], []
+    while stack:
+        op = stack.pop()
+        seen.append(op)
+        stack += [*getattr(op, "ops", ()), *getattr(op, "branches", ())]
+    for child in scope.children:
+        if hasattr(child, "plan"):
+            seen += plans(child)
+    return seen
+
+
+def small_copy(tmp_path, name: str, **replace: str):
+    """The fixture cfg `name` with some lines replaced (a smaller input, narrower heads)."""
+    text = (FIXTURES / f"{name}.cfg").read_text()
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / f"{name}.cfg"
+    path.write_text(text)
+    return path
+
+
+def round_trip(tmp_path, path, seed: int = 5) -> None:
+    """Import, convert random darknet weights, compile to Python: darknet's forward."""
+    _, network, _ = imported(path)
+    arrays = weights_for(path, network, np.random.default_rng(seed))
+    write_darknet_weights(path.with_suffix(".weights"), arrays)
+    convert(str(path), network, tmp_path / "net.safetensors")
+    write_python(network, tmp_path / "net.py")
+    x = torch.rand(2, *network.input_shape)
+    got = run_generated(tmp_path / "net.py", network.name, tmp_path / "net.safetensors", x)
+    expected = darknet_forward(str(path), arrays, x)
+    scale = expected.abs().max().clamp(min=1)
+    torch.testing.assert_close(got / scale, expected / scale, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, params, strided", [
+    ("resnet18", 11_515_688, 3), ("resnet50", 22_780_456, 4), ("resnext50", 22_252_328, 4)])
+def test_darknet_resnets_import_with_darknets_shortcuts(name, params, strided):
+    """darknet's resnets add a block's input into its output with no projection: the first
+    channels, every second pixel after a stride (archc's `add-into:`). resnet50's first block
+    adds 64 channels into 256."""
+    spec, network, diags = imported(FIXTURES / f"{name}.cfg")
+    assert not diags.errors
+    assert "add-into:" in spec_text(spec)
+    modes = [op.mode for op in plans(network.root) if isinstance(op, Parallel)]
+    assert modes.count("add-into") == strided
+    # torchvision's count less its projection shortcuts (conv and BN): 11,689,512 - 173,824
+    # for resnet18; 25,557,032 - 2,776,576 for resnet50; 25,028,904 - 2,776,576 for
+    # resnext50_32x4d
+    assert network.output_shape == (1000, 1, 1) and network.n_params == params
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50"])
+def test_darknet_resnets_compute_darknets_forward(tmp_path, name):
+    round_trip(tmp_path, small_copy(tmp_path, name, **{"height=256": "height=64",
+                                                      "width=256": "width=64"}))
+
+
+def test_darknet_vgg16_imports_with_its_crop():
+    """vgg-16.cfg starts with [crop]: the centre 224×224 of 256×256, scaled 2x − 1."""
+    spec, network, diags = imported(FIXTURES / "vgg-16.cfg")
+    assert not diags.errors
+    text = spec_text(spec)
+    assert "crop(height=224, width=224)  constant-scale(2.0, shift=-1.0)" in text
+    assert network.output_shape == (1000,) and network.n_params == 138_357_544  # VGG-16's
+
+
+def test_darknet_vgg16_computes_darknets_forward(tmp_path):
+    """A smaller input and narrower fully connected layers, the same layer types."""
+    path = small_copy(tmp_path, "vgg-16", **{"height=256": "height=40", "width=256": "width=40",
+                                             "crop_height=224": "crop_height=32",
+                                             "crop_width=224": "crop_width=32",
+                                             "output=4096": "output=24"})
+    round_trip(tmp_path, path)
+
+
+def test_crop_noadjust_and_shortcut_weights(tmp_path):
+    """[crop] with noadjust=1 keeps the values; a weighted [shortcut] is located, not
+    imported wrongly."""
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.importers import import_source
+
+    spec, network, _ = imported(cfg(tmp_path, "[crop]\ncrop_height=9\ncrop_width=7\n"
+                                    "noadjust=1\n"))
+    assert network.output_shape == (4, 9, 7) and "constant-scale" not in spec_text(spec)
+    body = ("[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n\n"
+            "[shortcut]\nfrom=-2\nalpha=0.5\n")
+    diags = Diagnostics()
+    assert import_source(str(cfg(tmp_path, "[maxpool]\nsize=1\nstride=1\n\n" + body)),
+                         diags) is None
+    (error,) = diags.errors
+    assert "alpha=" in error.message and error.span.line == 19

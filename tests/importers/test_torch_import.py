@@ -657,3 +657,25 @@ def test_a_maximum_over_an_axis_is_reported_at_its_line():
     assert "element-wise maximum of whole branches" in error.message
     line = inspect.getsourcelines(MaxOverAxis.forward)[1] + 1
     assert error.span.line == line, error
+
+
+class InceptionPool(nn.Module):
+    """Inception-v4's pool branch: an average that leaves the padding out; and one at
+    padding 0, where count_include_pad changes nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.down = nn.AvgPool2d(2, count_include_pad=False)
+
+    def forward(self, x):
+        return self.down(self.conv(self.pool(x)))
+
+
+def test_avgpool_without_the_padding_imports():
+    spec, diags = imported(f"{HERE}:InceptionPool")
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    assert "count_include_pad=false" in text and text.count("count_include_pad") == 1, text
+    assert_same_outputs(spec, InceptionPool())

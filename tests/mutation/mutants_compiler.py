@@ -77,8 +77,8 @@ MUTANTS = [
          tests=[f"{_CACHE}::test_a_parse_with_diagnostics_is_not_stored"]),
     dict(name="compiler-cache-trusts-a-shared-directory",  # pickles others could plant
          file="archc/compiler/cache.py",
-         old="info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)",
-         new="False",
+         old="        return info.st_uid == _uid() and not others_write",
+         new="        return info.st_uid == _uid()",
          tests=[f"{_CACHE}::test_a_directory_others_can_write_is_not_trusted"]),
     dict(name="compiler-torch-backend-skips-the-initialisation",  # weights left as allocated
          file="archc/backends/module.py",

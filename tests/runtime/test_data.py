@@ -410,6 +410,32 @@ def test_half_written_cache_is_not_trusted(kaggle, tmp_path):
     assert D.STATS["decoded"] - before == 48
 
 
+@pytest.mark.parametrize("edit", [
+    lambda meta: meta["labels"].reverse(),  # labels swapped: in range, but not the source's
+    lambda meta: meta.update(labels=[7] * len(meta["labels"])),  # out of range
+    lambda meta: meta.update(classes=["dog", "cat"]),  # class names swapped
+    lambda meta: meta.update(kept=meta["kept"][::-1]),
+    lambda meta: meta.update(kept=[10**6] * len(meta["kept"])),
+    lambda meta: meta.update(labels="cat"),
+], ids=["swapped-labels", "out-of-range", "swapped-classes", "kept-reversed", "kept-out-of-range",
+        "wrong-type"])
+def test_an_index_edited_by_hand_is_a_miss(kaggle, tmp_path, edit):
+    """The index is checked against the source it was built from: an edit is never used (a
+    wrong label would train silently) and never a crash; the cache is rebuilt."""
+    root = _copy_tree(kaggle / "train", tmp_path / "train")
+    cache = tmp_path / "cache"
+    good = load_images(root, size=SIZE, cache_dir=cache, workers=1)
+    index = next(cache.glob("*.json"))
+    meta = json.loads(index.read_text())
+    edit(meta)
+    index.write_text(json.dumps(meta))
+    before = D.STATS["decoded"]
+    again = load_images(root, size=SIZE, cache_dir=cache, workers=1)
+    assert D.STATS["decoded"] - before == 24  # rebuilt from the source
+    np.testing.assert_array_equal(again.labels, good.labels)
+    assert again.classes == good.classes
+
+
 def test_cache_build_with_workers(kaggle, tmp_path):
     ims = load_images(kaggle / "train", size=SIZE, cache_dir=tmp_path / "c", workers=2)
     ref = load_images(kaggle / "train", size=SIZE, workers=1)

@@ -1,0 +1,113 @@
+"""Attention inside CNNs, along the channels: ECA's 1-D conv over the pooled channels, and
+the split attention across branches of SKNet and ResNeSt (a softmax over branch scores).
+
+Their torch modules are in `tensor_modules` (imported when a module is built).
+"""
+
+from __future__ import annotations
+
+from archc.layers.core import (
+    LayerKind,
+    Param,
+    Shape,
+    ShapeContext,
+    ShapeProblem,
+    Style,
+    check_positive,
+    image,
+)
+from archc.layers.tensor import tensor_module
+
+ATTENTION = Style("attention", "#f4cae4")
+
+
+def _eca_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    image("eca", inp)
+    check_positive("eca", p, "kernel")
+    if p["kernel"] % 2 == 0:
+        raise ShapeProblem("E204", f"eca needs an odd kernel, got {p['kernel']}",
+                           "timm's EcaModule pads (k - 1) / 2 on each side: use 3, 5, ...")
+    return inp
+
+
+def _split_attention_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    c, h, w = image("split-attention", inp)
+    check_positive("split-attention", p, "radix", "hidden", "groups")
+    if c % p["radix"]:
+        raise ShapeProblem(
+            "E201",
+            f"split-attention radix={p['radix']} must divide its input channels ({c}): the "
+            "input is the branches' outputs stacked",
+            "concatenate `radix` branches of equal width before it",
+        )
+    out = c // p["radix"]
+    if out % p["groups"] or p["hidden"] % p["groups"]:
+        raise ShapeProblem(
+            "E201",
+            f"split-attention groups={p['groups']} must divide the branch width ({out}) and "
+            f"hidden ({p['hidden']})",
+        )
+    return (out, h, w)
+
+
+def _split_attention_params(inp: Shape, p: dict) -> int:
+    c, hidden, g = inp[0] // p["radix"], p["hidden"], p["groups"]
+    bias = hidden + inp[0] if p["bias"] else 0
+    return hidden * (c // g) + inp[0] * (hidden // g) + bias + 2 * hidden  # fc1, fc2, bn
+
+
+def _split_attention_macs(inp: Shape, out: Shape, p: dict) -> int:
+    c, hidden, g = inp[0] // p["radix"], p["hidden"], p["groups"]
+    return hidden * (c // g) + inp[0] * (hidden // g)  # two 1×1 convs on the pooled C×1×1
+
+
+def _split_attention_torch(inp: Shape, p: dict):
+    from archc.layers.tensor_modules import SplitAttention
+
+    return SplitAttention(inp[0] // p["radix"], p["radix"], p["hidden"], p["groups"], p["bias"],
+                          p["names"])
+
+
+KINDS: tuple[LayerKind, ...] = (
+    LayerKind(
+        "eca",
+        "Efficient channel attention (ECA-Net): the input scaled per channel by the sigmoid "
+        "of a `kernel`-tap 1-D conv (no bias) along the channels of its global average; the "
+        "conv's weight is `conv.weight`, as in timm's EcaModule.",
+        (Param("kernel", "int", 3, "taps of the 1-D conv along the channels", ("k",
+                                                                             "kernel_size")),),
+        _eca_shape,
+        tensor_module("EfficientChannelAttention", "kernel"),
+        ATTENTION,
+        ("eca-module", "efficient-channel-attention"),
+        (None, ("kernel",)),
+        count_params=lambda inp, p: p["kernel"],
+        count_macs=lambda inp, out, p: inp[0] * p["kernel"],
+        summary=lambda p: f"k={p['kernel']}",
+    ),
+    LayerKind(
+        "split-attention",
+        "Attention across `radix` branches stacked in the channels (SKNet's selective kernel, "
+        "ResNeSt's split attention): radix·C×H×W → C×H×W. The branches' sum is pooled, passed "
+        "through fc1 (1×1 conv to `hidden`), a batch norm, ReLU and fc2 (1×1 conv to radix·C); "
+        "a softmax across the branches (a sigmoid when radix is 1) weights them, and they are "
+        "summed. `names` gives timm's keys: `\"resnest\"` (fc1, bn1, fc2) or `\"sk\"` "
+        "(fc_reduce, bn, fc_select).",
+        (
+            Param("radix", "int", 2, "the number of branches stacked in the input",
+                  ("num_paths", "paths")),
+            Param("hidden", "int", doc="the attention's width", aliases=("attn_channels",)),
+            Param("groups", "int", 1, "groups of fc1 and fc2 (ResNeSt's cardinality)"),
+            Param("bias", "bool", True, "fc1 and fc2 learn a bias (ResNeSt's do, SKNet's not)"),
+            Param("names", "choice", "resnest", "timm's child names",
+                  choices=("resnest", "sk")),
+        ),
+        _split_attention_shape,
+        _split_attention_torch,
+        ATTENTION,
+        ("splat", "selective-kernel-attention", "sk-attention"),
+        count_params=_split_attention_params,
+        count_macs=_split_attention_macs,
+        summary=lambda p: f"radix={p['radix']}, {p['hidden']}",
+    ),
+)

@@ -1,0 +1,211 @@
+"""Tensor operations with static shapes: a channel slice, a constant scale, a reshape, a
+centre crop, space-to-depth and blur pooling (TResNet's anti-aliased downsampling).
+
+Their torch modules are in `tensor_modules` (imported when a module is built).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from archc.layers.core import (
+    POOL,
+    RESHAPE,
+    LayerKind,
+    Param,
+    Shape,
+    ShapeContext,
+    ShapeProblem,
+    check_positive,
+    fmt,
+    image,
+    same_shape,
+)
+from archc.layers.window import window
+
+
+def tensor_module(cls: str, *names: str, **fixed: Any):
+    """The constructor of `tensor_modules.<cls>(p[name], ..., **fixed)`."""
+
+    def make(inp: Shape, p: dict):
+        from archc.layers import tensor_modules
+
+        return getattr(tensor_modules, cls)(*(p[n] for n in names), **fixed)
+
+    return make
+
+
+def _slice_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    start, end = p["start"], p["end"]
+    if not 0 <= start < end <= inp[0]:
+        raise ShapeProblem(
+            "E204",
+            f"channel-slice [{start}, {end}) must lie inside the {inp[0]} channels of "
+            f"{fmt(inp)} and hold at least one",
+            f"pick 0 <= start < end <= {inp[0]}",
+        )
+    return (end - start, *inp[1:])
+
+
+def _reshape_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    shape = p["shape"]
+    if not shape or any(d < 1 for d in shape) or math.prod(shape) != math.prod(inp):
+        raise ShapeProblem(
+            "E204",
+            f"reshape{tuple(shape)} must hold the {math.prod(inp)} values of {fmt(inp)} "
+            f"(the batch axis is kept and not written)",
+            "give every axis as a positive number whose product is the input's size",
+        )
+    return tuple(shape)
+
+
+def _crop_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    c, h, w = image("crop", inp)
+    check_positive("crop", p, "height", "width")
+    if p["height"] > h or p["width"] > w:
+        raise ShapeProblem(
+            "E204",
+            f"crop to {p['height']}×{p['width']} is larger than its input {fmt(inp)}",
+            "crop to at most the input's height and width",
+        )
+    return (c, p["height"], p["width"])
+
+
+def _kept(n: int, size: int) -> int | None:
+    """A crop's output size on an axis of `n`: `size`, if the input has that many."""
+    return size if n >= size else None
+
+
+def _space_to_depth_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    c, h, w = image("space-to-depth", inp)
+    check_positive("space-to-depth", p, "block")
+    s = p["block"]
+    if h % s or w % s:
+        raise ShapeProblem(
+            "E203",
+            f"space-to-depth with block={s} needs a height and width divisible by {s}, "
+            f"got {fmt(inp)}",
+            f"give it an input whose sides are multiples of {s}",
+        )
+    return (c * s * s, h // s, w // s)
+
+
+def blur_padding(p: dict) -> int:
+    """The padding on each side of a blur pool: (filter - 1 + stride - 1) // 2 (timm's)."""
+    return (p["filter"] - 1 + p["stride"] - 1) // 2
+
+
+def _blur_shape(inp: Shape, p: dict, ctx: ShapeContext) -> Shape:
+    c, h, w = image("blur-pool", inp)
+    check_positive("blur-pool", p, "filter", "stride")
+    pad = blur_padding(p)
+    if p["pad_mode"] == "reflect" and pad >= min(h, w):
+        raise ShapeProblem(
+            "E202",
+            f"blur-pool reflects {pad} rows and columns, more than its input {fmt(inp)} has",
+            "use a larger input, or pad_mode=\"replicate\"",
+        )
+    out_h, out_w = window("blur-pool", inp, p, ctx, p["filter"], p["stride"], pad)
+    return (c, out_h, out_w)
+
+
+def _blur_torch(inp: Shape, p: dict):
+    from archc.layers.tensor_modules import BlurPool2d
+
+    return BlurPool2d(inp[0], p["filter"], p["stride"], p["pad_mode"])
+
+
+KINDS: tuple[LayerKind, ...] = (
+    LayerKind(
+        "channel-slice",
+        "Channels [start, end) of the input, `x[:, start:end]` (GhostNet keeps the first "
+        "`out` of its concatenated channels; DPN splits its dual path).",
+        (
+            Param("start", "int", doc="the first channel taken (counting from 0)"),
+            Param("end", "int", doc="one past the last channel taken"),
+        ),
+        _slice_shape,
+        tensor_module("ChannelSlice", "start", "end"),
+        RESHAPE,
+        ("slice",),
+        summary=lambda p: f"[{p['start']}:{p['end']}]",
+    ),
+    LayerKind(
+        "constant-scale",
+        "`x · factor + shift` with fixed numbers, nothing learnt (Inception-ResNet's branch "
+        "scale, NF-ResNet's α and β, darknet's crop `2x − 1`).",
+        (
+            Param("factor", "float", doc="the number every value is multiplied by",
+                  aliases=("scale",)),
+            Param("shift", "float", 0.0, "added after the multiplication"),
+        ),
+        same_shape,
+        tensor_module("ConstantScale", "factor", "shift"),
+        RESHAPE,
+        ("const-scale", "mul-const"),
+        (None, ("factor",)),
+        summary=lambda p: f"×{p['factor']:g}" + (f" {p['shift']:+g}" if p["shift"] else ""),
+    ),
+    LayerKind(
+        "reshape",
+        "Views each sample as `shape` (the batch axis kept and not written); the shapes are "
+        "static, so the sizes must multiply to the input's (`reshape((1, 64))` before a 1-D "
+        "conv along the channels).",
+        (Param("shape", "ints", doc="the new shape of a sample, without the batch axis"),),
+        _reshape_shape,
+        tensor_module("Reshape", "shape"),
+        RESHAPE,
+        ("view",),
+        summary=lambda p: fmt(p["shape"]),
+    ),
+    LayerKind(
+        "crop",
+        "The centre height×width window of an image (darknet's [crop] at inference: it starts "
+        "(H − height) // 2 rows and (W − width) // 2 columns in).",
+        (
+            Param("height", "int", doc="rows kept", aliases=("crop_height",)),
+            Param("width", "int", doc="columns kept", aliases=("crop_width",)),
+        ),
+        _crop_shape,
+        tensor_module("CenterCrop", "height", "width"),
+        RESHAPE,
+        ("center-crop", "centercrop"),
+        axis_size=lambda n, axis, p: _kept(n, (p["height"], p["width"])[axis]),
+        summary=lambda p: f"{p['height']}×{p['width']}",
+    ),
+    LayerKind(
+        "space-to-depth",
+        "Each block×block patch of pixels moved into the channels (TResNet's stem): "
+        "C×H×W → C·block²×(H/block)×(W/block), in timm's channel order.",
+        (Param("block", "int", 4, "the patch side", ("block_size",)),),
+        _space_to_depth_shape,
+        tensor_module("SpaceToDepth", "block"),
+        RESHAPE,
+        ("spacetodepth",),
+        (None, ("block",)),
+        spatial=lambda p: (p["block"], p["block"], 0, 1, False),  # a window per output pixel
+        axis_size=lambda n, axis, p: None if n % p["block"] else n // p["block"],
+        summary=lambda p: f"÷{p['block']}",
+    ),
+    LayerKind(
+        "blur-pool",
+        "Anti-aliased downsampling (TResNet, Zhang 2019): each channel blurred by a fixed "
+        "binomial filter (a buffer, not in the state_dict), then sampled with `stride`; "
+        "padded (filter − 1 + stride − 1) // 2 on each side.",
+        (
+            Param("filter", "int", 3, "the binomial filter's size", ("filt_size",)),
+            Param("stride", "int", 2, "the sampling step"),
+            Param("pad_mode", "choice", "reflect", "how the border is padded",
+                  choices=("reflect", "replicate", "constant")),
+        ),
+        _blur_shape,
+        _blur_torch,
+        POOL,
+        ("blurpool", "blur-pool2d", "anti-alias"),
+        (None, ("stride",)),
+        count_macs=lambda inp, out, p: math.prod(out) * p["filter"] ** 2,
+        spatial=lambda p: (p["filter"], p["stride"], blur_padding(p), 1, False),
+        summary=lambda p: f"{p['filter']}×{p['filter']}, /{p['stride']}",
+    ),
+)

@@ -1,0 +1,124 @@
+"""Outputs never clobber inputs (issue 24, class 4): `submit`, `export`, `compile -o` and
+`import -o` refuse to replace a run folder's own files or a file archc did not write, in one
+line naming the file and --force; `train --run` refuses a symlink or a folder of the user's
+own files. Each refusal leaves everything on disk as it was."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import assert_one_line_error, run_archc, tree_state
+from .runtime_support import TINY, archc_env, dataset, output, train
+
+SPEC = "network n:\n    input 3x32x32\n    conv3-8 relu maxpool\n    flatten FC-10\n"
+PROTOTXT = ('input: "data"\ninput_shape { dim: 1 dim: 3 dim: 32 dim: 32 }\n'
+            'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(scratch folder, data, a run folder with one epoch)."""
+    root = tmp_path_factory.mktemp("outputs")
+    data = dataset(root / "data", n=12)
+    run = root / "run"
+    done = train(root, data, run)
+    assert done.returncode == 0, output(done)
+    test = root / "test1"
+    test.mkdir()
+    for i, image in enumerate(sorted(data.glob("cat.*.jpg"))[:2], 1):
+        shutil.copy(image, test / f"{i}.jpg")
+    return root, data, run
+
+
+def _refused(proc, path: Path) -> None:
+    line = assert_one_line_error(proc)
+    assert str(path) in line and "--force" in line, line
+
+
+@pytest.mark.parametrize("verb, name", [
+    (["submit", "--test", "{test}", "-o"], "best.safetensors"),
+    (["submit", "--test", "{test}", "-o"], "record.json"),
+    (["export", "--to", "python", "-o"], "spec.arch"),
+    (["export", "--to", "onnx", "-o"], "metrics.csv"),
+], ids=lambda v: v if isinstance(v, str) else v[0])
+def test_after_verbs_refuse_a_run_folders_own_files(trained, verb, name):
+    root, _, run = trained
+    before = tree_state(run)
+    args = [a.replace("{test}", str(root / "test1")) for a in verb]
+    proc = run_archc(args[0], run, *args[1:], run / name, env=archc_env(root), mem_mb=4000)
+    _refused(proc, run / name)
+    assert "run folder" in proc.stderr
+    assert tree_state(run) == before
+
+
+def test_submit_refuses_a_users_file_and_replaces_its_own(trained, tmp_path):
+    root, _, run = trained
+    mine = tmp_path / "mine.csv"
+    mine.write_text("the user's own notes\n")
+    args = ["submit", run, "--test", root / "test1", "-o"]
+    _refused(run_archc(*args, mine, env=archc_env(root), mem_mb=4000), mine)
+    assert mine.read_text() == "the user's own notes\n"
+    ours = tmp_path / "submission.csv"
+    for _ in range(2):  # the second run replaces what the first wrote, without --force
+        proc = run_archc(*args, ours, env=archc_env(root), mem_mb=4000)
+        assert proc.returncode == 0, output(proc)
+    proc = run_archc(*args, mine, "--force", env=archc_env(root), mem_mb=4000)
+    assert proc.returncode == 0, output(proc)
+    assert mine.read_text().startswith("id,label")
+
+
+def test_compile_refuses_a_users_file(tmp_path):
+    (tmp_path / "n.arch").write_text(SPEC)
+    (tmp_path / "net.py").write_text("# my own module\n")
+    before = tree_state(tmp_path)
+    _refused(run_archc("compile", "n.arch", "-o", "net.py", cwd=tmp_path, mem_mb=4000),
+             Path("net.py"))
+    assert tree_state(tmp_path) == before
+    for _ in range(2):
+        proc = run_archc("compile", "n.arch", "-o", "gen.py", cwd=tmp_path, mem_mb=4000)
+        assert proc.returncode == 0, output(proc)
+
+
+def test_import_refuses_a_users_file_and_a_symlink(tmp_path):
+    (tmp_path / "n.prototxt").write_text(PROTOTXT)
+    (tmp_path / "mine.arch").write_text(SPEC)
+    (tmp_path / "link.arch").symlink_to(tmp_path / "mine.arch")
+    before = tree_state(tmp_path)
+    for target in ("mine.arch", "link.arch"):
+        _refused(run_archc("import", "n.prototxt", "-o", target, cwd=tmp_path), Path(target))
+    assert tree_state(tmp_path) == before
+    for _ in range(2):
+        proc = run_archc("import", "n.prototxt", "-o", "ours.arch", cwd=tmp_path)
+        assert proc.returncode == 0, output(proc)
+
+
+def _users_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "my_stuff"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text("my own measurements\n")
+    (folder / "spec.arch").write_text(SPEC)
+    (folder / "notes.txt").write_text("do not lose\n")
+    return folder
+
+
+@pytest.mark.parametrize("how", ["folder", "link", "link inside"])
+def test_train_refuses_a_folder_of_the_users_files(tmp_path, how):
+    data = dataset(tmp_path / "data", n=4)
+    folder = _users_folder(tmp_path)
+    run = folder
+    if how == "link":
+        run = tmp_path / "run_link"
+        run.symlink_to(folder)
+    elif how == "link inside":  # a run's file name, but a link out of the folder
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "metrics.csv").symlink_to(folder / "metrics.csv")
+    before = tree_state(folder), tree_state(run)
+    proc = train(tmp_path, data, run, spec=TINY)
+    line = assert_one_line_error(proc, 1)
+    assert str(run) in line
+    assert (tree_state(folder), tree_state(run)) == before
+    assert not (tmp_path / "cache" / "images").exists()  # refused before reading the data
