@@ -418,20 +418,25 @@ def cache_command(
     if list_ and clear:
         _fail("give --list or --clear, not both", 2)
     if list_ or clear:
-        from .training.train import cache_dir
-
-        folder = cache_dir()
-        if folder is None:
-            _fail(_NO_SAFE_CACHE)
-        (_clear_cache if clear else _list_cache)(folder, path)
+        (_clear_cache if clear else _list_cache)(_usable_cache(), path)
         return
     if path is None:
         _fail("give the dataset to decode (PATH), or --list / --clear", 2)
     _build_cache(path, size, workers)
 
 
-_NO_SAFE_CACHE = ("no safe cache folder: the cache root is missing, not yours, or writable by "
-                  "another user; set ARCHC_CACHE to a folder of your own (see docs/security.md)")
+def _usable_cache() -> Path:
+    """The image cache folder, or one error line naming the folder that cannot be used."""
+    from .data.folders import DataError
+    from .training.train import cache_dir, unusable_cache_message
+
+    try:
+        folder = cache_dir()
+    except DataError as exc:
+        _fail(str(exc))
+    if folder is None:
+        _fail(unusable_cache_message())
+    return folder
 
 
 def _build_cache(path: Path, size: int, workers: int) -> None:
@@ -441,12 +446,7 @@ def _build_cache(path: Path, size: int, workers: int) -> None:
         check_size(size)
     except DataError as exc:
         _fail(f"--size: {exc}", 2)
-    from .training.train import (
-        cache_dir,  # imports torch: after the options are known to be good
-    )
-    folder = cache_dir()
-    if folder is None:
-        _fail(_NO_SAFE_CACHE)
+    folder = _usable_cache()  # imports torch: after the options are known to be good
     try:
         images = load_images(path, size=size, cache_dir=folder, workers=workers, progress=True)
     except DataError as exc:

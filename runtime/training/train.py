@@ -7,6 +7,7 @@ run folder, fit, report. Everything a run needs to be rebuilt is in its folder.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +67,24 @@ class TrainRequest:
 def cache_dir() -> Path | None:
     """Where decoded image caches live: images/ under archc's cache root ($ARCHC_CACHE,
     else $XDG_CACHE_HOME/archc, else ~/.cache/archc), vetted as archc's parse cache is (see
-    docs/security.md); None when that folder is not safe to use: images are then decoded
-    into memory, not cached."""
-    return archc.cache_folder("images")
+    docs/security.md); None when the default folder is not safe to use: images are then
+    decoded into memory, not cached. A folder the user named in ARCHC_CACHE that cannot be
+    used is a DataError: they asked for it, and a silent fallback could fill the memory."""
+    folder = archc.cache_folder("images")
+    if folder is None and os.environ.get("ARCHC_CACHE"):
+        from ..data.folders import DataError
+
+        raise DataError(unusable_cache_message())
+    return folder
+
+
+def unusable_cache_message() -> str:
+    """One line for a cache root that archc cannot use, naming it."""
+    root = archc.cache_root()
+    where = f" in {root}" if root is not None else ""
+    return (f"cannot write the image cache{where}: the folder cannot be made, is not yours, or "
+            "another user can write to it; set ARCHC_CACHE to a folder of your own (see "
+            "docs/security.md)")
 
 
 def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None):
@@ -132,6 +148,7 @@ def train(req: TrainRequest) -> FitResult:
         _same_data_path(resume_dir, record, data_path)
     elif req.run:
         _refuse_foreign_folder(Path(req.run))  # before any data is read or cached
+    cache_dir()  # an unusable ARCHC_CACHE is refused before the run folder is made
     base = dict(saved_config.model_dump()) if saved_config else spec_train
     from .recipes import default_recipe
 
