@@ -17,6 +17,7 @@ from archc.api import (
     cache_folder,
     cache_root,
     check,
+    classifier_heads,
     emit_dot,
     emit_onnx,
     emit_python,
@@ -31,7 +32,7 @@ from archc.api import (
     to_module,
     zoo_entries,
 )
-from archc.backends import ONNX_INPUT
+from archc.backends import ONNX_INPUT, InitError
 from archc.compiler.diagnostics import Diagnostic
 from archc.compiler.graph import LayerNode, Network, layers
 from archc.compiler.limits import get as limit
@@ -41,11 +42,11 @@ from archc.compiler.render import SpecError
 from archc.compiler.sources import Program
 
 __all__ = [
-    "CheckResult", "Diagnostic", "LayerNode", "Network", "ONNX_INPUT", "OutputRefused",
-    "Program", "SpecError", "build", "bundle", "cache_folder", "cache_root", "check",
-    "check_outputs", "emit_dot", "emit_onnx", "emit_python", "foreign_entries",
-    "inference_module", "init_weights", "layers", "limit", "limit_hint", "list_models", "load",
-    "mark", "parse_assignments", "parse_value", "render", "save_weights", "to_module",
-    "zoo_entries",
+    "CheckResult", "Diagnostic", "InitError", "LayerNode", "Network", "ONNX_INPUT",
+    "OutputRefused", "Program", "SpecError", "build", "bundle", "cache_folder", "cache_root",
+    "check", "check_outputs", "classifier_heads", "emit_dot", "emit_onnx", "emit_python",
+    "foreign_entries", "inference_module", "init_weights", "layers", "limit", "limit_hint",
+    "list_models", "load", "mark", "parse_assignments", "parse_value", "render",
+    "save_weights", "to_module", "zoo_entries",
 ]
 __version__ = "0.1.0"

@@ -191,8 +191,19 @@ def emit_dot(net: Network, depth: int | None = 2) -> str:
 def init_weights(model: nn.Module, net: Network, init: str) -> list[str]:
     """Load `init` ("torchvision" or a .safetensors/.pt file) into `model`; returns notes."""
     from archc.backends.weights import init_model
+    from archc.zoo import builder_for
 
-    return init_model(model, net, init)
+    # the zoo's index names the torchvision builder of all 68 zoo networks
+    return init_model(model, net, init, builder_for(net) if init == "torchvision" else None)
+
+
+def classifier_heads(net: Network) -> tuple[str, ...]:
+    """The module paths of `net`'s classifier heads (the layers that follow num_classes),
+    or () when they cannot be told (no num_classes parameter, a spec given as text)."""
+    from archc.backends.weights import class_heads
+
+    heads = class_heads(net)
+    return tuple(heads.layers) if heads is not None else ()
 
 
 def save_weights(model: nn.Module, path: str | Path, net: Network | None = None) -> Path:

@@ -64,3 +64,23 @@ def model_entry(name: str) -> Entry | None:
     if not name or "/" in name or "\\" in name or Path(name).suffix:
         return None
     return load_zoo().get(name)
+
+
+def builder_for(net: Any) -> str | None:
+    """The torchvision builder that the zoo's index says a checked network writes, or None.
+
+    An entry matches when it names the same spec file, the same network (an entry without
+    `network` means the file's network of the file's own name, e.g. alexnet.arch's alexnet),
+    and its variant and `set` parameters agree with the network's."""
+    if not net.spec_path:
+        return None
+    spec = Path(net.spec_path).resolve()
+    for name, entry in load_zoo().items():
+        if entry.spec.resolve() != spec or net.name != (entry.network or spec.stem):
+            continue
+        wanted = dict(entry.sets)
+        if entry.variant is not None:
+            wanted["variant"] = entry.variant
+        if all(net.params.get(k) == v for k, v in wanted.items()):
+            return name
+    return None

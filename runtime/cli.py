@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
     """Add the runtime verbs to the `archc` app."""
     _show_data_warnings_as_lines()
     app.command(name="train")(train_command)
+    app.command(name="lr-find")(lr_find_command)
+    app.command(name="runs")(runs_command)
     app.add_typer(data_app, name="data")
     try:
         from .after import verbs as after
@@ -69,8 +71,12 @@ def train_command(
     ),
     epochs: Optional[int] = typer.Option(None, help="Epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Global batch size"),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate"),
-    optimizer: Optional[str] = typer.Option(None, help="sgd (Nesterov) or adamw"),
+    lr: Optional[str] = typer.Option(
+        None, help="Peak learning rate, or auto (an LR range test; the default recipes' choice)"
+    ),
+    optimizer: Optional[str] = typer.Option(
+        None, help="sgd (Nesterov), adamw, or auto (as the LR range test finds)"
+    ),
     schedule: Optional[str] = typer.Option(None, help="cosine, onecycle or constant"),
     warmup: Optional[float] = typer.Option(None, "--warmup", help="Warm-up epochs"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
@@ -111,8 +117,33 @@ def train_command(
         None, "--nproc", help="Processes per node: launches torchrun"
     ),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm under DDP"),
+    recipe: Optional[str] = typer.Option(
+        None, "--recipe", help="from-scratch (default), finetune (default with --init) or lecture"
+    ),
+    ema: Optional[float] = typer.Option(None, "--ema", help="Weight EMA decay, e.g. 0.999"),
+    mixup: Optional[float] = typer.Option(None, "--mixup", help="mixup Beta alpha, e.g. 0.2"),
+    cutmix: Optional[float] = typer.Option(None, "--cutmix", help="CutMix Beta alpha, e.g. 1.0"),
+    randaugment: Optional[str] = typer.Option(
+        None, "--randaugment", help="RandAugment N,M (ops per image, magnitude 0-30)"
+    ),
+    trivialaugment: Optional[bool] = typer.Option(
+        None, "--trivialaugment", help="TrivialAugment (wide) on every training image"
+    ),
+    freeze_epochs: Optional[int] = typer.Option(
+        None, "--freeze-epochs", help="Epochs the backbone stays frozen (finetune)"
+    ),
+    backbone_lr_scale: Optional[float] = typer.Option(
+        None, "--backbone-lr-scale", help="Backbone lr as a fraction of the head's (finetune)"
+    ),
+    mlflow: Optional[str] = typer.Option(
+        None, "--mlflow", help="Also log to this MLflow tracking URI (needs mlflow)"
+    ),
 ) -> None:
-    """Train a spec on an image folder; checkpoints, metrics and plots go to a run folder."""
+    """Train a spec on an image folder; checkpoints, metrics and plots go to a run folder.
+
+    Without --lr an LR range test picks the rate (lr_finder.png in the run folder); the
+    settings each recipe starts from are in docs/training.md, and the start header prints
+    the ones in effect."""
     if nproc and nproc > 1:
         from .training.distributed import launch
 
@@ -146,7 +177,23 @@ def train_command(
         ratio=_pair("--ratio", ratio),
         rotation=rotation,
         hflip=hflip,
+        recipe=recipe,
+        ema=ema,
+        mixup=mixup,
+        cutmix=cutmix,
+        randaugment=_ints("--randaugment", randaugment),
+        trivialaugment=trivialaugment,
+        freeze_epochs=freeze_epochs,
+        backbone_lr_scale=backbone_lr_scale,
     )
+    settings["lr"] = _lr(lr)
+    if mlflow:
+        from .training.tblog import MlflowMissing, check_mlflow
+
+        try:
+            check_mlflow()
+        except MlflowMissing as exc:
+            _fail(str(exc))
     if not spec.exists():
         _fail(f"spec file `{spec}` not found")
     req = TrainRequest(
@@ -160,6 +207,7 @@ def train_command(
         resume=resume,
         init=init,
         sync_bn=sync_bn,
+        mlflow=mlflow,
     )
     try:
         result = run_train(req)
@@ -177,6 +225,126 @@ def train_command(
         raise
     codes = {"done": 0, "paused": 0, "interrupted": 130, "nan": 1}
     raise typer.Exit(codes.get(result.stopped_reason, 0))
+
+
+def _lr(text: str | None) -> float | str | None:
+    """--lr: `auto` or a positive number."""
+    if text is None or text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        _fail(f"--lr expects a number such as 0.1, or auto (got `{text}`)")
+    if not value > 0:
+        _fail(f"--lr must be greater than 0 (got {text})")
+    return value
+
+
+def _ints(option: str, text: str | None) -> tuple[int, int] | None:
+    """`2,9` as (2, 9)."""
+    if text is None:
+        return None
+    try:
+        n, m = (int(part) for part in text.split(","))
+    except ValueError:
+        _fail(f"{option} expects N,M such as 2,9 (got `{text}`)")
+    return n, m
+
+
+def _run_user_errors(job):
+    """Run `job()`, turning the runtime's expected errors into one `error:` line."""
+    from .training.train import SpecCheckError, TrainError
+
+    try:
+        return job()
+    except SpecCheckError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    except TrainError as exc:
+        _fail(str(exc))
+    except Exception as exc:
+        from .data.folders import DataError
+        from .training.checkpoint import CheckpointError
+
+        if isinstance(exc, (DataError, CheckpointError, FileNotFoundError)):
+            _fail(str(exc))
+        raise
+
+
+def lr_find_command(
+    spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
+    data: Optional[Path] = typer.Option(
+        None, "--data", "-d",
+        help="Image folder, Kaggle train/ or train.zip (required unless the spec names it)"
+    ),
+    out: Path = typer.Option(Path("."), "--out", "-o", help="Folder for lr_finder.png/.json"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
+    optimizer: Optional[str] = typer.Option(None, help="sgd, adamw or auto"),
+    recipe: Optional[str] = typer.Option(None, "--recipe"),
+    image_size: Optional[int] = typer.Option(None, "--image-size"),
+    seed: Optional[int] = typer.Option(None, help="Random seed"),
+    device: Optional[str] = typer.Option(None, help="auto, cuda, mps or cpu"),
+    workers: Optional[int] = typer.Option(None, help="Decoding processes"),
+    init: Optional[str] = typer.Option(None, "--init", help="torchvision, a weights file or run"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Spec parameter k=v"),
+    variant: Optional[str] = typer.Option(None, "--variant", "-V"),
+    network: Optional[str] = typer.Option(None, "--network", "-n"),
+) -> None:
+    """Run the LR range test alone and print the learning rate `--lr auto` would use."""
+    from .training.train import TrainRequest, lr_find
+
+    if not spec.exists():
+        _fail(f"spec file `{spec}` not found")
+    settings = dict(batch_size=batch_size, optimizer=optimizer, recipe=recipe,
+                    image_size=image_size, seed=seed, device=device, workers=workers)
+    req = TrainRequest(spec=spec, data=data, params=_parse_sets(sets), variant=variant,
+                       network=network, init=init,
+                       settings={k: v for k, v in settings.items() if v is not None})
+    finding = _run_user_errors(lambda: lr_find(req, out))
+    summary = finding.summary()
+    typer.echo(f"suggested: --optimizer {finding.optimizer} --lr {finding.lr:.3g}  "
+               f"(edge of the loss minimum at {summary['minimum_lr']:.3g}, "
+               f"÷ {summary['divisor']}; "
+               f"{finding.steps} steps; curve in {out / 'lr_finder.png'})")
+
+
+def runs_command(
+    folder: Path = typer.Argument(Path("runs"), help="A run folder or a folder of runs"),
+    md: Optional[Path] = typer.Option(None, "--md", help="Also write the table as Markdown"),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Also write it as CSV"),
+    plot_out: Optional[Path] = typer.Option(
+        None, "--plot", help="Draw best val accuracy against MACs (PNG or SVG)"
+    ),
+) -> None:
+    """A table of training runs: network, size, best val accuracy and log loss, time, recipe."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .after import runs as runs_mod
+
+    if not folder.exists():
+        _fail(f"`{folder}` not found; give a run folder or a folder of runs")
+    rows = runs_mod.table(folder)
+    if not rows:
+        _fail(f"no runs under `{folder}` (a run folder holds record.json)")
+    table = Table(title=f"runs in {folder}")
+    for heading in runs_mod.COLUMNS.values():
+        table.add_column(heading, justify="right" if heading in (
+            "params", "MACs", "best val acc", "val log loss", "epochs", "wall time", "img/s")
+            else "left")
+    for row in rows:
+        table.add_row(*runs_mod.cells(row))
+    Console(soft_wrap=False, width=max(160, Console().width)).print(table)
+    try:
+        for path, text in ((md, runs_mod.markdown), (csv_out, runs_mod.csv_text)):
+            if path is not None:
+                path.write_text(text(rows), encoding="utf-8")
+                typer.echo(f"wrote {path}")
+        if plot_out is not None:
+            runs_mod.plot(rows, plot_out)
+            typer.echo(f"wrote {plot_out}")
+    except OSError as exc:
+        _fail(f"cannot write {exc.filename}: {exc.strerror or exc}")
 
 
 def _pair(option: str, text: str | None) -> tuple[float, float] | None:
@@ -250,20 +418,25 @@ def cache_command(
     if list_ and clear:
         _fail("give --list or --clear, not both", 2)
     if list_ or clear:
-        from .training.train import cache_dir
-
-        folder = cache_dir()
-        if folder is None:
-            _fail(_NO_SAFE_CACHE)
-        (_clear_cache if clear else _list_cache)(folder, path)
+        (_clear_cache if clear else _list_cache)(_usable_cache(), path)
         return
     if path is None:
         _fail("give the dataset to decode (PATH), or --list / --clear", 2)
     _build_cache(path, size, workers)
 
 
-_NO_SAFE_CACHE = ("no safe cache folder: the cache root is missing, not yours, or writable by "
-                  "another user; set ARCHC_CACHE to a folder of your own (see docs/security.md)")
+def _usable_cache() -> Path:
+    """The image cache folder, or one error line naming the folder that cannot be used."""
+    from .data.folders import DataError
+    from .training.train import cache_dir, unusable_cache_message
+
+    try:
+        folder = cache_dir()
+    except DataError as exc:
+        _fail(str(exc))
+    if folder is None:
+        _fail(unusable_cache_message())
+    return folder
 
 
 def _build_cache(path: Path, size: int, workers: int) -> None:
@@ -273,12 +446,7 @@ def _build_cache(path: Path, size: int, workers: int) -> None:
         check_size(size)
     except DataError as exc:
         _fail(f"--size: {exc}", 2)
-    from .training.train import (
-        cache_dir,  # imports torch: after the options are known to be good
-    )
-    folder = cache_dir()
-    if folder is None:
-        _fail(_NO_SAFE_CACHE)
+    folder = _usable_cache()  # imports torch: after the options are known to be good
     try:
         images = load_images(path, size=size, cache_dir=folder, workers=workers, progress=True)
     except DataError as exc:

@@ -113,7 +113,7 @@ def test_export_reports_reinitialised_heads(tiny, tmp_path):
     weights = save_weights(to_module(other), tmp_path / "five.safetensors")
     notes: list[str] = []
     export_onnx(tiny, tmp_path / "model.onnx", init=str(weights), note=notes.append)
-    assert notes == ["re-initialised fc (num_classes 5 → 3)"]
+    assert notes == ["re-initialised fc (num_classes 5 → 3); new tensors: fc.weight, fc.bias"]
 
 
 def test_max_error_is_relative_to_the_scale():

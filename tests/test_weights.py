@@ -198,7 +198,7 @@ def test_head_is_reinitialised_when_only_num_classes_differs():
     net, model = small_resnet18(2)
     fresh_fc = model.fc.weight.detach().clone()
     notes = apply_init(model, imagenet.state_dict(), net)
-    assert notes == ["re-initialised fc (num_classes 1000 → 2)"]
+    assert notes == ["re-initialised fc (num_classes 1000 → 2); new tensors: fc.weight, fc.bias"]
     theirs = imagenet.state_dict()
     for key, value in model.state_dict().items():
         if key.startswith("fc."):
@@ -212,8 +212,8 @@ def test_googlenet_reinitialises_every_classifier_head():
     net = archc.load(SPECS / "googlenet.arch", num_classes=5)
     model = to_module(net)
     notes = apply_init(model, imagenet.state_dict(), net)
-    assert notes == [f"re-initialised {head} (num_classes 1000 → 5)"
-                     for head in ("aux1.fc2", "aux2.fc2", "fc")]
+    assert notes == [f"re-initialised {head} (num_classes 1000 → 5); new tensors: {head}.weight, "
+                     f"{head}.bias" for head in ("aux1.fc2", "aux2.fc2", "fc")]
     torch.testing.assert_close(model.aux1.fc1.weight, imagenet.aux1.fc1.weight, rtol=0, atol=0)
 
 

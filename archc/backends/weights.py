@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from archc.backends import InitError
 from archc.compiler.graph import LayerNode, Network, layers
 
 # Spec network name → torchvision builder name; a dict picks by the spec's `variant`.
@@ -40,8 +41,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _SHOWN = 5  # how many keys of each kind an error message lists
 
 
-class InitError(Exception):
-    """Weights that cannot initialise the network; the message says which keys and why."""
 
 
 # --------------------------------------------------------------------------- classifier heads
@@ -93,17 +92,19 @@ def _resolve_again(net: Network, num_classes: int) -> Network | None:
 # --------------------------------------------------------------------------- sources
 
 
-def torchvision_name(net: Network) -> str:
-    """The torchvision builder whose weights fit `net` (e.g. vgg with variant D → vgg16)."""
-    entry = TORCHVISION_NAMES.get(net.name)
+def torchvision_name(net: Network, builder: str | None = None) -> str:
+    """The torchvision builder whose weights fit `net` (e.g. vgg with variant D → vgg16):
+    `builder` when the caller found it in the zoo's index, else by network name."""
+    entry = builder or TORCHVISION_NAMES.get(net.name)
     if isinstance(entry, dict):
         variant = net.params.get("variant")
         entry = entry.get(variant) if isinstance(variant, str) else None
     if entry is None:
         known = ", ".join(sorted(TORCHVISION_NAMES))
         raise InitError(f"torchvision has no pretrained weights for network `{net.name}` "
-                        f"{_describe_params(net)}; --init torchvision knows {known} (vgg and "
-                        "vgg_bn in variants A, B, D, E); give a weights file instead")
+                        f"{_describe_params(net)}; --init torchvision knows every spec of "
+                        f"specs/zoo.yaml, and {known} by name (vgg and vgg_bn in variants A, "
+                        "B, D, E); give a weights file instead")
     return entry
 
 
@@ -111,11 +112,11 @@ def _describe_params(net: Network) -> str:
     return "(" + ", ".join(f"{k}={v!r}" for k, v in net.params.items()) + ")"
 
 
-def torchvision_state_dict(net: Network) -> dict[str, torch.Tensor]:
+def torchvision_state_dict(net: Network, builder: str | None = None) -> dict[str, torch.Tensor]:
     """The DEFAULT torchvision weights of `net`'s architecture (downloaded and cached by torch)."""
     import torchvision
 
-    name = torchvision_name(net)
+    name = torchvision_name(net, builder)
     weights = torchvision.models.get_model_weights(name).DEFAULT
     try:
         return weights.get_state_dict(progress=True)
@@ -234,7 +235,9 @@ def apply_init(model: nn.Module, state: dict[str, torch.Tensor], net: Network, *
     keep = {k: v for k, v in state.items() if _owner(k) not in heads}
     model.load_state_dict(keep, strict=False)
     n = net.params.get("num_classes")
-    return [f"re-initialised {path} (num_classes {old} → {n})" for path, old in heads.items()]
+    return [f"re-initialised {path} (num_classes {old} → {n}); new tensors: "
+            + ", ".join(k for k in model_state if _owner(k) == path)
+            for path, old in heads.items()]
 
 
 def _mismatch_message(net: Network, source: str, missing: list[str], unexpected: list[str],
@@ -255,11 +258,13 @@ def _mismatch_message(net: Network, source: str, missing: list[str], unexpected:
     return "\n".join(lines)
 
 
-def init_model(model: nn.Module, net: Network, init: str) -> list[str]:
-    """Initialise `model` from `init` ("torchvision" or a weights file); returns the notes."""
+def init_model(model: nn.Module, net: Network, init: str, builder: str | None = None
+               ) -> list[str]:
+    """Initialise `model` from `init` ("torchvision" or a weights file); returns the notes.
+    `builder` names the torchvision builder when the zoo's index knows `net`."""
     if init == "torchvision":
-        return apply_init(model, torchvision_state_dict(net), net,
-                          source=f"torchvision's {torchvision_name(net)} weights")
+        return apply_init(model, torchvision_state_dict(net, builder), net,
+                          source=f"torchvision's {torchvision_name(net, builder)} weights")
     return apply_init(model, load_file(init), net, source=str(init))
 
 

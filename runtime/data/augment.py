@@ -44,6 +44,21 @@ class AugmentConfig:
     hflip: float = 0.5
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # an automatic augmentation policy applied to each uint8 image before the crop:
+    # RandAugment (N ops at magnitude M of 0..30) or TrivialAugment; None is off
+    randaugment: tuple[int, int] | None = None
+    trivialaugment: bool = False
+
+    def policy(self):
+        """The torchvision v2 policy transform, or None."""
+        if self.randaugment is None and not self.trivialaugment:
+            return None
+        from torchvision.transforms import v2
+
+        if self.trivialaugment:
+            return v2.TrivialAugmentWide()
+        n, m = self.randaugment
+        return v2.RandAugment(num_ops=int(n), magnitude=int(m))
 
     def rotation_range(self) -> tuple[float, float]:
         r = self.rotation
@@ -193,3 +208,14 @@ def eval_batch(images_u8: Tensor, out_size: int, cfg: AugmentConfig) -> Tensor:
         top, left = (nh - out_size) // 2, (nw - out_size) // 2
         x = x[:, :, top: top + out_size, left: left + out_size]
     return _normalise_(x.contiguous(), cfg)
+
+
+def apply_policy(images_u8: Tensor, policy, seed: int) -> Tensor:
+    """RandAugment / TrivialAugment on each image of a uint8 batch (B, H, W, 3), one draw per
+    image, from torch's generator seeded with `seed` (forked: the global stream is untouched)."""
+    _check_u8(images_u8)
+    x = images_u8.permute(0, 3, 1, 2)  # (B, 3, H, W): what the policy expects
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = torch.stack([policy(img) for img in x])
+    return out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)

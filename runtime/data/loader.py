@@ -19,13 +19,19 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .augment import AugmentConfig, apply_params, eval_batch, sample_params
+from .augment import (
+    AugmentConfig,
+    apply_params,
+    apply_policy,
+    eval_batch,
+    sample_params,
+)
 from .folders import ImageSet
 
 #: copy the uint8 array to the GPU when it needs less than this fraction of free GPU memory.
 GPU_RESIDENT_FRACTION = 0.4
 
-_SHUFFLE, _AUGMENT = 0x5F, 0xA6
+_SHUFFLE, _AUGMENT, _POLICY = 0x5F, 0xA6, 0x7A
 _RESIDENT: dict[tuple[int, str], tuple[weakref.ref, torch.Tensor]] = {}
 
 
@@ -132,6 +138,7 @@ class BatchLoader:
         self.out_size = int(out_size)
         self.device = torch.device(device)
         self.aug = aug if aug is not None else AugmentConfig()
+        self._policy = self.aug.policy() if self.train else None
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.rank = int(rank)
@@ -248,6 +255,9 @@ class BatchLoader:
         if not self.train:
             return eval_batch(x_u8, self.out_size, self.aug)
         g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, k, _AUGMENT))
+        if self._policy is not None:  # per image; seeded by (seed, epoch, batch, rank)
+            x_u8 = apply_policy(x_u8, self._policy,
+                                _seed(self.seed, self.epoch, k, self.rank, _POLICY))
         _, h, w, _ = x_u8.shape
         # draw for all G global positions (a fixed size, so a short last batch and every rank see
         # the same per-position parameters), then keep this rank's rows

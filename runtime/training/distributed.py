@@ -74,15 +74,18 @@ def broadcast_text(text: str | None, world: World) -> str:
     return box[0] or ""
 
 
-def ddp_wrapper(world: World, device: torch.device, sync_bn: bool):
-    """The `wrap` hook for `fit`: SyncBatchNorm (optional, CUDA only), then DDP."""
+def ddp_wrapper(world: World, device: torch.device, sync_bn: bool, partial: bool = False):
+    """The `wrap` hook for `fit`: SyncBatchNorm (optional, CUDA only), then DDP. `partial`:
+    some parameters get no gradient for a while (a frozen backbone), so DDP must look for
+    them every step instead of waiting for their gradients forever."""
     sync_bn = sync_bn and _sync_bn_supported(world, device)
 
     def wrap(model: nn.Module) -> nn.Module:
         if sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                   find_unused_parameters=partial)
 
     return wrap if world.distributed else None
 

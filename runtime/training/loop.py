@@ -24,10 +24,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
 import numpy as np
 import torch
@@ -45,6 +45,11 @@ from torch import nn
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .metrics import MetricsLogger, log_loss_sum, plot
+from .regularise import Mix, ModelEMA, mix_batch, mix_generator
+from .tblog import RunLog
+
+if TYPE_CHECKING:  # lrfind itself is imported when the range test runs
+    from .lrfind import LRFinding
 
 # Config fields that may differ on resume without breaking exact continuation.
 _RESUME_FREE_FIELDS = {"workers", "compile", "compile_mode", "device", "cache_size", "epochs"}
@@ -60,6 +65,22 @@ class FitResult:
     last_epoch: int
     stopped_reason: str  # "done" | "interrupted" | "nan" | "paused" (stop_after reached)
     run_dir: Path | None = None
+
+
+@dataclass
+class FitOptions:
+    """What `fit` needs besides the config: the run's start header, its classifier head
+    (module paths, for fine-tuning; default the last Linear), an MLflow URI, and a fixed
+    length for the LR range test (tests)."""
+
+    header: dict[str, Any] | None = None
+    head: tuple[str, ...] = ()
+    mlflow: str | None = None
+    lr_find_steps: int | None = None
+    #: seconds between the plain progress lines printed when the output is not a terminal
+    #: ($ARCHC_PROGRESS_EVERY, default 30)
+    progress_every: float = field(
+        default_factory=lambda: float(os.environ.get("ARCHC_PROGRESS_EVERY", "30")))
 
 
 class _NonFinite(Exception):
@@ -204,23 +225,38 @@ def compute_loss(
     return total, main, logits
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (nesterov, momentum 0.9) or AdamW; biases and norm scales get no weight decay."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for param in model.parameters():
-        if param.requires_grad:
-            # 1-d tensors are biases and BatchNorm scales: decaying them only hurts accuracy.
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+def make_optimizer(model: nn.Module, config: TrainConfig, head: tuple[str, ...] = (),
+                   lr: float | None = None, name: str | None = None) -> torch.optim.Optimizer:
+    """SGD (momentum 0.9, Nesterov unless `config.nesterov` is off) or AdamW.
+
+    Biases and norm scales get no weight decay. Parameters under the `head` module paths
+    train at `lr`; the others (the backbone) at `lr * config.backbone_lr_scale`, kept in each
+    group's "lr_scale" so the LR range test can scale them alike. Every parameter is in a
+    group, trainable or not: a frozen backbone has no gradients, so it is skipped until it
+    is unfrozen, and the optimizer never has to be rebuilt.
+    """
+    lr = config.resolved_lr() if lr is None else lr
+    name = name or config.resolved_optimizer()
+    decay_rate = config.weight_decay
+    if decay_rate is None:
+        from .config import DEFAULT_WEIGHT_DECAY
+
+        decay_rate = DEFAULT_WEIGHT_DECAY[name]
+    groups: dict[tuple[float, bool], list] = {}
+    for key, param in model.named_parameters():
+        in_head = not head or any(key == h or key.startswith(h + ".") for h in head)
+        scale = 1.0 if in_head else config.backbone_lr_scale
+        # 1-d tensors are biases and BatchNorm scales: decaying them only hurts accuracy.
+        groups.setdefault((scale, param.ndim > 1), []).append(param)
+    param_groups = [
+        {"params": params, "weight_decay": decay_rate if decays else 0.0,
+         "lr": lr * scale, "lr_scale": scale}
+        for (scale, decays), params in sorted(groups.items(), key=lambda kv: (-kv[0][0],
+                                                                            not kv[0][1]))
     ]
-    groups = [g for g in groups if g["params"]]
-    lr = config.resolved_lr()
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr)
+    return torch.optim.SGD(param_groups, lr=lr, momentum=0.9, nesterov=config.nesterov)
 
 
 class LRSchedule:
@@ -250,6 +286,12 @@ class LRSchedule:
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _soft_target(mix: Mix, output) -> torch.Tensor:
+    """The soft (B, classes) target of a mixed batch, sized by the model's logits."""
+    logits = output[0] if isinstance(output, (tuple, list)) else output
+    return mix.targets(logits.shape[1])
+
+
 def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     """A per-optimizer-step LambdaLR following `LRSchedule`."""
     schedule = LRSchedule(
@@ -260,6 +302,42 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
 
 
 # --------------------------------------------------------------------------- the trainer
+
+
+def _last_linear(model: nn.Module) -> tuple[str, ...]:
+    """The path of the model's last nn.Linear (its classifier head), or () when it has none."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return (names[-1],) if names else ()
+
+
+def _write_finding(run_dir: Path, finding) -> None:
+    """lr_finder.png and lr_finder.json, and the choice in record.json and hparams.json."""
+    import json
+
+    from . import lrfind
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lrfind.plot(finding, run_dir / lrfind.PNG)
+    except Exception as exc:  # noqa: BLE001 -- a plotting problem must never cost a run
+        print(f"warning: could not draw {lrfind.PNG}: {exc}", file=sys.stderr)
+    ckpt.atomic_write(run_dir / "lr_finder.json", json.dumps(finding.to_json(), indent=2) + "\n")
+    summary = finding.summary()
+    for name, update in (("record.json", lambda d: d.update(lr_finder=summary)),
+                         ("hparams.json", lambda d: (d.setdefault("train", {}).update(
+                             lr=finding.lr, optimizer=finding.optimizer),
+                             d.update(lr_finder=summary)))):
+        path = run_dir / name
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            update(data)
+            ckpt.atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss."""
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def _progress(console: Console) -> Progress:
@@ -289,7 +367,9 @@ class Trainer:
         run_dir: Path | str,
         console: Console | None = None,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
+        options: FitOptions | None = None,
     ):
+        self.options = options or FitOptions()
         self.model_factory, self.wrap = model_factory, wrap
         self.train_loader, self.val_loader = train_loader, val_loader
         self.config, self.run_dir = config, Path(run_dir)
@@ -300,6 +380,9 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
         self.best = {"val_acc": -math.inf, "val_logloss": math.nan, "epoch": 0}
+        self.ema: ModelEMA | None = None
+        self.log: RunLog | None = None
+        self.finding: LRFinding | None = None
 
     # ----------------------------------------------------------------- setup
 
@@ -325,22 +408,108 @@ class Trainer:
         # compiling a module gives a module (OptimizedModule); torch types it as a callable
         self.model = (cast(nn.Module, torch.compile(model, mode=cfg.compile_mode))
                       if cfg.compile else model)
-        self.optimizer = make_optimizer(self.raw, cfg)
         n_batches = len(self.train_loader)
         if n_batches == 0:
             raise ValueError("the training loader yields no batches (fewer images than one batch?)")
-        self.steps_per_epoch = math.ceil(n_batches / cfg.accumulate)
-        self.scheduler = make_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.head = self.options.head or _last_linear(self.raw)
+        self._set_frozen(0 < cfg.freeze_epochs)
+        self.steps_per_epoch = math.ceil(n_batches / cfg.accumulate)
         # MPS has no float64; everywhere else float64 keeps long sums exact.
         self.acc_dtype = torch.float32 if self.device.type == "mps" else torch.float64
 
+    def _build_optimizer(self, resume: bool) -> None:
+        """Settle lr "auto" (the range test, unless resuming), then optimizer and schedule."""
+        cfg = self.config
+        if cfg.lr == "auto" and not resume:
+            self._find_lr()
+        elif cfg.optimizer == "auto" and not resume:
+            self.config.optimizer = "sgd"  # a fixed lr with no range test: SGD, as documented
+        # on resume an "auto" left in hparams.json (a run stopped inside the sweep) takes the
+        # checkpoint's rate: the scheduler's saved base rates overwrite this placeholder
+        lr = 1.0 if cfg.lr == "auto" else None
+        self.optimizer = make_optimizer(self.raw, cfg, self._head_paths(), lr=lr)
+        self.scheduler = make_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        if cfg.ema is not None:
+            self.ema = ModelEMA(self.raw, cfg.ema)
+
+    def _head_paths(self) -> tuple[str, ...]:
+        """The head's module paths when the backbone trains differently, else () (one group)."""
+        cfg = self.config
+        differs = cfg.backbone_lr_scale != 1.0 or cfg.freeze_epochs > 0
+        return tuple(self.head) if differs else ()
+
+    def _set_frozen(self, frozen: bool) -> None:
+        """Freeze (or unfreeze) every parameter outside the head."""
+        self.frozen = frozen
+        paths = tuple(self.head)
+        for key, param in self.raw.named_parameters():
+            in_head = any(key == h or key.startswith(h + ".") for h in paths)
+            param.requires_grad_(in_head or not frozen)
+
+    def _train_mode(self) -> None:
+        """model.train(), with the batch norms of a frozen backbone kept in eval: their running
+        statistics are the pretrained ones and must not drift while nothing else learns."""
+        self.model.train()
+        if not self.frozen:
+            return
+        paths = tuple(self.head)
+        for name, module in self.raw.named_modules():
+            in_head = any(name == h or name.startswith(h + ".") for h in paths)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not in_head:
+                module.eval()
+
+    def _find_lr(self) -> None:
+        """Run the LR range test, adopt its rate (and optimizer), save its curve and record it."""
+        from . import lrfind
+
+        cfg = self.config
+        steps, floor = lrfind.sweep_steps(len(self.train_loader), cfg.accumulate)
+        if self.options.lr_find_steps is not None:
+            steps, floor = self.options.lr_find_steps, False
+
+        def build(name: str, lr: float):
+            return make_optimizer(self.raw, cfg, self._head_paths(), lr=lr, name=name)
+
+        def loss_of(model: nn.Module, batch) -> torch.Tensor:
+            self._train_mode()
+            x, y = self._to_device(*batch)
+            with self._autocast():
+                output = self.model(x)
+            return compute_loss(output, y, self.criterion, cfg.aux_weight)[0]
+
+        self.console.print(f"LR range test: {steps} steps from {lrfind.START_LR:g} to "
+                           f"{lrfind.END_LR:g}" + (f" (at least {lrfind.MIN_STEPS} steps, more "
+                                                    "than 5% of an epoch on data this small)"
+                                                    if floor else ""), highlight=False)
+        finding = lrfind.find_lr(self.model, self.train_loader, build, loss_of,
+                                 optimizer=cfg.optimizer, steps=steps, floor_used=floor)
+        if _dist_active():  # each rank swept its own shard: all adopt rank 0's choice
+            choice = torch.tensor([finding.lr, float(finding.optimizer == "adamw")],
+                                  dtype=torch.float64, device=self.device)
+            torch.distributed.broadcast(choice, 0)
+            finding.lr = float(choice[0])
+            finding.optimizer = "adamw" if choice[1] > 0 else "sgd"
+        self.finding = finding
+        self.config.lr, self.config.optimizer = finding.lr, finding.optimizer
+        if self.is_main:
+            _write_finding(self.run_dir, finding)
+        self.console.print(
+            f"LR range test chose {finding.optimizer} lr {finding.lr:.3g} (edge of the loss "
+            f"minimum at {finding.summary()['minimum_lr']:.3g}, "
+            f"÷ {finding.summary()['divisor']}; "
+            f"curve in {self.run_dir / lrfind.PNG})", highlight=False)
+
     def _extra(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Everything besides weights that an exact resume needs."""
+        """Everything besides weights that an exact resume needs (with an EMA, the raw
+        weights too: the checkpoint's weights file holds the average)."""
         scheduler_state = self.scheduler.state_dict()
         scheduler_state.pop("lr_lambdas", None)  # rebuilt from the config, not restored
         loader_state = getattr(self.train_loader, "state_dict", None)
-        return {
+        extra = {}
+        if self.ema is not None:
+            extra = {"raw_model": self.raw.state_dict(), "ema_updates": self.ema.updates}
+        return extra | {
             "epoch": self.epoch,
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -353,9 +522,15 @@ class Trainer:
         }
 
     def _save(self, name: str, metrics: dict[str, Any]) -> None:
-        """Write checkpoint `name` (rank 0 only)."""
+        """Write checkpoint `name` (rank 0 only): the evaluated weights, the EMA when on, so
+        eval, predict and submit use what validation measured."""
         if self.is_main:
-            ckpt.save_checkpoint(self.run_dir, name, self.raw.state_dict(), self._extra(metrics))
+            ckpt.save_checkpoint(self.run_dir, name, self._evaluated().state_dict(),
+                                 self._extra(metrics))
+
+    def _evaluated(self) -> nn.Module:
+        """The module validation runs: the EMA when on, else the model."""
+        return self.ema.module if self.ema is not None else self.raw
 
     def _restore(self) -> None:
         """Load the newest complete "last" checkpoint and continue exactly where it ended."""
@@ -365,7 +540,13 @@ class Trainer:
                 f"nothing to resume in {self.run_dir}: no complete 'last' checkpoint"
             )
         weights, extra = ckpt.load_checkpoint(self.run_dir, name, map_location="cpu")
-        self.raw.load_state_dict(weights)
+        if self.ema is not None and "raw_model" in extra:
+            self.raw.load_state_dict(extra["raw_model"])
+            self.ema.load(weights, int(extra.get("ema_updates", 0)))
+        else:
+            self.raw.load_state_dict(weights)
+            if self.ema is not None:  # a run that had no EMA before: start it from here
+                self.ema.load(weights, 0)
         self.optimizer.load_state_dict(extra["optimizer"])
         scheduler_state = dict(extra["scheduler"])
         scheduler_state["lr_lambdas"] = [None] * len(self.optimizer.param_groups)
@@ -374,6 +555,10 @@ class Trainer:
         if loader_state is not None and hasattr(self.train_loader, "load_state_dict"):
             self.train_loader.load_state_dict(loader_state)
         self.epoch, self.step = int(extra["epoch"]), int(extra["step"])
+        self._set_frozen(self.epoch < self.config.freeze_epochs)
+        if self.config.lr == "auto":  # stopped inside the sweep: adopt the checkpoint's rate
+            saved_lr = (extra.get("config") or {}).get("lr")
+            self.config.lr = saved_lr if isinstance(saved_lr, float) else None
         self.best = dict(extra["best"])
         self._warn_config_changes(extra.get("config") or {})
         ckpt.restore_rng(extra["rng"])  # last: building the model above consumed random numbers
@@ -455,7 +640,10 @@ class Trainer:
         cfg, loader = self.config, self.train_loader
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)  # the loader's shuffle/augment RNG is a function of the epoch
-        self.model.train()
+        if self.frozen and epoch >= cfg.freeze_epochs:
+            self._set_frozen(False)
+            self.console.print(f"epoch {epoch + 1}: the backbone is unfrozen")
+        self._train_mode()
         n, acc = len(loader), cfg.accumulate
         # CPU syncs are free, so check every batch; on accelerators batch the syncs a little.
         sync_every = 1 if self.device.type == "cpu" else 8
@@ -467,16 +655,24 @@ class Trainer:
             f"epoch {epoch + 1}/{cfg.epochs}", total=n, loss=0.0, acc=0.0, ips=0.0
         )
         start, lr = time.perf_counter(), self.optimizer.param_groups[0]["lr"]
+        self._last_line = start
         self.optimizer.zero_grad(set_to_none=True)
         for i, (x, y) in enumerate(loader):
             x, y = self._to_device(x, y)
+            if i == 0 and epoch == self.epoch and self.log is not None:
+                self.log.images(x, *self._norm_stats(), step=epoch)
+            mixed = None
+            if cfg.mixup or cfg.cutmix:
+                mixed = mix_batch(x, y, cfg.mixup, cfg.cutmix, mix_generator(cfg.seed, epoch, i))
             group_start = (i // acc) * acc
             group_size = min(acc, n - group_start)
             steps_now = i == group_start + group_size - 1
             with self._no_sync(steps_now):  # DDP needs forward and backward inside no_sync
                 with self._autocast():
-                    output = self.model(x)
-                total, main, logits = compute_loss(output, y, self.criterion, cfg.aux_weight)
+                    output = self.model(mixed.x if mixed is not None else x)
+                target = y if mixed is None else _soft_target(mixed, output)
+                total, main, logits = compute_loss(output, target, self.criterion,
+                                                   cfg.aux_weight)
                 pending.append((i, total.detach()))
                 if len(pending) >= sync_every:
                     self._check_finite(pending, epoch, n)  # before the step: weights stay good
@@ -484,6 +680,10 @@ class Trainer:
                 (total / group_size).backward()
             if steps_now:
                 lr = self._optimizer_step()
+                if self.ema is not None:
+                    self.ema.update(self.raw)
+                if self.log is not None:
+                    self.log.step_lr(self.step, lr)
             sums += torch.stack([
                 main.detach().to(self.acc_dtype) * len(y),
                 (logits.detach().argmax(1) == y).sum().to(self.acc_dtype),
@@ -491,7 +691,7 @@ class Trainer:
             seen += len(y)
             sync_point = (i + 1) % sync_every == 0 or i + 1 == n
             if sync_point:
-                self._update_progress(progress, task, i + 1, sums, seen, start)
+                self._update_progress(progress, task, i + 1, sums, seen, start, epoch, n)
             # Alone, poll the flag after every batch; under DDP only at sync points (collective).
             if (sync_point or not _dist_active()) and self._stop_now(stop):
                 progress.remove_task(task)
@@ -512,12 +712,24 @@ class Trainer:
         return _reduce_sum(both).tolist()
 
     def _update_progress(self, progress, task, done: int, sums: torch.Tensor, count: int,
-                         start: float) -> None:
-        """Show running loss/accuracy/throughput of this rank."""
+                         start: float, epoch: int = 0, n: int = 0) -> None:
+        """Show running loss/accuracy/throughput of this rank: the bar on a terminal, else
+        one plain line every `progress_every` seconds (a pipe or a log file)."""
+        now = time.perf_counter()
         if progress.disable:
+            if self.console.quiet or now - self._last_line < self.options.progress_every:
+                return
+            self._last_line = now
+            loss_sum, correct = sums.tolist()
+            rate = count / max(now - start, 1e-9)
+            left = (n - done) * (now - start) / max(done, 1)
+            self.console.print(
+                f"  epoch {epoch + 1}/{self.config.epochs}  batch {done}/{n}  "
+                f"loss {loss_sum / max(count, 1):.4f}  acc {correct / max(count, 1):.2%}  "
+                f"{rate:,.0f} img/s  epoch ETA {_clock(left)}", highlight=False)
             return
         loss_sum, correct = sums.tolist()
-        elapsed = max(time.perf_counter() - start, 1e-9)
+        elapsed = max(now - start, 1e-9)
         progress.update(
             task, completed=done, loss=loss_sum / max(count, 1), acc=correct / max(count, 1),
             ips=count / elapsed,
@@ -529,12 +741,13 @@ class Trainer:
         if self.val_loader is None:
             return {"val_loss": None, "val_acc": None, "val_logloss": None}
         self.model.eval()
+        model = self.ema.module if self.ema is not None else self.model
         sums = torch.zeros(3, dtype=self.acc_dtype, device=self.device)  # loss, correct, logloss
         seen = 0
         for x, y in self.val_loader:
             x, y = self._to_device(x, y)
             with self._autocast():
-                output = self.model(x)
+                output = model(x)
             logits = (output[0] if isinstance(output, (tuple, list)) else output).float()
             sums += torch.stack([
                 self.criterion(logits, y).to(self.acc_dtype) * len(y),
@@ -563,6 +776,8 @@ class Trainer:
             return
         assert logger is not None  # the main process logs
         logger.log(record)
+        if self.log is not None:
+            self.log.epoch(record)
         try:
             plot(self.run_dir)
         except Exception as exc:  # noqa: BLE001 -- a plotting problem must never cost a run
@@ -649,6 +864,8 @@ class Trainer:
         device = select_device(self.config.device)
         with _determinism(self.config.deterministic, device), _GracefulStop() as stop:
             self._build()
+            self._print_header()
+            self._build_optimizer(resume)
             logger = MetricsLogger(self.run_dir) if self.is_main else None
             if resume:
                 self._restore()
@@ -658,10 +875,65 @@ class Trainer:
                 self._save("last", {})  # epoch 0: an interrupted first epoch is resumable
             if logger is not None:
                 logger.truncate(self.epoch)
-            reason = self._loop(stop, logger, stop_after)
+            self._print_settings(resume)
+            if resume and self.epoch >= self.config.epochs:
+                self.console.print(
+                    f"{self.run_dir} already finished its {self.epoch} epochs; to train it "
+                    f"further, resume with more epochs, e.g. --epochs {self.epoch * 2}",
+                    highlight=False, soft_wrap=True)
+                reason = "done"
+            else:
+                if self.is_main:
+                    self.log = RunLog(self.run_dir, self.options.mlflow,
+                                      self.config.model_dump(mode="json"))
+                try:
+                    reason = self._loop(stop, logger, stop_after)
+                finally:
+                    if self.log is not None:
+                        self.log.close()
         result = self._result(reason)
         self._report(result)
         return result
+
+    def _norm_stats(self) -> tuple[tuple, tuple]:
+        """(mean, std) the loader normalised with, to show its images as they were."""
+        aug = getattr(self.train_loader, "aug", None)
+        from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
+
+        return (getattr(aug, "mean", IMAGENET_MEAN), getattr(aug, "std", IMAGENET_STD))
+
+    def _print_header(self) -> None:
+        """The start header: device, data and run folder (the settings follow the LR test)."""
+        header = dict(self.options.header or {})
+        lines = [f"device {self.device}" + (" (bf16 autocast)" if self.amp else "")]
+        lines += [f"{key} {value}" for key, value in header.items()]
+        lines.append(f"run folder {self.run_dir}")
+        for line in lines:
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+    def _print_settings(self, resume: bool) -> None:
+        """The effective settings: recipe, optimizer, the rate and where it came from."""
+        cfg = self.config
+        lr = cfg.lr if isinstance(cfg.lr, str) else f"{cfg.resolved_lr():.3g}"
+        source = " (LR range test)" if self.finding is not None else (
+            " (resumed)" if resume else "")
+        wd = cfg.resolved_weight_decay()
+        settings = (f"recipe {cfg.recipe or '-'}: {cfg.resolved_optimizer()}"
+                    f"{' Nesterov' if cfg.resolved_optimizer() == 'sgd' and cfg.nesterov else ''}"
+                    f" lr {lr}{source}, weight decay {wd:g}, {cfg.schedule} schedule, "
+                    f"warm-up {cfg.warmup_epochs:g} epochs, label smoothing "
+                    f"{cfg.label_smoothing:g}, batch {cfg.batch_size}, {cfg.epochs} epochs")
+        extras = [f"EMA {cfg.ema:g}" if cfg.ema else "",
+                  f"mixup {cfg.mixup:g}" if cfg.mixup else "",
+                  f"cutmix {cfg.cutmix:g}" if cfg.cutmix else "",
+                  f"RandAugment {cfg.randaugment[0]},{cfg.randaugment[1]}"
+                  if cfg.randaugment else "",
+                  "TrivialAugment" if cfg.trivialaugment else "",
+                  f"backbone frozen for {cfg.freeze_epochs} epochs" if cfg.freeze_epochs else "",
+                  f"backbone lr x{cfg.backbone_lr_scale:g}" if cfg.backbone_lr_scale != 1 else ""]
+        extras = [e for e in extras if e]
+        self.console.print(settings + (" + " + ", ".join(extras) if extras else ""),
+                           highlight=False, soft_wrap=True)
 
     def _loop(self, stop: _GracefulStop, logger, stop_after: int | None) -> str:
         """The epoch loop; returns the stopped reason."""
@@ -707,6 +979,7 @@ def fit(
     console: Console | None = None,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
     stop_after: int | None = None,
+    options: FitOptions | None = None,
 ) -> FitResult:
     """Train `model_factory()` on `train_loader`, validating on `val_loader`, in `run_dir`.
 
@@ -716,5 +989,25 @@ def fit(
     `stop_after` ends the call after that many completed epochs (stopped_reason "paused")
     without changing the schedule, so a later `resume=True` continues exactly.
     """
-    trainer = Trainer(model_factory, train_loader, val_loader, config, run_dir, console, wrap)
+    trainer = Trainer(model_factory, train_loader, val_loader, config, run_dir, console, wrap,
+                      options)
     return trainer.fit(resume=resume, stop_after=stop_after)
+
+
+def range_test(
+    model_factory: Callable[[], nn.Module],
+    train_loader: Iterable,
+    config: TrainConfig,
+    out_dir: Path | str,
+    console: Console | None = None,
+    options: FitOptions | None = None,
+):
+    """The LR range test alone (`archc lr-find`): the LRFinding, with lr_finder.png and
+    lr_finder.json written to `out_dir`. `config.lr` is treated as "auto"."""
+    trainer = Trainer(model_factory, train_loader, None, config, out_dir, console,
+                      options=options)
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    with _determinism(config.deterministic, select_device(config.device)):
+        trainer._build()
+        trainer._find_lr()
+    return trainer.finding

@@ -53,6 +53,8 @@ class HParams(BaseModel):
 
     train: TrainConfig
     params: dict[str, Any] = Field(default_factory=dict)
+    # the LR range test's choice (runtime/training/lrfind.py), when it ran
+    lr_finder: dict[str, Any] | None = None
 
 
 def read_record(run_dir: Path | str) -> dict[str, Any]:

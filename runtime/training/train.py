@@ -7,6 +7,7 @@ run folder, fit, report. Everything a run needs to be rebuilt is in its folder.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from .distributed import (
     init,
     shutdown,
 )
-from .loop import FitResult, fit, select_device
+from .loop import FitOptions, FitResult, fit, select_device
 from .run import (
     check_resume,
     create_run,
@@ -60,14 +61,30 @@ class TrainRequest:
     init: str | None = None
     sync_bn: bool = False
     console: Any = None
+    mlflow: str | None = None  # an MLflow tracking URI
 
 
 def cache_dir() -> Path | None:
     """Where decoded image caches live: images/ under archc's cache root ($ARCHC_CACHE,
     else $XDG_CACHE_HOME/archc, else ~/.cache/archc), vetted as archc's parse cache is (see
-    docs/security.md); None when that folder is not safe to use: images are then decoded
-    into memory, not cached."""
-    return archc.cache_folder("images")
+    docs/security.md); None when the default folder is not safe to use: images are then
+    decoded into memory, not cached. A folder the user named in ARCHC_CACHE that cannot be
+    used is a DataError: they asked for it, and a silent fallback could fill the memory."""
+    folder = archc.cache_folder("images")
+    if folder is None and os.environ.get("ARCHC_CACHE"):
+        from ..data.folders import DataError
+
+        raise DataError(unusable_cache_message())
+    return folder
+
+
+def unusable_cache_message() -> str:
+    """One line for a cache root that archc cannot use, naming it."""
+    root = archc.cache_root()
+    where = f" in {root}" if root is not None else ""
+    return (f"cannot write the image cache{where}: the folder cannot be made, is not yours, or "
+            "another user can write to it; set ARCHC_CACHE to a folder of your own (see "
+            "docs/security.md)")
 
 
 def check_spec(req: TrainRequest, params: dict[str, Any], image_size: int | None):
@@ -131,8 +148,12 @@ def train(req: TrainRequest) -> FitResult:
         _same_data_path(resume_dir, record, data_path)
     elif req.run:
         _refuse_foreign_folder(Path(req.run))  # before any data is read or cached
+    cache_dir()  # an unusable ARCHC_CACHE is refused before the run folder is made
     base = dict(saved_config.model_dump()) if saved_config else spec_train
-    config = _config(base, req.settings)
+    from .recipes import default_recipe
+
+    # a resumed run's saved settings are complete: no recipe layer under them
+    config = _config(base, req.settings, None if saved_config else default_recipe(req.init))
     try:
         device = select_device(config.device)
     except RuntimeError as exc:  # e.g. --device cuda on a machine without one
@@ -156,6 +177,11 @@ def train(req: TrainRequest) -> FitResult:
 def _train_locked(req, world, resume_dir, record, saved_params, data_path, config, device,
                   held: contextlib.ExitStack) -> FitResult:
     """The steps of `train` that run while the run folder is locked."""
+    if resume_dir is not None:  # refuse a changed spec or dataset before decoding anything
+        _resumable(req, resume_dir, record, saved_params, data_path, config)
+        finished = _finished(resume_dir, config, world)
+        if finished is not None:
+            return finished
     images = _load(data_path, config, world)
     params = spec_params(req, images.classes, saved_params)
     checked = check_spec(req, params, config.image_size)
@@ -173,7 +199,18 @@ def _train_locked(req, world, resume_dir, record, saved_params, data_path, confi
         req, net, world, resume_dir, spec_text, params, config, split, data_path, images, held
     )
     train_loader, val_loader = _loaders(images, split, config, size, device, world)
-    factory = _factory(net, req.init)
+    new_tensors: list[str] = []
+    factory = _factory(net, req.init if resume_dir is None else None, new_tensors)
+    header = {
+        "data": f"{data_path}: {len(split[0])} training and {len(split[1])} validation images "
+                f"at {size}x{size}, {len(images.classes)} classes "
+                f"({', '.join(images.classes[:6])}{', ...' if len(images.classes) > 6 else ''})",
+        "network": f"{net.name}: {net.n_params:,} parameters, "
+                   f"{net.inference_macs / 1e6:,.1f} M MACs"
+                   + (f", initialised from {req.init}" if req.init else ""),
+    }
+    _record_model(run_dir, net, req.init, world)
+    options = FitOptions(header=header, head=_head_paths(net), mlflow=req.mlflow)
     return fit(
         factory,
         train_loader,
@@ -182,8 +219,83 @@ def _train_locked(req, world, resume_dir, record, saved_params, data_path, confi
         run_dir,
         resume=resume_dir is not None,
         console=req.console,
-        wrap=ddp_wrapper(world, device, req.sync_bn),
+        wrap=ddp_wrapper(world, device, req.sync_bn, partial=config.freeze_epochs > 0),
+        options=options,
     )
+
+
+def _resumable(req: TrainRequest, resume_dir: Path, record: dict[str, Any],
+               saved_params: dict[str, Any] | None, data_path: Path,
+               config: TrainConfig) -> None:
+    """TrainError when the spec changed since the run began, or when the dataset's files no
+    longer match the recorded count and classes: found from the spec and a directory
+    listing, before a single image is decoded."""
+    from ..data.folders import DataError, discover
+    from .run import ResumeError
+
+    checked = check_spec(req, dict(saved_params or {}), config.image_size)
+    try:
+        check_resume(resume_dir, archc.bundle(checked.program), dict(saved_params or {}))
+    except ResumeError as exc:
+        raise TrainError(str(exc)) from exc
+    recorded, counts = record.get("data") or {}, record.get("counts") or {}
+    if "images" not in recorded:
+        return
+    try:
+        sources, _, classes = discover(data_path)
+    except DataError:
+        return  # the decode reports it in full
+    expected = recorded["images"] + counts.get("skipped", 0)
+    if len(sources) != expected or list(classes) != list(record.get("classes") or classes):
+        raise TrainError(
+            f"cannot resume {resume_dir}: the images at `{data_path}` changed since the run "
+            f"began ({expected} files in classes {', '.join(record.get('classes') or [])} "
+            f"then, {len(sources)} in {', '.join(classes)} now); restore them, or start a new run"
+        )
+
+
+def _finished(run_dir: Path, config: TrainConfig, world: World) -> FitResult | None:
+    """The run's result, after saying so, when it already trained `config.epochs` epochs (no
+    images decoded, no model built); None when there is more to train."""
+    from .checkpoint import CheckpointError, latest, read_manifest
+
+    name = latest(run_dir, "last")
+    try:
+        epoch = int(read_manifest(run_dir, name)["epoch"] or 0) if name else 0
+    except CheckpointError:
+        return None
+    if epoch < config.epochs:
+        return None
+    best = read_manifest(run_dir, "best") if latest(run_dir, "best") == "best" else {}
+    metrics = best.get("metrics") or {}
+    if world.is_main:
+        print(f"{run_dir} already finished its {epoch} epochs; to train it further, resume "
+              f"with more epochs, e.g. --epochs {epoch * 2}")
+    return FitResult(best_val_acc=metrics.get("val_acc", float("nan")),
+                     best_val_logloss=metrics.get("val_logloss", float("nan")),
+                     best_epoch=int(best.get("epoch") or 0), last_epoch=epoch,
+                     stopped_reason="done", run_dir=run_dir)
+
+
+def _head_paths(net: Network) -> tuple[str, ...]:
+    """The classifier head's module paths: the layers that follow num_classes, else ()
+    (the loop then takes the last Linear)."""
+    return archc.classifier_heads(net)
+
+
+def _record_model(run_dir: Path, net: Network, init_from: str | None, world: World) -> None:
+    """Parameters, MACs and the initialisation in record.json, for `archc runs`."""
+    import json
+
+    from .checkpoint import atomic_write
+
+    path = run_dir / "record.json"
+    if not world.is_main or not path.exists():
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("model", {"params": net.n_params, "macs": net.inference_macs,
+                              "init": init_from or "random"})
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def data_identity(images: ImageSet) -> dict[str, Any]:
@@ -272,11 +384,12 @@ def _spec_train(req: TrainRequest) -> dict[str, Any]:
     return dict(result.network.train) if result.network else {}
 
 
-def _config(base: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
+def _config(base: dict[str, Any], settings: dict[str, Any],
+            recipe: str | None = None) -> TrainConfig:
     from .config import ConfigError
 
     try:
-        return merge_config(base, settings)
+        return merge_config(base, settings, recipe)
     except ConfigError as exc:
         raise TrainError(str(exc)) from exc
 
@@ -422,15 +535,38 @@ def _loaders(images: ImageSet, split, config: TrainConfig, size: int, device, wo
     return train_loader, val_loader
 
 
-def _factory(net: Network, init_from: str | None):
+def _factory(net: Network, init_from: str | None, notes: list[str] | None = None):
+    """The model builder for `fit`: archc.build, then the --init weights (printing and
+    keeping in `notes` which tensors are new)."""
     def make():
         model = archc.build(net)
         if init_from:
-            for message in archc.init_weights(model, net, init_from):
+            try:
+                messages = init_weights(model, net, init_from)
+            except archc.InitError as exc:
+                raise TrainError(str(exc)) from None
+            for message in messages:
                 print(message)
+            if notes is not None:
+                notes[:] = messages
         return model
 
     return make
+
+
+def init_weights(model, net: Network, init_from: str) -> list[str]:
+    """Initialise `model` from "torchvision", a weights file, or another run folder (its best
+    checkpoint, else its last); returns the notes on what was new."""
+    folder = Path(init_from)
+    if folder.is_dir():
+        for name in ("best", "last"):
+            weights = folder / f"{name}.safetensors"
+            if weights.exists():
+                return [f"initialised from {weights}",
+                        *archc.init_weights(model, net, str(weights))]
+        raise TrainError(f"--init {folder}: no best.safetensors or last.safetensors there; "
+                         "give a run folder, a weights file or `torchvision`")
+    return archc.init_weights(model, net, init_from)
 
 
 def _read_record(run_dir: Path) -> dict[str, Any]:
@@ -443,3 +579,29 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
         return read_record(run_dir)
     except RecordError as exc:
         raise TrainError(str(exc)) from None
+
+
+def lr_find(req: TrainRequest, out_dir: Path):
+    """`archc lr-find`: the LR range test on the spec and data of `req`, without training;
+    returns the LRFinding (lr_finder.png and .json go to `out_dir`)."""
+    from .loop import range_test
+    from .recipes import default_recipe
+
+    spec_train = _spec_train(req)
+    data_path = data_source(req, {}, spec_train.pop("data", None))
+    config = _config(spec_train, {**req.settings, "lr": "auto"}, default_recipe(req.init))
+    try:
+        device = select_device(config.device)
+    except RuntimeError as exc:
+        raise TrainError(str(exc)) from exc
+    images = _load(data_path, config, World())
+    params = spec_params(req, images.classes, None)
+    checked = check_spec(req, params, config.image_size)
+    net = checked.network
+    check_outputs(net, images.classes, checked.program.sources)
+    size = config.image_size or net.input_shape[1]
+    split = stratified_split(images.labels, config.val_fraction, config.seed)
+    train_loader, _ = _loaders(images, split, config, size, device, World())
+    options = FitOptions(head=_head_paths(net))
+    return range_test(_factory(net, req.init), train_loader, config, out_dir,
+                      console=req.console, options=options)

@@ -72,7 +72,7 @@ def test_resume_refuses_when_the_runs_own_images_changed(trained, tmp_path):
     before = tree_state(run)
     done = _resume(root, run)
     line = assert_one_line_error(done, code=1)
-    assert "changed since the run began (12 then, 13 now)" in line, line
+    assert "changed since the run began (12 files in classes cat, dog then, 13 in" in line, line
     assert tree_state(run) == before
 
 

@@ -4,6 +4,7 @@ runs the listed tests, which must fail (catch it)."""
 
 _LOOP = "tests/runtime/test_loop.py"
 _AUG = "tests/runtime/test_augment.py"
+_DEFAULTS = "tests/runtime/test_training_defaults.py"
 
 MUTANTS = [
     dict(name="split-truncates",
@@ -67,4 +68,41 @@ MUTANTS = [
          old="return start + (1 - start) * (step + 1) / self.warmup_steps",
          new="return start + (1 - start) * step / self.warmup_steps",
          tests=[_LOOP + "::test_lr_schedules_warm_up_linearly"]),
+    # issue 22: the range test, the recipes' regularisers and fine-tuning
+    dict(name="ema-without-its-warm-up-ramp",  # a short run's average clings to the init
+         file="runtime/training/regularise.py",
+         old="        return min(self.decay, (1 + t) / (10 + t))",
+         new="        return self.decay",
+         tests=[_DEFAULTS + "::test_ema_follows_the_analytic_average"]),
+    dict(name="ema-checkpoint-holds-the-raw-weights",  # predict/submit would skip the EMA
+         file="runtime/training/loop.py",
+         old="ckpt.save_checkpoint(self.run_dir, name, self._evaluated().state_dict(),",
+         new="ckpt.save_checkpoint(self.run_dir, name, self.raw.state_dict(),",
+         tests=[_DEFAULTS + "::test_ema_weights_are_evaluated_and_checkpointed"]),
+    dict(name="mixup-weighs-the-partner-by-lambda-too",
+         file="runtime/training/regularise.py",
+         old="    mixed = lam * x + (1 - lam) * x.index_select(0, perm)",
+         new="    mixed = lam * x + lam * x.index_select(0, perm)",
+         tests=[_DEFAULTS + "::test_mixup_mixes_images_and_labels_by_lambda"]),
+    dict(name="cutmix-labels-ignore-the-clipped-box",
+         file="runtime/training/regularise.py",
+         old="    lam = 1 - (bottom - top) * (right - left) / (h * w)",
+         new="    lam = lam0",
+         tests=[_DEFAULTS + "::test_cutmix_pastes_a_box_whose_area_is_one_minus_lambda"]),
+    dict(name="range-test-keeps-the-swept-weights",
+         file="runtime/training/lrfind.py",
+         old="    finally:\n        model.load_state_dict(saved)",
+         new="    finally:\n        pass",
+         tests=[_DEFAULTS + "::test_range_test_finds_the_stable_region_of_a_known_problem"]),
+    dict(name="range-test-takes-the-raw-minimum",  # minimum ÷ 10 without the ÷ 10
+         file="runtime/training/lrfind.py",
+         old="    return sweep.lrs[sweep.edge()] / (10 if sweep.descended() else 1)",
+         new="    return sweep.lrs[sweep.edge()]",
+         tests=[_DEFAULTS + "::test_range_test_finds_the_stable_region_of_a_known_problem"]),
+    dict(name="frozen-backbone-bn-keeps-training",
+         file="runtime/training/loop.py",
+         old="            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not in_head:",
+         new="            if False:",
+         tests=["tests/runtime/test_finetune.py::"
+                "test_frozen_backbone_keeps_its_weights_and_bn_statistics_then_trains"]),
 ]
