@@ -147,6 +147,7 @@ def plot(rows: list[RunRow], path: Path) -> Path:
     ax = fig.add_subplot(1, 1, 1)
     shown = [r for r in rows if r.macs and r.best_val_acc is not None]
     for r in shown:
+        assert r.macs is not None and r.best_val_acc is not None  # as `shown` selects
         ax.plot([r.macs / 1e6], [r.best_val_acc], "o")
         ax.annotate(r.network, (r.macs / 1e6, r.best_val_acc), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)

@@ -24,10 +24,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, cast
 
 import numpy as np
 import torch
@@ -491,7 +491,9 @@ class Trainer:
             finding.lr = float(choice[0])
             finding.optimizer = "adamw" if choice[1] > 0 else "sgd"
         self.finding = finding
-        self.config.lr, self.config.optimizer = finding.lr, finding.optimizer
+        # the range test names one of the two optimizers it swept, never "auto"
+        self.config.lr = finding.lr
+        self.config.optimizer = cast(Literal["sgd", "adamw"], finding.optimizer)
         if self.is_main:
             _write_finding(self.run_dir, finding)
         self.console.print(
@@ -996,7 +998,7 @@ def fit(
 
 def range_test(
     model_factory: Callable[[], nn.Module],
-    train_loader: Iterable,
+    train_loader: Batches,
     config: TrainConfig,
     out_dir: Path | str,
     console: Console | None = None,
