@@ -111,6 +111,17 @@ def _count(model: nn.Module, cls) -> int:
     return sum(isinstance(m, cls) for m in model.modules())
 
 
+def _layer_modules(model: nn.Module):
+    """The modules that are layers of the spec: not the parts inside one layer's module
+    (an `mlp` keeps torchvision's dropout slots, inert in eval, for its state_dict keys)."""
+    def walk(module: nn.Module):
+        yield module
+        if not getattr(module, "archc_layer", False):
+            for child in module.children():
+                yield from walk(child)
+    return walk(model)
+
+
 @pytest.mark.parametrize("spec,name", _networks(), ids=lambda v: getattr(v, "stem", v))
 def test_folded_module_and_source_equal_the_eval_module(spec, name):
     torch.manual_seed(0)
@@ -129,7 +140,8 @@ def test_folded_module_and_source_equal_the_eval_module(spec, name):
     assert len(plan.folds) == _foldable_pairs(net.root)
     kept = sum(layer.kind == "bn" for layer in layers(plan.network.root))
     assert _count(folded, nn.modules.batchnorm._BatchNorm) == kept
-    assert _count(folded, nn.Dropout | nn.Dropout2d | nn.Identity) == 0
+    assert not [m for m in _layer_modules(folded)
+                if isinstance(m, nn.Dropout | nn.Dropout2d | nn.Identity)]
     assert not any(layer.kind in PASS_THROUGH for layer in layers(plan.network.root))
     assert not any(k.split(".")[0] in net.aux_outputs for k in folded.state_dict())
     # the standalone source of the folded network loads the folded weights and agrees

@@ -28,6 +28,7 @@ TORCH_EXTRA = {
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
     "onnxscript": "onnxscript",
+    "tensorboard": "tensorboard",
 }
 
 

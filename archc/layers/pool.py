@@ -53,7 +53,7 @@ def _pool_shape(kind: str) -> Callable[[Shape, dict[str, Any], ShapeContext], Sh
 
 def _avgpool_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     """An average pool's shape: a max pool's, and padding by side counts the zeros."""
-    if not p["count_include_pad"] and is_asymmetric(p["padding"]):
+    if not p.get("count_include_pad", True) and is_asymmetric(p["padding"]):
         raise ShapeProblem(
             "E204",
             "avgpool with padding (top, bottom, left, right) counts its zero padding: it takes "

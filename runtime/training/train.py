@@ -148,12 +148,12 @@ def train(req: TrainRequest) -> FitResult:
         _same_data_path(resume_dir, record, data_path)
     elif req.run:
         _refuse_foreign_folder(Path(req.run))  # before any data is read or cached
-    cache_dir()  # an unusable ARCHC_CACHE is refused before the run folder is made
     base = dict(saved_config.model_dump()) if saved_config else spec_train
     from .recipes import default_recipe
 
     # a resumed run's saved settings are complete: no recipe layer under them
     config = _config(base, req.settings, None if saved_config else default_recipe(req.init))
+    cache_dir()  # after the settings are known good; before the run folder is made
     try:
         device = select_device(config.device)
     except RuntimeError as exc:  # e.g. --device cuda on a machine without one
