@@ -32,7 +32,7 @@ class Entry:
     network: str | None = None
     variant: str | None = None
     sets: dict[str, Any] = field(default_factory=dict)
-    input: tuple[int, int, int] | None = None
+    input: tuple[int, ...] | None = None  # C×H×W as zoo.yaml or --input writes it
 
 
 def load_zoo(path: Path = ZOO_FILE) -> dict[str, Entry]:
@@ -49,7 +49,7 @@ def load_zoo(path: Path = ZOO_FILE) -> dict[str, Entry]:
             network=fields.get("network"),
             variant=fields.get("variant"),
             sets=dict(fields.get("set") or {}),
-            input=tuple(int(d) for d in str(shape).split("x")) if shape else None,  # type: ignore[arg-type]
+            input=tuple(int(d) for d in str(shape).split("x")) if shape else None,
         )
     return entries
 

@@ -46,7 +46,7 @@ def verify(
         network=network,
         variant=variant,
         sets=parse_sets(sets),
-        input=parse_shape(input_shape),  # type: ignore[arg-type]
+        input=parse_shape(input_shape),
     )
     report = run_verify(entry)
     typer.echo(describe(report))
