@@ -62,14 +62,13 @@ def compiled_runner(module: nn.Module, input_shape: tuple[int, ...], batch_size:
                     device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
     """torch.compile of `module` with frozen weights, compiled here for `batch_size` images of
     `input_shape` (not at the first real batch); other batch sizes are split or padded."""
-    import torch._inductor.config as inductor
-
     _quiet_cuda_home()
-    compiled = torch.compile(module, dynamic=False)
+    # freezing folds the weights into the graph as constants (torch.compile's public options
+    # reach inductor's settings); it applies without grad only
+    compiled = torch.compile(module, dynamic=False, options={"freezing": True})
 
     def run_fixed(x: torch.Tensor) -> torch.Tensor:
-        # freezing folds the weights into the graph as constants; it applies without grad only
-        with inductor.patch(freezing=True), torch.no_grad():
+        with torch.no_grad():
             return compiled(x)
 
     try:
