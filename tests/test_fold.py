@@ -87,11 +87,15 @@ def _foldable_pairs(scope: Scope) -> int:
 
 
 def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics and affine parameters, and random biases: no identity anywhere."""
+    """Random BN statistics and affine parameters, random LayerNorm scales and shifts, and
+    random biases: no identity anywhere, so a fold that dropped an affine would show."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 1.5 + 0.25)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
                 m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.25)
