@@ -144,10 +144,77 @@ def test_to_dot_is_deterministic():
     assert to_dot(load("googlenet")) == to_dot(archc.load(SPECS / "googlenet.arch"))
 
 
+# --------------------------------------------------------------------------- repeated blocks
+
+
+@needs_dot
+def test_vit_draws_its_encoder_block_once_like_the_papers_figure(tmp_path):
+    """ViT's figure 1: patch embedding, class token and position embedding, then the
+    encoder block drawn once with its count (Norm → attention → + → Norm → MLP → +), the
+    final norm and the head, in that order down the page."""
+    svg = draw(to_dot(load("vit")), tmp_path)
+    assert "cluster_encoder.layers" in svg.titles("cluster")
+    assert "encoder.layers: encoder_block × 12 · 85.1M params" in svg.texts("cluster")
+    nodes = svg.titles("node")
+    block = "encoder.layers.encoder_layer_0"
+    inside = [f"{block}.ln_1", f"{block}.self_attention", f"{block}/add", f"{block}.ln_2",
+              f"{block}.mlp", f"{block}/add2"]
+    order = ["conv_proj", "class_token", "encoder.pos_embedding", *inside, "encoder.ln",
+             "heads.head", "output"]
+    ys = [svg.center_y(node) for node in order]
+    assert ys == sorted(ys) and len(set(ys)) == len(ys)
+    assert not [n for n in nodes if n.startswith("encoder.layers.encoder_layer_1")]
+    assert len([n for n in nodes if n.endswith(".self_attention")]) == 1
+    # the shortcuts bypass the norm and the attention, and the norm and the MLP
+    source = to_dot(load("vit"))
+    dashed = [line.split("[")[0].strip() for line in source.splitlines()
+              if "->" in line and "style=dashed" in line]
+    assert dashed == [f'"encoder.dropout" -> "{block}/add"', f'"{block}/add" -> "{block}/add2"']
+
+
+def test_vit_at_a_larger_depth_draws_every_block():
+    """--depth 3 opens the stack: twelve encoder blocks, each one box (depth 4: inside)."""
+    deep = to_dot(load("vit"), depth=3)
+    assert "encoder_block × 12" not in deep
+    assert all(f'\t\t\t"encoder.layers.encoder_layer_{i}" [label=' in deep for i in range(12))
+    deeper = to_dot(load("vit"), depth=4)
+    assert all(f'"encoder.layers.encoder_layer_{i}.mlp"' in deeper for i in range(12))
+
+
+def test_swin_stages_draw_one_block_each_and_say_what_varies():
+    """A Swin stage's blocks alternate plain and shifted windows, and their stochastic depth
+    grows: built alike, so drawn once, the label says which arguments differ."""
+    source = to_dot(load("swin"))
+    counts = re.findall(r'label="features\.\d: swin_block × (\d+) \(shift, sd vary\)', source)
+    assert counts == ["2", "2", "6", "2"]
+    assert source.count("window-attention") == 4  # one block drawn per stage
+    assert "features.5.1." not in source
+
+
+def test_blocks_built_differently_are_not_drawn_as_repeats():
+    """At depth 1, ResNet-34's first stage (three equal blocks) is drawn as one block × 3;
+    the others start with a downsampling block, so each stays one box."""
+    source = to_dot(load("resnet34"), depth=1)
+    assert re.findall(r'label="(layer\d: [^"]*)"', source) == [
+        "layer1: basic × 3 · 222K params"]
+    assert all(f"\tlayer{i} [label=<layer{i}<BR/>" in source for i in (2, 3, 4))
+    assert '"layer1.0.conv1"' in source and '"layer1.1.conv1"' not in source
+
+
+def test_cli_graph_draws_vit_collapsed_as_svg(tmp_path):
+    out = tmp_path / "vit.svg"
+    done = subprocess.run([sys.executable, "-m", "archc", "graph", str(SPECS / "vit.arch"),
+                           "-o", str(out)], capture_output=True, text=True)
+    if shutil.which("dot") is None:  # pragma: no cover - graphviz missing
+        pytest.skip("graphviz's dot is not installed")
+    assert done.returncode == 0, done.stderr
+    assert "encoder_block × 12" in Drawing(out).texts("cluster")[1]
+
+
 # --------------------------------------------------------------------------- golden files
 
 
-@pytest.mark.parametrize("spec", ["resnet18", "googlenet"])
+@pytest.mark.parametrize("spec", ["resnet18", "googlenet", "vit", "swin"])
 def test_golden_dot(spec):
     assert_golden(GOLDEN / "dot" / f"{spec}.dot", to_dot(load(spec)))
 

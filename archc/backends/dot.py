@@ -7,6 +7,9 @@
   tensor shape, as the papers write it (64×56×56);
 * blocks and labelled groups are clusters down to `depth` levels of nesting; a scope at
   that level is one node, so ResNet-152 stays a column of 50 blocks, not 500 layers;
+* a scope at that level that runs one block several times over, each copy built the same
+  (a transformer's encoder layers, a Swin stage) is drawn as the papers draw it: the block
+  once, its inside in a cluster titled `encoder_block × 12`;
 * parallel branches fan out from one node and meet at an explicit merge node (`concat`
   or a `+` circle); identity shortcuts are dashed bypass edges, projections sit on the
   side of the block;
@@ -43,6 +46,7 @@ from archc.compiler.graph import (
     Scope,
     Seq,
     TapOut,
+    takes_tensors,
 )
 from archc.layers import MERGES, REGISTRY, Shape, ShapeProblem, Style, fmt, lookup
 
@@ -211,8 +215,11 @@ class _Drawing:
         outer = self.tensors.setdefault(id(caller), {})
         inner = self.tensors[id(module)] = {
             name: outer[read] for name, read in zip(module.inputs, module.reads)}
+        copies = _repeats(module)
         if depth_of(module.path) < self.depth:
             port = self.cluster(g, module, tail)
+        elif copies:
+            port = self.repeated(g, module, copies, tail)
         else:
             port = self.collapsed(g, module, tail)
             for name in module.inputs:  # the tensors it reads come into its one node
@@ -241,6 +248,28 @@ class _Drawing:
             if scope.path in self.net.aux_outputs:
                 sub.attr(labelloc="b")  # the dotted edge comes in at the top
             return self.op(sub, scope, scope.plan, tail)
+
+    def repeated(self, g: graphviz.Digraph, scope: Scope, copies: list[Scope],
+                 tail: _Port) -> _Port:
+        """A run of equal blocks drawn once: the first copy's inside, in a cluster titled
+        with the block and how many times it runs (the ViT paper's `L ×`)."""
+        first = copies[0]
+        level = depth_of(scope.path)
+        params = sum(layer.n_params for layer in _all_layers(scope))
+        with g.subgraph(name=f"cluster_{scope.path}") as sub:
+            sub.attr(
+                label=_repeat_label(scope, copies, params),
+                labeljust="l",
+                style="rounded,filled",
+                fillcolor=_CLUSTER_FILLS[min(level, len(_CLUSTER_FILLS)) - 1],
+                color="#8899aa",
+                penwidth="1.6",  # heavier than a cluster drawn once
+                fontname=FONT,
+                fontsize="10",
+                margin="8",
+            )
+            self.tensors[id(first)] = {}
+            return self.op(sub, first, first.plan, tail)
 
     def collapsed(self, g: graphviz.Digraph, scope: Scope, tail: _Port) -> _Port:
         """A deep scope as one node; a residual block keeps its shortcut and `+` visible."""
@@ -435,6 +464,15 @@ def _collapsed_label(scope: Scope, layers: list[LayerNode], params: int) -> str:
     return "<" + "<BR/>".join(lines) + ">"
 
 
+def _repeat_label(scope: Scope, copies: list[Scope], params: int) -> str:
+    """`encoder.layers: encoder_block × 12`, the arguments that differ between the copies,
+    the parameters of all of them."""
+    title = f"{copies[0].title} × {len(copies)}"
+    varying = [k for k in copies[0].args if len({repr(c.args.get(k)) for c in copies}) > 1]
+    note = f" ({', '.join(varying)} vary)" if varying else ""
+    return f"{scope.path}: {title}{note} · {compact(params)} params"
+
+
 def _projection_label(layers: list[LayerNode]) -> str:
     """A shortcut's projection: `projection: conv 1×1, 128, /2 + bn`."""
     body = " + ".join(layer_text(layer) for layer in layers)
@@ -515,6 +553,37 @@ def _layers(scope: Scope, op: Op) -> list[LayerNode]:
     if isinstance(op, TapOut):
         return _layers(scope, op.op)
     return []
+
+
+def _repeats(module: Module) -> list[Scope]:
+    """The copies, when `module` runs two or more calls of one block one after the other and
+    nothing else, every copy built alike (same layers, shapes and parameter counts; the
+    arguments may differ, as Swin's shift does); else []."""
+    if not isinstance(module, Scope) or not module.is_sequential or len(module.children) < 2:
+        return []
+    copies = [c for c in module.children if isinstance(c, Scope) and c.kind == "block"]
+    if len(copies) != len(module.children) or any(takes_tensors(c) for c in copies):
+        return []
+    first = _built(copies[0], copies[0].plan)
+    if any(c.title != copies[0].title or _built(c, c.plan) != first for c in copies[1:]):
+        return []
+    return copies
+
+
+def _built(scope: Scope, op: Op) -> tuple[object, ...]:
+    """How an op is built, names left out: what two copies of a block must share."""
+    if isinstance(op, Call):
+        child = scope.child(op.child)
+        if isinstance(child, LayerNode):
+            return (child.kind, child.in_shape, child.out_shape, child.n_params)
+        return (child.title, _built(child, child.plan))
+    if isinstance(op, Seq):
+        return ("seq", *(_built(scope, inner) for inner in op.ops))
+    if isinstance(op, Parallel):
+        return (op.mode, *(_built(scope, branch) for branch in op.branches))
+    if isinstance(op, TapOut):
+        return ("tap", _built(scope, op.op))
+    return (type(op).__name__, getattr(op, "name", None))
 
 
 def _residual(scope: Scope) -> tuple[Op, list[Op], list[LayerNode]] | None:
