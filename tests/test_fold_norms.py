@@ -72,15 +72,18 @@ def test_vit_folds_every_layer_norm_into_attention_mlp_and_head():
     assert sum(isinstance(m, nn.LayerNorm) for m in folded.modules()) == 5  # they still normalise
 
 
-def test_swin_t_folds_its_block_norms_and_the_final_norm_but_not_patch_merging():
+def test_swin_t_folds_its_block_norms_the_final_norm_and_patch_merging():
     net = archc.load(REPO / "specs" / "swin.arch", network="swin_t", embed=16,
                      depths=(2, 2, 2, 2), heads=(2, 2, 4, 4), num_classes=10)
     plan = fold_for_inference(net)
     kinds = [f.layer.rsplit(".", 1)[-1] for f in plan.input_folds]
-    assert kinds == ["attn", "mlp"] * 8 + ["head"]  # norm → permute → pool → flatten → head
+    assert kinds[:17] == ["attn", "mlp"] * 8 + ["head"]  # norm → permute → pool → flatten
+    assert [(f.norm, f.weight) for f in plan.input_folds[17:]] == [
+        (f"features.{i}.norm", f"features.{i}.reduction.weight") for i in (2, 4, 6)]
     folded = _check_folded(net, seed=1)
-    # the stem's norm feeds the first block's residual; patch merging keeps its own norm
-    assert _affine_norms(folded) == 1 + 3
+    assert _affine_norms(folded) == 1  # the stem's norm feeds the first block's residual
+    merging = [m for m in folded.modules() if type(m).__name__ == "PatchMerging"]
+    assert len(merging) == 3 and all(m.reduction.bias is not None for m in merging)
 
 
 def test_swin_v2_norms_after_attention_stay():

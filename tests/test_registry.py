@@ -97,7 +97,7 @@ EXAMPLES: dict[str, list[dict]] = {
     "window-attention": [{"heads": 2, "window": 4}, {"heads": 1, "window": 3, "shift": 1},
                          {"heads": 2, "window": 2, "shift": 1, "version": 2, "dropout": 0.1,
                           "attention_dropout": 0.2}],
-    "patch-merging": [{}, {"version": 2}],
+    "patch-merging": [{}, {"version": 2}, {"affine": False}],
     "partition": [{"size": 3}, {"size": 2, "mode": "grid"}],
     "departition": [{"size": 2}, {"size": 3, "mode": "grid", "height": 6}],
     "relative-attention": [{"size": 2, "head_dim": 2}, {"size": 3, "head_dim": 4}],
@@ -390,7 +390,9 @@ HYPER: dict[str, dict] = {
                     "height": lambda m, v: m.height == (v or m.size * 2)},
     "relative-attention": {"size": "size", "head_dim": "head_dim"},
     "patch-merging": {"version": lambda m, v: m.norm.normalized_shape[0]
-                      == (4 if v == 1 else 2) * m.dim},
+                      == (4 if v == 1 else 2) * m.dim,
+                      "affine": lambda m, v: (m.norm.weight is not None) == v
+                      and (m.reduction.bias is None) == v},
     "permute": {"dims": "dims"},
     "upsample": {"scale": "scale_factor", "mode": "mode"},
     "std-conv": {"out": "out_channels", "kernel": ("kernel_size", _pair_of("kernel")),

@@ -154,7 +154,13 @@ def _patch_merging_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Sh
 def _patch_merging_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import PatchMerging
 
-    return PatchMerging(inp[2], p["version"])
+    return PatchMerging(inp[2], p["version"], p["affine"])
+
+
+def _patch_merging_params(inp: Shape, p: dict[str, Any]) -> int:
+    c = inp[2]
+    norm = (4 if p["version"] == 1 else 2) * c  # the channels the norm sees
+    return 8 * c * c + (2 * norm if p["affine"] else 2 * c)  # else the reduction's bias
 
 
 _VERSION = Param("version", "int", 1, "1 (Swin) or 2 (Swin V2)")
@@ -240,16 +246,19 @@ KINDS: tuple[LayerKind, ...] = (
         "patch-merging",
         "Swin's downsampling of a channel-last image: every 2×2 block of pixels (odd sides "
         "padded) concatenated, H×W×C → ⌈H/2⌉×⌈W/2⌉×4C, then LayerNorm and a Linear to 2C; "
-        "`version=2` puts the Linear first and normalises 2C. Keys `reduction`, `norm`.",
-        (_VERSION,),
+        "`version=2` puts the Linear first and normalises 2C. Keys `reduction`, `norm`. "
+        "`affine=false` (what `--for inference` writes for v1) gives the norm no scale and "
+        "shift and the Linear a bias.",
+        (_VERSION, Param("affine", "bool", True, "the norm learns a scale and shift; false: "
+                         "none, and the Linear has a bias")),
         _check_version(_patch_merging_shape),
         _patch_merging_torch,
         FC,
         ("patchmerging", "patch-merge"),
-        count_params=lambda inp, p: 8 * inp[2] ** 2 + 2 * (4 if p["version"] == 1 else 2)
-        * inp[2],
+        count_params=_patch_merging_params,
         count_macs=lambda inp, out, p: math.prod(out[:2]) * 8 * inp[2] ** 2,
-        summary=lambda p: "v2" if p["version"] == 2 else "",
+        summary=lambda p: ", ".join((["v2"] if p["version"] == 2 else [])
+                                    + ([] if p["affine"] else ["no affine"])),
     ),
 )
 

@@ -232,15 +232,18 @@ class WindowAttention(nn.Module):
 class PatchMerging(nn.Module):
     """Swin's downsampling of a channel-last image: each 2×2 block of pixels (the image
     padded to even sides) concatenated to 4C channels, then LayerNorm and a Linear to 2C
-    (v1), or the Linear first and LayerNorm on 2C (v2). Keys `reduction`, `norm`."""
+    (v1), or the Linear first and LayerNorm on 2C (v2). Keys `reduction`, `norm`. Without
+    `affine` the norm has no scale and shift and the Linear a bias: v1's affine folded into
+    the Linear, for inference."""
 
     archc_layer = True  # one layer of the spec, built of two torch modules
 
-    def __init__(self, dim: int, version: int = 1):
+    def __init__(self, dim: int, version: int = 1, affine: bool = True):
         super().__init__()
-        self.dim, self.version = dim, version
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(4 * dim if version == 1 else 2 * dim)
+        self.dim, self.version, self.affine = dim, version, affine
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=not affine)
+        self.norm = nn.LayerNorm(4 * dim if version == 1 else 2 * dim,
+                                 elementwise_affine=affine, bias=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         h, w = x.shape[1:3]

@@ -45,6 +45,7 @@ from archc.compiler.graph import (
     Scope,
     Seq,
     TapOut,
+    layers,
     takes_tensors,
 )
 from archc.layers import REGISTRY
@@ -240,6 +241,8 @@ class _ForwardFolds:
         fold = self.norms.get(layer.path)
         if fold is not None:
             return None if fold.norm_kind == "bn" else _with_params(layer, affine=False)
+        if layer.path in self.maps and layer.kind == "patch-merging":
+            return _with_params(layer, affine=False)  # its own norm folded into its Linear
         if layer.path in self.maps and layer.params.get("bias") is False:
             return _with_params(layer, bias=True)
         return layer
@@ -318,6 +321,12 @@ def find_input_folds(net: Network) -> list[InputFold]:
             fold = _input_fold(norm, run[i - 1] if i else None, run[i + 1:])
             if fold is not None and calls[fold.norm] == calls[fold.layer] == 1:
                 folds.append(fold)  # a layer called twice would take the fold twice
+    for layer in layers(net.root):  # Swin v1's patch merging: a norm, then its Linear
+        if (layer.kind == "patch-merging" and layer.params["version"] == 1
+                and layer.params["affine"] and calls[layer.path] == 1):
+            folds.append(InputFold(f"{layer.path}.norm", "layernorm", layer.path,
+                                   f"{layer.path}.reduction.weight",
+                                   f"{layer.path}.reduction.bias"))
     return folds
 
 
