@@ -215,10 +215,9 @@ class _Drawing:
         outer = self.tensors.setdefault(id(caller), {})
         inner = self.tensors[id(module)] = {
             name: outer[read] for name, read in zip(module.inputs, module.reads)}
-        copies = _repeats(module)
         if depth_of(module.path) < self.depth:
             port = self.cluster(g, module, tail)
-        elif copies:
+        elif copies := _repeats(module):
             port = self.repeated(g, module, copies, tail)
         else:
             port = self.collapsed(g, module, tail)
