@@ -20,7 +20,7 @@ def graph(
         None,
         "--depth",
         help="Expand blocks down to this depth (default: 2, or 1 if that is "
-        "too many boxes to read)",
+        "too many boxes to read); a run of equal blocks there is drawn once, × N",
     ),
     table: bool = typer.Option(
         False, "--table", help="Draw a multi-variant spec's configuration table"
