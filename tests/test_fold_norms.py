@@ -86,6 +86,20 @@ def test_swin_t_folds_its_block_norms_the_final_norm_and_patch_merging():
     assert len(merging) == 3 and all(m.reduction.bias is not None for m in merging)
 
 
+def test_swin_norms_before_padded_windows_stay():
+    """At 128×128 no stage divides into 7×7 windows: window attention pads with zeros after
+    the norm, and those zeros are keys and values too, so the norm before it stays (the
+    MLP's and patch merging's still fold)."""
+    net = archc.load(REPO / "specs" / "swin.arch", network="swin_t", embed=16,
+                     depths=(2, 2, 2, 2), heads=(2, 2, 4, 4), num_classes=10,
+                     input_shape=(3, 128, 128))
+    plan = fold_for_inference(net)
+    kinds = [f.layer.rsplit(".", 1)[-1] for f in plan.input_folds]
+    assert kinds[:9] == ["mlp"] * 8 + ["head"] and len(kinds) == 9 + 3
+    folded = _check_folded(net, seed=6)
+    assert _affine_norms(folded) == 1 + 8  # the stem's and the attentions' norms
+
+
 def test_swin_v2_norms_after_attention_stay():
     """V2 normalises after attention and the MLP, into the residual add: nothing to fold
     there, only the final norm into the head."""

@@ -189,6 +189,8 @@ def test_swin_stages_draw_one_block_each_and_say_what_varies():
     assert counts == ["2", "2", "6", "2"]
     assert source.count("window-attention") == 4  # one block drawn per stage
     assert "features.5.1." not in source
+    convnext = to_dot(load("convnext"))  # the same for ConvNeXt's stages
+    assert re.findall(r'label="features\.\d: cn_block × (\d+)', convnext) == ["3", "3", "9", "3"]
 
 
 def test_blocks_built_differently_are_not_drawn_as_repeats():
