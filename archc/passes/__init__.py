@@ -11,9 +11,12 @@ functions that build or fill torch modules import torch, and only when they are 
 from archc.passes.fold import (
     Fold,
     InferencePlan,
+    InputFold,
+    find_input_folds,
     fold_for_inference,
     fold_state_dict,
     inference_module,
 )
 
-__all__ = ["Fold", "InferencePlan", "fold_for_inference", "fold_state_dict", "inference_module"]
+__all__ = ["Fold", "InferencePlan", "InputFold", "find_input_folds", "fold_for_inference",
+           "fold_state_dict", "inference_module"]
