@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from archc.compiler import ir
 from archc.compiler.expressions import names_text
-from archc.layers import REGISTRY, lookup
+from archc.compiler.notation import join_word, sugar_taken, written_kind
+from archc.layers import REGISTRY
 
 INDENT = "    "
 MAX_LINE = 100  # columns: a group longer than this on one line gets lines of its own
@@ -134,21 +135,6 @@ def record_spellings(notes: Notes, spec: ir.SpecFile, word_of) -> None:
             written = written_kind(word_of(node), node.callee)
             if written is not None:
                 notes.spellings[span_start(node.span)] = written
-
-
-def written_kind(word: str | None, callee: str) -> str | None:
-    """The kind name at the head of `word` when it spells `callee` otherwise: `FC` in
-    `FC-4096` for fc, `adaptive-avgpool` for adaptiveavgpool; None when it is the same."""
-    if word is None or callee not in REGISTRY:
-        return None
-    for end in range(len(word), 0, -1):
-        head, rest = word[:end], word[end:]
-        if head[-1] in "-_" or (rest and not (rest[0].isdigit() or rest[0] in "-{")):
-            continue
-        kind = lookup(head)
-        if kind is not None and kind.name == callee:
-            return None if head == callee else head
-    return None
 
 
 def _spelling(layer: ir.Layer) -> str:
@@ -305,19 +291,9 @@ def sugar(layer: ir.Layer) -> tuple[str, list[ir.Arg]]:
     kind = REGISTRY.get(layer.callee)
     if kind is None:
         return layer.callee, list(layer.args)
-    name = _spelling(layer)  # `FC` where the source wrote FC-4096
-    head, dashes = kind.sugar
-    order = ([head] if head else []) + list(dashes)
-    taken = 0
-    for param, arg in zip(order, layer.args):
-        if arg.name != param:
-            break
-        taken += 1
-    if head and taken == 0:  # the dash parts follow the head's digits, never stand alone
-        return name, list(layer.args)
-    parts = [word_part(a.value) for a in layer.args[:taken]]
-    word = name + (parts.pop(0) if head else "")
-    word += "".join("-" + p for p in parts)
+    taken = sugar_taken(kind, [a.name for a in layer.args])
+    # spelled `FC` where the source wrote FC-4096
+    word = join_word(_spelling(layer), kind, [word_part(a.value) for a in layer.args[:taken]])
     return word, list(layer.args[taken:])
 
 
