@@ -31,6 +31,7 @@ from pygments.token import (
     _TokenType,
 )
 
+from archc.compiler import tokens
 from archc.compiler.notation import (
     BRACED,
     FLOAT,
@@ -59,14 +60,9 @@ class Rule:
     scopes: tuple[str, ...]
 
 
-@lru_cache(maxsize=None)
 def keywords() -> tuple[str, ...]:
-    """The grammar's keywords: its literal terminals that are words."""
-    from archc.compiler.parse import lark_parser
-
-    words = {t.pattern.value for t in lark_parser().terminals
-             if t.pattern.type == "str" and t.pattern.value.isalpha()}
-    return tuple(sorted(words - set(DECLARATIONS)))
+    """The grammar's keywords but the declarations (those have a rule of their own)."""
+    return tuple(w for w in tokens.keywords() if w not in DECLARATIONS)
 
 
 def _words(words) -> str:
