@@ -36,11 +36,12 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archc.compiler import ir, tokens
+from archc.compiler import document, ir, tokens
 from archc.compiler.diagnostics import Diagnostic, Diagnostics
+from archc.compiler.document import Line, render
 from archc.compiler.tokens import CLOSE, LAYOUT, OPEN, OPERATORS, Token
 
-INDENT = 4
+INDENT = len(document.INDENT)  # columns
 # an operator after these is unary: `(-x`, `, -x`, `= -x`, `not -x`, `if -x`
 UNARY_BEFORE = OPEN | OPERATORS | {"COMMA", "EQUAL", "COLON", "NOT", "AND", "OR", "IF", "ELSE",
                                    "IN"}
@@ -133,18 +134,12 @@ class _Bracket:
 
 
 @dataclass
-class _Line:
-    code: str
-    comment: str | None = None  # a trailing comment
-
-
-@dataclass
 class _Printer:
     """Re-emits the tokens of one valid file with canonical whitespace between them."""
 
     text: str
     tokens: list[Token]
-    lines: list[_Line] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
     current: str = ""
     depth: int = 0
     line_indent: int = 0  # the indentation of the current logical line
@@ -173,7 +168,7 @@ class _Printer:
             self._emit(tok, prev)
             prev, saw_newline = tok, False
         self._end(prev)
-        return _render(self.lines)
+        return render(self.lines)
 
     def _emit(self, tok: Token, prev: Token | None) -> None:
         if tok.type in OPEN:
@@ -206,7 +201,7 @@ class _Printer:
         for line in middle:
             stripped = line.strip()
             if stripped.startswith("#"):
-                self.lines.append(_Line(" " * comment_indent(_column(line)) + stripped))
+                self.lines.append(Line(" " * comment_indent(_column(line)) + stripped))
             else:
                 self._blank()
         if new_logical_line and self.depth == 0 and self.line_depth > 0:
@@ -246,7 +241,7 @@ class _Printer:
         if backslash:
             code += " \\"
         if code or comment:
-            self.lines.append(_Line(code, comment))
+            self.lines.append(Line(code, comment))
         self.current = ""
 
     def _separate_statement(self) -> None:
@@ -255,11 +250,11 @@ class _Printer:
         while at > 0 and self.lines[at - 1].code.startswith("#"):
             at -= 1
         if at > 0 and self.lines[at - 1].code != "":
-            self.lines.insert(at, _Line(""))
+            self.lines.insert(at, Line(""))
 
     def _blank(self) -> None:
         if self.lines and self.lines[-1].code != "":
-            self.lines.append(_Line(""))
+            self.lines.append(Line(""))
 
     def _end(self, prev: Token | None) -> None:
         """The text after the last token: its trailing comment and the comments below it."""
@@ -270,7 +265,7 @@ class _Printer:
             stripped = line.strip()
             if stripped.startswith("#"):
                 indent = self._open_body_at(_column(line), self.line_depth)
-                self.lines.append(_Line(" " * indent + stripped))
+                self.lines.append(Line(" " * indent + stripped))
             else:
                 self._blank()
 
@@ -336,28 +331,6 @@ def _table_row_labels(tokens: list[Token]) -> dict[int, int]:
 
 def _column(line: str) -> int:
     return len(line.expandtabs(INDENT)) - len(line.expandtabs(INDENT).lstrip())
-
-
-def _render(lines: list[_Line]) -> str:
-    """Lines as text: trailing comments aligned in runs of consecutive commented lines."""
-    while lines and not lines[-1].code and not lines[-1].comment:
-        lines.pop()
-    out: list[str] = []
-    run: list[_Line] = []
-
-    def close_run() -> None:
-        width = max((len(r.code) for r in run), default=0) + 2
-        out.extend(r.code.ljust(width) + (r.comment or "") for r in run)  # all have one
-        run.clear()
-
-    for line in lines:
-        if line.comment is not None and line.code:
-            run.append(line)
-            continue
-        close_run()
-        out.append(line.code if line.comment is None else line.comment)
-    close_run()
-    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------- files
