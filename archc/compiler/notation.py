@@ -19,7 +19,7 @@ right after the name give (`conv3` → kernel), then those the `-` parts give in
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -179,12 +179,27 @@ def written_kind(word: str | None, callee: str) -> str | None:
     return None
 
 
+def kind_keys(kinds: Iterable[LayerKind] = KINDS) -> list[str]:
+    """The lookup keys of the kinds' names and aliases (`maxpool`, `fc`), longest first (a
+    regex alternation takes the first that matches), ties alphabetically (so generated
+    files do not depend on a set's order)."""
+    keys = {normalize(n) for k in kinds for n in (k.name, *k.aliases)}
+    return sorted(keys, key=lambda k: (-len(k), k))
+
+
+def spelled(key: str, letter: Callable[[str], str] = str) -> str:
+    """A regex for the ways a key may be written: the parser ignores `-` and `_` between its
+    letters (`max-pool`, `max_pool`); `letter` writes each character (for case)."""
+    return "[-_]?".join(letter(c) for c in key)
+
+
+def notation_suffix(braced: str = BRACED) -> str:
+    """A regex for what paper notation adds after a kind's name: `3`, `-64`, `-{c*2}`."""
+    return rf"(?:\d+|{braced})*(?:-(?:[\w.]|{braced})+)*"
+
+
 @lru_cache(maxsize=None)
 def kind_pattern() -> str:
     """A regex for a word that names a layer kind, paper notation included (`conv3-64`)."""
-    keys = sorted({normalize(n) for k in KINDS for n in (k.name, *k.aliases)},
-                  key=lambda k: (-len(k), k))
-    # the parser ignores case, `-` and `_` in a kind's name: `max-pool`, `MaxPool`
-    names = "|".join("[-_]?".join(key) for key in keys)
-    notation = rf"(?:\d+|{BRACED})*(?:-(?:[\w.]|{BRACED})+)*"
-    return rf"(?i:{names}){notation}(?![\w{{.-])"
+    names = "|".join(spelled(key) for key in kind_keys())
+    return rf"(?i:{names}){notation_suffix()}(?![\w{{.-])"
