@@ -252,12 +252,12 @@ def test_yamlspec_docstring_example_loads():
 def _words_and_comments(text: str) -> tuple[list[str], list[str]]:
     """The layer names as written at the head of each word (`FC` of `FC-4096`, `LRN`,
     `adaptive-avgpool`) and the comments of .arch text, in order."""
+    from archc.compiler.tokens import read_tokens
     from archc.compiler.unparse import comments_between
-    from archc.tools.fmt import LAYOUT, read_tokens
 
-    source, tokens, _ = read_tokens(text)
-    code = [t for t in tokens if t.type not in LAYOUT]
-    comments = comments_between(source, [(t.start_pos, t.end_pos) for t in code])
+    stream = read_tokens(text)
+    code = stream.code()
+    comments = comments_between(stream.text, [(t.start_pos, t.end_pos) for t in code])
     heads = [re.match(r"[A-Za-z_]+(?:-[A-Za-z_]+)*", str(t)).group(0) for t in code
              if t.type == "WORD"]
     return heads, [c.text for c in comments]

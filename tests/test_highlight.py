@@ -81,3 +81,28 @@ def test_the_textmate_patterns_find_the_same_kinds():
     assert re.fullmatch(layer, "conv3-64") and re.fullmatch(layer, "Global-AvgPool")
     assert re.fullmatch(layer, "FC-{num_classes}") and not re.fullmatch(layer, "basic")
     assert grammar["scopeName"] == "source.arch"
+
+
+def _parsed_specs():
+    from archc.compiler.tokens import SpecRefused, read_tokens
+
+    for path in SHIPPED:
+        try:
+            yield path, read_tokens(path.read_text(encoding="utf-8"), str(path))
+        except SpecRefused:  # a fixture with errors on purpose has no token stream
+            continue
+
+
+def test_the_highlighter_never_splits_a_token_of_the_stream():
+    """Each token the parser reads as one (a word such as `conv3-{c}`, a label, a shape,
+    a repeat...) is one highlighted token or lies within one. The highlighter may be
+    coarser than the parser (it reads `depths[:i]` whole, like a table reference, and the
+    `stages:` of `for c in stages:` as a label), never finer."""
+    checked = 0
+    for path, stream in _parsed_specs():
+        cuts = sorted(start for start, _, _ in ArchLexer().get_tokens_unprocessed(stream.text))
+        for tok in stream.code():
+            inside = [c for c in cuts if tok.start_pos < c < tok.end_pos]
+            assert inside == [], (path, tok.line, str(tok))
+            checked += 1
+    assert checked > 5_000  # every shipped spec that parses

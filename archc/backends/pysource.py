@@ -29,6 +29,8 @@ from torch import nn
 
 from archc.backends.module import class_name, layer_module
 from archc.backends.weights import Heads, class_heads
+from archc.compiler import document
+from archc.compiler.document import INDENT, WIDTH, fits, sections
 from archc.compiler.graph import (
     Call,
     Identity,
@@ -46,8 +48,6 @@ from archc.compiler.graph import (
 )
 from archc.layers import MERGES, fmt, tensor_modules
 
-WIDTH = 100  # the line length the generated file keeps to (ruff's E501 at 100)
-INDENT = "    "
 _RESERVED_CLASSES = {"OrderedDict", "Tensor"}
 # The attribute an unnamed stateless layer gets, where its kind's name reads badly.
 _ATTRIBUTE_NAMES = {"adaptiveavgpool": "avgpool", "globalavgpool": "avgpool",
@@ -100,7 +100,7 @@ def render(code: Code, indent: str, prefix: str = "", suffix: str = "") -> list[
     """`code` as lines at `indent`, wrapped the way ruff format wraps what is too long:
     first the arguments on one indented line, else one argument a line."""
     line = f"{indent}{prefix}{flat(code)}{suffix}"
-    if len(line) <= WIDTH or isinstance(code, str):
+    if fits(line) or isinstance(code, str):
         return [line]
     inner = indent + INDENT
     if isinstance(code, Sum):
@@ -112,7 +112,7 @@ def render(code: Code, indent: str, prefix: str = "", suffix: str = "") -> list[
     opening = f"{indent}{prefix}{code.head}{code.brackets[0]}"
     closing = f"{indent}{code.brackets[1]}{suffix}"
     joined = inner + ", ".join(p + flat(v) for p, v in items)
-    if len(joined) <= WIDTH:
+    if fits(joined):
         return [opening, joined, closing]
     lines = [opening]
     for p, v in items:
@@ -763,9 +763,9 @@ class Source:
         imports = ["from collections import OrderedDict", ""] if self.ordered_dict else []
         imports += ["import torch", "from torch import nn"]
         copied = [inspect.getsource(c).rstrip("\n").splitlines() for c in self.custom.values()]
-        sections = [imports, *copied, *blocks, network]
-        return "\n".join(docstring(self.module_doc(), "")) + "\n\n" + "\n\n\n".join(
-            "\n".join(lines) for lines in sections) + "\n"
+        parts = [imports, *copied, *blocks, network]
+        # the module docstring, a blank line, then two blank lines between the sections
+        return document.text(docstring(self.module_doc(), "")) + "\n" + sections(parts, blank=2)
 
 
 def python_source(net: Network, inference: bool = False) -> str:

@@ -16,9 +16,9 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.indenter import DedentError, Indenter
 
-from archc.compiler import ir, limits
+from archc.compiler import ir, limits, notation
 from archc.compiler.diagnostics import Diagnostics
-from archc.layers import MERGES, lookup, merge_kind
+from archc.layers import MERGES, merge_kind
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -391,7 +391,6 @@ _BINOPS = {
 MISPLACED = "`after` and `input` belong at the top of a network or block body"
 MERGE_MODES = tuple(MERGES)  # the merge keywords, from the merge table
 _COMPARE_OPS = {"and_": "and", "or_": "or"}
-_PART = re.compile(r"\{[^{}\n]*\}|[^-{]+")
 
 
 class SpecBuilder:
@@ -591,8 +590,8 @@ class SpecBuilder:
         tok = t.children[0]
         span = self.span(tok)
         dims = []
-        for m in re.finditer(r"\d+|\{[^{}\n]*\}", str(tok)):
-            dims.append(self.atom_value(m.group(), self.sub(span, m.start(), m.end())))
+        for text, start, end in notation.dims(str(tok)):
+            dims.append(self.atom_value(text, self.sub(span, start, end)))
         return ir.InputDecl.model_construct(dims=[d for d in dims if d is not None], span=span)
 
     def block_line(self, t: Tree):
@@ -828,59 +827,31 @@ class SpecBuilder:
 
     def word_text(self, text: str, span: ir.Span) -> tuple[str | None, list[ir.Arg]]:
         """`word` for text found elsewhere (YAML keys), located at `span`."""
-        parts, offsets = [], []
-        for part, offset in _split_dashes(text):
-            parts.append(part)
-            offsets.append(offset)
-        for cut in range(len(parts), 0, -1):
-            head = "-".join(parts[:cut])
-            rest = list(zip(parts[cut:], offsets[cut:]))
-            kind = lookup(head) if "{" not in head else None
-            head_arg, head_failed = None, False
-            if kind is None:
-                m = re.fullmatch(r"([A-Za-z_][A-Za-z_-]*?)(\d+|\{[^{}\n]*\})", head)
-                # (h, w) as in conv1x7; not after `_` (a block called conv_1x1 is no conv)
-                m = m or re.fullmatch(r"([A-Za-z_][A-Za-z_-]*?[A-Za-z])(\d+x\d+)", head)
-                if not m:
-                    continue
-                kind = lookup(m.group(1))
-                if kind is None or kind.sugar[0] is None:
-                    continue
-                start = m.start(2)
-                value = self.atom_value(m.group(2), self.sub(span, start, len(head)))
-                head_failed = value is None
-                head_arg = (
-                    ir.Arg.model_construct(
-                        name=kind.sugar[0], value=value, span=self.sub(span, start, len(head))
-                    )
-                    if value is not None
-                    else None
-                )
-            if len(rest) > len(kind.sugar[1]):
-                if cut == 1:
-                    extra_at = rest[len(kind.sugar[1])][1]
-                    self.diags.error(
-                        "E103",
-                        self.sub(span, extra_at - 1, len(text)),
-                        f"`{text}` has more parts than `{kind.name}` takes",
-                        _sugar_hint(kind),
-                    )
-                    return None, []
-                continue
-            args = [head_arg] if head_arg else []
-            for (piece, at), pname in zip(rest, kind.sugar[1]):
-                value = self.atom_value(piece, self.sub(span, at, at + len(piece)))
-                if value is not None:
-                    args.append(
-                        ir.Arg.model_construct(
-                            name=pname, value=value, span=self.sub(span, at, at + len(piece))
-                        )
-                    )
-            wanted = len(rest) + (1 if head_arg is not None or head_failed else 0)
-            if head_failed or len(args) < wanted:
-                return None, []  # a part was reported as invalid; a half layer would mislead
-            return kind.name, args
-        return text, []  # not notation we know: resolve reports the unknown name
+        reading = notation.read_word(text)
+        if reading is None:
+            return text, []  # not notation we know: resolve reports the unknown name
+        if isinstance(reading, notation.TooManyParts):
+            kind, head = reading.kind, reading.head
+            if head is not None:  # its own error first, as it comes first in the word
+                self.atom_value(head.text, self.sub(span, head.start, head.end))
+            self.diags.error(
+                "E103",
+                self.sub(span, reading.at - 1, len(text)),
+                f"`{text}` has more parts than `{kind.name}` takes",
+                notation.sugar_hint(kind),
+            )
+            return None, []
+        args, failed = [], False
+        for part in reading.parts:
+            where = self.sub(span, part.start, part.end)
+            value = self.atom_value(part.text, where)  # every part's error is reported
+            if value is None:
+                failed = True
+            else:
+                args.append(ir.Arg.model_construct(name=part.param, value=value, span=where))
+        if failed:
+            return None, []  # a part was reported as invalid; a half layer would mislead
+        return reading.kind.name, args
 
     def atom_value(self, piece: str, span: ir.Span) -> ir.Expr | None:
         """A number, `{expression}` or bare name inside a word, shape or repeat."""
@@ -998,23 +969,3 @@ class SpecBuilder:
             span=span,
         )
 
-
-def _split_dashes(text: str) -> list[tuple[str, int]]:
-    """Split a word at dashes that are not inside braces, keeping each part's offset."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-        elif ch == "-" and depth == 0:
-            parts.append((text[start:i], start))
-            start = i + 1
-    parts.append((text[start:], start))
-    return parts
-
-
-def _sugar_hint(kind) -> str:
-    head, dashes = kind.sugar
-    form = kind.name + ("K" if head else "") + "".join(f"-{d.upper()}" for d in dashes)
-    return f"the short form is `{form}`; give other parameters in parentheses"

@@ -20,12 +20,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from archc.compiler import ir
+from archc.compiler import document, ir
+from archc.compiler.document import INDENT, fits, indent, indentation
 from archc.compiler.expressions import names_text
-from archc.layers import REGISTRY, lookup
-
-INDENT = "    "
-MAX_LINE = 100  # columns: a group longer than this on one line gets lines of its own
+from archc.compiler.notation import join_word, sugar_taken, written_kind
+from archc.layers import REGISTRY
 
 
 class UnparseError(ValueError):
@@ -53,7 +52,7 @@ def unparse(spec: ir.SpecFile, notes: Notes | None = None) -> str:
     source the notes were read from (the source of `spec`)."""
     with spelled_as(notes):
         chunks = [_statement(s) for s in spec.statements]
-    text = "\n\n".join(chunks) + "\n"
+    text = document.sections(chunks, blank=1)
     if notes is None or not notes.comments:
         return text
     from archc.compiler.diagnostics import Diagnostics
@@ -136,21 +135,6 @@ def record_spellings(notes: Notes, spec: ir.SpecFile, word_of) -> None:
                 notes.spellings[span_start(node.span)] = written
 
 
-def written_kind(word: str | None, callee: str) -> str | None:
-    """The kind name at the head of `word` when it spells `callee` otherwise: `FC` in
-    `FC-4096` for fc, `adaptive-avgpool` for adaptiveavgpool; None when it is the same."""
-    if word is None or callee not in REGISTRY:
-        return None
-    for end in range(len(word), 0, -1):
-        head, rest = word[:end], word[end:]
-        if head[-1] in "-_" or (rest and not (rest[0].isdigit() or rest[0] in "-{")):
-            continue
-        kind = lookup(head)
-        if kind is not None and kind.name == callee:
-            return None if head == callee else head
-    return None
-
-
 def _spelling(layer: ir.Layer) -> str:
     notes = _NOTES.get()
     if notes is None:
@@ -209,10 +193,10 @@ def place_comments(out: str, written: ir.SpecFile, source: ir.SpecFile, notes: N
             trailing.setdefault(line, []).append(comment.text)
     result: list[str] = []
     for number, text in enumerate(lines, start=1):
-        indent = text[:len(text) - len(text.lstrip(" "))]
-        result += [indent + c for c in above.get(number, [])]
+        pad = indentation(text)
+        result += [pad + c for c in above.get(number, [])]
         result.append(text + "".join("  " + c for c in trailing.get(number, [])))
-    return "\n".join(result + at_end) + "\n"
+    return document.text(result + at_end)
 
 
 def _anchor_for(comment: Comment, placed: list[tuple[tuple[int, int], int]]) -> int | None:
@@ -305,19 +289,9 @@ def sugar(layer: ir.Layer) -> tuple[str, list[ir.Arg]]:
     kind = REGISTRY.get(layer.callee)
     if kind is None:
         return layer.callee, list(layer.args)
-    name = _spelling(layer)  # `FC` where the source wrote FC-4096
-    head, dashes = kind.sugar
-    order = ([head] if head else []) + list(dashes)
-    taken = 0
-    for param, arg in zip(order, layer.args):
-        if arg.name != param:
-            break
-        taken += 1
-    if head and taken == 0:  # the dash parts follow the head's digits, never stand alone
-        return name, list(layer.args)
-    parts = [word_part(a.value) for a in layer.args[:taken]]
-    word = name + (parts.pop(0) if head else "")
-    word += "".join("-" + p for p in parts)
+    taken = sugar_taken(kind, [a.name for a in layer.args])
+    # spelled `FC` where the source wrote FC-4096
+    word = join_word(_spelling(layer), kind, [word_part(a.value) for a in layer.args[:taken]])
     return word, list(layer.args[taken:])
 
 
@@ -427,7 +401,7 @@ def _ends_in_merge(item) -> bool:
 
 
 def _merge_lines(merge: ir.Merge, head: str, depth: int) -> list[str]:
-    lines = [INDENT * depth + head]
+    lines = [indent(depth) + head]
     for branch in merge.branches:
         lines.extend(_branch_lines(branch, depth + 1))
     return lines
@@ -438,12 +412,12 @@ def _for_lines(item: ir.For | ir.If, depth: int) -> list[str]:
     body."""
     if item.label is not None or item.repeat is not None:
         if item.items and not any(_has_merge(i) for i in item.items):  # in a group of its own
-            return [INDENT * depth + item_text(ir.Group.model_construct(
+            return [indent(depth) + item_text(ir.Group.model_construct(
                 items=[item.model_copy(update={"label": None, "repeat": None})],
                 label=item.label, repeat=item.repeat))]
         raise UnparseError("a labelled or repeated `for` has no .arch form; put it in a group")
-    head = (f"{INDENT * depth}for {names_text(item.names)} in {expr(item.iterable)}:"
-            if isinstance(item, ir.For) else f"{INDENT * depth}if {expr(item.test)}:")
+    head = (f"{indent(depth)}for {names_text(item.names)} in {expr(item.iterable)}:"
+            if isinstance(item, ir.For) else f"{indent(depth)}if {expr(item.test)}:")
     if item.items and not any(_has_merge(i) for i in item.items):
         return [head + " " + "  ".join(item_text(i) for i in item.items)]
     return [head, *body_lines(item.items, depth + 1)]
@@ -451,7 +425,7 @@ def _for_lines(item: ir.For | ir.If, depth: int) -> list[str]:
 
 def body_lines(items: list, depth: int) -> list[str]:
     """Items of a body, one per line; merges and labelled multi-line groups as blocks."""
-    pad = INDENT * depth
+    pad = indent(depth)
     lines: list[str] = []
     for item in items:
         if _one_line_merge(item):
@@ -482,8 +456,8 @@ def body_lines(items: list, depth: int) -> list[str]:
 
 
 def _too_long(item, depth: int) -> bool:
-    """True when the item, written on one line at this depth, passes MAX_LINE columns."""
-    return not _has_merge(item) and len(INDENT * depth + item_text(item)) > MAX_LINE
+    """True when the item, written on one line at this depth, passes the width limit."""
+    return not _has_merge(item) and not fits(indent(depth) + item_text(item))
 
 
 def _bracket_lines(group: ir.Group, depth: int) -> list[str]:
@@ -491,7 +465,7 @@ def _bracket_lines(group: ir.Group, depth: int) -> list[str]:
 
     Line breaks are free inside brackets, so this is the one-line group's IR.
     """
-    pad = INDENT * depth
+    pad = indent(depth)
     label = f"{group.label}: " if group.label else ""
     repeat = f" x{word_part(group.repeat)}" if group.repeat is not None else ""
     return [f"{pad}{label}[", *body_lines(group.items, depth + 1), f"{pad}]{repeat}"]
@@ -499,7 +473,7 @@ def _bracket_lines(group: ir.Group, depth: int) -> list[str]:
 
 def _branch_lines(branch, depth: int) -> list[str]:
     """One branch of a merge: a line of items (an unlabelled group) or a nested block."""
-    pad = INDENT * depth
+    pad = indent(depth)
     if (
         isinstance(branch, ir.Group)
         and branch.label is None

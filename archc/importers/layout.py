@@ -8,11 +8,11 @@ layout: the result is parsed again and must give the same IR (a difference is a 
 
 from __future__ import annotations
 
-from archc.compiler import ir
+from archc.compiler import document, ir
+from archc.compiler.document import INDENT, WIDTH, indentation, join_within
 from archc.compiler.unparse import unparse
 from archc.layers import MERGES
 
-MAX_LINE = 100
 MERGE_HEADS = tuple(f"{name}:" for name in MERGES)  # `concat:`, `add-into:`, ...
 UNIT_HEADS = {"conv", "fc"}  # a layer with weights starts a new line
 
@@ -36,41 +36,35 @@ def join_units(text: str) -> str:
     branch_indents: list[int] = []  # indents whose lines are merge branches
     for line in text.splitlines():
         stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
+        indent = len(indentation(line))
         branch_indents = [i for i in branch_indents if i <= indent]
         if (
             out
             and (_joinable(stripped, out[-1]) or _is_call(stripped) and _only_calls(out[-1]))
             and indent not in branch_indents
             and _joinable_target(out[-1], indent)
-            and len(out[-1]) + 2 + len(stripped) <= MAX_LINE
+            and document.fits(out[-1] + "  " + stripped)
         ):
             out[-1] += "  " + stripped
             continue
         if stripped.endswith(MERGE_HEADS):
-            branch_indents.append(indent + 4)
+            branch_indents.append(indent + len(INDENT))
         out.append(line)
-    return "\n".join(out) + "\n"
+    return document.text(out)
 
 
 def wrap_long_lines(text: str) -> str:
-    """Break lines longer than MAX_LINE between units (a weighted or labelled layer and
-    what follows it), continuing them with `\\`."""
+    """Break lines longer than the width limit between units (a weighted or labelled layer
+    and what follows it), continuing them with `\\`."""
     out: list[str] = []
     for line in text.splitlines():
-        if len(line) <= MAX_LINE:
+        if document.fits(line):
             out.append(line)
             continue
-        indent = line[: len(line) - len(line.lstrip())]
-        current = ""
-        for unit in _units(line.strip().split("  ")):
-            if current and len(current) + 2 + len(unit) + 2 > MAX_LINE:
-                out.append(current + " \\")
-                current = indent + "    " + unit
-            else:
-                current = current + "  " + unit if current else indent + unit
-        out.append(current)
-    return "\n".join(out) + "\n"
+        pad = indentation(line)
+        out += join_within(_units(line.strip().split("  ")), pad, pad + INDENT, end=" \\",
+                           width=WIDTH)
+    return document.text(out)
 
 
 def _units(pieces: list[str]) -> list[str]:

@@ -1,9 +1,9 @@
 """`archc fmt`: one canonical layout for .arch files, as gofmt and black give for theirs.
 
 The formatter works on the token stream the parser itself sees (lark's contextual lexer
-and the indentation post-lexer), not on the IR: it keeps every line break the author
-chose, every comment and every token's text, and only rewrites the whitespace between
-tokens. So constructs added to the grammar later are formatted without code here.
+and the indentation post-lexer: archc/compiler/tokens.py), not on the IR: it keeps every
+line break the author chose, every comment and every token's text, and only rewrites the
+whitespace between tokens. So constructs added to the grammar later are formatted without code here.
 
 The layout:
 
@@ -36,16 +36,12 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lark import Token
-
-from archc.compiler import ir
+from archc.compiler import document, ir, tokens
 from archc.compiler.diagnostics import Diagnostic, Diagnostics
+from archc.compiler.document import Line, render
+from archc.compiler.tokens import CLOSE, LAYOUT, OPEN, OPERATORS, Token
 
-INDENT = 4
-OPEN = {"LPAR", "LSQB"}
-CLOSE = {"RPAR", "RSQB"}
-OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "DOUBLESLASH", "PERCENT", "DOUBLESTAR",
-             "COMPARE", "__ANON_0", "__ANON_1"}
+INDENT = len(document.INDENT)  # columns
 # an operator after these is unary: `(-x`, `, -x`, `= -x`, `not -x`, `if -x`
 UNARY_BEFORE = OPEN | OPERATORS | {"COMMA", "EQUAL", "COLON", "NOT", "AND", "OR", "IF", "ELSE",
                                    "IN"}
@@ -53,16 +49,10 @@ CALLEES = {"NAME", "WORD"}  # `conv(`, `max(`, `network n(`: no space before the
 # `-> name` and `@name` are items too: `conv3-64 -> a  relu`
 ITEM_END = {"WORD", "RPAR", "RSQB", "REPEAT", "TABLE_REF", "NAME", "REF"}
 ITEM_START = {"WORD", "LABEL", "LABEL_END", "LSQB", "TABLE_REF", "TAP", "ARROW", "REF"}
-LAYOUT = {"_NL", "_INDENT", "_DEDENT"}
 
 
-class FormatRefused(Exception):
+class FormatRefused(tokens.SpecRefused):
     """The spec has errors: it is not formatted, and these diagnostics say why."""
-
-    def __init__(self, diagnostics: list[Diagnostic], text: str):
-        super().__init__(f"{len(diagnostics)} error(s)")
-        self.diagnostics = diagnostics
-        self.text = text
 
 
 class FormatChangedMeaning(Exception):
@@ -78,11 +68,10 @@ def format_text(text: str, path: str = "<spec>") -> str:
     is over the `file_bytes` limit, `FormatChangedMeaning` if the layout would change what
     the spec means."""
     _refuse_oversized(text, path)
-    source = _normalised(text, path)
-    tokens, before = _read(source, path)
-    out = _Printer(source, tokens).print()
-    after = _parsed(out, path, formatted=True)
-    if ir.structure(before) != ir.structure(after):
+    stream = _read(text, path)
+    out = _Printer(stream.text, stream.tokens).print()
+    after = _reparsed(out, path)
+    if ir.structure(stream.spec) != ir.structure(after):
         raise FormatChangedMeaning(
             f"archc fmt would change the meaning of {path}, so it left it as it is; this is "
             "a bug in archc fmt, please report it with the file")
@@ -106,62 +95,26 @@ def unified_diff(old: str, new: str, path: str) -> str:
     return "".join(lines)
 
 
-def _normalised(text: str, path: str) -> str:
-    """The text as the parser reads it (parse.parse_text): no byte-order mark, `\\r\\n` as
-    `\\n`, a final new line. A NUL or a lone `\\r` is refused (`FormatRefused`, the parser's
-    located E001) before the final new line is added, as the parser does: read as a line
-    break here, a lone `\\r` once turned commented-out layers into code."""
-    from archc.compiler.text import text_problem
-
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
-    if text_problem(text) is not None:
-        _parsed(text, path)  # raises FormatRefused with the parser's located E001
-    return text if text.endswith("\n") else text + "\n"
-
-
-def _parsed(text: str, path: str, formatted: bool = False) -> ir.SpecFile:
+def _reparsed(out: str, path: str) -> ir.SpecFile:
+    """The IR of the formatted text; `FormatChangedMeaning` if it does not parse."""
     from archc.compiler.parse import parse_text
 
     diags = Diagnostics()
-    spec = parse_text(text, path, diags)
+    spec = parse_text(out, path, diags)
     if spec is None or diags.has_errors:
-        if formatted:
-            raise FormatChangedMeaning(
-                f"archc fmt would write text that does not parse ({path}), so it left it as it "
-                "is; this is a bug in archc fmt, please report it with the file")
-        raise FormatRefused([d for d in diags.sorted() if d.is_error], text)
+        raise FormatChangedMeaning(
+            f"archc fmt would write text that does not parse ({path}), so it left it as it "
+            "is; this is a bug in archc fmt, please report it with the file")
     return spec
 
 
-def read_tokens(text: str, path: str = "<spec>") -> tuple[str, list[Token], ir.SpecFile]:
-    """The text as the formatter reads it (one newline at the end, no BOM or CR), every token
-    the parser sees in it (layout tokens included) and its IR; `convert` reads comments and
-    spellings from the same stream. A spec with errors raises `FormatRefused`."""
-    source = _normalised(text, path)
-    tokens, spec = _read(source, path)
-    return source, tokens, spec
-
-
-def _read(text: str, path: str) -> tuple[list[Token], ir.SpecFile]:
-    """Every token the parser reads (layout tokens _NL, _INDENT and _DEDENT included) and
-    the IR, from one parse; a spec with errors raises `FormatRefused`."""
-    from lark.exceptions import UnexpectedInput
-    from lark.indenter import DedentError
-
-    from archc.compiler.parse import SpecBuilder, lark_parser
-
-    interactive = lark_parser().parse_interactive(text, start="start")
+def _read(text: str, path: str) -> tokens.TokenStream:
+    """The spec's token stream (archc/compiler/tokens.py); a spec with errors raises
+    `FormatRefused` with the parser's diagnostics."""
     try:
-        tokens = list(interactive.iter_parse())
-        tree = interactive.feed_eof(tokens[-1] if tokens else None)
-    except (UnexpectedInput, DedentError):
-        _parsed(text, path)  # raises FormatRefused with parse_text's own diagnostics
-        raise
-    diags = Diagnostics()
-    spec = SpecBuilder(path, diags).spec_file(tree)
-    if spec is None or diags.has_errors:
-        raise FormatRefused([d for d in diags.sorted() if d.is_error], text)
-    return tokens, spec
+        return tokens.read_tokens(text, path)
+    except tokens.SpecRefused as refused:
+        raise FormatRefused(refused.diagnostics, refused.text) from None
 
 
 # --------------------------------------------------------------------------- the printer
@@ -181,18 +134,12 @@ class _Bracket:
 
 
 @dataclass
-class _Line:
-    code: str
-    comment: str | None = None  # a trailing comment
-
-
-@dataclass
 class _Printer:
     """Re-emits the tokens of one valid file with canonical whitespace between them."""
 
     text: str
     tokens: list[Token]
-    lines: list[_Line] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
     current: str = ""
     depth: int = 0
     line_indent: int = 0  # the indentation of the current logical line
@@ -221,7 +168,7 @@ class _Printer:
             self._emit(tok, prev)
             prev, saw_newline = tok, False
         self._end(prev)
-        return _render(self.lines)
+        return render(self.lines)
 
     def _emit(self, tok: Token, prev: Token | None) -> None:
         if tok.type in OPEN:
@@ -254,7 +201,7 @@ class _Printer:
         for line in middle:
             stripped = line.strip()
             if stripped.startswith("#"):
-                self.lines.append(_Line(" " * comment_indent(_column(line)) + stripped))
+                self.lines.append(Line(" " * comment_indent(_column(line)) + stripped))
             else:
                 self._blank()
         if new_logical_line and self.depth == 0 and self.line_depth > 0:
@@ -294,7 +241,7 @@ class _Printer:
         if backslash:
             code += " \\"
         if code or comment:
-            self.lines.append(_Line(code, comment))
+            self.lines.append(Line(code, comment))
         self.current = ""
 
     def _separate_statement(self) -> None:
@@ -303,11 +250,11 @@ class _Printer:
         while at > 0 and self.lines[at - 1].code.startswith("#"):
             at -= 1
         if at > 0 and self.lines[at - 1].code != "":
-            self.lines.insert(at, _Line(""))
+            self.lines.insert(at, Line(""))
 
     def _blank(self) -> None:
         if self.lines and self.lines[-1].code != "":
-            self.lines.append(_Line(""))
+            self.lines.append(Line(""))
 
     def _end(self, prev: Token | None) -> None:
         """The text after the last token: its trailing comment and the comments below it."""
@@ -318,7 +265,7 @@ class _Printer:
             stripped = line.strip()
             if stripped.startswith("#"):
                 indent = self._open_body_at(_column(line), self.line_depth)
-                self.lines.append(_Line(" " * indent + stripped))
+                self.lines.append(Line(" " * indent + stripped))
             else:
                 self._blank()
 
@@ -384,28 +331,6 @@ def _table_row_labels(tokens: list[Token]) -> dict[int, int]:
 
 def _column(line: str) -> int:
     return len(line.expandtabs(INDENT)) - len(line.expandtabs(INDENT).lstrip())
-
-
-def _render(lines: list[_Line]) -> str:
-    """Lines as text: trailing comments aligned in runs of consecutive commented lines."""
-    while lines and not lines[-1].code and not lines[-1].comment:
-        lines.pop()
-    out: list[str] = []
-    run: list[_Line] = []
-
-    def close_run() -> None:
-        width = max((len(r.code) for r in run), default=0) + 2
-        out.extend(r.code.ljust(width) + (r.comment or "") for r in run)  # all have one
-        run.clear()
-
-    for line in lines:
-        if line.comment is not None and line.code:
-            run.append(line)
-            continue
-        close_run()
-        out.append(line.code if line.comment is None else line.comment)
-    close_run()
-    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------- files

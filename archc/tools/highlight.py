@@ -1,6 +1,7 @@
 """Syntax highlighting for .arch: a Pygments lexer and a TextMate grammar from one rule table.
 
-The keywords come from the grammar (its literal words: `block`, `network`, `for`, ...),
+The keywords come from the grammar (its literal words: `block`, `network`, `for`, ...), the
+token patterns (words, labels, repeats, shapes) from archc/compiler/notation.py,
 the layer kinds from the registry (every name and alias, matched as the parser matches
 them: case-, dash- and underscore-insensitive, followed by paper notation such as
 `conv3-64`). `RULES` pairs each pattern with a Pygments token and a TextMate scope, so
@@ -30,7 +31,21 @@ from pygments.token import (
     _TokenType,
 )
 
-BRACED = r"\{[^{}\n]*\}"
+from archc.compiler import tokens
+from archc.compiler.notation import (
+    BRACED,
+    FLOAT,
+    LABEL,
+    NAME,
+    REF,
+    REPEAT,
+    STRING,
+    TABLE_REF,
+    WORD,
+    kind_pattern,
+    shape,
+)
+
 CONSTANTS = ("true", "false", "same", "valid")
 DECLARATIONS = ("block", "network", "table")
 
@@ -45,27 +60,9 @@ class Rule:
     scopes: tuple[str, ...]
 
 
-@lru_cache(maxsize=None)
 def keywords() -> tuple[str, ...]:
-    """The grammar's keywords: its literal terminals that are words."""
-    from archc.compiler.parse import lark_parser
-
-    words = {t.pattern.value for t in lark_parser().terminals
-             if t.pattern.type == "str" and t.pattern.value.isalpha()}
-    return tuple(sorted(words - set(DECLARATIONS)))
-
-
-@lru_cache(maxsize=None)
-def kind_pattern() -> str:
-    """A regex for a word that names a layer kind, paper notation included (`conv3-64`)."""
-    from archc.layers import KINDS, normalize
-
-    keys = sorted({normalize(n) for k in KINDS for n in (k.name, *k.aliases)},
-                  key=lambda k: (-len(k), k))
-    # the parser ignores case, `-` and `_` in a kind's name: `max-pool`, `MaxPool`
-    names = "|".join("[-_]?".join(key) for key in keys)
-    notation = rf"(?:\d+|{BRACED})*(?:-(?:[\w.]|{BRACED})+)*"
-    return rf"(?i:{names}){notation}(?![\w{{.-])"
+    """The grammar's keywords but the declarations (those have a rule of their own)."""
+    return tuple(w for w in tokens.keywords() if w not in DECLARATIONS)
 
 
 def _words(words) -> str:
@@ -75,31 +72,30 @@ def _words(words) -> str:
 @lru_cache(maxsize=None)
 def rules() -> tuple[Rule, ...]:
     """The highlighting rules, in the order they are tried."""
-    word = rf"[A-Za-z_](?:\w|{BRACED})*(?:-(?:\w|\.|{BRACED})+)*"
     return (
         Rule("comment", r"#.*$", (Comment.Single,), ("comment.line.number-sign.arch",)),
-        Rule("string", r"\"[^\"\n]*\"|'[^'\n]*'", (String,), ("string.quoted.arch",)),
-        Rule("declaration", rf"({_words(DECLARATIONS)})(\s+)([A-Za-z_]\w*)",
+        Rule("string", STRING, (String,), ("string.quoted.arch",)),
+        Rule("declaration", rf"({_words(DECLARATIONS)})(\s+)({NAME})",
              (Keyword.Declaration, Whitespace, Name.Function),
              ("storage.type.arch", "", "entity.name.function.arch")),
-        Rule("label", r"[A-Za-z_](?:[\w-]|" + BRACED + r")*:(?!=)", (Name.Label,),
+        Rule("label", rf"{LABEL}(?!=)", (Name.Label,),
              ("entity.name.tag.label.arch",)),
-        Rule("repeat", rf"(?<![\w}}])[x×](?:\d+|{BRACED})(?![\w{{-])", (Operator.Word,),
+        Rule("repeat", rf"(?<![\w}}]){REPEAT}", (Operator.Word,),
              ("keyword.operator.repeat.arch",)),
-        Rule("shape", rf"(?:\d+|{BRACED})(?:[ \t]*[x×][ \t]*(?:\d+|{BRACED}))+", (Number,),
+        Rule("shape", shape(r"[ \t]*"), (Number,),
              ("constant.numeric.shape.arch",)),
         Rule("keyword", _words(keywords()), (Keyword,), ("keyword.control.arch",)),
         Rule("constant", _words(CONSTANTS), (Keyword.Constant,), ("constant.language.arch",)),
-        Rule("table-ref", r"[A-Za-z_]\w*\[[^\[\]\n]*\]", (Name.Variable,),
+        Rule("table-ref", TABLE_REF, (Name.Variable,),
              ("variable.other.table.arch",)),
-        Rule("argument-name", r"([A-Za-z_]\w*)([ \t]*)(=)(?!=)",
+        Rule("argument-name", rf"({NAME})([ \t]*)(=)(?!=)",
              (Name.Attribute, Whitespace, Operator), ("variable.parameter.arch", "",
                                                       "keyword.operator.assignment.arch")),
-        Rule("tensor", r"@[A-Za-z_]\w*", (Name.Variable,), ("variable.other.tensor.arch",)),
+        Rule("tensor", REF, (Name.Variable,), ("variable.other.tensor.arch",)),
         Rule("arrow", r"->", (Operator,), ("keyword.operator.arrow.arch",)),
         Rule("layer-kind", kind_pattern(), (Name.Builtin,), ("support.function.layer.arch",)),
-        Rule("word", word, (Name,), ("entity.name.function.call.arch",)),
-        Rule("number", r"(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\d+", (Number,),
+        Rule("word", WORD, (Name,), ("entity.name.function.call.arch",)),
+        Rule("number", rf"{FLOAT}|\d+", (Number,),
              ("constant.numeric.arch",)),
         Rule("braced", BRACED, (String.Interpol,), ("meta.embedded.expression.arch",)),
         Rule("operator", r"\*\*|//|==|!=|<=|>=|[-+*/%<>=]", (Operator,),

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from archc.compiler import ir
-from archc.layers import KINDS, LayerKind, normalize
+from archc.compiler.notation import kind_keys, notation_suffix, spelled
+from archc.layers import KINDS, LayerKind
 
 SCHEMA_ID = "https://archc.dev/archc.schema.json"
 ITEM_KEYS = ("name", "repeat")  # beside an item's one operation
 EXPRESSION = {"type": "string", "pattern": r"^\{.*\}$", "description": "an expression"}
-WORD = r"^[A-Za-z_](?:[\w.-]|\{[^{}]*\})*$"  # a word; `{...}` holds any expression
+BRACED = r"\{[^{}]*\}"  # `{...}` in YAML holds any expression, new lines included
+WORD = rf"^[A-Za-z_](?:[\w.-]|{BRACED})*$"  # a word
 TENSOR = r"^@[A-Za-z_]\w*$"  # a named tensor: `@a`
 # a statement's IR field → its YAML key; the statement keyword holds its `name`
 YAML_KEYS = {"path": "import", "target": "alias", "settings": "train", "rows": "rows"}
@@ -227,12 +229,9 @@ def _kind_def(kind: LayerKind) -> str:
 
 def _kind_pattern(kind: LayerKind) -> str:
     """A kind's names as the parser reads them, in a regex every JSON Schema tool reads."""
-    # longest first (a regex alternation takes the first that matches); ties alphabetically,
-    # so the committed schema does not depend on the set's hash order
-    names = sorted({normalize(n) for n in (kind.name, *kind.aliases)}, key=lambda n: (-len(n), n))
-    spelled = "|".join("[-_]?".join(_any_case(c) for c in name) for name in names)
-    notation = r"(?:\d+|\{[^{}]*\})*(?:-(?:[\w.]|\{[^{}]*\})+)*"
-    return f"^(?:{spelled}){notation}$"
+    names = "|".join(spelled(key, _any_case) for key in kind_keys([kind]))
+    # JSON Schema regexes have no `(?i:`: `_any_case` writes each letter in both cases
+    return f"^(?:{names}){notation_suffix(BRACED)}$"
 
 
 def _any_case(char: str) -> str:
