@@ -13,7 +13,7 @@ Files are read without unpickling arbitrary objects: `.safetensors` holds tensor
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from archc.backends import InitError
-from archc.compiler.graph import LayerNode, Network, layers
+from archc.compiler.graph import LayerNode, Network
 
 # Spec network name → torchvision builder name; a dict picks by the spec's `variant`.
 TORCHVISION_NAMES: dict[str, str | dict[str, str]] = {
@@ -50,43 +50,34 @@ _SHOWN = 5  # how many keys of each kind an error message lists
 class Heads:
     """The layers whose configuration follows `num_classes`: the classifier heads.
 
-    `layers` maps a layer's path to the layer and the same layer resolved at `probe`
-    classes, so a caller can tell which of its settings carry the class count.
+    `layers` maps a layer's path to the layer and the same layer at `probe` classes (its
+    arguments and input there, as the checker recorded them; None where they cannot be
+    told), so a caller can tell which of its settings carry the class count.
     """
 
     num_classes: int
     probe: int
-    layers: dict[str, tuple[LayerNode, LayerNode]]
+    layers: dict[str, tuple[LayerNode, LayerNode | None]]
 
 
 def class_heads(net: Network) -> Heads | None:
-    """The num_classes-dependent layers of `net`, found by resolving it again at another count.
+    """The num_classes-dependent layers of `net`, as the checker marked them.
 
-    None when the network has no integer `num_classes` parameter, when its spec cannot be
-    resolved again (e.g. it was given as text), or when the class count changes its structure.
+    None when the network has no integer `num_classes` parameter or the class count changes
+    its structure (a repeat count or an `if` reads it).
     """
     n = net.params.get("num_classes")
-    if not isinstance(n, int) or isinstance(n, bool):
+    if net.class_heads is None or not isinstance(n, int) or isinstance(n, bool):
         return None
-    probe = n + 1
-    other = _resolve_again(net, probe)
-    if other is None:
-        return None
-    mine, theirs = list(layers(net.root)), list(layers(other.root))
-    if [m.path for m in mine] != [t.path for t in theirs]:
-        return None
-    changed = {m.path: (m, t) for m, t in zip(mine, theirs)
-               if m.params != t.params or m.in_shape != t.in_shape}
-    return Heads(n, probe, changed)
+    return Heads(n, n + 1, {layer.path: (layer, _at_probe(layer)) for layer in net.class_heads})
 
 
-def _resolve_again(net: Network, num_classes: int) -> Network | None:
-    if net.reresolve is None:  # a network given as text: no spec to resolve again
+def _at_probe(layer: LayerNode) -> LayerNode | None:
+    """The layer at one class more, when its arguments and input there are known."""
+    found = layer.classes
+    if found is None or found.params is None or found.in_shape is None:
         return None
-    try:
-        return net.reresolve({**net.params, "num_classes": num_classes})
-    except Exception:  # noqa: BLE001 - a probe: any failure only means "unknown"
-        return None
+    return replace(layer, params=found.params, in_shape=found.in_shape)
 
 
 # --------------------------------------------------------------------------- sources
