@@ -191,18 +191,59 @@ def _owner(key: str) -> str:
 def _head_reinit(net: Network, conflicts: list[str], model_state: dict,
                  state: dict) -> dict[str, int] | None:
     """Heads to re-initialise (path → the file's class count), or None when a conflict is
-    anything but a head whose first dimension is the class count."""
+    anything but a tensor of a head (or of a layer over its scores) that differs only where
+    its size follows the class count, as it would for one whole count of the file's."""
     heads = class_heads(net)
     if heads is None or not conflicts:
         return None
     found: dict[str, int] = {}
+    sizes: dict[str, dict[str, list[tuple[int, int]]] | None] = {}
     for key in conflicts:
         path, mine, theirs = _owner(key), model_state[key], state[key]
-        if (path not in heads.layers or mine.dim() != theirs.dim() or mine.dim() == 0
-                or mine.shape[1:] != theirs.shape[1:] or mine.shape[0] != heads.num_classes):
+        if path not in heads.layers or mine.dim() != theirs.dim() or mine.dim() == 0:
             return None
-        found.setdefault(path, theirs.shape[0])
+        if path not in sizes:
+            sizes[path] = _sizes_at_probe(*heads.layers[path])
+        by_name = sizes[path]
+        count = _file_count(heads.num_classes, list(mine.shape), list(theirs.shape),
+                            None if by_name is None else by_name.get(key.rpartition(".")[2]))
+        if count is None or found.setdefault(path, count) != count:
+            return None
     return found
+
+
+def _sizes_at_probe(layer: LayerNode, probe: LayerNode | None
+                    ) -> dict[str, list[tuple[int, int]]] | None:
+    """Per tensor of the layer's module, each dimension's size and its size at one class more
+    (modules built on the meta device: no memory); None when the probe cannot be told."""
+    if probe is None:
+        return None
+    from archc.backends.module import layer_module
+
+    with torch.device("meta"):
+        mine, theirs = layer_module(layer).state_dict(), layer_module(probe).state_dict()
+    return {name: list(zip(t.shape, theirs[name].shape)) for name, t in mine.items()
+            if name in theirs and t.dim() == theirs[name].dim()}
+
+
+def _file_count(n: int, mine: list[int], theirs: list[int],
+                sizes: list[tuple[int, int]] | None) -> int | None:
+    """The class count the file's tensor was made for: each differing dimension must grow
+    with the class count (size a at n classes, b at n + 1) and agree on one whole count;
+    None when one does not. Without the sizes at n + 1, only a first dimension of n counts."""
+    if sizes is None:
+        same_rest = mine[1:] == theirs[1:]
+        return theirs[0] if same_rest and mine[0] == n else None
+    counts = set()
+    for (a, b), here, there in zip(sizes, mine, theirs):
+        if here == there:
+            continue
+        step = b - a  # how much this dimension grows per class
+        if step == 0 or (there - here) % step:
+            return None
+        counts.add(n + (there - here) // step)
+    count = counts.pop() if len(counts) == 1 else None
+    return count if count is not None and count >= 1 else None
 
 
 def apply_init(model: nn.Module, state: dict[str, torch.Tensor], net: Network, *,
