@@ -199,3 +199,25 @@ def test_marking_the_heads_imports_no_torch(tmp_path):
     code = ("import sys, archc; net = archc.load(sys.argv[1], num_classes=3); "
             "assert archc.classifier_heads(net); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, str(spec)], cwd=REPO, check=True)
+
+
+READS_ITS_INPUT = """
+block widen(factor):
+    conv1-{in_channels * factor}
+
+network n(num_classes=5):
+    input 3x8x8
+    stem: widen(2)
+    conv1-{num_classes}
+    {where}
+    global-avgpool flatten
+"""
+
+
+def test_a_block_that_reads_the_size_of_the_class_scores_makes_the_heads_untold(tmp_path):
+    """`in_channels` inside a block is the size that reaches it: after the head, the class
+    count flows into the block's arithmetic, which the checker does not follow."""
+    before = load(tmp_path, READS_ITS_INPUT.replace("{where}", "relu"))
+    assert marked(before) == ["1", "2", "3", "4"]  # `widen` before the head: nothing follows
+    after = load(tmp_path, READS_ITS_INPUT.replace("{where}", "widen(2)"))
+    assert after.class_heads is None and class_heads(after) is None

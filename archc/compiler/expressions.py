@@ -70,7 +70,8 @@ def names_read(expr: ir.Expr) -> set[str]:
 class Env:
     """Names visible while expanding a body: block or network parameters, then builtins.
 
-    `used` records which parameters were read, for the unused-parameter warning.
+    `used` records which parameters were read, for the unused-parameter warning, and which
+    implicit names.
     """
 
     values: dict[str, Any]
@@ -91,6 +92,7 @@ class Env:
             self.used.add(name)
             return self.values[name]
         if name in self.implicit:
+            self.used.add(name)  # a block that reads its input's size (archc.compiler.heads)
             return self.implicit[name]
         return BUILTINS[name]
 

@@ -41,14 +41,25 @@ _NOTHING: Flow = (None, None)
 _REFUSALS = (ShapeProblem, ArithmeticError, TypeError, ValueError)
 
 
-def mark_class_heads(root: Scope, holding: set[int]) -> tuple[LayerNode, ...]:
+def mark_class_heads(root: Scope, holding: set[int], readers: set[int]
+                     ) -> tuple[LayerNode, ...] | None:
     """Mark the layers of `root` whose input follows `num_classes` (the layers whose
     arguments read it are marked already); returns every marked layer, in the order they run.
     `holding` has the ids of the scopes that hold a layer of the second kind: the walk skips
-    the others where nothing that enters them follows the class count."""
-    marker = _Marker(holding)
-    marker.op(root.plan, root, (root.in_shape, root.in_shape), {})
+    the others where nothing that enters them follows the class count. `readers` has the ids
+    of the block calls whose body reads its input's size (`in_channels`): when the class
+    count reaches one, what it computes from that size cannot be told, and neither can the
+    heads (None)."""
+    marker = _Marker(holding, readers)
+    try:
+        marker.op(root.plan, root, (root.in_shape, root.in_shape), {})
+    except _Untold:
+        return None
     return tuple(marker.marked)
+
+
+class _Untold(Exception):
+    """The class count reaches a block that computes from its input's size."""
 
 
 @dataclass
@@ -56,6 +67,7 @@ class _Marker:
     """Walks a plan as the torch backend runs it, carrying each tensor's `Flow`."""
 
     holding: set[int]
+    readers: set[int]
     marked: list[LayerNode] = field(default_factory=list)
 
     def op(self, op: Op, scope: Scope, x: Flow, named: dict[str, Flow]) -> Flow:
@@ -88,6 +100,8 @@ class _Marker:
                 if write:
                     named[write] = (shape, shape)
             return child.out_shape, child.out_shape
+        if id(child) in self.readers and not _same(x):
+            raise _Untold(child.path)
         inner = {name: named.get(read, _NOTHING) for name, read in zip(child.inputs, child.reads)}
         out = self.op(child.plan, child, x, inner)
         for name, write in zip(child.outputs, child.writes):

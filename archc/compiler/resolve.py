@@ -147,6 +147,7 @@ class Resolver:
     # rows, a label or a table's configuration reads `num_classes` and differs at one more
     class_structure: bool = False
     class_scopes: set[int] = field(default_factory=set)  # ids of scopes holding such layers
+    input_readers: set[int] = field(default_factory=set)  # ids of blocks reading in_channels...
 
     # ------------------------------------------------------------------ network
 
@@ -194,7 +195,7 @@ class Resolver:
             spec_path=self.program.root,
             sources=self.program.sources,
             class_heads=None if self.class_structure or not env.probe
-            else mark_class_heads(root, self.class_scopes),
+            else mark_class_heads(root, self.class_scopes, self.input_readers),
         )
 
     def select(self, name: str | None) -> tuple[ir.NetworkDef | None, dict[str, ir.Expr], str]:
@@ -829,6 +830,8 @@ class Resolver:
             self.stack.pop()
         self.note_call_site(mark, block, item)
         self.warn_unused_params(block.params, env)
+        if called and not env.used.isdisjoint(INPUT_NAMES):
+            self.input_readers.add(id(called[0]))
         if called and called[0].outputs:
             self.extras = called[0]
         return result
