@@ -419,7 +419,8 @@ class Resolver:
             )
             return [], shape
         count = evaluate(item.repeat, body.env, self.diags)
-        self.changes_with_classes(item.repeat, body.env, count)
+        if body.env.probe:
+            self.changes_with_classes(item.repeat, body.env, count)
         if count is ERROR:
             count = 1
         elif not isinstance(count, int) or isinstance(count, bool) or count < 0:
@@ -892,12 +893,12 @@ class Resolver:
                 continue
             if p.name in given:
                 env.values[p.name] = given[p.name]
-                if p.name in source:
+                if caller.probe and p.name in source:  # (a guard: most calls have none)
                     self.follow(env, p.name, source[p.name], caller)
             elif p.default is not None:  # `act=relu`: a layer by default
                 default = self.layer_argument(p.default, env)
                 env.values[p.name] = default or evaluate(p.default, env, self.diags)
-                if default is None:
+                if env.probe and default is None:
                     self.follow(env, p.name, p.default, env)
             else:
                 self.diags.error(
