@@ -5,7 +5,9 @@ torchvision's names, so a torchvision state_dict loads into `archc.build(spec)` 
 Loading is strict: a missing key, an unexpected key or a shape conflict is an `InitError`
 that names them. The one exception is the classifier head when only `num_classes` differs
 (1000 ImageNet classes into a 2-class build): everything else loads and the head keeps its
-fresh initialisation, which is what fine-tuning wants.
+fresh initialisation, which is what fine-tuning wants. The heads are the layers the checker
+marked as following `num_classes` (`Network.class_heads`: the layers whose arguments read it,
+and those over the class scores, such as a norm after a conv head).
 
 Files are read without unpickling arbitrary objects: `.safetensors` holds tensors only, and
 `.pt`/`.pth`/`.bin` go through `torch.load(weights_only=True)`.
