@@ -221,3 +221,33 @@ def test_a_block_that_reads_the_size_of_the_class_scores_makes_the_heads_untold(
     assert marked(before) == ["1", "2", "3", "4"]  # `widen` before the head: nothing follows
     after = load(tmp_path, READS_ITS_INPUT.replace("{where}", "widen(2)"))
     assert after.class_heads is None and class_heads(after) is None
+
+
+FOLDED = """
+network folded(num_classes=4):
+    input 3x8x8
+    conv3-8 bn relu
+    global-avgpool flatten
+    fc: FC-{num_classes}
+    bn
+"""
+
+
+def test_the_inference_source_keeps_num_classes_after_the_fold(tmp_path):
+    """The fold drops the bn after the head into it (now with a bias): the folded network's
+    heads are its own, so its standalone source still takes `num_classes`."""
+    from archc.backends.module import class_name
+    from archc.passes.export import inference_python_source
+    from archc.passes.fold import fold_for_inference
+
+    net = load(tmp_path, FOLDED)
+    assert marked(net) == ["fc", "6"]
+    folded = fold_for_inference(net).network
+    assert marked(folded) == ["fc"] and folded.class_heads[0].classes.params["bias"] is True
+    source = inference_python_source(net)
+    assert "def __init__(self, num_classes: int = 4)" in source
+    scope: dict = {}
+    exec(compile(source, "<folded>", "exec"), scope)  # noqa: S102
+    model = scope[class_name(net.name)](num_classes=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 8, 8)).shape == (2, 3)
