@@ -42,26 +42,7 @@ def _check(spec: str | Path, params: dict[str, Any] | None, network: str | None,
            variant: str | None, input_shape: Shape | None, text: str | None) -> CheckResult:
     if text is None:
         spec, params, network, variant = _zoo_name(spec, params, network, variant)
-    result = check_spec(spec, params, network, variant, input_shape, text)
-    if result.network is not None and text is None:
-        result.network.reresolve = _reresolver(spec, network, variant, input_shape,
-                                               result.network.name)
-    return result
-
-
-def _reresolver(spec: str | Path, network: str | None, variant: str | None,
-                input_shape: Shape | None, name: str
-                ) -> Callable[[dict[str, Any]], Network | None]:
-    """Resolve the same spec again with other parameters (the network's name first, for an
-    alias like `vgg_d = vgg(...)`); None when that does not give a valid network."""
-    def again(params: dict[str, Any]) -> Network | None:
-        for which in dict.fromkeys((name, network)):
-            result = check(spec, params, network=which, variant=variant,
-                           input_shape=input_shape)
-            if result.ok:
-                return result.network
-        return None
-    return again
+    return check_spec(spec, params, network, variant, input_shape, text)
 
 
 def _zoo_name(spec: str | Path, params: dict[str, Any] | None, network: str | None,
@@ -199,11 +180,9 @@ def init_weights(model: nn.Module, net: Network, init: str) -> list[str]:
 
 def classifier_heads(net: Network) -> tuple[str, ...]:
     """The module paths of `net`'s classifier heads (the layers that follow num_classes),
-    or () when they cannot be told (no num_classes parameter, a spec given as text)."""
-    from archc.backends.weights import class_heads
-
-    heads = class_heads(net)
-    return tuple(heads.layers) if heads is not None else ()
+    or () when there are none or they cannot be told (no num_classes parameter, or the
+    class count changes the network's structure)."""
+    return tuple(layer.path for layer in net.class_heads or ())
 
 
 def save_weights(model: nn.Module, path: str | Path, net: Network | None = None) -> Path:

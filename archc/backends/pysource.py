@@ -207,6 +207,8 @@ def class_symbols(heads: Heads) -> dict[str, dict[str, str]]:
     """Per head layer path, the constructor arguments that are `num_classes`."""
     out: dict[str, dict[str, str]] = {}
     for path, (layer, probe) in heads.layers.items():
+        if probe is None:  # its arguments at another class count cannot be told
+            raise NotParameterizable(path)
         mine, theirs = settings(meta_module(layer)), settings(meta_module(probe))
         if [s[0] for s in mine] != [s[0] for s in theirs]:
             raise NotParameterizable(path)

@@ -5,7 +5,9 @@ torchvision's names, so a torchvision state_dict loads into `archc.build(spec)` 
 Loading is strict: a missing key, an unexpected key or a shape conflict is an `InitError`
 that names them. The one exception is the classifier head when only `num_classes` differs
 (1000 ImageNet classes into a 2-class build): everything else loads and the head keeps its
-fresh initialisation, which is what fine-tuning wants.
+fresh initialisation, which is what fine-tuning wants. The heads are the layers the checker
+marked as following `num_classes` (`Network.class_heads`: the layers whose arguments read it,
+and those over the class scores, such as a norm after a conv head).
 
 Files are read without unpickling arbitrary objects: `.safetensors` holds tensors only, and
 `.pt`/`.pth`/`.bin` go through `torch.load(weights_only=True)`.
@@ -13,7 +15,7 @@ Files are read without unpickling arbitrary objects: `.safetensors` holds tensor
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from archc.backends import InitError
-from archc.compiler.graph import LayerNode, Network, layers
+from archc.compiler.graph import LayerNode, Network
 
 # Spec network name → torchvision builder name; a dict picks by the spec's `variant`.
 TORCHVISION_NAMES: dict[str, str | dict[str, str]] = {
@@ -50,43 +52,34 @@ _SHOWN = 5  # how many keys of each kind an error message lists
 class Heads:
     """The layers whose configuration follows `num_classes`: the classifier heads.
 
-    `layers` maps a layer's path to the layer and the same layer resolved at `probe`
-    classes, so a caller can tell which of its settings carry the class count.
+    `layers` maps a layer's path to the layer and the same layer at `probe` classes (its
+    arguments and input there, as the checker recorded them; None where they cannot be
+    told), so a caller can tell which of its settings carry the class count.
     """
 
     num_classes: int
     probe: int
-    layers: dict[str, tuple[LayerNode, LayerNode]]
+    layers: dict[str, tuple[LayerNode, LayerNode | None]]
 
 
 def class_heads(net: Network) -> Heads | None:
-    """The num_classes-dependent layers of `net`, found by resolving it again at another count.
+    """The num_classes-dependent layers of `net`, as the checker marked them.
 
-    None when the network has no integer `num_classes` parameter, when its spec cannot be
-    resolved again (e.g. it was given as text), or when the class count changes its structure.
+    None when the network has no integer `num_classes` parameter or the class count changes
+    its structure (a repeat count or an `if` reads it).
     """
     n = net.params.get("num_classes")
-    if not isinstance(n, int) or isinstance(n, bool):
+    if net.class_heads is None or not isinstance(n, int) or isinstance(n, bool):
         return None
-    probe = n + 1
-    other = _resolve_again(net, probe)
-    if other is None:
-        return None
-    mine, theirs = list(layers(net.root)), list(layers(other.root))
-    if [m.path for m in mine] != [t.path for t in theirs]:
-        return None
-    changed = {m.path: (m, t) for m, t in zip(mine, theirs)
-               if m.params != t.params or m.in_shape != t.in_shape}
-    return Heads(n, probe, changed)
+    return Heads(n, n + 1, {layer.path: (layer, _at_probe(layer)) for layer in net.class_heads})
 
 
-def _resolve_again(net: Network, num_classes: int) -> Network | None:
-    if net.reresolve is None:  # a network given as text: no spec to resolve again
+def _at_probe(layer: LayerNode) -> LayerNode | None:
+    """The layer at one class more, when its arguments and input there are known."""
+    found = layer.classes
+    if found is None or found.params is None or found.in_shape is None:
         return None
-    try:
-        return net.reresolve({**net.params, "num_classes": num_classes})
-    except Exception:  # noqa: BLE001 - a probe: any failure only means "unknown"
-        return None
+    return replace(layer, params=found.params, in_shape=found.in_shape)
 
 
 # --------------------------------------------------------------------------- sources
@@ -200,18 +193,59 @@ def _owner(key: str) -> str:
 def _head_reinit(net: Network, conflicts: list[str], model_state: dict,
                  state: dict) -> dict[str, int] | None:
     """Heads to re-initialise (path → the file's class count), or None when a conflict is
-    anything but a head whose first dimension is the class count."""
+    anything but a tensor of a head (or of a layer over its scores) that differs only where
+    its size follows the class count, as it would for one whole count of the file's."""
     heads = class_heads(net)
     if heads is None or not conflicts:
         return None
     found: dict[str, int] = {}
+    sizes: dict[str, dict[str, list[tuple[int, int]]] | None] = {}
     for key in conflicts:
         path, mine, theirs = _owner(key), model_state[key], state[key]
-        if (path not in heads.layers or mine.dim() != theirs.dim() or mine.dim() == 0
-                or mine.shape[1:] != theirs.shape[1:] or mine.shape[0] != heads.num_classes):
+        if path not in heads.layers or mine.dim() != theirs.dim() or mine.dim() == 0:
             return None
-        found.setdefault(path, theirs.shape[0])
+        if path not in sizes:
+            sizes[path] = _sizes_at_probe(*heads.layers[path])
+        by_name = sizes[path]
+        count = _file_count(heads.num_classes, list(mine.shape), list(theirs.shape),
+                            None if by_name is None else by_name.get(key.rpartition(".")[2]))
+        if count is None or found.setdefault(path, count) != count:
+            return None
     return found
+
+
+def _sizes_at_probe(layer: LayerNode, probe: LayerNode | None
+                    ) -> dict[str, list[tuple[int, int]]] | None:
+    """Per tensor of the layer's module, each dimension's size and its size at one class more
+    (modules built on the meta device: no memory); None when the probe cannot be told."""
+    if probe is None:
+        return None
+    from archc.backends.module import layer_module
+
+    with torch.device("meta"):
+        mine, theirs = layer_module(layer).state_dict(), layer_module(probe).state_dict()
+    return {name: list(zip(t.shape, theirs[name].shape)) for name, t in mine.items()
+            if name in theirs and t.dim() == theirs[name].dim()}
+
+
+def _file_count(n: int, mine: list[int], theirs: list[int],
+                sizes: list[tuple[int, int]] | None) -> int | None:
+    """The class count the file's tensor was made for: each differing dimension must grow
+    with the class count (size a at n classes, b at n + 1) and agree on one whole count;
+    None when one does not. Without the sizes at n + 1, only a first dimension of n counts."""
+    if sizes is None:
+        same_rest = mine[1:] == theirs[1:]
+        return theirs[0] if same_rest and mine[0] == n else None
+    counts = set()
+    for (a, b), here, there in zip(sizes, mine, theirs):
+        if here == there:
+            continue
+        step = b - a  # how much this dimension grows per class
+        if step == 0 or (there - here) % step:
+            return None
+        counts.add(n + (there - here) // step)
+    count = counts.pop() if len(counts) == 1 else None
+    return count if count is not None and count >= 1 else None
 
 
 def apply_init(model: nn.Module, state: dict[str, torch.Tensor], net: Network, *,

@@ -30,11 +30,48 @@ class _Error:
 ERROR = _Error()
 
 
+class _Unknown:
+    """A value at another class count that cannot be told (archc.compiler.heads)."""
+
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+
+UNKNOWN = _Unknown()
+
+
+def names_read(expr: ir.Expr) -> set[str]:
+    """Every name `expr` reads, both arms of a condition included (a comprehension's own
+    names too: the answer may say more, never less)."""
+    found: set[str] = set()
+    stack: list[Any] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ir.Name):
+            found.add(node.id)
+        elif isinstance(node, ir.BinOp):
+            stack += (node.left, node.right)
+        elif isinstance(node, ir.Neg | ir.Not):
+            stack.append(node.operand)
+        elif isinstance(node, ir.Cond):
+            stack += (node.test, node.then, node.other)
+        elif isinstance(node, ir.Call):
+            stack += node.args
+        elif isinstance(node, ir.Index):
+            stack += [e for e in (node.value, node.index, node.upper) if e is not None]
+        elif isinstance(node, ir.Comprehension):
+            stack += (node.element, node.iterable)
+        elif isinstance(node, ir.Tuple):
+            stack += node.items
+    return found
+
+
 @dataclass
 class Env:
     """Names visible while expanding a body: block or network parameters, then builtins.
 
-    `used` records which parameters were read, for the unused-parameter warning.
+    `used` records which parameters were read, for the unused-parameter warning, and which
+    implicit names.
     """
 
     values: dict[str, Any]
@@ -43,6 +80,9 @@ class Env:
     # names the checker binds, not the spec: a block's `in_channels`, `in_height`, `in_width`
     implicit: dict[str, Any] = field(default_factory=dict)
     loop: dict[str, Any] = field(default_factory=dict)  # a `for` loop's names shadow the rest
+    # the names whose values follow the network's `num_classes` (itself, and what is computed
+    # from it), each with its value at one class more (UNKNOWN where that cannot be told)
+    probe: dict[str, Any] = field(default_factory=dict)
 
     def lookup(self, name: str) -> Any:
         """The value bound to `name`, or KeyError."""
@@ -52,6 +92,7 @@ class Env:
             self.used.add(name)
             return self.values[name]
         if name in self.implicit:
+            self.used.add(name)  # a block that reads its input's size (archc.compiler.heads)
             return self.implicit[name]
         return BUILTINS[name]
 
@@ -59,9 +100,35 @@ class Env:
         """Every name an expression here could use."""
         return [*self.loop, *self.values, *self.implicit, *BUILTINS]
 
-    def with_loop(self, names: dict[str, Any]) -> "Env":
-        """This scope plus a loop's variables; reads of parameters are still recorded here."""
-        return Env(self.values, self.spans, self.used, self.implicit, {**self.loop, **names})
+    def with_loop(self, names: dict[str, Any], probe: dict[str, Any] | None = None) -> "Env":
+        """This scope plus a loop's variables; reads of parameters are still recorded here.
+        `probe` holds the loop names that follow `num_classes`, with their values at one
+        class more; the other loop names hide any outer name they shadow."""
+        follows = {k: v for k, v in self.probe.items() if k not in names} if self.probe else {}
+        return Env(self.values, self.spans, self.used, self.implicit, {**self.loop, **names},
+                   {**follows, **(probe or {})})
+
+    def follows(self, expr: ir.Expr) -> bool:
+        """Whether `expr` reads a name that follows `num_classes` (cheap when none here does)."""
+        if not self.probe or isinstance(expr, ir.Num | ir.Str):  # most arguments: at once
+            return False
+        if isinstance(expr, ir.Name):
+            return expr.id in self.probe
+        return not self.probe.keys().isdisjoint(names_read(expr))
+
+    def at_probe(self, expr: ir.Expr) -> Any:
+        """The value of `expr` at one class more: every name that follows `num_classes` takes
+        its probe value. UNKNOWN when one of those is unknown or the expression fails there."""
+        read = names_read(expr)
+        if any(self.probe[n] is UNKNOWN for n in read if n in self.probe):
+            return UNKNOWN
+
+        def swap(scope: dict[str, Any]) -> dict[str, Any]:
+            return {**scope, **{k: v for k, v in self.probe.items() if k in scope}}
+
+        value = evaluate(expr, Env(swap(self.values), implicit=swap(self.implicit),
+                                   loop=swap(self.loop)), Diagnostics())
+        return UNKNOWN if value is ERROR else value
 
 
 _OPS = {

@@ -8,7 +8,7 @@ A `Scope` is a module boundary (the network, a block call, a labelled group); it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TypeGuard, Union
+from typing import Any, Iterator, TypeGuard, Union
 
 from archc.compiler.ir import Span
 from archc.layers import Shape
@@ -70,6 +70,18 @@ Op = Union[Call, Seq, Parallel, Identity, TapOut, Save, Load]
 # --------------------------------------------------------------------------- modules
 
 
+@dataclass(frozen=True)
+class ClassDependence:
+    """How a layer follows the network's `num_classes` (its classifier heads, and layers whose
+    input is the class scores): the arguments whose expressions read it, through block
+    arguments, parameter defaults and loop rows; and the layer's arguments and input shape at
+    one class more, None where that cannot be told (archc.compiler.heads)."""
+
+    args: frozenset[str]
+    params: dict[str, Any] | None
+    in_shape: Shape | None
+
+
 @dataclass
 class LayerNode:
     """One layer of a registry kind, with its final parameters and shapes."""
@@ -83,6 +95,7 @@ class LayerNode:
     span: Span
     n_params: int = 0
     macs: int = 0
+    classes: ClassDependence | None = None  # set when the layer follows `num_classes`
 
 
 @dataclass
@@ -164,11 +177,10 @@ class Network:
     explain: list[tuple[Span, str]]
     spec_path: str
     sources: dict[str, str]
-    # How to resolve this network's spec again with other parameters (set by the API that
-    # checked it): backends that need the network at another class count call it instead of
-    # importing the API, which sits above them.
-    reresolve: Callable[[dict[str, Any]], "Network | None"] | None = field(
-        default=None, repr=False, compare=False)
+    # The layers that follow `num_classes`, in registration order; None when the network has
+    # no whole-number `num_classes` or the class count changes its structure (a repeat
+    # count, an `if`, a loop or a label reads it)
+    class_heads: tuple[LayerNode, ...] | None = None
 
     @property
     def n_params(self) -> int:

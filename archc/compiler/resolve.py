@@ -13,9 +13,18 @@ from typing import Any, Callable
 
 from archc.compiler import ir, limits
 from archc.compiler.diagnostics import Diagnostics, did_you_mean
-from archc.compiler.expressions import ERROR, FUNCTIONS, Env, bind_names, evaluate, names_text
+from archc.compiler.expressions import (
+    ERROR,
+    FUNCTIONS,
+    UNKNOWN,
+    Env,
+    bind_names,
+    evaluate,
+    names_text,
+)
 from archc.compiler.graph import (
     Call,
+    ClassDependence,
     Identity,
     LayerNode,
     Load,
@@ -27,6 +36,7 @@ from archc.compiler.graph import (
     Seq,
     TapOut,
 )
+from archc.compiler.heads import mark_class_heads
 from archc.compiler.limits import LimitExceeded
 from archc.compiler.sources import Program
 from archc.layers import (
@@ -133,6 +143,11 @@ class Resolver:
     tensor_defs: dict[tuple[Any, ...], tuple[str, ir.Span, str]] = field(default_factory=dict)
     tensor_reads: set[tuple[Any, ...]] = field(default_factory=set)
     extras: Scope | None = None  # the block call just expanded, when it returns several tensors
+    # the class count changes the network's structure: a repeat count, an `if` test, a loop's
+    # rows, a label or a table's configuration reads `num_classes` and differs at one more
+    class_structure: bool = False
+    class_scopes: set[int] = field(default_factory=set)  # ids of scopes holding such layers
+    input_readers: set[int] = field(default_factory=set)  # ids of blocks reading in_channels...
 
     # ------------------------------------------------------------------ network
 
@@ -179,6 +194,8 @@ class Resolver:
             explain=self.explain,
             spec_path=self.program.root,
             sources=self.program.sources,
+            class_heads=None if self.class_structure or not env.probe
+            else mark_class_heads(root, self.class_scopes, self.input_readers),
         )
 
     def select(self, name: str | None) -> tuple[ir.NetworkDef | None, dict[str, ir.Expr], str]:
@@ -252,8 +269,10 @@ class Resolver:
                 env.values[p.name] = overrides[p.name]
             elif p.name in bound:
                 env.values[p.name] = evaluate(bound[p.name], env, self.diags)
+                self.follow(env, p.name, bound[p.name], env)
             elif p.default is not None:
                 env.values[p.name] = evaluate(p.default, env, self.diags)
+                self.follow(env, p.name, p.default, env)
             else:
                 self.diags.error(
                     "E105",
@@ -262,7 +281,21 @@ class Resolver:
                     f"give it a default, or pass --set {p.name}=VALUE",
                 )
                 env.values[p.name] = ERROR
+            if p.name == CLASSES and _is_count(env.values[p.name]):
+                env.probe[p.name] = env.values[p.name] + 1  # the class count, one more
         return env  # a parameter read by a later default counts as used
+
+    def follow(self, env: Env, name: str, expr: ir.Expr, source: Env) -> None:
+        """Note that `name` in `env` follows `num_classes` when `expr` (evaluated in `source`)
+        reads a name that does, with its value at one class more."""
+        if source.follows(expr):
+            env.probe[name] = source.at_probe(expr)
+
+    def changes_with_classes(self, expr: ir.Expr, env: Env, value: Any) -> None:
+        """A value that decides the structure (a repeat count, an `if` test): when it reads
+        `num_classes` and differs at one class more, the class heads cannot be told."""
+        if env.follows(expr) and env.at_probe(expr) != value:
+            self.class_structure = True
 
     def input_shape(self, net: ir.NetworkDef, env: Env, override: Shape | None) -> Shape:
         """The declared (or overridden) input C×H×W."""
@@ -386,6 +419,8 @@ class Resolver:
             )
             return [], shape
         count = evaluate(item.repeat, body.env, self.diags)
+        if body.env.probe:
+            self.changes_with_classes(item.repeat, body.env, count)
         if count is ERROR:
             count = 1
         elif not isinstance(count, int) or isinstance(count, bool) or count < 0:
@@ -440,15 +475,37 @@ class Resolver:
                 "for example `for i in range(1, 7):` or `for t, c, n, s in setting:`",
             )
             return [], None
+        probes = self.loop_probes(item, body.env, values)
         ops: list[Op] = []
-        for value in values:
+        for value, probe in zip(values, probes):
             names = self.loop_names(item, value)
             if names is None:
                 return ops, None
-            inner = _Body(body.env.with_loop(names), body.after, body.in_after, body.tensors)
+            inner = _Body(body.env.with_loop(names, probe), body.after, body.in_after,
+                          body.tensors)
             more, shape = self.items(item.items, inner, scope, shape)
             ops.extend(more)
         return ops, shape
+
+    def loop_probes(self, item: ir.For, env: Env, values: tuple[Any, ...]
+                    ) -> list[dict[str, Any]]:
+        """Per row, the loop names that follow `num_classes` with their values at one class
+        more: the rows of an iterable that reads it, row by row (more or fewer rows there
+        change the structure)."""
+        if not env.follows(item.iterable):
+            return [{}] * len(values)
+        probed = env.at_probe(item.iterable)
+        if not isinstance(probed, tuple) or len(probed) != len(values):
+            self.class_structure = True
+            return [{}] * len(values)
+        rows: list[dict[str, Any]] = []
+        for value, other in zip(values, probed):
+            mine, theirs = bind_names(item.names, value), bind_names(item.names, other)
+            if mine is None or theirs is None:
+                rows.append({})
+                continue
+            rows.append({k: theirs[k] for k in mine if theirs[k] != mine[k]})
+        return rows
 
     def loop_names(self, item: ir.For, value: Any) -> dict[str, Any] | None:
         """One value of a `for` bound to its names: a row is unpacked into several."""
@@ -485,6 +542,8 @@ class Resolver:
             )
             expr = parse_expr(label[start + 1 : end], span, self.diags)
             value = ERROR if expr is None else evaluate(expr, env, self.diags)
+            if expr is not None:
+                self.changes_with_classes(expr, env, value)
             if isinstance(value, bool) or not isinstance(value, int | str):
                 if value is not ERROR and (span.line, span.column) not in self.bad_labels:
                     self.bad_labels.add((span.line, span.column))  # once, not once a copy
@@ -607,7 +666,10 @@ class Resolver:
     def layer(
         self, kind: LayerKind, item: ir.Layer, body: _Body, scope: Scope, shape: Shape | None
     ) -> Expanded:
-        params = self.bind_layer(kind, item, body.env)
+        follows: dict[str, Any] = {}
+        params = self.bind_layer(kind, item, body.env, follows)
+        if follows:  # the class heads' pass walks only the scopes that hold such layers
+            self.class_scopes.update(id(s) for s in self.open_scopes)
         name = self.name_for(item.label, item.span, scope)
         out = None
         if params is not None and shape is not None:
@@ -626,6 +688,7 @@ class Resolver:
             in_shape=shape,
             out_shape=out,
             span=item.span,
+            classes=_class_args(follows, params) if follows else None,
         )
         if out is not None:
             assert shape is not None and params is not None  # an output shape needs both
@@ -647,8 +710,10 @@ class Resolver:
         elif node.kind == "fc":
             self.explain.append((node.span, f"{node.path}: in_features = {node.in_shape[0]}"))
 
-    def bind_layer(self, kind: LayerKind, item: ir.Layer, env: Env) -> dict[str, Any] | None:
-        """Evaluate and type-check a layer's arguments against its schema."""
+    def bind_layer(self, kind: LayerKind, item: ir.Layer, env: Env,
+                   follows: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Evaluate and type-check a layer's arguments against its schema. `follows` gets
+        the arguments that read `num_classes`, each with its value at one class more."""
         values: dict[str, Any] = {}
         ok = True
         index = -1  # position among the positional arguments
@@ -707,6 +772,9 @@ class Resolver:
                 ok = False
                 continue
             values[param.name] = checked
+            if follows is not None and env.follows(arg.value):
+                probed = env.at_probe(arg.value)
+                follows[param.name] = UNKNOWN if probed is UNKNOWN else param.check(probed)
         for param in kind.params:
             if param.name not in values:
                 if param.required:
@@ -763,6 +831,8 @@ class Resolver:
             self.stack.pop()
         self.note_call_site(mark, block, item)
         self.warn_unused_params(block.params, env)
+        if called and not env.used.isdisjoint(INPUT_NAMES):
+            self.input_readers.add(id(called[0]))
         if called and called[0].outputs:
             self.extras = called[0]
         return result
@@ -777,6 +847,7 @@ class Resolver:
         names = [p.name for p in block.params]
         tensors = {p.name for p in block.params if p.tensor}
         given: dict[str, Any] = {}
+        source: dict[str, ir.Expr] = {}  # the expression of each value given
         ok = True
         positional = 0
         for arg in item.args:
@@ -813,6 +884,8 @@ class Resolver:
                 continue
             passed = self.layer_argument(arg.value, caller)
             given[key] = passed if passed is not None else evaluate(arg.value, caller, self.diags)
+            if passed is None:
+                source[key] = arg.value
         env = Env({}, {p.name: p.span for p in block.params if not p.tensor},
                   implicit=input_names(shape))
         for p in block.params:
@@ -820,9 +893,13 @@ class Resolver:
                 continue
             if p.name in given:
                 env.values[p.name] = given[p.name]
+                if caller.probe and p.name in source:  # (a guard: most calls have none)
+                    self.follow(env, p.name, source[p.name], caller)
             elif p.default is not None:  # `act=relu`: a layer by default
-                env.values[p.name] = (self.layer_argument(p.default, env)
-                                      or evaluate(p.default, env, self.diags))
+                default = self.layer_argument(p.default, env)
+                env.values[p.name] = default or evaluate(p.default, env, self.diags)
+                if env.probe and default is None:
+                    self.follow(env, p.name, p.default, env)
             else:
                 self.diags.error(
                     "E105",
@@ -997,6 +1074,7 @@ class Resolver:
         test = evaluate(item.test, body.env, self.diags)
         if test is ERROR:
             return [], shape
+        self.changes_with_classes(item.test, body.env, test)
         if not test:
             self.skipped(item, body)
             return [], shape
@@ -1084,6 +1162,8 @@ class Resolver:
         variants = [r.variant for r in table.rows]
         variant = item.variant
         if variant in body.env.values:
+            if variant in body.env.probe and body.env.probe[variant] != body.env.values[variant]:
+                self.class_structure = True  # the class count picks the configuration
             variant = body.env.lookup(variant)
         elif variant.startswith(('"', "'")):
             variant = variant[1:-1]
@@ -1155,6 +1235,7 @@ class Resolver:
         for branch in item.branches:
             if isinstance(branch, ir.If) and branch.repeat is None and branch.label is None:
                 test = evaluate(branch.test, body.env, self.diags)
+                self.changes_with_classes(branch.test, body.env, test)
                 if test is ERROR or not test:
                     self.skipped(branch, body)
                     continue
@@ -1405,6 +1486,22 @@ class Resolver:
 
 
 # --------------------------------------------------------------------------- helpers
+
+CLASSES = "num_classes"  # the network parameter the classifier heads follow
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _class_args(follows: dict[str, Any], params: dict[str, Any] | None) -> ClassDependence:
+    """A layer's dependence on `num_classes` through its arguments (`follows`: each with its
+    value at one class more); its input at one class more is filled in by `heads`."""
+    probe = None
+    if params is not None and not any(v is UNKNOWN or v is INVALID for v in follows.values()):
+        probe = {**params, **follows}
+    return ClassDependence(frozenset(follows), probe, None)
+
 
 def _check_override(net: ir.NetworkDef, name: str, value: Any, default: Any) -> None:
     """Raise SetOptionError when a --set value has another type than the parameter's

@@ -133,7 +133,10 @@ def fold_for_inference(net: Network) -> InferencePlan:
     input_folds = find_input_folds(net)
     rewriter = _Rewriter(input_folds)
     root = rewriter.scope(net.root)
-    folded = dataclasses.replace(net, root=root, aux_outputs={})
+    # the heads that remain, as folded (a layer a norm folded into now has a bias)
+    heads = None if net.class_heads is None else tuple(
+        layer for layer in layers(root) if layer.classes is not None)
+    folded = dataclasses.replace(net, root=root, aux_outputs={}, class_heads=heads)
     return InferencePlan(folded, tuple(rewriter.folds), tuple(rewriter.dropped),
                          tuple(rewriter.dropped_kinds), tuple(input_folds))
 
@@ -223,8 +226,12 @@ class _Rewriter:
         params = {**layer.params, "bias": True}
         kind = REGISTRY[layer.kind]
         assert layer.in_shape is not None  # a checked network knows every shape
+        classes = layer.classes
+        if classes is not None and classes.params is not None:
+            classes = dataclasses.replace(classes, params={**classes.params, "bias": True})
         self.replaced[before.child] = dataclasses.replace(
-            layer, params=params, n_params=kind.count_params(layer.in_shape, params))
+            layer, params=params, n_params=kind.count_params(layer.in_shape, params),
+            classes=classes)
         return True
 
 
