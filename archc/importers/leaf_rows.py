@@ -158,16 +158,21 @@ def _norm_act(norm: Callable[[Any], DLayer]) -> Callable[[Any, Context], list[DI
     def items(m: Any, context: Context) -> list[DItem]:
         first = norm(m)
         first.label = OWN
-        after = _present(context, "drop", "act")
-        for item in after:  # without weights (a PReLU's would fail the check): unnamed
-            item.label = None
-        return [first, *after]
+        return [first, *_present(context, "drop", "act")]
     return items
 
 
-def _children_in_order(*names: str) -> Callable[[Any, Context], list[DItem]]:
-    """A helper whose forward calls these children one after another."""
-    return lambda m, context: _present(context, *names)
+def _children_in_order(*names: str, named: bool = True
+                       ) -> Callable[[Any, Context], list[DItem]]:
+    """A helper whose forward calls these children one after another; with `named`
+    false, children without weights (a pool and a flatten) are not labelled."""
+    def items(m: Any, context: Context) -> list[DItem]:
+        found = _present(context, *names)
+        if not named:
+            for item in found:
+                item.label = None
+        return found
+    return items
 
 
 def _fast_pool(kind: str) -> Callable[[Any, Context], list[DItem]]:
@@ -198,7 +203,7 @@ register_leaf(f"{TIMM}.classifier:ClassifierHead",
 register_leaf(f"{TIMM}.classifier:NormMlpClassifierHead",
               _children_in_order("global_pool", "norm", "flatten", "pre_logits", "drop", "fc"))
 register_leaf(f"{TIMM}.adaptive_avgmax_pool:SelectAdaptivePool2d",
-              _children_in_order("pool", "flatten"))
+              _children_in_order("pool", "flatten", named=False))
 register_leaf(f"{TIMM}.adaptive_avgmax_pool:FastAdaptiveAvgPool", _fast_pool("adaptiveavgpool"))
 register_leaf(f"{TIMM}.adaptive_avgmax_pool:FastAdaptiveMaxPool", _fast_pool("adaptivemaxpool"))
 register_leaf(f"{TIMM}.conv_bn_act:ConvNormAct", _children_in_order("conv", "bn", "aa"),

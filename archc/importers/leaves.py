@@ -51,9 +51,11 @@ class Context(Protocol):
     def children(self) -> list[DItem]:
         """The drafts of every child, in the order they were registered."""
 
-    def layer(self, kind: str, *, label: str | None = None, **args: Any) -> DLayer:
+    def layer(self, kind: str, *, label: str | None = None, own: bool = False,
+              **args: Any) -> DLayer:
         """A layer of a registry `kind` with these arguments (those equal to the kind's
-        defaults are left out of the spec)."""
+        defaults are left out of the spec); `own`: its tensors are the module's own,
+        `label`: they are those of the child (or the module's tensor) of that name."""
 
 
 Items = Callable[[Any, Context], "list[DItem] | None"]
@@ -84,6 +86,11 @@ def register_leaf(cls: type | str, items: Items, *, block: bool = False,
     row = Leaf(cls, items, block, subclasses)
     _TABLE[cls] = row
     return row
+
+
+def remove_leaf(cls: type | str) -> Leaf | None:
+    """Take the row for `cls` out of the table; the row, or None when there was none."""
+    return _TABLE.pop(cls, None)
 
 
 def _name(cls: type) -> str:

@@ -87,19 +87,36 @@ class _ChildrenAsLeaves(fx.Tracer):
         return m is not self.root_module
 
 
+class Untraceable(Unsupported):
+    """A forward torch.fx cannot trace (Python control flow on tensors, ...)."""
+
+
 def trace(module: nn.Module) -> fx.Graph:
-    """The fx graph of `module.forward`; raises `Unsupported` when it cannot be traced."""
+    """The fx graph of `module.forward` as it runs when called with one tensor (the
+    other arguments at their defaults: timm's `forward(x, pre_logits=False)`); raises
+    `Untraceable` when it cannot be traced."""
     try:
-        graph = _ChildrenAsLeaves(module).trace(module)
+        graph = _ChildrenAsLeaves(module).trace(module, concrete_args=defaults(module))
     except Exception as error:  # fx reports untraceable Python as any exception type
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise Unsupported(f"its forward cannot be traced by torch.fx: {first}") from None
+        raise Untraceable(f"its forward cannot be traced by torch.fx: {first}") from None
     try:
         home = inspect.getsourcefile(type(module))
     except (TypeError, OSError):
         home = None
     setattr(graph, "owning_module_file", home)  # fx.Graph's own attributes do not include it
     return graph
+
+
+def defaults(module: nn.Module) -> dict[str, Any] | None:
+    """The forward's arguments after the input that have defaults, at their defaults."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    found = {p.name: p.default for p in params
+             if p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
+    return found or None
 
 
 def _node(value: fx.node.Argument) -> fx.Node:
@@ -224,14 +241,17 @@ class GraphBody:
 
     @staticmethod
     def shape_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
-        """`x.size(0)`, `x.shape[0]` and what is computed from them: shape arithmetic."""
+        """`x.size(0)`, `x.shape[0]`, `x.ndim` and what is computed from them (shape
+        arithmetic and comparisons), and the `torch._assert`s that check them."""
         found: set[fx.Node] = set()
         for n in nodes:
             sizes = n.op == "call_method" and n.target in ("size", "dim")
-            shape = n.op == "call_function" and n.target is getattr and n.args[1] == "shape"
-            derived = (
-                n.op == "call_function" and n.target is operator.getitem and n.args[0] in found
-            )
+            shape = (n.op == "call_function" and n.target is getattr
+                     and n.args[1] in ("shape", "ndim"))
+            inputs = n.all_input_nodes
+            derived = (n.op == "call_function" and bool(inputs) and all(i in found for i in inputs)
+                       and (getattr(n.target, "__module__", None) in ("_operator", "operator")
+                            or n.target is torch._assert))
             if sizes or shape or derived:
                 found.add(n)
         return found

@@ -39,7 +39,7 @@ from archc.importers.torch_draft import (
     shortcut_args,
     walk,
 )
-from archc.importers.torch_graph import GraphBody, Located, trace
+from archc.importers.torch_graph import GraphBody, Located, Untraceable, trace
 from archc.importers.torch_layers import Unsupported
 from archc.layers import lookup
 
@@ -78,12 +78,16 @@ def load(
     except SourceProblem as problem:
         diags.error(E_IMPORT, where, str(problem))
         return None
-    spec = to_spec(model, name, input_shape, shapes, diags, source, classes)
+    guesses: list[str] = []
+    spec = to_spec(model, name, input_shape, shapes, diags, source, classes, guesses)
     if spec is None or not verify:
         return spec
     from archc.importers.torch_verify import verify_spec
 
+    before = len(diags.items)
     if not verify_spec(spec, model, check_shape or input_shape, diags, where):
+        for i in range(before, len(diags.items)):  # say what the import had to guess
+            diags.items[i] = replace(diags.items[i], notes=(*diags.items[i].notes, *guesses))
         return None
     return spec
 
@@ -255,6 +259,7 @@ class Drafter:
         self.instances: dict[Any, list[nn.Module]] = {}
         self.reached: set[str] = set()
         self.covered: set[str] = set()  # modules a leaf row stands for, children included
+        self.guesses: list[str] = []  # modules fx could not trace, read as their children
         self.repeats: dict[tuple, int] = {}  # a problem → how many more instances have it
         self.ok = True
 
@@ -330,11 +335,30 @@ class Drafter:
             return items
         except Located as problem:
             self.problem(path, f"{type(module).__name__}.forward {problem}", type(module), problem)
+        except Untraceable as problem:
+            fallback = self.in_order(module, path, problem)
+            if fallback is not None:
+                return fallback
+            self.problem(path, f"{type(module).__name__}: {problem}", type(module))
         except Unsupported as problem:
             self.problem(path, f"{type(module).__name__}: {problem}", type(module))
         finally:
             module.train(was_training)
         return []
+
+    def in_order(self, module: nn.Module, path: str, problem: Untraceable) -> list[DItem] | None:
+        """A module fx cannot trace, read as its children called one after another, each
+        drafted on its own (the check after the import says whether that was right);
+        None when it has no children or holds tensors of its own."""
+        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if own or not any(True for _ in module.children()):
+            return None
+        self.guesses.append(
+            f"`{path or '<root>'}`: {type(module).__name__}.forward "
+            f"{str(problem).replace('its forward ', '', 1)}, so it "
+            "was read as its children in order"
+        )
+        return _RowContext(self, module, path).children()
 
     def check_all_called(self, model: nn.Module) -> None:
         """A module with weights that the forward never calls would be lost: report it."""
@@ -370,6 +394,8 @@ class Drafter:
         row = leaf_for(module)
         if row is not None and not row.block:
             items = self.from_row(row, module, path, parent)
+            if items is not None:
+                _unname_stateless(items, module)
             if items is not None and label is None and _names_children(items):
                 self.bodies[id(module)] = items  # keyed `3.conv`: a numbered block call
                 self.instances.setdefault(class_key(module), []).append(module)
@@ -465,14 +491,32 @@ class _RowContext:
         found = [self.child(name) for name, _ in self.module.named_children()]
         return [item for item in found if item is not None]
 
-    def layer(self, kind: str, *, label: str | None = None, **args: Any) -> DLayer:
-        """A layer of registry `kind` (arguments equal to its defaults left out); a label
-        that names a child module stands for all of it (`conv_proj` of a patch-embed)."""
+    def layer(self, kind: str, *, label: str | None = None, own: bool = False,
+              **args: Any) -> DLayer:
+        """A layer of registry `kind` (arguments equal to its defaults left out); with
+        `own`, its tensors are the module's own; a label that names a child module stands
+        for all of it (`conv_proj` of a patch-embed)."""
+        label = OWN if own else label
         if label is not None and label != OWN and isinstance(getattr(self.module, label, None),
                                                              nn.Module):
             self.drafter.reached.add(_join(self.path, label))
             self.drafter.covered.add(_join(self.path, label))
         return make_layer(kind, label, **args)
+
+
+def _unname_stateless(items: list[DItem], module: nn.Module) -> None:
+    """Beside an item keyed as the module's own, children without tensors (its activation)
+    need no name: they are numbered, as a spec writes `bn1: bn  relu`."""
+    if not any(getattr(i, "label", None) == OWN for i in items):
+        return
+    for item in items:
+        child = getattr(module, item.label or "", None) if item is not None else None
+        if isinstance(child, nn.Module) and not _has_state(child):
+            item.label = None
+
+
+def _has_state(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
 def _names_children(items: list[DItem]) -> bool:
@@ -528,11 +572,15 @@ def to_spec(
     diags: Diagnostics,
     source: str,
     num_classes: int | None = None,
+    guesses: list[str] | None = None,
 ) -> ir.SpecFile | None:
     """The IR of `model`: one block per module class, then the network; None on problems.
-    With `num_classes`, the fc layers with that many outputs read `FC-{num_classes}`."""
+    With `num_classes`, the fc layers with that many outputs read `FC-{num_classes}`.
+    `guesses` receives a line for each module fx could not trace, read as its children."""
     drafter = Drafter(shapes, diags, source)
     root = drafter.body(model, "")
+    if guesses is not None:
+        guesses.extend(drafter.guesses)
     if drafter.ok:  # after another problem, the modules it hides would all be reported
         drafter.check_all_called(model)
     drafter.note_repeats()

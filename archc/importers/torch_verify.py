@@ -24,9 +24,14 @@ TOLERANCE = 1e-5  # of the largest output, as the zoo's oracle
 def randomize_norms(model: nn.Module, seed: int = 0) -> None:
     """Give every batch norm random affine parameters and running statistics, and every
     layer and group norm random affine parameters (fresh ones are the identity, under
-    which a transformer's norms could be left out unnoticed)."""
+    which a transformer's norms could be left out unnoticed). Parameters that their init
+    leaves all zeros (ViT's class token and head) get small random values: a zero head
+    gives zero logits, and any spec would match them."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for p in model.parameters():
+            if p.numel() and not p.any():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
         for m in model.modules():
             if isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
                 m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
