@@ -134,7 +134,8 @@ def build_source(source: str, args: dict) -> tuple[nn.Module, str, int | None]:
     if not isinstance(model, nn.Module):
         raise SourceProblem(f"`{source}` returned a {type(model).__name__}, not an nn.Module")
     classes = num_classes_of(factory, model, args)
-    return model.eval(), snake(attr.split(".")[-1]), classes
+    named = args.get("model_name")  # timm:create_model --arg model_name=resnet18
+    return model.eval(), snake(named if isinstance(named, str) else attr.split(".")[-1]), classes
 
 
 def _torchvision_builder(name: str):
