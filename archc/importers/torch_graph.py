@@ -159,6 +159,7 @@ class GraphBody:
         self.ops: dict[fx.Node, _Op] = {}
         self.used: dict[fx.Node, int] = {}
         self.calls: dict[str, int] = {}
+        self.named: set[str] = set()  # module calls labelled with the module's name
 
     # ------------------------------------------------------------------ entry
 
@@ -309,7 +310,13 @@ class GraphBody:
         if self.calls[target] > 1 and has_state:
             raise locate(n, f"calls `{target}` twice, sharing its weights (archc has no sharing)")
         single = self.calls[target] == 1 and not target.split(".")[-1].isdigit()
-        label = target if single or has_state or "." in target else None  # `a.0`: grouped
+        # A stateless module called again (Swin's one stochastic depth for both residuals):
+        # its first call keeps the name when it has a training-time setting to keep.
+        first = (target not in self.named and not target.isdigit() and any(
+            isinstance(getattr(child, a, None), float) for a in ("p", "momentum")))
+        label = target if single or first or has_state or "." in target else None  # `a.0`
+        if label is not None and not target.split(".")[-1].isdigit():
+            self.named.add(target)
         return _Op([n.args[0]], self.child_item(child, target, label))
 
     def add_op(self, n: fx.Node) -> _Op:
