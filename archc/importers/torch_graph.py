@@ -322,6 +322,9 @@ class GraphBody:
     def add_op(self, n: fx.Node) -> _Op:
         """`a + b`: an `add:` merge of two tensors."""
         tensors = [a for a in n.args if isinstance(a, fx.Node)]
+        zero = [a for a in n.args if not isinstance(a, fx.Node) and a == 0]
+        if len(tensors) == 1 and len(zero) == 1 and len(n.args) == 2 and not n.kwargs:
+            return _Op(tensors)  # `sum(branches)` starts from 0: adding it changes nothing
         if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
             raise locate(n, "adds a constant or a scaled tensor; archc adds whole branches only")
         return _Op(tensors, merge="add")

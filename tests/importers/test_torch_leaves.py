@@ -324,3 +324,22 @@ def test_asserts_on_the_input_rank_are_left_out():
     spec = to_spec(model, "asserting", shape, shapes, diags, "test")
     assert spec is not None, messages(diags)
     assert "conv3-4" in spec_text(spec)
+
+
+class Summed(nn.Module):
+    """Branches added with Python's `sum`, which starts from 0 (MobileOne's blocks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return sum([self.a(x), self.b(x)])
+
+
+def test_a_sum_of_branches_is_an_add_merge():
+    spec, diags = imported(f"{HERE}:Summed")
+    assert spec is not None, messages(diags)
+    assert "add:" in spec_text(spec)
+    assert_exact(spec_text(spec), Summed())
