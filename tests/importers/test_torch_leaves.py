@@ -343,3 +343,30 @@ def test_a_sum_of_branches_is_an_add_merge():
     assert spec is not None, messages(diags)
     assert "add:" in spec_text(spec)
     assert_exact(spec_text(spec), Summed())
+
+
+class TimmNormSiblings(nn.Module):
+    """timm's group-norm and layer-norm acts, and the norm-MLP head (ConvNeXt's)."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import GroupNormAct, LayerNormAct2d, NormMlpClassifierHead
+
+        self.conv = nn.Conv2d(3, 8, 3, stride=2)
+        self.gn = GroupNormAct(8, 4, act_layer=nn.GELU)
+        self.conv2 = nn.Conv2d(8, 8, 1)
+        self.ln = LayerNormAct2d(8, act_layer=nn.ReLU)
+        self.head = NormMlpClassifierHead(8, 6, hidden_size=12, pool_type="avg")
+
+    def forward(self, x):
+        return self.head(self.ln(self.conv2(self.gn(self.conv(x)))))
+
+
+def test_timm_norm_act_siblings_and_the_norm_mlp_head_import_exactly():
+    spec, diags = imported(f"{HERE}:TimmNormSiblings")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "gn: groupnorm-4  gelu" in text.replace("groupnorm(4)", "groupnorm-4")
+    assert "ln: layernorm2d  relu" in text
+    assert "pre_logits: [fc: fc-12 act: tanh]" in text
+    assert_exact(text, TimmNormSiblings())
