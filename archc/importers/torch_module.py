@@ -314,10 +314,27 @@ class Drafter:
                 self.child(c, _join(path, n), None if n.isdigit() else n, module)
                 for n, c in module.named_children()
             ]
+            self.check_numbering(module, path, items)
         else:
             items = self.traced(module, path)
         self.bodies[id(module)] = items
         return items
+
+    def check_numbering(self, module: nn.Module, path: str, items: list[DItem]) -> None:
+        """A child at a numbered place that became several layers (timm's norm-act as
+        `bn  relu`) moves the numbers of the children after it: report it where a later
+        numbered child has weights, whose keys would then not line up."""
+        children = list(module.named_children())
+        for i, ((name, child), item) in enumerate(zip(children, items)):
+            count = len(item.items) if isinstance(item, DGroup) and item.label is None else 1
+            later = [n for n, c in children[i + 1:] if n.isdigit() and _has_state(c)]
+            if name.isdigit() and count > 1 and later:
+                self.problem(
+                    _join(path, name),
+                    f"{type(child).__name__} becomes {count} layers at a numbered "
+                    f"place, which would renumber the weights of `{_join(path, later[0])}`",
+                    type(module),
+                )
 
     def traced(self, module: nn.Module, path: str) -> list[DItem]:
         """The draft body of a module with its own forward, traced in training mode."""

@@ -370,3 +370,15 @@ def test_timm_norm_act_siblings_and_the_norm_mlp_head_import_exactly():
     assert "ln: layernorm2d  relu" in text
     assert "pre_logits: [fc: fc-12 act: tanh]" in text
     assert_exact(text, TimmNormSiblings())
+
+
+def numbered_norm_act() -> nn.Module:
+    """timm's norm-act at a numbered place of a Sequential, a conv with weights after it."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4), nn.Conv2d(4, 4, 1),
+                         nn.Flatten())
+
+
+def test_a_helper_that_would_renumber_the_weights_after_it_is_reported():
+    spec, diags = imported(f"{HERE}:numbered_norm_act")
+    assert spec is None
+    assert any("renumber the weights of `2`" in m for m in messages(diags)), messages(diags)
