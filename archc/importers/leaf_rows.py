@@ -189,6 +189,46 @@ def _plain(kind: str, **args: Any) -> Callable[[Any, Context], list[DItem]]:
     return lambda m, context: [make_layer(kind, **args)]
 
 
+def _blur_pool(m: Any, context: Context) -> list[DItem]:
+    """timm's BlurPool2d: a binomial blur (a buffer outside the state_dict), subsampled."""
+    return [make_layer("blur-pool", filter=m.filt_size, stride=m.stride, pad_mode=m.pad_mode)]
+
+
+def _scaled_std_conv(m: Any, context: Context) -> list[DItem]:
+    """timm's ScaledStdConv2d (NF-ResNet): `std-conv`, its gamma recovered from the scale
+    timm keeps (gamma / √fan-in)."""
+    if getattr(m, "same_pad", False) or isinstance(m.padding, str):
+        raise Unsupported("a weight-standardised conv with dynamic `same` padding")
+    fan_in = m.weight[0].numel()
+    return [make_layer(
+        "std-conv", out=m.out_channels, kernel=_side(m.kernel_size), stride=_side(m.stride),
+        padding=_side(m.padding), dilation=_side(m.dilation), groups=m.groups,
+        bias=m.bias is not None, gamma=m.scale * fan_in ** 0.5, eps=m.eps)]
+
+
+def _side(value: Any) -> Any:
+    """`3` for (3, 3), `(1, 7)` as it is."""
+    return value[0] if len(set(value)) == 1 else tuple(value)
+
+
+def _eca(m: Any, context: Context) -> list[DItem] | None:
+    """timm's EcaModule with its sigmoid gate and no MLP: `eca(kernel)`."""
+    conv = m.conv
+    sigmoid = type(m.gate) is nn.Sigmoid or _timm_sigmoid(m.gate)
+    plain = (sigmoid and m.conv2 is None and conv.bias is None and conv.in_channels == 1
+             and conv.out_channels == 1 and conv.padding[0] == (conv.kernel_size[0] - 1) // 2)
+    return [make_layer("eca", kernel=conv.kernel_size[0])] if plain else None
+
+
+def _timm_sigmoid(module: Any) -> bool:
+    return type(module).__name__ == "Sigmoid" and type(module).__module__.startswith("timm")
+
+
+register_leaf(f"{TIMM}.blur_pool:BlurPool2d", _blur_pool)
+register_leaf(f"{TIMM}.std_conv:ScaledStdConv2d", _scaled_std_conv)
+register_leaf(f"{TIMM}.eca:EcaModule", _eca)
+register_leaf(f"{TIMM}.space_to_depth:SpaceToDepth",
+              lambda m, context: [make_layer("space-to-depth", block=m.bs)])
 register_leaf(f"{TIMM}.norm_act:BatchNormAct2d", _norm_act(batch_norm))
 register_leaf(f"{TIMM}.norm_act:GroupNormAct", _norm_act(MODULES[nn.GroupNorm]))
 register_leaf(f"{TIMM}.norm_act:GroupNorm1Act", _norm_act(MODULES[nn.GroupNorm]))

@@ -371,6 +371,11 @@ class GraphBody:
     def mul_op(self, n: fx.Node) -> _Op:
         """`x * gate` (squeeze-and-excitation): a `mul:` merge, where archc has one."""
         tensors = [a for a in n.args if isinstance(a, fx.Node)]
+        numbers = [a for a in n.args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if len(tensors) == 1 and len(numbers) == 1 and not n.kwargs:  # Inception-ResNet's 0.17
+            return _Op(tensors, kind_layer(
+                "constant-scale", [Arg("factor", float(numbers[0]), REQUIRED, "factor",
+                                       positional=True)], what="a multiplication by a constant"))
         if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
             raise locate(n, "multiplies by a constant; archc multiplies whole branches only")
         if not _has_merge("mul"):

@@ -382,3 +382,31 @@ def test_a_helper_that_would_renumber_the_weights_after_it_is_reported():
     spec, diags = imported(f"{HERE}:numbered_norm_act")
     assert spec is None
     assert any("renumber the weights of `2`" in m for m in messages(diags)), messages(diags)
+
+
+class TimmOps(nn.Module):
+    """timm's space-to-depth, weight-standardised conv, ECA and blur pool, and a branch
+    scaled by a constant (TResNet, NF-ResNet, ECA-ResNet, Inception-ResNet-v2)."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import BlurPool2d, EcaModule, ScaledStdConv2d, SpaceToDepth
+
+        self.s2d = SpaceToDepth(4)  # (3, 32, 32) → (48, 8, 8)
+        self.conv = ScaledStdConv2d(48, 8, 3, gamma=1.7)
+        self.eca = EcaModule(8, kernel_size=3)
+        self.blur = BlurPool2d(8, filt_size=3, stride=2)
+        self.branch = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        x = self.blur(self.eca(self.conv(self.s2d(x))))
+        return x + self.branch(x) * 0.17
+
+
+def test_timm_tensor_operations_import_exactly():
+    spec, diags = imported(f"{HERE}:TimmOps")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    for word in ("space-to-depth", "std-conv", "eca", "blur-pool", "constant-scale"):
+        assert word in text, (word, text)
+    assert_exact(text, TimmOps())
