@@ -364,6 +364,13 @@ class GraphBody:
         """`parts[i]` of a chunk: where a split's branch starts."""
         parent, index = n.args
         assert isinstance(parent, fx.Node)  # `op` sends only the items of a node here
+        channels = _channel_range(index)
+        if channels is not None and not (self.ops.get(parent) and self.ops[parent].chunks):
+            start, end = channels  # GhostNet's `out[:, :self.out_chs]`
+            return _Op([parent], kind_layer(
+                "channel-slice", [Arg("start", start, REQUIRED, "start", positional=True),
+                                  Arg("end", end, REQUIRED, "end", positional=True)],
+                what="a slice of the channels"))
         if not (isinstance(index, int) and self.ops.get(parent) and self.ops[parent].chunks):
             raise locate(n, "indexes a tensor; archc has no indexing layer")
         return _Op([parent], slice=index)
@@ -544,6 +551,18 @@ def group_containers(items: list[DItem]) -> list[DItem]:
                 "group's items by position, so they must run one after the other, in order)"
             )
     return out
+
+
+def _channel_range(index: Any) -> tuple[int, int] | None:
+    """(start, end) of `x[:, start:end]` (trailing `:` allowed); None for other indexing."""
+    if not isinstance(index, tuple) or len(index) < 2 or index[0] != slice(None):
+        return None
+    if any(i != slice(None) for i in index[2:]) or not isinstance(index[1], slice):
+        return None
+    start, end, step = index[1].start or 0, index[1].stop, index[1].step
+    if step not in (None, 1) or not isinstance(start, int) or not isinstance(end, int):
+        return None
+    return (start, end) if 0 <= start < end else None
 
 
 def _has_merge(mode: str) -> bool:

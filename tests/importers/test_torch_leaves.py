@@ -410,3 +410,32 @@ def test_timm_tensor_operations_import_exactly():
     for word in ("space-to-depth", "std-conv", "eca", "blur-pool", "constant-scale"):
         assert word in text, (word, text)
     assert_exact(text, TimmOps())
+
+
+class Ghost(nn.Module):
+    """GhostNet's module: a conv, a cheap depthwise conv of it, both concatenated and the
+    first `out` channels kept."""
+
+    def __init__(self, out: int = 6):
+        super().__init__()
+        self.out = out
+        self.primary = nn.Conv2d(3, 4, 1)
+        self.cheap = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+
+    def forward(self, x):
+        x1 = self.primary(x)
+        return torch.cat([x1, self.cheap(x1)], dim=1)[:, :self.out]
+
+
+class EveryOther(nn.Module):
+    def forward(self, x):
+        return x[:, ::2]
+
+
+def test_a_slice_of_the_channels_is_a_channel_slice():
+    spec, diags = imported(f"{HERE}:Ghost")
+    assert spec is not None, messages(diags)
+    assert "channel-slice(0, 6)" in spec_text(spec)
+    assert_exact(spec_text(spec), Ghost())
+    spec, diags = imported(f"{HERE}:EveryOther")
+    assert spec is None and any("indexes a tensor" in m for m in messages(diags))
