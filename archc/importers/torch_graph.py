@@ -173,7 +173,7 @@ class GraphBody:
             if extra.users:
                 raise Unsupported(f"its forward uses a second input `{extra.name}`")
         self.start = inputs[0]
-        nodes = self.running_concats(nodes)
+        nodes = self.partial_residuals(self.running_concats(nodes))
         for n in nodes:
             if n.op == "call_module":
                 target = str(n.target)  # a module call's target is the module's name
@@ -240,6 +240,28 @@ class GraphBody:
                 n.args = ([concat(list(listed[:-1]), n), listed[-1]], 1)
         return list(self.graph.nodes)
 
+    def partial_residuals(self, nodes: list[fx.Node]) -> list[fx.Node]:
+        """ReXNet's `torch.cat([y[:, :c] + s, y[:, c:]], 1)`, a residual into the first c
+        channels, becomes one `add-into:` merge of y and s."""
+        for n in nodes:
+            if n.target is not torch.cat or not _has_merge("add-into"):
+                continue
+            parts = n.args[0]
+            dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+            if dim != 1 or not isinstance(parts, (list, tuple)) or len(parts) != 2:
+                continue
+            first, rest = parts
+            found = _residual_into(first, rest)
+            if found is None:
+                continue
+            with self.graph.inserting_before(n):
+                merged = self.graph.call_function(add_into, found)
+            n.replace_all_uses_with(merged)
+            for dead in (n, first, rest, *first.args):  # type: ignore[union-attr]
+                if isinstance(dead, fx.Node) and not dead.users and dead.op == "call_function":
+                    self.graph.erase_node(dead)
+        return list(self.graph.nodes)
+
     @staticmethod
     def shape_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
         """`x.size(0)`, `x.shape[0]`, `x.ndim` and what is computed from them (shape
@@ -274,6 +296,8 @@ class GraphBody:
             return self.add_op(n)
         if n.target is torch.cat:
             return self.cat_op(n)
+        if n.target is add_into:
+            return _Op([_node(a) for a in n.args], merge="add-into")
         if n.target in MULTIPLIES or (n.op == "call_method" and n.target in ("mul", "mul_")):
             return self.mul_op(n)
         if n.target in MAXIMUMS or (n.op == "call_method" and n.target in ("maximum", "max")):
@@ -551,6 +575,36 @@ def group_containers(items: list[DItem]) -> list[DItem]:
                 "group's items by position, so they must run one after the other, in order)"
             )
     return out
+
+
+def add_into(first: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """`other` added into the first channels of `first` (the graph's mark of an
+    `add-into:` merge; never called)."""
+    raise AssertionError("a mark in the traced graph, not run")  # pragma: no cover
+
+
+def _residual_into(first: Any, rest: Any) -> tuple[fx.Node, fx.Node] | None:
+    """(y, s) when `first` is `y[:, :c] + s` (or `s + y[:, :c]`) and `rest` is `y[:, c:]`."""
+    if not isinstance(first, fx.Node) or not isinstance(rest, fx.Node):
+        return None
+    if first.target not in ADDS or len(first.args) != 2 or first.kwargs:
+        return None
+    for head, other in (first.args, first.args[::-1]):
+        if not (isinstance(head, fx.Node) and isinstance(other, fx.Node)):
+            continue
+        if head.target is not operator.getitem or rest.target is not operator.getitem:
+            continue
+        y, index = head.args
+        if rest.args[0] is not y or not isinstance(index, tuple) or len(index) != 2:
+            continue
+        tail = rest.args[1]
+        if index[0] != slice(None) or not isinstance(tail, tuple) or tail[0] != slice(None):
+            continue
+        c = index[1].stop if isinstance(index[1], slice) else None
+        whole = isinstance(c, int) and c > 0
+        if whole and index[1] in (slice(0, c), slice(None, c)) and tail[1:] == (slice(c, None),):
+            return _node(y), other
+    return None
 
 
 def _channel_range(index: Any) -> tuple[int, int] | None:

@@ -439,3 +439,22 @@ def test_a_slice_of_the_channels_is_a_channel_slice():
     assert_exact(spec_text(spec), Ghost())
     spec, diags = imported(f"{HERE}:EveryOther")
     assert spec is None and any("indexes a tensor" in m for m in messages(diags))
+
+
+class PartialResidual(nn.Module):
+    """ReXNet's residual into the first channels: cat([y[:, :c] + x, y[:, c:]])."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return torch.cat([y[:, 0:3] + x, y[:, 3:]], dim=1)
+
+
+def test_a_residual_into_the_first_channels_is_an_add_into_merge():
+    spec, diags = imported(f"{HERE}:PartialResidual")
+    assert spec is not None, messages(diags)
+    assert "add-into:" in spec_text(spec)
+    assert_exact(spec_text(spec), PartialResidual())
