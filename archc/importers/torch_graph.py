@@ -308,6 +308,8 @@ class GraphBody:
             return _Op([_node(n.args[0])])
         if n.target == "chunk" or n.target is torch.chunk:
             return self.chunk_op(n)
+        if (n.target == "split" or n.target is torch.split) and _equal_split(n):
+            return self.split_op(n)
         if n.target is operator.getitem and isinstance(n.args[0], fx.Node):
             return self.slice_op(n)
         convert = METHODS.get(str(n.target)) if n.op == "call_method" else FUNCTIONS.get(n.target)
@@ -375,6 +377,16 @@ class GraphBody:
         layer = kind_layer("scale", what="a layer scale")
         layer.label = str(weight.target)
         return _Op([_node(x)], layer)
+
+    def split_op(self, n: fx.Node) -> _Op:
+        """`x.split(size, 1)` taken whole by its users (CSPNet's `xs, xb = x.split(c // 2,
+        dim=1)`): as many equal slices as the users take, read as a chunk; were the input
+        wider than that, the check after the import would say so."""
+        indices = [u.args[1] for u in n.users if u.target is operator.getitem]
+        taken = [i for i in indices if isinstance(i, int)]
+        if len(taken) != len(n.users):
+            raise locate(n, "splits the channels and uses the slices other than one by one")
+        return _Op([_node(n.args[0])], chunks=max(taken) + 1)
 
     def chunk_op(self, n: fx.Node) -> _Op:
         """`x.chunk(n, 1)`: slices for the branches of a `split:` merge."""
@@ -605,6 +617,14 @@ def _residual_into(first: Any, rest: Any) -> tuple[fx.Node, fx.Node] | None:
         if whole and index[1] in (slice(0, c), slice(None, c)) and tail[1:] == (slice(c, None),):
             return _node(y), other
     return None
+
+
+def _equal_split(n: fx.Node) -> bool:
+    """`x.split(size, 1)` (or `torch.split`) into slices of one whole size, on channels."""
+    size = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections",
+                                                            n.kwargs.get("split_size"))
+    dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+    return isinstance(size, int) and dim == 1
 
 
 def _channel_range(index: Any) -> tuple[int, int] | None:

@@ -458,3 +458,23 @@ def test_a_residual_into_the_first_channels_is_an_add_into_merge():
     assert spec is not None, messages(diags)
     assert "add-into:" in spec_text(spec)
     assert_exact(spec_text(spec), PartialResidual())
+
+
+class CrossStage(nn.Module):
+    """CSPNet's stage: the channels split in two halves, one through blocks, rejoined."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = nn.Conv2d(3, 8, 1)
+        self.blocks = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        xs, xb = self.expand(x).split(4, dim=1)
+        return torch.cat([xs, self.blocks(xb)], dim=1)
+
+
+def test_a_split_into_equal_halves_is_a_split_merge():
+    spec, diags = imported(f"{HERE}:CrossStage")
+    assert spec is not None, messages(diags)
+    assert "split:" in spec_text(spec)
+    assert_exact(spec_text(spec), CrossStage())
