@@ -624,7 +624,7 @@ def _equal_split(n: fx.Node) -> bool:
     size = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections",
                                                             n.kwargs.get("split_size"))
     dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
-    return isinstance(size, int) and dim == 1
+    return isinstance(size, int) and isinstance(dim, int) and dim == 1
 
 
 def _channel_range(index: Any) -> tuple[int, int] | None:
