@@ -244,3 +244,33 @@ def cache_folder(name: str) -> Path | None:
 
     folder = private_dir(name)
     return None if folder is None else folder.path
+
+
+def register_leaf(cls: type | str, items: Callable[..., Any], *, block: bool = False,
+                  subclasses: bool = False) -> Any:
+    """Teach the PyTorch importer a helper module: instances of `cls` (a class, or
+    "package.module:Class") become the archc items `items(module, context)` returns, built
+    with `context.layer(kind, own=..., label=..., **args)` and `context.child(name)`; None
+    reads the instance as usual. With `block=True` the items are the body of a block.
+    Every import is still checked against its source. Returns the row."""
+    from archc.importers.leaves import register_leaf as register
+
+    return register(cls, items, block=block, subclasses=subclasses)
+
+
+def import_network(source: str, args: dict[str, Any] | None = None, *,
+                   input_shape: tuple[int, int, int] | None = None
+                   ) -> tuple[str | None, list[Diagnostic]]:
+    """`archc import SOURCE` in-process: the spec's text (None on errors) and the
+    diagnostics. `source` is a file (.prototxt, .cfg) or a Python `module:callable`,
+    `args` its keyword arguments; a PyTorch import is checked against its source."""
+    from archc.compiler.checker import collector_paused
+    from archc.compiler.diagnostics import Diagnostics
+    from archc.importers import check_imported, import_source, layout
+
+    diags = Diagnostics()
+    with collector_paused():
+        spec = import_source(source, diags, args=args or {}, input_shape=input_shape)
+        network = None if spec is None else check_imported(spec, {}, diags)
+    text = None if spec is None or network is None else layout.spec_text(spec)
+    return text, diags.sorted()

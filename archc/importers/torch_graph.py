@@ -87,19 +87,36 @@ class _ChildrenAsLeaves(fx.Tracer):
         return m is not self.root_module
 
 
+class Untraceable(Unsupported):
+    """A forward torch.fx cannot trace (Python control flow on tensors, ...)."""
+
+
 def trace(module: nn.Module) -> fx.Graph:
-    """The fx graph of `module.forward`; raises `Unsupported` when it cannot be traced."""
+    """The fx graph of `module.forward` as it runs when called with one tensor (the
+    other arguments at their defaults: timm's `forward(x, pre_logits=False)`); raises
+    `Untraceable` when it cannot be traced."""
     try:
-        graph = _ChildrenAsLeaves(module).trace(module)
+        graph = _ChildrenAsLeaves(module).trace(module, concrete_args=defaults(module))
     except Exception as error:  # fx reports untraceable Python as any exception type
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise Unsupported(f"its forward cannot be traced by torch.fx: {first}") from None
+        raise Untraceable(f"its forward cannot be traced by torch.fx: {first}") from None
     try:
         home = inspect.getsourcefile(type(module))
     except (TypeError, OSError):
         home = None
     setattr(graph, "owning_module_file", home)  # fx.Graph's own attributes do not include it
     return graph
+
+
+def defaults(module: nn.Module) -> dict[str, Any] | None:
+    """The forward's arguments after the input that have defaults, at their defaults."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    found = {p.name: p.default for p in params
+             if p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
+    return found or None
 
 
 def _node(value: fx.node.Argument) -> fx.Node:
@@ -142,6 +159,7 @@ class GraphBody:
         self.ops: dict[fx.Node, _Op] = {}
         self.used: dict[fx.Node, int] = {}
         self.calls: dict[str, int] = {}
+        self.named: set[str] = set()  # module calls labelled with the module's name
 
     # ------------------------------------------------------------------ entry
 
@@ -155,7 +173,7 @@ class GraphBody:
             if extra.users:
                 raise Unsupported(f"its forward uses a second input `{extra.name}`")
         self.start = inputs[0]
-        nodes = self.running_concats(nodes)
+        nodes = self.partial_residuals(self.running_concats(nodes))
         for n in nodes:
             if n.op == "call_module":
                 target = str(n.target)  # a module call's target is the module's name
@@ -222,16 +240,41 @@ class GraphBody:
                 n.args = ([concat(list(listed[:-1]), n), listed[-1]], 1)
         return list(self.graph.nodes)
 
+    def partial_residuals(self, nodes: list[fx.Node]) -> list[fx.Node]:
+        """ReXNet's `torch.cat([y[:, :c] + s, y[:, c:]], 1)`, a residual into the first c
+        channels, becomes one `add-into:` merge of y and s."""
+        for n in nodes:
+            if n.target is not torch.cat or not _has_merge("add-into"):
+                continue
+            parts = n.args[0]
+            dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+            if dim != 1 or not isinstance(parts, (list, tuple)) or len(parts) != 2:
+                continue
+            first, rest = parts
+            found = _residual_into(first, rest)
+            if found is None:
+                continue
+            with self.graph.inserting_before(n):
+                merged = self.graph.call_function(add_into, found)
+            n.replace_all_uses_with(merged)
+            for dead in (n, first, rest, *first.args):  # type: ignore[union-attr]
+                if isinstance(dead, fx.Node) and not dead.users and dead.op == "call_function":
+                    self.graph.erase_node(dead)
+        return list(self.graph.nodes)
+
     @staticmethod
     def shape_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
-        """`x.size(0)`, `x.shape[0]` and what is computed from them: shape arithmetic."""
+        """`x.size(0)`, `x.shape[0]`, `x.ndim` and what is computed from them (shape
+        arithmetic and comparisons), and the `torch._assert`s that check them."""
         found: set[fx.Node] = set()
         for n in nodes:
             sizes = n.op == "call_method" and n.target in ("size", "dim")
-            shape = n.op == "call_function" and n.target is getattr and n.args[1] == "shape"
-            derived = (
-                n.op == "call_function" and n.target is operator.getitem and n.args[0] in found
-            )
+            shape = (n.op == "call_function" and n.target is getattr
+                     and n.args[1] in ("shape", "ndim"))
+            inputs = n.all_input_nodes
+            derived = (n.op == "call_function" and bool(inputs) and all(i in found for i in inputs)
+                       and (getattr(n.target, "__module__", None) in ("_operator", "operator")
+                            or n.target is torch._assert))
             if sizes or shape or derived:
                 found.add(n)
         return found
@@ -253,6 +296,8 @@ class GraphBody:
             return self.add_op(n)
         if n.target is torch.cat:
             return self.cat_op(n)
+        if n.target is add_into:
+            return _Op([_node(a) for a in n.args], merge="add-into")
         if n.target in MULTIPLIES or (n.op == "call_method" and n.target in ("mul", "mul_")):
             return self.mul_op(n)
         if n.target in MAXIMUMS or (n.op == "call_method" and n.target in ("maximum", "max")):
@@ -263,6 +308,8 @@ class GraphBody:
             return _Op([_node(n.args[0])])
         if n.target == "chunk" or n.target is torch.chunk:
             return self.chunk_op(n)
+        if (n.target == "split" or n.target is torch.split) and _equal_split(n):
+            return self.split_op(n)
         if n.target is operator.getitem and isinstance(n.args[0], fx.Node):
             return self.slice_op(n)
         convert = METHODS.get(str(n.target)) if n.op == "call_method" else FUNCTIONS.get(n.target)
@@ -289,12 +336,21 @@ class GraphBody:
         if self.calls[target] > 1 and has_state:
             raise locate(n, f"calls `{target}` twice, sharing its weights (archc has no sharing)")
         single = self.calls[target] == 1 and not target.split(".")[-1].isdigit()
-        label = target if single or has_state or "." in target else None  # `a.0`: grouped
+        # A stateless module called again (Swin's one stochastic depth for both residuals):
+        # its first call keeps the name when it has a training-time setting to keep.
+        first = (target not in self.named and not target.isdigit() and any(
+            isinstance(getattr(child, a, None), float) for a in ("p", "momentum")))
+        label = target if single or first or has_state or "." in target else None  # `a.0`
+        if label is not None and not target.split(".")[-1].isdigit():
+            self.named.add(target)
         return _Op([n.args[0]], self.child_item(child, target, label))
 
     def add_op(self, n: fx.Node) -> _Op:
         """`a + b`: an `add:` merge of two tensors."""
         tensors = [a for a in n.args if isinstance(a, fx.Node)]
+        zero = [a for a in n.args if not isinstance(a, fx.Node) and a == 0]
+        if len(tensors) == 1 and len(zero) == 1 and len(n.args) == 2 and not n.kwargs:
+            return _Op(tensors)  # `sum(branches)` starts from 0: adding it changes nothing
         if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
             raise locate(n, "adds a constant or a scaled tensor; archc adds whole branches only")
         return _Op(tensors, merge="add")
@@ -322,6 +378,16 @@ class GraphBody:
         layer.label = str(weight.target)
         return _Op([_node(x)], layer)
 
+    def split_op(self, n: fx.Node) -> _Op:
+        """`x.split(size, 1)` taken whole by its users (CSPNet's `xs, xb = x.split(c // 2,
+        dim=1)`): as many equal slices as the users take, read as a chunk; were the input
+        wider than that, the check after the import would say so."""
+        indices = [u.args[1] for u in n.users if u.target is operator.getitem]
+        taken = [i for i in indices if isinstance(i, int)]
+        if len(taken) != len(n.users):
+            raise locate(n, "splits the channels and uses the slices other than one by one")
+        return _Op([_node(n.args[0])], chunks=max(taken) + 1)
+
     def chunk_op(self, n: fx.Node) -> _Op:
         """`x.chunk(n, 1)`: slices for the branches of a `split:` merge."""
         pieces = n.args[1] if len(n.args) > 1 else n.kwargs.get("chunks")
@@ -334,6 +400,13 @@ class GraphBody:
         """`parts[i]` of a chunk: where a split's branch starts."""
         parent, index = n.args
         assert isinstance(parent, fx.Node)  # `op` sends only the items of a node here
+        channels = _channel_range(index)
+        if channels is not None and not (self.ops.get(parent) and self.ops[parent].chunks):
+            start, end = channels  # GhostNet's `out[:, :self.out_chs]`
+            return _Op([parent], kind_layer(
+                "channel-slice", [Arg("start", start, REQUIRED, "start", positional=True),
+                                  Arg("end", end, REQUIRED, "end", positional=True)],
+                what="a slice of the channels"))
         if not (isinstance(index, int) and self.ops.get(parent) and self.ops[parent].chunks):
             raise locate(n, "indexes a tensor; archc has no indexing layer")
         return _Op([parent], slice=index)
@@ -341,6 +414,11 @@ class GraphBody:
     def mul_op(self, n: fx.Node) -> _Op:
         """`x * gate` (squeeze-and-excitation): a `mul:` merge, where archc has one."""
         tensors = [a for a in n.args if isinstance(a, fx.Node)]
+        numbers = [a for a in n.args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if len(tensors) == 1 and len(numbers) == 1 and not n.kwargs:  # Inception-ResNet's 0.17
+            return _Op(tensors, kind_layer(
+                "constant-scale", [Arg("factor", float(numbers[0]), REQUIRED, "factor",
+                                       positional=True)], what="a multiplication by a constant"))
         if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
             raise locate(n, "multiplies by a constant; archc multiplies whole branches only")
         if not _has_merge("mul"):
@@ -509,6 +587,56 @@ def group_containers(items: list[DItem]) -> list[DItem]:
                 "group's items by position, so they must run one after the other, in order)"
             )
     return out
+
+
+def add_into(first: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """`other` added into the first channels of `first` (the graph's mark of an
+    `add-into:` merge; never called)."""
+    raise AssertionError("a mark in the traced graph, not run")  # pragma: no cover
+
+
+def _residual_into(first: Any, rest: Any) -> tuple[fx.Node, fx.Node] | None:
+    """(y, s) when `first` is `y[:, :c] + s` (or `s + y[:, :c]`) and `rest` is `y[:, c:]`."""
+    if not isinstance(first, fx.Node) or not isinstance(rest, fx.Node):
+        return None
+    if first.target not in ADDS or len(first.args) != 2 or first.kwargs:
+        return None
+    for head, other in (first.args, first.args[::-1]):
+        if not (isinstance(head, fx.Node) and isinstance(other, fx.Node)):
+            continue
+        if head.target is not operator.getitem or rest.target is not operator.getitem:
+            continue
+        y, index = head.args
+        if rest.args[0] is not y or not isinstance(index, tuple) or len(index) != 2:
+            continue
+        tail = rest.args[1]
+        if index[0] != slice(None) or not isinstance(tail, tuple) or tail[0] != slice(None):
+            continue
+        c = index[1].stop if isinstance(index[1], slice) else None
+        whole = isinstance(c, int) and c > 0
+        if whole and index[1] in (slice(0, c), slice(None, c)) and tail[1:] == (slice(c, None),):
+            return _node(y), other
+    return None
+
+
+def _equal_split(n: fx.Node) -> bool:
+    """`x.split(size, 1)` (or `torch.split`) into slices of one whole size, on channels."""
+    size = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections",
+                                                            n.kwargs.get("split_size"))
+    dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+    return isinstance(size, int) and isinstance(dim, int) and dim == 1
+
+
+def _channel_range(index: Any) -> tuple[int, int] | None:
+    """(start, end) of `x[:, start:end]` (trailing `:` allowed); None for other indexing."""
+    if not isinstance(index, tuple) or len(index) < 2 or index[0] != slice(None):
+        return None
+    if any(i != slice(None) for i in index[2:]) or not isinstance(index[1], slice):
+        return None
+    start, end, step = index[1].start or 0, index[1].stop, index[1].step
+    if step not in (None, 1) or not isinstance(start, int) or not isinstance(end, int):
+        return None
+    return (start, end) if 0 <= start < end else None
 
 
 def _has_merge(mode: str) -> bool:

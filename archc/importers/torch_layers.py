@@ -90,7 +90,8 @@ def _linear(m: nn.Linear) -> DLayer:
     )
 
 
-def _bn(m: nn.modules.batchnorm._BatchNorm) -> DLayer:
+def batch_norm(m: nn.modules.batchnorm._BatchNorm) -> DLayer:
+    """`bn` of a batch norm with running statistics (its subclasses' too)."""
     if not m.track_running_stats or m.momentum is None:
         raise Unsupported("batch norm without running statistics or with momentum=None")
     return DLayer(
@@ -200,8 +201,8 @@ def _plain(kind: str) -> Callable[[Any], DLayer]:
 MODULES: dict[type, Callable[[Any], DLayer]] = {
     nn.Conv2d: _conv,
     nn.Linear: _linear,
-    nn.BatchNorm2d: _bn,
-    nn.BatchNorm1d: _bn,
+    nn.BatchNorm2d: batch_norm,
+    nn.BatchNorm1d: batch_norm,
     nn.MaxPool2d: _maxpool,
     nn.AvgPool2d: _avgpool,
     nn.AdaptiveAvgPool2d: lambda m: adaptive("adaptiveavgpool", m.output_size),
@@ -228,7 +229,7 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
     nn.Hardsigmoid: _plain("hardsigmoid"),
     nn.Mish: _plain("mish"),
     nn.GELU: lambda m: kind_layer("gelu", [Arg("approximate", m.approximate, "none", "approx")]),
-    nn.LayerNorm: lambda m: _layernorm("layernorm", m),
+    nn.LayerNorm: lambda m: layernorm("layernorm", m),
     nn.GroupNorm: lambda m: kind_layer(
         "groupnorm",
         [
@@ -243,42 +244,13 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
 }
 
 
-def _layernorm(kind: str, m: nn.LayerNorm) -> DLayer:
+def layernorm(kind: str, m: nn.LayerNorm) -> DLayer:
+    """`layernorm` (or `layernorm2d`) of a LayerNorm over one axis."""
     if len(m.normalized_shape) != 1 or (m.bias is None) != (m.weight is None):
         raise Unsupported(f"LayerNorm over {tuple(m.normalized_shape)} (archc normalises one axis)")
     return kind_layer(
         kind, [Arg("eps", m.eps, 1e-5, "eps"), Arg("affine", m.elementwise_affine, True, "affine")]
     )
-
-
-# torchvision's own layer modules, by where they are defined (torchvision stays optional).
-LIBRARY: dict[tuple[str, str], Callable[[Any], DLayer]] = {
-    ("torchvision.ops.stochastic_depth", "StochasticDepth"): lambda m: kind_layer(
-        "stochastic-depth",
-        [Arg("p", m.p, REQUIRED, "p", positional=True), Arg("mode", m.mode, "row", "mode")],
-    ),
-    ("torchvision.models.convnext", "LayerNorm2d"): lambda m: _layernorm("layernorm2d", m),
-    ("torchvision.ops.misc", "Permute"): lambda m: kind_layer(
-        "permute", [Arg("dims", tuple(m.dims), REQUIRED, "dims", positional=True)]
-    ),
-}
-
-
-def _converter(module: nn.Module) -> Callable[[Any], DLayer] | None:
-    cls = type(module)
-    return MODULES.get(cls) or LIBRARY.get((cls.__module__, cls.__qualname__))
-
-
-def is_layer(module: nn.Module) -> bool:
-    """True for a module archc knows as a layer kind (or reports as a missing one)."""
-    return _converter(module) is not None
-
-
-def module_layer(module: nn.Module) -> DLayer:
-    """The draft layer of a layer module; raises `Unsupported`."""
-    convert = _converter(module)
-    assert convert is not None  # callers ask `is_layer` first
-    return convert(module)
 
 
 # --------------------------------------------------------------------------- functions

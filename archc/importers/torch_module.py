@@ -27,10 +27,11 @@ from torch import nn
 
 from archc.compiler import ir
 from archc.compiler.diagnostics import Diagnostics, did_you_mean
+from archc.importers import leaf_rows  # noqa: F401  (the libraries' rows join the table)
+from archc.importers.leaves import OWN, Leaf, leaf_for, make_layer, place
 from archc.importers.torch_blocks import Blocks, Emitter, Unified, fold_loops, same
 from archc.importers.torch_draft import (
     NUM_CLASSES,
-    Arg,
     DCall,
     DGroup,
     DItem,
@@ -38,8 +39,8 @@ from archc.importers.torch_draft import (
     shortcut_args,
     walk,
 )
-from archc.importers.torch_graph import GraphBody, Located, trace
-from archc.importers.torch_layers import Unsupported, is_layer, kind_layer, module_layer
+from archc.importers.torch_graph import GraphBody, Located, Untraceable, trace
+from archc.importers.torch_layers import Unsupported
 from archc.layers import lookup
 
 # Diagnostic codes: the import itself failed / something has no archc form / the written
@@ -77,12 +78,16 @@ def load(
     except SourceProblem as problem:
         diags.error(E_IMPORT, where, str(problem))
         return None
-    spec = to_spec(model, name, input_shape, shapes, diags, source, classes)
+    guesses: list[str] = []
+    spec = to_spec(model, name, input_shape, shapes, diags, source, classes, guesses)
     if spec is None or not verify:
         return spec
     from archc.importers.torch_verify import verify_spec
 
+    before = len(diags.items)
     if not verify_spec(spec, model, check_shape or input_shape, diags, where):
+        for i in range(before, len(diags.items)):  # say what the import had to guess
+            diags.items[i] = replace(diags.items[i], notes=(*diags.items[i].notes, *guesses))
         return None
     return spec
 
@@ -129,7 +134,8 @@ def build_source(source: str, args: dict) -> tuple[nn.Module, str, int | None]:
     if not isinstance(model, nn.Module):
         raise SourceProblem(f"`{source}` returned a {type(model).__name__}, not an nn.Module")
     classes = num_classes_of(factory, model, args)
-    return model.eval(), snake(attr.split(".")[-1]), classes
+    named = args.get("model_name")  # timm:create_model --arg model_name=resnet18
+    return model.eval(), snake(named if isinstance(named, str) else attr.split(".")[-1]), classes
 
 
 def _torchvision_builder(name: str):
@@ -253,6 +259,8 @@ class Drafter:
         self.bodies: dict[int, list[DItem]] = {}
         self.instances: dict[Any, list[nn.Module]] = {}
         self.reached: set[str] = set()
+        self.covered: set[str] = set()  # modules a leaf row stands for, children included
+        self.guesses: list[str] = []  # modules fx could not trace, read as their children
         self.repeats: dict[tuple, int] = {}  # a problem → how many more instances have it
         self.ok = True
 
@@ -295,15 +303,38 @@ class Drafter:
         """The draft body of a module instance (cached by instance)."""
         if id(module) in self.bodies:
             return self.bodies[id(module)]
+        row = leaf_for(module)
+        if row is not None and row.block:
+            items = self.from_row(row, module, path)
+            if items is not None:
+                self.bodies[id(module)] = items
+                return items
         if _runs_in_order(module):
             items = [
                 self.child(c, _join(path, n), None if n.isdigit() else n, module)
                 for n, c in module.named_children()
             ]
+            self.check_numbering(module, path, items)
         else:
             items = self.traced(module, path)
         self.bodies[id(module)] = items
         return items
+
+    def check_numbering(self, module: nn.Module, path: str, items: list[DItem]) -> None:
+        """A child at a numbered place that became several layers (timm's norm-act as
+        `bn  relu`) moves the numbers of the children after it: report it where a later
+        numbered child has weights, whose keys would then not line up."""
+        children = list(module.named_children())
+        for i, ((name, child), item) in enumerate(zip(children, items)):
+            count = len(item.items) if isinstance(item, DGroup) and item.label is None else 1
+            later = [n for n, c in children[i + 1:] if n.isdigit() and _has_state(c)]
+            if name.isdigit() and count > 1 and later:
+                self.problem(
+                    _join(path, name),
+                    f"{type(child).__name__} becomes {count} layers at a numbered "
+                    f"place, which would renumber the weights of `{_join(path, later[0])}`",
+                    type(module),
+                )
 
     def traced(self, module: nn.Module, path: str) -> list[DItem]:
         """The draft body of a module with its own forward, traced in training mode."""
@@ -322,23 +353,45 @@ class Drafter:
             return items
         except Located as problem:
             self.problem(path, f"{type(module).__name__}.forward {problem}", type(module), problem)
+        except Untraceable as problem:
+            fallback = self.in_order(module, path, problem)
+            if fallback is not None:
+                return fallback
+            self.problem(path, f"{type(module).__name__}: {problem}", type(module))
         except Unsupported as problem:
             self.problem(path, f"{type(module).__name__}: {problem}", type(module))
         finally:
             module.train(was_training)
         return []
 
+    def in_order(self, module: nn.Module, path: str, problem: Untraceable) -> list[DItem] | None:
+        """A module fx cannot trace, read as its children called one after another, each
+        drafted on its own (the check after the import says whether that was right);
+        None when it has no children or holds tensors of its own."""
+        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if own or not any(True for _ in module.children()):
+            return None
+        self.guesses.append(
+            f"`{path or '<root>'}`: {type(module).__name__}.forward "
+            f"{str(problem).replace('its forward ', '', 1)}, so it "
+            "was read as its children in order"
+        )
+        return _RowContext(self, module, path).children()
+
     def check_all_called(self, model: nn.Module) -> None:
         """A module with weights that the forward never calls would be lost: report it."""
         for path, module in model.named_modules():
             own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-            if own and is_layer(module) and path not in self.reached:
+            if not own or self.is_covered(path):
+                continue
+            row = leaf_for(module)
+            if row is not None and not row.block and path not in self.reached:
                 self.problem(
                     path,
                     f"this {type(module).__name__} has weights but the forward never calls it",
                     type(model),
                 )
-            elif own and not is_layer(module):  # a block's own tensor: only as a `scale`
+            elif row is None or row.block:  # a block's own tensor: only as a `scale`
                 for name, _ in own:
                     if _join(path, name) not in self.reached:
                         self.problem(
@@ -348,19 +401,30 @@ class Drafter:
                             type(module),
                         )
 
+    def is_covered(self, path: str) -> bool:
+        """Whether a leaf row stands for the module at `path` or one above it."""
+        parts = path.split(".")
+        return any(".".join(parts[:n]) in self.covered for n in range(1, len(parts) + 1))
+
     def child(self, module: nn.Module, path: str, label: str | None, parent: nn.Module) -> DItem:
         """The draft item of a call of `module` (a layer, a group, or a block call)."""
         self.reached.add(path)
-        if isinstance(module, nn.Linear) and len(self.shapes.get(id(module), ((),))[0]) == 3:
-            return self.channel_fc(module, path, label, parent)
-        if is_layer(module):
-            try:
-                layer = module_layer(module)
-                layer.label = label
-                return layer
-            except Unsupported as problem:
-                self.problem(path, f"{type(module).__name__}: {problem}", type(parent))
-                return DLayer("identity", label=label)
+        row = leaf_for(module)
+        if row is not None and not row.block:
+            items = self.from_row(row, module, path, parent)
+            if items is not None:
+                _unname_stateless(items, module)
+            if items is not None and label is None and _names_children(items):
+                self.bodies[id(module)] = items  # keyed `3.conv`: a numbered block call
+                self.instances.setdefault(class_key(module), []).append(module)
+                return DCall(module, path, label)
+            if items is not None:
+                self.covered.add(path)
+                try:
+                    return place(items, label) or DLayer("identity", label=label)
+                except Unsupported as problem:
+                    self.problem(path, f"{type(module).__name__}: {problem}", type(parent))
+                    return DLayer("identity", label=label)
         if type(module) is nn.Sequential and label is not None:
             return DGroup(self.body(module, path), label)
         if type(module).__module__.startswith("torch.nn") and type(module) is not nn.Sequential:
@@ -371,24 +435,20 @@ class Drafter:
         self.body(module, path)
         return DCall(module, path, label)
 
-    def channel_fc(self, module: nn.Linear, path: str, label: str | None, parent) -> DItem:
-        """An nn.Linear on an image: over its last axis, the channels after a permute
-        (ConvNeXt's MLP), which archc's `channel-fc(last=true)` is."""
+    def from_row(
+        self, row: Leaf, module: nn.Module, path: str, parent: nn.Module | None = None
+    ) -> list[DItem] | None:
+        """The items of `module` by its row of the leaf table; None when the row declines
+        it (then it is read as usual), [] after a reported problem."""
         try:
-            layer = kind_layer(
-                "channel-fc",
-                [
-                    Arg("out", module.out_features, key="c"),
-                    Arg("bias", module.bias is not None, True, "bias"),
-                    Arg("last", True, False, "last"),
-                ],
-                what="an nn.Linear on an image",
-            )
+            items = row.items(module, _RowContext(self, module, path))
         except Unsupported as problem:
-            self.problem(path, str(problem), type(parent))
-            return DLayer("identity", label=label)
-        layer.label = label
-        return layer
+            self.problem(path, f"{type(module).__name__}: {problem}", type(parent or module))
+            return []
+        if items is not None:
+            own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+            self.reached.update(_join(path, name) for name, _ in own)  # the row keys them
+        return items
 
     def projection(self, module: nn.Module) -> list | None:
         """`shortcut`'s options when `module` is the 1×1 projection it would build, else None."""
@@ -418,6 +478,68 @@ class Drafter:
             return None
         inp, out = self.shapes[id(module)]
         return shortcut_args(bn is not None, conv.bias is not None, inp == out)
+
+
+class _RowContext:
+    """What a leaf row may ask of the drafter about the module it converts."""
+
+    def __init__(self, drafter: Drafter, module: nn.Module, path: str):
+        self.drafter, self.module, self.path = drafter, module, path
+
+    @property
+    def shapes(self) -> tuple[tuple, tuple] | None:
+        """The module's (input, output) shapes without the batch, when it ran."""
+        return self.drafter.shapes.get(id(self.module))
+
+    def child(self, name: str) -> DItem | None:
+        """Child `name` drafted as any module is, labelled `name` (numbered when a number);
+        None when it is missing, or a named identity or empty sequence."""
+        sub = getattr(self.module, name, None)
+        if not isinstance(sub, nn.Module):
+            return None
+        numbered = name.isdigit()
+        empty = isinstance(sub, nn.Identity) or (type(sub) is nn.Sequential and not len(sub))
+        if empty and not numbered:
+            return None
+        return self.drafter.child(sub, _join(self.path, name), None if numbered else name,
+                                  self.module)
+
+    def children(self) -> list[DItem]:
+        """Every child drafted, in the order they were registered."""
+        found = [self.child(name) for name, _ in self.module.named_children()]
+        return [item for item in found if item is not None]
+
+    def layer(self, kind: str, *, label: str | None = None, own: bool = False,
+              **args: Any) -> DLayer:
+        """A layer of registry `kind` (arguments equal to its defaults left out); with
+        `own`, its tensors are the module's own; a label that names a child module stands
+        for all of it (`conv_proj` of a patch-embed)."""
+        label = OWN if own else label
+        if label is not None and label != OWN and isinstance(getattr(self.module, label, None),
+                                                             nn.Module):
+            self.drafter.reached.add(_join(self.path, label))
+            self.drafter.covered.add(_join(self.path, label))
+        return make_layer(kind, label, **args)
+
+
+def _unname_stateless(items: list[DItem], module: nn.Module) -> None:
+    """Beside an item keyed as the module's own, children without tensors (its activation)
+    need no name: they are numbered, as a spec writes `bn1: bn  relu`."""
+    if not any(getattr(i, "label", None) == OWN for i in items):
+        return
+    for item in items:
+        child = getattr(module, item.label or "", None) if item is not None else None
+        if isinstance(child, nn.Module) and not _has_state(child):
+            item.label = None
+
+
+def _has_state(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+
+
+def _names_children(items: list[DItem]) -> bool:
+    """Whether a row's items key tensors inside the module (labels other than its own)."""
+    return any(getattr(i, "label", None) not in (None, OWN) for i in items if i is not None)
 
 
 def _runs_in_order(module: nn.Module) -> bool:
@@ -468,11 +590,15 @@ def to_spec(
     diags: Diagnostics,
     source: str,
     num_classes: int | None = None,
+    guesses: list[str] | None = None,
 ) -> ir.SpecFile | None:
     """The IR of `model`: one block per module class, then the network; None on problems.
-    With `num_classes`, the fc layers with that many outputs read `FC-{num_classes}`."""
+    With `num_classes`, the fc layers with that many outputs read `FC-{num_classes}`.
+    `guesses` receives a line for each module fx could not trace, read as its children."""
     drafter = Drafter(shapes, diags, source)
     root = drafter.body(model, "")
+    if guesses is not None:
+        guesses.extend(drafter.guesses)
     if drafter.ok:  # after another problem, the modules it hides would all be reported
         drafter.check_all_called(model)
     drafter.note_repeats()

@@ -3,8 +3,9 @@
 The IR is written as .arch text (the unparser), checked and built again by archc, loaded
 with the source module's state_dict strictly (so every key lines up), and both are run
 on the same input after every batch norm's weight, bias, running mean and running
-variance is randomised: with fresh statistics many different networks compute nearly
-the same thing, and the comparison could not fail.
+variance (and every layer and group norm's weight and bias) is randomised: with fresh
+statistics many different networks compute nearly the same thing, and the comparison
+could not fail.
 """
 
 from __future__ import annotations
@@ -21,10 +22,21 @@ TOLERANCE = 1e-5  # of the largest output, as the zoo's oracle
 
 
 def randomize_norms(model: nn.Module, seed: int = 0) -> None:
-    """Give every batch norm random affine parameters and running statistics."""
+    """Give every batch norm random affine parameters and running statistics, and every
+    layer and group norm random affine parameters (fresh ones are the identity, under
+    which a transformer's norms could be left out unnoticed). Parameters that their init
+    leaves all zeros (ViT's class token and head) get small random values: a zero head
+    gives zero logits, and any spec would match them."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for p in model.parameters():
+            if p.numel() and not p.any():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
         for m in model.modules():
+            if isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.2)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 n = m.num_features
                 if m.affine:

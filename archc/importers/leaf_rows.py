@@ -1,0 +1,256 @@
+"""The leaf table's rows for the libraries networks come from: torchvision's helpers and
+transformers (ViT, Swin), and timm's norm-act, classifier-head, pooling, Linear and
+conv-norm-act helpers (see `leaves` for what a row is).
+
+Classes are named, never imported: a row applies once the library is loaded by the model
+being imported. Each row checks that the instance is one its items reproduce, and raises
+`Unsupported` (or returns None, to read the module as usual) where it is not.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from archc.importers.leaves import OWN, Context, make_layer, register_leaf
+from archc.importers.torch_draft import (
+    REQUIRED,
+    Arg,
+    DGroup,
+    DItem,
+    DLayer,
+    DMerge,
+    DShortcut,
+    shortcut_args,
+)
+from archc.importers.torch_layers import (
+    MODULES,
+    Unsupported,
+    adaptive,
+    batch_norm,
+    kind_layer,
+    layernorm,
+)
+
+TV = "torchvision.models"
+
+
+# --------------------------------------------------------------------------- torchvision
+
+
+def _permute(m: Any, context: Context) -> list[DItem]:
+    return [kind_layer("permute", [Arg("dims", tuple(m.dims), REQUIRED, "dims", positional=True)])]
+
+
+def _stochastic_depth(m: Any, context: Context) -> list[DItem]:
+    return [kind_layer(
+        "stochastic-depth",
+        [Arg("p", m.p, REQUIRED, "p", positional=True), Arg("mode", m.mode, "row", "mode")],
+    )]
+
+
+def _attention(m: nn.MultiheadAttention, context: Context) -> list[DItem]:
+    """nn.MultiheadAttention as self-attention (query, key and value one tensor)."""
+    plain = (m._qkv_same_embed_dim and m.in_proj_bias is not None and m.bias_k is None
+             and not m.add_zero_attn and m.out_proj.bias is not None)
+    if not plain:
+        raise Unsupported("multi-head attention with separate key/value sizes, extra key or "
+                          "value biases, or no biases (archc's self-attention has none)")
+    return [make_layer("self-attention", heads=m.num_heads, dropout=float(m.dropout))]
+
+
+def _mlp(m: nn.Sequential, context: Context) -> list[DItem] | None:
+    """torchvision's MLP of one hidden layer with GELU, as the transformers use it;
+    another MLP is read as the sequence it is."""
+    parts = list(m.children())
+    kinds = [nn.Linear, nn.GELU, nn.Dropout, nn.Linear, nn.Dropout]
+    if len(parts) != 5 or any(type(p) is not k for p, k in zip(parts, kinds)):
+        return None
+    first, gelu, drop, last, drop2 = parts
+    assert isinstance(first, nn.Linear) and isinstance(last, nn.Linear)  # checked above
+    assert isinstance(drop, nn.Dropout) and isinstance(drop2, nn.Dropout)
+    assert isinstance(gelu, nn.GELU)
+    if (gelu.approximate != "none" or drop.p != drop2.p or first.bias is None
+            or last.bias is None):
+        return None
+    out = None if last.out_features == first.in_features else last.out_features
+    return [make_layer("mlp", hidden=first.out_features, out=out, dropout=float(drop.p))]
+
+
+def _encoder_block(m: Any, context: Context) -> list[DItem]:
+    """ViT's EncoderBlock: x + dropout(attention(ln_1(x))), then y + mlp(ln_2(y))."""
+    attend = DGroup(_present(context, "ln_1", "self_attention", "dropout"))
+    think = DGroup(_present(context, "ln_2", "mlp"))
+    return [DMerge("add", [attend, DShortcut(shortcut_args())]),
+            DMerge("add", [think, DShortcut(shortcut_args())])]
+
+
+def _encoder(m: Any, context: Context) -> list[DItem]:
+    """ViT's Encoder: the position embedding added, dropout, the blocks, a LayerNorm."""
+    return [context.layer("pos-embedding", label="pos_embedding"),
+            *_present(context, "dropout", "layers", "ln")]
+
+
+def _present(context: Context, *names: str) -> list[DItem]:
+    return [i for i in (context.child(n) for n in names) if i is not None]
+
+
+def _vision_transformer(m: Any, context: Context) -> list[DItem]:
+    """torchvision's VisionTransformer: patches, the class token, the encoder, the class
+    token's features classified."""
+    conv = m.conv_proj
+    patch = m.patch_size
+    if not (type(conv) is nn.Conv2d and conv.kernel_size == (patch, patch)
+            and conv.stride == (patch, patch) and conv.padding == (0, 0) and conv.bias is not None):
+        raise Unsupported("a ViT whose stem is not one patch-sized conv (a conv stem)")
+    return [
+        context.layer("patch-embed", label="conv_proj", out=m.hidden_dim, patch=patch),
+        context.layer("class-token", label="class_token"),
+        *_present(context, "encoder"),
+        context.layer("token-pool"),
+        *_present(context, "heads"),
+    ]
+
+
+def _window_attention(version: int) -> Callable[[Any, Context], list[DItem]]:
+    def items(m: Any, context: Context) -> list[DItem]:
+        window, shift = list(m.window_size), list(m.shift_size)
+        if len(set(window)) != 1 or len(set(shift)) != 1:
+            raise Unsupported("window attention over non-square windows or shifts")
+        if m.qkv.bias is None or m.proj.bias is None:
+            raise Unsupported("window attention without biases")
+        return [make_layer("window-attention", heads=m.num_heads, window=window[0],
+                           shift=shift[0], version=version, dropout=float(m.dropout),
+                           attention_dropout=float(m.attention_dropout))]
+    return items
+
+
+def _patch_merging(version: int) -> Callable[[Any, Context], list[DItem]]:
+    def items(m: Any, context: Context) -> list[DItem]:
+        if type(m.norm) is not nn.LayerNorm or m.norm.eps != 1e-5:
+            raise Unsupported("patch merging with another norm than LayerNorm(eps=1e-5)")
+        return [make_layer("patch-merging", version=version)]
+    return items
+
+
+register_leaf("torchvision.ops.stochastic_depth:StochasticDepth", _stochastic_depth)
+register_leaf(f"{TV}.convnext:LayerNorm2d", lambda m, c: [layernorm("layernorm2d", m)])
+register_leaf("torchvision.ops.misc:Permute", _permute)
+register_leaf("torchvision.ops.misc:MLP", _mlp)
+register_leaf(nn.MultiheadAttention, _attention)
+register_leaf(f"{TV}.vision_transformer:EncoderBlock", _encoder_block, block=True)
+register_leaf(f"{TV}.vision_transformer:Encoder", _encoder)
+register_leaf(f"{TV}.vision_transformer:VisionTransformer", _vision_transformer, block=True)
+for _version, _suffix in ((1, ""), (2, "V2")):
+    register_leaf(f"{TV}.swin_transformer:ShiftedWindowAttention{_suffix}",
+                  _window_attention(_version))
+    register_leaf(f"{TV}.swin_transformer:PatchMerging{_suffix}", _patch_merging(_version))
+
+
+# --------------------------------------------------------------------------- timm
+
+TIMM = "timm.layers"
+
+
+def _norm_act(norm: Callable[[Any], DLayer]) -> Callable[[Any, Context], list[DItem]]:
+    """timm's norm-act modules: the norm (their own tensors), then `drop` and `act`."""
+    def items(m: Any, context: Context) -> list[DItem]:
+        first = norm(m)
+        first.label = OWN
+        return [first, *_present(context, "drop", "act")]
+    return items
+
+
+def _children_in_order(*names: str, named: bool = True
+                       ) -> Callable[[Any, Context], list[DItem]]:
+    """A helper whose forward calls these children one after another; with `named`
+    false, children without weights (a pool and a flatten) are not labelled."""
+    def items(m: Any, context: Context) -> list[DItem]:
+        found = _present(context, *names)
+        if not named:
+            for item in found:
+                item.label = None
+        return found
+    return items
+
+
+def _fast_pool(kind: str) -> Callable[[Any, Context], list[DItem]]:
+    """timm's FastAdaptive{Avg,Max}Pool: a global pool over H and W, flattened or not."""
+    def items(m: Any, context: Context) -> list[DItem]:
+        if tuple(m.dim) not in ((2, 3), (-2, -1)):
+            raise Unsupported("fast global pooling of channel-last images")
+        layers: list[DItem] = [adaptive(kind, 1)]
+        return [*layers, kind_layer("flatten")] if m.flatten else layers
+    return items
+
+
+def _plain(kind: str, **args: Any) -> Callable[[Any, Context], list[DItem]]:
+    return lambda m, context: [make_layer(kind, **args)]
+
+
+def _blur_pool(m: Any, context: Context) -> list[DItem]:
+    """timm's BlurPool2d: a binomial blur (a buffer outside the state_dict), subsampled."""
+    return [make_layer("blur-pool", filter=m.filt_size, stride=m.stride, pad_mode=m.pad_mode)]
+
+
+def _scaled_std_conv(m: Any, context: Context) -> list[DItem]:
+    """timm's ScaledStdConv2d (NF-ResNet): `std-conv`, its gamma recovered from the scale
+    timm keeps (gamma / √fan-in)."""
+    if getattr(m, "same_pad", False) or isinstance(m.padding, str):
+        raise Unsupported("a weight-standardised conv with dynamic `same` padding")
+    fan_in = m.weight[0].numel()
+    return [make_layer(
+        "std-conv", out=m.out_channels, kernel=_side(m.kernel_size), stride=_side(m.stride),
+        padding=_side(m.padding), dilation=_side(m.dilation), groups=m.groups,
+        bias=m.bias is not None, gamma=m.scale * fan_in ** 0.5, eps=m.eps)]
+
+
+def _side(value: Any) -> Any:
+    """`3` for (3, 3), `(1, 7)` as it is."""
+    return value[0] if len(set(value)) == 1 else tuple(value)
+
+
+def _eca(m: Any, context: Context) -> list[DItem] | None:
+    """timm's EcaModule with its sigmoid gate and no MLP: `eca(kernel)`."""
+    conv = m.conv
+    sigmoid = type(m.gate) is nn.Sigmoid or _timm_sigmoid(m.gate)
+    plain = (sigmoid and m.conv2 is None and conv.bias is None and conv.in_channels == 1
+             and conv.out_channels == 1 and conv.padding[0] == (conv.kernel_size[0] - 1) // 2)
+    return [make_layer("eca", kernel=conv.kernel_size[0])] if plain else None
+
+
+def _timm_sigmoid(module: Any) -> bool:
+    return type(module).__name__ == "Sigmoid" and type(module).__module__.startswith("timm")
+
+
+register_leaf(f"{TIMM}.blur_pool:BlurPool2d", _blur_pool)
+register_leaf(f"{TIMM}.std_conv:ScaledStdConv2d", _scaled_std_conv)
+register_leaf(f"{TIMM}.eca:EcaModule", _eca)
+register_leaf(f"{TIMM}.space_to_depth:SpaceToDepth",
+              lambda m, context: [make_layer("space-to-depth", block=m.bs)])
+register_leaf(f"{TIMM}.norm_act:BatchNormAct2d", _norm_act(batch_norm))
+register_leaf(f"{TIMM}.norm_act:GroupNormAct", _norm_act(MODULES[nn.GroupNorm]))
+register_leaf(f"{TIMM}.norm_act:GroupNorm1Act", _norm_act(MODULES[nn.GroupNorm]))
+register_leaf(f"{TIMM}.norm_act:LayerNormAct", _norm_act(lambda m: layernorm("layernorm", m)))
+register_leaf(f"{TIMM}.norm_act:LayerNormAct2d",
+              _norm_act(lambda m: layernorm("layernorm2d", m)))
+register_leaf(f"{TIMM}.norm:LayerNorm", lambda m, c: [layernorm("layernorm", m)])
+register_leaf(f"{TIMM}.norm:LayerNorm2d", lambda m, c: [layernorm("layernorm2d", m)])
+register_leaf(f"{TIMM}.linear:Linear", lambda m, c: [MODULES[nn.Linear](m)])
+register_leaf(f"{TIMM}.classifier:ClassifierHead",
+              _children_in_order("global_pool", "drop", "fc", "flatten"))
+register_leaf(f"{TIMM}.classifier:NormMlpClassifierHead",
+              _children_in_order("global_pool", "norm", "flatten", "pre_logits", "drop", "fc"))
+register_leaf(f"{TIMM}.adaptive_avgmax_pool:SelectAdaptivePool2d",
+              _children_in_order("pool", "flatten", named=False))
+register_leaf(f"{TIMM}.adaptive_avgmax_pool:FastAdaptiveAvgPool", _fast_pool("adaptiveavgpool"))
+register_leaf(f"{TIMM}.adaptive_avgmax_pool:FastAdaptiveMaxPool", _fast_pool("adaptivemaxpool"))
+register_leaf(f"{TIMM}.conv_bn_act:ConvNormAct", _children_in_order("conv", "bn", "aa"),
+              block=True)
+for _name, _kind, _args in (
+    ("GELU", "gelu", {}), ("GELUTanh", "gelu", {"approximate": "tanh"}), ("Swish", "silu", {}),
+    ("Sigmoid", "sigmoid", {}), ("Tanh", "tanh", {}), ("HardSwish", "hardswish", {}),
+    ("HardSigmoid", "hardsigmoid", {}), ("Mish", "mish", {}),
+):
+    register_leaf(f"{TIMM}.activations:{_name}", _plain(_kind, **_args))
