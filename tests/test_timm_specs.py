@@ -21,6 +21,8 @@ FAMILIES = sorted((ROOT / "specs" / "timm").glob("*.arch"))
 SMALLEST = {
     "repvgg.arch": "repvgg_a0",
     "mobileone.arch": pytest.param("mobileone_s0", marks=pytest.mark.slow),
+    "rexnet.arch": "rexnet_100",
+    "ghostnet.arch": "ghostnet_100",
 }
 
 
