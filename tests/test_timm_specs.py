@@ -23,6 +23,7 @@ SMALLEST = {
     "mobileone.arch": pytest.param("mobileone_s0", marks=pytest.mark.slow),
     "rexnet.arch": "rexnet_100",
     "ghostnet.arch": "ghostnet_100",
+    "mixnet.arch": "mixnet_s",
 }
 
 
