@@ -24,6 +24,7 @@ SMALLEST = {
     "rexnet.arch": "rexnet_100",
     "ghostnet.arch": "ghostnet_100",
     "mixnet.arch": "mixnet_s",
+    "tresnet.arch": "tresnet_m",
 }
 
 
