@@ -25,6 +25,7 @@ SMALLEST = {
     "ghostnet.arch": "ghostnet_100",
     "mixnet.arch": "mixnet_s",
     "tresnet.arch": "tresnet_m",
+    "dpn.arch": "dpn68",
 }
 
 
