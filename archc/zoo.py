@@ -12,6 +12,7 @@ from typing import Any
 
 SPECS = Path(__file__).resolve().parent / "specs"
 ZOO_FILE = SPECS / "zoo.yaml"
+TIMM_INDEX = SPECS / "timm" / "index.yaml"  # timm model name -> the spec that writes it
 
 
 def find_spec(name: str) -> Path | None:
@@ -25,7 +26,8 @@ def find_spec(name: str) -> Path | None:
 
 @dataclass
 class Entry:
-    """One torchvision builder and the spec (network, variant, parameters) that writes it."""
+    """One reference model (a torchvision builder, a timm model) and the spec (network,
+    variant, parameters) that writes it; `oracle` names the library that builds the reference."""
 
     name: str
     spec: Path
@@ -33,10 +35,12 @@ class Entry:
     variant: str | None = None
     sets: dict[str, Any] = field(default_factory=dict)
     input: tuple[int, ...] | None = None  # C×H×W as zoo.yaml or --input writes it
+    oracle: str = "torchvision"
 
 
-def load_zoo(path: Path = ZOO_FILE) -> dict[str, Entry]:
-    """The entries of a zoo index (zoo.yaml), by torchvision builder name."""
+def load_zoo(path: Path = ZOO_FILE, oracle: str = "torchvision") -> dict[str, Entry]:
+    """The entries of a zoo index (zoo.yaml, specs/timm/index.yaml), by reference name;
+    `oracle` is the library whose models the index names."""
     import yaml
 
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -50,6 +54,7 @@ def load_zoo(path: Path = ZOO_FILE) -> dict[str, Entry]:
             variant=fields.get("variant"),
             sets=dict(fields.get("set") or {}),
             input=tuple(int(d) for d in str(shape).split("x")) if shape else None,
+            oracle=oracle,
         )
     return entries
 

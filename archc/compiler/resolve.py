@@ -20,6 +20,7 @@ from archc.compiler.expressions import (
     Env,
     bind_names,
     evaluate,
+    mark_read,
     names_text,
 )
 from archc.compiler.graph import (
@@ -1082,8 +1083,10 @@ class Resolver:
 
     def skipped(self, item: ir.Item, body: _Body) -> None:
         """An item left out (`x0`, a false `if`): the blocks it would call are not unused
-        definitions, and the tensors it would read are not unused names."""
+        definitions, the parameters it would read are not unused (no W303 for a parameter that
+        only some calls' `if` reads), and the tensors it would read are not unused names."""
         self.used.update(_callees(item))
+        mark_read(item, body.env)
         for name in _read_names(item):
             named = body.tensors.bound.get(name)
             if named is not None:

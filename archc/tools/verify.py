@@ -1,28 +1,33 @@
-"""`archc verify`: a spec against torchvision's own builder, as an oracle that can fail.
+"""`archc verify`: a spec against a library's own model, as an oracle that can fail.
 
-For one pair (an archc spec, a torchvision builder name) it compares
+The reference library is an oracle, a row of ORACLES: torchvision (`torchvision:densenet121`,
+its builders) or timm (`timm:repvgg_a0`, `timm.create_model(name, pretrained=False)`).
+For one pair (an archc spec, a reference model name) it compares
 
 - the parameter count at 1000 and at 2 classes (archc's static count, the built module,
-  and torchvision's module);
-- the state_dict: same keys and shapes, so archc's module loads torchvision's strictly;
-- the eval-mode outputs on the same random batch, after every batch norm's weight, bias,
-  running mean and running variance (and every layer scale and layer norm, and every weight
-  that starts at zeros, as ViT's head and class token do) of torchvision's model has been
+  and the reference module);
+- the state_dict: same keys and shapes, so archc's module loads the reference's strictly;
+- the eval-mode outputs on the same random batch, after every norm's weight, bias,
+  running mean and running variance (and every layer scale, and every weight that starts
+  at zeros, as ViT's head and class token do) of the reference model has been
   randomised. Fresh initialisation leaves many networks with outputs near
   1e-9, where relu and relu6, or a missing residual, cannot be told apart.
 
 The outputs must agree within 1e-5 relative to the largest logit. `specs/zoo.yaml` lists
-one entry per torchvision builder; `archc verify --zoo` runs them all. torch and
-torchvision are imported only here, when the verb runs.
+one entry per torchvision builder and `specs/timm/index.yaml` one per timm model written;
+`archc verify --zoo` runs them all. torch, torchvision and timm are imported only here,
+when the verb runs.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from archc.zoo import ZOO_FILE, Entry
+from archc.zoo import TIMM_INDEX, ZOO_FILE, Entry
 
 ZOO = ZOO_FILE
 TOLERANCE = 1e-5  # of the largest logit
@@ -86,12 +91,65 @@ def torchvision_names() -> list[str]:
 # --------------------------------------------------------------------------- one check
 
 
-def reference(name: str, num_classes: int = 1000):
-    """torchvision's module for `name`, randomly initialised, no weights downloaded."""
+def reference(name: str, num_classes: int = 1000, oracle: str = "torchvision"):
+    """The oracle's module for `name`, randomly initialised, no weights downloaded; an
+    unknown name is a ValueError."""
+    return oracle_for(oracle).build(name, num_classes)
+
+
+def _torchvision_model(name: str, num_classes: int):
     import torchvision
 
     kwargs = {"weights": None, "num_classes": num_classes, **_BUILDER_KWARGS.get(name, {})}
     return torchvision.models.get_model(name, **kwargs)
+
+
+def _timm_model(name: str, num_classes: int):
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"timm has no model `{name}`")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
+def timm_names() -> list[str]:
+    """timm's model names (architectures, without pretrained tags)."""
+    import timm
+
+    return list(timm.list_models())
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """A library whose models archc's specs are verified against."""
+
+    name: str
+    build: Callable[[str, int], Any]  # (model name, classes) -> a randomly initialised module
+    names: Callable[[], list[str]]  # every model name it knows
+    index: Path  # the index of specs that write its models, as `verify --zoo` runs it
+
+
+ORACLES: dict[str, Oracle] = {
+    o.name: o
+    for o in (
+        Oracle("torchvision", _torchvision_model, torchvision_names, ZOO_FILE),
+        Oracle("timm", _timm_model, timm_names, TIMM_INDEX),
+    )
+}
+
+
+def oracle_for(name: str) -> Oracle:
+    """The oracle called `name`; an unknown one is a ValueError listing the known ones."""
+    try:
+        return ORACLES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown reference library `{name}`; known: {', '.join(ORACLES)}"
+        ) from None
+
+
+# The names of layer-scale parameters: torchvision's `layer_scale`, timm's `gamma`.
+LAYER_SCALES = ("layer_scale", "gamma")
 
 
 def randomize_statistics(model, seed: int = 0) -> None:
@@ -117,24 +175,26 @@ def randomize_statistics(model, seed: int = 0) -> None:
                 module.weight.copy_(sign * (torch.rand(module.weight.shape, generator=gen) + 0.5))
                 module.bias.copy_(torch.randn(module.bias.shape, generator=gen))
         for name, param in model.named_parameters():
-            if name.rsplit(".", 1)[-1] == "layer_scale":
+            last = name.rsplit(".", 1)[-1]
+            if last in LAYER_SCALES:
                 param.copy_(torch.rand(param.shape, generator=gen) + 0.5)
-            elif param.dim() >= 2 and not param.any():
-                # ViT starts its head and class token at zero: every logit would be 0
-                scale = param.shape[-1] ** -0.5
+            elif not param.any() and (param.dim() >= 2 or last != "bias"):
+                # ViT starts its head and class token at zero (every logit would be 0),
+                # NF-ResNet its skip-init gains
+                scale = param.shape[-1] ** -0.5 if param.dim() else 1.0
                 param.copy_(torch.randn(param.shape, generator=gen) * scale)
 
 
-def _reference_count(name: str, num_classes: int) -> int:
-    """Parameters of torchvision's module, built on the meta device where the builder allows
+def _reference_count(name: str, num_classes: int, oracle: str) -> int:
+    """Parameters of the reference module, built on the meta device where the builder allows
     (RegNet's builder reads tensor values, so it is built for real)."""
     import torch
 
     try:
         with torch.device("meta"):
-            return _count(reference(name, num_classes))
+            return _count(reference(name, num_classes, oracle))
     except NotImplementedError:
-        return _count(reference(name, num_classes))
+        return _count(reference(name, num_classes, oracle))
 
 
 def _count(module) -> int:
@@ -173,7 +233,7 @@ def _input_for(entry: Entry, net) -> tuple[int, ...]:
 
 
 def verify(entry: Entry, seed: int = 0) -> Report:
-    """Check one entry against torchvision; never raises for a mismatch, reports it."""
+    """Check one entry against its oracle's model; never raises for a mismatch, reports it."""
     import torch
 
     import archc
@@ -191,15 +251,15 @@ def verify(entry: Entry, seed: int = 0) -> Report:
             counted = net if classes == 1000 else _load(entry, classes)
             with torch.device("meta"):  # shapes only: no memory, no initialisation time
                 built = archc.build(counted)
-            tv_count = _reference_count(entry.name, classes)
+            tv_count = _reference_count(entry.name, classes, entry.oracle)
             report.params[classes] = (counted.n_params, _count(built), tv_count)
-    except ValueError as exc:  # an unknown builder name
+    except ValueError as exc:  # an unknown builder name or library
         report.problem = str(exc)
         return report
     shape = _input_for(entry, net)
     report.input = shape
     torch.manual_seed(seed)
-    tv = reference(entry.name, 1000)
+    tv = reference(entry.name, 1000, entry.oracle)
     randomize_statistics(tv, seed)
     with torch.device("meta"):
         model = archc.build(_load(entry, 1000, shape) if shape != net.input_shape else net)
@@ -214,7 +274,7 @@ def verify(entry: Entry, seed: int = 0) -> Report:
         return report
     # Inputs of scale INPUT_SCALE: activations well above 6 from the first layer on, so a
     # relu6 that should be a relu (or the reverse) changes the outputs.
-    report.training = training_differences(model, tv)
+    report.training = training_differences(model, tv, entry.oracle)
     x = INPUT_SCALE * torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         got, want = model.eval()(x), tv.eval()(x)
@@ -233,8 +293,8 @@ def verify(entry: Entry, seed: int = 0) -> Report:
 _TRAINING_SETTINGS = ("p", "momentum")
 
 
-def training_differences(model, reference_model) -> list[str]:
-    """Modules of torchvision's model whose training-time settings archc's module at the
+def training_differences(model, reference_model, oracle: str = "torchvision") -> list[str]:
+    """Modules of the reference model whose training-time settings archc's module at the
     same name lacks or sets differently (eval-mode outputs cannot show these)."""
     mine = dict(model.named_modules())
     out = []
@@ -245,7 +305,7 @@ def training_differences(model, reference_model) -> list[str]:
                 continue
             got = getattr(mine.get(name), attr, None)
             if got is None or abs(got - want) > 1e-12 * max(1.0, abs(want)):
-                out.append(f"{name}: {attr} {got} (torchvision {want})")
+                out.append(f"{name}: {attr} {got} ({oracle} {want})")
     return out
 
 
@@ -270,14 +330,14 @@ def describe(report: Report) -> str:
         )
         if part
     )
-    lines = [f"verify {_short(e.spec)}{f' ({what})' if what else ''} against torchvision:{e.name}"]
+    lines = [f"verify {_short(e.spec)}{f' ({what})' if what else ''} against {e.oracle}:{e.name}"]
     if report.problem and not report.params:
         return "\n".join([*lines, "  " + report.problem.replace("\n", "\n  "), "  MISMATCH"])
     for classes, (static, built, tv) in report.params.items():
         ok = "ok" if static == built == tv else "MISMATCH"
         lines.append(
             f"  parameters, {classes:>4} classes: archc {static:,} (module {built:,}), "
-            f"torchvision {tv:,}  {ok}"
+            f"{e.oracle} {tv:,}  {ok}"
         )
     if report.load_error:
         lines.append("  load_state_dict(strict=True): FAILED")
@@ -313,6 +373,11 @@ def table_row(report: Report) -> str:
         f"| {e.name} | {_short(e.spec)} | {params:,} | {shape} | {rel} | "
         f"{'exact' if report.exact else 'MISMATCH'} | {report.seconds:.1f} |"
     )
+
+
+def table_head(oracle: str = "torchvision") -> str:
+    """The head of the zoo table for an oracle's index."""
+    return TABLE_HEAD.replace("torchvision builder", f"{oracle} model", 1)
 
 
 TABLE_HEAD = (
