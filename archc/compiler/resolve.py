@@ -133,6 +133,9 @@ class Resolver:
     tensor_defs: dict[tuple[Any, ...], tuple[str, ir.Span, str]] = field(default_factory=dict)
     tensor_reads: set[tuple[Any, ...]] = field(default_factory=set)
     extras: Scope | None = None  # the block call just expanded, when it returns several tensors
+    # block name -> the parameters some call of it read: a parameter that only a branch not
+    # taken by one call reads (`if stride != 1:`) is still used by the other calls
+    block_reads: dict[str, set[str]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ network
 
@@ -162,7 +165,9 @@ class Resolver:
             self.diags.error("E205", over.span, over.message, limits.hint(over.name))
             return None
         root.plan, root.out_shape = Seq(tuple(ops)), out
-        self.warn_unused_params(net.params, env)
+        self.warn_unused_params(net.params, env.used)
+        for block_name, reads in self.block_reads.items():
+            self.warn_unused_params(self.program.blocks[block_name].params, reads)
         if not self.diags.has_errors:  # after an error, a body left unexpanded reads nothing
             self.report_unused_tensors()
         if not self.diags.has_errors:  # a misspelt call would also make its block "unused"
@@ -762,7 +767,7 @@ class Resolver:
         finally:
             self.stack.pop()
         self.note_call_site(mark, block, item)
-        self.warn_unused_params(block.params, env)
+        self.block_reads.setdefault(block.name, set()).update(env.used)
         if called and called[0].outputs:
             self.extras = called[0]
         return result
@@ -1352,9 +1357,9 @@ class Resolver:
 
     # ------------------------------------------------------------------ warnings and train
 
-    def warn_unused_params(self, params: list[ir.Param], env: Env) -> None:
+    def warn_unused_params(self, params: list[ir.Param], used: set[str]) -> None:
         for p in params:
-            if p.name not in env.used and not p.tensor:  # an unread tensor is E121
+            if p.name not in used and not p.tensor:  # an unread tensor is E121
                 self.diags.warning(
                     "W303",
                     p.span,
