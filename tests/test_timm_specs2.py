@@ -19,10 +19,11 @@ INDEX = load_zoo(TIMM / "index.yaml", oracle="timm")
 # spec file -> the timm model modules it writes
 FAMILIES = {
     "cspnet.arch": ("cspnet",),
+    "sknet.arch": ("sknet",),
 }
 # the smallest member of each family: checked in the fast lane
-FAST = ("cspresnet50",)
-SLOW: tuple[str, ...] = ("cspdarknet53",)
+FAST = ("cspresnet50", "skresnet18")
+SLOW: tuple[str, ...] = ("cspdarknet53", "skresnext50_32x4d")
 
 
 @pytest.mark.parametrize("name", FAST)
