@@ -632,6 +632,31 @@ def test_warnings_do_not_fail_the_check(tmp_path):
     assert sorted(d.code for d in result.diagnostics) == ["W301", "W302", "W303"]
 
 
+def test_a_parameter_read_only_on_a_skipped_side_is_used(tmp_path):
+    """`g and (start + j) % 2` with g = 0 never evaluates `start`, and `a if t else b`
+    evaluates one side; the parameters they name are still read by the spec (no W303). A
+    comprehension's own names are not the parameter's."""
+    result = check(tmp_path, """
+        block unit(c, start, g, wide, narrow):
+            for j in range(2): conv1-{g if g and (start + j) % 2 else c}
+            conv1-{wide if c > 4 else narrow}
+        network n(g=0):
+            input 3x9x9
+            unit(8, 3, g, 16, 4)
+            unit(8, 3, 1, 16, 4)
+    """)
+    assert [d.code for d in result.diagnostics if d.code.startswith("W")] == [], \
+        [d.message for d in result.diagnostics]
+    result = check(tmp_path, """
+        block unit(c, start):
+            conv1-{c if true else (start for start in range(2))[0]}
+        network n:
+            input 3x9x9
+            unit(8, 3)
+    """)
+    assert [d.code for d in result.diagnostics] == ["W303"]
+
+
 def test_missing_input_has_its_own_warning_code(tmp_path):
     result = check(tmp_path, """
         network n:

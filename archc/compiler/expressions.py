@@ -108,6 +108,7 @@ def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
         test = evaluate(expr.test, env, diags)
         if test is ERROR:
             return ERROR
+        mark_read(expr.other if test else expr.then, env)
         return evaluate(expr.then if test else expr.other, env, diags)
     if isinstance(expr, ir.Call):
         return _call(expr, env, diags)
@@ -132,10 +133,31 @@ def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
     return _binop(expr, env, diags)
 
 
+def mark_read(expr: ir.Node, env: Env, bound: frozenset[str] = frozenset()) -> None:
+    """Record the parameters that `expr` reads without evaluating it: the side that `and`,
+    `or` or `a if t else b` skips still reads them (no false "never used" warning when a
+    default takes the short way)."""
+    if isinstance(expr, ir.Name):
+        if expr.id not in bound and expr.id not in env.loop and expr.id in env.values:
+            env.used.add(expr.id)
+        return
+    if isinstance(expr, ir.Comprehension):
+        mark_read(expr.iterable, env, bound)
+        names = {n for part in expr.names for n in ([part] if isinstance(part, str) else part)}
+        mark_read(expr.element, env, bound | names)
+        return
+    for field_name in type(expr).model_fields:
+        value = getattr(expr, field_name)
+        for child in value if isinstance(value, list) else [value]:
+            if isinstance(child, ir.Node) and not isinstance(child, ir.Span):
+                mark_read(child, env, bound)
+
+
 def _binop(expr: ir.BinOp, env: Env, diags: Diagnostics) -> Any:
     if expr.op in ("and", "or"):  # short-circuit, as Python: `a and b` may skip b
         left = evaluate(expr.left, env, diags)
         if left is ERROR or (not left if expr.op == "and" else left):
+            mark_read(expr.right, env)
             return left
         return evaluate(expr.right, env, diags)
     left, right = evaluate(expr.left, env, diags), evaluate(expr.right, env, diags)
