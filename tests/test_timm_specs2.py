@@ -83,3 +83,21 @@ def test_a_parameter_read_by_only_some_calls_of_a_block_is_used(tmp_path):
     assert result.ok
     warned = [d for d in result.diagnostics if d.code == "W303"]
     assert len(warned) == 1 and "`spare`" in warned[0].message
+
+
+def test_a_parameter_read_only_by_a_skipped_item_is_used(tmp_path):
+    """A family's network reads some parameters only for other members (SKNet's
+    `base_width` only where `if deep:` holds): no W303 for the member that skips them."""
+    spec = tmp_path / "skipped.arch"
+    spec.write_text(
+        "network n(deep=false, width=64, spare=1):\n"
+        "    input 3x32x32\n"
+        "    if deep: conv1-{width}\n"
+        "    conv3-{width // 2} x{int(deep)}\n"
+        "    conv3-8\n",
+        encoding="utf-8",
+    )
+    result = archc.check(spec)
+    assert result.ok
+    assert [d.message for d in result.diagnostics if d.code == "W303"] == [
+        "parameter `spare` is never used"]

@@ -13,7 +13,15 @@ from typing import Any, Callable
 
 from archc.compiler import ir, limits
 from archc.compiler.diagnostics import Diagnostics, did_you_mean
-from archc.compiler.expressions import ERROR, FUNCTIONS, Env, bind_names, evaluate, names_text
+from archc.compiler.expressions import (
+    ERROR,
+    FUNCTIONS,
+    Env,
+    bind_names,
+    evaluate,
+    mark_read,
+    names_text,
+)
 from archc.compiler.graph import (
     Call,
     Identity,
@@ -1009,8 +1017,11 @@ class Resolver:
 
     def skipped(self, item: ir.Item, body: _Body) -> None:
         """An item left out (`x0`, a false `if`): the blocks it would call are not unused
-        definitions, and the tensors it would read are not unused names."""
+        definitions, the parameters it would read are not unused parameters (a family's
+        network reads some only for other members: `if deep: bottleneck(c, base_width)`),
+        and the tensors it would read are not unused names."""
         self.used.update(_callees(item))
+        mark_read(item, body.env)
         for name in _read_names(item):
             named = body.tensors.bound.get(name)
             if named is not None:
