@@ -20,9 +20,10 @@ INDEX = load_zoo(TIMM / "index.yaml", oracle="timm")
 FAMILIES = {
     "cspnet.arch": ("cspnet",),
     "sknet.arch": ("sknet",),
+    "nfnet.arch": ("nfnet",),
 }
 # the smallest member of each family: checked in the fast lane
-FAST = ("cspresnet50", "skresnet18")
+FAST = ("cspresnet50", "skresnet18", "nf_resnet26", "nf_ecaresnet26")
 SLOW: tuple[str, ...] = ("cspdarknet53", "skresnext50_32x4d")
 
 
