@@ -21,9 +21,12 @@ FAMILIES = {
     "cspnet.arch": ("cspnet",),
     "sknet.arch": ("sknet",),
     "nfnet.arch": ("nfnet",),
+    "inception_v4.arch": ("inception_v4",),
+    "inception_resnet_v2.arch": ("inception_resnet_v2",),
 }
 # the smallest member of each family: checked in the fast lane
-FAST = ("cspresnet50", "skresnet18", "nf_resnet26", "nf_ecaresnet26")
+FAST = ("cspresnet50", "skresnet18", "nf_resnet26", "nf_ecaresnet26", "inception_v4",
+        "inception_resnet_v2")
 SLOW: tuple[str, ...] = ("cspdarknet53", "skresnext50_32x4d")
 
 
