@@ -23,10 +23,11 @@ FAMILIES = {
     "nfnet.arch": ("nfnet",),
     "inception_v4.arch": ("inception_v4",),
     "inception_resnet_v2.arch": ("inception_resnet_v2",),
+    "dla.arch": ("dla",),
 }
 # the smallest member of each family: checked in the fast lane
 FAST = ("cspresnet50", "skresnet18", "nf_resnet26", "nf_ecaresnet26", "inception_v4",
-        "inception_resnet_v2")
+        "inception_resnet_v2", "dla34")
 SLOW: tuple[str, ...] = ("cspdarknet53", "skresnext50_32x4d")
 
 
