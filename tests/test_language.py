@@ -648,6 +648,19 @@ def test_a_parameter_read_only_on_a_skipped_side_is_used(tmp_path):
     assert [d.code for d in result.diagnostics if d.code.startswith("W")] == [], \
         [d.message for d in result.diagnostics]
     result = check(tmp_path, """
+        block unit(c, k, stride=1):
+            add:
+                conv1-{c}(stride=stride)
+                if stride > 1:
+                    conv(c, k, stride=stride)
+            [if stride > 1: conv(c, k)]
+        network n:
+            input 3x9x9
+            unit(3, 5)
+            unit(8, 5, 2)
+    """)
+    assert [d.code for d in result.diagnostics] == []  # `k`: only the second call reads it
+    result = check(tmp_path, """
         block unit(c, start):
             conv1-{c if true else (start for start in range(2))[0]}
         network n:

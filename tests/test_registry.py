@@ -524,6 +524,7 @@ MERGE_CASES = [
     ("max", [(4, 3, 3), (4, 3, 3), (4, 3, 3)]), ("max", [(4, 3, 3), (2, 3, 3)]),
     ("max", [(4, 3, 3), (4, 1, 1)]),
     ("split", [(4, 3, 3), (2, 3, 3)]),
+    ("mix-split", [(4, 3, 3), (2, 3, 3), (2, 3, 3)]), ("mix-split", [(4, 3, 3), (2, 2, 3)]),
     ("add-into", [(6, 4, 4), (2, 4, 4)]), ("add-into", [(2, 4, 4), (6, 8, 8)]),
     ("add-into", [(4, 6, 6), (4, 2, 2), (8, 3, 3)]), ("add-into", [(4, 6, 6), (4, 3, 2)]),
     ("add-into", [(4, 6, 6), (4, 4, 4)]), ("add-into", [(4, 7, 7), (4, 2, 2)]),
@@ -572,18 +573,23 @@ def test_max_is_torch_maximum_of_every_branch():
     assert not torch.equal(expected, outs[0])  # the oracle tells the branches apart
 
 
-@pytest.mark.parametrize("channels, branches", [(8, 2), (9, 3), (6, 4)])
-def test_split_gives_each_branch_its_slice(channels, branches):
-    merge = MERGES["split"]
+@pytest.mark.parametrize("name", ["split", "mix-split"])
+@pytest.mark.parametrize("channels, branches", [(8, 2), (9, 3), (6, 4), (8, 3), (100, 3), (2, 3)])
+def test_split_gives_each_branch_its_slice(name, channels, branches):
+    merge = MERGES[name]
     try:
         inputs = merge.branch_inputs((channels, 5, 4), branches)
     except ShapeProblem:
-        assert channels % branches  # refused only when the slices would be unequal
+        # split refuses unequal slices, mix-split empty ones
+        assert channels % branches if name == "split" else channels < branches
         return
     x = torch.randn(2, channels, 5, 4)
     parts = merge.inputs(x, branches)
     assert [tuple(p.shape[1:]) for p in parts] == inputs
     assert torch.equal(merge.combine(list(parts)), x)  # the slices stack back to the input
+    if name == "mix-split":  # MixNet's rule: C // n each, the remainder to the first
+        first = channels // branches + channels % branches
+        assert [s[0] for s in inputs] == [first] + [channels // branches] * (branches - 1)
 
 
 # --------------------------------------------------------------------------- whole networks
@@ -625,6 +631,7 @@ def test_every_kind_emits_python_that_matches_build(tmp_path):
                    "StochasticDepth", "Permute"):
         assert f"class {copied}(" in source
     assert ".chunk(2, 1)" in source  # the split
+    assert ".split(mix_split_sizes(" in source and "def mix_split_sizes(" in source
     assert "torch.maximum(" in source  # the max merge
 
 

@@ -21,6 +21,11 @@ FAMILIES = sorted((ROOT / "specs" / "timm").glob("*.arch"))
 SMALLEST = {
     "repvgg.arch": "repvgg_a0",
     "mobileone.arch": pytest.param("mobileone_s0", marks=pytest.mark.slow),
+    "rexnet.arch": "rexnet_100",
+    "ghostnet.arch": "ghostnet_100",
+    "mixnet.arch": "mixnet_s",
+    "tresnet.arch": "tresnet_m",
+    "dpn.arch": "dpn68",
 }
 
 

@@ -290,7 +290,7 @@ class _Drawing:
         if not MERGES[op.mode].splits:
             return [tail] * n
         node = self.merge_name(scope, "split")
-        self.merge_node(g, node, "split", label=f"split ÷{n}")
+        self.merge_node(g, node, "split", label=f"{op.mode} ÷{n}")
         self.edge(tail, node)
         try:
             shapes = MERGES[op.mode].branch_inputs(tail.shape, n) if tail.shape else [None] * n

@@ -375,7 +375,9 @@ class Forward:
         inputs = [src] * len(op.branches)
         if merge.splits:  # `x1, x2 = x.chunk(2, 1)`: each branch gets its slice
             inputs = [self.fresh(f"x{i + 1}") for i in range(len(op.branches))]
-            self.assign(", ".join(inputs), f"{src}.chunk({len(inputs)}, 1)")
+            self.assign(", ".join(inputs), merge.python_inputs(src, len(inputs)))
+            if merge.slicing != "equal":  # the sizes' rule is archc's: the file gets a copy
+                self.helpers.add("mix_split_sizes")
         terms: list[Code] = []
         for i, branch in enumerate(op.branches):
             if i not in stated:

@@ -134,9 +134,10 @@ def evaluate(expr: ir.Expr, env: Env, diags: Diagnostics) -> Any:
 
 
 def mark_read(expr: ir.Node, env: Env, bound: frozenset[str] = frozenset()) -> None:
-    """Record the parameters that `expr` reads without evaluating it: the side that `and`,
-    `or` or `a if t else b` skips still reads them (no false "never used" warning when a
-    default takes the short way)."""
+    """Record the parameters that `expr` (an expression, or an item left out) reads without
+    evaluating it: the side that `and`, `or` or `a if t else b` skips, and the body of a
+    false `if`, still read them (no false "never used" warning when a call takes the short
+    way)."""
     if isinstance(expr, ir.Name):
         if expr.id not in bound and expr.id not in env.loop and expr.id in env.values:
             env.used.add(expr.id)

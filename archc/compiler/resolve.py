@@ -1017,9 +1017,10 @@ class Resolver:
 
     def skipped(self, item: ir.Item, body: _Body) -> None:
         """An item left out (`x0`, a false `if`): the blocks it would call are not unused
-        definitions, the parameters it would read are not unused parameters (a family's
-        network reads some only for other members: `if deep: bottleneck(c, base_width)`),
-        and the tensors it would read are not unused names."""
+        definitions, the parameters it would read are not unused parameters (no W303 for a
+        parameter that only some calls' `if` reads, or that a family's network reads only for
+        other members: `if deep: bottleneck(c, base_width)`), and the tensors it would read
+        are not unused names."""
         self.used.update(_callees(item))
         mark_read(item, body.env)
         for name in _read_names(item):

@@ -293,3 +293,11 @@ def weighted(cls: type, *args: Any, **kwargs: Any) -> Any:
 def _without_reset(cls: type) -> type:
     """A subclass of `cls` whose constructor leaves the parameters as allocated."""
     return type(cls.__name__, (cls,), {"reset_parameters": lambda self: None})
+
+
+def mix_split_sizes(channels: int, n: int) -> list[int]:
+    """MixNet's split of `channels` into `n` groups: C // n each, and the first group also
+    takes what is left over (100 into 3: 34, 33, 33)."""
+    sizes = [channels // n] * n
+    sizes[0] += channels - sum(sizes)
+    return sizes

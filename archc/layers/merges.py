@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Any, Callable
 
-from archc.layers.core import Shape, ShapeProblem, fmt
+from archc.layers.core import Shape, ShapeProblem, fmt, mix_split_sizes
 
 
 @dataclass(frozen=True)
 class MergeKind:
-    """A merge: `add:`, `add-into:`, `concat:`, `max:`, `mul:` or `split:`."""
+    """A merge: `add:`, `add-into:`, `concat:`, `max:`, `mul:`, `split:` or `mix-split:`."""
 
     name: str
     doc: str
@@ -27,6 +27,9 @@ class MergeKind:
     operator: str | None  # `+`/`*` between the terms in generated Python; None: torch.cat
     symbol: str  # the label of the diagram's merge node
     splits: bool = False  # each branch gets one slice of the input's channels
+    # the slices: "equal" (`x.chunk(n, 1)`), or "first-rest" (MixNet's: C // n each, the
+    # first one also takes the remainder, `x.split(sizes, 1)`)
+    slicing: str = "equal"
     function: str | None = None  # a binary torch function generated Python folds over the terms
     helper: bool = False  # `function` is archc's (tensor_modules): generated Python copies it
     # how the branches' sizes of one spatial axis must relate (archc.shapes' scan of input
@@ -44,19 +47,44 @@ class MergeKind:
             return [inp] * n
         if len(inp) != 3:
             raise ShapeProblem(
-                "E203", f"split divides the channels of an image C×H×W, got {fmt(inp)}"
+                "E203", f"{self.name} divides the channels of an image C×H×W, got {fmt(inp)}"
             )
-        if inp[0] % n:
+        return [(c, *inp[1:]) for c in self.slice_sizes(inp[0], n)]
+
+    def slice_sizes(self, channels: int, n: int) -> list[int]:
+        """The channels of each of `n` slices of `channels`; ShapeProblem where a slice would
+        be unequal (`split`) or empty (`mix-split`)."""
+        if self.slicing == "first-rest":
+            if channels < n:
+                raise ShapeProblem(
+                    "E201",
+                    f"{self.name} into {n} branches needs at least {n} channels, got {channels}",
+                    "each branch needs one channel or more",
+                )
+            return mix_split_sizes(channels, n)
+        if channels % n:
             raise ShapeProblem(
                 "E201",
-                f"split into {n} branches needs channels divisible by {n}, got {inp[0]}",
-                "give the layer before it a multiple of the branch count",
+                f"split into {n} branches needs channels divisible by {n}, got {channels}",
+                "give the layer before it a multiple of the branch count, or use `mix-split:`",
             )
-        return [(inp[0] // n, *inp[1:])] * n
+        return [channels // n] * n
 
     def inputs(self, x: Any, n: int) -> tuple[Any, ...]:
-        """The tensors the branches get: `x` each, or its channel slices (`x.chunk(n, 1)`)."""
-        return x.chunk(n, 1) if self.splits else (x,) * n
+        """The tensors the branches get: `x` each, or its channel slices (`x.chunk(n, 1)`,
+        `x.split(sizes, 1)`)."""
+        if not self.splits:
+            return (x,) * n
+        if self.slicing == "first-rest":
+            return tuple(x.split(mix_split_sizes(x.shape[1], n), 1))
+        return tuple(x.chunk(n, 1))
+
+    def python_inputs(self, src: str, n: int) -> str:
+        """Generated Python giving the branches' slices of `src` (a tuple of n tensors)."""
+        if self.slicing == "first-rest":
+            return f"{src}.split(mix_split_sizes({src}.shape[1], {n}), 1)"
+        return f"{src}.chunk({n}, 1)"
+
 
 
 def _same_shapes(name: str) -> Callable[[list[Shape]], Shape]:
@@ -214,6 +242,18 @@ MERGE_KINDS: tuple[MergeKind, ...] = (
         None,
         "concat",
         splits=True,
+    ),
+    MergeKind(
+        "mix-split",
+        "Splits the input's channels into one slice per branch as MixNet's MixedConv2d does "
+        "(C // n each, the first slice also taking the remainder: 100 into 3 is 34, 33, 33), "
+        "and stacks the branches' outputs; each branch may use its own kernel.",
+        _channels("mix-split"),
+        _cat,
+        None,
+        "concat",
+        splits=True,
+        slicing="first-rest",
     ),
 )
 

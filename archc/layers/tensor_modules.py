@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archc.layers.core import mix_split_sizes  # noqa: F401 - generated Python copies it
+
 
 class ChannelSlice(nn.Module):
     """Channels [start, end) of the input: `x[:, start:end]` (GhostNet's `[:, :oup]`)."""
