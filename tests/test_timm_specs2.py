@@ -24,11 +24,12 @@ FAMILIES = {
     "inception_v4.arch": ("inception_v4",),
     "inception_resnet_v2.arch": ("inception_resnet_v2",),
     "dla.arch": ("dla",),
+    "hrnet.arch": ("hrnet",),
 }
 # the smallest member of each family: checked in the fast lane
 FAST = ("cspresnet50", "skresnet18", "nf_resnet26", "nf_ecaresnet26", "inception_v4",
-        "inception_resnet_v2", "dla34")
-SLOW: tuple[str, ...] = ("cspdarknet53", "skresnext50_32x4d")
+        "inception_resnet_v2", "dla34", "hrnet_w18_small")
+SLOW: tuple[str, ...] = ("cspdarknet53", "skresnext50_32x4d", "hrnet_w18_small_v2")
 
 
 @pytest.mark.parametrize("name", FAST)
