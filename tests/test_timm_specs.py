@@ -53,3 +53,28 @@ def test_smallest_member_of_each_family_is_exact(name):
     assert report.exact, describe(report)
     counts = report.params[1000]
     assert counts[0] == counts[1] == counts[2] and report.params[2][0] < counts[0]
+
+
+def test_docs_timm_lists_every_family_with_its_default_member_and_line_counts():
+    """docs/timm.md's family table: a row per spec, its default member indexed, as many
+    members exact as the index holds for the spec, and the code lines of timm's files and
+    of the spec recounted (as the README's zoo table counts them)."""
+    import timm.models
+
+    from tests.test_zoo import python_code_lines
+
+    text = (ROOT / "docs" / "timm.md").read_text(encoding="utf-8")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+            if line.startswith("|") and "`specs/timm/" in line]
+    assert {row[2].strip("`") for row in rows} == {f"specs/timm/{p.name}" for p in FAMILIES}
+    source = Path(timm.models.__file__).parent
+    for module, member, spec, _, exact, python, arch, _ in rows:
+        path = ROOT / spec.strip("`")
+        assert member in INDEX and INDEX[member].spec == path.resolve()
+        members = sum(e.spec == path.resolve() for e in INDEX.values())
+        assert exact == f"{members} / {members}", spec
+        files = [f for f in module.split(" (")[0].split(", ")]
+        assert int(python.replace(",", "")) == sum(python_code_lines(source / f) for f in files)
+        code = [ln for ln in path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and not ln.strip().startswith("#")]
+        assert int(arch) == len(code), spec
