@@ -149,6 +149,9 @@ class Resolver:
     class_structure: bool = False
     class_scopes: set[int] = field(default_factory=set)  # ids of scopes holding such layers
     input_readers: set[int] = field(default_factory=set)  # ids of blocks reading in_channels...
+    # block name -> the parameters some call of it read: a parameter that only a branch not
+    # taken by one call reads (`if stride != 1:`) is still used by the other calls
+    block_reads: dict[str, set[str]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ network
 
@@ -178,7 +181,9 @@ class Resolver:
             self.diags.error("E205", over.span, over.message, limits.hint(over.name))
             return None
         root.plan, root.out_shape = Seq(tuple(ops)), out
-        self.warn_unused_params(net.params, env)
+        self.warn_unused_params(net.params, env.used)
+        for block_name, reads in self.block_reads.items():
+            self.warn_unused_params(self.program.blocks[block_name].params, reads)
         if not self.diags.has_errors:  # after an error, a body left unexpanded reads nothing
             self.report_unused_tensors()
         if not self.diags.has_errors:  # a misspelt call would also make its block "unused"
@@ -831,9 +836,9 @@ class Resolver:
         finally:
             self.stack.pop()
         self.note_call_site(mark, block, item)
-        self.warn_unused_params(block.params, env)
         if called and not env.used.isdisjoint(INPUT_NAMES):
             self.input_readers.add(id(called[0]))
+        self.block_reads.setdefault(block.name, set()).update(env.used)
         if called and called[0].outputs:
             self.extras = called[0]
         return result
@@ -1083,8 +1088,10 @@ class Resolver:
 
     def skipped(self, item: ir.Item, body: _Body) -> None:
         """An item left out (`x0`, a false `if`): the blocks it would call are not unused
-        definitions, the parameters it would read are not unused (no W303 for a parameter that
-        only some calls' `if` reads), and the tensors it would read are not unused names."""
+        definitions, the parameters it would read are not unused parameters (no W303 for a
+        parameter that only some calls' `if` reads, or that a family's network reads only for
+        other members: `if deep: bottleneck(c, base_width)`), and the tensors it would read
+        are not unused names."""
         self.used.update(_callees(item))
         mark_read(item, body.env)
         for name in _read_names(item):
@@ -1436,9 +1443,9 @@ class Resolver:
 
     # ------------------------------------------------------------------ warnings and train
 
-    def warn_unused_params(self, params: list[ir.Param], env: Env) -> None:
+    def warn_unused_params(self, params: list[ir.Param], used: set[str]) -> None:
         for p in params:
-            if p.name not in env.used and not p.tensor:  # an unread tensor is E121
+            if p.name not in used and not p.tensor:  # an unread tensor is E121
                 self.diags.warning(
                     "W303",
                     p.span,
