@@ -96,3 +96,13 @@ def test_timm_is_imported_only_when_verify_runs():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ}, timeout=120)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_cli_verify_zoo_against_timm_runs_the_timm_index():
+    """`--zoo --against timm` runs specs/timm/index.yaml (here one entry), not zoo.yaml."""
+    done = run_verify("--zoo", "--against", "timm", "--only", "dpn48b")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| timm model |" in done.stdout and "| dpn48b | specs/timm/dpn.arch |" in done.stdout
+    assert "1/1 exact" in done.stdout
+    bad = run_verify("--zoo", "--against", "keras")
+    assert bad.returncode == 2 and "`keras` is not a library" in bad.stderr
