@@ -27,8 +27,9 @@ FAMILIES = {
     "hrnet.arch": ("hrnet",),
 }
 # the smallest member of each family: checked in the fast lane
-FAST = ("cspresnet50", "darknet17", "skresnet18", "nf_resnet26", "nf_ecaresnet26", "inception_v4",
-        "inception_resnet_v2", "dla34", "hrnet_w18_small")
+FAST = ("cspresnet50", "darknet17", "cs3darknet_s", "skresnet18", "nf_resnet26",
+        "nf_ecaresnet26", "inception_v4", "inception_resnet_v2", "dla34", "dla46x_c",
+        "hrnet_w18_small")
 SLOW: tuple[str, ...] = ("cspdarknet53", "skresnext50_32x4d", "hrnet_w18_small_v2")
 
 
