@@ -315,15 +315,23 @@ def runs_command(
     plot_out: Optional[Path] = typer.Option(
         None, "--plot", help="Draw best val accuracy against MACs (PNG or SVG)"
     ),
+    force: bool = typer.Option(False, "--force", help="Replace the --md, --csv and --plot "
+                               "files even if archc did not write them or a run owns them"),
 ) -> None:
     """A table of training runs: network, size, best val accuracy and log loss, time, recipe."""
     from rich.console import Console
     from rich.table import Table
 
+    import archc
+
     from .after import runs as runs_mod
 
     if not folder.exists():
         _fail(f"`{folder}` not found; give a run folder or a folder of runs")
+    try:  # before any work: an output the user did not mean to replace is refused first
+        archc.check_outputs([p for p in (md, csv_out, plot_out) if p is not None], force=force)
+    except archc.OutputRefused as exc:
+        _fail(str(exc))
     rows = runs_mod.table(folder)
     if not rows:
         _fail(f"no runs under `{folder}` (a run folder holds record.json)")
@@ -335,16 +343,20 @@ def runs_command(
     for row in rows:
         table.add_row(*runs_mod.cells(row))
     Console(soft_wrap=False, width=max(160, Console().width)).print(table)
+    path = None
     try:
         for path, text in ((md, runs_mod.markdown), (csv_out, runs_mod.csv_text)):
             if path is not None:
-                path.write_text(text(rows), encoding="utf-8")
+                archc.write_output(path, text(rows), force=force)
                 typer.echo(f"wrote {path}")
         if plot_out is not None:
-            runs_mod.plot(rows, plot_out)
+            path = plot_out
+            runs_mod.plot(rows, plot_out, force=force)
             typer.echo(f"wrote {plot_out}")
+    except archc.OutputRefused as exc:
+        _fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot write {exc.filename}: {exc.strerror or exc}")
+        _fail(f"cannot write `{path}`: {exc.strerror or exc}")
 
 
 def _pair(option: str, text: str | None) -> tuple[float, float] | None:

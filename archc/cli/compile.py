@@ -8,9 +8,8 @@ from typing import Optional
 
 import typer
 
-from archc.cli.common import checked, fail, refuse_clobber
+from archc.cli.common import checked, fail, refuse_clobber, writing
 from archc.cli.options import InputOption, NetworkOption, SetOption, VariantOption
-from archc.compiler.outputs import mark
 
 
 def compile_(
@@ -55,42 +54,45 @@ def compile_(
         if init:
             fail("--init needs -o: it initialises the exported weights")
         return
-    refuse_clobber(_targets(output, emit, init), force)
-    _write_compiled(net, output, emit, init, purpose == "inference")
+    targets = _targets(output, emit, init)
+    refuse_clobber(targets, force)
+    checks = []
+    with writing(targets, force) as staged:
+        _write_compiled(net, staged.temporary(output), emit, init, purpose == "inference",
+                        checks.append)
+    for path in staged.written:
+        typer.echo(f"wrote {path}")
+    for result in checks:
+        typer.echo(result.describe())
 
 
-def _write_compiled(net, output: Path, emit: str, init: str | None, inference: bool) -> None:
-    """`compile -o`: write the Python source or the ONNX file, and say what was written and,
-    for ONNX, how closely onnxruntime's run of the file matched torch's."""
-    from archc.backends.onnx import OnnxCheck, OnnxExportError
+def _write_compiled(net, output: Path, emit: str, init: str | None, inference: bool,
+                    checked) -> None:
+    """`compile -o`: write the Python source or the ONNX file (to `output`, the staged twin
+    of the user's path), passing `checked` how closely onnxruntime's run of an ONNX file
+    matched torch's; a failure is one line."""
+    from archc.backends.onnx import OnnxExportError
     from archc.backends.weights import InitError
 
-    checks: list[OnnxCheck] = []
     try:
         if emit == "python" and inference:
             from archc.passes.export import write_inference_python
 
-            written = write_inference_python(net, output, init=init, note=note)
+            write_inference_python(net, output, init=init, note=note)
         elif emit == "python":
             from archc.backends.pysource import write_python
 
-            written = write_python(net, output, init=init, note=note)
+            write_python(net, output, init=init, note=note)
         elif inference:
             from archc.passes.export import export_inference_onnx
 
-            written = export_inference_onnx(net, output, init=init, note=note,
-                                            checked=checks.append)
+            export_inference_onnx(net, output, init=init, note=note, checked=checked)
         else:
             from archc.backends.onnx import export_onnx
 
-            written = export_onnx(net, output, init=init, note=note, checked=checks.append)
-    except (InitError, OnnxExportError, OSError) as exc:
+            export_onnx(net, output, init=init, note=note, checked=checked)
+    except (InitError, OnnxExportError) as exc:
         fail(str(exc))
-    for path in written:
-        mark(path)
-        typer.echo(f"wrote {path}")
-    for result in checks:
-        typer.echo(result.describe())
 
 
 def _targets(output: Path, emit: str, init: str | None) -> list[Path]:
