@@ -60,6 +60,22 @@ def write_atomically(path: Path, data: str | bytes) -> None:
         raise
 
 
+def rewrite_in_place(path: Path, data: str | bytes) -> None:
+    """Replace the user's own file `path` (a link is followed) with `data` atomically,
+    keeping its mode and leaving it unmarked: still the user's (`archc fmt`)."""
+    path = Path(path).resolve()
+    temporary = temporary_beside(path)
+    try:
+        temporary.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        shutil.copymode(path, temporary)
+        _fsync(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        discard(temporary)
+        raise
+    _fsync(path.parent)
+
+
 class Staged:
     """The temporary twins of a command's outputs (`staged_outputs`): a writer writes
     `temporary(path)`; only the files it wrote are moved into place, and only when it

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from archc.compiler.outputs import mark
+from archc.compiler.outputs import mark, written_by_archc
 
 from .conftest import assert_one_line_error, run_archc, tree_state
 from .runtime_support import TINY, archc_env, dataset, output, train
@@ -270,3 +270,20 @@ def test_runs_tables_go_through_the_guard(trained, tmp_path, option, name):
         _refused(run_archc("runs", run.parent, option, inside, env=archc_env(root),
                            mem_mb=4000), inside)
         assert inside.read_bytes() == kept
+
+
+def test_fmt_rewrites_the_spec_atomically_and_keeps_it_the_users(tmp_path):
+    """fmt replaces its input by design: atomically (an interrupted write leaves the spec),
+    with the spec's mode kept and without archc's mark (the spec stays the user's)."""
+    spec = tmp_path / "n.arch"
+    unformatted = SPEC.replace("conv3-8 relu maxpool", "conv3-8   relu    maxpool")
+    spec.write_text(unformatted)
+    spec.chmod(0o640)
+    before = tree_state(tmp_path)
+    proc = run_archc("fmt", spec, env={"ARCHC_NO_CACHE": "1"}, file_bytes=16)
+    assert_one_line_error(proc)
+    assert tree_state(tmp_path) == before
+    proc = run_archc("fmt", spec, env={"ARCHC_NO_CACHE": "1"})
+    assert proc.returncode == 0, output(proc)
+    assert spec.read_text() != unformatted
+    assert spec.stat().st_mode & 0o777 == 0o640 and not written_by_archc(spec)
