@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from archc.cli.common import checked, fail, refuse_clobber, writing
 from archc.cli.options import InputOption, NetworkOption, SetOption, VariantOption
+
+if TYPE_CHECKING:
+    from archc.backends.onnx import OnnxCheck
 
 
 def compile_(
@@ -56,7 +59,7 @@ def compile_(
         return
     targets = _targets(output, emit, init)
     refuse_clobber(targets, force)
-    checks = []
+    checks: list[OnnxCheck] = []
     with writing(targets, force) as staged:
         _write_compiled(net, staged.temporary(output), emit, init, purpose == "inference",
                         checks.append)

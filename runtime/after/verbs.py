@@ -182,11 +182,15 @@ def eval_command(
     engine: str = EngineOption,
     quantize: str = QuantizeOption,
     calibration: int | None = CalibrationOption,
+    force: bool = typer.Option(False, "--force", help="Replace the --plot file even if archc "
+                               "did not write it or a run owns it"),
 ) -> None:
     """Accuracy, log loss, per-class precision/recall and the confusion matrix on labelled data."""
     from .inference import predict_images, score
 
     with _user_errors():
+        if plot is not None:
+            _refuse_clobber([plot], force)
         trained = _load(run, checkpoint, device)
         images, rows, labels, path, split = _eval_set(trained, data, _workers(trained, workers))
         _use_engine(trained, engine, quantize, calibration, len(rows) * (1 + tta), batch_size)
@@ -196,7 +200,10 @@ def eval_command(
                                    progress=advance)
         scores = score(probs, labels, trained.classes)
         plot_path = plot or _new_plot_path(trained, data)
-        plot_confusion(scores, plot_path, f"{trained.network.name}: {where}")
+        # the default is a new name in RUN/eval/: nothing there to guard
+        with _writing([plot_path], force or plot is None) as staged:
+            plot_confusion(scores, staged.temporary(plot_path),
+                           f"{trained.network.name}: {where}")
     report = {"run": str(trained.run_dir), "checkpoint": trained.checkpoint,
               "epoch": trained.epoch, "data": str(path), "split": split, "tta": tta,
               **scores.as_dict(),

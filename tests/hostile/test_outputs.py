@@ -287,3 +287,18 @@ def test_fmt_rewrites_the_spec_atomically_and_keeps_it_the_users(tmp_path):
     assert proc.returncode == 0, output(proc)
     assert spec.read_text() != unformatted
     assert spec.stat().st_mode & 0o777 == 0o640 and not written_by_archc(spec)
+
+
+def test_eval_plot_goes_through_the_guard(trained, tmp_path):
+    root, _, run = trained
+    target = tmp_path / "confusion.png"
+    target.write_bytes(USERS)
+    before = tree_state(tmp_path)
+    args = ["eval", run, "--plot", target]
+    _refused(run_archc(*args, env=archc_env(root), mem_mb=4000), target)
+    proc = run_archc(*args, "--force", env=archc_env(root), mem_mb=4000, file_bytes=16)
+    assert_one_line_error(proc)
+    assert tree_state(tmp_path) == before
+    proc = run_archc(*args, "--force", env=archc_env(root), mem_mb=4000)
+    assert proc.returncode == 0, output(proc)
+    assert target.read_bytes().startswith(b"\x89PNG")
