@@ -289,18 +289,30 @@ def lr_find_command(
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Spec parameter k=v"),
     variant: Optional[str] = typer.Option(None, "--variant", "-V"),
     network: Optional[str] = typer.Option(None, "--network", "-n"),
+    force: bool = typer.Option(False, "--force", help="Replace lr_finder.png/.json in OUT even "
+                               "if archc did not write them or a run owns them"),
 ) -> None:
     """Run the LR range test alone and print the learning rate `--lr auto` would use."""
+    import archc
+
     from .training.train import TrainRequest, lr_find
 
     if not spec.exists():
         _fail(f"spec file `{spec}` not found")
+    outputs = [out / "lr_finder.png", out / "lr_finder.json"]
+    try:  # before any work: the finder writes these atomically, then they are marked as archc's
+        archc.check_outputs(outputs, force=force)
+    except archc.OutputRefused as exc:
+        _fail(str(exc))
     settings = dict(batch_size=batch_size, optimizer=optimizer, recipe=recipe,
                     image_size=image_size, seed=seed, device=device, workers=workers)
     req = TrainRequest(spec=spec, data=data, params=_parse_sets(sets), variant=variant,
                        network=network, init=init,
                        settings={k: v for k, v in settings.items() if v is not None})
     finding = _run_user_errors(lambda: lr_find(req, out))
+    for path in outputs:
+        if path.is_file():
+            archc.mark(path)
     summary = finding.summary()
     typer.echo(f"suggested: --optimizer {finding.optimizer} --lr {finding.lr:.3g}  "
                f"(edge of the loss minimum at {summary['minimum_lr']:.3g}, "

@@ -302,3 +302,13 @@ def test_eval_plot_goes_through_the_guard(trained, tmp_path):
     proc = run_archc(*args, "--force", env=archc_env(root), mem_mb=4000)
     assert proc.returncode == 0, output(proc)
     assert target.read_bytes().startswith(b"\x89PNG")
+
+
+def test_lr_find_refuses_a_users_file(tmp_path):
+    data = dataset(tmp_path / "data", n=4)
+    (tmp_path / "lr_finder.json").write_text('{"mine": true}\n')
+    before = tree_state(tmp_path)
+    proc = run_archc("lr-find", TINY, "--data", data, "--out", tmp_path,
+                     env=archc_env(tmp_path), mem_mb=4000)
+    _refused(proc, tmp_path / "lr_finder.json")
+    assert tree_state(tmp_path) == before
