@@ -1,9 +1,11 @@
 """Writing the files a command produces: atomically, and never over a file it should not
 replace.
 
-A command's output appears whole or not at all: it is written to a temporary file beside
-its destination and renamed over it (`os.replace`, atomic on one filesystem), so an
-interrupted or failed command leaves the user's existing file as it was.
+A command's output appears whole or not at all: every verb that writes a file the user
+names does it through `staged_outputs` (or `write_output`, its one-file form), which writes
+into a hidden folder beside the destination, fsyncs, and renames over it (`os.replace`,
+atomic on one filesystem) only when the command succeeded, so an interrupted or failed
+command leaves the user's existing file as it was.
 
 An output never replaces a run folder's own files or a file archc did not write, unless
 the user passes --force (`check_output`). archc recognises its own files by an extended
@@ -49,17 +51,6 @@ def discard(*temporaries: Path) -> None:
             pass
 
 
-def write_atomically(path: Path, data: str | bytes) -> None:
-    """Replace `path` with `data`: readers see the old file or the new one, never a part."""
-    temporary = temporary_beside(path)
-    try:
-        temporary.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        commit(temporary, path)
-    except BaseException:
-        discard(temporary)
-        raise
-
-
 def rewrite_in_place(path: Path, data: str | bytes) -> None:
     """Replace the user's own file `path` (a link is followed) with `data` atomically,
     keeping its mode and leaving it unmarked: still the user's (`archc fmt`)."""
@@ -94,19 +85,6 @@ class Staged:
         if path not in self.paths:
             raise ValueError(f"bug: `{path}` is not one of the staged outputs")
         return self.folders[path.parent] / path.name
-
-    @property
-    def temporaries(self) -> list[Path]:
-        """`temporary(path)` for every staged path, in order."""
-        return [self.temporary(path) for path in self.paths]
-
-    def final(self, temporary: Path | str) -> Path:
-        """The destination of a file a writer reports it wrote under its temporary name."""
-        temporary = Path(temporary)
-        for path in self.paths:
-            if self.temporary(path) == temporary:
-                return path
-        raise ValueError(f"bug: `{temporary}` is not a staged output")
 
 
 @contextlib.contextmanager
