@@ -57,12 +57,18 @@ def compile_(
         if init:
             fail("--init needs -o: it initialises the exported weights")
         return
+    from archc.backends.onnx import OnnxExportError
+    from archc.backends.weights import InitError
+
     targets = _targets(output, emit, init)
     refuse_clobber(targets, force)
     checks: list[OnnxCheck] = []
     with writing(targets, force) as staged:
-        _write_compiled(net, staged.temporary(output), emit, init, purpose == "inference",
-                        checks.append)
+        temporary = staged.temporary(output)
+        try:
+            _write_compiled(net, temporary, emit, init, purpose == "inference", checks.append)
+        except (InitError, OnnxExportError) as exc:  # named by the user's path, not the staged one
+            fail(str(exc).replace(str(temporary), str(output)))
     for path in staged.written:
         typer.echo(f"wrote {path}")
     for result in checks:
@@ -73,29 +79,23 @@ def _write_compiled(net, output: Path, emit: str, init: str | None, inference: b
                     checked) -> None:
     """`compile -o`: write the Python source or the ONNX file (to `output`, the staged twin
     of the user's path), passing `checked` how closely onnxruntime's run of an ONNX file
-    matched torch's; a failure is one line."""
-    from archc.backends.onnx import OnnxExportError
-    from archc.backends.weights import InitError
+    matched torch's. Raises InitError or OnnxExportError."""
+    if emit == "python" and inference:
+        from archc.passes.export import write_inference_python
 
-    try:
-        if emit == "python" and inference:
-            from archc.passes.export import write_inference_python
+        write_inference_python(net, output, init=init, note=note)
+    elif emit == "python":
+        from archc.backends.pysource import write_python
 
-            write_inference_python(net, output, init=init, note=note)
-        elif emit == "python":
-            from archc.backends.pysource import write_python
+        write_python(net, output, init=init, note=note)
+    elif inference:
+        from archc.passes.export import export_inference_onnx
 
-            write_python(net, output, init=init, note=note)
-        elif inference:
-            from archc.passes.export import export_inference_onnx
+        export_inference_onnx(net, output, init=init, note=note, checked=checked)
+    else:
+        from archc.backends.onnx import export_onnx
 
-            export_inference_onnx(net, output, init=init, note=note, checked=checked)
-        else:
-            from archc.backends.onnx import export_onnx
-
-            export_onnx(net, output, init=init, note=note, checked=checked)
-    except (InitError, OnnxExportError) as exc:
-        fail(str(exc))
+        export_onnx(net, output, init=init, note=note, checked=checked)
 
 
 def _targets(output: Path, emit: str, init: str | None) -> list[Path]:
