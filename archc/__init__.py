@@ -39,7 +39,14 @@ from archc.compiler.diagnostics import Diagnostic
 from archc.compiler.graph import LayerNode, Network, layers
 from archc.compiler.limits import get as limit
 from archc.compiler.limits import hint as limit_hint
-from archc.compiler.outputs import OutputRefused, check_outputs, foreign_entries, mark
+from archc.compiler.outputs import (
+    OutputRefused,
+    check_outputs,
+    foreign_entries,
+    mark,
+    staged_outputs,
+    write_output,
+)
 from archc.compiler.render import SpecError
 from archc.compiler.sources import Program
 
@@ -49,6 +56,7 @@ __all__ = [
     "check", "check_outputs", "classifier_heads", "emit_dot", "emit_onnx", "emit_python",
     "foreign_entries", "import_network", "inference_module", "init_weights", "layers", "limit",
     "limit_hint", "list_models", "load", "mark", "parse_assignments", "parse_value",
-    "register_leaf", "render", "save_weights", "to_module", "zoo_entries",
+    "register_leaf", "render", "save_weights", "staged_outputs", "to_module", "write_output",
+    "zoo_entries",
 ]
 __version__ = "0.1.0"

@@ -289,18 +289,30 @@ def lr_find_command(
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Spec parameter k=v"),
     variant: Optional[str] = typer.Option(None, "--variant", "-V"),
     network: Optional[str] = typer.Option(None, "--network", "-n"),
+    force: bool = typer.Option(False, "--force", help="Replace lr_finder.png/.json in OUT even "
+                               "if archc did not write them or a run owns them"),
 ) -> None:
     """Run the LR range test alone and print the learning rate `--lr auto` would use."""
+    import archc
+
     from .training.train import TrainRequest, lr_find
 
     if not spec.exists():
         _fail(f"spec file `{spec}` not found")
+    outputs = [out / "lr_finder.png", out / "lr_finder.json"]
+    try:  # before any work: the finder writes these atomically, then they are marked as archc's
+        archc.check_outputs(outputs, force=force)
+    except archc.OutputRefused as exc:
+        _fail(str(exc))
     settings = dict(batch_size=batch_size, optimizer=optimizer, recipe=recipe,
                     image_size=image_size, seed=seed, device=device, workers=workers)
     req = TrainRequest(spec=spec, data=data, params=_parse_sets(sets), variant=variant,
                        network=network, init=init,
                        settings={k: v for k, v in settings.items() if v is not None})
     finding = _run_user_errors(lambda: lr_find(req, out))
+    for path in outputs:
+        if path.is_file():
+            archc.mark(path)
     summary = finding.summary()
     typer.echo(f"suggested: --optimizer {finding.optimizer} --lr {finding.lr:.3g}  "
                f"(edge of the loss minimum at {summary['minimum_lr']:.3g}, "
@@ -315,15 +327,23 @@ def runs_command(
     plot_out: Optional[Path] = typer.Option(
         None, "--plot", help="Draw best val accuracy against MACs (PNG or SVG)"
     ),
+    force: bool = typer.Option(False, "--force", help="Replace the --md, --csv and --plot "
+                               "files even if archc did not write them or a run owns them"),
 ) -> None:
     """A table of training runs: network, size, best val accuracy and log loss, time, recipe."""
     from rich.console import Console
     from rich.table import Table
 
+    import archc
+
     from .after import runs as runs_mod
 
     if not folder.exists():
         _fail(f"`{folder}` not found; give a run folder or a folder of runs")
+    try:  # before any work: an output the user did not mean to replace is refused first
+        archc.check_outputs([p for p in (md, csv_out, plot_out) if p is not None], force=force)
+    except archc.OutputRefused as exc:
+        _fail(str(exc))
     rows = runs_mod.table(folder)
     if not rows:
         _fail(f"no runs under `{folder}` (a run folder holds record.json)")
@@ -335,16 +355,20 @@ def runs_command(
     for row in rows:
         table.add_row(*runs_mod.cells(row))
     Console(soft_wrap=False, width=max(160, Console().width)).print(table)
+    path = None
     try:
         for path, text in ((md, runs_mod.markdown), (csv_out, runs_mod.csv_text)):
             if path is not None:
-                path.write_text(text(rows), encoding="utf-8")
+                archc.write_output(path, text(rows), force=force)
                 typer.echo(f"wrote {path}")
         if plot_out is not None:
-            runs_mod.plot(rows, plot_out)
+            path = plot_out
+            runs_mod.plot(rows, plot_out, force=force)
             typer.echo(f"wrote {plot_out}")
+    except archc.OutputRefused as exc:
+        _fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot write {exc.filename}: {exc.strerror or exc}")
+        _fail(f"cannot write `{path}`: {exc.strerror or exc}")
 
 
 def _pair(option: str, text: str | None) -> tuple[float, float] | None:

@@ -67,6 +67,10 @@ class DotNotFound(Exception):
     """graphviz's `dot` program is not on PATH, so only .dot output is possible."""
 
 
+class DotFailed(Exception):
+    """graphviz's `dot` ran and failed (a crash, a signal, a broken install): one line."""
+
+
 class DrawingTooLarge(Exception):
     """More boxes than graphviz lays out in reasonable time; the .dot source is still fine."""
 
@@ -611,14 +615,19 @@ def _residual(scope: Scope) -> tuple[Op, list[Op], list[LayerNode]] | None:
 # --------------------------------------------------------------------------- rendering
 
 
+def check_drawing_path(out: Path) -> None:
+    """`ValueError` unless `out` names a file `render` can write (.svg, .png, .pdf, .dot)."""
+    if Path(out).suffix.lower() not in (*_RENDERED, ".dot", ".gv"):
+        raise ValueError(
+            f"cannot write `{Path(out).name}`: the output must end in .svg, .png, .pdf or .dot"
+        )
+
+
 def render(source: str, out: Path) -> Path:
     """Write `source` to `out`: .dot as is, .svg/.png/.pdf through graphviz's `dot`."""
     out = Path(out)
+    check_drawing_path(out)
     suffix = out.suffix.lower()
-    if suffix not in _RENDERED and suffix not in (".dot", ".gv"):
-        raise ValueError(
-            f"cannot write `{out.name}`: the output must end in .svg, .png, .pdf or .dot"
-        )
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".dot", ".gv"):
         out.write_text(source, encoding="utf-8")
@@ -635,6 +644,10 @@ def render(source: str, out: Path) -> Path:
         data = graphviz.Source(source).pipe(format=_RENDERED[suffix])
     except graphviz.ExecutableNotFound as exc:
         raise DotNotFound("graphviz's `dot` was not found on PATH") from exc
+    except graphviz.CalledProcessError as exc:
+        said = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        raise DotFailed(f"graphviz's `dot` failed (exit {exc.returncode})"
+                        + (f": {said[0]}" if said else "")) from exc
     out.write_bytes(data)
     return out
 

@@ -6,14 +6,17 @@ Typer-free, so that the fast path of `archc check` can use it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from archc.compiler.diagnostics import Diagnostic
     from archc.compiler.graph import Network
+    from archc.compiler.outputs import Staged
 
 
 # The `torch` extra of pyproject.toml: distribution name → the module it installs. A verb
@@ -176,12 +179,28 @@ def refuse_clobber(paths, force: bool) -> None:
         fail(str(exc))
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write an output file the user named; a path that cannot be written is one line."""
+@contextlib.contextmanager
+def writing(paths, force: bool) -> Iterator[Staged]:
+    """`staged_outputs` for a verb: the outputs appear whole, over nothing they may not
+    replace, or not at all; a refusal, or a write that fails (a folder that cannot be made,
+    a full disk), is one line and leaves the old files as they were."""
+    from archc.compiler.outputs import OutputRefused, staged_outputs
+
+    paths = [Path(p) for p in paths]
     try:
-        path.write_text(text, encoding="utf-8")
+        with staged_outputs(paths, force=force) as staged:
+            yield staged
+    except OutputRefused as exc:
+        fail(str(exc))
     except OSError as exc:
-        fail(f"cannot write `{path}`: {exc.strerror or exc}")
+        fail(f"cannot write `{paths[0]}`: {exc.strerror or exc}")
+
+
+def write_output(path: Path, data: str | bytes, force: bool) -> None:
+    """Write one output file the user named, through `writing`."""
+    with writing([path], force) as staged:
+        temporary = staged.temporary(path)
+        temporary.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def require_spec(spec: Path) -> None:

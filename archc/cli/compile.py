@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from archc.cli.common import checked, fail, refuse_clobber
+from archc.cli.common import checked, fail, refuse_clobber, writing
 from archc.cli.options import InputOption, NetworkOption, SetOption, VariantOption
-from archc.compiler.outputs import mark
+
+if TYPE_CHECKING:
+    from archc.backends.onnx import OnnxCheck
 
 
 def compile_(
@@ -55,42 +57,45 @@ def compile_(
         if init:
             fail("--init needs -o: it initialises the exported weights")
         return
-    refuse_clobber(_targets(output, emit, init), force)
-    _write_compiled(net, output, emit, init, purpose == "inference")
-
-
-def _write_compiled(net, output: Path, emit: str, init: str | None, inference: bool) -> None:
-    """`compile -o`: write the Python source or the ONNX file, and say what was written and,
-    for ONNX, how closely onnxruntime's run of the file matched torch's."""
-    from archc.backends.onnx import OnnxCheck, OnnxExportError
+    from archc.backends.onnx import OnnxExportError
     from archc.backends.weights import InitError
 
+    targets = _targets(output, emit, init)
+    refuse_clobber(targets, force)
     checks: list[OnnxCheck] = []
-    try:
-        if emit == "python" and inference:
-            from archc.passes.export import write_inference_python
-
-            written = write_inference_python(net, output, init=init, note=note)
-        elif emit == "python":
-            from archc.backends.pysource import write_python
-
-            written = write_python(net, output, init=init, note=note)
-        elif inference:
-            from archc.passes.export import export_inference_onnx
-
-            written = export_inference_onnx(net, output, init=init, note=note,
-                                            checked=checks.append)
-        else:
-            from archc.backends.onnx import export_onnx
-
-            written = export_onnx(net, output, init=init, note=note, checked=checks.append)
-    except (InitError, OnnxExportError, OSError) as exc:
-        fail(str(exc))
-    for path in written:
-        mark(path)
+    with writing(targets, force) as staged:
+        temporary = staged.temporary(output)
+        try:
+            _write_compiled(net, temporary, emit, init, purpose == "inference", checks.append)
+        except (InitError, OnnxExportError) as exc:  # named by the user's path, not the staged one
+            fail(str(exc).replace(str(temporary), str(output)))
+    for path in staged.written:
         typer.echo(f"wrote {path}")
     for result in checks:
         typer.echo(result.describe())
+
+
+def _write_compiled(net, output: Path, emit: str, init: str | None, inference: bool,
+                    checked) -> None:
+    """`compile -o`: write the Python source or the ONNX file (to `output`, the staged twin
+    of the user's path), passing `checked` how closely onnxruntime's run of an ONNX file
+    matched torch's. Raises InitError or OnnxExportError."""
+    if emit == "python" and inference:
+        from archc.passes.export import write_inference_python
+
+        write_inference_python(net, output, init=init, note=note)
+    elif emit == "python":
+        from archc.backends.pysource import write_python
+
+        write_python(net, output, init=init, note=note)
+    elif inference:
+        from archc.passes.export import export_inference_onnx
+
+        export_inference_onnx(net, output, init=init, note=note, checked=checked)
+    else:
+        from archc.backends.onnx import export_onnx
+
+        export_onnx(net, output, init=init, note=note, checked=checked)
 
 
 def _targets(output: Path, emit: str, init: str | None) -> list[Path]:

@@ -7,13 +7,15 @@ from typing import Optional
 
 import typer
 
-from archc.cli.common import fail, print_diagnostics
+from archc.cli.common import fail, print_diagnostics, refuse_clobber, write_output
 
 
 def convert(
     spec: Path = typer.Argument(..., help="A .arch or .yaml spec"),
     to: str = typer.Option(..., "--to", help="yaml or arch"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here"),
+    force: bool = typer.Option(
+        False, "--force", help="Replace OUTPUT even if archc did not write it or a run owns it"),
 ) -> None:
     """Translate a spec between the .arch language and YAML (same IR both ways; comments
     and the spelling of layer names kept)."""
@@ -22,6 +24,8 @@ def convert(
 
     if to not in ("yaml", "arch"):
         fail(f"--to must be yaml or arch, got `{to}`")
+    if output:
+        refuse_clobber([output], force)
     try:
         text = read_spec(spec)
     except SpecReadError as exc:
@@ -51,10 +55,7 @@ def convert(
                 code=1,
             )
     if output:
-        try:
-            output.write_text(out, encoding="utf-8")
-        except OSError as exc:
-            fail(f"cannot write `{output}`: {exc.strerror or exc}")
+        write_output(output, out, force)
     else:
         typer.echo(out, nl=False)
 

@@ -10,7 +10,14 @@ from typing import Optional
 
 import typer
 
-from archc.cli.common import fail, parse_sets, parse_shape, print_diagnostics
+from archc.cli.common import (
+    fail,
+    parse_sets,
+    parse_shape,
+    print_diagnostics,
+    refuse_clobber,
+    writing,
+)
 from archc.cli.options import InputOption, SetOption
 
 
@@ -24,14 +31,16 @@ def diff(
         None, "--graph", help="Draw both networks, differences coloured, to out.svg, .png, "
         ".pdf or .dot"
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace GRAPH even if archc did not write it or a run owns it"),
 ) -> None:
     """Structural diff of two networks: added, removed and changed layers with their shape,
     parameter and MAC deltas."""
-    raise typer.Exit(compare(a, b, sets, input, as_json, graph))
+    raise typer.Exit(compare(a, b, sets, input, as_json, graph, force))
 
 
 def compare(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_json: bool,
-            graph: Path | None) -> int:
+            graph: Path | None, force: bool = False) -> int:
     """Print the comparison; the exit status is diff's and `git diff --exit-code`'s: 0 when
     the networks are the same, 1 when they differ, 2 when either side cannot be compared (a
     bad path, option or spec)."""
@@ -50,6 +59,8 @@ def compare(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_
     if graph is not None and graph.suffix.lower() not in GRAPH_SUFFIXES:
         fail(f"--graph writes .svg, .png, .pdf or .dot, not `{graph.suffix or graph.name}`",
              "use --graph NAME.svg (or .png, .pdf, .dot)")
+    if graph is not None:
+        refuse_clobber([graph], force)
     sides = []
     for text in (a, b):
         try:
@@ -66,16 +77,19 @@ def compare(a: str, b: str, sets: list[str] | None, input_shape: str | None, as_
     else:
         print(format_text(d))
     if graph is not None:
-        from archc.backends.dot import DotNotFound
+        from archc.backends.dot import DotFailed, DotNotFound
 
         try:
-            written = draw(d, graph)
+            with writing([graph], force) as staged:
+                draw(d, staged.temporary(graph))
         except DotNotFound as exc:
             fail(str(exc), "install graphviz (apt-get install graphviz), or write --graph "
                  "NAME.dot")
+        except DotFailed as exc:
+            fail(str(exc), "check graphviz's install (`dot -V`), or write --graph NAME.dot")
         except OSError as exc:
             fail(f"cannot write `{graph}`: {exc.strerror or exc}")
-        print(f"wrote {written}", file=sys.stderr if as_json else sys.stdout)
+        print(f"wrote {graph}", file=sys.stderr if as_json else sys.stdout)
     return 0 if d.same else 1
 
 

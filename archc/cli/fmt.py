@@ -26,6 +26,7 @@ def format_files(specs: list[Path], check: bool = False, show_diff: bool = False
     0 when every file is formatted (or was rewritten), 1 when --check finds a file to
     change or a spec has errors (its diagnostics are printed and it is left untouched).
     """
+    from archc.compiler.outputs import rewrite_in_place
     from archc.compiler.sources import SpecReadError
     from archc.tools.fmt import FormatChangedMeaning, format_file, unified_diff
 
@@ -58,7 +59,12 @@ def format_files(specs: list[Path], check: bool = False, show_diff: bool = False
             print(f"would reformat {spec}", file=sys.stderr)
             status = 1
         elif not show_diff:
-            spec.write_text(result.new, encoding="utf-8")
+            try:  # atomic: an interrupted write leaves the spec as it was
+                rewrite_in_place(spec, result.new)
+            except OSError as exc:
+                print(f"error: cannot write `{spec}`: {exc.strerror or exc}", file=sys.stderr)
+                status, failed, changed = 1, failed + 1, changed - 1
+                continue
             print(f"reformatted {spec}", file=sys.stderr)
     verb = "would be reformatted" if check or show_diff else "reformatted"
     left = f", {failed} not formatted" if failed else ""

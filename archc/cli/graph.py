@@ -7,7 +7,14 @@ from typing import Optional
 
 import typer
 
-from archc.cli.common import checked, fail, parse_sets, print_diagnostics
+from archc.cli.common import (
+    checked,
+    fail,
+    parse_sets,
+    print_diagnostics,
+    refuse_clobber,
+    writing,
+)
 from archc.cli.options import InputOption, NetworkOption, SetOption, VariantOption
 
 
@@ -29,12 +36,20 @@ def graph(
     variant: Optional[str] = VariantOption,
     network: Optional[str] = NetworkOption,
     input: Optional[str] = InputOption,
+    force: bool = typer.Option(
+        False, "--force", help="Replace OUTPUT even if archc did not write it or a run owns it"),
 ) -> None:
     """Draw the network with graphviz: shapes on edges, blocks as clusters, a legend."""
-    from archc.backends.dot import DotNotFound, DrawingTooLarge, render, table_dot, to_dot
+    from archc.backends.dot import check_drawing_path, table_dot, to_dot
 
     if depth is not None and depth < 0:
         fail(f"--depth must be 0 or more, got {depth}", "0 draws each top-level block as one box")
+    output = output or Path(spec.stem + ("_table" if table else "") + ".svg")
+    try:
+        check_drawing_path(output)
+    except ValueError as exc:  # an output suffix graphviz cannot write
+        fail(str(exc), "use -o NAME.svg, .png, .pdf or .dot")
+    refuse_clobber([output], force)
     if table:
         from archc.api import check as run_check
 
@@ -49,18 +64,26 @@ def graph(
     else:
         net = checked(spec, sets, variant, network, input)
         source = to_dot(net, depth=depth)
-    output = output or Path(spec.stem + ("_table" if table else "") + ".svg")
+    with writing([output], force) as staged:
+        _render(source, staged.temporary(output), output)
+    typer.echo(f"wrote {output}")
+
+
+def _render(source: str, temporary: Path, output: Path) -> None:
+    """Draw `source` into `temporary` (the staged twin of `output`); what cannot be drawn
+    is one line, and then nothing replaces `output`."""
+    from archc.backends.dot import DotFailed, DotNotFound, DrawingTooLarge, render
+
     try:
-        render(source, output)
+        render(source, temporary)
     except DotNotFound as exc:
         fail(str(exc), "install graphviz (apt-get install graphviz), or write -o NAME.dot")
-    except ValueError as exc:  # an output suffix graphviz cannot write
-        fail(str(exc), "use -o NAME.svg, .png, .pdf or .dot")
+    except DotFailed as exc:
+        fail(str(exc), "check graphviz's install (`dot -V`), or write the source with -o NAME.dot")
     except DrawingTooLarge as exc:
         fail(str(exc), "draw fewer levels with --depth, or write the source with -o NAME.dot")
-    except OSError as exc:  # -o in a folder that cannot be made or written
+    except OSError as exc:  # -o in a folder that cannot be written
         fail(f"cannot write `{output}`: {exc.strerror or exc}")
-    typer.echo(f"wrote {output}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,14 @@ from typing import Optional
 
 import typer
 
-from archc.cli.common import fail, parse_sets, parse_shape, print_diagnostics, refuse_clobber
+from archc.cli.common import (
+    fail,
+    parse_sets,
+    parse_shape,
+    print_diagnostics,
+    refuse_clobber,
+    writing,
+)
 
 
 def import_(
@@ -76,7 +83,7 @@ def import_(
     summary = (f"{network.name}: {'×'.join(map(str, network.input_shape))} → "
                f"{'×'.join(map(str, network.output_shape or ()))}, "
                f"{network.n_params:,} parameters")
-    converted = _write_all(source, network, output, text, weights)
+    converted = _write_all(source, network, output, text, weights, force)
     typer.echo(f"wrote {output} ({text.count(chr(10))} lines; {summary})")
     if converted:
         typer.echo(converted)
@@ -92,33 +99,17 @@ def _source_texts(source: str) -> dict[str, str]:
     return {} if text is None else {source: text}
 
 
-def _write_all(source: str, network, output: Path, text: str, weights: bool) -> str | None:
+def _write_all(source: str, network, output: Path, text: str, weights: bool,
+               force: bool) -> str | None:
     """Write the spec (and with --weights the converted weights) only once everything has
-    succeeded: each goes to a temporary file first, and both are renamed into place at the
-    end, so a failed conversion leaves an existing OUTPUT untouched. Returns the line that
+    succeeded (`writing`: both go to temporary files and are renamed into place at the end),
+    so a failed conversion leaves an existing OUTPUT untouched. Returns the line that
     reports the weights (None without --weights)."""
-    from archc.compiler.outputs import commit, discard, temporary_beside
-
-    temporaries: list[Path] = []
-    try:
-        spec_tmp = temporary_beside(output)
-        temporaries.append(spec_tmp)
-        spec_tmp.write_text(text, encoding="utf-8")
-        moves = [(spec_tmp, output)]
+    target = output.with_suffix(".safetensors")
+    with writing([output, target] if weights else [output], force) as staged:
+        staged.temporary(output).write_text(text, encoding="utf-8")
         if weights:
-            target = output.with_suffix(".safetensors")
-            weights_tmp = temporary_beside(target)
-            temporaries.append(weights_tmp)
-            found, count = _convert_weights(source, network, weights_tmp)
-            moves.insert(0, (weights_tmp, target))
-        for temporary, path in moves:
-            commit(temporary, path)
-    except OSError as exc:
-        discard(*temporaries)
-        fail(f"cannot write `{output}`: {exc.strerror or exc}")
-    except BaseException:
-        discard(*temporaries)
-        raise
+            found, count = _convert_weights(source, network, staged.temporary(target))
     return f"wrote {target} ({count} tensors from {found})" if weights else None
 
 

@@ -7,20 +7,23 @@ from typing import Optional
 
 import typer
 
-from archc.cli.common import fail
+from archc.cli.common import refuse_clobber, write_output
 
 
 def schema(
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Write here, e.g. archc.schema.json"),
+    force: bool = typer.Option(
+        False, "--force", help="Replace OUTPUT even if archc did not write it or a run owns it"),
 ) -> None:
     """The JSON Schema of YAML specs, generated from the IR and the layer registry."""
     from archc.tools.schema import write
 
-    try:
-        text = write(output)
-    except OSError as exc:
-        fail(f"cannot write `{output}`: {exc.strerror}")
+    if output is not None:
+        refuse_clobber([output], force)
+    text = write(None)
+    if output is not None:
+        write_output(output, text, force)
     if output is None:
         typer.echo(text, nl=False)
     else:

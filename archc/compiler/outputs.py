@@ -1,9 +1,11 @@
 """Writing the files a command produces: atomically, and never over a file it should not
 replace.
 
-A command's output appears whole or not at all: it is written to a temporary file beside
-its destination and renamed over it (`os.replace`, atomic on one filesystem), so an
-interrupted or failed command leaves the user's existing file as it was.
+A command's output appears whole or not at all: every verb that writes a file the user
+names does it through `staged_outputs` (or `write_output`, its one-file form), which writes
+into a hidden folder beside the destination, fsyncs, and renames over it (`os.replace`,
+atomic on one filesystem) only when the command succeeded, so an interrupted or failed
+command leaves the user's existing file as it was.
 
 An output never replaces a run folder's own files or a file archc did not write, unless
 the user passes --force (`check_output`). archc recognises its own files by an extended
@@ -13,8 +15,11 @@ copied elsewhere) is the user's.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -28,10 +33,11 @@ def temporary_beside(path: Path) -> Path:
 
 def commit(temporary: Path, path: Path) -> None:
     """Move a finished temporary file into place, with the mode a plain `open` would give,
-    marked as archc's (see `mark`)."""
+    flushed to disk and marked as archc's (see `mark`)."""
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(temporary, 0o666 & ~mask)
+    _fsync(temporary)
     mark(temporary)
     os.replace(temporary, path)
 
@@ -45,15 +51,101 @@ def discard(*temporaries: Path) -> None:
             pass
 
 
-def write_atomically(path: Path, data: str | bytes) -> None:
-    """Replace `path` with `data`: readers see the old file or the new one, never a part."""
+def rewrite_in_place(path: Path, data: str | bytes) -> None:
+    """Replace the user's own file `path` (a link is followed) with `data` atomically,
+    keeping its mode and leaving it unmarked: still the user's (`archc fmt`)."""
+    path = Path(path).resolve()
     temporary = temporary_beside(path)
     try:
         temporary.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        commit(temporary, path)
+        shutil.copymode(path, temporary)
+        _fsync(temporary)
+        os.replace(temporary, path)
     except BaseException:
         discard(temporary)
         raise
+    _fsync(path.parent)
+
+
+class Staged:
+    """The temporary twins of a command's outputs (`staged_outputs`): a writer writes
+    `temporary(path)`; only the files it wrote are moved into place, and only when it
+    finished without an error."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self.folders: dict[Path, Path] = {}  # destination folder -> its staging folder
+        self.written: list[Path] = []  # filled once committed
+
+    def temporary(self, path: Path | str) -> Path:
+        """Where to write the output `path` (one of the staged paths): a file of the same
+        name in a hidden folder beside it, so writers that derive other names from it (the
+        weights beside a module, an ONNX model's external data) keep the names consistent."""
+        path = Path(path)
+        if path not in self.paths:
+            raise ValueError(f"bug: `{path}` is not one of the staged outputs")
+        return self.folders[path.parent] / path.name
+
+
+@contextlib.contextmanager
+def staged_outputs(paths, *, force: bool = False) -> Iterator[Staged]:
+    """Write a command's outputs atomically and only over what they may replace.
+
+    Checks every path first (`check_outputs`: `OutputRefused` before anything is written),
+    makes the folders, and yields a `Staged` whose `temporary(path)` the writer fills. When
+    the block ends without an error each written file is flushed, marked as archc's and
+    renamed over its destination (the later paths first, so the first, the one that names
+    the others, appears last); on an error nothing is moved and the old files stay as they
+    were, byte for byte."""
+    staged = Staged([Path(p) for p in paths])
+    check_outputs(staged.paths, force=force)
+    try:
+        for folder in dict.fromkeys(p.parent for p in staged.paths):
+            folder.mkdir(parents=True, exist_ok=True)
+            staged.folders[folder] = Path(tempfile.mkdtemp(
+                dir=folder, prefix=f".{staged.paths[0].name}.", suffix=".tmp"))
+        yield staged
+        for path in reversed(staged.paths):
+            temporary = staged.temporary(path)
+            if temporary.is_file() and not temporary.is_symlink():
+                commit(temporary, path)
+                staged.written.insert(0, path)
+        for folder in staged.folders:
+            _fsync(folder)
+    finally:
+        for staging in staged.folders.values():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_output(path: Path | str, data: str | bytes | Callable[[Path], object], *,
+                 force: bool = False) -> Path:
+    """Write one output the user named: `data` (text is UTF-8), or what `data(temporary)`
+    writes to the path it is given. Refused (`OutputRefused`) where `check_output` refuses;
+    atomic, so a failed write (an error, a full disk, a writer that raises) leaves an
+    existing file as it was. Returns `path`."""
+    path = Path(path)
+    with staged_outputs([path], force=force) as staged:
+        temporary = staged.temporary(path)
+        if callable(data):
+            data(temporary)
+        else:
+            temporary.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk; a filesystem that cannot is
+    no reason to fail."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- what not to replace

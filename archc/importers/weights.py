@@ -5,15 +5,19 @@ came from one layer of the foreign file; the importers keep the foreign layer's 
 the IR layer, and compacting (blocks, repeats) keeps the order of layers, so walking the
 uncompacted IR beside the checked network pairs each module with its foreign layer.
 
-numpy, protobuf and safetensors only: no torch. The caffemodel messages are the few
-fields of caffe.proto that hold weights, declared here and compiled at run time; the
-writers (`write_caffemodel`, `write_darknet_weights`) are what the tests use.
+numpy and safetensors only: no torch. A caffemodel is read streaming by
+`archc.importers.caffemodel` (the protobuf wire format, one layer record at a time, each
+blob's size checked against the network before its values are read); a darknet file
+likewise, its size checked against the cfg first. protobuf serves only the writers
+(`write_caffemodel`, `write_darknet_weights`), which the tests use: the caffemodel messages
+are the few fields of caffe.proto that hold weights, declared here and compiled at run time.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -136,47 +140,71 @@ def caffe_net_class():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
 
 
-def read_caffemodel(path: Path, most_bytes: int | None = None) -> dict[str, list[np.ndarray]]:
-    """Layer name → its blobs (float32 arrays in their Caffe shapes). A file over
-    `most_bytes` (what the network's parameters could take) is refused before it is read."""
-    from google.protobuf.message import DecodeError
+def read_caffemodel(path: Path, most_bytes: int | None = None,
+                    expected: dict[str, dict[int, set[int]]] | None = None
+                    ) -> dict[str, list[np.ndarray | None]]:
+    """Layer name → its blobs (float32 arrays in their Caffe shapes), read streaming (see
+    `caffemodel`). A file over `most_bytes` (what the network's parameters could take) is
+    refused from its size. With `expected` (layer name → blob index → the value counts the
+    network accepts) only those layers' wanted blobs are read, each one's declared count
+    checked before its values are; the other blobs are None."""
+    from archc.importers.caffemodel import CaffemodelError, WireReader, index
 
-    net = caffe_net_class()()
     try:
-        net.ParseFromString(_bounded_bytes(path, most_bytes))
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise _missing(path, ".caffemodel") from None
     except IsADirectoryError:
         raise WeightsError(f"`{path}` is a directory, not a caffemodel") from None
-    except (OSError, DecodeError, RuntimeWarning) as exc:
-        raise WeightsError(f"`{path}` is not a readable caffemodel ({exc})") from None
-    return {layer.name: [_blob(b) for b in layer.blobs] for layer in [*net.layers, *net.layer]}
+    except OSError as exc:
+        raise WeightsError(f"cannot read `{path}`: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            reader = WireReader(handle)
+            _check_size(path, reader.size, most_bytes)
+            records = index(reader, None if expected is None else expected.__contains__)
+            return {name: _read_blobs(reader, record, None if expected is None
+                                      else expected[name])
+                    for name, record in records.items()}
+        except CaffemodelError as exc:
+            raise WeightsError(f"`{path}` is not a readable caffemodel ({exc})") from None
+        except OSError as exc:
+            raise WeightsError(f"cannot read `{path}`: {exc.strerror or exc}") from None
 
 
-def _bounded_bytes(path: Path, most: int | None) -> bytes:
-    """The file's bytes, refusing one larger than `most` from its size, before reading."""
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if most is not None and size > most:
-            raise WeightsError(
-                f"`{path}` is {size:,} bytes, more than the network's parameters could fill "
-                f"({most:,} bytes at most)", "the weights must come from the same network as "
-                "the description")
-        return handle.read(size + 1 if most is None else most + 1)
+def _check_size(path: Path, size: int, most: int | None) -> None:
+    """Refuse a file larger than `most` from its size, before reading any of it."""
+    if most is not None and size > most:
+        raise WeightsError(
+            f"`{path}` is {size:,} bytes, more than the network's parameters could fill "
+            f"({most:,} bytes at most)", "the weights must come from the same network as "
+            "the description")
+
+
+def _read_blobs(reader, record, wanted: dict[int, set[int]] | None) -> list[np.ndarray | None]:
+    """The blobs of one layer record: those `wanted` (all when None) read after their
+    declared value count was checked against it, the others left unread (None)."""
+    from archc.importers.caffemodel import blob_header, read_values, shaped
+
+    arrays: list[np.ndarray | None] = []
+    for number, (start, length) in enumerate(record.blobs):
+        if wanted is not None and number not in wanted:
+            arrays.append(None)
+            continue
+        header = blob_header(reader, start, length)
+        if wanted is not None and header.count not in wanted[number]:
+            needs = " or ".join(f"{n:,}" for n in sorted(wanted[number]))
+            raise WeightsError(f"layer `{record.name}`: blob {number} of the caffemodel holds "
+                               f"{header.count:,} values where the network needs {needs}",
+                               "the weights must come from the same network as the description")
+        arrays.append(shaped(read_values(reader, start, length, header), header.dims))
+    return arrays
 
 
 def caffemodel_most_bytes(network: Network) -> int:
     """The largest caffemodel that can hold `network`'s weights: every parameter as a
     double (`double_data`), plus room for names and shapes."""
     return 8 * network.n_params + 64 * 1024 * 1024
-
-
-def _blob(blob) -> np.ndarray:
-    data = np.asarray(blob.data or blob.double_data, dtype=np.float32)
-    dims = list(blob.shape.dim) or [d for d in (blob.num, blob.channels, blob.height, blob.width)]
-    # math.prod: numpy's product wraps around for absurd dims and could match by accident
-    return data.reshape(dims) if math.prod(dims) == data.size and min(dims, default=1) >= 0 \
-        else data
 
 
 def write_caffemodel(path: Path, blobs: dict[str, list[np.ndarray]], name: str = "net",
@@ -193,41 +221,93 @@ def write_caffemodel(path: Path, blobs: dict[str, list[np.ndarray]], name: str =
     path.write_bytes(net.SerializeToString())
 
 
+@dataclass(frozen=True)
+class _Need:
+    """One tensor of archc's state_dict and the caffemodel blob it comes from."""
+
+    layer: str  # the Caffe layer's name
+    index: int  # the blob's index in it
+    tensor: str  # the state_dict name
+    shape: tuple[int, ...]
+
+
 def caffe_tensors(source: str, found: Path, network: Network) -> dict[str, np.ndarray]:
-    """archc's state_dict from a caffemodel, for the network imported from `source`."""
+    """archc's state_dict from a caffemodel, for the network imported from `source`: the
+    blobs it needs are sized from the network first, and only those are read."""
     from archc.importers import caffe, prototxt
 
-    blobs = read_caffemodel(found, caffemodel_most_bytes(network))
     flat = _flat_ir(caffe.load, source)
     root = prototxt.parse(Path(source).read_text(encoding="utf-8"), source, Diagnostics())
     assert root is not None  # it parsed above, as the network was imported from it
     by_span = {(lay.span.line, lay.span.column): lay for lay in caffe.layers_of(root)}
     scale_of = _scales(caffe.layers_of(root))
-    out: dict[str, np.ndarray] = {}
-    for span, node in _pairs(flat, network):
-        layer = by_span[(span.line, span.column)]
-        arrays = _layer_blobs(blobs, layer.name)
+    named = [(by_span[(span.line, span.column)].name, node)
+             for span, node in _pairs(flat, network)]
+    needs = [need for name, node in named for need in _caffe_needs(name, node, scale_of)]
+    expected: dict[str, dict[int, set[int]]] = {}
+    for need in needs:
+        expected.setdefault(need.layer, {}).setdefault(need.index, set()).add(
+            math.prod(need.shape))
+    for name, node in named:
+        if node.kind == "bn":  # Caffe's scale factor of mean and variance: one value, or none
+            expected[name].setdefault(2, set()).update({0, 1})
+    blobs = read_caffemodel(found, caffemodel_most_bytes(network), expected)
+    out = {need.tensor: _shaped(_nth(_layer_blobs(blobs, need.layer), need.index, need.layer),
+                                need.shape, need.layer) for need in needs}
+    for name, node in named:
         if node.kind == "bn":
-            out.update(_caffe_bn(node, arrays, blobs, scale_of.get(layer.name)))
-        elif node.kind == "prelu":
-            slopes = _channels(node.in_shape) if node.params.get("per_channel") else 1
-            out[f"{node.path}.weight"] = _shaped(_nth(arrays, 0, layer.name), (slopes,),
-                                                 layer.name)
-        else:
-            out.update(_weight_bias(node, arrays, layer.name))
+            _scale_statistics(out, node, blobs[name])
     return out
 
 
-def _nth(arrays: list[np.ndarray], index: int, name: str) -> np.ndarray:
+def _caffe_needs(name: str, node: LayerNode, scale_of: dict[str, str]) -> list[_Need]:
+    """The blobs the module `node`, imported from Caffe layer `name`, takes: conv and fc a
+    weight (Caffe's layout is PyTorch's) and a bias; BatchNorm its mean and variance, and
+    γ and β from the Scale layer after it; PReLU its slopes."""
+    path = node.path
+    if node.kind == "bn":
+        channels = (_channels(node.in_shape),)
+        needs = [_Need(name, 0, f"{path}.running_mean", channels),
+                 _Need(name, 1, f"{path}.running_var", channels)]
+        scale = scale_of.get(name)
+        if node.params.get("affine", True) and scale is not None:
+            needs += [_Need(scale, 0, f"{path}.weight", channels),
+                      _Need(scale, 1, f"{path}.bias", channels)]
+        return needs
+    if node.kind == "prelu":
+        slopes = _channels(node.in_shape) if node.params.get("per_channel") else 1
+        return [_Need(name, 0, f"{path}.weight", (slopes,))]
+    needs = [_Need(name, 0, f"{path}.weight", _weight_shape(node))]
+    if node.params.get("bias", True):
+        needs.append(_Need(name, 1, f"{path}.bias", (_channels(node.out_shape),)))
+    return needs
+
+
+def _scale_statistics(out: dict[str, np.ndarray], node: LayerNode,
+                      arrays: list[np.ndarray | None]) -> None:
+    """Caffe keeps a BatchNorm's mean and variance times a factor (blob 2): divide it out."""
+    factor_blob = arrays[2] if len(arrays) > 2 else None
+    factor = float(factor_blob.ravel()[0]) if factor_blob is not None and factor_blob.size \
+        else 1.0
+    factor = 0.0 if factor == 0 or not math.isfinite(factor) else 1.0 / factor
+    out[f"{node.path}.running_mean"] = out[f"{node.path}.running_mean"] * factor
+    out[f"{node.path}.running_var"] = out[f"{node.path}.running_var"] * factor
+    out[f"{node.path}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
+
+
+def _nth(arrays: list[np.ndarray | None], index: int, name: str) -> np.ndarray:
     """Blob `index` of layer `name`, or a `WeightsError` when the caffemodel has fewer."""
     if index >= len(arrays):
         raise WeightsError(f"layer `{name}` has {len(arrays)} blobs in the caffemodel where "
                            f"the network needs at least {index + 1}",
                            "the caffemodel must come from the same network as the prototxt")
-    return arrays[index]
+    array = arrays[index]
+    assert array is not None  # every blob a need names is read
+    return array
 
 
-def _layer_blobs(blobs: dict[str, list[np.ndarray]], name: str) -> list[np.ndarray]:
+def _layer_blobs(blobs: dict[str, list[np.ndarray | None]], name: str
+                 ) -> list[np.ndarray | None]:
     if name not in blobs:
         raise WeightsError(f"the caffemodel has no blobs for layer `{name}`",
                            "the caffemodel must come from the same network as the prototxt")
@@ -239,15 +319,6 @@ def _scales(caffe_layers) -> dict[str, str]:
     top_of = {top: lay.name for lay in caffe_layers if lay.type == "BatchNorm" for top in lay.tops}
     return {top_of[str(lay.bottoms[0].value)]: lay.name for lay in caffe_layers
             if lay.type == "Scale" and lay.bottoms and str(lay.bottoms[0].value) in top_of}
-
-
-def _weight_bias(node: LayerNode, arrays: list[np.ndarray], name: str) -> dict[str, np.ndarray]:
-    """conv or fc: blob 0 is the weight (Caffe's layout is PyTorch's), blob 1 the bias."""
-    out = {f"{node.path}.weight": _shaped(_nth(arrays, 0, name), _weight_shape(node), name)}
-    if node.params.get("bias", True):
-        out[f"{node.path}.bias"] = _shaped(_nth(arrays, 1, name), (_channels(node.out_shape),),
-                                           name)
-    return out
 
 
 def _channels(shape: tuple[int, ...] | None) -> int:
@@ -273,25 +344,6 @@ def _shaped(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
                            f"the network needs {int(np.prod(shape))} ({'×'.join(map(str, shape))})",
                            "the weights must come from the same network as the description")
     return np.asarray(array, dtype=np.float32).reshape(shape)
-
-
-def _caffe_bn(node: LayerNode, arrays, blobs, scale: str | None) -> dict[str, np.ndarray]:
-    """Caffe keeps mean and variance times a scale factor (blob 2); Scale holds γ and β."""
-    channels = (_channels(node.in_shape),)
-    factor = float(arrays[2].ravel()[0]) if len(arrays) > 2 and arrays[2].size else 1.0
-    factor = 0.0 if factor == 0 or not math.isfinite(factor) else 1.0 / factor
-    out = {
-        f"{node.path}.running_mean": _shaped(_nth(arrays, 0, node.path), channels,
-                                             node.path) * factor,
-        f"{node.path}.running_var": _shaped(_nth(arrays, 1, node.path), channels,
-                                            node.path) * factor,
-        f"{node.path}.num_batches_tracked": np.zeros((), dtype=np.int64),
-    }
-    if node.params.get("affine", True) and scale is not None:
-        gamma_beta = _layer_blobs(blobs, scale)
-        out[f"{node.path}.weight"] = _shaped(_nth(gamma_beta, 0, scale), channels, scale)
-        out[f"{node.path}.bias"] = _shaped(_nth(gamma_beta, 1, scale), channels, scale)
-    return out
 
 
 # --------------------------------------------------------------------------- Darknet

@@ -135,12 +135,14 @@ def csv_text(rows: list[RunRow]) -> str:
     return buffer.getvalue()
 
 
-def plot(rows: list[RunRow], path: Path) -> Path:
-    """Best validation accuracy against MACs (log scale), one labelled point per run."""
+def plot(rows: list[RunRow], path: Path, force: bool = False) -> Path:
+    """Best validation accuracy against MACs (log scale), one labelled point per run, written
+    to `path` as an output the user named (`archc.write_output`: atomic, and refused over a
+    run's own file or a file archc did not write unless `force`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ..training.checkpoint import atomic_write
+    import archc
 
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
@@ -160,5 +162,4 @@ def plot(rows: list[RunRow], path: Path) -> Path:
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png" if path.suffix.lower() != ".svg" else "svg", dpi=100)
-    atomic_write(path, buffer.getvalue())
-    return path
+    return archc.write_output(path, buffer.getvalue(), force=force)

@@ -182,11 +182,15 @@ def eval_command(
     engine: str = EngineOption,
     quantize: str = QuantizeOption,
     calibration: int | None = CalibrationOption,
+    force: bool = typer.Option(False, "--force", help="Replace the --plot file even if archc "
+                               "did not write it or a run owns it"),
 ) -> None:
     """Accuracy, log loss, per-class precision/recall and the confusion matrix on labelled data."""
     from .inference import predict_images, score
 
     with _user_errors():
+        if plot is not None:
+            _refuse_clobber([plot], force)
         trained = _load(run, checkpoint, device)
         images, rows, labels, path, split = _eval_set(trained, data, _workers(trained, workers))
         _use_engine(trained, engine, quantize, calibration, len(rows) * (1 + tta), batch_size)
@@ -196,7 +200,10 @@ def eval_command(
                                    progress=advance)
         scores = score(probs, labels, trained.classes)
         plot_path = plot or _new_plot_path(trained, data)
-        plot_confusion(scores, plot_path, f"{trained.network.name}: {where}")
+        # the default is a new name in RUN/eval/: nothing there to guard
+        with _writing([plot_path], force or plot is None) as staged:
+            plot_confusion(scores, staged.temporary(plot_path),
+                           f"{trained.network.name}: {where}")
     report = {"run": str(trained.run_dir), "checkpoint": trained.checkpoint,
               "epoch": trained.epoch, "data": str(path), "split": split, "tta": tta,
               **scores.as_dict(),
@@ -442,7 +449,8 @@ def submit_command(
         rows = sorted(values.items())
         lo, hi = clip, 1 - clip
         text = "id,label\n" + "".join(f"{i},{float(np.clip(p, lo, hi)):.6g}\n" for i, p in rows)
-        _write_text(output, text)
+        with _writing([output], force) as staged:
+            staged.temporary(output).write_text(text, encoding="utf-8")
     typer.echo(f"wrote {len(rows)} predictions to {output}: p({trained.classes[column]})"
                + (f" clipped to [{lo:g}, {hi:g}]" if clip else "")
                + (f", {len(result.skipped)} unreadable image(s) filled with {fill:g}"
@@ -506,16 +514,6 @@ def _submission_values(ids: dict[int, Path], result, column: int,
     return values
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write `text` atomically (a half-written CSV never replaces a good one)."""
-    from ..training.checkpoint import atomic_write
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text)
-    _mark_written([path])
-
-
 # --------------------------------------------------------------------------- export
 
 _FORMATS = ("onnx", "exported-program", "torchscript", "python")
@@ -536,14 +534,14 @@ def export_command(
     with _user_errors():
         if to not in _FORMATS:
             raise AfterError(f"--to must be one of {', '.join(_FORMATS)}, got `{to}`")
-        _refuse_clobber(_export_targets(to, output), force)
+        targets = _export_targets(to, output)
+        _refuse_clobber(targets, force)
         trained = _load(run, checkpoint, "cpu")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        written = {"onnx": _export_onnx, "exported-program": _export_program,
-                   "torchscript": _export_torchscript,
-                   "python": _export_python}[to](trained, output)
-        _mark_written(written)
-    for path in written:
+        exporter = {"onnx": _export_onnx, "exported-program": _export_program,
+                    "torchscript": _export_torchscript, "python": _export_python}[to]
+        with _writing(targets, force) as staged:
+            exporter(trained, staged.temporary(output))
+    for path in staged.written:
         typer.echo(f"wrote {path}")
     typer.echo(_input_contract(trained))
 
@@ -670,9 +668,17 @@ def _refuse_clobber(paths: list[Path], force: bool) -> None:
         raise AfterError(str(exc)) from None
 
 
-def _mark_written(paths) -> None:
-    """Mark what this command wrote as archc's, so running it again may replace it."""
-    from archc import mark
+@contextlib.contextmanager
+def _writing(paths: list[Path], force: bool) -> Iterator:
+    """`archc.staged_outputs` for a verb: the outputs appear whole, over nothing they may
+    not replace, or not at all; a refusal or a failed write is an AfterError (one line) and
+    leaves the old files as they were."""
+    from archc import OutputRefused
 
-    for path in paths:
-        mark(path)
+    try:
+        with archc.staged_outputs(paths, force=force) as staged:
+            yield staged
+    except OutputRefused as exc:
+        raise AfterError(str(exc)) from None
+    except OSError as exc:
+        raise AfterError(f"cannot write `{paths[0]}`: {exc.strerror or exc}") from None

@@ -24,13 +24,17 @@ def archc_command() -> list[str]:
     return [str(_ARCHC)] if _ARCHC.exists() else [sys.executable, "-m", "archc"]
 
 
-def _limits(mem_mb: int, cpu_s: int):
-    """A preexec function that caps the child's address space and CPU time."""
+def _limits(mem_mb: int, cpu_s: int, file_bytes: int | None = None):
+    """A preexec function that caps the child's address space and CPU time, and with
+    `file_bytes` the size of any file it writes (a write past it fails with EFBIG: Python
+    ignores SIGXFSZ), which interrupts a write as a full disk would."""
 
     def apply() -> None:
         memory = mem_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+        if file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
 
     return apply
 
@@ -42,10 +46,12 @@ def run_archc(
     mem_mb: int = 1500,
     cpu_s: int = 60,
     env: dict[str, str] | None = None,
+    file_bytes: int | None = None,
 ) -> subprocess.CompletedProcess:
     """Run the real `archc` CLI with `args` under memory and CPU limits; never raises for a
-    nonzero exit. Output is text. A process killed by a limit shows as a negative (signal)
-    or nonzero returncode, which `assert_one_line_error` rejects."""
+    nonzero exit (`file_bytes`: see `_limits`). Output is text. A process killed by a limit
+    shows as a negative (signal) or nonzero returncode, which `assert_one_line_error`
+    rejects."""
     child_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "100"}
     child_env.update(env or {})
     return subprocess.run(
@@ -56,7 +62,7 @@ def run_archc(
         text=True,
         errors="replace",
         env=child_env,
-        preexec_fn=_limits(mem_mb, cpu_s),
+        preexec_fn=_limits(mem_mb, cpu_s, file_bytes),
         timeout=cpu_s * 3,
     )
 

@@ -85,4 +85,22 @@ MUTANTS = [
          old="        model = _net_module(net)\n    initialize(model)\n",
          new="        model = _net_module(net)\n",
          tests=["tests/test_init.py::test_every_weight_is_drawn_from_torchvisions_scheme"]),
+    dict(name="compiler-outputs-written-in-place",  # not staged: a failed write truncates
+         file="archc/compiler/outputs.py",
+         old="        return self.folders[path.parent] / path.name",
+         new="        return path",
+         tests=["tests/hostile/test_outputs.py::test_an_interrupted_write_leaves_the_old_file"
+                "[schema]"]),
+    dict(name="importers-caffemodel-blob-size-unchecked",  # read first, sized after
+         file="archc/importers/weights.py",
+         old="        if wanted is not None and header.count not in wanted[number]:",
+         new="        if False:",
+         tests=["tests/hostile/test_caffemodel_stream.py::"
+                "test_a_blob_of_the_wrong_size_is_refused_before_it_is_read"]),
+    dict(name="importers-caffemodel-legacy-dims-ignored",
+         file="archc/importers/caffemodel.py",
+         old="    header.dims = header.dims or legacy",
+         new="    header.dims = header.dims",
+         tests=["tests/hostile/test_caffemodel_stream.py::"
+                "test_generated_caffemodels_read_as_protobuf_reads_them"]),
 ]
