@@ -27,11 +27,22 @@ from archc.layers import KINDS, LayerKind, lookup, normalize
 
 BRACED = r"\{[^{}\n]*\}"  # an `{expression}` inside a word, a shape or a repeat
 DIM = rf"(?:\d+|{BRACED})"  # a number or an `{expression}`: `64`, `{c*4}`
-WORD = rf"[A-Za-z_](?:\w|{BRACED})*(?:-(?:\w|\.|{BRACED})+)*"  # `conv3-64`, `FC-{n}`
-LABEL = rf"[A-Za-z_](?:[\w-]|{BRACED})*:"  # `conv1:`, `stage{i}:`
+START = r"[A-Za-z_]"  # the first character of a name, a word or a label
+NAME = rf"{START}\w*"
+
+
+def loose_word(chars: str = r"[\w-]", braced: str = BRACED) -> str:
+    """A regex for a name's first character and then any of `chars` and `{expression}`s in
+    any order: the name of a label (`stage-{i}`), and, with `.` among `chars`, the looser
+    word an editor matches where it cannot follow the dash structure of `WORD` (the YAML
+    schema, whose `braced` lets an expression span lines)."""
+    return rf"{START}(?:{chars}|{braced})*"
+
+
+WORD = rf"{START}(?:\w|{BRACED})*(?:-(?:\w|\.|{BRACED})+)*"  # `conv3-64`, `FC-{n}`
+LABEL = rf"{loose_word()}:"  # `conv1:`, `stage{i}:`
 REPEAT = rf"[x×]{DIM}(?![\w{{-])"  # `x3`, `x{n}`
-TABLE_REF = r"[A-Za-z_]\w*\[[^\[\]\n]*\]"  # `vgg[D]`
-NAME = r"[A-Za-z_]\w*"
+TABLE_REF = rf"{NAME}\[[^\[\]\n]*\]"  # `vgg[D]`
 REF = rf"@{NAME}"  # `@skip`: a named tensor
 FLOAT = r"(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+"
 STRING = r"\"[^\"\n]*\"|'[^'\n]*'"
