@@ -9,7 +9,9 @@ One module knows how a layer kind is written as one word, and every reader and w
   and keeps the kind's spelling as the source wrote it (`written_kind`);
 - the highlighter (and its TextMate grammar) matches the same words (`kind_pattern`, and the
   token patterns below, which grammar.lark's terminals spell with capturing groups:
-  tests/test_notation.py keeps the two the same).
+  tests/test_notation.py keeps the two the same);
+- the language server finds the word, label, string or `table[variant]` under the cursor
+  with those token patterns, and the YAML schema builds its looser word from `loose_word`.
 
 A kind's sugar is its registry row's `sugar = (head, dashes)`: the parameter the digits
 right after the name give (`conv3` → kernel), then those the `-` parts give in order
