@@ -220,3 +220,22 @@ async def test_definition_of_a_named_tensor(client, tmp_path):
     assert (found.range.start.line, found.range.start.character) == (0, lines[0].index("@lo"))
     found = await _definition(client, uri, text, "-> @y", 4)  # a declared output: the body's
     assert found.range.start.line == 1
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_words_are_the_parsers_tokens(client, tmp_path):
+    """The server finds words as the parser reads them (archc/compiler/notation.py): a word
+    with a decimal part (`dropout-0.5`) still names its kind, and an import written with
+    single quotes is an import."""
+    lib = (SPECS / "lib" / "resnet.arch").resolve()
+    spec = tmp_path / "q.arch"
+    text = (f"import '{lib.as_posix()}'\n"
+            "network n:\n    input 3x32x32\n    conv3-8\n    dropout-0.5()\n")
+    spec.write_text(text)
+    uri = await _open(client, spec)
+    result = await client.text_document_completion_async(lsp.CompletionParams(
+        lsp.TextDocumentIdentifier(uri), _position(text, "0.5(", 4)))
+    labels = {item.label for item in result.items}
+    assert "p=" in labels and "conv" not in labels
+    imported = await _definition(client, uri, text, "'", 3)
+    assert imported.uri == lib.as_uri()

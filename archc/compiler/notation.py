@@ -9,7 +9,9 @@ One module knows how a layer kind is written as one word, and every reader and w
   and keeps the kind's spelling as the source wrote it (`written_kind`);
 - the highlighter (and its TextMate grammar) matches the same words (`kind_pattern`, and the
   token patterns below, which grammar.lark's terminals spell with capturing groups:
-  tests/test_notation.py keeps the two the same).
+  tests/test_notation.py keeps the two the same);
+- the language server finds the word, label, string or `table[variant]` under the cursor
+  with those token patterns, and the YAML schema builds its looser word from `loose_word`.
 
 A kind's sugar is its registry row's `sugar = (head, dashes)`: the parameter the digits
 right after the name give (`conv3` → kernel), then those the `-` parts give in order
@@ -27,11 +29,22 @@ from archc.layers import KINDS, LayerKind, lookup, normalize
 
 BRACED = r"\{[^{}\n]*\}"  # an `{expression}` inside a word, a shape or a repeat
 DIM = rf"(?:\d+|{BRACED})"  # a number or an `{expression}`: `64`, `{c*4}`
-WORD = rf"[A-Za-z_](?:\w|{BRACED})*(?:-(?:\w|\.|{BRACED})+)*"  # `conv3-64`, `FC-{n}`
-LABEL = rf"[A-Za-z_](?:[\w-]|{BRACED})*:"  # `conv1:`, `stage{i}:`
+START = r"[A-Za-z_]"  # the first character of a name, a word or a label
+NAME = rf"{START}\w*"
+
+
+def loose_word(chars: str = r"[\w-]", braced: str = BRACED) -> str:
+    """A regex for a name's first character and then any of `chars` and `{expression}`s in
+    any order: the name of a label (`stage-{i}`), and, with `.` among `chars`, the looser
+    word an editor matches where it cannot follow the dash structure of `WORD` (the YAML
+    schema, whose `braced` lets an expression span lines)."""
+    return rf"{START}(?:{chars}|{braced})*"
+
+
+WORD = rf"{START}(?:\w|{BRACED})*(?:-(?:\w|\.|{BRACED})+)*"  # `conv3-64`, `FC-{n}`
+LABEL = rf"{loose_word()}:"  # `conv1:`, `stage{i}:`
 REPEAT = rf"[x×]{DIM}(?![\w{{-])"  # `x3`, `x{n}`
-TABLE_REF = r"[A-Za-z_]\w*\[[^\[\]\n]*\]"  # `vgg[D]`
-NAME = r"[A-Za-z_]\w*"
+TABLE_REF = rf"{NAME}\[[^\[\]\n]*\]"  # `vgg[D]`
 REF = rf"@{NAME}"  # `@skip`: a named tensor
 FLOAT = r"(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+"
 STRING = r"\"[^\"\n]*\"|'[^'\n]*'"

@@ -30,14 +30,18 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
 from archc.api import CheckResult, check
-from archc.compiler import ir
+from archc.compiler import ir, notation
 from archc.compiler.diagnostics import Diagnostic
 from archc.compiler.graph import LayerNode, Module, layers, walk
 
 DEBOUNCE_S = 0.15  # seconds of quiet typing before a spec is checked again
 COMPLETION_WINDOW = 400  # characters before the cursor that completion looks at
-WORD = re.compile(r'"[^"\n]*"|[A-Za-z_](?:[\w-]|\{[^{}\n]*\})*(?:\[[^\[\]\n]*\])?:?')
-TABLE_REF = re.compile(r"([A-Za-z_]\w*)\[([^\[\]\n]*)\]")
+# what the cursor may stand on, spelled as the parser's tokens (archc/compiler/notation.py):
+# a string, a `table[variant]`, a `label:` or a word (`conv3-64`, `FC-{n}`, a block's name)
+WORD = re.compile(rf"{notation.STRING}|{notation.TABLE_REF}|{notation.LABEL}|{notation.WORD}")
+TENSOR = re.compile(rf"@({notation.NAME})")  # `@skip`: a named tensor
+OPEN_TABLE = re.compile(rf"({notation.NAME})\[[^\[\]]*$")  # `vgg[` before the cursor
+CALLEE = re.compile(rf"({notation.WORD})\s*$")  # the word before a call's `(`
 
 
 # --------------------------------------------------------------------------- analysis
@@ -206,17 +210,18 @@ def definition(analysis: Analysis, text: str, position: lsp.Position) -> lsp.Loc
         return None
     word, _ = found
     program = analysis.program
-    if word.startswith('"'):
-        target = (Path(analysis.path).parent / word.strip('"')).resolve()
+    if word[0] in "\"'":  # an import's path
+        target = (Path(analysis.path).parent / word[1:-1]).resolve()
         if target.is_file():
             return lsp.Location(from_fs_path(str(target)), lsp.Range(lsp.Position(0, 0),
                                                                      lsp.Position(0, 0)))
         return None
-    ref = TABLE_REF.fullmatch(word.rstrip(":"))
-    if ref is not None and ref.group(1) in program.tables:
-        table = program.tables[ref.group(1)]
-        rows = [r for r in table.rows if r.variant == ref.group(2)]
-        return _location(rows[0].span if rows else table.name_span)
+    if re.fullmatch(notation.TABLE_REF, word):
+        name, variant = word[:-1].split("[", 1)
+        if name in program.tables:
+            table = program.tables[name]
+            rows = [r for r in table.rows if r.variant == variant]
+            return _location(rows[0].span if rows else table.name_span)
     name = word.rstrip(":")
     for definitions in (program.blocks, program.networks, program.tables):
         if name in definitions:
@@ -229,7 +234,7 @@ def tensor_at(text: str, position: lsp.Position) -> str | None:
     lines = text.split("\n")
     if position.line >= len(lines):
         return None
-    for m in re.finditer(r"@([A-Za-z_]\w*)", lines[position.line]):
+    for m in TENSOR.finditer(lines[position.line]):
         if m.start() <= position.character <= m.end():
             return m.group(1)
     return None
@@ -287,7 +292,7 @@ def completions(analysis: Analysis | None, text: str,
     # keeps a 20,000-character line from making each request quadratic
     before = line[max(0, position.character - COMPLETION_WINDOW):position.character]
     program = analysis.program if analysis else None
-    table = re.search(r"([A-Za-z_]\w*)\[[^\[\]]*$", before)
+    table = OPEN_TABLE.search(before)
     if table and program and table.group(1) in program.tables:
         return [lsp.CompletionItem(r.variant, kind=KIND.EnumMember, detail=f"{table.group(1)} "
                                    "configuration") for r in program.tables[table.group(1)].rows]
@@ -306,7 +311,7 @@ def _open_call(before: str) -> str | None:
             depth += 1
         elif char == "(":
             if depth == 0:
-                word = re.search(r"([A-Za-z_](?:[\w-]|\{[^{}\n]*\})*)\s*$", before[:i])
+                word = CALLEE.search(before[:i])
                 return word.group(1) if word else None
             depth -= 1
     return None

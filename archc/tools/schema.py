@@ -24,15 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from archc.compiler import ir
-from archc.compiler.notation import kind_keys, notation_suffix, spelled
+from archc.compiler.notation import REF, kind_keys, loose_word, notation_suffix, spelled
 from archc.layers import KINDS, LayerKind
 
 SCHEMA_ID = "https://archc.dev/archc.schema.json"
 ITEM_KEYS = ("name", "repeat")  # beside an item's one operation
 EXPRESSION = {"type": "string", "pattern": r"^\{.*\}$", "description": "an expression"}
 BRACED = r"\{[^{}]*\}"  # `{...}` in YAML holds any expression, new lines included
-WORD = rf"^[A-Za-z_](?:[\w.-]|{BRACED})*$"  # a word
-TENSOR = r"^@[A-Za-z_]\w*$"  # a named tensor: `@a`
+# a word, loosely: a YAML key or value cannot be read word by word as the lexer reads .arch,
+# so `.` and `-` may stand anywhere after the first character, and `{...}` spans lines
+WORD_CHARS = r"[\w.-]"
+WORD = rf"^{loose_word(WORD_CHARS, BRACED)}$"
+TENSOR = rf"^{REF}$"  # a named tensor: `@a`
 # a statement's IR field → its YAML key; the statement keyword holds its `name`
 YAML_KEYS = {"path": "import", "target": "alias", "settings": "train", "rows": "rows"}
 # IR fields that are not written in YAML (positions) or are the node's own tag
