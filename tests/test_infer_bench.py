@@ -18,8 +18,8 @@ def test_fp32_rows_report_the_fastest_exact_engine():
                                "onnxruntime": _engine(1.4), "int8": _engine(2.0, 0.05, 0.97)}}
     rows = bench_infer.rows(result)
     assert [r.what.split(", ")[2] for r in rows] == [
-        "fp32 (compiled) vs torchvision eager", "int8 (onnxruntime QDQ) vs torchvision eager",
-        "fp32 (onnxruntime) vs torchvision eager", "int8 (onnxruntime QDQ) vs torchvision eager"]
+        "fp32 (compiled) vs torchvision eager", "int8 (inexact int8) vs torchvision eager",
+        "fp32 (onnxruntime) vs torchvision eager", "int8 (inexact int8) vs torchvision eager"]
     assert [r.ratio for r in rows] == [2.0, 2.6, 1.4, 2.0]
     assert [r.holds for r in rows] == [True, True, False, False]  # targets 1.5× and 2.5×
     assert "onnxruntime 3.00×" in rows[0].note  # the inexact one is shown, not judged
