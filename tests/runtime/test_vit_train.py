@@ -100,3 +100,14 @@ def test_onnxruntime_and_int8_predict_what_the_trained_vit_does(run, workspace):
     assert float((_probabilities(onnx) - want).abs().max()) < 1e-5  # exact
     # int8, as test_infer_int8 holds it: no probability moves by 0.1 or more
     assert float((_probabilities(int8) - want).abs().max()) < 0.1
+
+
+def test_eval_through_onnxruntime_scores_what_eager_scores(run, workspace):
+    scores = {}
+    for engine in ("eager", "onnxruntime"):
+        done = archc("eval", run, "--json", "--engine", engine, env=workspace["env"])
+        assert done.returncode == 0, done.stdout + done.stderr
+        scores[engine] = json.loads(done.stdout)
+    assert scores["onnxruntime"]["accuracy"] == scores["eager"]["accuracy"]
+    assert scores["onnxruntime"]["log_loss"] == pytest.approx(scores["eager"]["log_loss"],
+                                                              abs=1e-6)
