@@ -56,6 +56,7 @@ EXACT = 1e-4  # largest difference relative to max(1, |logits|)
 FP32_TARGET, INT8_TARGET = 1.5, 2.5
 INEXACT_TARGETS = {"int8": INT8_TARGET}  # an inexact engine's speed-up target, by precision
 SUBMIT_IMAGES = 500
+SLOW_SETUP_S = 60.0  # --quick leaves out engines whose set-up is guessed at this or more
 
 
 # --------------------------------------------------------------------------- models
@@ -160,14 +161,15 @@ def engine_subject(name: str, net, model, images: Path, work: Path):
 def engine_set(subject, batch: int, compile_it: bool = True) -> tuple[dict, dict]:
     """(runners, set-up seconds) of every engine of the registry (runtime/after/engines.py
     KINDS) that runs here, eager aside (torchvision's eager module is the baseline); a new
-    engine is measured as soon as it is a row there."""
+    engine is measured as soon as it is a row there. Without `compile_it` (--quick) the
+    engines whose set-up is guessed at a minute or more (torch.compile) are left out."""
     from runtime.after.engines import KINDS
 
     runners, setup = {}, {}
     for name, kind in KINDS.items():
         if name == "eager" or kind.unavailable(subject) is not None:
             continue
-        if name == "compiled" and not compile_it:
+        if not compile_it and kind.setup_guess_s >= SLOW_SETUP_S:
             continue
         if kind.prepare is not None:
             kind.prepare(subject)  # e.g. the ONNX export: once per checkpoint, not set-up
@@ -328,15 +330,15 @@ def run(quick: bool = False) -> dict:
     return result
 
 
-def _exact_kinds(v: dict) -> list[str]:
-    """The engines of a result that the registry calls exact (eager aside), measured or not."""
+def _exact_kinds() -> list[str]:
+    """The engines the registry calls exact (eager aside), measured or not."""
     from runtime.after.engines import KINDS
 
     return [k for k, kind in KINDS.items() if kind.exact and k != "eager"]
 
 
 def _fp32_best(v: dict) -> tuple[str, dict]:
-    measured = [k for k in _exact_kinds(v) if k in v]
+    measured = [k for k in _exact_kinds() if k in v]
     exact = [k for k in measured if v[k]["exact"]]
     name = max(exact or measured, key=lambda k: v[k]["speedup"])
     return name, v[name]
@@ -376,7 +378,7 @@ def rows(result: dict) -> list[Row]:
         engine, best = _fp32_best(v)
         versus = "; ".join(f"{k} {v[k]['speedup']:.2f}×" if k in v
                            else f"{k} not measured (--quick)"
-                           for k in _exact_kinds(v) if k != engine)
+                           for k in _exact_kinds() if k != engine)
         out.append(Row("i", f"{name}, batch {batch}, fp32 ({engine}) vs torchvision eager",
                        _ms(best["archc_min_s"]), _ms(best["torchvision_min_s"]),
                        best["speedup"], f"≥ {FP32_TARGET}×",
