@@ -1,13 +1,14 @@
 """Model benchmarks against torchvision, as ratios archc / torchvision measured in the same run:
 
 (b) building a network: `archc.build(spec)` (parse, resolve, shape check, module construction
-    and initialisation) against torchvision's builder, for ResNet-50, VGG-16, MobileNetV2 and
-    EfficientNet-B0; judged with the parse read back from archc's on-disk cache (every build
-    but the first after an edit, as torchvision's code comes from its .pyc), and shown
-    unjudged with a parse every time;
+    and initialisation) against torchvision's builder, for ResNet-50, VGG-16, MobileNetV2,
+    EfficientNet-B0, ViT-B/16 and Swin-T; judged with the parse read back from archc's
+    on-disk cache (every build but the first after an edit, as torchvision's code comes from
+    its .pyc), and shown unjudged with a parse every time;
 (c) one training step (forward, backward, SGD step) of the compiled module against
     torchvision's module with the same weights, for ResNet-18, VGG-11, MobileNetV2 and
-    EfficientNet-B0 at 64×64, batch 16, on the CPU.
+    EfficientNet-B0 at 64×64, batch 16, and for ViT-B/16 and Swin-T at 224×224 (ViT's position
+    embedding fixes its input size), batch 2, on the CPU.
 
 The zoo networks take their spec, network and parameters from specs/zoo.yaml, the index
 `archc verify --zoo` proves exact.
@@ -51,10 +52,15 @@ NETWORKS: dict[str, tuple[str | Path, dict, Callable[[], torch.nn.Module]]] = {
     "resnet50": ("specs/resnet50.arch", {}, torchvision.models.resnet50),
     "vgg11": ("specs/vgg.arch", {"variant": "A"}, torchvision.models.vgg11),
     "vgg16": ("specs/vgg.arch", {"variant": "D"}, torchvision.models.vgg16),
-    **{name: _zoo(name) for name in ("mobilenet_v2", "efficientnet_b0")},
+    **{name: _zoo(name) for name in ("mobilenet_v2", "efficientnet_b0", "vit_b_16", "swin_t")},
 }
-BUILD = ("resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0")
-TRAIN = ("resnet18", "vgg11", "mobilenet_v2", "efficientnet_b0")
+BUILD = ("resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "swin_t")
+TRAIN = ("resnet18", "vgg11", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "swin_t")
+# (batch, side) of a training step's input: small CNN images by default; the transformers at
+# 224×224 (ViT's position embedding fixes it), a batch of 2 so a step takes about a second
+# on two cores, and fewer rounds
+TRAIN_INPUT: dict[str, tuple[int, int]] = {"vit_b_16": (2, 224), "swin_t": (2, 224)}
+DEFAULT_INPUT = (16, 64)
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -150,7 +156,10 @@ def run(quick: bool = False, build: tuple[str, ...] = BUILD,
         "build": {name: build_time(name, build_rounds) for name in build},
         "build_parsing": {name: build_time(name, build_rounds, parse_cache=False)
                           for name in build},
-        "train_step": {name: train_step_time(name, train_rounds) for name in train},
+        "train_step": {name: train_step_time(name, train_rounds // (3 if name in TRAIN_INPUT
+                                                                     else 1) or 1,
+                                             *TRAIN_INPUT.get(name, DEFAULT_INPUT))
+                       for name in train},
     }
 
 

@@ -18,8 +18,8 @@ def test_fp32_rows_report_the_fastest_exact_engine():
                                "onnxruntime": _engine(1.4), "int8": _engine(2.0, 0.05, 0.97)}}
     rows = bench_infer.rows(result)
     assert [r.what.split(", ")[2] for r in rows] == [
-        "fp32 (compiled) vs torchvision eager", "int8 (onnxruntime QDQ) vs torchvision eager",
-        "fp32 (onnxruntime) vs torchvision eager", "int8 (onnxruntime QDQ) vs torchvision eager"]
+        "fp32 (compiled) vs torchvision eager", "int8 (inexact int8) vs torchvision eager",
+        "fp32 (onnxruntime) vs torchvision eager", "int8 (inexact int8) vs torchvision eager"]
     assert [r.ratio for r in rows] == [2.0, 2.6, 1.4, 2.0]
     assert [r.holds for r in rows] == [True, True, False, False]  # targets 1.5× and 2.5×
     assert "onnxruntime 3.00×" in rows[0].note  # the inexact one is shown, not judged
@@ -49,3 +49,24 @@ def test_quick_rows_without_the_compiled_engine():
     fp32 = bench_infer.rows(result)[0]
     assert "fp32 (onnxruntime)" in fp32.what and fp32.holds is True
     assert "compiled not measured (--quick)" in fp32.note
+
+
+def test_a_new_engine_of_the_registry_is_a_new_figure(monkeypatch):
+    from runtime.after import engines
+
+    def build(trained, batch):
+        raise AssertionError("rows() builds nothing")
+
+    monkeypatch.setitem(engines.KINDS, "turbo", engines.EngineKind("turbo", "exact, faster",
+                                                                   build))
+    monkeypatch.setitem(engines.KINDS, "int4", engines.EngineKind(
+        "int4", "four bits", build, exact=False, precision="int4"))
+    result = {"resnet18/b1": {"compile_s": 1.0, "compiled": _engine(2.0),
+                              "onnxruntime": _engine(1.8), "turbo": _engine(4.0),
+                              "int8": _engine(3.0), "int4": _engine(5.0, 0.2, 0.8)}}
+    fp32, *inexact = bench_infer.rows(result)
+    assert "fp32 (turbo)" in fp32.what and fp32.ratio == 4.0
+    assert "compiled 2.00×" in fp32.note and "onnxruntime 1.80×" in fp32.note
+    assert [r.what.split(", ")[2] for r in inexact] == [
+        "int8 (inexact int8) vs torchvision eager", "int4 (inexact int4) vs torchvision eager"]
+    assert inexact[1].holds is None and inexact[1].target == ""  # no target for int4 yet

@@ -12,13 +12,17 @@ from torch import nn
 
 import archc
 from archc.backends.module import to_module
-from archc.layers.core import init_deferred, weighted
+from archc.layers.core import init_deferred, weighted, weighted_composite
+from archc.layers.token_modules import MLP, WindowAttention
 
 SPECS = [
     ("specs/resnet18.arch", {}),
     ("specs/mobilenet.arch", {"network": "mobilenet_v2"}),
     ("specs/convnext.arch", {"network": "convnext_tiny"}),
     ("specs/shufflenet.arch", {"network": "shufflenet_v2_x0_5"}),
+    # a small ViT: its MLPs are built on the meta device and drawn once by `initialize`
+    ("specs/vit.arch", {"network": "vit_b_16", "image_size": 32, "patch": 8, "depth": 2,
+                        "heads": 2, "hidden": 64, "mlp_dim": 128}),
 ]
 
 
@@ -94,3 +98,18 @@ def test_deferral_belongs_to_the_thread_that_asked():
         thread.join()
     torch.manual_seed(2)
     assert torch.equal(seen["linear"].weight, nn.Linear(64, 64).weight)
+
+
+def test_a_composite_of_linears_is_drawn_once_and_anything_else_as_usual():
+    with init_deferred():
+        mlp = weighted_composite(MLP, 8, 32, 8)
+        attention = weighted_composite(WindowAttention, 8, 2, 3)  # a buffer, a bias table
+    assert type(mlp) is MLP and mlp[0].weight.device.type == "cpu"
+    assert mlp[0].weight.shape == (32, 8) and mlp[3].weight.shape == (8, 32)
+    # the buffer and the table were built as usual, not left as allocated memory
+    assert attention.relative_position_index.max() == 24
+    assert 0.01 < attention.relative_position_bias_table.std() < 0.04  # N(0, 0.02)
+    torch.manual_seed(4)
+    outside = weighted_composite(MLP, 8, 32, 8)
+    torch.manual_seed(4)
+    assert torch.equal(outside[0].weight, MLP(8, 32, 8)[0].weight)  # the default draw

@@ -19,6 +19,7 @@ from archc.layers.core import (
     check_probability,
     fmt,
     image,
+    weighted_composite,
 )
 from archc.layers.tokens import token_module, tokens
 
@@ -68,7 +69,7 @@ def _mlp_out(inp: Shape, p: dict[str, Any]) -> int:
 def _mlp_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.token_modules import MLP
 
-    return MLP(inp[-1], p["hidden"], _mlp_out(inp, p), p["dropout"])
+    return weighted_composite(MLP, inp[-1], p["hidden"], _mlp_out(inp, p), p["dropout"])
 
 
 def _mlp_params(inp: Shape, p: dict[str, Any]) -> int:

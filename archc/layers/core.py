@@ -289,6 +289,26 @@ def weighted(cls: type, *args: Any, **kwargs: Any) -> Any:
     return module
 
 
+def weighted_composite(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """`cls(*args, **kwargs)` for a module built of linears and convs only (the transformer's
+    MLP); inside `init_deferred()` it is built on the meta device and given uninitialised
+    memory, so none of its layers draws torch's default weights only to have `initialize`
+    draw them again (half of a ViT's build). A module with any other parameter or a buffer
+    is built as usual: `initialize` would not set those."""
+    if not _INIT_DEFERRED.get():
+        return cls(*args, **kwargs)
+    import torch
+    from torch import nn
+
+    with torch.device("meta"):
+        module = cls(*args, **kwargs)
+    owners = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    if any(True for _ in module.buffers()) or not all(
+            isinstance(m, nn.Linear | nn.Conv2d) for m in owners):
+        return cls(*args, **kwargs)
+    return module.to_empty(device="cpu")
+
+
 @lru_cache(maxsize=None)
 def _without_reset(cls: type) -> type:
     """A subclass of `cls` whose constructor leaves the parameters as allocated."""

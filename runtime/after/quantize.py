@@ -127,7 +127,12 @@ def quantize_file(fp32: Path, out: Path, batches) -> None:
     try:
         quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True, calibrate_method=CalibrationMethod.MinMax)
+                        per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                        # a LayerNorm's scale is a vector (C,): its channels lie on axis 0,
+                        # not ONNX Runtime's default axis 1 (which logs a warning per norm
+                        # of a transformer and falls back to one scale for all of them)
+                        extra_options={"QDQOpTypePerChannelSupportToAxis":
+                                       {"LayerNormalization": 0}})
     finally:
         prepared.unlink(missing_ok=True)
 
