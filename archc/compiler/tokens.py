@@ -3,9 +3,9 @@
 `read_tokens` gives every token lark's contextual lexer and the indentation post-lexer
 produce for a spec (layout tokens `_NL`, `_INDENT` and `_DEDENT` included), with the IR of
 the same parse. `archc fmt` re-emits the stream with canonical whitespace, `archc convert`
-reads comments and the spelling of each layer from it, and the highlighter takes its
-keywords from the same grammar (`keywords`); tests/test_highlight.py checks that the
-highlighter cuts every shipped spec where the stream does.
+reads comments and the spelling of each layer from it, and the highlighter's Pygments lexer
+types the stream's tokens (its regex rules, which take their keywords from the same grammar
+with `keywords`, are the fallback for text that does not parse).
 
 The names below are the grammar's token types (grammar.lark), grouped as the tools use them.
 """

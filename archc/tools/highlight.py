@@ -8,6 +8,15 @@ them: case-, dash- and underscore-insensitive, followed by paper notation such a
 the Pygments lexer (registered as the `arch` entry point: `pygmentize -l arch`) and
 editors/arch.tmLanguage.json (`python -m archc.tools.highlight > editors/arch.tmLanguage.json`)
 always agree.
+
+When the text parses, the Pygments lexer reads the parser's token stream
+(`tokens.read_tokens`) instead of the regexes: `stream_rule` picks, for each of the parser's
+terminals, the rule of the same table whose token types it, so both paths type a word alike,
+but the stream cuts where the parser does (`depths[:i]` is a name and a slice, not a table
+reference; the `stages:` of `for c in stages:` a name and a colon, not a label). What the
+parser keeps no token for (whitespace, comments, line continuations), and the whole of a
+text that does not parse (a spec being edited), the regex rules type. TextMate has only
+regexes, so the editors' grammar is the rules alone.
 """
 
 from __future__ import annotations
