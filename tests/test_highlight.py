@@ -183,3 +183,9 @@ def test_highlighting_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_spec_nested_too_deep_is_highlighted_by_the_rules():
+    text = "network n:\n    input 3x8x8\n    " + "[" * 300 + "relu" + "]" * 300 + "\n"
+    lexed = list(ArchLexer().get_tokens_unprocessed(text))
+    assert lexed == _regex_tokens(text)

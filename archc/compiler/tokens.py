@@ -72,7 +72,7 @@ def read_tokens(text: str, path: str = "<spec>") -> TokenStream:
     from lark.exceptions import UnexpectedInput
     from lark.indenter import DedentError
 
-    from archc.compiler.parse import SpecBuilder, lark_parser
+    from archc.compiler.parse import SpecBuilder, lark_parser, report_too_deep
 
     source = normalised(text, path)
     interactive = lark_parser().parse_interactive(source, start="start")
@@ -83,6 +83,9 @@ def read_tokens(text: str, path: str = "<spec>") -> TokenStream:
         _refuse(source, path)
         raise
     diags = Diagnostics()
+    # as parse_text: the builder recurses once per level, so E205 before it, not a RecursionError
+    if report_too_deep(tree, path, diags):
+        raise SpecRefused(diags.sorted(), source)
     spec = SpecBuilder(path, diags).spec_file(tree)
     if spec is None or diags.has_errors:
         raise SpecRefused([d for d in diags.sorted() if d.is_error], source)
