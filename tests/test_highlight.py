@@ -94,14 +94,15 @@ def _parsed_specs():
             continue
 
 
-def test_the_highlighter_never_splits_a_token_of_the_stream():
+def test_the_regex_rules_never_split_a_token_of_the_stream():
     """Each token the parser reads as one (a word such as `conv3-{c}`, a label, a shape,
-    a repeat...) is one highlighted token or lies within one. The highlighter may be
-    coarser than the parser (it reads `depths[:i]` whole, like a table reference, and the
-    `stages:` of `for c in stages:` as a label), never finer."""
+    a repeat...) is one token of the regex rules (the fallback and the TextMate grammar) or
+    lies within one. The rules may be coarser than the parser (they read `depths[:i]` whole,
+    like a table reference, and the `stages:` of `for c in stages:` as a label), never
+    finer."""
     checked = 0
     for path, stream in _parsed_specs():
-        cuts = sorted(start for start, _, _ in ArchLexer().get_tokens_unprocessed(stream.text))
+        cuts = sorted(start for start, _, _ in ArchLexer().regex_tokens(stream.text))
         for tok in stream.code():
             inside = [c for c in cuts if tok.start_pos < c < tok.end_pos]
             assert inside == [], (path, tok.line, str(tok))
