@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
-from pygments.token import Error, Keyword, Name, Number, Operator
+from pygments.token import Error, Keyword, Name, Number, Operator, Punctuation
 
 from archc.tools.highlight import ArchLexer, textmate_json
 from tests.goldens import assert_golden
@@ -93,16 +94,99 @@ def _parsed_specs():
             continue
 
 
-def test_the_highlighter_never_splits_a_token_of_the_stream():
+def test_the_regex_rules_never_split_a_token_of_the_stream():
     """Each token the parser reads as one (a word such as `conv3-{c}`, a label, a shape,
-    a repeat...) is one highlighted token or lies within one. The highlighter may be
-    coarser than the parser (it reads `depths[:i]` whole, like a table reference, and the
-    `stages:` of `for c in stages:` as a label), never finer."""
+    a repeat...) is one token of the regex rules (the fallback and the TextMate grammar) or
+    lies within one. The rules may be coarser than the parser (they read `depths[:i]` whole,
+    like a table reference, and the `stages:` of `for c in stages:` as a label), never
+    finer."""
     checked = 0
     for path, stream in _parsed_specs():
-        cuts = sorted(start for start, _, _ in ArchLexer().get_tokens_unprocessed(stream.text))
+        cuts = sorted(start for start, _, _ in ArchLexer().regex_tokens(stream.text))
         for tok in stream.code():
             inside = [c for c in cuts if tok.start_pos < c < tok.end_pos]
             assert inside == [], (path, tok.line, str(tok))
             checked += 1
     assert checked > 5_000  # every shipped spec that parses
+
+
+def _regex_tokens(text: str) -> list[tuple[int, object, str]]:
+    return list(ArchLexer().regex_tokens(text))
+
+
+def _stream_tokens(text: str) -> list[tuple[int, object, str]]:
+    from archc.compiler.tokens import read_tokens
+
+    return list(ArchLexer().stream_tokens(text, read_tokens(text)))
+
+
+def test_the_lexer_reads_the_token_stream_where_the_spec_parses():
+    """On every shipped spec that parses, the lexer's tokens are the stream's; they equal the
+    regex rules' but where the rules are coarser than the parser (`depths[:i]` whole as a
+    table reference, the `stages:` of `for c in stages:` as a label, a name read in an
+    expression or bound by `-> x1` as a layer kind or a repeat)."""
+    same = 0
+    for path, stream in _parsed_specs():
+        text = stream.text
+        lexed = list(ArchLexer().get_tokens_unprocessed(text))
+        assert lexed == _stream_tokens(text)
+        names = {(o, v) for o, t, v in lexed if t is Name}
+        ours = set(lexed)
+        for offset, token, value in _regex_tokens(text):
+            if (offset, token, value) in ours:
+                same += 1
+                continue
+            coarse = ((token is Name.Label and value.endswith(":"))
+                      or (token is Name.Variable and "[" in value)
+                      or (token in (Name.Builtin, Operator.Word) and (offset, value) in names))
+            assert coarse, (path, offset, token, value)
+    assert same > 10_000
+
+
+def test_the_stream_tells_apart_what_the_rules_read_whole():
+    text = ("block b(depths, stages):\n"
+            "    for c in stages:\n"
+            "        conv3-{c}(groups=depths[:c]) -> x1\n"
+            "network n:\n    input 3x8x8\n    b((1, 2), (8, 16))\n")
+    lexed = [(t, v) for _, t, v in ArchLexer().get_tokens_unprocessed(text) if v.strip()]
+    start = len(lexed) - 1 - lexed[::-1].index((Name, "depths"))  # in the slice
+    assert lexed[start:start + 5] == [(Name, "depths"), (Punctuation, "["),
+                                      (Punctuation, ":"), (Name, "c"), (Punctuation, "]")]
+    assert ((Name, "stages"), (Punctuation, ":")) in zip(lexed, lexed[1:])
+    assert (Name, "x1") in lexed and (Name.Label, "stages:") not in lexed
+    regex = [(t, v) for _, t, v in _regex_tokens(text) if v.strip()]
+    assert (Name.Variable, "depths[:c]") in regex and (Name.Label, "stages:") in regex
+
+
+def test_a_spec_that_does_not_parse_is_highlighted_by_the_rules():
+    text = ("network n:\n    input 3x8x8\n    conv3-8(stride=  # typing\n"
+            "    relu  ]]\n")
+    lexed = list(ArchLexer().get_tokens_unprocessed(text))
+    assert lexed == _regex_tokens(text)
+    assert "".join(v for _, _, v in lexed) == text
+    assert (Name.Builtin, "conv3-8") in [(t, v) for _, t, v in lexed]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_the_tokens_cover_the_text(path):
+    text = path.read_text(encoding="utf-8")
+    for variant in (text, text.rstrip("\n"), text.replace("\n", "\r\n")):
+        lexed = list(ArchLexer().get_tokens_unprocessed(variant))
+        assert "".join(v for _, _, v in lexed) == variant
+        offsets = [o for o, _, _ in lexed]
+        assert offsets == sorted(offsets) and all(v for _, _, v in lexed)
+
+
+def test_highlighting_does_not_import_torch():
+    code = ("import sys\nfrom archc.tools.highlight import ArchLexer\n"
+            f"list(ArchLexer().get_tokens(open({str(ROOT / 'specs/resnet18.arch')!r}).read()))\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_spec_nested_too_deep_is_highlighted_by_the_rules():
+    text = "network n:\n    input 3x8x8\n    " + "[" * 300 + "relu" + "]" * 300 + "\n"
+    lexed = list(ArchLexer().get_tokens_unprocessed(text))
+    assert lexed == _regex_tokens(text)

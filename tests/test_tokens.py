@@ -43,3 +43,10 @@ def test_the_keywords_are_the_grammars_words():
     assert {"block", "network", "for", "in", "if", "else", "tap", "input"} <= set(
         tokens.keywords())
     assert "conv" not in tokens.keywords()
+
+
+def test_a_spec_nested_too_deep_is_refused_not_a_recursion_error():
+    text = "network n:\n    input 3x8x8\n    " + "[" * 300 + "relu" + "]" * 300 + "\n"
+    with pytest.raises(tokens.SpecRefused) as refused:
+        tokens.read_tokens(text)
+    assert [d.code for d in refused.value.diagnostics] == ["E205"]

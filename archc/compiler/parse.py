@@ -96,7 +96,7 @@ def parse_text(text: str, path: str, diags: Diagnostics) -> ir.SpecFile | None:
     except DedentError:
         diags.add(_dedent_diagnostic(text, path))
         return None
-    if _report_too_deep(tree, path, diags):
+    if report_too_deep(tree, path, diags):
         return None
     builder = SpecBuilder(path, diags)
     return builder.spec_file(tree)
@@ -129,7 +129,7 @@ def parse_expr(text: str, span: ir.Span, diags: Diagnostics) -> ir.Expr | None:
         )
         return None
     # an expression of n characters nests at most n deep: most need no walk
-    if len(text) > limits.get("depth") and _report_too_deep(tree, span.file, diags, origin=span):
+    if len(text) > limits.get("depth") and report_too_deep(tree, span.file, diags, origin=span):
         return None
     return SpecBuilder(span.file, diags, origin=span).expr(tree)
 
@@ -143,7 +143,7 @@ _NESTING = {
 }
 
 
-def _report_too_deep(tree: Tree, path: str, diags: Diagnostics, origin=None) -> bool:
+def report_too_deep(tree: Tree, path: str, diags: Diagnostics, origin=None) -> bool:
     """Report (E205) and return True when `tree` nests deeper than the `depth` limit. The
     walk is iterative: the builder and the resolver recurse once per level, so this check
     must come first for `[[[...]]]` 300 deep not to end in a RecursionError."""

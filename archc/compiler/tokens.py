@@ -3,9 +3,9 @@
 `read_tokens` gives every token lark's contextual lexer and the indentation post-lexer
 produce for a spec (layout tokens `_NL`, `_INDENT` and `_DEDENT` included), with the IR of
 the same parse. `archc fmt` re-emits the stream with canonical whitespace, `archc convert`
-reads comments and the spelling of each layer from it, and the highlighter takes its
-keywords from the same grammar (`keywords`); tests/test_highlight.py checks that the
-highlighter cuts every shipped spec where the stream does.
+reads comments and the spelling of each layer from it, and the highlighter's Pygments lexer
+types the stream's tokens (its regex rules, which take their keywords from the same grammar
+with `keywords`, are the fallback for text that does not parse).
 
 The names below are the grammar's token types (grammar.lark), grouped as the tools use them.
 """
@@ -72,7 +72,7 @@ def read_tokens(text: str, path: str = "<spec>") -> TokenStream:
     from lark.exceptions import UnexpectedInput
     from lark.indenter import DedentError
 
-    from archc.compiler.parse import SpecBuilder, lark_parser
+    from archc.compiler.parse import SpecBuilder, lark_parser, report_too_deep
 
     source = normalised(text, path)
     interactive = lark_parser().parse_interactive(source, start="start")
@@ -83,6 +83,9 @@ def read_tokens(text: str, path: str = "<spec>") -> TokenStream:
         _refuse(source, path)
         raise
     diags = Diagnostics()
+    # as parse_text: the builder recurses once per level, so E205 before it, not a RecursionError
+    if report_too_deep(tree, path, diags):
+        raise SpecRefused(diags.sorted(), source)
     spec = SpecBuilder(path, diags).spec_file(tree)
     if spec is None or diags.has_errors:
         raise SpecRefused([d for d in diags.sorted() if d.is_error], source)
