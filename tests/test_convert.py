@@ -258,9 +258,18 @@ def _words_and_comments(text: str) -> tuple[list[str], list[str]]:
     stream = read_tokens(text)
     code = stream.code()
     comments = comments_between(stream.text, [(t.start_pos, t.end_pos) for t in code])
-    heads = [re.match(r"[A-Za-z_]+(?:-[A-Za-z_]+)*", str(t)).group(0) for t in code
-             if t.type == "WORD"]
+    heads = [_merge_word(t) or re.match(r"[A-Za-z_]+(?:-[A-Za-z_]+)*", str(t)).group(0)
+             for t in code if t.type == "WORD" or _merge_word(t)]
     return heads, [c.text for c in comments]
+
+
+def _merge_word(token) -> str | None:
+    """The merge a token names, in either of its forms: `add(@sc, [identity])` on one line,
+    or the `add:` head of a block (what the unparser writes when a branch is bracketed)."""
+    from archc.layers import MERGES
+
+    name = str(token).removesuffix(":") if token.type == "LABEL_END" else str(token)
+    return name if token.type in ("WORD", "LABEL_END") and name in MERGES else None
 
 
 @pytest.mark.parametrize("path", ARCH_SPECS, ids=IDS)

@@ -118,6 +118,20 @@ def test_layout_rules():
         "        stride=2)\n")
 
 
+def test_a_bracket_after_a_tensor_name_is_a_group_not_a_subscript():
+    # `-> x` ends a line; the `[` below it opens a group whose `if` keeps its space (DLA's
+    # spec lost it: `[if stride > 1:downsample: ...]`), while `t[0]` stays a subscript
+    text = ("block tree(t, stride=1):\n"
+            "    -> x\n"
+            "    [if stride > 1: downsample: maxpool(stride)]  -> pooled\n"
+            "    @x  conv3-{t[0]}\n"
+            "\n"
+            "network n:\n"
+            "    input 3x8x8\n"
+            "    tree((4, 2), 2)\n")
+    assert format_text(text) == text
+
+
 def test_a_spec_with_errors_is_refused_with_its_diagnostics():
     with pytest.raises(FormatRefused) as refused:
         format_text("network n(:\n    conv3-8\n")

@@ -146,11 +146,13 @@ class _Printer:
     line_depth: int = 0  # the depth of the current logical line
     brackets: list[_Bracket] = field(default_factory=list)
     original_columns: dict[int, int] = field(default_factory=dict)  # depth → source column
+    after_name_of_tensor: bool = False  # the previous token is the name in `-> name`
 
     def print(self) -> str:
         """The formatted text."""
         row_labels = _table_row_labels(self.tokens)
         prev: Token | None = None
+        before_prev: Token | None = None  # the token before `prev` (layout skipped)
         prev_unary = False
         saw_newline = False
         for index, tok in enumerate(self.tokens):
@@ -159,6 +161,8 @@ class _Printer:
                 saw_newline = saw_newline or tok.type == "_NL"
                 continue
             gap = self.text[prev.end_pos if prev else 0:tok.start_pos]
+            # `-> x` then `[...]`: x names a tensor, so the bracket opens a group, not `x[i]`
+            self.after_name_of_tensor = before_prev is not None and before_prev.type == "ARROW"
             if prev is None or "\n" in gap:
                 self._break(prev, tok, gap, saw_newline or prev is None)
             else:
@@ -166,7 +170,7 @@ class _Printer:
                                        row_labels.get(id(prev)))
             prev_unary = tok.type in OPERATORS and (prev is None or prev.type in UNARY_BEFORE)
             self._emit(tok, prev)
-            prev, saw_newline = tok, False
+            before_prev, prev, saw_newline = prev, tok, False
         self._end(prev)
         return render(self.lines)
 
@@ -176,7 +180,8 @@ class _Printer:
             indent = len(self.current) - len(self.current.lstrip(" "))
             self.brackets.append(_Bracket(
                 len(self.current), indent, tok.column - 1, parenthesis=tok.type == "LPAR",
-                subscript=_is_subscript(prev, tok, self.brackets)))
+                subscript=not self.after_name_of_tensor
+                and _is_subscript(prev, tok, self.brackets)))
         elif tok.type in CLOSE and self.brackets:
             self.brackets.pop()
         # a shape may be written `3 x 32 x 32`; every other token is kept as written
