@@ -36,6 +36,7 @@ from archc.importers.torch_draft import (
     DGroup,
     DItem,
     DLayer,
+    nest_numbered,
     shortcut_args,
     walk,
 )
@@ -604,6 +605,8 @@ def to_spec(
     drafter.note_repeats()
     if not drafter.ok:
         return None
+    for items in drafter.bodies.values():  # `conv_kxk.0`, `conv_kxk.1` → `conv_kxk:` numbered
+        nest_numbered(items)
     instances = drafter.instances
     blocks = Blocks(
         drafter.bodies,

@@ -1,0 +1,57 @@
+"""timm's helper patterns that `archc import` reads (the fast lane of bench/timm_import.py):
+small modules written the way timm writes them, each imported (the importer checks itself)
+and checked again by the test's own oracle (norms randomised, weights loaded strictly)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from archc.importers.layout import spec_text
+from tests.importers.test_torch_leaves import assert_exact, imported, messages
+
+HERE = "tests.importers.test_timm_import"
+
+
+class ConvBn(nn.Module):
+    """A conv and its bn, one module (timm's ConvNormAct)."""
+
+    def __init__(self, c: int, k: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, k, padding=k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class RepBranches(nn.Module):
+    """MobileOne's block: a 1×1 branch plus a ModuleList of conv+bn branches, summed in a
+    loop (`out += branch(x)`)."""
+
+    def __init__(self, c: int = 8, n: int = 3):
+        super().__init__()
+        self.conv_scale = ConvBn(c, 1)
+        self.conv_kxk = nn.ModuleList(ConvBn(c, 3) for _ in range(n))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        out = self.conv_scale(x)
+        for branch in self.conv_kxk:
+            out = out + branch(x)
+        return self.act(out)
+
+
+def rep_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), RepBranches(), RepBranches(n=1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_modulelist_summed_in_a_loop_imports_as_a_numbered_merge():
+    spec, diags = imported(f"{HERE}:rep_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "conv_kxk: add:" in text  # conv_kxk.0 ... conv_kxk.2: one numbered submodule
+    assert "conv_kxk.0" not in text
+    assert_exact(text, rep_net())
