@@ -179,7 +179,8 @@ class GraphBody:
                 target = str(n.target)  # a module call's target is the module's name
                 self.calls[target] = self.calls.get(target, 0) + 1
         outputs, packing = self.outputs(next(n for n in nodes if n.op == "output"))
-        skip = self.shape_nodes(nodes) | packing
+        self.flat_scales = self.reshaped_gammas(nodes)
+        skip = self.shape_nodes(nodes) | packing | set(self.flat_scales)
         for n in nodes:
             if n.op in ("call_module", "call_function", "call_method") and n not in skip:
                 self.ops[n] = self.op(n)
@@ -279,11 +280,31 @@ class GraphBody:
                 found.add(n)
         return found
 
+    def reshaped_gammas(self, nodes: list[fx.Node]) -> dict[fx.Node, fx.Node]:
+        """`self.gamma.reshape(1, -1, 1, 1)` of a (C,) parameter used only to multiply
+        (timm's ConvNeXt layer scale): each such reshape → the parameter it reads."""
+        found = {}
+        for n in nodes:
+            if n.op != "call_method" or n.target not in ("reshape", "view"):
+                continue
+            source, dims = n.args[0], tuple(n.args[1:])
+            if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+                dims = tuple(dims[0])
+            if not (isinstance(source, fx.Node) and source.op == "get_attr"
+                    and "." not in str(source.target) and dims in ((1, -1, 1, 1), (-1, 1, 1))):
+                continue
+            weight = getattr(self.module, str(source.target), None)
+            muls = all(u.target in MULTIPLIES or (u.op == "call_method" and u.target == "mul")
+                       for u in n.users)
+            if isinstance(weight, nn.Parameter) and weight.dim() == 1 and muls and n.users:
+                found[n] = source
+        return found
+
     # ------------------------------------------------------------------ one node
 
     def op(self, n: fx.Node) -> _Op:
         """What node `n` does: a layer on one input, a merge of several, or nothing."""
-        held = [a for a in n.all_input_nodes if a.op == "get_attr"]
+        held = [a for a in n.all_input_nodes if a.op == "get_attr" or a in self.flat_scales]
         if held and self.is_scale(n, held):
             return self.scale_op(n, held[0])
         if held:
@@ -368,14 +389,18 @@ class GraphBody:
         is_mul = n.target in MULTIPLIES or (n.op == "call_method" and n.target == "mul")
         if not is_mul or len(held) != 1 or len(n.args) != 2 or "." in str(held[0].target):
             return False
+        if held[0] in self.flat_scales:
+            return True  # checked by `reshaped_gammas`
         weight = getattr(self.module, str(held[0].target), None)
         return isinstance(weight, nn.Parameter) and weight.dim() == 3 and weight.shape[1:] == (1, 1)
 
     def scale_op(self, n: fx.Node, weight: fx.Node) -> _Op:
         """A learnable per-channel scale, labelled with the parameter's name (its key)."""
         x = next(a for a in n.args if a is not weight)
-        layer = kind_layer("scale", what="a layer scale")
-        layer.label = str(weight.target)
+        gamma = self.flat_scales.get(weight)  # timm's (C,) gamma, reshaped to (1, C, 1, 1)
+        flat = [Arg("flat", True, False, "flat")] if gamma is not None else []
+        layer = kind_layer("scale", flat, what="a layer scale")
+        layer.label = str((gamma or weight).target)
         return _Op([_node(x)], layer)
 
     def split_op(self, n: fx.Node) -> _Op:

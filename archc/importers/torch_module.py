@@ -27,6 +27,7 @@ from torch import nn
 
 from archc.compiler import ir
 from archc.compiler.diagnostics import Diagnostics, did_you_mean
+from archc.compiler.parse import notation_kind
 from archc.importers import leaf_rows  # noqa: F401  (the libraries' rows join the table)
 from archc.importers.leaves import OWN, Leaf, leaf_for, make_layer, place
 from archc.importers.torch_blocks import Blocks, Emitter, Unified, fold_loops, same
@@ -573,8 +574,10 @@ def block_names(instances: dict[Any, list]) -> dict[Any, str]:
     for key in instances:
         # A plain nn.Sequential at a numbered place (EfficientNet's features.1): a stage.
         base = "stage" if key is nn.Sequential else snake(key.__name__)
-        if lookup(base) is not None:
+        if lookup(base) is not None or notation_kind(base) is not None:
             base += "_block"
+        if notation_kind(base) is not None:  # `mlp_block` still reads as the layer `mlp`
+            base = f"block_{base.removesuffix('_block')}"
         name, n = base, 2
         while name in taken:
             name, n = f"{base}{n}", n + 1

@@ -55,3 +55,27 @@ def test_a_modulelist_summed_in_a_loop_imports_as_a_numbered_merge():
     assert "conv_kxk: add:" in text  # conv_kxk.0 ... conv_kxk.2: one numbered submodule
     assert "conv_kxk.0" not in text
     assert_exact(text, rep_net())
+
+
+def convnext_net() -> nn.Module:
+    """timm's ConvNeXt block: its layer scale `gamma` is kept as (C,) and reshaped to
+    (1, C, 1, 1) where it multiplies; its MLP of 1×1 convs is timm's `ConvMlp` (snake-cased
+    `conv_mlp`, a name that reads as the layer `conv`: the block must be named otherwise)."""
+    from timm.models.convnext import ConvNeXtBlock
+
+    torch.manual_seed(0)
+    block = ConvNeXtBlock(8, ls_init_value=1.0, conv_mlp=True)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), block, nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 10))
+    with torch.no_grad():
+        net[1].gamma.copy_(torch.randn(8))  # a scale that differs per channel
+    return net
+
+
+def test_timms_reshaped_layer_scale_imports_as_a_flat_scale():
+    spec, diags = imported(f"{HERE}:convnext_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "gamma: scale(flat=true)" in text
+    assert "block block_mlp" in text
+    assert_exact(text, convnext_net())
