@@ -610,6 +610,8 @@ def to_spec(
         return None
     for items in drafter.bodies.values():  # `conv_kxk.0`, `conv_kxk.1` → `conv_kxk:` numbered
         nest_numbered(items)
+        if not items:  # a module that computes nothing (DropPath at 0): a block needs a body
+            items.append(DLayer("identity"))
     instances = drafter.instances
     blocks = Blocks(
         drafter.bodies,

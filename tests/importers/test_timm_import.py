@@ -79,3 +79,40 @@ def test_timms_reshaped_layer_scale_imports_as_a_flat_scale():
     assert "gamma: scale(flat=true)" in text
     assert "block block_mlp" in text
     assert_exact(text, convnext_net())
+
+
+class Passthrough(nn.Module):
+    """A module that computes nothing when it runs (timm's DropPath at rate 0)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        return x * 2
+
+
+class Stage(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.drop_path = Passthrough()
+
+    def forward(self, x):
+        return x + self.drop_path(self.conv(x))
+
+
+def passthrough_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), Stage(), Stage(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_module_that_computes_nothing_becomes_a_block_of_identity():
+    spec, diags = imported(f"{HERE}:passthrough_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "block passthrough:\n    identity" in text
+    assert_exact(text, passthrough_net())
