@@ -17,6 +17,7 @@ from archc.importers.leaves import OWN, Context, make_layer, register_leaf
 from archc.importers.torch_draft import (
     REQUIRED,
     Arg,
+    DCall,
     DGroup,
     DItem,
     DLayer,
@@ -32,6 +33,7 @@ from archc.importers.torch_layers import (
     kind_layer,
     layernorm,
 )
+from archc.layers.core import mix_split_sizes
 
 TV = "torchvision.models"
 
@@ -220,11 +222,29 @@ def _eca(m: Any, context: Context) -> list[DItem] | None:
     return [make_layer("eca", kernel=conv.kernel_size[0])] if plain else None
 
 
+def _mixed_conv(m: Any, context: Context) -> list[DItem]:
+    """timm's MixedConv2d (MixNet): the channels split C // n each (the first group taking
+    the remainder), one conv per group, concatenated: archc's `mix-split:` merge, whose
+    unlabelled branches are numbered as timm's children (`conv_dw.0`, `conv_dw.1`); one
+    block, so that it is one numbered module also where it sits at a numbered place."""
+    convs = list(m.values())
+    if list(m.splits) != mix_split_sizes(sum(m.splits), len(convs)):
+        raise Unsupported(f"a mixed conv split {list(m.splits)}, not as MixNet splits "
+                          "(C // n each, the first group taking the remainder)")
+    branches = context.children()
+    if len(branches) != len(convs) or not all(isinstance(b, (DLayer, DCall)) for b in branches):
+        raise Unsupported("a mixed conv whose groups are not one module each")
+    for branch in branches:
+        branch.label = None  # numbered in the merge, as the ModuleDict numbers them
+    return [DMerge("mix-split", branches)]
+
+
 def _timm_sigmoid(module: Any) -> bool:
     return type(module).__name__ == "Sigmoid" and type(module).__module__.startswith("timm")
 
 
 register_leaf(f"{TIMM}.blur_pool:BlurPool2d", _blur_pool)
+register_leaf(f"{TIMM}.mixed_conv2d:MixedConv2d", _mixed_conv, block=True)
 register_leaf(f"{TIMM}.std_conv:ScaledStdConv2d", _scaled_std_conv)
 register_leaf(f"{TIMM}.eca:EcaModule", _eca)
 register_leaf(f"{TIMM}.space_to_depth:SpaceToDepth",

@@ -116,3 +116,23 @@ def test_a_module_that_computes_nothing_becomes_a_block_of_identity():
     text = spec_text(spec)
     assert "block passthrough:\n    identity" in text
     assert_exact(text, passthrough_net())
+
+
+def mixed_conv_net() -> nn.Module:
+    """timm's MixedConv2d: 8 channels split 4, 2, 2 over kernels 3, 5 and 7 (depthwise)."""
+    from timm.layers import MixedConv2d
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
+                         MixedConv2d(8, 8, kernel_size=[3, 5, 7], depthwise=True),
+                         nn.BatchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10))
+
+
+def test_timms_mixed_conv_imports_as_a_mix_split_merge():
+    spec, diags = imported(f"{HERE}:mixed_conv_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "mix-split:" in text
+    assert "conv5-2(groups=2" in text  # the second group: 2 channels, its own kernel
+    assert_exact(text, mixed_conv_net())
