@@ -239,11 +239,27 @@ def _mixed_conv(m: Any, context: Context) -> list[DItem]:
     return [DMerge("mix-split", branches)]
 
 
+def _selective_kernel(m: Any, context: Context) -> list[DItem]:
+    """timm's SelectiveKernel (SKNet): its paths on halves of the input (`split:`) or on
+    all of it (`concat:`), stacked, then the attention across them, which is archc's
+    `split-attention` with SKNet's key names (fc_reduce, bn, fc_select)."""
+    attn = m.attn
+    if type(attn.bn) is not nn.BatchNorm2d or type(attn.act) is not nn.ReLU:
+        raise Unsupported("a selective kernel whose attention is not conv, batch norm, ReLU")
+    paths = [context.child(f"paths.{i}") for i in range(len(m.paths))]
+    if not all(isinstance(p, (DLayer, DCall)) for p in paths):
+        raise Unsupported("a selective kernel whose paths are not one module each")
+    merge = DMerge("split" if m.split_input else "concat", list(paths), "paths")
+    return [merge, context.layer("split-attention", label="attn", radix=m.num_paths,
+                                 hidden=attn.fc_reduce.out_channels, bias=False, names="sk")]
+
+
 def _timm_sigmoid(module: Any) -> bool:
     return type(module).__name__ == "Sigmoid" and type(module).__module__.startswith("timm")
 
 
 register_leaf(f"{TIMM}.blur_pool:BlurPool2d", _blur_pool)
+register_leaf(f"{TIMM}.selective_kernel:SelectiveKernel", _selective_kernel, block=True)
 register_leaf(f"{TIMM}.mixed_conv2d:MixedConv2d", _mixed_conv, block=True)
 register_leaf(f"{TIMM}.std_conv:ScaledStdConv2d", _scaled_std_conv)
 register_leaf(f"{TIMM}.eca:EcaModule", _eca)

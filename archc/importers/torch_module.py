@@ -494,12 +494,14 @@ class _RowContext:
         return self.drafter.shapes.get(id(self.module))
 
     def child(self, name: str) -> DItem | None:
-        """Child `name` drafted as any module is, labelled `name` (numbered when a number);
-        None when it is missing, or a named identity or empty sequence."""
-        sub = getattr(self.module, name, None)
-        if not isinstance(sub, nn.Module):
+        """Child `name` (or a deeper module, `paths.0`) drafted as any module is, labelled
+        `name` (numbered when it ends in a number); None when it is missing, or a named
+        identity or empty sequence."""
+        try:  # `paths.0`: a member of a child ModuleList
+            sub = self.module.get_submodule(name)
+        except AttributeError:
             return None
-        numbered = name.isdigit()
+        numbered = name.rpartition(".")[2].isdigit()
         empty = isinstance(sub, nn.Identity) or (type(sub) is nn.Sequential and not len(sub))
         if empty and not numbered:
             return None

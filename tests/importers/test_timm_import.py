@@ -136,3 +136,27 @@ def test_timms_mixed_conv_imports_as_a_mix_split_merge():
     assert "mix-split:" in text
     assert "conv5-2(groups=2" in text  # the second group: 2 channels, its own kernel
     assert_exact(text, mixed_conv_net())
+
+
+def selective_kernel_net(split: bool = True) -> nn.Module:
+    """timm's SelectiveKernel: a 3×3 and a dilated 3×3 path, then attention across them."""
+    from timm.layers import SelectiveKernel
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
+                         SelectiveKernel(8, 8, split_input=split, rd_ratio=0.5, rd_divisor=4),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def selective_kernel_whole() -> nn.Module:
+    return selective_kernel_net(split=False)
+
+
+def test_timms_selective_kernel_imports_as_paths_and_split_attention():
+    for factory, merge in (("selective_kernel_net", "paths: split:"),
+                           ("selective_kernel_whole", "paths: concat:")):
+        spec, diags = imported(f"{HERE}:{factory}")
+        assert spec is not None, messages(diags)
+        text = spec_text(spec)
+        assert merge in text and 'attn: split-attention(' in text and 'names="sk"' in text
+        assert_exact(text, globals()[factory]())
