@@ -272,6 +272,8 @@ register_leaf(f"{TIMM}.norm_act:LayerNormAct", _norm_act(lambda m: layernorm("la
 register_leaf(f"{TIMM}.norm_act:LayerNormAct2d",
               _norm_act(lambda m: layernorm("layernorm2d", m)))
 register_leaf(f"{TIMM}.norm:LayerNorm", lambda m, c: [layernorm("layernorm", m)])
+for _name in ("GroupNorm", "GroupNorm1"):  # nn.GroupNorm with a forward of their own
+    register_leaf(f"{TIMM}.norm:{_name}", lambda m, c: [MODULES[nn.GroupNorm](m)])
 register_leaf(f"{TIMM}.norm:LayerNorm2d", lambda m, c: [layernorm("layernorm2d", m)])
 register_leaf(f"{TIMM}.linear:Linear", lambda m, c: [MODULES[nn.Linear](m)])
 register_leaf(f"{TIMM}.classifier:ClassifierHead",

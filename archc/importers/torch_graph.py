@@ -281,8 +281,8 @@ class GraphBody:
         return found
 
     def reshaped_gammas(self, nodes: list[fx.Node]) -> dict[fx.Node, fx.Node]:
-        """`self.gamma.reshape(1, -1, 1, 1)` of a (C,) parameter used only to multiply
-        (timm's ConvNeXt layer scale): each such reshape → the parameter it reads."""
+        """`self.gamma.reshape(1, -1, 1, 1)` (or `.view(C, 1, 1)`) of a (C,) parameter used
+        only to multiply (timm's ConvNeXt layer scale): each such reshape → the parameter."""
         found = {}
         for n in nodes:
             if n.op != "call_method" or n.target not in ("reshape", "view"):
@@ -291,9 +291,12 @@ class GraphBody:
             if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
                 dims = tuple(dims[0])
             if not (isinstance(source, fx.Node) and source.op == "get_attr"
-                    and "." not in str(source.target) and dims in ((1, -1, 1, 1), (-1, 1, 1))):
+                    and "." not in str(source.target)):
                 continue
             weight = getattr(self.module, str(source.target), None)
+            c = weight.numel() if isinstance(weight, torch.Tensor) else -1
+            if dims not in ((1, -1, 1, 1), (-1, 1, 1), (1, c, 1, 1), (c, 1, 1)):
+                continue  # (metaformer's Scale views its (C,) parameter as (C, 1, 1))
             muls = all(u.target in MULTIPLIES or (u.op == "call_method" and u.target == "mul")
                        for u in n.users)
             if isinstance(weight, nn.Parameter) and weight.dim() == 1 and muls and n.users:

@@ -160,3 +160,26 @@ def test_timms_selective_kernel_imports_as_paths_and_split_attention():
         text = spec_text(spec)
         assert merge in text and 'attn: split-attention(' in text and 'names="sk"' in text
         assert_exact(text, globals()[factory]())
+
+
+def norm_and_scale_net() -> nn.Module:
+    """timm's GroupNorm1 and GroupNorm (nn.GroupNorm with forwards of their own) and
+    metaformer's Scale (a (C,) parameter viewed as (C, 1, 1))."""
+    from timm.layers import GroupNorm, GroupNorm1
+    from timm.models.metaformer import Scale
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), GroupNorm1(8), GroupNorm(8, 4),
+                        Scale(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    with torch.no_grad():
+        net[3].scale.copy_(torch.randn(8))
+    return net
+
+
+def test_timms_group_norms_and_metaformer_scale_import():
+    spec, diags = imported(f"{HERE}:norm_and_scale_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "groupnorm(1)  groupnorm(4)" in text
+    assert "scale: scale(flat=true)" in text
+    assert_exact(text, norm_and_scale_net())
