@@ -280,6 +280,8 @@ register_leaf(f"{TIMM}.classifier:ClassifierHead",
               _children_in_order("global_pool", "drop", "fc", "flatten"))
 register_leaf(f"{TIMM}.classifier:NormMlpClassifierHead",
               _children_in_order("global_pool", "norm", "flatten", "pre_logits", "drop", "fc"))
+register_leaf("timm.models.inception_next:MlpClassifierHead",  # (its `pre_logits` is False)
+              _children_in_order("global_pool", "fc1", "act", "norm", "drop", "fc2"))
 register_leaf(f"{TIMM}.adaptive_avgmax_pool:SelectAdaptivePool2d",
               _children_in_order("pool", "flatten", named=False))
 register_leaf(f"{TIMM}.adaptive_avgmax_pool:FastAdaptiveAvgPool", _fast_pool("adaptiveavgpool"))

@@ -173,7 +173,7 @@ class GraphBody:
             if extra.users:
                 raise Unsupported(f"its forward uses a second input `{extra.name}`")
         self.start = inputs[0]
-        nodes = self.partial_residuals(self.running_concats(nodes))
+        nodes = self.partial_residuals(self.running_concats(self.sized_splits(nodes)))
         for n in nodes:
             if n.op == "call_module":
                 target = str(n.target)  # a module call's target is the module's name
@@ -210,6 +210,28 @@ class GraphBody:
         if not all(isinstance(v, fx.Node) for v in values):
             raise Unsupported("its forward returns something other than tensors")
         return values, packing
+
+    def sized_splits(self, nodes: list[fx.Node]) -> list[fx.Node]:
+        """`torch.split(x, [a, b, ...], 1)` by unequal sizes, its pieces taken one by one
+        (FasterNet's partial conv, InceptionNeXt's token mixer): rewrite each piece
+        `parts[i]` as the channel slice `x[:, start:end]` it is, so the branches that use
+        them start with `channel-slice` and the concat of them is an ordinary `concat:`."""
+        for n in nodes:
+            if not (n.target == "split" or n.target is torch.split):
+                continue
+            sizes = _split_sizes(n)
+            users = list(n.users)
+            taken = all(u.target is operator.getitem and isinstance(u.args[1], int)
+                        for u in users)
+            if sizes is None or not users or not taken:
+                continue
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            for u in users:
+                i = u.args[1]
+                assert isinstance(i, int)  # checked in `taken`
+                u.args = (n.args[0], (slice(None), slice(starts[i], starts[i] + sizes[i])))
+            self.graph.erase_node(n)
+        return list(self.graph.nodes)
 
     def running_concats(self, nodes: list[fx.Node]) -> list[fx.Node]:
         """DenseNet's forward keeps a list of features and passes it whole: module calls on
@@ -653,6 +675,16 @@ def _equal_split(n: fx.Node) -> bool:
                                                             n.kwargs.get("split_size"))
     dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
     return isinstance(size, int) and isinstance(dim, int) and dim == 1
+
+
+def _split_sizes(n: fx.Node) -> list[int] | None:
+    """The sizes of `x.split([a, b, ...], 1)` (or `torch.split`); None for other splits."""
+    sizes = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections",
+                                                             n.kwargs.get("split_size"))
+    dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+    if not isinstance(sizes, (list, tuple)) or dim != 1:
+        return None
+    return list(sizes) if all(isinstance(s, int) and s > 0 for s in sizes) else None
 
 
 def _channel_range(index: Any) -> tuple[int, int] | None:

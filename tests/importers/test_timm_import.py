@@ -183,3 +183,31 @@ def test_timms_group_norms_and_metaformer_scale_import():
     assert "groupnorm(1)  groupnorm(4)" in text
     assert "scale: scale(flat=true)" in text
     assert_exact(text, norm_and_scale_net())
+
+
+class SizedSplit(nn.Module):
+    """InceptionNeXt's token mixer, unequal: the channels split 5, 1, 2, the first piece
+    passed on, the others through their own convs, concatenated."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(1, 1, 3, padding=1)
+        self.conv_b = nn.Conv2d(2, 2, (1, 5), padding=(0, 2), groups=2)
+
+    def forward(self, x):
+        keep, a, b = torch.split(x, [5, 1, 2], dim=1)
+        return torch.cat((keep, self.conv_a(a), self.conv_b(b)), dim=1)
+
+
+def sized_split_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), SizedSplit(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_split_by_unequal_sizes_imports_as_channel_slices():
+    spec, diags = imported(f"{HERE}:sized_split_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "channel-slice(5, 6)" in text and "channel-slice(6, 8)" in text
+    assert_exact(text, sized_split_net())
