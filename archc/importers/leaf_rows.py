@@ -254,6 +254,16 @@ def _selective_kernel(m: Any, context: Context) -> list[DItem]:
                                  hidden=attn.fc_reduce.out_channels, bias=False, names="sk")]
 
 
+def _distilled_head(m: Any, context: Context) -> list[DItem]:
+    """RepViT's classifier in eval: with distillation, the mean of its two heads
+    (`(head(x) + head_dist(x)) / 2`: an `add:` then `constant-scale(0.5)`)."""
+    items = _present(context, "head_drop")
+    if not m.distillation:
+        return [*items, *_present(context, "head")]
+    heads = _present(context, "head", "head_dist")
+    return [*items, DMerge("add", heads), make_layer("constant-scale", factor=0.5)]
+
+
 def _timm_sigmoid(module: Any) -> bool:
     return type(module).__name__ == "Sigmoid" and type(module).__module__.startswith("timm")
 
@@ -280,6 +290,7 @@ register_leaf(f"{TIMM}.classifier:ClassifierHead",
               _children_in_order("global_pool", "drop", "fc", "flatten"))
 register_leaf(f"{TIMM}.classifier:NormMlpClassifierHead",
               _children_in_order("global_pool", "norm", "flatten", "pre_logits", "drop", "fc"))
+register_leaf("timm.models.repvit:RepVitClassifier", _distilled_head)
 register_leaf("timm.models.inception_next:MlpClassifierHead",  # (its `pre_logits` is False)
               _children_in_order("global_pool", "fc1", "act", "norm", "drop", "fc2"))
 register_leaf(f"{TIMM}.adaptive_avgmax_pool:SelectAdaptivePool2d",

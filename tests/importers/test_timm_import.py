@@ -211,3 +211,21 @@ def test_a_split_by_unequal_sizes_imports_as_channel_slices():
     text = spec_text(spec)
     assert "channel-slice(5, 6)" in text and "channel-slice(6, 8)" in text
     assert_exact(text, sized_split_net())
+
+
+def distilled_head_net() -> nn.Module:
+    """RepViT's classifier with distillation: in eval, the mean of its two heads."""
+    from timm.models.repvit import RepVitClassifier
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         RepVitClassifier(8, 10, distillation=True))
+
+
+def test_repvits_distilled_head_imports_as_the_mean_of_its_heads():
+    spec, diags = imported(f"{HERE}:distilled_head_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "constant-scale-{0.5}" in text and "head_dist: norm_linear" in text
+    assert_exact(text, distilled_head_net())
