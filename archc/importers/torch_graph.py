@@ -95,8 +95,13 @@ def trace(module: nn.Module) -> fx.Graph:
     """The fx graph of `module.forward` as it runs when called with one tensor (the
     other arguments at their defaults: timm's `forward(x, pre_logits=False)`); raises
     `Untraceable` when it cannot be traced."""
+    tracer = _ChildrenAsLeaves(module)
+    own = vars(module).get("forward")  # FasterNet: `self.forward = self.forward_split_cat`
+    if inspect.ismethod(own) and own.__self__ is module and hasattr(type(module),
+                                                                    own.__func__.__name__):
+        tracer.traced_func_name = own.__func__.__name__  # fx traces the class's method
     try:
-        graph = _ChildrenAsLeaves(module).trace(module, concrete_args=defaults(module))
+        graph = tracer.trace(module, concrete_args=defaults(module))
     except Exception as error:  # fx reports untraceable Python as any exception type
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise Untraceable(f"its forward cannot be traced by torch.fx: {first}") from None

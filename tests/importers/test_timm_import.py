@@ -229,3 +229,32 @@ def test_repvits_distilled_head_imports_as_the_mean_of_its_heads():
     text = spec_text(spec)
     assert "constant-scale-{0.5}" in text and "head_dist: norm_linear" in text
     assert_exact(text, distilled_head_net())
+
+
+class PartialConv(nn.Module):
+    """FasterNet's partial conv: the forward is chosen per instance, and convolves only the
+    first quarter of the channels."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.part, self.rest = c // 4, c - c // 4
+        self.conv = nn.Conv2d(self.part, self.part, 3, padding=1, bias=False)
+        self.forward = self.forward_split_cat
+
+    def forward_split_cat(self, x):
+        a, b = torch.split(x, [self.part, self.rest], dim=1)
+        return torch.cat((self.conv(a), b), 1)
+
+
+def partial_conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), PartialConv(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_forward_chosen_per_instance_is_the_one_read():
+    spec, diags = imported(f"{HERE}:partial_conv_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "channel-slice(0, 2)" in text and "conv3-2" in text
+    assert_exact(text, partial_conv_net())
