@@ -377,10 +377,20 @@ class GraphBody:
         items = made if isinstance(made, list) else [made]
         return _Op([n.args[0]], items[0] if len(items) == 1 else DGroup(items))
 
+    @staticmethod
+    def at_defaults(kwargs: dict, callee: nn.Module) -> bool:
+        """True when every keyword of a module call is a constant equal to the callee's
+        default for it (CSPNeXt's `self.head(x, pre_logits=pre_logits)`, traced False):
+        the call is then the module's one-tensor forward."""
+        found = defaults(callee) or {}
+        return all(not isinstance(v, fx.Node) and k in found and found[k] == v
+                   for k, v in kwargs.items())
+
     def module_op(self, n: fx.Node) -> _Op:
         """A call of a child module; stateless ones called more than once go unlabelled."""
         target = str(n.target)
-        if len(n.args) != 1 or n.kwargs or not isinstance(n.args[0], fx.Node):
+        plain = len(n.args) == 1 and isinstance(n.args[0], fx.Node)
+        if not plain or not self.at_defaults(n.kwargs, self.module.get_submodule(target)):
             raise locate(n, f"calls `{target}` with other than one tensor")
         child = self.module.get_submodule(target)
         has_state = any(True for _ in child.parameters()) or any(True for _ in child.buffers())

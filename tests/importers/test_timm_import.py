@@ -258,3 +258,31 @@ def test_a_forward_chosen_per_instance_is_the_one_read():
     text = spec_text(spec)
     assert "channel-slice(0, 2)" in text and "conv3-2" in text
     assert_exact(text, partial_conv_net())
+
+
+class KeywordHeadNet(nn.Module):
+    """CSPNeXt's forward: timm's `self.head(x, pre_logits=pre_logits)`, traced at False."""
+
+    def __init__(self):
+        from timm.layers import ClassifierHead
+
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.head = ClassifierHead(8, 10)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x):
+        return self.forward_head(self.stem(x))
+
+
+def keyword_head_net() -> nn.Module:
+    torch.manual_seed(0)
+    return KeywordHeadNet()
+
+
+def test_a_module_called_with_its_default_keywords_imports():
+    spec, diags = imported(f"{HERE}:keyword_head_net")
+    assert spec is not None, messages(diags)
+    assert_exact(spec_text(spec), keyword_head_net())
