@@ -175,8 +175,10 @@ class GraphBody:
         if not inputs:
             raise Unsupported("its forward takes no input")
         for extra in inputs[1:]:
+            self.drop_guards(extra)
             if extra.users:
                 raise Unsupported(f"its forward uses a second input `{extra.name}`")
+        nodes = list(self.graph.nodes)  # without the guards dropped
         self.start = inputs[0]
         nodes = self.partial_residuals(self.running_concats(self.sized_splits(nodes)))
         for n in nodes:
@@ -215,6 +217,17 @@ class GraphBody:
         if not all(isinstance(v, fx.Node) for v in values):
             raise Unsupported("its forward returns something other than tensors")
         return values, packing
+
+    def drop_guards(self, extra: fx.Node) -> None:
+        """Erase fx's guards on an argument traced at its default (`pre_logits == False`,
+        asserted): the forward then does not read it."""
+        for eq in list(extra.users):
+            asserts = list(eq.users)
+            if eq.target is operator.eq and asserts and all(a.target is torch._assert
+                                                            for a in asserts):
+                for a in asserts:
+                    self.graph.erase_node(a)
+                self.graph.erase_node(eq)
 
     def sized_splits(self, nodes: list[fx.Node]) -> list[fx.Node]:
         """`torch.split(x, [a, b, ...], 1)` by unequal sizes, its pieces taken one by one

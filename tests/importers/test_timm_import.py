@@ -286,3 +286,33 @@ def test_a_module_called_with_its_default_keywords_imports():
     spec, diags = imported(f"{HERE}:keyword_head_net")
     assert spec is not None, messages(diags)
     assert_exact(spec_text(spec), keyword_head_net())
+
+
+class ChannelLastHead(nn.Module):
+    """MambaOut's style: a channel-last Linear between permutes, and a head whose forward
+    takes `pre_logits` (traced at its default, which fx guards with an assert)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x, pre_logits: bool = False):
+        x = self.fc1(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = x.mean((2, 3))
+        if pre_logits:
+            return x
+        return self.fc(x)
+
+
+def channel_last_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), ChannelLastHead())
+
+
+def test_permutes_and_a_guarded_default_argument_import():
+    spec, diags = imported(f"{HERE}:channel_last_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "permute((0, 2, 3, 1))" in text and "permute((0, 3, 1, 2))" in text
+    assert_exact(text, channel_last_net())
