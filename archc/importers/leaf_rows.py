@@ -17,6 +17,7 @@ from archc.importers.leaves import OWN, Context, make_layer, register_leaf
 from archc.importers.torch_draft import (
     REQUIRED,
     Arg,
+    DCall,
     DGroup,
     DItem,
     DLayer,
@@ -32,6 +33,7 @@ from archc.importers.torch_layers import (
     kind_layer,
     layernorm,
 )
+from archc.layers.core import mix_split_sizes
 
 TV = "torchvision.models"
 
@@ -220,11 +222,55 @@ def _eca(m: Any, context: Context) -> list[DItem] | None:
     return [make_layer("eca", kernel=conv.kernel_size[0])] if plain else None
 
 
+def _mixed_conv(m: Any, context: Context) -> list[DItem]:
+    """timm's MixedConv2d (MixNet): the channels split C // n each (the first group taking
+    the remainder), one conv per group, concatenated: archc's `mix-split:` merge, whose
+    unlabelled branches are numbered as timm's children (`conv_dw.0`, `conv_dw.1`); one
+    block, so that it is one numbered module also where it sits at a numbered place."""
+    convs = list(m.values())
+    if list(m.splits) != mix_split_sizes(sum(m.splits), len(convs)):
+        raise Unsupported(f"a mixed conv split {list(m.splits)}, not as MixNet splits "
+                          "(C // n each, the first group taking the remainder)")
+    branches = context.children()
+    if len(branches) != len(convs) or not all(isinstance(b, (DLayer, DCall)) for b in branches):
+        raise Unsupported("a mixed conv whose groups are not one module each")
+    for branch in branches:
+        branch.label = None  # numbered in the merge, as the ModuleDict numbers them
+    return [DMerge("mix-split", branches)]
+
+
+def _selective_kernel(m: Any, context: Context) -> list[DItem]:
+    """timm's SelectiveKernel (SKNet): its paths on halves of the input (`split:`) or on
+    all of it (`concat:`), stacked, then the attention across them, which is archc's
+    `split-attention` with SKNet's key names (fc_reduce, bn, fc_select)."""
+    attn = m.attn
+    if type(attn.bn) is not nn.BatchNorm2d or type(attn.act) is not nn.ReLU:
+        raise Unsupported("a selective kernel whose attention is not conv, batch norm, ReLU")
+    paths = [context.child(f"paths.{i}") for i in range(len(m.paths))]
+    if not all(isinstance(p, (DLayer, DCall)) for p in paths):
+        raise Unsupported("a selective kernel whose paths are not one module each")
+    merge = DMerge("split" if m.split_input else "concat", list(paths), "paths")
+    return [merge, context.layer("split-attention", label="attn", radix=m.num_paths,
+                                 hidden=attn.fc_reduce.out_channels, bias=False, names="sk")]
+
+
+def _distilled_head(m: Any, context: Context) -> list[DItem]:
+    """RepViT's classifier in eval: with distillation, the mean of its two heads
+    (`(head(x) + head_dist(x)) / 2`: an `add:` then `constant-scale(0.5)`)."""
+    items = _present(context, "head_drop")
+    if not m.distillation:
+        return [*items, *_present(context, "head")]
+    heads = _present(context, "head", "head_dist")
+    return [*items, DMerge("add", heads), make_layer("constant-scale", factor=0.5)]
+
+
 def _timm_sigmoid(module: Any) -> bool:
     return type(module).__name__ == "Sigmoid" and type(module).__module__.startswith("timm")
 
 
 register_leaf(f"{TIMM}.blur_pool:BlurPool2d", _blur_pool)
+register_leaf(f"{TIMM}.selective_kernel:SelectiveKernel", _selective_kernel, block=True)
+register_leaf(f"{TIMM}.mixed_conv2d:MixedConv2d", _mixed_conv, block=True)
 register_leaf(f"{TIMM}.std_conv:ScaledStdConv2d", _scaled_std_conv)
 register_leaf(f"{TIMM}.eca:EcaModule", _eca)
 register_leaf(f"{TIMM}.space_to_depth:SpaceToDepth",
@@ -236,12 +282,17 @@ register_leaf(f"{TIMM}.norm_act:LayerNormAct", _norm_act(lambda m: layernorm("la
 register_leaf(f"{TIMM}.norm_act:LayerNormAct2d",
               _norm_act(lambda m: layernorm("layernorm2d", m)))
 register_leaf(f"{TIMM}.norm:LayerNorm", lambda m, c: [layernorm("layernorm", m)])
+for _name in ("GroupNorm", "GroupNorm1"):  # nn.GroupNorm with a forward of their own
+    register_leaf(f"{TIMM}.norm:{_name}", lambda m, c: [MODULES[nn.GroupNorm](m)])
 register_leaf(f"{TIMM}.norm:LayerNorm2d", lambda m, c: [layernorm("layernorm2d", m)])
 register_leaf(f"{TIMM}.linear:Linear", lambda m, c: [MODULES[nn.Linear](m)])
 register_leaf(f"{TIMM}.classifier:ClassifierHead",
               _children_in_order("global_pool", "drop", "fc", "flatten"))
 register_leaf(f"{TIMM}.classifier:NormMlpClassifierHead",
               _children_in_order("global_pool", "norm", "flatten", "pre_logits", "drop", "fc"))
+register_leaf("timm.models.repvit:RepVitClassifier", _distilled_head)
+register_leaf("timm.models.inception_next:MlpClassifierHead",  # (its `pre_logits` is False)
+              _children_in_order("global_pool", "fc1", "act", "norm", "drop", "fc2"))
 register_leaf(f"{TIMM}.adaptive_avgmax_pool:SelectAdaptivePool2d",
               _children_in_order("pool", "flatten", named=False))
 register_leaf(f"{TIMM}.adaptive_avgmax_pool:FastAdaptiveAvgPool", _fast_pool("adaptiveavgpool"))

@@ -45,8 +45,9 @@ class Context(Protocol):
         """The module's (input, output) shapes without the batch, when it ran."""
 
     def child(self, name: str) -> DItem | None:
-        """The draft of child `name` as the importer drafts any module (a layer, a
-        group, a block call), labelled `name`; None for a missing child or an identity."""
+        """The draft of child `name` (or of a deeper module, `paths.0`) as the importer
+        drafts any module (a layer, a group, a block call), labelled `name` (unlabelled when
+        it ends in a number); None for a missing child or an identity."""
 
     def children(self) -> list[DItem]:
         """The drafts of every child, in the order they were registered."""

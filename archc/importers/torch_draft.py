@@ -8,6 +8,7 @@ torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Union
 
@@ -166,3 +167,79 @@ def _skeleton(item: DItem) -> tuple:
     extra: str | int = item.mode if isinstance(item, DMerge) else ""
     extra = item.start if isinstance(item, DFor) else extra
     return (type(item).__name__, item.label, extra, inner)
+
+
+_NUMBERED = re.compile(r"([A-Za-z_][\w-]*)\.(\d+)\Z")  # `conv_kxk.0`: a ModuleList's member
+
+
+def nest_numbered(items: list[DItem]) -> None:
+    """Write the members of a ModuleList that sit side by side (MobileOne's `conv_kxk.0`,
+    `conv_kxk.1`, ... summed as branches of one `add:`) as archc writes a numbered
+    submodule: a run of items labelled `P.0` ... `P.n-1`, each one module, becomes `P:`
+    holding them unlabelled (so numbered 0 ... n-1): a nested merge of the same kind where
+    they were branches of an `add:` or `concat:` (the same sum, grouped), a sequence where
+    they ran one after another. In place, at every level; other dotted labels are left
+    for the caller to report."""
+    for item in walk(items):
+        if isinstance(item, DGroup):
+            item.items[:] = _nest_runs(item.items, None)
+        elif isinstance(item, DMerge) and item.mode in ("add", "concat"):
+            flat = _spliced(item.branches, item.mode)
+            if any(_NUMBERED.match(getattr(b, "label", None) or "") for b in flat):
+                item.branches[:] = flat  # `out += ck(x)` in a loop: ((a + b) + c) + d
+            item.branches[:] = _nest_runs(item.branches, item.mode)
+    items[:] = _nest_runs(items, None)
+
+
+def _spliced(branches: list[DItem], mode: str) -> list[DItem]:
+    """The branches with each unlabelled merge of the same kind among them spliced in (a
+    bare merge as a branch starts at the same fork)."""
+    out: list[DItem] = []
+    for branch in branches:
+        if isinstance(branch, DMerge) and branch.mode == mode and branch.label is None:
+            out.extend(_spliced(branch.branches, mode))
+        else:
+            out.append(branch)
+    return out
+
+
+def _nest_runs(items: list[DItem], mode: str | None) -> list[DItem]:
+    """`items` with each complete run `P.0` ... `P.n-1` of single modules put under `P`."""
+    out: list[DItem] = []
+    i = 0
+    while i < len(items):
+        run = _numbered_run(items, i)
+        if not run:
+            out.append(items[i])
+            i += 1
+            continue
+        prefix = _NUMBERED.match(items[i].label or "")
+        assert prefix is not None  # a run starts with a numbered label
+        members = items[i:i + run]
+        for member in members:
+            member.label = None
+        nested: DItem = (DMerge(mode, members, prefix.group(1)) if mode and run > 1
+                         else DGroup(members, prefix.group(1)))
+        out.append(nested)
+        i += run
+    return out
+
+
+def _numbered_run(items: list[DItem], start: int) -> int:
+    """The length of the run `P.0`, `P.1`, ... of single modules starting at `start` (0
+    when there is none, or when `P` has members elsewhere, which no grouping can keep)."""
+    first = _NUMBERED.match(getattr(items[start], "label", None) or "")
+    if first is None or first.group(2) != "0":
+        return 0
+    prefix, n = first.group(1), 0
+    while start + n < len(items):
+        found = _NUMBERED.match(getattr(items[start + n], "label", None) or "")
+        if found is None or found.group(1) != prefix or int(found.group(2)) != n:
+            break
+        if not isinstance(items[start + n], (DLayer, DCall)):
+            return 0
+        n += 1
+    rest = items[:start] + items[start + n:]
+    if any((getattr(i, "label", None) or "").startswith(prefix + ".") for i in rest):
+        return 0
+    return n

@@ -95,8 +95,13 @@ def trace(module: nn.Module) -> fx.Graph:
     """The fx graph of `module.forward` as it runs when called with one tensor (the
     other arguments at their defaults: timm's `forward(x, pre_logits=False)`); raises
     `Untraceable` when it cannot be traced."""
+    tracer = _ChildrenAsLeaves(module)
+    own = vars(module).get("forward")  # FasterNet: `self.forward = self.forward_split_cat`
+    if inspect.ismethod(own) and own.__self__ is module and hasattr(type(module),
+                                                                    own.__func__.__name__):
+        tracer.traced_func_name = own.__func__.__name__  # fx traces the class's method
     try:
-        graph = _ChildrenAsLeaves(module).trace(module, concrete_args=defaults(module))
+        graph = tracer.trace(module, concrete_args=defaults(module))
     except Exception as error:  # fx reports untraceable Python as any exception type
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise Untraceable(f"its forward cannot be traced by torch.fx: {first}") from None
@@ -170,16 +175,19 @@ class GraphBody:
         if not inputs:
             raise Unsupported("its forward takes no input")
         for extra in inputs[1:]:
+            self.drop_guards(extra)
             if extra.users:
                 raise Unsupported(f"its forward uses a second input `{extra.name}`")
+        nodes = list(self.graph.nodes)  # without the guards dropped
         self.start = inputs[0]
-        nodes = self.partial_residuals(self.running_concats(nodes))
+        nodes = self.partial_residuals(self.running_concats(self.sized_splits(nodes)))
         for n in nodes:
             if n.op == "call_module":
                 target = str(n.target)  # a module call's target is the module's name
                 self.calls[target] = self.calls.get(target, 0) + 1
         outputs, packing = self.outputs(next(n for n in nodes if n.op == "output"))
-        skip = self.shape_nodes(nodes) | packing
+        self.flat_scales = self.reshaped_gammas(nodes)
+        skip = self.shape_nodes(nodes) | packing | set(self.flat_scales)
         for n in nodes:
             if n.op in ("call_module", "call_function", "call_method") and n not in skip:
                 self.ops[n] = self.op(n)
@@ -209,6 +217,39 @@ class GraphBody:
         if not all(isinstance(v, fx.Node) for v in values):
             raise Unsupported("its forward returns something other than tensors")
         return values, packing
+
+    def drop_guards(self, extra: fx.Node) -> None:
+        """Erase fx's guards on an argument traced at its default (`pre_logits == False`,
+        asserted): the forward then does not read it."""
+        for eq in list(extra.users):
+            asserts = list(eq.users)
+            if eq.target is operator.eq and asserts and all(a.target is torch._assert
+                                                            for a in asserts):
+                for a in asserts:
+                    self.graph.erase_node(a)
+                self.graph.erase_node(eq)
+
+    def sized_splits(self, nodes: list[fx.Node]) -> list[fx.Node]:
+        """`torch.split(x, [a, b, ...], 1)` by unequal sizes, its pieces taken one by one
+        (FasterNet's partial conv, InceptionNeXt's token mixer): rewrite each piece
+        `parts[i]` as the channel slice `x[:, start:end]` it is, so the branches that use
+        them start with `channel-slice` and the concat of them is an ordinary `concat:`."""
+        for n in nodes:
+            if not (n.target == "split" or n.target is torch.split):
+                continue
+            sizes = _split_sizes(n)
+            users = list(n.users)
+            taken = all(u.target is operator.getitem and isinstance(u.args[1], int)
+                        for u in users)
+            if sizes is None or not users or not taken:
+                continue
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            for u in users:
+                i = u.args[1]
+                assert isinstance(i, int)  # checked in `taken`
+                u.args = (n.args[0], (slice(None), slice(starts[i], starts[i] + sizes[i])))
+            self.graph.erase_node(n)
+        return list(self.graph.nodes)
 
     def running_concats(self, nodes: list[fx.Node]) -> list[fx.Node]:
         """DenseNet's forward keeps a list of features and passes it whole: module calls on
@@ -279,11 +320,34 @@ class GraphBody:
                 found.add(n)
         return found
 
+    def reshaped_gammas(self, nodes: list[fx.Node]) -> dict[fx.Node, fx.Node]:
+        """`self.gamma.reshape(1, -1, 1, 1)` (or `.view(C, 1, 1)`) of a (C,) parameter used
+        only to multiply (timm's ConvNeXt layer scale): each such reshape → the parameter."""
+        found = {}
+        for n in nodes:
+            if n.op != "call_method" or n.target not in ("reshape", "view"):
+                continue
+            source, dims = n.args[0], tuple(n.args[1:])
+            if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+                dims = tuple(dims[0])
+            if not (isinstance(source, fx.Node) and source.op == "get_attr"
+                    and "." not in str(source.target)):
+                continue
+            weight = getattr(self.module, str(source.target), None)
+            c = weight.numel() if isinstance(weight, torch.Tensor) else -1
+            if dims not in ((1, -1, 1, 1), (-1, 1, 1), (1, c, 1, 1), (c, 1, 1)):
+                continue  # (metaformer's Scale views its (C,) parameter as (C, 1, 1))
+            muls = all(u.target in MULTIPLIES or (u.op == "call_method" and u.target == "mul")
+                       for u in n.users)
+            if isinstance(weight, nn.Parameter) and weight.dim() == 1 and muls and n.users:
+                found[n] = source
+        return found
+
     # ------------------------------------------------------------------ one node
 
     def op(self, n: fx.Node) -> _Op:
         """What node `n` does: a layer on one input, a merge of several, or nothing."""
-        held = [a for a in n.all_input_nodes if a.op == "get_attr"]
+        held = [a for a in n.all_input_nodes if a.op == "get_attr" or a in self.flat_scales]
         if held and self.is_scale(n, held):
             return self.scale_op(n, held[0])
         if held:
@@ -326,10 +390,20 @@ class GraphBody:
         items = made if isinstance(made, list) else [made]
         return _Op([n.args[0]], items[0] if len(items) == 1 else DGroup(items))
 
+    @staticmethod
+    def at_defaults(kwargs: dict, callee: nn.Module) -> bool:
+        """True when every keyword of a module call is a constant equal to the callee's
+        default for it (CSPNeXt's `self.head(x, pre_logits=pre_logits)`, traced False):
+        the call is then the module's one-tensor forward."""
+        found = defaults(callee) or {}
+        return all(not isinstance(v, fx.Node) and k in found and found[k] == v
+                   for k, v in kwargs.items())
+
     def module_op(self, n: fx.Node) -> _Op:
         """A call of a child module; stateless ones called more than once go unlabelled."""
         target = str(n.target)
-        if len(n.args) != 1 or n.kwargs or not isinstance(n.args[0], fx.Node):
+        plain = len(n.args) == 1 and isinstance(n.args[0], fx.Node)
+        if not plain or not self.at_defaults(n.kwargs, self.module.get_submodule(target)):
             raise locate(n, f"calls `{target}` with other than one tensor")
         child = self.module.get_submodule(target)
         has_state = any(True for _ in child.parameters()) or any(True for _ in child.buffers())
@@ -368,14 +442,18 @@ class GraphBody:
         is_mul = n.target in MULTIPLIES or (n.op == "call_method" and n.target == "mul")
         if not is_mul or len(held) != 1 or len(n.args) != 2 or "." in str(held[0].target):
             return False
+        if held[0] in self.flat_scales:
+            return True  # checked by `reshaped_gammas`
         weight = getattr(self.module, str(held[0].target), None)
         return isinstance(weight, nn.Parameter) and weight.dim() == 3 and weight.shape[1:] == (1, 1)
 
     def scale_op(self, n: fx.Node, weight: fx.Node) -> _Op:
         """A learnable per-channel scale, labelled with the parameter's name (its key)."""
         x = next(a for a in n.args if a is not weight)
-        layer = kind_layer("scale", what="a layer scale")
-        layer.label = str(weight.target)
+        gamma = self.flat_scales.get(weight)  # timm's (C,) gamma, reshaped to (1, C, 1, 1)
+        flat = [Arg("flat", True, False, "flat")] if gamma is not None else []
+        layer = kind_layer("scale", flat, what="a layer scale")
+        layer.label = str((gamma or weight).target)
         return _Op([_node(x)], layer)
 
     def split_op(self, n: fx.Node) -> _Op:
@@ -625,6 +703,16 @@ def _equal_split(n: fx.Node) -> bool:
                                                             n.kwargs.get("split_size"))
     dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
     return isinstance(size, int) and isinstance(dim, int) and dim == 1
+
+
+def _split_sizes(n: fx.Node) -> list[int] | None:
+    """The sizes of `x.split([a, b, ...], 1)` (or `torch.split`); None for other splits."""
+    sizes = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections",
+                                                             n.kwargs.get("split_size"))
+    dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+    if not isinstance(sizes, (list, tuple)) or dim != 1:
+        return None
+    return list(sizes) if all(isinstance(s, int) and s > 0 for s in sizes) else None
 
 
 def _channel_range(index: Any) -> tuple[int, int] | None:

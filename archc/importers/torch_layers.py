@@ -318,6 +318,15 @@ def _fn_interpolate(args: tuple, kwargs: dict) -> DLayer:
     )
 
 
+def _fn_permute(args: tuple, kwargs: dict) -> DLayer:
+    """`x.permute(0, 2, 3, 1)` (or `torch.permute(x, (0, 2, 3, 1))`) with constant dims."""
+    dims = tuple(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) \
+        else tuple(args[1:]) or tuple(kwargs.get("dims", ()))
+    if not dims or not all(isinstance(d, int) for d in dims):
+        raise Unsupported("a permute whose order is computed in the forward")
+    return kind_layer("permute", [Arg("dims", dims, REQUIRED, "dims", positional=True)])
+
+
 def _simple(kind: str) -> Callable[[tuple, dict], DLayer]:
     return lambda args, kwargs: kind_layer(kind)
 
@@ -343,6 +352,7 @@ FUNCTIONS: dict[Any, Callable[[tuple, dict], Any]] = {
     F.dropout: _fn_dropout,
     F.softmax: _fn_softmax,
     F.interpolate: _fn_interpolate,
+    torch.permute: _fn_permute,
 }
 METHODS: dict[str, Callable[[tuple, dict], Any]] = {
     "relu": _simple("relu"),
@@ -352,6 +362,7 @@ METHODS: dict[str, Callable[[tuple, dict], Any]] = {
     "flatten": _flatten_fn,
     "mean": _mean,
     "softmax": _fn_softmax,
+    "permute": _fn_permute,
 }
 # Ops that merge two or more tensors.
 ADDS = {operator.add, operator.iadd, torch.add}

@@ -27,6 +27,7 @@ from torch import nn
 
 from archc.compiler import ir
 from archc.compiler.diagnostics import Diagnostics, did_you_mean
+from archc.compiler.parse import notation_kind
 from archc.importers import leaf_rows  # noqa: F401  (the libraries' rows join the table)
 from archc.importers.leaves import OWN, Leaf, leaf_for, make_layer, place
 from archc.importers.torch_blocks import Blocks, Emitter, Unified, fold_loops, same
@@ -36,6 +37,7 @@ from archc.importers.torch_draft import (
     DGroup,
     DItem,
     DLayer,
+    nest_numbered,
     shortcut_args,
     walk,
 )
@@ -492,12 +494,14 @@ class _RowContext:
         return self.drafter.shapes.get(id(self.module))
 
     def child(self, name: str) -> DItem | None:
-        """Child `name` drafted as any module is, labelled `name` (numbered when a number);
-        None when it is missing, or a named identity or empty sequence."""
-        sub = getattr(self.module, name, None)
-        if not isinstance(sub, nn.Module):
+        """Child `name` (or a deeper module, `paths.0`) drafted as any module is, labelled
+        `name` (numbered when it ends in a number); None when it is missing, or a named
+        identity or empty sequence."""
+        try:  # `paths.0`: a member of a child ModuleList
+            sub = self.module.get_submodule(name)
+        except AttributeError:
             return None
-        numbered = name.isdigit()
+        numbered = name.rpartition(".")[2].isdigit()
         empty = isinstance(sub, nn.Identity) or (type(sub) is nn.Sequential and not len(sub))
         if empty and not numbered:
             return None
@@ -572,8 +576,10 @@ def block_names(instances: dict[Any, list]) -> dict[Any, str]:
     for key in instances:
         # A plain nn.Sequential at a numbered place (EfficientNet's features.1): a stage.
         base = "stage" if key is nn.Sequential else snake(key.__name__)
-        if lookup(base) is not None:
+        if lookup(base) is not None or notation_kind(base) is not None:
             base += "_block"
+        if notation_kind(base) is not None:  # `mlp_block` still reads as the layer `mlp`
+            base = f"block_{base.removesuffix('_block')}"
         name, n = base, 2
         while name in taken:
             name, n = f"{base}{n}", n + 1
@@ -604,6 +610,10 @@ def to_spec(
     drafter.note_repeats()
     if not drafter.ok:
         return None
+    for items in drafter.bodies.values():  # `conv_kxk.0`, `conv_kxk.1` → `conv_kxk:` numbered
+        nest_numbered(items)
+        if not items:  # a module that computes nothing (DropPath at 0): a block needs a body
+            items.append(DLayer("identity"))
     instances = drafter.instances
     blocks = Blocks(
         drafter.bodies,

@@ -31,7 +31,7 @@ def _shuffle_torch(inp: Shape, p: dict[str, Any]) -> Any:
 def _scale_torch(inp: Shape, p: dict[str, Any]) -> Any:
     from archc.layers.modules import LayerScale
 
-    return LayerScale(inp[0], p["init"])
+    return LayerScale(inp[0], p["init"], p.get("flat", False))  # (older callers omit it)
 
 
 def _channel_axis(p: dict[str, Any]) -> int:
@@ -78,7 +78,9 @@ KINDS: tuple[LayerKind, ...] = (
         "A learnable scale per channel, x·γ with γ of shape (C, 1, 1) (ConvNeXt's layer "
         "scale). Its state_dict key is the layer's own name, without `.weight`: label it "
         "`layer_scale:` for torchvision's key.",
-        (Param("init", "float", 1.0, "the initial value of every γ"),),
+        (Param("init", "float", 1.0, "the initial value of every γ"),
+         Param("flat", "bool", False, "γ is kept as a vector (C,) and reshaped to (C, 1, 1) "
+               "when applied, as timm's `gamma` (ConvNeXt, RDNet)")),
         lambda inp, p, ctx: image("scale", inp),
         _scale_torch,
         CONV,

@@ -93,18 +93,21 @@ class OwnParameter(nn.Module):
 
 class LayerScale(OwnParameter):
     """A learnable scale per channel, (C, 1, 1), initialised to `init` (ConvNeXt), stored
-    under the holder's key `layer_scale` (see OwnParameter)."""
+    under the holder's key `layer_scale` (see OwnParameter); with `flat`, kept as (C,), as
+    timm keeps its `gamma`."""
 
-    def __init__(self, channels: int, init: float = 1.0):
+    def __init__(self, channels: int, init: float = 1.0, flat: bool = False):
         super().__init__()
-        self.channels, self.init = channels, init
-        self.weight = nn.Parameter(torch.full((channels, 1, 1), float(init)))
+        self.channels, self.init, self.flat = channels, init, flat
+        shape = (channels,) if flat else (channels, 1, 1)
+        self.weight = nn.Parameter(torch.full(shape, float(init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * x  # (C, 1, 1) * (B, C, H, W)
+        gamma = self.weight.view(-1, 1, 1)  # (C, 1, 1), whichever way it is kept
+        return gamma * x  # (C, 1, 1) * (B, C, H, W)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, init={self.init}"
+        return f"{self.channels}, init={self.init}" + (", flat=True" if self.flat else "")
 
 
 class StochasticDepth(nn.Module):

@@ -1,0 +1,318 @@
+"""timm's helper patterns that `archc import` reads (the fast lane of bench/timm_import.py):
+small modules written the way timm writes them, each imported (the importer checks itself)
+and checked again by the test's own oracle (norms randomised, weights loaded strictly)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from archc.importers.layout import spec_text
+from tests.importers.test_torch_leaves import assert_exact, imported, messages
+
+HERE = "tests.importers.test_timm_import"
+
+
+class ConvBn(nn.Module):
+    """A conv and its bn, one module (timm's ConvNormAct)."""
+
+    def __init__(self, c: int, k: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, k, padding=k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class RepBranches(nn.Module):
+    """MobileOne's block: a 1×1 branch plus a ModuleList of conv+bn branches, summed in a
+    loop (`out += branch(x)`)."""
+
+    def __init__(self, c: int = 8, n: int = 3):
+        super().__init__()
+        self.conv_scale = ConvBn(c, 1)
+        self.conv_kxk = nn.ModuleList(ConvBn(c, 3) for _ in range(n))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        out = self.conv_scale(x)
+        for branch in self.conv_kxk:
+            out = out + branch(x)
+        return self.act(out)
+
+
+def rep_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), RepBranches(), RepBranches(n=1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_modulelist_summed_in_a_loop_imports_as_a_numbered_merge():
+    spec, diags = imported(f"{HERE}:rep_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "conv_kxk: add:" in text  # conv_kxk.0 ... conv_kxk.2: one numbered submodule
+    assert "conv_kxk.0" not in text
+    assert_exact(text, rep_net())
+
+
+def convnext_net() -> nn.Module:
+    """timm's ConvNeXt block: its layer scale `gamma` is kept as (C,) and reshaped to
+    (1, C, 1, 1) where it multiplies; its MLP of 1×1 convs is timm's `ConvMlp` (snake-cased
+    `conv_mlp`, a name that reads as the layer `conv`: the block must be named otherwise)."""
+    from timm.models.convnext import ConvNeXtBlock
+
+    torch.manual_seed(0)
+    block = ConvNeXtBlock(8, ls_init_value=1.0, conv_mlp=True)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), block, nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 10))
+    with torch.no_grad():
+        net[1].gamma.copy_(torch.randn(8))  # a scale that differs per channel
+    return net
+
+
+def test_timms_reshaped_layer_scale_imports_as_a_flat_scale():
+    spec, diags = imported(f"{HERE}:convnext_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "gamma: scale(flat=true)" in text
+    assert "block block_mlp" in text
+    assert_exact(text, convnext_net())
+
+
+class Passthrough(nn.Module):
+    """A module that computes nothing when it runs (timm's DropPath at rate 0)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        return x * 2
+
+
+class Stage(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.drop_path = Passthrough()
+
+    def forward(self, x):
+        return x + self.drop_path(self.conv(x))
+
+
+def passthrough_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), Stage(), Stage(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_module_that_computes_nothing_becomes_a_block_of_identity():
+    spec, diags = imported(f"{HERE}:passthrough_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "block passthrough:\n    identity" in text
+    assert_exact(text, passthrough_net())
+
+
+def mixed_conv_net() -> nn.Module:
+    """timm's MixedConv2d: 8 channels split 4, 2, 2 over kernels 3, 5 and 7 (depthwise)."""
+    from timm.layers import MixedConv2d
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
+                         MixedConv2d(8, 8, kernel_size=[3, 5, 7], depthwise=True),
+                         nn.BatchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10))
+
+
+def test_timms_mixed_conv_imports_as_a_mix_split_merge():
+    spec, diags = imported(f"{HERE}:mixed_conv_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "mix-split:" in text
+    assert "conv5-2(groups=2" in text  # the second group: 2 channels, its own kernel
+    assert_exact(text, mixed_conv_net())
+
+
+def selective_kernel_net(split: bool = True) -> nn.Module:
+    """timm's SelectiveKernel: a 3×3 and a dilated 3×3 path, then attention across them."""
+    from timm.layers import SelectiveKernel
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
+                         SelectiveKernel(8, 8, split_input=split, rd_ratio=0.5, rd_divisor=4),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def selective_kernel_whole() -> nn.Module:
+    return selective_kernel_net(split=False)
+
+
+def test_timms_selective_kernel_imports_as_paths_and_split_attention():
+    for factory, merge in (("selective_kernel_net", "paths: split:"),
+                           ("selective_kernel_whole", "paths: concat:")):
+        spec, diags = imported(f"{HERE}:{factory}")
+        assert spec is not None, messages(diags)
+        text = spec_text(spec)
+        assert merge in text and 'attn: split-attention(' in text and 'names="sk"' in text
+        assert_exact(text, globals()[factory]())
+
+
+def norm_and_scale_net() -> nn.Module:
+    """timm's GroupNorm1 and GroupNorm (nn.GroupNorm with forwards of their own) and
+    metaformer's Scale (a (C,) parameter viewed as (C, 1, 1))."""
+    from timm.layers import GroupNorm, GroupNorm1
+    from timm.models.metaformer import Scale
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), GroupNorm1(8), GroupNorm(8, 4),
+                        Scale(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    with torch.no_grad():
+        net[3].scale.copy_(torch.randn(8))
+    return net
+
+
+def test_timms_group_norms_and_metaformer_scale_import():
+    spec, diags = imported(f"{HERE}:norm_and_scale_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "groupnorm(1)  groupnorm(4)" in text
+    assert "scale: scale(flat=true)" in text
+    assert_exact(text, norm_and_scale_net())
+
+
+class SizedSplit(nn.Module):
+    """InceptionNeXt's token mixer, unequal: the channels split 5, 1, 2, the first piece
+    passed on, the others through their own convs, concatenated."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(1, 1, 3, padding=1)
+        self.conv_b = nn.Conv2d(2, 2, (1, 5), padding=(0, 2), groups=2)
+
+    def forward(self, x):
+        keep, a, b = torch.split(x, [5, 1, 2], dim=1)
+        return torch.cat((keep, self.conv_a(a), self.conv_b(b)), dim=1)
+
+
+def sized_split_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), SizedSplit(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_split_by_unequal_sizes_imports_as_channel_slices():
+    spec, diags = imported(f"{HERE}:sized_split_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "channel-slice(5, 6)" in text and "channel-slice(6, 8)" in text
+    assert_exact(text, sized_split_net())
+
+
+def distilled_head_net() -> nn.Module:
+    """RepViT's classifier with distillation: in eval, the mean of its two heads."""
+    from timm.models.repvit import RepVitClassifier
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         RepVitClassifier(8, 10, distillation=True))
+
+
+def test_repvits_distilled_head_imports_as_the_mean_of_its_heads():
+    spec, diags = imported(f"{HERE}:distilled_head_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "constant-scale-{0.5}" in text and "head_dist: norm_linear" in text
+    assert_exact(text, distilled_head_net())
+
+
+class PartialConv(nn.Module):
+    """FasterNet's partial conv: the forward is chosen per instance, and convolves only the
+    first quarter of the channels."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.part, self.rest = c // 4, c - c // 4
+        self.conv = nn.Conv2d(self.part, self.part, 3, padding=1, bias=False)
+        self.forward = self.forward_split_cat
+
+    def forward_split_cat(self, x):
+        a, b = torch.split(x, [self.part, self.rest], dim=1)
+        return torch.cat((self.conv(a), b), 1)
+
+
+def partial_conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), PartialConv(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_forward_chosen_per_instance_is_the_one_read():
+    spec, diags = imported(f"{HERE}:partial_conv_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "channel-slice(0, 2)" in text and "conv3-2" in text
+    assert_exact(text, partial_conv_net())
+
+
+class KeywordHeadNet(nn.Module):
+    """CSPNeXt's forward: timm's `self.head(x, pre_logits=pre_logits)`, traced at False."""
+
+    def __init__(self):
+        from timm.layers import ClassifierHead
+
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.head = ClassifierHead(8, 10)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x):
+        return self.forward_head(self.stem(x))
+
+
+def keyword_head_net() -> nn.Module:
+    torch.manual_seed(0)
+    return KeywordHeadNet()
+
+
+def test_a_module_called_with_its_default_keywords_imports():
+    spec, diags = imported(f"{HERE}:keyword_head_net")
+    assert spec is not None, messages(diags)
+    assert_exact(spec_text(spec), keyword_head_net())
+
+
+class ChannelLastHead(nn.Module):
+    """MambaOut's style: a channel-last Linear between permutes, and a head whose forward
+    takes `pre_logits` (traced at its default, which fx guards with an assert)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x, pre_logits: bool = False):
+        x = self.fc1(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = x.mean((2, 3))
+        if pre_logits:
+            return x
+        return self.fc(x)
+
+
+def channel_last_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), ChannelLastHead())
+
+
+def test_permutes_and_a_guarded_default_argument_import():
+    spec, diags = imported(f"{HERE}:channel_last_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "permute((0, 2, 3, 1))" in text and "permute((0, 3, 1, 2))" in text
+    assert_exact(text, channel_last_net())
