@@ -88,6 +88,9 @@ def _probabilities(result: dict) -> torch.Tensor:
                          for p in result["predictions"]])
 
 
+# exporting ViT-B/16 to ONNX takes minutes of the 2-core machine: opt-in, as the fuzz is
+# (`pytest -m large`); tests/runtime/test_vit_engines.py holds the same on a small vit_b_16
+@pytest.mark.large
 def test_onnxruntime_and_int8_predict_what_the_trained_vit_does(run, workspace):
     eager = _predict(run, workspace, "--engine", "eager")
     onnx = _predict(run, workspace, "--engine", "onnxruntime")
@@ -102,6 +105,9 @@ def test_onnxruntime_and_int8_predict_what_the_trained_vit_does(run, workspace):
     assert float((_probabilities(int8) - want).abs().max()) < 0.1
 
 
+# exporting ViT-B/16 to ONNX takes minutes of the 2-core machine: opt-in, as the fuzz is
+# (`pytest -m large`); tests/runtime/test_vit_engines.py holds the same on a small vit_b_16
+@pytest.mark.large
 def test_eval_through_onnxruntime_scores_what_eager_scores(run, workspace):
     scores = {}
     for engine in ("eager", "onnxruntime"):
