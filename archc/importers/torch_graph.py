@@ -41,6 +41,7 @@ from archc.importers.torch_layers import (
     METHODS,
     MULTIPLIES,
     PASS_THROUGH,
+    SUBTRACTS,
     Unsupported,
     kind_layer,
 )
@@ -366,6 +367,8 @@ class GraphBody:
             return self.mul_op(n)
         if n.target in MAXIMUMS or (n.op == "call_method" and n.target in ("maximum", "max")):
             return self.max_op(n)
+        if n.target in SUBTRACTS or (n.op == "call_method" and n.target in ("sub", "sub_")):
+            return self.sub_op(n)
         if n.op == "call_method" and n.target in ("view", "reshape"):
             return self.view_op(n)
         if n.op == "call_method" and n.target in PASS_THROUGH:
@@ -436,6 +439,15 @@ class GraphBody:
             raise locate(n, "takes a maximum over an axis or with a constant; archc's `max:` "
                          "takes the element-wise maximum of whole branches")
         return _Op(tensors, merge="max")
+
+    def sub_op(self, n: fx.Node) -> _Op:
+        """`a - b` (or `torch.sub(a, b)`): a `sub:` merge, the first tensor minus the second
+        (PoolFormer's token mixer, `pool(x) - x`)."""
+        tensors = [a for a in n.args if isinstance(a, fx.Node)]
+        if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
+            raise locate(n, "subtracts a constant or a scaled tensor; archc's `sub:` subtracts "
+                         "one whole branch from another")
+        return _Op(tensors, merge="sub")
 
     def is_scale(self, n: fx.Node, held: list[fx.Node]) -> bool:
         """`self.layer_scale * x` with a (C, 1, 1) parameter: ConvNeXt's layer scale."""

@@ -316,3 +316,55 @@ def test_permutes_and_a_guarded_default_argument_import():
     text = spec_text(spec)
     assert "permute((0, 2, 3, 1))" in text and "permute((0, 3, 1, 2))" in text
     assert_exact(text, channel_last_net())
+
+
+class PoolMixer(nn.Module):
+    """PoolFormer's token mixer: the pooled neighbourhood minus the token itself."""
+
+    def __init__(self, method: bool = False):
+        super().__init__()
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.method = method
+
+    def forward(self, x):
+        pooled = self.pool(x)
+        return pooled.sub(x) if self.method else pooled - x
+
+
+def pool_mixer_net(method: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), PoolMixer(method),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def pool_mixer_by_method() -> nn.Module:
+    return pool_mixer_net(method=True)
+
+
+def test_poolformers_pool_minus_input_imports_as_a_sub_merge():
+    for factory, model in (("pool_mixer_net", pool_mixer_net()),
+                           ("pool_mixer_by_method", pool_mixer_by_method())):
+        spec, diags = imported(f"{HERE}:{factory}")
+        assert spec is not None, messages(diags)
+        text = spec_text(spec)
+        assert "sub:" in text
+        # the order holds: the pool first, the input (identity) second
+        assert text.index("pool: avgpool") < text.index("identity", text.index("sub:"))
+        assert_exact(text, model)
+
+
+class ScaledDifference(nn.Module):
+    def forward(self, x):
+        return torch.sub(x, x.sigmoid(), alpha=2)
+
+
+def scaled_difference_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), ScaledDifference())
+
+
+def test_a_scaled_subtraction_is_refused_where_it_is_written():
+    spec, diags = imported(f"{HERE}:scaled_difference_net")
+    assert spec is None
+    (message,) = messages(diags)
+    assert "archc's `sub:` subtracts one whole branch from another" in message
+    assert "torch.sub(x, x.sigmoid(), alpha=2)" in message  # where it is written
