@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import archc
 from archc.importers.layout import spec_text
 from tests.importers.test_torch_leaves import assert_exact, imported, messages
 
@@ -368,3 +369,18 @@ def test_a_scaled_subtraction_is_refused_where_it_is_written():
     (message,) = messages(diags)
     assert "archc's `sub:` subtracts one whole branch from another" in message
     assert "torch.sub(x, x.sigmoid(), alpha=2)" in message  # where it is written
+
+
+def test_timms_fastvit_imports_exactly_with_the_sub_merge():
+    """fastvit_t8's RepMixer (`x + scale * (mixer(x) - norm(x))`) needs `sub:`; archc's
+    import checks itself against timm's module (strict load, same outputs, norms randomised)."""
+    text, diags = archc.import_network("timm:create_model", {"model_name": "fastvit_t8"})
+    assert text is not None, [d.message for d in diags]
+    assert "sub([mixer: " in text  # the one-line merge: mixer(x) - norm(x)
+
+
+def test_poolformers_token_mixer_no_longer_stops_its_import():
+    """poolformer_s12 gets past its `pool(x) - x` mixer; what stops it now is its head."""
+    text, diags = archc.import_network("timm:create_model", {"model_name": "poolformer_s12"})
+    messages = [d.message for d in diags if d.severity == "error"]
+    assert text is not None or not any("sub" in m or "token_mixer" in m for m in messages)
