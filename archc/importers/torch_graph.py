@@ -420,7 +420,7 @@ class GraphBody:
         label = target if single or first or has_state or "." in target else None  # `a.0`
         if label is not None and not target.split(".")[-1].isdigit():
             self.named.add(target)
-        return _Op([n.args[0]], self.child_item(child, target, label))
+        return _Op([_node(n.args[0])], self.child_item(child, target, label))
 
     def add_op(self, n: fx.Node) -> _Op:
         """`a + b`: an `add:` merge of two tensors."""
