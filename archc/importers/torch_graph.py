@@ -656,8 +656,11 @@ class GraphBody:
 
 def group_containers(items: list[DItem]) -> list[DItem]:
     """Calls of `blocks.0`, `blocks.1`, ... in order (a ModuleList or a Sequential called
-    item by item) → one `blocks: [...]` group, so the keys stay `blocks.0...`."""
+    item by item) → one `blocks: [...]` group, so the keys stay `blocks.0...`; calls of
+    named children one after the other (MetaFormer's `head.global_pool`, `head.norm`, ...)
+    → one `head: [global_pool: ... norm: ...]` group, so the keys stay `head.norm...`."""
     out: list[DItem] = []
+    named: set[str] = set()  # the prefixes of the groups of named children made so far
     for item in items:
         label = getattr(item, "label", None) or ""
         prefix, _, index = label.rpartition(".")
@@ -665,12 +668,20 @@ def group_containers(items: list[DItem]) -> list[DItem]:
             out.append(item)
             continue
         last = out[-1] if out else None
+        group = last if isinstance(last, DGroup) and last.label == prefix else None
         if index == "0":
             item.label = None
             out.append(DGroup([item], prefix))
-        elif isinstance(last, DGroup) and last.label == prefix and index == str(len(last.items)):
+        elif group is not None and index == str(len(group.items)):
             item.label = None
-            last.items.append(item)
+            group.items.append(item)
+        elif not index.isdigit() and group is not None and prefix in named:
+            item.label = index
+            group.items.append(item)
+        elif not index.isdigit() and prefix not in named:
+            named.add(prefix)
+            item.label = index
+            out.append(DGroup([item], prefix))
         else:
             raise Unsupported(
                 f"calls `{label}` apart from `{prefix}`'s other items (archc numbers a "

@@ -4,6 +4,8 @@ and checked again by the test's own oracle (norms randomised, weights loaded str
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -384,3 +386,55 @@ def test_poolformers_token_mixer_no_longer_stops_its_import():
     text, diags = archc.import_network("timm:create_model", {"model_name": "poolformer_s12"})
     messages = [d.message for d in diags if d.severity == "error"]
     assert text is not None or not any("sub" in m or "token_mixer" in m for m in messages)
+
+
+class HeadCalledByParts(nn.Module):
+    """MetaFormer's forward_head: a Sequential of named children called one by one."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Sequential(OrderedDict([
+            ("global_pool", nn.AdaptiveAvgPool2d(1)), ("norm", nn.BatchNorm2d(8)),
+            ("flatten", nn.Flatten(1)), ("drop", nn.Dropout(0.0)), ("fc", nn.Linear(8, 10))]))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.head.global_pool(x)
+        x = self.head.norm(x)
+        x = self.head.flatten(x)
+        x = self.head.drop(x)
+        return self.head.fc(x)
+
+
+def head_by_parts_net() -> nn.Module:
+    torch.manual_seed(0)
+    return HeadCalledByParts()
+
+
+def test_named_children_called_one_by_one_import_as_one_labelled_group():
+    spec, diags = imported(f"{HERE}:head_by_parts_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "head: [" in text and "norm: bn" in text and "fc: fc-10" in text
+    assert_exact(text, head_by_parts_net())
+
+
+class HeadCalledApart(HeadCalledByParts):
+    """The head's children with another layer between them: not one group."""
+
+    def forward(self, x):
+        x = self.head.global_pool(self.stem(x))
+        x = self.head.flatten(torch.relu(x))
+        return self.head.fc(x)
+
+
+def head_apart_net() -> nn.Module:
+    return HeadCalledApart()
+
+
+def test_named_children_called_apart_are_refused():
+    spec, diags = imported(f"{HERE}:head_apart_net")
+    assert spec is None
+    assert any("calls `head.flatten` apart from `head`'s other items" in m
+               for m in messages(diags))
