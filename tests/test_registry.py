@@ -525,6 +525,8 @@ MERGE_CASES = [
     ("mul", [(4, 3, 3), (2, 1, 1)]), ("mul", [(6,), (6,)]),
     ("max", [(4, 3, 3), (4, 3, 3), (4, 3, 3)]), ("max", [(4, 3, 3), (2, 3, 3)]),
     ("max", [(4, 3, 3), (4, 1, 1)]),
+    ("sub", [(4, 3, 3), (4, 3, 3)]), ("sub", [(4, 3, 3), (2, 3, 3)]),
+    ("sub", [(4, 3, 3), (4, 1, 1)]), ("sub", [(4,), (4,)]),
     ("split", [(4, 3, 3), (2, 3, 3)]),
     ("mix-split", [(4, 3, 3), (2, 3, 3), (2, 3, 3)]), ("mix-split", [(4, 3, 3), (2, 2, 3)]),
     ("add-into", [(6, 4, 4), (2, 4, 4)]), ("add-into", [(2, 4, 4), (6, 8, 8)]),
@@ -553,7 +555,7 @@ def test_merge_shape_rules_match_torch(name, shapes):
     merge = MERGES[name]
     expected = merged_static(merge, shapes)
     got = merged_torch(merge, shapes)
-    if name in ("add", "max") and expected is None:  # archc refuses broadcasting on purpose
+    if name in ("add", "max", "sub") and expected is None:  # archc refuses broadcasting on purpose
         return
     if name == "add-into" and expected is None:  # archc refuses unlike heights and widths,
         return  # as darknet asserts
@@ -573,6 +575,28 @@ def test_max_is_torch_maximum_of_every_branch():
     expected = torch.maximum(torch.maximum(outs[0], outs[1]), outs[2])
     assert torch.equal(MERGES["max"].combine(outs), expected)
     assert not torch.equal(expected, outs[0])  # the oracle tells the branches apart
+
+
+def test_sub_is_the_first_branch_minus_the_second():
+    first, second = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    assert torch.equal(MERGES["sub"].combine([first, second]), first - second)
+    assert not torch.equal(first - second, second - first)  # the order is told apart
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_sub_takes_exactly_two_branches(count):
+    with pytest.raises(ShapeProblem, match="exactly two branches") as problem:
+        MERGES["sub"].shape([(4, 3, 3)] * count)
+    assert problem.value.code == "E204"
+
+
+@pytest.mark.parametrize("branches, line", [(["identity"] * 3, 4), (["conv1-4"], 4)])
+def test_a_sub_of_other_than_two_branches_is_located(branches, line):
+    text = "network t:\n    input 4x8x8\n    conv1-4\n    sub:\n" + "".join(
+        f"        {b}\n" for b in branches)
+    result = archc.check("t.arch", text=text)
+    assert [(d.code, d.span.line) for d in result.diagnostics] == [("E204", line)]
+    assert "exactly two branches" in result.diagnostics[0].message
 
 
 @pytest.mark.parametrize("name", ["split", "mix-split"])
@@ -635,6 +659,7 @@ def test_every_kind_emits_python_that_matches_build(tmp_path):
     assert ".chunk(2, 1)" in source  # the split
     assert ".split(mix_split_sizes(" in source and "def mix_split_sizes(" in source
     assert "torch.maximum(" in source  # the max merge
+    assert "(out) - self.identity(out)" in source  # the sub merge: the pool minus its input
 
 
 def test_the_diagram_draws_gates_and_splits():
@@ -649,6 +674,7 @@ def test_the_diagram_draws_gates_and_splits():
     assert gate_edges and all('label="8×1×1"' in line for line in gate_edges)
     assert "split ÷2" in source and 'label="4×12×12"' in source  # half of 8×12×12
     assert '"net/max" [label=max ' in source  # the max merge's circle
+    assert '/sub4" [label="−" ' in source  # the sub merge's circle
 
 
 @pytest.mark.parametrize("word, kind", [("conv1x7", "conv"), ("maxpool3x1-2x1", "maxpool"),

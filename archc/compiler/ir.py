@@ -293,7 +293,9 @@ class Group(Node):
     label_span: Span = NOWHERE  # where the label is written
 
 
-MergeMode = Literal["concat", "add", "add-into", "mul", "max", "split", "mix-split"]
+MergeMode = Literal[
+    "concat", "add", "add-into", "mul", "max", "sub", "split", "mix-split"
+]
 
 
 class Merge(Node):

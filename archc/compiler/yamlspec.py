@@ -379,7 +379,7 @@ class _Reader:
             raise _Invalid(
                 node,
                 "an item has exactly one operation (a layer, block, group, "
-                "merge (concat, add, mul, max, split), tap or table)",
+                "merge (concat, add, mul, max, sub, split, ...), tap or table)",
                 "besides it, only `name` and `repeat`",
             )
         key, knode, value = ops[0]

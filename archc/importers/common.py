@@ -10,7 +10,7 @@ from archc.compiler.diagnostics import Diagnostics
 # Words of the .arch language that cannot be labels or network names.
 RESERVED = {
     "input", "block", "network", "table", "import", "train", "after", "tap", "for", "in",
-    "concat", "add", "mul", "max", "if", "else", "and", "or", "not", "true", "false",
+    "concat", "add", "mul", "max", "sub", "if", "else", "and", "or", "not", "true", "false",
     "same", "valid",
 }
 

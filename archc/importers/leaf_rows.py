@@ -246,10 +246,11 @@ def _selective_kernel(m: Any, context: Context) -> list[DItem]:
     attn = m.attn
     if type(attn.bn) is not nn.BatchNorm2d or type(attn.act) is not nn.ReLU:
         raise Unsupported("a selective kernel whose attention is not conv, batch norm, ReLU")
-    paths = [context.child(f"paths.{i}") for i in range(len(m.paths))]
-    if not all(isinstance(p, (DLayer, DCall)) for p in paths):
+    found = [context.child(f"paths.{i}") for i in range(len(m.paths))]
+    paths: list[DItem] = [p for p in found if isinstance(p, (DLayer, DCall))]
+    if len(paths) != len(found):
         raise Unsupported("a selective kernel whose paths are not one module each")
-    merge = DMerge("split" if m.split_input else "concat", list(paths), "paths")
+    merge = DMerge("split" if m.split_input else "concat", paths, "paths")
     return [merge, context.layer("split-attention", label="attn", radix=m.num_paths,
                                  hidden=attn.fc_reduce.out_channels, bias=False, names="sk")]
 

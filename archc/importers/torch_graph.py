@@ -41,6 +41,7 @@ from archc.importers.torch_layers import (
     METHODS,
     MULTIPLIES,
     PASS_THROUGH,
+    SUBTRACTS,
     Unsupported,
     kind_layer,
 )
@@ -366,6 +367,8 @@ class GraphBody:
             return self.mul_op(n)
         if n.target in MAXIMUMS or (n.op == "call_method" and n.target in ("maximum", "max")):
             return self.max_op(n)
+        if n.target in SUBTRACTS or (n.op == "call_method" and n.target in ("sub", "sub_")):
+            return self.sub_op(n)
         if n.op == "call_method" and n.target in ("view", "reshape"):
             return self.view_op(n)
         if n.op == "call_method" and n.target in PASS_THROUGH:
@@ -417,7 +420,7 @@ class GraphBody:
         label = target if single or first or has_state or "." in target else None  # `a.0`
         if label is not None and not target.split(".")[-1].isdigit():
             self.named.add(target)
-        return _Op([n.args[0]], self.child_item(child, target, label))
+        return _Op([_node(n.args[0])], self.child_item(child, target, label))
 
     def add_op(self, n: fx.Node) -> _Op:
         """`a + b`: an `add:` merge of two tensors."""
@@ -436,6 +439,15 @@ class GraphBody:
             raise locate(n, "takes a maximum over an axis or with a constant; archc's `max:` "
                          "takes the element-wise maximum of whole branches")
         return _Op(tensors, merge="max")
+
+    def sub_op(self, n: fx.Node) -> _Op:
+        """`a - b` (or `torch.sub(a, b)`): a `sub:` merge, the first tensor minus the second
+        (PoolFormer's token mixer, `pool(x) - x`)."""
+        tensors = [a for a in n.args if isinstance(a, fx.Node)]
+        if len(tensors) != 2 or len(n.args) != 2 or n.kwargs:
+            raise locate(n, "subtracts a constant or a scaled tensor; archc's `sub:` subtracts "
+                         "one whole branch from another")
+        return _Op(tensors, merge="sub")
 
     def is_scale(self, n: fx.Node, held: list[fx.Node]) -> bool:
         """`self.layer_scale * x` with a (C, 1, 1) parameter: ConvNeXt's layer scale."""
@@ -644,8 +656,11 @@ class GraphBody:
 
 def group_containers(items: list[DItem]) -> list[DItem]:
     """Calls of `blocks.0`, `blocks.1`, ... in order (a ModuleList or a Sequential called
-    item by item) → one `blocks: [...]` group, so the keys stay `blocks.0...`."""
+    item by item) → one `blocks: [...]` group, so the keys stay `blocks.0...`; calls of
+    named children one after the other (MetaFormer's `head.global_pool`, `head.norm`, ...)
+    → one `head: [global_pool: ... norm: ...]` group, so the keys stay `head.norm...`."""
     out: list[DItem] = []
+    named: set[str] = set()  # the prefixes of the groups of named children made so far
     for item in items:
         label = getattr(item, "label", None) or ""
         prefix, _, index = label.rpartition(".")
@@ -653,12 +668,20 @@ def group_containers(items: list[DItem]) -> list[DItem]:
             out.append(item)
             continue
         last = out[-1] if out else None
+        group = last if isinstance(last, DGroup) and last.label == prefix else None
         if index == "0":
             item.label = None
             out.append(DGroup([item], prefix))
-        elif isinstance(last, DGroup) and last.label == prefix and index == str(len(last.items)):
+        elif group is not None and index == str(len(group.items)):
             item.label = None
-            last.items.append(item)
+            group.items.append(item)
+        elif not index.isdigit() and group is not None and prefix in named:
+            item.label = index
+            group.items.append(item)
+        elif not index.isdigit() and prefix not in named:
+            named.add(prefix)
+            item.label = index
+            out.append(DGroup([item], prefix))
         else:
             raise Unsupported(
                 f"calls `{label}` apart from `{prefix}`'s other items (archc numbers a "

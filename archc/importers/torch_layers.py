@@ -368,4 +368,5 @@ METHODS: dict[str, Callable[[tuple, dict], Any]] = {
 ADDS = {operator.add, operator.iadd, torch.add}
 MULTIPLIES = {operator.mul, operator.imul, torch.mul}
 MAXIMUMS = {torch.maximum, torch.max}  # torch.max of two tensors (max_op checks there are two)
+SUBTRACTS = {operator.sub, operator.isub, torch.sub, torch.subtract}
 PASS_THROUGH = {"contiguous", "clone"}

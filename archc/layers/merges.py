@@ -18,7 +18,8 @@ from archc.layers.core import Shape, ShapeProblem, fmt, mix_split_sizes
 
 @dataclass(frozen=True)
 class MergeKind:
-    """A merge: `add:`, `add-into:`, `concat:`, `max:`, `mul:`, `split:` or `mix-split:`."""
+    """A merge: `add:`, `add-into:`, `concat:`, `max:`, `mul:`, `sub:`, `split:` or
+    `mix-split:`."""
 
     name: str
     doc: str
@@ -109,6 +110,17 @@ def _same_shapes(name: str) -> Callable[[list[Shape]], Shape]:
         return first
 
     return rule
+
+
+def _difference(shapes: list[Shape]) -> Shape:
+    """`sub`'s rule: exactly two branches (the first minus the second) of one shape."""
+    if len(shapes) != 2:
+        raise ShapeProblem(
+            "E204",
+            f"`sub:` takes exactly two branches (the first minus the second), got {len(shapes)}",
+            "to subtract several, nest the merges; a sum of several is `add:`",
+        )
+    return _same_shapes("sub")(shapes)
 
 
 def _broadcast(shapes: list[Shape]) -> Shape:
@@ -217,6 +229,15 @@ MERGE_KINDS: tuple[MergeKind, ...] = (
         None,
         "max",
         function="torch.maximum",
+    ),
+    MergeKind(
+        "sub",
+        "Subtracts the second branch from the first, element-wise; exactly two branches of "
+        "the same shape (PoolFormer's token mixer, `pool(x) - x`).",
+        _difference,
+        lambda outputs: operator.sub(*outputs),
+        "-",
+        "−",
     ),
     MergeKind(
         "add-into",

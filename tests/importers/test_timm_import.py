@@ -4,9 +4,12 @@ and checked again by the test's own oracle (norms randomised, weights loaded str
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
+import archc
 from archc.importers.layout import spec_text
 from tests.importers.test_torch_leaves import assert_exact, imported, messages
 
@@ -316,3 +319,123 @@ def test_permutes_and_a_guarded_default_argument_import():
     text = spec_text(spec)
     assert "permute((0, 2, 3, 1))" in text and "permute((0, 3, 1, 2))" in text
     assert_exact(text, channel_last_net())
+
+
+class PoolMixer(nn.Module):
+    """PoolFormer's token mixer: the pooled neighbourhood minus the token itself."""
+
+    def __init__(self, method: bool = False):
+        super().__init__()
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.method = method
+
+    def forward(self, x):
+        pooled = self.pool(x)
+        return pooled.sub(x) if self.method else pooled - x
+
+
+def pool_mixer_net(method: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), PoolMixer(method),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def pool_mixer_by_method() -> nn.Module:
+    return pool_mixer_net(method=True)
+
+
+def test_poolformers_pool_minus_input_imports_as_a_sub_merge():
+    for factory, model in (("pool_mixer_net", pool_mixer_net()),
+                           ("pool_mixer_by_method", pool_mixer_by_method())):
+        spec, diags = imported(f"{HERE}:{factory}")
+        assert spec is not None, messages(diags)
+        text = spec_text(spec)
+        assert "sub:" in text
+        # the order holds: the pool first, the input (identity) second
+        assert text.index("pool: avgpool") < text.index("identity", text.index("sub:"))
+        assert_exact(text, model)
+
+
+class ScaledDifference(nn.Module):
+    def forward(self, x):
+        return torch.sub(x, x.sigmoid(), alpha=2)
+
+
+def scaled_difference_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), ScaledDifference())
+
+
+def test_a_scaled_subtraction_is_refused_where_it_is_written():
+    spec, diags = imported(f"{HERE}:scaled_difference_net")
+    assert spec is None
+    (message,) = messages(diags)
+    assert "archc's `sub:` subtracts one whole branch from another" in message
+    assert "torch.sub(x, x.sigmoid(), alpha=2)" in message  # where it is written
+
+
+def test_timms_fastvit_imports_exactly_with_the_sub_merge():
+    """fastvit_t8's RepMixer (`x + scale * (mixer(x) - norm(x))`) needs `sub:`; archc's
+    import checks itself against timm's module (strict load, same outputs, norms randomised)."""
+    text, diags = archc.import_network("timm:create_model", {"model_name": "fastvit_t8"})
+    assert text is not None, [d.message for d in diags]
+    assert "sub([mixer: " in text  # the one-line merge: mixer(x) - norm(x)
+
+
+def test_timms_poolformer_imports_exactly():
+    """poolformer_s12: its `pool(x) - x` token mixer is a `sub:` merge, and its head's
+    children, called one by one in forward_head, are one `head: [...]` group."""
+    text, diags = archc.import_network("timm:create_model", {"model_name": "poolformer_s12"})
+    assert text is not None, [d.message for d in diags]
+    assert "sub:" in text and "head:" in text and "norm: layernorm2d" in text
+
+
+class HeadCalledByParts(nn.Module):
+    """MetaFormer's forward_head: a Sequential of named children called one by one."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Sequential(OrderedDict([
+            ("global_pool", nn.AdaptiveAvgPool2d(1)), ("norm", nn.BatchNorm2d(8)),
+            ("flatten", nn.Flatten(1)), ("drop", nn.Dropout(0.0)), ("fc", nn.Linear(8, 10))]))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.head.global_pool(x)
+        x = self.head.norm(x)
+        x = self.head.flatten(x)
+        x = self.head.drop(x)
+        return self.head.fc(x)
+
+
+def head_by_parts_net() -> nn.Module:
+    torch.manual_seed(0)
+    return HeadCalledByParts()
+
+
+def test_named_children_called_one_by_one_import_as_one_labelled_group():
+    spec, diags = imported(f"{HERE}:head_by_parts_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "head: [" in text and "norm: bn" in text and "fc: fc-10" in text
+    assert_exact(text, head_by_parts_net())
+
+
+class HeadCalledApart(HeadCalledByParts):
+    """The head's children with another layer between them: not one group."""
+
+    def forward(self, x):
+        x = self.head.global_pool(self.stem(x))
+        x = self.head.flatten(torch.relu(x))
+        return self.head.fc(x)
+
+
+def head_apart_net() -> nn.Module:
+    return HeadCalledApart()
+
+
+def test_named_children_called_apart_are_refused():
+    spec, diags = imported(f"{HERE}:head_apart_net")
+    assert spec is None
+    assert any("calls `head.flatten` apart from `head`'s other items" in m
+               for m in messages(diags))
