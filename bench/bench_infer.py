@@ -143,11 +143,12 @@ def engine_subject(name: str, net, model, images: Path, work: Path):
     from runtime.training.train import cache_dir
 
     spec, _ = NETWORKS[name]
-    config = TrainConfig(image_size=net.input_shape[1])
+    config = TrainConfig.model_validate({"image_size": net.input_shape[1]})
     decode_size = max(config.cache_size, net.input_shape[1])
     data = images / "train"
     labelled = load_images(data, size=decode_size, cache_dir=cache_dir())
-    split = stratified_split(labelled.labels, config.val_fraction, config.seed)
+    train, val = stratified_split(labelled.labels, config.val_fraction, config.seed)
+    split = (train.tolist(), val.tolist())
     run = work / f"{name}-engines"
     create_run(run, (ROOT / spec).read_text(encoding="utf-8"), spec, {}, config, split, data,
                labelled.classes, overwrite=True, network=net.name)

@@ -300,13 +300,16 @@ def weighted_composite(cls: type, *args: Any, **kwargs: Any) -> Any:
     import torch
     from torch import nn
 
+    # the caller's device: a build inside `with torch.device("meta")` stays on meta, and one
+    # inside `with torch.device("cuda")` is given its memory there
+    target = torch.empty(0).device
     with torch.device("meta"):
         module = cls(*args, **kwargs)
     owners = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
     if any(True for _ in module.buffers()) or not all(
             isinstance(m, nn.Linear | nn.Conv2d) for m in owners):
         return cls(*args, **kwargs)
-    return module.to_empty(device="cpu")
+    return module if target.type == "meta" else module.to_empty(device=target)
 
 
 @lru_cache(maxsize=None)
