@@ -114,12 +114,14 @@ _CAFFE_MESSAGES = {
 
 
 @lru_cache(maxsize=None)
-def caffe_net_class():
-    """The `caffe.NetParameter` message class, built from the fields above."""
+def caffe_net_class(packed: bool = True):
+    """The `caffe.NetParameter` message class, built from the fields above. `packed`: whether
+    repeated numbers are written packed (Caffe's way); protobuf reads both forms, and the
+    tests write the other one too, so the streaming reader must accept it."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-    fdp = descriptor_pb2.FileDescriptorProto(name="archc_caffe.proto", package="caffe",
-                                             syntax="proto2")
+    fdp = descriptor_pb2.FileDescriptorProto(name=f"archc_caffe_{packed}.proto",
+                                             package="caffe", syntax="proto2")
     F = descriptor_pb2.FieldDescriptorProto
     scalar = {"int32": F.TYPE_INT32, "int64": F.TYPE_INT64, "float": F.TYPE_FLOAT,
               "double": F.TYPE_DOUBLE, "string": F.TYPE_STRING}
@@ -132,7 +134,7 @@ def caffe_net_class():
             if ftype in scalar:
                 f.type = scalar[ftype]
                 if label == "repeated" and ftype != "string":
-                    f.options.packed = True
+                    f.options.packed = packed
             else:
                 f.type, f.type_name = F.TYPE_MESSAGE, ftype
     pool = descriptor_pool.DescriptorPool()

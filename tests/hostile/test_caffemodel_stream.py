@@ -19,10 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from archc.importers.weights import WeightsError, read_caffemodel, write_caffemodel
+from archc.importers.weights import (
+    WeightsError,
+    caffe_net_class,
+    read_caffemodel,
+    write_caffemodel,
+)
 
 from .conftest import assert_one_line_error, run_archc
 from .import_mutations import mutate_binary
@@ -31,33 +35,7 @@ DEFAULT, FULL = 300, 3000
 NAMES = ["conv1", "bn1", "fc", "scale", "données", ""]
 
 
-def _message_class(packed: bool):
-    """caffe.NetParameter's weight fields (as archc.importers.weights declares them), with
-    repeated numbers packed or not: protobuf parses both, so a reader must too."""
-    from archc.importers.weights import _CAFFE_MESSAGES  # noqa: PLC2701 - the same fields
-
-    fdp = descriptor_pb2.FileDescriptorProto(name=f"oracle_{packed}.proto", package="caffe",
-                                             syntax="proto2")
-    F = descriptor_pb2.FieldDescriptorProto
-    scalar = {"int32": F.TYPE_INT32, "int64": F.TYPE_INT64, "float": F.TYPE_FLOAT,
-              "double": F.TYPE_DOUBLE, "string": F.TYPE_STRING}
-    for name, fields in _CAFFE_MESSAGES.items():
-        message = fdp.message_type.add(name=name)
-        for fname, number, ftype, label in fields:
-            f = message.field.add(name=fname, number=number, label=F.LABEL_REPEATED
-                                  if label == "repeated" else F.LABEL_OPTIONAL)
-            if ftype in scalar:
-                f.type = scalar[ftype]
-                if label == "repeated" and ftype != "string":
-                    f.options.packed = packed
-            else:
-                f.type, f.type_name = F.TYPE_MESSAGE, ftype
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
-
-
-PACKED, UNPACKED = _message_class(True), _message_class(False)
+PACKED, UNPACKED = caffe_net_class(True), caffe_net_class(False)
 
 
 # --------------------------------------------------------------------------- the oracle
