@@ -18,12 +18,14 @@ from archc.compiler import ir
 from archc.importers.torch_draft import (
     REQUIRED,
     Arg,
+    DBind,
     DCall,
     DFor,
     DGroup,
     DItem,
     DLayer,
     DMerge,
+    DRef,
     DShortcut,
     DTap,
     Symbol,
@@ -320,6 +322,10 @@ class Emitter:
             )
         if isinstance(item, DTap):
             return ir.Tap(head=self.item(item.head), label=item.label)
+        if isinstance(item, DRef):
+            return ir.Ref(name=item.name)
+        if isinstance(item, DBind):
+            return ir.Bind(names=item.names)
         if isinstance(item, DFor):
             count = self.unified.expr(next(self.exprs))
             stop: ir.Expr = ir.BinOp(op="+", left=count, right=ir.Num(value=item.start))
@@ -360,8 +366,9 @@ def compress(items: list) -> list:
             chunk = items[i : i + length]
             if len(chunk) < length or any(getattr(c, "label", None) for c in chunk):
                 break
-            if any(isinstance(c, (ir.Merge, ir.For)) for c in chunk):
-                break  # `.arch` repeats neither: a repeated merge is a block's job
+            if any(isinstance(c, (ir.Merge, ir.For, ir.Ref, ir.Bind)) for c in chunk):
+                break  # `.arch` repeats neither: a repeated merge is a block's job; a name
+                # is given and read once
             if length > 1 and _follower(chunk[0]):
                 continue  # `[relu conv3-256] x2` reads worse than `conv3-256 relu` twice
             count = 1

@@ -122,7 +122,25 @@ class DFor:
         return [self.count]
 
 
-DItem = Union[DLayer, DCall, DGroup, DMerge, DShortcut, DTap, DFor]
+@dataclass
+class DRef:
+    """`@name`: continue from the tensor named `name`; as a merge branch, the branch is
+    that tensor."""
+
+    name: str
+    label: str | None = None
+
+
+@dataclass
+class DBind:
+    """`-> name`: name the current tensor (after a call with several outputs, `-> a, b`
+    names them in order), so a later `@name` reads it."""
+
+    names: list[str]
+    label: str | None = None
+
+
+DItem = Union[DLayer, DCall, DGroup, DMerge, DShortcut, DTap, DFor, DRef, DBind]
 
 
 def children(item: DItem) -> list[DItem]:
@@ -163,6 +181,8 @@ def _skeleton(item: DItem) -> tuple:
         return ("shortcut", tuple(a.name for a in item.args))
     if isinstance(item, DCall):
         raise TypeError("unresolved module call in a skeleton")  # pragma: no cover
+    if isinstance(item, (DRef, DBind)):
+        return (type(item).__name__, item.name if isinstance(item, DRef) else tuple(item.names))
     inner = tuple(_skeleton(i) for i in children(item))
     extra: str | int = item.mode if isinstance(item, DMerge) else ""
     extra = item.start if isinstance(item, DFor) else extra

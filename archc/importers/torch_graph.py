@@ -26,10 +26,12 @@ from archc.compiler import ir
 from archc.importers.torch_draft import (
     REQUIRED,
     Arg,
+    DBind,
     DGroup,
     DItem,
     DLayer,
     DMerge,
+    DRef,
     DShortcut,
     DTap,
     shortcut_args,
@@ -196,13 +198,9 @@ class GraphBody:
         chain = self.chain(outputs[0], self.start)
         for aux in outputs[1:]:
             chain = self.insert_tap(chain, aux)
-        for node in self.ops:
-            if self.used.get(node, 0) > 1:
-                raise locate(
-                    node,
-                    f"`{node.name}` is used in two places that are not one fork "
-                    "(archc has adds and concats of branches, not arbitrary graphs)",
-                )
+        if any(self.used.get(node, 0) > 1 for node in self.ops):
+            # a value read in two places that are not one fork: the forward is a graph
+            return group_containers(self.graph_form(outputs))
         return group_containers([item for _, item in chain if item is not None])
 
     def outputs(self, output: fx.Node) -> tuple[list[fx.Node], set[fx.Node]]:
@@ -633,6 +631,87 @@ class GraphBody:
         args = self.projection(self.module.get_submodule(str(end.target)))
         return None if args is None else DShortcut(args, str(end.target))
 
+    # ------------------------------------------------------------------ graphs
+
+    def graph_form(self, outputs: list[fx.Node]) -> list[DItem]:
+        """The forward as a graph: its nodes in order, `-> name` after each whose value is
+        read out of sequence, `@name` where a node reads other than the tensor before it,
+        and merges of named tensors (`concat(@x, @layers_0, ...)`)."""
+        if len(outputs) > 1:
+            raise locate(outputs[1], "returns an extra output from a forward that is a graph "
+                         "(archc taps branch off a chain of series-parallel items)")
+        order, alias, spliced = self.graph_nodes(outputs[0])
+        steps: list[tuple[fx.Node, fx.Node | None, list[fx.Node]]] = []
+        named: set[fx.Node] = set()
+        current = self.start
+        for n in order:
+            op = self.ops[n]
+            inputs = [alias.get(i, i) for i in op.inputs]
+            if op.merge is None:
+                ref = inputs[0] if inputs[0] is not current else None
+                steps.append((n, ref, []))
+            else:
+                parts = _spliced_parts(inputs, spliced)
+                steps.append((n, None, parts))
+                named.update(parts)
+            if steps[-1][1] is not None:
+                named.add(inputs[0])
+            current = n
+        end = alias.get(outputs[0], outputs[0])
+        names = _tensor_names(named | {end})
+        items: list[DItem] = [DBind([names[self.start]])] if self.start in named else []
+        for n, ref, parts in steps:
+            if ref is not None:
+                items.append(DRef(names[ref]))
+            op = self.ops[n]
+            if op.merge is None:
+                assert op.item is not None  # pass-throughs are aliases, not steps
+                items.append(op.item)
+            else:
+                items.append(DMerge(op.merge, [DRef(names[p]) for p in parts]))
+            if n in named:
+                items.append(DBind([names[n]]))
+        if end is not current:
+            items.append(DRef(names[end]))
+        return items
+
+    def graph_nodes(
+        self, end: fx.Node
+    ) -> tuple[list[fx.Node], dict[fx.Node, fx.Node], dict[fx.Node, list[fx.Node]]]:
+        """The nodes the output is computed from, in the forward's order; the pass-through
+        ones (`contiguous`) as aliases of the value they pass on; and the concats read only
+        by another concat (a list concatenated step by step), to splice into it."""
+        alias: dict[fx.Node, fx.Node] = {}
+        needed: set[fx.Node] = set()
+        todo = [end]
+        while todo:
+            node = todo.pop()
+            if node is self.start or node in needed:
+                continue
+            op = self.ops.get(node)
+            if op is None:
+                raise locate(node, f"`{node.name}` is not computed from the forward's input")
+            if op.chunks or op.slice is not None:
+                raise locate(node, "slices channels in a forward that is a graph (archc "
+                             "slices for one `split:` of all the slices)")
+            needed.add(node)
+            todo.extend(op.inputs)
+        order = [n for n in self.graph.nodes if n in needed]
+        readers: dict[fx.Node, list[fx.Node]] = {}
+        for n in order:
+            op = self.ops[n]
+            if op.merge is None and op.item is None:
+                alias[n] = alias.get(op.inputs[0], op.inputs[0])
+                continue
+            for i in op.inputs:
+                readers.setdefault(alias.get(i, i), []).append(n)
+        spliced = {
+            n: [alias.get(i, i) for i in self.ops[n].inputs] for n in order
+            if n not in alias and self.ops[n].merge == "concat" and alias.get(end, end) is not n
+            and len(readers.get(n, [])) == 1 and self.ops[readers[n][0]].merge == "concat"
+        }
+        return [n for n in order if n not in alias and n not in spliced], alias, spliced
+
     def insert_tap(self, chain: list, aux: fx.Node) -> list:
         """Put an extra output's head right after the main-path node it branches from."""
         on_main = {node: i for i, (node, _) in enumerate(chain)}
@@ -661,32 +740,61 @@ def group_containers(items: list[DItem]) -> list[DItem]:
     → one `head: [global_pool: ... norm: ...]` group, so the keys stay `head.norm...`."""
     out: list[DItem] = []
     named: set[str] = set()  # the prefixes of the groups of named children made so far
+    names: list[DItem] = []  # `-> x`, `@x` since the last module call: inside a group that
+    # goes on after them, else between it and what follows
     for item in items:
         label = getattr(item, "label", None) or ""
         prefix, _, index = label.rpartition(".")
-        if not prefix:
+        if isinstance(item, (DRef, DBind)) or not prefix:
+            if isinstance(item, (DRef, DBind)):
+                names.append(item)
+                continue
+            out.extend(names)
+            names.clear()
             out.append(item)
             continue
         last = out[-1] if out else None
         group = last if isinstance(last, DGroup) and last.label == prefix else None
+        members = [i for i in group.items if not isinstance(i, (DRef, DBind))] if group else []
         if index == "0":
             item.label = None
+            out.extend(names)
             out.append(DGroup([item], prefix))
-        elif group is not None and index == str(len(group.items)):
+        elif group is not None and index == str(len(members)):
             item.label = None
-            group.items.append(item)
+            group.items.extend([*names, item])
         elif not index.isdigit() and group is not None and prefix in named:
             item.label = index
-            group.items.append(item)
+            group.items.extend([*names, item])
         elif not index.isdigit() and prefix not in named:
             named.add(prefix)
             item.label = index
+            out.extend(names)
             out.append(DGroup([item], prefix))
         else:
             raise Unsupported(
                 f"calls `{label}` apart from `{prefix}`'s other items (archc numbers a "
                 "group's items by position, so they must run one after the other, in order)"
             )
+        names.clear()
+    return [*out, *names]
+
+
+_RESERVED = {"after", "and", "block", "else", "for", "if", "import", "in", "input", "network",
+             "not", "or", "table", "tap"}
+
+
+def _tensor_names(nodes: set[fx.Node]) -> dict[fx.Node, str]:
+    """Each named tensor's name in the spec: the forward's own (fx's node names, `layers_0`
+    for the value of `self.layers[0](x)`), never one of the language's words."""
+    return {n: n.name + "_" if n.name in _RESERVED else n.name for n in nodes}
+
+
+def _spliced_parts(inputs: list[fx.Node], spliced: dict[fx.Node, list[fx.Node]]) -> list[fx.Node]:
+    """A concat's inputs with each concat read only by it replaced by that one's inputs."""
+    out: list[fx.Node] = []
+    for i in inputs:
+        out.extend(_spliced_parts(spliced[i], spliced) if i in spliced else [i])
     return out
 
 
