@@ -29,6 +29,7 @@ from archc.importers.torch_draft import (
     DShortcut,
     DTap,
     Symbol,
+    TensorName,
     shortcut_args,
     skeleton,
     slots,
@@ -96,6 +97,8 @@ def literal(value: Any) -> ir.Expr:
         return ir.Num(value=value)
     if isinstance(value, Symbol):
         return ir.Name(id=value.name)
+    if isinstance(value, TensorName):
+        return ir.TensorRef(id=value.name)
     if isinstance(value, tuple):
         return ir.Tuple(items=[literal(v) for v in value])
     if value in ("same", "valid"):
@@ -175,15 +178,20 @@ class Unified:
             p for p in self.params if p.default is not REQUIRED
         ]
 
-    def signature(self) -> list[ir.Param]:
-        """The block's parameters as IR."""
-        return [
+    def signature(self, tensors: list[str] | None = None) -> list[ir.Param]:
+        """The block's parameters as IR: the required ones, the `@` tensor parameters
+        (`tensors`), then those with a default."""
+        params = [
             ir.Param(name=p.name, default=None if p.default is REQUIRED else literal(p.default))
             for p in self.ordered
         ]
+        at = sum(p.default is None for p in params)
+        named = [ir.Param(name=t, tensor=True) for t in tensors or []]
+        return [*params[:at], *named, *params[at:]]
 
     def call_args(self, instance: int) -> list[Arg]:
-        """The arguments of one instance's call: required ones by position."""
+        """The arguments of one instance's call: required ones by position (the tensor
+        arguments, added by the caller, follow them)."""
         return [
             Arg(
                 p.name,
@@ -408,9 +416,11 @@ class Blocks:
         names: dict[Any, str],
         class_of,
         reshapes=lambda module: False,
+        tensor_params: dict[int, list[str | None]] | None = None,
     ):
         self.bodies, self.instances, self.names, self.class_of = bodies, instances, names, class_of
         self.reshapes = reshapes  # module → True when its output shape is not its input's
+        self.tensor_params = tensor_params or {}  # id(instance) → its `@` parameters
         self.definitions: list[ir.BlockDef] = []
         self.calls: dict[int, DLayer] = {}
 
@@ -424,7 +434,12 @@ class Blocks:
             if id(item.module) not in self.calls:
                 self.define(self.class_of(item.module))
             call = self.calls[id(item.module)]
-            return DLayer(call.callee, call.args, item.label)
+            params = self.tensors_of(item.module)
+            tensors = [Arg(p, TensorName(t), REQUIRED, p, positional=True)
+                       for p, t in zip(params, item.tensors)]
+            required = sum(a.default is REQUIRED for a in call.args)
+            args = [*call.args[:required], *tensors, *call.args[required:]]
+            return DLayer(call.callee, args, item.label)
         if isinstance(item, DGroup):
             return DGroup(self.resolve(item.items), item.label)
         if isinstance(item, DMerge):
@@ -434,23 +449,45 @@ class Blocks:
         return item
 
     def define(self, key: Any) -> None:
-        """Unify the instances of one class into one block per skeleton."""
-        modules = self.instances[key]
+        """Unify the instances of one class into one block per skeleton. Instances that
+        call others of their class (DLA's tree of trees) come after those."""
+        pending = list(self.instances[key])
+        made = 0
+        while pending:
+            ready = [m for m in pending if not self.calls_own_class(m, key)] or pending
+            made = self.define_group(key, ready, made)
+            pending = [m for m in pending if all(m is not r for r in ready)]
+
+    def tensors_of(self, module: Any) -> list[str]:
+        """The `@` parameters of `module`'s block: the tensors it reads after the first."""
+        return [p for p in self.tensor_params.get(id(module), []) if p]
+
+    def calls_own_class(self, module: Any, key: Any) -> bool:
+        """Whether `module`'s body calls an instance of class `key` not yet defined."""
+        return any(isinstance(i, DCall) and id(i.module) not in self.calls
+                   and self.class_of(i.module) == key for i in walk(self.bodies[id(module)]))
+
+    def define_group(self, key: Any, modules: list, made: int) -> int:
+        """Blocks for `modules` of class `key`, numbered after the `made` ones before;
+        returns how many blocks of the class there are now."""
         bodies = [fold_loops(self.resolve(self.bodies[id(m)])) for m in modules]
         bodies = optional_residuals(bodies, [self.reshapes(m) for m in modules])
         variants: dict[tuple, list[int]] = {}
         for i, body in enumerate(bodies):
-            variants.setdefault(skeleton(body), []).append(i)
-        for n, members in enumerate(variants.values()):
+            variant = (skeleton(body), tuple(self.tensors_of(modules[i])))
+            variants.setdefault(variant, []).append(i)
+        for n, members in enumerate(variants.values(), start=made):
             name = self.names[key] + (f"_{n + 1}" if n else "")
             group = [bodies[i] for i in members]
             _fill_shortcut_labels(group)
             unified = Unified(group)
             emitted = Emitter(unified).items(group[0])
-            self.definitions.append(ir.BlockDef(name=name, params=unified.signature(),
+            tensors = self.tensors_of(modules[members[0]])
+            self.definitions.append(ir.BlockDef(name=name, params=unified.signature(tensors),
                                                 body=emitted))
             for j, i in enumerate(members):
                 self.calls[id(modules[i])] = DLayer(name, unified.call_args(j))
+        return made + len(variants)
 
 
 def optional_residuals(bodies: list[list[DItem]], reshapes: list[bool]) -> list[list[DItem]]:

@@ -50,13 +50,24 @@ class DLayer:
     label: str | None = None
 
 
+@dataclass(frozen=True)
+class TensorName:
+    """The value of a block call's tensor argument: `@name`, a tensor named in the caller."""
+
+    name: str
+
+
 @dataclass
 class DCall:
-    """A call of a user module instance, replaced by a block call once blocks are known."""
+    """A call of a user module instance, replaced by a block call once blocks are known;
+    `tensors` names the caller's tensors it takes after the current one (`@shortcut`)."""
 
     module: Any  # the nn.Module instance
     path: str
     label: str | None = None
+    tensors: list[str] = field(default_factory=list)
+    takes: list[str | None] = field(default_factory=list)  # the callee's `@` parameters,
+    # None for a tensor passed that it does not read
 
 
 @dataclass
@@ -176,7 +187,9 @@ def skeleton(items: list[DItem]) -> tuple:
 
 def _skeleton(item: DItem) -> tuple:
     if isinstance(item, DLayer):
-        return ("layer", item.callee, item.label, tuple((a.name, a.positional) for a in item.args))
+        return ("layer", item.callee, item.label, tuple(
+            (a.name, a.positional, a.value if isinstance(a.value, TensorName) else None)
+            for a in item.args))
     if isinstance(item, DShortcut):
         return ("shortcut", tuple(a.name for a in item.args))
     if isinstance(item, DCall):

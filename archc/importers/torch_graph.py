@@ -27,6 +27,7 @@ from archc.importers.torch_draft import (
     REQUIRED,
     Arg,
     DBind,
+    DCall,
     DGroup,
     DItem,
     DLayer,
@@ -94,17 +95,19 @@ class Untraceable(Unsupported):
     """A forward torch.fx cannot trace (Python control flow on tensors, ...)."""
 
 
-def trace(module: nn.Module) -> fx.Graph:
+def trace(module: nn.Module, concrete: dict[str, Any] | None = None) -> fx.Graph:
     """The fx graph of `module.forward` as it runs when called with one tensor (the
-    other arguments at their defaults: timm's `forward(x, pre_logits=False)`); raises
-    `Untraceable` when it cannot be traced."""
+    other arguments at their defaults: timm's `forward(x, pre_logits=False)`), or as its
+    caller calls it (`concrete`: an argument's value, `fx.PH` where a tensor is passed, a
+    list of them for a list of tensors); raises `Untraceable` when it cannot be traced."""
     tracer = _ChildrenAsLeaves(module)
     own = vars(module).get("forward")  # FasterNet: `self.forward = self.forward_split_cat`
     if inspect.ismethod(own) and own.__self__ is module and hasattr(type(module),
                                                                     own.__func__.__name__):
         tracer.traced_func_name = own.__func__.__name__  # fx traces the class's method
     try:
-        graph = tracer.trace(module, concrete_args=defaults(module))
+        given = {**(defaults(module) or {}), **(concrete or {})}
+        graph = tracer.trace(module, concrete_args=given or None)
     except Exception as error:  # fx reports untraceable Python as any exception type
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise Untraceable(f"its forward cannot be traced by torch.fx: {first}") from None
@@ -144,15 +147,18 @@ class _Op:
     slice: int | None = None  # `parts[i]` of a chunk
 
 
-ChildItem = Callable[[nn.Module, str, "str | None"], DItem]
+ChildItem = Callable[[nn.Module, str, "str | None", "dict[str, Any] | None"], DItem]
 
 
 class GraphBody:
     """The draft body of one traced module.
 
-    `child_item(module, target, label)` drafts a call of a child module (a layer, a block
-    call or a group); `projection(module)` says whether a child is a 1×1 projection that
-    `shortcut` reproduces, and with which options.
+    `child_item(module, target, label, concrete)` drafts a call of a child module (a layer,
+    a block call or a group; `concrete` says how a call with several tensors passes them,
+    as `trace` takes it); `projection(module)` says whether a child is a 1×1 projection
+    that `shortcut` reproduces, and with which options. `tensor_params` names the tensors
+    the forward takes after the first (`@` parameters of its block), None for one it
+    does not read.
     """
 
     def __init__(
@@ -168,6 +174,8 @@ class GraphBody:
         self.used: dict[fx.Node, int] = {}
         self.calls: dict[str, int] = {}
         self.named: set[str] = set()  # module calls labelled with the module's name
+        self.extras: list[fx.Node] = []  # the tensors passed after the first
+        self.tensor_params: list[str | None] = []
 
     # ------------------------------------------------------------------ entry
 
@@ -178,6 +186,12 @@ class GraphBody:
         if not inputs:
             raise Unsupported("its forward takes no input")
         for extra in inputs[1:]:
+            key = getattr(extra, "ph_key", None)  # a tensor its caller passes
+            if key is not None:
+                self.tensor_params.append(key if extra.users else None)
+                if extra.users:  # (DLA's tree takes a shortcut it need not read)
+                    self.extras.append(extra)
+                continue
             self.drop_guards(extra)
             if extra.users:
                 raise Unsupported(f"its forward uses a second input `{extra.name}`")
@@ -194,6 +208,9 @@ class GraphBody:
         for n in nodes:
             if n.op in ("call_module", "call_function", "call_method") and n not in skip:
                 self.ops[n] = self.op(n)
+        if self.extras or any(op.merge is None and len(op.inputs) > 1
+                              for op in self.ops.values()):
+            return group_containers(self.graph_form(outputs))  # tensors passed around
         self.idom = self.dominators(nodes)
         chain = self.chain(outputs[0], self.start)
         for aux in outputs[1:]:
@@ -227,6 +244,8 @@ class GraphBody:
                 for a in asserts:
                     self.graph.erase_node(a)
                 self.graph.erase_node(eq)
+            elif getattr(eq.target, "__name__", "") == "_assert_is_none" and not eq.users:
+                self.graph.erase_node(eq)  # an argument traced at its default None
 
     def sized_splits(self, nodes: list[fx.Node]) -> list[fx.Node]:
         """`torch.split(x, [a, b, ...], 1)` by unequal sizes, its pieces taken one by one
@@ -401,12 +420,19 @@ class GraphBody:
                    for k, v in kwargs.items())
 
     def module_op(self, n: fx.Node) -> _Op:
-        """A call of a child module; stateless ones called more than once go unlabelled."""
+        """A call of a child module; stateless ones called more than once go unlabelled.
+        A call with other tensors after the first (DLA's `tree1(x, shortcut)`, VoVNet's
+        `conv_mid(x, [x0])`) takes them as `@` arguments of the child's block."""
         target = str(n.target)
-        plain = len(n.args) == 1 and isinstance(n.args[0], fx.Node)
-        if not plain or not self.at_defaults(n.kwargs, self.module.get_submodule(target)):
-            raise locate(n, f"calls `{target}` with other than one tensor")
         child = self.module.get_submodule(target)
+        plain = len(n.args) == 1 and isinstance(n.args[0], fx.Node)
+        inputs: list[fx.Node] = [_node(n.args[0])] if plain else []
+        concrete = None
+        if not plain or not self.at_defaults(n.kwargs, child):
+            form = _call_form(n, child)
+            if form is None:
+                raise locate(n, f"calls `{target}` with other than one tensor")
+            inputs, concrete = form
         has_state = any(True for _ in child.parameters()) or any(True for _ in child.buffers())
         if self.calls[target] > 1 and has_state:
             raise locate(n, f"calls `{target}` twice, sharing its weights (archc has no sharing)")
@@ -418,7 +444,13 @@ class GraphBody:
         label = target if single or first or has_state or "." in target else None  # `a.0`
         if label is not None and not target.split(".")[-1].isdigit():
             self.named.add(target)
-        return _Op([_node(n.args[0])], self.child_item(child, target, label))
+        item = self.child_item(child, target, label, concrete)
+        if len(inputs) > 1 and not isinstance(item, DCall):
+            raise locate(n, f"calls `{target}` with {len(inputs)} tensors, but it is "
+                         "drafted as layers, which take one")
+        if isinstance(item, DCall) and item.takes:  # only the tensors the callee reads
+            inputs = [inputs[0], *(t for t, p in zip(inputs[1:], item.takes) if p)]
+        return _Op(inputs, item)
 
     def add_op(self, n: fx.Node) -> _Op:
         """`a + b`: an `add:` merge of two tensors."""
@@ -650,6 +682,7 @@ class GraphBody:
             if op.merge is None:
                 ref = inputs[0] if inputs[0] is not current else None
                 steps.append((n, ref, []))
+                named.update(inputs[1:])  # a module's other tensor arguments
             else:
                 parts = _spliced_parts(inputs, spliced)
                 steps.append((n, None, parts))
@@ -658,7 +691,8 @@ class GraphBody:
                 named.add(inputs[0])
             current = n
         end = alias.get(outputs[0], outputs[0])
-        names = _tensor_names(named | {end})
+        names = _tensor_names(named | {end} | set(self.extras))
+        names.update(zip(self.extras, [p for p in self.tensor_params if p]))
         items: list[DItem] = [DBind([names[self.start]])] if self.start in named else []
         for n, ref, parts in steps:
             if ref is not None:
@@ -666,6 +700,8 @@ class GraphBody:
             op = self.ops[n]
             if op.merge is None:
                 assert op.item is not None  # pass-throughs are aliases, not steps
+                if isinstance(op.item, DCall):
+                    op.item.tensors = [names[alias.get(i, i)] for i in op.inputs[1:]]
                 items.append(op.item)
             else:
                 items.append(DMerge(op.merge, [DRef(names[p]) for p in parts]))
@@ -686,7 +722,7 @@ class GraphBody:
         todo = [end]
         while todo:
             node = todo.pop()
-            if node is self.start or node in needed:
+            if node is self.start or node in self.extras or node in needed:
                 continue
             op = self.ops.get(node)
             if op is None:
@@ -777,7 +813,63 @@ def group_containers(items: list[DItem]) -> list[DItem]:
                 "group's items by position, so they must run one after the other, in order)"
             )
         names.clear()
-    return [*out, *names]
+    return _numbered_in_place([*out, *names])
+
+
+def _numbered_in_place(items: list[DItem]) -> list[DItem]:
+    """A Sequential subclass's forward calls its children `0`, `1`, ...: where such a call
+    is at that place in the body, archc numbers it so without a label."""
+    place = 0
+    for item in items:
+        if isinstance(item, (DRef, DBind)):
+            continue  # a name is not a module
+        if getattr(item, "label", None) == str(place):
+            item.label = None
+        place += 1
+    return items
+
+
+def _call_form(n: fx.Node, child: nn.Module) -> tuple[list[fx.Node], dict[str, Any]] | None:
+    """The tensors a module call passes (the first, then the others in order) and how to
+    trace the callee as called (see `trace`); None when it passes no tensor first, or a
+    tensor inside other than a list of tensors."""
+    try:
+        signature = inspect.signature(child.forward)
+        bound = signature.bind(*n.args, **n.kwargs)
+    except (TypeError, ValueError):
+        return None
+    params = list(signature.parameters.values())
+    if not params or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return None
+    first = bound.arguments.get(params[0].name)
+    if not isinstance(first, fx.Node):
+        return None
+    tensors, concrete = [first], {}
+    for p in params[1:]:
+        if p.name not in bound.arguments:
+            continue
+        value = bound.arguments[p.name]
+        inside: list[fx.Node] = []
+        fx.node.map_arg(value, inside.append)
+        if isinstance(value, fx.Node):
+            tensors.append(value)
+            concrete[p.name] = _placeholder(p.name)
+        elif isinstance(value, (list, tuple)) and value and len(inside) == len(value):
+            tensors.extend(inside)
+            concrete[p.name] = [_placeholder(f"{p.name}_{i}") for i in range(len(value))]
+        elif inside:
+            return None
+        else:
+            concrete[p.name] = value
+    return tensors, concrete
+
+
+def _placeholder(name: str) -> Any:
+    """A tensor argument to trace with, its node marked `ph_key` = the name its block's
+    `@` parameter takes."""
+    from torch.fx._symbolic_trace import PHWithMeta
+
+    return PHWithMeta(ph_key=name)
 
 
 _RESERVED = {"after", "and", "block", "else", "for", "if", "import", "in", "input", "network",
@@ -787,7 +879,17 @@ _RESERVED = {"after", "and", "block", "else", "for", "if", "import", "in", "inpu
 def _tensor_names(nodes: set[fx.Node]) -> dict[fx.Node, str]:
     """Each named tensor's name in the spec: the forward's own (fx's node names, `layers_0`
     for the value of `self.layers[0](x)`), never one of the language's words."""
-    return {n: n.name + "_" if n.name in _RESERVED else n.name for n in nodes}
+    names: dict[fx.Node, str] = {}
+    taken = {n.name for n in nodes}
+    for n in sorted(nodes, key=lambda n: n.name):
+        name = n.name + "_" if n.name in _RESERVED else n.name
+        if not name.strip("_")[:1].isalpha():  # `_0`: the value of `self[0](x)`
+            name = "t" + name.strip("_")
+            while name in taken:
+                name += "_"
+        taken.add(name)
+        names[n] = name
+    return names
 
 
 def _spliced_parts(inputs: list[fx.Node], spliced: dict[fx.Node, list[fx.Node]]) -> list[fx.Node]:

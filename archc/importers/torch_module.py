@@ -264,6 +264,7 @@ class Drafter:
         self.covered: set[str] = set()  # modules a leaf row stands for, children included
         self.guesses: list[str] = []  # modules fx could not trace, read as their children
         self.repeats: dict[tuple, int] = {}  # a problem → how many more instances have it
+        self.tensor_params: dict[int, list[str | None]] = {}  # id → its `@` parameters
         self.ok = True
 
     def problem(
@@ -301,10 +302,16 @@ class Drafter:
                         note = f"and {more} more instance{'s' if more > 1 else ''} of the class"
                         self.diags.items[i] = replace(d, notes=(*d.notes, note))
 
-    def body(self, module: nn.Module, path: str) -> list[DItem]:
-        """The draft body of a module instance (cached by instance)."""
+    def body(self, module: nn.Module, path: str,
+             concrete: dict[str, Any] | None = None) -> list[DItem]:
+        """The draft body of a module instance (cached by instance); `concrete` says how
+        its caller passes several tensors (see `trace`)."""
         if id(module) in self.bodies:
             return self.bodies[id(module)]
+        if concrete is not None:
+            items = self.traced(module, path, concrete)
+            self.bodies[id(module)] = items
+            return items
         row = leaf_for(module)
         if row is not None and row.block:
             items = self.from_row(row, module, path)
@@ -338,18 +345,23 @@ class Drafter:
                     type(module),
                 )
 
-    def traced(self, module: nn.Module, path: str) -> list[DItem]:
-        """The draft body of a module with its own forward, traced in training mode."""
+    def traced(self, module: nn.Module, path: str,
+               concrete: dict[str, Any] | None = None) -> list[DItem]:
+        """The draft body of a module with its own forward, traced in training mode (as
+        its caller calls it, with `concrete`)."""
         was_training = module.training
         module.train()  # what runs in training only (auxiliary heads) is traced too
         try:
-            graph = trace(module)
-            items = GraphBody(
+            graph = trace(module, concrete)
+            drafted = GraphBody(
                 module,
                 graph,
-                lambda c, t, label: self.child(c, _join(path, t), label, module),
+                lambda c, t, label, form: self.child(c, _join(path, t), label, module, form),
                 self.projection,
-            ).body()
+            )
+            items = drafted.body()
+            if drafted.tensor_params:
+                self.tensor_params[id(module)] = drafted.tensor_params
             scales = [i.label for i in walk(items) if isinstance(i, DLayer) and i.callee == "scale"]
             self.reached.update(_join(path, label) for label in scales if label)
             return items
@@ -408,9 +420,16 @@ class Drafter:
         parts = path.split(".")
         return any(".".join(parts[:n]) in self.covered for n in range(1, len(parts) + 1))
 
-    def child(self, module: nn.Module, path: str, label: str | None, parent: nn.Module) -> DItem:
-        """The draft item of a call of `module` (a layer, a group, or a block call)."""
+    def child(self, module: nn.Module, path: str, label: str | None, parent: nn.Module,
+              concrete: dict[str, Any] | None = None) -> DItem:
+        """The draft item of a call of `module` (a layer, a group, or a block call); one
+        called with several tensors (`concrete` says how) is always a block call."""
         self.reached.add(path)
+        if concrete is not None:
+            if id(module) not in self.bodies:
+                self.instances.setdefault(class_key(module), []).append(module)
+            self.body(module, path, concrete)
+            return DCall(module, path, label, takes=self.tensor_params.get(id(module), []))
         row = leaf_for(module)
         if row is not None and not row.block:
             items = self.from_row(row, module, path, parent)
@@ -621,6 +640,7 @@ def to_spec(
         block_names(instances),
         class_key,
         lambda m: id(m) in shapes and shapes[id(m)][0] != shapes[id(m)][1],
+        drafter.tensor_params,
     )
     classes = _bind_num_classes(drafter.bodies.values(), num_classes)
     body = fold_loops(blocks.resolve(root))

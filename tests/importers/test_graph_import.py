@@ -35,3 +35,48 @@ def test_a_value_read_by_the_next_layer_and_a_later_concat_imports_as_named_tens
     assert "concat(@x, @layers_0, @layers_1, @layers_2)" in text
     assert "@x)" in text  # the residual adds the block's input
     assert_exact(text, hgnet_net())
+
+
+def dla_net() -> nn.Module:
+    """DLA's trees: a block called with its input and a shortcut (`tree1(x, shortcut)`),
+    a tree of trees whose inner root concatenates tensors passed down as a list
+    (`tree2(x1, None, children)`), and a level root that reads the pooled input."""
+    from timm.models.dla import DlaBasic, DlaTree
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        DlaTree(1, DlaBasic, 8, 8, 2),
+        DlaTree(2, DlaBasic, 8, 12, 2, level_root=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10))
+
+
+def test_modules_called_with_several_tensors_import_as_blocks_with_tensor_parameters():
+    spec, diags = imported(f"{HERE}:dla_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "block dla_basic(c, @shortcut" in text  # `tree1(x, shortcut)`
+    assert "@children_0, @children_1)" in text  # the list passed to the inner tree
+    assert "tree1: dla_basic(12, @project" in text
+    assert_exact(text, dla_net())
+
+
+def vovnet_net() -> nn.Module:
+    """VoVNet's OSA block: `conv_mid(x, [x0])` appends each layer's output to the list it
+    is given and concatenates them all; its layers are called `self[i]`, numbered."""
+    from timm.models.vovnet import OsaBlock
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        OsaBlock(8, 4, 8, 2, residual=True, attn="ese"),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_list_of_tensors_passed_to_a_child_imports_as_tensor_arguments():
+    spec, diags = imported(f"{HERE}:vovnet_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "block sequential_append_list(@concat_list_0):" in text
+    assert "concat(@concat_list_0, @t0, @t1)" in text
+    assert_exact(text, vovnet_net())
