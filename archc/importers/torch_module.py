@@ -309,9 +309,8 @@ class Drafter:
         if id(module) in self.bodies:
             return self.bodies[id(module)]
         if concrete is not None:
-            items = self.traced(module, path, concrete)
-            self.bodies[id(module)] = items
-            return items
+            self.bodies[id(module)] = self.traced(module, path, concrete)
+            return self.bodies[id(module)]
         row = leaf_for(module)
         if row is not None and row.block:
             items = self.from_row(row, module, path)
