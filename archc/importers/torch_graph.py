@@ -167,9 +167,11 @@ class GraphBody:
         graph: fx.Graph,
         child_item: ChildItem,
         projection: Callable[[nn.Module], list[Arg] | None],
+        shapes: Callable[[nn.Module], tuple | None] = lambda module: None,
     ):
         self.module, self.graph = module, graph
         self.child_item, self.projection = child_item, projection
+        self.shapes = shapes  # a module's (input, output) shapes without the batch
         self.ops: dict[fx.Node, _Op] = {}
         self.used: dict[fx.Node, int] = {}
         self.calls: dict[str, int] = {}
@@ -520,7 +522,7 @@ class GraphBody:
         """`parts[i]` of a chunk: where a split's branch starts."""
         parent, index = n.args
         assert isinstance(parent, fx.Node)  # `op` sends only the items of a node here
-        channels = _channel_range(index)
+        channels = _channel_range(index, self.channels(parent))
         if channels is not None and not (self.ops.get(parent) and self.ops[parent].chunks):
             start, end = channels  # GhostNet's `out[:, :self.out_chs]`
             return _Op([parent], kind_layer(
@@ -530,6 +532,17 @@ class GraphBody:
         if not (isinstance(index, int) and self.ops.get(parent) and self.ops[parent].chunks):
             raise locate(n, "indexes a tensor; archc has no indexing layer")
         return _Op([parent], slice=index)
+
+    def channels(self, node: fx.Node) -> int | None:
+        """The channels of a module call's output or of the forward's input, when the
+        probe run saw them (for `x[:, c:]`, a slice to the end)."""
+        if node is self.start:
+            shapes = self.shapes(self.module)
+            return shapes[0][0] if shapes and shapes[0] else None
+        if node.op == "call_module":
+            shapes = self.shapes(self.module.get_submodule(str(node.target)))
+            return shapes[1][0] if shapes and shapes[1] else None
+        return None
 
     def mul_op(self, n: fx.Node) -> _Op:
         """`x * gate` (squeeze-and-excitation): a `mul:` merge, where archc has one."""
@@ -948,13 +961,15 @@ def _split_sizes(n: fx.Node) -> list[int] | None:
     return list(sizes) if all(isinstance(s, int) and s > 0 for s in sizes) else None
 
 
-def _channel_range(index: Any) -> tuple[int, int] | None:
-    """(start, end) of `x[:, start:end]` (trailing `:` allowed); None for other indexing."""
+def _channel_range(index: Any, channels: int | None = None) -> tuple[int, int] | None:
+    """(start, end) of `x[:, start:end]` (trailing `:` allowed; `x[:, start:]` of an input
+    with `channels`); None for other indexing."""
     if not isinstance(index, tuple) or len(index) < 2 or index[0] != slice(None):
         return None
     if any(i != slice(None) for i in index[2:]) or not isinstance(index[1], slice):
         return None
     start, end, step = index[1].start or 0, index[1].stop, index[1].step
+    end = channels if end is None else end
     if step not in (None, 1) or not isinstance(start, int) or not isinstance(end, int):
         return None
     return (start, end) if 0 <= start < end else None

@@ -357,6 +357,7 @@ class Drafter:
                 graph,
                 lambda c, t, label, form: self.child(c, _join(path, t), label, module, form),
                 self.projection,
+                lambda m: self.shapes.get(id(m)),
             )
             items = drafted.body()
             if drafted.tensor_params:

@@ -80,3 +80,26 @@ def test_a_list_of_tensors_passed_to_a_child_imports_as_tensor_arguments():
     assert "block sequential_append_list(@concat_list_0):" in text
     assert "concat(@concat_list_0, @t0, @t1)" in text
     assert_exact(text, vovnet_net())
+
+
+def dpn_net() -> nn.Module:
+    """DPN's dual path: the projection's and the last conv's outputs are each sliced in
+    two (`x[:, :c]`, `x[:, c:]`, a slice to the end whose width the probe run saw), the
+    first slices added and all concatenated."""
+    from timm.models.dpn import DualPathBlock
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        DualPathBlock(16, 8, 8, 8, 4, 2, "proj"),
+        DualPathBlock(20, 8, 8, 8, 4, 2, "normal"),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+
+
+def test_slices_to_the_end_read_by_two_merges_import_as_named_tensors():
+    spec, diags = imported(f"{HERE}:dpn_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "channel-slice(8, 20)" in text  # `x[:, 8:]` of the 20 channels the block takes
+    assert "concat(@add, @getitem_1, @getitem_3)" in text
+    assert_exact(text, dpn_net())
