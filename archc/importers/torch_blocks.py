@@ -417,10 +417,12 @@ class Blocks:
         class_of,
         reshapes=lambda module: False,
         tensor_params: dict[int, list[str | None]] | None = None,
+        output_names: dict[int, list[str]] | None = None,
     ):
         self.bodies, self.instances, self.names, self.class_of = bodies, instances, names, class_of
         self.reshapes = reshapes  # module → True when its output shape is not its input's
         self.tensor_params = tensor_params or {}  # id(instance) → its `@` parameters
+        self.output_names = output_names or {}  # id(instance) → the tensors it returns
         self.definitions: list[ir.BlockDef] = []
         self.calls: dict[int, DLayer] = {}
 
@@ -474,7 +476,8 @@ class Blocks:
         bodies = optional_residuals(bodies, [self.reshapes(m) for m in modules])
         variants: dict[tuple, list[int]] = {}
         for i, body in enumerate(bodies):
-            variant = (skeleton(body), tuple(self.tensors_of(modules[i])))
+            variant = (skeleton(body), tuple(self.tensors_of(modules[i])),
+                       tuple(self.output_names.get(id(modules[i]), [])))
             variants.setdefault(variant, []).append(i)
         for n, members in enumerate(variants.values(), start=made):
             name = self.names[key] + (f"_{n + 1}" if n else "")
@@ -483,8 +486,9 @@ class Blocks:
             unified = Unified(group)
             emitted = Emitter(unified).items(group[0])
             tensors = self.tensors_of(modules[members[0]])
+            outputs = self.output_names.get(id(modules[members[0]]), [])
             self.definitions.append(ir.BlockDef(name=name, params=unified.signature(tensors),
-                                                body=emitted))
+                                                outputs=outputs, body=emitted))
             for j, i in enumerate(members):
                 self.calls[id(modules[i])] = DLayer(name, unified.call_args(j))
         return made + len(variants)

@@ -145,6 +145,8 @@ class _Op:
     merge: str | None = None
     chunks: int = 0  # `x.chunk(n, 1)`: n slices, taken by `split:` branches only
     slice: int | None = None  # `parts[i]` of a chunk
+    arity: int = 1  # a module call that returns several tensors
+    output: int | None = None  # `outs[i]` of such a call
 
 
 ChildItem = Callable[[nn.Module, str, "str | None", "dict[str, Any] | None"], DItem]
@@ -168,10 +170,17 @@ class GraphBody:
         child_item: ChildItem,
         projection: Callable[[nn.Module], list[Arg] | None],
         shapes: Callable[[nn.Module], tuple | None] = lambda module: None,
+        arity: Callable[[nn.Module], int] = lambda module: 1,
+        is_block: bool = True,
     ):
         self.module, self.graph = module, graph
         self.child_item, self.projection = child_item, projection
         self.shapes = shapes  # a module's (input, output) shapes without the batch
+        self.arity = arity  # how many tensors a module returns
+        # a block may return several tensors; the network's extra outputs are auxiliary
+        # heads (taps)
+        self.is_block = is_block
+        self.output_names: list[str] = []  # a block that returns several: their names
         self.ops: dict[fx.Node, _Op] = {}
         self.used: dict[fx.Node, int] = {}
         self.calls: dict[str, int] = {}
@@ -200,6 +209,7 @@ class GraphBody:
         nodes = list(self.graph.nodes)  # without the guards dropped
         self.start = inputs[0]
         nodes = self.partial_residuals(self.running_concats(self.sized_splits(nodes)))
+        nodes = self.spread_outputs(nodes)
         for n in nodes:
             if n.op == "call_module":
                 target = str(n.target)  # a module call's target is the module's name
@@ -210,8 +220,9 @@ class GraphBody:
         for n in nodes:
             if n.op in ("call_module", "call_function", "call_method") and n not in skip:
                 self.ops[n] = self.op(n)
-        if self.extras or any(op.merge is None and len(op.inputs) > 1
-                              for op in self.ops.values()):
+        several = self.is_block and len(outputs) > 1
+        if several or self.extras or any(op.merge is None and len(op.inputs) > 1 or op.arity > 1
+                                         for op in self.ops.values()):
             return group_containers(self.graph_form(outputs))  # tensors passed around
         self.idom = self.dominators(nodes)
         chain = self.chain(outputs[0], self.start)
@@ -299,6 +310,27 @@ class GraphBody:
                 n.args = (concat(list(listed), n), *n.args[1:])
             elif n.target is torch.cat and len(listed) > 2 and n.args[1:] == (1,):
                 n.args = ([concat(list(listed[:-1]), n), listed[-1]], 1)
+        return list(self.graph.nodes)
+
+    def spread_outputs(self, nodes: list[fx.Node]) -> list[fx.Node]:
+        """A child that returns several tensors, its result passed on whole (SelecSLS's
+        blocks pass `[x, skip]` to the next): pass the list of its outputs instead, each
+        `result[i]`, so every tensor is a node of its own."""
+        for n in nodes:
+            if n.op != "call_module":
+                continue
+            k = self.arity(self.module.get_submodule(str(n.target)))
+            whole = [u for u in n.users
+                     if not (u.target is operator.getitem and isinstance(u.args[1], int))]
+            if k < 2 or not whole:
+                continue
+            with self.graph.inserting_after(n):
+                parts: list[fx.Node] = []
+                for i in range(k):  # (each inserted after n: built in reverse)
+                    parts.insert(0, self.graph.call_function(operator.getitem, (n, k - 1 - i)))
+            for u in whole:
+                u.args = fx.node.map_aggregate(u.args, lambda a: parts if a is n else a)
+                u.kwargs = fx.node.map_aggregate(u.kwargs, lambda a: parts if a is n else a)
         return list(self.graph.nodes)
 
     def partial_residuals(self, nodes: list[fx.Node]) -> list[fx.Node]:
@@ -452,7 +484,11 @@ class GraphBody:
                          "drafted as layers, which take one")
         if isinstance(item, DCall) and item.takes:  # only the tensors the callee reads
             inputs = [inputs[0], *(t for t, p in zip(inputs[1:], item.takes) if p)]
-        return _Op(inputs, item)
+        arity = self.arity(child)
+        if arity > 1 and not isinstance(item, DCall):
+            raise locate(n, f"calls `{target}`, which returns {arity} tensors, but it is "
+                         "drafted as layers, which give one")
+        return _Op(inputs, item, arity=arity)
 
     def add_op(self, n: fx.Node) -> _Op:
         """`a + b`: an `add:` merge of two tensors."""
@@ -522,6 +558,8 @@ class GraphBody:
         """`parts[i]` of a chunk: where a split's branch starts."""
         parent, index = n.args
         assert isinstance(parent, fx.Node)  # `op` sends only the items of a node here
+        if isinstance(index, int) and parent in self.ops and self.ops[parent].arity > 1:
+            return _Op([parent], output=index % self.ops[parent].arity)
         channels = _channel_range(index, self.channels(parent))
         if channels is not None and not (self.ops.get(parent) and self.ops[parent].chunks):
             start, end = channels  # GhostNet's `out[:, :self.out_chs]`
@@ -681,14 +719,16 @@ class GraphBody:
     def graph_form(self, outputs: list[fx.Node]) -> list[DItem]:
         """The forward as a graph: its nodes in order, `-> name` after each whose value is
         read out of sequence, `@name` where a node reads other than the tensor before it,
-        and merges of named tensors (`concat(@x, @layers_0, ...)`)."""
-        if len(outputs) > 1:
+        and merges of named tensors (`concat(@x, @layers_0, ...)`). A module that returns
+        several tensors names them all (its block's `-> @a, @b`)."""
+        several = self.is_block and len(outputs) > 1
+        if len(outputs) > 1 and not several:
             raise locate(outputs[1], "returns an extra output from a forward that is a graph "
                          "(archc taps branch off a chain of series-parallel items)")
-        order, alias, spliced = self.graph_nodes(outputs[0])
+        order, alias, spliced, outs = self.graph_nodes(outputs)
         steps: list[tuple[fx.Node, fx.Node | None, list[fx.Node]]] = []
         named: set[fx.Node] = set()
-        current = self.start
+        current: fx.Node | None = self.start
         for n in order:
             op = self.ops[n]
             inputs = [alias.get(i, i) for i in op.inputs]
@@ -702,9 +742,11 @@ class GraphBody:
                 named.update(parts)
             if steps[-1][1] is not None:
                 named.add(inputs[0])
-            current = n
-        end = alias.get(outputs[0], outputs[0])
-        names = _tensor_names(named | {end} | set(self.extras))
+            current = n if op.arity == 1 else None  # several outputs: each read by name
+        ends = [alias.get(o, o) for o in outputs]
+        if several:
+            named.update(ends)
+        names = _tensor_names(named | {ends[0]} | set(self.extras))
         names.update(zip(self.extras, [p for p in self.tensor_params if p]))
         items: list[DItem] = [DBind([names[self.start]])] if self.start in named else []
         for n, ref, parts in steps:
@@ -718,21 +760,55 @@ class GraphBody:
                 items.append(op.item)
             else:
                 items.append(DMerge(op.merge, [DRef(names[p]) for p in parts]))
-            if n in named:
+            if op.arity > 1:
+                items.append(DBind(self.output_binding(n, outs.get(n, {}), named, names)))
+            elif n in named:
                 items.append(DBind([names[n]]))
-        if end is not current:
-            items.append(DRef(names[end]))
+        if several:
+            items.extend(self.block_outputs(ends, names))
+        elif ends[0] is not current:
+            items.append(DRef(names[ends[0]]))
         return items
 
-    def graph_nodes(
-        self, end: fx.Node
-    ) -> tuple[list[fx.Node], dict[fx.Node, fx.Node], dict[fx.Node, list[fx.Node]]]:
-        """The nodes the output is computed from, in the forward's order; the pass-through
-        ones (`contiguous`) as aliases of the value they pass on; and the concats read only
-        by another concat (a list concatenated step by step), to splice into it."""
+    def output_binding(self, call: fx.Node, outs: dict[int, fx.Node], named: set[fx.Node],
+                       names: dict[fx.Node, str]) -> list[str]:
+        """`-> a, b`: the names of a call's outputs up to the last one read; each must be
+        read (archc reports a name never read)."""
+        last = max(outs, default=0)
+        found = [call, *(outs.get(i) for i in range(1, last + 1))]
+        for i, node in enumerate(found):
+            if node is None or node not in named:
+                raise locate(call, f"reads output {last} of `{call.target}` but not output {i} "
+                             "(archc names a block's outputs in order, and each must be read)")
+        return [names[node] for node in found if node is not None]
+
+    def block_outputs(self, ends: list[fx.Node], names: dict[fx.Node, str]) -> list[DItem]:
+        """A tensor returned twice (SelecSLS's `[out, out]`) gets a second name."""
+        items: list[DItem] = []
+        taken = set(names.values())
+        self.output_names = []
+        for end in ends:
+            name = names[end]
+            if name in self.output_names:
+                while name in taken:
+                    name += "_"
+                taken.add(name)
+                items.extend([DRef(names[end]), DBind([name])])
+            self.output_names.append(name)
+        return items
+
+    def graph_nodes(self, ends: list[fx.Node]) -> tuple[
+        list[fx.Node], dict[fx.Node, fx.Node], dict[fx.Node, list[fx.Node]],
+        dict[fx.Node, dict[int, fx.Node]],
+    ]:
+        """The nodes the outputs are computed from, in the forward's order; the pass-through
+        ones (`contiguous`, `outs[0]` of a call) as aliases of the value they pass on; the
+        concats read only by another concat (a list concatenated step by step), to splice
+        into it; and per call with several outputs, the nodes that take them (`outs[i]`)."""
         alias: dict[fx.Node, fx.Node] = {}
+        outs: dict[fx.Node, dict[int, fx.Node]] = {}
         needed: set[fx.Node] = set()
-        todo = [end]
+        todo = list(ends)
         while todo:
             node = todo.pop()
             if node is self.start or node in self.extras or node in needed:
@@ -749,17 +825,27 @@ class GraphBody:
         readers: dict[fx.Node, list[fx.Node]] = {}
         for n in order:
             op = self.ops[n]
+            if op.output is not None and op.output > 0:
+                found = outs.setdefault(op.inputs[0], {})
+                if op.output in found:  # `x[1]` read twice: one tensor
+                    alias[n] = found[op.output]
+                else:
+                    found[op.output] = n
+                continue
             if op.merge is None and op.item is None:
                 alias[n] = alias.get(op.inputs[0], op.inputs[0])
                 continue
             for i in op.inputs:
                 readers.setdefault(alias.get(i, i), []).append(n)
+        first = alias.get(ends[0], ends[0])
         spliced = {
             n: [alias.get(i, i) for i in self.ops[n].inputs] for n in order
-            if n not in alias and self.ops[n].merge == "concat" and alias.get(end, end) is not n
+            if n not in alias and self.ops[n].merge == "concat" and first is not n
             and len(readers.get(n, [])) == 1 and self.ops[readers[n][0]].merge == "concat"
         }
-        return [n for n in order if n not in alias and n not in spliced], alias, spliced
+        taken = {o for found in outs.values() for o in found.values()}
+        steps = [n for n in order if n not in alias and n not in spliced and n not in taken]
+        return steps, alias, spliced, outs
 
     def insert_tap(self, chain: list, aux: fx.Node) -> list:
         """Put an extra output's head right after the main-path node it branches from."""
@@ -855,9 +941,16 @@ def _call_form(n: fx.Node, child: nn.Module) -> tuple[list[fx.Node], dict[str, A
     if not params or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
         return None
     first = bound.arguments.get(params[0].name)
-    if not isinstance(first, fx.Node):
+    concrete: dict[str, Any] = {}
+    if isinstance(first, list) and first and all(isinstance(f, fx.Node) for f in first):
+        name = params[0].name  # a list of tensors first: SelecSLS's `[x, skip]`
+        concrete[name] = [_placeholder(f"{name}_{i}") for i in range(len(first))]
+        first = first[0]
+        tensors = list(bound.arguments[name])
+    elif isinstance(first, fx.Node):
+        tensors = [first]
+    else:
         return None
-    tensors, concrete = [first], {}
     for p in params[1:]:
         if p.name not in bound.arguments:
             continue

@@ -191,8 +191,9 @@ def snake(name: str) -> str:
 # --------------------------------------------------------------------------- shapes
 
 
-def probe(model: nn.Module, shape: tuple | None) -> tuple[dict[int, tuple], tuple]:
-    """Run the model once; every module's (input shape, output shape) by id, and the input.
+def probe(model: nn.Module, shape: tuple | None) -> tuple[dict[Any, tuple], tuple]:
+    """Run the model once; every module's (input shape, output shape) by id, and the input;
+    a module that returns several tensors, `("arity", id)`: (how many,).
 
     In training mode first, so that auxiliary heads run too (archc checks them at every
     size): Inception-v3 runs at 224×224 in eval mode, but its auxiliary head needs 299×299.
@@ -200,11 +201,14 @@ def probe(model: nn.Module, shape: tuple | None) -> tuple[dict[int, tuple], tupl
     tried = [shape] if shape else PROBE_SHAPES
     last = None
     for training, candidate in ((t, c) for t in (True, False) for c in tried):
-        seen: dict[int, tuple] = {}
+        seen: dict[Any, tuple] = {}
 
         def record(module, inputs, output, seen=seen):
             if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
                 seen.setdefault(id(module), (tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
+            several = isinstance(output, (list, tuple)) and len(output) > 1
+            if several and all(isinstance(o, torch.Tensor) for o in output):
+                seen.setdefault(("arity", id(module)), (len(output),))
 
         hooks = [m.register_forward_hook(record) for m in model.modules()]
         try:
@@ -256,7 +260,7 @@ def class_key(module: nn.Module) -> Any:
 class Drafter:
     """Drafts every module of a model once; collects what has no archc form."""
 
-    def __init__(self, shapes: dict[int, tuple], diags: Diagnostics, source: str):
+    def __init__(self, shapes: dict[Any, tuple], diags: Diagnostics, source: str):
         self.shapes, self.diags, self.source = shapes, diags, source
         self.bodies: dict[int, list[DItem]] = {}
         self.instances: dict[Any, list[nn.Module]] = {}
@@ -265,6 +269,7 @@ class Drafter:
         self.guesses: list[str] = []  # modules fx could not trace, read as their children
         self.repeats: dict[tuple, int] = {}  # a problem → how many more instances have it
         self.tensor_params: dict[int, list[str | None]] = {}  # id → its `@` parameters
+        self.output_names: dict[int, list[str]] = {}  # id → its block's `-> @a, @b`
         self.ok = True
 
     def problem(
@@ -358,10 +363,14 @@ class Drafter:
                 lambda c, t, label, form: self.child(c, _join(path, t), label, module, form),
                 self.projection,
                 lambda m: self.shapes.get(id(m)),
+                lambda m: self.shapes.get(("arity", id(m)), (1,))[0],
+                is_block=bool(path),
             )
             items = drafted.body()
             if drafted.tensor_params:
                 self.tensor_params[id(module)] = drafted.tensor_params
+            if drafted.output_names:
+                self.output_names[id(module)] = drafted.output_names
             scales = [i.label for i in walk(items) if isinstance(i, DLayer) and i.callee == "scale"]
             self.reached.update(_join(path, label) for label in scales if label)
             return items
@@ -611,7 +620,7 @@ def to_spec(
     model: nn.Module,
     name: str,
     input_shape: tuple,
-    shapes: dict[int, tuple],
+    shapes: dict[Any, tuple],
     diags: Diagnostics,
     source: str,
     num_classes: int | None = None,
@@ -641,6 +650,7 @@ def to_spec(
         class_key,
         lambda m: id(m) in shapes and shapes[id(m)][0] != shapes[id(m)][1],
         drafter.tensor_params,
+        drafter.output_names,
     )
     classes = _bind_num_classes(drafter.bodies.values(), num_classes)
     body = fold_loops(blocks.resolve(root))

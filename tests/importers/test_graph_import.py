@@ -103,3 +103,38 @@ def test_slices_to_the_end_read_by_two_merges_import_as_named_tensors():
     assert "channel-slice(8, 20)" in text  # `x[:, 8:]` of the 20 channels the block takes
     assert "concat(@add, @getitem_1, @getitem_3)" in text
     assert_exact(text, dpn_net())
+
+
+class SelecSlsNet(nn.Module):
+    """SelecSLS's shape: blocks pass `[x, skip]` to each other through a Sequential, and
+    the network picks the first tensor of the list at the end."""
+
+    def __init__(self):
+        from timm.models.selecsls import SelecSlsBlock, SelectSeq, SequentialList
+
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.features = SequentialList(SelecSlsBlock(8, 0, 8, 8, True, 2),
+                                       SelecSlsBlock(8, 8, 8, 12, False, 1))
+        self.from_seq = SelectSeq("index", 0)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = self.from_seq(self.features([self.stem(x)]))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def selecsls_net() -> nn.Module:
+    torch.manual_seed(0)
+    return SelecSlsNet()
+
+
+def test_modules_that_take_and_return_lists_import_as_blocks_with_several_outputs():
+    spec, diags = imported(f"{HERE}:selecsls_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "block selec_sls_block -> @conv6, @conv6_:" in text  # `return [out, out]`
+    assert "block selec_sls_block_2(@x_1) -> @conv6, @x_1:" in text  # [x, skip] in, skip on
+    assert "-> t0, getitem" in text  # a call's two outputs named
+    assert_exact(text, selecsls_net())
