@@ -144,6 +144,7 @@ class _Op:
     item: DItem | None = None
     merge: str | None = None
     chunks: int = 0  # `x.chunk(n, 1)`: n slices, taken by `split:` branches only
+    size: int | None = None  # `x.split(size, 1)`: each slice's width
     slice: int | None = None  # `parts[i]` of a chunk
     arity: int = 1  # a module call that returns several tensors
     output: int | None = None  # `outs[i]` of such a call
@@ -225,7 +226,16 @@ class GraphBody:
                                          for op in self.ops.values()):
             return group_containers(self.graph_form(outputs))  # tensors passed around
         self.idom = self.dominators(nodes)
-        chain = self.chain(outputs[0], self.start)
+        try:
+            chain = self.chain(outputs[0], self.start)
+        except Located as tree_problem:  # Res2Net's slices, each taken by its own step
+            if "slices channels" not in str(tree_problem):
+                raise
+            try:
+                graph = self.graph_form(outputs)
+            except Unsupported:
+                raise tree_problem from None
+            return group_containers(graph)
         for aux in outputs[1:]:
             chain = self.insert_tap(chain, aux)
         if any(self.used.get(node, 0) > 1 for node in self.ops):
@@ -544,7 +554,12 @@ class GraphBody:
         taken = [i for i in indices if isinstance(i, int)]
         if len(taken) != len(n.users):
             raise locate(n, "splits the channels and uses the slices other than one by one")
-        return _Op([_node(n.args[0])], chunks=max(taken) + 1)
+        size = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections")
+        width = self.channels(_node(n.args[0]))
+        if isinstance(size, int) and width:  # Res2Net's `spx[-1]`: the last of them all
+            return _Op([_node(n.args[0])], chunks=-(-width // size), size=size)
+        return _Op([_node(n.args[0])], chunks=max(taken) + 1,
+                   size=size if isinstance(size, int) else None)
 
     def chunk_op(self, n: fx.Node) -> _Op:
         """`x.chunk(n, 1)`: slices for the branches of a `split:` merge."""
@@ -569,7 +584,22 @@ class GraphBody:
                 what="a slice of the channels"))
         if not (isinstance(index, int) and self.ops.get(parent) and self.ops[parent].chunks):
             raise locate(n, "indexes a tensor; archc has no indexing layer")
-        return _Op([parent], slice=index)
+        return _Op([parent], slice=index % self.ops[parent].chunks)
+
+    def piece(self, n: fx.Node) -> DLayer:
+        """Slice `parts[i]` of a chunk or split, read in a graph: a `channel-slice`."""
+        op = self.ops[n]
+        chunk = self.ops[op.inputs[0]]
+        width = self.channels(chunk.inputs[0])
+        size = chunk.size or (-(-width // chunk.chunks) if width else None)
+        if size is None or op.slice is None:
+            raise locate(n, "slices channels of a tensor whose width the probe run did not "
+                         "see, in a forward that is a graph")
+        start = op.slice * size
+        end = min(start + size, width) if width else start + size
+        return kind_layer("channel-slice", [
+            Arg("start", start, REQUIRED, "start", positional=True),
+            Arg("end", end, REQUIRED, "end", positional=True)], what="a slice of the channels")
 
     def channels(self, node: fx.Node) -> int | None:
         """The channels of a module call's output or of the forward's input, when the
@@ -753,7 +783,9 @@ class GraphBody:
             if ref is not None:
                 items.append(DRef(names[ref]))
             op = self.ops[n]
-            if op.merge is None:
+            if op.slice is not None:
+                items.append(self.piece(n))
+            elif op.merge is None:
                 assert op.item is not None  # pass-throughs are aliases, not steps
                 if isinstance(op.item, DCall):
                     op.item.tensors = [names[alias.get(i, i)] for i in op.inputs[1:]]
@@ -816,9 +848,6 @@ class GraphBody:
             op = self.ops.get(node)
             if op is None:
                 raise locate(node, f"`{node.name}` is not computed from the forward's input")
-            if op.chunks or op.slice is not None:
-                raise locate(node, "slices channels in a forward that is a graph (archc "
-                             "slices for one `split:` of all the slices)")
             needed.add(node)
             todo.extend(op.inputs)
         order = [n for n in self.graph.nodes if n in needed]
@@ -832,8 +861,8 @@ class GraphBody:
                 else:
                     found[op.output] = n
                 continue
-            if op.merge is None and op.item is None:
-                alias[n] = alias.get(op.inputs[0], op.inputs[0])
+            if op.merge is None and op.item is None and op.slice is None:
+                alias[n] = alias.get(op.inputs[0], op.inputs[0])  # (a chunk: its input)
                 continue
             for i in op.inputs:
                 readers.setdefault(alias.get(i, i), []).append(n)

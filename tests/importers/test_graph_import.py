@@ -138,3 +138,40 @@ def test_modules_that_take_and_return_lists_import_as_blocks_with_several_output
     assert "block selec_sls_block_2(@x_1) -> @conv6, @x_1:" in text  # [x, skip] in, skip on
     assert "-> t0, getitem" in text  # a call's two outputs named
     assert_exact(text, selecsls_net())
+
+
+class HierarchicalSplit(nn.Module):
+    """Res2Net's split chain: `torch.split` into slices of 4 channels, each slice after the
+    first added to the previous one's output before its conv, the last passed through
+    (`spx[-1]`), all concatenated."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(8, 12, 1)
+        self.conv_a = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv_b = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        spx = torch.split(self.relu(self.conv1(x)), 4, 1)
+        sp = self.relu(self.conv_a(spx[0]))
+        out = [sp]
+        sp = self.relu(self.conv_b(sp + spx[1]))
+        out.append(sp)
+        out.append(spx[-1])
+        return torch.cat(out, 1)
+
+
+def res2_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), HierarchicalSplit(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10))
+
+
+def test_slices_of_a_split_read_out_of_order_import_as_channel_slices():
+    spec, diags = imported(f"{HERE}:res2_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "channel-slice(8, 12)" in text  # `spx[-1]` of the 12 channels
+    assert "add(@relu_1, @getitem_1)" in text
+    assert_exact(text, res2_net())
