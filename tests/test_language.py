@@ -926,6 +926,40 @@ def test_for_over_a_stage_table_with_generated_labels(tmp_path):
     assert paths(net)[-4:] == ["block1.0", "block1.layer1-2", "block2.0", "block2.layer2-4"]
 
 
+DOTTED = """
+    block interleaved(c, n=2):
+        for i in range(n):
+            convs.{i}: conv3-{c}(bias=false)  bns.{i}: bn  relu
+    network n:
+        input 3x8x8
+        body: interleaved(8)
+        deep.a.b: [conv1-4 bn]
+        global-avgpool flatten FC-10
+"""
+
+
+def test_a_dotted_label_places_the_module_apart_from_where_it_runs(tmp_path):
+    net = load(tmp_path, DOTTED)
+    assert paths(net)[:7] == ["body.convs.0", "body.bns.0", "body.2", "body.convs.1",
+                              "body.bns.1", "body.5", "deep.a.b.0"]
+    body = layer(net, "body")
+    assert not body.is_sequential  # the torch backend gives it containers, not nn.Sequential
+    assert layer(net, "body.bns.1").in_shape == (8, 8, 8)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("convs: conv3-8\n    convs.0: conv3-8", "`convs.0` runs through `convs`, a layer"),
+    ("convs: [conv3-8]\n    convs.0.a: conv3-8", "runs through `convs`, a submodule"),
+    ("convs.0: conv3-8\n    convs: relu", "`convs` is the container of a dotted label"),
+    ("convs.0.a: conv3-8\n    convs.0: relu", "`convs.0` is the container"),
+    ("convs.0: conv3-8\n    convs.0: relu", "`convs.0` names two submodules"),
+])
+def test_dotted_paths_that_clash_are_e111(tmp_path, lines, message):
+    result = check(tmp_path, f"network n:\n    input 3x8x8\n    {lines}\n    flatten FC-10\n")
+    assert errors(result) == ["E111"]
+    assert message in result.diagnostics[0].message
+
+
 def test_for_loop_errors(tmp_path):
     result = check(tmp_path, """
         network n(setting=((1, 2), (3,))):

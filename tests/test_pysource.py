@@ -51,6 +51,18 @@ RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.whi
 # Corners the reference specs do not reach: Maxout, unlabelled stateful layers in a branching
 # block and at the root (no Python name), a labelled merge group, a block that is a plain
 # sequence of unlabelled layers, and a tap whose name is a number.
+DOTTED_SPEC = """\
+block interleaved(c, n=2):
+    for i in range(n):
+        convs.{i}: conv3-{c}(bias=false)  bns.{i}: bn  relu
+
+network dotted:
+    input 3x8x8
+    body: interleaved(8)
+    deep.a.b: [conv1-4 bn]
+    global-avgpool flatten FC-10
+"""
+
 ODD_SPEC = """\
 block plain(c):
     conv3-{c} relu conv3-{c} bn relu
@@ -177,6 +189,19 @@ def test_odd_corners_match_build(tmp_path):
     assert "class Maxout(nn.Module):" in source  # copied in because `mix` uses it
     assert "class Plain(nn.Sequential):" in source  # unlabelled convs keep their 0, 1, ... keys
     assert "class Merge(nn.Module):" in source  # a labelled merge group gets a class
+
+
+def test_dotted_labels_register_inside_module_dicts(tmp_path):
+    spec = tmp_path / "dotted.arch"
+    spec.write_text(DOTTED_SPEC, encoding="utf-8")
+    net = archc.load(spec)
+    module, source = generate(net, tmp_path, "dotted")
+    assert_same_model(net, module.Dotted)
+    keys = list(to_module(net).state_dict())
+    assert keys[:5] == ["body.convs.0.weight", "body.convs.1.weight", "body.bns.0.weight",
+                        "body.bns.0.bias", "body.bns.0.running_mean"]
+    assert "deep.a.b.1.running_var" in keys
+    assert 'self.convs["1"] = m_convs_1' in source and 'self.deep["a"]["b"]' in source
 
 
 def test_training_mode_without_taps_returns_logits(tmp_path):

@@ -96,12 +96,17 @@ def _compile_call(op: Call, scope: Scope | None) -> Step:
     that returns some gives (main, *extras), the extras stored under the caller's names."""
     name = op.child
     child = scope.child(name) if scope is not None else None
+    if "." in name:  # a dotted label: the module sits in containers, `convs` then `0`
+        find = _finder(name)
+    else:
+        def find(mods):
+            return mods[name]
     if child is None or not takes_tensors(child):
-        return lambda mods, x, aux, env: mods[name](x)
+        return lambda mods, x, aux, env: find(mods)(x)
     reads, writes = tuple(child.reads), tuple(child.writes)
 
     def call(mods, x, aux, env):
-        out = mods[name](x, *[env[r] for r in reads])
+        out = find(mods)(x, *[env[r] for r in reads])
         if not writes:
             return out
         for key, value in zip(writes, out[1:]):
@@ -112,6 +117,33 @@ def _compile_call(op: Call, scope: Scope | None) -> Step:
     return call
 
 
+def _finder(path: str) -> Callable[[dict], nn.Module]:
+    """The lookup of a module registered at a dotted path, from its owner's `_modules`."""
+    first, *rest = path.split(".")
+
+    def find(mods):
+        module = mods[first]
+        for part in rest:
+            module = module._modules[part]
+        return module
+
+    return find
+
+
+def register(owner: nn.Module, name: str, module: nn.Module) -> None:
+    """`owner.add_module(name, module)`, where a dotted name (`convs.0`) registers the module
+    inside containers (nn.ModuleDict) made as needed, so its state_dict keys are
+    `convs.0.weight`, ..."""
+    *outer, last = name.split(".")
+    for part in outer:
+        inner = owner._modules.get(part)
+        if inner is None:
+            inner = nn.ModuleDict()
+            owner.add_module(part, inner)
+        owner = inner
+    owner.add_module(last, module)
+
+
 class Block(nn.Module):
     """A spec scope with parallel branches: children by name, forward from the plan."""
 
@@ -119,7 +151,7 @@ class Block(nn.Module):
                  scope: Scope | None = None):
         super().__init__()
         for name, module in children.items():
-            self.add_module(name, module)
+            register(self, name, module)
         self.plan = plan
         self.inputs = tuple(scope.inputs) if scope is not None else ()
         self.outputs = tuple(scope.outputs) if scope is not None else ()

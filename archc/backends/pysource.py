@@ -43,6 +43,7 @@ from archc.compiler.graph import (
     Scope,
     Seq,
     TapOut,
+    containers,
     layers,
     takes_tensors,
 )
@@ -440,6 +441,13 @@ def _variable(name: str) -> str:
 # --------------------------------------------------------------------------- classes
 
 
+def _access(name: str) -> str:
+    """`self.conv1`, `getattr(self, "0")`, or `self.convs["0"]` for a dotted name."""
+    first, *rest = name.split(".")
+    head = f"self.{first}" if is_attribute(first) else f"getattr(self, {literal(first)})"
+    return head + "".join(f"[{literal(part)}]" for part in rest)
+
+
 @dataclass
 class Slot:
     """A child module of a generated class.
@@ -454,10 +462,9 @@ class Slot:
 
     @property
     def access(self) -> str:
-        """How code in the class reaches it."""
-        if is_attribute(self.name):
-            return f"self.{self.name}"
-        return f"getattr(self, {literal(self.name)})"
+        """How code in the class reaches it (a dotted name, `convs.0`, through the
+        nn.ModuleDict containers it sits in: `self.convs["0"]`)."""
+        return _access(self.name)
 
     @property
     def param(self) -> str:
@@ -557,7 +564,9 @@ class Source:
 
     def slots(self, scope: Scope) -> tuple[list[Slot], dict[str, str]]:
         """The slots of a class scope, and each child's slot name."""
-        taken = {c.name for c in scope.children if is_attribute(c.name)}
+        # names in use, the containers of dotted labels (`convs` of `convs.0`) among them
+        taken = {c.name.split(".")[0] for c in scope.children
+                 if is_attribute(c.name.split(".")[0])}
         slots: list[Slot] = []
         names: dict[str, str] = {}
         shared: dict[str, Slot] = {}  # an unnamed stateless child reuses an identical one
@@ -668,8 +677,9 @@ class Source:
         params = tuple(f"{s.param}: nn.Module" for s in cls.slots if s.built is None)
         lines += ["", *render(Expr("def __init__", ("self", *params)), INDENT, suffix=" -> None:"),
                   f"{INDENT * 2}super().__init__()"]
+        made: set[str] = set()
         for slot in cls.slots:
-            lines += self.register(slot, slot.built or slot.param)
+            lines += self.register(slot, slot.built or slot.param, made)
         assert cls.plan is not None  # only an nn.Sequential subclass has none
         return lines + ["", *self.forward(cls.slots, cls.plan, scope=cls.first)]
 
@@ -683,12 +693,25 @@ class Source:
         comment, header, file = found
         return [*(comment or [f"The `{scope.title}` block."]), "", f"From `{header}` in {file}."]
 
-    def register(self, slot: Slot, code: Code) -> list[str]:
-        """`self.name = code` (or add_module for a name Python cannot spell)."""
+    def register(self, slot: Slot, code: Code, made: set[str]) -> list[str]:
+        """`self.name = code` (or add_module for a name Python cannot spell); a dotted name
+        (`convs.0`) first makes the containers it sits in that `made` does not hold yet."""
         pad = INDENT * 2
-        if is_attribute(slot.name):
-            return render(code, pad, f"self.{slot.name} = ")
-        return render(Expr("self.add_module", (literal(slot.name), code)), pad)
+        lines: list[str] = []
+        for outer in containers(slot.name):
+            if outer not in made:
+                made.add(outer)
+                lines += self.assign(outer, Expr("nn.ModuleDict"), pad)
+        return lines + self.assign(slot.name, code, pad)
+
+    @staticmethod
+    def assign(name: str, code: Code, pad: str) -> list[str]:
+        """The line that registers `code` under `name` (a dotted one inside its container)."""
+        if "." in name:
+            return render(code, pad, f"{_access(name)} = ")
+        if is_attribute(name):
+            return render(code, pad, f"self.{name} = ")
+        return render(Expr("self.add_module", (literal(name), code)), pad)
 
     def forward(self, slots: list[Slot], plan: Op, root: bool = False,
                 scope: Scope | None = None) -> list[str]:
@@ -723,8 +746,10 @@ class Source:
             return lines + render(Expr("super().__init__", self.sequence(root)), INDENT * 2)
         lines.append(f"{INDENT * 2}super().__init__()")
         slots, names = self.slots(root)
+        made: set[str] = set()
         for slot in slots:
-            lines += self.register(slot, slot.built or self.instance(root.child(slot.name)))
+            lines += self.register(slot, slot.built or self.instance(root.child(slot.name)),
+                                   made)
         return lines + ["", *self.forward(slots, _rename(root.plan, names), root=True,
                                           scope=root)]
 

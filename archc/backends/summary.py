@@ -214,9 +214,25 @@ def receptive_fields(net: Network) -> dict[str, tuple[tuple[int, int], tuple[int
 # --------------------------------------------------------------------------- rows
 
 
+def _depths(net: Network) -> dict[str, int]:
+    """Per module path: its nesting level, counted in scopes, not dots (a dotted label,
+    `convs.0`, is one level below its scope)."""
+    depths: dict[str, int] = {}
+
+    def visit(scope: Scope, level: int) -> None:
+        for child in scope.children:
+            depths[child.path] = level + 1
+            if isinstance(child, Scope):
+                visit(child, level + 1)
+
+    visit(net.root, 0)
+    return depths
+
+
 def summarize(net: Network) -> list[Row]:
     """One row per layer, in registration order (forward order within every branch)."""
     fields = receptive_fields(net)
+    depths = _depths(net)
     rows = []
     for module in walk(net.root):
         if not isinstance(module, LayerNode):
@@ -228,7 +244,7 @@ def summarize(net: Network) -> list[Row]:
             hyper=REGISTRY[module.kind].summary(module.params),
             in_shape=module.in_shape, out_shape=out, params=module.n_params, macs=module.macs,
             act_bytes=FLOAT32 * math.prod(out) if out else 0,
-            rf=rf, jump=jump, rf_global=whole, depth=depth_of(module.path) - 1))
+            rf=rf, jump=jump, rf_global=whole, depth=depths[module.path] - 1))
     return rows
 
 
@@ -266,6 +282,7 @@ def _cells(row: Row) -> tuple[str, ...]:
 def _headings(rows: list[Row], net: Network) -> dict[int, list[str]]:
     """Before which row each scope starts: the group header lines, indented by depth."""
     scopes = {m.path: m for m in walk(net.root) if isinstance(m, Scope) and m.path}
+    depths = _depths(net)
     taps = set(net.aux_outputs)
     params: dict[str, int] = {}
     for row in rows:
@@ -284,7 +301,7 @@ def _headings(rows: list[Row], net: Network) -> dict[int, list[str]]:
             opened.add(path)
             scope = scopes[path]
             note = "  [side head, training only]" if path in taps else ""
-            line = (f"{'  ' * (n - 1)}{scope_heading(scope)}  → {fmt(scope.out_shape)}, "
+            line = (f"{'  ' * (depths[path] - 1)}{scope_heading(scope)}  → {fmt(scope.out_shape)}, "
                     f"{params[path]:,} params")
             out.setdefault(i, []).append(line + note)
     return out

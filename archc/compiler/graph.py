@@ -134,8 +134,11 @@ class Scope:
 
     @property
     def is_sequential(self) -> bool:
-        """True when the plan runs every child once, in order, and nothing else."""
+        """True when the plan runs every child once, in order, and nothing else, and every
+        child sits directly in the scope (a dotted label, `convs.0`, sits in a container)."""
         if not isinstance(self.plan, Seq) or self.inputs or self.outputs:
+            return False
+        if any("." in c.name for c in self.children):
             return False
         calls = [op for op in self.plan.ops if isinstance(op, Call)]
         return (len(calls) == len(self.plan.ops)
@@ -143,6 +146,13 @@ class Scope:
 
 
 Module = Union[LayerNode, Scope]
+
+
+def containers(name: str) -> list[str]:
+    """The containers a dotted label makes, outermost first: `a.b.c` → [`a`, `a.b`]; none
+    for a plain name."""
+    parts = name.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]
 
 
 def walk(module: Module) -> Iterator[Module]:

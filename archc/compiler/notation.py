@@ -42,7 +42,9 @@ def loose_word(chars: str = r"[\w-]", braced: str = BRACED) -> str:
 
 
 WORD = rf"{START}(?:\w|{BRACED})*(?:-(?:\w|\.|{BRACED})+)*"  # `conv3-64`, `FC-{n}`
-LABEL = rf"{loose_word()}:"  # `conv1:`, `stage{i}:`
+# a label may be a dotted path, `convs.{i}:`: the module's place in the state_dict
+LABEL_NAME = rf"{loose_word()}(?:\.(?:[\w-]|{BRACED})+)*"
+LABEL = rf"{LABEL_NAME}:"  # `conv1:`, `stage{i}:`, `convs.0:`
 REPEAT = rf"[x×]{DIM}(?![\w{{-])"  # `x3`, `x{n}`
 TABLE_REF = rf"{NAME}\[[^\[\]\n]*\]"  # `vgg[D]`
 REF = rf"@{NAME}"  # `@skip`: a named tensor

@@ -135,6 +135,9 @@ class Resolver:
     # id(scope) -> (scope, its children's names, how many children they cover); holding the
     # scope keeps its id from being reused by another
     child_names: dict[int, tuple[Scope, set[str], int]] = field(default_factory=dict)
+    # (id(scope), path) -> where the first dotted label through it is written: the
+    # containers that dotted labels (`convs.0:`) make in a scope
+    containers: dict[tuple[int, str], ir.Span] = field(default_factory=dict)
     expanded: int = 0  # items expanded so far, against the `layers` limit
     most_items: int = field(default_factory=lambda: limits.get("layers"))
     suggested: int = 0  # 'did you mean' hints computed so far
@@ -602,17 +605,43 @@ class Resolver:
         if label is None:
             return str(len(scope.children))
         where = span if self.label_span.file == "<builtin>" else self.label_span
+        if "" in label.split("."):  # a YAML `name:` is any string: `convs.` names nothing
+            self.diags.error("E104", where, f"the label `{label}` has an empty part",
+                             "a dotted label is names joined by `.`, as in `convs.0`")
+            return str(len(scope.children))
         first = self.label_uses.setdefault((id(scope), label), where)
-        if label in self.names_in(scope):
-            self.diags.error(
-                "E111",
-                where,
+        clash = self.path_clash(label, scope)
+        if label in self.names_in(scope) or clash is not None:
+            message, hint, first = clash or (  # first: the other label, when a path clashes
                 f"`{label}` names two submodules of `{scope.path or scope.title}`",
-                "labels in one block must differ",
-                notes=(f"first used at {first.file}:{first.line}:{first.column}",),
-            )
-            return f"{label}_{len(scope.children)}"
+                "labels in one block must differ", first)
+            self.diags.error("E111", where, message, hint,
+                             notes=(f"first used at {first.file}:{first.line}:{first.column}",))
+            return f"{label.replace('.', '_')}_{len(scope.children)}"
+        for end in range(len(label)):  # `convs.0` makes the container `convs`
+            if label[end] == ".":
+                self.containers.setdefault((id(scope), label[:end]), where)
         return label
+
+    def path_clash(self, label: str, scope: Scope) -> tuple[str, str, ir.Span] | None:
+        """A dotted label's path against its siblings': (message, hint, the other label's
+        place) when `label` runs through a sibling's module (`convs: conv3-64` then
+        `convs.0:`) or is a container that dotted labels made (`convs.0:` then `convs:`)."""
+        hint = ("a dotted label's path runs only through the containers that dotted labels "
+                "make: rename one of the two")
+        where = scope.path or scope.title
+        made = self.containers.get((id(scope), label))
+        if made is not None:
+            return (f"`{label}` is the container of a dotted label in `{where}`, "
+                    "and cannot be a module too", hint, made)
+        names = self.names_in(scope) if "." in label else set()
+        for end in range(len(label)):
+            if label[end] == "." and label[:end] in names:
+                child = scope.child(label[:end])
+                what = "layer" if isinstance(child, LayerNode) else "submodule"
+                return (f"`{label}` runs through `{label[:end]}`, a {what} of `{where}`", hint,
+                        self.label_uses.get((id(scope), label[:end]), child.span))
+        return None
 
     def names_in(self, scope: Scope) -> set[str]:
         """The names of `scope`'s children so far, kept up to date incrementally (a scan per

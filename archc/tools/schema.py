@@ -144,7 +144,9 @@ def _value() -> dict[str, Any]:
 
 def _item() -> dict[str, Any]:
     """A word, a list (an unnamed sequence), or a mapping with one operation."""
-    common = {"name": {"type": "string"}, "repeat": {"$ref": "#/$defs/value"}}
+    common = {"name": {"type": "string", "description": "the label: the submodule's name, "
+                       "or a dotted path (`convs.0`) for its place in the state_dict"},
+              "repeat": {"$ref": "#/$defs/value"}}
     structures = [
         _operation("group", {"$ref": "#/$defs/items"}, common),
         _operation("tap", {"$ref": "#/$defs/item"}, common),
