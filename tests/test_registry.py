@@ -113,6 +113,10 @@ EXAMPLES: dict[str, list[dict]] = {
     "eca": [{"kernel": 3}, {"kernel": 5}],
     "split-attention": [{"radix": 2, "hidden": 4}, {"radix": 1, "hidden": 3, "bias": False},
                         {"radix": 2, "hidden": 4, "groups": 2, "names": "sk"}],
+    "splat-conv": [{"out": 4, "hidden": 8}, {"out": 2, "hidden": 4, "radix": 1, "groups": 2,
+                                              "kernel": 1, "stride": 2, "bias": True},
+                   {"out": 6, "hidden": 4, "radix": 4, "dilation": 2, "padding": 1},
+                   {"out": 4, "hidden": 6, "groups": 2, "kernel": (3, 1), "padding": (1, 0)}],
 }
 
 # Inputs: images with an odd and an even channel count (groups=2 and maxout k=2 refuse 3),
@@ -409,6 +413,15 @@ HYPER: dict[str, dict] = {
     "eca": {"kernel": lambda m, v: m.conv.kernel_size == (v,)},
     "split-attention": {"radix": "radix", "hidden": "hidden", "groups": "groups",
                         "bias": "fc_bias", "names": "names"},
+    "splat-conv": {"out": lambda m, v: m.channels == m.fc1.in_channels == v,
+                   "kernel": lambda m, v: m.conv.kernel_size == pair(v),
+                   "stride": lambda m, v: m.conv.stride == pair(v),
+                   "padding": ("padding", resolve_padding),
+                   "dilation": lambda m, v: m.conv.dilation == pair(v),
+                   "groups": lambda m, v: m.fc1.groups == v and m.conv.groups == v * m.radix,
+                   "bias": lambda m, v: _bias(m.conv) == v and _bias(m.fc1) and _bias(m.fc2),
+                   "radix": lambda m, v: m.radix == v and m.conv.out_channels == v * m.channels,
+                   "hidden": lambda m, v: m.fc1.out_channels == m.bn1.num_features == v},
 }
 HYPER["avgpool"] = {**HYPER["maxpool"], "count_include_pad": "count_include_pad"}
 HYPER["dropout2d"] = HYPER["dropout"]

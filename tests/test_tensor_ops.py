@@ -105,6 +105,21 @@ def test_split_attention_is_resnests(radix, groups):
         torch.testing.assert_close(ours(stacked), theirs(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("radix, groups, stride, dilation", [(2, 1, 1, 1), (4, 2, 2, 1),
+                                                              (1, 4, 1, 2)])
+def test_splat_conv_is_timms_split_attn_whole(radix, groups, stride, dilation):
+    """ResNeSt's conv2: timm's SplitAttn (conv, bn0, act0 and the attention) loads into
+    splat-conv strictly, keys and all, and computes the same."""
+    theirs = timm_layers.SplitAttn(16, 8, stride=stride, padding=dilation, dilation=dilation,
+                                   groups=groups, radix=radix, norm_layer=nn.BatchNorm2d).eval()
+    randomise(theirs)
+    ours = build("splat-conv", (16, 9, 7), out=8, hidden=theirs.fc1.out_channels, radix=radix,
+                 groups=groups, stride=stride, dilation=dilation)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = randn(2, 16, 9, 7)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-5)
+
+
 def test_split_attention_is_selective_kernels():
     """SKNet: the paths stacked (B, n, C, H, W) are the paths concatenated, viewed."""
     from timm.layers.selective_kernel import SelectiveKernelAttn

@@ -306,3 +306,27 @@ for _name, _kind, _args in (
     ("HardSigmoid", "hardsigmoid", {}), ("Mish", "mish", {}),
 ):
     register_leaf(f"{TIMM}.activations:{_name}", _plain(_kind, **_args))
+
+
+def _split_attn(m: Any, context: Context) -> list[DItem]:
+    """timm's SplitAttn (ResNeSt's conv2) whole: `splat-conv`, whose children are timm's
+    (conv, bn0, fc1, bn1, fc2), with conv's settings read as `conv` reads them."""
+    norms_plain = all(type(bn) is nn.BatchNorm2d and all(a.value == a.default
+                                                         for a in batch_norm(bn).args)
+                      for bn in (m.bn0, m.bn1))
+    if not (norms_plain and type(m.conv) is nn.Conv2d and type(m.drop) is nn.Identity
+            and type(m.act0) is nn.ReLU and type(m.act1) is nn.ReLU):
+        raise Unsupported("a split attention other than conv, BatchNorm2d and ReLU, no drop "
+                          "block (archc's splat-conv)")
+    conv = {a.name: a.value for a in MODULES[nn.Conv2d](m.conv).args}
+    radix, groups = m.radix, m.fc1.groups
+    if conv["groups"] != groups * radix or (m.rsoftmax.radix, m.rsoftmax.cardinality) != (
+            radix, groups):
+        raise Unsupported("a split attention whose conv is not in groups·radix groups")
+    return [make_layer(
+        "splat-conv", out=m.fc1.in_channels, kernel=conv["kernel"], stride=conv["stride"],
+        padding=conv["pad"], dilation=conv["dilation"], groups=groups, bias=conv["bias"],
+        radix=radix, hidden=m.fc1.out_channels)]
+
+
+register_leaf(f"{TIMM}.split_attn:SplitAttn", _split_attn)

@@ -1,13 +1,23 @@
 """Attention inside CNNs, along the channels: ECA's 1-D conv over the pooled channels, and
-the split attention across branches of SKNet and ResNeSt (a softmax over branch scores).
+the split attention across branches of SKNet and ResNeSt (a softmax over branch scores),
+alone or with the grouped conv that makes ResNeSt's branches (`splat-conv`).
 
 Their torch modules are in `tensor_modules` (imported when a module is built).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from archc.layers.conv import (
+    CONV_PARAMS,
+    conv_macs,
+    conv_params,
+    conv_shape,
+    conv_spatial,
+    conv_summary,
+)
 from archc.layers.core import (
     LayerKind,
     Param,
@@ -19,6 +29,7 @@ from archc.layers.core import (
     image,
 )
 from archc.layers.tensor import tensor_module
+from archc.layers.window import resolve_padding
 
 ATTENTION = Style("attention", "#f4cae4")
 
@@ -74,6 +85,51 @@ def _split_attention_torch(inp: Shape, p: dict[str, Any]) -> Any:
                           p["names"])
 
 
+def _branches(p: dict[str, Any]) -> dict[str, Any]:
+    """splat-conv's conv: radix·out filters in groups·radix groups, one group of branches
+    per radix."""
+    return p | {"out": p["out"] * p["radix"], "groups": p["groups"] * p["radix"]}
+
+
+def _attention(p: dict[str, Any]) -> dict[str, Any]:
+    """splat-conv's split attention (timm's SplitAttn always gives fc1 and fc2 a bias)."""
+    return {"radix": p["radix"], "hidden": p["hidden"], "groups": p["groups"], "bias": True}
+
+
+def _splat_conv_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
+    c, _, _ = image("splat-conv", inp)
+    check_positive("splat-conv", p, "radix", "hidden", "groups")
+    if c % (p["groups"] * p["radix"]):
+        raise ShapeProblem(
+            "E201",
+            f"splat-conv groups·radix = {p['groups']}·{p['radix']} must divide its input "
+            f"channels ({c}): its conv has a group per branch and cardinal group",
+            "give it input channels that groups·radix divides",
+        )
+    stacked = conv_shape(inp, _branches(p), ctx)  # (radix·out, H', W')
+    return _split_attention_shape(stacked, _attention(p), ctx)
+
+
+def _splat_conv_params(inp: Shape, p: dict[str, Any]) -> int:
+    stacked: int = p["out"] * p["radix"]
+    return (conv_params(inp, _branches(p)) + 2 * stacked  # conv, bn0
+            + _split_attention_params((stacked,), _attention(p)))
+
+
+def _splat_conv_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
+    stacked = (out[0] * p["radix"], *out[1:])
+    return (conv_macs(inp, stacked, _branches(p))
+            + _split_attention_macs(stacked, out, _attention(p)))
+
+
+def _splat_conv_torch(inp: Shape, p: dict[str, Any]) -> Any:
+    from archc.layers.tensor_modules import SplitAttentionConv
+
+    return SplitAttentionConv(inp[0], p["out"], p["hidden"], p["kernel"], p["stride"],
+                              resolve_padding(p), p["dilation"], p["groups"], p["radix"],
+                              p["bias"])
+
+
 KINDS: tuple[LayerKind, ...] = (
     LayerKind(
         "eca",
@@ -115,5 +171,27 @@ KINDS: tuple[LayerKind, ...] = (
         count_params=_split_attention_params,
         count_macs=_split_attention_macs,
         summary=lambda p: f"radix={p['radix']}, {p['hidden']}",
+    ),
+    LayerKind(
+        "splat-conv",
+        "ResNeSt's split-attention convolution (timm's SplitAttn) whole: a conv to radix·out "
+        "channels in groups·radix groups, a batch norm and ReLU make `radix` branches, and "
+        "`split-attention` weights and sums them: out×H'×W'. Its keys are timm's: conv, bn0, "
+        "fc1, bn1, fc2. `groups` is ResNeSt's cardinality; `bias` is the conv's (fc1 and fc2 "
+        "always have one).",
+        (
+            *(replace(q, default=False) if q.name == "bias" else q for q in CONV_PARAMS),
+            Param("radix", "int", 2, "the number of branches (timm's radix)"),
+            Param("hidden", "int", doc="the attention's width", aliases=("attn_channels",)),
+        ),
+        _splat_conv_shape,
+        _splat_conv_torch,
+        ATTENTION,
+        ("split-attention-conv", "split-attn"),
+        ("kernel", ("out",)),
+        count_params=_splat_conv_params,
+        count_macs=_splat_conv_macs,
+        spatial=conv_spatial,
+        summary=lambda p: f"{conv_summary(p)}, radix={p['radix']}",
     ),
 )

@@ -20,7 +20,8 @@ from archc.layers.core import (
 from archc.layers.window import by_axis, pair, resolve_padding, window
 
 
-def _conv_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
+def conv_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
+    """A conv's output C×H×W for an image `inp` (the conv kinds share it)."""
     c, _, _ = image("conv", inp)
     check_positive("conv", p, "out", "kernel", "stride", "dilation", "groups")
     if c % p["groups"] or p["out"] % p["groups"]:
@@ -34,19 +35,21 @@ def _conv_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     return (p["out"], h, w)
 
 
-def _conv_params(inp: Shape, p: dict[str, Any]) -> int:
+def conv_params(inp: Shape, p: dict[str, Any]) -> int:
+    """A conv's weights and bias."""
     out: int = p["out"]
     groups: int = p["groups"]
     per_filter = inp[0] // groups * math.prod(pair(p["kernel"]))
     return out * per_filter + (out if p["bias"] else 0)
 
 
-def _conv_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
+def conv_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
+    """A conv's multiply-accumulates: each output value reads (C / groups)·k·k inputs."""
     groups: int = p["groups"]
     return math.prod(out) * (inp[0] // groups) * math.prod(pair(p["kernel"]))
 
 
-def _conv_summary(p: dict[str, Any]) -> str:
+def conv_summary(p: dict[str, Any]) -> str:
     """`3×3, 64, /2`; a non-square kernel reads `1×7, 192`."""
     kh, kw = pair(p["kernel"])
     stride = by_axis(p["stride"])
@@ -87,7 +90,7 @@ def _conv_torch(inp: Shape, p: dict[str, Any]) -> Any:
     )
 
 
-_CONV_PARAMS = (
+CONV_PARAMS = (
     Param("out", "int", doc="output channels", aliases=("channels", "filters")),
     Param("kernel", "int2", 3, "kernel size, or (h, w)", ("k", "kernel_size")),
     Param("stride", "int2", 1, "step, or (h, w)"),
@@ -104,7 +107,8 @@ _CONV_PARAMS = (
 )
 
 
-def _conv_spatial(p: dict[str, Any]) -> Spatial:
+def conv_spatial(p: dict[str, Any]) -> Spatial:
+    """A conv's window (kernel, stride, padding, dilation, no ceil) for receptive fields."""
     return (p["kernel"], p["stride"], resolve_padding(p), p["dilation"], False)
 
 
@@ -112,16 +116,16 @@ KINDS: tuple[LayerKind, ...] = (
     LayerKind(
         "conv",
         "2-D convolution; `convK-C` is a K×K conv with C filters and same padding.",
-        _CONV_PARAMS,
-        _conv_shape,
+        CONV_PARAMS,
+        conv_shape,
         _conv_torch,
         CONV,
         ("convolution", "conv2d"),
         ("kernel", ("out",)),
-        _conv_params,
-        _conv_macs,
-        spatial=_conv_spatial,
-        summary=_conv_summary,
+        conv_params,
+        conv_macs,
+        spatial=conv_spatial,
+        summary=conv_summary,
     ),
     LayerKind(
         "std-conv",
@@ -129,18 +133,18 @@ KINDS: tuple[LayerKind, ...] = (
         "filter's weights standardised (mean 0, variance 1, `eps` added to the variance), then "
         "scaled by gain · gamma / √fan-in, with `gain` (out, 1, 1, 1) learnt under timm's name.",
         (
-            *_CONV_PARAMS,
+            *CONV_PARAMS,
             Param("gamma", "float", 1.0, "the activation's gain folded into the weights"),
             Param("eps", "float", 1e-6, "added to each filter's variance"),
         ),
-        _conv_shape,
+        conv_shape,
         _std_conv_torch,
         CONV,
         ("scaled-std-conv", "stdconv", "ws-conv"),
         ("kernel", ("out",)),
-        lambda inp, p: _conv_params(inp, p) + p["out"],  # + the gain per filter
-        _conv_macs,
-        spatial=_conv_spatial,
-        summary=_conv_summary,
+        lambda inp, p: conv_params(inp, p) + p["out"],  # + the gain per filter
+        conv_macs,
+        spatial=conv_spatial,
+        summary=conv_summary,
     ),
 )

@@ -196,8 +196,9 @@ class SplitAttention(nn.Module):
         super().__init__()
         self.channels, self.radix, self.hidden, self.groups = channels, radix, hidden, groups
         self.fc_bias, self.names = fc_bias, names
-        fc1, bn, act, fc2 = (("fc1", "bn1", "act1", "fc2") if names == "resnest"
-                             else ("fc_reduce", "bn", "act", "fc_select"))
+        self.parts = (("fc1", "bn1", "act1", "fc2") if names == "resnest"
+                      else ("fc_reduce", "bn", "act", "fc_select"))
+        fc1, bn, act, fc2 = self.parts
         self.add_module(fc1, nn.Conv2d(channels, hidden, 1, groups=groups, bias=fc_bias))
         self.add_module(bn, nn.BatchNorm2d(hidden))
         self.add_module(act, nn.ReLU())
@@ -207,7 +208,7 @@ class SplitAttention(nn.Module):
         b, _, h, w = x.shape
         paths = x.reshape(b, self.radix, self.channels, h, w)  # (B, radix, C, H, W)
         pooled = paths.sum(1).mean((2, 3), keepdim=True)  # (B, C, 1, 1)
-        fc1, bn, act, fc2 = self.children()
+        fc1, bn, act, fc2 = (getattr(self, name) for name in self.parts)
         scores = fc2(act(bn(fc1(pooled))))  # (B, radix·C, 1, 1), (group, branch, channel)
         if self.radix == 1:
             return x * torch.sigmoid(scores)
@@ -218,6 +219,29 @@ class SplitAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"radix={self.radix}, groups={self.groups}"
+
+
+class SplitAttentionConv(SplitAttention):
+    """ResNeSt's split-attention convolution whole, as timm's SplitAttn holds it: a conv to
+    radix·C channels in groups·radix groups (`conv`), a batch norm (`bn0`) and ReLU (`act0`)
+    make the radix branches, and the split attention (fc1, bn1, act1, fc2) weights and sums
+    them: C out. The children are timm's, so SplitAttn's state_dict loads as it is."""
+
+    def __init__(self, in_channels: int, channels: int, hidden: int,
+                 kernel_size: int | tuple[int, int] = 3, stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] = 1, dilation: int | tuple[int, int] = 1,
+                 groups: int = 1, radix: int = 2, conv_bias: bool = False):
+        super().__init__(channels, radix, hidden, groups)
+        self.in_channels, self.kernel_size, self.stride = in_channels, kernel_size, stride
+        self.padding, self.dilation, self.conv_bias = padding, dilation, conv_bias
+        self.conv = nn.Conv2d(in_channels, channels * radix, kernel_size, stride, padding,
+                              dilation, groups=groups * radix, bias=conv_bias)
+        self.bn0 = nn.BatchNorm2d(channels * radix)
+        self.act0 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stacked = self.act0(self.bn0(self.conv(x)))  # (B, radix·C, H', W'): the branches
+        return super().forward(stacked)  # (B, C, H', W')
 
 
 def add_into(base: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

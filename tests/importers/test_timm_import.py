@@ -439,3 +439,34 @@ def test_named_children_called_apart_are_refused():
     assert spec is None
     assert any("calls `head.flatten` apart from `head`'s other items" in m
                for m in messages(diags))
+
+
+def split_attn_net(norm: type[nn.Module] | None = nn.BatchNorm2d) -> nn.Module:
+    """timm's SplitAttn (ResNeSt's conv2) with radix 2 and 2 groups, then radix 1 strided."""
+    from timm.layers import SplitAttn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1),
+                         SplitAttn(8, 8, groups=2, radix=2, rd_channels=4, norm_layer=norm),
+                         SplitAttn(8, 16, stride=2, groups=2, radix=1, norm_layer=norm),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+def split_attn_without_norms() -> nn.Module:
+    return split_attn_net(norm=None)
+
+
+def test_timms_split_attn_imports_as_one_splat_conv_with_its_keys():
+    spec, diags = imported(f"{HERE}:split_attn_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "conv3-8  splat-conv(out=8, groups=2, hidden=8)\n" in text  # `1.conv.weight`, ...
+    assert "splat-conv(out=16, stride=2, groups=2, radix=1, hidden=32)" in text
+    assert_exact(text, split_attn_net())
+
+
+def test_a_split_attn_without_its_norms_is_refused_by_name():
+    spec, diags = imported(f"{HERE}:split_attn_without_norms")
+    assert spec is None
+    assert any("`1`" in m and "other than conv, BatchNorm2d and ReLU" in m
+               for m in messages(diags)), messages(diags)

@@ -48,4 +48,9 @@ MUTANTS = [
          new="weights = scores.softmax(-1).reshape(b, self.radix, self.channels, 1, 1)",
          tests=["tests/test_tensor_ops.py::test_split_attention_is_resnests",
                 "tests/test_tensor_ops.py::test_split_attention_is_selective_kernels"]),
+    dict(name="splat-conv-attends-before-its-norm",
+         file="archc/layers/tensor_modules.py",
+         old="stacked = self.act0(self.bn0(self.conv(x)))",
+         new="stacked = self.act0(self.conv(x))",
+         tests=["tests/test_tensor_ops.py::test_splat_conv_is_timms_split_attn_whole"]),
 ]
