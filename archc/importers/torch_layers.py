@@ -245,12 +245,18 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
 
 
 def layernorm(kind: str, m: nn.LayerNorm) -> DLayer:
-    """`layernorm` (or `layernorm2d`) of a LayerNorm over one axis."""
-    if len(m.normalized_shape) != 1 or (m.bias is None) != (m.weight is None):
+    """`layernorm` (or `layernorm2d`) of a LayerNorm over one axis, with its scale and
+    shift, its scale only (`bias=false`: timm's LayerNorm2dNoBias), or neither."""
+    if len(m.normalized_shape) != 1:
         raise Unsupported(f"LayerNorm over {tuple(m.normalized_shape)} (archc normalises one axis)")
-    return kind_layer(
-        kind, [Arg("eps", m.eps, 1e-5, "eps"), Arg("affine", m.elementwise_affine, True, "affine")]
-    )
+    if m.weight is None and m.bias is not None:
+        raise Unsupported("a LayerNorm with a shift but no scale (archc's learns the scale)")
+    affine = m.weight is not None
+    return kind_layer(kind, [
+        Arg("eps", m.eps, 1e-5, "eps"),
+        Arg("affine", affine, True, "affine"),
+        Arg("bias", m.bias is not None or not affine, True, "bias"),
+    ])
 
 
 # --------------------------------------------------------------------------- functions

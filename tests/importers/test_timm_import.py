@@ -439,3 +439,30 @@ def test_named_children_called_apart_are_refused():
     assert spec is None
     assert any("calls `head.flatten` apart from `head`'s other items" in m
                for m in messages(diags))
+
+
+def no_bias_norms() -> nn.Module:
+    """ConvFormer's norms: timm's LayerNorm2dNoBias on an image and LayerNormNoBias on a
+    channel-last one, a scale (`weight`) and no shift."""
+    from timm.models.metaformer import LayerNorm2dNoBias, LayerNormNoBias
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), LayerNorm2dNoBias(8),
+                         nn.Conv2d(8, 8, 1), timm_permute(0, 2, 3, 1), LayerNormNoBias(8),
+                         timm_permute(0, 3, 1, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10))
+
+
+def timm_permute(*dims: int) -> nn.Module:
+    from torchvision.ops.misc import Permute
+
+    return Permute(list(dims))
+
+
+def test_layer_norms_without_a_shift_import_with_bias_false():
+    spec, diags = imported(f"{HERE}:no_bias_norms")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "layernorm2d(eps=1e-06, bias=false)" in text.replace("1e-6", "1e-06"), text
+    assert "layernorm(eps=1e-06, bias=false)" in text.replace("1e-6", "1e-06"), text
+    assert_exact(text, no_bias_norms())
