@@ -466,3 +466,35 @@ def test_layer_norms_without_a_shift_import_with_bias_false():
     assert "layernorm2d(eps=1e-06, bias=false)" in text.replace("1e-6", "1e-06"), text
     assert "layernorm(eps=1e-06, bias=false)" in text.replace("1e-6", "1e-06"), text
     assert_exact(text, no_bias_norms())
+
+
+class ChannelLastMean(nn.Module):
+    """MambaOut's head: the mean over H and W of a channel-last (B, H, W, C) image, then a
+    norm and a Linear; `keep` averages with keepdim (B, 1, 1, C) and flattens after."""
+
+    def __init__(self, keep: bool = False):
+        super().__init__()
+        self.keep = keep
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.conv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        x = x.mean((1, 2), keepdim=True).flatten(1) if self.keep else x.mean((1, 2))
+        return self.fc(self.norm(x))
+
+
+def channel_last_mean_kept() -> nn.Module:
+    return ChannelLastMean(keep=True)
+
+
+def test_a_mean_over_the_pixels_of_a_channel_last_image_is_a_global_pool():
+    for source, make in (("ChannelLastMean", ChannelLastMean),
+                         ("channel_last_mean_kept", channel_last_mean_kept)):
+        spec, diags = imported(f"{HERE}:{source}")
+        assert spec is not None, messages(diags)
+        text = spec_text(spec)
+        assert "permute((0, 3, 1, 2))" in text and "global" in text, text
+        torch.manual_seed(0)
+        assert_exact(text, make())
