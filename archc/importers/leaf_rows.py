@@ -306,3 +306,16 @@ for _name, _kind, _args in (
     ("HardSigmoid", "hardsigmoid", {}), ("Mish", "mish", {}),
 ):
     register_leaf(f"{TIMM}.activations:{_name}", _plain(_kind, **_args))
+
+
+def _learnable_affine(m: Any, context: Context) -> list[DItem]:
+    """HGNetV2's LearnableAffineBlock, `scale * x + bias` of two (1,) parameters: `affine`,
+    whose keys are the module's own (`lab.scale`, `lab.bias`)."""
+    if m.scale.shape != (1,) or m.bias.shape != (1,):
+        raise Unsupported("a learnable affine of other than one scale and one shift")
+    layer = make_layer("affine")
+    layer.label = OWN
+    return [layer]
+
+
+register_leaf("timm.models.hgnet:LearnableAffineBlock", _learnable_affine)

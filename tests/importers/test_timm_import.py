@@ -498,3 +498,32 @@ def test_a_mean_over_the_pixels_of_a_channel_last_image_is_a_global_pool():
         assert "permute((0, 3, 1, 2))" in text and "global" in text, text
         torch.manual_seed(0)
         assert_exact(text, make())
+
+
+class AffineConv(nn.Module):
+    """HGNetV2's ConvBNAct with its learnable affine after the activation (`use_lab`)."""
+
+    def __init__(self):
+        from timm.models.hgnet import LearnableAffineBlock
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.ReLU()
+        self.lab = LearnableAffineBlock(scale_value=0.7, bias_value=-0.3)
+
+    def forward(self, x):
+        return self.lab(self.act(self.bn(self.conv(x))))
+
+
+def affine_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(AffineConv(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_hgnetv2s_learnable_affine_imports_as_affine_with_timms_keys():
+    spec, diags = imported(f"{HERE}:affine_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "lab: affine" in text, text
+    assert_exact(text, affine_net())  # strict load: `0.lab.scale`, `0.lab.bias`
