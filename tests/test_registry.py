@@ -66,6 +66,7 @@ EXAMPLES: dict[str, list[dict]] = {
     "relu": [{}],
     "sigmoid": [{}],
     "tanh": [{}],
+    "squared-relu": [{}],
     "leakyrelu": [{"slope": 0.1}],
     "elu": [{"alpha": 0.5}],
     "maxout": [{"k": 2}],

@@ -319,3 +319,13 @@ def _learnable_affine(m: Any, context: Context) -> list[DItem]:
 
 
 register_leaf("timm.models.hgnet:LearnableAffineBlock", _learnable_affine)
+
+
+def _star_relu(m: Any, context: Context) -> list[DItem]:
+    """MetaFormer's StarReLU, `scale * relu(x) ** 2 + bias`: `squared-relu`, then the
+    module's own (1,) `scale` and `bias` as `affine`."""
+    return [make_layer("squared-relu"), *_learnable_affine(m, context)]
+
+
+register_leaf("timm.models.metaformer:SquaredReLU", _plain("squared-relu"))
+register_leaf("timm.models.metaformer:StarReLU", _star_relu)

@@ -152,8 +152,9 @@ KINDS: tuple[LayerKind, ...] = (
     ),
     LayerKind(
         "affine",
-        "`x · scale + shift` with one learnt number each (HGNetV2's LearnableAffineBlock). "
-        "Its weights are `scale` and `bias` of shape (1,), timm's keys.",
+        "`x · scale + shift` with one learnt number each (HGNetV2's LearnableAffineBlock; "
+        "after `squared-relu`, MetaFormer's StarReLU). Its weights are `scale` and `bias` of "
+        "shape (1,), timm's keys.",
         (
             Param("scale", "float", 1.0, "the initial scale", aliases=("scale_value",)),
             Param("shift", "float", 0.0, "the initial shift (its key is `bias`)",

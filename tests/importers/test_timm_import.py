@@ -527,3 +527,35 @@ def test_hgnetv2s_learnable_affine_imports_as_affine_with_timms_keys():
     text = spec_text(spec)
     assert "lab: affine" in text, text
     assert_exact(text, affine_net())  # strict load: `0.lab.scale`, `0.lab.bias`
+
+
+class StarMlp(nn.Module):
+    """ConvFormer's activations: StarReLU (`s * relu(x) ** 2 + b`, its own `scale` and
+    `bias`) between two convs, SquaredReLU in the head."""
+
+    def __init__(self):
+        from timm.models.metaformer import SquaredReLU, StarReLU
+
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.act1 = StarReLU(scale_value=0.8, bias_value=-0.2)
+        self.conv2 = nn.Conv2d(8, 8, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(8, 8)
+        self.act = SquaredReLU()
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.pool(self.conv2(self.act1(self.conv1(x))))
+        return self.head(self.act(self.fc(self.flat(x))))
+
+
+def test_metaformers_star_and_squared_relu_import_exactly():
+    spec, diags = imported(f"{HERE}:StarMlp")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "squared-relu  act1: affine" in text, text
+    assert "act: squared-relu" in text, text
+    torch.manual_seed(0)
+    assert_exact(text, StarMlp())  # strict load: `act1.scale`, `act1.bias`
