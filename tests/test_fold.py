@@ -94,7 +94,8 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 1.5 + 0.25)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
+                if m.bias is not None:  # `bias=false`: a scale only
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
             elif isinstance(m, nn.modules.batchnorm._BatchNorm):
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)

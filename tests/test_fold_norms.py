@@ -31,7 +31,8 @@ def _without_norm_affines(model: nn.Module) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 m.weight.fill_(1.0)
-                m.bias.zero_()
+                if m.bias is not None:  # `bias=false`: a scale only
+                    m.bias.zero_()
     return model
 
 
@@ -182,3 +183,15 @@ def test_folded_weights_by_hand():
     assert torch.allclose(folded.f.weight, w * state["n.weight"][None, :])
     assert torch.allclose(folded.f.bias, b + w @ state["n.bias"])
     assert sorted(folded.state_dict()) == ["f.bias", "f.weight"]
+
+
+def test_a_layer_norm_without_a_shift_folds_its_scale():
+    """`layernorm2d(bias=false)` (timm's LayerNorm2dNoBias) has no `bias` key: its scale
+    alone folds into the 1×1 conv after it."""
+    net = archc.check("<nobias>", text="network nobias:\n    input 3x6x6\n    conv3-8"
+                      "  n: layernorm2d(bias=false)  c: conv1-8  global-avgpool  flatten"
+                      "  FC-3\n").network
+    plan = fold_for_inference(net)
+    assert [(f.norm, f.layer) for f in plan.input_folds] == [("n", "c")]
+    folded = _check_folded(net, seed=8)
+    assert folded.n.weight is None

@@ -216,3 +216,16 @@ def test_add_into_exports_to_onnx(tmp_path):
     net = archc.check("t.arch", text=text).network
     written, model = export_with_known_weights(net, tmp_path)
     assert_matches(written[0], model, net.input_shape)
+
+
+def test_affine_is_timms_learnable_affine_block():
+    """`affine` loads HGNetV2's LearnableAffineBlock strictly (`scale`, `bias` of shape (1,))
+    and computes scale · x + bias."""
+    from timm.models.hgnet import LearnableAffineBlock
+
+    theirs = LearnableAffineBlock(scale_value=0.7, bias_value=-0.3)
+    ours = build("affine", (6, 7, 9))
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = randn(2, 6, 7, 9)
+    torch.testing.assert_close(ours(x), theirs(x))
+    torch.testing.assert_close(ours(x), x * 0.7 - 0.3)

@@ -330,3 +330,24 @@ def _split_attn(m: Any, context: Context) -> list[DItem]:
 
 
 register_leaf(f"{TIMM}.split_attn:SplitAttn", _split_attn)
+def _learnable_affine(m: Any, context: Context) -> list[DItem]:
+    """HGNetV2's LearnableAffineBlock, `scale * x + bias` of two (1,) parameters: `affine`,
+    whose keys are the module's own (`lab.scale`, `lab.bias`)."""
+    if m.scale.shape != (1,) or m.bias.shape != (1,):
+        raise Unsupported("a learnable affine of other than one scale and one shift")
+    layer = make_layer("affine")
+    layer.label = OWN
+    return [layer]
+
+
+register_leaf("timm.models.hgnet:LearnableAffineBlock", _learnable_affine)
+
+
+def _star_relu(m: Any, context: Context) -> list[DItem]:
+    """MetaFormer's StarReLU, `scale * relu(x) ** 2 + bias`: `squared-relu`, then the
+    module's own (1,) `scale` and `bias` as `affine`."""
+    return [make_layer("squared-relu"), *_learnable_affine(m, context)]
+
+
+register_leaf("timm.models.metaformer:SquaredReLU", _plain("squared-relu"))
+register_leaf("timm.models.metaformer:StarReLU", _star_relu)

@@ -245,12 +245,18 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
 
 
 def layernorm(kind: str, m: nn.LayerNorm) -> DLayer:
-    """`layernorm` (or `layernorm2d`) of a LayerNorm over one axis."""
-    if len(m.normalized_shape) != 1 or (m.bias is None) != (m.weight is None):
+    """`layernorm` (or `layernorm2d`) of a LayerNorm over one axis, with its scale and
+    shift, its scale only (`bias=false`: timm's LayerNorm2dNoBias), or neither."""
+    if len(m.normalized_shape) != 1:
         raise Unsupported(f"LayerNorm over {tuple(m.normalized_shape)} (archc normalises one axis)")
-    return kind_layer(
-        kind, [Arg("eps", m.eps, 1e-5, "eps"), Arg("affine", m.elementwise_affine, True, "affine")]
-    )
+    if m.weight is None and m.bias is not None:
+        raise Unsupported("a LayerNorm with a shift but no scale (archc's learns the scale)")
+    affine = m.weight is not None
+    return kind_layer(kind, [
+        Arg("eps", m.eps, 1e-5, "eps"),
+        Arg("affine", affine, True, "affine"),
+        Arg("bias", m.bias is not None or not affine, True, "bias"),
+    ])
 
 
 # --------------------------------------------------------------------------- functions
@@ -274,13 +280,27 @@ def _flatten_fn(args: tuple, kwargs: dict) -> DLayer:
     return kind_layer("flatten")
 
 
+def _permute(*dims: int) -> DLayer:
+    return kind_layer("permute", [Arg("dims", dims, REQUIRED, "dims", positional=True)])
+
+
 def _mean(args: tuple, kwargs: dict) -> list[DLayer]:
-    dims = _arg(args, kwargs, 1, "dim")
-    if sorted(dims or []) not in ([2, 3], [-2, -1]):
-        raise Unsupported(f"mean over dims {dims} (archc averages over height and width only)")
-    if _arg(args, kwargs, 2, "keepdim", False):
-        return [kind_layer("globalavgpool")]
-    return [kind_layer("globalavgpool"), kind_layer("flatten")]
+    """`x.mean((2, 3))` of an image: a global average pool (flattened unless keepdim);
+    `x.mean((1, 2))` of a channel-last (B, H, W, C) image (MambaOut's head) is that pool
+    after a permute to (B, C, H, W) (and back with keepdim). The rank is not known here: a
+    mean over (1, 2) of another rank fails the check that follows every import."""
+    dims = sorted(_arg(args, kwargs, 1, "dim") or [])
+    keep = _arg(args, kwargs, 2, "keepdim", False)
+    if dims in ([2, 3], [-2, -1]):
+        pooled = [kind_layer("globalavgpool")]
+    elif dims in ([1, 2], [-3, -2]):
+        pooled = [_permute(0, 3, 1, 2), kind_layer("globalavgpool")]
+        if keep:
+            return [*pooled, _permute(0, 2, 3, 1)]  # (B, 1, 1, C)
+    else:
+        raise Unsupported(f"mean over dims {tuple(dims)} (archc averages over height and "
+                          "width only, of an image or a channel-last image)")
+    return pooled if keep else [*pooled, kind_layer("flatten")]
 
 
 def _fn_pool(kind: str) -> Callable[[tuple, dict], DLayer]:
@@ -324,7 +344,7 @@ def _fn_permute(args: tuple, kwargs: dict) -> DLayer:
         else tuple(args[1:]) or tuple(kwargs.get("dims", ()))
     if not dims or not all(isinstance(d, int) for d in dims):
         raise Unsupported("a permute whose order is computed in the forward")
-    return kind_layer("permute", [Arg("dims", dims, REQUIRED, "dims", positional=True)])
+    return _permute(*dims)
 
 
 def _simple(kind: str) -> Callable[[tuple, dict], DLayer]:

@@ -113,6 +113,16 @@ KINDS: tuple[LayerKind, ...] = (
     ),
     LayerKind("tanh", "Hyperbolic tangent.", (), same_shape, nn_module("Tanh"), ACT),
     LayerKind(
+        "squared-relu",
+        "ReLU squared: max(0, x)² (Primer; MetaFormer's SquaredReLU, and with `affine` its "
+        "StarReLU).",
+        (),
+        same_shape,
+        archc_module("SquaredReLU"),
+        ACT,
+        ("relu-squared",),
+    ),
+    LayerKind(
         "leakyrelu",
         "Leaky ReLU: max(slope·x, x); the lecture uses slope 0.1.",
         (Param("slope", "float", 0.01, "negative slope", ("negative_slope",)),),

@@ -20,6 +20,13 @@ class Maxout(nn.Module):
         return f"k={self.k}"
 
 
+class SquaredReLU(nn.Module):
+    """ReLU squared, max(0, x)² (So et al., 2021, Primer; MetaFormer's SquaredReLU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.square(torch.relu(x))
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a C×H×W image, at every pixel (ConvNeXt's; torchvision's
     LayerNorm2d). The weights are nn.LayerNorm's: `weight` and `bias` of shape (C,)."""

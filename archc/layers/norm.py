@@ -33,8 +33,9 @@ def _lrn_torch(inp: Shape, p: dict[str, Any]) -> Any:
 
 
 def _affine_params(axis: int) -> Callable[[Shape, dict[str, Any]], int]:
-    """A norm's parameter count: a scale and a shift per element of `axis`, when affine."""
-    return lambda inp, p: 2 * inp[axis] if p["affine"] else 0
+    """A norm's parameter count: a scale and a shift per element of `axis`, when affine (the
+    shift only where the kind has a `bias` that is true)."""
+    return lambda inp, p: (1 + p.get("bias", True)) * inp[axis] if p["affine"] else 0
 
 
 def _layernorm_torch(axis: int) -> Callable[[Shape, dict[str, Any]], Any]:
@@ -49,7 +50,8 @@ def _layernorm_torch(axis: int) -> Callable[[Shape, dict[str, Any]], Any]:
 
             cls = LayerNorm2d
 
-        return cls(inp[axis], eps=p["eps"], elementwise_affine=p["affine"], bias=p["affine"])
+        return cls(inp[axis], eps=p["eps"], elementwise_affine=p["affine"],
+                   bias=p["affine"] and p["bias"])
 
     return make
 
@@ -62,6 +64,8 @@ def _groupnorm_torch(inp: Shape, p: dict[str, Any]) -> Any:
 
 _EPS = Param("eps", "float", 1e-5, "added to the variance")
 _AFFINE = Param("affine", "bool", True, "learn scale and shift")
+_BIAS = Param("bias", "bool", True, "with `affine`, learn the shift too; false: a scale only "
+              "(timm's LayerNorm2dNoBias)")
 
 
 KINDS: tuple[LayerKind, ...] = (
@@ -100,8 +104,9 @@ KINDS: tuple[LayerKind, ...] = (
     LayerKind(
         "layernorm",
         "Layer normalisation over the last axis: flat features F, or a channel-last image "
-        "H×W×C after `permute((0, 2, 3, 1))`. Weights `weight`, `bias` of shape (F,).",
-        (_EPS, _AFFINE),
+        "H×W×C after `permute((0, 2, 3, 1))`. Weights `weight`, `bias` of shape (F,) (no "
+        "`bias` with `bias=false`).",
+        (_EPS, _AFFINE, _BIAS),
         same_shape,
         _layernorm_torch(-1),
         NORM,
@@ -111,8 +116,8 @@ KINDS: tuple[LayerKind, ...] = (
     LayerKind(
         "layernorm2d",
         "Layer normalisation over the channels of a C×H×W image, at every pixel (ConvNeXt's "
-        "LayerNorm2d). Weights `weight`, `bias` of shape (C,).",
-        (_EPS, _AFFINE),
+        "LayerNorm2d). Weights `weight`, `bias` of shape (C,) (no `bias` with `bias=false`).",
+        (_EPS, _AFFINE, _BIAS),
         image_same_shape("layernorm2d"),
         _layernorm_torch(0),
         NORM,

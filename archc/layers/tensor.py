@@ -1,5 +1,6 @@
-"""Tensor operations with static shapes: a channel slice, a constant scale, a reshape, a
-centre crop, space-to-depth and blur pooling (TResNet's anti-aliased downsampling).
+"""Tensor operations with static shapes: a channel slice, a constant scale, a learnt
+scalar affine, a reshape, a centre crop, space-to-depth and blur pooling (TResNet's
+anti-aliased downsampling).
 
 Their torch modules are in `tensor_modules` (imported when a module is built).
 """
@@ -10,6 +11,7 @@ import math
 from typing import Any, Callable
 
 from archc.layers.core import (
+    CONV,
     POOL,
     RESHAPE,
     LayerKind,
@@ -147,6 +149,23 @@ KINDS: tuple[LayerKind, ...] = (
         ("const-scale", "mul-const"),
         (None, ("factor",)),
         summary=lambda p: f"×{p['factor']:g}" + (f" {p['shift']:+g}" if p["shift"] else ""),
+    ),
+    LayerKind(
+        "affine",
+        "`x · scale + shift` with one learnt number each (HGNetV2's LearnableAffineBlock; "
+        "after `squared-relu`, MetaFormer's StarReLU). Its weights are `scale` and `bias` of "
+        "shape (1,), timm's keys.",
+        (
+            Param("scale", "float", 1.0, "the initial scale", aliases=("scale_value",)),
+            Param("shift", "float", 0.0, "the initial shift (its key is `bias`)",
+                  aliases=("bias_value",)),
+        ),
+        same_shape,
+        tensor_module("LearnableAffine", "scale", "shift"),
+        CONV,
+        ("learnable-affine", "scalar-affine"),
+        count_params=lambda inp, p: 2,
+        summary=lambda p: "learnt ·a + b",
     ),
     LayerKind(
         "reshape",

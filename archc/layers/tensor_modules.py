@@ -43,6 +43,25 @@ class ConstantScale(nn.Module):
         return f"factor={self.factor}, shift={self.shift}"
 
 
+class LearnableAffine(nn.Module):
+    """`scale * x + bias` with one learnt number each (HGNetV2's LearnableAffineBlock, the
+    affine of MetaFormer's StarReLU): `scale` and `bias` of shape (1,), timm's names and
+    shapes, so timm's weights load as they are. `scale_init` and `shift_init` are their
+    values before training."""
+
+    def __init__(self, scale_init: float = 1.0, shift_init: float = 0.0):
+        super().__init__()
+        self.scale_init, self.shift_init = scale_init, shift_init
+        self.scale = nn.Parameter(torch.full((1,), float(scale_init)))
+        self.bias = nn.Parameter(torch.full((1,), float(shift_init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x + self.bias  # (1,) broadcast over every value
+
+    def extra_repr(self) -> str:
+        return f"scale_init={self.scale_init}, shift_init={self.shift_init}"
+
+
 class Reshape(nn.Module):
     """A batch of tensors viewed as `shape` each (the batch axis kept): static shapes only."""
 

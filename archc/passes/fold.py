@@ -485,7 +485,7 @@ def _fold_forward(fold: InputFold, out: dict[str, torch.Tensor]) -> None:
         shift = beta - mean * scale
     else:
         scale = out[f"{fold.norm}.weight"].double()
-        shift = out[f"{fold.norm}.bias"].double()
+        shift = out.get(f"{fold.norm}.bias", torch.zeros_like(scale)).double()  # bias=false
     per_input = (1, -1, *([1] * (w.dim() - 2)))  # (1, C) or (1, C, 1, 1)
     bias = out.get(fold.bias)
     extra = (w * shift.view(per_input)).flatten(1).sum(1)  # W·t, (out,)

@@ -470,3 +470,121 @@ def test_a_split_attn_without_its_norms_is_refused_by_name():
     assert spec is None
     assert any("`1`" in m and "other than conv, BatchNorm2d and ReLU" in m
                for m in messages(diags)), messages(diags)
+def no_bias_norms() -> nn.Module:
+    """ConvFormer's norms: timm's LayerNorm2dNoBias on an image and LayerNormNoBias on a
+    channel-last one, a scale (`weight`) and no shift."""
+    from timm.models.metaformer import LayerNorm2dNoBias, LayerNormNoBias
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), LayerNorm2dNoBias(8),
+                         nn.Conv2d(8, 8, 1), timm_permute(0, 2, 3, 1), LayerNormNoBias(8),
+                         timm_permute(0, 3, 1, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10))
+
+
+def timm_permute(*dims: int) -> nn.Module:
+    from torchvision.ops.misc import Permute
+
+    return Permute(list(dims))
+
+
+def test_layer_norms_without_a_shift_import_with_bias_false():
+    spec, diags = imported(f"{HERE}:no_bias_norms")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "layernorm2d(eps=1e-06, bias=false)" in text.replace("1e-6", "1e-06"), text
+    assert "layernorm(eps=1e-06, bias=false)" in text.replace("1e-6", "1e-06"), text
+    assert_exact(text, no_bias_norms())
+
+
+class ChannelLastMean(nn.Module):
+    """MambaOut's head: the mean over H and W of a channel-last (B, H, W, C) image, then a
+    norm and a Linear; `keep` averages with keepdim (B, 1, 1, C) and flattens after."""
+
+    def __init__(self, keep: bool = False):
+        super().__init__()
+        self.keep = keep
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.conv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        x = x.mean((1, 2), keepdim=True).flatten(1) if self.keep else x.mean((1, 2))
+        return self.fc(self.norm(x))
+
+
+def channel_last_mean_kept() -> nn.Module:
+    return ChannelLastMean(keep=True)
+
+
+def test_a_mean_over_the_pixels_of_a_channel_last_image_is_a_global_pool():
+    for source, make in (("ChannelLastMean", ChannelLastMean),
+                         ("channel_last_mean_kept", channel_last_mean_kept)):
+        spec, diags = imported(f"{HERE}:{source}")
+        assert spec is not None, messages(diags)
+        text = spec_text(spec)
+        assert "permute((0, 3, 1, 2))" in text and "global" in text, text
+        torch.manual_seed(0)
+        assert_exact(text, make())
+
+
+class AffineConv(nn.Module):
+    """HGNetV2's ConvBNAct with its learnable affine after the activation (`use_lab`)."""
+
+    def __init__(self):
+        from timm.models.hgnet import LearnableAffineBlock
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.ReLU()
+        self.lab = LearnableAffineBlock(scale_value=0.7, bias_value=-0.3)
+
+    def forward(self, x):
+        return self.lab(self.act(self.bn(self.conv(x))))
+
+
+def affine_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(AffineConv(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_hgnetv2s_learnable_affine_imports_as_affine_with_timms_keys():
+    spec, diags = imported(f"{HERE}:affine_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "lab: affine" in text, text
+    assert_exact(text, affine_net())  # strict load: `0.lab.scale`, `0.lab.bias`
+
+
+class StarMlp(nn.Module):
+    """ConvFormer's activations: StarReLU (`s * relu(x) ** 2 + b`, its own `scale` and
+    `bias`) between two convs, SquaredReLU in the head."""
+
+    def __init__(self):
+        from timm.models.metaformer import SquaredReLU, StarReLU
+
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.act1 = StarReLU(scale_value=0.8, bias_value=-0.2)
+        self.conv2 = nn.Conv2d(8, 8, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(8, 8)
+        self.act = SquaredReLU()
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.pool(self.conv2(self.act1(self.conv1(x))))
+        return self.head(self.act(self.fc(self.flat(x))))
+
+
+def test_metaformers_star_and_squared_relu_import_exactly():
+    spec, diags = imported(f"{HERE}:StarMlp")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "squared-relu  act1: affine" in text, text
+    assert "act: squared-relu" in text, text
+    torch.manual_seed(0)
+    assert_exact(text, StarMlp())  # strict load: `act1.scale`, `act1.bias`

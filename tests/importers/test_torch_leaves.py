@@ -44,7 +44,8 @@ def randomize(model: nn.Module) -> None:
         for m in model.modules():
             if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.3)
+                if m.bias is not None:  # timm's LayerNorm2dNoBias has none
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.3)
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
