@@ -1,4 +1,4 @@
-"""The family specs of specs/timm/ (second set: CSPNet, SKNet/ResNeSt, NF-ResNet,
+"""The family specs of specs/timm/ (second set: CSPNet, SKNet, ResNeSt, NF-ResNet,
 Inception-v4/Inception-ResNet-v2, DLA, HRNet, Res2Net) against timm 1.0.31: the smallest member of
 each family verifies exact (parameters, strict state_dict loading, outputs after every norm
 is randomised), and every spec is shorter than timm's Python for it."""
@@ -26,13 +26,15 @@ FAMILIES = {
     "dla.arch": ("dla",),
     "hrnet.arch": ("hrnet",),
     "res2net.arch": ("res2net",),
+    "resnest.arch": ("resnest",),
 }
 # the smallest member of each family: checked in the fast lane
 FAST = ("cspresnet50", "darknet17", "cs3darknet_s", "skresnet18", "nf_resnet26",
         "nf_ecaresnet26", "inception_v4", "inception_resnet_v2", "dla34", "dla46x_c",
-        "hrnet_w18_small", "res2net50_26w_4s")
+        "hrnet_w18_small", "res2net50_26w_4s", "resnest14d")
 SLOW: tuple[str, ...] = ("cspdarknet53", "skresnext50_32x4d", "hrnet_w18_small_v2",
-                         "res2net50_48w_2s", "res2next50", "res2net50d")
+                         "res2net50_48w_2s", "res2next50", "res2net50d",
+                         "resnest50d_4s2x40d", "resnest50d_1s4x24d")
 
 
 @pytest.mark.parametrize("name", FAST)
