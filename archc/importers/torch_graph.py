@@ -670,7 +670,7 @@ def group_containers(items: list[DItem]) -> list[DItem]:
             scattered.add(found.prefix)
             for item, label in zip(items, labels):  # undo the pass's relabelling
                 if label is not None:
-                    item.label = label  # type: ignore[union-attr]
+                    item.label = label
 
 
 class _Scattered(Exception):
