@@ -146,3 +146,16 @@ def test_both_exporters_failing_is_one_clear_error(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(backend, "_export_torchscript", broken("torchscript"))
     with pytest.raises(OnnxExportError, match="dynamo gave up.*torchscript gave up"):
         export_onnx(tiny, tmp_path / "model.onnx")
+
+
+def test_dotted_labels_export(tmp_path):
+    """Modules registered inside containers (`convs.{i}:`) export and run to torch's logits."""
+    spec = tmp_path / "dotted.arch"
+    spec.write_text("block unit(c, n=2):\n    for i in range(n):\n"
+                    "        convs.{i}: conv3-{c}(bias=false)  bns.{i}: bn  relu\n\n"
+                    "network n:\n    input 3x16x16\n    body: unit(8)\n"
+                    "    global-avgpool flatten FC-4\n", encoding="utf-8")
+    net = archc.load(spec)
+    written, model = export_with_known_weights(net, tmp_path)
+    assert "body.convs.1.weight" in model.state_dict()
+    assert_matches(written[0], model, net.input_shape)

@@ -171,3 +171,16 @@ def test_cli_json_matches_to_json():
     conv1 = data["layers"][0]
     assert (conv1["path"], conv1["rf"], conv1["jump"]) == ("features.0", [11, 11], [4, 4])
     assert conv1["act_bytes"] == 4 * 64 * 55 * 55
+
+
+def test_a_dotted_label_is_one_level_below_its_scope(tmp_path):
+    """`convs.0:` sits in containers, but the table indents it as its siblings, by scope."""
+    spec = tmp_path / "dotted.arch"
+    spec.write_text("block unit:\n    convs.0: conv3-8  relu  deep.a.b: [conv1-8 bn]\n\n"
+                    "network n:\n    input 3x8x8\n    body: unit\n    flatten  FC-10\n",
+                    encoding="utf-8")
+    rows = {r.path: r for r in summarize(archc.load(spec))}
+    assert rows["body.convs.0"].depth == rows["body.1"].depth == 1
+    assert rows["body.deep.a.b.0"].depth == 2
+    lines = format_table(list(rows.values()), archc.load(spec)).splitlines()
+    assert "  body.deep.a.b  → 8×8×8, 88 params" in lines

@@ -31,7 +31,13 @@ from pathlib import Path
 
 import graphviz
 
-from archc.backends.summary import compact, depth_of, layer_text, scope_heading, scope_title
+from archc.backends.summary import (
+    compact,
+    layer_text,
+    module_depths,
+    scope_heading,
+    scope_title,
+)
 from archc.compiler import ir
 from archc.compiler.graph import (
     Call,
@@ -119,6 +125,7 @@ class _Drawing:
 
     def __init__(self, net: Network, depth: int):
         self.net, self.depth = net, depth
+        self.levels = module_depths(net)  # in scopes: a dotted label (`a.b:`) is one level
         self.graph = graphviz.Digraph(
             _dot_id(net.name),
             graph_attr={
@@ -219,7 +226,7 @@ class _Drawing:
         outer = self.tensors.setdefault(id(caller), {})
         inner = self.tensors[id(module)] = {
             name: outer[read] for name, read in zip(module.inputs, module.reads)}
-        if depth_of(module.path) < self.depth:
+        if self.levels[module.path] < self.depth:
             port = self.cluster(g, module, tail)
         elif copies := _repeats(module):
             port = self.repeated(g, module, copies, tail)
@@ -235,7 +242,7 @@ class _Drawing:
 
     def cluster(self, g: graphviz.Digraph, scope: Scope, tail: _Port) -> _Port:
         """A scope drawn inside a titled box."""
-        level = depth_of(scope.path)
+        level = self.levels[scope.path]
         fill = _CLUSTER_FILLS[min(level, len(_CLUSTER_FILLS)) - 1]
         with g.subgraph(name=f"cluster_{scope.path}") as sub:
             sub.attr(
@@ -257,7 +264,7 @@ class _Drawing:
         """A run of equal blocks drawn once: the first copy's inside, in a cluster titled
         with the block and how many times it runs (the ViT paper's `L ×`)."""
         first = copies[0]
-        level = depth_of(scope.path)
+        level = self.levels[scope.path]
         params = sum(layer.n_params for layer in _all_layers(scope))
         with g.subgraph(name=f"cluster_{scope.path}") as sub:
             sub.attr(

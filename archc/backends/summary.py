@@ -214,7 +214,7 @@ def receptive_fields(net: Network) -> dict[str, tuple[tuple[int, int], tuple[int
 # --------------------------------------------------------------------------- rows
 
 
-def _depths(net: Network) -> dict[str, int]:
+def module_depths(net: Network) -> dict[str, int]:
     """Per module path: its nesting level, counted in scopes, not dots (a dotted label,
     `convs.0`, is one level below its scope)."""
     depths: dict[str, int] = {}
@@ -232,7 +232,7 @@ def _depths(net: Network) -> dict[str, int]:
 def summarize(net: Network) -> list[Row]:
     """One row per layer, in registration order (forward order within every branch)."""
     fields = receptive_fields(net)
-    depths = _depths(net)
+    depths = module_depths(net)
     rows = []
     for module in walk(net.root):
         if not isinstance(module, LayerNode):
@@ -282,7 +282,7 @@ def _cells(row: Row) -> tuple[str, ...]:
 def _headings(rows: list[Row], net: Network) -> dict[int, list[str]]:
     """Before which row each scope starts: the group header lines, indented by depth."""
     scopes = {m.path: m for m in walk(net.root) if isinstance(m, Scope) and m.path}
-    depths = _depths(net)
+    depths = module_depths(net)
     taps = set(net.aux_outputs)
     params: dict[str, int] = {}
     for row in rows:

@@ -901,7 +901,30 @@ def group_containers(items: list[DItem]) -> list[DItem]:
     """Calls of `blocks.0`, `blocks.1`, ... in order (a ModuleList or a Sequential called
     item by item) → one `blocks: [...]` group, so the keys stay `blocks.0...`; calls of
     named children one after the other (MetaFormer's `head.global_pool`, `head.norm`, ...)
-    → one `head: [global_pool: ... norm: ...]` group, so the keys stay `head.norm...`."""
+    → one `head: [global_pool: ... norm: ...]` group, so the keys stay `head.norm...`.
+    A container whose items run apart from each other (Res2Net's `convs.1`, after `bns.0`)
+    keeps its items' dotted labels (`convs.1:`), which place them at those keys."""
+    labels = [getattr(item, "label", None) for item in items]
+    scattered: set[str] = set()  # containers whose items keep their dotted labels
+    while True:
+        try:
+            return _group_containers(items, scattered)
+        except _Scattered as found:
+            scattered.add(found.prefix)
+            for item, label in zip(items, labels):  # undo the pass's relabelling
+                if label is not None:
+                    item.label = label
+
+
+class _Scattered(Exception):
+    """The items of container `prefix` are not called one after the other."""
+
+    def __init__(self, prefix: str):
+        super().__init__(prefix)
+        self.prefix = prefix
+
+
+def _group_containers(items: list[DItem], scattered: set[str]) -> list[DItem]:
     out: list[DItem] = []
     named: set[str] = set()  # the prefixes of the groups of named children made so far
     names: list[DItem] = []  # `-> x`, `@x` since the last module call: inside a group that
@@ -909,7 +932,8 @@ def group_containers(items: list[DItem]) -> list[DItem]:
     for item in items:
         label = getattr(item, "label", None) or ""
         prefix, _, index = label.rpartition(".")
-        if isinstance(item, (DRef, DBind)) or not prefix:
+        if isinstance(item, (DRef, DBind)) or not prefix or any(
+                label.startswith(p + ".") for p in scattered):
             if isinstance(item, (DRef, DBind)):
                 names.append(item)
                 continue
@@ -936,10 +960,7 @@ def group_containers(items: list[DItem]) -> list[DItem]:
             out.extend(names)
             out.append(DGroup([item], prefix))
         else:
-            raise Unsupported(
-                f"calls `{label}` apart from `{prefix}`'s other items (archc numbers a "
-                "group's items by position, so they must run one after the other, in order)"
-            )
+            raise _Scattered(prefix)
         names.clear()
     return _numbered_in_place([*out, *names])
 

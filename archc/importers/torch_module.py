@@ -706,7 +706,8 @@ def num_classes_of(factory: Any, model: nn.Module, args: dict) -> int | None:
     return None
 
 
-_LABEL = re.compile(r"[A-Za-z_]([\w-]|\{i\})*\Z")  # `denselayer{i}` inside a loop
+# `denselayer{i}` inside a loop; `convs.1` (a dotted label) for a container called apart
+_LABEL = re.compile(r"[A-Za-z_]([\w-]|\{i\})*(\.([\w-]|\{i\})+)*\Z")
 
 
 def _bad_labels(items: list) -> list[str]:

@@ -422,10 +422,11 @@ def test_named_children_called_one_by_one_import_as_one_labelled_group():
 
 
 class HeadCalledApart(HeadCalledByParts):
-    """The head's children with another layer between them: not one group."""
+    """The head's children with another layer between them: not one group, so each keeps
+    its dotted label (`head.flatten:`)."""
 
     def forward(self, x):
-        x = self.head.global_pool(self.stem(x))
+        x = self.head.norm(self.head.global_pool(self.stem(x)))
         x = self.head.flatten(torch.relu(x))
         return self.head.fc(x)
 
@@ -434,11 +435,12 @@ def head_apart_net() -> nn.Module:
     return HeadCalledApart()
 
 
-def test_named_children_called_apart_are_refused():
+def test_named_children_called_apart_keep_dotted_labels():
     spec, diags = imported(f"{HERE}:head_apart_net")
-    assert spec is None
-    assert any("calls `head.flatten` apart from `head`'s other items" in m
-               for m in messages(diags))
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "head.norm: bn  relu  head.flatten: flatten" in text and "head: [" not in text
+    assert_exact(text, head_apart_net())
 
 
 def split_attn_net(norm: type[nn.Module] | None = nn.BatchNorm2d) -> nn.Module:
@@ -470,6 +472,8 @@ def test_a_split_attn_without_its_norms_is_refused_by_name():
     assert spec is None
     assert any("`1`" in m and "other than conv, BatchNorm2d and ReLU" in m
                for m in messages(diags)), messages(diags)
+
+
 def no_bias_norms() -> nn.Module:
     """ConvFormer's norms: timm's LayerNorm2dNoBias on an image and LayerNormNoBias on a
     channel-last one, a scale (`weight`) and no shift."""

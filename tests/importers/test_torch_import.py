@@ -343,11 +343,39 @@ def test_input_size_is_found_and_a_module_list_is_a_group():
     model.load_state_dict(LeNet().state_dict(), strict=True)
 
 
-def test_a_module_list_with_ops_between_its_items_is_reported():
-    diags = Diagnostics()
-    assert load(f"{HERE}:LeNet", diags, args={"interleaved": True}) is None
-    [diag] = diags.items
-    assert "calls `features.1` apart from `features`'s other items" in diag.message
+def test_a_module_list_with_ops_between_its_items_keeps_dotted_labels():
+    spec, diags = imported(f"{HERE}:LeNet", args={"interleaved": True}, check_shape=(3, 32, 32))
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    assert "features.0: conv5-6(pad=0)  relu  features.1: relu" in text
+    assert "features: [" not in text
+    assert_same_outputs(spec, LeNet(interleaved=True), shape=(3, 32, 32))
+
+
+class Interleaved(nn.Module):
+    """Res2Net's pattern: two lists, `convs` and `bns`, whose items run interleaved."""
+
+    def __init__(self, n: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.convs = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1, bias=False) for _ in range(n))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(8) for _ in range(n))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for conv, bn in zip(self.convs, self.bns):
+            x = F.relu(bn(conv(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_lists_that_run_interleaved_import_as_dotted_labels():
+    spec, diags = imported(f"{HERE}:Interleaved")
+    assert spec is not None, [d.message for d in diags.items]
+    text = spec_text(spec)
+    for i in range(3):
+        assert f"convs.{i}: conv3-8(bias=false)  bns.{i}: bn" in text
+    assert_same_outputs(spec, Interleaved())
 
 
 def test_docs_show_the_importers_output():
