@@ -559,3 +559,30 @@ def test_metaformers_star_and_squared_relu_import_exactly():
     assert "act: squared-relu" in text, text
     torch.manual_seed(0)
     assert_exact(text, StarMlp())  # strict load: `act1.scale`, `act1.bias`
+
+
+def gated_net(conv_ratio: float = 1.0) -> nn.Module:
+    """MambaOut's GatedConvBlock between a channel-last stem and head: the gate, the
+    untouched channels and the depthwise conv's split along the last axis."""
+    from timm.models.mambaout import GatedConvBlock
+
+    torch.manual_seed(0)
+    block = GatedConvBlock(6, conv_ratio=conv_ratio)  # (mambaout_femto has no layer scale)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), timm_permute(0, 2, 3, 1), block,
+                         timm_permute(0, 3, 1, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(6, 10))
+
+
+def gated_net_all_conv() -> nn.Module:
+    return gated_net(conv_ratio=8 / 3)  # the conv takes all h channels: no `i`
+
+
+def test_mambaouts_gated_conv_block_imports_exactly():
+    for source, make, concat in (("gated_net", gated_net, True),
+                                 ("gated_net_all_conv", gated_net_all_conv, False)):
+        spec, diags = imported(f"{HERE}:{source}")
+        assert spec is not None, messages(diags)
+        text = spec_text(spec)
+        assert "mul" in text and ("concat" in text) == concat, text
+        assert "channel-slice(0, 16)" in text, text  # the gate: h = int(8 / 3 * 6) = 16
+        assert_exact(text, make())
