@@ -353,7 +353,7 @@ def _gated_conv_block(m: Any, context: Context) -> list[DItem]:
         raise Unsupported(f"a gated conv block split {tuple(m.split_indices)}, not "
                           "(hidden, hidden - conv, conv) with a conv on 1 to hidden channels")
     conv = _present(context, "conv")
-    rest = [DGroup([_channel_slice(2 * hidden - k, 2 * hidden), *conv])]
+    rest: list[DItem] = [DGroup([_channel_slice(2 * hidden - k, 2 * hidden), *conv])]
     if k < hidden:  # `i`: the channels between the gate and the conv's
         rest.insert(0, _channel_slice(hidden, 2 * hidden - k))
     gate = DGroup([_channel_slice(0, hidden), *_present(context, "act")])
