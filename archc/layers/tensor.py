@@ -78,7 +78,7 @@ def _pad_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     c, h, w = image("zero-pad", inp)
     (top, bottom), (left, right) = sides(p["padding"])
     if min(top, bottom, left, right) < 0:
-        raise ShapeProblem("E204", f"zero-pad{p['padding']} pads by a negative amount",
+        raise ShapeProblem("E204", f"zero-pad({p['padding']}) pads by a negative amount",
                            "pad by 0 or more on every side (`crop` cuts an image down)")
     return (c, h + top + bottom, w + left + right)
 
