@@ -109,6 +109,7 @@ EXAMPLES: dict[str, list[dict]] = {
     "affine": [{}, {"scale": 0.5, "shift": -0.25}],
     "reshape": [{"shape": (9, 33)}, {"shape": (1, 6)}, {"shape": (2, 4, 3, 8)}],
     "crop": [{"height": 5, "width": 7}, {"height": 8, "width": 11}],
+    "zero-pad": [{"padding": 1}, {"padding": (0, 1, 0, 1)}, {"padding": (2, 0)}],
     "space-to-depth": [{"block": 2}, {"block": 4}],
     "blur-pool": [{}, {"filter": 5, "stride": 2}, {"filter": 3, "stride": 1,
                                                      "pad_mode": "constant"}],
@@ -143,12 +144,13 @@ STRICTER = {
     ("channel-slice", "image"): "a slice past the last channel would silently be narrower",
     ("channel-slice", "flat"): "a slice past the last feature would silently be narrower",
     ("crop", "image"): "a crop larger than the image would be padded, not cropped",
+    ("zero-pad", "flat"): "torch's 2-D padding would pad a batch of features as one image",
 }
 # Image kinds refuse tokens on purpose: torch's 2-D modules would read a batch of token
 # sequences, B×T×C, as one unbatched C×H×W image and mix the samples. The token kinds
 # refuse images and flat features: torch would read their axes as tokens and channels.
 IMAGE_KINDS = {"maxpool", "avgpool", "adaptiveavgpool", "adaptivemaxpool", "globalavgpool",
-               "dropout2d", "lrn", "channel-fc", "upsample"}
+               "dropout2d", "lrn", "channel-fc", "upsample", "zero-pad"}
 TOKEN_KINDS = {"untokens", "token-pool", "self-attention"}
 # Swin's kinds take a channel-last image, H×W×C: torch would read tokens as an unbatched one.
 STRICTER.update({(k, "tokens"): "a channel-last image kind"
@@ -413,6 +415,7 @@ HYPER: dict[str, dict] = {
                "shift": lambda m, v: m.shift_init == v and _all_equal("bias")(m, v)},
     "reshape": {"shape": "shape"},
     "crop": {"height": "height", "width": "width"},
+    "zero-pad": {"padding": lambda m, v: m.padding == (*sides(v)[1], *sides(v)[0])},
     "space-to-depth": {"block": "block"},
     "blur-pool": {"filter": "filt_size", "stride": "stride", "pad_mode": "pad_mode"},
     "eca": {"kernel": lambda m, v: m.conv.kernel_size == (v,)},

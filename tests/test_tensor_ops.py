@@ -229,3 +229,15 @@ def test_affine_is_timms_learnable_affine_block():
     x = randn(2, 6, 7, 9)
     torch.testing.assert_close(ours(x), theirs(x))
     torch.testing.assert_close(ours(x), x * 0.7 - 0.3)
+
+
+def test_zero_pad_is_torchs_pad_and_refuses_negative_sides():
+    """`zero-pad((top, bottom, left, right))` is F.pad(x, (left, right, top, bottom)); a
+    negative side is a located E204, not a silent crop."""
+    x = randn(2, 3, 5, 4)
+    ours = build("zero-pad", (3, 5, 4), padding=(2, 0, 1, 3))
+    assert torch.equal(ours(x), nn.functional.pad(x, (1, 3, 2, 0)))
+    result = archc.check("pad.arch", text="network p:\n    input 3x8x8\n"
+                         "    zero-pad((0, -1, 0, 1)) global-avgpool\n")
+    assert [(d.code, d.span.line, d.span.column) for d in result.diagnostics] == [("E204", 3, 5)]
+    assert "pads by a negative amount" in result.diagnostics[0].message

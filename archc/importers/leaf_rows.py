@@ -42,7 +42,18 @@ TV = "torchvision.models"
 
 
 def _permute(m: Any, context: Context) -> list[DItem]:
-    return [kind_layer("permute", [Arg("dims", tuple(m.dims), REQUIRED, "dims", positional=True)])]
+    return [_permuted(*m.dims)]
+
+
+def _permuted(*dims: int) -> DLayer:
+    """`permute(dims)`, the order written as a positional tuple."""
+    return kind_layer("permute", [Arg("dims", tuple(dims), REQUIRED, "dims", positional=True)])
+
+
+def _channel_slice(start: int, end: int) -> DLayer:
+    """`channel-slice(start, end)`: channels [start, end) of a C×H×W image."""
+    return kind_layer("channel-slice", [Arg("start", start, REQUIRED, "start", positional=True),
+                                        Arg("end", end, REQUIRED, "end", positional=True)])
 
 
 def _stochastic_depth(m: Any, context: Context) -> list[DItem]:
@@ -351,3 +362,30 @@ def _star_relu(m: Any, context: Context) -> list[DItem]:
 
 register_leaf("timm.models.metaformer:SquaredReLU", _plain("squared-relu"))
 register_leaf("timm.models.metaformer:StarReLU", _star_relu)
+
+
+def _gated_conv_block(m: Any, context: Context) -> list[DItem]:
+    """MambaOut's GatedConvBlock on a channel-last (B, H, W, C) image: norm, fc1 to 2h
+    channels, split along the last axis into g (h), i (h - k) and c (k); c through the
+    depthwise conv; `fc2(act(g) * cat(i, conv(c)))`, layer-scaled, added to the input.
+    archc slices channels of C×H×W images, so the body permutes to that layout around the
+    gate: `mul:` of `channel-slice(0, h) act` and `concat:` of i and `conv` of c."""
+    hidden, k = m.fc2.in_features, m.conv.in_channels
+    if tuple(m.split_indices) != (hidden, hidden - k, k) or not 0 < k <= hidden:
+        raise Unsupported(f"a gated conv block split {tuple(m.split_indices)}, not "
+                          "(hidden, hidden - conv, conv) with a conv on 1 to hidden channels")
+    conv = _present(context, "conv")
+    rest: list[DItem] = [DGroup([_channel_slice(2 * hidden - k, 2 * hidden), *conv])]
+    if k < hidden:  # `i`: the channels between the gate and the conv's
+        rest.insert(0, _channel_slice(hidden, 2 * hidden - k))
+    gate = DGroup([_channel_slice(0, hidden), *_present(context, "act")])
+    values = rest[0] if len(rest) == 1 else DMerge("concat", rest)
+    body = DGroup([
+        *_present(context, "norm", "fc1"), _permuted(0, 3, 1, 2),  # (B, 2h, H, W)
+        DMerge("mul", [gate, values]), _permuted(0, 2, 3, 1),  # (B, H, W, h)
+        *_present(context, "fc2", "ls", "drop_path"),
+    ])
+    return [DMerge("add", [body, DShortcut(shortcut_args())])]
+
+
+register_leaf("timm.models.mambaout:GatedConvBlock", _gated_conv_block, block=True)

@@ -213,6 +213,7 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
     nn.LocalResponseNorm: _lrn,
     nn.Softmax: _softmax,
     nn.Upsample: _upsample,
+    nn.ZeroPad2d: lambda m: zero_pad(m.padding),
     nn.UpsamplingNearest2d: _upsample,
     nn.UpsamplingBilinear2d: _upsample,  # align_corners=True: reported
     nn.LeakyReLU: lambda m: kind_layer(
@@ -347,6 +348,29 @@ def _fn_permute(args: tuple, kwargs: dict) -> DLayer:
     return _permute(*dims)
 
 
+def zero_pad(pad: Any) -> DLayer:
+    """`zero-pad` of torch's padding (left, right, top, bottom) of the last two axes, as
+    archc writes it: one int, (h, w), or (top, bottom, left, right)."""
+    if not (isinstance(pad, (tuple, list)) and len(pad) == 4
+            and all(isinstance(v, int) and v >= 0 for v in pad)):
+        raise Unsupported(f"padding by {pad} (archc pads the height and width of an image "
+                          "by whole pixels)")
+    left, right, top, bottom = pad
+    sides = (top, bottom, left, right)
+    padding = top if len(set(sides)) == 1 else (top, left) if (top, left) == (bottom, right) \
+        else sides
+    return kind_layer("zero-pad", [Arg("padding", padding, REQUIRED, "padding",
+                                       positional=True)])
+
+
+def _fn_pad(args: tuple, kwargs: dict) -> DLayer:
+    """`F.pad(x, (left, right, top, bottom))` with zeros (HGNetV2's stem)."""
+    mode, value = _arg(args, kwargs, 2, "mode", "constant"), _arg(args, kwargs, 3, "value")
+    if mode != "constant" or value not in (None, 0):
+        raise Unsupported(f"padding with mode={mode!r}, value={value} (archc pads with zeros)")
+    return zero_pad(_arg(args, kwargs, 1, "pad"))
+
+
 def _simple(kind: str) -> Callable[[tuple, dict], DLayer]:
     return lambda args, kwargs: kind_layer(kind)
 
@@ -373,6 +397,7 @@ FUNCTIONS: dict[Any, Callable[[tuple, dict], Any]] = {
     F.softmax: _fn_softmax,
     F.interpolate: _fn_interpolate,
     torch.permute: _fn_permute,
+    F.pad: _fn_pad,
 }
 METHODS: dict[str, Callable[[tuple, dict], Any]] = {
     "relu": _simple("relu"),

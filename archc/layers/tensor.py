@@ -1,6 +1,6 @@
 """Tensor operations with static shapes: a channel slice, a constant scale, a learnt
-scalar affine, a reshape, a centre crop, space-to-depth and blur pooling (TResNet's
-anti-aliased downsampling).
+scalar affine, a reshape, a centre crop, zero padding, space-to-depth and blur pooling
+(TResNet's anti-aliased downsampling).
 
 Their torch modules are in `tensor_modules` (imported when a module is built).
 """
@@ -24,7 +24,7 @@ from archc.layers.core import (
     image,
     same_shape,
 )
-from archc.layers.window import window
+from archc.layers.window import sides, window
 
 
 def tensor_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict[str, Any]], Any]:
@@ -72,6 +72,22 @@ def _crop_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
             "crop to at most the input's height and width",
         )
     return (c, p["height"], p["width"])
+
+
+def _pad_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
+    c, h, w = image("zero-pad", inp)
+    (top, bottom), (left, right) = sides(p["padding"])
+    if min(top, bottom, left, right) < 0:
+        raise ShapeProblem("E204", f"zero-pad({p['padding']}) pads by a negative amount",
+                           "pad by 0 or more on every side (`crop` cuts an image down)")
+    return (c, h + top + bottom, w + left + right)
+
+
+def _pad_torch(inp: Shape, p: dict[str, Any]) -> Any:
+    from torch import nn
+
+    (top, bottom), (left, right) = sides(p["padding"])
+    return nn.ZeroPad2d((left, right, top, bottom))  # torch's order: the last axis first
 
 
 def _kept(n: int, size: int) -> int | None:
@@ -193,6 +209,19 @@ KINDS: tuple[LayerKind, ...] = (
         ("center-crop", "centercrop"),
         axis_size=lambda n, axis, p: _kept(n, (p["height"], p["width"])[axis]),
         summary=lambda p: f"{p['height']}×{p['width']}",
+    ),
+    LayerKind(
+        "zero-pad",
+        "Zeros around an image: `padding` on every side, (h, w) on both sides of each axis, "
+        "or (top, bottom, left, right) (HGNetV2's stem pads one row below and one column "
+        "right: `zero-pad((0, 1, 0, 1))`).",
+        (Param("padding", "sides", doc="the zeros added on each side", aliases=("pad",)),),
+        _pad_shape,
+        _pad_torch,
+        RESHAPE,
+        ("zeropad2d", "pad"),
+        axis_size=lambda n, axis, p: n + sum(sides(p["padding"])[axis]),
+        summary=lambda p: f"pad {p['padding']}",
     ),
     LayerKind(
         "space-to-depth",

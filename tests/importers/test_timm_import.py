@@ -592,3 +592,54 @@ def test_metaformers_star_and_squared_relu_import_exactly():
     assert "act: squared-relu" in text, text
     torch.manual_seed(0)
     assert_exact(text, StarMlp())  # strict load: `act1.scale`, `act1.bias`
+
+
+def gated_net(conv_ratio: float = 1.0) -> nn.Module:
+    """MambaOut's GatedConvBlock between a channel-last stem and head: the gate, the
+    untouched channels and the depthwise conv's split along the last axis."""
+    from timm.models.mambaout import GatedConvBlock
+
+    torch.manual_seed(0)
+    block = GatedConvBlock(6, conv_ratio=conv_ratio)  # (mambaout_femto has no layer scale)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), timm_permute(0, 2, 3, 1), block,
+                         timm_permute(0, 3, 1, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(6, 10))
+
+
+def gated_net_all_conv() -> nn.Module:
+    return gated_net(conv_ratio=8 / 3)  # the conv takes all h channels: no `i`
+
+
+def test_mambaouts_gated_conv_block_imports_exactly():
+    for source, make, concat in (("gated_net", gated_net, True),
+                                 ("gated_net_all_conv", gated_net_all_conv, False)):
+        spec, diags = imported(f"{HERE}:{source}")
+        assert spec is not None, messages(diags)
+        text = spec_text(spec)
+        assert "mul" in text and ("concat" in text) == concat, text
+        assert "channel-slice(0, 16)" in text, text  # the gate: h = int(8 / 3 * 6) = 16
+        assert_exact(text, make())
+
+
+def hgnetv2_stem_net() -> nn.Module:
+    """HGNetV2's stem (`F.pad(x, (0, 1, 0, 1))` before a 2×2 conv and a 2×2 pool, learnable
+    affines after its activations), then an nn.ZeroPad2d of unequal sides."""
+    from timm.models.hgnet import StemV2
+
+    torch.manual_seed(0)
+    stem = StemV2(3, 8, 16, use_lab=True)
+    with torch.no_grad():
+        for m in stem.modules():
+            if type(m).__name__ == "LearnableAffineBlock":
+                m.scale.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return nn.Sequential(stem, nn.ZeroPad2d((1, 0, 2, 0)), nn.Conv2d(16, 8, 3),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_hgnetv2s_padded_stem_imports_with_zero_pad():
+    spec, diags = imported(f"{HERE}:hgnetv2_stem_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "zero-pad((0, 1, 0, 1))" in text and "zero-pad((2, 0, 1, 0))" in text, text
+    assert_exact(text, hgnetv2_stem_net())
