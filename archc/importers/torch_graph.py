@@ -252,8 +252,9 @@ class GraphBody:
         if isinstance(target, type) and issubclass(target, tuple) and value.op == "call_function":
             packing.add(value)  # GoogLeNetOutputs(logits, aux2, aux1)
             value = (*value.args, *value.kwargs.values())
-        values = list(value) if isinstance(value, (tuple, list)) else [value]
-        if not all(isinstance(v, fx.Node) for v in values):
+        values: list = []  # (a child's outputs spread in place of its result: nested)
+        fx.node.map_aggregate(value, values.append)
+        if not values or not all(isinstance(v, fx.Node) for v in values):
             raise Unsupported("its forward returns something other than tensors")
         return values, packing
 
@@ -296,7 +297,8 @@ class GraphBody:
         """DenseNet's forward keeps a list of features and passes it whole: module calls on
         `[x, n1, ..., nk]` and a `torch.cat` of it. Rewrite each list as the running concat
         `cat(cat(x, n1), ...)`, built once per prefix, so the graph is adds and concats of
-        branches again; the callee's own `torch.cat(input, 1)` is then a no-op."""
+        branches again; the callee's own `torch.cat(input, 1)` is then a no-op. A module
+        that returns several tensors takes its list as it is (HRNet's stages)."""
         made: dict[tuple, fx.Node] = {}
 
         def concat(parts: list, before: fx.Node) -> fx.Node:
@@ -317,6 +319,8 @@ class GraphBody:
             if len(listed) != len(first):
                 continue
             if n.op == "call_module":
+                if len(listed) > 1 and self.arity(self.module.get_submodule(str(n.target))) > 1:
+                    continue  # HRNet's stages take a list of branches and return one
                 n.args = (concat(list(listed), n), *n.args[1:])
             elif n.target is torch.cat and len(listed) > 2 and n.args[1:] == (1,):
                 n.args = ([concat(list(listed[:-1]), n), listed[-1]], 1)
