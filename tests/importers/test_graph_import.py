@@ -175,3 +175,33 @@ def test_slices_of_a_split_read_out_of_order_import_as_channel_slices():
     assert "channel-slice(8, 12)" in text  # `spx[-1]` of the 12 channels
     assert "add(@relu_1, @getitem_1)" in text
     assert_exact(text, res2_net())
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.a(x), self.b(x)
+
+
+class ReadsTheSecond(nn.Module):
+    """Reads a child's second output only: archc names a call's outputs in order, and a
+    name never read is an error, so this has no form yet."""
+
+    def __init__(self):
+        super().__init__()
+        self.two = TwoOutputs()
+
+    def forward(self, x):
+        return self.two(x)[1]
+
+
+def test_a_later_output_read_without_the_first_is_refused_where_it_is_written():
+    spec, diags = imported(f"{HERE}:ReadsTheSecond")
+    assert spec is None
+    (message,) = messages(diags)
+    assert "reads output 1 of `two` but not output 0" in message
+    assert diags.items[0].span.file == __file__  # at the forward's line
