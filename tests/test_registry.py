@@ -45,14 +45,19 @@ EXAMPLES: dict[str, list[dict]] = {
              {"out": 4, "kernel": 3, "padding": "same", "dilation": 2, "groups": 2, "bias": False},
              {"out": 5, "kernel": 2, "padding": "valid"},
              {"out": 4, "kernel": (1, 3), "stride": (2, 1), "padding": (0, 1), "dilation": (1, 2)},
-             {"out": 2, "kernel": (3, 5), "padding": "same", "dilation": (2, 1)}],
+             {"out": 2, "kernel": (3, 5), "padding": "same", "dilation": (2, 1)},
+             {"out": 3, "kernel": 4, "stride": 2, "padding": "tf-same"},  # timm's Conv2dSame
+             {"out": 2, "kernel": (3, 2), "stride": (2, 3), "padding": "tf-same",
+              "dilation": (2, 1)}],
     "maxpool": [{"kernel": 3, "stride": 2, "ceil": True}, {}, {"kernel": (3, 1), "stride": (2, 1)},
                 {"kernel": 2, "stride": 1, "padding": (0, 1, 0, 1)},  # darknet's
-                {"kernel": (3, 2), "stride": 2, "padding": (1, 1, 0, 0)}],  # = (1, 0)
+                {"kernel": (3, 2), "stride": 2, "padding": (1, 1, 0, 0)},  # = (1, 0)
+                {"kernel": 3, "stride": 2, "padding": "tf-same"}],  # timm's MaxPool2dSame
     "avgpool": [{"kernel": 3, "stride": 2, "padding": 1}, {"kernel": 2, "ceil": True},
                 {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1), "ceil": True},
                 {"kernel": 3, "stride": 2, "padding": (2, 0, 1, 2)},
-                {"kernel": 3, "stride": 1, "padding": 1, "count_include_pad": False}],
+                {"kernel": 3, "stride": 1, "padding": 1, "count_include_pad": False},
+                {"kernel": 2, "stride": 3, "padding": "tf-same"}],
     "adaptiveavgpool": [{"size": 3}],
     "adaptivemaxpool": [{"size": 2}],
     "globalavgpool": [{}],
@@ -349,14 +354,19 @@ def _all_equal(name: str):
 HYPER: dict[str, dict] = {
     "conv": {"out": "out_channels", "kernel": ("kernel_size", _pair_of("kernel")),
              "stride": ("stride", _pair_of("stride")),
-             "padding": ("padding", lambda p: pair(resolve_padding(p))),
+             # TFSameConv2d pads by the input size before its window, which pads nothing
+             "padding": (lambda m: "tf-same" if type(m).__name__ == "TFSameConv2d"
+                         else m.padding,
+                         lambda p: p["padding"] if p["padding"] == "tf-same"
+                         else pair(resolve_padding(p))),
              "dilation": ("dilation", _pair_of("dilation")), "groups": "groups",
              "bias": lambda m, v: _bias(m) == v},
     "maxpool": {"kernel": "kernel_size",
                 "stride": ("stride", lambda p: p["kernel"] if p["stride"] is None
                            else p["stride"]),
                 # (h, w), or four sides: PyTorch's even padding or PaddedPool2d's sides
-                "padding": lambda m, v: sides(m.padding) == sides(v), "ceil": "ceil_mode"},
+                "padding": lambda m, v: m.padding == v if v == "tf-same"
+                else sides(m.padding) == sides(v), "ceil": "ceil_mode"},
     "adaptiveavgpool": {"size": "output_size"},
     "adaptivemaxpool": {"size": "output_size"},
     "fc": {"out": "out_features", "bias": lambda m, v: _bias(m) == v},
@@ -436,7 +446,7 @@ def test_modules_carry_the_spec_hyper_parameters(kind_name, given):
             continue
         attribute, want = (check, params[name]) if isinstance(check, str) else \
             (check[0], check[1](params))
-        got = getattr(module, attribute)
+        got = attribute(module) if callable(attribute) else getattr(module, attribute)
         assert got == want, (kind_name, name, got, want)
 
 
