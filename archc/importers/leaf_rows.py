@@ -306,3 +306,24 @@ for _name, _kind, _args in (
     ("HardSigmoid", "hardsigmoid", {}), ("Mish", "mish", {}),
 ):
     register_leaf(f"{TIMM}.activations:{_name}", _plain(_kind, **_args))
+
+
+def _tf_same(convert: Callable[[Any], DLayer]) -> Callable[[Any, Context], list[DItem]]:
+    """timm's Conv2dSame, MaxPool2dSame and AvgPool2dSame: torch's layer without padding,
+    the input padded in the forward by TensorFlow's `SAME` rule, which is archc's
+    `padding="tf-same"` (an average pool counts those zeros, whatever its
+    count_include_pad says, as timm's does)."""
+    def items(m: Any, context: Context) -> list[DItem]:
+        if getattr(m, "ceil_mode", False):
+            raise Unsupported("a TensorFlow-`SAME` pool with ceil_mode=True (archc's "
+                              "padding=\"tf-same\" takes no ceil)")
+        layer = convert(m)
+        layer.args = [Arg(a.name, "tf-same", a.default, a.key) if a.name == "pad" else a
+                      for a in layer.args]
+        return [layer]
+    return items
+
+
+register_leaf(f"{TIMM}.conv2d_same:Conv2dSame", _tf_same(MODULES[nn.Conv2d]))
+register_leaf(f"{TIMM}.pool2d_same:MaxPool2dSame", _tf_same(MODULES[nn.MaxPool2d]))
+register_leaf(f"{TIMM}.pool2d_same:AvgPool2dSame", _tf_same(MODULES[nn.AvgPool2d]))

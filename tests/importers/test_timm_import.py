@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import pytest
 import torch
 from torch import nn
 
@@ -439,3 +440,26 @@ def test_named_children_called_apart_are_refused():
     assert spec is None
     assert any("calls `head.flatten` apart from `head`'s other items" in m
                for m in messages(diags))
+
+
+def tf_same_net() -> nn.Module:
+    """timm's TensorFlow-`SAME` layers: convs of even and odd kernels at strides 1 and 2,
+    a max and an average pool (the latter counting its padding whatever it is told)."""
+    from timm.layers import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    torch.manual_seed(0)
+    return nn.Sequential(Conv2dSame(3, 8, 3, stride=2), nn.BatchNorm2d(8),
+                         Conv2dSame(8, 8, 4), MaxPool2dSame(3, stride=2),
+                         Conv2dSame(8, 8, 5, stride=2, groups=8, bias=False),
+                         AvgPool2dSame(3, stride=2, count_include_pad=False),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 33, 31)])
+def test_timms_tf_same_layers_import_as_tf_same_padding(shape):
+    spec, diags = imported(f"{HERE}:tf_same_net", shape)
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert text.count('"tf-same"') == 5
+    assert_exact(text, tf_same_net(), shape)
