@@ -112,6 +112,8 @@ EXAMPLES: dict[str, list[dict]] = {
     "constant-scale": [{"factor": 0.17}, {"factor": 2.0, "shift": -1.0}],
     "reshape": [{"shape": (9, 33)}, {"shape": (1, 6)}, {"shape": (2, 4, 3, 8)}],
     "crop": [{"height": 5, "width": 7}, {"height": 8, "width": 11}],
+    "pad": [{"padding": (-1, 1, -1, 1)}, {"padding": (0, 2, 1, -3), "value": 0.5},
+            {"padding": 1}, {"padding": (2, -4)}],
     "space-to-depth": [{"block": 2}, {"block": 4}],
     "blur-pool": [{}, {"filter": 5, "stride": 2}, {"filter": 3, "stride": 1,
                                                      "pad_mode": "constant"}],
@@ -142,12 +144,14 @@ STRICTER = {
     ("channel-slice", "image"): "a slice past the last channel would silently be narrower",
     ("channel-slice", "flat"): "a slice past the last feature would silently be narrower",
     ("crop", "image"): "a crop larger than the image would be padded, not cropped",
+    ("pad", "flat"): "torch would pad the batch axis of flat features as an image's height",
+    ("pad", "image"): "a crop of a whole axis would leave an empty tensor",
 }
 # Image kinds refuse tokens on purpose: torch's 2-D modules would read a batch of token
 # sequences, B×T×C, as one unbatched C×H×W image and mix the samples. The token kinds
 # refuse images and flat features: torch would read their axes as tokens and channels.
 IMAGE_KINDS = {"maxpool", "avgpool", "adaptiveavgpool", "adaptivemaxpool", "globalavgpool",
-               "dropout2d", "lrn", "channel-fc", "upsample"}
+               "dropout2d", "lrn", "channel-fc", "upsample", "pad"}
 TOKEN_KINDS = {"untokens", "token-pool", "self-attention"}
 # Swin's kinds take a channel-last image, H×W×C: torch would read tokens as an unbatched one.
 STRICTER.update({(k, "tokens"): "a channel-last image kind"
@@ -415,6 +419,8 @@ HYPER: dict[str, dict] = {
     "reshape": {"shape": "shape"},
     "crop": {"height": "height", "width": "width"},
     "space-to-depth": {"block": "block"},
+    "pad": {"padding": ("padding", lambda p: (lambda s: (*s[1], *s[0]))(sides(p["padding"]))),
+            "value": "value"},
     "blur-pool": {"filter": "filt_size", "stride": "stride", "pad_mode": "pad_mode"},
     "eca": {"kernel": lambda m, v: m.conv.kernel_size == (v,)},
     "split-attention": {"radix": "radix", "hidden": "hidden", "groups": "groups",

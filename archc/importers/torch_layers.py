@@ -194,6 +194,15 @@ def _upsample(m: nn.Upsample) -> DLayer:
     return upsample(m.size, m.scale_factor, m.mode, m.align_corners)
 
 
+def _pad(m: nn.ZeroPad2d | nn.ConstantPad2d) -> DLayer:
+    """`pad((top, bottom, left, right))` of torch's (left, right, top, bottom); a negative
+    side crops (NASNet's shift)."""
+    left, right, top, bottom = m.padding
+    return kind_layer("pad", [Arg("padding", (top, bottom, left, right), REQUIRED, "pad",
+                                  positional=True),
+                              Arg("value", float(m.value), 0.0, "value")])
+
+
 def _plain(kind: str) -> Callable[[Any], DLayer]:
     return lambda m: kind_layer(kind, what=type(m).__name__)
 
@@ -213,6 +222,8 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
     nn.LocalResponseNorm: _lrn,
     nn.Softmax: _softmax,
     nn.Upsample: _upsample,
+    nn.ZeroPad2d: _pad,
+    nn.ConstantPad2d: _pad,
     nn.UpsamplingNearest2d: _upsample,
     nn.UpsamplingBilinear2d: _upsample,  # align_corners=True: reported
     nn.LeakyReLU: lambda m: kind_layer(

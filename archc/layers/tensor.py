@@ -1,5 +1,6 @@
 """Tensor operations with static shapes: a channel slice, a constant scale, a reshape, a
-centre crop, space-to-depth and blur pooling (TResNet's anti-aliased downsampling).
+centre crop, a pad (or crop) by side, space-to-depth and blur pooling (TResNet's
+anti-aliased downsampling).
 
 Their torch modules are in `tensor_modules` (imported when a module is built).
 """
@@ -22,7 +23,7 @@ from archc.layers.core import (
     image,
     same_shape,
 )
-from archc.layers.window import window
+from archc.layers.window import sides, window
 
 
 def tensor_module(cls: str, *names: str, **fixed: Any) -> Callable[[Shape, dict[str, Any]], Any]:
@@ -75,6 +76,46 @@ def _crop_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
 def _kept(n: int, size: int) -> int | None:
     """A crop's output size on an axis of `n`: `size`, if the input has that many."""
     return size if n >= size else None
+
+
+def _pad_sides(p: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The pad's ((top, bottom), (left, right)); E204 for "tf-same", which needs a window."""
+    if isinstance(p["padding"], str):
+        raise ShapeProblem("E204", 'pad takes numbers, not "tf-same" (that is a conv\'s or '
+                           "pool's padding, worked out from its window)",
+                           "give (top, bottom, left, right), e.g. pad((0, 1, 0, 1))")
+    return sides(p["padding"])
+
+
+def _pad_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
+    c, h, w = image("pad", inp)
+    (top, bottom), (left, right) = _pad_sides(p)
+    out = (c, h + top + bottom, w + left + right)
+    if min(out[1:]) < 1:
+        raise ShapeProblem(
+            "E202",
+            f"pad {p['padding']} makes {fmt(inp)} {fmt(out)}",
+            "a negative side crops: crop less than the image holds",
+        )
+    return out
+
+
+def _pad_torch(inp: Shape, p: dict[str, Any]) -> Any:
+    """nn.ZeroPad2d, or nn.ConstantPad2d for another value: torch's sides are (left,
+    right, top, bottom)."""
+    import torch.nn as nn
+
+    (top, bottom), (left, right) = _pad_sides(p)
+    torch_sides = (left, right, top, bottom)
+    if p["value"] == 0.0:
+        return nn.ZeroPad2d(torch_sides)
+    return nn.ConstantPad2d(torch_sides, p["value"])
+
+
+def _pad_axis(n: int, axis: int, p: dict[str, Any]) -> int | None:
+    """A pad's output size on an axis of `n` (0: height, 1: width), None below 1."""
+    before, after = _pad_sides(p)[axis]
+    return n + before + after if n + before + after >= 1 else None
 
 
 def _space_to_depth_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
@@ -174,6 +215,23 @@ KINDS: tuple[LayerKind, ...] = (
         ("center-crop", "centercrop"),
         axis_size=lambda n, axis, p: _kept(n, (p["height"], p["width"])[axis]),
         summary=lambda p: f"{p['height']}×{p['width']}",
+    ),
+    LayerKind(
+        "pad",
+        "Pads each side of an image by its own amount, `padding=(top, bottom, left, right)`, "
+        "with `value` (zeros: torch's ZeroPad2d); a negative side crops that many rows or "
+        "columns (NASNet's `ZeroPad2d((-1, 1, -1, 1))` shifts the image by one pixel).",
+        (
+            Param("padding", "sides", doc="an int, (h, w) or (top, bottom, left, right); "
+                  "negative crops", aliases=("pad", "sides")),
+            Param("value", "float", 0.0, "what the padding holds"),
+        ),
+        _pad_shape,
+        _pad_torch,
+        RESHAPE,
+        ("zero-pad", "zeropad2d", "constant-pad"),
+        axis_size=_pad_axis,
+        summary=lambda p: f"pad {p['padding']}" + (f" with {p['value']:g}" if p["value"] else ""),
     ),
     LayerKind(
         "space-to-depth",

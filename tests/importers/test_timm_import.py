@@ -463,3 +463,23 @@ def test_timms_tf_same_layers_import_as_tf_same_padding(shape):
     text = spec_text(spec)
     assert text.count('"tf-same"') == 5
     assert_exact(text, tf_same_net(), shape)
+
+
+def factorized_reduction_net() -> nn.Module:
+    """PNASNet's FactorizedReduction: two stride-2 1×1 paths, the second on the image
+    shifted one pixel by `ZeroPad2d((-1, 1, -1, 1))`, concatenated."""
+    from timm.models.pnasnet import FactorizedReduction
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FactorizedReduction(8, 16),
+                         nn.ConstantPad2d((1, 0, 2, 1), 0.5),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (3, 17, 15)])
+def test_zero_pad_with_negative_sides_imports_as_a_pad(shape):
+    spec, diags = imported(f"{HERE}:factorized_reduction_net", shape)
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "pad((-1, 1, -1, 1))" in text and "pad((2, 1, 1, 0), value=0.5)" in text
+    assert_exact(text, factorized_reduction_net(), shape)
