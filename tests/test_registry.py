@@ -118,6 +118,7 @@ EXAMPLES: dict[str, list[dict]] = {
     "blur-pool": [{}, {"filter": 5, "stride": 2}, {"filter": 3, "stride": 1,
                                                      "pad_mode": "constant"}],
     "eca": [{"kernel": 3}, {"kernel": 5}],
+    "pixel-attention": [{"heads": 1, "head_dim": 1}],  # image3: 3 = q, k, v of one head
     "split-attention": [{"radix": 2, "hidden": 4}, {"radix": 1, "hidden": 3, "bias": False},
                         {"radix": 2, "hidden": 4, "groups": 2, "names": "sk"}],
 }
@@ -423,6 +424,7 @@ HYPER: dict[str, dict] = {
             "value": "value"},
     "blur-pool": {"filter": "filt_size", "stride": "stride", "pad_mode": "pad_mode"},
     "eca": {"kernel": lambda m, v: m.conv.kernel_size == (v,)},
+    "pixel-attention": {"heads": "heads", "head_dim": "head_dim"},
     "split-attention": {"radix": "radix", "hidden": "hidden", "groups": "groups",
                         "bias": "fc_bias", "names": "names"},
 }
