@@ -406,6 +406,7 @@ class Blocks:
         self.reshapes = reshapes  # module → True when its output shape is not its input's
         self.definitions: list[ir.BlockDef] = []
         self.calls: dict[int, DLayer] = {}
+        self.variants: dict[Any, int] = {}  # per class, the blocks defined so far
 
     def resolve(self, items: list[DItem]) -> list[DItem]:
         """A copy of `items` with every module call replaced by its block call."""
@@ -426,16 +427,24 @@ class Blocks:
             return DTap(self.resolved(item.head), item.label)
         return item
 
-    def define(self, key: Any) -> None:
-        """Unify the instances of one class into one block per skeleton."""
-        modules = self.instances[key]
+    def define(self, key: Any, modules: list | None = None) -> None:
+        """Unify the instances of one class into one block per skeleton. Instances inside
+        others of their class (a numbered nn.Sequential in a block in a stage) are defined
+        first, on their own: the outer ones' bodies call them."""
+        modules = self.instances[key] if modules is None else modules
+        below = {id(d) for o in modules for d in o.modules() if d is not o}
+        inner = [m for m in modules if id(m) in below]
+        if inner:
+            self.define(key, inner)
+            modules = [m for m in modules if id(m) not in below]
         bodies = [fold_loops(self.resolve(self.bodies[id(m)])) for m in modules]
         bodies = optional_residuals(bodies, [self.reshapes(m) for m in modules])
         variants: dict[tuple, list[int]] = {}
         for i, body in enumerate(bodies):
             variants.setdefault(skeleton(body), []).append(i)
-        for n, members in enumerate(variants.values()):
-            name = self.names[key] + (f"_{n + 1}" if n else "")
+        for members in variants.values():
+            n = self.variants[key] = self.variants.get(key, 0) + 1
+            name = self.names[key] + (f"_{n}" if n > 1 else "")
             group = [bodies[i] for i in members]
             _fill_shortcut_labels(group)
             unified = Unified(group)

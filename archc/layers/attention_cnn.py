@@ -51,8 +51,10 @@ def _pixel_attention_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> 
 
 def _pixel_attention_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
     """q·kᵀ and the weights times v: two (pixels × pixels × head_dim) products per head."""
-    pixels = inp[1] * inp[2]
-    return 2 * p["heads"] * pixels * pixels * p["head_dim"]
+    pixels: int = inp[1] * inp[2]
+    heads: int = p["heads"]
+    head_dim: int = p["head_dim"]
+    return 2 * heads * pixels * pixels * head_dim
 
 
 def _split_attention_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:

@@ -254,7 +254,7 @@ class PixelAttention(nn.Module):
         qkv = x.reshape(b, self.heads, 3 * self.head_dim, h * w).transpose(2, 3)  # (B, n, HW, 3d)
         q, k, v = qkv.chunk(3, dim=3)  # each (B, heads, HW, d)
         weights = (q * self.head_dim ** -0.5) @ k.transpose(2, 3)  # (B, heads, HW, HW)
-        out = weights.softmax(dim=-1) @ v  # (B, heads, HW, d)
+        out: torch.Tensor = weights.softmax(dim=-1) @ v  # (B, heads, HW, d)
         return out.transpose(2, 3).reshape(b, self.heads * self.head_dim, h, w)
 
     def extra_repr(self) -> str:
