@@ -171,3 +171,12 @@ def test_cli_json_matches_to_json():
     conv1 = data["layers"][0]
     assert (conv1["path"], conv1["rf"], conv1["jump"]) == ("features.0", [11, 11], [4, 4])
     assert conv1["act_bytes"] == 4 * 64 * 55 * 55
+
+
+def test_pixel_attention_sees_the_whole_input():
+    """Every pixel attends to every other one: the field is global from there on, as after
+    a token self-attention."""
+    text = "network t:\n    input 3x16x16\n    conv3-12 attend: pixel-attention(2, 2) conv1-4\n"
+    rows = {row.path: row for row in summarize(archc.check("t.arch", text=text).network)}
+    assert not rows["0"].rf_global
+    assert rows["attend"].rf_global and rows["2"].rf_global
