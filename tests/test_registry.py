@@ -45,14 +45,19 @@ EXAMPLES: dict[str, list[dict]] = {
              {"out": 4, "kernel": 3, "padding": "same", "dilation": 2, "groups": 2, "bias": False},
              {"out": 5, "kernel": 2, "padding": "valid"},
              {"out": 4, "kernel": (1, 3), "stride": (2, 1), "padding": (0, 1), "dilation": (1, 2)},
-             {"out": 2, "kernel": (3, 5), "padding": "same", "dilation": (2, 1)}],
+             {"out": 2, "kernel": (3, 5), "padding": "same", "dilation": (2, 1)},
+             {"out": 3, "kernel": 4, "stride": 2, "padding": "tf-same"},  # timm's Conv2dSame
+             {"out": 2, "kernel": (3, 2), "stride": (2, 3), "padding": "tf-same",
+              "dilation": (2, 1)}],
     "maxpool": [{"kernel": 3, "stride": 2, "ceil": True}, {}, {"kernel": (3, 1), "stride": (2, 1)},
                 {"kernel": 2, "stride": 1, "padding": (0, 1, 0, 1)},  # darknet's
-                {"kernel": (3, 2), "stride": 2, "padding": (1, 1, 0, 0)}],  # = (1, 0)
+                {"kernel": (3, 2), "stride": 2, "padding": (1, 1, 0, 0)},  # = (1, 0)
+                {"kernel": 3, "stride": 2, "padding": "tf-same"}],  # timm's MaxPool2dSame
     "avgpool": [{"kernel": 3, "stride": 2, "padding": 1}, {"kernel": 2, "ceil": True},
                 {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1), "ceil": True},
                 {"kernel": 3, "stride": 2, "padding": (2, 0, 1, 2)},
-                {"kernel": 3, "stride": 1, "padding": 1, "count_include_pad": False}],
+                {"kernel": 3, "stride": 1, "padding": 1, "count_include_pad": False},
+                {"kernel": 2, "stride": 3, "padding": "tf-same"}],
     "adaptiveavgpool": [{"size": 3}],
     "adaptivemaxpool": [{"size": 2}],
     "globalavgpool": [{}],
@@ -109,11 +114,13 @@ EXAMPLES: dict[str, list[dict]] = {
     "affine": [{}, {"scale": 0.5, "shift": -0.25}],
     "reshape": [{"shape": (9, 33)}, {"shape": (1, 6)}, {"shape": (2, 4, 3, 8)}],
     "crop": [{"height": 5, "width": 7}, {"height": 8, "width": 11}],
-    "zero-pad": [{"padding": 1}, {"padding": (0, 1, 0, 1)}, {"padding": (2, 0)}],
+    "pad": [{"padding": (-1, 1, -1, 1)}, {"padding": (0, 2, 1, -3), "value": 0.5},
+            {"padding": 1}, {"padding": (2, -4)}],
     "space-to-depth": [{"block": 2}, {"block": 4}],
     "blur-pool": [{}, {"filter": 5, "stride": 2}, {"filter": 3, "stride": 1,
                                                      "pad_mode": "constant"}],
     "eca": [{"kernel": 3}, {"kernel": 5}],
+    "pixel-attention": [{"heads": 1, "head_dim": 1}],  # image3: 3 = q, k, v of one head
     "split-attention": [{"radix": 2, "hidden": 4}, {"radix": 1, "hidden": 3, "bias": False},
                         {"radix": 2, "hidden": 4, "groups": 2, "names": "sk"}],
     "splat-conv": [{"out": 4, "hidden": 8}, {"out": 2, "hidden": 4, "radix": 1, "groups": 2,
@@ -144,13 +151,14 @@ STRICTER = {
     ("channel-slice", "image"): "a slice past the last channel would silently be narrower",
     ("channel-slice", "flat"): "a slice past the last feature would silently be narrower",
     ("crop", "image"): "a crop larger than the image would be padded, not cropped",
-    ("zero-pad", "flat"): "torch's 2-D padding would pad a batch of features as one image",
+    ("pad", "flat"): "torch would pad the batch axis of flat features as an image's height",
+    ("pad", "image"): "a crop of a whole axis would leave an empty tensor",
 }
 # Image kinds refuse tokens on purpose: torch's 2-D modules would read a batch of token
 # sequences, B×T×C, as one unbatched C×H×W image and mix the samples. The token kinds
 # refuse images and flat features: torch would read their axes as tokens and channels.
 IMAGE_KINDS = {"maxpool", "avgpool", "adaptiveavgpool", "adaptivemaxpool", "globalavgpool",
-               "dropout2d", "lrn", "channel-fc", "upsample", "zero-pad"}
+               "dropout2d", "lrn", "channel-fc", "upsample", "pad"}
 TOKEN_KINDS = {"untokens", "token-pool", "self-attention"}
 # Swin's kinds take a channel-last image, H×W×C: torch would read tokens as an unbatched one.
 STRICTER.update({(k, "tokens"): "a channel-last image kind"
@@ -357,14 +365,19 @@ def _all_equal(name: str):
 HYPER: dict[str, dict] = {
     "conv": {"out": "out_channels", "kernel": ("kernel_size", _pair_of("kernel")),
              "stride": ("stride", _pair_of("stride")),
-             "padding": ("padding", lambda p: pair(resolve_padding(p))),
+             # TFSameConv2d pads by the input size before its window, which pads nothing
+             "padding": (lambda m: "tf-same" if type(m).__name__ == "TFSameConv2d"
+                         else m.padding,
+                         lambda p: p["padding"] if p["padding"] == "tf-same"
+                         else pair(resolve_padding(p))),
              "dilation": ("dilation", _pair_of("dilation")), "groups": "groups",
              "bias": lambda m, v: _bias(m) == v},
     "maxpool": {"kernel": "kernel_size",
                 "stride": ("stride", lambda p: p["kernel"] if p["stride"] is None
                            else p["stride"]),
                 # (h, w), or four sides: PyTorch's even padding or PaddedPool2d's sides
-                "padding": lambda m, v: sides(m.padding) == sides(v), "ceil": "ceil_mode"},
+                "padding": lambda m, v: m.padding == v if v == "tf-same"
+                else sides(m.padding) == sides(v), "ceil": "ceil_mode"},
     "adaptiveavgpool": {"size": "output_size"},
     "adaptivemaxpool": {"size": "output_size"},
     "fc": {"out": "out_features", "bias": lambda m, v: _bias(m) == v},
@@ -415,10 +428,12 @@ HYPER: dict[str, dict] = {
                "shift": lambda m, v: m.shift_init == v and _all_equal("bias")(m, v)},
     "reshape": {"shape": "shape"},
     "crop": {"height": "height", "width": "width"},
-    "zero-pad": {"padding": lambda m, v: m.padding == (*sides(v)[1], *sides(v)[0])},
     "space-to-depth": {"block": "block"},
+    "pad": {"padding": ("padding", lambda p: (lambda s: (*s[1], *s[0]))(sides(p["padding"]))),
+            "value": "value"},
     "blur-pool": {"filter": "filt_size", "stride": "stride", "pad_mode": "pad_mode"},
     "eca": {"kernel": lambda m, v: m.conv.kernel_size == (v,)},
+    "pixel-attention": {"heads": "heads", "head_dim": "head_dim"},
     "split-attention": {"radix": "radix", "hidden": "hidden", "groups": "groups",
                         "bias": "fc_bias", "names": "names"},
     "splat-conv": {"out": lambda m, v: m.channels == m.fc1.in_channels == v,
@@ -457,7 +472,7 @@ def test_modules_carry_the_spec_hyper_parameters(kind_name, given):
             continue
         attribute, want = (check, params[name]) if isinstance(check, str) else \
             (check[0], check[1](params))
-        got = getattr(module, attribute)
+        got = attribute(module) if callable(attribute) else getattr(module, attribute)
         assert got == want, (kind_name, name, got, want)
 
 

@@ -184,3 +184,12 @@ def test_a_dotted_label_is_one_level_below_its_scope(tmp_path):
     assert rows["body.deep.a.b.0"].depth == 2
     lines = format_table(list(rows.values()), archc.load(spec)).splitlines()
     assert "  body.deep.a.b  → 8×8×8, 88 params" in lines
+
+
+def test_pixel_attention_sees_the_whole_input():
+    """Every pixel attends to every other one: the field is global from there on, as after
+    a token self-attention."""
+    text = "network t:\n    input 3x16x16\n    conv3-12 attend: pixel-attention(2, 2) conv1-4\n"
+    rows = {row.path: row for row in summarize(archc.check("t.arch", text=text).network)}
+    assert not rows["0"].rf_global
+    assert rows["attend"].rf_global and rows["2"].rf_global

@@ -231,13 +231,14 @@ def test_affine_is_timms_learnable_affine_block():
     torch.testing.assert_close(ours(x), x * 0.7 - 0.3)
 
 
-def test_zero_pad_is_torchs_pad_and_refuses_negative_sides():
-    """`zero-pad((top, bottom, left, right))` is F.pad(x, (left, right, top, bottom)); a
-    negative side is a located E204, not a silent crop."""
+def test_pad_is_torchs_pad_and_crops_on_a_negative_side():
+    """`pad((top, bottom, left, right))` is F.pad(x, (left, right, top, bottom)); a negative
+    side crops, as torch's does, and cropping a whole axis away is a located E202."""
     x = randn(2, 3, 5, 4)
-    ours = build("zero-pad", (3, 5, 4), padding=(2, 0, 1, 3))
+    ours = build("pad", (3, 5, 4), padding=(2, 0, 1, 3))
     assert torch.equal(ours(x), nn.functional.pad(x, (1, 3, 2, 0)))
+    crop = build("pad", (3, 5, 4), padding=(0, -1, 0, 1))
+    assert torch.equal(crop(x), nn.functional.pad(x, (0, 1, 0, -1)))
     result = archc.check("pad.arch", text="network p:\n    input 3x8x8\n"
-                         "    zero-pad((0, -1, 0, 1)) global-avgpool\n")
-    assert [(d.code, d.span.line, d.span.column) for d in result.diagnostics] == [("E204", 3, 5)]
-    assert "pads by a negative amount" in result.diagnostics[0].message
+                         "    pad((0, -8, 0, 1)) global-avgpool\n")
+    assert [(d.code, d.span.line, d.span.column) for d in result.diagnostics] == [("E202", 3, 5)]

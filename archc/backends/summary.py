@@ -153,7 +153,7 @@ def _through(node: LayerNode, f: _Field) -> _Field:
         # 1/scale step apart in the input (rounded down, at least 1, as jumps are whole).
         scale = node.params["scale"]
         rf, jump = f.rf, _hw(max(j // scale, 1) for j in f.jump)
-    elif node.kind == "self-attention":  # every token attends to every other one
+    elif node.kind in ("self-attention", "pixel-attention"):  # every position attends to all
         return _Field(f.rf, f.jump, f.hw, True)
     elif len(inp) == 1 and node.macs:
         # A layer that multiplies flat features (fc) mixes every position of the map

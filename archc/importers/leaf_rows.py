@@ -389,3 +389,64 @@ def _gated_conv_block(m: Any, context: Context) -> list[DItem]:
 
 
 register_leaf("timm.models.mambaout:GatedConvBlock", _gated_conv_block, block=True)
+def _tf_same(convert: Callable[[Any], DLayer]) -> Callable[[Any, Context], list[DItem]]:
+    """timm's Conv2dSame, MaxPool2dSame and AvgPool2dSame: torch's layer without padding,
+    the input padded in the forward by TensorFlow's `SAME` rule, which is archc's
+    `padding="tf-same"` (an average pool counts those zeros, whatever its
+    count_include_pad says, as timm's does)."""
+    def items(m: Any, context: Context) -> list[DItem]:
+        if getattr(m, "ceil_mode", False):
+            raise Unsupported("a TensorFlow-`SAME` pool with ceil_mode=True (archc's "
+                              "padding=\"tf-same\" takes no ceil)")
+        layer = convert(m)
+        layer.args = [Arg(a.name, "tf-same", a.default, a.key) if a.name == "pad" else a
+                      for a in layer.args]
+        return [layer]
+    return items
+
+
+register_leaf(f"{TIMM}.conv2d_same:Conv2dSame", _tf_same(MODULES[nn.Conv2d]))
+register_leaf(f"{TIMM}.pool2d_same:MaxPool2dSame", _tf_same(MODULES[nn.MaxPool2d]))
+register_leaf(f"{TIMM}.pool2d_same:AvgPool2dSame", _tf_same(MODULES[nn.AvgPool2d]))
+
+
+def _conv_attention(m: Any, context: Context) -> list[DItem]:
+    """CPUBone's ConvAttention: the image padded bottom and right to a multiple of the
+    attention stride (2×2 kernels only), `conv_proj` and `pwise` making each head's query,
+    key and value, `pixel-attention` among the pixels, `o_proj` and `upsampling`, and the
+    result cropped back to the input's size (a negative `pad`). The pad and the crop are
+    those of the size the model was traced at."""
+    if context.shapes is None:
+        raise Unsupported("a CPUBone ConvAttention that did not run (its padding and crop "
+                          "follow the input size)")
+    c, h, w = context.shapes[0]
+    stride = m.att_stride
+    pad_h, pad_w = ((-h) % stride, (-w) % stride) if m.small_kernels and stride > 1 else (0, 0)
+    # the size the upsampling gives, which timm crops to h × w: conv_proj's window (after
+    # its own ZeroPad2d, if any), grown by the stride (nearest, or the transposed conv
+    # of kernel 2·stride and padding stride / 2)
+    convs = [x for x in m.conv_proj.modules() if isinstance(x, nn.Conv2d)]
+    pads = [x for x in m.conv_proj.modules() if isinstance(x, nn.ZeroPad2d)]
+    if len(convs) != 1 or len(pads) > 1:
+        raise Unsupported("a CPUBone ConvAttention whose conv_proj is not one conv")
+    conv, extra = convs[0], (pads[0].padding if pads else (0, 0, 0, 0))
+    grown = []
+    for i, (n, more) in enumerate(((h, pad_h), (w, pad_w))):  # height, width
+        before, after = extra[2:] if i == 0 else extra[:2]  # torch's (left, right, top, bottom)
+        span = (n + more + before + after + 2 * conv.padding[i]
+                - conv.dilation[i] * (conv.kernel_size[i] - 1) - 1)
+        grown.append((span // conv.stride[i] + 1) * stride)
+    if grown[0] < h or grown[1] < w:
+        raise Unsupported("a CPUBone ConvAttention whose upsampling gives less than its input")
+    items: list[DItem] = []
+    if pad_h or pad_w:
+        items.append(make_layer("pad", padding=(0, pad_h, 0, pad_w)))
+    items += _present(context, "conv_proj", "pwise")
+    items.append(make_layer("pixel-attention", heads=m.num_heads, head_dim=m.head_dim))
+    items += _present(context, "o_proj", "upsampling")
+    if (grown[0], grown[1]) != (h, w):
+        items.append(make_layer("pad", padding=(0, h - grown[0], 0, w - grown[1])))
+    return items
+
+
+register_leaf("timm.models.cpubone:ConvAttention", _conv_attention)

@@ -452,11 +452,12 @@ class Blocks:
 
     def define(self, key: Any) -> None:
         """Unify the instances of one class into one block per skeleton. Instances that
-        call others of their class (DLA's tree of trees) come after those."""
+        hold others of their class (DLA's tree of trees, a numbered nn.Sequential in a block
+        in a stage) come after those: their bodies call them."""
         pending = list(self.instances[key])
         made = 0
         while pending:
-            ready = [m for m in pending if not self.calls_own_class(m, key)] or pending
+            ready = [m for m in pending if not self.holds_own_class(m, pending)] or pending
             made = self.define_group(key, ready, made)
             pending = [m for m in pending if all(m is not r for r in ready)]
 
@@ -464,10 +465,11 @@ class Blocks:
         """The `@` parameters of `module`'s block: the tensors it reads after the first."""
         return [p for p in self.tensor_params.get(id(module), []) if p]
 
-    def calls_own_class(self, module: Any, key: Any) -> bool:
-        """Whether `module`'s body calls an instance of class `key` not yet defined."""
-        return any(isinstance(i, DCall) and id(i.module) not in self.calls
-                   and self.class_of(i.module) == key for i in walk(self.bodies[id(module)]))
+    @staticmethod
+    def holds_own_class(module: Any, pending: list) -> bool:
+        """Whether `module` holds, at any depth, one of the `pending` instances of its class."""
+        waiting = {id(m) for m in pending if m is not module}
+        return any(id(d) in waiting for d in module.modules())
 
     def define_group(self, key: Any, modules: list, made: int) -> int:
         """Blocks for `modules` of class `key`, numbered after the `made` ones before;

@@ -194,6 +194,11 @@ def _upsample(m: nn.Upsample) -> DLayer:
     return upsample(m.size, m.scale_factor, m.mode, m.align_corners)
 
 
+def _pad(m: nn.ZeroPad2d | nn.ConstantPad2d) -> DLayer:
+    """torch's padding modules: `pad` (a negative side crops: NASNet's shift)."""
+    return pad_layer(m.padding, float(m.value))
+
+
 def _plain(kind: str) -> Callable[[Any], DLayer]:
     return lambda m: kind_layer(kind, what=type(m).__name__)
 
@@ -213,7 +218,8 @@ MODULES: dict[type, Callable[[Any], DLayer]] = {
     nn.LocalResponseNorm: _lrn,
     nn.Softmax: _softmax,
     nn.Upsample: _upsample,
-    nn.ZeroPad2d: lambda m: zero_pad(m.padding),
+    nn.ZeroPad2d: _pad,
+    nn.ConstantPad2d: _pad,
     nn.UpsamplingNearest2d: _upsample,
     nn.UpsamplingBilinear2d: _upsample,  # align_corners=True: reported
     nn.LeakyReLU: lambda m: kind_layer(
@@ -348,27 +354,27 @@ def _fn_permute(args: tuple, kwargs: dict) -> DLayer:
     return _permute(*dims)
 
 
-def zero_pad(pad: Any) -> DLayer:
-    """`zero-pad` of torch's padding (left, right, top, bottom) of the last two axes, as
-    archc writes it: one int, (h, w), or (top, bottom, left, right)."""
+def pad_layer(pad: Any, value: float = 0.0) -> DLayer:
+    """`pad` of torch's padding (left, right, top, bottom) of the last two axes, as archc
+    writes it: one int, (h, w), or (top, bottom, left, right); a negative side crops."""
     if not (isinstance(pad, (tuple, list)) and len(pad) == 4
-            and all(isinstance(v, int) and v >= 0 for v in pad)):
+            and all(isinstance(v, int) for v in pad)):
         raise Unsupported(f"padding by {pad} (archc pads the height and width of an image "
                           "by whole pixels)")
     left, right, top, bottom = pad
     sides = (top, bottom, left, right)
     padding = top if len(set(sides)) == 1 else (top, left) if (top, left) == (bottom, right) \
         else sides
-    return kind_layer("zero-pad", [Arg("padding", padding, REQUIRED, "padding",
-                                       positional=True)])
+    return kind_layer("pad", [Arg("padding", padding, REQUIRED, "pad", positional=True),
+                              Arg("value", value, 0.0, "value")])
 
 
 def _fn_pad(args: tuple, kwargs: dict) -> DLayer:
-    """`F.pad(x, (left, right, top, bottom))` with zeros (HGNetV2's stem)."""
+    """`F.pad(x, (left, right, top, bottom), value=v)` (HGNetV2's stem pads with zeros)."""
     mode, value = _arg(args, kwargs, 2, "mode", "constant"), _arg(args, kwargs, 3, "value")
-    if mode != "constant" or value not in (None, 0):
-        raise Unsupported(f"padding with mode={mode!r}, value={value} (archc pads with zeros)")
-    return zero_pad(_arg(args, kwargs, 1, "pad"))
+    if mode != "constant" or not isinstance(value, (int, float, type(None))):
+        raise Unsupported(f"padding with mode={mode!r} (archc pads with a constant)")
+    return pad_layer(_arg(args, kwargs, 1, "pad"), float(value or 0.0))
 
 
 def _simple(kind: str) -> Callable[[tuple, dict], DLayer]:

@@ -1,6 +1,8 @@
 """Attention inside CNNs, along the channels: ECA's 1-D conv over the pooled channels, and
 the split attention across branches of SKNet and ResNeSt (a softmax over branch scores),
-alone or with the grouped conv that makes ResNeSt's branches (`splat-conv`).
+alone or with the grouped conv that makes ResNeSt's branches (`splat-conv`); and among the
+pixels: multi-head attention whose queries, keys and values a conv made (CPUBone's
+ConvAttention).
 
 Their torch modules are in `tensor_modules` (imported when a module is built).
 """
@@ -29,7 +31,7 @@ from archc.layers.core import (
     image,
 )
 from archc.layers.tensor import tensor_module
-from archc.layers.window import resolve_padding
+from archc.layers.window import TF_SAME, resolve_padding
 
 ATTENTION = Style("attention", "#f4cae4")
 
@@ -41,6 +43,29 @@ def _eca_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
         raise ShapeProblem("E204", f"eca needs an odd kernel, got {p['kernel']}",
                            "timm's EcaModule pads (k - 1) / 2 on each side: use 3, 5, ...")
     return inp
+
+
+def _pixel_attention_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
+    c, h, w = image("pixel-attention", inp)
+    check_positive("pixel-attention", p, "heads", "head_dim")
+    width = p["heads"] * p["head_dim"]
+    if c != 3 * width:
+        raise ShapeProblem(
+            "E201",
+            f"pixel-attention with {p['heads']} heads of {p['head_dim']} needs 3 × "
+            f"{p['heads']} × {p['head_dim']} = {3 * width} input channels (each head's query, "
+            f"key and value), got {c}",
+            f"make the input {3 * width} channels, e.g. with a 1×1 conv before it",
+        )
+    return (width, h, w)
+
+
+def _pixel_attention_macs(inp: Shape, out: Shape, p: dict[str, Any]) -> int:
+    """q·kᵀ and the weights times v: two (pixels × pixels × head_dim) products per head."""
+    pixels: int = inp[1] * inp[2]
+    heads: int = p["heads"]
+    head_dim: int = p["head_dim"]
+    return 2 * heads * pixels * pixels * head_dim
 
 
 def _split_attention_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
@@ -99,6 +124,9 @@ def _attention(p: dict[str, Any]) -> dict[str, Any]:
 def _splat_conv_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     c, _, _ = image("splat-conv", inp)
     check_positive("splat-conv", p, "radix", "hidden", "groups")
+    if p["padding"] == TF_SAME:  # its module pads as torch's conv does
+        raise ShapeProblem("E204", 'splat-conv takes no padding="tf-same"',
+                           "give the padding as a number, `same` or `valid`")
     if c % (p["groups"] * p["radix"]):
         raise ShapeProblem(
             "E201",
@@ -131,6 +159,23 @@ def _splat_conv_torch(inp: Shape, p: dict[str, Any]) -> Any:
 
 
 KINDS: tuple[LayerKind, ...] = (
+    LayerKind(
+        "pixel-attention",
+        "Multi-head attention among the H·W pixels of an image whose channels hold, per "
+        "head, its query, key and value of `head_dim` each (CPUBone's ConvAttention, after "
+        "its 1×1 conv): 3·heads·head_dim×H×W → heads·head_dim×H×W, softmax(q·kᵀ/√head_dim)·v, "
+        "the heads' outputs concatenated. No weights: the convs around it project.",
+        (
+            Param("heads", "int", doc="attention heads", aliases=("num_heads",)),
+            Param("head_dim", "int", doc="channels of each head's query, key and value"),
+        ),
+        _pixel_attention_shape,
+        tensor_module("PixelAttention", "heads", "head_dim"),
+        ATTENTION,
+        ("conv-attention",),
+        count_macs=_pixel_attention_macs,
+        summary=lambda p: f"{p['heads']} heads × {p['head_dim']}",
+    ),
     LayerKind(
         "eca",
         "Efficient channel attention (ECA-Net): the input scaled per channel by the sigmoid "

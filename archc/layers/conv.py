@@ -17,7 +17,15 @@ from archc.layers.core import (
     image,
     weighted,
 )
-from archc.layers.window import by_axis, pair, resolve_padding, window
+from archc.layers.window import (
+    TF_SAME,
+    by_axis,
+    pair,
+    resolve_padding,
+    tf_same_sides,
+    window,
+    window_axis_size,
+)
 
 
 def conv_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
@@ -30,9 +38,16 @@ def conv_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
             f"conv groups={p['groups']} must divide both the input "
             f"channels ({c}) and out ({p['out']})",
         )
-    pad = resolve_padding(p)
+    pad = tf_same_sides(inp, p, p["stride"]) if p["padding"] == TF_SAME else resolve_padding(p)
     h, w = window("conv", inp, p, ctx, p["kernel"], p["stride"], pad, p["dilation"])
     return (p["out"], h, w)
+
+
+def _std_conv_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
+    if p["padding"] == TF_SAME:
+        raise ShapeProblem("E204", 'std-conv takes no padding="tf-same"',
+                           "give the padding as a number, `same` or `valid`")
+    return conv_shape(inp, p, ctx)
 
 
 def conv_params(inp: Shape, p: dict[str, Any]) -> int:
@@ -53,7 +68,8 @@ def conv_summary(p: dict[str, Any]) -> str:
     """`3×3, 64, /2`; a non-square kernel reads `1×7, 192`."""
     kh, kw = pair(p["kernel"])
     stride = by_axis(p["stride"])
-    return f"{kh}×{kw}, {p['out']}" + (f", /{stride}" if stride != "1" else "")
+    return (f"{kh}×{kw}, {p['out']}" + (f", /{stride}" if stride != "1" else "")
+            + (", tf-same" if p["padding"] == TF_SAME else ""))
 
 
 def _std_conv_torch(inp: Shape, p: dict[str, Any]) -> Any:
@@ -77,6 +93,11 @@ def _std_conv_torch(inp: Shape, p: dict[str, Any]) -> Any:
 def _conv_torch(inp: Shape, p: dict[str, Any]) -> Any:
     import torch.nn as nn
 
+    if p["padding"] == TF_SAME:
+        from archc.layers.modules import TFSameConv2d
+
+        return weighted(TFSameConv2d, inp[0], p["out"], p["kernel"], stride=p["stride"],
+                        dilation=p["dilation"], groups=p["groups"], bias=p["bias"])
     return weighted(
         nn.Conv2d,
         inp[0],
@@ -98,7 +119,8 @@ CONV_PARAMS = (
         "padding",
         "padding",
         "same",
-        "a number, `same` (half the kernel) or `valid` (0)",
+        'a number, `same` (half the kernel), `valid` (0) or "tf-same" (TensorFlow\'s, '
+        "for the input size)",
         ("pad",),
     ),
     Param("dilation", "int2", 1, "spacing of the kernel taps, or (h, w)"),
@@ -108,8 +130,10 @@ CONV_PARAMS = (
 
 
 def conv_spatial(p: dict[str, Any]) -> Spatial:
-    """A conv's window (kernel, stride, padding, dilation, no ceil) for receptive fields."""
-    return (p["kernel"], p["stride"], resolve_padding(p), p["dilation"], False)
+    """A conv's window (kernel, stride, padding, dilation, no ceil) for receptive fields;
+    `tf-same` pads by the input size, which `window_axis_size` works out (0 here)."""
+    pad = 0 if p["padding"] == TF_SAME else resolve_padding(p)
+    return (p["kernel"], p["stride"], pad, p["dilation"], False)
 
 
 KINDS: tuple[LayerKind, ...] = (
@@ -125,6 +149,7 @@ KINDS: tuple[LayerKind, ...] = (
         conv_params,
         conv_macs,
         spatial=conv_spatial,
+        axis_size=window_axis_size(conv_spatial),
         summary=conv_summary,
     ),
     LayerKind(
@@ -137,7 +162,7 @@ KINDS: tuple[LayerKind, ...] = (
             Param("gamma", "float", 1.0, "the activation's gain folded into the weights"),
             Param("eps", "float", 1e-6, "added to each filter's variance"),
         ),
-        conv_shape,
+        _std_conv_shape,
         _std_conv_torch,
         CONV,
         ("scaled-std-conv", "stdconv", "ws-conv"),

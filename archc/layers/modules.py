@@ -154,29 +154,71 @@ class Permute(nn.Module):
         return f"dims={self.dims}"
 
 
-class PaddedPool2d(nn.Module):
+class TFSamePadding:
+    """TensorFlow's `SAME` padding, worked out from the input size in the forward (timm's
+    Conv2dSame and MaxPool2dSame): each axis padded so that a window of kernel k, stride s
+    and dilation d gives ⌈size / s⌉ outputs, half the padding before and the rest after."""
+
+    @staticmethod
+    def tf_same_pad(x: torch.Tensor, kernel: int | tuple[int, ...], stride: int | tuple[int, ...],
+                    dilation: int | tuple[int, ...] = 1, value: float = 0.0) -> torch.Tensor:
+        """`x` (B, C, H, W) padded with `value` for that window (each size an int or (h, w))."""
+        k_, s_, d_ = ((v, v) if isinstance(v, int) else v for v in (kernel, stride, dilation))
+        sides = []
+        for size, k, s, d in zip(x.shape[-2:], k_, s_, d_):  # height, width
+            total = max((-(-size // s) - 1) * s + d * (k - 1) + 1 - size, 0)
+            sides.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = sides
+        return nn.functional.pad(x, (left, right, top, bottom), value=value)
+
+
+class TFSameConv2d(nn.Conv2d, TFSamePadding):
+    """nn.Conv2d with TensorFlow's `SAME` padding (archc's `padding="tf-same"`): the input
+    padded for its size first, then convolved without padding. Its tensors are Conv2d's."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, dilation: int | tuple[int, int] = 1,
+                 groups: int = 1, bias: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0,
+                         dilation=dilation, groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.tf_same_pad(x, self.kernel_size, self.stride, self.dilation)  # (B, C, H', W')
+        out: torch.Tensor = self._conv_forward(x, self.weight, self.bias)
+        return out
+
+
+class PaddedPool2d(nn.Module, TFSamePadding):
     """A max or average pool after padding each side by its own amount, (top, bottom, left,
-    right): darknet's 2×2 stride-1 max pool pads the bottom and right only, which
-    nn.MaxPool2d's even padding cannot express. A max pool pads with -inf, so the padding
-    never wins; an average pool pads with zeros and counts them, as nn.AvgPool2d does."""
+    right), or by TensorFlow's `SAME` rule for the input's size (`"tf-same"`): darknet's 2×2
+    stride-1 max pool pads the bottom and right only, and timm's MaxPool2dSame pads for
+    each size, which nn.MaxPool2d's even padding cannot express. A max pool pads with -inf,
+    so the padding never wins; an average pool pads with zeros and counts them, as
+    nn.AvgPool2d does (and timm's AvgPool2dSame)."""
 
     ceil_mode = False  # the window count is always rounded down
     count_include_pad = True  # an average pool counts its zero padding
 
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int],
-                 padding: tuple[int, int, int, int], mode: str = "max"):
+                 padding: tuple[int, int, int, int] | str, mode: str = "max"):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, tuple(padding)
+        self.kernel_size, self.stride = kernel_size, stride
+        self.padding: tuple[int, ...] | str = (padding if isinstance(padding, str)
+                                               else tuple(padding))
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom, left, right = self.padding
         fill = float("-inf") if self.mode == "max" else 0.0
-        x = nn.functional.pad(x, (left, right, top, bottom), value=fill)  # (B, C, H+t+b, W+l+r)
+        if isinstance(self.padding, str):  # "tf-same"
+            x = self.tf_same_pad(x, self.kernel_size, self.stride, value=fill)  # (B, C, H', W')
+        else:
+            top, bottom, left, right = self.padding
+            x = nn.functional.pad(x, (left, right, top, bottom), value=fill)  # (B, C, H+t+b, W+l+r)
         if self.mode == "max":
             return nn.functional.max_pool2d(x, self.kernel_size, self.stride)
         return nn.functional.avg_pool2d(x, self.kernel_size, self.stride)
 
     def extra_repr(self) -> str:
         mode = "" if self.mode == "max" else f", mode={self.mode}"  # as the constructor writes it
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}{mode}"
+        padding = f"padding={self.padding!r}"  # "tf-same" quoted, as the constructor takes it
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, {padding}{mode}"

@@ -15,7 +15,18 @@ from archc.layers.core import (
     check_positive,
     image,
 )
-from archc.layers.window import AXES, by_axis, is_asymmetric, pair, sides, square, window
+from archc.layers.window import (
+    AXES,
+    TF_SAME,
+    by_axis,
+    is_asymmetric,
+    pair,
+    sides,
+    square,
+    tf_same_sides,
+    window,
+    window_axis_size,
+)
 
 
 def _pool_stride(p: dict[str, Any]) -> int:
@@ -34,6 +45,8 @@ def _even_padding(value: int | tuple[int, int] | tuple[int, int, int, int]
 def _pool_shape(kind: str) -> Callable[[Shape, dict[str, Any], ShapeContext], Shape]:
     def rule(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
         check_positive(kind, p, "kernel", "stride")
+        if p["padding"] == TF_SAME:
+            return _tf_same_shape(kind, inp, p, ctx)
         if is_asymmetric(p["padding"]):
             return _uneven_shape(kind, inp, p, ctx)
         padding = _even_padding(p["padding"])
@@ -53,11 +66,12 @@ def _pool_shape(kind: str) -> Callable[[Shape, dict[str, Any], ShapeContext], Sh
 
 def _avgpool_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     """An average pool's shape: a max pool's, and padding by side counts the zeros."""
-    if not p.get("count_include_pad", True) and is_asymmetric(p["padding"]):
+    if not p.get("count_include_pad", True) and (is_asymmetric(p["padding"])
+                                                 or p["padding"] == TF_SAME):
         raise ShapeProblem(
             "E204",
-            "avgpool with padding (top, bottom, left, right) counts its zero padding: it takes "
-            "no count_include_pad=false",
+            'avgpool with padding (top, bottom, left, right) or "tf-same" counts its zero '
+            "padding: it takes no count_include_pad=false",
             "pad the same on both sides of each axis, or count the padding",
         )
     return _pool_shape("avgpool")(inp, p, ctx)
@@ -85,14 +99,26 @@ def _uneven_shape(kind: str, inp: Shape, p: dict[str, Any], ctx: ShapeContext) -
     return (c, out_h, out_w)
 
 
+def _tf_same_shape(kind: str, inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
+    """The shape of a pool with TensorFlow's `SAME` padding: ⌈size / stride⌉ per axis."""
+    c, _, _ = image(kind, inp)
+    if p["ceil"]:
+        raise ShapeProblem("E204", f'{kind} with padding="tf-same" takes no ceil=true',
+                           "tf-same already keeps every partial window")
+    stride = _pool_stride(p)
+    h, w = window(kind, inp, p, ctx, p["kernel"], stride, tf_same_sides(inp, p, stride))
+    return (c, h, w)
+
+
 def _pool_torch(cls: str) -> Callable[[Shape, dict[str, Any]], Any]:
     """The constructor of nn.MaxPool2d or nn.AvgPool2d from a pool's parameters; with
-    unequal sides of padding, archc's PaddedPool2d (PyTorch's pools pad evenly)."""
+    unequal sides of padding or `tf-same`, archc's PaddedPool2d (PyTorch's pools pad
+    evenly)."""
 
     def make(inp: Shape, p: dict[str, Any]) -> Any:
         import torch.nn as nn
 
-        if is_asymmetric(p["padding"]):
+        if is_asymmetric(p["padding"]) or p["padding"] == TF_SAME:
             from archc.layers.modules import PaddedPool2d
 
             mode = "max" if cls == "MaxPool2d" else "avg"
@@ -131,7 +157,9 @@ _POOL_PARAMS = (
     Param("kernel", "int2", 2, "window size, or (h, w)"),
     Param("stride", "int2?", None, "step, or (h, w); defaults to the kernel"),
     Param(
-        "padding", "sides", 0, "padding, (h, w), or (top, bottom, left, right)", ("pad",)
+        "padding", "sides", 0,
+        'padding, (h, w), (top, bottom, left, right), or "tf-same" (TensorFlow\'s, for the '
+        "input size)", ("pad",)
     ),
     Param("ceil", "bool", False, "ceil mode: keep a partial last window", ("ceil_mode",)),
 )
@@ -139,7 +167,10 @@ _POOL_PARAMS = (
 
 def _pool_spatial(p: dict[str, Any]) -> Spatial:
     """(kernel, stride, padding, dilation, ceil); an uneven padding per axis as
-    ((top, bottom), (left, right)), which window_out takes as (before, after)."""
+    ((top, bottom), (left, right)), which window_out takes as (before, after); `tf-same`
+    pads by the input size, which `window_axis_size` works out (0 here)."""
+    if p["padding"] == TF_SAME:
+        return (p["kernel"], _pool_stride(p), 0, 1, False)
     padding = sides(p["padding"]) if is_asymmetric(p["padding"]) else _even_padding(p["padding"])
     return (p["kernel"], _pool_stride(p), padding, 1, p["ceil"])
 
@@ -147,6 +178,7 @@ def _pool_spatial(p: dict[str, Any]) -> Spatial:
 def _pool_summary(p: dict[str, Any]) -> str:
     kh, kw = pair(p["kernel"])
     uneven = f", pad {p['padding']}" if is_asymmetric(p["padding"]) else ""
+    uneven += ", tf-same" if p["padding"] == TF_SAME else ""
     excluded = ", pad not counted" if not p.get("count_include_pad", True) else ""
     return f"{kh}×{kw}, /{by_axis(_pool_stride(p))}{uneven}{excluded}"
 
@@ -174,6 +206,7 @@ KINDS: tuple[LayerKind, ...] = (
         ("max-pool", "maxpool2d", "pool"),
         ("kernel", ("stride",)),
         spatial=_pool_spatial,
+        axis_size=window_axis_size(_pool_spatial),
         summary=_pool_summary,
     ),
     LayerKind(
@@ -187,6 +220,7 @@ KINDS: tuple[LayerKind, ...] = (
         ("avg-pool", "avgpool2d", "averagepool"),
         ("kernel", ("stride",)),
         spatial=_pool_spatial,
+        axis_size=window_axis_size(_pool_spatial),
         summary=_pool_summary,
     ),
     LayerKind(

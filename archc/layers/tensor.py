@@ -1,6 +1,6 @@
 """Tensor operations with static shapes: a channel slice, a constant scale, a learnt
-scalar affine, a reshape, a centre crop, zero padding, space-to-depth and blur pooling
-(TResNet's anti-aliased downsampling).
+scalar affine, a reshape, a centre crop, a pad (or crop) by side, space-to-depth and blur
+pooling (TResNet's anti-aliased downsampling).
 
 Their torch modules are in `tensor_modules` (imported when a module is built).
 """
@@ -74,25 +74,49 @@ def _crop_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
     return (c, p["height"], p["width"])
 
 
-def _pad_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
-    c, h, w = image("zero-pad", inp)
-    (top, bottom), (left, right) = sides(p["padding"])
-    if min(top, bottom, left, right) < 0:
-        raise ShapeProblem("E204", f"zero-pad({p['padding']}) pads by a negative amount",
-                           "pad by 0 or more on every side (`crop` cuts an image down)")
-    return (c, h + top + bottom, w + left + right)
-
-
-def _pad_torch(inp: Shape, p: dict[str, Any]) -> Any:
-    from torch import nn
-
-    (top, bottom), (left, right) = sides(p["padding"])
-    return nn.ZeroPad2d((left, right, top, bottom))  # torch's order: the last axis first
-
-
 def _kept(n: int, size: int) -> int | None:
     """A crop's output size on an axis of `n`: `size`, if the input has that many."""
     return size if n >= size else None
+
+
+def _pad_sides(p: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The pad's ((top, bottom), (left, right)); E204 for "tf-same", which needs a window."""
+    if isinstance(p["padding"], str):
+        raise ShapeProblem("E204", 'pad takes numbers, not "tf-same" (that is a conv\'s or '
+                           "pool's padding, worked out from its window)",
+                           "give (top, bottom, left, right), e.g. pad((0, 1, 0, 1))")
+    return sides(p["padding"])
+
+
+def _pad_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
+    c, h, w = image("pad", inp)
+    (top, bottom), (left, right) = _pad_sides(p)
+    out = (c, h + top + bottom, w + left + right)
+    if min(out[1:]) < 1:
+        raise ShapeProblem(
+            "E202",
+            f"pad {p['padding']} makes {fmt(inp)} {fmt(out)}",
+            "a negative side crops: crop less than the image holds",
+        )
+    return out
+
+
+def _pad_torch(inp: Shape, p: dict[str, Any]) -> Any:
+    """nn.ZeroPad2d, or nn.ConstantPad2d for another value: torch's sides are (left,
+    right, top, bottom)."""
+    import torch.nn as nn
+
+    (top, bottom), (left, right) = _pad_sides(p)
+    torch_sides = (left, right, top, bottom)
+    if p["value"] == 0.0:
+        return nn.ZeroPad2d(torch_sides)
+    return nn.ConstantPad2d(torch_sides, p["value"])
+
+
+def _pad_axis(n: int, axis: int, p: dict[str, Any]) -> int | None:
+    """A pad's output size on an axis of `n` (0: height, 1: width), None below 1."""
+    before, after = _pad_sides(p)[axis]
+    return n + before + after if n + before + after >= 1 else None
 
 
 def _space_to_depth_shape(inp: Shape, p: dict[str, Any], ctx: ShapeContext) -> Shape:
@@ -211,17 +235,21 @@ KINDS: tuple[LayerKind, ...] = (
         summary=lambda p: f"{p['height']}×{p['width']}",
     ),
     LayerKind(
-        "zero-pad",
-        "Zeros around an image: `padding` on every side, (h, w) on both sides of each axis, "
-        "or (top, bottom, left, right) (HGNetV2's stem pads one row below and one column "
-        "right: `zero-pad((0, 1, 0, 1))`).",
-        (Param("padding", "sides", doc="the zeros added on each side", aliases=("pad",)),),
+        "pad",
+        "Pads each side of an image by its own amount, `padding=(top, bottom, left, right)`, "
+        "with `value` (zeros: torch's ZeroPad2d); a negative side crops that many rows or "
+        "columns (NASNet's `ZeroPad2d((-1, 1, -1, 1))` shifts the image by one pixel).",
+        (
+            Param("padding", "sides", doc="an int, (h, w) or (top, bottom, left, right); "
+                  "negative crops", aliases=("pad", "sides")),
+            Param("value", "float", 0.0, "what the padding holds"),
+        ),
         _pad_shape,
         _pad_torch,
         RESHAPE,
-        ("zeropad2d", "pad"),
-        axis_size=lambda n, axis, p: n + sum(sides(p["padding"])[axis]),
-        summary=lambda p: f"pad {p['padding']}",
+        ("zero-pad", "zeropad2d", "constant-pad"),
+        axis_size=_pad_axis,
+        summary=lambda p: f"pad {p['padding']}" + (f" with {p['value']:g}" if p["value"] else ""),
     ),
     LayerKind(
         "space-to-depth",

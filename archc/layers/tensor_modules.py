@@ -280,3 +280,25 @@ def add_into(base: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         part = part.reshape(b, k, ph * spread_h, pw * spread_w)[:, :, :h, :w]
     pad = (0, w - part.shape[3], 0, h - part.shape[2], 0, c - part.shape[1])
     return base + nn.functional.pad(part, pad)  # (B, C, H, W): zeros past the shared part
+
+
+class PixelAttention(nn.Module):
+    """Multi-head attention among the pixels of an image whose channels hold each head's
+    query, key and value in turn (heads × (q, k, v) × head_dim, CPUBone's layout): per head,
+    softmax(q·kᵀ / √head_dim)·v over the H·W pixels; the heads' outputs concatenated in the
+    channels. It has no weights."""
+
+    def __init__(self, heads: int, head_dim: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        qkv = x.reshape(b, self.heads, 3 * self.head_dim, h * w).transpose(2, 3)  # (B, n, HW, 3d)
+        q, k, v = qkv.chunk(3, dim=3)  # each (B, heads, HW, d)
+        weights = (q * self.head_dim ** -0.5) @ k.transpose(2, 3)  # (B, heads, HW, HW)
+        out: torch.Tensor = weights.softmax(dim=-1) @ v  # (B, heads, HW, d)
+        return out.transpose(2, 3).reshape(b, self.heads * self.head_dim, h, w)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, head_dim={self.head_dim}"

@@ -6,12 +6,15 @@ as in `conv(192, kernel=(1, 7))`; the rules work per axis.
 
 from __future__ import annotations
 
-from typing import Any, overload
+from typing import Any, Callable, overload
 
 from archc.layers.core import Shape, ShapeContext, ShapeProblem, fmt, image
 
 Pair = tuple[int, int]
 AXES = ("height", "width")
+# TensorFlow's `SAME` padding (timm's Conv2dSame, MaxPool2dSame): worked out from the input
+# size, so that a window gives ⌈size / stride⌉ outputs, the odd pixel padded after.
+TF_SAME = "tf-same"
 
 
 @overload
@@ -37,10 +40,45 @@ def by_axis(value: int | Pair, sep: str = "×") -> str:
     return str(h) if h == w else f"{h}{sep}{w}"
 
 
+def tf_same(size: int, k: int, s: int, d: int = 1) -> Pair:
+    """TensorFlow's `SAME` padding of one axis of `size`, (before, after): the total that
+    makes ⌈size / s⌉ windows of kernel k and dilation d, half before and the rest after."""
+    total = max((-(-size // s) - 1) * s + d * (k - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def tf_same_sides(inp: Shape, p: dict[str, Any], stride: int | Pair) -> tuple[Pair, Pair]:
+    """`padding="tf-same"` of a conv or pool on the image `inp`: ((top, bottom), (left,
+    right)), as `window` takes an uneven padding."""
+    _, h, w = inp
+    kernel, dilation = pair(p["kernel"]), pair(p.get("dilation", 1))
+    height, width = (tf_same(n, k, s, d)
+                     for n, k, s, d in zip((h, w), kernel, pair(stride), dilation))
+    return height, width
+
+
+def window_axis_size(spatial: Callable[[dict[str, Any]], Any]
+                     ) -> Callable[[int, int, dict[str, Any]], int | None]:
+    """A conv's or pool's output size on one axis (0: height, 1: width) for an input size,
+    None below 1: its window's (`spatial`), with `tf-same` padding worked out from the
+    size, which no fixed padding gives."""
+    def size(n: int, axis: int, p: dict[str, Any]) -> int | None:
+        window = spatial(p)
+        k, s, pad, d = (pair(v)[axis] for v in window[:4])
+        if p.get("padding") == TF_SAME:
+            pad = tf_same(n, k, s, d)
+        out = window_out(n, k, s, pad, d, window[4])
+        return out if out >= 1 else None
+    return size
+
+
 def resolve_padding(p: dict[str, Any]) -> int | Pair:
     """The padding of a conv or pool as numbers: `same` is half the (dilated) kernel on each
-    axis, `valid` is 0. An int stays an int, so square layers read as before."""
+    axis, `valid` is 0. An int stays an int, so square layers read as before. `tf-same` has
+    no numbers before the input size is known (see `tf_same_sides`): asking is a bug."""
     pad = p.get("padding", 0)
+    if pad == TF_SAME:
+        raise ValueError("padding=\"tf-same\" depends on the input size: use tf_same_sides")
     if pad == "valid":
         return 0
     if pad != "same":

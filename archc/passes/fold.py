@@ -300,9 +300,10 @@ def _map_keys(layer: LayerNode, axis: int) -> tuple[str, str] | None:
         return "weight", "bias"
     if not last:
         if layer.kind == "conv" and len(inp) == 3 and axis == 0 and p["groups"] == 1:
-            from archc.layers.window import resolve_padding
+            from archc.layers.window import TF_SAME, resolve_padding
 
-            if resolve_padding(p) in (0, (0, 0)):  # zeros padded after the norm would change
+            # zeros padded after the norm would change
+            if p["padding"] != TF_SAME and resolve_padding(p) in (0, (0, 0)):
                 return "weight", "bias"
         return None
     if layer.kind == "mlp":

@@ -273,10 +273,11 @@ def _param_value(param) -> dict[str, Any]:
         "int?": [integer, {"type": "null"}],
         "int2": [integer, pair],
         "int2?": [integer, pair, {"type": "null"}],
-        "sides": [integer, pair, {**pair, "minItems": 4, "maxItems": 4}],  # (t, b, l, r)
+        "sides": [integer, pair, {**pair, "minItems": 4, "maxItems": 4},  # (t, b, l, r)
+                  {"enum": ["tf-same"]}],
         "float": [{"type": "number"}],
         "bool": [{"type": "boolean"}],
-        "padding": [integer, pair, {"enum": ["same", "valid"]}],
+        "padding": [integer, pair, {"enum": ["same", "valid", "tf-same"]}],
         "choice": [{"enum": list(param.choices)}],
         "ints": [{"type": "array", "items": {"anyOf": [integer, EXPRESSION]}}],
     }

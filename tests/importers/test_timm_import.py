@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import pytest
 import torch
 from torch import nn
 
@@ -637,9 +638,105 @@ def hgnetv2_stem_net() -> nn.Module:
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 
-def test_hgnetv2s_padded_stem_imports_with_zero_pad():
+def test_hgnetv2s_padded_stem_imports_with_pad():
     spec, diags = imported(f"{HERE}:hgnetv2_stem_net")
     assert spec is not None, messages(diags)
     text = spec_text(spec)
-    assert "zero-pad((0, 1, 0, 1))" in text and "zero-pad((2, 0, 1, 0))" in text, text
+    assert "pad((0, 1, 0, 1))" in text and "pad((2, 0, 1, 0))" in text, text
     assert_exact(text, hgnetv2_stem_net())
+
+
+def tf_same_net() -> nn.Module:
+    """timm's TensorFlow-`SAME` layers: convs of even and odd kernels at strides 1 and 2,
+    a max and an average pool (the latter counting its padding whatever it is told)."""
+    from timm.layers import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    torch.manual_seed(0)
+    return nn.Sequential(Conv2dSame(3, 8, 3, stride=2), nn.BatchNorm2d(8),
+                         Conv2dSame(8, 8, 4), MaxPool2dSame(3, stride=2),
+                         Conv2dSame(8, 8, 5, stride=2, groups=8, bias=False),
+                         AvgPool2dSame(3, stride=2, count_include_pad=False),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 33, 31)])
+def test_timms_tf_same_layers_import_as_tf_same_padding(shape):
+    spec, diags = imported(f"{HERE}:tf_same_net", shape)
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert text.count('"tf-same"') == 5
+    assert_exact(text, tf_same_net(), shape)
+
+
+def factorized_reduction_net() -> nn.Module:
+    """PNASNet's FactorizedReduction: two stride-2 1×1 paths, the second on the image
+    shifted one pixel by `ZeroPad2d((-1, 1, -1, 1))`, concatenated."""
+    from timm.models.pnasnet import FactorizedReduction
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FactorizedReduction(8, 16),
+                         nn.ConstantPad2d((1, 0, 2, 1), 0.5),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (3, 17, 15)])
+def test_zero_pad_with_negative_sides_imports_as_a_pad(shape):
+    spec, diags = imported(f"{HERE}:factorized_reduction_net", shape)
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "pad((-1, 1, -1, 1))" in text and "pad((2, 1, 1, 0), value=0.5)" in text
+    assert_exact(text, factorized_reduction_net(), shape)
+
+
+def conv_attention_net(stride: int = 2) -> nn.Module:
+    """CPUBone's ConvAttention as cpubone_nano builds it (2×2 kernels, nearest upsampling,
+    the output projection fused into it): 2 heads of 32 among the pixels."""
+    from timm.models.cpubone import ConvAttention
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 128, 3, padding=1), nn.BatchNorm2d(128),
+                         ConvAttention(128, head_dim_mul=0.5, att_stride=stride,
+                                       fuse_out_proj=True, small_kernels=True,
+                                       upsample_mode="nearest"),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
+
+
+@pytest.mark.parametrize("stride, shape", [(2, (3, 7, 9)), (1, (3, 6, 5))])
+def test_cpubones_conv_attention_imports_as_pixel_attention(stride, shape):
+    # traced at `shape`: the pad to a multiple of the stride and the crop follow that size
+    spec, diags = imported(f"{HERE}:conv_attention_net", shape, args={"stride": stride},
+                           input_shape=shape)
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "pixel-attention(heads=2, head_dim=32)" in text
+    if stride == 2:  # 7×9 padded to 8×10 for the 2×2 stride-2 conv, cropped back after
+        assert "pad(padding=(0, 1, 0, 1))" in text and "pad(padding=(0, -1, 0, -1))" in text
+    assert_exact(text, conv_attention_net(stride), shape)
+
+
+class NestedStage(nn.Module):
+    """A block whose labelled nn.Sequential holds numbered ones (CPUBone's `total.0`), used
+    inside a numbered nn.Sequential too: the stages nest in their own class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = nn.Sequential(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()),
+                                   nn.BatchNorm2d(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.total(x)
+
+
+def nested_stage_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Sequential(NestedStage(), NestedStage()),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_numbered_sequentials_nested_in_their_own_class_import():
+    spec, diags = imported(f"{HERE}:nested_stage_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "block stage:" in text and "block stage_2:" in text  # the inner one first
+    assert_exact(text, nested_stage_net())
