@@ -907,7 +907,9 @@ def group_containers(items: list[DItem]) -> list[DItem]:
     named children one after the other (MetaFormer's `head.global_pool`, `head.norm`, ...)
     → one `head: [global_pool: ... norm: ...]` group, so the keys stay `head.norm...`.
     A container whose items run apart from each other (Res2Net's `convs.1`, after `bns.0`)
-    keeps its items' dotted labels (`convs.1:`), which place them at those keys."""
+    keeps its items' dotted labels (`convs.1:`), which place them at those keys; so does
+    one whose numbered item is a group (HRNet's `transition1.0: [conv bn relu]`), which
+    unlabelled would be spliced into the container."""
     labels = [getattr(item, "label", None) for item in items]
     scattered: set[str] = set()  # containers whose items keep their dotted labels
     while True:
