@@ -907,7 +907,9 @@ def group_containers(items: list[DItem]) -> list[DItem]:
     named children one after the other (MetaFormer's `head.global_pool`, `head.norm`, ...)
     → one `head: [global_pool: ... norm: ...]` group, so the keys stay `head.norm...`.
     A container whose items run apart from each other (Res2Net's `convs.1`, after `bns.0`)
-    keeps its items' dotted labels (`convs.1:`), which place them at those keys."""
+    keeps its items' dotted labels (`convs.1:`), which place them at those keys; so does
+    one whose numbered item is a group (HRNet's `transition1.0: [conv bn relu]`), which
+    unlabelled would be spliced into the container."""
     labels = [getattr(item, "label", None) for item in items]
     scattered: set[str] = set()  # containers whose items keep their dotted labels
     while True:
@@ -948,6 +950,8 @@ def _group_containers(items: list[DItem], scattered: set[str]) -> list[DItem]:
         last = out[-1] if out else None
         group = last if isinstance(last, DGroup) and last.label == prefix else None
         members = [i for i in group.items if not isinstance(i, (DRef, DBind))] if group else []
+        if index.isdigit() and not _one_module(item):
+            raise _Scattered(prefix)  # unlabelled, its items would be spliced into `prefix`
         if index == "0":
             item.label = None
             out.extend(names)
@@ -976,10 +980,17 @@ def _numbered_in_place(items: list[DItem]) -> list[DItem]:
     for item in items:
         if isinstance(item, (DRef, DBind)):
             continue  # a name is not a module
-        if getattr(item, "label", None) == str(place):
+        if getattr(item, "label", None) == str(place) and _one_module(item):
             item.label = None
         place += 1
     return items
+
+
+def _one_module(item: DItem) -> bool:
+    """Whether `item` stays one module without its label: a layer or a module call does,
+    while an unlabelled group, merge or loop is spliced into its surroundings (the items
+    of `transition1.0: [conv bn relu]` would be numbered `transition1.0`, `.1`, `.2`)."""
+    return isinstance(item, (DLayer, DCall, DShortcut))
 
 
 def _call_form(n: fx.Node, child: nn.Module) -> tuple[list[fx.Node], dict[str, Any]] | None:

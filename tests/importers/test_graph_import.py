@@ -205,3 +205,51 @@ def test_a_later_output_read_without_the_first_is_refused_where_it_is_written():
     (message,) = messages(diags)
     assert "reads output 1 of `two` but not output 0" in message
     assert diags.items[0].span.file == __file__  # at the forward's line
+
+
+
+def cbr(cin: int, cout: int, stride: int = 1, act: bool = True) -> nn.Sequential:
+    """conv, bn (and relu): a plain Sequential, as HRNet's transitions and fuse layers."""
+    layers = [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, *([nn.ReLU()] if act else []))
+
+
+class Exchange(nn.Module):
+    """HRNet's pattern in small: a ModuleList of Sequentials applied to different tensors
+    (`trans[0](x)`, `trans[1](x)`), one with a None entry (`more[1]` alone), and
+    two-level numbered containers (`fuse[i][j]`) whose rows each read both branches,
+    so the forward is a graph, not branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.trans = nn.ModuleList([cbr(8, 8), cbr(8, 8, stride=2)])
+        self.more = nn.ModuleList([None, cbr(8, 8, act=False)])
+        up = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8),
+                           nn.Upsample(scale_factor=2.0))
+        self.fuse = nn.ModuleList([nn.ModuleList([nn.Identity(), up]),
+                                   nn.ModuleList([cbr(8, 8, 2, act=False), nn.Identity()])])
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)  # (B, 8, H, W)
+        a, b = self.trans[0](x), self.trans[1](x)  # (B, 8, H, W), (B, 8, H/2, W/2)
+        b = self.more[1](b)
+        y0 = self.fuse[0][0](a) + self.fuse[0][1](b)  # (B, 8, H, W)
+        y1 = self.fuse[1][0](a) + self.fuse[1][1](b)  # (B, 8, H/2, W/2)
+        return self.fc(y0.mean((2, 3)) + y1.mean((2, 3)))
+
+
+def exchange_net() -> nn.Module:
+    """`Exchange`, seeded."""
+    torch.manual_seed(0)
+    return Exchange()
+
+
+def test_sequentials_of_a_list_applied_apart_keep_their_own_numbering():
+    spec, diags = imported(f"{HERE}:exchange_net")
+    assert spec is not None, messages(diags)
+    text = spec_text(spec)
+    assert "trans.0: [" in text  # its conv stays `trans.0.0.weight`, not `trans.0.weight`
+    assert "more.1: [" in text and "fuse.0.1: [" in text and "fuse.1.0: [" in text
+    assert_exact(text, exchange_net())
