@@ -343,3 +343,30 @@ def test_comments_and_spellings_of_a_small_spec(tmp_path):
         "    Soft-Max\n"
         "    FC-{num_classes}  # the classifier\n"
         "# the end\n")
+
+
+SPLIT_SIZES = """\
+block parts(c):
+    conv1-{c}  split(sizes=(c // 4, c - c // 4)):
+        identity
+        conv1-{c - c // 4}
+
+network n:
+    input 8x4x4
+    mix: split(sizes=(2, 6)):
+        identity
+        relu
+    split([identity], [relu], sizes=(4, 4))
+    parts(8)
+"""
+
+
+def test_split_sizes_round_trip_through_yaml_and_arch():
+    original = _parse_arch(SPLIT_SIZES, "split.arch")
+    yaml_text = dump_yaml(original)
+    assert "sizes:" in yaml_text and "'{c // 4}'" in yaml_text
+    from_yaml = _parse_yaml(yaml_text, "split.yaml")
+    assert structure(from_yaml) == structure(original)
+    arch_text = unparse(from_yaml)
+    assert "mix: split(sizes=(2, 6)):" in arch_text
+    assert structure(_parse_arch(arch_text, "again.arch")) == structure(original)

@@ -250,3 +250,10 @@ def test_a_relaid_spec_formats_to_the_same_text(name, seed):
     assume(_parses(relaid) is not None)
     assume(ir.structure(_parses(relaid)) == ir.structure(_parses(text)))
     assert format_text(relaid) == format_text(text)
+
+
+def test_split_sizes_keep_their_arguments():
+    text = ("network n:\n    input 8x4x4\n    conv1-8  mix: split(sizes=(2, 8 - 2)):\n"
+            "        identity\n        conv1-6\n    split([identity], [relu], sizes=(4, 4))\n")
+    out = assert_formats_faithfully(text)
+    assert "mix: split(sizes=(2, 8 - 2)):" in out and "sizes=(4, 4))" in out

@@ -288,3 +288,12 @@ def test_default_depth_keeps_resnet152_readable():
     assert "×35" in auto  # layer3: the first bottleneck, then [bottleneck] ×35
     shallow = archc.load(SPECS / "resnet34.arch")
     assert to_dot(shallow, depth=None) == to_dot(shallow, depth=2)
+
+
+def test_a_split_by_sizes_is_labelled_with_its_sizes(tmp_path):
+    spec = tmp_path / "parts.arch"
+    spec.write_text("network parts:\n    input 8x4x4\n    split(sizes=(2, 6)):\n"
+                    "        identity\n        relu\n", encoding="utf-8")
+    dot = to_dot(archc.load(spec))
+    assert 'label="split 2|6"' in dot
+    assert '[label="2×4×4"]' in dot and '[label="6×4×4"]' in dot

@@ -1078,3 +1078,73 @@ def test_blocks_of_another_network_in_the_file_are_not_unused(tmp_path):
             large(8)
     """)
     assert [d.message for d in result.diagnostics] == ["block `orphan` is never used"]
+
+
+SPLIT_BY_SIZES = """
+network parts:
+    input 8x4x4
+    split(sizes=(2, 3, 3)):
+        identity
+        conv: conv1-3
+        relu
+"""
+
+
+def test_split_by_sizes_gives_each_branch_its_slice(tmp_path):
+    net = load(tmp_path, SPLIT_BY_SIZES)
+    assert [m.in_shape for m in walk(net.root) if isinstance(m, LayerNode)] == [
+        (2, 4, 4), (3, 4, 4), (3, 4, 4)]
+    assert net.root.out_shape == (8, 4, 4)
+
+
+def test_split_sizes_may_be_expressions_of_block_parameters(tmp_path):
+    net = load(tmp_path, """
+        block parts(c):
+            conv1-{c} split(sizes=(c // 4, c - c // 4)):
+                identity
+                conv1-{c - c // 4}
+
+        network n:
+            input 3x8x8
+            parts(16)
+    """)
+    assert [m.in_shape for m in walk(net.root) if isinstance(m, LayerNode)] == [
+        (3, 8, 8), (4, 8, 8), (12, 8, 8)]
+
+
+@pytest.mark.parametrize("head, code", [
+    ("split(sizes=(2, 3, 4)):", "E201"),  # 9, not the 8 channels that reach it
+    ("split(sizes=(4, 4)):", "E204"),  # two sizes, three branches
+    ("split(sizes=(8, 0, 0)):", "E104"),  # an empty slice
+    ("split(sizes=8):", "E104"),  # not a tuple
+    ("concat(sizes=(2, 3, 3)):", "E102"),  # only split takes sizes
+    ("split(2, 3, 3):", "E001"),  # sizes are named
+    ("conv3(sizes=(2, 3, 3)):", "E001"),  # not a merge
+])
+def test_wrong_split_sizes_are_located_errors(tmp_path, head, code):
+    result = check(tmp_path, SPLIT_BY_SIZES.replace("split(sizes=(2, 3, 3)):", head))
+    assert errors(result) == [code]
+    [diag] = [d for d in result.diagnostics if d.is_error]
+    assert diag.span.line == 3 and diag.hint
+
+
+def test_split_sizes_on_one_line_and_in_yaml(tmp_path):
+    one_line = check(tmp_path, """
+        network n:
+            input 8x4x4
+            split([identity], [conv1-6], sizes=(2, 6))
+    """)
+    assert one_line.ok and one_line.network.root.out_shape == (8, 4, 4)
+    yaml_path = tmp_path / "n.yaml"
+    yaml_path.write_text(textwrap.dedent("""
+        - network: n
+          input: [8, 4, 4]
+          body:
+          - split: [identity, conv1-6]
+            sizes: [2, 6]
+    """), encoding="utf-8")
+    net = archc.load(yaml_path)
+    assert [m.in_shape for m in walk(net.root) if isinstance(m, LayerNode)] == [
+        (2, 4, 4), (6, 4, 4)]
+    yaml_path.write_text(yaml_path.read_text().replace("split:", "concat:"), encoding="utf-8")
+    assert not archc.check(yaml_path).ok  # sizes beside a merge that takes none

@@ -159,3 +159,12 @@ def test_dotted_labels_export(tmp_path):
     written, model = export_with_known_weights(net, tmp_path)
     assert "body.convs.1.weight" in model.state_dict()
     assert_matches(written[0], model, net.input_shape)
+
+
+def test_split_by_sizes_exports(tmp_path):
+    spec = tmp_path / "parts.arch"
+    spec.write_text("network parts:\n    input 8x4x4\n    split(sizes=(2, 3, 3)):\n"
+                    "        identity\n        conv1-3\n        relu\n", encoding="utf-8")
+    net = archc.load(spec)
+    written, model = export_with_known_weights(net, tmp_path, opset=17)
+    assert_matches(written[0], model, net.input_shape)

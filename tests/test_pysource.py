@@ -342,3 +342,29 @@ def test_bad_init_writes_nothing(tmp_path):
     with pytest.raises(InitError, match="no such file"):
         write_python(net, tmp_path / "model.py", init=str(tmp_path / "missing.pt"))
     assert not (tmp_path / "model.py").exists()
+
+
+SPLIT_SIZES_SPEC = """\
+network parts:
+    input 8x4x4
+    split(sizes=(2, 3, 3)):
+        identity
+        conv: conv1-3
+        relu
+"""
+
+
+def test_split_by_sizes_is_torch_split_in_the_module_and_the_python(tmp_path):
+    spec = tmp_path / "parts.arch"
+    spec.write_text(SPLIT_SIZES_SPEC, encoding="utf-8")
+    net = archc.load(spec)
+    model = to_module(net).eval()
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 4, 4)
+    a, b, c = torch.split(x, [2, 3, 3], 1)
+    want = torch.cat([a, model.get_submodule("conv")(b), torch.relu(c)], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want)
+    module, source = generate(net, tmp_path, "parts")
+    assert ".split([2, 3, 3], 1)" in source and "mix_split_sizes" not in source
+    assert_same_model(net, module.Parts)

@@ -329,10 +329,13 @@ class _Drawing:
         if not MERGES[op.mode].splits:
             return [tail] * n
         node = self.merge_name(scope, "split")
-        self.merge_node(g, node, "split", label=f"{op.mode} ÷{n}")
+        label = f"{op.mode} ÷{n}" if op.sizes is None else f"{op.mode} " + "|".join(
+            map(str, op.sizes))  # `split 16|24|24`: the stated slices
+        self.merge_node(g, node, "split", label=label)
         self.edge(tail, node)
         try:
-            shapes = MERGES[op.mode].branch_inputs(tail.shape, n) if tail.shape else [None] * n
+            shapes = (MERGES[op.mode].branch_inputs(tail.shape, n, op.sizes) if tail.shape
+                      else [None] * n)
         except ShapeProblem:
             shapes = [None] * n
         return [_Port(node, shape) for shape in shapes]
@@ -590,7 +593,7 @@ def _built(scope: Scope, op: Op) -> tuple[object, ...]:
     if isinstance(op, Seq):
         return ("seq", *(_built(scope, inner) for inner in op.ops))
     if isinstance(op, Parallel):
-        return (op.mode, *(_built(scope, branch) for branch in op.branches))
+        return (op.mode, op.sizes, *(_built(scope, branch) for branch in op.branches))
     if isinstance(op, TapOut):
         return ("tap", _built(scope, op.op))
     return (type(op).__name__, getattr(op, "name", None))

@@ -70,12 +70,12 @@ def compile_plan(op: Op, scope: Scope | None = None) -> Step:
     if isinstance(op, Parallel):
         steps = tuple(compile_plan(b, scope) for b in op.branches)
         merge = MERGES[op.mode]
-        combine, n = merge.combine, len(steps)
+        combine, n, sizes = merge.combine, len(steps), op.sizes
         if not merge.splits:
             return lambda mods, x, aux, env: combine([s(mods, x, aux, env) for s in steps])
 
         def run_split(mods, x, aux, env):  # each branch gets its slice of the channels
-            parts = merge.inputs(x, n)
+            parts = merge.inputs(x, n, sizes)
             return combine([s(mods, part, aux, env) for s, part in zip(steps, parts)])
 
         return run_split

@@ -20,7 +20,7 @@ import keyword
 import re
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import reduce
 from pathlib import Path
 
@@ -378,8 +378,9 @@ class Forward:
         inputs = [src] * len(op.branches)
         if merge.splits:  # `x1, x2 = x.chunk(2, 1)`: each branch gets its slice
             inputs = [self.fresh(f"x{i + 1}") for i in range(len(op.branches))]
-            self.assign(", ".join(inputs), merge.python_inputs(src, len(inputs)))
-            if merge.slicing != "equal":  # the sizes' rule is archc's: the file gets a copy
+            self.assign(", ".join(inputs), merge.python_inputs(src, len(inputs), op.sizes))
+            # MixNet's sizes' rule is archc's: the file gets a copy (stated sizes need none)
+            if merge.slicing != "equal" and op.sizes is None:
                 self.helpers.add("mix_split_sizes")
         terms: list[Code] = []
         for i, branch in enumerate(op.branches):
@@ -496,7 +497,7 @@ def _rename(op: Op, names: dict[str, str]) -> Op:
     if isinstance(op, Seq):
         return Seq(tuple(_rename(o, names) for o in op.ops))
     if isinstance(op, Parallel):
-        return Parallel(op.mode, tuple(_rename(b, names) for b in op.branches))
+        return replace(op, branches=tuple(_rename(b, names) for b in op.branches))
     if isinstance(op, TapOut):
         return TapOut(_rename(op.op, names), op.name)
     return op

@@ -36,6 +36,7 @@ class Parallel:
 
     mode: str
     branches: tuple["Op", ...]
+    sizes: tuple[int, ...] | None = None  # a `split`'s stated slices, in channels
 
 
 @dataclass(frozen=True)

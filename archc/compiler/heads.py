@@ -128,10 +128,10 @@ class _Marker:
         if shape is None:
             return _NOTHING
         try:
-            shapes = merge.branch_inputs(shape, n)
+            shapes = merge.branch_inputs(shape, n, op.sizes)
         except ShapeProblem:
             return _NOTHING
-        probes = shapes if probe == shape else _branch_probes(op.mode, probe, n)
+        probes = shapes if probe == shape else _branch_probes(op, probe)
         outs = [self.op(b, scope, (s, p), named) for b, s, p in zip(op.branches, shapes, probes)]
         merged = _merged(op.mode, [o[0] for o in outs])
         if all(o[1] == o[0] for o in outs):
@@ -155,11 +155,12 @@ def _shape_at(node: LayerNode, params: dict | None, probe: Shape | None) -> Shap
         return UNTOLD
 
 
-def _branch_probes(mode: str, probe: Shape | None, n: int) -> list[Shape | None]:
+def _branch_probes(op: Parallel, probe: Shape | None) -> list[Shape | None]:
+    n = len(op.branches)
     if not probe:
         return [UNTOLD] * n
     try:
-        return list(MERGES[mode].branch_inputs(probe, n))
+        return list(MERGES[op.mode].branch_inputs(probe, n, op.sizes))
     except ShapeProblem:
         return [UNTOLD] * n
 

@@ -304,6 +304,7 @@ class Merge(Node):
     node: Literal["merge"] = "merge"
     mode: MergeMode
     branches: list["Item"] = []
+    args: list[Arg] = []  # the merge's named arguments: `split(sizes=(16, 24, 24)):`
     label: str | None = None
     repeat: Expr | None = None
     span: Span = NOWHERE

@@ -211,6 +211,8 @@ _TOKEN_NAMES = {
 
 
 def _describe(names: set[str]) -> str:
+    if "WORD" in names:  # after items, `:` only closes a merge with arguments
+        names = names - {"COLON"}  # (`split(sizes=(...)):`): the hint keeps to the usual
     words = sorted({_TOKEN_NAMES.get(n) or _literal(n) for n in names})
     if len(words) > 6:
         words = words[:6] + ["..."]
@@ -605,13 +607,20 @@ class SpecBuilder:
         labels = [c for c in t.children if isinstance(c, Token)]
         body = t.children[-1]
         words = [str(lab)[:-1] for lab in labels]
+        spans = [self.span(lab) for lab in labels]
+        args: list[ir.Arg] = []
+        if lead is not None and not labels:  # `split(sizes=(16, 24, 24)):`
+            head = self.merge_head(lead)
+            if head is None:
+                return None
+            lead, words, spans, args = head
         keyword = merge_kind(words[-1])  # `Concat:` is `concat:`
         mode = keyword.name if keyword else None
         name = words[0] if (mode is None or len(words) == 2) else None
         if len(words) == 2 and mode is None:
             self.diags.error(
                 "E001",
-                self.span(labels[1]),
+                spans[1],
                 f"`{words[1]}:` is not a merge",
                 "a second label on a block line must be `concat:` or `add:`",
             )
@@ -619,7 +628,7 @@ class SpecBuilder:
         if lead is not None and mode is None:
             self.diags.error(
                 "E001",
-                self.span(labels[-1]),
+                spans[-1],
                 f"`{words[-1]}` after items must be a merge such as `concat:` or `add:`",
                 "a line may end in a merge whose branches are indented below it; "
                 "put a labelled group on a line of its own",
@@ -639,12 +648,61 @@ class SpecBuilder:
         merge = ir.Merge.model_construct(
             mode=mode,
             branches=self.branch_lines(body),
+            args=args,
             label=name,
-            span=self.span(labels[-1]).to(span),
+            span=spans[-1].to(span),
         )
         if lead is None:
             return merge.model_copy(update={"span": span})
         return ir.Group.model_construct(items=[*self.items(lead), merge], span=span)
+
+    def merge_head(self, lead: Tree
+                   ) -> tuple[Tree | None, list[str], list[ir.Span], list[ir.Arg]] | None:
+        """`conv1-64 mix: split(sizes=(16, 24, 24)):`: the items before the merge (None
+        when none), the label and merge words with their spans, and the merge's named
+        arguments; None after an error (the last item is not a call of a merge)."""
+        *rest, last = lead.children
+        parts = last.children if isinstance(last, Tree) and last.data == "item" else []
+        tokens = [c for c in parts if isinstance(c, Token)]  # its label and repeat
+        atom = next((c for c in parts if isinstance(c, Tree)), None)
+        if (
+            atom is None
+            or atom.data != "layer"
+            or len(atom.children) != 2
+            or merge_kind(str(atom.children[0])) is None
+            or any(tok.type == "REPEAT" for tok in tokens)
+        ):
+            self.diags.error(
+                "E001", self.span(last), "only a merge with arguments may end a line in `:`",
+                "write `split(sizes=(16, 24, 24)):` with one branch per indented line, or "
+                "`name:` for a labelled group",
+            )
+            return None
+        word, call = atom.children
+        label = [tok for tok in tokens if tok.type == "LABEL"]
+        raw = call.children[0].children if call.children else []
+        args = self.merge_args(str(word), raw)
+        if args is None:
+            return None
+        return (
+            Tree("items", rest) if rest else None,
+            [*(str(tok)[:-1] for tok in label), str(word)],
+            [*(self.span(tok) for tok in label), self.span(atom)],
+            args,
+        )
+
+    def merge_args(self, mode: str, raw: list[Tree]) -> list[ir.Arg] | None:
+        """A merge's named arguments (`sizes=(16, 24, 24)`); None after an error."""
+        args = []
+        for arg in raw:
+            if arg.data != "argument" or len(arg.children) != 2:
+                self.diags.error(
+                    "E001", self.span(arg), f"`{mode}(...):` takes named arguments only",
+                    f"write `{mode}(sizes=(16, 24, 24)):` and one branch per indented line",
+                )
+                return None
+            args.extend(self.arguments(Tree("arguments", [arg])))
+        return args
 
     def for_line(self, t: Tree) -> ir.For:
         """`for NAMES in ITERABLE:` with its items on the line or in an indented body."""
@@ -801,7 +859,11 @@ class SpecBuilder:
         branches are named tensors or bracketed sequences (one item in brackets is that
         item, so `[shortcut]` is the shortcut branch)."""
         branches = []
+        args: list[ir.Arg] = []
         for arg in raw:
+            if arg.data == "argument" and len(arg.children) == 2:  # `sizes=(16, 24, 24)`
+                args.extend(self.arguments(Tree("arguments", [arg])))
+                continue
             if arg.data == "group_arg":
                 group = arg.children[0]
                 items = self.group_items(group)
@@ -819,7 +881,7 @@ class SpecBuilder:
                 "per indented line",
             )
             return None
-        return ir.Merge.model_construct(mode=mode, branches=branches, span=span)
+        return ir.Merge.model_construct(mode=mode, branches=branches, args=args, span=span)
 
     def word(self, tok: Token) -> tuple[str | None, list[ir.Arg]]:
         """Split paper notation: `conv3-64` → ("conv", [kernel=3, out=64])."""

@@ -1231,7 +1231,8 @@ class Resolver:
         branches: list[Op | None] = []
         shapes: list[Shape | None] = []
         shortcuts = []
-        inputs = self.branch_inputs(item, shape)
+        sizes = self.merge_sizes(item, body)
+        inputs = self.branch_inputs(item, shape, sizes)
         for i, branch in enumerate(item.branches):
             if (
                 isinstance(branch, ir.Layer)
@@ -1264,8 +1265,46 @@ class Resolver:
         if len(branches) == 1:
             return [branches[0] if branches[0] is not None else Identity()], out
         return [
-            Parallel(item.mode, tuple(b if b is not None else Identity() for b in branches))
+            Parallel(item.mode, tuple(b if b is not None else Identity() for b in branches),
+                     None if sizes is ERROR else sizes)
         ], out
+
+    def merge_sizes(self, item: ir.Merge, body: _Body) -> tuple[int, ...] | None | Any:
+        """The channels of each slice a merge states (`split(sizes=(16, 24, 24)):`), None
+        where it states none, ERROR after an error: an argument the merge does not take,
+        sizes that are not positive integers, or not one per branch."""
+        takes = MERGES[item.mode].params
+        sizes: Any = None
+        for arg in item.args:
+            if arg.name not in takes:
+                self.diags.error(
+                    "E102", arg.span, f"`{item.mode}` has no argument `{arg.name}`",
+                    "only `split` takes one: `split(sizes=(16, 24, 24)):`" if not takes
+                    else did_you_mean(str(arg.name), list(takes)),
+                )
+                sizes = ERROR
+                continue
+            value = evaluate(arg.value, body.env, self.diags)
+            if value is ERROR:
+                sizes = ERROR
+            elif not (isinstance(value, tuple) and value and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+                self.diags.error(
+                    "E104", arg.value.span,
+                    f"`sizes` must be a tuple of positive channel counts, got {value!r}",
+                    "one count per branch: `split(sizes=(16, 24, 24)):`",
+                )
+                sizes = ERROR
+            elif len(value) != len(item.branches):
+                self.diags.error(
+                    "E204", arg.value.span,
+                    f"`{item.mode}` has {len(item.branches)} branches but {len(value)} sizes",
+                    "give one size per branch, in the branches' order",
+                )
+                sizes = ERROR
+            elif sizes is None:
+                sizes = value
+        return sizes
 
     def present_branches(self, item: ir.Merge, body: _Body) -> list[ir.Item]:
         """The branches that exist: an `if` branch whose test fails is left out; a branch
@@ -1295,15 +1334,18 @@ class Resolver:
             present.append(branch)
         return present
 
-    def branch_inputs(self, item: ir.Merge, shape: Shape | None) -> list[Shape | None]:
-        """Each branch's input: the merge's input, or for `split` a slice of its channels."""
+    def branch_inputs(self, item: ir.Merge, shape: Shape | None, sizes: Any = None
+                      ) -> list[Shape | None]:
+        """Each branch's input: the merge's input, or for `split` a slice of its channels
+        (the stated `sizes`, unless they are ERROR)."""
         n = len(item.branches)
-        if shape is None:
+        if shape is None or sizes is ERROR:
             return [None] * n
         try:
-            return list(MERGES[item.mode].branch_inputs(shape, n))
+            return list(MERGES[item.mode].branch_inputs(shape, n, sizes))
         except ShapeProblem as problem:
-            self.diags.error(problem.code, item.span, problem.message, problem.hint)
+            where = item.args[0].span if sizes is not None else item.span
+            self.diags.error(problem.code, where, problem.message, problem.hint)
             return [None] * n
 
     def merged_shape(self, item: ir.Merge, shapes: list[Shape | None]) -> Shape | None:

@@ -370,7 +370,19 @@ def _merge_text(merge: ir.Merge) -> str:
             branches.append(f"[[{inner}]]" if len(branch.items) == 1 else f"[{inner}]")
         else:
             branches.append(f"[{item_text(branch)}]")
-    return f"{merge.mode}(" + ", ".join(branches) + ")"
+    return f"{merge.mode}(" + ", ".join([*branches, *_merge_args(merge)]) + ")"
+
+
+def _merge_args(merge: ir.Merge) -> list[str]:
+    """A merge's named arguments as written: `sizes=(16, 24, 24)`."""
+    return [args_text([arg]) for arg in merge.args]
+
+
+def _merge_word(merge: ir.Merge) -> str:
+    """The merge keyword heading its branches: `split:`, `split(sizes=(16, 24, 24)):`."""
+    if not merge.args:
+        return f"{merge.mode}:"
+    return f"{merge.mode}({args_text(merge.args)}):"
 
 
 def _has_merge(item) -> bool:
@@ -433,12 +445,13 @@ def body_lines(items: list, depth: int) -> list[str]:
         elif isinstance(item, ir.Merge):
             if item.repeat is not None:
                 raise UnparseError("a repeated merge has no .arch form; repeat a block instead")
-            head = (f"{item.label}: " if item.label else "") + f"{item.mode}:"
+            head = (f"{item.label}: " if item.label else "") + _merge_word(item)
             lines.extend(_merge_lines(item, head, depth))
         elif isinstance(item, ir.For | ir.If):
             lines.extend(_for_lines(item, depth))
         elif _ends_in_merge(item):
-            head = "  ".join(item_text(i) for i in item.items[:-1]) + f"  {item.items[-1].mode}:"
+            head = ("  ".join(item_text(i) for i in item.items[:-1]) + "  "
+                    + _merge_word(item.items[-1]))
             lines.extend(_merge_lines(item.items[-1], head, depth))
         elif (
             isinstance(item, ir.Group)

@@ -49,7 +49,9 @@ from archc.layers import MERGES, merge_kind
 
 _ITEM_KEYS = {"name", "repeat"}
 _OPS = {"group", *MERGES, "tap", "table", "for", "if", "ref", "->"}
-_BESIDE_OP = {"variant", "in", "body"}  # a table's variant; a `for`'s iterable and body
+# a table's variant; a `for`'s iterable and body; a merge's arguments (`split`'s sizes)
+_MERGE_ARGS = {p for m in MERGES.values() for p in m.params}
+_BESIDE_OP = {"variant", "in", "body", *_MERGE_ARGS}
 
 
 class _Reported(Exception):
@@ -383,6 +385,11 @@ class _Reader:
                 "besides it, only `name` and `repeat`",
             )
         key, knode, value = ops[0]
+        merge = merge_kind(key)
+        for k, kn, _ in fields:  # `sizes` beside a merge that takes no sizes, or a layer
+            if k in _MERGE_ARGS and (merge is None or k not in merge.params):
+                raise _Invalid(kn, f"unexpected key `{k}` beside `{key}`",
+                               "only `split` takes `sizes`: `{split: [...], sizes: [16, 48]}`")
         item = self.operation(key, knode, value, node, span)
         updates: dict[str, Any] = {}
         if "name" in extras:
@@ -399,7 +406,10 @@ class _Reader:
         merge = merge_kind(key)  # `Concat:` is `concat:`, as layer kinds ignore case
         if merge is not None:
             branches = [self.item(b) for b in self.seq(value, f"`{key}` branches")]
-            return ir.Merge.model_construct(mode=merge.name, branches=branches, span=span)
+            args = [ir.Arg.model_construct(name=k, value=self.value(v), span=self.span(kn))
+                    for k, kn, v in self.mapping(node, "a merge") if k in merge.params]
+            return ir.Merge.model_construct(mode=merge.name, branches=branches, args=args,
+                                            span=span)
         if key == "tap":
             return ir.Tap.model_construct(head=self.item(value), span=span)
         if key == "for":
@@ -574,7 +584,8 @@ def _item(item) -> Any:
             return [_item(i) for i in item.items]  # a plain list is an unnamed sequence
         data = {"group": [_item(i) for i in item.items]}
     elif isinstance(item, ir.Merge):
-        data = {item.mode: [_item(b) for b in item.branches]}
+        data = {item.mode: [_item(b) for b in item.branches],
+                **{a.name: _value(a.value) for a in item.args}}
     elif isinstance(item, ir.Tap):
         data = {"tap": _item(item.head)}
     elif isinstance(item, ir.For):

@@ -36,25 +36,40 @@ class MergeKind:
     # how the branches' sizes of one spatial axis must relate (archc.shapes' scan of input
     # sizes): "equal", "broadcast" (a size of 1 fits any) or "first" (any; the first gives it)
     sizes: str = "equal"
+    # the named arguments the merge takes: `split(sizes=(16, 24, 24)):`
+    params: tuple[str, ...] = ()
 
     @property
     def elementwise(self) -> bool:
         """Whether the merge combines same-position elements (add, mul, max), drawn as a circle."""
         return self.operator is not None or self.function is not None
 
-    def branch_inputs(self, inp: Shape, n: int) -> list[Shape]:
-        """The input shape of each of `n` branches, for an input `inp`."""
+    def branch_inputs(self, inp: Shape, n: int, sizes: tuple[int, ...] | None = None
+                      ) -> list[Shape]:
+        """The input shape of each of `n` branches, for an input `inp`; `sizes` are the
+        slices' channels where the spec states them (`split(sizes=(16, 24, 24)):`)."""
         if not self.splits:
             return [inp] * n
         if len(inp) != 3:
             raise ShapeProblem(
                 "E203", f"{self.name} divides the channels of an image C×H×W, got {fmt(inp)}"
             )
-        return [(c, *inp[1:]) for c in self.slice_sizes(inp[0], n)]
+        return [(c, *inp[1:]) for c in self.slice_sizes(inp[0], n, sizes)]
 
-    def slice_sizes(self, channels: int, n: int) -> list[int]:
-        """The channels of each of `n` slices of `channels`; ShapeProblem where a slice would
-        be unequal (`split`) or empty (`mix-split`)."""
+    def slice_sizes(self, channels: int, n: int, sizes: tuple[int, ...] | None = None
+                    ) -> list[int]:
+        """The channels of each of `n` slices of `channels`; ShapeProblem where stated
+        `sizes` do not sum to the channels, or a slice would be unequal (`split`) or empty
+        (`mix-split`)."""
+        if sizes is not None:
+            if sum(sizes) != channels:
+                raise ShapeProblem(
+                    "E201",
+                    f"{self.name} sizes {', '.join(map(str, sizes))} sum to {sum(sizes)}, "
+                    f"but the input has {channels} channels",
+                    "the sizes must add up to the channels that reach the merge",
+                )
+            return list(sizes)
         if self.slicing == "first-rest":
             if channels < n:
                 raise ShapeProblem(
@@ -71,21 +86,24 @@ class MergeKind:
             )
         return [channels // n] * n
 
-    def inputs(self, x: Any, n: int) -> tuple[Any, ...]:
+    def inputs(self, x: Any, n: int, sizes: tuple[int, ...] | None = None) -> tuple[Any, ...]:
         """The tensors the branches get: `x` each, or its channel slices (`x.chunk(n, 1)`,
         `x.split(sizes, 1)`)."""
         if not self.splits:
             return (x,) * n
+        if sizes is not None:
+            return tuple(x.split(list(sizes), 1))
         if self.slicing == "first-rest":
             return tuple(x.split(mix_split_sizes(x.shape[1], n), 1))
         return tuple(x.chunk(n, 1))
 
-    def python_inputs(self, src: str, n: int) -> str:
+    def python_inputs(self, src: str, n: int, sizes: tuple[int, ...] | None = None) -> str:
         """Generated Python giving the branches' slices of `src` (a tuple of n tensors)."""
+        if sizes is not None:
+            return f"{src}.split({list(sizes)}, 1)"
         if self.slicing == "first-rest":
             return f"{src}.split(mix_split_sizes({src}.shape[1], {n}), 1)"
         return f"{src}.chunk({n}, 1)"
-
 
 
 def _same_shapes(name: str) -> Callable[[list[Shape]], Shape]:
@@ -256,13 +274,15 @@ MERGE_KINDS: tuple[MergeKind, ...] = (
     ),
     MergeKind(
         "split",
-        "Splits the input's channels into equal slices, one per branch (`x.chunk(n, 1)`), and "
+        "Splits the input's channels into equal slices, one per branch (`x.chunk(n, 1)`), or "
+        "into the stated `sizes` (`split(sizes=(16, 24, 24)):`, `x.split(sizes, 1)`), and "
         "stacks the branches' outputs (ShuffleNetV2).",
         _channels("split"),
         _cat,
         None,
         "concat",
         splits=True,
+        params=("sizes",),
     ),
     MergeKind(
         "mix-split",

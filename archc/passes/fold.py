@@ -190,7 +190,7 @@ class _Rewriter:
             self.dropped_kinds.append("tap")
             return Identity()
         if isinstance(op, Parallel):
-            return Parallel(op.mode, tuple(self.op(b) for b in op.branches))
+            return dataclasses.replace(op, branches=tuple(self.op(b) for b in op.branches))
         if isinstance(op, Seq):
             return self.sequence(op)
         return op

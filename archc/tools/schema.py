@@ -25,7 +25,7 @@ from typing import Any
 
 from archc.compiler import ir
 from archc.compiler.notation import REF, kind_keys, loose_word, notation_suffix, spelled
-from archc.layers import KINDS, LayerKind
+from archc.layers import KINDS, MERGES, LayerKind
 
 SCHEMA_ID = "https://archc.dev/archc.schema.json"
 ITEM_KEYS = ("name", "repeat")  # beside an item's one operation
@@ -160,7 +160,8 @@ def _item() -> dict[str, Any]:
         _operation("ref", {"type": "string"}, common),
         _operation("->", {"anyOf": [{"type": "string"},
                                     {"type": "array", "items": {"type": "string"}}]}, common),
-        *(_operation(mode, {"type": "array", "items": {"$ref": "#/$defs/item"}}, common)
+        *(_operation(mode, {"type": "array", "items": {"$ref": "#/$defs/item"}},
+                     {**common, **_merge_params(mode)})
           for mode in _merge_modes()),
     ]
     layer = {
@@ -219,6 +220,13 @@ def _one_operation() -> dict[str, Any]:
     return {"if": {"required": list(ITEM_KEYS)}, "then": {"maxProperties": 3},
             "else": {"if": {"anyOf": [{"required": [k]} for k in ITEM_KEYS]},
                      "then": {"maxProperties": 2}, "else": {"maxProperties": 1}}}
+
+
+def _merge_params(mode: str) -> dict[str, Any]:
+    """The named arguments a merge takes beside its branches: `split`'s `sizes`."""
+    return {name: {"$ref": "#/$defs/value",
+                   "description": "the channels of each branch's slice, one per branch"}
+            for name in MERGES[mode].params}
 
 
 def _merge_modes() -> tuple[str, ...]:
