@@ -926,20 +926,11 @@ def test_for_over_a_stage_table_with_generated_labels(tmp_path):
     assert paths(net)[-4:] == ["block1.0", "block1.layer1-2", "block2.0", "block2.layer2-4"]
 
 
-DOTTED = """
-    block interleaved(c, n=2):
-        for i in range(n):
-            convs.{i}: conv3-{c}(bias=false)  bns.{i}: bn  relu
-    network n:
-        input 3x8x8
-        body: interleaved(8)
-        deep.a.b: [conv1-4 bn]
-        global-avgpool flatten FC-10
-"""
+DOTTED = Path(__file__).parent / "fixtures" / "dotted_labels.arch"
 
 
 def test_a_dotted_label_places_the_module_apart_from_where_it_runs(tmp_path):
-    net = load(tmp_path, DOTTED)
+    net = archc.load(DOTTED)
     assert paths(net)[:7] == ["body.convs.0", "body.bns.0", "body.2", "body.convs.1",
                               "body.bns.1", "body.5", "deep.a.b.0"]
     body = layer(net, "body")

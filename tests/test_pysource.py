@@ -51,18 +51,6 @@ RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.whi
 # Corners the reference specs do not reach: Maxout, unlabelled stateful layers in a branching
 # block and at the root (no Python name), a labelled merge group, a block that is a plain
 # sequence of unlabelled layers, and a tap whose name is a number.
-DOTTED_SPEC = """\
-block interleaved(c, n=2):
-    for i in range(n):
-        convs.{i}: conv3-{c}(bias=false)  bns.{i}: bn  relu
-
-network dotted:
-    input 3x8x8
-    body: interleaved(8)
-    deep.a.b: [conv1-4 bn]
-    global-avgpool flatten FC-10
-"""
-
 ODD_SPEC = """\
 block plain(c):
     conv3-{c} relu conv3-{c} bn relu
@@ -192,9 +180,7 @@ def test_odd_corners_match_build(tmp_path):
 
 
 def test_dotted_labels_register_inside_module_dicts(tmp_path):
-    spec = tmp_path / "dotted.arch"
-    spec.write_text(DOTTED_SPEC, encoding="utf-8")
-    net = archc.load(spec)
+    net = archc.load(Path(__file__).parent / "fixtures" / "dotted_labels.arch")
     module, source = generate(net, tmp_path, "dotted")
     assert_same_model(net, module.Dotted)
     keys = list(to_module(net).state_dict())
