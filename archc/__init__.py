@@ -43,6 +43,7 @@ from archc.compiler.outputs import (
     OutputRefused,
     check_outputs,
     foreign_entries,
+    fsync_path,
     mark,
     staged_outputs,
     write_output,
@@ -54,9 +55,10 @@ __all__ = [
     "CheckResult", "Diagnostic", "InitError", "LayerNode", "Network", "ONNX_INPUT",
     "OutputRefused", "Program", "SpecError", "build", "bundle", "cache_folder", "cache_root",
     "check", "check_outputs", "classifier_heads", "emit_dot", "emit_onnx", "emit_python",
-    "foreign_entries", "import_network", "inference_module", "init_weights", "layers", "limit",
-    "limit_hint", "list_models", "load", "mark", "parse_assignments", "parse_value",
-    "register_leaf", "render", "save_weights", "staged_outputs", "to_module", "write_output",
+    "foreign_entries", "fsync_path", "import_network", "inference_module", "init_weights",
+    "layers", "limit", "limit_hint", "list_models", "load", "mark", "parse_assignments",
+    "parse_value", "register_leaf", "render", "save_weights", "staged_outputs", "to_module",
+    "write_output",
     "zoo_entries",
 ]
 __version__ = "0.1.0"

@@ -37,7 +37,7 @@ def commit(temporary: Path, path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(temporary, 0o666 & ~mask)
-    _fsync(temporary)
+    fsync_path(temporary)
     mark(temporary)
     os.replace(temporary, path)
 
@@ -59,12 +59,12 @@ def rewrite_in_place(path: Path, data: str | bytes) -> None:
     try:
         temporary.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         shutil.copymode(path, temporary)
-        _fsync(temporary)
+        fsync_path(temporary)
         os.replace(temporary, path)
     except BaseException:
         discard(temporary)
         raise
-    _fsync(path.parent)
+    fsync_path(path.parent)
 
 
 class Staged:
@@ -111,7 +111,7 @@ def staged_outputs(paths, *, force: bool = False) -> Iterator[Staged]:
                 commit(temporary, path)
                 staged.written.insert(0, path)
         for folder in staged.folders:
-            _fsync(folder)
+            fsync_path(folder)
     finally:
         for staging in staged.folders.values():
             shutil.rmtree(staging, ignore_errors=True)
@@ -133,9 +133,9 @@ def write_output(path: Path | str, data: str | bytes | Callable[[Path], object],
     return path
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file's (or a folder's entries') data to disk; a filesystem that cannot is
-    no reason to fail."""
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk: POSIX persists a rename only
+    once its folder is synced. A filesystem (or a system) that cannot is no reason to fail."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -32,6 +32,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from archc import fsync_path
+
 FORMAT_VERSION = 1
 _CHUNK = 1 << 20  # write in 1 MiB chunks so huge buffers never need one giant syscall
 _PARTS = ("safetensors", "state.pt")  # the data files, in write order; the manifest follows
@@ -49,20 +51,6 @@ def _write_chunks(fh, data: bytes) -> None:
     view = memoryview(data)
     for start in range(0, len(view), _CHUNK):
         fh.write(view[start:start + _CHUNK])
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable: POSIX only persists directory entries once the directory is synced."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows cannot open directories; the rename is still atomic there
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _umask() -> int:
@@ -97,7 +85,7 @@ def atomic_write(path: Path | str, data: bytes | str) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 # --------------------------------------------------------------------------- file layout
@@ -152,7 +140,7 @@ def _backup_previous(directory: Path, name: str) -> None:
             os.link(current[key], backup[key])
         except OSError:
             atomic_write(backup[key], current[key].read_bytes())
-    _fsync_dir(directory)
+    fsync_path(directory)
 
 
 # --------------------------------------------------------------------------- serialisation
